@@ -1,0 +1,186 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { gunzipSync } from 'node:zlib';
+import { encodeTarHeader } from './tar-format.js';
+import { LayerWriter, type LayerEntry } from './layer-writer.js';
+
+async function packToBuffer(writer: LayerWriter, entries: LayerEntry[]): Promise<{ bytes: Buffer; result: Awaited<ReturnType<LayerWriter['writeTo']>> }> {
+  const chunks: Buffer[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      chunks.push(chunk);
+      cb();
+    },
+  });
+  const result = await writer.writeTo(entries, sink);
+  return { bytes: Buffer.concat(chunks), result };
+}
+
+function sampleEntries(): LayerEntry[] {
+  return [
+    { type: 'directory', path: 'app', mode: 0o755, uid: 1000, gid: 1000, mtime: 1_700_000_000 },
+    { type: 'file', path: 'app/hello.txt', mode: 0o644, uid: 1000, gid: 1000, mtime: 1_700_000_100, content: Buffer.from('hello\n') },
+    { type: 'file', path: 'app/run.sh', mode: 0o755, uid: 0, gid: 0, mtime: 1_700_000_200, content: Buffer.from('#!/bin/sh\necho hi\n') },
+    { type: 'symlink', path: 'app/link', target: 'hello.txt', mtime: 1_700_000_000 },
+    { type: 'hardlink', path: 'app/hard', target: 'app/hello.txt' },
+    { type: 'directory', path: 'etc', mode: 0o700 },
+    { type: 'whiteout', path: 'etc/removed.conf' },
+    { type: 'opaque', path: 'var/cache' },
+  ];
+}
+
+let workDir: string;
+beforeAll(() => {
+  workDir = mkdtempSync(join(tmpdir(), 'strata-layer-'));
+});
+afterAll(() => {
+  rmSync(workDir, { recursive: true, force: true });
+});
+
+describe('LayerWriter determinism', () => {
+  it('gives byte-identical output and equal digests for the same entries', async () => {
+    const a = await packToBuffer(new LayerWriter(), sampleEntries());
+    const b = await packToBuffer(new LayerWriter(), sampleEntries());
+    expect(a.bytes.equals(b.bytes)).toBe(true);
+    expect(a.result.digest).toBe(b.result.digest);
+    expect(a.result.diffId).toBe(b.result.diffId);
+  });
+
+  it('ignores the order entries arrive in', async () => {
+    const forward = await packToBuffer(new LayerWriter(), sampleEntries());
+    const reversed = await packToBuffer(new LayerWriter(), sampleEntries().reverse());
+    expect(reversed.result.digest).toBe(forward.result.digest);
+  });
+
+  it('clamps mtimes to SOURCE_DATE_EPOCH so builds at different times match', async () => {
+    const at = (mtime: number): LayerEntry[] => [{ type: 'file', path: 'f', content: Buffer.from('x'), mtime }];
+    const early = await packToBuffer(new LayerWriter({ clampMtime: 1000 }), at(5000));
+    const late = await packToBuffer(new LayerWriter({ clampMtime: 1000 }), at(9000));
+    const unclamped = await packToBuffer(new LayerWriter(), at(5000));
+    expect(early.result.digest).toBe(late.result.digest);
+    expect(unclamped.result.digest).not.toBe(early.result.digest);
+  });
+
+  it('reports diffID as the sha256 of the gunzipped blob and digest/size of the blob itself', async () => {
+    const { bytes, result } = await packToBuffer(new LayerWriter(), sampleEntries());
+    const tar = gunzipSync(bytes);
+    expect(result.diffId).toBe(`sha256:${createHash('sha256').update(tar).digest('hex')}`);
+    expect(result.digest).toBe(`sha256:${createHash('sha256').update(bytes).digest('hex')}`);
+    expect(result.size).toBe(bytes.length);
+    expect(result.uncompressedSize).toBe(tar.length);
+    expect(result.mediaType).toBe('application/vnd.oci.image.layer.v1.tar+gzip');
+    // Fixed gzip header: magic, deflate, no flags (no file name), mtime 0.
+    expect([...bytes.subarray(0, 8)]).toEqual([0x1f, 0x8b, 8, 0, 0, 0, 0, 0]);
+  });
+
+  it('writes an uncompressed tar whose digest equals its diffID when compression is none', async () => {
+    const { result } = await packToBuffer(new LayerWriter({ compression: 'none' }), sampleEntries());
+    expect(result.digest).toBe(result.diffId);
+    expect(result.mediaType).toBe('application/vnd.oci.image.layer.v1.tar');
+  });
+});
+
+describe('LayerWriter output read by GNU tar', () => {
+  function listWithGnuTar(bytes: Buffer): string[] {
+    const file = join(workDir, `layer-${Math.random().toString(16).slice(2)}.tar.gz`);
+    writeFileSync(file, bytes);
+    return execFileSync('/bin/tar', ['--numeric-owner', '--utc', '-tvzf', file], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C.UTF-8' } })
+      .trim()
+      .split('\n');
+  }
+
+  it('lists entries sorted parents first, with modes, numeric owners and link targets', async () => {
+    const { bytes } = await packToBuffer(new LayerWriter(), sampleEntries());
+    const lines = listWithGnuTar(bytes).map((line) => line.replace(/\s+/g, ' '));
+    expect(lines).toEqual([
+      'drwxr-xr-x 1000/1000 0 2023-11-14 22:13 app/',
+      // app/hard sorts first, so it carries the content and app/hello.txt becomes the link.
+      '-rw-r--r-- 1000/1000 6 2023-11-14 22:15 app/hard',
+      'hrw-r--r-- 1000/1000 0 2023-11-14 22:15 app/hello.txt link to app/hard',
+      'lrwxrwxrwx 0/0 0 2023-11-14 22:13 app/link -> hello.txt',
+      '-rwxr-xr-x 0/0 18 2023-11-14 22:16 app/run.sh',
+      'drwx------ 0/0 0 1970-01-01 00:00 etc/',
+      '---------- 0/0 0 1970-01-01 00:00 etc/.wh.removed.conf',
+      '---------- 0/0 0 1970-01-01 00:00 var/cache/.wh..wh..opq',
+    ]);
+  });
+
+  it('keeps long and non-ASCII names and long link targets through PAX headers', async () => {
+    const longName = `${'deep/'.repeat(40)}${'n'.repeat(150)}.txt`;
+    const unicode = 'données/ファイル.txt';
+    const longTarget = `../${'t'.repeat(200)}`;
+    const { bytes } = await packToBuffer(new LayerWriter(), [
+      { type: 'file', path: longName, content: Buffer.from('long') },
+      { type: 'file', path: unicode, content: Buffer.from('utf8') },
+      { type: 'symlink', path: 'l', target: longTarget },
+    ]);
+    const file = join(workDir, 'long.tar.gz');
+    writeFileSync(file, bytes);
+    const names = execFileSync('/bin/tar', ['-tzf', file], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C.UTF-8' } }).trim().split('\n');
+    expect(names).toEqual([longName, unicode, 'l'].sort((a, b) => Buffer.compare(Buffer.from(a.split('/')[0]!), Buffer.from(b.split('/')[0]!))));
+    const listing = execFileSync('/bin/tar', ['-tvzf', file], { encoding: 'utf8' });
+    expect(listing).toContain(`l -> ${longTarget}`);
+  });
+
+  it('extracts file contents streamed from disk and from a Readable', async () => {
+    const source = join(workDir, 'source.bin');
+    const payload = Buffer.alloc(3 * 1024 * 1024 + 17, 7);
+    writeFileSync(source, payload);
+    const { bytes } = await packToBuffer(new LayerWriter(), [
+      { type: 'file', path: 'from-disk.bin', content: { path: source } },
+      { type: 'file', path: 'from-stream.txt', content: { size: 5, stream: () => Readable.from([Buffer.from('ab'), Buffer.from('cde')]) } },
+    ]);
+    const out = mkdtempSync(join(workDir, 'x-'));
+    const file = join(workDir, 'content.tar.gz');
+    writeFileSync(file, bytes);
+    execFileSync('/bin/tar', ['-xzf', file, '-C', out]);
+    const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
+    expect(sha(join(out, 'from-disk.bin'))).toBe(createHash('sha256').update(payload).digest('hex'));
+    expect(readFileSync(join(out, 'from-stream.txt'), 'utf8')).toBe('abcde');
+  });
+});
+
+describe('LayerWriter refusals', () => {
+  const pack = (entries: LayerEntry[], writer = new LayerWriter()) => packToBuffer(writer, entries);
+
+  it('refuses a stream whose length differs from the declared size', async () => {
+    await expect(pack([{ type: 'file', path: 'f', content: { size: 10, stream: Readable.from([Buffer.from('short')]) } }])).rejects.toThrow(
+      /layer entry "f": content is 5 bytes, declared 10/,
+    );
+  });
+
+  it('refuses paths with ".." and duplicate paths', async () => {
+    await expect(pack([{ type: 'file', path: '../etc/passwd', content: Buffer.alloc(0) }])).rejects.toThrow(/contains "\.\."/);
+    await expect(
+      pack([
+        { type: 'file', path: 'a', content: Buffer.alloc(0) },
+        { type: 'directory', path: '/a/' },
+      ]),
+    ).rejects.toThrow(/appears more than once/);
+  });
+
+  it('refuses devices unless allowed', async () => {
+    const dev: LayerEntry = { type: 'char-device', path: 'dev/null', devmajor: 1, devminor: 3, mode: 0o666 };
+    await expect(pack([dev])).rejects.toThrow(/char-device entries are not allowed/);
+    const { bytes } = await pack([dev], new LayerWriter({ allowDevices: true }));
+    const file = join(workDir, 'dev.tar.gz');
+    writeFileSync(file, bytes);
+    expect(execFileSync('/bin/tar', ['-tvzf', file], { encoding: 'utf8' })).toMatch(/^crw-rw-rw- 0\/0\s+1,3 /);
+  });
+
+  it('refuses a hard link to a path outside the layer', async () => {
+    await expect(pack([{ type: 'hardlink', path: 'h', target: 'missing' }])).rejects.toThrow(/hard link target "missing" is not in this layer/);
+  });
+});
+
+describe('encodeTarHeader', () => {
+  it('moves a size beyond ustar range into a PAX size record', () => {
+    const header = encodeTarHeader({ name: 'huge', type: 'file', mode: 0o644, uid: 0, gid: 0, size: 9 * 1024 ** 3, mtime: 0 });
+    expect(header.length).toBe(3 * 512);
+    expect(header.subarray(512, 1024).toString('utf8')).toContain(`size=${9 * 1024 ** 3}\n`);
+  });
+});

@@ -1,0 +1,350 @@
+import { createReadStream } from 'node:fs';
+import { lstat } from 'node:fs/promises';
+import { Readable, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { constants as zlibConstants, createGzip } from 'node:zlib';
+import { DigestingStream, type Digest } from './digest.js';
+import { MediaType } from './media-types.js';
+import { encodeTarHeader, tarEndOfArchive, tarPadding, type TarEntryType } from './tar-format.js';
+import type { Descriptor } from './types.js';
+import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './whiteout.js';
+
+/** Where a regular file's bytes come from. Only opened when the writer reaches the entry. */
+export type FileContent =
+  | Buffer
+  | Uint8Array
+  | { readonly path: string }
+  | { readonly size: number; readonly stream: Readable | (() => Readable | Promise<Readable>) };
+
+export interface LayerEntryMetadata {
+  /** Path inside the layer, relative ("usr/bin/x"; a leading "/" or "./" is dropped). */
+  path: string;
+  /** Permission bits (0o7777). Defaults: files 0o644, directories 0o755, symlinks 0o777, others 0o644. */
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  /** Seconds since the epoch, or a Date; sub-second precision is dropped. Default 0. */
+  mtime?: number | Date;
+  xattrs?: Readonly<Record<string, Buffer | string>>;
+}
+
+export type LayerEntry =
+  | (LayerEntryMetadata & { type: 'file'; content: FileContent })
+  | (LayerEntryMetadata & { type: 'directory' })
+  | (LayerEntryMetadata & { type: 'symlink'; target: string })
+  /** `target` is another path in the same layer. */
+  | (LayerEntryMetadata & { type: 'hardlink'; target: string })
+  /** Removes `path` from lower layers: written as `<dir>/.wh.<name>`. */
+  | (LayerEntryMetadata & { type: 'whiteout' })
+  /** Hides the lower-layer children of directory `path`: written as `<path>/.wh..wh..opq`. */
+  | (LayerEntryMetadata & { type: 'opaque' })
+  | (LayerEntryMetadata & { type: 'char-device' | 'block-device'; devmajor: number; devminor: number })
+  | (LayerEntryMetadata & { type: 'fifo' });
+
+export type LayerCompression = 'gzip' | 'none';
+
+export interface LayerWriterOptions {
+  /** SOURCE_DATE_EPOCH: no entry's mtime is later than this (seconds since the epoch). */
+  clampMtime?: number;
+  /** Device and fifo entries are refused unless this is set (build layers have no business holding them). */
+  allowDevices?: boolean;
+  compression?: LayerCompression;
+  /** zlib level; the default level keeps digests equal to other Strata builds. */
+  gzipLevel?: number;
+}
+
+export interface LayerResult {
+  /** sha256 of the uncompressed tar (rootfs.diff_ids). */
+  diffId: Digest;
+  /** sha256 of the blob as stored (compressed when compression is gzip). */
+  digest: Digest;
+  /** Size of the blob as stored. */
+  size: number;
+  uncompressedSize: number;
+  mediaType: string;
+  descriptor: Descriptor;
+}
+
+export interface PackedLayer {
+  /** The layer blob; read it to the end, then `result` resolves. */
+  stream: Readable;
+  result: Promise<LayerResult>;
+}
+
+export class LayerEntryError extends Error {
+  override readonly name = 'LayerEntryError';
+  constructor(readonly path: string, reason: string) {
+    super(`layer entry ${JSON.stringify(path)}: ${reason}`);
+  }
+}
+
+interface PreparedEntry {
+  tarName: string;
+  sortKey: Buffer[];
+  type: TarEntryType;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: number;
+  linkname?: string;
+  devmajor?: number;
+  devminor?: number;
+  xattrs?: Readonly<Record<string, Buffer | string>>;
+  content?: FileContent;
+  /** Original entry path, for error messages. */
+  source: string;
+}
+
+/**
+ * Writes reproducible layer tarballs: entries sorted by path (parents before children),
+ * metadata exactly as given, empty uname/gname, gzip with a fixed header. Contents are
+ * streamed, so a layer's size is bounded by disk, not memory.
+ */
+export class LayerWriter {
+  private readonly options: Required<Omit<LayerWriterOptions, 'clampMtime'>> & { clampMtime?: number };
+
+  constructor(options: LayerWriterOptions = {}) {
+    this.options = {
+      allowDevices: options.allowDevices ?? false,
+      compression: options.compression ?? 'gzip',
+      gzipLevel: options.gzipLevel ?? zlibConstants.Z_DEFAULT_COMPRESSION,
+      ...(options.clampMtime === undefined ? {} : { clampMtime: options.clampMtime }),
+    };
+  }
+
+  pack(entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>): PackedLayer {
+    const tarHash = new DigestingStream();
+    const blobHash = new DigestingStream();
+    const source = Readable.from(this.tarChunks(entries), { objectMode: false });
+    const compression = this.options.compression;
+    const stages = compression === 'gzip' ? [tarHash, createGzip({ level: this.options.gzipLevel }), blobHash] : [tarHash, blobHash];
+    const mediaType = compression === 'gzip' ? MediaType.ociLayerGzip : MediaType.ociLayer;
+
+    const result = new Promise<LayerResult>((resolve, reject) => {
+      blobHash.once('end', () => {
+        const digest = blobHash.digest;
+        resolve({
+          diffId: tarHash.digest,
+          digest,
+          size: blobHash.size,
+          uncompressedSize: tarHash.size,
+          mediaType,
+          descriptor: { mediaType, digest, size: blobHash.size },
+        });
+      });
+      blobHash.once('error', reject);
+    });
+    // Callers may only await `result` after piping `stream`; avoid an unhandled rejection meanwhile.
+    result.catch(() => undefined);
+    // stream.pipeline forwards an error from any stage to the last one, which the caller reads.
+    void pipelineQuiet(source, stages);
+    return { stream: blobHash, result };
+  }
+
+  async writeTo(entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>, out: Writable): Promise<LayerResult> {
+    const packed = this.pack(entries);
+    await pipeline(packed.stream, out);
+    return packed.result;
+  }
+
+  private async *tarChunks(entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>): AsyncGenerator<Buffer> {
+    const prepared: PreparedEntry[] = [];
+    for await (const entry of entries) prepared.push(this.prepare(entry));
+    prepared.sort((a, b) => compareSortKeys(a.sortKey, b.sortKey));
+    for (let i = 1; i < prepared.length; i++) {
+      if (prepared[i - 1]!.tarName.replace(/\/$/, '') === prepared[i]!.tarName.replace(/\/$/, '')) {
+        throw new LayerEntryError(prepared[i]!.source, 'path appears more than once');
+      }
+    }
+    orderHardlinks(prepared);
+
+    for (const entry of prepared) {
+      if (entry.type !== 'file') {
+        yield encodeTarHeader({ ...entry, name: entry.tarName, size: 0 });
+        continue;
+      }
+      const { size, open } = await openContent(entry);
+      yield encodeTarHeader({ ...entry, name: entry.tarName, size });
+      let written = 0;
+      if (size > 0 || open !== null) {
+        const stream = open === null ? null : await open();
+        if (stream !== null) {
+          for await (const chunk of stream) {
+            const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
+            written += buffer.length;
+            if (written > size) {
+              stream.destroy();
+              throw new LayerEntryError(entry.source, `content is longer than the declared ${size} bytes (file changed while being added?)`);
+            }
+            yield buffer;
+          }
+        } else {
+          const bytes = entry.content as Uint8Array;
+          written = bytes.length;
+          if (bytes.length > 0) yield Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+        }
+      }
+      if (written !== size) {
+        throw new LayerEntryError(entry.source, `content is ${written} bytes, declared ${size} (file changed while being added?)`);
+      }
+      yield tarPadding(size);
+    }
+    yield tarEndOfArchive();
+  }
+
+  private prepare(entry: LayerEntry): PreparedEntry {
+    const path = normalizeLayerPath(entry.path, entry.type === 'opaque');
+    let tarPath: string;
+    let type: TarEntryType;
+    switch (entry.type) {
+      case 'whiteout': {
+        if (path === '') throw new LayerEntryError(entry.path, 'cannot white out the layer root');
+        const slash = path.lastIndexOf('/');
+        tarPath = `${path.slice(0, slash + 1)}${WHITEOUT_PREFIX}${path.slice(slash + 1)}`;
+        type = 'file';
+        break;
+      }
+      case 'opaque':
+        tarPath = path === '' ? OPAQUE_WHITEOUT : `${path}/${OPAQUE_WHITEOUT}`;
+        type = 'file';
+        break;
+      case 'char-device':
+      case 'block-device':
+      case 'fifo':
+        if (!this.options.allowDevices) throw new LayerEntryError(entry.path, `${entry.type} entries are not allowed in this layer`);
+        tarPath = path;
+        type = entry.type;
+        break;
+      default:
+        tarPath = path;
+        type = entry.type;
+    }
+    const isWhiteout = entry.type === 'whiteout' || entry.type === 'opaque';
+    const defaultMode = isWhiteout ? 0 : entry.type === 'directory' ? 0o755 : entry.type === 'symlink' ? 0o777 : 0o644;
+    const mode = entry.mode ?? defaultMode;
+    if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new LayerEntryError(entry.path, `mode ${mode} is not permission bits (0-0o7777)`);
+    const uid = checkId(entry.path, 'uid', entry.uid ?? 0);
+    const gid = checkId(entry.path, 'gid', entry.gid ?? 0);
+    let mtime = entry.mtime === undefined ? 0 : entry.mtime instanceof Date ? Math.floor(entry.mtime.getTime() / 1000) : Math.floor(entry.mtime);
+    if (!Number.isFinite(mtime)) throw new LayerEntryError(entry.path, 'mtime is not a finite number');
+    if (this.options.clampMtime !== undefined && mtime > this.options.clampMtime) mtime = this.options.clampMtime;
+
+    const prepared: PreparedEntry = {
+      tarName: type === 'directory' ? `${tarPath}/` : tarPath,
+      sortKey: tarPath.split('/').map((part) => Buffer.from(part, 'utf8')),
+      type,
+      mode,
+      uid,
+      gid,
+      mtime,
+      source: entry.path,
+    };
+    if (entry.xattrs !== undefined) prepared.xattrs = entry.xattrs;
+    if (entry.type === 'symlink') {
+      if (entry.target === '' || entry.target.includes('\0')) throw new LayerEntryError(entry.path, 'symlink target is empty or contains NUL');
+      prepared.linkname = entry.target;
+    }
+    if (entry.type === 'hardlink') prepared.linkname = normalizeLayerPath(entry.target, false);
+    if (entry.type === 'char-device' || entry.type === 'block-device') {
+      prepared.devmajor = entry.devmajor;
+      prepared.devminor = entry.devminor;
+    }
+    if (entry.type === 'file') prepared.content = entry.content;
+    if (isWhiteout) prepared.content = Buffer.alloc(0);
+    return prepared;
+  }
+}
+
+async function pipelineQuiet(source: Readable, stages: (NodeJS.ReadWriteStream & Writable)[]): Promise<void> {
+  try {
+    await pipeline([source, ...stages]);
+  } catch {
+    // Reported through the last stage's 'error' event.
+  }
+}
+
+function checkId(path: string, field: string, value: number): number {
+  if (!Number.isInteger(value) || value < 0) throw new LayerEntryError(path, `${field} ${value} is not a non-negative integer`);
+  return value;
+}
+
+/** Normalises a layer path to "a/b/c" and refuses anything that could point outside the layer root. */
+export function normalizeLayerPath(input: string, allowRoot: boolean): string {
+  if (input.includes('\0')) throw new LayerEntryError(input, 'path contains a NUL byte');
+  const parts = input.split('/').filter((part) => part !== '' && part !== '.');
+  if (parts.includes('..')) throw new LayerEntryError(input, 'path contains ".."');
+  const path = parts.join('/');
+  if (path === '' && !allowRoot) throw new LayerEntryError(input, 'path is empty');
+  return path;
+}
+
+const OPAQUE_BYTES = Buffer.from(OPAQUE_WHITEOUT);
+
+function compareSortKeys(a: Buffer[], b: Buffer[]): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const cmp = Buffer.compare(a[i]!, b[i]!);
+    if (cmp === 0) continue;
+    // The opaque marker leads its directory so streaming unpackers clear lower children first.
+    if (a[i]!.equals(OPAQUE_BYTES)) return -1;
+    if (b[i]!.equals(OPAQUE_BYTES)) return 1;
+    return cmp;
+  }
+  return a.length - b.length;
+}
+
+/**
+ * A hard link must follow the file it names in the archive. After sorting that may not hold,
+ * so within each group of linked names the first in archive order carries the content.
+ */
+function orderHardlinks(sorted: PreparedEntry[]): void {
+  const byName = new Map<string, PreparedEntry>();
+  for (const entry of sorted) byName.set(entry.tarName.replace(/\/$/, ''), entry);
+  const groups = new Map<PreparedEntry, PreparedEntry[]>();
+  for (const entry of sorted) {
+    if (entry.type !== 'hardlink') continue;
+    let root: PreparedEntry | undefined = entry;
+    const seen = new Set<PreparedEntry>();
+    while (root !== undefined && root.type === 'hardlink') {
+      if (seen.has(root)) throw new LayerEntryError(entry.source, 'hard links form a cycle');
+      seen.add(root);
+      root = byName.get(root.linkname!);
+    }
+    if (root === undefined) throw new LayerEntryError(entry.source, `hard link target ${JSON.stringify(entry.linkname)} is not in this layer`);
+    if (root.type !== 'file') throw new LayerEntryError(entry.source, `hard link target ${JSON.stringify(root.tarName)} is not a regular file`);
+    const members = groups.get(root) ?? [root];
+    members.push(entry);
+    groups.set(root, members);
+  }
+  const index = new Map<PreparedEntry, number>();
+  sorted.forEach((entry, i) => index.set(entry, i));
+  for (const [file, members] of groups) {
+    members.sort((a, b) => index.get(a)! - index.get(b)!);
+    const first = members[0]!;
+    if (first !== file) {
+      // Move content and inode metadata to the first name; the original file becomes a link.
+      const names = new Map(members.map((m) => [m, { tarName: m.tarName, sortKey: m.sortKey, source: m.source }]));
+      const fileFields = { ...file };
+      for (const member of members) Object.assign(member, fileFields, names.get(member));
+      delete first.linkname;
+    }
+    for (const member of members.slice(1)) {
+      member.type = 'hardlink';
+      member.linkname = first.tarName;
+      delete member.content;
+    }
+  }
+}
+
+async function openContent(entry: PreparedEntry): Promise<{ size: number; open: (() => Promise<Readable>) | null }> {
+  const content = entry.content!;
+  if (content instanceof Uint8Array) return { size: content.byteLength, open: null };
+  if ('path' in content) {
+    const stats = await lstat(content.path);
+    if (!stats.isFile()) throw new LayerEntryError(entry.source, `content source ${content.path} is not a regular file`);
+    return { size: stats.size, open: async () => createReadStream(content.path, { highWaterMark: 256 * 1024 }) };
+  }
+  if (!Number.isInteger(content.size) || content.size < 0) throw new LayerEntryError(entry.source, `declared size ${content.size} is invalid`);
+  const stream = content.stream;
+  return { size: content.size, open: async () => (typeof stream === 'function' ? await stream() : stream) };
+}

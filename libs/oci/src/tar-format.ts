@@ -1,0 +1,186 @@
+/** POSIX ustar header encoding with PAX extended headers for what ustar cannot hold. */
+
+export const TAR_BLOCK_SIZE = 512;
+
+export type TarEntryType =
+  | 'file'
+  | 'hardlink'
+  | 'symlink'
+  | 'char-device'
+  | 'block-device'
+  | 'directory'
+  | 'fifo';
+
+const TYPEFLAG: Record<TarEntryType, string> = {
+  file: '0',
+  hardlink: '1',
+  symlink: '2',
+  'char-device': '3',
+  'block-device': '4',
+  directory: '5',
+  fifo: '6',
+};
+
+export interface TarHeaderFields {
+  /** Archive path; directories end with '/'. */
+  name: string;
+  type: TarEntryType;
+  /** Permission bits only (0o7777). */
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  /** Seconds since the epoch (integer). */
+  mtime: number;
+  linkname?: string;
+  devmajor?: number;
+  devminor?: number;
+  /** Written as PAX `SCHILY.xattr.<name>` records, in sorted key order. */
+  xattrs?: Readonly<Record<string, Buffer | string>>;
+}
+
+const MAX_OCTAL_7 = 0o7777777;
+const MAX_OCTAL_11 = 0o77777777777;
+
+function isAscii(value: string): boolean {
+  // eslint-disable-next-line no-control-regex
+  return /^[\x01-\x7f]*$/.test(value);
+}
+
+function writeString(block: Buffer, value: string, offset: number, length: number): void {
+  block.write(value, offset, length, 'ascii');
+}
+
+function writeOctal(block: Buffer, value: number, offset: number, length: number): void {
+  // length - 1 digits, zero padded, then NUL: the form GNU tar and Go's archive/tar write.
+  block.write(value.toString(8).padStart(length - 1, '0'), offset, length - 1, 'ascii');
+  block[offset + length - 1] = 0;
+}
+
+/** Splits a long ASCII name into ustar prefix/name at a '/', or null if it cannot fit. */
+function splitUstarName(name: string): { prefix: string; name: string } | null {
+  if (name.length <= 100) return { prefix: '', name };
+  for (let i = name.indexOf('/'); i !== -1; i = name.indexOf('/', i + 1)) {
+    const prefix = name.slice(0, i);
+    const rest = name.slice(i + 1);
+    if (prefix.length > 155) return null;
+    if (rest.length > 0 && rest.length <= 100) return { prefix, name: rest };
+  }
+  return null;
+}
+
+function paxRecord(key: string, value: Buffer): Buffer {
+  // The length prefix counts itself, so grow it until it is stable.
+  const body = Buffer.concat([Buffer.from(` ${key}=`, 'utf8'), value, Buffer.from('\n')]);
+  let length = body.length + 1;
+  while (String(length).length + body.length !== length) length = String(length).length + body.length;
+  return Buffer.concat([Buffer.from(String(length), 'ascii'), body]);
+}
+
+function padToBlock(size: number): number {
+  const rest = size % TAR_BLOCK_SIZE;
+  return rest === 0 ? 0 : TAR_BLOCK_SIZE - rest;
+}
+
+export function tarPadding(size: number): Buffer {
+  return Buffer.alloc(padToBlock(size));
+}
+
+function ustarBlock(fields: {
+  name: string;
+  prefix: string;
+  typeflag: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: number;
+  linkname: string;
+  devmajor: number;
+  devminor: number;
+}): Buffer {
+  const block = Buffer.alloc(TAR_BLOCK_SIZE);
+  writeString(block, fields.name, 0, 100);
+  writeOctal(block, fields.mode, 100, 8);
+  writeOctal(block, fields.uid, 108, 8);
+  writeOctal(block, fields.gid, 116, 8);
+  writeOctal(block, fields.size, 124, 12);
+  writeOctal(block, fields.mtime, 136, 12);
+  block.fill(0x20, 148, 156);
+  writeString(block, fields.typeflag, 156, 1);
+  writeString(block, fields.linkname, 157, 100);
+  writeString(block, 'ustar\u000000', 257, 8);
+  // uname/gname stay empty: owners are numeric so layers do not depend on the builder's /etc/passwd.
+  writeOctal(block, fields.devmajor, 329, 8);
+  writeOctal(block, fields.devminor, 337, 8);
+  writeString(block, fields.prefix, 345, 155);
+  let sum = 0;
+  for (const byte of block) sum += byte;
+  block.write(`${sum.toString(8).padStart(6, '0')}\u0000 `, 148, 8, 'ascii');
+  return block;
+}
+
+/** Header blocks for one entry: an optional PAX 'x' header (with its data) followed by the ustar header. */
+export function encodeTarHeader(header: TarHeaderFields): Buffer {
+  const records: Buffer[] = [];
+  const split = isAscii(header.name) ? splitUstarName(header.name) : null;
+  if (split === null) records.push(paxRecord('path', Buffer.from(header.name, 'utf8')));
+  const linkname = header.linkname ?? '';
+  const linkFits = isAscii(linkname) && linkname.length <= 100;
+  if (!linkFits) records.push(paxRecord('linkpath', Buffer.from(linkname, 'utf8')));
+  if (header.size > MAX_OCTAL_11) records.push(paxRecord('size', Buffer.from(String(header.size))));
+  if (header.uid > MAX_OCTAL_7) records.push(paxRecord('uid', Buffer.from(String(header.uid))));
+  if (header.gid > MAX_OCTAL_7) records.push(paxRecord('gid', Buffer.from(String(header.gid))));
+  const mtimeFits = header.mtime >= 0 && header.mtime <= MAX_OCTAL_11;
+  if (!mtimeFits) records.push(paxRecord('mtime', Buffer.from(String(header.mtime))));
+  const devmajor = header.devmajor ?? 0;
+  const devminor = header.devminor ?? 0;
+  if (devmajor > MAX_OCTAL_7 || devminor > MAX_OCTAL_7) throw new RangeError(`tar entry ${header.name}: device numbers too large`);
+  if (header.xattrs) {
+    for (const key of Object.keys(header.xattrs).sort()) {
+      const value = header.xattrs[key]!;
+      records.push(paxRecord(`SCHILY.xattr.${key}`, typeof value === 'string' ? Buffer.from(value, 'utf8') : value));
+    }
+  }
+  // Records are emitted in a fixed order (path, linkpath, size, uid, gid, mtime, xattrs) so output is deterministic.
+  const ustar = ustarBlock({
+    name: split ? split.name : asciiFallback(header.name, 100),
+    prefix: split ? split.prefix : '',
+    typeflag: TYPEFLAG[header.type],
+    mode: header.mode & 0o7777,
+    uid: Math.min(header.uid, MAX_OCTAL_7),
+    gid: Math.min(header.gid, MAX_OCTAL_7),
+    size: Math.min(header.size, MAX_OCTAL_11),
+    mtime: mtimeFits ? header.mtime : 0,
+    linkname: linkFits ? linkname : asciiFallback(linkname, 100),
+    devmajor,
+    devminor,
+  });
+  if (records.length === 0) return ustar;
+  const paxData = Buffer.concat(records);
+  const paxHeader = ustarBlock({
+    name: asciiFallback(`PaxHeaders/${header.name.replace(/\/$/, '').split('/').pop() ?? ''}`, 100),
+    prefix: '',
+    typeflag: 'x',
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    size: paxData.length,
+    mtime: 0,
+    linkname: '',
+    devmajor: 0,
+    devminor: 0,
+  });
+  return Buffer.concat([paxHeader, paxData, tarPadding(paxData.length), ustar]);
+}
+
+/** What readers without PAX support see: the name reduced to ASCII and truncated. */
+function asciiFallback(value: string, length: number): string {
+  // eslint-disable-next-line no-control-regex
+  return value.replace(/[^\x01-\x7f]/g, '_').slice(0, length);
+}
+
+/** Two zero blocks end an archive. */
+export function tarEndOfArchive(): Buffer {
+  return Buffer.alloc(2 * TAR_BLOCK_SIZE);
+}
