@@ -5,3 +5,5 @@ export * from './canonical-json.js';
 export * from './whiteout.js';
 export * from './tar-format.js';
 export * from './layer-writer.js';
+export * from './reference.js';
+export * from './tar-reader.js';

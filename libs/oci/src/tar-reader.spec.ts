@@ -1,0 +1,173 @@
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
+import { LayerWriter, type LayerEntry } from './layer-writer.js';
+import { encodeTarHeader, tarEndOfArchive, tarPadding, type TarHeaderFields } from './tar-format.js';
+import { parseWhiteout } from './whiteout.js';
+import { extractTar, readTarEntries, TarExtractionError } from './tar-reader.js';
+
+/** Builds a tar by hand, so tests can express archives the LayerWriter would refuse to write. */
+function rawTar(entries: (Partial<TarHeaderFields> & { name: string; body?: Buffer })[]): Buffer {
+  const blocks: Buffer[] = [];
+  for (const { body = Buffer.alloc(0), ...fields } of entries) {
+    blocks.push(encodeTarHeader({ type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, ...fields, size: fields.type === undefined || fields.type === 'file' ? body.length : 0 }));
+    if (body.length > 0) blocks.push(body, tarPadding(body.length));
+  }
+  blocks.push(tarEndOfArchive());
+  return Buffer.concat(blocks);
+}
+
+async function layerBytes(entries: LayerEntry[]): Promise<Buffer> {
+  const packed = new LayerWriter().pack(entries);
+  const chunks: Buffer[] = [];
+  for await (const chunk of packed.stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+let sandbox: string;
+let dest: string;
+beforeEach(() => {
+  sandbox = mkdtempSync(join(tmpdir(), 'strata-extract-'));
+  dest = join(sandbox, 'dest');
+  mkdirSync(dest);
+});
+afterEach(() => {
+  rmSync(sandbox, { recursive: true, force: true });
+});
+
+function expectNothingOutsideDest(): void {
+  expect(readdirSync(sandbox)).toEqual(['dest']);
+}
+
+describe('extractTar', () => {
+  it('round-trips a LayerWriter layer with modes, mtimes, symlinks and hard links', async () => {
+    const gz = await layerBytes([
+      { type: 'directory', path: 'bin', mode: 0o750, mtime: 1_600_000_000 },
+      { type: 'file', path: 'bin/tool', mode: 0o755, mtime: 1_600_000_100, content: Buffer.from('tool') },
+      { type: 'symlink', path: 'bin/alias', target: 'tool' },
+      { type: 'hardlink', path: 'bin/tool2', target: 'bin/tool' },
+      { type: 'file', path: 'readme', mode: 0o600, mtime: 1_500_000_000, content: Buffer.from('hi') },
+    ]);
+    const summary = await extractTar(Readable.from([gz]), dest);
+    expect(summary).toEqual({ entries: 5, bytes: 6 });
+    expect(readFileSync(join(dest, 'bin/tool'), 'utf8')).toBe('tool');
+    expect(statSync(join(dest, 'bin/tool')).mode & 0o7777).toBe(0o755);
+    expect(statSync(join(dest, 'bin/tool')).mtimeMs).toBe(1_600_000_100_000);
+    expect(statSync(join(dest, 'bin')).mode & 0o7777).toBe(0o750);
+    expect(statSync(join(dest, 'bin')).mtimeMs).toBe(1_600_000_000_000);
+    expect(statSync(join(dest, 'readme')).mode & 0o7777).toBe(0o600);
+    expect(readlinkSync(join(dest, 'bin/alias'))).toBe('tool');
+    expect(statSync(join(dest, 'bin/tool2')).ino).toBe(statSync(join(dest, 'bin/tool')).ino);
+  });
+
+  it('accepts an uncompressed tar (detected by the absence of gzip magic)', async () => {
+    await extractTar(Readable.from([rawTar([{ name: 'a/b.txt', body: Buffer.from('plain') }])]), dest);
+    expect(readFileSync(join(dest, 'a/b.txt'), 'utf8')).toBe('plain');
+  });
+
+  const refusals: [string, Buffer, RegExp][] = [
+    ['an absolute path', rawTar([{ name: '/etc/evil', body: Buffer.from('x') }]), /"\/etc\/evil": path "\/etc\/evil" is absolute/],
+    ['a ".." path escaping the destination', rawTar([{ name: 'a/../../evil', body: Buffer.from('x') }]), /"a\/..\/..\/evil": .*escapes the destination/],
+    ['a symlink pointing outside', rawTar([{ name: 'up', type: 'symlink', linkname: '../../etc' }]), /"up": symlink target "..\/..\/etc" points outside/],
+    ['an absolute symlink', rawTar([{ name: 'abs', type: 'symlink', linkname: '/etc/passwd' }]), /"abs": symlink target "\/etc\/passwd" is absolute/],
+    [
+      'a write through a symlink inside the archive',
+      rawTar([
+        { name: 'real', type: 'directory', mode: 0o755 },
+        { name: 'alias', type: 'symlink', linkname: 'real' },
+        { name: 'alias/file', body: Buffer.from('x') },
+      ]),
+      /"alias\/file": parent "alias" is a symlink/,
+    ],
+    ['a hard link to a file outside', rawTar([{ name: 'h', type: 'hardlink', linkname: '../../etc/passwd' }]), /"h": path "..\/..\/etc\/passwd" escapes/],
+    [
+      'a hard link to a symlink',
+      rawTar([
+        { name: 's', type: 'symlink', linkname: 'x' },
+        { name: 'h', type: 'hardlink', linkname: 's' },
+      ]),
+      /"h": hard link target "s" is not a regular file/,
+    ],
+    ['a character device', rawTar([{ name: 'null', type: 'char-device', devmajor: 1, devminor: 3 }]), /"null": char-device entries are not allowed/],
+    ['a block device', rawTar([{ name: 'sda', type: 'block-device', devmajor: 8, devminor: 0 }]), /"sda": block-device entries are not allowed/],
+    ['a fifo', rawTar([{ name: 'pipe', type: 'fifo' }]), /"pipe": fifo entries are not allowed/],
+    [
+      'a symlink that escapes only once a later entry turns its path into a link',
+      rawTar([
+        { name: 'l', type: 'symlink', linkname: 'sub/..' },
+        { name: 'sub', type: 'symlink', linkname: '.' },
+      ]),
+      /"l": symlink target "sub\/.." resolves outside/,
+    ],
+  ];
+
+  it.each(refusals)('refuses %s and writes nothing outside the destination', async (_label, archive, message) => {
+    const attempt = extractTar(Readable.from([gzipSync(archive)]), dest);
+    await expect(attempt).rejects.toThrow(TarExtractionError);
+    await expect(extractTar(Readable.from([archive]), mkdtempSync(join(dest, 'again-')))).rejects.toThrow(message);
+    expectNothingOutsideDest();
+  });
+
+  it('refuses a gzip bomb whose entry declares more than the byte limit, naming the entry', async () => {
+    const bomb = gzipSync(rawTar([{ name: 'zeros.bin', body: Buffer.alloc(8 * 1024 * 1024) }]));
+    expect(bomb.length).toBeLessThan(64 * 1024);
+    await expect(extractTar(Readable.from([bomb]), dest, { maxBytes: 1024 * 1024 })).rejects.toThrow(/"zeros.bin": archive content exceeds 1048576 bytes/);
+    expect(existsSync(join(dest, 'zeros.bin'))).toBe(false);
+  });
+
+  it('refuses a gzip stream that inflates past the limit even without entries', async () => {
+    const bomb = gzipSync(Buffer.alloc(16 * 1024 * 1024));
+    await expect(extractTar(Readable.from([bomb]), dest, { maxBytes: 1024 * 1024, maxEntries: 10 })).rejects.toThrow(/archive expands to more than/);
+  });
+
+  it('refuses an archive with too many entries', async () => {
+    const many = rawTar(Array.from({ length: 11 }, (_, i) => ({ name: `f${i}`, body: Buffer.from('x') })));
+    await expect(extractTar(Readable.from([many]), dest, { maxEntries: 10 })).rejects.toThrow(/"f10": archive has more than 10 entries/);
+  });
+
+  it('refuses bytes that are neither tar nor gzip', async () => {
+    await expect(extractTar(Readable.from([Buffer.from('definitely not a tarball'.repeat(40))]), dest)).rejects.toThrow();
+  });
+});
+
+describe('readTarEntries', () => {
+  it('yields PAX long names, link targets, xattrs and bodies, skipping unread bodies', async () => {
+    const longName = `${'x'.repeat(120)}/${'y'.repeat(120)}`;
+    const tar = rawTar([
+      { name: longName, body: Buffer.from('first'), xattrs: { 'user.origin': 'test' } },
+      { name: 'second', body: Buffer.from('second body') },
+      { name: 'link', type: 'symlink', linkname: 'z'.repeat(300) },
+    ]);
+    const seen: { name: string; body?: string; linkname: string; xattrs: Record<string, string> }[] = [];
+    for await (const { header, body } of readTarEntries(Readable.from([gzipSync(tar)]))) {
+      if (header.name === 'second') {
+        const chunks: Buffer[] = [];
+        for await (const chunk of body) chunks.push(chunk as Buffer);
+        seen.push({ name: header.name, body: Buffer.concat(chunks).toString(), linkname: header.linkname, xattrs: header.xattrs });
+      } else {
+        seen.push({ name: header.name, linkname: header.linkname, xattrs: header.xattrs });
+      }
+    }
+    expect(seen).toEqual([
+      { name: longName, linkname: '', xattrs: { 'user.origin': 'test' } },
+      { name: 'second', body: 'second body', linkname: '', xattrs: {} },
+      { name: 'link', linkname: 'z'.repeat(300), xattrs: {} },
+    ]);
+  });
+
+  it('classifies whiteout entries written by the LayerWriter', async () => {
+    const gz = await layerBytes([
+      { type: 'whiteout', path: 'etc/gone' },
+      { type: 'opaque', path: 'var' },
+    ]);
+    const names: string[] = [];
+    for await (const { header } of readTarEntries(Readable.from([gz]))) names.push(header.name);
+    expect(names).toEqual(['etc/.wh.gone', 'var/.wh..wh..opq']);
+    expect(names.map(parseWhiteout)).toEqual([
+      { kind: 'whiteout', removed: 'etc/gone' },
+      { kind: 'opaque', directory: 'var' },
+    ]);
+  });
+});
