@@ -7,3 +7,4 @@ export * from './tar-format.js';
 export * from './layer-writer.js';
 export * from './reference.js';
 export * from './tar-reader.js';
+export * from './oci-layout.js';
