@@ -1,0 +1,172 @@
+import { randomUUID } from 'node:crypto';
+import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { digestFromHex, digestHex, DigestingStream, isDigest, type Digest } from '@strata/oci';
+import { checkRange, NotFoundError, type ByteRange, type StorageDriver } from './storage-driver.js';
+
+export interface BlobInfo {
+  digest: Digest;
+  size: number;
+}
+
+export class DigestMismatchError extends Error {
+  override readonly name = 'DigestMismatchError';
+  constructor(readonly expected: Digest, readonly actual: Digest, readonly size: number) {
+    super(`content hashes to ${actual} (${size} bytes), expected ${expected}`);
+  }
+}
+
+export class BlobNotFoundError extends Error {
+  override readonly name = 'BlobNotFoundError';
+  constructor(readonly digest: Digest) {
+    super(`blob ${digest} not found`);
+  }
+}
+
+/** A stored blob read back with a different size than recorded: storage corruption or truncation. */
+export class BlobSizeMismatchError extends Error {
+  override readonly name = 'BlobSizeMismatchError';
+  constructor(readonly digest: Digest, expected: number, actual: number) {
+    super(`blob ${digest}: read ${actual} bytes, expected ${expected}`);
+  }
+}
+
+export interface BlobStoreOptions {
+  /** Where blobs are staged before verification. */
+  stagingPrefix?: string;
+}
+
+const BLOB_PREFIX = 'blobs/sha256/';
+
+export function blobKey(digest: Digest): string {
+  return `${BLOB_PREFIX}${digestHex(digest)}`;
+}
+
+/**
+ * Content-addressed blobs on a StorageDriver. A blob becomes visible under `blobs/sha256/<hex>`
+ * only after its bytes were hashed and matched, so readers never see unverified content.
+ */
+export class BlobStore {
+  private readonly stagingPrefix: string;
+
+  constructor(readonly driver: StorageDriver, options: BlobStoreOptions = {}) {
+    this.stagingPrefix = options.stagingPrefix ?? 'staging/blobs';
+  }
+
+  /**
+   * Stores a blob, hashing it while it streams to a staging key. If `expectedDigest` is given and
+   * the blob already exists, the bytes are only hashed (not stored again) to verify the claim.
+   */
+  async put(body: Buffer | Readable, expectedDigest?: Digest): Promise<BlobInfo> {
+    const source = Buffer.isBuffer(body) ? Readable.from([body]) : body;
+    const hasher = new DigestingStream();
+    if (expectedDigest !== undefined && (await this.stat(expectedDigest)) !== null) {
+      await pipeline(source, hasher, drain());
+      this.check(hasher, expectedDigest);
+      return { digest: expectedDigest, size: hasher.size };
+    }
+    const staging = `${this.stagingPrefix}/${randomUUID()}`;
+    source.once('error', (err) => hasher.destroy(err));
+    try {
+      await this.driver.put(staging, source.pipe(hasher));
+      if (source.errored) throw source.errored;
+      if (expectedDigest !== undefined) this.check(hasher, expectedDigest);
+      return await this.publish(staging, { digest: hasher.digest, size: hasher.size });
+    } catch (err) {
+      await this.driver.delete(staging).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * Verifies an object already in storage (a committed registry upload) and moves it to its blob
+   * key. Costs one read of the object, not a re-send from the client. The object is consumed either way.
+   */
+  async commitStaged(key: string, expectedDigest: Digest): Promise<BlobInfo> {
+    try {
+      const hasher = new DigestingStream();
+      await pipeline(await this.driver.get(key), hasher, drain());
+      this.check(hasher, expectedDigest);
+      return await this.publish(key, { digest: expectedDigest, size: hasher.size });
+    } catch (err) {
+      await this.driver.delete(key).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async stat(digest: Digest): Promise<BlobInfo | null> {
+    const stats = await this.driver.stat(blobKey(digest));
+    return stats === null ? null : { digest, size: stats.size };
+  }
+
+  async exists(digest: Digest): Promise<boolean> {
+    return (await this.stat(digest)) !== null;
+  }
+
+  /** Streams a blob (or a range of it); the stream errors if storage returns a different length. */
+  async get(digest: Digest, range?: ByteRange): Promise<Readable> {
+    const info = await this.stat(digest);
+    if (info === null) throw new BlobNotFoundError(digest);
+    const key = blobKey(digest);
+    const { start, end } = checkRange(key, range, info.size);
+    let stream: Readable;
+    try {
+      stream = await this.driver.get(key, range);
+    } catch (err) {
+      if (err instanceof NotFoundError) throw new BlobNotFoundError(digest);
+      throw err;
+    }
+    const checked = new LengthCheck(digest, end - start);
+    stream.once('error', (err) => checked.destroy(err));
+    return stream.pipe(checked);
+  }
+
+  async delete(digest: Digest): Promise<void> {
+    await this.driver.delete(blobKey(digest));
+  }
+
+  async *list(): AsyncIterable<Digest> {
+    for await (const key of this.driver.list(BLOB_PREFIX)) {
+      const hex = key.slice(BLOB_PREFIX.length);
+      if (isDigest(`sha256:${hex}`)) yield digestFromHex(hex);
+    }
+  }
+
+  private check(hasher: DigestingStream, expected: Digest): void {
+    if (hasher.digest !== expected) throw new DigestMismatchError(expected, hasher.digest, hasher.size);
+  }
+
+  private async publish(staging: string, info: BlobInfo): Promise<BlobInfo> {
+    const existing = await this.driver.stat(blobKey(info.digest));
+    if (existing !== null && existing.size === info.size) {
+      await this.driver.delete(staging);
+      return info;
+    }
+    await this.driver.move(staging, blobKey(info.digest));
+    return info;
+  }
+}
+
+class LengthCheck extends Transform {
+  private seen = 0;
+  constructor(private readonly digest: Digest, private readonly expected: number) {
+    super();
+  }
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.seen += chunk.length;
+    if (this.seen > this.expected) callback(new BlobSizeMismatchError(this.digest, this.expected, this.seen));
+    else callback(null, chunk);
+  }
+  override _flush(callback: TransformCallback): void {
+    callback(this.seen === this.expected ? null : new BlobSizeMismatchError(this.digest, this.expected, this.seen));
+  }
+}
+
+/** A sink that discards what it is given: the hash is all that is wanted. */
+function drain(): Writable {
+  return new Writable({
+    write(_chunk, _encoding, callback) {
+      callback();
+    },
+  });
+}

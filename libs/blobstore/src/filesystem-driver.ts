@@ -1,0 +1,144 @@
+import { randomUUID } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, opendir, rename, rmdir, stat, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { checkRange, NotFoundError, validateKey, type ByteRange, type ObjectStat, type StorageDriver } from './storage-driver.js';
+
+const TEMP_DIR = '.strata-tmp';
+
+/** Stores objects as files under rootDir. Writes go to a temp file first and are renamed into place. */
+export class FilesystemDriver implements StorageDriver {
+  readonly name = 'filesystem';
+
+  constructor(readonly rootDir: string) {}
+
+  private path(key: string): string {
+    validateKey(key);
+    if (key === TEMP_DIR || key.startsWith(`${TEMP_DIR}/`)) throw new NotFoundError(key);
+    return join(this.rootDir, key);
+  }
+
+  private async tempPath(): Promise<string> {
+    const dir = join(this.rootDir, TEMP_DIR);
+    await mkdir(dir, { recursive: true });
+    return join(dir, randomUUID());
+  }
+
+  /** Renames a finished temp file into place, so readers never see a partial object. */
+  private async publish(temp: string, target: string): Promise<void> {
+    await mkdir(dirname(target), { recursive: true });
+    await rename(temp, target);
+  }
+
+  async put(key: string, body: Buffer | Readable): Promise<{ size: number }> {
+    const target = this.path(key);
+    const temp = await this.tempPath();
+    try {
+      await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, createWriteStream(temp, { flags: 'wx' }));
+      const { size } = await stat(temp);
+      await this.publish(temp, target);
+      return { size };
+    } catch (err) {
+      await unlink(temp).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Readable> {
+    const path = this.path(key);
+    const stats = await this.stat(key);
+    if (stats === null) throw new NotFoundError(key);
+    const { start, end } = checkRange(key, range, stats.size);
+    if (end === start) return Readable.from([]);
+    return createReadStream(path, { start, end: end - 1 });
+  }
+
+  async stat(key: string): Promise<ObjectStat | null> {
+    try {
+      const stats = await stat(this.path(key));
+      return stats.isFile() ? { size: stats.size, modified: stats.mtime } : null;
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw err;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    const path = this.path(key);
+    try {
+      await unlink(path);
+    } catch (err) {
+      if (isMissing(err)) return;
+      throw err;
+    }
+    // Tidy empty folders so list() stays cheap; failure just means the folder is not empty.
+    for (let dir = dirname(path); dir.startsWith(this.rootDir) && dir !== this.rootDir; dir = dirname(dir)) {
+      try {
+        await rmdir(dir);
+      } catch {
+        break;
+      }
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<string> {
+    const slash = prefix.lastIndexOf('/');
+    const base = slash === -1 ? '' : prefix.slice(0, slash);
+    yield* this.walk(base, prefix);
+  }
+
+  private async *walk(dirKey: string, prefix: string): AsyncGenerator<string> {
+    let dir;
+    try {
+      dir = await opendir(dirKey === '' ? this.rootDir : join(this.rootDir, dirKey));
+    } catch (err) {
+      if (isMissing(err)) return;
+      throw err;
+    }
+    for await (const entry of dir) {
+      const key = dirKey === '' ? entry.name : `${dirKey}/${entry.name}`;
+      if (key === TEMP_DIR) continue;
+      if (entry.isDirectory()) {
+        if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(key, prefix);
+      } else if (entry.isFile() && key.startsWith(prefix)) {
+        yield key;
+      }
+    }
+  }
+
+  async move(src: string, dst: string): Promise<void> {
+    const from = this.path(src);
+    const to = this.path(dst);
+    if ((await this.stat(src)) === null) throw new NotFoundError(src);
+    await this.publish(from, to);
+  }
+
+  async concat(parts: readonly string[], dst: string): Promise<{ size: number }> {
+    const target = this.path(dst);
+    const temp = await this.tempPath();
+    try {
+      const out = createWriteStream(temp, { flags: 'wx' });
+      for (const part of parts) {
+        const source = await this.get(part);
+        await pipeline(source, new Writable({ write: (chunk: Buffer, _e, cb) => (out.write(chunk) ? cb() : out.once('drain', () => cb())) }));
+      }
+      await new Promise<void>((resolve, reject) => {
+        out.once('error', reject);
+        out.end(resolve);
+      });
+      const { size } = await stat(temp);
+      await this.publish(temp, target);
+      return { size };
+    } catch (err) {
+      await unlink(temp).catch(() => undefined);
+      throw err;
+    }
+  }
+}
+
+function isMissing(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}

@@ -1,0 +1,81 @@
+import type { Readable } from 'node:stream';
+
+/** A byte range: `length` bytes starting at `offset` (to the end when length is omitted). */
+export interface ByteRange {
+  offset: number;
+  length?: number;
+}
+
+export interface ObjectStat {
+  size: number;
+  modified: Date;
+}
+
+export class NotFoundError extends Error {
+  override readonly name = 'NotFoundError';
+  constructor(readonly key: string) {
+    super(`storage object ${JSON.stringify(key)} not found`);
+  }
+}
+
+export class InvalidKeyError extends Error {
+  override readonly name = 'InvalidKeyError';
+  constructor(readonly key: string, reason: string) {
+    super(`invalid storage key ${JSON.stringify(key)}: ${reason}`);
+  }
+}
+
+export class InvalidRangeError extends Error {
+  override readonly name = 'InvalidRangeError';
+  constructor(readonly key: string, range: ByteRange, size: number) {
+    super(`range offset=${range.offset} length=${range.length ?? 'rest'} is outside ${JSON.stringify(key)} (${size} bytes)`);
+  }
+}
+
+/**
+ * The narrow key/value contract every backend implements (after distribution's storagedriver).
+ * Keys are '/'-separated relative paths; objects are immutable once `put` resolves, and an
+ * object is either fully visible or absent, never partial.
+ */
+export interface StorageDriver {
+  /** For logs and test names. */
+  readonly name: string;
+  /** Writes or replaces `key`; a Readable is streamed, never buffered whole. Resolves with bytes written. */
+  put(key: string, body: Buffer | Readable): Promise<{ size: number }>;
+  /** Throws NotFoundError if absent, InvalidRangeError if the range starts past the end. */
+  get(key: string, range?: ByteRange): Promise<Readable>;
+  stat(key: string): Promise<ObjectStat | null>;
+  /** Removing an absent key is not an error. */
+  delete(key: string): Promise<void>;
+  /** Every key starting with `prefix` (a string prefix, not only a folder), in no particular order. */
+  list(prefix: string): AsyncIterable<string>;
+  /** Renames `src` to `dst`, replacing `dst`. Throws NotFoundError if `src` is absent. */
+  move(src: string, dst: string): Promise<void>;
+  /**
+   * Writes `dst` as the concatenation of `parts`, in order, server-side where the backend can
+   * (registry chunked uploads commit this way without re-sending bytes). Parts are left in place.
+   */
+  concat(parts: readonly string[], dst: string): Promise<{ size: number }>;
+}
+
+/** Refuses keys that could escape a filesystem root or be ambiguous on S3. */
+export function validateKey(key: string): string {
+  if (key.length === 0) throw new InvalidKeyError(key, 'empty');
+  if (key.length > 1024) throw new InvalidKeyError(key, 'longer than 1024 characters');
+  if (key.includes('\0')) throw new InvalidKeyError(key, 'contains a NUL byte');
+  if (key.startsWith('/') || key.endsWith('/')) throw new InvalidKeyError(key, 'starts or ends with "/"');
+  for (const part of key.split('/')) {
+    if (part === '' || part === '.' || part === '..') throw new InvalidKeyError(key, 'has an empty, "." or ".." component');
+  }
+  return key;
+}
+
+export function checkRange(key: string, range: ByteRange | undefined, size: number): { start: number; end: number } {
+  const start = range?.offset ?? 0;
+  const length = range?.length ?? size - start;
+  if (!Number.isInteger(start) || !Number.isInteger(length) || start < 0 || length < 0 || start + length > size) {
+    throw new InvalidRangeError(key, range ?? { offset: 0 }, size);
+  }
+  // `end` is exclusive.
+  return { start, end: start + length };
+}
