@@ -1,0 +1,26 @@
+/**
+ * @strata/dockerfile — the Dockerfile language as BuildKit's Dockerfile frontend reads it:
+ * parsing (directives, continuations, heredocs, every instruction and flag), variable expansion,
+ * the stage graph, and positioned errors and lint warnings. Pure: no I/O.
+ */
+export * from './ast.js';
+export { DockerfileError, formatDiagnostic, type Diagnostic, type Position, type Severity } from './diagnostics.js';
+export { parseDockerfile, parseCheckDirective } from './parser.js';
+export { parseOnbuildTrigger } from './onbuild.js';
+export {
+  expand, expandWord, expandWords, type ExpandOptions, type Expansion, type VariableLookup,
+} from './shell.js';
+export {
+  resolveBuild, type BaseRef, type BuildPlan, type ImageSource, type PlannedStage, type ResolveOptions,
+  type ResolvedArg, type StageDependency,
+} from './plan.js';
+export {
+  StageEnv, createStageEnv, classifyAddSource, exposedPortKeys, resolveWorkdir,
+  type EvaluatedStep, type StageEnvOptions,
+} from './stage-env.js';
+export { runScript, type RunScript } from './run-script.js';
+export { checkDockerfile, type CheckOptions, type CheckResult } from './check.js';
+export { isValidImageReference } from './lint.js';
+export {
+  DEFAULT_PLATFORM, PLATFORM_ARG_NAMES, PROXY_ARG_NAMES, formatPlatform, parsePlatform, platformArgs, type Platform,
+} from './platform.js';
