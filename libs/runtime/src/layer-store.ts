@@ -1,0 +1,273 @@
+import { randomBytes } from 'node:crypto';
+import { lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { CommandError, runCommand } from './command.js';
+import { LayerUnpackError, unpackLayer } from './unpack.js';
+
+/** Gives the layer tar (gzip or plain) for a diff ID; called only when the layer is not on disk yet. */
+export type LayerSource = (diffId: string) => Promise<Readable>;
+
+export interface LayerStoreOptions {
+  /** The worker's data directory; layers live under `<dataDir>/layers`, snapshots under `<dataDir>/snapshots`. */
+  dataDir: string;
+  /** Check that each unpacked tar hashes to its diff ID (default true). */
+  verifyDiffIds?: boolean;
+}
+
+/** A mounted root for one RUN step. Diff `upperDir` before `release()`: release deletes it. */
+export interface Snapshot {
+  readonly id: string;
+  /** The overlay mount point: the container's root filesystem. */
+  readonly rootfs: string;
+  /** Everything the step changes lands here (overlay whiteouts and opaque xattrs included). */
+  readonly upperDir: string;
+  readonly workDir: string;
+  /** Unpacked layer directories, top layer first (empty for FROM scratch). */
+  readonly lowerDirs: readonly string[];
+  /** Unmounts and deletes the snapshot and unpins its layers. Safe to call twice. */
+  release(): Promise<void>;
+}
+
+export interface LayerInfo {
+  diffId: string;
+  sizeBytes: number;
+  lastUsed: Date;
+  inUse: boolean;
+}
+
+export interface GcResult {
+  evicted: string[];
+  freedBytes: number;
+  /** Bytes still held by unpacked layers after eviction. */
+  usedBytes: number;
+}
+
+/** The kernel copies mount options into one page. */
+const MOUNT_OPTIONS_LIMIT = 4096;
+const DIFF_ID = /^sha256:([a-f0-9]{64})$/;
+
+/**
+ * Keeps each unpacked layer once under `<dataDir>/layers/<hex>/fs`, keyed by diff ID, and mounts
+ * snapshots of them with overlayfs. One process owns a data directory: pins (layers used by live
+ * snapshots) and per-layer locks are held in memory.
+ *
+ * Mount option length: a snapshot directory holds short symlinks `l/0`, `l/1`, ... to its layers
+ * and mount(8) runs with that directory as cwd, so the options read `lowerdir=l/2:l/1:l/0,
+ * upperdir=upper,workdir=work`: about 5 bytes per layer instead of ~90 for absolute paths, which
+ * keeps hundreds of layers under the kernel's one-page limit.
+ */
+export class LayerStore {
+  readonly layersDir: string;
+  readonly snapshotsDir: string;
+  private readonly verify: boolean;
+  private readonly pins = new Map<string, number>();
+  private readonly locks = new Map<string, Promise<void>>();
+  private initialised: Promise<void> | undefined;
+
+  constructor(options: LayerStoreOptions) {
+    this.layersDir = join(options.dataDir, 'layers');
+    this.snapshotsDir = join(options.dataDir, 'snapshots');
+    this.verify = options.verifyDiffIds ?? true;
+  }
+
+  /** Creates the directories and clears what a crashed process left: temp unpacks, trash, stale snapshots. */
+  init(): Promise<void> {
+    this.initialised ??= (async () => {
+      await mkdir(this.layersDir, { recursive: true });
+      await mkdir(this.snapshotsDir, { recursive: true });
+      for (const name of await readdir(this.layersDir)) {
+        if (name.startsWith('.')) await rm(join(this.layersDir, name), { recursive: true, force: true });
+      }
+      for (const name of await readdir(this.snapshotsDir)) await removeSnapshotDir(join(this.snapshotsDir, name));
+    })();
+    return this.initialised;
+  }
+
+  /** Directory holding the unpacked contents of a layer (exists only once `ensure` returned). */
+  layerPath(diffId: string): string {
+    return join(this.layersDir, hexOf(diffId), 'fs');
+  }
+
+  async has(diffId: string): Promise<boolean> {
+    return exists(join(this.layersDir, hexOf(diffId), 'size'));
+  }
+
+  /** Unpacks the layer unless it is already on disk; concurrent calls for one diff ID unpack once. */
+  async ensure(diffId: string, source: LayerSource): Promise<string> {
+    await this.init();
+    const hex = hexOf(diffId);
+    await this.withLock(hex, async () => {
+      const dir = join(this.layersDir, hex);
+      if (await exists(join(dir, 'size'))) return;
+      const temp = await mkdtemp(join(this.layersDir, '.tmp-'));
+      try {
+        await mkdir(join(temp, 'fs'));
+        const result = await unpackLayer(await source(diffId), join(temp, 'fs'));
+        if (this.verify && result.diffId !== diffId) {
+          throw new LayerUnpackError(`layer ${diffId}: the tar's sha256 is ${result.diffId}, not its diff ID`);
+        }
+        await writeFile(join(temp, 'size'), String(result.sizeBytes));
+        try {
+          await rename(temp, dir);
+        } catch (error) {
+          // Another process sharing the disk finished the same layer first: theirs is as good as ours.
+          const code = (error as NodeJS.ErrnoException).code;
+          if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
+        }
+      } finally {
+        await rm(temp, { recursive: true, force: true });
+      }
+    });
+    return this.layerPath(diffId);
+  }
+
+  /** Mounts `diffIds` (base first) as overlay lower dirs with a fresh upper dir. */
+  async prepare(diffIds: readonly string[], ensureLayer: LayerSource): Promise<Snapshot> {
+    await this.init();
+    const hexes = diffIds.map(hexOf);
+    // Pin before anything awaits so a concurrent gc cannot evict what this snapshot is about to use.
+    for (const hex of hexes) this.pins.set(hex, (this.pins.get(hex) ?? 0) + 1);
+    const unpin = (): void => {
+      for (const hex of hexes) {
+        const count = (this.pins.get(hex) ?? 1) - 1;
+        if (count <= 0) this.pins.delete(hex);
+        else this.pins.set(hex, count);
+      }
+    };
+    const id = randomBytes(8).toString('hex');
+    const dir = join(this.snapshotsDir, id);
+    try {
+      await Promise.all(diffIds.map((diffId) => this.ensure(diffId, ensureLayer)));
+      const now = new Date();
+      await Promise.all(hexes.map((hex) => utimes(join(this.layersDir, hex, 'size'), now, now)));
+
+      await mkdir(join(dir, 'l'), { recursive: true });
+      await Promise.all(['upper', 'work', 'rootfs'].map((name) => mkdir(join(dir, name))));
+      const lower: string[] = [];
+      if (hexes.length === 0) {
+        // overlayfs needs at least one lower dir: FROM scratch stacks on an empty one.
+        await mkdir(join(dir, 'empty'));
+        lower.push('empty');
+      }
+      await Promise.all(hexes.map((hex, i) => symlink(join(this.layersDir, hex, 'fs'), join(dir, 'l', String(i)))));
+      for (let i = hexes.length - 1; i >= 0; i--) lower.push(`l/${i}`);
+      // redirect_dir and metacopy would put data an OCI layer cannot express into the upper dir.
+      const options = `index=off,redirect_dir=off,metacopy=off,lowerdir=${lower.join(':')},upperdir=upper,workdir=work`;
+      if (options.length >= MOUNT_OPTIONS_LIMIT) {
+        throw new Error(`cannot mount ${hexes.length} layers: the overlay mount options exceed ${MOUNT_OPTIONS_LIMIT} bytes`);
+      }
+      await runCommand('mount', ['-t', 'overlay', 'overlay', '-o', options, 'rootfs'], { cwd: dir });
+    } catch (error) {
+      await removeSnapshotDir(dir).catch(() => undefined);
+      unpin();
+      throw error;
+    }
+
+    let released: Promise<void> | undefined;
+    return {
+      id,
+      rootfs: join(dir, 'rootfs'),
+      upperDir: join(dir, 'upper'),
+      workDir: join(dir, 'work'),
+      lowerDirs: hexes.map((hex) => join(this.layersDir, hex, 'fs')).reverse(),
+      release: () => {
+        released ??= removeSnapshotDir(dir).finally(unpin);
+        return released;
+      },
+    };
+  }
+
+  async list(): Promise<LayerInfo[]> {
+    await this.init();
+    const infos: LayerInfo[] = [];
+    for (const hex of await readdir(this.layersDir)) {
+      if (!/^[a-f0-9]{64}$/.test(hex)) continue;
+      const sizeFile = join(this.layersDir, hex, 'size');
+      try {
+        const [text, stats] = await Promise.all([readFile(sizeFile, 'utf8'), lstat(sizeFile)]);
+        infos.push({ diffId: `sha256:${hex}`, sizeBytes: Number(text) || 0, lastUsed: stats.mtime, inUse: this.pins.has(hex) });
+      } catch {
+        // Being evicted or half-written by another process.
+      }
+    }
+    return infos;
+  }
+
+  /** Evicts least-recently-used layers that no live snapshot uses until at most `maxBytes` remain. */
+  async gc(maxBytes: number): Promise<GcResult> {
+    const layers = (await this.list()).sort((a, b) => a.lastUsed.getTime() - b.lastUsed.getTime());
+    let usedBytes = layers.reduce((sum, layer) => sum + layer.sizeBytes, 0);
+    const evicted: string[] = [];
+    let freedBytes = 0;
+    for (const layer of layers) {
+      if (usedBytes <= maxBytes) break;
+      const hex = hexOf(layer.diffId);
+      const removed = await this.withLock(hex, async () => {
+        if (this.pins.has(hex)) return false;
+        const trash = join(this.layersDir, `.trash-${randomBytes(6).toString('hex')}`);
+        try {
+          await rename(join(this.layersDir, hex), trash);
+        } catch {
+          return false;
+        }
+        await rm(trash, { recursive: true, force: true });
+        return true;
+      });
+      if (!removed) continue;
+      usedBytes -= layer.sizeBytes;
+      freedBytes += layer.sizeBytes;
+      evicted.push(layer.diffId);
+    }
+    return { evicted, freedBytes, usedBytes };
+  }
+
+  private withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(key) ?? Promise.resolve();
+    const run = previous.then(fn);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.locks.set(key, tail);
+    void tail.then(() => {
+      if (this.locks.get(key) === tail) this.locks.delete(key);
+    });
+    return run;
+  }
+}
+
+function hexOf(diffId: string): string {
+  const match = DIFF_ID.exec(diffId);
+  if (!match) throw new Error(`${JSON.stringify(diffId)} is not a sha256 diff ID`);
+  return match[1]!;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function removeSnapshotDir(dir: string): Promise<void> {
+  const rootfs = join(dir, 'rootfs');
+  if (await isMountPoint(rootfs)) {
+    try {
+      await runCommand('umount', [rootfs]);
+    } catch (error) {
+      // A straggling process keeps the mount busy: detach it so the directory can go.
+      if (!(error instanceof CommandError)) throw error;
+      await runCommand('umount', ['-l', rootfs]);
+    }
+  }
+  await rm(dir, { recursive: true, force: true });
+}
+
+async function isMountPoint(path: string): Promise<boolean> {
+  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+  const escaped = path.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+  return mountinfo.split('\n').some((line) => line.split(' ')[4] === escaped);
+}

@@ -1,0 +1,229 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chown, lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import { ContainerCgroup, type CgroupCounters } from './cgroup.js';
+import { runCommand } from './command.js';
+import { LineSplitter } from './line-splitter.js';
+import { MountStubs } from './mount-stubs.js';
+import type { BridgeNetwork, NetworkAttachment } from './network.js';
+import { resolveInRoot } from './root-path.js';
+import { buildRuntimeSpec, type NetnsChoice } from './runtime-spec.js';
+import type { OutputStream, RunOptions, RunResult, RunSpec } from './types.js';
+import { resolveUser } from './user.js';
+
+export interface RuncExecutorOptions {
+  /** The worker's data directory: bundles under `<dataDir>/bundles`, runc state under `<dataDir>/runc`. */
+  dataDir: string;
+  /** runc binary (default "runc" on PATH). */
+  runc?: string;
+  /** Needed for `network: 'bridge'`. */
+  bridge?: BridgeNetwork;
+  /** Contents of the container's /etc/resolv.conf; default: the host's without loopback nameservers. */
+  resolvConf?: string;
+  /** Lines kept in `RunResult.outputTail`. */
+  outputTailLines?: number;
+}
+
+export class ContainerStartError extends Error {
+  override readonly name = 'ContainerStartError';
+}
+
+const KILL_RETRY_MS = 100;
+
+/** Runs RUN steps as runc containers, one container per call. */
+export class RuncExecutor {
+  private readonly runc: string;
+  private readonly runcRoot: string;
+  private readonly bundlesDir: string;
+
+  constructor(private readonly options: RuncExecutorOptions) {
+    this.runc = options.runc ?? 'runc';
+    this.runcRoot = join(options.dataDir, 'runc');
+    this.bundlesDir = join(options.dataDir, 'bundles');
+  }
+
+  async run(spec: RunSpec, options: RunOptions): Promise<RunResult> {
+    if (spec.args.length === 0) throw new Error('a RUN needs a command');
+    if (options.signal?.aborted) throw options.signal.reason ?? new Error('aborted');
+    const id = `strata-${randomBytes(8).toString('hex')}`;
+    const rootfs = options.rootfs;
+    const limits = spec.limits ?? {};
+    const network = spec.network ?? 'none';
+    const user = await resolveUser(rootfs, spec.user ?? '');
+    const cwd = posix.resolve('/', spec.cwd ?? '/');
+    await createWorkdir(rootfs, cwd, user.uid, user.gid);
+
+    const mounts = spec.mounts ?? [];
+    const stubs = await MountStubs.record(rootfs, [
+      '/proc',
+      '/dev',
+      '/sys',
+      '/etc/hosts',
+      '/etc/resolv.conf',
+      ...mounts.map((mount) => mount.destination),
+    ]);
+
+    const bundle = join(this.bundlesDir, id);
+    let cgroup: ContainerCgroup | undefined;
+    let attachment: NetworkAttachment | undefined;
+    try {
+      await mkdir(bundle, { recursive: true });
+      await mkdir(this.runcRoot, { recursive: true, mode: 0o700 });
+      const hostname = spec.hostname ?? id.slice(-12);
+      const hostsFile = join(bundle, 'hosts');
+      const resolvConfFile = join(bundle, 'resolv.conf');
+      await writeFile(hostsFile, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${hostname}\n`);
+      await writeFile(resolvConfFile, this.options.resolvConf ?? (await defaultResolvConf(network)));
+
+      let netns: NetnsChoice;
+      if (network === 'host') netns = { kind: 'host' };
+      else if (network === 'none') netns = { kind: 'new' };
+      else {
+        if (!this.options.bridge) throw new Error('network "bridge" needs a BridgeNetwork in the executor options');
+        attachment = await this.options.bridge.attach(id);
+        netns = { kind: 'path', path: attachment.netnsPath };
+      }
+
+      cgroup = await ContainerCgroup.create(id, {
+        ...(limits.memoryBytes !== undefined ? { memoryBytes: limits.memoryBytes } : {}),
+        ...(limits.pids !== undefined ? { pids: limits.pids } : {}),
+      });
+      const config = buildRuntimeSpec({
+        rootfs,
+        args: spec.args,
+        env: spec.env,
+        cwd,
+        user,
+        hostname,
+        netns,
+        hostsFile,
+        resolvConfFile,
+        mounts,
+        cgroupsPath: cgroup.runcPath,
+        ...(limits.cpus !== undefined ? { cpus: limits.cpus } : {}),
+      });
+      await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
+      return await this.runContainer(id, bundle, cgroup, spec, options);
+    } finally {
+      await runCommand(this.runc, ['--root', this.runcRoot, 'delete', '--force', id]).catch(() => undefined);
+      await cgroup?.destroy();
+      await attachment?.release();
+      await stubs.clean();
+      await rm(bundle, { recursive: true, force: true });
+    }
+  }
+
+  private runContainer(id: string, bundle: string, cgroup: ContainerCgroup, spec: RunSpec, options: RunOptions): Promise<RunResult> {
+    const logFile = join(bundle, 'runc.log');
+    const tailSize = this.options.outputTailLines ?? 20;
+    const outputTail: string[] = [];
+    const started = performance.now();
+    const child = spawn(this.runc, ['--root', this.runcRoot, '--log', logFile, '--log-format', 'json', 'run', '--bundle', bundle, id], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const splitters = (['stdout', 'stderr'] as const).map((stream: OutputStream) => {
+      const splitter = new LineSplitter((line) => {
+        outputTail.push(line);
+        if (outputTail.length > tailSize) outputTail.shift();
+        options.onOutput?.(stream, line);
+      });
+      child[stream].on('data', (chunk: Buffer) => splitter.write(chunk));
+      return { stream, splitter };
+    });
+
+    let timedOut = false;
+    let cancelled = false;
+    let exited = false;
+    const kill = (): void => {
+      // runc may not have created the container yet: retry until `runc run` is gone.
+      const attempt = (): void => {
+        if (exited) return;
+        void runCommand(this.runc, ['--root', this.runcRoot, 'kill', id, 'KILL']).catch(() => undefined);
+        setTimeout(attempt, KILL_RETRY_MS).unref();
+      };
+      attempt();
+    };
+    const timer =
+      spec.limits?.timeoutMs !== undefined
+        ? setTimeout(() => {
+            timedOut = true;
+            kill();
+          }, spec.limits.timeoutMs)
+        : undefined;
+    const onAbort = (): void => {
+      cancelled = true;
+      kill();
+    };
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+
+    return new Promise<RunResult>((resolve, reject) => {
+      child.once('error', reject);
+      child.once('close', (code, signal) => {
+        exited = true;
+        if (timer) clearTimeout(timer);
+        options.signal?.removeEventListener('abort', onAbort);
+        for (const { splitter } of splitters) splitter.end();
+        const durationMs = performance.now() - started;
+        const exitCode = code ?? 128 + (signal === 'SIGKILL' ? 9 : 15);
+        void (async () => {
+          const counters: CgroupCounters = await cgroup.counters();
+          const runcError = await readRuncError(logFile);
+          if (runcError !== undefined && !timedOut && !cancelled && exitCode !== 0 && exitCode < 128 && counters.oomKills === 0) {
+            throw new ContainerStartError(`the container for ${JSON.stringify(spec.args.join(' '))} could not start: ${runcError}`);
+          }
+          return {
+            exitCode,
+            oomKilled: counters.oomKills > 0,
+            timedOut,
+            cancelled,
+            pidsLimitHit: counters.pidsLimitHits > 0,
+            durationMs,
+            outputTail,
+          } satisfies RunResult;
+        })().then(resolve, reject);
+      });
+    });
+  }
+}
+
+/** Creates the working directory inside the rootfs (never through a symlink out of it), owned by the user. */
+async function createWorkdir(rootfs: string, cwd: string, uid: number, gid: number): Promise<void> {
+  let current = '';
+  for (const part of cwd.split('/').filter(Boolean)) {
+    current = `${current}/${part}`;
+    const path = await resolveInRoot(rootfs, current);
+    try {
+      const stats = await lstat(path);
+      if (!stats.isDirectory()) throw new Error(`working directory ${cwd}: ${current} exists in the image and is not a directory`);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      await mkdir(path, { mode: 0o755 });
+      await chown(path, uid, gid);
+    }
+  }
+}
+
+async function defaultResolvConf(network: 'none' | 'host' | 'bridge'): Promise<string> {
+  const host = await readFile('/etc/resolv.conf', 'utf8').catch(() => '');
+  if (network === 'host') return host;
+  // Loopback resolvers of the host are unreachable (and must be) from the container's own netns.
+  return host
+    .split('\n')
+    .filter((line) => !/^\s*nameserver\s+(127\.|::1\b)/.test(line))
+    .join('\n');
+}
+
+async function readRuncError(logFile: string): Promise<string | undefined> {
+  const text = await readFile(logFile, 'utf8').catch(() => '');
+  let message: string | undefined;
+  for (const line of text.split('\n')) {
+    try {
+      const entry = JSON.parse(line) as { level?: string; msg?: string };
+      if (entry.level === 'error' || entry.level === 'fatal') message = entry.msg;
+    } catch {
+      // not JSON
+    }
+  }
+  return message;
+}

@@ -1,0 +1,140 @@
+import type { ResolvedUser } from './user.js';
+import type { RunMount } from './types.js';
+
+/** Docker's default capability set (moby oci/caps/defaults.go). */
+export const DEFAULT_CAPABILITIES = [
+  'CAP_CHOWN',
+  'CAP_DAC_OVERRIDE',
+  'CAP_FSETID',
+  'CAP_FOWNER',
+  'CAP_MKNOD',
+  'CAP_NET_RAW',
+  'CAP_SETGID',
+  'CAP_SETUID',
+  'CAP_SETFCAP',
+  'CAP_SETPCAP',
+  'CAP_NET_BIND_SERVICE',
+  'CAP_SYS_CHROOT',
+  'CAP_KILL',
+  'CAP_AUDIT_WRITE',
+];
+
+/** moby oci/defaults.go */
+export const MASKED_PATHS = [
+  '/proc/asound',
+  '/proc/acpi',
+  '/proc/kcore',
+  '/proc/keys',
+  '/proc/latency_stats',
+  '/proc/timer_list',
+  '/proc/timer_stats',
+  '/proc/sched_debug',
+  '/proc/scsi',
+  '/sys/firmware',
+  '/sys/devices/virtual/powercap',
+];
+
+export const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+
+export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** The network namespace: a new one (runc brings up loopback), a path to join, or none (host network). */
+export type NetnsChoice = { kind: 'new' } | { kind: 'path'; path: string } | { kind: 'host' };
+
+export interface RuntimeSpecInput {
+  rootfs: string;
+  args: string[];
+  env: string[];
+  cwd: string;
+  user: ResolvedUser;
+  hostname: string;
+  netns: NetnsChoice;
+  hostsFile: string;
+  resolvConfFile: string;
+  mounts: RunMount[];
+  /** Relative cgroup path (runc nests it under its own cgroup). */
+  cgroupsPath: string;
+  cpus?: number;
+  /** Limits also enforced on the parent cgroup; repeated here when that cgroup could not be made. */
+  memoryBytes?: number;
+  pids?: number;
+}
+
+/** Builds the OCI runtime config (config.json) for one RUN step, after Docker's defaults. */
+export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknown> {
+  const env = [...input.env];
+  if (!env.some((entry) => entry.startsWith('PATH='))) env.push(DEFAULT_PATH);
+  if (!env.some((entry) => entry.startsWith('HOME='))) env.push(`HOME=${input.user.home}`);
+  const isRoot = input.user.uid === 0;
+  const namespaces: { type: string; path?: string }[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
+  if (input.netns.kind === 'new') namespaces.push({ type: 'network' });
+  if (input.netns.kind === 'path') namespaces.push({ type: 'network', path: input.netns.path });
+
+  const mounts: Record<string, unknown>[] = [
+    { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+    {
+      destination: '/dev/pts',
+      type: 'devpts',
+      source: 'devpts',
+      options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'],
+    },
+    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+    { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['ro', 'nosuid', 'noexec', 'nodev'] },
+    { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=67108864'] },
+    // Generated per step and bind-mounted read-only, so they never land in the layer.
+    { destination: '/etc/resolv.conf', type: 'bind', source: input.resolvConfFile, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] },
+    { destination: '/etc/hosts', type: 'bind', source: input.hostsFile, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] },
+  ];
+  for (const mount of input.mounts) {
+    if (mount.type === 'bind') {
+      mounts.push({ destination: mount.destination, type: 'bind', source: mount.source, options: ['rbind', mount.readonly ? 'ro' : 'rw', 'nosuid', 'nodev'] });
+    } else {
+      const options = ['nosuid', 'nodev', `mode=${(mount.mode ?? 0o1777).toString(8)}`];
+      if (mount.sizeBytes !== undefined) options.push(`size=${mount.sizeBytes}`);
+      mounts.push({ destination: mount.destination, type: 'tmpfs', source: 'tmpfs', options });
+    }
+  }
+
+  const resources: Record<string, unknown> = {
+    devices: [
+      { allow: false, access: 'rwm' },
+      // Docker lets containers mknod any device; using one still needs the allow-list runc adds.
+      { allow: true, type: 'c', access: 'm' },
+      { allow: true, type: 'b', access: 'm' },
+    ],
+  };
+  if (input.cpus !== undefined) resources.cpu = { quota: Math.max(1000, Math.round(input.cpus * 100_000)), period: 100_000 };
+  if (input.memoryBytes !== undefined) resources.memory = { limit: input.memoryBytes, swap: input.memoryBytes };
+  if (input.pids !== undefined) resources.pids = { limit: input.pids };
+
+  return {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: input.user.uid, gid: input.user.gid, additionalGids: input.user.additionalGids },
+      args: input.args,
+      env,
+      cwd: input.cwd,
+      capabilities: {
+        bounding: DEFAULT_CAPABILITIES,
+        effective: isRoot ? DEFAULT_CAPABILITIES : [],
+        permitted: isRoot ? DEFAULT_CAPABILITIES : [],
+      },
+      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1048576, soft: 1048576 }],
+      noNewPrivileges: false,
+      oomScoreAdj: 0,
+    },
+    root: { path: input.rootfs, readonly: false },
+    hostname: input.hostname,
+    mounts,
+    linux: {
+      cgroupsPath: input.cgroupsPath,
+      resources,
+      namespaces,
+      maskedPaths: MASKED_PATHS,
+      readonlyPaths: READONLY_PATHS,
+    },
+  };
+}

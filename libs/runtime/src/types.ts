@@ -1,0 +1,58 @@
+export type NetworkMode = 'none' | 'host' | 'bridge';
+
+export interface ResourceLimits {
+  /** Memory limit (no swap on top). */
+  memoryBytes?: number;
+  /** CPU time as a number of cores (0.5 = half a core). */
+  cpus?: number;
+  /** Maximum number of processes and threads. */
+  pids?: number;
+  /** Wall-clock limit; the container is killed when it passes. */
+  timeoutMs?: number;
+}
+
+export type RunMount =
+  | { type: 'bind'; source: string; destination: string; readonly?: boolean }
+  | { type: 'tmpfs'; destination: string; sizeBytes?: number; mode?: number };
+
+export interface RunSpec {
+  /** argv as executed: shell form must already be wrapped in the image's SHELL by the caller. */
+  args: string[];
+  /** "KEY=value" entries: the image ENV plus ARGs in scope. PATH and HOME get Docker's defaults when missing. */
+  env: string[];
+  /** Working directory; created (owned by the user) when missing. Default "/". */
+  cwd?: string;
+  /** USER value: "", name, uid, uid:gid, name:group. Resolved through the rootfs's /etc/passwd and /etc/group. */
+  user?: string;
+  hostname?: string;
+  network?: NetworkMode;
+  limits?: ResourceLimits;
+  mounts?: RunMount[];
+}
+
+export type OutputStream = 'stdout' | 'stderr';
+
+export interface RunOptions {
+  /** Root filesystem to run in (a Snapshot's rootfs). */
+  rootfs: string;
+  /** Called once per line (without the newline) as soon as it is complete; lines over 64 KiB are split. */
+  onOutput?: (stream: OutputStream, line: string) => void;
+  /** Aborting kills the container. */
+  signal?: AbortSignal;
+}
+
+export interface RunResult {
+  /** Exit status; 128 + signal number when the process was killed. */
+  exitCode: number;
+  /** The memory limit was hit and the kernel killed a process of the step. */
+  oomKilled: boolean;
+  /** Killed because `limits.timeoutMs` passed. */
+  timedOut: boolean;
+  /** Killed because the signal was aborted. */
+  cancelled: boolean;
+  /** A fork failed because the pids limit was reached (undefined when that cannot be known). */
+  pidsLimitHit?: boolean;
+  durationMs: number;
+  /** Last lines of output (both streams, in arrival order), for error messages. */
+  outputTail: string[];
+}
