@@ -2,12 +2,12 @@ import { access, mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export interface CgroupCounters {
-  /** Processes the kernel OOM-killed in this cgroup. */
+  /** Processes the kernel OOM-killed in the container's cgroups. */
   oomKills: number;
-  /** Times the memory limit was hit (cgroup v1 failcnt; v2 "max" events). */
-  memoryLimitHits: number;
-  /** Forks refused by the pids limit. */
-  pidsLimitHits: number;
+  /** Memory use reached the limit at some point (usage watermark or failure counters). */
+  memoryLimitReached: boolean;
+  /** A fork was refused, or the process count reached the pids limit. */
+  pidsLimitReached: boolean;
 }
 
 interface Hierarchy {
@@ -23,10 +23,15 @@ interface Hierarchy {
  * runc is given `cgroupsPath` = `strata-runtime/<id>/ctr`, relative to its own (= our) cgroup.
  */
 export class ContainerCgroup {
+  /** Highest counters seen in the container's own cgroup while it ran (runc deletes it on exit). */
+  private polled = { oomKills: 0, pidsEvents: 0 };
+  private poller: NodeJS.Timeout | undefined;
+
   private constructor(
     readonly id: string,
     private readonly hierarchies: Hierarchy[],
     private readonly unified: boolean,
+    private readonly limits: { memoryBytes?: number; pids?: number },
   ) {}
 
   get runcPath(): string {
@@ -35,7 +40,7 @@ export class ContainerCgroup {
 
   static async create(id: string, limits: { memoryBytes?: number; pids?: number }): Promise<ContainerCgroup> {
     const { hierarchies, unified } = await ownHierarchies();
-    const cgroup = new ContainerCgroup(id, hierarchies, unified);
+    const cgroup = new ContainerCgroup(id, hierarchies, unified, limits);
     try {
       if (unified) {
         const root = hierarchies[0]!.ownDir;
@@ -73,19 +78,55 @@ export class ContainerCgroup {
     }
   }
 
+  /**
+   * Polls the container's own cgroup while it runs. Measured on kernel 6.18 with cgroup v1: the
+   * OOM-kill and pids "max" counters are kept in the victim's cgroup only, not in the parent that
+   * holds the limit, and runc deletes that cgroup when the process exits.
+   */
+  watch(intervalMs = 100): void {
+    const poll = async (): Promise<void> => {
+      const own = await this.read(true);
+      this.polled.oomKills = Math.max(this.polled.oomKills, own.oomKills);
+      this.polled.pidsEvents = Math.max(this.polled.pidsEvents, own.pidsEvents);
+    };
+    this.poller = setInterval(() => void poll().catch(() => undefined), intervalMs);
+    this.poller.unref();
+  }
+
   async counters(): Promise<CgroupCounters> {
+    if (this.poller) clearInterval(this.poller);
+    const parent = await this.read(false);
+    const oomKills = Math.max(parent.oomKills, this.polled.oomKills);
+    // The parent's watermarks outlive the container: usage at the limit, processes at the limit.
+    const memoryLimitReached = this.limits.memoryBytes !== undefined && parent.memoryPeak >= this.limits.memoryBytes;
+    const pidsLimitReached =
+      parent.pidsEvents > 0 || this.polled.pidsEvents > 0 || (this.limits.pids !== undefined && parent.pidsPeak >= this.limits.pids);
+    return { oomKills, memoryLimitReached, pidsLimitReached };
+  }
+
+  private async read(container: boolean): Promise<{ oomKills: number; memoryPeak: number; pidsEvents: number; pidsPeak: number }> {
+    const leaf = container ? 'ctr' : '';
     if (this.unified) {
-      const dir = join(this.hierarchies[0]!.ownDir, 'strata-runtime', this.id);
+      const dir = join(this.hierarchies[0]!.ownDir, 'strata-runtime', this.id, leaf);
       const memoryEvents = await readKeyed(join(dir, 'memory.events'));
       const pidsEvents = await readKeyed(join(dir, 'pids.events'));
-      return { oomKills: memoryEvents.oom_kill ?? 0, memoryLimitHits: memoryEvents.max ?? 0, pidsLimitHits: pidsEvents.max ?? 0 };
+      return {
+        oomKills: memoryEvents.oom_kill ?? 0,
+        memoryPeak: (memoryEvents.max ?? 0) > 0 ? Number.MAX_SAFE_INTEGER : await readNumber(join(dir, 'memory.peak')),
+        pidsEvents: pidsEvents.max ?? 0,
+        pidsPeak: await readNumber(join(dir, 'pids.peak')),
+      };
     }
     const memory = this.dirFor('memory');
     const pids = this.dirFor('pids');
-    const oom = memory ? await readKeyed(join(memory, 'memory.oom_control')) : {};
-    const failcnt = memory ? Number((await readFile(join(memory, 'memory.failcnt'), 'utf8').catch(() => '0')).trim()) : 0;
-    const pidsEvents = pids ? await readKeyed(join(pids, 'pids.events')) : {};
-    return { oomKills: oom.oom_kill ?? 0, memoryLimitHits: failcnt, pidsLimitHits: pidsEvents.max ?? 0 };
+    const oom = memory ? await readKeyed(join(memory, leaf, 'memory.oom_control')) : {};
+    const pidsEvents = pids ? await readKeyed(join(pids, leaf, 'pids.events')) : {};
+    return {
+      oomKills: oom.oom_kill ?? 0,
+      memoryPeak: memory ? await readNumber(join(memory, leaf, 'memory.max_usage_in_bytes')) : 0,
+      pidsEvents: pidsEvents.max ?? 0,
+      pidsPeak: pids ? await readNumber(join(pids, leaf, 'pids.peak')) : 0,
+    };
   }
 
   /** Removes the parent cgroups in every hierarchy (runc creates them in all of them). */
@@ -125,6 +166,10 @@ async function ownHierarchies(): Promise<{ hierarchies: Hierarchy[]; unified: bo
     hierarchies.push({ controllers: ['memory', 'pids', 'cpu'], ownDir: join(mount.mountPoint, relativeTo(path, mount.root)) });
     return { hierarchies, unified };
   }
+  // Hybrid mode: runc also creates the container's cgroup in the v2 hierarchy; destroy() must find it.
+  const v2Line = selfCgroup.split('\n').find((line) => line.startsWith('0::'));
+  const v2Mount = mounts.find((candidate) => candidate.fstype === 'cgroup2');
+  if (v2Line && v2Mount) hierarchies.push({ controllers: [], ownDir: join(v2Mount.mountPoint, relativeTo(v2Line.slice(3), v2Mount.root)) });
   for (const line of v1Lines) {
     const [, list, path] = line.split(':');
     const controllers = list!.split(',');
@@ -151,6 +196,11 @@ async function readKeyed(path: string): Promise<Record<string, number>> {
     if (key && value !== undefined) result[key] = Number(value);
   }
   return result;
+}
+
+async function readNumber(path: string): Promise<number> {
+  const text = await readFile(path, 'utf8').catch(() => '0');
+  return Number(text.trim()) || 0;
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -101,6 +101,7 @@ export class RuncExecutor {
         resolvConfFile,
         mounts,
         cgroupsPath: cgroup.runcPath,
+        noFile: await hostNoFileLimit(),
         ...(limits.cpus !== undefined ? { cpus: limits.cpus } : {}),
       });
       await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
@@ -118,6 +119,7 @@ export class RuncExecutor {
     const logFile = join(bundle, 'runc.log');
     const tailSize = this.options.outputTailLines ?? 20;
     const outputTail: string[] = [];
+    cgroup.watch();
     const started = performance.now();
     const child = spawn(this.runc, ['--root', this.runcRoot, '--log', logFile, '--log-format', 'json', 'run', '--bundle', bundle, id], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -169,15 +171,17 @@ export class RuncExecutor {
         void (async () => {
           const counters: CgroupCounters = await cgroup.counters();
           const runcError = await readRuncError(logFile);
-          if (runcError !== undefined && !timedOut && !cancelled && exitCode !== 0 && exitCode < 128 && counters.oomKills === 0) {
+          // SIGKILL that we did not send, with memory use at the limit: the OOM killer (its counter may be gone with runc's cgroup).
+          const oomKilled = counters.oomKills > 0 || (exitCode === 137 && !timedOut && !cancelled && counters.memoryLimitReached);
+          if (runcError !== undefined && !timedOut && !cancelled && exitCode !== 0 && exitCode < 128 && !oomKilled) {
             throw new ContainerStartError(`the container for ${JSON.stringify(spec.args.join(' '))} could not start: ${runcError}`);
           }
           return {
             exitCode,
-            oomKilled: counters.oomKills > 0,
+            oomKilled,
             timedOut,
             cancelled,
-            pidsLimitHit: counters.pidsLimitHits > 0,
+            pidsLimitHit: counters.pidsLimitReached,
             durationMs,
             outputTail,
           } satisfies RunResult;
@@ -202,6 +206,14 @@ async function createWorkdir(rootfs: string, cwd: string, uid: number, gid: numb
       await chown(path, uid, gid);
     }
   }
+}
+
+/** The worker's RLIMIT_NOFILE: containers get the same hard limit (Docker passes its own on too). */
+async function hostNoFileLimit(): Promise<{ soft: number; hard: number }> {
+  const limits = await readFile('/proc/self/limits', 'utf8');
+  const match = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(limits);
+  const hard = match && match[2] !== 'unlimited' ? Number(match[2]) : 1048576;
+  return { soft: Math.min(hard, 1048576), hard };
 }
 
 async function defaultResolvConf(network: 'none' | 'host' | 'bridge'): Promise<string> {

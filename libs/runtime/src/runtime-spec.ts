@@ -55,6 +55,8 @@ export interface RuntimeSpecInput {
   /** Relative cgroup path (runc nests it under its own cgroup). */
   cgroupsPath: string;
   cpus?: number;
+  /** RLIMIT_NOFILE for the process; runc cannot raise it above the worker's own hard limit. */
+  noFile: { soft: number; hard: number };
   /** Limits also enforced on the parent cgroup; repeated here when that cgroup could not be made. */
   memoryBytes?: number;
   pids?: number;
@@ -122,7 +124,7 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
         effective: isRoot ? DEFAULT_CAPABILITIES : [],
         permitted: isRoot ? DEFAULT_CAPABILITIES : [],
       },
-      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1048576, soft: 1048576 }],
+      rlimits: [{ type: 'RLIMIT_NOFILE', hard: input.noFile.hard, soft: input.noFile.soft }],
       noNewPrivileges: false,
       oomScoreAdj: 0,
     },

@@ -35,7 +35,8 @@ const NUMERIC = /^\d+$/;
  * Follows Docker: a numeric uid without a passwd entry runs with gid 0; a name must exist.
  */
 export async function resolveUser(rootfs: string, spec: string): Promise<ResolvedUser> {
-  const trimmed = spec.trim() === '' ? 'root' : spec.trim();
+  // No USER: uid 0 even in images without /etc/passwd (FROM scratch).
+  const trimmed = spec.trim() === '' ? '0' : spec.trim();
   const colon = trimmed.indexOf(':');
   const userPart = colon === -1 ? trimmed : trimmed.slice(0, colon);
   const groupPart = colon === -1 ? undefined : trimmed.slice(colon + 1);

@@ -1,0 +1,235 @@
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { LayerWriter, type LayerEntry } from '@strata/oci';
+import { diffUpperDir } from './diff.js';
+import { busyboxLayer, layerSource, tempDir, type TestLayer } from './fixtures.test.js';
+import { LayerStore, type Snapshot } from './layer-store.js';
+import { RuncExecutor } from './runc-executor.js';
+import type { RunResult, RunSpec } from './types.js';
+import { UserResolutionError } from './user.js';
+
+import { jest } from '@jest/globals';
+
+jest.setTimeout(60_000);
+
+describe('RuncExecutor on overlay snapshots', () => {
+  let dataDir: string;
+  let store: LayerStore;
+  let executor: RuncExecutor;
+  let base: TestLayer;
+  const snapshots: Snapshot[] = [];
+
+  beforeAll(() => {
+    base = busyboxLayer();
+  });
+  beforeEach(() => {
+    dataDir = tempDir('runtime');
+    store = new LayerStore({ dataDir });
+    executor = new RuncExecutor({ dataDir, resolvConf: '' });
+  });
+  afterEach(async () => {
+    for (const snapshot of snapshots.splice(0)) await snapshot.release();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  async function snapshotOf(layers: TestLayer[] = [base]): Promise<Snapshot> {
+    const snapshot = await store.prepare(
+      layers.map((layer) => layer.diffId),
+      layerSource(layers).source,
+    );
+    snapshots.push(snapshot);
+    return snapshot;
+  }
+
+  async function sh(script: string, extra: Partial<RunSpec> = {}, snapshot?: Snapshot): Promise<RunResult & { lines: string[]; snapshot: Snapshot }> {
+    const snap = snapshot ?? (await snapshotOf());
+    const lines: string[] = [];
+    const result = await executor.run(
+      { args: ['/bin/sh', '-c', script], env: [], network: 'none', ...extra },
+      { rootfs: snap.rootfs, onOutput: (_stream, line) => lines.push(line) },
+    );
+    return { ...result, lines, snapshot: snap };
+  }
+
+  /** Runs a step and packs its diff into a layer, which the next snapshot stacks on. */
+  async function layerFromStep(snapshot: Snapshot): Promise<TestLayer> {
+    const packed = new LayerWriter({ compression: 'none' }).pack(await diffUpperDir(snapshot.upperDir, { lowerDirs: snapshot.lowerDirs }));
+    const chunks: Buffer[] = [];
+    for await (const chunk of packed.stream) chunks.push(chunk as Buffer);
+    return { diffId: (await packed.result).diffId, tar: Buffer.concat(chunks) };
+  }
+
+  const byPath = (entries: LayerEntry[]): Record<string, LayerEntry> => Object.fromEntries(entries.map((entry) => [entry.path, entry]));
+
+  it('turns a written file into a layer entry with its owner, mode and mtime', async () => {
+    const run = await sh('mkdir -p /opt/app && echo hello > /opt/app/greeting && chown 1000:50 /opt/app/greeting && chmod 640 /opt/app/greeting && touch -d "2021-01-02 03:04:05" /opt/app/greeting');
+    expect(run.exitCode).toBe(0);
+    const entries = await diffUpperDir(run.snapshot.upperDir, { lowerDirs: run.snapshot.lowerDirs });
+    expect(entries.map((entry) => `${entry.type} ${entry.path}`)).toEqual(['directory opt', 'directory opt/app', 'file opt/app/greeting']);
+    const greeting = byPath(entries)['opt/app/greeting'] as LayerEntry & { type: 'file'; content: { path: string } };
+    expect([greeting.uid, greeting.gid, greeting.mode]).toEqual([1000, 50, 0o640]);
+    expect((greeting.mtime as Date).getTime()).toBe(new Date('2021-01-02T03:04:05').getTime());
+    expect(readFileSync(greeting.content.path, 'utf8')).toBe('hello\n');
+  });
+
+  it('gives no entries for a step that changed nothing, also FROM scratch', async () => {
+    const run = await sh('true');
+    expect(await diffUpperDir(run.snapshot.upperDir, { lowerDirs: run.snapshot.lowerDirs })).toEqual([]);
+    // FROM scratch has no shell: bind busybox in and check runc's mount points leave no trace.
+    const scratch = await snapshotOf([]);
+    const result = await executor.run(
+      { args: ['/busybox', 'true'], env: [], mounts: [{ type: 'bind', source: '/bin/busybox', destination: '/busybox', readonly: true }] },
+      { rootfs: scratch.rootfs },
+    );
+    expect(result.exitCode).toBe(0);
+    expect(await diffUpperDir(scratch.upperDir, { lowerDirs: scratch.lowerDirs })).toEqual([]);
+  });
+
+  it('turns deleted lower files into whiteouts and a recreated directory into an opaque one', async () => {
+    const first = await sh('mkdir -p /data/sub && echo 1 > /data/sub/a && echo 2 > /data/b && echo 3 > /etc/motd');
+    const layer1 = await layerFromStep(first.snapshot);
+    const second = await sh('rm /etc/motd && rm -rf /data && mkdir /data && echo new > /data/c', {}, await snapshotOf([base, layer1]));
+    expect(second.exitCode).toBe(0);
+    const entries = await diffUpperDir(second.snapshot.upperDir, { lowerDirs: second.snapshot.lowerDirs });
+    expect(entries.map((entry) => `${entry.type} ${entry.path}`)).toEqual([
+      'directory data',
+      'opaque data',
+      'file data/c',
+      'directory etc',
+      'whiteout etc/motd',
+    ]);
+    // Stacked again, the layers give what the container saw.
+    const layer2 = await layerFromStep(second.snapshot);
+    const third = await snapshotOf([base, layer1, layer2]);
+    expect(existsSync(join(third.rootfs, 'etc/motd'))).toBe(false);
+    expect(existsSync(join(third.rootfs, 'data/sub'))).toBe(false);
+    expect(readFileSync(join(third.rootfs, 'data/c'), 'utf8')).toBe('new\n');
+  });
+
+  it('keeps hard links as hard links and never links whiteouts together', async () => {
+    const first = await sh('echo 1 > /etc/x && echo 2 > /etc/y');
+    const layer1 = await layerFromStep(first.snapshot);
+    const run = await sh('echo data > /srv && ln /srv /srv-link && rm /etc/x /etc/y', {}, await snapshotOf([base, layer1]));
+    const entries = byPath(await diffUpperDir(run.snapshot.upperDir, { lowerDirs: run.snapshot.lowerDirs }));
+    expect(entries['srv']?.type).toBe('file');
+    expect(entries['srv-link']).toEqual({ type: 'hardlink', path: 'srv-link', target: 'srv' });
+    expect(entries['etc/x']?.type).toBe('whiteout');
+    expect(entries['etc/y']?.type).toBe('whiteout');
+  });
+
+  it('reports a non-zero exit code with the last lines of output', async () => {
+    const run = await sh('for i in $(seq 1 30); do echo "line $i"; done; echo "something broke" >&2; exit 3');
+    expect(run.exitCode).toBe(3);
+    // stdout and stderr are separate pipes: their relative order is not guaranteed.
+    expect(run.outputTail).toHaveLength(20);
+    expect(run.outputTail).toEqual(expect.arrayContaining(['line 30', 'something broke']));
+    expect(run.outputTail).not.toContain('line 1');
+  });
+
+  it('streams output while the step still runs', async () => {
+    const snapshot = await snapshotOf();
+    const arrivals: { line: string; at: number }[] = [];
+    const started = Date.now();
+    const result = await executor.run(
+      { args: ['/bin/sh', '-c', 'echo a; sleep 1; echo b'], env: [] },
+      { rootfs: snapshot.rootfs, onOutput: (_stream, line) => arrivals.push({ line, at: Date.now() - started }) },
+    );
+    expect(arrivals.map((arrival) => arrival.line)).toEqual(['a', 'b']);
+    expect(arrivals[1]!.at - arrivals[0]!.at).toBeGreaterThanOrEqual(800);
+    expect(result.durationMs).toBeGreaterThanOrEqual(1000);
+  });
+
+  it('kills a step that passes its memory limit and reports it out of memory', async () => {
+    const run = await sh('x=$(head -c 200000000 /dev/zero | tr "\\000" a); echo survived ${#x}', { limits: { memoryBytes: 32 * 1024 * 1024 } });
+    expect(run.oomKilled).toBe(true);
+    expect(run.exitCode).not.toBe(0);
+    expect(run.lines).not.toContain(expect.stringContaining('survived'));
+  });
+
+  it('stops a fork bomb at the pids limit', async () => {
+    const run = await sh('bomb() { bomb | bomb & }; bomb; sleep 2; echo done', { limits: { pids: 32, timeoutMs: 8000 } });
+    expect(run.pidsLimitHit).toBe(true);
+  });
+
+  it('kills a step that passes its time limit', async () => {
+    const run = await sh('echo start; sleep 30', { limits: { timeoutMs: 1000 } });
+    expect(run.timedOut).toBe(true);
+    expect(run.exitCode).toBe(137);
+    expect(run.lines).toEqual(['start']);
+    expect(run.durationMs).toBeLessThan(10_000);
+  });
+
+  it('kills a step when the build is cancelled', async () => {
+    const snapshot = await snapshotOf();
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 500);
+    const result = await executor.run({ args: ['/bin/sleep', '30'], env: [] }, { rootfs: snapshot.rootfs, signal: controller.signal });
+    expect(result.cancelled).toBe(true);
+    expect(result.durationMs).toBeLessThan(10_000);
+  });
+
+  it('resolves USER by name, uid and uid:gid through the image files, and refuses unknown names', async () => {
+    expect((await sh('id', { user: 'app' })).lines).toEqual(['uid=1000(app) gid=1000(app) groups=50(staff)']);
+    expect((await sh('id -u; id -g', { user: '1000' })).lines).toEqual(['1000', '1000']);
+    expect((await sh('id -u; id -g', { user: '4242:50' })).lines).toEqual(['4242', '50']);
+    expect((await sh('id -u; id -g', { user: 'app:root' })).lines).toEqual(['1000', '0']);
+    await expect(sh('id', { user: 'nobody-here' })).rejects.toThrow(UserResolutionError);
+    await expect(sh('id', { user: 'nobody-here' })).rejects.toThrow(/unable to find user nobody-here/);
+  });
+
+  it('creates a missing working directory owned by the user', async () => {
+    const run = await sh('pwd; touch mine', { user: 'app', cwd: '/srv/app/work' });
+    expect(run.lines).toEqual(['/srv/app/work']);
+    const entries = byPath(await diffUpperDir(run.snapshot.upperDir, { lowerDirs: run.snapshot.lowerDirs }));
+    expect(entries['srv/app/work']).toMatchObject({ type: 'directory', uid: 1000, gid: 1000 });
+    expect(entries['srv/app/work/mine']).toMatchObject({ type: 'file', uid: 1000, gid: 1000 });
+  });
+
+  it('passes env, hostname and a default PATH, with generated /etc/hosts and resolv.conf kept out of the layer', async () => {
+    const run = await sh('echo $GREETING $HOME $PATH; hostname; grep -c localhost /etc/hosts', { env: ['GREETING=hi'], hostname: 'builder' });
+    expect(run.lines).toEqual(['hi /root /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'builder', '2']);
+    expect(await diffUpperDir(run.snapshot.upperDir, { lowerDirs: run.snapshot.lowerDirs })).toEqual([]);
+  });
+
+  describe('isolation', () => {
+    let server: Server;
+    let port: number;
+    let connections = 0;
+    beforeAll(async () => {
+      server = createServer((socket) => {
+        connections++;
+        socket.end('host secret\n');
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      port = (server.address() as { port: number }).port;
+    });
+    afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+    it('cannot read host files outside the rootfs', async () => {
+      const secretDir = tempDir('secret');
+      writeFileSync(join(secretDir, 'secret'), 'host secret');
+      const run = await sh(`cat ${secretDir}/secret; cat /proc/1/root${secretDir}/secret; ls /proc/1/root${secretDir}`);
+      expect(run.lines.join('\n')).not.toContain('host secret');
+      expect(run.exitCode).not.toBe(0);
+      rmSync(secretDir, { recursive: true });
+    });
+
+    it("cannot write the worker's data directory", async () => {
+      const run = await sh(`mkdir -p ${dataDir}/layers && echo pwned > ${dataDir}/layers/pwned; echo pwned > /proc/1/root${dataDir}/pwned`);
+      expect(existsSync(join(dataDir, 'layers', 'pwned'))).toBe(false);
+      expect(existsSync(join(dataDir, 'pwned'))).toBe(false);
+      // The same path inside the container is the container's own: the write lands in its layer.
+      expect(existsSync(join(run.snapshot.upperDir, dataDir, 'layers', 'pwned'))).toBe(true);
+    });
+
+    it("cannot connect to a service on the host's 127.0.0.1 with network none", async () => {
+      const before = connections;
+      const run = await sh(`nc -w 2 127.0.0.1 ${port} </dev/null; echo "nc exit $?"; ip -o link show | cut -d: -f2`, { network: 'none' });
+      expect(run.lines.join('\n')).not.toContain('host secret');
+      expect(run.lines).toContain('nc exit 1');
+      expect(run.lines.map((line) => line.trim()).filter((line) => !line.startsWith('nc'))).toEqual(['lo']);
+      expect(connections).toBe(before);
+    });
+  });
+});
