@@ -1,0 +1,29 @@
+import { type DynamicModule, Module } from '@nestjs/common';
+import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
+import { DbModule } from '@strata/db';
+import { AuthGuard } from './auth/auth.guard.js';
+import { BuildsController } from './builds/builds.controller.js';
+import { BuildsService } from './builds/builds.service.js';
+import { HealthController } from './health/health.controller.js';
+import { BuildsQueueCloser, buildsQueueProvider } from './queue.provider.js';
+import { RepositoriesController } from './repositories/repositories.controller.js';
+import { RepositoriesService } from './repositories/repositories.service.js';
+import { storageProvider } from './storage/storage.provider.js';
+
+@Module({})
+export class AppModule {
+  static forConfig(config: StrataConfig): DynamicModule {
+    const configModule: DynamicModule = {
+      module: class ConfigModule {},
+      global: true,
+      providers: [{ provide: STRATA_CONFIG, useValue: config }],
+      exports: [STRATA_CONFIG],
+    };
+    return {
+      module: AppModule,
+      imports: [configModule, DbModule],
+      controllers: [HealthController, BuildsController, RepositoriesController],
+      providers: [AuthGuard, BuildsQueueCloser, BuildsService, RepositoriesService, buildsQueueProvider, storageProvider],
+    };
+  }
+}

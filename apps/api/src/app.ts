@@ -1,0 +1,26 @@
+import 'reflect-metadata';
+import type { INestApplication } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
+import type { StrataConfig } from '@strata/config';
+import { AppModule } from './app.module.js';
+import { HttpErrorFilter } from './common/http-error.filter.js';
+
+/** Builds the api application (used by main.ts and by the end-to-end tests). */
+export async function createApiApp(config: StrataConfig, opts: { logger?: boolean } = {}): Promise<INestApplication> {
+  const app = await NestFactory.create(AppModule.forConfig(config), {
+    logger: opts.logger === false ? false : ['error', 'warn', 'log'],
+    // Build contexts and imports are streamed by their handlers; only JSON is parsed here.
+    bodyParser: false,
+  });
+  app.useGlobalFilters(new HttpErrorFilter());
+  app.enableShutdownHooks();
+  const doc = new DocumentBuilder()
+    .setTitle('Strata API')
+    .setDescription('Container image builds: contexts in, OCI images out.')
+    .setVersion('1')
+    .addBearerAuth()
+    .build();
+  SwaggerModule.setup('docs', app, () => SwaggerModule.createDocument(app, doc));
+  return app;
+}

@@ -1,0 +1,65 @@
+import type { Build, BuildStep, Repository } from '@strata/db';
+
+/** The JSON shape of a build in the REST API. Field names are a contract: later additions only. */
+export interface BuildView {
+  id: string;
+  repository: string;
+  status: string;
+  source: string;
+  dockerfile: string;
+  target: string | null;
+  buildArgs: Record<string, string>;
+  noCache: boolean;
+  tags: string[];
+  platform: string;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  durationMs: number | null;
+  steps: Array<{
+    stage: number;
+    stageName: string | null;
+    index: number;
+    line: number | null;
+    instruction: string;
+    cached: boolean;
+    missReason: string | null;
+    durationMs: number | null;
+    layerDigest: string | null;
+  }>;
+  error: { message: string; line: number | null } | null;
+  imageDigest: string | null;
+}
+
+export function toBuildView(build: Build & { repository: Repository; steps?: BuildStep[] }): BuildView {
+  const steps = [...(build.steps ?? [])].sort((a, b) => a.stage - b.stage || a.index - b.index);
+  return {
+    id: build.id,
+    repository: build.repository.name,
+    status: build.status,
+    source: build.source,
+    dockerfile: build.dockerfilePath,
+    target: build.target,
+    buildArgs: build.buildArgs as Record<string, string>,
+    noCache: build.noCache,
+    tags: build.tags,
+    platform: build.platform,
+    createdAt: build.createdAt.toISOString(),
+    startedAt: build.startedAt?.toISOString() ?? null,
+    finishedAt: build.finishedAt?.toISOString() ?? null,
+    durationMs: build.startedAt && build.finishedAt ? build.finishedAt.getTime() - build.startedAt.getTime() : null,
+    steps: steps.map((s) => ({
+      stage: s.stage,
+      stageName: s.stageName,
+      index: s.index,
+      line: s.line,
+      instruction: s.instruction,
+      cached: s.cached,
+      missReason: s.missReason,
+      durationMs: s.durationMs,
+      layerDigest: s.layerDigest,
+    })),
+    error: build.errorMessage ? { message: build.errorMessage, line: build.errorLine } : null,
+    imageDigest: build.imageDigest,
+  };
+}

@@ -1,0 +1,87 @@
+import { BadRequestException, Controller, Get, HttpCode, Param, Post, Query, Req, UseGuards } from '@nestjs/common';
+import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import type { Request } from 'express';
+import { AuthGuard, RequireScope } from '../auth/auth.guard.js';
+import { type Caller, CurrentCaller } from '../auth/tenant.js';
+import { queryBool, queryList, querySingle, validRepositoryName, validTag } from '../common/query.js';
+import { BuildsService } from './builds.service.js';
+
+const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
+
+function parseBuildArgs(raw: string[]): Record<string, string> {
+  const args: Record<string, string> = {};
+  for (const item of raw) {
+    const eq = item.indexOf('=');
+    const key = eq < 0 ? item : item.slice(0, eq);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new BadRequestException(`Invalid buildArg "${item}": expected NAME=VALUE.`);
+    if (eq < 0) throw new BadRequestException(`Invalid buildArg "${item}": expected NAME=VALUE.`);
+    args[key] = item.slice(eq + 1);
+  }
+  return args;
+}
+
+function validDockerfilePath(p: string | undefined): string {
+  const path = p ?? 'Dockerfile';
+  if (path === '' || path.startsWith('/') || path.split('/').includes('..') || path.includes('\0')) {
+    throw new BadRequestException(`Invalid dockerfile "${path}": give a path inside the build context, like "Dockerfile" or "docker/app.Dockerfile".`);
+  }
+  return path.replace(/^\.\//, '');
+}
+
+@ApiTags('builds')
+@ApiBearerAuth()
+@Controller('v1/builds')
+@UseGuards(AuthGuard)
+export class BuildsController {
+  constructor(private readonly builds: BuildsService) {}
+
+  @Post()
+  @HttpCode(202)
+  @RequireScope('builds:write')
+  @ApiOperation({ summary: 'Start a build; the body is the build context as a tar or tar.gz archive' })
+  @ApiQuery({ name: 'repository', required: true })
+  @ApiQuery({ name: 'tag', required: false, isArray: true })
+  @ApiQuery({ name: 'dockerfile', required: false })
+  @ApiQuery({ name: 'target', required: false })
+  @ApiQuery({ name: 'buildArg', required: false, isArray: true, description: 'NAME=VALUE' })
+  @ApiQuery({ name: 'noCache', required: false, type: Boolean })
+  async create(@CurrentCaller() caller: Caller, @Query() q: Record<string, unknown>, @Req() req: Request) {
+    const tags = queryList(q.tag).map(validTag);
+    const target = querySingle(q.target, 'target');
+    const request = {
+      repository: validRepositoryName(querySingle(q.repository, 'repository')),
+      tags: tags.length > 0 ? [...new Set(tags)] : ['latest'],
+      dockerfile: validDockerfilePath(querySingle(q.dockerfile, 'dockerfile')),
+      target: target || undefined,
+      buildArgs: parseBuildArgs(queryList(q.buildArg)),
+      noCache: queryBool(q.noCache, 'noCache'),
+      contentType: req.headers['content-type'],
+    };
+    return this.builds.submit(caller.tenantId, request, req);
+  }
+
+  @Get()
+  @RequireScope('builds:read')
+  @ApiOperation({ summary: 'List builds, newest first' })
+  @ApiQuery({ name: 'repository', required: false })
+  @ApiQuery({ name: 'status', required: false, enum: STATUSES })
+  @ApiQuery({ name: 'limit', required: false, type: Number })
+  @ApiQuery({ name: 'cursor', required: false })
+  async list(@CurrentCaller() caller: Caller, @Query() q: Record<string, unknown>) {
+    const repository = querySingle(q.repository, 'repository');
+    const status = querySingle(q.status, 'status');
+    if (status && !STATUSES.includes(status)) throw new BadRequestException(`Invalid status "${status}": use one of ${STATUSES.join(', ')}.`);
+    const limitRaw = querySingle(q.limit, 'limit') ?? '20';
+    if (!/^\d+$/.test(limitRaw) || Number(limitRaw) < 1 || Number(limitRaw) > 100) {
+      throw new BadRequestException(`Invalid limit "${limitRaw}": use a number from 1 to 100.`);
+    }
+    return this.builds.list(caller.tenantId, { repository, status, limit: Number(limitRaw), cursor: querySingle(q.cursor, 'cursor') });
+  }
+
+  @Get(':id')
+  @RequireScope('builds:read')
+  @ApiOperation({ summary: 'A build with its steps, error and resulting image' })
+  async get(@CurrentCaller() caller: Caller, @Param('id') id: string) {
+    return this.builds.get(caller.tenantId, id);
+  }
+}

@@ -1,0 +1,135 @@
+import { BadRequestException, HttpException, HttpStatus, Inject, Injectable, NotFoundException, UnsupportedMediaTypeException } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import { Transform, type Readable } from 'node:stream';
+import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
+import { PrismaService, type Prisma } from '@strata/db';
+import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
+import { STORAGE, type Storage } from '../storage/storage.provider.js';
+import { toBuildView, type BuildView } from './build-view.js';
+import { decodeCursor, encodeCursor } from './cursor.js';
+
+export interface BuildRequest {
+  repository: string;
+  tags: string[];
+  dockerfile: string;
+  target?: string;
+  buildArgs: Record<string, string>;
+  noCache: boolean;
+  contentType: string | undefined;
+}
+
+const CONTEXT_TYPES = new Set(['application/x-tar', 'application/tar', 'application/gzip', 'application/x-gzip', 'application/octet-stream']);
+
+@Injectable()
+export class BuildsService {
+  constructor(
+    private readonly prisma: PrismaService,
+    @Inject(STRATA_CONFIG) private readonly config: StrataConfig,
+    @Inject(STORAGE) private readonly storage: Storage,
+    @Inject(BUILDS_QUEUE_TOKEN) private readonly queue: BuildsQueue,
+  ) {}
+
+  /**
+   * Streams the context to S3 (never whole in memory), records the build and queues it.
+   * Nothing is recorded unless the whole context arrived within the size limit.
+   */
+  async submit(tenantId: string, req: BuildRequest, body: Readable): Promise<BuildView> {
+    const type = (req.contentType ?? '').split(';')[0].trim().toLowerCase();
+    if (!CONTEXT_TYPES.has(type)) {
+      body.resume();
+      throw new UnsupportedMediaTypeException(
+        `The build context must be sent as application/x-tar or application/gzip, not "${req.contentType ?? 'nothing'}".`,
+      );
+    }
+    const id = randomUUID();
+    const contextKey = `contexts/${id}`;
+    const limit = this.config.maxContextBytes;
+    let size = 0;
+    let tooLarge = false;
+    const counter = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        size += chunk.length;
+        if (size > limit) {
+          tooLarge = true;
+          done(new Error('context too large'));
+          return;
+        }
+        done(null, chunk);
+      },
+    });
+    body.on('error', (e) => counter.destroy(e));
+    body.pipe(counter);
+    try {
+      await this.storage.objects.put(contextKey, counter);
+    } catch (e) {
+      await this.storage.objects.delete(contextKey).catch(() => undefined);
+      body.resume();
+      if (tooLarge) {
+        throw new HttpException(
+          { statusCode: 413, error: 'Payload Too Large', message: `The build context is larger than the limit of ${limit} bytes.` },
+          HttpStatus.PAYLOAD_TOO_LARGE,
+        );
+      }
+      throw e;
+    }
+    if (size === 0) {
+      await this.storage.objects.delete(contextKey).catch(() => undefined);
+      throw new BadRequestException('The request body is empty: send the build context as a tar or tar.gz archive.');
+    }
+
+    const build = await this.prisma.$transaction(async (tx) => {
+      const repository = await tx.repository.upsert({
+        where: { tenantId_name: { tenantId, name: req.repository } },
+        update: {},
+        create: { tenantId, name: req.repository },
+      });
+      return tx.build.create({
+        data: {
+          id,
+          tenantId,
+          repositoryId: repository.id,
+          dockerfilePath: req.dockerfile,
+          target: req.target ?? null,
+          buildArgs: req.buildArgs,
+          noCache: req.noCache,
+          tags: req.tags,
+          contextKey,
+          contextSize: BigInt(size),
+        },
+        include: { repository: true, steps: true },
+      });
+    });
+    await this.queue.add('build', { buildId: id, tenantId }, { jobId: id });
+    return toBuildView(build);
+  }
+
+  async get(tenantId: string, id: string): Promise<BuildView> {
+    const build = /^[0-9a-f-]{36}$/i.test(id)
+      ? await this.prisma.build.findFirst({ where: { id, tenantId }, include: { repository: true, steps: true } })
+      : null;
+    if (!build) throw new NotFoundException(`Build "${id}" does not exist.`);
+    return toBuildView(build);
+  }
+
+  async list(
+    tenantId: string,
+    q: { repository?: string; status?: string; limit: number; cursor?: string },
+  ): Promise<{ builds: BuildView[]; nextCursor: string | null }> {
+    const where: Prisma.BuildWhereInput = { tenantId };
+    if (q.repository) where.repository = { name: q.repository };
+    if (q.status) where.status = q.status as Prisma.BuildWhereInput['status'];
+    if (q.cursor) {
+      const c = decodeCursor(q.cursor);
+      where.OR = [{ createdAt: { lt: c.createdAt } }, { createdAt: c.createdAt, id: { lt: c.id } }];
+    }
+    const rows = await this.prisma.build.findMany({
+      where,
+      orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
+      take: q.limit + 1,
+      include: { repository: true, steps: true },
+    });
+    const page = rows.slice(0, q.limit);
+    const last = page[page.length - 1];
+    return { builds: page.map(toBuildView), nextCursor: rows.length > q.limit && last ? encodeCursor(last.createdAt, last.id) : null };
+  }
+}

@@ -1,0 +1,58 @@
+import { BadRequestException, Controller, Get, HttpCode, Param, Post, Query, Req, Res, UseGuards } from '@nestjs/common';
+import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import type { Request, Response } from 'express';
+import { AuthGuard, RequireScope } from '../auth/auth.guard.js';
+import { type Caller, CurrentCaller } from '../auth/tenant.js';
+import { querySingle, validRepositoryName, validTag } from '../common/query.js';
+import { RepositoriesService } from './repositories.service.js';
+
+@ApiTags('repositories')
+@ApiBearerAuth()
+@Controller('v1/repositories')
+@UseGuards(AuthGuard)
+export class RepositoriesController {
+  constructor(private readonly repositories: RepositoriesService) {}
+
+  @Get()
+  @RequireScope('repositories:read')
+  @ApiOperation({ summary: "The tenant's repositories" })
+  list(@CurrentCaller() caller: Caller) {
+    return this.repositories.list(caller.tenantId);
+  }
+
+  // Repository names may contain slashes, so the routes match the whole rest of the path.
+  @Get('*path/tags/:tag/oci-archive')
+  @RequireScope('repositories:read')
+  @ApiOperation({ summary: 'The tagged image as an OCI image-layout tar (what `docker save` gives, in OCI form)' })
+  async ociArchive(@CurrentCaller() caller: Caller, @Param('path') path: string[] | string, @Param('tag') tag: string, @Res() res: Response) {
+    const name = validRepositoryName(joinPath(path), 'repository name');
+    await this.repositories.streamOciArchive(caller.tenantId, name, validTag(tag), res);
+  }
+
+  @Get('*path/tags')
+  @RequireScope('repositories:read')
+  @ApiOperation({ summary: "A repository's tags" })
+  tags(@CurrentCaller() caller: Caller, @Param('path') path: string[] | string) {
+    return this.repositories.tags(caller.tenantId, validRepositoryName(joinPath(path), 'repository name'));
+  }
+
+  @Post('*path/import')
+  @HttpCode(201)
+  @RequireScope('repositories:write')
+  @ApiOperation({ summary: 'Create a one-layer image from a root filesystem tar, as `docker import` does' })
+  @ApiQuery({ name: 'tag', required: false })
+  async import(@CurrentCaller() caller: Caller, @Param('path') path: string[] | string, @Query() q: Record<string, unknown>, @Req() req: Request) {
+    const name = validRepositoryName(joinPath(path), 'repository name');
+    const tag = validTag(querySingle(q.tag, 'tag') ?? 'latest');
+    const type = (req.headers['content-type'] ?? '').split(';')[0].trim();
+    if (!['application/x-tar', 'application/tar', 'application/gzip', 'application/x-gzip', 'application/octet-stream'].includes(type)) {
+      req.resume();
+      throw new BadRequestException(`The root filesystem must be sent as application/x-tar or application/gzip, not "${type || 'nothing'}".`);
+    }
+    return this.repositories.importRootfs(caller.tenantId, name, tag, req);
+  }
+}
+
+function joinPath(p: string[] | string): string {
+  return Array.isArray(p) ? p.join('/') : p;
+}

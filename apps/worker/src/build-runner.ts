@@ -1,0 +1,143 @@
+import { lstat, mkdir, readFile, realpath, rm } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import type { Storage } from '@strata/blobstore';
+import { BuildContextDir, BuildEngine, type BuildEvent, BuildFailure, type RootfsProvider, type RunExecutor } from '@strata/build-engine';
+import type { StrataConfig } from '@strata/config';
+import type { PrismaClient } from '@strata/db';
+import { extractTar, TarExtractionError } from '@strata/oci';
+import { ImageStore } from '@strata/registry';
+import { BlobLayerSink, PrismaCacheIndex, TenantImageResolver } from './adapters.js';
+
+export interface BuildRunnerDeps {
+  prisma: PrismaClient;
+  storage: Storage;
+  config: StrataConfig;
+  executor?: RunExecutor;
+  rootfs?: RootfsProvider;
+  /** Build log lines and step events, for live logs. */
+  onEvent?: (buildId: string, e: BuildEvent) => void;
+  workerId?: string;
+}
+
+/**
+ * Runs one build job end to end: context from S3, safe extraction, the engine, then the image
+ * published and the tags moved in one transaction. A failed build records why and where, and
+ * moves no tag.
+ */
+export class BuildRunner {
+  private readonly images: ImageStore;
+  private readonly layers: BlobLayerSink;
+
+  constructor(private readonly deps: BuildRunnerDeps) {
+    this.images = new ImageStore(deps.prisma, deps.storage.blobs);
+    this.layers = new BlobLayerSink(deps.storage, deps.prisma);
+  }
+
+  async run(buildId: string, signal?: AbortSignal): Promise<void> {
+    const { prisma, config } = this.deps;
+    const claimed = await prisma.build.updateMany({
+      where: { id: buildId, status: { in: ['queued', 'running'] } },
+      data: { status: 'running', startedAt: new Date(), workerId: this.deps.workerId ?? hostname() },
+    });
+    if (claimed.count === 0) return; // cancelled, or already finished by another worker
+    const build = await prisma.build.findUniqueOrThrow({ where: { id: buildId }, include: { repository: true } });
+    await prisma.buildStep.deleteMany({ where: { buildId } });
+    const workDir = path.resolve(config.dataDir, 'builds', buildId);
+    const contextDir = path.join(workDir, 'context');
+    try {
+      await rm(workDir, { recursive: true, force: true });
+      await mkdir(contextDir, { recursive: true });
+      try {
+        await extractTar(await this.deps.storage.objects.get(build.contextKey!), contextDir, {
+          maxBytes: config.maxContextBytes,
+          maxEntries: config.maxContextEntries,
+        });
+      } catch (e) {
+        if (e instanceof TarExtractionError || /gzip|tar|header/i.test((e as Error).message)) {
+          throw new BuildFailure(`the build context was refused: ${(e as Error).message}`, null);
+        }
+        throw e;
+      }
+      const dockerfile = await this.readDockerfile(contextDir, build.dockerfilePath);
+      const context = await BuildContextDir.open(contextDir);
+      const engine = new BuildEngine({
+        images: new TenantImageResolver(this.images, build.tenantId),
+        layers: this.layers,
+        cache: new PrismaCacheIndex(prisma, build.tenantId),
+        executor: this.deps.executor,
+        rootfs: this.deps.rootfs,
+        onEvent: (e) => {
+          this.deps.onEvent?.(buildId, e);
+          if (e.type === 'step-done') {
+            void prisma.buildStep
+              .create({
+                data: {
+                  buildId,
+                  tenantId: build.tenantId,
+                  stage: e.stage,
+                  stageName: e.stageName,
+                  index: e.index,
+                  line: e.line,
+                  instruction: e.instruction,
+                  cacheKey: e.cacheKey,
+                  cached: e.cached,
+                  missReason: e.missReason,
+                  durationMs: e.durationMs,
+                  layerDigest: e.layerDigest,
+                },
+              })
+              .catch(() => undefined);
+          }
+        },
+      });
+      const out = await engine.build({
+        dockerfile,
+        dockerfilePath: build.dockerfilePath,
+        context,
+        buildArgs: build.buildArgs as Record<string, string>,
+        target: build.target ?? undefined,
+        noCache: build.noCache,
+        signal,
+      });
+      const published = await this.images.publish({
+        tenantId: build.tenantId,
+        repositoryId: build.repositoryId,
+        config: out.image.config,
+        layers: out.image.layers.map((l) => l.descriptor),
+        tags: build.tags,
+        buildId,
+      });
+      await prisma.build.update({
+        where: { id: buildId },
+        data: { status: 'succeeded', finishedAt: new Date(), imageDigest: published.manifestDigest },
+      });
+    } catch (e) {
+      const failure = e instanceof BuildFailure ? e : null;
+      const message = failure ? failure.message : `internal error: ${(e as Error).message}`;
+      const cancelled = signal?.aborted === true;
+      await prisma.build.update({
+        where: { id: buildId },
+        data: { status: cancelled ? 'cancelled' : 'failed', finishedAt: new Date(), errorMessage: message, errorLine: failure?.line ?? null },
+      });
+      if (!failure) throw e;
+    } finally {
+      await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
+    }
+  }
+
+  private async readDockerfile(contextDir: string, rel: string): Promise<string> {
+    const abs = path.join(contextDir, rel);
+    try {
+      const real = await realpath(abs);
+      if (!real.startsWith(`${await realpath(contextDir)}${path.sep}`)) throw new Error('outside');
+      const st = await lstat(real);
+      if (!st.isFile()) throw new Error('not a file');
+      if (st.size > 4 * 1024 * 1024) throw new BuildFailure(`${rel} is larger than 4 MiB`, null);
+      return await readFile(real, 'utf8');
+    } catch (e) {
+      if (e instanceof BuildFailure) throw e;
+      throw new BuildFailure(`no Dockerfile at "${rel}" in the build context`, null);
+    }
+  }
+}

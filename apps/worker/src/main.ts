@@ -1,0 +1,28 @@
+import { Worker } from 'bullmq';
+import { hostname } from 'node:os';
+import { storageFromConfig } from '@strata/blobstore';
+import { loadConfig } from '@strata/config';
+import { createPrismaClient } from '@strata/db';
+import { BUILDS_QUEUE, type BuildJob, redisConnection, WORKER_LOCK } from '@strata/queue';
+import { BuildRunner } from './build-runner.js';
+
+/** Starts a worker consuming the builds queue; returns a function that stops it. */
+export async function startWorker(config = loadConfig()): Promise<{ close(): Promise<void> }> {
+  const prisma = createPrismaClient(config.databaseUrl);
+  const storage = await storageFromConfig(config.s3);
+  const runner = new BuildRunner({ prisma, storage, config, workerId: `${hostname()}:${process.pid}` });
+  const worker = new Worker<BuildJob>(BUILDS_QUEUE, async (job) => runner.run(job.data.buildId), {
+    connection: redisConnection(config.redisUrl),
+    prefix: config.queuePrefix,
+    concurrency: config.workerConcurrency,
+    ...WORKER_LOCK,
+  });
+  worker.on('failed', (job, err) => process.stderr.write(`build ${job?.data.buildId} failed inside the worker: ${err.message}\n`));
+  await worker.waitUntilReady();
+  return {
+    async close() {
+      await worker.close();
+      await prisma.$disconnect();
+    },
+  };
+}

@@ -1,0 +1,47 @@
+// Lint rules that keep the layout honest (shared/ARCHITECTURE.md, "Monorepo layout"): arrows point
+// down the table, a lib never imports an app, and pure libs never import I/O.
+import tseslint from 'typescript-eslint';
+
+const LIBS = ['dockerfile', 'oci', 'config', 'queue', 'db', 'blobstore', 'build-engine', 'registry', 'runtime'];
+/** Which of our libs each project may import. */
+const ALLOWED = {
+  'libs/dockerfile': [],
+  'libs/oci': [],
+  'libs/config': [],
+  'libs/queue': [],
+  'libs/db': ['config'],
+  'libs/blobstore': ['oci'],
+  'libs/build-engine': ['dockerfile', 'oci', 'blobstore'],
+  'libs/registry': ['oci', 'blobstore', 'db'],
+  'libs/runtime': ['oci', 'build-engine'],
+  'apps/api': LIBS,
+  'apps/worker': LIBS,
+};
+const NODE_IO = ['fs', 'fs/promises', 'net', 'http', 'https', 'child_process', 'dgram', 'dns', 'tls', 'cluster', 'worker_threads'];
+const PURE = ['libs/dockerfile'];
+
+function rulesFor(project) {
+  const forbiddenLibs = LIBS.filter((l) => !ALLOWED[project].includes(l) && `libs/${l}` !== project);
+  const patterns = [
+    { group: forbiddenLibs.map((l) => `@strata/${l}`), message: `${project} may not import this lib: see the dependency table in ARCHITECTURE.md.` },
+    { group: ['@strata/api', '@strata/worker', '**/apps/**'], message: 'Apps are leaves: nothing imports an app.' },
+    { group: ['../../libs/**', '../../../libs/**', '**/libs/*/src/**'], message: 'Import a lib by its package name (@strata/<lib>), not by path.' },
+  ].filter((p) => p.group.length > 0);
+  const paths = PURE.includes(project)
+    ? NODE_IO.flatMap((m) => [m, `node:${m}`]).map((name) => ({ name, message: `${project} is pure: no I/O modules.` }))
+    : [];
+  return { 'no-restricted-imports': ['error', { patterns, paths }] };
+}
+
+export default tseslint.config(
+  { ignores: ['**/dist/**', '**/node_modules/**', 'libs/db/src/generated/**', '.strata/**', 'coverage/**', '.nx/**'] },
+  {
+    files: ['**/*.ts'],
+    languageOptions: { parser: tseslint.parser, ecmaVersion: 2023, sourceType: 'module' },
+  },
+  ...Object.keys(ALLOWED).map((project) => ({
+    files: [`${project}/src/**/*.ts`],
+    ignores: [`${project}/src/**/*.spec.ts`],
+    rules: rulesFor(project),
+  })),
+);

@@ -1,0 +1,35 @@
+// `npm test`: installs what is missing, starts (or reuses) PostgreSQL, Redis and S3 on 127.0.0.1,
+// applies migrations, checks the dependency rules, then runs every unit and end-to-end test.
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { ensureDependencies, ensurePackages, ensureServices, generatePrismaClient, log, migrate, root } from './services.mjs';
+
+const started = Date.now();
+ensureDependencies();
+// Real clients and runtimes the end-to-end tests drive: skopeo and umoci read our images, runc runs RUN steps.
+ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'busybox-static', 'attr', 'iproute2', 'tar', 'gzip']);
+const env = await ensureServices({ database: 'strata_test', bucket: 'strata-test', redisDb: 1 });
+generatePrismaClient();
+migrate(env);
+log(`services ready in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+
+const run = (cmd, args, extraEnv = {}) =>
+  spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env, ...extraEnv } }).status ?? 1;
+
+log('lint (dependency direction and code rules)');
+if (run(path.join(root, 'node_modules/.bin/eslint'), ['.']) !== 0) {
+  log('lint failed');
+  process.exit(1);
+}
+
+const jestArgs = process.argv.slice(2);
+const status = run(
+  process.execPath,
+  ['--experimental-vm-modules', '--no-warnings', path.join(root, 'node_modules/jest/bin/jest.js'), '--ci', ...jestArgs],
+  {
+    STRATA_QUEUE_PREFIX: `strata-test-${randomBytes(4).toString('hex')}`,
+    STRATA_DATA_DIR: path.join(root, '.strata/test-worker'),
+  },
+);
+process.exit(status);

@@ -1,0 +1,700 @@
+import { createHash } from 'node:crypto';
+import path from 'node:path/posix';
+import {
+  type CommandLine,
+  type CopyInstruction,
+  type AddInstruction,
+  type Dockerfile,
+  DockerfileError,
+  expand,
+  type Instruction,
+  parseDockerfile,
+  type StageInstruction,
+  type VariableLookup,
+} from '@strata/dockerfile';
+import {
+  canonicalJson,
+  type ContainerConfig,
+  type Descriptor,
+  type Digest,
+  type HistoryEntry,
+  type ImageConfig,
+  type LayerEntry,
+  LayerWriter,
+} from '@strata/oci';
+import { BuildContextDir, ContextSourceError, type ContextEntry } from './context.js';
+import {
+  type BaseImage,
+  type BuildEvent,
+  BuildFailure,
+  type CacheIndex,
+  type CachedStep,
+  type ImageResolver,
+  type LayerSink,
+  type RootfsProvider,
+  type RunExecutor,
+} from './interfaces.js';
+import { resolveOwner, type RootfsIndex, RootfsIndexer } from './rootfs-index.js';
+
+export interface Platform {
+  os: string;
+  architecture: string;
+  variant?: string;
+}
+
+export interface BuildInput {
+  dockerfile: string;
+  /** Name of the Dockerfile in the context, for messages. */
+  dockerfilePath: string;
+  context: BuildContextDir;
+  buildArgs: Record<string, string>;
+  target?: string;
+  noCache?: boolean;
+  platform?: Platform;
+  signal?: AbortSignal;
+}
+
+export interface EngineDeps {
+  images: ImageResolver;
+  layers: LayerSink;
+  cache: CacheIndex;
+  executor?: RunExecutor;
+  rootfs?: RootfsProvider;
+  onEvent?: (e: BuildEvent) => void;
+  /** Wall clock, replaceable for tests. */
+  now?: () => Date;
+}
+
+export interface StageResult {
+  index: number;
+  name: string | null;
+  config: ImageConfig;
+  layers: Array<{ descriptor: Descriptor; diffId: Digest }>;
+  /** Cache key of the stage's filesystem: what a dependent stage's steps chain from. */
+  fsKey: string;
+}
+
+export interface BuildOutput {
+  image: StageResult;
+  base: { ref: string; source: string; manifestDigest: string } | null;
+  warnings: Array<{ line: number; message: string }>;
+}
+
+const DEFAULT_PLATFORM: Platform = { os: 'linux', architecture: 'amd64' };
+const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
+const PROXY_ARGS = ['HTTP_PROXY', 'HTTPS_PROXY', 'FTP_PROXY', 'NO_PROXY', 'ALL_PROXY', 'http_proxy', 'https_proxy', 'ftp_proxy', 'no_proxy', 'all_proxy'];
+
+function sha256(data: string | Buffer): string {
+  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
+}
+
+function platformString(p: Platform): string {
+  return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`;
+}
+
+/** Build args that are always defined, like BuildKit's automatic platform args. */
+function platformArgs(target: Platform, build: Platform): Record<string, string> {
+  return {
+    TARGETPLATFORM: platformString(target),
+    TARGETOS: target.os,
+    TARGETARCH: target.architecture,
+    TARGETVARIANT: target.variant ?? '',
+    BUILDPLATFORM: platformString(build),
+    BUILDOS: build.os,
+    BUILDARCH: build.architecture,
+    BUILDVARIANT: build.variant ?? '',
+  };
+}
+
+function envToMap(env: string[] | undefined): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const kv of env ?? []) {
+    const eq = kv.indexOf('=');
+    if (eq > 0) m.set(kv.slice(0, eq), kv.slice(eq + 1));
+  }
+  return m;
+}
+
+function setEnv(config: ContainerConfig, key: string, value: string): void {
+  const env = (config.Env ?? []).filter((kv) => !kv.startsWith(`${key}=`));
+  env.push(`${key}=${value}`);
+  config.Env = env;
+}
+
+/** Per-stage state while walking its instructions. */
+interface StageState {
+  config: ImageConfig;
+  layers: Array<{ descriptor: Descriptor; diffId: Digest }>;
+  /** Key of the filesystem so far: filesystem steps chain from it, metadata steps don't change it. */
+  fsKey: string;
+  /** Key of the previous step of any kind, for metadata steps. */
+  stepKey: string;
+  /** ARGs declared in this stage: name → value (undefined when declared without a value). */
+  args: Map<string, string | undefined>;
+  shell: string[];
+}
+
+/**
+ * The solver: reads a Dockerfile, walks the stages the target needs, and for every instruction
+ * computes a cache key, reuses the cached result or executes the step. Knows nothing of S3,
+ * Postgres or runc: those come in through EngineDeps.
+ */
+export class BuildEngine {
+  private readonly indexer: RootfsIndexer;
+  private readonly now: () => Date;
+
+  constructor(private readonly deps: EngineDeps) {
+    this.indexer = new RootfsIndexer((d) => deps.layers.open(d));
+    this.now = deps.now ?? (() => new Date());
+  }
+
+  async build(input: BuildInput): Promise<BuildOutput> {
+    let df: Dockerfile;
+    try {
+      df = parseDockerfile(input.dockerfile);
+    } catch (e) {
+      if (e instanceof DockerfileError) {
+        const d = e.diagnostics[0];
+        throw new BuildFailure(`${input.dockerfilePath}:${d.line}: ${d.message}`, d.line);
+      }
+      throw e;
+    }
+    if (df.stages.length === 0) throw new BuildFailure(`${input.dockerfilePath} has no FROM instruction, so there is nothing to build`, 1);
+
+    const platform = input.platform ?? DEFAULT_PLATFORM;
+    const predefined = platformArgs(platform, DEFAULT_PLATFORM);
+    const epoch = input.buildArgs.SOURCE_DATE_EPOCH;
+    const sourceDateEpoch = epoch !== undefined && /^\d+$/.test(epoch) ? Number(epoch) : undefined;
+
+    // Global ARGs: usable in FROM lines; build args override their defaults.
+    const globalArgs = new Map<string, string | undefined>(Object.entries(predefined));
+    for (const arg of df.globalArgs) {
+      for (const decl of arg.args) {
+        const fromBuild = input.buildArgs[decl.name];
+        const value = fromBuild ?? (decl.defaultValue === null ? undefined : this.expandIn(decl.defaultValue, mapLookup(globalArgs), arg.line));
+        globalArgs.set(decl.name, value);
+      }
+    }
+
+    const names = new Map<string, number>();
+    df.stages.forEach((s) => {
+      if (s.name) names.set(s.name, s.index);
+    });
+    let targetIndex = df.stages.length - 1;
+    if (input.target) {
+      const t = names.get(input.target.toLowerCase());
+      if (t === undefined) throw new BuildFailure(`target stage "${input.target}" is not a stage of ${input.dockerfilePath}`, null);
+      targetIndex = t;
+    }
+
+    // Which stages the target needs: FROM <stage> and COPY --from=<stage>.
+    const stageRef = (ref: string, before: number): number | null => {
+      const byName = names.get(ref.toLowerCase());
+      if (byName !== undefined && byName < before) return byName;
+      if (/^\d+$/.test(ref) && Number(ref) < before) return Number(ref);
+      return null;
+    };
+    const fromRefs = df.stages.map((s) => this.expandIn(s.from.image, mapLookup(globalArgs), s.from.line));
+    const deps = df.stages.map((s, i) => {
+      const d = new Set<number>();
+      const base = stageRef(fromRefs[i], i);
+      if (base !== null) d.add(base);
+      for (const ins of s.instructions) {
+        if (ins.keyword === 'COPY' && ins.from) {
+          const r = stageRef(ins.from, i);
+          if (r !== null) d.add(r);
+        }
+        if (ins.keyword === 'RUN') for (const m of ins.mounts) if (m.from) {
+          const r = stageRef(m.from, i);
+          if (r !== null) d.add(r);
+        }
+      }
+      return d;
+    });
+    const needed = new Set<number>();
+    const visit = (i: number) => {
+      if (needed.has(i)) return;
+      needed.add(i);
+      for (const d of deps[i]) visit(d);
+    };
+    visit(targetIndex);
+
+    const results = new Map<number, Promise<StageResult>>();
+    let firstBase: BuildOutput['base'] = null;
+    const runStage = (i: number): Promise<StageResult> => {
+      let p = results.get(i);
+      if (!p) {
+        p = (async () => {
+          await Promise.all([...deps[i]].map((d) => runStage(d)));
+          const stage = df.stages[i];
+          const ref = fromRefs[i];
+          const baseStage = stageRef(ref, i);
+          let state: StageState;
+          if (baseStage !== null) {
+            const b = await runStage(baseStage);
+            state = this.initialState(structuredClone(b.config), [...b.layers], b.fsKey);
+          } else if (ref.toLowerCase() === 'scratch') {
+            const created = this.timestamp(sourceDateEpoch);
+            state = this.initialState(
+              { created, architecture: platform.architecture, os: platform.os, ...(platform.variant ? { variant: platform.variant } : {}), config: { Env: [`PATH=${DEFAULT_PATH}`] }, rootfs: { type: 'layers', diff_ids: [] }, history: [] },
+              [],
+              sha256(`scratch\0${platformString(platform)}`),
+            );
+          } else {
+            let base: BaseImage;
+            try {
+              base = await this.deps.images.resolve(ref);
+            } catch (e) {
+              throw new BuildFailure(`${input.dockerfilePath}:${stage.from.line}: FROM ${ref}: ${(e as Error).message}`, stage.from.line);
+            }
+            if (i === targetIndex || firstBase === null) firstBase = { ref: base.ref, source: base.source, manifestDigest: base.manifestDigest };
+            const layers = base.layers.map((descriptor, n) => ({ descriptor, diffId: base.config.rootfs.diff_ids[n] }));
+            const config = structuredClone(base.config);
+            config.config = config.config ?? {};
+            state = this.initialState(config, layers, sha256(`image\0${base.manifestDigest}\0${platformString(platform)}`));
+          }
+          const instructions = [...this.onbuildTriggers(state, stage.from.line), ...stage.instructions];
+          for (const [n, ins] of instructions.entries()) {
+            if (input.signal?.aborted) throw new BuildFailure('the build was cancelled', ins.line);
+            await this.step(input, df, state, { stage: i, stageName: stage.name, index: n }, ins, globalArgs, predefined, sourceDateEpoch, (ref) => {
+              const s = stageRef(ref, i);
+              return s === null ? null : runStage(s);
+            });
+          }
+          state.config.rootfs = { type: 'layers', diff_ids: state.layers.map((l) => l.diffId) };
+          if (sourceDateEpoch !== undefined) state.config.created = this.timestamp(sourceDateEpoch);
+          return { index: i, name: stage.name, config: state.config, layers: state.layers, fsKey: state.fsKey };
+        })();
+        results.set(i, p);
+      }
+      return p;
+    };
+    const image = await runStage(targetIndex);
+    return { image, base: firstBase, warnings: df.warnings.map((w) => ({ line: w.line, message: w.message })) };
+  }
+
+  private timestamp(epoch: number | undefined): string {
+    return (epoch !== undefined ? new Date(epoch * 1000) : this.now()).toISOString().replace(/\.\d{3}Z$/, 'Z');
+  }
+
+  private initialState(config: ImageConfig, layers: StageState['layers'], fsKey: string): StageState {
+    config.config = config.config ?? {};
+    config.history = config.history ?? [];
+    return { config, layers, fsKey, stepKey: fsKey, args: new Map(), shell: config.config.Shell ?? ['/bin/sh', '-c'] };
+  }
+
+  /** ONBUILD triggers of the base image run first, as if written right after FROM; then they are cleared. */
+  private onbuildTriggers(state: StageState, fromLine: number): StageInstruction[] {
+    const triggers = state.config.config?.OnBuild ?? [];
+    if (triggers.length === 0) return [];
+    state.config.config!.OnBuild = null;
+    try {
+      const parsed = parseDockerfile(`FROM scratch\n${triggers.join('\n')}\n`);
+      return parsed.stages[0].instructions.map((ins) => ({ ...ins, line: fromLine, endLine: fromLine }));
+    } catch (e) {
+      throw new BuildFailure(`an ONBUILD trigger of the base image is invalid: ${(e as Error).message}`, fromLine);
+    }
+  }
+
+  private expandIn(word: string, lookup: VariableLookup, line: number): string {
+    try {
+      return expand(word, lookup, { position: { line, column: 1 } }).value;
+    } catch (e) {
+      throw new BuildFailure((e as Error).message, line);
+    }
+  }
+
+  private async step(
+    input: BuildInput,
+    df: Dockerfile,
+    state: StageState,
+    where: { stage: number; stageName: string | null; index: number },
+    ins: StageInstruction,
+    globalArgs: Map<string, string | undefined>,
+    predefined: Record<string, string>,
+    sourceDateEpoch: number | undefined,
+    stageResult: (ref: string) => Promise<StageResult> | null,
+  ): Promise<void> {
+    const started = Date.now();
+    const emit = this.deps.onEvent ?? (() => undefined);
+    const instruction = ins.original.trim();
+    emit({ type: 'step-start', stage: where.stage, index: where.index, instruction, line: ins.line });
+    const cfg = state.config.config!;
+    const env = envToMap(cfg.Env);
+    // ENV wins over ARG of the same name.
+    const lookup = (name: string): string | undefined => (env.has(name) ? env.get(name) : state.args.get(name));
+    const seenArgs = new Set<string>();
+    const x = (word: string): string => {
+      try {
+        const r = expand(word, lookup, { escapeToken: df.escapeToken, position: { line: ins.line, column: ins.column } });
+        for (const m of r.matched) if (!env.has(m) && state.args.has(m)) seenArgs.add(m);
+        return r.value;
+      } catch (e) {
+        throw new BuildFailure(`${input.dockerfilePath}:${ins.line}: ${(e as Error).message.replace(/^line \d+, column \d+: /, '')}`, ins.line);
+      }
+    };
+    const fail = (message: string): never => {
+      throw new BuildFailure(`${input.dockerfilePath}:${ins.line}: ${ins.keyword}: ${message}`, ins.line);
+    };
+
+    let definition: unknown;
+    let createdBy = instruction;
+    let fsStep = false;
+    let execute: (() => Promise<CachedStep>) | null = null;
+    const history: HistoryEntry = {};
+
+    switch (ins.keyword) {
+      case 'ARG':
+        for (const decl of ins.args) {
+          const fromBuild = input.buildArgs[decl.name];
+          let value: string | undefined;
+          if (fromBuild !== undefined) value = fromBuild;
+          else if (decl.defaultValue !== null) value = x(decl.defaultValue);
+          else if (globalArgs.has(decl.name)) value = globalArgs.get(decl.name);
+          else if (decl.name in predefined) value = predefined[decl.name];
+          state.args.set(decl.name, value);
+        }
+        definition = { args: ins.args.map((a) => [a.name, state.args.get(a.name) ?? null]) };
+        break;
+      case 'ENV':
+        for (const pair of ins.pairs) {
+          const key = x(pair.key);
+          const value = x(pair.value);
+          setEnv(cfg, key, value);
+          env.set(key, value);
+        }
+        definition = { env: cfg.Env };
+        createdBy = `ENV ${ins.pairs.map((p) => `${x(p.key)}=${env.get(x(p.key))}`).join(' ')}`;
+        break;
+      case 'LABEL': {
+        const labels = { ...(cfg.Labels ?? {}) };
+        for (const pair of ins.pairs) labels[x(pair.key)] = x(pair.value);
+        cfg.Labels = labels;
+        definition = { labels };
+        break;
+      }
+      case 'WORKDIR': {
+        const dir = x(ins.path);
+        cfg.WorkingDir = path.resolve(cfg.WorkingDir || '/', dir);
+        definition = { workdir: cfg.WorkingDir };
+        break;
+      }
+      case 'USER':
+        cfg.User = x(ins.user);
+        definition = { user: cfg.User };
+        break;
+      case 'EXPOSE': {
+        const ports = { ...(cfg.ExposedPorts ?? {}) };
+        for (const word of ins.ports) {
+          for (const p of x(word).split(/\s+/).filter(Boolean)) {
+            const m = /^(\d+)(?:-(\d+))?(?:\/(tcp|udp|sctp))?$/i.exec(p);
+            if (!m) fail(`"${p}" is not a port: use PORT, PORT/tcp, PORT/udp or a range like 8000-8010`);
+            const from = Number(m![1]);
+            const to = m![2] ? Number(m![2]) : from;
+            if (to < from || to > 65535) fail(`"${p}" is not a valid port range`);
+            for (let port = from; port <= to; port++) ports[`${port}/${(m![3] ?? 'tcp').toLowerCase()}`] = {};
+          }
+        }
+        cfg.ExposedPorts = ports;
+        definition = { ports: Object.keys(ports).sort() };
+        break;
+      }
+      case 'VOLUME': {
+        const vols = { ...(cfg.Volumes ?? {}) };
+        for (const p of ins.paths) {
+          const v = x(p);
+          if (v.trim() === '') fail('a volume path is empty');
+          vols[v] = {};
+        }
+        cfg.Volumes = vols;
+        definition = { volumes: Object.keys(vols).sort() };
+        break;
+      }
+      case 'STOPSIGNAL':
+        cfg.StopSignal = x(ins.signal);
+        definition = { signal: cfg.StopSignal };
+        break;
+      case 'CMD':
+        cfg.Cmd = commandArgs(ins.cmd, state.shell);
+        definition = { cmd: cfg.Cmd };
+        break;
+      case 'ENTRYPOINT':
+        cfg.Entrypoint = commandArgs(ins.cmd, state.shell);
+        // As in Docker: a new ENTRYPOINT drops the CMD inherited from the base image.
+        if (!(state as StageState & { cmdSet?: boolean }).cmdSet) cfg.Cmd = null;
+        definition = { entrypoint: cfg.Entrypoint };
+        break;
+      case 'SHELL':
+        state.shell = ins.shell;
+        cfg.Shell = ins.shell;
+        definition = { shell: ins.shell };
+        break;
+      case 'HEALTHCHECK': {
+        const h = ins.healthcheck;
+        cfg.Healthcheck =
+          h.kind === 'none'
+            ? { Test: ['NONE'] }
+            : {
+                Test: h.cmd.form === 'exec' ? ['CMD', ...h.cmd.args] : ['CMD-SHELL', h.cmd.command],
+                ...(h.interval !== null ? { Interval: h.interval } : {}),
+                ...(h.timeout !== null ? { Timeout: h.timeout } : {}),
+                ...(h.startPeriod !== null ? { StartPeriod: h.startPeriod } : {}),
+                ...(h.startInterval !== null ? { StartInterval: h.startInterval } : {}),
+                ...(h.retries !== null ? { Retries: h.retries } : {}),
+              };
+        definition = { healthcheck: cfg.Healthcheck };
+        break;
+      }
+      case 'ONBUILD':
+        cfg.OnBuild = [...(cfg.OnBuild ?? []), ins.trigger];
+        definition = { onbuild: cfg.OnBuild };
+        break;
+      case 'MAINTAINER':
+        state.config.author = ins.maintainer;
+        definition = { author: ins.maintainer };
+        break;
+      case 'COPY':
+      case 'ADD': {
+        fsStep = true;
+        const prepared = await this.prepareCopy(input, state, ins, x, fail, stageResult);
+        definition = prepared.definition;
+        createdBy = `${instruction} # buildkit`;
+        execute = () => this.executeCopy(state, prepared, sourceDateEpoch);
+        break;
+      }
+      case 'RUN': {
+        fsStep = true;
+        if (!this.deps.executor) fail('RUN is not supported by this worker yet (it has no container runtime)');
+        if (ins.mounts.length > 0) fail('RUN --mount is not supported yet');
+        // RUN sees the image ENV plus the ARGs in scope; only ARGs it sees go into its key.
+        const runEnv = new Map(env);
+        for (const [k, v] of state.args) if (v !== undefined && !runEnv.has(k)) runEnv.set(k, v);
+        const args = runArgs(ins, state.shell);
+        const envList = [...runEnv].map(([k, v]) => `${k}=${v}`);
+        if (!runEnv.has('PATH')) envList.push(`PATH=${DEFAULT_PATH}`);
+        for (const k of state.args.keys()) if (!env.has(k) && !PROXY_ARGS.includes(k)) seenArgs.add(k);
+        const user = cfg.User || 'root';
+        const cwd = cfg.WorkingDir || '/';
+        const network = ins.network ?? 'default';
+        definition = { args, env: envList.sort(), user, cwd, network, heredocs: ins.heredocs.map((h) => h.content) };
+        createdBy = `RUN ${args.join(' ')} # buildkit`;
+        execute = () => this.executeRun(input, state, where, ins.line, { args, env: envList, user, cwd, network }, sourceDateEpoch, fail);
+        break;
+      }
+      default:
+        fail(`instruction ${(ins as Instruction).keyword} is not supported yet`);
+    }
+
+    const parentKey = fsStep ? state.fsKey : state.stepKey;
+    const key = sha256(canonicalJson({ v: 1, kind: ins.keyword, parent: parentKey, definition, args: [...seenArgs].sort().map((a) => [a, state.args.get(a) ?? null]) }));
+    let cached = false;
+    let result: CachedStep | null = null;
+    if (!input.noCache) {
+      result = await this.deps.cache.get(key);
+      if (result?.layer && !(await this.deps.layers.has(result.layer.descriptor.digest))) result = null;
+      cached = result !== null;
+    }
+    if (!result) {
+      result = execute ? await execute() : {};
+      await this.deps.cache.put(key, result);
+    }
+    if (result.layer) state.layers.push(result.layer);
+    if (fsStep) state.fsKey = key;
+    state.stepKey = key;
+    if (ins.keyword === 'CMD') (state as StageState & { cmdSet?: boolean }).cmdSet = true;
+    state.config.history!.push({
+      created: this.timestamp(sourceDateEpoch),
+      created_by: createdBy,
+      comment: HISTORY_COMMENT,
+      ...(result.layer ? {} : { empty_layer: true }),
+      ...history,
+    });
+    emit({
+      type: 'step-done',
+      stage: where.stage,
+      stageName: where.stageName,
+      index: where.index,
+      line: ins.line,
+      instruction,
+      cacheKey: key,
+      cached,
+      missReason: null,
+      durationMs: Date.now() - started,
+      layerDigest: result.layer?.descriptor.digest ?? null,
+    });
+  }
+
+  private async prepareCopy(
+    input: BuildInput,
+    state: StageState,
+    ins: CopyInstruction | AddInstruction,
+    x: (w: string) => string,
+    fail: (m: string) => never,
+    stageResult: (ref: string) => Promise<StageResult> | null,
+  ): Promise<PreparedCopy> {
+    if (ins.keyword === 'ADD') {
+      for (const s of ins.sources) {
+        if (/^(https?|git):\/\//.test(s) || s.startsWith('git@')) fail(`remote sources ("${s}") are not supported yet`);
+      }
+    }
+    if (ins.keyword === 'COPY' && ins.from) {
+      const from = x(ins.from);
+      const sr = stageResult(from);
+      if (!sr) fail(`--from=${from}: copying from an image is not supported yet; name a stage of this Dockerfile`);
+      if (!this.deps.rootfs) fail('COPY --from a stage is not supported by this worker yet');
+    }
+    if (ins.heredocs.length > 0) fail('heredoc sources are not supported yet');
+    const cfg = state.config.config!;
+    let dest = x(ins.dest);
+    const destIsDir = dest.endsWith('/') || dest === '.' || dest === '..';
+    dest = path.resolve(cfg.WorkingDir || '/', dest);
+    const sources: ContextEntry[] = [];
+    for (const s of ins.sources) {
+      try {
+        sources.push(...(await input.context.resolve(x(s))));
+      } catch (e) {
+        if (e instanceof ContextSourceError) fail(e.message);
+        throw e;
+      }
+    }
+    if ((sources.length > 1 || ins.sources.length > 1) && !destIsDir) {
+      fail(`with more than one source, the destination must be a directory and end with a "/" ("${ins.dest}")`);
+    }
+    const chmod = ins.chmod ? x(ins.chmod) : null;
+    if (chmod !== null && !/^[0-7]{3,4}$/.test(chmod)) fail(`--chmod="${chmod}" is not an octal mode like 755 or 0644`);
+    const chown = ins.chown ? x(ins.chown) : null;
+    let owner = { uid: 0, gid: 0 };
+    const index = await this.indexer.index(state.layers.map((l) => ({ digest: l.descriptor.digest, diffId: l.diffId })));
+    if (chown) {
+      try {
+        owner = resolveOwner(chown, index);
+      } catch (e) {
+        fail(`--chown=${chown}: ${(e as Error).message}`);
+      }
+    }
+    const checksum = await input.context.checksum(sources);
+    return {
+      sources,
+      dest,
+      destIsDir,
+      owner,
+      chmod: chmod === null ? null : parseInt(chmod, 8),
+      index,
+      context: input.context,
+      definition: { kind: ins.keyword, dest, destIsDir, chown: owner, chmod, sources: ins.sources.map(x), checksum: checksum.digest },
+    };
+  }
+
+  private async executeCopy(state: StageState, p: PreparedCopy, sourceDateEpoch: number | undefined): Promise<CachedStep> {
+    const entries = new Map<string, LayerEntry>();
+    const rel = (abs: string) => abs.replace(/^\/+/, '');
+    const epochMtime = sourceDateEpoch ?? 0;
+    // Parents of what we write: kept as they are in the image when they exist, created root-owned 0755 otherwise.
+    const addParents = (target: string) => {
+      const parts = rel(target).split('/').slice(0, -1);
+      for (let n = 1; n <= parts.length; n++) {
+        const dir = parts.slice(0, n).join('/');
+        if (entries.has(dir)) continue;
+        const existing = p.index.paths.get(dir);
+        entries.set(dir, existing
+          ? { type: 'directory', path: dir, mode: existing.mode, uid: existing.uid, gid: existing.gid, mtime: existing.mtime }
+          : { type: 'directory', path: dir, mode: 0o755, uid: 0, gid: 0, mtime: epochMtime });
+      }
+    };
+    const put = (target: string, e: ContextEntry) => {
+      const pth = rel(target);
+      if (pth === '') return;
+      addParents(target);
+      const mode = p.chmod ?? e.mode;
+      const base = { path: pth, uid: p.owner.uid, gid: p.owner.gid, mtime: e.mtime };
+      if (e.type === 'directory') entries.set(pth, { ...base, type: 'directory', mode });
+      else if (e.type === 'symlink') entries.set(pth, { ...base, type: 'symlink', target: e.linkTarget!, mode: 0o777 });
+      else entries.set(pth, { ...base, type: 'file', mode, content: { path: e.abs } });
+    };
+    for (const src of p.sources) {
+      if (src.type === 'directory') {
+        // A directory's contents go into the destination; the destination itself takes the owner.
+        const destDir = p.dest;
+        if (rel(destDir) !== '') {
+          addParents(destDir);
+          const existing = p.index.paths.get(rel(destDir));
+          entries.set(rel(destDir), { type: 'directory', path: rel(destDir), mode: existing?.mode ?? 0o755, uid: p.chmod !== null || p.owner.uid !== 0 ? p.owner.uid : existing?.uid ?? 0, gid: p.owner.gid !== 0 ? p.owner.gid : existing?.gid ?? 0, mtime: existing?.mtime ?? epochMtime });
+        }
+        for await (const e of p.context.walk(src)) {
+          if (e === src) continue;
+          const sub = e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1);
+          put(path.join(destDir, sub), e);
+        }
+      } else {
+        const target = p.destIsDir ? path.join(p.dest, path.basename(src.rel)) : p.dest;
+        put(target, src);
+      }
+    }
+    const packed = new LayerWriter({ clampMtime: sourceDateEpoch }).pack([...entries.values()]);
+    const layer = await this.deps.layers.store(packed);
+    return { layer };
+  }
+
+  private async executeRun(
+    input: BuildInput,
+    state: StageState,
+    where: { stage: number; index: number },
+    line: number,
+    spec: { args: string[]; env: string[]; user: string; cwd: string; network: 'default' | 'none' | 'host' },
+    sourceDateEpoch: number | undefined,
+    fail: (m: string) => never,
+  ): Promise<CachedStep> {
+    const emit = this.deps.onEvent ?? (() => undefined);
+    const tail: string[] = [];
+    const outcome = await this.deps.executor!.run({
+      layers: state.layers,
+      ...spec,
+      line,
+      signal: input.signal ?? new AbortController().signal,
+      onOutput: (stream, text) => {
+        tail.push(text);
+        if (tail.length > 10) tail.shift();
+        emit({ type: 'log', stage: where.stage, index: where.index, stream, line: text });
+      },
+    });
+    try {
+      if (outcome.oomKilled) fail(`the command ran out of memory and was killed\n${tail.join('\n')}`);
+      if (outcome.timedOut) fail('the command took longer than the step time limit and was killed');
+      if (outcome.exitCode !== 0) fail(`"${spec.args.join(' ')}" exited with code ${outcome.exitCode}${tail.length ? `; last output:\n${tail.join('\n')}` : ''}`);
+      if (outcome.entries.length === 0) return { emptyLayer: true };
+      const layer = await this.deps.layers.store(new LayerWriter({ clampMtime: sourceDateEpoch }).pack(outcome.entries));
+      return { layer };
+    } finally {
+      await outcome.release();
+    }
+  }
+}
+
+interface PreparedCopy {
+  sources: ContextEntry[];
+  dest: string;
+  destIsDir: boolean;
+  owner: { uid: number; gid: number };
+  chmod: number | null;
+  index: RootfsIndex;
+  context: BuildContextDir;
+  definition: unknown;
+}
+
+function mapLookup(m: Map<string, string | undefined>): (name: string) => string | undefined {
+  return (name) => m.get(name);
+}
+
+function commandArgs(cmd: CommandLine, shell: string[]): string[] {
+  return cmd.form === 'exec' ? cmd.args : [...shell, cmd.command];
+}
+
+function runArgs(ins: Extract<StageInstruction, { keyword: 'RUN' }>, shell: string[]): string[] {
+  if (ins.cmd.form === 'exec') return ins.cmd.args;
+  if (ins.heredocs.length > 0 && ins.cmd.command.trim().startsWith('<<')) {
+    // `RUN <<EOF` runs the heredoc as a script through the shell.
+    return [...shell, ins.heredocs[0].content];
+  }
+  return [...shell, ins.cmd.command];
+}

@@ -1,0 +1,107 @@
+import type { Readable } from 'node:stream';
+import type { Descriptor, Digest, ImageConfig, LayerEntry, PackedLayer } from '@strata/oci';
+
+/** A base image as FROM sees it. */
+export interface BaseImage {
+  /** The reference as resolved, e.g. `busybox:1` or `127.0.0.1:5000/library/busybox:1`. */
+  ref: string;
+  /** Where it came from: the tenant's own repository or a registry. */
+  source: 'tenant' | 'registry';
+  manifestDigest: Digest;
+  config: ImageConfig;
+  layers: Descriptor[];
+}
+
+/** Resolves FROM references (and `COPY --from=<image>`) to images. */
+export interface ImageResolver {
+  resolve(ref: string): Promise<BaseImage>;
+}
+
+/** Where finished layers go: the content-addressed blob store. */
+export interface LayerSink {
+  /** Stores a packed layer and returns its descriptor once the digest is verified. */
+  store(layer: PackedLayer): Promise<{ descriptor: Descriptor; diffId: Digest }>;
+  /** Whether a blob is (still) stored; a cache hit whose layer is gone is a miss. */
+  has(digest: Digest): Promise<boolean>;
+  open(digest: Digest): Promise<Readable>;
+}
+
+/** What a cache entry remembers of a step. */
+export interface CachedStep {
+  /** Set for steps that produced a layer. */
+  layer?: { descriptor: Descriptor; diffId: Digest };
+  /** Set for steps that changed the filesystem key without adding a layer (a RUN that changed nothing). */
+  emptyLayer?: boolean;
+}
+
+/** The per-tenant cache index: step cache key → result. */
+export interface CacheIndex {
+  get(key: string): Promise<CachedStep | null>;
+  put(key: string, value: CachedStep): Promise<void>;
+}
+
+/** A read-only view of a stage's or image's root filesystem, for COPY --from. */
+export interface RootfsView {
+  root: string;
+  release(): Promise<void>;
+}
+
+/** Mounts (or unpacks) layers so their files can be read. */
+export interface RootfsProvider {
+  open(layers: Array<{ descriptor: Descriptor; diffId: Digest }>): Promise<RootfsView>;
+}
+
+export interface RunRequest {
+  layers: Array<{ descriptor: Descriptor; diffId: Digest }>;
+  args: string[];
+  env: string[];
+  user: string;
+  cwd: string;
+  network: 'default' | 'none' | 'host';
+  line: number;
+  onOutput(stream: 'stdout' | 'stderr', line: string): void;
+  signal: AbortSignal;
+}
+
+export interface RunOutcome {
+  exitCode: number;
+  oomKilled?: boolean;
+  timedOut?: boolean;
+  /** The step's changes as layer entries; empty when it changed nothing. */
+  entries: LayerEntry[];
+  /** Releases what the step left on disk once its layer is written. */
+  release(): Promise<void>;
+}
+
+/** Runs RUN steps in containers. */
+export interface RunExecutor {
+  run(req: RunRequest): Promise<RunOutcome>;
+}
+
+export type BuildEvent =
+  | { type: 'step-start'; stage: number; index: number; instruction: string; line: number }
+  | {
+      type: 'step-done';
+      stage: number;
+      stageName: string | null;
+      index: number;
+      line: number;
+      instruction: string;
+      cacheKey: string;
+      cached: boolean;
+      missReason: string | null;
+      durationMs: number;
+      layerDigest: string | null;
+    }
+  | { type: 'log'; stage: number; index: number; stream: 'stdout' | 'stderr' | 'system'; line: string };
+
+/** A build failure the user caused, with the Dockerfile line it happened at. */
+export class BuildFailure extends Error {
+  override readonly name = 'BuildFailure';
+  constructor(
+    message: string,
+    readonly line: number | null,
+  ) {
+    super(message);
+  }
+}

@@ -1,0 +1,129 @@
+import type { Readable } from 'node:stream';
+import type { PrismaClient } from '@strata/db';
+import {
+  type Descriptor,
+  type Digest,
+  encodeJsonBlob,
+  type ImageConfig,
+  type ImageManifest,
+  MediaType,
+} from '@strata/oci';
+
+/** What the image store needs of the content-addressed blob store. */
+export interface ImageBlobs {
+  put(body: Buffer | Readable, expectedDigest?: Digest): Promise<{ digest: Digest; size: number }>;
+  get(digest: Digest): Promise<Readable>;
+}
+
+export interface StoredImage {
+  repositoryId: string;
+  manifestDigest: Digest;
+  manifest: ImageManifest;
+  config: ImageConfig;
+  configDigest: Digest;
+}
+
+export class ImageNotFoundError extends Error {
+  override readonly name = 'ImageNotFoundError';
+}
+
+async function readAll(stream: Readable, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of stream) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw new Error(`document larger than ${limit} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+const MAX_DOCUMENT = 4 * 1024 * 1024;
+
+/**
+ * Images as a tenant's repositories see them: manifests and configs in the blob store, the
+ * manifest → blob references and tags in Postgres. Builds, imports and the registry publish
+ * through here, so a tag only ever points at a manifest whose blobs are all stored.
+ */
+export class ImageStore {
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly blobs: ImageBlobs,
+  ) {}
+
+  /** Stores config and manifest, records the references, then moves the tags, all or nothing. */
+  async publish(args: {
+    tenantId: string;
+    repositoryId: string;
+    config: ImageConfig;
+    layers: Descriptor[];
+    tags: string[];
+    buildId?: string;
+  }): Promise<{ manifestDigest: Digest; configDigest: Digest; manifestSize: number }> {
+    const config = encodeJsonBlob(MediaType.ociConfig, args.config);
+    const manifestDoc: ImageManifest = {
+      schemaVersion: 2,
+      mediaType: MediaType.ociManifest,
+      config: config.descriptor,
+      layers: args.layers,
+    };
+    const manifest = encodeJsonBlob(MediaType.ociManifest, manifestDoc);
+    await this.blobs.put(config.bytes, config.descriptor.digest);
+    await this.blobs.put(manifest.bytes, manifest.descriptor.digest);
+
+    const referenced = [config.descriptor, ...args.layers];
+    await this.prisma.$transaction(async (tx) => {
+      for (const d of [...referenced, manifest.descriptor]) {
+        await tx.blob.upsert({ where: { digest: d.digest }, update: {}, create: { digest: d.digest, size: BigInt(d.size), mediaType: d.mediaType } });
+      }
+      const row = await tx.manifest.upsert({
+        where: { repositoryId_digest: { repositoryId: args.repositoryId, digest: manifest.descriptor.digest } },
+        update: {},
+        create: {
+          tenantId: args.tenantId,
+          repositoryId: args.repositoryId,
+          digest: manifest.descriptor.digest,
+          mediaType: MediaType.ociManifest,
+          configDigest: config.descriptor.digest,
+          size: manifest.descriptor.size,
+        },
+      });
+      await tx.manifestBlob.createMany({
+        data: [...new Set(referenced.map((d) => d.digest))].map((digest) => ({ manifestId: row.id, digest })),
+        skipDuplicates: true,
+      });
+      for (const name of args.tags) {
+        const tag = await tx.tag.upsert({
+          where: { repositoryId_name: { repositoryId: args.repositoryId, name } },
+          update: { manifestDigest: manifest.descriptor.digest },
+          create: { tenantId: args.tenantId, repositoryId: args.repositoryId, name, manifestDigest: manifest.descriptor.digest },
+        });
+        await tx.tagHistory.create({ data: { tagId: tag.id, manifestDigest: manifest.descriptor.digest, buildId: args.buildId ?? null } });
+      }
+    });
+    return { manifestDigest: manifest.descriptor.digest, configDigest: config.descriptor.digest, manifestSize: manifest.descriptor.size };
+  }
+
+  /** Resolves `repository:tag` (or a digest) within one tenant; other tenants' repositories do not exist here. */
+  async resolve(tenantId: string, repository: string, reference: string): Promise<StoredImage> {
+    const repo = await this.prisma.repository.findUnique({ where: { tenantId_name: { tenantId, name: repository } } });
+    if (!repo) throw new ImageNotFoundError(`repository "${repository}" does not exist`);
+    let digest: string;
+    if (reference.startsWith('sha256:')) {
+      const m = await this.prisma.manifest.findUnique({ where: { repositoryId_digest: { repositoryId: repo.id, digest: reference } } });
+      if (!m) throw new ImageNotFoundError(`"${repository}@${reference}" does not exist`);
+      digest = m.digest;
+    } else {
+      const tag = await this.prisma.tag.findUnique({ where: { repositoryId_name: { repositoryId: repo.id, name: reference } } });
+      if (!tag) throw new ImageNotFoundError(`"${repository}:${reference}" does not exist`);
+      digest = tag.manifestDigest;
+    }
+    const manifest = JSON.parse((await this.readBlob(digest as Digest)).toString('utf8')) as ImageManifest;
+    const config = JSON.parse((await this.readBlob(manifest.config.digest)).toString('utf8')) as ImageConfig;
+    return { repositoryId: repo.id, manifestDigest: digest as Digest, manifest, config, configDigest: manifest.config.digest };
+  }
+
+  async readBlob(digest: Digest): Promise<Buffer> {
+    return readAll(await this.blobs.get(digest), MAX_DOCUMENT);
+  }
+}
