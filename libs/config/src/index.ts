@@ -17,8 +17,28 @@ export interface StrataConfig {
   /** Most files a build context may hold. */
   maxContextEntries: number;
   workerConcurrency: number;
+  /** How RUN steps execute on a worker (STRATA_RUN_*). */
+  run: RunSettings;
   /** Prefix for BullMQ keys, so several deployments (or test runs) can share one Redis. */
   queuePrefix: string;
+}
+
+/**
+ * RUN step settings. `network` is what `RUN` without `--network` (or `--network=default`) gets:
+ * `none` (loopback only, the default: a bridge needs iptables NAT and ip_forward on the worker, which
+ * a deployment has to opt into), `bridge` (own netns, veth pair and NAT; the worker's own addresses
+ * are dropped) or `host`. Limits apply per RUN container.
+ */
+export interface RunSettings {
+  network: 'none' | 'bridge' | 'host';
+  /** Memory limit per RUN (no swap on top). */
+  memoryBytes: number;
+  /** Processes and threads per RUN. */
+  pids: number;
+  /** CPU cores per RUN; 0 means no quota. */
+  cpus: number;
+  /** Wall-clock limit per RUN step. */
+  stepTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -55,6 +75,22 @@ function url(env: Env, name: string, protocols: string[]): string {
   return v;
 }
 
+function runSettings(env: Env): RunSettings {
+  const network = env.STRATA_RUN_NETWORK || 'none';
+  if (network !== 'none' && network !== 'bridge' && network !== 'host') {
+    throw new ConfigError(`STRATA_RUN_NETWORK must be none, bridge or host, got "${network}"`);
+  }
+  const cpusRaw = env.STRATA_RUN_CPUS ?? '';
+  if (cpusRaw !== '' && !/^\d+(\.\d+)?$/.test(cpusRaw)) throw new ConfigError(`STRATA_RUN_CPUS must be a number of cores such as 1.5, got "${cpusRaw}"`);
+  return {
+    network,
+    memoryBytes: int(env, 'STRATA_RUN_MEMORY_BYTES', 2 * 1024 ** 3, 4 * 1024 ** 2),
+    pids: int(env, 'STRATA_RUN_PIDS', 4096, 8),
+    cpus: cpusRaw === '' ? 0 : Number(cpusRaw),
+    stepTimeoutMs: int(env, 'STRATA_RUN_STEP_TIMEOUT_MS', 60 * 60 * 1000, 100),
+  };
+}
+
 export function loadConfig(env: Env = process.env): StrataConfig {
   const port = int(env, 'PORT', 3000);
   const host = env.HOST ?? '127.0.0.1';
@@ -77,6 +113,7 @@ export function loadConfig(env: Env = process.env): StrataConfig {
     maxContextBytes: int(env, 'STRATA_MAX_CONTEXT_BYTES', 4 * 1024 ** 3, 1),
     maxContextEntries: int(env, 'STRATA_MAX_CONTEXT_ENTRIES', 1_000_000, 1),
     workerConcurrency: int(env, 'STRATA_WORKER_CONCURRENCY', 2, 1),
+    run: runSettings(env),
     queuePrefix: env.STRATA_QUEUE_PREFIX ?? 'strata',
   };
 }
