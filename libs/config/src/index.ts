@@ -1,3 +1,7 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
 /**
  * Environment configuration, validated once at start-up. A bad setting stops the process with a
  * message naming the variable, rather than failing later somewhere far from the cause.
@@ -21,6 +25,8 @@ export interface StrataConfig {
   run: RunSettings;
   /** Prefix for BullMQ keys, so several deployments (or test runs) can share one Redis. */
   queuePrefix: string;
+  /** HMAC key that signs registry bearer tokens; every api replica must share it. */
+  registrySecret: string;
 }
 
 /**
@@ -75,6 +81,34 @@ function url(env: Env, name: string, protocols: string[]): string {
   return v;
 }
 
+const MIN_SECRET_LENGTH = 32;
+
+/**
+ * STRATA_REGISTRY_SECRET, or in development a key generated once and kept in `.strata/registry-secret`
+ * (so api replicas started from one checkout agree). Production must set it explicitly.
+ */
+function registrySecret(env: Env): string {
+  const given = env.STRATA_REGISTRY_SECRET;
+  if (given !== undefined && given !== '') {
+    if (given.length < MIN_SECRET_LENGTH) throw new ConfigError(`STRATA_REGISTRY_SECRET must be at least ${MIN_SECRET_LENGTH} characters long, got ${given.length}`);
+    return given;
+  }
+  if (env.NODE_ENV === 'production') throw new ConfigError('STRATA_REGISTRY_SECRET is not set');
+  const file = path.join(env.STRATA_STATE_DIR ?? '.strata', 'registry-secret');
+  if (!existsSync(file)) {
+    mkdirSync(path.dirname(file), { recursive: true });
+    // 'wx' loses the race harmlessly to a replica that wrote first; that file's key is read below.
+    try {
+      writeFileSync(file, randomBytes(32).toString('base64url'), { flag: 'wx', mode: 0o600 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+  const stored = readFileSync(file, 'utf8').trim();
+  if (stored.length < MIN_SECRET_LENGTH) throw new ConfigError(`${file} holds a registry secret shorter than ${MIN_SECRET_LENGTH} characters`);
+  return stored;
+}
+
 function runSettings(env: Env): RunSettings {
   const network = env.STRATA_RUN_NETWORK || 'none';
   if (network !== 'none' && network !== 'bridge' && network !== 'host') {
@@ -115,6 +149,7 @@ export function loadConfig(env: Env = process.env): StrataConfig {
     workerConcurrency: int(env, 'STRATA_WORKER_CONCURRENCY', 2, 1),
     run: runSettings(env),
     queuePrefix: env.STRATA_QUEUE_PREFIX ?? 'strata',
+    registrySecret: registrySecret(env),
   };
 }
 
