@@ -27,6 +27,17 @@ export interface StrataConfig {
   queuePrefix: string;
   /** HMAC key that signs registry bearer tokens; every api replica must share it. */
   registrySecret: string;
+  /** Build log limits: past a cap a line says how much was dropped; nothing is cut silently. */
+  log: {
+    /** Bytes of output one step may log. */
+    stepMaxBytes: number;
+    /** Bytes of output one build may log. */
+    buildMaxBytes: number;
+    /** Longest line kept; longer lines are cut with a marker. */
+    lineMaxBytes: number;
+    /** How long a finished build's Redis stream lingers once its log is archived to S3. */
+    streamTtlSeconds: number;
+  };
 }
 
 /**
@@ -150,6 +161,12 @@ export function loadConfig(env: Env = process.env): StrataConfig {
     run: runSettings(env),
     queuePrefix: env.STRATA_QUEUE_PREFIX ?? 'strata',
     registrySecret: registrySecret(env),
+    log: {
+      stepMaxBytes: int(env, 'STRATA_LOG_STEP_MAX_BYTES', 4 * 1024 ** 2, 1024),
+      buildMaxBytes: int(env, 'STRATA_LOG_BUILD_MAX_BYTES', 64 * 1024 ** 2, 1024),
+      lineMaxBytes: int(env, 'STRATA_LOG_LINE_MAX_BYTES', 16 * 1024, 256),
+      streamTtlSeconds: int(env, 'STRATA_LOG_STREAM_TTL_SECONDS', 3600, 1),
+    },
   };
 }
 
