@@ -21,3 +21,5 @@ export function redisConnection(redisUrl: string): { host: string; port: number;
 
 /** Worker lock settings: a killed worker's job is picked up again in seconds, not half a minute. */
 export const WORKER_LOCK = { lockDuration: 15_000, stalledInterval: 5_000 } as const;
+
+export * from './build-log.js';
