@@ -74,7 +74,7 @@ async function startPostgres() {
   const bin = pgBin();
   if (!bin) throw new Error('PostgreSQL binaries not found under /usr/lib/postgresql');
   const dataDir = path.join(stateDir, 'postgres');
-  if (await portOpen(PG_PORT)) return;
+  if (await portOpen(PG_PORT)) return null;
   // The postgres user must reach the data directory; a clone under a private home may not allow it.
   let usable = true;
   try {
@@ -101,6 +101,7 @@ async function startPostgres() {
     `-p ${PG_PORT} -c listen_addresses=127.0.0.1 -c unix_socket_directories=/tmp -c fsync=off -c max_connections=200`, 'start'],
   { stdio: 'ignore' });
   await waitPort(PG_PORT, 'PostgreSQL');
+  return { name: 'PostgreSQL', stop: () => asPostgres([`${bin}/pg_ctl`, '-D', dir, '-m', 'fast', 'stop'], { stdio: 'ignore' }) };
 }
 
 async function ensureDatabase(name) {
@@ -113,17 +114,18 @@ async function ensureDatabase(name) {
 
 async function startRedis() {
   ensurePackages(['redis-server']);
-  if (await portOpen(REDIS_PORT)) return;
+  if (await portOpen(REDIS_PORT)) return null;
   const dir = path.join(stateDir, 'redis');
   mkdirSync(dir, { recursive: true });
   execFileSync('redis-server', ['--daemonize', 'yes', '--port', String(REDIS_PORT), '--bind', '127.0.0.1',
     '--save', '', '--appendonly', 'no', '--dir', dir, '--pidfile', path.join(dir, 'redis.pid'),
     '--logfile', path.join(dir, 'redis.log')], { stdio: 'ignore' });
   await waitPort(REDIS_PORT, 'Redis');
+  return { name: 'Redis', stop: () => spawnSync('redis-cli', ['-p', String(REDIS_PORT), 'shutdown', 'nosave'], { stdio: 'ignore' }) };
 }
 
 async function startS3() {
-  if (await portOpen(S3_PORT)) return;
+  if (await portOpen(S3_PORT)) return null;
   const dir = path.join(stateDir, 's3');
   mkdirSync(dir, { recursive: true });
   const out = openSync(path.join(dir, 's3.log'), 'a');
@@ -133,6 +135,7 @@ async function startS3() {
   child.unref();
   writeFileSync(path.join(dir, 's3.pid'), String(child.pid));
   await waitPort(S3_PORT, 'S3 server');
+  return { name: 'S3 server', stop: () => { try { process.kill(child.pid, 'SIGTERM'); } catch { /* already gone */ } } };
 }
 
 /**
@@ -142,15 +145,16 @@ async function startS3() {
 export async function ensureServices({ database, bucket, redisDb }) {
   mkdirSync(stateDir, { recursive: true });
   const env = {};
+  const started = [];
   const tasks = [];
   if (process.env.DATABASE_URL) env.DATABASE_URL = process.env.DATABASE_URL;
   else {
-    tasks.push(startPostgres().then(() => ensureDatabase(database)));
+    tasks.push(startPostgres().then((s) => { if (s) started.push(s); return ensureDatabase(database); }));
     env.DATABASE_URL = `postgresql://postgres@127.0.0.1:${PG_PORT}/${database}`;
   }
   if (process.env.REDIS_URL) env.REDIS_URL = process.env.REDIS_URL;
   else {
-    tasks.push(startRedis());
+    tasks.push(startRedis().then((s) => { if (s) started.push(s); }));
     env.REDIS_URL = `redis://127.0.0.1:${REDIS_PORT}/${redisDb}`;
   }
   if (process.env.S3_ENDPOINT) {
@@ -158,7 +162,7 @@ export async function ensureServices({ database, bucket, redisDb }) {
       if (process.env[k]) env[k] = process.env[k];
     }
   } else {
-    tasks.push(startS3());
+    tasks.push(startS3().then((s) => { if (s) started.push(s); }));
     Object.assign(env, {
       S3_ENDPOINT: `http://127.0.0.1:${S3_PORT}`, S3_BUCKET: bucket, S3_REGION: 'us-east-1',
       S3_ACCESS_KEY_ID: 'S3RVER', S3_SECRET_ACCESS_KEY: 'S3RVER',
@@ -167,6 +171,7 @@ export async function ensureServices({ database, bucket, redisDb }) {
   // Sequential apt installs: dpkg takes a lock, so install everything first, then start in parallel.
   ensurePackages(['postgresql', 'redis-server']);
   await Promise.all(tasks);
+  Object.defineProperty(env, 'started', { value: started, enumerable: false });
   return env;
 }
 
