@@ -8,6 +8,7 @@ import type { PrismaClient } from '@strata/db';
 import { extractTar, TarExtractionError } from '@strata/oci';
 import { ImageStore } from '@strata/registry';
 import { BlobLayerSink, PrismaCacheIndex, TenantImageResolver } from './adapters.js';
+import type { BuildLogs } from './logs/build-log.js';
 
 export interface BuildRunnerDeps {
   prisma: PrismaClient;
@@ -17,6 +18,8 @@ export interface BuildRunnerDeps {
   rootfs?: RootfsProvider;
   /** Build log lines and step events, for live logs. */
   onEvent?: (buildId: string, e: BuildEvent) => void;
+  /** Each build's log: live in a Redis stream, archived to S3 when the build ends. */
+  logs?: BuildLogs;
   workerId?: string;
 }
 
@@ -43,6 +46,9 @@ export class BuildRunner {
     if (claimed.count === 0) return; // cancelled, or already finished by another worker
     const build = await prisma.build.findUniqueOrThrow({ where: { id: buildId }, include: { repository: true } });
     await prisma.buildStep.deleteMany({ where: { buildId } });
+    // Secrets are redacted once builds carry them: open(buildId, secrets).
+    const log = this.deps.logs?.open(buildId);
+    log?.started(this.deps.workerId ?? hostname());
     const workDir = path.resolve(config.dataDir, 'builds', buildId);
     const contextDir = path.join(workDir, 'context');
     try {
@@ -69,6 +75,7 @@ export class BuildRunner {
         rootfs: this.deps.rootfs,
         onEvent: (e) => {
           this.deps.onEvent?.(buildId, e);
+          log?.event(e);
           if (e.type === 'step-done') {
             void prisma.buildStep
               .create({
@@ -112,6 +119,7 @@ export class BuildRunner {
         where: { id: buildId },
         data: { status: 'succeeded', finishedAt: new Date(), imageDigest: published.manifestDigest },
       });
+      await log?.finish('succeeded', `image ${published.manifestDigest}`);
     } catch (e) {
       const failure = e instanceof BuildFailure ? e : null;
       const message = failure ? failure.message : `internal error: ${(e as Error).message}`;
@@ -120,6 +128,7 @@ export class BuildRunner {
         where: { id: buildId },
         data: { status: cancelled ? 'cancelled' : 'failed', finishedAt: new Date(), errorMessage: message, errorLine: failure?.line ?? null },
       });
+      await log?.finish(cancelled ? 'cancelled' : 'failed', failure?.line ? `${message} (Dockerfile line ${failure.line})` : message);
       if (!failure) throw e;
     } finally {
       await rm(workDir, { recursive: true, force: true }).catch(() => undefined);

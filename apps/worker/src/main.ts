@@ -1,16 +1,20 @@
 import { Worker } from 'bullmq';
+import { Redis } from 'ioredis';
 import { hostname } from 'node:os';
 import { storageFromConfig } from '@strata/blobstore';
 import { loadConfig } from '@strata/config';
 import { createPrismaClient } from '@strata/db';
 import { BUILDS_QUEUE, type BuildJob, redisConnection, WORKER_LOCK } from '@strata/queue';
 import { BuildRunner } from './build-runner.js';
+import { BuildLogs } from './logs/build-log.js';
 
 /** Starts a worker consuming the builds queue; returns a function that stops it. */
 export async function startWorker(config = loadConfig()): Promise<{ close(): Promise<void> }> {
   const prisma = createPrismaClient(config.databaseUrl);
   const storage = await storageFromConfig(config.s3);
-  const runner = new BuildRunner({ prisma, storage, config, workerId: `${hostname()}:${process.pid}` });
+  const logRedis = new Redis({ ...redisConnection(config.redisUrl), protocol: 2 });
+  const logs = new BuildLogs({ redis: logRedis, storage, config });
+  const runner = new BuildRunner({ prisma, storage, config, logs, workerId: `${hostname()}:${process.pid}` });
   const worker = new Worker<BuildJob>(BUILDS_QUEUE, async (job) => runner.run(job.data.buildId), {
     connection: redisConnection(config.redisUrl),
     prefix: config.queuePrefix,
@@ -22,6 +26,7 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   return {
     async close() {
       await worker.close();
+      await logRedis.quit();
       await prisma.$disconnect();
     },
   };
