@@ -21,6 +21,8 @@ const common = {
 };
 
 export default {
+  // Keep-alive sockets of HTTP clients (fetch, the S3 SDK) can outlive a suite by seconds; never hang CI on them.
+  forceExit: true,
   projects: [
     { ...common, displayName: 'unit', rootDir: '.', testMatch: ['<rootDir>/{libs,apps}/*/src/**/*.spec.ts'] },
     { ...common, displayName: 'e2e', rootDir: '.', testMatch: ['<rootDir>/test/**/*.e2e.spec.ts'], testTimeout: 120000 },

@@ -19,8 +19,8 @@ export interface Stack {
   tenant(prefix?: string): Promise<{ tenantId: string; token: string; name: string }>;
 }
 
-export async function startStack(opts: { worker?: boolean } = {}): Promise<Stack> {
-  const config = loadConfig({ ...process.env, PORT: '0', HOST: '127.0.0.1' });
+export async function startStack(opts: { worker?: boolean; env?: Record<string, string> } = {}): Promise<Stack> {
+  const config = loadConfig({ ...process.env, PORT: '0', HOST: '127.0.0.1', ...opts.env });
   const app = await createApiApp(config, { logger: false });
   await app.listen(0, '127.0.0.1');
   const address = app.getHttpServer().address() as { port: number };
