@@ -71,37 +71,67 @@ export class ImageStore {
     await this.blobs.put(config.bytes, config.descriptor.digest);
     await this.blobs.put(manifest.bytes, manifest.descriptor.digest);
 
-    const referenced = [config.descriptor, ...args.layers];
+    await this.recordManifest({
+      tenantId: args.tenantId,
+      repositoryId: args.repositoryId,
+      manifest: manifest.descriptor,
+      references: [config.descriptor, ...args.layers],
+      configDigest: config.descriptor.digest,
+      tags: args.tags,
+      ...(args.buildId === undefined ? {} : { buildId: args.buildId }),
+    });
+    return { manifestDigest: manifest.descriptor.digest, configDigest: config.descriptor.digest, manifestSize: manifest.descriptor.size };
+  }
+
+  /**
+   * Records a manifest whose bytes are already stored under its digest: the Blob rows, the
+   * Manifest row, what it references (so garbage collection keeps those), then moves the tags,
+   * all in one transaction. Builds (through `publish`) and registry pushes both end here.
+   */
+  async recordManifest(args: {
+    tenantId: string;
+    repositoryId: string;
+    manifest: Descriptor;
+    /** Blobs and child manifests the manifest names; all must already be stored. */
+    references: Descriptor[];
+    configDigest?: Digest | null;
+    subject?: Digest | null;
+    artifactType?: string | null;
+    tags: string[];
+    buildId?: string;
+  }): Promise<void> {
+    const { manifest } = args;
     await this.prisma.$transaction(async (tx) => {
-      for (const d of [...referenced, manifest.descriptor]) {
+      for (const d of [...args.references, manifest]) {
         await tx.blob.upsert({ where: { digest: d.digest }, update: {}, create: { digest: d.digest, size: BigInt(d.size), mediaType: d.mediaType } });
       }
       const row = await tx.manifest.upsert({
-        where: { repositoryId_digest: { repositoryId: args.repositoryId, digest: manifest.descriptor.digest } },
+        where: { repositoryId_digest: { repositoryId: args.repositoryId, digest: manifest.digest } },
         update: {},
         create: {
           tenantId: args.tenantId,
           repositoryId: args.repositoryId,
-          digest: manifest.descriptor.digest,
-          mediaType: MediaType.ociManifest,
-          configDigest: config.descriptor.digest,
-          size: manifest.descriptor.size,
+          digest: manifest.digest,
+          mediaType: manifest.mediaType,
+          configDigest: args.configDigest ?? null,
+          size: manifest.size,
+          subject: args.subject ?? null,
+          artifactType: args.artifactType ?? null,
         },
       });
       await tx.manifestBlob.createMany({
-        data: [...new Set(referenced.map((d) => d.digest))].map((digest) => ({ manifestId: row.id, digest })),
+        data: [...new Set(args.references.map((d) => d.digest))].map((digest) => ({ manifestId: row.id, digest })),
         skipDuplicates: true,
       });
       for (const name of args.tags) {
         const tag = await tx.tag.upsert({
           where: { repositoryId_name: { repositoryId: args.repositoryId, name } },
-          update: { manifestDigest: manifest.descriptor.digest },
-          create: { tenantId: args.tenantId, repositoryId: args.repositoryId, name, manifestDigest: manifest.descriptor.digest },
+          update: { manifestDigest: manifest.digest },
+          create: { tenantId: args.tenantId, repositoryId: args.repositoryId, name, manifestDigest: manifest.digest },
         });
-        await tx.tagHistory.create({ data: { tagId: tag.id, manifestDigest: manifest.descriptor.digest, buildId: args.buildId ?? null } });
+        await tx.tagHistory.create({ data: { tagId: tag.id, manifestDigest: manifest.digest, buildId: args.buildId ?? null } });
       }
     });
-    return { manifestDigest: manifest.descriptor.digest, configDigest: config.descriptor.digest, manifestSize: manifest.descriptor.size };
   }
 
   /** Resolves `repository:tag` (or a digest) within one tenant; other tenants' repositories do not exist here. */

@@ -1,0 +1,140 @@
+import { hashToken, type PrismaClient } from '@strata/db';
+import { RegistryError } from './errors.js';
+import { splitName } from './path.js';
+import {
+  type AccessEntry,
+  bearerChallenge,
+  parseScopes,
+  type RegistryAction,
+  signRegistryToken,
+  TOKEN_TTL_SECONDS,
+  tokenAllows,
+  verifyRegistryToken,
+} from './token.js';
+
+/** Who is calling the registry. Anonymous callers reach public repositories' pulls only. */
+export type RegistryCaller =
+  | { kind: 'tenant'; tenantId: string; tenantName: string; tokenId: string; scopes: string[] }
+  | { kind: 'bearer'; tenantId: string | null; tenantName: string | null; tokenId: string; access: AccessEntry[] }
+  | { kind: 'anonymous' };
+
+/** The API token scope each registry action needs (`admin` grants both). */
+const SCOPE_FOR: Record<RegistryAction, string> = { pull: 'registry:pull', push: 'registry:push' };
+
+/** Thrown with the challenge a 401 must carry. */
+export class RegistryAuthError extends RegistryError {
+  constructor(
+    message: string,
+    readonly challenge: string,
+  ) {
+    super('UNAUTHORIZED', message);
+  }
+}
+
+/**
+ * Registry authentication and authorisation: API tokens by HTTP basic auth, Strata-signed bearer
+ * tokens from `/v2/token`, and anonymous pulls of public repositories. A tenant only ever gets
+ * actions on names under its own tenant name.
+ */
+export class RegistryAccess {
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly secret: string,
+    /** Read per request: the URL can be known only once the server listens (tests on port 0). */
+    private readonly publicUrlOf: string | (() => string),
+  ) {}
+
+  private get publicUrl(): string {
+    return typeof this.publicUrlOf === 'string' ? this.publicUrlOf : this.publicUrlOf();
+  }
+
+  /** Reads the Authorization header; a wrong credential is refused here, a missing one is anonymous. */
+  async identify(authorization: string | undefined): Promise<RegistryCaller> {
+    if (!authorization) return { kind: 'anonymous' };
+    const bearer = /^Bearer\s+(\S+)$/i.exec(authorization);
+    if (bearer) {
+      const claims = verifyRegistryToken(this.secret, bearer[1]!);
+      if (claims) return { kind: 'bearer', tenantId: claims.tenantId, tenantName: claims.tenantName, tokenId: claims.sub, access: claims.access };
+      // A Strata API token sent as a bearer token works like basic auth.
+      const caller = await this.apiToken(bearer[1]!);
+      if (caller) return caller;
+      throw new RegistryAuthError('the bearer token is invalid or has expired', bearerChallenge(this.publicUrl, undefined, 'invalid_token'));
+    }
+    const basic = /^Basic\s+(\S+)$/i.exec(authorization);
+    if (basic) {
+      const decoded = Buffer.from(basic[1]!, 'base64').toString('utf8');
+      const colon = decoded.indexOf(':');
+      const caller = colon < 0 ? null : await this.apiToken(decoded.slice(colon + 1));
+      if (caller) return caller;
+      throw new RegistryAuthError('the password is not a valid Strata API token', bearerChallenge(this.publicUrl));
+    }
+    throw new RegistryAuthError('the Authorization header must be "Basic" or "Bearer"', bearerChallenge(this.publicUrl));
+  }
+
+  private async apiToken(secret: string): Promise<RegistryCaller | null> {
+    const token = await this.prisma.apiToken.findUnique({ where: { tokenHash: hashToken(secret) }, include: { tenant: true } });
+    if (!token || token.revokedAt) return null;
+    return { kind: 'tenant', tenantId: token.tenantId, tenantName: token.tenant.name, tokenId: token.id, scopes: token.scopes };
+  }
+
+  /** The subset of `wanted` that `caller` may do on `name`. */
+  async grant(caller: RegistryCaller, name: string, wanted: readonly RegistryAction[]): Promise<RegistryAction[]> {
+    const parts = splitName(name);
+    if (parts === null) return [];
+    if (caller.kind === 'bearer') return wanted.filter((a) => tokenAllows(caller, name, a));
+    const granted: RegistryAction[] = [];
+    for (const action of wanted) {
+      if (caller.kind === 'tenant' && caller.tenantName === parts.tenantName) {
+        if (caller.scopes.includes(SCOPE_FOR[action]) || caller.scopes.includes('admin')) granted.push(action);
+      } else if (action === 'pull' && (await this.isPublic(parts.tenantName, parts.repository))) {
+        granted.push(action);
+      }
+    }
+    return granted;
+  }
+
+  private async isPublic(tenantName: string, repository: string): Promise<boolean> {
+    const repo = await this.prisma.repository.findFirst({ where: { name: repository, public: true, tenant: { name: tenantName } }, select: { id: true } });
+    return repo !== null;
+  }
+
+  /**
+   * Allows `action` on `name` or throws the spec's error: 401 with a challenge when different
+   * credentials could help (none given, or a token issued for other scopes), 403 DENIED otherwise.
+   */
+  async authorize(caller: RegistryCaller, name: string, action: RegistryAction): Promise<void> {
+    const scope = `repository:${name}:${action === 'push' ? 'pull,push' : 'pull'}`;
+    if ((await this.grant(caller, name, [action])).length > 0) return;
+    const ownName = caller.kind !== 'anonymous' && caller.tenantName !== null && splitName(name)?.tenantName === caller.tenantName;
+    if (caller.kind === 'anonymous') throw new RegistryAuthError('authentication required', bearerChallenge(this.publicUrl, scope));
+    if (caller.kind === 'bearer' && ownName) {
+      throw new RegistryAuthError(`the token does not grant ${action} on ${name}`, bearerChallenge(this.publicUrl, scope, 'insufficient_scope'));
+    }
+    throw new RegistryError('DENIED', ownName ? `the API token lacks the "${SCOPE_FOR[action]}" scope` : `access to ${name} is denied`, { name, action });
+  }
+
+  /** The tenant whose catalog the caller may list, or an error. */
+  catalogTenant(caller: RegistryCaller): { tenantId: string; tenantName: string } {
+    if (caller.kind === 'tenant' && (caller.scopes.includes('registry:pull') || caller.scopes.includes('admin'))) return caller;
+    if (caller.kind === 'bearer' && caller.tenantId !== null && caller.tenantName !== null) return { tenantId: caller.tenantId, tenantName: caller.tenantName };
+    if (caller.kind === 'tenant') throw new RegistryError('DENIED', 'the API token lacks the "registry:pull" scope');
+    throw new RegistryAuthError('authentication required', bearerChallenge(this.publicUrl, 'registry:catalog:*'));
+  }
+
+  /** The token endpoint: a short-lived bearer token limited to what the caller may do of what it asked. */
+  async issueToken(caller: RegistryCaller, scopes: readonly string[], now = Date.now()) {
+    if (caller.kind === 'bearer') throw new RegistryAuthError('the token endpoint takes HTTP basic auth with a Strata API token', bearerChallenge(this.publicUrl));
+    const access: AccessEntry[] = [];
+    for (const wanted of parseScopes(scopes)) {
+      const actions = await this.grant(caller, wanted.name, wanted.actions);
+      if (actions.length > 0) access.push({ type: 'repository', name: wanted.name, actions });
+    }
+    const tenant = caller.kind === 'tenant' ? caller : null;
+    const { token } = signRegistryToken(
+      this.secret,
+      { sub: tenant?.tokenId ?? 'anonymous', tenantId: tenant?.tenantId ?? null, tenantName: tenant?.tenantName ?? null, access },
+      now,
+    );
+    return { token, access_token: token, expires_in: TOKEN_TTL_SECONDS, issued_at: new Date(now).toISOString() };
+  }
+}

@@ -1,0 +1,333 @@
+import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { type BlobStore, type ByteRange, DigestMismatchError } from '@strata/blobstore';
+import type { PrismaClient } from '@strata/db';
+import { type Descriptor, type Digest, isDigest, MediaType } from '@strata/oci';
+import { RegistryError } from './errors.js';
+import type { ImageStore } from './image-store.js';
+import { parseManifest } from './manifest-document.js';
+import { splitName } from './path.js';
+
+export interface RepositoryRef {
+  id: string;
+  tenantId: string;
+  name: string;
+}
+
+export interface StoredManifest {
+  digest: Digest;
+  mediaType: string;
+  size: number;
+  bytes: Buffer;
+}
+
+const DEFAULT_PAGE = 1000;
+
+/**
+ * The OCI Distribution logic behind /v2, free of HTTP: repositories are looked up by the
+ * `<tenant>/<repository>` name (authorisation is the caller's job, see RegistryAccess), blobs
+ * are served only through a repository's links and manifests, uploads are staged as S3 objects
+ * listed in Postgres so that any replica can continue them.
+ */
+export class Registry {
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly blobs: BlobStore,
+    private readonly images: ImageStore,
+  ) {}
+
+  /** The repository a name addresses, created on first push when `create` is set. */
+  async repository(name: string, opts: { create?: boolean } = {}): Promise<RepositoryRef> {
+    const parts = splitName(name);
+    if (parts === null) throw new RegistryError('NAME_INVALID', `"${name}" must be <tenant>/<repository>`, { name });
+    const tenant = await this.prisma.tenant.findUnique({ where: { name: parts.tenantName }, select: { id: true } });
+    if (tenant === null) throw new RegistryError('NAME_UNKNOWN', `repository ${name} is not known`, { name });
+    const where = { tenantId_name: { tenantId: tenant.id, name: parts.repository } };
+    const repo = opts.create
+      ? await this.prisma.repository.upsert({ where, update: {}, create: { tenantId: tenant.id, name: parts.repository }, select: { id: true } })
+      : await this.prisma.repository.findUnique({ where, select: { id: true } });
+    if (repo === null) throw new RegistryError('NAME_UNKNOWN', `repository ${name} is not known`, { name });
+    return { id: repo.id, tenantId: tenant.id, name };
+  }
+
+  // ── blobs ──────────────────────────────────────────────────────────────
+
+  /** Whether the repository reaches `digest`: pushed or mounted into it, referenced by one of its manifests, or one of its manifests. */
+  private async reaches(repo: RepositoryRef, digest: Digest): Promise<boolean> {
+    const link = await this.prisma.repositoryBlob.findUnique({ where: { repositoryId_digest: { repositoryId: repo.id, digest } }, select: { digest: true } });
+    if (link) return true;
+    const ref = await this.prisma.manifestBlob.findFirst({ where: { digest, manifest: { repositoryId: repo.id } }, select: { digest: true } });
+    if (ref) return true;
+    const manifest = await this.prisma.manifest.findFirst({ where: { repositoryId: repo.id, digest }, select: { id: true } });
+    return manifest !== null;
+  }
+
+  async statBlob(name: string, digest: Digest): Promise<{ size: number }> {
+    const repo = await this.repository(name);
+    const info = (await this.reaches(repo, digest)) ? await this.blobs.stat(digest) : null;
+    if (info === null) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not in ${name}`, { digest });
+    return { size: info.size };
+  }
+
+  /** A blob or a byte range of it (`end` exclusive). */
+  async readBlob(name: string, digest: Digest, range?: { start: number; end?: number }): Promise<{ stream: Readable; size: number; start: number; end: number }> {
+    const { size } = await this.statBlob(name, digest);
+    if (range === undefined) return { stream: await this.blobs.get(digest), size, start: 0, end: size };
+    const end = Math.min(range.end ?? size, size);
+    if (range.start >= size || end <= range.start) {
+      throw new RegistryError('RANGE_INVALID', `range ${range.start}-${(range.end ?? size) - 1} is outside the blob's ${size} bytes`, { size });
+    }
+    const byteRange: ByteRange = { offset: range.start, length: end - range.start };
+    return { stream: await this.blobs.get(digest, byteRange), size, start: range.start, end };
+  }
+
+  /** Unlinks a blob from the repository; the bytes go when garbage collection finds nothing else uses them. */
+  async deleteBlob(name: string, digest: Digest): Promise<void> {
+    const repo = await this.repository(name);
+    const { count } = await this.prisma.repositoryBlob.deleteMany({ where: { repositoryId: repo.id, digest } });
+    if (count === 0) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not linked to ${name}`, { digest });
+  }
+
+  private async link(repo: RepositoryRef, digest: Digest, size: number): Promise<void> {
+    await this.prisma.blob.upsert({ where: { digest }, update: {}, create: { digest, size: BigInt(size) } });
+    await this.prisma.repositoryBlob.upsert({
+      where: { repositoryId_digest: { repositoryId: repo.id, digest } },
+      update: {},
+      create: { repositoryId: repo.id, tenantId: repo.tenantId, digest },
+    });
+  }
+
+  /** Links a blob of `from` into `name` (same tenant: the caller checked pull on `from`). False when `from` does not have it. */
+  async mount(name: string, from: string, digest: Digest): Promise<boolean> {
+    let source: RepositoryRef;
+    try {
+      source = await this.repository(from);
+    } catch {
+      return false;
+    }
+    if (splitName(from)?.tenantName !== splitName(name)?.tenantName) return false;
+    if (!(await this.reaches(source, digest))) return false;
+    const info = await this.blobs.stat(digest);
+    if (info === null) return false;
+    await this.link(await this.repository(name, { create: true }), digest, info.size);
+    return true;
+  }
+
+  // ── uploads ────────────────────────────────────────────────────────────
+
+  /** A whole blob in one request (`POST ?digest=`): verified while it streams, nothing stored on mismatch. */
+  async pushBlob(name: string, digest: Digest, body: Readable | Buffer): Promise<{ size: number }> {
+    const repo = await this.repository(name, { create: true });
+    const info = await this.verified(() => this.blobs.put(body, digest));
+    await this.link(repo, digest, info.size);
+    return { size: info.size };
+  }
+
+  async startUpload(name: string): Promise<{ uuid: string }> {
+    const repo = await this.repository(name, { create: true });
+    const row = await this.prisma.blobUpload.create({ data: { tenantId: repo.tenantId, repositoryId: repo.id } });
+    return { uuid: row.id };
+  }
+
+  private async upload(name: string, uuid: string) {
+    const repo = await this.repository(name);
+    const row = await this.prisma.blobUpload.findFirst({ where: { id: uuid, repositoryId: repo.id } });
+    if (row === null) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${uuid} is not in progress in ${name}`, { uuid });
+    return { repo, row };
+  }
+
+  async uploadStatus(name: string, uuid: string): Promise<{ size: number }> {
+    const { row } = await this.upload(name, uuid);
+    return { size: Number(row.size) };
+  }
+
+  /**
+   * Stores one chunk as its own object and appends it, but only if it starts where the upload
+   * ends: concurrent or out-of-order chunks are refused (416) and their object removed.
+   */
+  async appendChunk(name: string, uuid: string, body: Readable | Buffer, range?: { start: number; end: number }): Promise<{ size: number }> {
+    const { row } = await this.upload(name, uuid);
+    const start = Number(row.size);
+    if (range !== undefined && range.start !== start) {
+      throw new RegistryError('RANGE_INVALID', `the chunk starts at ${range.start} but the upload has ${start} bytes`, { size: start });
+    }
+    const key = `uploads/${uuid}/${randomUUID()}`;
+    const { size } = await this.blobs.driver.put(key, body);
+    if (range !== undefined && range.end - range.start + 1 !== size) {
+      await this.blobs.driver.delete(key);
+      throw new RegistryError('BLOB_UPLOAD_INVALID', `Content-Range names ${range.end - range.start + 1} bytes but the chunk has ${size}`);
+    }
+    if (size === 0) {
+      await this.blobs.driver.delete(key);
+      return { size: start };
+    }
+    const { count } = await this.prisma.blobUpload.updateMany({
+      where: { id: uuid, size: BigInt(start) },
+      data: { size: { increment: BigInt(size) }, parts: { push: key } },
+    });
+    if (count === 0) {
+      await this.blobs.driver.delete(key);
+      throw new RegistryError('RANGE_INVALID', `another chunk of upload ${uuid} arrived first; ask for its status and resume`);
+    }
+    return { size: start + size };
+  }
+
+  /**
+   * Ends an upload (`PUT ?digest=`, with an optional last chunk): the parts are joined
+   * server-side, hashed, and moved under the digest only if it matches. The session is claimed
+   * first, so two finishing requests cannot both commit it; on any failure its parts are removed.
+   */
+  async finishUpload(name: string, uuid: string, digest: Digest, lastChunk?: Readable | Buffer): Promise<{ size: number }> {
+    if (lastChunk !== undefined) await this.appendChunk(name, uuid, lastChunk);
+    const { repo, row } = await this.upload(name, uuid);
+    const claimed = await this.prisma.blobUpload.deleteMany({ where: { id: uuid, size: row.size } });
+    if (claimed.count === 0) throw new RegistryError('BLOB_UPLOAD_INVALID', `upload ${uuid} changed while it was being finished`);
+    const parts = row.parts;
+    try {
+      let info: { size: number };
+      if (parts.length === 0) info = await this.verified(() => this.blobs.put(Buffer.alloc(0), digest));
+      else if (parts.length === 1) info = await this.verified(() => this.blobs.commitStaged(parts[0]!, digest));
+      else {
+        const joined = `uploads/${uuid}/joined`;
+        await this.blobs.driver.concat(parts, joined);
+        info = await this.verified(() => this.blobs.commitStaged(joined, digest));
+      }
+      await this.link(repo, digest, info.size);
+      return info;
+    } finally {
+      await Promise.all(parts.map((p) => this.blobs.driver.delete(p).catch(() => undefined)));
+    }
+  }
+
+  async cancelUpload(name: string, uuid: string): Promise<void> {
+    const { row } = await this.upload(name, uuid);
+    await this.prisma.blobUpload.deleteMany({ where: { id: uuid } });
+    await Promise.all(row.parts.map((p) => this.blobs.driver.delete(p).catch(() => undefined)));
+  }
+
+  private async verified<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof DigestMismatchError) {
+        throw new RegistryError('DIGEST_INVALID', `the uploaded content hashes to ${err.actual} (${err.size} bytes), not ${err.expected}`, {
+          expected: err.expected,
+          actual: err.actual,
+        });
+      }
+      throw err;
+    }
+  }
+
+  // ── manifests and tags ─────────────────────────────────────────────────
+
+  private async manifestRow(repo: RepositoryRef, reference: string) {
+    let digest = reference;
+    if (!isDigest(reference)) {
+      const tag = await this.prisma.tag.findUnique({ where: { repositoryId_name: { repositoryId: repo.id, name: reference } } });
+      if (tag === null) throw new RegistryError('MANIFEST_UNKNOWN', `${repo.name}:${reference} is not known`, { tag: reference });
+      digest = tag.manifestDigest;
+    }
+    const row = await this.prisma.manifest.findUnique({ where: { repositoryId_digest: { repositoryId: repo.id, digest } } });
+    if (row === null) throw new RegistryError('MANIFEST_UNKNOWN', `${repo.name}@${digest} is not known`, { digest });
+    return row;
+  }
+
+  async getManifest(name: string, reference: string, opts: { withBody?: boolean } = {}): Promise<StoredManifest> {
+    const repo = await this.repository(name);
+    const row = await this.manifestRow(repo, reference);
+    const bytes = opts.withBody === false ? Buffer.alloc(0) : await this.images.readBlob(row.digest as Digest);
+    return { digest: row.digest as Digest, mediaType: row.mediaType, size: row.size, bytes };
+  }
+
+  /** Checks a pushed manifest and everything it names, stores it, records it and moves the tag. */
+  async putManifest(name: string, reference: string, bytes: Buffer, contentType: string | undefined): Promise<{ digest: Digest; subject: Digest | null }> {
+    const parsed = parseManifest(bytes, contentType, reference);
+    const repo = await this.repository(name, { create: true });
+    for (const blob of parsed.blobs) {
+      const info = (await this.reaches(repo, blob.digest)) ? await this.blobs.stat(blob.digest) : null;
+      if (info === null) throw new RegistryError('MANIFEST_BLOB_UNKNOWN', `the manifest names blob ${blob.digest}, which is not in ${name}`, { digest: blob.digest });
+      if (info.size !== blob.size) throw new RegistryError('MANIFEST_INVALID', `blob ${blob.digest} is ${info.size} bytes, the manifest says ${blob.size}`, { digest: blob.digest });
+    }
+    for (const child of parsed.manifests) {
+      const row = await this.prisma.manifest.findUnique({ where: { repositoryId_digest: { repositoryId: repo.id, digest: child.digest } } });
+      if (row === null) throw new RegistryError('MANIFEST_BLOB_UNKNOWN', `the index names manifest ${child.digest}, which is not in ${name}`, { digest: child.digest });
+    }
+    await this.blobs.put(parsed.bytes, parsed.digest);
+    const manifest: Descriptor = { mediaType: parsed.mediaType, digest: parsed.digest, size: parsed.bytes.length };
+    await this.images.recordManifest({
+      tenantId: repo.tenantId,
+      repositoryId: repo.id,
+      manifest,
+      references: [...parsed.blobs, ...parsed.manifests],
+      configDigest: parsed.configDigest,
+      subject: parsed.subject?.digest ?? null,
+      artifactType: parsed.artifactType,
+      tags: isDigest(reference) ? [] : [reference],
+    });
+    return { digest: parsed.digest, subject: parsed.subject?.digest ?? null };
+  }
+
+  /** A tag deletes the tag; a digest deletes the manifest and every tag on it. */
+  async deleteManifest(name: string, reference: string): Promise<void> {
+    const repo = await this.repository(name);
+    if (!isDigest(reference)) {
+      const { count } = await this.prisma.tag.deleteMany({ where: { repositoryId: repo.id, name: reference } });
+      if (count === 0) throw new RegistryError('MANIFEST_UNKNOWN', `${name}:${reference} is not known`, { tag: reference });
+      return;
+    }
+    const row = await this.manifestRow(repo, reference);
+    await this.prisma.$transaction([
+      this.prisma.tag.deleteMany({ where: { repositoryId: repo.id, manifestDigest: row.digest } }),
+      this.prisma.manifest.delete({ where: { id: row.id } }),
+    ]);
+  }
+
+  /** Tags in lexical order, `n` at a time after `last`; `more` says whether a next page exists. */
+  async listTags(name: string, page: { n?: number; last?: string } = {}): Promise<{ name: string; tags: string[]; more: boolean }> {
+    const repo = await this.repository(name);
+    const n = page.n ?? DEFAULT_PAGE;
+    const rows = await this.prisma.tag.findMany({
+      where: { repositoryId: repo.id, ...(page.last ? { name: { gt: page.last } } : {}) },
+      orderBy: { name: 'asc' },
+      take: n + 1,
+      select: { name: true },
+    });
+    return { name, tags: rows.slice(0, n).map((r) => r.name), more: rows.length > n };
+  }
+
+  /** The tenant's repositories as registry names; never another tenant's. */
+  async catalog(tenant: { tenantId: string; tenantName: string }, page: { n?: number; last?: string } = {}): Promise<{ repositories: string[]; more: boolean }> {
+    const n = page.n ?? DEFAULT_PAGE;
+    const prefix = `${tenant.tenantName}/`;
+    const after = page.last?.startsWith(prefix) ? page.last.slice(prefix.length) : page.last ? '' : undefined;
+    const rows = await this.prisma.repository.findMany({
+      where: { tenantId: tenant.tenantId, ...(after !== undefined && after !== '' ? { name: { gt: after } } : {}) },
+      orderBy: { name: 'asc' },
+      take: n + 1,
+      select: { name: true },
+    });
+    return { repositories: rows.slice(0, n).map((r) => `${prefix}${r.name}`), more: rows.length > n };
+  }
+
+  /** OCI 1.1 referrers: manifests in the repository whose `subject` is `digest`, as an image index. */
+  async referrers(name: string, digest: Digest, artifactType?: string) {
+    const repo = await this.repository(name);
+    const rows = await this.prisma.manifest.findMany({
+      where: { repositoryId: repo.id, subject: digest, ...(artifactType ? { artifactType } : {}) },
+      orderBy: { createdAt: 'asc' },
+    });
+    const manifests: Descriptor[] = [];
+    for (const row of rows) {
+      const doc = JSON.parse((await this.images.readBlob(row.digest as Digest)).toString('utf8')) as { annotations?: Record<string, string> };
+      manifests.push({
+        mediaType: row.mediaType,
+        digest: row.digest as Digest,
+        size: row.size,
+        ...(row.artifactType ? { artifactType: row.artifactType } : {}),
+        ...(doc.annotations ? { annotations: doc.annotations } : {}),
+      });
+    }
+    return { schemaVersion: 2 as const, mediaType: MediaType.ociIndex, manifests };
+  }
+}
