@@ -4,10 +4,13 @@ import { DbModule } from '@strata/db';
 import { AuthGuard } from './auth/auth.guard.js';
 import { BuildsController } from './builds/builds.controller.js';
 import { BuildsService } from './builds/builds.service.js';
+import { DockerfileController } from './dockerfile/dockerfile.controller.js';
 import { HealthController } from './health/health.controller.js';
+import { LogsModule } from './logs/logs.module.js';
 import { BuildsQueueCloser, buildsQueueProvider } from './queue.provider.js';
 import { RepositoriesController } from './repositories/repositories.controller.js';
 import { RepositoriesService } from './repositories/repositories.service.js';
+import { RegistryModule } from './registry/registry.module.js';
 import { storageProvider } from './storage/storage.provider.js';
 
 @Module({})
@@ -21,8 +24,8 @@ export class AppModule {
     };
     return {
       module: AppModule,
-      imports: [configModule, DbModule],
-      controllers: [HealthController, BuildsController, RepositoriesController],
+      imports: [configModule, DbModule, RegistryModule, LogsModule],
+      controllers: [HealthController, BuildsController, RepositoriesController, DockerfileController],
       providers: [AuthGuard, BuildsQueueCloser, BuildsService, RepositoriesService, buildsQueueProvider, storageProvider],
     };
   }
