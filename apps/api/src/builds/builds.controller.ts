@@ -3,22 +3,10 @@ import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger'
 import type { Request } from 'express';
 import { AuthGuard, RequireScope } from '../auth/auth.guard.js';
 import { type Caller, CurrentCaller } from '../auth/tenant.js';
-import { queryBool, queryList, querySingle, validRepositoryName, validTag } from '../common/query.js';
+import { parseBuildArgs, queryBool, queryList, querySingle, validRepositoryName, validTag } from '../common/query.js';
 import { BuildsService } from './builds.service.js';
 
 const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
-
-function parseBuildArgs(raw: string[]): Record<string, string> {
-  const args: Record<string, string> = {};
-  for (const item of raw) {
-    const eq = item.indexOf('=');
-    const key = eq < 0 ? item : item.slice(0, eq);
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new BadRequestException(`Invalid buildArg "${item}": expected NAME=VALUE.`);
-    if (eq < 0) throw new BadRequestException(`Invalid buildArg "${item}": expected NAME=VALUE.`);
-    args[key] = item.slice(eq + 1);
-  }
-  return args;
-}
 
 function validDockerfilePath(p: string | undefined): string {
   const path = p ?? 'Dockerfile';

@@ -32,3 +32,16 @@ export function validTag(tag: string): string {
   if (problem) throw new BadRequestException(`Invalid tag: ${problem}.`);
   return tag;
 }
+
+/** `buildArg=NAME=VALUE` query parameters as a record. */
+export function parseBuildArgs(raw: string[]): Record<string, string> {
+  const args: Record<string, string> = {};
+  for (const item of raw) {
+    const eq = item.indexOf('=');
+    const key = eq < 0 ? item : item.slice(0, eq);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new BadRequestException(`Invalid buildArg "${item}": expected NAME=VALUE.`);
+    if (eq < 0) throw new BadRequestException(`Invalid buildArg "${item}": expected NAME=VALUE.`);
+    args[key] = item.slice(eq + 1);
+  }
+  return args;
+}

@@ -1,0 +1,20 @@
+import { HttpException, HttpStatus } from '@nestjs/common';
+import type { Readable } from 'node:stream';
+
+/** Reads a small request body whole (the api parses no bodies by default: contexts are streamed). */
+export async function readSmallBody(req: Readable, limit: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) {
+      req.resume();
+      throw new HttpException(
+        { statusCode: 413, error: 'Payload Too Large', message: `The ${what} is larger than the limit of ${limit} bytes.` },
+        HttpStatus.PAYLOAD_TOO_LARGE,
+      );
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
