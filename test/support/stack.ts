@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, mkdirSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -20,11 +21,16 @@ export interface Stack {
 }
 
 export async function startStack(opts: { worker?: boolean; env?: Record<string, string> } = {}): Promise<Stack> {
-  const config = loadConfig({ ...process.env, PORT: '0', HOST: '127.0.0.1', ...opts.env });
+  // Each stack pairs its api with its own worker: a queue prefix of its own keeps other suites' workers
+  // (which may run with other settings) from taking its builds.
+  const queuePrefix = `${process.env.STRATA_QUEUE_PREFIX ?? 'strata-test'}-${randomBytes(3).toString('hex')}`;
+  const config = loadConfig({ ...process.env, PORT: '0', HOST: '127.0.0.1', STRATA_QUEUE_PREFIX: queuePrefix, ...opts.env });
   const app = await createApiApp(config, { logger: false });
   await app.listen(0, '127.0.0.1');
   const address = app.getHttpServer().address() as { port: number };
   const url = `http://127.0.0.1:${address.port}`;
+  // The port is known only now; the registry's auth challenges name this URL.
+  config.publicUrl = url;
   const worker = opts.worker === false ? null : await startWorker(config);
   const prisma = createPrismaClient(config.databaseUrl);
   let n = 0;

@@ -5,3 +5,4 @@ export * from './token.js';
 export * from './access.js';
 export * from './manifest-document.js';
 export * from './registry.js';
+export * from './garbage-collector.js';

@@ -1,0 +1,58 @@
+import { Readable } from 'node:stream';
+import { storageFromConfig, type Storage } from '@strata/blobstore';
+import { GarbageCollector } from '@strata/registry';
+import { build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
+
+describe('garbage collection', () => {
+  let stack: Stack;
+  let storage: Storage;
+  beforeAll(async () => {
+    // Its own bucket: collecting with a grace period of zero must not touch other suites' blobs.
+    stack = await startStack({ env: { S3_BUCKET: `strata-test-gc-${process.pid}` } });
+    storage = await storageFromConfig(stack.config.s3);
+  });
+  afterAll(async () => {
+    await stack.close();
+  });
+
+  const later = () => new Date(Date.now() + 60_000);
+
+  it('deletes only blobs nothing references, after the grace period, and a dry run deletes nothing', async () => {
+    const t = await stack.tenant('gc');
+    const image = await build(stack, t.token, 'repository=kept&tag=1', tarOf(makeDir({ Dockerfile: 'FROM scratch\nCOPY a /a\n', a: `kept ${Date.now()}` })));
+    expect(image.status).toBe('succeeded');
+    const layer = image.steps[0].layerDigest;
+    const orphan = await storage.blobs.put(Readable.from([Buffer.from(`orphan ${Date.now()} ${Math.random()}`)]));
+    const gc = new GarbageCollector(stack.prisma, storage.blobs);
+    const opts = { graceMs: 30_000, cacheBudgetBytes: 1024 ** 3, cacheMaxIdleMs: 3600_000, tenantIds: [t.tenantId] };
+
+    const tooYoung = await gc.run({ ...opts, dryRun: true });
+    expect(tooYoung.deletedBlobs.map((b) => b.digest)).not.toContain(orphan.digest);
+
+    const dry = await gc.run({ ...opts, dryRun: true, now: later() });
+    expect(dry.deletedBlobs.map((b) => b.digest)).toContain(orphan.digest);
+    expect(dry.deletedBlobs.map((b) => b.digest)).not.toContain(layer);
+    expect(await storage.blobs.exists(orphan.digest)).toBe(true);
+
+    const real = await gc.run({ ...opts, now: later() });
+    expect(real.deletedBlobs.map((b) => b.digest)).toContain(orphan.digest);
+    expect(await storage.blobs.exists(orphan.digest)).toBe(false);
+    expect(await storage.blobs.exists(layer)).toBe(true);
+    expect(await storage.blobs.exists(image.imageDigest)).toBe(true);
+  });
+
+  it('evicts cache entries past the budget but never a blob a manifest still references', async () => {
+    const t = await stack.tenant('gc-cache');
+    const ctx = tarOf(makeDir({ Dockerfile: 'FROM scratch\nCOPY a /a\n', a: `cached ${Date.now()}` }));
+    const first = await build(stack, t.token, 'repository=evict&tag=1', ctx);
+    const gc = new GarbageCollector(stack.prisma, storage.blobs);
+    const report = await gc.run({ graceMs: 0, cacheBudgetBytes: 0, cacheMaxIdleMs: 3600_000, now: later(), tenantIds: [t.tenantId] });
+    expect(report.evictedCacheEntries).toBeGreaterThan(0);
+    expect(await stack.prisma.cacheEntry.count({ where: { tenantId: t.tenantId } })).toBe(0);
+    // The layer is still referenced by the tagged image, so it stays and the image still pulls.
+    expect(await storage.blobs.exists(first.steps[0].layerDigest)).toBe(true);
+    const second = await build(stack, t.token, 'repository=evict&tag=2', ctx);
+    expect(second.steps[0].cached).toBe(false);
+    expect(second.steps[0].layerDigest).toBe(first.steps[0].layerDigest);
+  });
+});
