@@ -1,0 +1,383 @@
+// Build-cache benchmark: the same Dockerfiles, busybox base image and contexts built by Strata
+// (through its HTTP API, api and worker as two node processes) and by BuildKit (`docker build` in
+// dockerd 20.10 plus `docker push` to a local docker-registry), side by side in one run.
+// Started by infra/local/bench.mjs, which provides the service environment (DATABASE_URL, ...).
+// Writes its results as JSON to $BENCH_OUT. Nothing listens or connects beyond 127.0.0.1.
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync, cpSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { installSignalHandlers, median, portOpen, run, runAsync, startProcess, stopAll, waitFor } from '../support/procs.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const RUNS = Number(process.env.BENCH_RUNS ?? 5);
+const API_PORT = Number(process.env.BENCH_API_PORT ?? 38230);
+const REGISTRY_PORT = Number(process.env.BENCH_REGISTRY_PORT ?? 5000);
+const SRC_FILES = Number(process.env.BENCH_SRC_FILES ?? 1000);
+const DOCKER = '/usr/bin/docker'; // 20.10 with BuildKit built in; the `docker` first on PATH lacks buildx.
+const KEEP = process.env.BENCH_KEEP === '1';
+
+const log = (m) => process.stderr.write(`[bench:build-cache] ${m}\n`);
+// Short path: dockerd's unix sockets must fit in 108 bytes.
+const work = mkdtempSync(path.join(tmpdir(), 'sb-'));
+const resultsDir = path.join(root, 'bench/results');
+mkdirSync(resultsDir, { recursive: true });
+
+const dockerEnv = {
+  PATH: process.env.PATH,
+  HOME: work,
+  DOCKER_HOST: `unix://${work}/d/docker.sock`,
+  DOCKER_BUILDKIT: '1',
+  DOCKER_CONFIG: path.join(work, 'docker-config'),
+  DOCKER_CLI_HINTS: 'false',
+};
+const docker = (args) => runAsync(DOCKER, args, { env: dockerEnv });
+const regHost = `127.0.0.1:${REGISTRY_PORT}`;
+
+// ---------------------------------------------------------------- fixtures
+/** busybox-static rootfs (STACK-NOTES), tarred: the base image for both builders. */
+function makeBaseTar() {
+  const dir = path.join(work, 'rootfs');
+  mkdirSync(path.join(dir, 'bin'), { recursive: true });
+  mkdirSync(path.join(dir, 'etc'), { recursive: true });
+  for (const d of ['tmp', 'root', 'usr/bin', 'usr/sbin', 'sbin']) mkdirSync(path.join(dir, d), { recursive: true });
+  copyFileSync('/bin/busybox', path.join(dir, 'bin/busybox'));
+  run('chmod', ['755', path.join(dir, 'bin/busybox')]);
+  run('chroot', [dir, '/bin/busybox', '--install', '-s']);
+  writeFileSync(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n');
+  writeFileSync(path.join(dir, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');
+  const tar = path.join(work, 'base.tar');
+  run('tar', ['-cf', tar, '--numeric-owner', '-C', dir, '.']);
+  return tar;
+}
+
+function writeFiles(dir, prefix, n, salt = '') {
+  mkdirSync(dir, { recursive: true });
+  for (let i = 0; i < n; i++) {
+    const name = `${prefix}-${String(i).padStart(4, '0')}.txt`;
+    writeFileSync(path.join(dir, name), `${name} ${salt}\n${'x'.repeat(200 + (i % 50))}\n`);
+  }
+}
+
+const dockerfiles = {
+  // COPY-only: works with today's worker.
+  'app-copy': [
+    'FROM base:1',
+    'WORKDIR /app',
+    'COPY deps/ /app/deps/',
+    'COPY src/ /app/src/',
+    'ENV APP_MODE=prod',
+    'CMD ["/bin/sh"]',
+  ],
+  'multi-copy': [
+    'FROM base:1 AS a',
+    'COPY a/ /out/',
+    'FROM base:1 AS b',
+    'COPY b/ /out/',
+    'FROM base:1',
+    'COPY --from=a /out/ /app/a/',
+    'COPY --from=b /out/ /app/b/',
+    'CMD ["/bin/sh"]',
+  ],
+  // With RUN (the STACK-NOTES peer measurement: RUN, COPY of 1,000 files, RUN).
+  'app-run': [
+    'FROM base:1',
+    'RUN mkdir -p /app/deps && echo installed > /app/deps/marker',
+    'COPY src/ /app/src/',
+    'RUN find /app/src -type f | wc -l > /app/file-count',
+    'CMD ["/bin/sh"]',
+  ],
+  'multi-run': [
+    'FROM base:1 AS a',
+    'COPY a/ /out/',
+    'RUN cat /out/* | wc -c > /out/size-a',
+    'FROM base:1 AS b',
+    'COPY b/ /out/',
+    'RUN cat /out/* | wc -c > /out/size-b',
+    'FROM base:1',
+    'COPY --from=a /out/ /app/a/',
+    'COPY --from=b /out/ /app/b/',
+    'CMD ["/bin/sh"]',
+  ],
+};
+
+/** A context directory for one of the Dockerfiles; `salt` makes every file (so every layer) new. */
+function makeContext(kind, salt) {
+  const dir = mkdtempSync(path.join(work, `ctx-${kind}-`));
+  writeFileSync(path.join(dir, 'Dockerfile'), `${dockerfiles[kind].join('\n')}\n`);
+  if (kind.startsWith('app')) {
+    writeFiles(path.join(dir, 'deps'), 'dep', 200, salt);
+    writeFiles(path.join(dir, 'src'), 'file', SRC_FILES, salt);
+  } else {
+    writeFiles(path.join(dir, 'a'), 'a', SRC_FILES / 2, salt);
+    writeFiles(path.join(dir, 'b'), 'b', SRC_FILES / 2, salt);
+  }
+  return dir;
+}
+
+// ---------------------------------------------------------------- Strata
+let apiUrl = '';
+
+async function strataApi(token, method, pathAndQuery, body, contentType) {
+  const headers = { authorization: `Bearer ${token}` };
+  if (contentType) headers['content-type'] = contentType;
+  const res = await fetch(`${apiUrl}${pathAndQuery}`, { method, headers, body });
+  const text = await res.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: res.status, json, text };
+}
+
+function tenants(names) {
+  const out = run(process.execPath, ['--import', './bench/support/register-ts.mjs', 'bench/support/tenant.ts', ...names], { cwd: root, env: process.env });
+  return JSON.parse(out.trim().split('\n').pop());
+}
+
+async function importBase(token, baseTar) {
+  const { readFileSync } = await import('node:fs');
+  const res = await strataApi(token, 'POST', '/v1/repositories/base/import?tag=1', readFileSync(baseTar), 'application/x-tar');
+  if (res.status !== 201) throw new Error(`base import answered ${res.status}: ${res.text}`);
+}
+
+const tarOf = (dir) => run('tar', ['-cf', '-', '-C', dir, '.'], { encoding: 'buffer' });
+
+/** POST to succeeded, polling every 20 ms; returns { ms, build }. The context tar is made before the clock starts. */
+async function strataBuild(token, repo, tag, ctxDir) {
+  const body = tarOf(ctxDir);
+  const t0 = performance.now();
+  const res = await strataApi(token, 'POST', `/v1/builds?repository=${encodeURIComponent(repo)}&tag=${tag}`, body, 'application/x-tar');
+  if (res.status !== 202) throw new Error(`build submission answered ${res.status}: ${res.text}`);
+  for (;;) {
+    const b = await strataApi(token, 'GET', `/v1/builds/${res.json.id}`);
+    if (b.json?.status === 'succeeded') return { ms: performance.now() - t0, build: b.json };
+    if (['failed', 'cancelled'].includes(b.json?.status)) {
+      const err = new Error(`Strata build ${res.json.id} ${b.json.status}: ${JSON.stringify(b.json.error)}`);
+      err.build = b.json;
+      throw err;
+    }
+    if (performance.now() - t0 > 300_000) throw new Error(`Strata build ${res.json.id} still ${b.json?.status} after 300 s`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+// ---------------------------------------------------------------- BuildKit
+/** `docker build` + `docker push`, the whole of it timed. */
+async function buildkitBuild(image, ctxDir) {
+  const ref = `${regHost}/${image}`;
+  const t0 = performance.now();
+  // --network none: what Strata's RUN gets by default (STRATA_RUN_NETWORK=none); dockerd runs with --bridge=none.
+  await docker(['build', '-q', '--network', 'none', '-t', ref, ctxDir]);
+  await docker(['push', '-q', ref]);
+  return { ms: performance.now() - t0 };
+}
+
+async function buildkitCold() {
+  await docker(['builder', 'prune', '-af']);
+}
+
+// ---------------------------------------------------------------- services
+async function startPeers(baseTar) {
+  if (await portOpen(REGISTRY_PORT)) throw new Error(`127.0.0.1:${REGISTRY_PORT} is taken; set BENCH_REGISTRY_PORT`);
+  const regDir = path.join(work, 'registry');
+  mkdirSync(regDir, { recursive: true });
+  writeFileSync(path.join(work, 'registry.yml'), [
+    'version: 0.1',
+    'log: { level: error }',
+    `storage: { filesystem: { rootdirectory: ${regDir} }, delete: { enabled: true } }`,
+    `http: { addr: "${regHost}" }`,
+    '',
+  ].join('\n'));
+  const reg = startProcess('docker-registry', '/usr/bin/docker-registry', ['serve', path.join(work, 'registry.yml')], {
+    env: { PATH: process.env.PATH }, logFile: path.join(work, 'registry.log'),
+  });
+  const d = path.join(work, 'd');
+  mkdirSync(d, { recursive: true });
+  const dockerd = startProcess('dockerd', '/usr/sbin/dockerd', [
+    '--storage-driver', 'overlay2', '--data-root', path.join(d, 'data'), '--exec-root', path.join(d, 'exec'),
+    '--pidfile', path.join(d, 'docker.pid'), '-H', `unix://${d}/docker.sock`,
+    '--iptables=false', '--ip-forward=false', '--ip-masq=false', '--bridge=none',
+  ], { env: { PATH: process.env.PATH }, logFile: path.join(work, 'dockerd.log') });
+  await waitFor('docker-registry', () => portOpen(REGISTRY_PORT), 30000, reg);
+  await waitFor('dockerd', async () => {
+    try { await docker(['version', '--format', '{{.Server.Version}}']); return true; } catch { return false; }
+  }, 60000, dockerd);
+  const version = (await docker(['version', '--format', '{{.Server.Version}}'])).trim();
+  await docker(['import', baseTar, 'base:1']);
+  return { dockerVersion: version };
+}
+
+async function startStrata() {
+  const env = {
+    ...process.env,
+    PORT: String(API_PORT),
+    HOST: '127.0.0.1',
+    STRATA_DATA_DIR: path.join(work, 'strata-worker'),
+    STRATA_QUEUE_PREFIX: `strata-bench-${process.pid}`,
+    NODE_NO_WARNINGS: '1',
+  };
+  if (await portOpen(API_PORT)) throw new Error(`127.0.0.1:${API_PORT} is taken; set BENCH_API_PORT`);
+  const loader = ['--import', './bench/support/register-ts.mjs'];
+  const api = startProcess('strata-api', process.execPath, [...loader, 'apps/api/src/main.ts'], { env, cwd: root, logFile: path.join(work, 'api.log') });
+  startProcess('strata-worker', process.execPath, [...loader, 'apps/worker/src/bin.ts'], { env, cwd: root, logFile: path.join(work, 'worker.log') });
+  apiUrl = `http://127.0.0.1:${API_PORT}`;
+  await waitFor('strata api', async () => {
+    try { return (await fetch(`${apiUrl}/healthz`)).ok; } catch { return false; }
+  }, 60000, api);
+}
+
+// ---------------------------------------------------------------- cases
+/**
+ * For each case, N iterations, Strata then BuildKit in each (interleaved, so drift hits both).
+ * cold: fresh tenant (Strata's cache is per tenant) / `docker builder prune -af`, and a context salted
+ * per iteration so no layer exists anywhere yet (registry and S3 included).
+ */
+async function runCases(kind, multiKind, baseTar) {
+  const rows = [];
+  const names = [];
+  for (let i = 0; i < RUNS; i++) names.push(`bench-${kind}-cold-${process.pid}-${i}`, `bench-${multiKind}-multi-${process.pid}-${i}`);
+  names.push(`bench-${kind}-warm-${process.pid}`);
+  log(`creating ${names.length} tenants and importing the base into each`);
+  const ts = tenants(names);
+  // One at a time: concurrent imports of the same blobs race on the Blob row (a 500 from the api; reported).
+  for (const t of ts) await importBase(t.token, baseTar);
+  const token = (n) => ts.find((t) => t.name === n).token;
+
+  const measure = async (label, prepare, strata, buildkit) => {
+    const s = [];
+    const b = [];
+    const worker = [];
+    const queued = [];
+    const inSteps = [];
+    let hits = '';
+    for (let i = 0; i < RUNS; i++) {
+      const ctx = await prepare(i);
+      const r = await strata(i, ctx);
+      s.push(r.ms);
+      worker.push(r.build.durationMs);
+      queued.push(Date.parse(r.build.startedAt) - Date.parse(r.build.createdAt));
+      inSteps.push(r.build.steps.reduce((t, st) => t + (st.durationMs ?? 0), 0));
+      hits = `${r.build.steps.filter((st) => st.cached).length}/${r.build.steps.length}`;
+      b.push((await buildkit(i, ctx)).ms);
+      log(`${label} #${i + 1}: Strata ${s.at(-1).toFixed(0)} ms, BuildKit ${b.at(-1).toFixed(0)} ms`);
+    }
+    rows.push({
+      case: label, strataMs: median(s), buildkitMs: median(b), ratio: median(s) / median(b),
+      strataWorkerMs: median(worker), strataQueuedMs: median(queued), strataStepsMs: median(inSteps), strataHits: hits,
+      strataRuns: s, buildkitRuns: b,
+    });
+  };
+
+  const tagOf = (i) => `r${i}`;
+  // 1. cold
+  await measure(`${kind}: 1 cold`, async (i) => { await buildkitCold(); return makeContext(kind, `cold-${process.pid}-${i}`); },
+    (i, ctx) => strataBuild(token(`bench-${kind}-cold-${process.pid}-${i}`), `bench/${kind}-cold`, tagOf(i), ctx),
+    (i, ctx) => buildkitBuild(`bench/${kind}-cold-${i}:${tagOf(i)}`, ctx));
+
+  // 2. unchanged rebuild (after one untimed priming build on each side)
+  const warm = token(`bench-${kind}-warm-${process.pid}`);
+  const warmCtx = makeContext(kind, `warm-${process.pid}`);
+  await strataBuild(warm, `bench/${kind}`, 'prime', warmCtx);
+  await buildkitBuild(`bench/${kind}:prime`, warmCtx);
+  await measure(`${kind}: 2 no change`, async () => warmCtx,
+    (i) => strataBuild(warm, `bench/${kind}`, tagOf(i), warmCtx),
+    (i) => buildkitBuild(`bench/${kind}:${tagOf(i)}`, warmCtx));
+
+  // 3. one source file changed (a new content every iteration, so each is a real miss from that COPY on)
+  const changed = path.join(warmCtx, 'src', `file-${String(Math.floor(SRC_FILES / 2)).padStart(4, '0')}.txt`);
+  await measure(`${kind}: 3 one file changed`, async (i) => { writeFileSync(changed, `changed ${process.pid} ${i}\n`); return warmCtx; },
+    (i) => strataBuild(warm, `bench/${kind}`, `c${i}`, warmCtx),
+    (i) => buildkitBuild(`bench/${kind}:c${i}`, warmCtx));
+
+  // 4. two independent stages, cold
+  await measure(`${multiKind}: 4 two-stage cold`, async (i) => { await buildkitCold(); return makeContext(multiKind, `multi-${process.pid}-${i}`); },
+    (i, ctx) => strataBuild(token(`bench-${multiKind}-multi-${process.pid}-${i}`), `bench/${multiKind}`, tagOf(i), ctx),
+    (i, ctx) => buildkitBuild(`bench/${multiKind}-${i}:${tagOf(i)}`, ctx));
+  return rows;
+}
+
+/**
+ * Issue 4's RUN benchmark: ten RUN steps on the busybox base, cold (a per-iteration salt in the
+ * first RUN makes every step a miss on both sides). Also reports Strata's median RUN step time
+ * (container start, snapshot mount, diff of a small change and layer upload, per the step durations).
+ */
+async function runTenRun(baseTar) {
+  const names = Array.from({ length: RUNS }, (_, i) => `bench-run10-${process.pid}-${i}`);
+  const ts = tenants(names);
+  for (const t of ts) await importBase(t.token, baseTar);
+  const s = [];
+  const b = [];
+  const perRun = [];
+  for (let i = 0; i < RUNS; i++) {
+    await buildkitCold();
+    const dir = mkdtempSync(path.join(work, 'ctx-run10-'));
+    const lines = ['FROM base:1', `RUN echo ${process.pid}-${i} > /salt`];
+    for (let k = 1; k < 10; k++) lines.push(`RUN mkdir -p /work/s${k} && echo step ${k} > /work/s${k}/out && ls /work > /dev/null`);
+    writeFileSync(path.join(dir, 'Dockerfile'), `${lines.join('\n')}\n`);
+    const r = await strataBuild(ts[i].token, 'bench/run10', `r${i}`, dir);
+    s.push(r.ms);
+    perRun.push(median(r.build.steps.filter((st) => st.instruction.startsWith('RUN')).map((st) => st.durationMs ?? 0)));
+    b.push((await buildkitBuild(`bench/run10-${i}:r${i}`, dir)).ms);
+    log(`run10: 5 ten RUN steps cold #${i + 1}: Strata ${s.at(-1).toFixed(0)} ms (median RUN step ${perRun.at(-1)} ms), BuildKit ${b.at(-1).toFixed(0)} ms`);
+  }
+  return {
+    case: 'run10: 5 ten RUN steps, cold', strataMs: median(s), buildkitMs: median(b), ratio: median(s) / median(b),
+    strataRunStepMs: median(perRun), strataRuns: s, buildkitRuns: b, strataHits: '0/10',
+  };
+}
+
+/** Does this worker run RUN steps yet? One tiny build tells. */
+async function strataHasRun(baseTar) {
+  const [t] = tenants([`bench-probe-${process.pid}`]);
+  await importBase(t.token, baseTar);
+  const dir = mkdtempSync(path.join(work, 'probe-'));
+  writeFileSync(path.join(dir, 'Dockerfile'), 'FROM base:1\nRUN echo ok > /probe\n');
+  try {
+    await strataBuild(t.token, 'bench/probe', '1', dir);
+    return { ok: true };
+  } catch (e) {
+    return { ok: false, reason: e.build?.error ? JSON.stringify(e.build.error) : e.message };
+  }
+}
+
+// ---------------------------------------------------------------- main
+async function cleanup() {
+  await stopAll();
+  if (existsSync(path.join(work, 'd'))) {
+    // dockerd unmounts its overlays on a clean stop; a leftover mount would make rm fail.
+    run('sh', ['-c', `grep -o " ${work}/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null; true`]);
+  }
+  for (const f of ['dockerd.log', 'registry.log', 'api.log', 'worker.log']) {
+    if (existsSync(path.join(work, f))) cpSync(path.join(work, f), path.join(resultsDir, `build-cache-${f}`));
+  }
+  if (!KEEP) rmSync(work, { recursive: true, force: true });
+}
+
+installSignalHandlers(cleanup);
+const result = { runs: RUNS, srcFiles: SRC_FILES, rows: [], notes: [] };
+let status = 0;
+try {
+  const baseTar = makeBaseTar();
+  log(`work dir ${work}; starting docker-registry, dockerd, Strata api and worker`);
+  const [{ dockerVersion }] = await Promise.all([startPeers(baseTar), startStrata()]);
+  result.dockerVersion = dockerVersion;
+  result.rows.push(...(await runCases('app-copy', 'multi-copy', baseTar)));
+  const probe = await strataHasRun(baseTar);
+  result.runSupported = probe.ok;
+  if (probe.ok) {
+    result.rows.push(...(await runCases('app-run', 'multi-run', baseTar)));
+    result.rows.push(await runTenRun(baseTar));
+  }
+  else {
+    result.notes.push(`RUN cases skipped: Strata's worker refused RUN (${probe.reason})`);
+    log(`RUN cases skipped: ${probe.reason}`);
+  }
+} catch (e) {
+  status = 1;
+  result.error = e.stack ?? String(e);
+  log(`failed: ${result.error}`);
+} finally {
+  await cleanup();
+}
+if (process.env.BENCH_OUT) writeFileSync(process.env.BENCH_OUT, JSON.stringify(result, null, 2));
+else process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+process.exit(status);
