@@ -1,0 +1,119 @@
+// `npm run bench`: installs what is missing (apt), starts (or reuses) PostgreSQL, Redis and S3 on
+// 127.0.0.1 with the benchmark's own database and bucket, applies migrations, then runs the
+// benchmarks under bench/ and prints a table of ratios (Strata / peer; below 1 means Strata is faster).
+//   npm run bench                       both benchmarks, 5 runs per case
+//   npm run bench -- --runs 9           more runs per case (medians are reported)
+//   npm run bench -- --only parse       or --only build-cache
+//   npm run bench -- --write-docs       also replace the results block in docs/benchmarks.md
+// The build-cache benchmark starts dockerd, a docker-registry and Strata's api and worker itself and
+// stops them when it ends (also on failure or Ctrl-C). PostgreSQL, Redis and S3 are left running, as
+// `npm test` leaves them, since other runs share them.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ensureDependencies, ensurePackages, ensureServices, generatePrismaClient, log, migrate, root } from './services.mjs';
+
+const args = process.argv.slice(2);
+const opt = (name, fallback) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : fallback;
+};
+const runs = Number(opt('runs', process.env.BENCH_RUNS ?? 5));
+const only = opt('only', 'all');
+const writeDocs = args.includes('--write-docs');
+if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs takes a positive integer');
+if (!['all', 'parse', 'build-cache'].includes(only)) throw new Error('--only takes parse or build-cache');
+
+const started = Date.now();
+ensureDependencies();
+ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'docker.io', 'docker-registry', 'runc', 'tar']);
+const env = await ensureServices({ database: 'strata_bench', bucket: 'strata-bench', redisDb: 2 });
+generatePrismaClient();
+migrate(env);
+log(`services ready in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+
+const resultsDir = path.join(root, 'bench/results');
+mkdirSync(resultsDir, { recursive: true });
+const loader = ['--import', './bench/support/register-ts.mjs'];
+
+function runBench(name, script, extraArgs = []) {
+  const out = path.join(resultsDir, `${name}.json`);
+  log(`running bench/${name}`);
+  const r = spawnSync(process.execPath, [...extraArgs, script], {
+    cwd: root, stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, ...env, BENCH_RUNS: String(runs), BENCH_OUT: out, NODE_NO_WARNINGS: '1' },
+  });
+  const result = existsSync(out) ? JSON.parse(readFileSync(out, 'utf8')) : { error: `bench/${name} wrote no result (exit ${r.status ?? r.signal})` };
+  return { status: r.status ?? 1, result };
+}
+
+const git = (a) => spawnSync('git', a, { cwd: root, encoding: 'utf8' }).stdout.trim();
+const meta = {
+  date: new Date().toISOString(),
+  commit: git(['rev-parse', '--short', 'HEAD']),
+  dirty: git(['status', '--porcelain', '--untracked-files=no']) !== '',
+  cpus: os.cpus().length,
+  cpuModel: os.cpus()[0]?.model ?? 'unknown',
+  memGiB: Math.round(os.totalmem() / 1024 ** 3),
+  node: process.version,
+  runs,
+};
+
+let failed = false;
+const parse = only === 'build-cache' ? null : runBench('dockerfile-parse', 'bench/dockerfile-parse/bench.ts', loader);
+const cache = only === 'parse' ? null : runBench('build-cache', 'bench/build-cache/bench.mjs');
+for (const b of [parse, cache]) if (b && (b.status !== 0 || b.result.error)) failed = true;
+
+const ms = (x) => (x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(0)} ms`);
+const opt2 = (x) => (x == null || Number.isNaN(x) ? '-' : ms(x));
+const lines = [];
+lines.push(`Run ${meta.date}, commit ${meta.commit}${meta.dirty ? ' + uncommitted changes' : ''}, ${meta.cpus} cores (${meta.cpuModel}), ${meta.memGiB} GiB, Node ${meta.node}, median of ${runs} runs per case.`);
+lines.push('');
+if (cache) {
+  const c = cache.result;
+  lines.push(`Build cache: Strata (POST /v1/builds to succeeded) vs BuildKit (dockerd ${c.dockerVersion ?? '?'}: docker build + docker push to a local registry)`);
+  lines.push('');
+  lines.push('| case | Strata | BuildKit | ratio Strata/BuildKit | Strata: queued | worker | of which in steps | steps cached |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of c.rows ?? []) {
+    lines.push(`| ${r.case} | ${ms(r.strataMs)} | ${ms(r.buildkitMs)} | **${r.ratio.toFixed(2)}** | ${opt2(r.strataQueuedMs)} | ${opt2(r.strataWorkerMs)} | ${opt2(r.strataStepsMs)} | ${r.strataHits ?? '-'} |`);
+  }
+  const run10 = (c.rows ?? []).find((r) => r.strataRunStepMs != null);
+  if (run10) lines.push('', `Strata per-RUN step time (median over the ten RUN steps, then over runs; step durations as the worker records them): ${ms(run10.strataRunStepMs)} (target: under 150 ms).`);
+  for (const n of c.notes ?? []) lines.push('', `Note: ${n}`);
+  if (c.error) lines.push('', `Build-cache benchmark failed: ${c.error.split('\n')[0]}`);
+  lines.push('');
+}
+if (parse) {
+  const p = parse.result;
+  if (p.error) lines.push(`Dockerfile parse benchmark failed: ${p.error.split('\n')[0]}`);
+  else {
+    lines.push(`Dockerfile parse: ${p.lines} lines (${(p.bytes / 1024).toFixed(0)} KiB, ${p.stages} stages), parseDockerfile, ${p.iterations} parses after warm-up`);
+    lines.push('');
+    lines.push('| measure | median | p95 | target | ratio median/target |');
+    lines.push('|---|---:|---:|---:|---:|');
+    lines.push(`| ms per parse | ${p.medianMs.toFixed(2)} ms | ${p.p95Ms.toFixed(2)} ms | ${p.targetMs} ms | **${p.ratioToTarget.toFixed(2)}** |`);
+  }
+  lines.push('');
+}
+const table = lines.join('\n');
+process.stdout.write(`\n${table}\n`);
+writeFileSync(path.join(resultsDir, 'latest.md'), `${table}\n`);
+writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null }, null, 2));
+
+if (writeDocs) {
+  const doc = path.join(root, 'docs/benchmarks.md');
+  const begin = '<!-- bench:results:begin -->';
+  const end = '<!-- bench:results:end -->';
+  const text = readFileSync(doc, 'utf8');
+  const a = text.indexOf(begin);
+  const b = text.indexOf(end);
+  if (a < 0 || b < a) log(`docs/benchmarks.md has no ${begin} ... ${end} block; not updated`);
+  else {
+    writeFileSync(doc, `${text.slice(0, a + begin.length)}\n${table}\n${text.slice(b)}`);
+    log('docs/benchmarks.md updated');
+  }
+}
+log(`results in bench/results/latest.md and latest.json (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+process.exit(failed ? 1 : 0);
