@@ -260,7 +260,8 @@ async function removeSnapshotDir(dir: string): Promise<void> {
     } catch (error) {
       // A straggling process keeps the mount busy: detach it so the directory can go.
       if (!(error instanceof CommandError)) throw error;
-      await runCommand('umount', ['-l', rootfs]);
+      // Unmounted meanwhile (the kernel can report EBUSY/EINVAL while a container's namespace lets go): nothing to detach.
+      if (await isMountPoint(rootfs)) await runCommand('umount', ['-l', rootfs]);
     }
   }
   await rm(dir, { recursive: true, force: true });
