@@ -32,7 +32,24 @@ export class BuildContextDir {
   private constructor(
     readonly root: string,
     readonly ignore: IgnoreMatcher,
+    /** A stage's root filesystem: sources follow symlinks the way the image sees them, never out of `root`. */
+    private readonly followSymlinks = false,
   ) {}
+
+  /** A stage's (or image's) root filesystem as COPY --from sees it: no .dockerignore, symlinks followed inside it. */
+  static openRootfs(root: string): BuildContextDir {
+    return new BuildContextDir(root, IgnoreMatcher.fromText(null), true);
+  }
+
+  /**
+   * Where `rel` is on disk. Parent components resolve inside `root` (a symlink in the context or the
+   * image never leads to the worker's own files); the last one is followed only when asked.
+   */
+  private async locate(rel: string, followLast: boolean): Promise<string> {
+    if (rel === '') return this.root;
+    if (followLast) return resolveInRoot(this.root, rel);
+    return path.join(await resolveInRoot(this.root, path.posix.dirname(rel)), path.posix.basename(rel));
+  }
 
   static async open(root: string): Promise<BuildContextDir> {
     let text: string | null = null;
@@ -44,8 +61,11 @@ export class BuildContextDir {
     return new BuildContextDir(root, IgnoreMatcher.fromText(text));
   }
 
-  private async entry(rel: string): Promise<ContextEntry | null> {
-    const abs = rel === '' ? this.root : path.join(this.root, rel);
+  private async entry(rel: string, followLast = false): Promise<ContextEntry | null> {
+    return this.entryAt(rel, await this.locate(rel, followLast));
+  }
+
+  private async entryAt(rel: string, abs: string): Promise<ContextEntry | null> {
     let st;
     try {
       st = await lstat(abs);
@@ -73,7 +93,7 @@ export class BuildContextDir {
   async resolve(source: string): Promise<ContextEntry[]> {
     const rel = cleanRelative(source);
     if (!hasGlob(rel)) {
-      const e = rel === '' || !this.ignore.ignores(rel) ? await this.entry(rel) : null;
+      const e = rel === '' || !this.ignore.ignores(rel) ? await this.entry(rel, this.followSymlinks) : null;
       if (!e) throw new ContextSourceError(`"${source}" not found: it is not in the build context, or .dockerignore excludes it`);
       return [e];
     }
@@ -88,7 +108,7 @@ export class BuildContextDir {
         }
         let names: string[];
         try {
-          names = await readdir(dir === '' ? this.root : path.join(this.root, dir));
+          names = await readdir(await this.locate(dir, true));
         } catch {
           continue;
         }
@@ -100,7 +120,7 @@ export class BuildContextDir {
     const found: ContextEntry[] = [];
     for (const c of current) {
       if (this.ignore.ignores(c)) continue;
-      const e = await this.entry(c);
+      const e = await this.entry(c, this.followSymlinks);
       if (e) found.push(e);
     }
     if (found.length === 0) throw new ContextSourceError(`"${source}" matches no file in the build context (after .dockerignore)`);
@@ -115,7 +135,7 @@ export class BuildContextDir {
     for (const n of names) {
       const rel = start.rel === '' ? n : `${start.rel}/${n}`;
       const ignored = this.ignore.ignores(rel);
-      const e = await this.entry(rel);
+      const e = await this.entryAt(rel, path.join(start.abs, n));
       if (!e) continue;
       if (ignored) {
         // An excluded directory is still walked when an exception pattern reaches inside it.
@@ -155,4 +175,39 @@ export class BuildContextDir {
     }
     return { digest: `sha256:${h.digest('hex')}`, files };
   }
+}
+
+const MAX_SYMLINKS = 40;
+
+/**
+ * Resolves `target` inside `root` as a process chrooted there would: symlinks are followed, but
+ * absolute targets and `..` stay inside `root`. Missing tails are kept as they are.
+ */
+export async function resolveInRoot(root: string, target: string): Promise<string> {
+  const pending = target.split('/').filter((part) => part !== '' && part !== '.');
+  const resolved: string[] = [];
+  let followed = 0;
+  while (pending.length > 0) {
+    const part = pending.shift()!;
+    if (part === '..') {
+      resolved.pop();
+      continue;
+    }
+    const candidate = path.join(root, ...resolved, part);
+    let isLink = false;
+    try {
+      isLink = (await lstat(candidate)).isSymbolicLink();
+    } catch {
+      isLink = false;
+    }
+    if (!isLink) {
+      resolved.push(part);
+      continue;
+    }
+    if (++followed > MAX_SYMLINKS) throw new ContextSourceError(`too many levels of symbolic links in "${target}"`);
+    const link = await readlink(candidate);
+    if (link.startsWith('/')) resolved.length = 0;
+    pending.unshift(...link.split('/').filter((p) => p !== '' && p !== '.'));
+  }
+  return path.join(root, ...resolved);
 }

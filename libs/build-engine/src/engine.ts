@@ -9,6 +9,7 @@ import {
   expand,
   type Instruction,
   parseDockerfile,
+  runScript,
   type StageInstruction,
   type VariableLookup,
 } from '@strata/dockerfile';
@@ -22,7 +23,7 @@ import {
   type LayerEntry,
   LayerWriter,
 } from '@strata/oci';
-import { BuildContextDir, ContextSourceError, type ContextEntry } from './context.js';
+import { BuildContextDir, ContextSourceError, type ContextEntry, resolveInRoot } from './context.js';
 import {
   type BaseImage,
   type BuildEvent,
@@ -32,7 +33,11 @@ import {
   type ImageResolver,
   type LayerSink,
   type RootfsProvider,
+  type RootfsView,
   type RunExecutor,
+  type RunMountRequest,
+  type RunOutcome,
+  RunStepError,
 } from './interfaces.js';
 import { resolveOwner, type RootfsIndex, RootfsIndexer } from './rootfs-index.js';
 
@@ -143,6 +148,8 @@ interface StageState {
 export class BuildEngine {
   private readonly indexer: RootfsIndexer;
   private readonly now: () => Date;
+  /** Read-only views of stages that COPY --from reads, one per stage and build, released when the build ends. */
+  private readonly stageViews = new WeakMap<BuildInput, Map<StageResult, Promise<RootfsView>>>();
 
   constructor(private readonly deps: EngineDeps) {
     this.indexer = new RootfsIndexer((d) => deps.layers.open(d));
@@ -270,7 +277,14 @@ export class BuildEngine {
       }
       return p;
     };
-    const image = await runStage(targetIndex);
+    let image: StageResult;
+    try {
+      image = await runStage(targetIndex);
+    } finally {
+      const views = this.stageViews.get(input);
+      this.stageViews.delete(input);
+      for (const view of views?.values() ?? []) await view.then((v) => v.release()).catch(() => undefined);
+    }
     return { image, base: firstBase, warnings: df.warnings.map((w) => ({ line: w.line, message: w.message })) };
   }
 
@@ -466,20 +480,20 @@ export class BuildEngine {
       case 'RUN': {
         fsStep = true;
         if (!this.deps.executor) fail('RUN is not supported by this worker yet (it has no container runtime)');
-        if (ins.mounts.length > 0) fail('RUN --mount is not supported yet');
         // RUN sees the image ENV plus the ARGs in scope; only ARGs it sees go into its key.
         const runEnv = new Map(env);
         for (const [k, v] of state.args) if (v !== undefined && !runEnv.has(k)) runEnv.set(k, v);
-        const args = runArgs(ins, state.shell);
+        const args = runArgs(ins, state.shell, fail);
         const envList = [...runEnv].map(([k, v]) => `${k}=${v}`);
         if (!runEnv.has('PATH')) envList.push(`PATH=${DEFAULT_PATH}`);
         for (const k of state.args.keys()) if (!env.has(k) && !PROXY_ARGS.includes(k)) seenArgs.add(k);
         const user = cfg.User || 'root';
         const cwd = cfg.WorkingDir || '/';
         const network = ins.network ?? 'default';
-        definition = { args, env: envList.sort(), user, cwd, network, heredocs: ins.heredocs.map((h) => h.content) };
+        const mounts = await this.prepareRunMounts(input, ins, cwd, x, fail, stageResult);
+        definition = { args, env: envList.sort(), user, cwd, network, heredocs: ins.heredocs.map((h) => h.content), ...(mounts.length > 0 ? { mounts: mounts.map((m) => m.key) } : {}) };
         createdBy = `RUN ${args.join(' ')} # buildkit`;
-        execute = () => this.executeRun(input, state, where, ins.line, { args, env: envList, user, cwd, network }, sourceDateEpoch, fail);
+        execute = () => this.executeRun(input, state, where, ins.line, { args, env: envList, user, cwd, network }, mounts, sourceDateEpoch, fail);
         break;
       }
       default:
@@ -538,11 +552,13 @@ export class BuildEngine {
         if (/^(https?|git):\/\//.test(s) || s.startsWith('git@')) fail(`remote sources ("${s}") are not supported yet`);
       }
     }
+    let context = input.context;
     if (ins.keyword === 'COPY' && ins.from) {
       const from = x(ins.from);
       const sr = stageResult(from);
       if (!sr) fail(`--from=${from}: copying from an image is not supported yet; name a stage of this Dockerfile`);
       if (!this.deps.rootfs) fail('COPY --from a stage is not supported by this worker yet');
+      context = BuildContextDir.openRootfs((await this.stageView(input, await sr!)).root);
     }
     if (ins.heredocs.length > 0) fail('heredoc sources are not supported yet');
     const cfg = state.config.config!;
@@ -552,7 +568,7 @@ export class BuildEngine {
     const sources: ContextEntry[] = [];
     for (const s of ins.sources) {
       try {
-        sources.push(...(await input.context.resolve(x(s))));
+        sources.push(...(await context.resolve(x(s))));
       } catch (e) {
         if (e instanceof ContextSourceError) fail(e.message);
         throw e;
@@ -573,7 +589,7 @@ export class BuildEngine {
         fail(`--chown=${chown}: ${(e as Error).message}`);
       }
     }
-    const checksum = await input.context.checksum(sources);
+    const checksum = await context.checksum(sources);
     return {
       sources,
       dest,
@@ -581,7 +597,7 @@ export class BuildEngine {
       owner,
       chmod: chmod === null ? null : parseInt(chmod, 8),
       index,
-      context: input.context,
+      context,
       definition: { kind: ins.keyword, dest, destIsDir, chown: owner, chmod, sources: ins.sources.map(x), checksum: checksum.digest },
     };
   }
@@ -636,32 +652,124 @@ export class BuildEngine {
     return { layer };
   }
 
+  private stageView(input: BuildInput, stage: StageResult): Promise<RootfsView> {
+    let views = this.stageViews.get(input);
+    if (!views) this.stageViews.set(input, (views = new Map()));
+    let view = views.get(stage);
+    if (!view) {
+      view = this.deps.rootfs!.open(stage.layers);
+      views.set(stage, view);
+    }
+    return view;
+  }
+
+  /** Resolves `RUN --mount` options: what goes into the cache key and how to mount it when the step runs. */
+  private async prepareRunMounts(
+    input: BuildInput,
+    ins: Extract<StageInstruction, { keyword: 'RUN' }>,
+    cwd: string,
+    x: (w: string) => string,
+    fail: (m: string) => never,
+    stageResult: (ref: string) => Promise<StageResult> | null,
+  ): Promise<PreparedMount[]> {
+    const out: PreparedMount[] = [];
+    for (const m of ins.mounts) {
+      const what = `--mount=${m.raw}`;
+      if (m.type === 'secret' || m.type === 'ssh') fail(`${what}: ${m.type} mounts are not supported yet`);
+      if (!m.target) fail(`${what}: the mount needs a target`);
+      const target = path.resolve(cwd, x(m.target!));
+      if (target === '/') fail(`${what}: cannot mount over the root directory`);
+      if (m.type === 'tmpfs') {
+        const req = { type: 'tmpfs' as const, target, ...(m.size !== null ? { sizeBytes: m.size } : {}) };
+        out.push({ key: req, request: req });
+      } else if (m.type === 'cache') {
+        const id = m.id ? x(m.id) : target;
+        const req = { type: 'cache' as const, target, id, sharing: m.sharing ?? 'shared', readOnly: m.readOnly, uid: m.uid ?? 0, gid: m.gid ?? 0, mode: m.mode ?? 0o755 };
+        out.push({ key: req, request: req });
+      } else if (m.type === 'bind') {
+        const source = m.source ? x(m.source) : '/';
+        if (m.from) {
+          const from = x(m.from);
+          const pending = stageResult(from);
+          if (!pending) fail(`${what}: binding from an image is not supported yet; name a stage of this Dockerfile`);
+          if (!this.deps.rootfs) fail(`${what}: this worker cannot mount other stages`);
+          const stage = await pending!;
+          out.push({ key: { type: 'bind', target, from: stage.fsKey, source, readOnly: m.readOnly }, request: { type: 'bind', target, source: '', readOnly: m.readOnly }, stage, source });
+        } else {
+          // Writes to a context bind would leak into later COPY steps: only read-only for now.
+          if (!m.readOnly) fail(`${what}: read-write binds of the build context are not supported yet`);
+          let entries: ContextEntry[];
+          try {
+            entries = await input.context.resolve(source);
+          } catch (e) {
+            if (e instanceof ContextSourceError) fail(`${what}: ${e.message}`);
+            throw e;
+          }
+          const checksum = await input.context.checksum(entries!);
+          const abs = await resolveInRoot(input.context.root, source);
+          out.push({ key: { type: 'bind', target, context: checksum.digest, source, readOnly: true }, request: { type: 'bind', target, source: abs, readOnly: true } });
+        }
+      } else {
+        fail(`${what}: mount type "${m.type as string}" is not supported`);
+      }
+    }
+    return out;
+  }
+
   private async executeRun(
     input: BuildInput,
     state: StageState,
     where: { stage: number; index: number },
     line: number,
     spec: { args: string[]; env: string[]; user: string; cwd: string; network: 'default' | 'none' | 'host' },
+    mounts: PreparedMount[],
     sourceDateEpoch: number | undefined,
     fail: (m: string) => never,
   ): Promise<CachedStep> {
     const emit = this.deps.onEvent ?? (() => undefined);
     const tail: string[] = [];
-    const outcome = await this.deps.executor!.run({
-      layers: state.layers,
-      ...spec,
-      line,
-      signal: input.signal ?? new AbortController().signal,
-      onOutput: (stream, text) => {
-        tail.push(text);
-        if (tail.length > 10) tail.shift();
-        emit({ type: 'log', stage: where.stage, index: where.index, stream, line: text });
-      },
-    });
+    const views: Array<{ release(): Promise<void> }> = [];
+    let outcome: RunOutcome;
     try {
-      if (outcome.oomKilled) fail(`the command ran out of memory and was killed\n${tail.join('\n')}`);
-      if (outcome.timedOut) fail('the command took longer than the step time limit and was killed');
-      if (outcome.exitCode !== 0) fail(`"${spec.args.join(' ')}" exited with code ${outcome.exitCode}${tail.length ? `; last output:\n${tail.join('\n')}` : ''}`);
+      const requests: RunMountRequest[] = [];
+      for (const m of mounts) {
+        if (m.stage) {
+          const view = await this.deps.rootfs!.open(m.stage.layers);
+          views.push(view);
+          requests.push({ ...m.request, source: await resolveInRoot(view.root, m.source!) } as RunMountRequest);
+        } else {
+          requests.push(m.request);
+        }
+      }
+      try {
+        outcome = await this.deps.executor!.run({
+          layers: state.layers,
+          mounts: requests,
+          ...spec,
+          line,
+          signal: input.signal ?? new AbortController().signal,
+          onOutput: (stream, text) => {
+            tail.push(text);
+            if (tail.length > 10) tail.shift();
+            emit({ type: 'log', stage: where.stage, index: where.index, stream, line: text });
+          },
+        });
+      } catch (e) {
+        if (e instanceof RunStepError) fail(e.message);
+        throw e;
+      }
+    } finally {
+      for (const view of views) await view.release().catch(() => undefined);
+    }
+    const lastOutput = tail.length ? `; last output:\n${tail.join('\n')}` : '';
+    try {
+      if (outcome.cancelled || input.signal?.aborted) fail('the build was cancelled; the command was killed');
+      if (outcome.oomKilled) fail(`"${spec.args.join(' ')}" ran out of memory and was killed${lastOutput}`);
+      if (outcome.timedOut) fail(`"${spec.args.join(' ')}" took longer than the step time limit and was killed${lastOutput}`);
+      if (outcome.exitCode !== 0) {
+        const pids = outcome.pidsLimitHit ? ' (it hit the process limit: a fork failed)' : '';
+        fail(`"${spec.args.join(' ')}" exited with code ${outcome.exitCode}${pids}${lastOutput}`);
+      }
       if (outcome.entries.length === 0) return { emptyLayer: true };
       const layer = await this.deps.layers.store(new LayerWriter({ clampMtime: sourceDateEpoch }).pack(outcome.entries));
       return { layer };
@@ -669,6 +777,14 @@ export class BuildEngine {
       await outcome.release();
     }
   }
+}
+
+/** A RUN mount: `key` goes into the step's cache key, `request` to the executor (stage binds get their source when the step runs). */
+interface PreparedMount {
+  key: unknown;
+  request: RunMountRequest;
+  stage?: StageResult;
+  source?: string;
 }
 
 interface PreparedCopy {
@@ -690,11 +806,13 @@ function commandArgs(cmd: CommandLine, shell: string[]): string[] {
   return cmd.form === 'exec' ? cmd.args : [...shell, cmd.command];
 }
 
-function runArgs(ins: Extract<StageInstruction, { keyword: 'RUN' }>, shell: string[]): string[] {
-  if (ins.cmd.form === 'exec') return ins.cmd.args;
-  if (ins.heredocs.length > 0 && ins.cmd.command.trim().startsWith('<<')) {
-    // `RUN <<EOF` runs the heredoc as a script through the shell.
-    return [...shell, ins.heredocs[0].content];
-  }
-  return [...shell, ins.cmd.command];
+function runArgs(ins: Extract<StageInstruction, { keyword: 'RUN' }>, shell: string[], fail: (m: string) => never): string[] {
+  const script = runScript(ins);
+  if (script.kind === 'exec') return script.args;
+  if (script.kind === 'shell') return [...shell, script.script];
+  // `RUN <<EOF` with a `#!` line: shell interpreters run the body as is; others need a script file, not done yet.
+  const interpreter = /^#!\s*(\S+)(?:\s+(\S+))?/.exec(script.content);
+  const program = interpreter ? (interpreter[1].endsWith('/env') ? interpreter[2] ?? '' : interpreter[1]) : '';
+  if (/(^|\/)(sh|bash|ash|dash)$/.test(program)) return [program.includes('/') ? program : `/bin/${program}`, '-c', script.content];
+  return fail(`heredoc scripts run by "${program}" are not supported yet; use a shell script or RUN <<EOF ${program}`);
 }

@@ -51,8 +51,17 @@ export interface RootfsProvider {
   open(layers: Array<{ descriptor: Descriptor; diffId: Digest }>): Promise<RootfsView>;
 }
 
+/** A `RUN --mount` as the executor receives it: sources already resolved by the engine. */
+export type RunMountRequest =
+  /** Kept on the worker per tenant and `id` across builds. */
+  | { type: 'cache'; target: string; id: string; sharing: 'shared' | 'private' | 'locked'; readOnly: boolean; uid: number; gid: number; mode: number }
+  | { type: 'tmpfs'; target: string; sizeBytes?: number }
+  /** `source` is an absolute path on the worker (in the build context or a stage's rootfs view). */
+  | { type: 'bind'; target: string; source: string; readOnly: boolean };
+
 export interface RunRequest {
   layers: Array<{ descriptor: Descriptor; diffId: Digest }>;
+  mounts?: RunMountRequest[];
   args: string[];
   env: string[];
   user: string;
@@ -67,6 +76,10 @@ export interface RunOutcome {
   exitCode: number;
   oomKilled?: boolean;
   timedOut?: boolean;
+  /** A fork failed at the pids limit. */
+  pidsLimitHit?: boolean;
+  /** Killed because the build's signal was aborted. */
+  cancelled?: boolean;
   /** The step's changes as layer entries; empty when it changed nothing. */
   entries: LayerEntry[];
   /** Releases what the step left on disk once its layer is written. */
@@ -104,4 +117,13 @@ export class BuildFailure extends Error {
   ) {
     super(message);
   }
+}
+
+/**
+ * Thrown by a RunExecutor when the step cannot run because of what the Dockerfile asked for (an
+ * unknown USER, a mount the worker does not allow, a command that is not in the image): the engine
+ * reports it as a build failure on the RUN's line, not as an internal error.
+ */
+export class RunStepError extends Error {
+  override readonly name = 'RunStepError';
 }
