@@ -14,7 +14,8 @@ export interface BuildRunnerDeps {
   prisma: PrismaClient;
   storage: Storage;
   config: StrataConfig;
-  executor?: RunExecutor;
+  /** A RunExecutor, or one per tenant (cache mounts are kept per tenant). */
+  executor?: RunExecutor | { forTenant(tenantId: string): RunExecutor };
   rootfs?: RootfsProvider;
   /** Build log lines and step events, for live logs. */
   onEvent?: (buildId: string, e: BuildEvent) => void;
@@ -71,7 +72,7 @@ export class BuildRunner {
         images: new TenantImageResolver(this.images, build.tenantId),
         layers: this.layers,
         cache: new PrismaCacheIndex(prisma, build.tenantId),
-        executor: this.deps.executor,
+        executor: this.deps.executor && 'forTenant' in this.deps.executor ? this.deps.executor.forTenant(build.tenantId) : this.deps.executor,
         rootfs: this.deps.rootfs,
         onEvent: (e) => {
           this.deps.onEvent?.(buildId, e);

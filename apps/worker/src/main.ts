@@ -7,6 +7,7 @@ import { createPrismaClient } from '@strata/db';
 import { BUILDS_QUEUE, type BuildJob, redisConnection, WORKER_LOCK } from '@strata/queue';
 import { BuildRunner } from './build-runner.js';
 import { BuildLogs } from './logs/build-log.js';
+import { WorkerRuntime } from './runtime-adapter.js';
 
 /** Starts a worker consuming the builds queue; returns a function that stops it. */
 export async function startWorker(config = loadConfig()): Promise<{ close(): Promise<void> }> {
@@ -14,8 +15,12 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   const storage = await storageFromConfig(config.s3);
   const logRedis = new Redis({ ...redisConnection(config.redisUrl), protocol: 2 });
   const logs = new BuildLogs({ redis: logRedis, storage, config });
-  const runner = new BuildRunner({ prisma, storage, config, logs, workerId: `${hostname()}:${process.pid}` });
-  const worker = new Worker<BuildJob>(BUILDS_QUEUE, async (job) => runner.run(job.data.buildId), {
+  // RUN steps: runc on overlayfs snapshots under <dataDir>/runtime; the same store serves COPY --from.
+  const runtime = new WorkerRuntime({ dataDir: config.dataDir, storage, run: config.run });
+  await runtime.init();
+  const runner = new BuildRunner({ prisma, storage, config, logs, executor: runtime, rootfs: runtime, workerId: `${hostname()}:${process.pid}` });
+  // BullMQ aborts the signal on worker.cancelJob()/cancelAllJobs(): the engine passes it to the RUN container, which runc kills.
+  const worker = new Worker<BuildJob>(BUILDS_QUEUE, async (job, _token, signal) => runner.run(job.data.buildId, signal), {
     connection: redisConnection(config.redisUrl),
     prefix: config.queuePrefix,
     concurrency: config.workerConcurrency,

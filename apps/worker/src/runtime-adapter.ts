@@ -1,0 +1,198 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { chmod, chown, lstat, mkdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { Storage } from '@strata/blobstore';
+import {
+  type RootfsProvider,
+  type RootfsView,
+  type RunExecutor,
+  type RunMountRequest,
+  type RunOutcome,
+  type RunRequest,
+  RunStepError,
+} from '@strata/build-engine';
+import type { RunSettings } from '@strata/config';
+import type { Descriptor, Digest } from '@strata/oci';
+import {
+  BridgeNetwork,
+  ContainerStartError,
+  diffUpperDir,
+  LayerStore,
+  type NetworkMode,
+  RuncExecutor,
+  type RunMount,
+  UserResolutionError,
+} from '@strata/runtime';
+
+export interface WorkerRuntimeOptions {
+  /** The worker's data directory: everything goes under `<dataDir>/runtime`. */
+  dataDir: string;
+  storage: Storage;
+  run: RunSettings;
+}
+
+type LayerRef = { descriptor: Descriptor; diffId: Digest };
+
+/**
+ * The worker's container runtime behind build-engine's interfaces: layers unpacked once per worker
+ * (LayerStore, overlayfs), one runc container per RUN, the upper dir diffed into the step's layer.
+ * Cache mounts live under `<dataDir>/runtime/cache-mounts/<tenant>/<id>` on this worker only (not
+ * synced to S3 yet). Use `forTenant` to get the RunExecutor of one build.
+ */
+export class WorkerRuntime implements RootfsProvider {
+  readonly root: string;
+  private readonly layers: LayerStore;
+  private readonly runc: RuncExecutor;
+  private readonly cacheRoot: string;
+  private readonly cacheLocks = new Map<string, Promise<void>>();
+  private readonly cacheUsers = new Map<string, number>();
+
+  constructor(private readonly options: WorkerRuntimeOptions) {
+    this.root = path.resolve(options.dataDir, 'runtime');
+    this.layers = new LayerStore({ dataDir: this.root });
+    this.runc = new RuncExecutor({
+      dataDir: this.root,
+      ...(options.run.network === 'bridge' ? { bridge: new BridgeNetwork() } : {}),
+    });
+    this.cacheRoot = path.join(this.root, 'cache-mounts');
+  }
+
+  /** Creates the directories and clears snapshots a crashed worker left behind. Idempotent. */
+  init(): Promise<void> {
+    return this.layers.init();
+  }
+
+  forTenant(tenantId: string): RunExecutor {
+    return { run: (req) => this.run(tenantId, req) };
+  }
+
+  /** A read-only view of layers (COPY --from, RUN --mount=type=bind,from=): an overlay whose writes are thrown away. */
+  async open(layers: LayerRef[]): Promise<RootfsView> {
+    const snapshot = await this.layers.prepare(
+      layers.map((l) => l.diffId),
+      this.layerSource(layers),
+    );
+    return { root: snapshot.rootfs, release: () => snapshot.release() };
+  }
+
+  async run(tenantId: string, req: RunRequest): Promise<RunOutcome> {
+    const network = this.network(req.network);
+    const snapshot = await this.layers.prepare(
+      req.layers.map((l) => l.diffId),
+      this.layerSource(req.layers),
+    );
+    const cleanups: Array<() => Promise<void>> = [];
+    let released = false;
+    const release = async (): Promise<void> => {
+      if (released) return;
+      released = true;
+      await snapshot.release();
+    };
+    try {
+      const mounts: RunMount[] = [];
+      for (const m of req.mounts ?? []) mounts.push(await this.mount(tenantId, m, cleanups));
+      let result;
+      try {
+        result = await this.runc.run(
+          {
+            args: req.args,
+            env: req.env,
+            user: req.user,
+            cwd: req.cwd,
+            network,
+            mounts,
+            limits: {
+              memoryBytes: this.options.run.memoryBytes,
+              pids: this.options.run.pids,
+              timeoutMs: this.options.run.stepTimeoutMs,
+              ...(this.options.run.cpus > 0 ? { cpus: this.options.run.cpus } : {}),
+            },
+          },
+          { rootfs: snapshot.rootfs, onOutput: req.onOutput, signal: req.signal },
+        );
+      } catch (e) {
+        if (e instanceof UserResolutionError || e instanceof ContainerStartError) throw new RunStepError(e.message);
+        if (req.signal.aborted) return { exitCode: 137, cancelled: true, entries: [], release };
+        throw e;
+      }
+      const failed = result.exitCode !== 0 || result.oomKilled || result.timedOut || result.cancelled;
+      const entries = failed ? [] : await diffUpperDir(snapshot.upperDir, { lowerDirs: snapshot.lowerDirs });
+      return {
+        exitCode: result.exitCode,
+        oomKilled: result.oomKilled,
+        timedOut: result.timedOut,
+        cancelled: result.cancelled,
+        ...(result.pidsLimitHit !== undefined ? { pidsLimitHit: result.pidsLimitHit } : {}),
+        entries,
+        release,
+      };
+    } catch (e) {
+      await release();
+      throw e;
+    } finally {
+      for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+    }
+  }
+
+  private network(requested: RunRequest['network']): NetworkMode {
+    const configured = this.options.run.network;
+    if (requested === 'default') return configured;
+    if (requested === 'none') return 'none';
+    if (configured !== 'host') throw new RunStepError('--network=host is not allowed on this deployment (STRATA_RUN_NETWORK is not host)');
+    return 'host';
+  }
+
+  private layerSource(layers: LayerRef[]) {
+    const byDiffId = new Map(layers.map((l) => [l.diffId as string, l.descriptor.digest]));
+    return (diffId: string) => {
+      const digest = byDiffId.get(diffId);
+      if (!digest) throw new Error(`no blob for layer ${diffId}`);
+      return this.options.storage.blobs.get(digest);
+    };
+  }
+
+  private async mount(tenantId: string, m: RunMountRequest, cleanups: Array<() => Promise<void>>): Promise<RunMount> {
+    if (m.type === 'tmpfs') return { type: 'tmpfs', destination: m.target, ...(m.sizeBytes !== undefined ? { sizeBytes: m.sizeBytes } : {}) };
+    if (m.type === 'bind') return { type: 'bind', source: m.source, destination: m.target, readonly: m.readOnly };
+    const key = `${hash(tenantId)}/${hash(m.id)}`;
+    let dir = path.join(this.cacheRoot, key);
+    if (m.sharing === 'locked') {
+      const previous = this.cacheLocks.get(key) ?? Promise.resolve();
+      let unlock!: () => void;
+      const mine = new Promise<void>((resolve) => (unlock = resolve));
+      const tail = previous.then(() => mine);
+      this.cacheLocks.set(key, tail);
+      await previous;
+      cleanups.push(async () => {
+        unlock();
+        if (this.cacheLocks.get(key) === tail) this.cacheLocks.delete(key);
+      });
+    } else if (m.sharing === 'private' && (this.cacheUsers.get(key) ?? 0) > 0) {
+      // In use by another step: this one gets a throwaway directory, as BuildKit gives a new mount.
+      dir = path.join(this.cacheRoot, '.private', randomBytes(8).toString('hex'));
+      const throwaway = dir;
+      cleanups.push(() => rm(throwaway, { recursive: true, force: true }));
+    }
+    this.cacheUsers.set(key, (this.cacheUsers.get(key) ?? 0) + 1);
+    cleanups.push(async () => {
+      const n = (this.cacheUsers.get(key) ?? 1) - 1;
+      if (n <= 0) this.cacheUsers.delete(key);
+      else this.cacheUsers.set(key, n);
+    });
+    const exists = await lstat(dir).then(
+      () => true,
+      () => false,
+    );
+    if (!exists) {
+      await mkdir(path.dirname(dir), { recursive: true });
+      await mkdir(dir);
+      await chown(dir, m.uid, m.gid);
+      await chmod(dir, m.mode);
+    }
+    return { type: 'bind', source: dir, destination: m.target, readonly: m.readOnly };
+  }
+}
+
+function hash(value: string): string {
+  return createHash('sha256').update(value).digest('hex').slice(0, 32);
+}
