@@ -1,0 +1,269 @@
+import { jest } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync, chownSync, chmodSync, copyFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { storageFromConfig } from '@strata/blobstore';
+import { ImageStore } from '@strata/registry';
+import { WorkerRuntime } from '../apps/worker/src/runtime-adapter.js';
+import { api, build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
+
+jest.setTimeout(120_000);
+
+/** A busybox root filesystem made from Debian's busybox-static, with root and an `app` user (1000). */
+function busyboxRootfs(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'strata-busybox-'));
+  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin']) mkdirSync(path.join(dir, d), { recursive: true });
+  copyFileSync('/bin/busybox', path.join(dir, 'bin/busybox'));
+  chmodSync(path.join(dir, 'bin/busybox'), 0o755);
+  execFileSync('chroot', [dir, '/bin/busybox', '--install', '-s']);
+  mkdirSync(path.join(dir, 'etc'));
+  writeFileSync(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n');
+  writeFileSync(path.join(dir, 'etc/group'), 'root:x:0:\napp:x:1000:\n');
+  for (const d of ['root', 'tmp', 'home/app']) mkdirSync(path.join(dir, d), { recursive: true });
+  chmodSync(path.join(dir, 'tmp'), 0o1777);
+  chownSync(path.join(dir, 'home/app'), 1000, 1000);
+  return dir;
+}
+
+function unpack(archive: Buffer, tag: string): { rootfs: string; bundle: string } {
+  const work = mkdtempSync(path.join(tmpdir(), 'strata-run-oci-'));
+  writeFileSync(path.join(work, 'image.tar'), archive);
+  mkdirSync(path.join(work, 'layout'));
+  execFileSync('tar', ['-xf', path.join(work, 'image.tar'), '-C', path.join(work, 'layout')]);
+  const bundle = path.join(work, 'bundle');
+  execFileSync('umoci', ['unpack', '--image', `${path.join(work, 'layout')}:${tag}`, bundle], { stdio: 'pipe' });
+  return { rootfs: path.join(bundle, 'rootfs'), bundle };
+}
+
+describe('RUN steps in runc containers', () => {
+  let stack: Stack;
+  let token: string;
+  let tenantId: string;
+
+  const download = async (repo: string, tag: string): Promise<Buffer> => {
+    const res = await fetch(`${stack.url}/v1/repositories/${repo}/tags/${tag}/oci-archive`, { headers: { authorization: `Bearer ${token}` } });
+    expect(res.status).toBe(200);
+    return Buffer.from(await res.arrayBuffer());
+  };
+  const buildDir = (repo: string, files: Parameters<typeof makeDir>[0]) => build(stack, token, `repository=${repo}&tag=1`, tarOf(makeDir(files)));
+
+  beforeAll(async () => {
+    stack = await startStack();
+    ({ token, tenantId } = await stack.tenant('run'));
+    const imported = await api(stack, token, 'POST', '/v1/repositories/busybox/import?tag=1', tarOf(busyboxRootfs()), 'application/x-tar');
+    expect(imported.status).toBe(201);
+  });
+  afterAll(async () => {
+    await stack.close();
+  });
+
+  const main = [
+    'FROM busybox:1',
+    'RUN echo hi > /greeting && echo "bob:x:1001:1001::/home/bob:/bin/sh" >> /etc/passwd && mkdir -p /home/bob',
+    'USER app',
+    'WORKDIR /work',
+    'RUN touch mine && id -u > /work/uid',
+    'RUN true',
+    'CMD ["cat", "/greeting"]',
+    '',
+  ].join('\n');
+
+  it('runs RUN on busybox, keeps USER/WORKDIR ownership, and the image runs under runc', async () => {
+    const started = Date.now();
+    const result = await buildDir('run/basic', { Dockerfile: main });
+    const elapsed = Date.now() - started;
+    expect(result.error).toBeNull();
+    expect(result.status).toBe('succeeded');
+    const runs = result.steps.filter((s: { instruction: string }) => s.instruction.startsWith('RUN'));
+    // Per-RUN overhead seen end to end (container start, snapshot mount, diff, pack, upload).
+    process.stdout.write(`RUN steps: ${runs.map((s: { durationMs: number }) => s.durationMs).join(', ')} ms; whole build ${elapsed} ms\n`);
+    expect(runs[2].layerDigest).toBeNull();
+
+    const { rootfs, bundle } = unpack(await download('run/basic', '1'), '1');
+    expect(readFileSync(path.join(rootfs, 'greeting'), 'utf8')).toBe('hi\n');
+    expect(readFileSync(path.join(rootfs, 'etc/passwd'), 'utf8')).toContain('bob:x:1001');
+    expect(statSync(path.join(rootfs, 'work/mine')).uid).toBe(1000);
+    expect(readFileSync(path.join(rootfs, 'work/uid'), 'utf8')).toBe('1000\n');
+    // runc's mount points (/proc, /dev, /etc/hosts ...) must not leak into layers.
+    expect(existsSync(path.join(rootfs, 'etc/hosts'))).toBe(false);
+
+    const layout = path.dirname(bundle);
+    const archive = path.join(layout, 'image.tar');
+    const config = JSON.parse(execFileSync('skopeo', ['inspect', '--config', `oci-archive:${archive}:1`], { encoding: 'utf8' }));
+    const history = config.history.filter((h: { comment?: string }) => h.comment === 'buildkit.dockerfile.v0');
+    expect(history.map((h: { created_by: string; empty_layer?: boolean }) => [h.created_by.slice(0, 12), h.empty_layer ?? false])).toEqual([
+      ['RUN /bin/sh ', false],
+      ['USER app', true],
+      ['WORKDIR /wor', true],
+      ['RUN /bin/sh ', false],
+      ['RUN /bin/sh ', true],
+      ['CMD ["cat", ', true],
+    ]);
+
+    // umoci makes the bundle's rootfs 0700; the image runs as `app`, which must be able to enter it.
+    chmodSync(rootfs, 0o755);
+    const spec = JSON.parse(readFileSync(path.join(bundle, 'config.json'), 'utf8'));
+    spec.process.terminal = false;
+    spec.process.args = ['/bin/cat', '/greeting', '/work/uid'];
+    writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(spec));
+    const out = execFileSync('runc', ['run', '--bundle', bundle, `strata-run-test-${process.pid}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    expect(out).toBe('hi\n1000\n');
+  });
+
+  it('takes every step from the cache when nothing changed', async () => {
+    await buildDir('run/again', { Dockerfile: main });
+    const started = Date.now();
+    const result = await buildDir('run/again', { Dockerfile: main });
+    process.stdout.write(`no-op rebuild: ${Date.now() - started} ms\n`);
+    expect(result.status).toBe('succeeded');
+    expect(result.steps.every((s: { cached: boolean }) => s.cached)).toBe(true);
+  });
+
+  it('copies from another stage with COPY --from, symlinks resolved inside that stage', async () => {
+    const result = await buildDir('run/multi', {
+      Dockerfile: [
+        'FROM busybox:1 AS builder',
+        'RUN mkdir -p /out && echo built > /out/artifact && ln -s / /out/hostroot',
+        'FROM busybox:1',
+        'COPY --from=builder /out/artifact /app/artifact',
+        'COPY --from=builder /out/hostroot/etc/passwd /app/passwd',
+        'RUN --mount=type=bind,from=builder,source=/out,target=/mnt cat /mnt/artifact > /app/via-bind',
+        '',
+      ].join('\n'),
+    });
+    expect(result.error).toBeNull();
+    const { rootfs } = unpack(await download('run/multi', '1'), '1');
+    expect(readFileSync(path.join(rootfs, 'app/artifact'), 'utf8')).toBe('built\n');
+    expect(readFileSync(path.join(rootfs, 'app/via-bind'), 'utf8')).toBe('built\n');
+    // The stage's own /etc/passwd, not the worker's.
+    expect(readFileSync(path.join(rootfs, 'app/passwd'), 'utf8')).toBe('root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n');
+    expect(existsSync(path.join(rootfs, 'out'))).toBe(false);
+  });
+
+  it('keeps a cache mount across builds, and supports tmpfs and context bind mounts', async () => {
+    const first = await buildDir('run/cache', {
+      Dockerfile: 'FROM busybox:1\nRUN --mount=type=cache,target=/var/cache/app,id=c1 echo one > /var/cache/app/f && echo wrote\n',
+    });
+    expect(first.error).toBeNull();
+    const second = await buildDir('run/cache', {
+      Dockerfile: [
+        'FROM busybox:1',
+        'RUN --mount=type=cache,target=/var/cache/app,id=c1 cat /var/cache/app/f > /seen',
+        'RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && test -f /scratch/x && echo tmpfs-ok > /tmpfs',
+        'RUN --mount=type=bind,source=data.txt,target=/data.txt cat /data.txt > /bound',
+        '',
+      ].join('\n'),
+      'data.txt': 'from context\n',
+    });
+    expect(second.error).toBeNull();
+    const { rootfs } = unpack(await download('run/cache', '1'), '1');
+    expect(readFileSync(path.join(rootfs, 'seen'), 'utf8')).toBe('one\n');
+    expect(readFileSync(path.join(rootfs, 'tmpfs'), 'utf8')).toBe('tmpfs-ok\n');
+    expect(readFileSync(path.join(rootfs, 'bound'), 'utf8')).toBe('from context\n');
+    // Neither the cache contents nor the mount points end up in the image.
+    expect(existsSync(path.join(rootfs, 'var/cache/app'))).toBe(false);
+    expect(existsSync(path.join(rootfs, 'scratch'))).toBe(false);
+    expect(existsSync(path.join(rootfs, 'data.txt'))).toBe(false);
+  });
+
+  it('fails on an unsupported mount type, naming the line', async () => {
+    const result = await buildDir('run/secret', { Dockerfile: 'FROM busybox:1\n\nRUN --mount=type=secret,id=tok cat /run/secrets/tok\n' });
+    expect(result.status).toBe('failed');
+    expect(result.error.line).toBe(3);
+    expect(result.error.message).toMatch(/Dockerfile:3: RUN: --mount=type=secret,id=tok: secret mounts are not supported yet/);
+  });
+
+  it('fails the build when a RUN exits non-zero, with the exit code, the last output and the line', async () => {
+    const result = await buildDir('run/fail', {
+      Dockerfile: 'FROM busybox:1\nRUN echo fine\nRUN echo "about to fail" && echo "on stderr" >&2 && exit 3\nRUN echo never\n',
+    });
+    expect(result.status).toBe('failed');
+    expect(result.error.line).toBe(3);
+    expect(result.error.message).toContain('exited with code 3');
+    // stdout and stderr are separate pipes: both lines are there, in either order.
+    expect(result.error.message).toMatch(/last output:\n(about to fail\non stderr|on stderr\nabout to fail)$/);
+    expect(result.error.message).toMatch(/^Dockerfile:3: RUN: /);
+  });
+
+  it('keeps RUN away from the worker: its files, its data directory and its services on 127.0.0.1', async () => {
+    const dataDir = path.resolve(stack.config.dataDir);
+    const pgPort = new URL(stack.config.databaseUrl).port || '5432';
+    const apiPort = new URL(stack.url).port;
+    const attempts = [
+      `ls ${dataDir}/runtime`,
+      `cat ${path.resolve('package.json')}`,
+      `nc -w 2 127.0.0.1 ${pgPort} </dev/null`,
+      `wget -T 2 -q -O- http://127.0.0.1:${apiPort}/`,
+    ];
+    for (const attempt of attempts) {
+      const result = await buildDir('run/escape', { Dockerfile: `FROM busybox:1\nRUN ${attempt}\n` });
+      expect([attempt, result.status]).toEqual([attempt, 'failed']);
+      expect(result.error.line).toBe(2);
+    }
+    // Writing "the data directory" inside the container writes the container's own filesystem.
+    const marker = `pwned-${process.pid}`;
+    const wrote = await buildDir('run/escape', { Dockerfile: `FROM busybox:1\nRUN mkdir -p ${dataDir} && touch ${dataDir}/${marker}\n` });
+    expect(wrote.status).toBe('succeeded');
+    expect(existsSync(path.join(dataDir, marker))).toBe(false);
+  });
+
+  describe('the runtime adapter', () => {
+    let runtime: WorkerRuntime;
+    let layers: Array<{ descriptor: any; diffId: any }>;
+    const request = (args: string[], signal: AbortSignal, output: string[] = []) => ({
+      layers,
+      args,
+      env: ['PATH=/bin'],
+      user: 'root',
+      cwd: '/',
+      network: 'default' as const,
+      line: 2,
+      onOutput: (_s: string, line: string) => output.push(line),
+      signal,
+    });
+
+    beforeAll(async () => {
+      const storage = await storageFromConfig(stack.config.s3);
+      const image = await new ImageStore(stack.prisma, storage.blobs).resolve(tenantId, 'busybox', '1');
+      layers = image.manifest.layers.map((descriptor, i) => ({ descriptor, diffId: image.config.rootfs.diff_ids[i] }));
+      runtime = new WorkerRuntime({
+        dataDir: path.join(stack.config.dataDir, 'adapter-test'),
+        storage,
+        run: { network: 'none', memoryBytes: 64 * 1024 ** 2, pids: 64, cpus: 0, stepTimeoutMs: 2000 },
+      });
+      await runtime.init();
+    });
+
+    it('kills the container within a second when the build is cancelled', async () => {
+      const controller = new AbortController();
+      const started = Date.now();
+      setTimeout(() => controller.abort(new Error('cancelled')), 300);
+      const outcome = await runtime.forTenant(tenantId).run(request(['sleep', '30'], controller.signal));
+      await outcome.release();
+      expect(outcome.cancelled).toBe(true);
+      expect(Date.now() - started).toBeLessThan(1500);
+    });
+
+    it('reports a step past its time limit, and one that runs out of memory', async () => {
+      const slow = await runtime.forTenant(tenantId).run(request(['sleep', '30'], new AbortController().signal));
+      await slow.release();
+      expect(slow.timedOut).toBe(true);
+      const hog = await runtime.forTenant(tenantId).run(request(['sh', '-c', 'head -c 500m /dev/zero | tail'], new AbortController().signal));
+      await hog.release();
+      expect(hog.oomKilled).toBe(true);
+    });
+
+    it('streams output lines while the step runs and diffs what it changed', async () => {
+      const output: string[] = [];
+      const outcome = await runtime.forTenant(tenantId).run(request(['sh', '-c', 'echo a; echo b >&2; echo x > /new; rm /etc/group'], new AbortController().signal, output));
+      expect(outcome.exitCode).toBe(0);
+      expect(output.sort()).toEqual(['a', 'b']);
+      expect(outcome.entries.map((e) => [e.type, e.path])).toEqual(expect.arrayContaining([
+        ['whiteout', 'etc/group'],
+        ['file', 'new'],
+      ]));
+      await outcome.release();
+    });
+  });
+});
