@@ -162,7 +162,8 @@ export function runStorageDriverConformance(name: string, makeDriver: DriverFact
     });
 
     it('consumes a large stream lazily instead of buffering it whole', async () => {
-      const total = 96 * MiB;
+      // Large enough that garbage-collector noise (tens of MiB) stays far below "buffered whole".
+      const total = 192 * MiB;
       let produced = 0;
       let peakAhead = 0;
       // Bytes generated but not yet accepted downstream show in memory; sample it as we go.
@@ -180,7 +181,7 @@ export function runStorageDriverConformance(name: string, makeDriver: DriverFact
       await new Promise((resolve) => setImmediate(resolve));
       expect(produced).toBeLessThan(total);
       expect(await pending).toEqual({ size: total });
-      expect(peakAhead).toBeLessThan(total * 0.75);
+      expect(peakAhead).toBeLessThan(total * 0.6);
       expect((await driver.stat('lazy/big'))?.size).toBe(total);
     }, 120_000);
   });
