@@ -210,7 +210,7 @@ describe('build logs: GET /v1/builds/{id}/logs', () => {
     const { id, log } = await fakeBuild({ stepMaxBytes: 10 * 1024 });
     log.event({ type: 'step-start', stage: 0, index: 2, instruction: 'RUN yes | head -n 5000', line: 3 });
     for (let i = 0; i < 5000; i++) log.line({ stage: 0, index: 2 }, 'stdout', 'y'.repeat(99));
-    log.event({ type: 'step-done', stage: 0, stageName: null, index: 2, line: 3, instruction: 'RUN yes | head -n 5000', cacheKey: 'k', cached: false, missReason: null, durationMs: 80, layerDigest: null });
+    log.event({ type: 'step-done', stage: 0, stageName: null, index: 2, line: 3, instruction: 'RUN yes | head -n 5000', cacheKey: 'k', cached: false, missReason: null, fingerprint: { kind: 'RUN', line: 2, definition: 'd', args: {}, parent: 'p' }, startedAt: new Date(), durationMs: 80, layerDigest: null });
     await log.finish('succeeded');
     const text = (await api(stack, token, 'GET', `/v1/builds/${id}/logs`)).text;
     expect(text.match(/^#2 y+$/gm)).toHaveLength(102); // 102 lines of 100 bytes fit in 10 KiB

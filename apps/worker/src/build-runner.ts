@@ -2,9 +2,9 @@ import { lstat, mkdir, readFile, realpath, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import type { Storage } from '@strata/blobstore';
-import { BuildContextDir, BuildEngine, type BuildEvent, BuildFailure, type RootfsProvider, type RunExecutor } from '@strata/build-engine';
+import { BuildContextDir, BuildEngine, type BuildEvent, BuildFailure, type RootfsProvider, type RunExecutor, type StepFingerprint } from '@strata/build-engine';
 import type { StrataConfig } from '@strata/config';
-import type { PrismaClient } from '@strata/db';
+import type { Build, Prisma, PrismaClient } from '@strata/db';
 import { extractTar, TarExtractionError } from '@strata/oci';
 import { ImageStore } from '@strata/registry';
 import { BlobLayerSink, PrismaCacheIndex, TenantImageResolver } from './adapters.js';
@@ -68,7 +68,10 @@ export class BuildRunner {
       }
       const dockerfile = await this.readDockerfile(contextDir, build.dockerfilePath);
       const context = await BuildContextDir.open(contextDir);
+      const previous = await this.previousFingerprints(build);
+      const stepWrites: Array<Promise<unknown>> = [];
       const engine = new BuildEngine({
+        previousStep: (stage, index) => previous.get(`${stage}:${index}`) ?? null,
         images: new TenantImageResolver(this.images, build.tenantId),
         layers: this.layers,
         cache: new PrismaCacheIndex(prisma, build.tenantId),
@@ -78,7 +81,7 @@ export class BuildRunner {
           this.deps.onEvent?.(buildId, e);
           log?.event(e);
           if (e.type === 'step-done') {
-            void prisma.buildStep
+            const write = prisma.buildStep
               .create({
                 data: {
                   buildId,
@@ -91,11 +94,14 @@ export class BuildRunner {
                   cacheKey: e.cacheKey,
                   cached: e.cached,
                   missReason: e.missReason,
+                  fingerprint: e.fingerprint as unknown as Prisma.InputJsonValue,
+                  startedAt: e.startedAt,
                   durationMs: e.durationMs,
                   layerDigest: e.layerDigest,
                 },
               })
               .catch(() => undefined);
+            stepWrites.push(write);
           }
         },
       });
@@ -106,8 +112,11 @@ export class BuildRunner {
         buildArgs: build.buildArgs as Record<string, string>,
         target: build.target ?? undefined,
         noCache: build.noCache,
+        noCacheStages: build.noCacheFilter,
         signal,
       });
+      // Every step row is in before the build reads as finished.
+      await Promise.all(stepWrites);
       const published = await this.images.publish({
         tenantId: build.tenantId,
         repositoryId: build.repositoryId,
@@ -134,6 +143,26 @@ export class BuildRunner {
     } finally {
       await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
     }
+  }
+
+  /** Step fingerprints of the previous finished build of the same repository and target. */
+  private async previousFingerprints(build: Build): Promise<Map<string, StepFingerprint>> {
+    const prev = await this.deps.prisma.build.findFirst({
+      where: {
+        tenantId: build.tenantId,
+        repositoryId: build.repositoryId,
+        target: build.target,
+        dockerfilePath: build.dockerfilePath,
+        status: { in: ['succeeded', 'failed'] },
+        createdAt: { lt: build.createdAt },
+        id: { not: build.id },
+      },
+      orderBy: { createdAt: 'desc' },
+      include: { steps: true },
+    });
+    const map = new Map<string, StepFingerprint>();
+    for (const s of prev?.steps ?? []) if (s.fingerprint) map.set(`${s.stage}:${s.index}`, s.fingerprint as unknown as StepFingerprint);
+    return map;
   }
 
   private async readDockerfile(contextDir: string, rel: string): Promise<string> {

@@ -39,6 +39,7 @@ import {
   type RunOutcome,
   RunStepError,
 } from './interfaces.js';
+import { explainMiss, MAX_FINGERPRINT_FILES, type StepFingerprint } from './miss-reason.js';
 import { resolveOwner, type RootfsIndex, RootfsIndexer } from './rootfs-index.js';
 
 export interface Platform {
@@ -55,6 +56,8 @@ export interface BuildInput {
   buildArgs: Record<string, string>;
   target?: string;
   noCache?: boolean;
+  /** Stages (by name) whose steps skip the cache, like BuildKit's --no-cache-filter. */
+  noCacheStages?: string[];
   platform?: Platform;
   signal?: AbortSignal;
 }
@@ -66,6 +69,8 @@ export interface EngineDeps {
   executor?: RunExecutor;
   rootfs?: RootfsProvider;
   onEvent?: (e: BuildEvent) => void;
+  /** The same step in the previous build of this repository and target, to explain misses. */
+  previousStep?: (stage: number, index: number) => StepFingerprint | null;
   /** Wall clock, replaceable for tests. */
   now?: () => Date;
 }
@@ -138,6 +143,10 @@ interface StageState {
   /** ARGs declared in this stage: name → value (undefined when declared without a value). */
   args: Map<string, string | undefined>;
   shell: string[];
+  /** The image the stage starts from, for miss explanations of its first step. */
+  base?: { ref: string; digest: string };
+  /** The latest step of this stage that missed the cache, named in the misses it caused. */
+  lastMiss: { line: number; instruction: string } | null;
 }
 
 /**
@@ -260,6 +269,7 @@ export class BuildEngine {
             const config = structuredClone(base.config);
             config.config = config.config ?? {};
             state = this.initialState(config, layers, sha256(`image\0${base.manifestDigest}\0${platformString(platform)}`));
+            state.base = { ref: base.ref, digest: base.manifestDigest };
           }
           const instructions = [...this.onbuildTriggers(state, stage.from.line), ...stage.instructions];
           for (const [n, ins] of instructions.entries()) {
@@ -295,7 +305,7 @@ export class BuildEngine {
   private initialState(config: ImageConfig, layers: StageState['layers'], fsKey: string): StageState {
     config.config = config.config ?? {};
     config.history = config.history ?? [];
-    return { config, layers, fsKey, stepKey: fsKey, args: new Map(), shell: config.config.Shell ?? ['/bin/sh', '-c'] };
+    return { config, layers, fsKey, stepKey: fsKey, args: new Map(), shell: config.config.Shell ?? ['/bin/sh', '-c'], lastMiss: null };
   }
 
   /** ONBUILD triggers of the base image run first, as if written right after FROM; then they are cleared. */
@@ -356,6 +366,8 @@ export class BuildEngine {
     let createdBy = instruction;
     let fsStep = false;
     let execute: (() => Promise<CachedStep>) | null = null;
+    let files: Map<string, string> | undefined;
+    let label: string = ins.keyword;
     const history: HistoryEntry = {};
 
     switch (ins.keyword) {
@@ -473,6 +485,8 @@ export class BuildEngine {
         fsStep = true;
         const prepared = await this.prepareCopy(input, state, ins, x, fail, stageResult);
         definition = prepared.definition;
+        files = prepared.files;
+        label = `${ins.keyword} ${ins.sources.join(' ')}`;
         createdBy = `${instruction} # buildkit`;
         execute = () => this.executeCopy(state, prepared, sourceDateEpoch);
         break;
@@ -502,14 +516,31 @@ export class BuildEngine {
 
     const parentKey = fsStep ? state.fsKey : state.stepKey;
     const key = sha256(canonicalJson({ v: 1, kind: ins.keyword, parent: parentKey, definition, args: [...seenArgs].sort().map((a) => [a, state.args.get(a) ?? null]) }));
+    const seen = Object.fromEntries([...seenArgs].sort().map((a) => [a, state.args.get(a) ?? null]));
+    const fileList = files ? [...files].slice(0, MAX_FINGERPRINT_FILES) : undefined;
+    const fingerprint: StepFingerprint = {
+      kind: ins.keyword,
+      line: ins.line,
+      definition: sha256(canonicalJson(definition ?? null)),
+      args: seen,
+      ...(where.index === 0 && state.base ? { base: state.base } : {}),
+      ...(fileList ? { files: Object.fromEntries(fileList), ...(files!.size > fileList.length ? { filesTruncated: true } : {}) } : {}),
+      parent: parentKey,
+    };
+    const skipCache = input.noCache === true || (where.stageName !== null && (input.noCacheStages ?? []).includes(where.stageName));
     let cached = false;
     let result: CachedStep | null = null;
-    if (!input.noCache) {
+    if (!skipCache) {
       result = await this.deps.cache.get(key);
       if (result?.layer && !(await this.deps.layers.has(result.layer.descriptor.digest))) result = null;
       cached = result !== null;
     }
+    let missReason: string | null = null;
     if (!result) {
+      missReason = skipCache
+        ? input.noCache ? 'noCache was set for this build' : `noCache was set for stage "${where.stageName}"`
+        : explainMiss(fingerprint, this.deps.previousStep?.(where.stage, where.index) ?? null, state.lastMiss, label);
+      state.lastMiss = { line: ins.line, instruction };
       result = execute ? await execute() : {};
       await this.deps.cache.put(key, result);
     }
@@ -533,7 +564,9 @@ export class BuildEngine {
       instruction,
       cacheKey: key,
       cached,
-      missReason: null,
+      missReason,
+      fingerprint,
+      startedAt: new Date(started),
       durationMs: Date.now() - started,
       layerDigest: result.layer?.descriptor.digest ?? null,
     });
@@ -599,6 +632,7 @@ export class BuildEngine {
       index,
       context,
       definition: { kind: ins.keyword, dest, destIsDir, chown: owner, chmod, sources: ins.sources.map(x), checksum: checksum.digest },
+      files: checksum.files,
     };
   }
 
@@ -796,6 +830,8 @@ interface PreparedCopy {
   index: RootfsIndex;
   context: BuildContextDir;
   definition: unknown;
+  /** Each source entry's hash, for miss explanations. */
+  files: Map<string, string>;
 }
 
 function mapLookup(m: Map<string, string | undefined>): (name: string) => string | undefined {

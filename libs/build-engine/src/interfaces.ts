@@ -1,3 +1,4 @@
+import type { StepFingerprint } from './miss-reason.js';
 import type { Readable } from 'node:stream';
 import type { Descriptor, Digest, ImageConfig, LayerEntry, PackedLayer } from '@strata/oci';
 
@@ -103,6 +104,8 @@ export type BuildEvent =
       cacheKey: string;
       cached: boolean;
       missReason: string | null;
+      fingerprint: StepFingerprint;
+      startedAt: Date;
       durationMs: number;
       layerDigest: string | null;
     }

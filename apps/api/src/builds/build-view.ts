@@ -10,6 +10,7 @@ export interface BuildView {
   target: string | null;
   buildArgs: Record<string, string>;
   noCache: boolean;
+  noCacheFilter: string[];
   tags: string[];
   platform: string;
   createdAt: string;
@@ -21,6 +22,7 @@ export interface BuildView {
     stageName: string | null;
     index: number;
     line: number | null;
+    startedAt: string | null;
     instruction: string;
     cached: boolean;
     missReason: string | null;
@@ -42,6 +44,7 @@ export function toBuildView(build: Build & { repository: Repository; steps?: Bui
     target: build.target,
     buildArgs: build.buildArgs as Record<string, string>,
     noCache: build.noCache,
+    noCacheFilter: build.noCacheFilter,
     tags: build.tags,
     platform: build.platform,
     createdAt: build.createdAt.toISOString(),
@@ -53,6 +56,7 @@ export function toBuildView(build: Build & { repository: Repository; steps?: Bui
       stageName: s.stageName,
       index: s.index,
       line: s.line,
+      startedAt: s.startedAt?.toISOString() ?? null,
       instruction: s.instruction,
       cached: s.cached,
       missReason: s.missReason,

@@ -33,6 +33,7 @@ export class BuildsController {
   @ApiQuery({ name: 'target', required: false })
   @ApiQuery({ name: 'buildArg', required: false, isArray: true, description: 'NAME=VALUE' })
   @ApiQuery({ name: 'noCache', required: false, type: Boolean })
+  @ApiQuery({ name: 'noCacheFilter', required: false, isArray: true, description: 'stage names whose steps skip the cache' })
   async create(@CurrentCaller() caller: Caller, @Query() q: Record<string, unknown>, @Req() req: Request) {
     const tags = queryList(q.tag).map(validTag);
     const target = querySingle(q.target, 'target');
@@ -43,6 +44,7 @@ export class BuildsController {
       target: target || undefined,
       buildArgs: parseBuildArgs(queryList(q.buildArg)),
       noCache: queryBool(q.noCache, 'noCache'),
+      noCacheFilter: queryList(q.noCacheFilter).map((n) => n.toLowerCase()),
       contentType: req.headers['content-type'],
     };
     return this.builds.submit(caller.tenantId, request, req);

@@ -15,6 +15,7 @@ export interface BuildRequest {
   target?: string;
   buildArgs: Record<string, string>;
   noCache: boolean;
+  noCacheFilter: string[];
   contentType: string | undefined;
 }
 
@@ -92,6 +93,7 @@ export class BuildsService {
           target: req.target ?? null,
           buildArgs: req.buildArgs,
           noCache: req.noCache,
+          noCacheFilter: req.noCacheFilter,
           tags: req.tags,
           contextKey,
           contextSize: BigInt(size),

@@ -54,7 +54,7 @@ describe('BuildLog', () => {
     let release!: (n: number) => void;
     const log = open(generous, { layerSize: () => new Promise<number>((r) => (release = r)) });
     log.event({ type: 'step-start', stage: 0, index: 0, instruction: 'COPY a /a', line: 2 });
-    log.event({ type: 'step-done', stage: 0, stageName: null, index: 0, line: 2, instruction: 'COPY a /a', cacheKey: 'k', cached: false, missReason: null, durationMs: 12, layerDigest: 'sha256:abc' });
+    log.event({ type: 'step-done', stage: 0, stageName: null, index: 0, line: 2, instruction: 'COPY a /a', cacheKey: 'k', cached: false, missReason: null, fingerprint: { kind: 'RUN', line: 2, definition: 'd', args: {}, parent: 'p' }, startedAt: new Date(), durationMs: 12, layerDigest: 'sha256:abc' });
     log.event({ type: 'step-start', stage: 0, index: 1, instruction: 'ENV A=1', line: 3 });
     await new Promise((r) => setTimeout(r, 20));
     release(2048);
@@ -68,7 +68,7 @@ describe('BuildLog', () => {
   it('says how much of a flooding step was dropped past the per-step cap, and keeps the rest of the build', async () => {
     const log = open({ stepMaxBytes: 1024, buildMaxBytes: 1024 ** 2, lineMaxBytes: 256 });
     for (let i = 0; i < 100; i++) log.line({ stage: 0, index: 0 }, 'stdout', `line ${String(i).padStart(3, '0')} ${'x'.repeat(90)}`);
-    log.event({ type: 'step-done', stage: 0, stageName: null, index: 0, line: 2, instruction: 'RUN flood', cacheKey: 'k', cached: false, missReason: null, durationMs: 5, layerDigest: null });
+    log.event({ type: 'step-done', stage: 0, stageName: null, index: 0, line: 2, instruction: 'RUN flood', cacheKey: 'k', cached: false, missReason: null, fingerprint: { kind: 'RUN', line: 2, definition: 'd', args: {}, parent: 'p' }, startedAt: new Date(), durationMs: 5, layerDigest: null });
     log.line({ stage: 0, index: 1 }, 'stdout', 'next step still logs');
     await log.finish('succeeded');
     const text = lines(await entries(log));
