@@ -1,7 +1,7 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ConfigError, loadConfig } from './index.js';
+import { ConfigError, loadConfig, openSecrets, sealSecrets, SealedSecretsError } from './index.js';
 
 const base = {
   DATABASE_URL: 'postgresql://postgres@127.0.0.1:5432/strata',
@@ -46,5 +46,32 @@ describe('loadConfig', () => {
     expect(loadConfig({ ...base, STRATA_STATE_DIR: dir }).registrySecret).toBe(first);
     expect(readFileSync(path.join(dir, 'registry-secret'), 'utf8')).toBe(first);
     expect(() => loadConfig({ ...base, NODE_ENV: 'production' })).toThrow(new ConfigError('STRATA_REGISTRY_SECRET is not set'));
+  });
+});
+
+describe('secrets key', () => {
+  it('takes STRATA_SECRETS_KEY as 32 bytes of base64 and refuses anything else', () => {
+    const key = Buffer.alloc(32, 7);
+    expect(loadConfig({ ...base, STRATA_SECRETS_KEY: key.toString('base64') }).secretsKey.equals(key)).toBe(true);
+    expect(loadConfig({ ...base, STRATA_SECRETS_KEY: key.toString('base64url') }).secretsKey.equals(key)).toBe(true);
+    expect(() => loadConfig({ ...base, STRATA_SECRETS_KEY: Buffer.alloc(16).toString('base64') })).toThrow('STRATA_SECRETS_KEY must be 32 bytes in base64, got 16 bytes');
+    expect(() => loadConfig({ ...base, STRATA_SECRETS_KEY: 'not base64!' })).toThrow('STRATA_SECRETS_KEY must be 32 bytes in base64');
+  });
+
+  it('generates the key once under the state directory in development, never in production', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'strata-config-'));
+    const first = loadConfig({ ...base, STRATA_STATE_DIR: dir }).secretsKey;
+    expect(first.length).toBe(32);
+    expect(loadConfig({ ...base, STRATA_STATE_DIR: dir }).secretsKey.equals(first)).toBe(true);
+    expect(() => loadConfig({ ...base, NODE_ENV: 'production', STRATA_REGISTRY_SECRET: 'x'.repeat(40) })).toThrow(new ConfigError('STRATA_SECRETS_KEY is not set'));
+  });
+
+  it('seals secrets so that only the same key and build id open them', () => {
+    const key = Buffer.alloc(32, 1);
+    const sealed = sealSecrets(key, 'b1', new Map([['npmrc', Buffer.from('token=abc')]]));
+    expect(sealed.includes(Buffer.from('token=abc'))).toBe(false);
+    expect(openSecrets(key, 'b1', sealed).get('npmrc')?.toString()).toBe('token=abc');
+    expect(() => openSecrets(key, 'b2', sealed)).toThrow(SealedSecretsError);
+    expect(() => openSecrets(Buffer.alloc(32, 2), 'b1', sealed)).toThrow(SealedSecretsError);
   });
 });

@@ -27,6 +27,8 @@ export interface StrataConfig {
   queuePrefix: string;
   /** HMAC key that signs registry bearer tokens; every api replica must share it. */
   registrySecret: string;
+  /** Base images pulled from other registries (FROM). */
+  pull: PullSettings;
   /** Build log limits: past a cap a line says how much was dropped; nothing is cut silently. */
   log: {
     /** Bytes of output one step may log. */
@@ -56,6 +58,16 @@ export interface RunSettings {
   cpus: number;
   /** Wall-clock limit per RUN step. */
   stepTimeoutMs: number;
+}
+
+/**
+ * Where FROM pulls from. `upstreamRegistry` is where a short name (`busybox:1`) goes when the tenant
+ * has no repository of that name (Docker Hub style: `library/` for single-component names when it is
+ * Docker Hub). `insecureRegistries` are hosts (optionally with port) spoken to over plain HTTP.
+ */
+export interface PullSettings {
+  upstreamRegistry: string;
+  insecureRegistries: string[];
 }
 
 export class ConfigError extends Error {
@@ -120,6 +132,33 @@ function registrySecret(env: Env): string {
   return stored;
 }
 
+/**
+ * STRATA_SECRETS_KEY (32 bytes, base64 or base64url), or in development a key generated once and kept
+ * in `.strata/secrets-key`, like the registry secret. Production must set it explicitly.
+ */
+function secretsKey(env: Env): Buffer {
+  const decode = (raw: string, where: string): Buffer => {
+    const text = raw.trim();
+    if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(text)) throw new ConfigError(`${where} must be 32 bytes in base64, got characters that are not base64`);
+    const key = Buffer.from(text.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+    if (key.length !== 32) throw new ConfigError(`${where} must be 32 bytes in base64, got ${key.length} bytes`);
+    return key;
+  };
+  const given = env.STRATA_SECRETS_KEY;
+  if (given !== undefined && given !== '') return decode(given, 'STRATA_SECRETS_KEY');
+  if (env.NODE_ENV === 'production') throw new ConfigError('STRATA_SECRETS_KEY is not set');
+  const file = path.join(env.STRATA_STATE_DIR ?? '.strata', 'secrets-key');
+  if (!existsSync(file)) {
+    mkdirSync(path.dirname(file), { recursive: true });
+    try {
+      writeFileSync(file, randomBytes(32).toString('base64'), { flag: 'wx', mode: 0o600 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+  return decode(readFileSync(file, 'utf8'), file);
+}
+
 function runSettings(env: Env): RunSettings {
   const network = env.STRATA_RUN_NETWORK || 'none';
   if (network !== 'none' && network !== 'bridge' && network !== 'host') {
@@ -134,6 +173,16 @@ function runSettings(env: Env): RunSettings {
     cpus: cpusRaw === '' ? 0 : Number(cpusRaw),
     stepTimeoutMs: int(env, 'STRATA_RUN_STEP_TIMEOUT_MS', 60 * 60 * 1000, 100),
   };
+}
+
+function pullSettings(env: Env): PullSettings {
+  const upstream = (env.STRATA_UPSTREAM_REGISTRY || 'registry-1.docker.io').replace(/\/+$/, '');
+  if (!/^[A-Za-z0-9.-]+(:\d+)?$/.test(upstream)) throw new ConfigError(`STRATA_UPSTREAM_REGISTRY must be a host with an optional port, got "${upstream}"`);
+  const insecure = (env.STRATA_INSECURE_REGISTRIES ?? '127.0.0.1,localhost')
+    .split(',')
+    .map((h) => h.trim().toLowerCase())
+    .filter((h) => h !== '');
+  return { upstreamRegistry: upstream, insecureRegistries: insecure };
 }
 
 export function loadConfig(env: Env = process.env): StrataConfig {
@@ -161,6 +210,8 @@ export function loadConfig(env: Env = process.env): StrataConfig {
     run: runSettings(env),
     queuePrefix: env.STRATA_QUEUE_PREFIX ?? 'strata',
     registrySecret: registrySecret(env),
+    secretsKey: secretsKey(env),
+    pull: pullSettings(env),
     log: {
       stepMaxBytes: int(env, 'STRATA_LOG_STEP_MAX_BYTES', 4 * 1024 ** 2, 1024),
       buildMaxBytes: int(env, 'STRATA_LOG_BUILD_MAX_BYTES', 64 * 1024 ** 2, 1024),
@@ -169,5 +220,7 @@ export function loadConfig(env: Env = process.env): StrataConfig {
     },
   };
 }
+
+export { openSecrets, sealSecrets, SealedSecretsError } from './sealed-secrets.js';
 
 export const STRATA_CONFIG = Symbol('STRATA_CONFIG');
