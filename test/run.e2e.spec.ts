@@ -1,30 +1,15 @@
 import { jest } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync, chownSync, chmodSync, copyFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { storageFromConfig } from '@strata/blobstore';
 import { ImageStore } from '@strata/registry';
 import { WorkerRuntime } from '../apps/worker/src/runtime-adapter.js';
+import { busyboxRootfs } from './support/images.js';
 import { api, build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
 
 jest.setTimeout(120_000);
-
-/** A busybox root filesystem made from Debian's busybox-static, with root and an `app` user (1000). */
-function busyboxRootfs(): string {
-  const dir = mkdtempSync(path.join(tmpdir(), 'strata-busybox-'));
-  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin']) mkdirSync(path.join(dir, d), { recursive: true });
-  copyFileSync('/bin/busybox', path.join(dir, 'bin/busybox'));
-  chmodSync(path.join(dir, 'bin/busybox'), 0o755);
-  execFileSync('chroot', [dir, '/bin/busybox', '--install', '-s']);
-  mkdirSync(path.join(dir, 'etc'));
-  writeFileSync(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n');
-  writeFileSync(path.join(dir, 'etc/group'), 'root:x:0:\napp:x:1000:\n');
-  for (const d of ['root', 'tmp', 'home/app']) mkdirSync(path.join(dir, d), { recursive: true });
-  chmodSync(path.join(dir, 'tmp'), 0o1777);
-  chownSync(path.join(dir, 'home/app'), 1000, 1000);
-  return dir;
-}
 
 function unpack(archive: Buffer, tag: string): { rootfs: string; bundle: string } {
   const work = mkdtempSync(path.join(tmpdir(), 'strata-run-oci-'));

@@ -60,12 +60,16 @@ export interface BuildInput {
   noCacheStages?: string[];
   platform?: Platform;
   signal?: AbortSignal;
+  /** Secrets sent with the build, by id, for `RUN --mount=type=secret`: values never enter a cache key. */
+  secrets?: ReadonlyMap<string, Buffer>;
 }
 
 export interface EngineDeps {
   images: ImageResolver;
   layers: LayerSink;
   cache: CacheIndex;
+  /** Most stages of one build run at once (independent stages run in parallel). Default 4. */
+  maxParallelStages?: number;
   executor?: RunExecutor;
   rootfs?: RootfsProvider;
   onEvent?: (e: BuildEvent) => void;
@@ -165,7 +169,21 @@ export class BuildEngine {
     this.now = deps.now ?? (() => new Date());
   }
 
-  async build(input: BuildInput): Promise<BuildOutput> {
+  async build(request: BuildInput): Promise<BuildOutput> {
+    // One signal for the whole build: the caller's cancel, or the first failing stage stopping the others.
+    const stop = new AbortController();
+    const onCancel = () => stop.abort();
+    if (request.signal?.aborted) stop.abort();
+    request.signal?.addEventListener('abort', onCancel, { once: true });
+    const input: BuildInput = { ...request, signal: stop.signal };
+    try {
+      return await this.solve(input, stop);
+    } finally {
+      request.signal?.removeEventListener('abort', onCancel);
+    }
+  }
+
+  private async solve(input: BuildInput, stop: AbortController): Promise<BuildOutput> {
     let df: Dockerfile;
     try {
       df = parseDockerfile(input.dockerfile);
@@ -238,51 +256,60 @@ export class BuildEngine {
 
     const results = new Map<number, Promise<StageResult>>();
     let firstBase: BuildOutput['base'] = null;
+    const slots = new Semaphore(this.deps.maxParallelStages ?? 4);
     const runStage = (i: number): Promise<StageResult> => {
       let p = results.get(i);
       if (!p) {
         p = (async () => {
           await Promise.all([...deps[i]].map((d) => runStage(d)));
-          const stage = df.stages[i];
-          const ref = fromRefs[i];
-          const baseStage = stageRef(ref, i);
-          let state: StageState;
-          if (baseStage !== null) {
-            const b = await runStage(baseStage);
-            state = this.initialState(structuredClone(b.config), [...b.layers], b.fsKey);
-          } else if (ref.toLowerCase() === 'scratch') {
-            const created = this.timestamp(sourceDateEpoch);
-            state = this.initialState(
-              { created, architecture: platform.architecture, os: platform.os, ...(platform.variant ? { variant: platform.variant } : {}), config: { Env: [`PATH=${DEFAULT_PATH}`] }, rootfs: { type: 'layers', diff_ids: [] }, history: [] },
-              [],
-              sha256(`scratch\0${platformString(platform)}`),
-            );
-          } else {
-            let base: BaseImage;
-            try {
-              base = await this.deps.images.resolve(ref);
-            } catch (e) {
-              throw new BuildFailure(`${input.dockerfilePath}:${stage.from.line}: FROM ${ref}: ${(e as Error).message}`, stage.from.line);
+          // Dependencies first, then a slot: a stage never holds a slot while it waits for another.
+          const release = await slots.acquire();
+          try {
+            const stage = df.stages[i];
+            const ref = fromRefs[i];
+            const baseStage = stageRef(ref, i);
+            let state: StageState;
+            if (baseStage !== null) {
+              const b = await runStage(baseStage);
+              state = this.initialState(structuredClone(b.config), [...b.layers], b.fsKey);
+            } else if (ref.toLowerCase() === 'scratch') {
+              const created = this.timestamp(sourceDateEpoch);
+              state = this.initialState(
+                { created, architecture: platform.architecture, os: platform.os, ...(platform.variant ? { variant: platform.variant } : {}), config: { Env: [`PATH=${DEFAULT_PATH}`] }, rootfs: { type: 'layers', diff_ids: [] }, history: [] },
+                [],
+                sha256(`scratch\0${platformString(platform)}`),
+              );
+            } else {
+              let base: BaseImage;
+              try {
+                base = await this.deps.images.resolve(ref);
+              } catch (e) {
+                throw new BuildFailure(`${input.dockerfilePath}:${stage.from.line}: FROM ${ref}: ${(e as Error).message}`, stage.from.line);
+              }
+              if (i === targetIndex || firstBase === null) firstBase = { ref: base.ref, source: base.source, manifestDigest: base.manifestDigest };
+              const layers = base.layers.map((descriptor, n) => ({ descriptor, diffId: base.config.rootfs.diff_ids[n] }));
+              const config = structuredClone(base.config);
+              config.config = config.config ?? {};
+              state = this.initialState(config, layers, sha256(`image\0${base.manifestDigest}\0${platformString(platform)}`));
+              state.base = { ref: base.ref, digest: base.manifestDigest };
             }
-            if (i === targetIndex || firstBase === null) firstBase = { ref: base.ref, source: base.source, manifestDigest: base.manifestDigest };
-            const layers = base.layers.map((descriptor, n) => ({ descriptor, diffId: base.config.rootfs.diff_ids[n] }));
-            const config = structuredClone(base.config);
-            config.config = config.config ?? {};
-            state = this.initialState(config, layers, sha256(`image\0${base.manifestDigest}\0${platformString(platform)}`));
-            state.base = { ref: base.ref, digest: base.manifestDigest };
+            const instructions = [...this.onbuildTriggers(state, stage.from.line), ...stage.instructions];
+            for (const [n, ins] of instructions.entries()) {
+              if (input.signal?.aborted) throw new BuildFailure('the build was cancelled', ins.line);
+              await this.step(input, df, state, { stage: i, stageName: stage.name, index: n }, ins, globalArgs, predefined, sourceDateEpoch, (ref) => {
+                const s = stageRef(ref, i);
+                return s === null ? null : runStage(s);
+              });
+            }
+            state.config.rootfs = { type: 'layers', diff_ids: state.layers.map((l) => l.diffId) };
+            if (sourceDateEpoch !== undefined) state.config.created = this.timestamp(sourceDateEpoch);
+            return { index: i, name: stage.name, config: state.config, layers: state.layers, fsKey: state.fsKey };
+          } finally {
+            release();
           }
-          const instructions = [...this.onbuildTriggers(state, stage.from.line), ...stage.instructions];
-          for (const [n, ins] of instructions.entries()) {
-            if (input.signal?.aborted) throw new BuildFailure('the build was cancelled', ins.line);
-            await this.step(input, df, state, { stage: i, stageName: stage.name, index: n }, ins, globalArgs, predefined, sourceDateEpoch, (ref) => {
-              const s = stageRef(ref, i);
-              return s === null ? null : runStage(s);
-            });
-          }
-          state.config.rootfs = { type: 'layers', diff_ids: state.layers.map((l) => l.diffId) };
-          if (sourceDateEpoch !== undefined) state.config.created = this.timestamp(sourceDateEpoch);
-          return { index: i, name: stage.name, config: state.config, layers: state.layers, fsKey: state.fsKey };
         })();
+        // A failing stage stops the stages running beside it; the first error is the one reported.
+        p.catch(() => stop.abort());
         results.set(i, p);
       }
       return p;
@@ -290,6 +317,11 @@ export class BuildEngine {
     let image: StageResult;
     try {
       image = await runStage(targetIndex);
+    } catch (e) {
+      // Nothing of this build keeps running once it has failed: wait for the stopped stages to end.
+      stop.abort();
+      await Promise.allSettled(results.values());
+      throw e;
     } finally {
       const views = this.stageViews.get(input);
       this.stageViews.delete(input);
@@ -709,7 +741,28 @@ export class BuildEngine {
     const out: PreparedMount[] = [];
     for (const m of ins.mounts) {
       const what = `--mount=${m.raw}`;
-      if (m.type === 'secret' || m.type === 'ssh') fail(`${what}: ${m.type} mounts are not supported yet`);
+      if (m.type === 'ssh') fail(`${what}: ssh mounts are not supported yet`);
+      if (m.type === 'secret') {
+        // As BuildKit: id defaults to the target's base name; with neither target nor env the file goes to /run/secrets/<id>.
+        const target = m.target ? path.resolve(cwd, x(m.target)) : null;
+        const id = m.id ? x(m.id) : m.source ? x(m.source) : target ? path.basename(target) : '';
+        if (!/^[A-Za-z0-9._-]+$/.test(id)) fail(`${what}: invalid secret id "${id}"`);
+        const env = m.env ? x(m.env) : null;
+        if (env !== null && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(env)) fail(`${what}: invalid environment variable name "${env}"`);
+        const dest = target ?? (env === null ? `/run/secrets/${id}` : null);
+        if (dest === '/') fail(`${what}: cannot mount over the root directory`);
+        const value = input.secrets?.get(id);
+        if (!value) {
+          if (m.required) fail(`${what}: the secret "${id}" is required but was not sent with the build (Strata-Build-Secret: id=${id},src=<base64>)`);
+          continue; // BuildKit skips a missing optional secret
+        }
+        const uid = m.uid ?? 0;
+        const gid = m.gid ?? 0;
+        const mode = m.mode ?? 0o400;
+        // The key names the secret, never its value.
+        out.push({ key: { type: 'secret', id, target: dest, env, uid, gid, mode }, request: { type: 'secret', id, target: dest, env, value, uid, gid, mode } });
+        continue;
+      }
       if (!m.target) fail(`${what}: the mount needs a target`);
       const target = path.resolve(cwd, x(m.target!));
       if (target === '/') fail(`${what}: cannot mount over the root directory`);
@@ -851,4 +904,24 @@ function runArgs(ins: Extract<StageInstruction, { keyword: 'RUN' }>, shell: stri
   const program = interpreter ? (interpreter[1].endsWith('/env') ? interpreter[2] ?? '' : interpreter[1]) : '';
   if (/(^|\/)(sh|bash|ash|dash)$/.test(program)) return [program.includes('/') ? program : `/bin/${program}`, '-c', script.content];
   return fail(`heredoc scripts run by "${program}" are not supported yet; use a shell script or RUN <<EOF ${program}`);
+}
+
+/** Counts free slots; acquire() resolves with the function that gives the slot back. */
+class Semaphore {
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private free: number) {}
+
+  async acquire(): Promise<() => void> {
+    if (this.free > 0) this.free--;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.free++;
+    };
+  }
 }

@@ -1,0 +1,65 @@
+import { busyboxRootfs } from './support/images.js';
+import { api, build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
+
+type Step = { stage: number; instruction: string; startedAt: string; durationMs: number; cached: boolean };
+
+describe('multi-stage solving', () => {
+  let stack: Stack;
+  let token: string;
+  beforeAll(async () => {
+    stack = await startStack();
+    ({ token } = await stack.tenant('stages'));
+    expect((await api(stack, token, 'POST', '/v1/repositories/busybox/import?tag=1', tarOf(busyboxRootfs()), 'application/x-tar')).status).toBe(201);
+  }, 60_000);
+  afterAll(async () => {
+    await stack.close();
+  });
+
+  it('runs independent stages at the same time and skips stages the target does not need', async () => {
+    const dockerfile = [
+      'FROM busybox:1 AS left',
+      'RUN sleep 1.5 && echo left > /left',
+      'FROM busybox:1 AS right',
+      'RUN sleep 1.5 && echo right > /right',
+      'FROM busybox:1 AS unused',
+      'RUN echo never > /unused',
+      'FROM scratch',
+      'COPY --from=left /left /left',
+      'COPY --from=right /right /right',
+      '',
+    ].join('\n');
+    const result = await build(stack, token, 'repository=parallel', tarOf(makeDir({ Dockerfile: dockerfile, nonce: String(Date.now()) })));
+    expect(result.status).toBe('succeeded');
+    const steps: Step[] = result.steps;
+    expect(steps.map((s) => s.stage).sort()).toEqual([0, 1, 3, 3]);
+    const interval = (stage: number) => {
+      const s = steps.find((x) => x.stage === stage)!;
+      const start = Date.parse(s.startedAt);
+      return [start, start + s.durationMs];
+    };
+    const [l0, l1] = interval(0);
+    const [r0, r1] = interval(1);
+    // The two sleeps overlap: each started before the other ended.
+    expect(l0).toBeLessThan(r1);
+    expect(r0).toBeLessThan(l1);
+  });
+
+  it('stops the other stages when one fails, and reports the failing one', async () => {
+    const dockerfile = [
+      'FROM busybox:1 AS slow',
+      'RUN sleep 600',
+      'FROM busybox:1 AS broken',
+      'RUN sleep 0.5 && exit 7',
+      'FROM scratch',
+      'COPY --from=slow /etc/passwd /a',
+      'COPY --from=broken /etc/passwd /b',
+      '',
+    ].join('\n');
+    // The build only ends once every stage has stopped, so it ends at all only if the sleep was killed.
+    const result = await build(stack, token, 'repository=failfast', tarOf(makeDir({ Dockerfile: dockerfile, nonce: String(Date.now()) })));
+    expect(result.status).toBe('failed');
+    expect(result.error.line).toBe(4);
+    expect(result.error.message).toMatch(/exited with code 7/);
+    expect(result.steps.some((s: Step) => s.instruction === 'RUN sleep 600')).toBe(false);
+  });
+});

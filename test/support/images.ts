@@ -1,0 +1,21 @@
+import { execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+/** A busybox root filesystem made from Debian's busybox-static, with root and an `app` user (1000). */
+export function busyboxRootfs(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'strata-busybox-'));
+  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin']) mkdirSync(path.join(dir, d), { recursive: true });
+  copyFileSync('/bin/busybox', path.join(dir, 'bin/busybox'));
+  chmodSync(path.join(dir, 'bin/busybox'), 0o755);
+  execFileSync('chroot', [dir, '/bin/busybox', '--install', '-s']);
+  mkdirSync(path.join(dir, 'etc'));
+  writeFileSync(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n');
+  writeFileSync(path.join(dir, 'etc/group'), 'root:x:0:\napp:x:1000:\n');
+  for (const d of ['root', 'tmp', 'home/app']) mkdirSync(path.join(dir, d), { recursive: true });
+  chmodSync(path.join(dir, 'tmp'), 0o1777);
+  chownSync(path.join(dir, 'home/app'), 1000, 1000);
+  return dir;
+}
+
