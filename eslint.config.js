@@ -16,6 +16,8 @@ const ALLOWED = {
   'libs/runtime': ['oci', 'build-engine'],
   'apps/api': LIBS,
   'apps/worker': LIBS,
+  // The CLI talks to the api over HTTP only.
+  'apps/cli': [],
 };
 const NODE_IO = ['fs', 'fs/promises', 'net', 'http', 'https', 'child_process', 'dgram', 'dns', 'tls', 'cluster', 'worker_threads'];
 const PURE = ['libs/dockerfile'];
