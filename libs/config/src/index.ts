@@ -27,6 +27,8 @@ export interface StrataConfig {
   queuePrefix: string;
   /** HMAC key that signs registry bearer tokens; every api replica must share it. */
   registrySecret: string;
+  /** AES-256-GCM key (32 bytes) that seals the secrets sent with a build until it ends; api and workers share it. */
+  secretsKey: Buffer;
   /** Base images pulled from other registries (FROM). */
   pull: PullSettings;
   /** Build log limits: past a cap a line says how much was dropped; nothing is cut silently. */
@@ -224,3 +226,8 @@ export function loadConfig(env: Env = process.env): StrataConfig {
 export { openSecrets, sealSecrets, SealedSecretsError } from './sealed-secrets.js';
 
 export const STRATA_CONFIG = Symbol('STRATA_CONFIG');
+
+/** The Redis channel on which the api asks every worker to cancel a running build (message: the build id). */
+export function buildCancelChannel(queuePrefix: string): string {
+  return `${queuePrefix}:build-cancel`;
+}

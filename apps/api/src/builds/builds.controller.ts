@@ -1,9 +1,10 @@
 import { BadRequestException, Controller, Get, HttpCode, Param, Post, Query, Req, UseGuards } from '@nestjs/common';
-import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import { ApiBearerAuth, ApiHeader, ApiOperation, ApiQuery, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { Request } from 'express';
 import { AuthGuard, RequireScope } from '../auth/auth.guard.js';
 import { type Caller, CurrentCaller } from '../auth/tenant.js';
 import { parseBuildArgs, queryBool, queryList, querySingle, validRepositoryName, validTag } from '../common/query.js';
+import { MAX_SECRET_BYTES, parseSecretHeaders, SECRET_HEADER } from './build-secrets.js';
 import { BuildsService } from './builds.service.js';
 
 const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
@@ -34,7 +35,16 @@ export class BuildsController {
   @ApiQuery({ name: 'buildArg', required: false, isArray: true, description: 'NAME=VALUE' })
   @ApiQuery({ name: 'noCache', required: false, type: Boolean })
   @ApiQuery({ name: 'noCacheFilter', required: false, isArray: true, description: 'stage names whose steps skip the cache' })
+  @ApiHeader({
+    name: 'Strata-Build-Secret',
+    required: false,
+    description:
+      `A secret for RUN --mount=type=secret, as "id=<id>,src=<base64 value>"; repeat the header for more secrets. ` +
+      `The id is letters, digits, ".", "_" or "-"; a value is at most ${MAX_SECRET_BYTES} bytes (and within the server's HTTP header size limit). ` +
+      'Stored only encrypted (AES-256-GCM) until the build ends, then erased; never returned, logged (redacted as ***), cached or put in the image.',
+  })
   async create(@CurrentCaller() caller: Caller, @Query() q: Record<string, unknown>, @Req() req: Request) {
+    const secrets = parseSecretHeaders(req.headersDistinct[SECRET_HEADER]);
     const tags = queryList(q.tag).map(validTag);
     const target = querySingle(q.target, 'target');
     const request = {
@@ -47,7 +57,7 @@ export class BuildsController {
       noCacheFilter: queryList(q.noCacheFilter).map((n) => n.toLowerCase()),
       contentType: req.headers['content-type'],
     };
-    return this.builds.submit(caller.tenantId, request, req);
+    return this.builds.submit(caller.tenantId, request, req, secrets);
   }
 
   @Get()
@@ -66,6 +76,17 @@ export class BuildsController {
       throw new BadRequestException(`Invalid limit "${limitRaw}": use a number from 1 to 100.`);
     }
     return this.builds.list(caller.tenantId, { repository, status, limit: Number(limitRaw), cursor: querySingle(q.cursor, 'cursor') });
+  }
+
+  @Post(':id/cancel')
+  @HttpCode(202)
+  @RequireScope('builds:write')
+  @ApiOperation({ summary: 'Cancel a build: a queued one never runs; a running one has its container killed and ends as cancelled, moving no tag' })
+  @ApiResponse({ status: 202, description: 'The build, cancelled (queued) or being cancelled (running)' })
+  @ApiResponse({ status: 404, description: 'No such build for this tenant' })
+  @ApiResponse({ status: 409, description: 'The build has already finished' })
+  async cancel(@CurrentCaller() caller: Caller, @Param('id') id: string) {
+    return this.builds.cancel(caller.tenantId, id);
   }
 
   @Get(':id')

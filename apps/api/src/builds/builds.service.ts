@@ -1,8 +1,10 @@
-import { BadRequestException, HttpException, HttpStatus, Inject, Injectable, NotFoundException, UnsupportedMediaTypeException } from '@nestjs/common';
+import { BadRequestException, ConflictException, HttpException, HttpStatus, Inject, Injectable, NotFoundException, type OnModuleDestroy, UnsupportedMediaTypeException } from '@nestjs/common';
+import { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
-import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
+import { buildCancelChannel, sealSecrets, STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService, type Prisma } from '@strata/db';
+import { redisConnection } from '@strata/queue';
 import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
 import { toBuildView, type BuildView } from './build-view.js';
@@ -22,7 +24,10 @@ export interface BuildRequest {
 const CONTEXT_TYPES = new Set(['application/x-tar', 'application/tar', 'application/gzip', 'application/x-gzip', 'application/octet-stream']);
 
 @Injectable()
-export class BuildsService {
+export class BuildsService implements OnModuleDestroy {
+  /** Publishes cancel requests to the workers; opened on the first cancel of a running build. */
+  private publisher: Redis | null = null;
+
   constructor(
     private readonly prisma: PrismaService,
     @Inject(STRATA_CONFIG) private readonly config: StrataConfig,
@@ -34,7 +39,7 @@ export class BuildsService {
    * Streams the context to S3 (never whole in memory), records the build and queues it.
    * Nothing is recorded unless the whole context arrived within the size limit.
    */
-  async submit(tenantId: string, req: BuildRequest, body: Readable): Promise<BuildView> {
+  async submit(tenantId: string, req: BuildRequest, body: Readable, secrets: ReadonlyMap<string, Buffer> = new Map()): Promise<BuildView> {
     const type = (req.contentType ?? '').split(';')[0].trim().toLowerCase();
     if (!CONTEXT_TYPES.has(type)) {
       body.resume();
@@ -78,6 +83,9 @@ export class BuildsService {
       throw new BadRequestException('The request body is empty: send the build context as a tar or tar.gz archive.');
     }
 
+    // Secrets are sealed before they touch the database, and the plaintext buffers wiped.
+    const secretsSealed = secrets.size > 0 ? new Uint8Array(sealSecrets(this.config.secretsKey, id, secrets)) : null;
+    for (const v of secrets.values()) v.fill(0);
     const build = await this.prisma.$transaction(async (tx) => {
       const repository = await tx.repository.upsert({
         where: { tenantId_name: { tenantId, name: req.repository } },
@@ -97,12 +105,39 @@ export class BuildsService {
           tags: req.tags,
           contextKey,
           contextSize: BigInt(size),
+          secretsSealed,
         },
         include: { repository: true, steps: true },
       });
     });
     await this.queue.add('build', { buildId: id, tenantId }, { jobId: id });
     return toBuildView(build);
+  }
+
+  /**
+   * A queued build is cancelled here and its job removed (a worker that already took the job finds it
+   * cancelled and skips it); a running one is cancelled by the worker holding it, told over Redis.
+   */
+  async cancel(tenantId: string, id: string): Promise<BuildView> {
+    const found = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId }, select: { status: true } }) : null;
+    if (!found) throw new NotFoundException(`Build "${id}" does not exist.`);
+    const queued = await this.prisma.build.updateMany({
+      where: { id, tenantId, status: 'queued' },
+      data: { status: 'cancelled', finishedAt: new Date(), errorMessage: 'the build was cancelled before it started', secretsSealed: null },
+    });
+    if (queued.count > 0) {
+      await this.queue.remove(id).catch(() => 0);
+    } else {
+      const now = await this.prisma.build.findFirstOrThrow({ where: { id, tenantId }, select: { status: true } });
+      if (now.status !== 'running') throw new ConflictException(`Build "${id}" has already finished (${now.status}); there is nothing to cancel.`);
+      this.publisher ??= new Redis({ ...redisConnection(this.config.redisUrl), protocol: 2 });
+      await this.publisher.publish(buildCancelChannel(this.config.queuePrefix), id);
+    }
+    return this.get(tenantId, id);
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    await this.publisher?.quit().catch(() => undefined);
   }
 
   async get(tenantId: string, id: string): Promise<BuildView> {
