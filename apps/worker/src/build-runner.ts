@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import type { Storage } from '@strata/blobstore';
 import { BuildContextDir, BuildEngine, type BuildEvent, BuildFailure, type RootfsProvider, type RunExecutor, type StepFingerprint } from '@strata/build-engine';
-import type { StrataConfig } from '@strata/config';
+import { openSecrets, type StrataConfig } from '@strata/config';
 import type { Build, Prisma, PrismaClient } from '@strata/db';
 import { extractTar, TarExtractionError } from '@strata/oci';
 import { ImageStore } from '@strata/registry';
@@ -47,12 +47,22 @@ export class BuildRunner {
     if (claimed.count === 0) return; // cancelled, or already finished by another worker
     const build = await prisma.build.findUniqueOrThrow({ where: { id: buildId }, include: { repository: true } });
     await prisma.buildStep.deleteMany({ where: { buildId } });
-    // Secrets are redacted once builds carry them: open(buildId, secrets).
-    const log = this.deps.logs?.open(buildId);
+    // The build's secrets, decrypted only in this worker's memory; every value is redacted from the log.
+    let secrets = new Map<string, Buffer>();
+    let secretsError: string | null = null;
+    if (build.secretsSealed) {
+      try {
+        secrets = openSecrets(config.secretsKey, buildId, build.secretsSealed);
+      } catch (e) {
+        secretsError = (e as Error).message;
+      }
+    }
+    const log = this.deps.logs?.open(buildId, [...secrets.values()].map((v) => v.toString('utf8')));
     log?.started(this.deps.workerId ?? hostname());
     const workDir = path.resolve(config.dataDir, 'builds', buildId);
     const contextDir = path.join(workDir, 'context');
     try {
+      if (secretsError) throw new BuildFailure(secretsError, null);
       await rm(workDir, { recursive: true, force: true });
       await mkdir(contextDir, { recursive: true });
       try {
@@ -113,8 +123,11 @@ export class BuildRunner {
         target: build.target ?? undefined,
         noCache: build.noCache,
         noCacheStages: build.noCacheFilter,
+        secrets,
         signal,
       });
+      // Cancelled after the last step: nothing is published and no tag moves.
+      if (signal?.aborted) throw new BuildFailure('the build was cancelled', null);
       // Every step row is in before the build reads as finished.
       await Promise.all(stepWrites);
       const published = await this.images.publish({
@@ -127,7 +140,7 @@ export class BuildRunner {
       });
       await prisma.build.update({
         where: { id: buildId },
-        data: { status: 'succeeded', finishedAt: new Date(), imageDigest: published.manifestDigest },
+        data: { status: 'succeeded', finishedAt: new Date(), imageDigest: published.manifestDigest, secretsSealed: null },
       });
       await log?.finish('succeeded', `image ${published.manifestDigest}`);
     } catch (e) {
@@ -136,11 +149,20 @@ export class BuildRunner {
       const cancelled = signal?.aborted === true;
       await prisma.build.update({
         where: { id: buildId },
-        data: { status: cancelled ? 'cancelled' : 'failed', finishedAt: new Date(), errorMessage: message, errorLine: failure?.line ?? null },
+        data: {
+          status: cancelled ? 'cancelled' : 'failed',
+          finishedAt: new Date(),
+          errorMessage: message,
+          errorLine: failure?.line ?? null,
+          secretsSealed: null,
+        },
       });
       await log?.finish(cancelled ? 'cancelled' : 'failed', failure?.line ? `${message} (Dockerfile line ${failure.line})` : message);
       if (!failure) throw e;
     } finally {
+      // However the build ended, its sealed secrets are erased and the plaintext wiped from memory.
+      if (build.secretsSealed) await prisma.build.updateMany({ where: { id: buildId }, data: { secretsSealed: null } }).catch(() => undefined);
+      for (const v of secrets.values()) v.fill(0);
       await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
     }
   }

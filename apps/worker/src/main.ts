@@ -2,7 +2,7 @@ import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { hostname } from 'node:os';
 import { storageFromConfig } from '@strata/blobstore';
-import { loadConfig } from '@strata/config';
+import { buildCancelChannel, loadConfig } from '@strata/config';
 import { createPrismaClient } from '@strata/db';
 import { BUILDS_QUEUE, type BuildJob, redisConnection, WORKER_LOCK } from '@strata/queue';
 import { BuildRunner } from './build-runner.js';
@@ -28,8 +28,13 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   });
   worker.on('failed', (job, err) => process.stderr.write(`build ${job?.data.buildId} failed inside the worker: ${err.message}\n`));
   await worker.waitUntilReady();
+  // POST /v1/builds/{id}/cancel publishes the build id to every worker; the one running it (job id = build id) aborts it.
+  const cancels = new Redis({ ...redisConnection(config.redisUrl), protocol: 2 });
+  cancels.on('message', (_channel, buildId: string) => worker.cancelJob(buildId, 'cancelled by the user'));
+  await cancels.subscribe(buildCancelChannel(config.queuePrefix));
   return {
     async close() {
+      await cancels.quit();
       await worker.close();
       await logRedis.quit();
       await prisma.$disconnect();

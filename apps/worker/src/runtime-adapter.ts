@@ -1,5 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, chown, lstat, mkdir, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { chmod, chown, lstat, mkdir, mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import path from 'node:path';
 import type { Storage } from '@strata/blobstore';
 import {
@@ -29,7 +31,11 @@ export interface WorkerRuntimeOptions {
   dataDir: string;
   storage: Storage;
   run: RunSettings;
+  /** A tmpfs directory for secret files and the runc bundles of steps with secrets; default /dev/shm/strata-<hash of dataDir>. */
+  secretsDir?: string;
 }
+
+const TMPFS_MAGIC = 0x01021994;
 
 type LayerRef = { descriptor: Descriptor; diffId: Digest };
 
@@ -46,6 +52,9 @@ export class WorkerRuntime implements RootfsProvider {
   private readonly cacheRoot: string;
   private readonly cacheLocks = new Map<string, Promise<void>>();
   private readonly cacheUsers = new Map<string, number>();
+  /** On a tmpfs: secret files, and the bundles (config.json holds env= secrets) of steps that use secrets. */
+  private readonly secretsRoot: string;
+  private readonly secretRunc: RuncExecutor;
 
   constructor(private readonly options: WorkerRuntimeOptions) {
     this.root = path.resolve(options.dataDir, 'runtime');
@@ -55,11 +64,22 @@ export class WorkerRuntime implements RootfsProvider {
       ...(options.run.network === 'bridge' ? { bridge: new BridgeNetwork() } : {}),
     });
     this.cacheRoot = path.join(this.root, 'cache-mounts');
+    this.secretsRoot = options.secretsDir ?? path.join('/dev/shm', `strata-${hash(this.root).slice(0, 12)}`);
+    this.secretRunc = new RuncExecutor({
+      dataDir: path.join(this.secretsRoot, 'runc'),
+      ...(options.run.network === 'bridge' ? { bridge: new BridgeNetwork() } : {}),
+    });
   }
 
-  /** Creates the directories and clears snapshots a crashed worker left behind. Idempotent. */
-  init(): Promise<void> {
-    return this.layers.init();
+  /** Creates the directories and clears snapshots (and secret files) a crashed worker left behind. Idempotent. */
+  async init(): Promise<void> {
+    await this.layers.init();
+    await mkdir(this.secretsRoot, { recursive: true, mode: 0o700 });
+    if ((await statfs(this.secretsRoot)).type !== TMPFS_MAGIC) {
+      await promisify(execFile)('mount', ['-t', 'tmpfs', '-o', 'mode=0700,size=256m', 'tmpfs', this.secretsRoot]);
+    }
+    await rm(path.join(this.secretsRoot, 'files'), { recursive: true, force: true });
+    await mkdir(path.join(this.secretsRoot, 'files'), { mode: 0o700 });
   }
 
   forTenant(tenantId: string): RunExecutor {
@@ -90,13 +110,33 @@ export class WorkerRuntime implements RootfsProvider {
     };
     try {
       const mounts: RunMount[] = [];
-      for (const m of req.mounts ?? []) mounts.push(await this.mount(tenantId, m, cleanups));
+      const env = [...req.env];
+      const secrets = (req.mounts ?? []).filter((m) => m.type === 'secret');
+      for (const m of req.mounts ?? []) {
+        if (m.type !== 'secret') mounts.push(await this.mount(tenantId, m, cleanups));
+      }
+      if (secrets.length > 0) {
+        // Secret files live on a tmpfs outside the rootfs, bind-mounted read-only; runc's mount point stubs are removed before the diff.
+        const dir = await mkdtemp(path.join(this.secretsRoot, 'files', 'step-'));
+        cleanups.push(() => rm(dir, { recursive: true, force: true }));
+        for (const [i, m] of secrets.entries()) {
+          if (m.env !== null) env.push(`${m.env}=${m.value.toString('utf8')}`);
+          if (m.target === null) continue;
+          const file = path.join(dir, String(i));
+          await writeFile(file, m.value, { mode: 0o600 });
+          await chown(file, m.uid, m.gid);
+          await chmod(file, m.mode);
+          mounts.push({ type: 'bind', source: file, destination: m.target, readonly: true });
+        }
+      }
+      // A step with secrets runs from bundles on the tmpfs: its config.json may hold env= secrets.
+      const runc = secrets.length > 0 ? this.secretRunc : this.runc;
       let result;
       try {
-        result = await this.runc.run(
+        result = await runc.run(
           {
             args: req.args,
-            env: req.env,
+            env,
             user: req.user,
             cwd: req.cwd,
             network,
@@ -151,7 +191,7 @@ export class WorkerRuntime implements RootfsProvider {
     };
   }
 
-  private async mount(tenantId: string, m: RunMountRequest, cleanups: Array<() => Promise<void>>): Promise<RunMount> {
+  private async mount(tenantId: string, m: Exclude<RunMountRequest, { type: 'secret' }>, cleanups: Array<() => Promise<void>>): Promise<RunMount> {
     if (m.type === 'tmpfs') return { type: 'tmpfs', destination: m.target, ...(m.sizeBytes !== undefined ? { sizeBytes: m.sizeBytes } : {}) };
     if (m.type === 'bind') return { type: 'bind', source: m.source, destination: m.target, readonly: m.readOnly };
     const key = `${hash(tenantId)}/${hash(m.id)}`;

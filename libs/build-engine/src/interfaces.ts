@@ -58,7 +58,12 @@ export type RunMountRequest =
   | { type: 'cache'; target: string; id: string; sharing: 'shared' | 'private' | 'locked'; readOnly: boolean; uid: number; gid: number; mode: number }
   | { type: 'tmpfs'; target: string; sizeBytes?: number }
   /** `source` is an absolute path on the worker (in the build context or a stage's rootfs view). */
-  | { type: 'bind'; target: string; source: string; readOnly: boolean };
+  | { type: 'bind'; target: string; source: string; readOnly: boolean }
+  /**
+   * A build secret: a read-only file at `target` (kept on a tmpfs outside the rootfs, never in the
+   * layer) and/or the environment variable `env`. `value` never goes into a cache key or a log.
+   */
+  | { type: 'secret'; id: string; target: string | null; env: string | null; value: Buffer; uid: number; gid: number; mode: number };
 
 export interface RunRequest {
   layers: Array<{ descriptor: Descriptor; diffId: Digest }>;
