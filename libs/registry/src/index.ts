@@ -6,3 +6,5 @@ export * from './access.js';
 export * from './manifest-document.js';
 export * from './registry.js';
 export * from './garbage-collector.js';
+export * from './registry-client.js';
+export * from './registry-credentials.js';
