@@ -6,7 +6,7 @@ import { BuildContextDir, BuildEngine, type BuildEvent, BuildFailure, type Rootf
 import { openSecrets, type StrataConfig } from '@strata/config';
 import type { Build, Prisma, PrismaClient } from '@strata/db';
 import { extractTar, TarExtractionError } from '@strata/oci';
-import { ImageStore } from '@strata/registry';
+import { ImageStore, type RegistryAuth, registryAuthFromEntries, RegistryClient } from '@strata/registry';
 import { BlobLayerSink, PrismaCacheIndex, TenantImageResolver } from './adapters.js';
 import type { BuildLogs } from './logs/build-log.js';
 
@@ -32,10 +32,13 @@ export interface BuildRunnerDeps {
 export class BuildRunner {
   private readonly images: ImageStore;
   private readonly layers: BlobLayerSink;
+  /** Shared by builds without credentials, so anonymous registry tokens are reused. */
+  private readonly registryClient: RegistryClient;
 
   constructor(private readonly deps: BuildRunnerDeps) {
     this.images = new ImageStore(deps.prisma, deps.storage.blobs);
     this.layers = new BlobLayerSink(deps.storage, deps.prisma);
+    this.registryClient = new RegistryClient({ insecureRegistries: deps.config.pull.insecureRegistries, userAgent: 'strata-worker' });
   }
 
   async run(buildId: string, signal?: AbortSignal): Promise<void> {
@@ -59,6 +62,15 @@ export class BuildRunner {
     }
     const log = this.deps.logs?.open(buildId, [...secrets.values()].map((v) => v.toString('utf8')));
     log?.started(this.deps.workerId ?? hostname());
+    // Registry credentials for FROM pulls, sealed like the secrets and opened only here.
+    let registryAuth: RegistryAuth | undefined;
+    if (build.registryAuthSealed) {
+      try {
+        registryAuth = registryAuthFromEntries(openSecrets(config.secretsKey, buildId, build.registryAuthSealed));
+      } catch (e) {
+        secretsError ??= `the registry credentials: ${(e as Error).message}`;
+      }
+    }
     const workDir = path.resolve(config.dataDir, 'builds', buildId);
     const contextDir = path.join(workDir, 'context');
     try {
@@ -82,7 +94,13 @@ export class BuildRunner {
       const stepWrites: Array<Promise<unknown>> = [];
       const engine = new BuildEngine({
         previousStep: (stage, index) => previous.get(`${stage}:${index}`) ?? null,
-        images: new TenantImageResolver(this.images, build.tenantId),
+        images: new TenantImageResolver(this.images, build.tenantId, {
+          prisma,
+          blobs: this.deps.storage.blobs,
+          settings: config,
+          ...(registryAuth ? { credentials: registryAuth } : { client: this.registryClient }),
+          onPull: (ref, s) => log?.line(null, 'system', `pulled ${ref}: ${s.fetched} blob(s) fetched (${s.bytes} bytes), ${s.skipped} already stored`),
+        }),
         layers: this.layers,
         cache: new PrismaCacheIndex(prisma, build.tenantId),
         executor: this.deps.executor && 'forTenant' in this.deps.executor ? this.deps.executor.forTenant(build.tenantId) : this.deps.executor,
@@ -140,7 +158,16 @@ export class BuildRunner {
       });
       await prisma.build.update({
         where: { id: buildId },
-        data: { status: 'succeeded', finishedAt: new Date(), imageDigest: published.manifestDigest, secretsSealed: null },
+        data: {
+          status: 'succeeded',
+          finishedAt: new Date(),
+          imageDigest: published.manifestDigest,
+          secretsSealed: null,
+          registryAuthSealed: null,
+          baseImageRef: out.base?.ref ?? null,
+          baseImageDigest: out.base?.manifestDigest ?? null,
+          baseImageSource: out.base?.source ?? null,
+        },
       });
       await log?.finish('succeeded', `image ${published.manifestDigest}`);
     } catch (e) {
@@ -155,13 +182,16 @@ export class BuildRunner {
           errorMessage: message,
           errorLine: failure?.line ?? null,
           secretsSealed: null,
+          registryAuthSealed: null,
         },
       });
       await log?.finish(cancelled ? 'cancelled' : 'failed', failure?.line ? `${message} (Dockerfile line ${failure.line})` : message);
       if (!failure) throw e;
     } finally {
       // However the build ended, its sealed secrets are erased and the plaintext wiped from memory.
-      if (build.secretsSealed) await prisma.build.updateMany({ where: { id: buildId }, data: { secretsSealed: null } }).catch(() => undefined);
+      if (build.secretsSealed || build.registryAuthSealed) {
+        await prisma.build.updateMany({ where: { id: buildId }, data: { secretsSealed: null, registryAuthSealed: null } }).catch(() => undefined);
+      }
       for (const v of secrets.values()) v.fill(0);
       await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
     }
