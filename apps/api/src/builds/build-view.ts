@@ -31,6 +31,8 @@ export interface BuildView {
   }>;
   error: { message: string; line: number | null } | null;
   imageDigest: string | null;
+  /** The first FROM image as resolved: `source` is `tenant` (a repository of this tenant) or `registry` (pulled). Null for scratch or before it is known. */
+  baseImage: { ref: string; digest: string; source: string } | null;
 }
 
 export function toBuildView(build: Build & { repository: Repository; steps?: BuildStep[] }): BuildView {
@@ -65,5 +67,6 @@ export function toBuildView(build: Build & { repository: Repository; steps?: Bui
     })),
     error: build.errorMessage ? { message: build.errorMessage, line: build.errorLine } : null,
     imageDigest: build.imageDigest,
+    baseImage: build.baseImageRef && build.baseImageDigest ? { ref: build.baseImageRef, digest: build.baseImageDigest, source: build.baseImageSource ?? 'tenant' } : null,
   };
 }

@@ -5,6 +5,7 @@ import { AuthGuard, RequireScope } from '../auth/auth.guard.js';
 import { type Caller, CurrentCaller } from '../auth/tenant.js';
 import { parseBuildArgs, queryBool, queryList, querySingle, validRepositoryName, validTag } from '../common/query.js';
 import { MAX_SECRET_BYTES, parseSecretHeaders, SECRET_HEADER } from './build-secrets.js';
+import { parseRegistryAuthHeader, REGISTRY_AUTH_HEADER, RegistryCredentialsError } from '@strata/registry';
 import { BuildsService } from './builds.service.js';
 
 const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
@@ -43,7 +44,22 @@ export class BuildsController {
       `The id is letters, digits, ".", "_" or "-"; a value is at most ${MAX_SECRET_BYTES} bytes (and within the server's HTTP header size limit). ` +
       'Stored only encrypted (AES-256-GCM) until the build ends, then erased; never returned, logged (redacted as ***), cached or put in the image.',
   })
+  @ApiHeader({
+    name: 'Strata-Registry-Auth',
+    required: false,
+    description:
+      'Credentials for registries FROM pulls from: base64 of JSON {"<host[:port]>": {"username": "...", "password": "..."}}. ' +
+      'Stored only encrypted (AES-256-GCM) until the build ends, then erased; never returned or logged.',
+  })
   async create(@CurrentCaller() caller: Caller, @Query() q: Record<string, unknown>, @Req() req: Request) {
+    const authHeader = req.headers[REGISTRY_AUTH_HEADER];
+    let registryAuth;
+    try {
+      registryAuth = typeof authHeader === 'string' && authHeader.trim() !== '' ? parseRegistryAuthHeader(authHeader) : undefined;
+    } catch (e) {
+      if (e instanceof RegistryCredentialsError) throw new BadRequestException(e.message);
+      throw e;
+    }
     const secrets = parseSecretHeaders(req.headersDistinct[SECRET_HEADER]);
     const tags = queryList(q.tag).map(validTag);
     const target = querySingle(q.target, 'target');
@@ -56,6 +72,7 @@ export class BuildsController {
       noCache: queryBool(q.noCache, 'noCache'),
       noCacheFilter: queryList(q.noCacheFilter).map((n) => n.toLowerCase()),
       contentType: req.headers['content-type'],
+      registryAuth,
     };
     return this.builds.submit(caller.tenantId, request, req, secrets);
   }

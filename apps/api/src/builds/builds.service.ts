@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { buildCancelChannel, sealSecrets, STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService, type Prisma } from '@strata/db';
+import { type RegistryAuth, registryAuthToEntries } from '@strata/registry';
 import { redisConnection } from '@strata/queue';
 import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
@@ -19,6 +20,8 @@ export interface BuildRequest {
   noCache: boolean;
   noCacheFilter: string[];
   contentType: string | undefined;
+  /** Registry credentials for FROM pulls; sealed before they are stored. */
+  registryAuth?: RegistryAuth;
 }
 
 const CONTEXT_TYPES = new Set(['application/x-tar', 'application/tar', 'application/gzip', 'application/x-gzip', 'application/octet-stream']);
@@ -86,6 +89,10 @@ export class BuildsService implements OnModuleDestroy {
     // Secrets are sealed before they touch the database, and the plaintext buffers wiped.
     const secretsSealed = secrets.size > 0 ? new Uint8Array(sealSecrets(this.config.secretsKey, id, secrets)) : null;
     for (const v of secrets.values()) v.fill(0);
+    const registryAuthSealed =
+      req.registryAuth && Object.keys(req.registryAuth).length > 0
+        ? new Uint8Array(sealSecrets(this.config.secretsKey, id, registryAuthToEntries(req.registryAuth)))
+        : null;
     const build = await this.prisma.$transaction(async (tx) => {
       const repository = await tx.repository.upsert({
         where: { tenantId_name: { tenantId, name: req.repository } },
@@ -106,6 +113,7 @@ export class BuildsService implements OnModuleDestroy {
           contextKey,
           contextSize: BigInt(size),
           secretsSealed,
+          registryAuthSealed,
         },
         include: { repository: true, steps: true },
       });
@@ -123,7 +131,7 @@ export class BuildsService implements OnModuleDestroy {
     if (!found) throw new NotFoundException(`Build "${id}" does not exist.`);
     const queued = await this.prisma.build.updateMany({
       where: { id, tenantId, status: 'queued' },
-      data: { status: 'cancelled', finishedAt: new Date(), errorMessage: 'the build was cancelled before it started', secretsSealed: null },
+      data: { status: 'cancelled', finishedAt: new Date(), errorMessage: 'the build was cancelled before it started', secretsSealed: null, registryAuthSealed: null },
     });
     if (queued.count > 0) {
       await this.queue.remove(id).catch(() => 0);
