@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -60,6 +61,18 @@ describe('extractTar', () => {
     expect(statSync(join(dest, 'readme')).mode & 0o7777).toBe(0o600);
     expect(readlinkSync(join(dest, 'bin/alias'))).toBe('tool');
     expect(statSync(join(dest, 'bin/tool2')).ino).toBe(statSync(join(dest, 'bin/tool')).ino);
+  });
+
+  it('hashes file contents while extracting, small and large files alike', async () => {
+    const big = Buffer.alloc(600 * 1024, 7);
+    const gz = await layerBytes([
+      { type: 'file', path: 'a/small.txt', content: Buffer.from('small') },
+      { type: 'file', path: 'a/big.bin', content: big },
+    ]);
+    const summary = await extractTar(Readable.from([gz]), dest, { hashFiles: true });
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    expect(summary.fileHashes).toEqual(new Map([['a/big.bin', sha(big)], ['a/small.txt', sha(Buffer.from('small'))]]));
+    expect(readFileSync(join(dest, 'a/big.bin')).equals(big)).toBe(true);
   });
 
   it('accepts an uncompressed tar (detected by the absence of gzip magic)', async () => {
