@@ -98,6 +98,12 @@ describe('build secrets: RUN --mount=type=secret', () => {
     expect(result.steps.slice(0, 2).map((s: { cached: boolean }) => s.cached)).toEqual([true, true]);
   });
 
+  it('documents the secret header and the cancel endpoint in the OpenAPI document', async () => {
+    const doc = (await (await fetch(`${stack.url}/docs-json`)).json()) as { paths: Record<string, Record<string, { parameters?: Array<{ name: string; in: string }> }>> };
+    expect(doc.paths['/v1/builds'].post.parameters).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'Strata-Build-Secret', in: 'header' })]));
+    expect(doc.paths['/v1/builds/{id}/cancel'].post).toBeDefined();
+  });
+
   it('fails on a missing required secret, naming the line', async () => {
     const res = await submit('sec/missing', 'FROM busybox:1\nRUN true\nRUN --mount=type=secret,id=token,required=true cat /run/secrets/token\n', []);
     const result = await waitForBuild(stack, token, ((await res.json()) as { id: string }).id);
