@@ -120,7 +120,12 @@ export class WorkerRuntime implements RootfsProvider {
         const dir = await mkdtemp(path.join(this.secretsRoot, 'files', 'step-'));
         cleanups.push(() => rm(dir, { recursive: true, force: true }));
         for (const [i, m] of secrets.entries()) {
-          if (m.env !== null) env.push(`${m.env}=${m.value.toString('utf8')}`);
+          if (m.env !== null) {
+            // The secret replaces an ENV or ARG of the same name rather than sitting beside it.
+            const name = m.env;
+            env.splice(0, env.length, ...env.filter((e) => !e.startsWith(`${name}=`)));
+            env.push(`${name}=${m.value.toString('utf8')}`);
+          }
           if (m.target === null) continue;
           const file = path.join(dir, String(i));
           await writeFile(file, m.value, { mode: 0o600 });
