@@ -5,7 +5,7 @@ import type { Storage } from '@strata/blobstore';
 import { BuildContextDir, BuildEngine, type BuildEvent, BuildFailure, type RootfsProvider, type RunExecutor, type StepFingerprint } from '@strata/build-engine';
 import { openSecrets, type StrataConfig } from '@strata/config';
 import type { Build, Prisma, PrismaClient } from '@strata/db';
-import { extractTar, TarExtractionError } from '@strata/oci';
+import { extractTar, type ExtractSummary, TarExtractionError } from '@strata/oci';
 import { ImageStore, type RegistryAuth, registryAuthFromEntries, RegistryClient } from '@strata/registry';
 import { BlobLayerSink, PrismaCacheIndex, TenantImageResolver } from './adapters.js';
 import type { BuildLogs } from './logs/build-log.js';
@@ -77,10 +77,12 @@ export class BuildRunner {
       if (secretsError) throw new BuildFailure(secretsError, null);
       await rm(workDir, { recursive: true, force: true });
       await mkdir(contextDir, { recursive: true });
+      let extracted: ExtractSummary | undefined;
       try {
-        await extractTar(await this.deps.storage.objects.get(build.contextKey!), contextDir, {
+        extracted = await extractTar(await this.deps.storage.objects.get(build.contextKey!), contextDir, {
           maxBytes: config.maxContextBytes,
           maxEntries: config.maxContextEntries,
+          hashFiles: true,
         });
       } catch (e) {
         if (e instanceof TarExtractionError || /gzip|tar|header/i.test((e as Error).message)) {
@@ -89,7 +91,7 @@ export class BuildRunner {
         throw e;
       }
       const dockerfile = await this.readDockerfile(contextDir, build.dockerfilePath);
-      const context = await BuildContextDir.open(contextDir);
+      const context = await BuildContextDir.open(contextDir, extracted?.fileHashes);
       const previous = await this.previousFingerprints(build);
       const stepWrites: Array<Promise<unknown>> = [];
       const engine = new BuildEngine({

@@ -51,14 +51,20 @@ export class BuildContextDir {
     return path.join(await resolveInRoot(this.root, path.posix.dirname(rel)), path.posix.basename(rel));
   }
 
-  static async open(root: string): Promise<BuildContextDir> {
+  /**
+   * @param knownHashes content hashes (path → sha256 hex) computed when the context was extracted,
+   * so COPY's checksums need not read the files again.
+   */
+  static async open(root: string, knownHashes?: ReadonlyMap<string, string>): Promise<BuildContextDir> {
     let text: string | null = null;
     try {
       text = await readFile(path.join(root, '.dockerignore'), 'utf8');
     } catch {
       text = null;
     }
-    return new BuildContextDir(root, IgnoreMatcher.fromText(text));
+    const dir = new BuildContextDir(root, IgnoreMatcher.fromText(text));
+    for (const [rel, hex] of knownHashes ?? []) dir.contentHashes.set(rel, hex);
+    return dir;
   }
 
   private async entry(rel: string, followLast = false): Promise<ContextEntry | null> {
@@ -152,7 +158,9 @@ export class BuildContextDir {
     const cached = this.contentHashes.get(e.rel);
     if (cached) return cached;
     const h = createHash('sha256');
-    for await (const chunk of createReadStream(e.abs)) h.update(chunk as Buffer);
+    // One read for small files; a stream only when the file is large.
+    if (e.size <= 256 * 1024) h.update(await readFile(e.abs));
+    else for await (const chunk of createReadStream(e.abs)) h.update(chunk as Buffer);
     const hex = h.digest('hex');
     this.contentHashes.set(e.rel, hex);
     return hex;

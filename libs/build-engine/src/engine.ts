@@ -646,13 +646,18 @@ export class BuildEngine {
     if (chmod !== null && !/^[0-7]{3,4}$/.test(chmod)) fail(`--chmod="${chmod}" is not an octal mode like 755 or 0644`);
     const chown = ins.chown ? x(ins.chown) : null;
     let owner = { uid: 0, gid: 0 };
-    const index = await this.indexer.index(state.layers.map((l) => ({ digest: l.descriptor.digest, diffId: l.diffId })));
-    if (chown) {
+    // Reading the image's layers costs downloads: only when needed (named owners now, parents on a miss).
+    const layers = state.layers.map((l) => ({ digest: l.descriptor.digest, diffId: l.diffId }));
+    const index = () => this.indexer.index(layers);
+    if (chown && !/^\d+(:\d+)?$/.test(chown)) {
       try {
-        owner = resolveOwner(chown, index);
+        owner = resolveOwner(chown, await index());
       } catch (e) {
         fail(`--chown=${chown}: ${(e as Error).message}`);
       }
+    } else if (chown) {
+      const [uid, gid] = chown.split(':').map(Number);
+      owner = { uid, gid: gid ?? uid };
     }
     const checksum = await context.checksum(sources);
     return {
@@ -669,6 +674,7 @@ export class BuildEngine {
   }
 
   private async executeCopy(state: StageState, p: PreparedCopy, sourceDateEpoch: number | undefined): Promise<CachedStep> {
+    const image = await p.index();
     const entries = new Map<string, LayerEntry>();
     const rel = (abs: string) => abs.replace(/^\/+/, '');
     const epochMtime = sourceDateEpoch ?? 0;
@@ -678,7 +684,7 @@ export class BuildEngine {
       for (let n = 1; n <= parts.length; n++) {
         const dir = parts.slice(0, n).join('/');
         if (entries.has(dir)) continue;
-        const existing = p.index.paths.get(dir);
+        const existing = image.paths.get(dir);
         entries.set(dir, existing
           ? { type: 'directory', path: dir, mode: existing.mode, uid: existing.uid, gid: existing.gid, mtime: existing.mtime }
           : { type: 'directory', path: dir, mode: 0o755, uid: 0, gid: 0, mtime: epochMtime });
@@ -700,7 +706,7 @@ export class BuildEngine {
         const destDir = p.dest;
         if (rel(destDir) !== '') {
           addParents(destDir);
-          const existing = p.index.paths.get(rel(destDir));
+          const existing = image.paths.get(rel(destDir));
           entries.set(rel(destDir), { type: 'directory', path: rel(destDir), mode: existing?.mode ?? 0o755, uid: p.chmod !== null || p.owner.uid !== 0 ? p.owner.uid : existing?.uid ?? 0, gid: p.owner.gid !== 0 ? p.owner.gid : existing?.gid ?? 0, mtime: existing?.mtime ?? epochMtime });
         }
         for await (const e of p.context.walk(src)) {
@@ -880,7 +886,8 @@ interface PreparedCopy {
   destIsDir: boolean;
   owner: { uid: number; gid: number };
   chmod: number | null;
-  index: RootfsIndex;
+  /** The image's paths, owners, passwd and group; read lazily (it downloads layers). */
+  index: () => Promise<RootfsIndex>;
   context: BuildContextDir;
   definition: unknown;
   /** Each source entry's hash, for miss explanations. */
