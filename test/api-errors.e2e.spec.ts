@@ -128,6 +128,17 @@ describe('bad input gets a clear error and loses nothing', () => {
     expect((await api(stack, t.token, 'GET', '/v1/builds?cursor=garbage')).status).toBe(400);
   });
 
+  it('survives races: the same base imported by several tenants at once, one repository created by parallel builds', async () => {
+    const rootfs = tarOf(makeDir({ 'etc/hostname': `race ${Date.now()}` }));
+    const tenants = await Promise.all([1, 2, 3].map(() => stack.tenant('race')));
+    const imports = await Promise.all(tenants.map((t) => api(stack, t.token, 'POST', '/v1/repositories/base/import?tag=1', rootfs, 'application/x-tar')));
+    expect(imports.map((r) => r.status)).toEqual([201, 201, 201]);
+    expect(new Set(imports.map((r) => r.json.layers[0].digest)).size).toBe(1);
+    const t = tenants[0];
+    const builds = await Promise.all([1, 2, 3].map(() => build(stack, t.token, 'repository=racing&tag=1', simple())));
+    expect(builds.map((b) => b.status)).toEqual(['succeeded', 'succeeded', 'succeeded']);
+  });
+
   it('answers readiness and liveness', async () => {
     expect((await api(stack, null, 'GET', '/healthz')).json).toEqual({ status: 'ok' });
     expect((await api(stack, null, 'GET', '/readyz')).json).toEqual({ status: 'ok', checks: { postgres: 'ok', redis: 'ok', s3: 'ok' } });

@@ -50,10 +50,9 @@ export class BlobLayerSink implements LayerSink {
     const stored = await this.storage.blobs.put(layer.stream);
     const result = await layer.result;
     if (stored.digest !== result.digest) throw new Error(`layer digest changed while storing: ${result.digest} became ${stored.digest}`);
-    await this.prisma.blob.upsert({
-      where: { digest: result.digest },
-      update: {},
-      create: { digest: result.digest, size: BigInt(result.size), mediaType: result.mediaType },
+    await this.prisma.blob.createMany({
+      data: [{ digest: result.digest, size: BigInt(result.size), mediaType: result.mediaType }],
+      skipDuplicates: true,
     });
     return { descriptor: result.descriptor, diffId: result.diffId };
   }
@@ -139,11 +138,12 @@ export class TenantImageResolver implements ImageResolver {
       const repoExists =
         this.pull !== undefined &&
         (await this.pull.prisma.repository.findUnique({ where: { tenantId_name: { tenantId: this.tenantId, name: parsed.repository } }, select: { id: true } })) !== null;
-      if (repoExists || !this.pull) {
+      if (repoExists || !this.pull || this.pull.settings.pull.upstreamRegistry === null) {
         throw new Error(`${e.message} (import a base image with POST /v1/repositories/{name}/import, or build it first)`);
       }
     }
     const upstream = this.pull.settings.pull.upstreamRegistry;
+    if (upstream === null) throw new Error(`repository "${parsed.repository}" does not exist`);
     const repository = parsed.repository.includes('/') ? parsed.repository : `library/${parsed.repository}`;
     return this.pullImage(upstream, repository, reference, at, ` (no repository "${parsed.repository}" of your own, so it was looked up in ${upstream})`);
   }

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { PrismaClient } from '@strata/db';
+import { type PrismaClient, retryOnUniqueViolation } from '@strata/db';
 import {
   type Descriptor,
   type Digest,
@@ -101,10 +101,12 @@ export class ImageStore {
     buildId?: string;
   }): Promise<void> {
     const { manifest } = args;
-    await this.prisma.$transaction(async (tx) => {
-      for (const d of [...args.references, manifest]) {
-        await tx.blob.upsert({ where: { digest: d.digest }, update: {}, create: { digest: d.digest, size: BigInt(d.size), mediaType: d.mediaType } });
-      }
+    // Concurrent publishes of the same content race on unique rows; the loser runs again and finds them.
+    await retryOnUniqueViolation(() => this.prisma.$transaction(async (tx) => {
+      await tx.blob.createMany({
+        data: [...args.references, manifest].map((d) => ({ digest: d.digest, size: BigInt(d.size), mediaType: d.mediaType })),
+        skipDuplicates: true,
+      });
       const row = await tx.manifest.upsert({
         where: { repositoryId_digest: { repositoryId: args.repositoryId, digest: manifest.digest } },
         update: {},
@@ -131,7 +133,7 @@ export class ImageStore {
         });
         await tx.tagHistory.create({ data: { tagId: tag.id, manifestDigest: manifest.digest, buildId: args.buildId ?? null } });
       }
-    });
+    }));
   }
 
   /** Resolves `repository:tag` (or a digest) within one tenant; other tenants' repositories do not exist here. */

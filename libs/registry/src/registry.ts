@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { type BlobStore, type ByteRange, DigestMismatchError } from '@strata/blobstore';
-import type { PrismaClient } from '@strata/db';
+import { type PrismaClient, retryOnUniqueViolation } from '@strata/db';
 import { type Descriptor, type Digest, isDigest, MediaType } from '@strata/oci';
 import { RegistryError } from './errors.js';
 import type { ImageStore } from './image-store.js';
@@ -44,7 +44,9 @@ export class Registry {
     if (tenant === null) throw new RegistryError('NAME_UNKNOWN', `repository ${name} is not known`, { name });
     const where = { tenantId_name: { tenantId: tenant.id, name: parts.repository } };
     const repo = opts.create
-      ? await this.prisma.repository.upsert({ where, update: {}, create: { tenantId: tenant.id, name: parts.repository }, select: { id: true } })
+      ? await retryOnUniqueViolation(() =>
+          this.prisma.repository.upsert({ where, update: {}, create: { tenantId: tenant.id, name: parts.repository }, select: { id: true } }),
+        )
       : await this.prisma.repository.findUnique({ where, select: { id: true } });
     if (repo === null) throw new RegistryError('NAME_UNKNOWN', `repository ${name} is not known`, { name });
     return { id: repo.id, tenantId: tenant.id, name };
@@ -89,7 +91,7 @@ export class Registry {
   }
 
   private async link(repo: RepositoryRef, digest: Digest, size: number): Promise<void> {
-    await this.prisma.blob.upsert({ where: { digest }, update: {}, create: { digest, size: BigInt(size) } });
+    await this.prisma.blob.createMany({ data: [{ digest, size: BigInt(size) }], skipDuplicates: true });
     await this.prisma.repositoryBlob.upsert({
       where: { repositoryId_digest: { repositoryId: repo.id, digest } },
       update: {},

@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { buildCancelChannel, sealSecrets, STRATA_CONFIG, type StrataConfig } from '@strata/config';
-import { PrismaService, type Prisma } from '@strata/db';
+import { PrismaService, type Prisma, retryOnUniqueViolation } from '@strata/db';
 import { type RegistryAuth, registryAuthToEntries } from '@strata/registry';
 import { redisConnection } from '@strata/queue';
 import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
@@ -93,7 +93,7 @@ export class BuildsService implements OnModuleDestroy {
       req.registryAuth && Object.keys(req.registryAuth).length > 0
         ? new Uint8Array(sealSecrets(this.config.secretsKey, id, registryAuthToEntries(req.registryAuth)))
         : null;
-    const build = await this.prisma.$transaction(async (tx) => {
+    const build = await retryOnUniqueViolation(() => this.prisma.$transaction(async (tx) => {
       const repository = await tx.repository.upsert({
         where: { tenantId_name: { tenantId, name: req.repository } },
         update: {},
@@ -117,7 +117,7 @@ export class BuildsService implements OnModuleDestroy {
         },
         include: { repository: true, steps: true },
       });
-    });
+    }));
     await this.queue.add('build', { buildId: id, tenantId }, { jobId: id });
     return toBuildView(build);
   }

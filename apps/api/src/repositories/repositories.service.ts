@@ -3,7 +3,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import type { Response } from 'express';
-import { PrismaService } from '@strata/db';
+import { PrismaService, retryOnUniqueViolation } from '@strata/db';
 import { DigestingStream, type Digest, type ImageConfig, MediaType, writeOciLayoutTar } from '@strata/oci';
 import { ImageNotFoundError, ImageStore } from '@strata/registry';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
@@ -99,11 +99,9 @@ export class RepositoriesService {
       rootfs: { type: 'layers', diff_ids: [diff.digest] },
       history: [{ created, created_by: 'strata import', comment: 'Imported from a root filesystem tar' }],
     };
-    const repo = await this.prisma.repository.upsert({
-      where: { tenantId_name: { tenantId, name } },
-      update: {},
-      create: { tenantId, name },
-    });
+    const repo = await retryOnUniqueViolation(() =>
+      this.prisma.repository.upsert({ where: { tenantId_name: { tenantId, name } }, update: {}, create: { tenantId, name } }),
+    );
     const result = await this.images.publish({
       tenantId,
       repositoryId: repo.id,
