@@ -28,6 +28,8 @@ const status = run(
   process.execPath,
   ['--experimental-vm-modules', '--no-warnings', path.join(root, 'node_modules/jest/bin/jest.js'), '--ci', ...jestArgs],
   {
+    // Tests never reach outside this machine: no Docker Hub fallback for short FROM names.
+    STRATA_UPSTREAM_REGISTRY: 'none',
     STRATA_QUEUE_PREFIX: `strata-test-${randomBytes(4).toString('hex')}`,
     STRATA_DATA_DIR: path.join(root, '.strata/test-worker'),
   },

@@ -68,7 +68,8 @@ export interface RunSettings {
  * Docker Hub). `insecureRegistries` are hosts (optionally with port) spoken to over plain HTTP.
  */
 export interface PullSettings {
-  upstreamRegistry: string;
+  /** null when `STRATA_UPSTREAM_REGISTRY=none`: short names then resolve only to the tenant's repositories. */
+  upstreamRegistry: string | null;
   insecureRegistries: string[];
 }
 
@@ -179,12 +180,13 @@ function runSettings(env: Env): RunSettings {
 
 function pullSettings(env: Env): PullSettings {
   const upstream = (env.STRATA_UPSTREAM_REGISTRY || 'registry-1.docker.io').replace(/\/+$/, '');
-  if (!/^[A-Za-z0-9.-]+(:\d+)?$/.test(upstream)) throw new ConfigError(`STRATA_UPSTREAM_REGISTRY must be a host with an optional port, got "${upstream}"`);
-  const insecure = (env.STRATA_INSECURE_REGISTRIES ?? '127.0.0.1,localhost')
+  const insecureList = (env.STRATA_INSECURE_REGISTRIES ?? '127.0.0.1,localhost')
     .split(',')
     .map((h) => h.trim().toLowerCase())
     .filter((h) => h !== '');
-  return { upstreamRegistry: upstream, insecureRegistries: insecure };
+  if (upstream === 'none') return { upstreamRegistry: null, insecureRegistries: insecureList };
+  if (!/^[A-Za-z0-9.-]+(:\d+)?$/.test(upstream)) throw new ConfigError(`STRATA_UPSTREAM_REGISTRY must be a host with an optional port, got "${upstream}"`);
+  return { upstreamRegistry: upstream, insecureRegistries: insecureList };
 }
 
 export function loadConfig(env: Env = process.env): StrataConfig {
