@@ -42,7 +42,8 @@ function runBench(name, script, extraArgs = []) {
   log(`running bench/${name}`);
   const r = spawnSync(process.execPath, [...extraArgs, script], {
     cwd: root, stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, ...env, BENCH_RUNS: String(runs), BENCH_OUT: out, NODE_NO_WARNINGS: '1' },
+    // Benchmarks talk only to this machine: no Docker Hub fallback for short FROM names.
+    env: { ...process.env, ...env, STRATA_UPSTREAM_REGISTRY: 'none', BENCH_RUNS: String(runs), BENCH_OUT: out, NODE_NO_WARNINGS: '1' },
   });
   const result = existsSync(out) ? JSON.parse(readFileSync(out, 'utf8')) : { error: `bench/${name} wrote no result (exit ${r.status ?? r.signal})` };
   return { status: r.status ?? 1, result };
