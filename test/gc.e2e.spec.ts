@@ -55,4 +55,23 @@ describe('garbage collection', () => {
     expect(second.steps[0].cached).toBe(false);
     expect(second.steps[0].layerDigest).toBe(first.steps[0].layerDigest);
   });
+
+  it('runs on a schedule in the worker', async () => {
+    const scheduled = await startStack({ env: { S3_BUCKET: `strata-test-gc-${process.pid}`, STRATA_GC_INTERVAL_MS: '300' } });
+    try {
+      const { Queue } = await import('bullmq');
+      const { GC_QUEUE, redisConnection } = await import('@strata/queue');
+      const queue = new Queue(GC_QUEUE, { connection: redisConnection(scheduled.config.redisUrl), prefix: scheduled.config.queuePrefix });
+      let done: Array<{ returnvalue: { deletedBlobs: unknown[]; keptBlobs: number } }> = [];
+      for (let i = 0; i < 100 && done.length === 0; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        done = (await queue.getJobs(['completed'])) as typeof done;
+      }
+      await queue.close();
+      expect(done.length).toBeGreaterThan(0);
+      expect(done[0].returnvalue).toEqual(expect.objectContaining({ deletedBlobs: expect.any(Array), keptBlobs: expect.any(Number) }));
+    } finally {
+      await scheduled.close();
+    }
+  });
 });

@@ -30,6 +30,8 @@ const status = run(
   {
     // Tests never reach outside this machine: no Docker Hub fallback for short FROM names.
     STRATA_UPSTREAM_REGISTRY: 'none',
+    // Scheduled garbage collection is off unless a test turns it on (test/gc.e2e.spec.ts does).
+    STRATA_GC_INTERVAL_MS: '0',
     STRATA_QUEUE_PREFIX: `strata-test-${randomBytes(4).toString('hex')}`,
     STRATA_DATA_DIR: path.join(root, '.strata/test-worker'),
   },

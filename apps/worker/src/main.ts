@@ -1,10 +1,11 @@
-import { Worker } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { hostname } from 'node:os';
-import { storageFromConfig } from '@strata/blobstore';
-import { buildCancelChannel, loadConfig } from '@strata/config';
-import { createPrismaClient } from '@strata/db';
-import { BUILDS_QUEUE, type BuildJob, redisConnection, WORKER_LOCK } from '@strata/queue';
+import { type Storage, storageFromConfig } from '@strata/blobstore';
+import { buildCancelChannel, loadConfig, type StrataConfig } from '@strata/config';
+import { createPrismaClient, type PrismaClient } from '@strata/db';
+import { BUILDS_QUEUE, type BuildJob, GC_QUEUE, redisConnection, WORKER_LOCK } from '@strata/queue';
+import { GarbageCollector } from '@strata/registry';
 import { BuildRunner } from './build-runner.js';
 import { BuildLogs } from './logs/build-log.js';
 import { WorkerRuntime } from './runtime-adapter.js';
@@ -32,12 +33,50 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   const cancels = new Redis({ ...redisConnection(config.redisUrl), protocol: 2 });
   cancels.on('message', (_channel, buildId: string) => worker.cancelJob(buildId, 'cancelled by the user'));
   await cancels.subscribe(buildCancelChannel(config.queuePrefix));
+  const gc = await startGarbageCollection(config, prisma, storage, runtime);
   return {
     async close() {
+      await gc.close();
       await cancels.quit();
       await worker.close();
       await logRedis.quit();
       await prisma.$disconnect();
+    },
+  };
+}
+
+/**
+ * Every worker registers the same schedule (an idempotent upsert) and consumes the gc queue, so one
+ * collection runs per interval across the fleet; each worker also trims its own unpacked layers.
+ */
+async function startGarbageCollection(
+  config: StrataConfig,
+  prisma: PrismaClient,
+  storage: Storage,
+  runtime: WorkerRuntime,
+): Promise<{ close(): Promise<void> }> {
+  if (config.gc.intervalMs === 0) return { close: async () => undefined };
+  const connection = redisConnection(config.redisUrl);
+  const queue = new Queue(GC_QUEUE, { connection, prefix: config.queuePrefix });
+  await queue.upsertJobScheduler('gc', { every: config.gc.intervalMs }, { name: 'gc', opts: { removeOnComplete: 20, removeOnFail: 20 } });
+  const collector = new GarbageCollector(prisma, storage.blobs);
+  const worker = new Worker(
+    GC_QUEUE,
+    async () => {
+      const report = await collector.run({ graceMs: config.gc.graceMs, cacheBudgetBytes: config.gc.cacheBudgetBytes, cacheMaxIdleMs: config.gc.cacheMaxIdleMs });
+      const local = await runtime.trimLayers(config.gc.workerLayersMaxBytes);
+      process.stdout.write(
+        `gc: evicted ${report.evictedCacheEntries} cache entries, deleted ${report.deletedBlobs.length} blobs, kept ${report.keptBlobs}; ` +
+          `freed ${local.freedBytes} bytes of unpacked layers\n`,
+      );
+      return { ...report, local };
+    },
+    { connection, prefix: config.queuePrefix, concurrency: 1 },
+  );
+  return {
+    async close() {
+      await worker.close();
+      await queue.close();
     },
   };
 }

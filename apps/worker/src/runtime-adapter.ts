@@ -82,6 +82,11 @@ export class WorkerRuntime implements RootfsProvider {
     await mkdir(path.join(this.secretsRoot, 'files'), { mode: 0o700 });
   }
 
+  /** Evicts least recently used unpacked layers that no running step uses, down to `maxBytes`. */
+  trimLayers(maxBytes: number): Promise<{ evicted: string[]; freedBytes: number; usedBytes: number }> {
+    return this.layers.gc(maxBytes);
+  }
+
   forTenant(tenantId: string): RunExecutor {
     return { run: (req) => this.run(tenantId, req) };
   }

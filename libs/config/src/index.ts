@@ -42,6 +42,19 @@ export interface StrataConfig {
     /** How long a finished build's Redis stream lingers once its log is archived to S3. */
     streamTtlSeconds: number;
   };
+  /** Garbage collection, run by one worker at a time on a schedule. */
+  gc: {
+    /** How often; 0 turns the schedule off. */
+    intervalMs: number;
+    /** Blobs younger than this are never collected (a push or build may be about to reference them). */
+    graceMs: number;
+    /** Per-tenant budget for cached layers; least recently used entries beyond it are evicted. */
+    cacheBudgetBytes: number;
+    /** Cache entries unused this long are evicted. */
+    cacheMaxIdleMs: number;
+    /** Disk budget for the layers a worker keeps unpacked; least recently used unused ones go first. */
+    workerLayersMaxBytes: number;
+  };
 }
 
 /**
@@ -221,6 +234,13 @@ export function loadConfig(env: Env = process.env): StrataConfig {
       buildMaxBytes: int(env, 'STRATA_LOG_BUILD_MAX_BYTES', 64 * 1024 ** 2, 1024),
       lineMaxBytes: int(env, 'STRATA_LOG_LINE_MAX_BYTES', 16 * 1024, 256),
       streamTtlSeconds: int(env, 'STRATA_LOG_STREAM_TTL_SECONDS', 3600, 1),
+    },
+    gc: {
+      intervalMs: int(env, 'STRATA_GC_INTERVAL_MS', 60 * 60 * 1000),
+      graceMs: int(env, 'STRATA_GC_GRACE_MS', 60 * 60 * 1000),
+      cacheBudgetBytes: int(env, 'STRATA_CACHE_BUDGET_BYTES', 50 * 1024 ** 3),
+      cacheMaxIdleMs: int(env, 'STRATA_CACHE_MAX_IDLE_MS', 14 * 24 * 60 * 60 * 1000),
+      workerLayersMaxBytes: int(env, 'STRATA_WORKER_LAYERS_MAX_BYTES', 20 * 1024 ** 3),
     },
   };
 }
