@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, mkdirSync, writeFileSync, chmodSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { INestApplication } from '@nestjs/common';
@@ -24,7 +25,11 @@ export async function startStack(opts: { worker?: boolean; env?: Record<string, 
   // Each stack pairs its api with its own worker: a queue prefix of its own keeps other suites' workers
   // (which may run with other settings) from taking its builds.
   const queuePrefix = `${process.env.STRATA_QUEUE_PREFIX ?? 'strata-test'}-${randomBytes(3).toString('hex')}`;
-  const config = loadConfig({ ...process.env, PORT: '0', HOST: '127.0.0.1', STRATA_QUEUE_PREFIX: queuePrefix, ...opts.env });
+  // And a data directory of its own: a worker owns its directory (it clears what a crashed worker left there).
+  const dataRoot = process.env.STRATA_DATA_DIR ?? tmpdir();
+  mkdirSync(dataRoot, { recursive: true });
+  const dataDir = mkdtempSync(path.join(dataRoot, 'worker-'));
+  const config = loadConfig({ ...process.env, PORT: '0', HOST: '127.0.0.1', STRATA_QUEUE_PREFIX: queuePrefix, STRATA_DATA_DIR: dataDir, ...opts.env });
   const app = await createApiApp(config, { logger: false });
   await app.listen(0, '127.0.0.1');
   const address = app.getHttpServer().address() as { port: number };
@@ -43,6 +48,8 @@ export async function startStack(opts: { worker?: boolean; env?: Record<string, 
       await worker?.close();
       await app.close();
       await prisma.$disconnect();
+      // Unpacked layers and snapshots are unmounted by now; the files can go.
+      await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
     },
     async tenant(prefix = 't') {
       const name = `${prefix}-${process.pid}-${Date.now()}-${n++}`;
