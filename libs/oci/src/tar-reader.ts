@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { chmod, lchown, link, lstat, lutimes, mkdir, open, readlink, realpath, symlink, unlink, utimes } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
@@ -237,7 +237,23 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
   // Directories this extraction created or checked. Sound to trust: an entry may never replace a
   // directory (removeNonDirectory refuses), so a path in this set stays a real directory.
   const knownDirs = new Set<string>([root]);
+  // Directories created empty by this extraction, and every path it wrote: a path under a fresh
+  // directory that was never written cannot exist, so it needs no lstat.
+  const freshDirs = new Set<string>();
+  const written = new Set<string>();
   const fileHashes = options.hashFiles ? new Map<string, string>() : undefined;
+  // Small files are written concurrently (one at a time costs a thread-pool round trip per call);
+  // an entry that touches a path still being written waits for it first.
+  const inFlight = new Map<string, Promise<void>>();
+  let writeError: unknown;
+  const settle = async (path: string) => {
+    const p = inFlight.get(path);
+    if (p) await p;
+  };
+  const settleAll = async () => {
+    await Promise.all(inFlight.values());
+    if (writeError !== undefined) throw writeError;
+  };
   let entries = 0;
   let bytes = 0;
 
@@ -253,13 +269,20 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
     const parts = safeArchivePath(name);
     if (parts.length === 0) continue; // "./" itself: destDir already exists
     const target = join(root, ...parts);
-    await ensureParentDirectories(root, parts, name, knownDirs);
-    const existing = await lstatOrNull(target);
+    if (writeError !== undefined) throw writeError;
+    await settle(target);
+    if (header.type === 'hardlink') await settleAll();
+    await ensureParentDirectories(root, parts, name, knownDirs, freshDirs);
+    const existing = freshDirs.has(dirname(target)) && !written.has(target) ? null : await lstatOrNull(target);
+    written.add(target);
 
     switch (header.type) {
       case 'directory': {
         if (existing !== null && !existing.isDirectory()) await unlink(target);
-        if (existing === null || !existing.isDirectory()) await mkdir(target, { mode: 0o700 });
+        if (existing === null || !existing.isDirectory()) {
+          await mkdir(target, { mode: 0o700 });
+          freshDirs.add(target);
+        }
         knownDirs.add(target);
         directories.push({ parts, mode: header.mode, mtime: header.mtime, uid: header.uid, gid: header.gid });
         break;
@@ -267,20 +290,26 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
       case 'file': {
         await removeNonDirectory(existing, target, name);
         // O_EXCL|O_NOFOLLOW: creating the file can never follow a link planted at this path.
-        const handle = await open(target, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
         const hash = fileHashes ? createHash('sha256') : null;
+        if (header.size <= SMALL_FILE) {
+          const chunks: Buffer[] = [];
+          for await (const chunk of body) chunks.push(chunk as Buffer);
+          const content = Buffer.concat(chunks);
+          if (hash) fileHashes!.set(parts.join('/'), hash.update(content).digest('hex'));
+          const write = writeSmallFile(target, content, header, chown)
+            .catch((err: unknown) => {
+              writeError ??= err;
+            })
+            .finally(() => inFlight.delete(target));
+          inFlight.set(target, write);
+          if (inFlight.size >= 32) await Promise.race(inFlight.values());
+          break;
+        }
+        const handle = await open(target, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
         try {
-          if (header.size <= SMALL_FILE) {
-            const chunks: Buffer[] = [];
-            for await (const chunk of body) chunks.push(chunk as Buffer);
-            const content = Buffer.concat(chunks);
-            hash?.update(content);
-            await handle.writeFile(content);
-          } else {
-            for await (const chunk of body) {
-              hash?.update(chunk as Buffer);
-              await handle.write(chunk as Buffer);
-            }
+          for await (const chunk of body) {
+            hash?.update(chunk as Buffer);
+            await handle.write(chunk as Buffer);
           }
           if (chown) await handle.chown(header.uid, header.gid);
           await handle.chmod(header.mode);
@@ -327,6 +356,7 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
     }
   }
 
+  await settleAll();
   // A later entry can turn an earlier, harmless-looking target into an escape (a/.. once a is a link).
   for (const entry of symlinks) {
     if (!(await resolvesInside(root, entry.parts, entry.target))) {
@@ -342,6 +372,19 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
     await utimes(path, dir.mtime, dir.mtime);
   }
   return fileHashes ? { entries, bytes, fileHashes } : { entries, bytes };
+}
+
+async function writeSmallFile(target: string, content: Buffer, header: TarEntryHeader, chown: boolean): Promise<void> {
+  // O_EXCL|O_NOFOLLOW: creating the file can never follow a link planted at this path.
+  const handle = await open(target, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+  try {
+    await handle.writeFile(content);
+    if (chown) await handle.chown(header.uid, header.gid);
+    await handle.chmod(header.mode);
+    await handle.utimes(header.mtime, header.mtime);
+  } finally {
+    await handle.close();
+  }
 }
 
 /** Splits an archive path into components, refusing absolute paths and `..` that climbs above the root. */
@@ -382,13 +425,16 @@ async function lstatOrNull(path: string) {
   }
 }
 
-async function ensureParentDirectories(root: string, parts: string[], name: string, knownDirs: Set<string>): Promise<void> {
+async function ensureParentDirectories(root: string, parts: string[], name: string, knownDirs: Set<string>, freshDirs: Set<string>): Promise<void> {
   let current = root;
   for (const part of parts.slice(0, -1)) {
     current = join(current, part);
     if (knownDirs.has(current)) continue;
     const stats = await lstatOrNull(current);
-    if (stats === null) await mkdir(current, { mode: 0o755 });
+    if (stats === null) {
+      await mkdir(current, { mode: 0o755 });
+      freshDirs.add(current);
+    }
     else if (stats.isSymbolicLink()) throw new TarExtractionError(name, `parent ${JSON.stringify(part)} is a symlink; refusing to write through it`);
     else if (!stats.isDirectory()) throw new TarExtractionError(name, `parent ${JSON.stringify(part)} is not a directory`);
     knownDirs.add(current);
