@@ -5,8 +5,9 @@ import type { Storage } from '@strata/blobstore';
 import { BuildContextDir, BuildEngine, type BuildEvent, BuildFailure, type RootfsProvider, type RunExecutor, type StepFingerprint } from '@strata/build-engine';
 import { openSecrets, type StrataConfig } from '@strata/config';
 import type { Build, Prisma, PrismaClient } from '@strata/db';
-import { extractTar, type ExtractSummary, TarExtractionError } from '@strata/oci';
+import { extractTar, TarExtractionError } from '@strata/oci';
 import { ImageStore, type RegistryAuth, registryAuthFromEntries, RegistryClient } from '@strata/registry';
+import { ContextCache, type ExtractedContext } from './context-cache.js';
 import { BlobLayerSink, PrismaCacheIndex, TenantImageResolver } from './adapters.js';
 import type { BuildLogs } from './logs/build-log.js';
 
@@ -32,10 +33,12 @@ export interface BuildRunnerDeps {
 export class BuildRunner {
   private readonly images: ImageStore;
   private readonly layers: BlobLayerSink;
+  private readonly contexts: ContextCache;
   /** Shared by builds without credentials, so anonymous registry tokens are reused. */
   private readonly registryClient: RegistryClient;
 
   constructor(private readonly deps: BuildRunnerDeps) {
+    this.contexts = new ContextCache(path.resolve(deps.config.dataDir, 'contexts'));
     this.images = new ImageStore(deps.prisma, deps.storage.blobs);
     this.layers = new BlobLayerSink(deps.storage, deps.prisma);
     this.registryClient = new RegistryClient({ insecureRegistries: deps.config.pull.insecureRegistries, userAgent: 'strata-worker' });
@@ -72,26 +75,30 @@ export class BuildRunner {
       }
     }
     const workDir = path.resolve(config.dataDir, 'builds', buildId);
-    const contextDir = path.join(workDir, 'context');
+    let extracted: ExtractedContext | undefined;
     try {
       if (secretsError) throw new BuildFailure(secretsError, null);
       await rm(workDir, { recursive: true, force: true });
-      await mkdir(contextDir, { recursive: true });
-      let extracted: ExtractSummary | undefined;
+      await mkdir(workDir, { recursive: true });
       try {
-        extracted = await extractTar(await this.deps.storage.objects.get(build.contextKey!), contextDir, {
-          maxBytes: config.maxContextBytes,
-          maxEntries: config.maxContextEntries,
-          hashFiles: true,
-        });
+        const download = () => this.deps.storage.objects.get(build.contextKey!);
+        const limits = { maxBytes: config.maxContextBytes, maxEntries: config.maxContextEntries };
+        if (build.contextDigest) {
+          extracted = await this.contexts.open(build.tenantId, build.contextDigest, download, limits);
+        } else {
+          await mkdir(path.join(workDir, 'context'));
+          const summary = await extractTar(await download(), path.join(workDir, 'context'), { ...limits, hashFiles: true });
+          extracted = { dir: path.join(workDir, 'context'), fileHashes: summary.fileHashes ?? new Map(), release: () => undefined };
+        }
       } catch (e) {
         if (e instanceof TarExtractionError || /gzip|tar|header/i.test((e as Error).message)) {
           throw new BuildFailure(`the build context was refused: ${(e as Error).message}`, null);
         }
         throw e;
       }
+      const contextDir = extracted.dir;
       const dockerfile = await this.readDockerfile(contextDir, build.dockerfilePath);
-      const context = await BuildContextDir.open(contextDir, extracted?.fileHashes);
+      const context = await BuildContextDir.open(contextDir, extracted.fileHashes);
       const previous = await this.previousFingerprints(build);
       const stepWrites: Array<Promise<unknown>> = [];
       const engine = new BuildEngine({
@@ -195,6 +202,7 @@ export class BuildRunner {
         await prisma.build.updateMany({ where: { id: buildId }, data: { secretsSealed: null, registryAuthSealed: null } }).catch(() => undefined);
       }
       for (const v of secrets.values()) v.fill(0);
+      extracted?.release();
       await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
     }
   }

@@ -1,6 +1,6 @@
 import { BadRequestException, ConflictException, HttpException, HttpStatus, Inject, Injectable, NotFoundException, type OnModuleDestroy, UnsupportedMediaTypeException } from '@nestjs/common';
 import { Redis } from 'ioredis';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { buildCancelChannel, sealSecrets, STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService, type Prisma, retryOnUniqueViolation } from '@strata/db';
@@ -55,9 +55,11 @@ export class BuildsService implements OnModuleDestroy {
     const limit = this.config.maxContextBytes;
     let size = 0;
     let tooLarge = false;
+    const contextHash = createHash('sha256');
     const counter = new Transform({
       transform(chunk: Buffer, _enc, done) {
         size += chunk.length;
+        contextHash.update(chunk);
         if (size > limit) {
           tooLarge = true;
           done(new Error('context too large'));
@@ -85,6 +87,7 @@ export class BuildsService implements OnModuleDestroy {
       await this.storage.objects.delete(contextKey).catch(() => undefined);
       throw new BadRequestException('The request body is empty: send the build context as a tar or tar.gz archive.');
     }
+    const contextDigest = `sha256:${contextHash.digest('hex')}`;
 
     // Secrets are sealed before they touch the database, and the plaintext buffers wiped.
     const secretsSealed = secrets.size > 0 ? new Uint8Array(sealSecrets(this.config.secretsKey, id, secrets)) : null;
@@ -112,6 +115,7 @@ export class BuildsService implements OnModuleDestroy {
           tags: req.tags,
           contextKey,
           contextSize: BigInt(size),
+          contextDigest,
           secretsSealed,
           registryAuthSealed,
         },
