@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { lstat } from 'node:fs/promises';
+import { lstat, readFile } from 'node:fs/promises';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { constants as zlibConstants, createGzip } from 'node:zlib';
@@ -150,7 +150,7 @@ export class LayerWriter {
   private async *tarChunks(entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>): AsyncGenerator<Buffer> {
     const prepared: PreparedEntry[] = [];
     for await (const entry of entries) prepared.push(this.prepare(entry));
-    prepared.sort((a, b) => compareSortKeys(a.sortKey, b.sortKey));
+    prepared.sort((a, b) => compareLayerKeys(a.sortKey, b.sortKey));
     for (let i = 1; i < prepared.length; i++) {
       if (prepared[i - 1]!.tarName.replace(/\/$/, '') === prepared[i]!.tarName.replace(/\/$/, '')) {
         throw new LayerEntryError(prepared[i]!.source, 'path appears more than once');
@@ -158,15 +158,32 @@ export class LayerWriter {
     }
     orderHardlinks(prepared);
 
-    for (const entry of prepared) {
+    // Small files on disk are read a window ahead, concurrently: one at a time costs a thread-pool
+    // round trip per call, which dominates layers of many small files.
+    const ahead = new Map<number, Promise<OpenedContent>>();
+    const startRead = (i: number) => {
+      const e = prepared[i];
+      if (e && e.type === 'file' && !ahead.has(i)) {
+        const p = openContent(e);
+        p.catch(() => undefined);
+        ahead.set(i, p);
+      }
+    };
+    for (const [i, entry] of prepared.entries()) {
       if (entry.type !== 'file') {
         yield encodeTarHeader({ ...entry, name: entry.tarName, size: 0 });
         continue;
       }
-      const { size, open } = await openContent(entry);
+      for (let j = i; j < i + READ_AHEAD; j++) startRead(j);
+      const opened = await ahead.get(i)!;
+      ahead.delete(i);
+      const { size, open } = opened;
       yield encodeTarHeader({ ...entry, name: entry.tarName, size });
       let written = 0;
-      if (size > 0 || open !== null) {
+      if (opened.bytes !== undefined) {
+        written = opened.bytes.length;
+        if (written > 0) yield opened.bytes;
+      } else if (size > 0 || open !== null) {
         const stream = open === null ? null : await open();
         if (stream !== null) {
           for await (const chunk of stream) {
@@ -280,7 +297,8 @@ export function normalizeLayerPath(input: string, allowRoot: boolean): string {
 
 const OPAQUE_BYTES = Buffer.from(OPAQUE_WHITEOUT);
 
-function compareSortKeys(a: Buffer[], b: Buffer[]): number {
+/** The order layers are written in: by path component bytes, an opaque marker first in its directory. */
+export function compareLayerKeys(a: Buffer[], b: Buffer[]): number {
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) {
     const cmp = Buffer.compare(a[i]!, b[i]!);
@@ -336,12 +354,27 @@ function orderHardlinks(sorted: PreparedEntry[]): void {
   }
 }
 
-async function openContent(entry: PreparedEntry): Promise<{ size: number; open: (() => Promise<Readable>) | null }> {
+interface OpenedContent {
+  size: number;
+  open: (() => Promise<Readable>) | null;
+  /** A small file's whole content, already read. */
+  bytes?: Buffer;
+}
+
+const READ_AHEAD = 16;
+const SMALL_FILE = 256 * 1024;
+
+async function openContent(entry: PreparedEntry): Promise<OpenedContent> {
   const content = entry.content!;
   if (content instanceof Uint8Array) return { size: content.byteLength, open: null };
   if ('path' in content) {
     const stats = await lstat(content.path);
     if (!stats.isFile()) throw new LayerEntryError(entry.source, `content source ${content.path} is not a regular file`);
+    if (stats.size <= SMALL_FILE) {
+      const bytes = await readFile(content.path);
+      if (bytes.length !== stats.size) throw new LayerEntryError(entry.source, `content is ${bytes.length} bytes, declared ${stats.size} (file changed while being added?)`);
+      return { size: stats.size, open: null, bytes };
+    }
     return { size: stats.size, open: async () => createReadStream(content.path, { highWaterMark: 256 * 1024 }) };
   }
   if (!Number.isInteger(content.size) || content.size < 0) throw new LayerEntryError(entry.source, `declared size ${content.size} is invalid`);

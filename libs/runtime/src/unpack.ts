@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { chmod, chown, lchown, link, lstat, lutimes, mkdir, rm, symlink, utimes } from 'node:fs/promises';
+import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, readdir, rm, symlink, utimes } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -8,7 +8,8 @@ import { createGunzip, type Gunzip } from 'node:zlib';
 import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from '@strata/oci';
 import tar from 'tar-stream';
 import { runCommand } from './command.js';
-import { cleanRelativePath } from './root-path.js';
+import { cleanRelativePath } from '@strata/oci';
+import { exists } from './fs-exists.js';
 
 export class LayerUnpackError extends Error {
   override readonly name = 'LayerUnpackError';
@@ -57,6 +58,9 @@ class MaybeGunzip extends Transform {
  * archive are dropped so a layer cannot forge overlay redirects.
  */
 export async function unpackLayer(input: Readable, dest: string): Promise<UnpackResult> {
+  // `dest` starts empty (LayerStore unpacks into a fresh temp dir), so a path this unpack has not
+  // written yet cannot exist: no lstat for it. Checked before the stream starts flowing.
+  const fresh = (await readdir(dest).catch(() => [])).length === 0;
   const hash = createHash('sha256');
   const hasher = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
@@ -74,6 +78,15 @@ export async function unpackLayer(input: Readable, dest: string): Promise<Unpack
   const knownDirs = new Set<string>(['']);
   let sizeBytes = 0;
   let entries = 0;
+  // Small files are written concurrently (a bounded window); an entry at a path still being
+  // written, and every hard link, waits first.
+  const written = new Set<string>();
+  const inFlight = new Map<string, Promise<void>>();
+  let writeError: unknown;
+  const settleAll = async () => {
+    await Promise.all(inFlight.values());
+    if (writeError !== undefined) throw writeError;
+  };
 
   try {
     for await (const entry of extract) {
@@ -103,9 +116,13 @@ export async function unpackLayer(input: Readable, dest: string): Promise<Unpack
       const uid = pax.uid !== undefined ? Number.parseInt(pax.uid, 10) : (header.uid ?? 0);
       const gid = pax.gid !== undefined ? Number.parseInt(pax.gid, 10) : (header.gid ?? 0);
       const mtime = pax.mtime !== undefined ? new Date(Number.parseFloat(pax.mtime) * 1000) : (header.mtime ?? new Date(0));
+      if (writeError !== undefined) throw writeError;
+      await inFlight.get(target);
+      if (header.type === 'link') await settleAll();
       if (rel !== '') {
         await ensureDirs(dest, parent, knownDirs);
-        await removeUnlessDirectory(target, header.type === 'directory');
+        if (!fresh || written.has(rel)) await removeUnlessDirectory(target, header.type === 'directory');
+        written.add(rel);
       }
 
       switch (header.type) {
@@ -113,11 +130,26 @@ export async function unpackLayer(input: Readable, dest: string): Promise<Unpack
         case 'contiguous-file':
         case null:
         case undefined: {
+          sizeBytes += Math.ceil((header.size ?? 0) / BLOCK) * BLOCK || BLOCK;
+          if ((header.size ?? 0) <= SMALL_FILE) {
+            const chunks: Buffer[] = [];
+            for await (const chunk of entry) chunks.push(chunk as Buffer);
+            const content = Buffer.concat(chunks);
+            const xattrHeader = entry.header as { pax?: Record<string, string> | null };
+            const write = writeSmallFile(target, content, uid, gid, mode, mtime)
+              .then(() => applyXattrs(xattrHeader, target))
+              .catch((err: unknown) => {
+                writeError ??= err;
+              })
+              .finally(() => inFlight.delete(target));
+            inFlight.set(target, write);
+            if (inFlight.size >= 32) await Promise.race(inFlight.values());
+            continue;
+          }
           await pipeline(entry, createWriteStream(target, { flags: 'wx', mode: 0o600 }));
           await chown(target, uid, gid);
           await chmod(target, mode);
           await utimes(target, mtime, mtime);
-          sizeBytes += Math.ceil((header.size ?? 0) / BLOCK) * BLOCK || BLOCK;
           break;
         }
         case 'directory':
@@ -162,7 +194,9 @@ export async function unpackLayer(input: Readable, dest: string): Promise<Unpack
       await applyXattrs(entry.header as { pax?: Record<string, string> | null }, target);
     }
     await piping;
+    await settleAll();
   } catch (error) {
+    await Promise.all(inFlight.values());
     extract.destroy();
     await piping.catch(() => undefined);
     throw error;
@@ -182,6 +216,21 @@ export async function unpackLayer(input: Readable, dest: string): Promise<Unpack
   for (const dir of directories) await utimes(dir.path, dir.mtime, dir.mtime);
 
   return { diffId: `sha256:${hash.digest('hex')}`, sizeBytes, entries };
+}
+
+const SMALL_FILE = 256 * 1024;
+
+
+async function writeSmallFile(target: string, content: Buffer, uid: number, gid: number, mode: number, mtime: Date): Promise<void> {
+  const handle = await open(target, 'wx', 0o600);
+  try {
+    await handle.writeFile(content);
+    await handle.chown(uid, gid);
+    await handle.chmod(mode);
+    await handle.utimes(mtime, mtime);
+  } finally {
+    await handle.close();
+  }
 }
 
 /** Creates the missing parents of an entry, refusing to pass through a symlink or a non-directory. */
@@ -213,14 +262,6 @@ async function removeUnlessDirectory(path: string, keepDirectory: boolean): Prom
   }
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function applyXattrs(header: { pax?: Record<string, string> | null }, target: string): Promise<void> {
   if (!header.pax) return;
