@@ -1,30 +1,15 @@
 import { jest } from '@jest/globals';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, chownSync, copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { api, makeDir, type Stack, startStack, tarOf, waitForBuild } from './support/stack.js';
+import { busyboxRootfs } from './support/images.js';
 
 jest.setTimeout(180_000);
-
-/** A busybox root filesystem made from Debian's busybox-static (as in run.e2e.spec.ts). */
-function busyboxRootfs(): string {
-  const dir = mkdtempSync(path.join(tmpdir(), 'strata-pull-busybox-'));
-  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin']) mkdirSync(path.join(dir, d), { recursive: true });
-  copyFileSync('/bin/busybox', path.join(dir, 'bin/busybox'));
-  chmodSync(path.join(dir, 'bin/busybox'), 0o755);
-  execFileSync('chroot', [dir, '/bin/busybox', '--install', '-s']);
-  mkdirSync(path.join(dir, 'etc'));
-  writeFileSync(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n');
-  writeFileSync(path.join(dir, 'etc/group'), 'root:x:0:\napp:x:1000:\n');
-  for (const d of ['root', 'tmp', 'home/app']) mkdirSync(path.join(dir, d), { recursive: true });
-  chmodSync(path.join(dir, 'tmp'), 0o1777);
-  chownSync(path.join(dir, 'home/app'), 1000, 1000);
-  return dir;
-}
 
 /**
  * An OCI layout (tag `1`) of a busybox rootfs with a marker file unique to this run, so none of its

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
+import { resolveInRoot } from '@strata/oci';
 import { cleanRelative, hasGlob, IgnoreMatcher, matchComponent } from './ignore.js';
 
 export type ContextEntryType = 'file' | 'directory' | 'symlink';
@@ -185,37 +186,3 @@ export class BuildContextDir {
   }
 }
 
-const MAX_SYMLINKS = 40;
-
-/**
- * Resolves `target` inside `root` as a process chrooted there would: symlinks are followed, but
- * absolute targets and `..` stay inside `root`. Missing tails are kept as they are.
- */
-export async function resolveInRoot(root: string, target: string): Promise<string> {
-  const pending = target.split('/').filter((part) => part !== '' && part !== '.');
-  const resolved: string[] = [];
-  let followed = 0;
-  while (pending.length > 0) {
-    const part = pending.shift()!;
-    if (part === '..') {
-      resolved.pop();
-      continue;
-    }
-    const candidate = path.join(root, ...resolved, part);
-    let isLink = false;
-    try {
-      isLink = (await lstat(candidate)).isSymbolicLink();
-    } catch {
-      isLink = false;
-    }
-    if (!isLink) {
-      resolved.push(part);
-      continue;
-    }
-    if (++followed > MAX_SYMLINKS) throw new ContextSourceError(`too many levels of symbolic links in "${target}"`);
-    const link = await readlink(candidate);
-    if (link.startsWith('/')) resolved.length = 0;
-    pending.unshift(...link.split('/').filter((p) => p !== '' && p !== '.'));
-  }
-  return path.join(root, ...resolved);
-}

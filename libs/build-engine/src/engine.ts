@@ -22,8 +22,9 @@ import {
   type ImageConfig,
   type LayerEntry,
   LayerWriter,
+  resolveInRoot,
 } from '@strata/oci';
-import { BuildContextDir, ContextSourceError, type ContextEntry, resolveInRoot } from './context.js';
+import { BuildContextDir, ContextSourceError, type ContextEntry } from './context.js';
 import {
   type BaseImage,
   type BuildEvent,

@@ -8,3 +8,4 @@ export * from './layer-writer.js';
 export * from './reference.js';
 export * from './tar-reader.js';
 export * from './oci-layout.js';
+export * from './rootfs-path.js';

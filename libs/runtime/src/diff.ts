@@ -1,7 +1,7 @@
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { join } from 'node:path';
-import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX, type LayerEntry } from '@strata/oci';
+import { compareLayerKeys, OPAQUE_WHITEOUT, WHITEOUT_PREFIX, type LayerEntry } from '@strata/oci';
 import { runCommand } from './command.js';
 
 export interface DiffOptions {
@@ -79,7 +79,7 @@ export async function diffUpperDir(upperDir: string, options: DiffOptions = {}):
     }
   }
 
-  entries.sort((a, b) => compareKeys(a.key, b.key));
+  entries.sort((a, b) => compareLayerKeys(a.key, b.key));
   const firstByInode = new Map<string, string>();
   return entries.map(({ entry, inode }) => {
     if (inode === undefined) return entry;
@@ -122,20 +122,6 @@ function whiteoutKey(rel: string): Buffer[] {
   return parts;
 }
 
-const OPAQUE_BYTES = Buffer.from(OPAQUE_WHITEOUT);
-
-/** The order LayerWriter writes: by path component bytes, an opaque marker first in its directory. */
-function compareKeys(a: Buffer[], b: Buffer[]): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) {
-    const cmp = Buffer.compare(a[i]!, b[i]!);
-    if (cmp === 0) continue;
-    if (a[i]!.equals(OPAQUE_BYTES)) return -1;
-    if (b[i]!.equals(OPAQUE_BYTES)) return 1;
-    return cmp;
-  }
-  return a.length - b.length;
-}
 
 interface PathXattrs {
   opaque: boolean;

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { CommandError, runCommand } from './command.js';
 import { LayerUnpackError, unpackLayer } from './unpack.js';
+import { exists } from './fs-exists.js';
 
 /** Gives the layer tar (gzip or plain) for a diff ID; called only when the layer is not on disk yet. */
 export type LayerSource = (diffId: string) => Promise<Readable>;
@@ -243,14 +244,6 @@ function hexOf(diffId: string): string {
   return match[1]!;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function removeSnapshotDir(dir: string): Promise<void> {
   const rootfs = join(dir, 'rootfs');

@@ -1,6 +1,6 @@
 import { lstat, readdir, rmdir, stat, unlink, utimes } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { resolveInRoot } from './root-path.js';
+import { resolveInRoot } from '@strata/oci';
 
 /**
  * runc creates missing mount points (/proc, /etc/hosts, a bind mount's target...) in the rootfs,

@@ -7,7 +7,7 @@ import { runCommand } from './command.js';
 import { LineSplitter } from './line-splitter.js';
 import { MountStubs } from './mount-stubs.js';
 import type { BridgeNetwork, NetworkAttachment } from './network.js';
-import { resolveInRoot } from './root-path.js';
+import { resolveInRoot } from '@strata/oci';
 import { buildRuntimeSpec, type NetnsChoice } from './runtime-spec.js';
 import type { OutputStream, RunOptions, RunResult, RunSpec } from './types.js';
 import { resolveUser } from './user.js';

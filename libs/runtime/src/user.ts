@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { resolveInRoot } from './root-path.js';
+import { resolveInRoot } from '@strata/oci';
 
 export interface ResolvedUser {
   uid: number;
