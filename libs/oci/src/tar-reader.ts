@@ -193,6 +193,12 @@ export interface ExtractOptions extends ExtractLimits {
   preserveOwnership?: boolean;
   /** Hash each regular file's content (sha256, hex) while it is written: callers need not read it again. */
   hashFiles?: boolean;
+  /**
+   * With `hashFiles`: for a small file, an identical file (same content hash, mode, mtime and, when
+   * preserving ownership, owner) the caller already has on the same filesystem, to hard-link
+   * instead of writing. Only for trees nobody writes to (extracted build contexts).
+   */
+  reuse?: (path: string, sha256: string, header: TarEntryHeader) => string | null;
 }
 
 export interface ExtractSummary {
@@ -200,6 +206,8 @@ export interface ExtractSummary {
   bytes: number;
   /** With `hashFiles`: each regular file's path (slash-separated, relative) and sha256 in hex. */
   fileHashes?: Map<string, string>;
+  /** With `hashFiles`: each regular file's mode and mtime as written, beside its hash. */
+  fileModes?: Map<string, { mode: number; mtime: number }>;
 }
 
 /** Files up to this size are buffered and written in one call: far fewer round trips than a stream. */
@@ -242,6 +250,7 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
   const freshDirs = new Set<string>();
   const written = new Set<string>();
   const fileHashes = options.hashFiles ? new Map<string, string>() : undefined;
+  const fileModes = options.hashFiles ? new Map<string, { mode: number; mtime: number }>() : undefined;
   // Small files are written concurrently (one at a time costs a thread-pool round trip per call);
   // an entry that touches a path still being written waits for it first.
   const inFlight = new Map<string, Promise<void>>();
@@ -295,8 +304,13 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
           const chunks: Buffer[] = [];
           for await (const chunk of body) chunks.push(chunk as Buffer);
           const content = Buffer.concat(chunks);
-          if (hash) fileHashes!.set(parts.join('/'), hash.update(content).digest('hex'));
-          const write = writeSmallFile(target, content, header, chown)
+          const hex = hash ? hash.update(content).digest('hex') : null;
+          if (hex !== null) {
+            fileHashes!.set(parts.join('/'), hex);
+            fileModes!.set(parts.join('/'), { mode: header.mode, mtime: header.mtime });
+          }
+          const same = hex !== null ? options.reuse?.(parts.join('/'), hex, header) ?? null : null;
+          const write = (same !== null ? link(same, target).catch(() => writeSmallFile(target, content, header, chown)) : writeSmallFile(target, content, header, chown))
             .catch((err: unknown) => {
               writeError ??= err;
             })
@@ -317,7 +331,10 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
         } finally {
           await handle.close();
         }
-        if (hash) fileHashes!.set(parts.join('/'), hash.digest('hex'));
+        if (hash) {
+          fileHashes!.set(parts.join('/'), hash.digest('hex'));
+          fileModes!.set(parts.join('/'), { mode: header.mode, mtime: header.mtime });
+        }
         break;
       }
       case 'symlink': {
@@ -371,7 +388,7 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
     await chmod(path, dir.mode);
     await utimes(path, dir.mtime, dir.mtime);
   }
-  return fileHashes ? { entries, bytes, fileHashes } : { entries, bytes };
+  return fileHashes ? { entries, bytes, fileHashes, fileModes } : { entries, bytes };
 }
 
 async function writeSmallFile(target: string, content: Buffer, header: TarEntryHeader, chown: boolean): Promise<void> {
