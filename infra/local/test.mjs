@@ -8,7 +8,7 @@ import { ensureDependencies, ensurePackages, ensureServices, generatePrismaClien
 const started = Date.now();
 ensureDependencies();
 // Real clients and runtimes the end-to-end tests drive: skopeo and umoci read our images, runc runs RUN steps.
-ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'busybox-static', 'attr', 'iproute2', 'tar', 'gzip', 'docker-registry']);
+ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'busybox-static', 'attr', 'iproute2', 'tar', 'gzip', 'docker-registry', 'docker.io', 'buildah']);
 const env = await ensureServices({ database: 'strata_test', bucket: 'strata-test', redisDb: 1 });
 generatePrismaClient();
 migrate(env);
