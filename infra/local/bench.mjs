@@ -3,7 +3,7 @@
 // benchmarks under bench/ and prints a table of ratios (Strata / peer; below 1 means Strata is faster).
 //   npm run bench                       both benchmarks, 5 runs per case
 //   npm run bench -- --runs 9           more runs per case (medians are reported)
-//   npm run bench -- --only parse       or --only build-cache
+//   npm run bench -- --only parse       or --only build-cache, or --only registry
 //   npm run bench -- --write-docs       also replace the results block in docs/benchmarks.md
 // The build-cache benchmark starts dockerd, a docker-registry and Strata's api and worker itself and
 // stops them when it ends (also on failure or Ctrl-C). PostgreSQL, Redis and S3 are left running, as
@@ -23,11 +23,11 @@ const runs = Number(opt('runs', process.env.BENCH_RUNS ?? 5));
 const only = opt('only', 'all');
 const writeDocs = args.includes('--write-docs');
 if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs takes a positive integer');
-if (!['all', 'parse', 'build-cache'].includes(only)) throw new Error('--only takes parse or build-cache');
+if (!['all', 'parse', 'build-cache', 'registry'].includes(only)) throw new Error('--only takes parse, build-cache or registry');
 
 const started = Date.now();
 ensureDependencies();
-ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'docker.io', 'docker-registry', 'runc', 'tar']);
+ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'docker.io', 'docker-registry', 'runc', 'tar', 'skopeo']);
 const env = await ensureServices({ database: 'strata_bench', bucket: 'strata-bench', redisDb: 2 });
 generatePrismaClient();
 migrate(env);
@@ -62,9 +62,10 @@ const meta = {
 };
 
 let failed = false;
-const parse = only === 'build-cache' ? null : runBench('dockerfile-parse', 'bench/dockerfile-parse/bench.ts', loader);
-const cache = only === 'parse' ? null : runBench('build-cache', 'bench/build-cache/bench.mjs');
-for (const b of [parse, cache]) if (b && (b.status !== 0 || b.result.error)) failed = true;
+const parse = only === 'all' || only === 'parse' ? runBench('dockerfile-parse', 'bench/dockerfile-parse/bench.ts', loader) : null;
+const cache = only === 'all' || only === 'build-cache' ? runBench('build-cache', 'bench/build-cache/bench.mjs') : null;
+const registry = only === 'all' || only === 'registry' ? runBench('registry', 'bench/registry/bench.mjs') : null;
+for (const b of [parse, cache, registry]) if (b && (b.status !== 0 || b.result.error)) failed = true;
 
 const ms = (x) => (x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(0)} ms`);
 const opt2 = (x) => (x == null || Number.isNaN(x) ? '-' : ms(x));
@@ -86,6 +87,19 @@ if (cache) {
   if (c.error) lines.push('', `Build-cache benchmark failed: ${c.error.split('\n')[0]}`);
   lines.push('');
 }
+if (registry) {
+  const g = registry.result;
+  lines.push(`Registry: skopeo copy push and pull, Strata /v2 (token auth) vs docker-registry (${g.peerVersion ?? '?'}, ${g.peerStorage === 's3' ? 'S3 storage on the same s3rver' : 'filesystem storage'}); cold pushes of images salted per run, pulls to a fresh dir:`);
+  lines.push('');
+  lines.push('| case | size | Strata | docker-registry | ratio Strata/docker-registry |');
+  lines.push('|---|---:|---:|---:|---:|');
+  for (const r of g.rows ?? []) {
+    lines.push(`| ${r.case} | ${(r.bytes / 1024 ** 2).toFixed(1)} MiB in ${r.layers} layer${r.layers === 1 ? '' : 's'} | ${ms(r.strataMs)} | ${ms(r.peerMs)} | **${r.ratio.toFixed(2)}** |`);
+  }
+  for (const n of g.notes ?? []) lines.push('', `Note: ${n}`);
+  if (g.error) lines.push('', `Registry benchmark failed: ${g.error.split('\n')[0]}`);
+  lines.push('');
+}
 if (parse) {
   const p = parse.result;
   if (p.error) lines.push(`Dockerfile parse benchmark failed: ${p.error.split('\n')[0]}`);
@@ -101,7 +115,7 @@ if (parse) {
 const table = lines.join('\n');
 process.stdout.write(`\n${table}\n`);
 writeFileSync(path.join(resultsDir, 'latest.md'), `${table}\n`);
-writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null }, null, 2));
+writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null, registry: registry?.result ?? null }, null, 2));
 
 if (writeDocs) {
   const doc = path.join(root, 'docs/benchmarks.md');

@@ -1,0 +1,269 @@
+// Registry benchmark (issue 6): push and pull with skopeo of (i) a ~100 MB single-layer image and
+// (ii) an image of 50 small layers, against Strata's /v2 (its api as a separate node process, token
+// auth with a Strata API token) and against docker-registry (CNCF Distribution 2.8, apt) storing in
+// the same S3 server (s3rver on 127.0.0.1, its own bucket), side by side in one run.
+// Caveat: Distribution 2.8's s3 driver resumes every chunked upload (each PATCH) with
+// ListMultipartUploads, which s3rver answers 501 NotImplemented; every skopeo push then fails with a
+// 500. So against s3rver the peer stores on the local filesystem (BENCH_PEER_STORAGE=filesystem, the
+// default); BENCH_PEER_STORAGE=s3 keeps the S3 configuration for an S3 server that implements it.
+// Every iteration uses images salted for that iteration, so neither registry (nor the shared S3) has
+// any of their blobs yet: pushes are cold. Pulls go to a fresh `dir:` destination.
+// Started by infra/local/bench.mjs, which provides the service environment (DATABASE_URL, S3_*, ...).
+// Writes its results as JSON to $BENCH_OUT. Nothing listens or connects beyond 127.0.0.1.
+import { createHash, randomBytes } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { installSignalHandlers, median, portOpen, run, runAsync, startProcess, stopAll, waitFor } from '../support/procs.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const RUNS = Number(process.env.BENCH_RUNS ?? 5);
+const API_PORT = Number(process.env.BENCH_REGISTRY_API_PORT ?? 38231);
+const REGISTRY_PORT = Number(process.env.BENCH_DOCKER_REGISTRY_PORT ?? 5001);
+const BIG_MB = Number(process.env.BENCH_BIG_MB ?? 100);
+const SMALL_LAYERS = Number(process.env.BENCH_SMALL_LAYERS ?? 50);
+const KEEP = process.env.BENCH_KEEP === '1';
+const S3_ENDPOINT = process.env.S3_ENDPOINT ?? 'http://127.0.0.1:45690';
+const PEER_BUCKET = process.env.BENCH_REGISTRY_BUCKET ?? 'strata-bench-docker-registry';
+const PEER_STORAGE = process.env.BENCH_PEER_STORAGE ?? 'filesystem';
+if (!['s3', 'filesystem'].includes(PEER_STORAGE)) throw new Error('BENCH_PEER_STORAGE takes s3 or filesystem');
+
+const log = (m) => process.stderr.write(`[bench:registry] ${m}\n`);
+const work = mkdtempSync(path.join(tmpdir(), 'sbr-'));
+const resultsDir = path.join(root, 'bench/results');
+mkdirSync(resultsDir, { recursive: true });
+const strataHost = `127.0.0.1:${API_PORT}`;
+const peerHost = `127.0.0.1:${REGISTRY_PORT}`;
+const sha = (buf) => createHash('sha256').update(buf).digest('hex');
+
+// ---------------------------------------------------------------- fixtures
+/** ~BIG_MB of files, half random bytes and half repetitive text (random-ish), made once. */
+function makeBigTree() {
+  const dir = path.join(work, 'big');
+  mkdirSync(path.join(dir, 'data'), { recursive: true });
+  const files = BIG_MB; // 1 MiB each
+  for (let i = 0; i < files; i++) {
+    const buf = i % 2 === 0 ? randomBytes(1024 * 1024) : Buffer.from(`line ${i} `.repeat(1024 * 1024 / 8).slice(0, 1024 * 1024));
+    writeFileSync(path.join(dir, 'data', `f-${String(i).padStart(4, '0')}.bin`), buf);
+  }
+  return dir;
+}
+
+/**
+ * An OCI image layout with one tag `t`: layers are uncompressed tars (media type
+ * application/vnd.oci.image.layer.v1.tar), so what is measured is the registries and skopeo, not gzip.
+ */
+function writeLayout(layoutDir, layerTars) {
+  const blobs = path.join(layoutDir, 'blobs/sha256');
+  mkdirSync(blobs, { recursive: true });
+  const put = (buf) => {
+    const h = sha(buf);
+    writeFileSync(path.join(blobs, h), buf);
+    return { digest: `sha256:${h}`, size: buf.length };
+  };
+  const layers = layerTars.map((t) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...put(t) }));
+  const config = Buffer.from(JSON.stringify({
+    architecture: 'amd64', os: 'linux', config: {},
+    rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) },
+  }));
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...put(config) }, layers,
+  }));
+  const m = put(manifest);
+  writeFileSync(path.join(layoutDir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  writeFileSync(path.join(layoutDir, 'index.json'), JSON.stringify({
+    schemaVersion: 2,
+    manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...m, annotations: { 'org.opencontainers.image.ref.name': 't' } }],
+  }));
+  return { bytes: layers.reduce((a, l) => a + l.size, 0), layers: layers.length };
+}
+
+const tarDir = (dir) => run('tar', ['-cf', '-', '--numeric-owner', '--mtime=2020-01-01', '-C', dir, '.'], { encoding: 'buffer' });
+
+/** The big image, salted per iteration (one small file) so its layer digest is new everywhere. */
+function bigImage(bigTree, salt) {
+  writeFileSync(path.join(bigTree, 'salt'), salt);
+  const layout = path.join(work, `img-big-${salt}`);
+  return { layout, ...writeLayout(layout, [tarDir(bigTree)]) };
+}
+
+/** SMALL_LAYERS layers of a few KiB each, salted per iteration. */
+function smallImage(salt) {
+  const tars = [];
+  for (let i = 0; i < SMALL_LAYERS; i++) {
+    const d = mkdtempSync(path.join(work, 'l-'));
+    mkdirSync(path.join(d, `layer${i}`));
+    writeFileSync(path.join(d, `layer${i}`, 'file.txt'), `${salt} ${i}\n${randomBytes(2048).toString('base64')}\n`);
+    tars.push(tarDir(d));
+    rmSync(d, { recursive: true, force: true });
+  }
+  const layout = path.join(work, `img-small-${salt}`);
+  return { layout, ...writeLayout(layout, tars) };
+}
+
+// ---------------------------------------------------------------- services
+async function startPeer() {
+  if (await portOpen(REGISTRY_PORT)) throw new Error(`127.0.0.1:${REGISTRY_PORT} is taken; set BENCH_DOCKER_REGISTRY_PORT`);
+  const cfg = path.join(work, 'registry.yml');
+  if (PEER_STORAGE === 'filesystem') {
+    writeFileSync(cfg, [
+      'version: 0.1',
+      'log: { level: error }',
+      `storage: { filesystem: { rootdirectory: ${path.join(work, 'peer-store')} }, delete: { enabled: true } }`,
+      `http: { addr: "${peerHost}" }`,
+      '',
+    ].join('\n'));
+  } else {
+    await writeS3Config(cfg);
+  }
+  const reg = startProcess('docker-registry', '/usr/bin/docker-registry', ['serve', cfg], {
+    env: { PATH: process.env.PATH }, logFile: path.join(work, 'registry.log'),
+  });
+  await waitFor('docker-registry', () => portOpen(REGISTRY_PORT), 30000, reg);
+  await waitFor('docker-registry /v2/', async () => {
+    try { return (await fetch(`http://${peerHost}/v2/`)).ok; } catch { return false; }
+  }, 30000, reg);
+}
+
+async function writeS3Config(cfg) {
+  const s3 = new S3Client({
+    endpoint: S3_ENDPOINT, region: 'us-east-1', forcePathStyle: true,
+    credentials: { accessKeyId: process.env.S3_ACCESS_KEY_ID ?? 'S3RVER', secretAccessKey: process.env.S3_SECRET_ACCESS_KEY ?? 'S3RVER' },
+  });
+  try {
+    await s3.send(new CreateBucketCommand({ Bucket: PEER_BUCKET }));
+  } catch (e) {
+    if (!/BucketAlready/.test(e.name ?? '')) throw e;
+  }
+  s3.destroy();
+  writeFileSync(cfg, [
+    'version: 0.1',
+    'log: { level: error }',
+    'storage:',
+    '  s3:',
+    `    accesskey: ${process.env.S3_ACCESS_KEY_ID ?? 'S3RVER'}`,
+    `    secretkey: ${process.env.S3_SECRET_ACCESS_KEY ?? 'S3RVER'}`,
+    '    region: us-east-1',
+    `    regionendpoint: ${S3_ENDPOINT}`,
+    `    bucket: ${PEER_BUCKET}`,
+    `    rootdirectory: /run-${process.pid}`,
+    '    secure: false',
+    '    v4auth: true',
+    '  delete: { enabled: true }',
+    '  redirect: { disable: true }',
+    `http: { addr: "${peerHost}" }`,
+    '',
+  ].join('\n'));
+}
+
+async function startStrata() {
+  if (await portOpen(API_PORT)) throw new Error(`127.0.0.1:${API_PORT} is taken; set BENCH_REGISTRY_API_PORT`);
+  const env = {
+    ...process.env,
+    PORT: String(API_PORT),
+    HOST: '127.0.0.1',
+    PUBLIC_URL: `http://${strataHost}`,
+    STRATA_DATA_DIR: path.join(work, 'strata-data'),
+    STRATA_QUEUE_PREFIX: `strata-bench-registry-${process.pid}`,
+    STRATA_GC_INTERVAL_MS: '0',
+    NODE_NO_WARNINGS: '1',
+  };
+  const api = startProcess('strata-api', process.execPath, ['--import', './bench/support/register-ts.mjs', 'apps/api/src/main.ts'], {
+    env, cwd: root, logFile: path.join(work, 'api.log'),
+  });
+  await waitFor('strata api', async () => {
+    try { return (await fetch(`http://${strataHost}/healthz`)).ok; } catch { return false; }
+  }, 60000, api);
+}
+
+function tenant(name) {
+  const out = run(process.execPath, ['--import', './bench/support/register-ts.mjs', 'bench/support/tenant.ts', name], { cwd: root, env: process.env });
+  return JSON.parse(out.trim().split('\n').pop())[0];
+}
+
+// ---------------------------------------------------------------- cases
+const skopeo = (args) => runAsync('skopeo', args, { env: { PATH: process.env.PATH, HOME: work } });
+async function timed(fn) {
+  const t0 = performance.now();
+  await fn();
+  return performance.now() - t0;
+}
+
+async function measure(label, make, t) {
+  const targets = {
+    strata: { push: [], pull: [], ref: (repo) => `docker://${strataHost}/${t.name}/${repo}`, dest: ['--dest-creds', `x:${t.token}`], src: ['--src-creds', `x:${t.token}`] },
+    peer: { push: [], pull: [], ref: (repo) => `docker://${peerHost}/bench/${repo}`, dest: [], src: [] },
+  };
+  let info = null;
+  for (let i = 0; i < RUNS; i++) {
+    const salt = `${process.pid}-${label}-${i}-${randomBytes(4).toString('hex')}`;
+    const img = make(salt);
+    info = img;
+    // Alternate which registry goes first, so drift (S3 warm-up, page cache) hits both.
+    const order = i % 2 === 0 ? ['strata', 'peer'] : ['peer', 'strata'];
+    for (const who of order) {
+      const tg = targets[who];
+      const ref = tg.ref(`${label}-${i}:1`);
+      tg.push.push(await timed(() => skopeo(['copy', '-q', '--dest-tls-verify=false', ...tg.dest, `oci:${img.layout}:t`, ref])));
+    }
+    for (const who of order) {
+      const tg = targets[who];
+      const dest = path.join(work, `pull-${who}-${label}-${i}`);
+      tg.pull.push(await timed(() => skopeo(['copy', '-q', '--src-tls-verify=false', ...tg.src, tg.ref(`${label}-${i}:1`), `dir:${dest}`])));
+      rmSync(dest, { recursive: true, force: true });
+    }
+    rmSync(img.layout, { recursive: true, force: true });
+    log(`${label} #${i + 1}: push strata ${targets.strata.push.at(-1).toFixed(0)} ms / docker-registry ${targets.peer.push.at(-1).toFixed(0)} ms; pull ${targets.strata.pull.at(-1).toFixed(0)} / ${targets.peer.pull.at(-1).toFixed(0)} ms`);
+  }
+  const row = (op) => {
+    const s = median(targets.strata[op]);
+    const p = median(targets.peer[op]);
+    return { case: `${label} ${op}`, bytes: info.bytes, layers: info.layers, strataMs: s, peerMs: p, ratio: s / p, strataRuns: targets.strata[op], peerRuns: targets.peer[op] };
+  };
+  return [row('push'), row('pull')];
+}
+
+// ---------------------------------------------------------------- main
+async function cleanup() {
+  await stopAll();
+  for (const f of ['registry.log', 'api.log']) {
+    if (existsSync(path.join(work, f))) cpSync(path.join(work, f), path.join(resultsDir, `registry-${f}`));
+  }
+  if (!KEEP) rmSync(work, { recursive: true, force: true });
+}
+
+installSignalHandlers(cleanup);
+const result = { runs: RUNS, peerStorage: PEER_STORAGE, rows: [], notes: [] };
+if (PEER_STORAGE === 'filesystem') {
+  result.notes.push('docker-registry stores on the local filesystem, not S3: its s3 driver needs ListMultipartUploads, which s3rver answers 501 NotImplemented (every push fails). Strata stores in s3rver. The comparison favours docker-registry.');
+}
+let status = 0;
+try {
+  log(`work dir ${work}; starting docker-registry (${PEER_STORAGE === 's3' ? `S3 ${S3_ENDPOINT}, bucket ${PEER_BUCKET}` : 'filesystem'}) and Strata's api`);
+  await Promise.all([startPeer(), startStrata()]);
+  result.peerVersion = run('/usr/bin/docker-registry', ['--version']).trim();
+  result.skopeoVersion = run('skopeo', ['--version']).trim();
+  const t = tenant(`bench-registry-${process.pid}`);
+  log(`making the ${BIG_MB} MiB tree`);
+  const bigTree = makeBigTree();
+  // One warm-up round each (connections, token path, S3 buckets), not counted.
+  {
+    const w = smallImage(`warmup-${process.pid}`);
+    await skopeo(['copy', '-q', '--dest-tls-verify=false', '--dest-creds', `x:${t.token}`, `oci:${w.layout}:t`, `docker://${strataHost}/${t.name}/warmup:1`]);
+    await skopeo(['copy', '-q', '--dest-tls-verify=false', `oci:${w.layout}:t`, `docker://${peerHost}/bench/warmup:1`]);
+  }
+  result.rows.push(...(await measure('big', (salt) => bigImage(bigTree, salt), t)));
+  result.rows.push(...(await measure('small50', (salt) => smallImage(salt), t)));
+} catch (e) {
+  status = 1;
+  result.error = e.stack ?? String(e);
+  log(`failed: ${result.error}`);
+} finally {
+  await cleanup();
+}
+if (process.env.BENCH_OUT) writeFileSync(process.env.BENCH_OUT, JSON.stringify(result, null, 2));
+else process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+process.exit(status);
