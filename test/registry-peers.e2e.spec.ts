@@ -212,7 +212,7 @@ describe('registry peers: docker 20.10, buildah, skopeo and umoci against /v2 wi
     const tags = await fetch(`${stack.url}/v2/${tenant.name}/buildah/busybox/tags/list`, {
       headers: { authorization: `Basic ${Buffer.from(`x:${tenant.token}`).toString('base64')}` },
     });
-    expect((await tags.json()).tags).toEqual(['1']);
+    expect(((await tags.json()) as { tags: string[] }).tags).toEqual(['1']);
     // docker runs what buildah pushed.
     const out = await docker('run', '--rm', '--network', 'none', ref);
     expect(out).toBe('pushed by buildah\n');

@@ -249,6 +249,28 @@ describe('OCI Distribution registry at /v2', () => {
     expect(filtered.headers.get('oci-filters-applied')).toBe('artifactType');
   });
 
+  it('negotiates Accept: an index tag answers with its linux/amd64 manifest to a client that accepts no index', async () => {
+    const manifest = await reg('GET', `/v2/${acme.name}/web/app/manifests/v1`);
+    const index = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      manifests: [{ mediaType: manifest.headers.get('content-type'), digest: sha256(manifest.body), size: manifest.body.length, platform: { os: 'linux', architecture: 'amd64' } }],
+    });
+    const put = await reg('PUT', `/v2/${acme.name}/web/app/manifests/multi`, { body: index, headers: { 'content-type': 'application/vnd.oci.image.index.v1+json' } });
+    expect(put.status).toBe(201);
+    const modern = await reg('GET', `/v2/${acme.name}/web/app/manifests/multi`, {
+      headers: { accept: 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json' },
+    });
+    expect(modern.headers.get('docker-content-digest')).toBe(sha256(index));
+    const old = await reg('GET', `/v2/${acme.name}/web/app/manifests/multi`, { headers: { accept: manifest.headers.get('content-type')! } });
+    expect(old.status).toBe(200);
+    expect(old.headers.get('docker-content-digest')).toBe(sha256(manifest.body));
+    expect(old.headers.get('content-type')).toBe(manifest.headers.get('content-type'));
+    // By digest the client gets exactly what it named.
+    const byDigest = await reg('GET', `/v2/${acme.name}/web/app/manifests/${sha256(index)}`, { headers: { accept: manifest.headers.get('content-type')! } });
+    expect(byDigest.headers.get('docker-content-digest')).toBe(sha256(index));
+  });
+
   it('lets anyone pull a public repository, and nothing else', async () => {
     await stack.prisma.repository.update({ where: { tenantId_name: { tenantId: acme.tenantId, name: 'web/app' } }, data: { public: true } });
     const anon = await reg('GET', `/v2/${acme.name}/web/app/manifests/v1`, { token: null });

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { type BlobStore, type ByteRange, DigestMismatchError } from '@strata/blobstore';
 import { type PrismaClient, retryOnUniqueViolation } from '@strata/db';
-import { type Descriptor, type Digest, isDigest, MediaType } from '@strata/oci';
+import { type Descriptor, type Digest, type ImageIndex, isDigest, isImageIndexMediaType, MediaType } from '@strata/oci';
 import { RegistryError } from './errors.js';
 import type { ImageStore } from './image-store.js';
 import { parseManifest } from './manifest-document.js';
@@ -235,9 +235,25 @@ export class Registry {
     return row;
   }
 
-  async getManifest(name: string, reference: string, opts: { withBody?: boolean } = {}): Promise<StoredManifest> {
+  /**
+   * A manifest by tag or digest. `accept` is the client's Accept list: as Distribution does, a
+   * client that accepts manifests but no index, asking by tag for an index, gets the index's
+   * linux/amd64 manifest instead (old docker clients); otherwise the manifest is served as stored,
+   * since converting would change its digest.
+   */
+  async getManifest(name: string, reference: string, opts: { withBody?: boolean; accept?: string[] } = {}): Promise<StoredManifest> {
     const repo = await this.repository(name);
-    const row = await this.manifestRow(repo, reference);
+    let row = await this.manifestRow(repo, reference);
+    const accept = opts.accept ?? [];
+    const acceptsIndex = accept.length === 0 || accept.some((a) => a === '*/*' || isImageIndexMediaType(a));
+    if (!acceptsIndex && isImageIndexMediaType(row.mediaType) && !isDigest(reference)) {
+      const index = JSON.parse((await this.images.readBlob(row.digest as Digest)).toString('utf8')) as ImageIndex;
+      const pick = index.manifests.find((m) => m.platform?.os === 'linux' && m.platform.architecture === 'amd64' && accept.includes(m.mediaType));
+      if (!pick) {
+        throw new RegistryError('MANIFEST_UNKNOWN', `${name}:${reference} is an index and the client accepts no index; it has no linux/amd64 manifest of an accepted type`, { tag: reference });
+      }
+      row = await this.manifestRow(repo, pick.digest);
+    }
     const bytes = opts.withBody === false ? Buffer.alloc(0) : await this.images.readBlob(row.digest as Digest);
     return { digest: row.digest as Digest, mediaType: row.mediaType, size: row.size, bytes };
   }

@@ -105,7 +105,8 @@ export class RegistryController {
     const { name, reference } = route;
     if (req.method === 'GET' || req.method === 'HEAD') {
       await this.need(caller, name, 'pull');
-      const m = await this.registry.getManifest(name, reference, { withBody: req.method === 'GET' });
+      const accept = (req.headers.accept ?? '').split(',').map((a) => a.split(';')[0].trim()).filter(Boolean);
+      const m = await this.registry.getManifest(name, reference, { withBody: req.method === 'GET', accept });
       res.status(200).setHeader('Content-Type', m.mediaType);
       res.setHeader('Docker-Content-Digest', m.digest);
       res.setHeader('Content-Length', m.size);
