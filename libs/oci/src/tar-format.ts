@@ -43,7 +43,6 @@ const MAX_OCTAL_7 = 0o7777777;
 const MAX_OCTAL_11 = 0o77777777777;
 
 function isAscii(value: string): boolean {
-  // eslint-disable-next-line no-control-regex
   return /^[\x01-\x7f]*$/.test(value);
 }
 
@@ -176,7 +175,6 @@ export function encodeTarHeader(header: TarHeaderFields): Buffer {
 
 /** What readers without PAX support see: the name reduced to ASCII and truncated. */
 function asciiFallback(value: string, length: number): string {
-  // eslint-disable-next-line no-control-regex
   return value.replace(/[^\x01-\x7f]/g, '_').slice(0, length);
 }
 
