@@ -1,7 +1,8 @@
 // `npm start`: installs what is missing, starts (or reuses) PostgreSQL, Redis and S3 on 127.0.0.1
 // with data under .strata/, applies migrations, creates the dev tenant's token on first run, then
 // runs the api and one worker in the foreground. Ctrl-C stops what this command started.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ensureDependencies, ensurePackages, ensureServices, generatePrismaClient, log, migrate, root, stateDir } from './services.mjs';
@@ -17,7 +18,14 @@ execFileSync(path.join(root, 'node_modules/.bin/tsc'), ['-b', 'tsconfig.build.js
 
 const childEnv = { ...process.env, ...env, STRATA_DATA_DIR: process.env.STRATA_DATA_DIR ?? path.join(stateDir, 'worker') };
 const tokenFile = path.join(stateDir, 'dev-token');
-if (!existsSync(tokenFile)) {
+// A token file from another database (DATABASE_URL changed, data wiped) is replaced, not trusted.
+const tokenKnown = () => {
+  const token = readFileSync(tokenFile, 'utf8').trim();
+  const hash = createHash('sha256').update(token).digest('hex');
+  const out = spawnSync('psql', [env.DATABASE_URL, '-tAc', `SELECT 1 FROM "ApiToken" WHERE "tokenHash" = '${hash}' AND "revokedAt" IS NULL`], { encoding: 'utf8' });
+  return out.status === 0 && out.stdout.trim() === '1';
+};
+if (!existsSync(tokenFile) || !tokenKnown()) {
   const out = execFileSync(process.execPath, ['--input-type=module', '-e', `
     import { createPrismaClient, createTenantWithToken } from '@strata/db';
     const prisma = createPrismaClient(process.env.DATABASE_URL);
