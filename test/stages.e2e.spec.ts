@@ -63,3 +63,20 @@ describe('multi-stage solving', () => {
     expect(result.steps.some((s: Step) => s.instruction === 'RUN sleep 600')).toBe(false);
   });
 });
+
+describe('the build time limit', () => {
+  it('stops a build past its time limit and says so', async () => {
+    const stack = await startStack({ env: { STRATA_BUILD_TIMEOUT_MS: '3000' } });
+    try {
+      const { token } = await stack.tenant('deadline');
+      expect((await api(stack, token, 'POST', '/v1/repositories/busybox/import?tag=1', tarOf(busyboxRootfs()), 'application/x-tar')).status).toBe(201);
+      // The build only ends if the limit stopped the sleep: it would otherwise run for 10 minutes.
+      const result = await build(stack, token, 'repository=slow&tag=1', tarOf(makeDir({ Dockerfile: 'FROM busybox:1\nRUN sleep 600\n' })));
+      expect(result.status).toBe('failed');
+      expect(result.error.message).toBe('the build took longer than its time limit of 3 s and was stopped');
+      expect((await api(stack, token, 'GET', '/v1/repositories/slow/tags')).json.tags).toEqual([]);
+    } finally {
+      await stack.close();
+    }
+  }, 60_000);
+});

@@ -45,6 +45,9 @@ export class BuildRunner {
   }
 
   async run(buildId: string, signal?: AbortSignal): Promise<void> {
+    // The build's time limit stops it like a cancel, but it ends failed, saying why.
+    const deadline = AbortSignal.timeout(this.deps.config.run.buildTimeoutMs);
+    const stop = signal ? AbortSignal.any([signal, deadline]) : deadline;
     const { prisma, config } = this.deps;
     const claimed = await prisma.build.updateMany({
       where: { id: buildId, status: { in: ['queued', 'running'] } },
@@ -151,10 +154,10 @@ export class BuildRunner {
         noCache: build.noCache,
         noCacheStages: build.noCacheFilter,
         secrets,
-        signal,
+        signal: stop,
       });
       // Cancelled after the last step: nothing is published and no tag moves.
-      if (signal?.aborted) throw new BuildFailure('the build was cancelled', null);
+      if (stop.aborted) throw new BuildFailure('the build was cancelled', null);
       // Every step row is in before the build reads as finished.
       await Promise.all(stepWrites);
       const published = await this.images.publish({
@@ -180,7 +183,10 @@ export class BuildRunner {
       });
       await log?.finish('succeeded', `image ${published.manifestDigest}`);
     } catch (e) {
-      const failure = e instanceof BuildFailure ? e : null;
+      const timedOut = deadline.aborted && signal?.aborted !== true;
+      const failure = timedOut
+        ? new BuildFailure(`the build took longer than its time limit of ${Math.round(this.deps.config.run.buildTimeoutMs / 1000)} s and was stopped`, null)
+        : e instanceof BuildFailure ? e : null;
       const message = failure ? failure.message : `internal error: ${(e as Error).message}`;
       const cancelled = signal?.aborted === true;
       await prisma.build.update({

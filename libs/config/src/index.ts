@@ -73,6 +73,8 @@ export interface RunSettings {
   cpus: number;
   /** Wall-clock limit per RUN step. */
   stepTimeoutMs: number;
+  /** Wall-clock limit for a whole build, from when a worker takes it. */
+  buildTimeoutMs: number;
 }
 
 /**
@@ -188,6 +190,7 @@ function runSettings(env: Env): RunSettings {
     pids: int(env, 'STRATA_RUN_PIDS', 4096, 8),
     cpus: cpusRaw === '' ? 0 : Number(cpusRaw),
     stepTimeoutMs: int(env, 'STRATA_RUN_STEP_TIMEOUT_MS', 60 * 60 * 1000, 100),
+    buildTimeoutMs: int(env, 'STRATA_BUILD_TIMEOUT_MS', 2 * 60 * 60 * 1000, 100),
   };
 }
 
