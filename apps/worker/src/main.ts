@@ -39,6 +39,8 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
       await gc.close();
       await cancels.quit();
       await worker.close();
+      // Cache mounts saved after the last steps reach S3 before the worker goes.
+      await runtime.flush();
       await logRedis.quit();
       await prisma.$disconnect();
     },

@@ -1,9 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { chmod, chown, lstat, mkdir, mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import path from 'node:path';
-import type { Storage } from '@strata/blobstore';
+import { NotFoundError, type Storage } from '@strata/blobstore';
 import {
   type RootfsProvider,
   type RootfsView,
@@ -14,7 +14,7 @@ import {
   RunStepError,
 } from '@strata/build-engine';
 import type { RunSettings } from '@strata/config';
-import type { Descriptor, Digest } from '@strata/oci';
+import { type Descriptor, type Digest, extractTar } from '@strata/oci';
 import {
   BridgeNetwork,
   ContainerStartError,
@@ -42,8 +42,9 @@ type LayerRef = { descriptor: Descriptor; diffId: Digest };
 /**
  * The worker's container runtime behind build-engine's interfaces: layers unpacked once per worker
  * (LayerStore, overlayfs), one runc container per RUN, the upper dir diffed into the step's layer.
- * Cache mounts live under `<dataDir>/runtime/cache-mounts/<tenant>/<id>` on this worker only (not
- * synced to S3 yet). Use `forTenant` to get the RunExecutor of one build.
+ * Cache mounts live under `<dataDir>/runtime/cache-mounts/<tenant>/<id>`; a changed cache is saved to
+ * S3 (`cache-mounts/<tenant>/<id>`) after the step, and a worker without it starts from that copy.
+ * Use `forTenant` to get the RunExecutor of one build.
  */
 export class WorkerRuntime implements RootfsProvider {
   readonly root: string;
@@ -52,6 +53,9 @@ export class WorkerRuntime implements RootfsProvider {
   private readonly cacheRoot: string;
   private readonly cacheLocks = new Map<string, Promise<void>>();
   private readonly cacheUsers = new Map<string, number>();
+  /** Signature of each cache directory as last restored or saved, so unchanged caches are not uploaded again. */
+  private readonly cacheSignatures = new Map<string, string>();
+  private readonly cacheUploads = new Map<string, Promise<void>>();
   /** On a tmpfs: secret files, and the bundles (config.json holds env= secrets) of steps that use secrets. */
   private readonly secretsRoot: string;
   private readonly secretRunc: RuncExecutor;
@@ -201,6 +205,53 @@ export class WorkerRuntime implements RootfsProvider {
     };
   }
 
+  /** Fills an empty cache directory from the copy another worker saved to S3, if there is one. */
+  private async restoreCache(tenantId: string, id: string, key: string, dir: string): Promise<void> {
+    let archive;
+    try {
+      archive = await this.options.storage.objects.get(cacheObjectKey(tenantId, id));
+    } catch (e) {
+      if (e instanceof NotFoundError) return;
+      throw e;
+    }
+    try {
+      await extractTar(archive, dir, { preserveOwnership: true, maxBytes: 64 * 1024 ** 3, maxEntries: 10_000_000 });
+      this.cacheSignatures.set(key, await treeSignature(dir));
+    } catch (e) {
+      // A cache is only an accelerator: an archive we cannot take starts the cache empty.
+      process.stderr.write(`cache mount ${id}: could not restore from S3 (${(e as Error).message}); starting empty\n`);
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true });
+    }
+  }
+
+  /** After a step, saves a changed cache directory to S3 in the background (one upload per cache at a time). */
+  private saveCache(tenantId: string, id: string, key: string, dir: string): void {
+    const previous = this.cacheUploads.get(key) ?? Promise.resolve();
+    const next = previous
+      .then(async () => {
+        const signature = await treeSignature(dir);
+        if (this.cacheSignatures.get(key) === signature) return;
+        const tar = spawn('tar', ['--numeric-owner', '-czf', '-', '-C', dir, '.'], { stdio: ['ignore', 'pipe', 'ignore'] });
+        const exited = new Promise<number>((resolve) => tar.once('close', (code) => resolve(code ?? 1)));
+        await this.options.storage.objects.put(cacheObjectKey(tenantId, id), tar.stdout);
+        if ((await exited) !== 0) throw new Error('tar failed');
+        this.cacheSignatures.set(key, signature);
+      })
+      .catch((e: unknown) => {
+        process.stderr.write(`cache mount ${id}: could not save to S3: ${(e as Error).message}\n`);
+      });
+    this.cacheUploads.set(key, next);
+    void next.finally(() => {
+      if (this.cacheUploads.get(key) === next) this.cacheUploads.delete(key);
+    });
+  }
+
+  /** Waits for cache uploads in flight (a worker shutting down lets them finish). */
+  async flush(): Promise<void> {
+    await Promise.all(this.cacheUploads.values());
+  }
+
   private async mount(tenantId: string, m: Exclude<RunMountRequest, { type: 'secret' }>, cleanups: Array<() => Promise<void>>): Promise<RunMount> {
     if (m.type === 'tmpfs') return { type: 'tmpfs', destination: m.target, ...(m.sizeBytes !== undefined ? { sizeBytes: m.sizeBytes } : {}) };
     if (m.type === 'bind') return { type: 'bind', source: m.source, destination: m.target, readonly: m.readOnly };
@@ -233,14 +284,29 @@ export class WorkerRuntime implements RootfsProvider {
       () => true,
       () => false,
     );
+    const shared = dir === path.join(this.cacheRoot, key);
     if (!exists) {
       await mkdir(path.dirname(dir), { recursive: true });
       await mkdir(dir);
       await chown(dir, m.uid, m.gid);
       await chmod(dir, m.mode);
+      // Another worker may have filled this cache: start from its copy in S3.
+      if (shared) await this.restoreCache(tenantId, m.id, key, dir);
     }
+    if (shared && !m.readOnly) cleanups.push(async () => this.saveCache(tenantId, m.id, key, dir));
     return { type: 'bind', source: dir, destination: m.target, readonly: m.readOnly };
   }
+}
+
+/** Where a tenant's cache mount is kept in S3 so that every worker gets it. */
+function cacheObjectKey(tenantId: string, id: string): string {
+  return `cache-mounts/${tenantId}/${hash(id)}`;
+}
+
+/** A cheap signature of a directory tree (paths, sizes, mtimes, modes, owners): did a step change it? */
+async function treeSignature(dir: string): Promise<string> {
+  const { stdout } = await promisify(execFile)('find', [dir, '-printf', '%P %y %s %T@ %m %U %G %l\\n'], { maxBuffer: 256 * 1024 * 1024 });
+  return createHash('sha256').update(stdout.split('\n').sort().join('\n')).digest('hex');
 }
 
 function hash(value: string): string {
