@@ -135,17 +135,8 @@ function registrySecret(env: Env): string {
     return given;
   }
   if (env.NODE_ENV === 'production') throw new ConfigError('STRATA_REGISTRY_SECRET is not set');
-  const file = path.join(env.STRATA_STATE_DIR ?? '.strata', 'registry-secret');
-  if (!existsSync(file)) {
-    mkdirSync(path.dirname(file), { recursive: true });
-    // 'wx' loses the race harmlessly to a replica that wrote first; that file's key is read below.
-    try {
-      writeFileSync(file, randomBytes(32).toString('base64url'), { flag: 'wx', mode: 0o600 });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-  }
-  const stored = readFileSync(file, 'utf8').trim();
+  const { file, text } = developmentKey(env, 'registry-secret', 'base64url');
+  const stored = text.trim();
   if (stored.length < MIN_SECRET_LENGTH) throw new ConfigError(`${file} holds a registry secret shorter than ${MIN_SECRET_LENGTH} characters`);
   return stored;
 }
@@ -165,16 +156,25 @@ function secretsKey(env: Env): Buffer {
   const given = env.STRATA_SECRETS_KEY;
   if (given !== undefined && given !== '') return decode(given, 'STRATA_SECRETS_KEY');
   if (env.NODE_ENV === 'production') throw new ConfigError('STRATA_SECRETS_KEY is not set');
-  const file = path.join(env.STRATA_STATE_DIR ?? '.strata', 'secrets-key');
+  const { file, text } = developmentKey(env, 'secrets-key', 'base64');
+  return decode(text, file);
+}
+
+/**
+ * A random 32-byte key kept in `.strata/<name>` for development, made on first use. Written with
+ * 'wx', so a replica that loses the race to create it reads the winner's key.
+ */
+function developmentKey(env: Env, name: string, encoding: 'base64' | 'base64url'): { file: string; text: string } {
+  const file = path.join(env.STRATA_STATE_DIR ?? '.strata', name);
   if (!existsSync(file)) {
     mkdirSync(path.dirname(file), { recursive: true });
     try {
-      writeFileSync(file, randomBytes(32).toString('base64'), { flag: 'wx', mode: 0o600 });
+      writeFileSync(file, randomBytes(32).toString(encoding), { flag: 'wx', mode: 0o600 });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
   }
-  return decode(readFileSync(file, 'utf8'), file);
+  return { file, text: readFileSync(file, 'utf8') };
 }
 
 function runSettings(env: Env): RunSettings {

@@ -1,18 +1,23 @@
 import { HttpException, HttpStatus } from '@nestjs/common';
 import type { Readable } from 'node:stream';
 
-/** Reads a small request body whole (the api parses no bodies by default: contexts are streamed). */
-export async function readSmallBody(req: Readable, limit: number, what: string): Promise<Buffer> {
+/**
+ * Reads a small request body whole (the api parses no bodies by default: contexts are streamed).
+ * Past `limit` bytes it stops reading and throws `tooLarge()`: by default the api's 413, saying
+ * which `what` was too large; the registry passes its own spec error.
+ */
+export async function readSmallBody(req: Readable, limit: number, what: string, tooLarge?: () => Error): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
     if (size > limit) {
       req.resume();
-      throw new HttpException(
-        { statusCode: 413, error: 'Payload Too Large', message: `The ${what} is larger than the limit of ${limit} bytes.` },
-        HttpStatus.PAYLOAD_TOO_LARGE,
-      );
+      throw tooLarge?.() ??
+        new HttpException(
+          { statusCode: 413, error: 'Payload Too Large', message: `The ${what} is larger than the limit of ${limit} bytes.` },
+          HttpStatus.PAYLOAD_TOO_LARGE,
+        );
     }
     chunks.push(chunk as Buffer);
   }

@@ -16,6 +16,7 @@ import {
 } from '@strata/registry';
 import type { Request, Response } from 'express';
 import { RegistryErrorFilter } from './registry-error.filter.js';
+import { readSmallBody } from '../common/body.js';
 
 /**
  * The OCI Distribution API at /v2. Names contain slashes, so one catch-all route parses the path
@@ -115,7 +116,7 @@ export class RegistryController {
     }
     if (req.method === 'PUT') {
       await this.need(caller, name, 'push');
-      const bytes = await readBody(req, MAX_MANIFEST_BYTES + 1);
+      const bytes = await readSmallBody(req, MAX_MANIFEST_BYTES, 'manifest', () => new RegistryError('SIZE_INVALID', `the manifest is larger than ${MAX_MANIFEST_BYTES} bytes`, undefined, 413));
       const stored = await this.registry.putManifest(name, reference, bytes, req.headers['content-type']);
       res.setHeader('Location', `/v2/${name}/manifests/${stored.digest}`);
       res.setHeader('Docker-Content-Digest', stored.digest);
@@ -273,16 +274,3 @@ function parseContentRange(header: string | undefined): { start: number; end: nu
   return { start: Number(m[1]), end: Number(m[2]) };
 }
 
-async function readBody(req: Request, limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) {
-      req.resume();
-      throw new RegistryError('SIZE_INVALID', `the manifest is larger than ${limit - 1} bytes`, undefined, 413);
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
-}
