@@ -1,6 +1,8 @@
 // Build-cache benchmark: the same Dockerfiles, busybox base image and contexts built by Strata
 // (through its HTTP API, api and worker as two node processes) and by BuildKit (`docker build` in
-// dockerd 20.10 plus `docker push` to a local docker-registry), side by side in one run.
+// dockerd 20.10 plus `docker push` to a local docker-registry) and by buildah (`buildah bud --layers
+// --isolation chroot` on vfs storage plus `buildah push` to the same registry), side by side in one run.
+// BENCH_BUILDAH=0 leaves buildah out.
 // Started by infra/local/bench.mjs, which provides the service environment (DATABASE_URL, ...).
 // Writes its results as JSON to $BENCH_OUT. Nothing listens or connects beyond 127.0.0.1.
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync, cpSync } from 'node:fs';
@@ -16,6 +18,8 @@ const REGISTRY_PORT = Number(process.env.BENCH_REGISTRY_PORT ?? 5000);
 const SRC_FILES = Number(process.env.BENCH_SRC_FILES ?? 1000);
 const DOCKER = '/usr/bin/docker'; // 20.10 with BuildKit built in; the `docker` first on PATH lacks buildx.
 const KEEP = process.env.BENCH_KEEP === '1';
+const BUILDAH = '/usr/bin/buildah';
+const WITH_BUILDAH = process.env.BENCH_BUILDAH !== '0' && existsSync(BUILDAH);
 
 const log = (m) => process.stderr.write(`[bench:build-cache] ${m}\n`);
 // Short path: dockerd's unix sockets must fit in 108 bytes.
@@ -175,6 +179,38 @@ async function buildkitCold() {
   await docker(['builder', 'prune', '-af']);
 }
 
+// ---------------------------------------------------------------- buildah
+// Each buildah store (--root/--runroot) is its own cache: the warm cases share one store, every cold
+// iteration gets a fresh one with only base:1 in it (made untimed, from the same rootfs tar).
+let baseTarPath = '';
+const buildahEnv = () => ({ PATH: process.env.PATH, HOME: work, TMPDIR: work });
+const buildahAt = (store, args) => runAsync(BUILDAH, ['--storage-driver', 'vfs', '--root', path.join(store, 'root'), '--runroot', path.join(store, 'run'), ...args], { env: buildahEnv() });
+let storeSeq = 0;
+
+/** A fresh store holding localhost/base:1 (`buildah from scratch` + `add` of the rootfs tar + `commit`), untimed. */
+async function buildahStore(name) {
+  const store = path.join(work, 'bh', `${name}-${storeSeq++}`);
+  mkdirSync(store, { recursive: true });
+  const c = (await buildahAt(store, ['from', 'scratch'])).trim().split('\n').pop();
+  await buildahAt(store, ['add', '--quiet', c, baseTarPath, '/']);
+  await buildahAt(store, ['config', '--cmd', '/bin/sh', c]);
+  await buildahAt(store, ['commit', '--quiet', c, 'localhost/base:1']);
+  await buildahAt(store, ['rm', c]);
+  return store;
+}
+
+/**
+ * `buildah bud` + `buildah push` to the local registry, the whole of it timed. No --network none:
+ * buildah refuses any network mode but host with --isolation chroot (the RUN steps here use none).
+ */
+async function buildahBuild(store, image, ctxDir) {
+  const local = `localhost/${image}`;
+  const t0 = performance.now();
+  await buildahAt(store, ['bud', '--layers', '--isolation', 'chroot', '--pull-never', '-q', '-f', path.join(ctxDir, 'Dockerfile'), '-t', local, ctxDir]);
+  await buildahAt(store, ['push', '--quiet', '--tls-verify=false', local, `docker://${regHost}/${image}`]);
+  return { ms: performance.now() - t0 };
+}
+
 // ---------------------------------------------------------------- services
 async function startPeers(baseTar) {
   if (await portOpen(REGISTRY_PORT)) throw new Error(`127.0.0.1:${REGISTRY_PORT} is taken; set BENCH_REGISTRY_PORT`);
@@ -242,9 +278,11 @@ async function runCases(kind, multiKind, baseTar) {
   for (const t of ts) await importBase(t.token, baseTar);
   const token = (n) => ts.find((t) => t.name === n).token;
 
-  const measure = async (label, prepare, strata, buildkit) => {
+  const measure = async (label, prepare, strata, buildkit, buildah) => {
     const s = [];
     const b = [];
+    const bh = [];
+    let buildahError = WITH_BUILDAH ? null : 'buildah left out (BENCH_BUILDAH=0 or /usr/bin/buildah missing)';
     const worker = [];
     const queued = [];
     const inSteps = [];
@@ -258,10 +296,15 @@ async function runCases(kind, multiKind, baseTar) {
       inSteps.push(r.build.steps.reduce((t, st) => t + (st.durationMs ?? 0), 0));
       hits = `${r.build.steps.filter((st) => st.cached).length}/${r.build.steps.length}`;
       b.push((await buildkit(i, ctx)).ms);
-      log(`${label} #${i + 1}: Strata ${s.at(-1).toFixed(0)} ms, BuildKit ${b.at(-1).toFixed(0)} ms`);
+      if (!buildahError) {
+        try { bh.push((await buildah(i, ctx)).ms); } catch (e) { buildahError = `buildah failed: ${e.message.split('\n').slice(0, 3).join(' ').slice(0, 400)}`; log(`${label}: ${buildahError}`); }
+      }
+      log(`${label} #${i + 1}: Strata ${s.at(-1).toFixed(0)} ms, BuildKit ${b.at(-1).toFixed(0)} ms, buildah ${buildahError ? '-' : `${bh.at(-1).toFixed(0)} ms`}`);
     }
+    const bhMs = buildahError ? null : median(bh);
     rows.push({
       case: label, strataMs: median(s), buildkitMs: median(b), ratio: median(s) / median(b),
+      buildahMs: bhMs, ratioBuildah: bhMs == null ? null : median(s) / bhMs, buildahError, buildahRuns: bh,
       strataWorkerMs: median(worker), strataQueuedMs: median(queued), strataStepsMs: median(inSteps), strataHits: hits,
       strataRuns: s, buildkitRuns: b,
     });
@@ -271,27 +314,42 @@ async function runCases(kind, multiKind, baseTar) {
   // 1. cold
   await measure(`${kind}: 1 cold`, async (i) => { await buildkitCold(); return makeContext(kind, `cold-${process.pid}-${i}`); },
     (i, ctx) => strataBuild(token(`bench-${kind}-cold-${process.pid}-${i}`), `bench/${kind}-cold`, tagOf(i), ctx),
-    (i, ctx) => buildkitBuild(`bench/${kind}-cold-${i}:${tagOf(i)}`, ctx));
+    (i, ctx) => buildkitBuild(`bench/${kind}-cold-${i}:${tagOf(i)}`, ctx),
+    async (i, ctx) => buildahBuild(await buildahStore(`${kind}-cold`), `buildah/${kind}-cold-${i}:${tagOf(i)}`, ctx));
 
   // 2. unchanged rebuild (after one untimed priming build on each side)
   const warm = token(`bench-${kind}-warm-${process.pid}`);
   const warmCtx = makeContext(kind, `warm-${process.pid}`);
   await strataBuild(warm, `bench/${kind}`, 'prime', warmCtx);
   await buildkitBuild(`bench/${kind}:prime`, warmCtx);
+  let bhWarm = null;
+  if (WITH_BUILDAH) {
+    try {
+      bhWarm = await buildahStore(`${kind}-warm`);
+      await buildahBuild(bhWarm, `buildah/${kind}:prime`, warmCtx);
+    } catch (e) { log(`buildah priming build failed: ${e.message}`); }
+  }
+  const bhWarmBuild = (image) => {
+    if (!bhWarm) throw new Error('the untimed priming build under buildah failed');
+    return buildahBuild(bhWarm, image, warmCtx);
+  };
   await measure(`${kind}: 2 no change`, async () => warmCtx,
     (i) => strataBuild(warm, `bench/${kind}`, tagOf(i), warmCtx),
-    (i) => buildkitBuild(`bench/${kind}:${tagOf(i)}`, warmCtx));
+    (i) => buildkitBuild(`bench/${kind}:${tagOf(i)}`, warmCtx),
+    (i) => bhWarmBuild(`buildah/${kind}:${tagOf(i)}`));
 
   // 3. one source file changed (a new content every iteration, so each is a real miss from that COPY on)
   const changed = path.join(warmCtx, 'src', `file-${String(Math.floor(SRC_FILES / 2)).padStart(4, '0')}.txt`);
   await measure(`${kind}: 3 one file changed`, async (i) => { writeFileSync(changed, `changed ${process.pid} ${i}\n`); return warmCtx; },
     (i) => strataBuild(warm, `bench/${kind}`, `c${i}`, warmCtx),
-    (i) => buildkitBuild(`bench/${kind}:c${i}`, warmCtx));
+    (i) => buildkitBuild(`bench/${kind}:c${i}`, warmCtx),
+    (i) => bhWarmBuild(`buildah/${kind}:c${i}`));
 
   // 4. two independent stages, cold
   await measure(`${multiKind}: 4 two-stage cold`, async (i) => { await buildkitCold(); return makeContext(multiKind, `multi-${process.pid}-${i}`); },
     (i, ctx) => strataBuild(token(`bench-${multiKind}-multi-${process.pid}-${i}`), `bench/${multiKind}`, tagOf(i), ctx),
-    (i, ctx) => buildkitBuild(`bench/${multiKind}-${i}:${tagOf(i)}`, ctx));
+    (i, ctx) => buildkitBuild(`bench/${multiKind}-${i}:${tagOf(i)}`, ctx),
+    async (i, ctx) => buildahBuild(await buildahStore(`${multiKind}-cold`), `buildah/${multiKind}-${i}:${tagOf(i)}`, ctx));
   return rows;
 }
 
@@ -307,6 +365,8 @@ async function runTenRun(baseTar) {
   const s = [];
   const b = [];
   const perRun = [];
+  const bh = [];
+  let buildahError = WITH_BUILDAH ? null : 'buildah left out (BENCH_BUILDAH=0 or /usr/bin/buildah missing)';
   for (let i = 0; i < RUNS; i++) {
     await buildkitCold();
     const dir = mkdtempSync(path.join(work, 'ctx-run10-'));
@@ -317,10 +377,15 @@ async function runTenRun(baseTar) {
     s.push(r.ms);
     perRun.push(median(r.build.steps.filter((st) => st.instruction.startsWith('RUN')).map((st) => st.durationMs ?? 0)));
     b.push((await buildkitBuild(`bench/run10-${i}:r${i}`, dir)).ms);
-    log(`run10: 5 ten RUN steps cold #${i + 1}: Strata ${s.at(-1).toFixed(0)} ms (median RUN step ${perRun.at(-1)} ms), BuildKit ${b.at(-1).toFixed(0)} ms`);
+    if (!buildahError) {
+      try { bh.push((await buildahBuild(await buildahStore('run10'), `buildah/run10-${i}:r${i}`, dir)).ms); } catch (e) { buildahError = `buildah failed: ${e.message.split('\n').slice(0, 3).join(' ').slice(0, 400)}`; log(`run10: ${buildahError}`); }
+    }
+    log(`run10: 5 ten RUN steps cold #${i + 1}: Strata ${s.at(-1).toFixed(0)} ms (median RUN step ${perRun.at(-1)} ms), BuildKit ${b.at(-1).toFixed(0)} ms, buildah ${buildahError ? '-' : `${bh.at(-1).toFixed(0)} ms`}`);
   }
+  const bhMs = buildahError ? null : median(bh);
   return {
     case: 'run10: 5 ten RUN steps, cold', strataMs: median(s), buildkitMs: median(b), ratio: median(s) / median(b),
+    buildahMs: bhMs, ratioBuildah: bhMs == null ? null : median(s) / bhMs, buildahError, buildahRuns: bh,
     strataRunStepMs: median(perRun), strataRuns: s, buildkitRuns: b, strataHits: '0/10',
   };
 }
@@ -337,6 +402,26 @@ async function strataHasRun(baseTar) {
   } catch (e) {
     return { ok: false, reason: e.build?.error ? JSON.stringify(e.build.error) : e.message };
   }
+}
+
+// ---------------------------------------------------------------- three-peer table
+/** Strata vs BuildKit vs buildah, markdown; "-" where buildah could not run a case, with the reason below. */
+function threePeerTable(r) {
+  const ms = (x) => (x == null ? '-' : x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(0)} ms`);
+  const ratio = (x) => (x == null ? '-' : `**${x.toFixed(2)}**`);
+  const out = [
+    `Build cache, three peers: Strata (POST /v1/builds to succeeded) vs BuildKit (dockerd ${r.dockerVersion ?? '?'}: docker build + docker push) vs buildah (${r.buildahVersion ?? 'not run'}: buildah bud --layers --isolation chroot, vfs storage, + buildah push), to the same local registry; median of ${r.runs} runs`,
+    '',
+    '| case | Strata | BuildKit | buildah | ratio Strata/BuildKit | ratio Strata/buildah |',
+    '|---|---:|---:|---:|---:|---:|',
+  ];
+  const why = [];
+  for (const row of r.rows) {
+    out.push(`| ${row.case} | ${ms(row.strataMs)} | ${ms(row.buildkitMs)} | ${ms(row.buildahMs)} | ${ratio(row.ratio)} | ${ratio(row.ratioBuildah)} |`);
+    if (row.buildahError) why.push(`- ${row.case}: buildah "-" because ${row.buildahError}`);
+  }
+  if (why.length) out.push('', ...why);
+  return out.join('\n');
 }
 
 // ---------------------------------------------------------------- main
@@ -357,9 +442,11 @@ const result = { runs: RUNS, srcFiles: SRC_FILES, rows: [], notes: [] };
 let status = 0;
 try {
   const baseTar = makeBaseTar();
+  baseTarPath = baseTar;
   log(`work dir ${work}; starting docker-registry, dockerd, Strata api and worker`);
   const [{ dockerVersion }] = await Promise.all([startPeers(baseTar), startStrata()]);
   result.dockerVersion = dockerVersion;
+  if (WITH_BUILDAH) result.buildahVersion = run(BUILDAH, ['--version']).trim().replace(/^buildah version /, '');
   result.rows.push(...(await runCases('app-copy', 'multi-copy', baseTar)));
   const probe = await strataHasRun(baseTar);
   result.runSupported = probe.ok;
@@ -377,6 +464,12 @@ try {
   log(`failed: ${result.error}`);
 } finally {
   await cleanup();
+}
+if (result.rows.length > 0) {
+  const table = threePeerTable(result);
+  writeFileSync(path.join(resultsDir, 'build-cache-three-peers.md'), `${table}\n`);
+  process.stderr.write(`\n${table}\n\n`);
+  result.notes.push('buildah columns (and Strata/buildah ratios) are in bench/results/build-cache-three-peers.md, printed above by the build-cache benchmark');
 }
 if (process.env.BENCH_OUT) writeFileSync(process.env.BENCH_OUT, JSON.stringify(result, null, 2));
 else process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
