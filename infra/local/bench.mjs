@@ -76,10 +76,12 @@ if (cache) {
   const c = cache.result;
   lines.push(`Build cache: Strata (POST /v1/builds to succeeded) vs BuildKit (dockerd ${c.dockerVersion ?? '?'}: docker build + docker push to a local registry)`);
   lines.push('');
-  lines.push('| case | Strata | BuildKit | ratio Strata/BuildKit | Strata: queued | worker | of which in steps | steps cached |');
-  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|');
+  lines.push('| case | Strata | BuildKit | ratio Strata/BuildKit | buildah | ratio Strata/buildah | Strata: queued | worker | of which in steps | steps cached |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of c.rows ?? []) {
-    lines.push(`| ${r.case} | ${ms(r.strataMs)} | ${ms(r.buildkitMs)} | **${r.ratio.toFixed(2)}** | ${opt2(r.strataQueuedMs)} | ${opt2(r.strataWorkerMs)} | ${opt2(r.strataStepsMs)} | ${r.strataHits ?? '-'} |`);
+    const buildah = typeof r.buildahMs === 'number' ? ms(r.buildahMs) : '-';
+    const vsBuildah = typeof r.ratioBuildah === 'number' ? `**${r.ratioBuildah.toFixed(2)}**` : '-';
+    lines.push(`| ${r.case} | ${ms(r.strataMs)} | ${ms(r.buildkitMs)} | **${r.ratio.toFixed(2)}** | ${buildah} | ${vsBuildah} | ${opt2(r.strataQueuedMs)} | ${opt2(r.strataWorkerMs)} | ${opt2(r.strataStepsMs)} | ${r.strataHits ?? '-'} |`);
   }
   const run10 = (c.rows ?? []).find((r) => r.strataRunStepMs != null);
   if (run10) lines.push('', `Strata per-RUN step time (median over the ten RUN steps, then over runs; step durations as the worker records them): ${ms(run10.strataRunStepMs)} (target: under 150 ms).`);
