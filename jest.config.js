@@ -1,14 +1,10 @@
 // One jest run for every unit test (libs/, apps/) and end-to-end test (test/).
 // ESM throughout: NestJS 12 is ESM-only, so jest runs with --experimental-vm-modules.
-const swc = ['@swc/jest', {
-  jsc: {
-    parser: { syntax: 'typescript', decorators: true },
-    transform: { legacyDecorator: true, decoratorMetadata: true },
-    target: 'es2022',
-    keepClassNames: true,
-  },
-  module: { type: 'es6' },
-}];
+import { readFileSync } from 'node:fs';
+
+// One set of swc options (.swcrc) for jest and the benchmarks' TypeScript loader.
+const { $schema: _schema, ...swcOptions } = JSON.parse(readFileSync(new URL('./.swcrc', import.meta.url), 'utf8'));
+const swc = ['@swc/jest', swcOptions];
 
 const common = {
   extensionsToTreatAsEsm: ['.ts'],

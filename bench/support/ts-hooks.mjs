@@ -9,16 +9,8 @@ import swc from '@swc/core';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-const options = {
-  jsc: {
-    parser: { syntax: 'typescript', decorators: true },
-    transform: { legacyDecorator: true, decoratorMetadata: true },
-    target: 'es2022',
-    keepClassNames: true,
-  },
-  module: { type: 'es6' },
-  sourceMaps: 'inline',
-};
+// The same swc options as jest (.swcrc at the repository root).
+const { $schema: _schema, ...options } = JSON.parse(readFileSync(path.join(root, '.swcrc'), 'utf8'));
 
 export async function resolve(specifier, context, next) {
   const lib = /^@strata\/([a-z-]+)$/.exec(specifier);
