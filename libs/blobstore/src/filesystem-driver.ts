@@ -32,11 +32,12 @@ export class FilesystemDriver implements StorageDriver {
     await rename(temp, target);
   }
 
-  async put(key: string, body: Buffer | Readable): Promise<{ size: number }> {
+  /** Writes a temp file with `write`, then renames it to `key`: readers see all of it or nothing. */
+  private async writeAtomically(key: string, write: (temp: string) => Promise<void>): Promise<{ size: number }> {
     const target = this.path(key);
     const temp = await this.tempPath();
     try {
-      await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, createWriteStream(temp, { flags: 'wx' }));
+      await write(temp);
       const { size } = await stat(temp);
       await this.publish(temp, target);
       return { size };
@@ -44,6 +45,10 @@ export class FilesystemDriver implements StorageDriver {
       await unlink(temp).catch(() => undefined);
       throw err;
     }
+  }
+
+  async put(key: string, body: Buffer | Readable): Promise<{ size: number }> {
+    return this.writeAtomically(key, (temp) => pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, createWriteStream(temp, { flags: 'wx' })));
   }
 
   async get(key: string, range?: ByteRange): Promise<Readable> {
@@ -116,9 +121,7 @@ export class FilesystemDriver implements StorageDriver {
   }
 
   async concat(parts: readonly string[], dst: string): Promise<{ size: number }> {
-    const target = this.path(dst);
-    const temp = await this.tempPath();
-    try {
+    return this.writeAtomically(dst, async (temp) => {
       const out = createWriteStream(temp, { flags: 'wx' });
       for (const part of parts) {
         const source = await this.get(part);
@@ -128,13 +131,7 @@ export class FilesystemDriver implements StorageDriver {
         out.once('error', reject);
         out.end(resolve);
       });
-      const { size } = await stat(temp);
-      await this.publish(temp, target);
-      return { size };
-    } catch (err) {
-      await unlink(temp).catch(() => undefined);
-      throw err;
-    }
+    });
   }
 }
 
