@@ -1,0 +1,152 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { isDeepStrictEqual } from 'node:util';
+import { loadConfig, type StrataConfig } from '@strata/config';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+/** What apps/worker/src/bin.ts prints once it consumes the builds queue. */
+const READY_LINE = 'Strata worker consuming the builds queue';
+
+/**
+ * The environment that makes loadConfig() give back `config` (the inverse of libs/config), so a
+ * worker process reaches the same Postgres, Redis, S3 bucket and queue prefix, and holds the same
+ * registry secret and secrets key, as the stack's api.
+ */
+export function envOf(config: StrataConfig): Record<string, string> {
+  const env: Record<string, string> = {
+    PORT: String(config.port),
+    HOST: config.host,
+    PUBLIC_URL: config.publicUrl,
+    DATABASE_URL: config.databaseUrl,
+    REDIS_URL: config.redisUrl,
+    S3_REGION: config.s3.region,
+    S3_BUCKET: config.s3.bucket,
+    S3_FORCE_PATH_STYLE: String(config.s3.forcePathStyle),
+    STRATA_DATA_DIR: config.dataDir,
+    STRATA_MAX_CONTEXT_BYTES: String(config.maxContextBytes),
+    STRATA_MAX_CONTEXT_ENTRIES: String(config.maxContextEntries),
+    STRATA_WORKER_CONCURRENCY: String(config.workerConcurrency),
+    STRATA_RUN_NETWORK: config.run.network,
+    STRATA_RUN_MEMORY_BYTES: String(config.run.memoryBytes),
+    STRATA_RUN_PIDS: String(config.run.pids),
+    STRATA_RUN_CPUS: config.run.cpus === 0 ? '' : String(config.run.cpus),
+    STRATA_RUN_STEP_TIMEOUT_MS: String(config.run.stepTimeoutMs),
+    STRATA_BUILD_TIMEOUT_MS: String(config.run.buildTimeoutMs),
+    STRATA_QUEUE_PREFIX: config.queuePrefix,
+    STRATA_REGISTRY_SECRET: config.registrySecret,
+    STRATA_SECRETS_KEY: config.secretsKey.toString('base64'),
+    STRATA_UPSTREAM_REGISTRY: config.pull.upstreamRegistry ?? 'none',
+    STRATA_INSECURE_REGISTRIES: config.pull.insecureRegistries.join(','),
+    STRATA_LOG_STEP_MAX_BYTES: String(config.log.stepMaxBytes),
+    STRATA_LOG_BUILD_MAX_BYTES: String(config.log.buildMaxBytes),
+    STRATA_LOG_LINE_MAX_BYTES: String(config.log.lineMaxBytes),
+    STRATA_LOG_STREAM_TTL_SECONDS: String(config.log.streamTtlSeconds),
+    STRATA_GC_INTERVAL_MS: String(config.gc.intervalMs),
+    STRATA_GC_GRACE_MS: String(config.gc.graceMs),
+    STRATA_CACHE_BUDGET_BYTES: String(config.gc.cacheBudgetBytes),
+    STRATA_CACHE_MAX_IDLE_MS: String(config.gc.cacheMaxIdleMs),
+    STRATA_WORKER_LAYERS_MAX_BYTES: String(config.gc.workerLayersMaxBytes),
+  };
+  if (config.s3.endpoint !== undefined) env.S3_ENDPOINT = config.s3.endpoint;
+  if (config.s3.accessKeyId !== undefined) env.S3_ACCESS_KEY_ID = config.s3.accessKeyId;
+  if (config.s3.secretAccessKey !== undefined) env.S3_SECRET_ACCESS_KEY = config.s3.secretAccessKey;
+  // A setting added to libs/config but not here would silently differ between the api and the worker.
+  const back = loadConfig(env);
+  if (!isDeepStrictEqual(back, config)) {
+    const differing = Object.keys(config).filter((k) => !isDeepStrictEqual(back[k as keyof StrataConfig], config[k as keyof StrataConfig]));
+    throw new Error(`envOf() does not reproduce these config fields: ${differing.join(', ')}; map them to their environment variables`);
+  }
+  return env;
+}
+
+/** A worker as an OS process of its own (apps/worker/src/bin.ts run from source), as a deployment runs one. */
+export interface WorkerProcess {
+  pid: number;
+  /** What the worker records in Build.workerId for the builds it runs (apps/worker/src/main.ts). */
+  workerId: string;
+  dataDir: string;
+  /** Everything it wrote to stdout and stderr so far. */
+  output(): string;
+  /** Resolves once it consumes the builds queue; rejects, with its output, if it exits or takes longer than timeoutMs. */
+  ready(timeoutMs?: number): Promise<void>;
+  /** `work`, unless the process exits first: then rejects with its exit status and output instead of waiting out a timeout. */
+  whileRunning<T>(work: Promise<T>): Promise<T>;
+  /** SIGTERM (a graceful close), SIGKILL if it is still there after graceMs; then removes its data directory. Idempotent. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Starts `node --import ./bench/support/register-ts.mjs apps/worker/src/bin.ts` (as bench/build-cache
+ * does) with `config`'s settings and a fresh data directory of its own.
+ */
+export function startWorkerProcess(config: StrataConfig): WorkerProcess {
+  // The same root as startStack()'s data directories.
+  const dataRoot = process.env.STRATA_DATA_DIR ?? tmpdir();
+  mkdirSync(dataRoot, { recursive: true });
+  const dataDir = mkdtempSync(path.join(dataRoot, 'worker-process-'));
+  const env = { ...process.env, ...envOf({ ...config, dataDir }), NODE_NO_WARNINGS: '1' };
+  const child: ChildProcess = spawn(process.execPath, ['--import', './bench/support/register-ts.mjs', 'apps/worker/src/bin.ts'], {
+    cwd: root,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const append = (chunk: Buffer) => {
+    out += chunk.toString('utf8');
+    // Enough to diagnose a failure; a runaway log must not eat the test's memory.
+    if (out.length > 1024 ** 2) out = `[...]${out.slice(-512 * 1024)}`;
+  };
+  child.stdout?.on('data', append);
+  child.stderr?.on('data', append);
+  const exited = new Promise<string>((resolve) => {
+    child.once('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exited with code ${code}`));
+    child.once('error', (err) => resolve(`could not be started: ${err.message}`));
+  });
+  let status: string | null = null;
+  void exited.then((s) => (status = s));
+  // If jest's process goes without afterAll (forceExit, a crash), the worker must not outlive it.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  const describe = (what: string) => `worker process ${child.pid ?? '(no pid)'} ${what}; its output:\n${out || '(none)'}`;
+  let stopping: Promise<void> | null = null;
+
+  return {
+    pid: child.pid ?? -1,
+    workerId: `${hostname()}:${child.pid}`,
+    dataDir,
+    output: () => out,
+    async ready(timeoutMs = 60_000) {
+      const until = Date.now() + timeoutMs;
+      while (!out.includes(READY_LINE)) {
+        if (status !== null) throw new Error(describe(`${status} before it was ready`));
+        if (Date.now() > until) throw new Error(describe(`was not ready after ${timeoutMs} ms`));
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    async whileRunning<T>(work: Promise<T>): Promise<T> {
+      const died = exited.then((s) => {
+        throw new Error(describe(s));
+      });
+      // Keeps a later exit (stop() after `work` won the race) from surfacing as an unhandled rejection.
+      died.catch(() => undefined);
+      return Promise.race([work, died]);
+    },
+    stop(graceMs = 20_000) {
+      stopping ??= (async () => {
+        if (status === null) {
+          child.kill('SIGTERM');
+          const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+          await exited;
+          clearTimeout(timer);
+        }
+        process.removeListener('exit', killOnExit);
+        await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
+      })();
+      return stopping;
+    },
+  };
+}
