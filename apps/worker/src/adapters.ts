@@ -23,10 +23,12 @@ export class PrismaCacheIndex implements CacheIndex {
   ) {}
 
   async get(key: string): Promise<CachedStep | null> {
-    const row = await this.prisma.cacheEntry.findUnique({ where: { tenantId_cacheKey: { tenantId: this.tenantId, cacheKey: key } } });
-    if (!row) return null;
-    await this.prisma.cacheEntry.update({ where: { id: row.id }, data: { lastUsedAt: new Date() } });
-    return row.result as CachedStep;
+    // One round trip: a hit is read and marked used together (every step of every build asks).
+    const rows = await this.prisma.$queryRaw<Array<{ result: unknown }>>`
+      UPDATE "CacheEntry" SET "lastUsedAt" = now()
+      WHERE "tenantId" = ${this.tenantId}::uuid AND "cacheKey" = ${key}
+      RETURNING "result"`;
+    return rows.length > 0 ? (rows[0].result as CachedStep) : null;
   }
 
   async put(key: string, value: CachedStep): Promise<void> {

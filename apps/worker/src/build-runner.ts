@@ -1,11 +1,11 @@
-import { lstat, mkdir, readFile, realpath, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import type { Storage } from '@strata/blobstore';
-import { BuildContextDir, BuildEngine, type BuildEvent, BuildFailure, type RootfsProvider, type RunExecutor, type StepFingerprint } from '@strata/build-engine';
+import { BuildEngine, ContextSourceError, IndexedContext, RootfsIndexer, type BuildEvent, BuildFailure, type RootfsProvider, type RunExecutor, type StepFingerprint } from '@strata/build-engine';
 import { openSecrets, type StrataConfig } from '@strata/config';
 import type { Build, Prisma, PrismaClient } from '@strata/db';
-import { extractTar, TarExtractionError } from '@strata/oci';
+import { TarExtractionError } from '@strata/oci';
 import { ImageStore, type RegistryAuth, registryAuthFromEntries, RegistryClient } from '@strata/registry';
 import { ContextCache, type ExtractedContext } from './context-cache.js';
 import { BlobLayerSink, PrismaCacheIndex, TenantImageResolver } from './adapters.js';
@@ -36,11 +36,14 @@ export class BuildRunner {
   private readonly contexts: ContextCache;
   /** Shared by builds without credentials, so anonymous registry tokens are reused. */
   private readonly registryClient: RegistryClient;
+  /** Layer indexes (paths, owners) shared by every build on this worker. */
+  private readonly indexer: RootfsIndexer;
 
   constructor(private readonly deps: BuildRunnerDeps) {
     this.contexts = new ContextCache(path.resolve(deps.config.dataDir, 'contexts'));
     this.images = new ImageStore(deps.prisma, deps.storage.blobs);
     this.layers = new BlobLayerSink(deps.storage, deps.prisma);
+    this.indexer = new RootfsIndexer((d) => deps.storage.blobs.get(d));
     this.registryClient = new RegistryClient({ insecureRegistries: deps.config.pull.insecureRegistries, userAgent: 'strata-worker' });
   }
 
@@ -86,22 +89,16 @@ export class BuildRunner {
       try {
         const download = () => this.deps.storage.objects.get(build.contextKey!);
         const limits = { maxBytes: config.maxContextBytes, maxEntries: config.maxContextEntries };
-        if (build.contextDigest) {
-          extracted = await this.contexts.open(build.tenantId, build.contextDigest, download, limits);
-        } else {
-          await mkdir(path.join(workDir, 'context'));
-          const summary = await extractTar(await download(), path.join(workDir, 'context'), { ...limits, hashFiles: true });
-          extracted = { dir: path.join(workDir, 'context'), fileHashes: summary.fileHashes ?? new Map(), release: () => undefined };
-        }
+        // Contexts are kept by content digest; a build recorded without one is indexed under its own id.
+        extracted = await this.contexts.open(build.tenantId, build.contextDigest ?? `build-${build.id}`, download, limits);
       } catch (e) {
         if (e instanceof TarExtractionError || /gzip|tar|header/i.test((e as Error).message)) {
           throw new BuildFailure(`the build context was refused: ${(e as Error).message}`, null);
         }
         throw e;
       }
-      const contextDir = extracted.dir;
-      const dockerfile = await this.readDockerfile(contextDir, build.dockerfilePath);
-      const context = await BuildContextDir.open(contextDir, extracted.fileHashes);
+      const context = await IndexedContext.open(extracted.index, extracted.pack, extracted.directory);
+      const dockerfile = await this.readDockerfile(context, build.dockerfilePath);
       const previous = await this.previousFingerprints(build);
       const stepWrites: Array<Promise<unknown>> = [];
       const engine = new BuildEngine({
@@ -114,6 +111,7 @@ export class BuildRunner {
           onPull: (ref, s) => log?.line(null, 'system', `pulled ${ref}: ${s.fetched} blob(s) fetched (${s.bytes} bytes), ${s.skipped} already stored`),
         }),
         layers: this.layers,
+        indexer: this.indexer,
         cache: new PrismaCacheIndex(prisma, build.tenantId),
         executor: this.deps.executor && 'forTenant' in this.deps.executor ? this.deps.executor.forTenant(build.tenantId) : this.deps.executor,
         rootfs: this.deps.rootfs,
@@ -208,7 +206,7 @@ export class BuildRunner {
         await prisma.build.updateMany({ where: { id: buildId }, data: { secretsSealed: null, registryAuthSealed: null } }).catch(() => undefined);
       }
       for (const v of secrets.values()) v.fill(0);
-      extracted?.release();
+      await extracted?.release();
       await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
     }
   }
@@ -233,18 +231,15 @@ export class BuildRunner {
     return map;
   }
 
-  private async readDockerfile(contextDir: string, rel: string): Promise<string> {
-    const abs = path.join(contextDir, rel);
+  private async readDockerfile(context: IndexedContext, rel: string): Promise<string> {
+    let bytes: Buffer | null;
     try {
-      const real = await realpath(abs);
-      if (!real.startsWith(`${await realpath(contextDir)}${path.sep}`)) throw new Error('outside');
-      const st = await lstat(real);
-      if (!st.isFile()) throw new Error('not a file');
-      if (st.size > 4 * 1024 * 1024) throw new BuildFailure(`${rel} is larger than 4 MiB`, null);
-      return await readFile(real, 'utf8');
+      bytes = await context.readFile(rel, 4 * 1024 * 1024);
     } catch (e) {
-      if (e instanceof BuildFailure) throw e;
-      throw new BuildFailure(`no Dockerfile at "${rel}" in the build context`, null);
+      if (e instanceof ContextSourceError) throw new BuildFailure(`${rel} is larger than 4 MiB`, null);
+      throw e;
     }
+    if (bytes === null) throw new BuildFailure(`no Dockerfile at "${rel}" in the build context`, null);
+    return bytes.toString('utf8');
   }
 }

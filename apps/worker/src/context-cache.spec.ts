@@ -18,7 +18,7 @@ function tarOf(files: Record<string, string>, mtime = 1_700_000_000): Buffer {
 describe('ContextCache', () => {
   const limits = { maxBytes: 1 << 30, maxEntries: 100_000 };
 
-  it('extracts a context once per digest and hands out the same tree with its file hashes', async () => {
+  it('indexes a context once per tenant and digest and hands out its files with their hashes', async () => {
     const cache = new ContextCache(mkdtempSync(path.join(tmpdir(), 'ctxc-')));
     let downloads = 0;
     const tar = tarOf({ 'a.txt': 'a', 'src/b.txt': 'b' });
@@ -28,23 +28,38 @@ describe('ContextCache', () => {
     };
     const [one, two] = await Promise.all([cache.open('t1', 'sha256:aa', download, limits), cache.open('t1', 'sha256:aa', download, limits)]);
     expect(downloads).toBe(1);
-    expect(one.dir).toBe(two.dir);
-    expect(readFileSync(path.join(one.dir, 'src/b.txt'), 'utf8')).toBe('b');
-    expect(one.fileHashes.get('a.txt')).toBe('ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb');
-    one.release();
-    two.release();
-    await cache.open('t1', 'sha256:aa', download, limits);
+    const b = one.index.get('src/b.txt');
+    expect(b).toMatchObject({ type: 'file', size: 1, mtime: 1_700_000_000 });
+    expect((await two.pack.read(b as { offset: number; size: number })).toString()).toBe('b');
+    expect(one.index.get('a.txt')).toMatchObject({ sha256: 'ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb' });
+    await one.release();
+    await two.release();
+    const again = await cache.open('t1', 'sha256:aa', download, limits);
     expect(downloads).toBe(1);
+    await again.release();
+    // The same bytes from another tenant are its own entry: nothing is shared across tenants.
+    await (await cache.open('t2', 'sha256:aa', download, limits)).release();
+    expect(downloads).toBe(2);
   });
 
-  it("hard-links a new context's unchanged files from the tenant's previous one, never another tenant's", async () => {
+  it('makes a directory of the context only when asked, once, with the archive modes and mtimes', async () => {
     const cache = new ContextCache(mkdtempSync(path.join(tmpdir(), 'ctxc-')));
-    const first = await cache.open('t1', 'sha256:01', async () => Readable.from([tarOf({ 'same.txt': 'same', 'changed.txt': 'v1' })]), limits);
-    const second = await cache.open('t1', 'sha256:02', async () => Readable.from([tarOf({ 'same.txt': 'same', 'changed.txt': 'v2' })]), limits);
-    const other = await cache.open('t2', 'sha256:03', async () => Readable.from([tarOf({ 'same.txt': 'same' })]), limits);
-    expect(statSync(path.join(second.dir, 'same.txt')).ino).toBe(statSync(path.join(first.dir, 'same.txt')).ino);
-    expect(statSync(path.join(second.dir, 'changed.txt')).ino).not.toBe(statSync(path.join(first.dir, 'changed.txt')).ino);
-    expect(readFileSync(path.join(second.dir, 'changed.txt'), 'utf8')).toBe('v2');
-    expect(statSync(path.join(other.dir, 'same.txt')).ino).not.toBe(statSync(path.join(first.dir, 'same.txt')).ino);
+    const ctx = await cache.open('t1', 'sha256:01', async () => Readable.from([tarOf({ 'same.txt': 'same', 'sub/x.txt': 'x' })]), limits);
+    const dir = await ctx.directory();
+    expect(await ctx.directory()).toBe(dir);
+    expect(readFileSync(path.join(dir, 'sub/x.txt'), 'utf8')).toBe('x');
+    expect(Math.floor(statSync(path.join(dir, 'same.txt')).mtimeMs / 1000)).toBe(1_700_000_000);
+    await ctx.release();
+  });
+
+  it('refuses a hostile archive and keeps nothing of it', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'ctxc-'));
+    const cache = new ContextCache(root);
+    const dir = mkdtempSync(path.join(tmpdir(), 'ctxc-evil-'));
+    execFileSync('ln', ['-s', '../../etc', path.join(dir, 'up')]);
+    const tar = execFileSync('tar', ['-cf', '-', '-C', dir, '.']);
+    await expect(cache.open('t1', 'sha256:ee', async () => Readable.from([tar]), limits)).rejects.toThrow(/points outside/);
+    const { readdirSync } = await import('node:fs');
+    expect(readdirSync(root)).toEqual([]);
   });
 });

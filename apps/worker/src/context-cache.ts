@@ -2,27 +2,29 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { extractTar, type ExtractLimits } from '@strata/oci';
-
-/** What a cached context remembers of each regular file: sha256 (hex), mode, mtime. */
-type FileRecord = [string, number, number];
+import { type ExtractLimits, indexTar, materializeIndex, PackReader, type TarIndex, type TarIndexEntry } from '@strata/oci';
 
 export interface ExtractedContext {
-  /** The extracted tree: read it, never write it (other builds of the same bytes share it). */
-  dir: string;
-  /** Content hash of every regular file, taken while extracting. */
-  fileHashes: Map<string, string>;
-  release(): void;
+  /** Every path of the context with its metadata and, for files, content hash and place in the pack. */
+  index: TarIndex;
+  /** The file contents, read through the index. Closed on release. */
+  pack: PackReader;
+  /** The context as a directory (made on first call, then kept with the entry): for bind mounts. Read it, never write it. */
+  directory(): Promise<string>;
+  release(): Promise<void>;
 }
 
 /**
- * Build contexts this worker extracted, kept by tenant and content digest: rebuilding the same
- * bytes skips the download and the extraction. Entries in use are never evicted; the least
- * recently used others go when there are more than `maxEntries`.
+ * Build contexts this worker has indexed, kept by tenant and content digest: a rebuild of the same
+ * bytes skips the download. A context is kept as an index plus one pack file of file contents
+ * (see indexTar), so a context of thousands of small files costs one sequential write instead of
+ * a file each. Entries in use are never evicted; the least recently used others go when there
+ * are more than `maxEntries`.
  */
 export class ContextCache {
   private readonly inUse = new Map<string, number>();
   private readonly pending = new Map<string, Promise<void>>();
+  private readonly trees = new Map<string, Promise<string>>();
 
   constructor(
     private readonly root: string,
@@ -34,7 +36,7 @@ export class ContextCache {
     const entry = path.join(this.root, key);
     this.inUse.set(key, (this.inUse.get(key) ?? 0) + 1);
     let released = false;
-    const release = () => {
+    const unuse = () => {
       if (released) return;
       released = true;
       const n = (this.inUse.get(key) ?? 1) - 1;
@@ -42,92 +44,82 @@ export class ContextCache {
       else this.inUse.set(key, n);
     };
     try {
-      let hashes = await this.read(entry);
-      if (!hashes) {
-        // Two builds of the same new context extract it once.
+      let index = await this.read(entry);
+      if (!index) {
+        // Two builds of the same new context index it once.
         let p = this.pending.get(key);
         if (!p) {
-          p = this.extract(entry, tenantId, download, limits).finally(() => this.pending.delete(key));
+          p = this.index(entry, download, limits).finally(() => this.pending.delete(key));
           this.pending.set(key, p);
         }
         await p;
-        hashes = await this.read(entry);
-        if (!hashes) throw new Error(`context ${digest} vanished from the worker's cache`);
+        index = await this.read(entry);
+        if (!index) throw new Error(`context ${digest} vanished from the worker's cache`);
         void this.trim();
       }
       const now = new Date();
       await utimes(entry, now, now).catch(() => undefined);
-      return { dir: path.join(entry, 'tree'), fileHashes: hashes, release };
+      const pack = await PackReader.open(path.join(entry, 'pack'));
+      const ix = index;
+      return {
+        index: ix,
+        pack,
+        directory: () => this.tree(key, entry, ix),
+        release: async () => {
+          if (released) return;
+          unuse();
+          await pack.close().catch(() => undefined);
+        },
+      };
     } catch (e) {
-      release();
+      unuse();
       throw e;
     }
   }
 
-  private async readFiles(entry: string): Promise<Record<string, FileRecord> | null> {
+  private async read(entry: string): Promise<TarIndex | null> {
     try {
-      return JSON.parse(await readFile(path.join(entry, 'files.json'), 'utf8')) as Record<string, FileRecord>;
+      const rows = JSON.parse(await readFile(path.join(entry, 'index.json'), 'utf8')) as Array<[string, TarIndexEntry]>;
+      return new Map(rows);
     } catch {
       return null;
     }
   }
 
-  private async read(entry: string): Promise<Map<string, string> | null> {
-    const files = await this.readFiles(entry);
-    return files ? new Map(Object.entries(files).map(([p, [hash]]) => [p, hash])) : null;
-  }
-
-  /**
-   * Extracts a new context. Files identical to ones in this tenant's most recent context (same
-   * content, mode and mtime: a one-file change, say) are hard-linked from it rather than written.
-   */
-  private async extract(entry: string, tenantId: string, download: () => Promise<Readable>, limits: ExtractLimits): Promise<void> {
+  private async index(entry: string, download: () => Promise<Readable>, limits: ExtractLimits): Promise<void> {
     const tmp = path.join(this.root, `tmp-${randomUUID()}`);
-    const previous = await this.latestOfTenant(tenantId);
-    if (previous) this.inUse.set(previous.key, (this.inUse.get(previous.key) ?? 0) + 1);
     try {
-      await mkdir(path.join(tmp, 'tree'), { recursive: true });
-      const prevTree = previous ? path.join(this.root, previous.key, 'tree') : null;
-      const summary = await extractTar(await download(), path.join(tmp, 'tree'), {
-        ...limits,
-        hashFiles: true,
-        reuse: (rel, hash, header) => {
-          const old = previous?.files[rel];
-          return old && old[0] === hash && old[1] === header.mode && old[2] === header.mtime ? path.join(prevTree!, rel) : null;
-        },
-      });
-      const files: Record<string, FileRecord> = {};
-      for (const [rel, hash] of summary.fileHashes ?? []) {
-        const m = summary.fileModes?.get(rel);
-        files[rel] = [hash, m?.mode ?? 0, m?.mtime ?? 0];
-      }
-      await writeFile(path.join(tmp, 'files.json'), JSON.stringify(files));
+      await mkdir(tmp, { recursive: true });
+      const { index } = await indexTar(await download(), path.join(tmp, 'pack'), limits);
+      await writeFile(path.join(tmp, 'index.json'), JSON.stringify([...index]));
       await rm(entry, { recursive: true, force: true });
       await rename(tmp, entry);
     } finally {
-      if (previous) {
-        const n = (this.inUse.get(previous.key) ?? 1) - 1;
-        if (n === 0) this.inUse.delete(previous.key);
-        else this.inUse.set(previous.key, n);
-      }
       await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
     }
   }
 
-  /** The tenant's most recently used context on this worker, if any. */
-  private async latestOfTenant(tenantId: string): Promise<{ key: string; files: Record<string, FileRecord> } | null> {
-    let best: { key: string; used: number } | null = null;
-    for (const name of await readdir(this.root).catch(() => [] as string[])) {
-      if (!name.startsWith(`${tenantId}_`)) continue;
-      const st = await stat(path.join(this.root, name)).catch(() => null);
-      if (st && (!best || st.mtimeMs > best.used)) best = { key: name, used: st.mtimeMs };
+  /** The entry's tree on disk, written from the pack the first time a build asks for it. */
+  private tree(key: string, entry: string, index: TarIndex): Promise<string> {
+    let p = this.trees.get(key);
+    if (!p) {
+      const dir = path.join(entry, 'tree');
+      p = (async () => {
+        const done = await stat(path.join(entry, 'tree.done')).then(() => true, () => false);
+        if (!done) {
+          await rm(dir, { recursive: true, force: true });
+          await materializeIndex(index, path.join(entry, 'pack'), dir);
+          await writeFile(path.join(entry, 'tree.done'), '');
+        }
+        return dir;
+      })();
+      this.trees.set(key, p);
+      p.catch(() => this.trees.delete(key));
     }
-    if (!best) return null;
-    const files = await this.readFiles(path.join(this.root, best.key));
-    return files ? { key: best.key, files } : null;
+    return p;
   }
 
-  /** Removes the least recently used entries beyond the limit (and leftovers of interrupted extractions). */
+  /** Removes the least recently used entries beyond the limit (and leftovers of interrupted indexing). */
   async trim(): Promise<void> {
     let names: string[];
     try {
@@ -147,6 +139,7 @@ export class ContextCache {
     entries.sort((a, b) => b.used - a.used);
     for (const e of entries.slice(this.maxEntries)) {
       if (this.inUse.has(e.name) || this.pending.has(e.name)) continue;
+      this.trees.delete(e.name);
       await rm(path.join(this.root, e.name), { recursive: true, force: true }).catch(() => undefined);
     }
   }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
-import { resolveInRoot } from '@strata/oci';
+import { type FileContent, type PackReader, resolveInIndex, resolveInRoot, type TarIndex, type TarIndexEntry } from '@strata/oci';
 import { cleanRelative, hasGlob, IgnoreMatcher, matchComponent } from './ignore.js';
 
 export type ContextEntryType = 'file' | 'directory' | 'symlink';
@@ -11,7 +11,10 @@ export type ContextEntryType = 'file' | 'directory' | 'symlink';
 export interface ContextEntry {
   /** Slash path relative to the context root. */
   rel: string;
-  abs: string;
+  /** Where it is on disk, for trees on disk (stage root filesystems). */
+  abs?: string;
+  /** Where it is in an indexed tree (differs from `rel` when a parent was a symlink). */
+  at?: string;
   type: ContextEntryType;
   mode: number;
   size: number;
@@ -24,22 +27,137 @@ export class ContextSourceError extends Error {
 }
 
 /**
- * The extracted build context on local disk, seen through .dockerignore: what COPY and ADD can
- * read, and the checksums cache keys are made of.
+ * What COPY, ADD and context bind mounts read: the build context (or a stage's root filesystem)
+ * seen through .dockerignore, and the checksums cache keys are made of. Subclasses say where the
+ * tree lives.
  */
-export class BuildContextDir {
+export abstract class BuildContext {
+  protected constructor(
+    readonly ignore: IgnoreMatcher,
+    /** A stage's root filesystem: sources follow symlinks the way the image sees them, never out of the root. */
+    private readonly followSymlinks: boolean,
+  ) {}
+
+  /** The entry at `rel`: parent symlinks are followed inside the tree, the last one only when asked. */
+  protected abstract lookup(rel: string, followLast: boolean): Promise<ContextEntry | null>;
+  /** Names in a directory entry, sorted. */
+  protected abstract list(dir: ContextEntry): Promise<string[]>;
+  /** The entry named `name` in directory `dir` (symlinks not followed). */
+  protected abstract child(dir: ContextEntry, name: string, rel: string): Promise<ContextEntry | null>;
+  /** sha256 (hex) of a regular file's content. */
+  abstract contentHash(e: ContextEntry): Promise<string>;
+  /** A regular file's content, for the layer writer. */
+  abstract content(e: ContextEntry): FileContent;
+  /** The tree as a directory on disk (for bind mounts); made on first use where it is not one already. */
+  abstract directory(): Promise<string>;
+
+  /**
+   * The context paths a COPY/ADD source names: a plain path, or a pattern matched component by
+   * component (Go filepath.Match); ignored paths are invisible. Throws when nothing matches, with
+   * the message users know from docker.
+   */
+  async resolve(source: string): Promise<ContextEntry[]> {
+    const rel = cleanRelative(source);
+    if (!hasGlob(rel)) {
+      const e = rel === '' || !this.ignore.ignores(rel) ? await this.lookup(rel, this.followSymlinks) : null;
+      if (!e) throw new ContextSourceError(`"${source}" not found: it is not in the build context, or .dockerignore excludes it`);
+      return [e];
+    }
+    const parts = rel.split('/');
+    let current = [''];
+    for (const [i, part] of parts.entries()) {
+      const next: string[] = [];
+      for (const dir of current) {
+        if (!hasGlob(part)) {
+          next.push(dir === '' ? part : `${dir}/${part}`);
+          continue;
+        }
+        const d = await this.lookup(dir, true);
+        if (!d || d.type !== 'directory') continue;
+        for (const n of await this.list(d)) if (matchComponent(part, n)) next.push(dir === '' ? n : `${dir}/${n}`);
+      }
+      current = next;
+      if (i < parts.length - 1) current = current.filter((c) => c !== '');
+    }
+    const found: ContextEntry[] = [];
+    for (const c of current) {
+      if (this.ignore.ignores(c)) continue;
+      const e = await this.lookup(c, this.followSymlinks);
+      if (e) found.push(e);
+    }
+    if (found.length === 0) throw new ContextSourceError(`"${source}" matches no file in the build context (after .dockerignore)`);
+    return found;
+  }
+
+  /** The entry and, for a directory, everything below it that .dockerignore lets through, sorted. */
+  async *walk(start: ContextEntry): AsyncGenerator<ContextEntry> {
+    yield start;
+    if (start.type !== 'directory') return;
+    for (const n of await this.list(start)) {
+      const rel = start.rel === '' ? n : `${start.rel}/${n}`;
+      const ignored = this.ignore.ignores(rel);
+      const e = await this.child(start, n, rel);
+      if (!e) continue;
+      if (ignored) {
+        // An excluded directory is still walked when an exception pattern reaches inside it.
+        if (e.type === 'directory' && this.ignore.mayIncludeBelow(rel)) {
+          for await (const child of this.walk(e)) if (child !== e && !this.ignore.ignores(child.rel)) yield child;
+        }
+        continue;
+      }
+      yield* this.walk(e);
+    }
+  }
+
+  /**
+   * Checksum of what a source contributes: each entry's path relative to the source, type, mode,
+   * size, link target and content hash; never mtime, so a fresh checkout of the same files hits.
+   */
+  async checksum(sources: ContextEntry[]): Promise<{ digest: string; files: Map<string, string> }> {
+    const h = createHash('sha256');
+    const files = new Map<string, string>();
+    for (const src of sources) {
+      for await (const e of this.walk(src)) {
+        const content = e.type === 'file' ? await this.contentHash(e) : '';
+        const line = `${e.rel}\0${e.type}\0${e.mode.toString(8)}\0${e.size}\0${e.linkTarget ?? ''}\0${content}\n`;
+        h.update(line);
+        files.set(e.rel, createHash('sha256').update(line).digest('hex'));
+      }
+    }
+    return { digest: `sha256:${h.digest('hex')}`, files };
+  }
+}
+
+/** A tree on local disk: a stage's (or image's) root filesystem as COPY --from sees it. */
+export class BuildContextDir extends BuildContext {
   private readonly contentHashes = new Map<string, string>();
 
   private constructor(
     readonly root: string,
-    readonly ignore: IgnoreMatcher,
-    /** A stage's root filesystem: sources follow symlinks the way the image sees them, never out of `root`. */
-    private readonly followSymlinks = false,
-  ) {}
+    ignore: IgnoreMatcher,
+    followSymlinks: boolean,
+  ) {
+    super(ignore, followSymlinks);
+  }
 
   /** A stage's (or image's) root filesystem as COPY --from sees it: no .dockerignore, symlinks followed inside it. */
   static openRootfs(root: string): BuildContextDir {
     return new BuildContextDir(root, IgnoreMatcher.fromText(null), true);
+  }
+
+  /** A build context extracted to `root`, seen through its .dockerignore. */
+  static async open(root: string): Promise<BuildContextDir> {
+    let text: string | null = null;
+    try {
+      text = await readFile(path.join(root, '.dockerignore'), 'utf8');
+    } catch {
+      text = null;
+    }
+    return new BuildContextDir(root, IgnoreMatcher.fromText(text), false);
+  }
+
+  directory(): Promise<string> {
+    return Promise.resolve(this.root);
   }
 
   /**
@@ -52,24 +170,20 @@ export class BuildContextDir {
     return path.join(await resolveInRoot(this.root, path.posix.dirname(rel)), path.posix.basename(rel));
   }
 
-  /**
-   * @param knownHashes content hashes (path → sha256 hex) computed when the context was extracted,
-   * so COPY's checksums need not read the files again.
-   */
-  static async open(root: string, knownHashes?: ReadonlyMap<string, string>): Promise<BuildContextDir> {
-    let text: string | null = null;
-    try {
-      text = await readFile(path.join(root, '.dockerignore'), 'utf8');
-    } catch {
-      text = null;
-    }
-    const dir = new BuildContextDir(root, IgnoreMatcher.fromText(text));
-    for (const [rel, hex] of knownHashes ?? []) dir.contentHashes.set(rel, hex);
-    return dir;
+  protected async lookup(rel: string, followLast: boolean): Promise<ContextEntry | null> {
+    return this.entryAt(rel, await this.locate(rel, followLast));
   }
 
-  private async entry(rel: string, followLast = false): Promise<ContextEntry | null> {
-    return this.entryAt(rel, await this.locate(rel, followLast));
+  protected async list(dir: ContextEntry): Promise<string[]> {
+    try {
+      return (await readdir(dir.abs!)).sort();
+    } catch {
+      return [];
+    }
+  }
+
+  protected child(dir: ContextEntry, name: string, rel: string): Promise<ContextEntry | null> {
+    return this.entryAt(rel, path.join(dir.abs!, name));
   }
 
   private async entryAt(rel: string, abs: string): Promise<ContextEntry | null> {
@@ -92,97 +206,120 @@ export class BuildContextDir {
     };
   }
 
-  /**
-   * The context paths a COPY/ADD source names: a plain path, or a pattern matched component by
-   * component (Go filepath.Match); ignored paths are invisible. Throws when nothing matches, with
-   * the message users know from docker.
-   */
-  async resolve(source: string): Promise<ContextEntry[]> {
-    const rel = cleanRelative(source);
-    if (!hasGlob(rel)) {
-      const e = rel === '' || !this.ignore.ignores(rel) ? await this.entry(rel, this.followSymlinks) : null;
-      if (!e) throw new ContextSourceError(`"${source}" not found: it is not in the build context, or .dockerignore excludes it`);
-      return [e];
-    }
-    const parts = rel.split('/');
-    let current = [''];
-    for (const [i, part] of parts.entries()) {
-      const next: string[] = [];
-      for (const dir of current) {
-        if (!hasGlob(part)) {
-          next.push(dir === '' ? part : `${dir}/${part}`);
-          continue;
-        }
-        let names: string[];
-        try {
-          names = await readdir(await this.locate(dir, true));
-        } catch {
-          continue;
-        }
-        for (const n of names.sort()) if (matchComponent(part, n)) next.push(dir === '' ? n : `${dir}/${n}`);
-      }
-      current = next;
-      if (i < parts.length - 1) current = current.filter((c) => c !== '');
-    }
-    const found: ContextEntry[] = [];
-    for (const c of current) {
-      if (this.ignore.ignores(c)) continue;
-      const e = await this.entry(c, this.followSymlinks);
-      if (e) found.push(e);
-    }
-    if (found.length === 0) throw new ContextSourceError(`"${source}" matches no file in the build context (after .dockerignore)`);
-    return found;
-  }
-
-  /** The entry and, for a directory, everything below it that .dockerignore lets through, sorted. */
-  async *walk(start: ContextEntry): AsyncGenerator<ContextEntry> {
-    yield start;
-    if (start.type !== 'directory') return;
-    const names = (await readdir(start.abs)).sort();
-    for (const n of names) {
-      const rel = start.rel === '' ? n : `${start.rel}/${n}`;
-      const ignored = this.ignore.ignores(rel);
-      const e = await this.entryAt(rel, path.join(start.abs, n));
-      if (!e) continue;
-      if (ignored) {
-        // An excluded directory is still walked when an exception pattern reaches inside it.
-        if (e.type === 'directory' && this.ignore.mayIncludeBelow(rel)) {
-          for await (const child of this.walk(e)) if (child !== e && !this.ignore.ignores(child.rel)) yield child;
-        }
-        continue;
-      }
-      yield* this.walk(e);
-    }
-  }
-
   async contentHash(e: ContextEntry): Promise<string> {
     const cached = this.contentHashes.get(e.rel);
     if (cached) return cached;
     const h = createHash('sha256');
     // One read for small files; a stream only when the file is large.
-    if (e.size <= 256 * 1024) h.update(await readFile(e.abs));
-    else for await (const chunk of createReadStream(e.abs)) h.update(chunk as Buffer);
+    if (e.size <= 256 * 1024) h.update(await readFile(e.abs!));
+    else for await (const chunk of createReadStream(e.abs!)) h.update(chunk as Buffer);
     const hex = h.digest('hex');
     this.contentHashes.set(e.rel, hex);
     return hex;
   }
 
-  /**
-   * Checksum of what a source contributes: each entry's path relative to the source, type, mode,
-   * size, link target and content hash; never mtime, so a fresh checkout of the same files hits.
-   */
-  async checksum(sources: ContextEntry[]): Promise<{ digest: string; files: Map<string, string> }> {
-    const h = createHash('sha256');
-    const files = new Map<string, string>();
-    for (const src of sources) {
-      for await (const e of this.walk(src)) {
-        const content = e.type === 'file' ? await this.contentHash(e) : '';
-        const line = `${e.rel}\0${e.type}\0${e.mode.toString(8)}\0${e.size}\0${e.linkTarget ?? ''}\0${content}\n`;
-        h.update(line);
-        files.set(e.rel, createHash('sha256').update(line).digest('hex'));
-      }
-    }
-    return { digest: `sha256:${h.digest('hex')}`, files };
+  content(e: ContextEntry): FileContent {
+    return { path: e.abs! };
   }
 }
 
+/**
+ * A build context as indexTar left it: an index in memory and the file contents in one pack file.
+ * Nothing is read from disk to list, match or hash; contents are read from the pack when a layer
+ * is written, and a directory is made only if a bind mount needs one.
+ */
+export class IndexedContext extends BuildContext {
+  private readonly children = new Map<string, string[]>();
+
+  private constructor(
+    private readonly index: TarIndex,
+    private readonly pack: PackReader,
+    private readonly materialize: () => Promise<string>,
+    ignore: IgnoreMatcher,
+  ) {
+    super(ignore, false);
+    for (const rel of index.keys()) {
+      if (rel === '') continue;
+      const slash = rel.lastIndexOf('/');
+      const parent = slash < 0 ? '' : rel.slice(0, slash);
+      let names = this.children.get(parent);
+      if (!names) this.children.set(parent, (names = []));
+      names.push(rel.slice(slash + 1));
+    }
+    for (const names of this.children.values()) names.sort();
+  }
+
+  /**
+   * @param materialize makes the tree a directory on disk, for bind mounts; called at most once.
+   */
+  static async open(index: TarIndex, pack: PackReader, materialize: () => Promise<string>): Promise<IndexedContext> {
+    let made: Promise<string> | null = null;
+    const once = () => (made ??= materialize());
+    const empty = new IndexedContext(index, pack, once, IgnoreMatcher.fromText(null));
+    const ignoreFile = await empty.readFile('.dockerignore', 4 * 1024 * 1024).catch(() => null);
+    return ignoreFile === null ? empty : new IndexedContext(index, pack, once, IgnoreMatcher.fromText(ignoreFile.toString('utf8')));
+  }
+
+  /** A regular file's content by path (symlinks followed inside the tree); null when there is none. */
+  async readFile(rel: string, maxBytes: number): Promise<Buffer | null> {
+    const at = resolveInIndex(this.index, cleanRelative(rel), true);
+    const e = at === null ? undefined : this.index.get(at);
+    if (!e || e.type !== 'file') return null;
+    if (e.size > maxBytes) throw new ContextSourceError(`${rel} is larger than ${maxBytes} bytes`);
+    return this.pack.read(e);
+  }
+
+  directory(): Promise<string> {
+    return this.materialize();
+  }
+
+  private entry(at: string, rel: string): ContextEntry | null {
+    const e = this.index.get(at);
+    if (!e) return null;
+    return {
+      rel,
+      at,
+      type: e.type,
+      mode: e.mode,
+      size: e.type === 'file' ? e.size : 0,
+      mtime: e.mtime,
+      linkTarget: e.type === 'symlink' ? e.target : undefined,
+    };
+  }
+
+  protected lookup(rel: string, followLast: boolean): Promise<ContextEntry | null> {
+    if (rel === '') return Promise.resolve(this.entry('', ''));
+    const parent = resolveInIndex(this.index, path.posix.dirname(rel), true);
+    if (parent === null) return Promise.resolve(null);
+    const at = parent === '' ? path.posix.basename(rel) : `${parent}/${path.posix.basename(rel)}`;
+    const real = followLast ? resolveInIndex(this.index, at, true) : at;
+    if (real === null) return Promise.resolve(null);
+    // COPY names the source as written even when a parent was a link.
+    return Promise.resolve(this.entry(real, rel));
+  }
+
+  protected list(dir: ContextEntry): Promise<string[]> {
+    return Promise.resolve(this.children.get(dir.at!) ?? []);
+  }
+
+  protected child(dir: ContextEntry, name: string, rel: string): Promise<ContextEntry | null> {
+    return Promise.resolve(this.entry(dir.at === '' ? name : `${dir.at}/${name}`, rel));
+  }
+
+  contentHash(e: ContextEntry): Promise<string> {
+    const f = this.fileAt(e);
+    return Promise.resolve(f.sha256);
+  }
+
+  content(e: ContextEntry): FileContent {
+    const f = this.fileAt(e);
+    if (f.size <= 256 * 1024) return { size: f.size, read: () => this.pack.read(f) };
+    return { size: f.size, stream: () => this.pack.stream(f) };
+  }
+
+  private fileAt(e: ContextEntry): Extract<TarIndexEntry, { type: 'file' }> {
+    const f = this.index.get(e.at ?? e.rel);
+    if (f?.type !== 'file') throw new ContextSourceError(`"${e.rel}" is not a regular file of the build context`);
+    return f;
+  }
+}

@@ -21,10 +21,11 @@ import {
   type HistoryEntry,
   type ImageConfig,
   type LayerEntry,
+  type PackedLayer,
   LayerWriter,
   resolveInRoot,
 } from '@strata/oci';
-import { BuildContextDir, ContextSourceError, type ContextEntry } from './context.js';
+import { BuildContext, BuildContextDir, ContextSourceError, type ContextEntry } from './context.js';
 import {
   type BaseImage,
   type BuildEvent,
@@ -53,7 +54,7 @@ export interface BuildInput {
   dockerfile: string;
   /** Name of the Dockerfile in the context, for messages. */
   dockerfilePath: string;
-  context: BuildContextDir;
+  context: BuildContext;
   buildArgs: Record<string, string>;
   target?: string;
   noCache?: boolean;
@@ -78,6 +79,8 @@ export interface EngineDeps {
   previousStep?: (stage: number, index: number) => StepFingerprint | null;
   /** Wall clock, replaceable for tests. */
   now?: () => Date;
+  /** Layer indexes shared by every build of a worker; by default one per engine. */
+  indexer?: RootfsIndexer;
 }
 
 export interface StageResult {
@@ -166,7 +169,7 @@ export class BuildEngine {
   private readonly stageViews = new WeakMap<BuildInput, Map<StageResult, Promise<RootfsView>>>();
 
   constructor(private readonly deps: EngineDeps) {
-    this.indexer = new RootfsIndexer((d) => deps.layers.open(d));
+    this.indexer = deps.indexer ?? new RootfsIndexer((d) => deps.layers.open(d));
     this.now = deps.now ?? (() => new Date());
   }
 
@@ -699,7 +702,7 @@ export class BuildEngine {
       const base = { path: pth, uid: p.owner.uid, gid: p.owner.gid, mtime: e.mtime };
       if (e.type === 'directory') entries.set(pth, { ...base, type: 'directory', mode });
       else if (e.type === 'symlink') entries.set(pth, { ...base, type: 'symlink', target: e.linkTarget!, mode: 0o777 });
-      else entries.set(pth, { ...base, type: 'file', mode, content: { path: e.abs } });
+      else entries.set(pth, { ...base, type: 'file', mode, content: p.context.content(e) });
     };
     for (const src of p.sources) {
       if (src.type === 'directory') {
@@ -720,9 +723,14 @@ export class BuildEngine {
         put(target, src);
       }
     }
-    const packed = new LayerWriter({ clampMtime: sourceDateEpoch }).pack([...entries.values()]);
+    return { layer: await this.storeLayer(new LayerWriter({ clampMtime: sourceDateEpoch }).pack([...entries.values()])) };
+  }
+
+  /** Stores a layer and indexes it from what was written, so later COPY steps need not read it back. */
+  private async storeLayer(packed: PackedLayer): Promise<{ descriptor: Descriptor; diffId: Digest }> {
     const layer = await this.deps.layers.store(packed);
-    return { layer };
+    this.indexer.seed(layer.descriptor.digest, (await packed.result).entries);
+    return layer;
   }
 
   private stageView(input: BuildInput, stage: StageResult): Promise<RootfsView> {
@@ -800,7 +808,7 @@ export class BuildEngine {
             throw e;
           }
           const checksum = await input.context.checksum(entries!);
-          const abs = await resolveInRoot(input.context.root, source);
+          const abs = await resolveInRoot(await input.context.directory(), source);
           out.push({ key: { type: 'bind', target, context: checksum.digest, source, readOnly: true }, request: { type: 'bind', target, source: abs, readOnly: true } });
         }
       } else {
@@ -865,8 +873,7 @@ export class BuildEngine {
         fail(`"${spec.args.join(' ')}" exited with code ${outcome.exitCode}${pids}${lastOutput}`);
       }
       if (outcome.entries.length === 0) return { emptyLayer: true };
-      const layer = await this.deps.layers.store(new LayerWriter({ clampMtime: sourceDateEpoch }).pack(outcome.entries));
-      return { layer };
+      return { layer: await this.storeLayer(new LayerWriter({ clampMtime: sourceDateEpoch }).pack(outcome.entries)) };
     } finally {
       await outcome.release();
     }
@@ -889,7 +896,7 @@ interface PreparedCopy {
   chmod: number | null;
   /** The image's paths, owners, passwd and group; read lazily (it downloads layers). */
   index: () => Promise<RootfsIndex>;
-  context: BuildContextDir;
+  context: BuildContext;
   definition: unknown;
   /** Each source entry's hash, for miss explanations. */
   files: Map<string, string>;

@@ -11,9 +11,29 @@ export interface IndexedPath {
 
 /** Paths that exist in an image's filesystem, with their metadata, plus /etc/passwd and /etc/group. */
 export interface RootfsIndex {
-  paths: Map<string, IndexedPath>;
+  paths: { get(path: string): IndexedPath | undefined };
   passwd: string | null;
   group: string | null;
+}
+
+/** A layer's header metadata, as written or read: what the index is made of. */
+export interface LayerIndexEntry extends IndexedPath {
+  /** Archive path ("usr/bin/x", "etc/"; whiteout markers included). */
+  name: string;
+}
+
+/** What one layer adds and removes, without its contents (except /etc/passwd and /etc/group). */
+interface LayerIndex {
+  entries: Map<string, IndexedPath>;
+  /** Paths this layer deletes from the layers below (`.wh.<name>`). */
+  removed: Set<string>;
+  /** Directories whose lower-layer children this layer hides (`.wh..wh..opq`). */
+  opaque: Set<string>;
+  /** Content of etc/passwd and etc/group when this layer writes them; undefined when it does not. */
+  passwd?: string;
+  group?: string;
+  /** Entries counted toward the memo's budget. */
+  weight: number;
 }
 
 const KEEP_CONTENT = new Set(['etc/passwd', 'etc/group']);
@@ -24,57 +44,162 @@ async function readBody(body: Readable): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-/**
- * Indexes an image's layers (base first) without unpacking them: COPY needs to know which parent
- * directories exist (so a layer never resets /tmp's mode, say) and who users and groups are.
- * Indexes of layer prefixes are memoised: every step of a stage shares its base's index.
- */
-export class RootfsIndexer {
-  private readonly memo = new Map<string, Promise<RootfsIndex>>();
+function cleanName(name: string): string {
+  return name.replace(/^(\.\/)+/, '').replace(/^\/+/, '').replace(/\/+$/, '');
+}
 
-  constructor(private readonly open: (digest: Digest) => Promise<Readable>) {}
+function* ancestors(p: string): Generator<string> {
+  for (let i = p.lastIndexOf('/'); i > 0; i = p.lastIndexOf('/', i - 1)) yield p.slice(0, i);
+}
 
-  index(layers: Array<{ digest: Digest; diffId: Digest }>): Promise<RootfsIndex> {
-    if (layers.length === 0) return Promise.resolve({ paths: new Map(), passwd: null, group: null });
-    const key = layers.map((l) => l.diffId).join(',');
-    let p = this.memo.get(key);
-    if (!p) {
-      p = this.build(layers);
-      this.memo.set(key, p);
-      p.catch(() => this.memo.delete(key));
-      if (this.memo.size > 256) this.memo.delete(this.memo.keys().next().value as string);
-    }
-    return p;
+/** An image's filesystem seen through its layer indexes, top layer first. */
+class StackedIndex implements RootfsIndex {
+  readonly passwd: string | null;
+  readonly group: string | null;
+  readonly paths: { get(path: string): IndexedPath | undefined };
+
+  constructor(private readonly top: LayerIndex[]) {
+    this.paths = { get: (p) => this.lookup(cleanName(p)) };
+    this.passwd = this.content('etc/passwd', 'passwd');
+    this.group = this.content('etc/group', 'group');
   }
 
-  private async build(layers: Array<{ digest: Digest; diffId: Digest }>): Promise<RootfsIndex> {
-    const below = await this.index(layers.slice(0, -1));
-    const top = layers[layers.length - 1];
-    const paths = new Map(below.paths);
-    let { passwd, group } = below;
-    for await (const { header, body } of readTarEntries(await this.open(top.digest))) {
-      const name = header.name.replace(/^\.\//, '').replace(/^\/+/, '');
-      const wh = parseWhiteout(name);
-      if (wh) {
-        const gone = wh.kind === 'opaque' ? wh.directory : wh.removed;
-        if (wh.kind === 'whiteout') paths.delete(gone);
-        for (const p of [...paths.keys()]) if (p.startsWith(`${gone}/`)) paths.delete(p);
-        body.resume();
-        continue;
+  private lookup(p: string): IndexedPath | undefined {
+    for (const layer of this.top) {
+      const hit = layer.entries.get(p);
+      if (hit) return hit;
+      if (layer.removed.has(p)) return undefined;
+      for (const a of ancestors(p)) {
+        if (layer.removed.has(a) || layer.opaque.has(a)) return undefined;
+        // A non-directory written over an ancestor hides everything below it.
+        const over = layer.entries.get(a);
+        if (over && over.type !== 'directory') return undefined;
       }
+    }
+    return undefined;
+  }
+
+  private content(p: string, field: 'passwd' | 'group'): string | null {
+    for (const layer of this.top) {
+      if (layer.entries.has(p)) return layer[field] ?? null;
+      if (layer.removed.has(p) || layer.opaque.has('etc') || layer.removed.has('etc')) return null;
+    }
+    return null;
+  }
+}
+
+/**
+ * Indexes an image's layers without unpacking them: COPY needs to know which parent directories
+ * exist (so a layer never resets /tmp's mode, say) and who users and groups are.
+ *
+ * One indexer serves a whole worker: each layer is indexed once, by its blob digest (content
+ * addressed, so no tenant can make another's index answer for its own blob), and an image's index
+ * is a stack of its layers' indexes. Layers the worker writes itself are indexed from the entries
+ * it wrote, so they are never read back from the blob store.
+ */
+export class RootfsIndexer {
+  /** Oldest first; `weight` is known once the layer is indexed. */
+  private readonly memo = new Map<string, { index: Promise<LayerIndex>; weight: number }>();
+  private weight = 0;
+
+  /**
+   * @param open reads a layer blob by digest.
+   * @param maxEntries paths kept in memory across all indexed layers before the least recently used
+   *   layers are dropped (they are read again when next needed).
+   */
+  constructor(
+    private readonly open: (digest: Digest) => Promise<Readable>,
+    private readonly maxEntries = 2_000_000,
+  ) {}
+
+  async index(layers: Array<{ digest: Digest; diffId: Digest }>): Promise<RootfsIndex> {
+    const indexes = await Promise.all(layers.map((l) => this.layer(l.digest)));
+    return new StackedIndex(indexes.reverse());
+  }
+
+  /**
+   * Records a layer this worker just wrote, from the headers it wrote (LayerResult.entries). A layer
+   * that writes /etc/passwd or /etc/group is left to be read from the store when needed.
+   */
+  seed(digest: Digest, entries: readonly LayerIndexEntry[]): void {
+    if (this.memo.has(digest)) return;
+    const index = emptyIndex();
+    for (const e of entries) {
+      const name = cleanName(e.name);
+      if (KEEP_CONTENT.has(name)) return;
+      add(index, name, e);
+    }
+    this.memo.set(digest, { index: Promise.resolve(index), weight: index.weight });
+    this.weight += index.weight;
+    this.trim();
+  }
+
+  private layer(digest: Digest): Promise<LayerIndex> {
+    const hit = this.memo.get(digest);
+    if (hit) {
+      // Most recently used last.
+      this.memo.delete(digest);
+      this.memo.set(digest, hit);
+      return hit.index;
+    }
+    const slot = { index: this.read(digest), weight: 0 };
+    this.memo.set(digest, slot);
+    slot.index.then(
+      (ix) => {
+        if (this.memo.get(digest) !== slot) return;
+        slot.weight = ix.weight;
+        this.weight += ix.weight;
+        this.trim();
+      },
+      () => {
+        if (this.memo.get(digest) === slot) this.memo.delete(digest);
+      },
+    );
+    return slot.index;
+  }
+
+  private trim(): void {
+    for (const [digest, slot] of this.memo) {
+      if (this.weight <= this.maxEntries || this.memo.size <= 1) break;
+      this.memo.delete(digest);
+      this.weight -= slot.weight;
+    }
+  }
+
+  private async read(digest: Digest): Promise<LayerIndex> {
+    const index = emptyIndex();
+    for await (const { header, body } of readTarEntries(await this.open(digest))) {
+      const name = cleanName(header.name);
       if (name === '' || name === '.') {
         body.resume();
         continue;
       }
-      paths.set(name, { type: header.type, mode: header.mode, uid: header.uid, gid: header.gid, mtime: Math.floor(header.mtime) });
+      const meta = { name, type: header.type, mode: header.mode, uid: header.uid, gid: header.gid, mtime: Math.floor(header.mtime) };
       if (KEEP_CONTENT.has(name) && header.type === 'file') {
         const text = await readBody(body);
-        if (name === 'etc/passwd') passwd = text;
-        else group = text;
+        if (name === 'etc/passwd') index.passwd = text;
+        else index.group = text;
       } else body.resume();
+      add(index, name, meta);
     }
-    return { paths, passwd, group };
+    return index;
   }
+}
+
+function emptyIndex(): LayerIndex {
+  return { entries: new Map(), removed: new Set(), opaque: new Set(), weight: 0 };
+}
+
+function add(index: LayerIndex, name: string, e: IndexedPath): void {
+  if (name === '' || name === '.') return;
+  index.weight++;
+  const wh = parseWhiteout(name);
+  if (wh) {
+    if (wh.kind === 'opaque') index.opaque.add(wh.directory);
+    else index.removed.add(wh.removed);
+    return;
+  }
+  index.entries.set(name, { type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtime: Math.floor(e.mtime) });
 }
 
 /** Resolves `user[:group]` (names or ids) to numeric ids through the image's passwd and group files. */

@@ -9,3 +9,4 @@ export * from './reference.js';
 export * from './tar-reader.js';
 export * from './oci-layout.js';
 export * from './rootfs-path.js';
+export * from './tar-index.js';

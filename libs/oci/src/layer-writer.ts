@@ -14,6 +14,8 @@ export type FileContent =
   | Buffer
   | Uint8Array
   | { readonly path: string }
+  /** Read whole when the writer reaches the entry (small contents kept elsewhere, a pack file say). */
+  | { readonly size: number; readonly read: () => Promise<Buffer> }
   | { readonly size: number; readonly stream: Readable | (() => Readable | Promise<Readable>) };
 
 export interface LayerEntryMetadata {
@@ -63,6 +65,18 @@ export interface LayerResult {
   uncompressedSize: number;
   mediaType: string;
   descriptor: Descriptor;
+  /** Every entry's header as written, in archive order (what an index of the layer needs). */
+  entries: WrittenEntry[];
+}
+
+/** An entry's header metadata as written (whiteouts under their `.wh.` names). */
+export interface WrittenEntry {
+  name: string;
+  type: TarEntryType;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: number;
 }
 
 export interface PackedLayer {
@@ -115,7 +129,8 @@ export class LayerWriter {
   pack(entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>): PackedLayer {
     const tarHash = new DigestingStream();
     const blobHash = new DigestingStream();
-    const source = Readable.from(this.tarChunks(entries), { objectMode: false });
+    const written: WrittenEntry[] = [];
+    const source = Readable.from(coalesce(this.tarChunks(entries, written)), { objectMode: false });
     const compression = this.options.compression;
     const stages = compression === 'gzip' ? [tarHash, createGzip({ level: this.options.gzipLevel }), blobHash] : [tarHash, blobHash];
     const mediaType = compression === 'gzip' ? MediaType.ociLayerGzip : MediaType.ociLayer;
@@ -130,6 +145,7 @@ export class LayerWriter {
           uncompressedSize: tarHash.size,
           mediaType,
           descriptor: { mediaType, digest, size: blobHash.size },
+          entries: written,
         });
       });
       blobHash.once('error', reject);
@@ -147,7 +163,7 @@ export class LayerWriter {
     return packed.result;
   }
 
-  private async *tarChunks(entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>): AsyncGenerator<Buffer> {
+  private async *tarChunks(entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>, headers: WrittenEntry[]): AsyncGenerator<Buffer> {
     const prepared: PreparedEntry[] = [];
     for await (const entry of entries) prepared.push(this.prepare(entry));
     prepared.sort((a, b) => compareLayerKeys(a.sortKey, b.sortKey));
@@ -157,6 +173,7 @@ export class LayerWriter {
       }
     }
     orderHardlinks(prepared);
+    for (const e of prepared) headers.push({ name: e.tarName, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime });
 
     // Small files on disk are read a window ahead, concurrently: one at a time costs a thread-pool
     // round trip per call, which dominates layers of many small files.
@@ -272,6 +289,31 @@ export class LayerWriter {
   }
 }
 
+/**
+ * Joins the many small pieces of a layer (a 512-byte header, a few hundred bytes of content, the
+ * padding) into buffers of at least 64 KiB: every chunk costs a trip through the hash, gzip and
+ * upload streams, which dominates layers of many small files.
+ */
+async function* coalesce(chunks: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  const MIN = 64 * 1024;
+  let pending: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of chunks) {
+    if (chunk.length >= MIN && size === 0) {
+      yield chunk;
+      continue;
+    }
+    pending.push(chunk);
+    size += chunk.length;
+    if (size >= MIN) {
+      yield pending.length === 1 ? pending[0]! : Buffer.concat(pending, size);
+      pending = [];
+      size = 0;
+    }
+  }
+  if (size > 0) yield pending.length === 1 ? pending[0]! : Buffer.concat(pending, size);
+}
+
 async function pipelineQuiet(source: Readable, stages: (NodeJS.ReadWriteStream & Writable)[]): Promise<void> {
   try {
     await pipeline([source, ...stages]);
@@ -378,6 +420,11 @@ async function openContent(entry: PreparedEntry): Promise<OpenedContent> {
     return { size: stats.size, open: async () => createReadStream(content.path, { highWaterMark: 256 * 1024 }) };
   }
   if (!Number.isInteger(content.size) || content.size < 0) throw new LayerEntryError(entry.source, `declared size ${content.size} is invalid`);
+  if ('read' in content) {
+    const bytes = await content.read();
+    if (bytes.length !== content.size) throw new LayerEntryError(entry.source, `content is ${bytes.length} bytes, declared ${content.size}`);
+    return { size: content.size, open: null, bytes };
+  }
   const stream = content.stream;
   return { size: content.size, open: async () => (typeof stream === 'function' ? await stream() : stream) };
 }

@@ -8,6 +8,7 @@ import { LayerWriter, type LayerEntry } from './layer-writer.js';
 import { encodeTarHeader, tarEndOfArchive, tarPadding, type TarHeaderFields } from './tar-format.js';
 import { parseWhiteout } from './whiteout.js';
 import { extractTar, readTarEntries, TarExtractionError } from './tar-reader.js';
+import { indexTar, materializeIndex, PackReader, resolveInIndex } from './tar-index.js';
 
 /** Builds a tar by hand, so tests can express archives the LayerWriter would refuse to write. */
 function rawTar(entries: (Partial<TarHeaderFields> & { name: string; body?: Buffer })[]): Buffer {
@@ -123,6 +124,11 @@ describe('extractTar', () => {
     expectNothingOutsideDest();
   });
 
+  it.each(refusals)('indexTar refuses %s too, with the same message', async (_label, archive, message) => {
+    await expect(indexTar(Readable.from([archive]), join(sandbox, 'pack'))).rejects.toThrow(message);
+    await expect(indexTar(Readable.from([gzipSync(archive)]), join(sandbox, 'pack2'))).rejects.toThrow(TarExtractionError);
+  });
+
   it('refuses a gzip bomb whose entry declares more than the byte limit, naming the entry', async () => {
     const bomb = gzipSync(rawTar([{ name: 'zeros.bin', body: Buffer.alloc(8 * 1024 * 1024) }]));
     expect(bomb.length).toBeLessThan(64 * 1024);
@@ -142,6 +148,67 @@ describe('extractTar', () => {
 
   it('refuses bytes that are neither tar nor gzip', async () => {
     await expect(extractTar(Readable.from([Buffer.from('definitely not a tarball'.repeat(40))]), dest)).rejects.toThrow();
+  });
+});
+
+describe('indexTar', () => {
+  const archive = () =>
+    rawTar([
+      { name: './', type: 'directory', mode: 0o750, mtime: 1_600_000_000 },
+      { name: 'src/a.txt', body: Buffer.from('alpha'), mode: 0o640, mtime: 1_600_000_001 },
+      { name: 'src/big.bin', body: Buffer.alloc(300 * 1024, 7), mtime: 1_600_000_002 },
+      { name: 'bin', type: 'directory', mode: 0o700, mtime: 1_600_000_003 },
+      { name: 'bin/run', body: Buffer.from('#!/bin/sh\n'), mode: 0o755 },
+      { name: 'link', type: 'symlink', linkname: 'src/a.txt' },
+      { name: 'dirlink', type: 'symlink', linkname: 'src' },
+      { name: 'hard', type: 'hardlink', linkname: 'src/a.txt' },
+    ]);
+
+  it('indexes paths, modes, mtimes, links and hashes, with contents readable from the pack', async () => {
+    const pack = join(sandbox, 'pack');
+    const { index, entries } = await indexTar(Readable.from([gzipSync(archive())]), pack);
+    expect(entries).toBe(8);
+    expect(index.get('')).toEqual({ type: 'directory', mode: 0o750, mtime: 1_600_000_000 });
+    // src was never listed: it exists as a plain 0755 directory.
+    expect(index.get('src')).toEqual({ type: 'directory', mode: 0o755, mtime: 0 });
+    const a = index.get('src/a.txt');
+    expect(a).toMatchObject({ type: 'file', mode: 0o640, mtime: 1_600_000_001, size: 5, sha256: createHash('sha256').update('alpha').digest('hex') });
+    expect(index.get('hard')).toEqual(a);
+    expect(index.get('link')).toMatchObject({ type: 'symlink', target: 'src/a.txt' });
+    const reader = await PackReader.open(pack);
+    try {
+      expect((await reader.read(a as { offset: number; size: number })).toString()).toBe('alpha');
+      const big = index.get('src/big.bin') as { offset: number; size: number };
+      const chunks: Buffer[] = [];
+      for await (const c of reader.stream(big)) chunks.push(c as Buffer);
+      expect(Buffer.concat(chunks).equals(Buffer.alloc(300 * 1024, 7))).toBe(true);
+    } finally {
+      await reader.close();
+    }
+  });
+
+  it('materializes the same tree extractTar writes', async () => {
+    const pack = join(sandbox, 'pack');
+    const { index } = await indexTar(Readable.from([archive()]), pack);
+    const made = join(sandbox, 'made');
+    await materializeIndex(index, pack, made);
+    await extractTar(Readable.from([archive()]), dest);
+    for (const rel of ['src', 'src/a.txt', 'src/big.bin', 'bin', 'bin/run', 'hard']) {
+      const x = statSync(join(made, rel));
+      const y = statSync(join(dest, rel));
+      expect([rel, x.mode, x.size]).toEqual([rel, y.mode, y.size]);
+      if (rel !== 'src') expect([rel, Math.floor(x.mtimeMs / 1000)]).toEqual([rel, Math.floor(y.mtimeMs / 1000)]);
+    }
+    expect(readlinkSync(join(made, 'link'))).toBe('src/a.txt');
+    expect(readFileSync(join(made, 'bin/run'), 'utf8')).toBe('#!/bin/sh\n');
+  });
+
+  it('resolves paths through symlinks inside the tree, never above its root', async () => {
+    const { index } = await indexTar(Readable.from([archive()]), join(sandbox, 'pack'));
+    expect(resolveInIndex(index, 'dirlink/a.txt', true)).toBe('src/a.txt');
+    expect(resolveInIndex(index, 'link', false)).toBe('link');
+    expect(resolveInIndex(index, 'link', true)).toBe('src/a.txt');
+    expect(resolveInIndex(index, '../../src/../bin/run', true)).toBe('bin/run');
   });
 });
 

@@ -1,0 +1,74 @@
+import { Readable } from 'node:stream';
+import { type Digest, type LayerEntry, LayerWriter } from '@strata/oci';
+import { RootfsIndexer } from './rootfs-index.js';
+
+async function layer(entries: LayerEntry[]): Promise<{ bytes: Buffer; digest: Digest; diffId: Digest; written: Awaited<ReturnType<LayerWriter['pack']>['result']>['entries'] }> {
+  const packed = new LayerWriter().pack(entries);
+  const chunks: Buffer[] = [];
+  for await (const c of packed.stream) chunks.push(c as Buffer);
+  const r = await packed.result;
+  return { bytes: Buffer.concat(chunks), digest: r.digest, diffId: r.diffId, written: r.entries };
+}
+
+describe('RootfsIndexer', () => {
+  const base: LayerEntry[] = [
+    { type: 'directory', path: 'etc', mode: 0o755 },
+    { type: 'file', path: 'etc/passwd', content: Buffer.from('root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n') },
+    { type: 'file', path: 'etc/group', content: Buffer.from('root:x:0:\napp:x:1000:\n') },
+    { type: 'directory', path: 'tmp', mode: 0o1777 },
+    { type: 'directory', path: 'opt', mode: 0o755 },
+    { type: 'file', path: 'opt/old.txt', content: Buffer.from('old') },
+    { type: 'directory', path: 'var', mode: 0o755 },
+    { type: 'directory', path: 'var/lib', mode: 0o700, uid: 5 },
+  ];
+  const upper: LayerEntry[] = [
+    { type: 'whiteout', path: 'tmp' },
+    { type: 'opaque', path: 'opt' },
+    { type: 'directory', path: 'opt', mode: 0o750 },
+    { type: 'file', path: 'opt/new.txt', content: Buffer.from('new') },
+    { type: 'file', path: 'var/lib', content: Buffer.from('now a file') },
+  ];
+
+  it('stacks layers: whiteouts and opaque directories hide what is below, passwd comes from the image', async () => {
+    const a = await layer(base);
+    const b = await layer(upper);
+    const blobs = new Map([[a.digest, a.bytes], [b.digest, b.bytes]]);
+    let reads = 0;
+    const indexer = new RootfsIndexer(async (d) => {
+      reads++;
+      return Readable.from([blobs.get(d)!]);
+    });
+    const one = await indexer.index([a]);
+    expect(one.paths.get('tmp')).toMatchObject({ type: 'directory', mode: 0o1777 });
+    expect(one.paths.get('var/lib')).toMatchObject({ mode: 0o700, uid: 5 });
+    expect(one.passwd).toContain('app:x:1000');
+    const two = await indexer.index([a, b]);
+    expect(two.paths.get('tmp')).toBeUndefined();
+    expect(two.paths.get('opt')).toMatchObject({ mode: 0o750 });
+    expect(two.paths.get('opt/old.txt')).toBeUndefined();
+    expect(two.paths.get('opt/new.txt')).toMatchObject({ type: 'file' });
+    expect(two.paths.get('var/lib')).toMatchObject({ type: 'file' });
+    expect(two.passwd).toContain('app:x:1000');
+    expect(two.group).toContain('app:x:1000');
+    // Each layer is read once, however many images stack it.
+    await indexer.index([a, b]);
+    expect(reads).toBe(2);
+  });
+
+  it('indexes a layer it was told about from the written headers, exactly as reading it back would', async () => {
+    const a = await layer(base);
+    const b = await layer(upper);
+    const blobs = new Map([[a.digest, a.bytes], [b.digest, b.bytes]]);
+    const open = async (d: Digest) => Readable.from([blobs.get(d)!]);
+    const read = new RootfsIndexer(open);
+    const seeded = new RootfsIndexer(async (d) => {
+      if (d === b.digest) throw new Error('a seeded layer was read back');
+      return open(d);
+    });
+    seeded.seed(b.digest, b.written);
+    const x = await read.index([a, b]);
+    const y = await seeded.index([a, b]);
+    for (const p of ['etc', 'tmp', 'opt', 'opt/old.txt', 'opt/new.txt', 'var', 'var/lib', 'nothing']) expect([p, y.paths.get(p)]).toEqual([p, x.paths.get(p)]);
+    expect(y.passwd).toBe(x.passwd);
+  });
+});

@@ -1,0 +1,314 @@
+import { createHash } from 'node:crypto';
+import { constants as fsConstants, createWriteStream } from 'node:fs';
+import { chmod, type FileHandle, lutimes, mkdir, open, symlink, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { once } from 'node:events';
+import { DEFAULT_EXTRACT_LIMITS, type ExtractLimits, readTarEntries, TarExtractionError } from './tar-reader.js';
+
+/** One path of an indexed archive, as the tree it describes would hold it. */
+export type TarIndexEntry =
+  | { type: 'directory'; mode: number; mtime: number }
+  | { type: 'symlink'; mode: number; mtime: number; target: string }
+  /** `offset` is where the content starts in the pack file; `sha256` is its hash in hex. */
+  | { type: 'file'; mode: number; mtime: number; size: number; offset: number; sha256: string };
+
+/** Slash path ("" is the root) → entry; every parent directory of an entry is present. */
+export type TarIndex = Map<string, TarIndexEntry>;
+
+export interface TarIndexSummary {
+  index: TarIndex;
+  entries: number;
+  bytes: number;
+}
+
+const MAX_SYMLINK_HOPS = 40;
+
+/**
+ * Reads an untrusted tar or tar+gzip stream into an index of the tree it describes plus one pack
+ * file holding every regular file's content back to back: no file is created per entry, so a
+ * context of thousands of small files costs one sequential write. The same rules as extractTar
+ * apply, and refusals name the entry: no absolute or escaping paths, no writing through a symlink,
+ * no symlink that resolves outside the tree, hard links only to regular files seen earlier, no
+ * devices or fifos, and the entry and size limits.
+ */
+export async function indexTar(input: Readable, packPath: string, limits: ExtractLimits = {}): Promise<TarIndexSummary> {
+  const maxEntries = limits.maxEntries ?? DEFAULT_EXTRACT_LIMITS.maxEntries;
+  const maxBytes = limits.maxBytes ?? DEFAULT_EXTRACT_LIMITS.maxBytes;
+  const index: TarIndex = new Map([['', { type: 'directory', mode: 0o755, mtime: 0 }]]);
+  const symlinks: Array<{ name: string; parts: string[]; target: string }> = [];
+  const pack = createWriteStream(packPath, { flags: 'wx', mode: 0o600 });
+  let packError: Error | undefined;
+  pack.on('error', (e) => {
+    packError = e;
+  });
+  let offset = 0;
+  let entries = 0;
+  let bytes = 0;
+  const write = async (chunk: Buffer) => {
+    if (packError) throw packError;
+    if (!pack.write(chunk)) await Promise.race([once(pack, 'drain'), once(pack, 'error')]);
+    offset += chunk.length;
+  };
+  try {
+    const maxUncompressedBytes = maxBytes + (maxEntries + 1) * 4 * 512 + 1024 * 1024;
+    for await (const { header, body } of readTarEntries(input, { maxUncompressedBytes })) {
+      const name = header.name;
+      entries += 1;
+      if (entries > maxEntries) throw new TarExtractionError(name, `archive has more than ${maxEntries} entries`);
+      bytes += header.size;
+      if (bytes > maxBytes) throw new TarExtractionError(name, `archive content exceeds ${maxBytes} bytes`);
+      const parts = safeArchivePath(name);
+      if (parts.length === 0) {
+        // "./" itself: the root takes its mode and mtime.
+        if (header.type === 'directory') index.set('', { type: 'directory', mode: header.mode, mtime: Math.floor(header.mtime) });
+        body.resume();
+        continue;
+      }
+      const rel = parts.join('/');
+      ensureParents(index, parts, name);
+      const existing = index.get(rel);
+      const mtime = Math.floor(header.mtime);
+      switch (header.type) {
+        case 'directory':
+          index.set(rel, { type: 'directory', mode: header.mode, mtime });
+          body.resume();
+          break;
+        case 'file': {
+          if (existing?.type === 'directory') throw new TarExtractionError(name, 'would replace a directory extracted earlier');
+          const start = offset;
+          const hash = createHash('sha256');
+          let size = 0;
+          for await (const chunk of body) {
+            hash.update(chunk as Buffer);
+            size += (chunk as Buffer).length;
+            await write(chunk as Buffer);
+          }
+          index.set(rel, { type: 'file', mode: header.mode, mtime, size, offset: start, sha256: hash.digest('hex') });
+          break;
+        }
+        case 'symlink': {
+          body.resume();
+          const target = header.linkname;
+          if (target === '') throw new TarExtractionError(name, 'symlink has an empty target');
+          if (target.startsWith('/')) throw new TarExtractionError(name, `symlink target ${JSON.stringify(target)} is absolute`);
+          if (lexicallyEscapes(parts.slice(0, -1), target)) {
+            throw new TarExtractionError(name, `symlink target ${JSON.stringify(target)} points outside the destination`);
+          }
+          if (existing?.type === 'directory') throw new TarExtractionError(name, 'would replace a directory extracted earlier');
+          index.set(rel, { type: 'symlink', mode: 0o777, mtime, target });
+          symlinks.push({ name, parts, target });
+          break;
+        }
+        case 'hardlink': {
+          body.resume();
+          const linkParts = safeArchivePath(header.linkname, name);
+          if (linkParts.length === 0) throw new TarExtractionError(name, 'hard link points at the archive root');
+          for (let i = 1; i < linkParts.length; i++) {
+            if (index.get(linkParts.slice(0, i).join('/'))?.type === 'symlink') {
+              throw new TarExtractionError(name, `hard link target passes through symlink ${JSON.stringify(linkParts[i - 1])}`);
+            }
+          }
+          const source = index.get(linkParts.join('/'));
+          if (source?.type !== 'file') {
+            throw new TarExtractionError(name, `hard link target ${JSON.stringify(header.linkname)} is not a regular file extracted earlier`);
+          }
+          if (existing?.type === 'directory') throw new TarExtractionError(name, 'would replace a directory extracted earlier');
+          // One inode: the same content, mode and mtime under both names.
+          index.set(rel, source);
+          break;
+        }
+        case 'char-device':
+        case 'block-device':
+        case 'fifo':
+          body.resume();
+          throw new TarExtractionError(name, `${header.type} entries are not allowed`);
+        default:
+          body.resume();
+          throw new TarExtractionError(name, 'unsupported entry type');
+      }
+    }
+    // A later entry can turn an earlier, harmless-looking target into an escape (a/.. once a is a link).
+    for (const link of symlinks) {
+      if (index.get(link.parts.join('/'))?.type !== 'symlink') continue;
+      if (!resolvesInside(index, link.parts, link.target)) {
+        throw new TarExtractionError(link.name, `symlink target ${JSON.stringify(link.target)} resolves outside the destination`);
+      }
+    }
+    pack.end();
+    await Promise.race([once(pack, 'finish'), once(pack, 'error')]);
+    if (packError) throw packError;
+  } catch (e) {
+    pack.destroy();
+    throw e;
+  }
+  return { index, entries, bytes };
+}
+
+function ensureParents(index: TarIndex, parts: string[], name: string): void {
+  for (let i = 1; i < parts.length; i++) {
+    const dir = parts.slice(0, i).join('/');
+    const e = index.get(dir);
+    if (e === undefined) index.set(dir, { type: 'directory', mode: 0o755, mtime: 0 });
+    else if (e.type === 'symlink') throw new TarExtractionError(name, `parent ${JSON.stringify(parts[i - 1])} is a symlink; refusing to write through it`);
+    else if (e.type !== 'directory') throw new TarExtractionError(name, `parent ${JSON.stringify(parts[i - 1])} is not a directory`);
+  }
+}
+
+/** Splits an archive path into components, refusing absolute paths and `..` that climbs above the root. */
+function safeArchivePath(name: string, entryForErrors: string = name): string[] {
+  if (name.includes('\0')) throw new TarExtractionError(entryForErrors, 'path contains a NUL byte');
+  if (name.startsWith('/')) throw new TarExtractionError(entryForErrors, `path ${JSON.stringify(name)} is absolute`);
+  const parts: string[] = [];
+  for (const part of name.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (parts.length === 0) throw new TarExtractionError(entryForErrors, `path ${JSON.stringify(name)} escapes the destination with ".."`);
+      parts.pop();
+      continue;
+    }
+    parts.push(part);
+  }
+  return parts;
+}
+
+function lexicallyEscapes(baseParts: string[], target: string): boolean {
+  const stack = [...baseParts];
+  for (const part of target.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (stack.length === 0) return true;
+      stack.pop();
+    } else stack.push(part);
+  }
+  return false;
+}
+
+/** Follows a symlink through the index the way the kernel would: false if any step leaves the root. */
+function resolvesInside(index: TarIndex, linkParts: string[], target: string): boolean {
+  const stack = linkParts.slice(0, -1);
+  let pending = target.split('/');
+  let hops = 0;
+  while (pending.length > 0) {
+    const part = pending.shift()!;
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (stack.length === 0) return false;
+      stack.pop();
+      continue;
+    }
+    stack.push(part);
+    const e = index.get(stack.join('/'));
+    if (e?.type === 'symlink') {
+      if (++hops > MAX_SYMLINK_HOPS) return false;
+      if (e.target.startsWith('/')) return false;
+      stack.pop();
+      pending = [...e.target.split('/'), ...pending];
+    }
+  }
+  return true;
+}
+
+/**
+ * Where `rel` leads inside an indexed tree, following symlinks in its parent components (and in the
+ * last one when `followLast`) as a chroot would: `..` never climbs above the root, absolute targets
+ * start at the root. Null when a link loop is found.
+ */
+export function resolveInIndex(index: TarIndex, rel: string, followLast: boolean): string | null {
+  const out: string[] = [];
+  let pending = rel.split('/').filter((p) => p !== '' && p !== '.');
+  let hops = 0;
+  while (pending.length > 0) {
+    const part = pending.shift()!;
+    if (part === '..') {
+      out.pop();
+      continue;
+    }
+    out.push(part);
+    const e = index.get(out.join('/'));
+    if (e?.type === 'symlink' && (pending.length > 0 || followLast)) {
+      if (++hops > MAX_SYMLINK_HOPS) return null;
+      out.pop();
+      if (e.target.startsWith('/')) out.length = 0;
+      pending = [...e.target.split('/').filter((p) => p !== '' && p !== '.'), ...pending];
+    }
+  }
+  return out.join('/');
+}
+
+/** Reads file contents out of a pack file made by indexTar; one open handle serves every read. */
+export class PackReader {
+  private constructor(private readonly handle: FileHandle) {}
+
+  static async open(packPath: string): Promise<PackReader> {
+    return new PackReader(await open(packPath, 'r'));
+  }
+
+  async read(entry: { offset: number; size: number }): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(entry.size);
+    let done = 0;
+    while (done < entry.size) {
+      const { bytesRead } = await this.handle.read(buf, done, entry.size - done, entry.offset + done);
+      if (bytesRead === 0) throw new Error(`the context pack ends before byte ${entry.offset + entry.size}`);
+      done += bytesRead;
+    }
+    return buf;
+  }
+
+  stream(entry: { offset: number; size: number }): Readable {
+    return this.handle.createReadStream({ start: entry.offset, end: entry.offset + entry.size - 1, autoClose: false, highWaterMark: 256 * 1024 });
+  }
+
+  close(): Promise<void> {
+    return this.handle.close();
+  }
+}
+
+/**
+ * Writes the tree an index describes into `dir` (which must not exist): for what needs real files,
+ * such as a bind mount of the build context. Hard-linked names become separate files.
+ */
+export async function materializeIndex(index: TarIndex, packPath: string, dir: string): Promise<void> {
+  const reader = await PackReader.open(packPath);
+  try {
+    await mkdir(dir, { mode: 0o700 });
+    const paths = [...index.keys()].filter((p) => p !== '').sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
+    const dirs: string[] = [''];
+    const pending = new Set<Promise<void>>();
+    for (const rel of paths) {
+      const e = index.get(rel)!;
+      const abs = join(dir, rel);
+      if (e.type === 'directory') {
+        await mkdir(abs, { mode: 0o700 });
+        dirs.push(rel);
+      } else if (e.type === 'symlink') {
+        await symlink(e.target, abs);
+        await lutimes(abs, e.mtime, e.mtime);
+      } else {
+        const p = (async () => {
+          const h = await open(abs, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+          try {
+            if (e.size > 0) await h.writeFile(await reader.read(e));
+            await h.chmod(e.mode);
+            await h.utimes(e.mtime, e.mtime);
+          } finally {
+            await h.close();
+          }
+        })();
+        pending.add(p);
+        void p.finally(() => pending.delete(p)).catch(() => undefined);
+        if (pending.size >= 32) await Promise.race(pending);
+      }
+    }
+    await Promise.all(pending);
+    // Deepest first, so restrictive modes and mtimes are not disturbed by writing children.
+    for (const rel of dirs.reverse()) {
+      const e = index.get(rel)!;
+      const abs = rel === '' ? dir : join(dir, rel);
+      await chmod(abs, e.mode);
+      await utimes(abs, e.mtime, e.mtime);
+    }
+  } finally {
+    await reader.close();
+  }
+}
