@@ -46,6 +46,12 @@ const MAX_DOCUMENT = 4 * 1024 * 1024;
  * through here, so a tag only ever points at a manifest whose blobs are all stored.
  */
 export class ImageStore {
+  /**
+   * Manifests and configs read lately, by digest: immutable, so every FROM of the same base need
+   * not fetch them again. Only read after the tenant's own tag or manifest row named the digest.
+   */
+  private readonly documents = new Map<string, Buffer>();
+
   constructor(
     private readonly prisma: PrismaClient,
     private readonly blobs: ImageBlobs,
@@ -68,8 +74,7 @@ export class ImageStore {
       layers: args.layers,
     };
     const manifest = encodeJsonBlob(MediaType.ociManifest, manifestDoc);
-    await this.blobs.put(config.bytes, config.descriptor.digest);
-    await this.blobs.put(manifest.bytes, manifest.descriptor.digest);
+    await Promise.all([this.blobs.put(config.bytes, config.descriptor.digest), this.blobs.put(manifest.bytes, manifest.descriptor.digest)]);
 
     await this.recordManifest({
       tenantId: args.tenantId,
@@ -156,6 +161,13 @@ export class ImageStore {
   }
 
   async readBlob(digest: Digest): Promise<Buffer> {
-    return readAll(await this.blobs.get(digest), MAX_DOCUMENT);
+    const hit = this.documents.get(digest);
+    if (hit) return hit;
+    const bytes = await readAll(await this.blobs.get(digest), MAX_DOCUMENT);
+    if (bytes.length <= 256 * 1024) {
+      this.documents.set(digest, bytes);
+      if (this.documents.size > 512) this.documents.delete(this.documents.keys().next().value as string);
+    }
+    return bytes;
   }
 }
