@@ -1,6 +1,6 @@
 import { jest } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { storageFromConfig } from '@strata/blobstore';
@@ -124,6 +124,36 @@ describe('RUN steps in runc containers', () => {
     // The stage's own /etc/passwd, not the worker's.
     expect(readFileSync(path.join(rootfs, 'app/passwd'), 'utf8')).toBe('root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n');
     expect(existsSync(path.join(rootfs, 'out'))).toBe(false);
+  });
+
+  it('copies a directory from a stage of several RUN layers (deletes, links, modes) the same whether its layers were just written or come from the store', async () => {
+    const files = {
+      Dockerfile: [
+        'FROM busybox:1 AS builder',
+        'RUN mkdir -p /out/sub && echo one > /out/a && echo two > /out/b && echo gone > /out/c && chmod 600 /out/b',
+        'RUN rm /out/c && echo new > /out/a2 && ln /out/a2 /out/sub/hard && ln -s a2 /out/link && chmod 750 /out/sub',
+        'FROM busybox:1 AS final',
+        'COPY --from=builder /out/ /app/',
+        'COPY --from=builder /etc/group /app/group',
+        '',
+      ].join('\n'),
+    };
+    const first = await buildDir('run/from-layers', files);
+    expect(first.error).toBeNull();
+    const { rootfs } = unpack(await download('run/from-layers', '1'), '1');
+    expect(readdirSync(path.join(rootfs, 'app')).sort()).toEqual(['a', 'a2', 'b', 'group', 'link', 'sub']);
+    expect(readFileSync(path.join(rootfs, 'app/sub/hard'), 'utf8')).toBe('new\n');
+    expect(readlinkSync(path.join(rootfs, 'app/link'))).toBe('a2');
+    expect(statSync(path.join(rootfs, 'app/b')).mode & 0o777).toBe(0o600);
+    expect(statSync(path.join(rootfs, 'app/sub')).mode & 0o777).toBe(0o750);
+    expect(readFileSync(path.join(rootfs, 'app/group'), 'utf8')).toContain('root:x:0:');
+    // Again with the builder stage cached (its layers read from the store, not from this build's
+    // steps) and the final stage forced to run: the same COPY layers.
+    const again = await build(stack, token, 'repository=run/from-layers&tag=2&noCacheFilter=final', tarOf(makeDir(files)));
+    expect(again.error).toBeNull();
+    const copies = (b: typeof first) => b.steps.filter((s: { instruction: string }) => s.instruction.startsWith('COPY')).map((s: { layerDigest: string; cached: boolean }) => [s.layerDigest, s.cached]);
+    expect(copies(again).map(([, cached]: [string, boolean]) => cached)).toEqual([false, false]);
+    expect(copies(again).map(([d]: [string]) => d)).toEqual(copies(first).map(([d]: [string]) => d));
   });
 
   it('keeps a cache mount across builds, and supports tmpfs and context bind mounts', async () => {

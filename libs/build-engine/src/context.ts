@@ -4,6 +4,7 @@ import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { type FileContent, type PackReader, resolveInIndex, resolveInRoot, type TarIndex, type TarIndexEntry } from '@strata/oci';
 import { cleanRelative, hasGlob, IgnoreMatcher, matchComponent } from './ignore.js';
+import type { RootfsIndex } from './rootfs-index.js';
 
 export type ContextEntryType = 'file' | 'directory' | 'symlink';
 
@@ -321,5 +322,69 @@ export class IndexedContext extends BuildContext {
     const f = this.index.get(e.at ?? e.rel);
     if (f?.type !== 'file') throw new ContextSourceError(`"${e.rel}" is not a regular file of the build context`);
     return f;
+  }
+}
+
+/**
+ * A stage's root filesystem as COPY --from sees it, read from its layer indexes: listing, matching
+ * and checksumming need no unpacked layers. Contents come from `liveContent` when the layer was
+ * written in this build (the context pack, a RUN step's upper directory), otherwise from files of
+ * the stage unpacked on demand (`view`).
+ */
+export class IndexedRootfs extends BuildContext {
+  constructor(
+    private readonly index: RootfsIndex,
+    private readonly liveContent: (layer: string, path: string) => FileContent | undefined,
+    private readonly view: () => Promise<string>,
+  ) {
+    super(IgnoreMatcher.fromText(null), true);
+  }
+
+  private entry(at: string, rel: string): ContextEntry | null {
+    const e = this.index.lookup(at);
+    if (!e || (e.type !== 'file' && e.type !== 'directory' && e.type !== 'symlink')) return null;
+    return {
+      rel,
+      at,
+      type: e.type,
+      mode: e.mode & 0o7777,
+      size: e.type === 'file' ? e.size : 0,
+      mtime: e.mtime,
+      linkTarget: e.type === 'symlink' ? e.linkTarget : undefined,
+    };
+  }
+
+  protected lookup(rel: string, followLast: boolean): Promise<ContextEntry | null> {
+    const at = this.index.resolve(rel, followLast);
+    return Promise.resolve(at === null ? null : this.entry(at, rel));
+  }
+
+  protected list(dir: ContextEntry): Promise<string[]> {
+    return Promise.resolve(this.index.list(dir.at!));
+  }
+
+  protected child(dir: ContextEntry, name: string, rel: string): Promise<ContextEntry | null> {
+    return Promise.resolve(this.entry(dir.at === '' ? name : `${dir.at}/${name}`, rel));
+  }
+
+  async contentHash(e: ContextEntry): Promise<string> {
+    const f = this.index.lookup(e.at!);
+    if (f?.sha256) return f.sha256;
+    const h = createHash('sha256');
+    for await (const chunk of createReadStream(path.join(await this.view(), e.at!))) h.update(chunk as Buffer);
+    return h.digest('hex');
+  }
+
+  content(e: ContextEntry): FileContent {
+    const f = this.index.lookup(e.at!);
+    const live = f ? this.liveContent(f.layer, e.at!) : undefined;
+    if (live) return live;
+    const at = e.at!;
+    if (e.size <= 256 * 1024) return { size: e.size, read: async () => readFile(path.join(await this.view(), at)) };
+    return { size: e.size, stream: async () => createReadStream(path.join(await this.view(), at), { highWaterMark: 256 * 1024 }) };
+  }
+
+  directory(): Promise<string> {
+    return this.view();
   }
 }

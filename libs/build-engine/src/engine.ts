@@ -21,11 +21,13 @@ import {
   type HistoryEntry,
   type ImageConfig,
   type LayerEntry,
+  type FileContent,
+  normalizeLayerPath,
   type PackedLayer,
   LayerWriter,
   resolveInRoot,
 } from '@strata/oci';
-import { BuildContext, BuildContextDir, ContextSourceError, type ContextEntry } from './context.js';
+import { BuildContext, ContextSourceError, type ContextEntry, IndexedRootfs } from './context.js';
 import {
   type BaseImage,
   type BuildEvent,
@@ -167,6 +169,8 @@ export class BuildEngine {
   private readonly now: () => Date;
   /** Read-only views of stages that COPY --from reads, one per stage and build, released when the build ends. */
   private readonly stageViews = new WeakMap<BuildInput, Map<StageResult, Promise<RootfsView>>>();
+  /** Layers written during a build: where their files' contents are, and what to release when it ends. */
+  private readonly live = new WeakMap<BuildInput, LiveLayers>();
 
   constructor(private readonly deps: EngineDeps) {
     this.indexer = deps.indexer ?? new RootfsIndexer((d) => deps.layers.open(d));
@@ -330,6 +334,9 @@ export class BuildEngine {
       const views = this.stageViews.get(input);
       this.stageViews.delete(input);
       for (const view of views?.values() ?? []) await view.then((v) => v.release()).catch(() => undefined);
+      const live = this.live.get(input);
+      this.live.delete(input);
+      for (const release of live?.releases ?? []) await release().catch(() => undefined);
     }
     return { image, base: firstBase, warnings: df.warnings.map((w) => ({ line: w.line, message: w.message })) };
   }
@@ -524,7 +531,7 @@ export class BuildEngine {
         files = prepared.files;
         label = `${ins.keyword} ${ins.sources.join(' ')}`;
         createdBy = `${instruction} # buildkit`;
-        execute = () => this.executeCopy(state, prepared, sourceDateEpoch);
+        execute = () => this.executeCopy(input, state, prepared, sourceDateEpoch);
         break;
       }
       case 'RUN': {
@@ -627,7 +634,12 @@ export class BuildEngine {
       const sr = stageResult(from);
       if (!sr) fail(`--from=${from}: copying from an image is not supported yet; name a stage of this Dockerfile`);
       if (!this.deps.rootfs) fail('COPY --from a stage is not supported by this worker yet');
-      context = BuildContextDir.openRootfs((await this.stageView(input, await sr!)).root);
+      const stage = await sr!;
+      context = new IndexedRootfs(
+        await this.indexer.index(stage.layers.map((l) => ({ digest: l.descriptor.digest, diffId: l.diffId }))),
+        (layer, at) => this.live.get(input)?.contents.get(layer)?.get(at),
+        async () => (await this.stageView(input, stage)).root,
+      );
     }
     if (ins.heredocs.length > 0) fail('heredoc sources are not supported yet');
     const cfg = state.config.config!;
@@ -677,7 +689,7 @@ export class BuildEngine {
     };
   }
 
-  private async executeCopy(state: StageState, p: PreparedCopy, sourceDateEpoch: number | undefined): Promise<CachedStep> {
+  private async executeCopy(input: BuildInput, state: StageState, p: PreparedCopy, sourceDateEpoch: number | undefined): Promise<CachedStep> {
     const image = await p.index();
     const entries = new Map<string, LayerEntry>();
     const rel = (abs: string) => abs.replace(/^\/+/, '');
@@ -723,14 +735,33 @@ export class BuildEngine {
         put(target, src);
       }
     }
-    return { layer: await this.storeLayer(new LayerWriter({ clampMtime: sourceDateEpoch }).pack([...entries.values()])) };
+    const layerEntries = [...entries.values()];
+    return { layer: await this.storeLayer(input, new LayerWriter({ clampMtime: sourceDateEpoch }).pack(layerEntries), layerEntries) };
   }
 
-  /** Stores a layer and indexes it from what was written, so later COPY steps need not read it back. */
-  private async storeLayer(packed: PackedLayer): Promise<{ descriptor: Descriptor; diffId: Digest }> {
+  /**
+   * Stores a layer and indexes it from what was written, so later COPY steps need not read it
+   * back; its files' sources stay at hand for COPY --from until the build ends.
+   */
+  private async storeLayer(input: BuildInput, packed: PackedLayer, entries: readonly LayerEntry[]): Promise<{ descriptor: Descriptor; diffId: Digest }> {
     const layer = await this.deps.layers.store(packed);
     this.indexer.seed(layer.descriptor.digest, (await packed.result).entries);
+    const contents = new Map<string, FileContent>();
+    for (const e of entries) {
+      if (e.type !== 'file') continue;
+      const c = e.content;
+      // One-shot streams cannot be read twice; everything else can.
+      if ('stream' in c && typeof c.stream !== 'function') continue;
+      contents.set(normalizeLayerPath(e.path, false), c);
+    }
+    this.liveOf(input).contents.set(layer.descriptor.digest, contents);
     return layer;
+  }
+
+  private liveOf(input: BuildInput): LiveLayers {
+    let live = this.live.get(input);
+    if (!live) this.live.set(input, (live = { contents: new Map(), releases: [] }));
+    return live;
   }
 
   private stageView(input: BuildInput, stage: StageResult): Promise<RootfsView> {
@@ -864,6 +895,7 @@ export class BuildEngine {
       for (const view of views) await view.release().catch(() => undefined);
     }
     const lastOutput = tail.length ? `; last output:\n${tail.join('\n')}` : '';
+    let kept = false;
     try {
       if (outcome.cancelled || input.signal?.aborted) fail('the build was cancelled; the command was killed');
       if (outcome.oomKilled) fail(`"${spec.args.join(' ')}" ran out of memory and was killed${lastOutput}`);
@@ -873,11 +905,21 @@ export class BuildEngine {
         fail(`"${spec.args.join(' ')}" exited with code ${outcome.exitCode}${pids}${lastOutput}`);
       }
       if (outcome.entries.length === 0) return { emptyLayer: true };
-      return { layer: await this.storeLayer(new LayerWriter({ clampMtime: sourceDateEpoch }).pack(outcome.entries)) };
+      const layer = await this.storeLayer(input, new LayerWriter({ clampMtime: sourceDateEpoch }).pack(outcome.entries), outcome.entries);
+      // The step's files stay until the build ends: a COPY --from of this stage reads them from there.
+      this.liveOf(input).releases.push(() => outcome.release());
+      kept = true;
+      return { layer };
     } finally {
-      await outcome.release();
+      if (!kept) await outcome.release();
     }
   }
+}
+
+interface LiveLayers {
+  /** Layer digest → path in the layer → where the file's content is. */
+  contents: Map<string, Map<string, FileContent>>;
+  releases: Array<() => Promise<void>>;
 }
 
 /** A RUN mount: `key` goes into the step's cache key, `request` to the executor (stage binds get their source when the step runs). */

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { type Digest, type LayerEntry, LayerWriter } from '@strata/oci';
 import { RootfsIndexer } from './rootfs-index.js';
@@ -70,5 +71,31 @@ describe('RootfsIndexer', () => {
     const y = await seeded.index([a, b]);
     for (const p of ['etc', 'tmp', 'opt', 'opt/old.txt', 'opt/new.txt', 'var', 'var/lib', 'nothing']) expect([p, y.paths.get(p)]).toEqual([p, x.paths.get(p)]);
     expect(y.passwd).toBe(x.passwd);
+  });
+
+  it('lists, resolves and hashes through the stack: what COPY --from walks without unpacking', async () => {
+    const lower = await layer([
+      { type: 'directory', path: 'out', mode: 0o755 },
+      { type: 'file', path: 'out/keep', content: Buffer.from('keep') },
+      { type: 'file', path: 'out/gone', content: Buffer.from('gone') },
+      { type: 'file', path: 'deep/implied/file', content: Buffer.from('x') },
+    ]);
+    const top = await layer([
+      { type: 'whiteout', path: 'out/gone' },
+      { type: 'file', path: 'out/new', content: Buffer.from('new') },
+      { type: 'hardlink', path: 'out/hard', target: 'out/new' },
+      { type: 'symlink', path: 'out/up', target: '../deep' },
+    ]);
+    const blobs = new Map([[lower.digest, lower.bytes], [top.digest, top.bytes]]);
+    const indexer = new RootfsIndexer(async (d) => Readable.from([blobs.get(d)!]));
+    const ix = await indexer.index([lower, top]);
+    expect(ix.list('out')).toEqual(['hard', 'keep', 'new', 'up']);
+    expect(ix.list('')).toEqual(['deep', 'out']);
+    expect(ix.lookup('deep/implied')).toMatchObject({ type: 'directory', layer: lower.digest });
+    expect(ix.lookup('out/keep')).toMatchObject({ layer: lower.digest, size: 4, sha256: createHash('sha256').update('keep').digest('hex') });
+    expect(ix.lookup('out/hard')).toMatchObject({ type: 'file', layer: top.digest, sha256: createHash('sha256').update('new').digest('hex') });
+    expect(ix.resolve('out/up/implied/file', false)).toBe('deep/implied/file');
+    expect(ix.resolve('out/up', false)).toBe('out/up');
+    expect(ix.resolve('../../out/up', true)).toBe('deep');
   });
 });

@@ -1,12 +1,24 @@
+import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { type Digest, parseWhiteout, readTarEntries } from '@strata/oci';
 
 export interface IndexedPath {
+  /** 'file', 'directory', 'symlink', ...; a hard link is indexed as the file it names. */
   type: string;
   mode: number;
   uid: number;
   gid: number;
   mtime: number;
+  /** Regular files: content size and sha256 (hex). */
+  size: number;
+  sha256?: string;
+  /** Symlinks: the target. */
+  linkTarget?: string;
+}
+
+/** Where a path of an image comes from: its metadata and the layer (blob digest) that provides it. */
+export interface ProvidedPath extends IndexedPath {
+  layer: Digest;
 }
 
 /** Paths that exist in an image's filesystem, with their metadata, plus /etc/passwd and /etc/group. */
@@ -14,17 +26,37 @@ export interface RootfsIndex {
   paths: { get(path: string): IndexedPath | undefined };
   passwd: string | null;
   group: string | null;
+  /** The entry at a path (no symlinks followed) and the layer it comes from. */
+  lookup(path: string): ProvidedPath | undefined;
+  /** Names in a directory of the image, sorted. */
+  list(dir: string): string[];
+  /**
+   * Where `rel` leads, following symlinks in its parents (and in the last component when
+   * `followLast`) as a chroot would: never above the root. Null on a link loop.
+   */
+  resolve(rel: string, followLast: boolean): string | null;
 }
 
 /** A layer's header metadata, as written or read: what the index is made of. */
-export interface LayerIndexEntry extends IndexedPath {
+export interface LayerIndexEntry {
   /** Archive path ("usr/bin/x", "etc/"; whiteout markers included). */
   name: string;
+  type: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: number;
+  size: number;
+  linkname?: string;
+  sha256?: string;
 }
 
 /** What one layer adds and removes, without its contents (except /etc/passwd and /etc/group). */
 interface LayerIndex {
+  digest: Digest;
   entries: Map<string, IndexedPath>;
+  /** Directory → names this layer writes in it; made on first listing. */
+  children?: Map<string, string[]>;
   /** Paths this layer deletes from the layers below (`.wh.<name>`). */
   removed: Set<string>;
   /** Directories whose lower-layer children this layer hides (`.wh..wh..opq`). */
@@ -64,10 +96,13 @@ class StackedIndex implements RootfsIndex {
     this.group = this.content('etc/group', 'group');
   }
 
-  private lookup(p: string): IndexedPath | undefined {
+  lookup(p: string): ProvidedPath | undefined {
+    if (p === '') return { type: 'directory', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0, layer: this.top[0]?.digest ?? ('' as Digest), ...this.rootEntry() };
     for (const layer of this.top) {
       const hit = layer.entries.get(p);
-      if (hit) return hit;
+      if (hit) return { ...hit, layer: layer.digest };
+      // A directory the layer has entries in but does not list itself: unpacked, it exists all the same.
+      if (childrenOf(layer).has(p)) return { type: 'directory', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0, layer: layer.digest };
       if (layer.removed.has(p)) return undefined;
       for (const a of ancestors(p)) {
         if (layer.removed.has(a) || layer.opaque.has(a)) return undefined;
@@ -79,6 +114,58 @@ class StackedIndex implements RootfsIndex {
     return undefined;
   }
 
+  private rootEntry(): Partial<IndexedPath> {
+    for (const layer of this.top) {
+      const root = layer.entries.get('');
+      if (root) return root;
+    }
+    return {};
+  }
+
+  list(dir: string): string[] {
+    const names = new Set<string>();
+    const hidden = new Set<string>();
+    for (const layer of this.top) {
+      if (dir !== '') {
+        if (layer.removed.has(dir)) break;
+        const self = layer.entries.get(dir);
+        if (self && self.type !== 'directory') break;
+        if ([...ancestors(dir)].some((a) => layer.removed.has(a) || layer.opaque.has(a) || (layer.entries.get(a)?.type ?? 'directory') !== 'directory')) break;
+      }
+      for (const n of childrenOf(layer).get(dir) ?? []) if (!hidden.has(n)) names.add(n);
+      const prefix = dir === '' ? '' : `${dir}/`;
+      for (const r of layer.removed) {
+        if (r.startsWith(prefix) && !r.slice(prefix.length).includes('/')) hidden.add(r.slice(prefix.length));
+      }
+      if (layer.opaque.has(dir)) break;
+    }
+    for (const n of names) if (!this.lookup(dir === '' ? n : `${dir}/${n}`)) names.delete(n);
+    return [...names].sort();
+  }
+
+  resolve(rel: string, followLast: boolean): string | null {
+    const out: string[] = [];
+    let pending = rel.split('/').filter((p) => p !== '' && p !== '.');
+    let hops = 0;
+    while (pending.length > 0) {
+      const part = pending.shift()!;
+      if (part === '..') {
+        out.pop();
+        continue;
+      }
+      out.push(part);
+      const e = this.lookup(out.join('/'));
+      if (e?.type === 'symlink' && (pending.length > 0 || followLast)) {
+        if (++hops > 40) return null;
+        out.pop();
+        const target = e.linkTarget ?? '';
+        if (target.startsWith('/')) out.length = 0;
+        pending = [...target.split('/').filter((p) => p !== '' && p !== '.'), ...pending];
+      }
+    }
+    return out.join('/');
+  }
+
   private content(p: string, field: 'passwd' | 'group'): string | null {
     for (const layer of this.top) {
       if (layer.entries.has(p)) return layer[field] ?? null;
@@ -86,6 +173,30 @@ class StackedIndex implements RootfsIndex {
     }
     return null;
   }
+}
+
+function childrenOf(layer: LayerIndex): Map<string, string[]> {
+  if (!layer.children) {
+    const children = new Map<string, string[]>();
+    for (const p of layer.entries.keys()) {
+      if (p === '') continue;
+      const slash = p.lastIndexOf('/');
+      const dir = slash < 0 ? '' : p.slice(0, slash);
+      let names = children.get(dir);
+      if (!names) children.set(dir, (names = []));
+      names.push(p.slice(slash + 1));
+      // Parents a layer implies without listing them are directories of the image all the same.
+      for (const a of ancestors(p)) {
+        const up = a.lastIndexOf('/');
+        const parent = up < 0 ? '' : a.slice(0, up);
+        let pn = children.get(parent);
+        if (!pn) children.set(parent, (pn = []));
+        if (!pn.includes(a.slice(up + 1))) pn.push(a.slice(up + 1));
+      }
+    }
+    layer.children = children;
+  }
+  return layer.children;
 }
 
 /**
@@ -123,7 +234,7 @@ export class RootfsIndexer {
    */
   seed(digest: Digest, entries: readonly LayerIndexEntry[]): void {
     if (this.memo.has(digest)) return;
-    const index = emptyIndex();
+    const index = emptyIndex(digest);
     for (const e of entries) {
       const name = cleanName(e.name);
       if (KEEP_CONTENT.has(name)) return;
@@ -167,18 +278,28 @@ export class RootfsIndexer {
   }
 
   private async read(digest: Digest): Promise<LayerIndex> {
-    const index = emptyIndex();
+    const index = emptyIndex(digest);
     for await (const { header, body } of readTarEntries(await this.open(digest))) {
       const name = cleanName(header.name);
       if (name === '' || name === '.') {
         body.resume();
         continue;
       }
-      const meta = { name, type: header.type, mode: header.mode, uid: header.uid, gid: header.gid, mtime: Math.floor(header.mtime) };
-      if (KEEP_CONTENT.has(name) && header.type === 'file') {
-        const text = await readBody(body);
-        if (name === 'etc/passwd') index.passwd = text;
-        else index.group = text;
+      const meta: LayerIndexEntry = { name, type: header.type, mode: header.mode, uid: header.uid, gid: header.gid, mtime: Math.floor(header.mtime), size: header.size, linkname: header.linkname };
+      if (header.type === 'file') {
+        // Hashed while read, so COPY --from can checksum this layer's files without unpacking it.
+        const hash = createHash('sha256');
+        const keep = KEEP_CONTENT.has(name) ? ([] as Buffer[]) : null;
+        for await (const chunk of body) {
+          hash.update(chunk as Buffer);
+          keep?.push(chunk as Buffer);
+        }
+        meta.sha256 = hash.digest('hex');
+        if (keep) {
+          const text = Buffer.concat(keep).toString('utf8');
+          if (name === 'etc/passwd') index.passwd = text;
+          else index.group = text;
+        }
       } else body.resume();
       add(index, name, meta);
     }
@@ -186,20 +307,32 @@ export class RootfsIndexer {
   }
 }
 
-function emptyIndex(): LayerIndex {
-  return { entries: new Map(), removed: new Set(), opaque: new Set(), weight: 0 };
+function emptyIndex(digest: Digest): LayerIndex {
+  return { digest, entries: new Map(), removed: new Set(), opaque: new Set(), weight: 0 };
 }
 
-function add(index: LayerIndex, name: string, e: IndexedPath): void {
-  if (name === '' || name === '.') return;
+function add(index: LayerIndex, name: string, e: LayerIndexEntry): void {
   index.weight++;
+  if (name === '' || name === '.') {
+    if (e.type === 'directory') index.entries.set('', { type: 'directory', mode: e.mode, uid: e.uid, gid: e.gid, mtime: Math.floor(e.mtime), size: 0 });
+    return;
+  }
   const wh = parseWhiteout(name);
   if (wh) {
     if (wh.kind === 'opaque') index.opaque.add(wh.directory);
     else index.removed.add(wh.removed);
     return;
   }
-  index.entries.set(name, { type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtime: Math.floor(e.mtime) });
+  if (e.type === 'hardlink') {
+    // A hard link is the file it names (earlier in the same layer), under another name.
+    const target = index.entries.get(cleanName(e.linkname ?? ''));
+    if (target) index.entries.set(name, target);
+    return;
+  }
+  const entry: IndexedPath = { type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtime: Math.floor(e.mtime), size: e.type === 'file' ? e.size : 0 };
+  if (e.sha256 !== undefined && e.type === 'file') entry.sha256 = e.sha256;
+  if (e.type === 'symlink') entry.linkTarget = e.linkname ?? '';
+  index.entries.set(name, entry);
 }
 
 /** Resolves `user[:group]` (names or ids) to numeric ids through the image's passwd and group files. */

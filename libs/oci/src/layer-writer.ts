@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, readFile } from 'node:fs/promises';
 import { Readable, type Writable } from 'node:stream';
@@ -77,6 +78,12 @@ export interface WrittenEntry {
   uid: number;
   gid: number;
   mtime: number;
+  /** Content size (regular files; 0 otherwise). */
+  size: number;
+  /** Symlink target, or for a hard link the archive name of the file it links to. */
+  linkname?: string;
+  /** sha256 (hex) of a regular file's content, taken while writing it. */
+  sha256?: string;
 }
 
 export interface PackedLayer {
@@ -173,7 +180,13 @@ export class LayerWriter {
       }
     }
     orderHardlinks(prepared);
-    for (const e of prepared) headers.push({ name: e.tarName, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime });
+    const writtenOf = new Map<PreparedEntry, WrittenEntry>();
+    for (const e of prepared) {
+      const w: WrittenEntry = { name: e.tarName, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, size: 0 };
+      if (e.linkname !== undefined) w.linkname = e.linkname;
+      headers.push(w);
+      writtenOf.set(e, w);
+    }
 
     // Small files on disk are read a window ahead, concurrently: one at a time costs a thread-pool
     // round trip per call, which dominates layers of many small files.
@@ -196,9 +209,11 @@ export class LayerWriter {
       ahead.delete(i);
       const { size, open } = opened;
       yield encodeTarHeader({ ...entry, name: entry.tarName, size });
+      const hash = createHash('sha256');
       let written = 0;
       if (opened.bytes !== undefined) {
         written = opened.bytes.length;
+        hash.update(opened.bytes);
         if (written > 0) yield opened.bytes;
       } else if (size > 0 || open !== null) {
         const stream = open === null ? null : await open();
@@ -210,17 +225,22 @@ export class LayerWriter {
               stream.destroy();
               throw new LayerEntryError(entry.source, `content is longer than the declared ${size} bytes (file changed while being added?)`);
             }
+            hash.update(buffer);
             yield buffer;
           }
         } else {
           const bytes = entry.content as Uint8Array;
           written = bytes.length;
+          hash.update(bytes);
           if (bytes.length > 0) yield Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
         }
       }
       if (written !== size) {
         throw new LayerEntryError(entry.source, `content is ${written} bytes, declared ${size} (file changed while being added?)`);
       }
+      const w = writtenOf.get(entry)!;
+      w.size = size;
+      w.sha256 = hash.digest('hex');
       yield tarPadding(size);
     }
     yield tarEndOfArchive();
