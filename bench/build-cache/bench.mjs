@@ -1,14 +1,18 @@
-// Build-cache benchmark: the same Dockerfiles, busybox base image and contexts built by Strata
-// (through its HTTP API, api and worker as two node processes) and by BuildKit (`docker build` in
-// dockerd 20.10 plus `docker push` to a local docker-registry) and by buildah (`buildah bud --layers
-// --isolation chroot` on vfs storage plus `buildah push` to the same registry), side by side in one run.
-// BENCH_BUILDAH=0 leaves buildah out.
+// Build-cache benchmark: the same Dockerfiles, base images (busybox from busybox-static; Debian
+// minbase from debootstrap) and contexts built by Strata (through its HTTP API, api and worker as two
+// node processes) and by BuildKit (`docker build` in dockerd 20.10 plus `docker push` to a local
+// docker-registry) and by buildah (`buildah bud --layers --isolation chroot` on vfs storage plus
+// `buildah push` to the same registry), side by side in one run.
+// BENCH_BUILDAH=0 leaves buildah out; BENCH_DEBIAN=0 leaves the Debian cases out. The Debian base
+// (`debootstrap --variant=minbase bookworm` from the mirror apt uses, about 30 s) is cached as
+// .strata/bench/debian-minbase-bookworm.tar and made again only when that file is missing.
 // Started by infra/local/bench.mjs, which provides the service environment (DATABASE_URL, ...).
 // Writes its results as JSON to $BENCH_OUT. Nothing listens or connects beyond 127.0.0.1.
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync, cpSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, cpSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { debianBaseTar } from '../support/debian-base.mjs';
 import { installSignalHandlers, median, portOpen, run, runAsync, startProcess, stopAll, waitFor } from '../support/procs.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -20,6 +24,8 @@ const DOCKER = '/usr/bin/docker'; // 20.10 with BuildKit built in; the `docker` 
 const KEEP = process.env.BENCH_KEEP === '1';
 const BUILDAH = '/usr/bin/buildah';
 const WITH_BUILDAH = process.env.BENCH_BUILDAH !== '0' && existsSync(BUILDAH);
+const WITH_DEBIAN = process.env.BENCH_DEBIAN !== '0';
+const DEBIAN_CACHE = path.join(root, '.strata/bench'); // git-ignored
 
 const log = (m) => process.stderr.write(`[bench:build-cache] ${m}\n`);
 // Short path: dockerd's unix sockets must fit in 108 bytes.
@@ -54,6 +60,12 @@ function makeBaseTar() {
   run('tar', ['-cf', tar, '--numeric-owner', '-C', dir, '.']);
   return tar;
 }
+
+/**
+ * A base image as every side gets it, untimed: Strata `POST /v1/repositories/<repo>/import?tag=<tag>`,
+ * `docker import <tar> <repo>:<tag>`, and in each buildah store `localhost/<repo>:<tag>`.
+ */
+const baseImage = (repo, tag, tar, cmd) => ({ repo, tag, ref: `${repo}:${tag}`, tar, cmd });
 
 function writeFiles(dir, prefix, n, salt = '') {
   mkdirSync(dir, { recursive: true });
@@ -103,14 +115,35 @@ const dockerfiles = {
     'COPY --from=b /out/ /app/b/',
     'CMD ["/bin/sh"]',
   ],
+  // On the Debian minbase base (debian:minbase): the same shapes with Debian's own tools in RUN
+  // (useradd from passwd, dpkg), all without network (RUN gets --network none).
+  'debian-run': [
+    'FROM debian:minbase',
+    'RUN useradd -m app && mkdir -p /app && chown app /app',
+    'COPY src/ /app/src/',
+    'RUN find /app/src -type f | wc -l > /app/count && dpkg -l > /app/packages',
+    'CMD ["/bin/bash"]',
+  ],
+  'debian-multi-run': [
+    'FROM debian:minbase AS a',
+    'COPY a/ /out/',
+    'RUN sha256sum /out/*.txt > /out/sums-a && dpkg-query -W > /out/packages-a',
+    'FROM debian:minbase AS b',
+    'COPY b/ /out/',
+    'RUN sha256sum /out/*.txt > /out/sums-b && dpkg-query -W > /out/packages-b',
+    'FROM debian:minbase',
+    'COPY --from=a /out/ /app/a/',
+    'COPY --from=b /out/ /app/b/',
+    'CMD ["/bin/bash"]',
+  ],
 };
 
 /** A context directory for one of the Dockerfiles; `salt` makes every file (so every layer) new. */
 function makeContext(kind, salt) {
   const dir = mkdtempSync(path.join(work, `ctx-${kind}-`));
   writeFileSync(path.join(dir, 'Dockerfile'), `${dockerfiles[kind].join('\n')}\n`);
-  if (kind.startsWith('app')) {
-    writeFiles(path.join(dir, 'deps'), 'dep', 200, salt);
+  if (!kind.includes('multi')) {
+    if (kind.startsWith('app')) writeFiles(path.join(dir, 'deps'), 'dep', 200, salt); // debian-run has src/ only
     writeFiles(path.join(dir, 'src'), 'file', SRC_FILES, salt);
   } else {
     writeFiles(path.join(dir, 'a'), 'a', SRC_FILES / 2, salt);
@@ -137,10 +170,11 @@ function tenants(names) {
   return JSON.parse(out.trim().split('\n').pop());
 }
 
-async function importBase(token, baseTar) {
-  const { readFileSync } = await import('node:fs');
-  const res = await strataApi(token, 'POST', '/v1/repositories/base/import?tag=1', readFileSync(baseTar), 'application/x-tar');
-  if (res.status !== 201) throw new Error(`base import answered ${res.status}: ${res.text}`);
+const tarBytes = new Map();
+async function importBase(token, base) {
+  if (!tarBytes.has(base.tar)) tarBytes.set(base.tar, readFileSync(base.tar));
+  const res = await strataApi(token, 'POST', `/v1/repositories/${base.repo}/import?tag=${base.tag}`, tarBytes.get(base.tar), 'application/x-tar');
+  if (res.status !== 201) throw new Error(`${base.ref} import answered ${res.status}: ${res.text}`);
 }
 
 const tarOf = (dir) => run('tar', ['-cf', '-', '-C', dir, '.'], { encoding: 'buffer' });
@@ -181,20 +215,19 @@ async function buildkitCold() {
 
 // ---------------------------------------------------------------- buildah
 // Each buildah store (--root/--runroot) is its own cache: the warm cases share one store, every cold
-// iteration gets a fresh one with only base:1 in it (made untimed, from the same rootfs tar).
-let baseTarPath = '';
+// iteration gets a fresh one with only the case's base in it (made untimed, from the same rootfs tar).
 const buildahEnv = () => ({ PATH: process.env.PATH, HOME: work, TMPDIR: work });
 const buildahAt = (store, args) => runAsync(BUILDAH, ['--storage-driver', 'vfs', '--root', path.join(store, 'root'), '--runroot', path.join(store, 'run'), ...args], { env: buildahEnv() });
 let storeSeq = 0;
 
-/** A fresh store holding localhost/base:1 (`buildah from scratch` + `add` of the rootfs tar + `commit`), untimed. */
-async function buildahStore(name) {
+/** A fresh store holding localhost/<base> (`buildah from scratch` + `add` of the rootfs tar + `commit`), untimed. */
+async function buildahStore(name, base) {
   const store = path.join(work, 'bh', `${name}-${storeSeq++}`);
   mkdirSync(store, { recursive: true });
   const c = (await buildahAt(store, ['from', 'scratch'])).trim().split('\n').pop();
-  await buildahAt(store, ['add', '--quiet', c, baseTarPath, '/']);
-  await buildahAt(store, ['config', '--cmd', '/bin/sh', c]);
-  await buildahAt(store, ['commit', '--quiet', c, 'localhost/base:1']);
+  await buildahAt(store, ['add', '--quiet', c, base.tar, '/']);
+  await buildahAt(store, ['config', '--cmd', base.cmd, c]);
+  await buildahAt(store, ['commit', '--quiet', c, `localhost/${base.ref}`]);
   await buildahAt(store, ['rm', c]);
   return store;
 }
@@ -212,7 +245,7 @@ async function buildahBuild(store, image, ctxDir) {
 }
 
 // ---------------------------------------------------------------- services
-async function startPeers(baseTar) {
+async function startPeers(base) {
   if (await portOpen(REGISTRY_PORT)) throw new Error(`127.0.0.1:${REGISTRY_PORT} is taken; set BENCH_REGISTRY_PORT`);
   const regDir = path.join(work, 'registry');
   mkdirSync(regDir, { recursive: true });
@@ -238,7 +271,7 @@ async function startPeers(baseTar) {
     try { await docker(['version', '--format', '{{.Server.Version}}']); return true; } catch { return false; }
   }, 60000, dockerd);
   const version = (await docker(['version', '--format', '{{.Server.Version}}'])).trim();
-  await docker(['import', baseTar, 'base:1']);
+  await docker(['import', base.tar, base.ref]);
   return { dockerVersion: version };
 }
 
@@ -263,19 +296,30 @@ async function startStrata() {
 
 // ---------------------------------------------------------------- cases
 /**
- * For each case, N iterations, Strata then BuildKit in each (interleaved, so drift hits both).
- * cold: fresh tenant (Strata's cache is per tenant) / `docker builder prune -af`, and a context salted
- * per iteration so no layer exists anywhere yet (registry and S3 included).
+ * For each case, N iterations, Strata then BuildKit then buildah in each (interleaved, so drift hits all).
+ * cold: fresh tenant (Strata's cache is per tenant) / `docker builder prune -af` / a fresh buildah store,
+ * and a context salted per iteration so no layer exists anywhere yet (registry and S3 included).
+ * `base` is the one base image the Dockerfiles of `kind` and `multiKind` are FROM: only it is imported
+ * into the tenants made here and into the buildah stores. Rows are pushed onto `rows` as each case
+ * ends, so a failure keeps the cases measured before it.
+ * `warmup` (Dockerfile lines on `base`), when given, is built once untimed before the cold case, on
+ * Strata (in the warm tenant) and BuildKit (build + push): the first use of a big base has one-off costs
+ * the later cold iterations do not pay (Strata's worker fetches the base layer from S3 and unpacks it
+ * into its layer store, shared by all tenants; `docker push` uploads the base layer to the registry,
+ * later pushes mount it; a COPY onto the base makes Strata index the base layer once). Without it only
+ * cold iteration 1 would carry them. Their times go to the notes.
+ * buildah needs none: every cold iteration gets a fresh store anyway.
  */
-async function runCases(kind, multiKind, baseTar) {
-  const rows = [];
+async function runCases(kind, multiKind, base, rows = [], { warmup = null } = {}) {
   const names = [];
   for (let i = 0; i < RUNS; i++) names.push(`bench-${kind}-cold-${process.pid}-${i}`, `bench-${multiKind}-multi-${process.pid}-${i}`);
   names.push(`bench-${kind}-warm-${process.pid}`);
-  log(`creating ${names.length} tenants and importing the base into each`);
+  log(`creating ${names.length} tenants and importing ${base.ref} into each`);
   const ts = tenants(names);
   // One at a time: concurrent imports of the same blobs race on the Blob row (a 500 from the api; reported).
-  for (const t of ts) await importBase(t.token, baseTar);
+  const ti = performance.now();
+  for (const t of ts) await importBase(t.token, base);
+  log(`${base.ref} imported into ${ts.length} tenants in ${((performance.now() - ti) / 1000).toFixed(1)} s (untimed)`);
   const token = (n) => ts.find((t) => t.name === n).token;
 
   const measure = async (label, prepare, strata, buildkit, buildah) => {
@@ -311,21 +355,31 @@ async function runCases(kind, multiKind, baseTar) {
   };
 
   const tagOf = (i) => `r${i}`;
+  const warm = token(`bench-${kind}-warm-${process.pid}`);
+  if (warmup) {
+    const dir = mkdtempSync(path.join(work, `warmup-${kind}-`));
+    writeFileSync(path.join(dir, 'Dockerfile'), `${warmup.join('\n')}\n`);
+    writeFileSync(path.join(dir, 'warmup.txt'), `warm-up ${process.pid}\n`);
+    const sw = await strataBuild(warm, `bench/${kind}-warmup`, '1', dir);
+    const bw = await buildkitBuild(`bench/${kind}-warmup:1`, dir);
+    const note = `first use of ${base.ref} (${warmup.slice(1).join('; ')}), untimed warm-up before ${kind}: 1 cold: Strata ${sw.ms.toFixed(0)} ms, BuildKit ${bw.ms.toFixed(0)} ms`;
+    log(note);
+    result.notes.push(note.charAt(0).toUpperCase() + note.slice(1));
+  }
   // 1. cold
   await measure(`${kind}: 1 cold`, async (i) => { await buildkitCold(); return makeContext(kind, `cold-${process.pid}-${i}`); },
     (i, ctx) => strataBuild(token(`bench-${kind}-cold-${process.pid}-${i}`), `bench/${kind}-cold`, tagOf(i), ctx),
     (i, ctx) => buildkitBuild(`bench/${kind}-cold-${i}:${tagOf(i)}`, ctx),
-    async (i, ctx) => buildahBuild(await buildahStore(`${kind}-cold`), `buildah/${kind}-cold-${i}:${tagOf(i)}`, ctx));
+    async (i, ctx) => buildahBuild(await buildahStore(`${kind}-cold`, base), `buildah/${kind}-cold-${i}:${tagOf(i)}`, ctx));
 
   // 2. unchanged rebuild (after one untimed priming build on each side)
-  const warm = token(`bench-${kind}-warm-${process.pid}`);
   const warmCtx = makeContext(kind, `warm-${process.pid}`);
   await strataBuild(warm, `bench/${kind}`, 'prime', warmCtx);
   await buildkitBuild(`bench/${kind}:prime`, warmCtx);
   let bhWarm = null;
   if (WITH_BUILDAH) {
     try {
-      bhWarm = await buildahStore(`${kind}-warm`);
+      bhWarm = await buildahStore(`${kind}-warm`, base);
       await buildahBuild(bhWarm, `buildah/${kind}:prime`, warmCtx);
     } catch (e) { log(`buildah priming build failed: ${e.message}`); }
   }
@@ -349,7 +403,7 @@ async function runCases(kind, multiKind, baseTar) {
   await measure(`${multiKind}: 4 two-stage cold`, async (i) => { await buildkitCold(); return makeContext(multiKind, `multi-${process.pid}-${i}`); },
     (i, ctx) => strataBuild(token(`bench-${multiKind}-multi-${process.pid}-${i}`), `bench/${multiKind}`, tagOf(i), ctx),
     (i, ctx) => buildkitBuild(`bench/${multiKind}-${i}:${tagOf(i)}`, ctx),
-    async (i, ctx) => buildahBuild(await buildahStore(`${multiKind}-cold`), `buildah/${multiKind}-${i}:${tagOf(i)}`, ctx));
+    async (i, ctx) => buildahBuild(await buildahStore(`${multiKind}-cold`, base), `buildah/${multiKind}-${i}:${tagOf(i)}`, ctx));
   return rows;
 }
 
@@ -358,10 +412,10 @@ async function runCases(kind, multiKind, baseTar) {
  * first RUN makes every step a miss on both sides). Also reports Strata's median RUN step time
  * (container start, snapshot mount, diff of a small change and layer upload, per the step durations).
  */
-async function runTenRun(baseTar) {
+async function runTenRun(base) {
   const names = Array.from({ length: RUNS }, (_, i) => `bench-run10-${process.pid}-${i}`);
   const ts = tenants(names);
-  for (const t of ts) await importBase(t.token, baseTar);
+  for (const t of ts) await importBase(t.token, base);
   const s = [];
   const b = [];
   const perRun = [];
@@ -378,7 +432,7 @@ async function runTenRun(baseTar) {
     perRun.push(median(r.build.steps.filter((st) => st.instruction.startsWith('RUN')).map((st) => st.durationMs ?? 0)));
     b.push((await buildkitBuild(`bench/run10-${i}:r${i}`, dir)).ms);
     if (!buildahError) {
-      try { bh.push((await buildahBuild(await buildahStore('run10'), `buildah/run10-${i}:r${i}`, dir)).ms); } catch (e) { buildahError = `buildah failed: ${e.message.split('\n').slice(0, 3).join(' ').slice(0, 400)}`; log(`run10: ${buildahError}`); }
+      try { bh.push((await buildahBuild(await buildahStore('run10', base), `buildah/run10-${i}:r${i}`, dir)).ms); } catch (e) { buildahError = `buildah failed: ${e.message.split('\n').slice(0, 3).join(' ').slice(0, 400)}`; log(`run10: ${buildahError}`); }
     }
     log(`run10: 5 ten RUN steps cold #${i + 1}: Strata ${s.at(-1).toFixed(0)} ms (median RUN step ${perRun.at(-1)} ms), BuildKit ${b.at(-1).toFixed(0)} ms, buildah ${buildahError ? '-' : `${bh.at(-1).toFixed(0)} ms`}`);
   }
@@ -391,9 +445,9 @@ async function runTenRun(baseTar) {
 }
 
 /** Does this worker run RUN steps yet? One tiny build tells. */
-async function strataHasRun(baseTar) {
+async function strataHasRun(base) {
   const [t] = tenants([`bench-probe-${process.pid}`]);
-  await importBase(t.token, baseTar);
+  await importBase(t.token, base);
   const dir = mkdtempSync(path.join(work, 'probe-'));
   writeFileSync(path.join(dir, 'Dockerfile'), 'FROM base:1\nRUN echo ok > /probe\n');
   try {
@@ -437,25 +491,59 @@ async function cleanup() {
   if (!KEEP) rmSync(work, { recursive: true, force: true });
 }
 
+/** The Debian minbase cases: debian:minbase into dockerd (untimed), then the four cases through runCases. */
+async function runDebianCases(debian) {
+  const t0 = performance.now();
+  await docker(['import', debian.tar, debian.ref]);
+  log(`docker import ${debian.ref}: ${((performance.now() - t0) / 1000).toFixed(1)} s (untimed)`);
+  try {
+    await runCases('debian-run', 'debian-multi-run', debian, result.rows, { warmup: ['FROM debian:minbase', 'COPY warmup.txt /tmp/warmup.txt', 'RUN true'] });
+  } catch (e) {
+    // Reported, not worked around: the rows measured so far stay, the build's error goes to the notes and a file.
+    status = 1;
+    const failure = { message: e.message, build: e.build ?? null };
+    result.debianError = failure;
+    writeFileSync(path.join(resultsDir, 'build-cache-debian-failure.json'), `${JSON.stringify(failure, null, 2)}\n`);
+    result.notes.push(`Debian cases stopped by a failure (details in bench/results/build-cache-debian-failure.json and build-cache-worker.log): ${e.message.split('\n')[0].slice(0, 1500)}`);
+    log(`Debian cases failed: ${e.message}`);
+  }
+}
+
 installSignalHandlers(cleanup);
 const result = { runs: RUNS, srcFiles: SRC_FILES, rows: [], notes: [] };
 let status = 0;
+const benchStarted = performance.now();
 try {
-  const baseTar = makeBaseTar();
-  baseTarPath = baseTar;
+  const busybox = baseImage('base', '1', makeBaseTar(), '/bin/sh');
+  let debian = null;
+  if (WITH_DEBIAN) {
+    try {
+      const d = debianBaseTar(DEBIAN_CACHE, { log });
+      debian = baseImage('debian', 'minbase', d.tar, '/bin/bash');
+      result.debianBase = { tar: path.relative(root, d.tar), bytes: d.bytes, cached: d.cached, made: d.made, mirror: d.mirror, debootstrapSeconds: d.debootstrapSeconds };
+      result.notes.push(`Debian base (debian:minbase): debootstrap --variant=minbase ${d.suite ?? 'bookworm'} from ${d.mirror ?? '?'}, apt caches and lists removed, ${(d.bytes / 1024 ** 2).toFixed(0)} MiB tar; debootstrap took ${d.debootstrapSeconds ?? '?'} s ${d.cached ? `when the cached ${path.relative(root, d.tar)} was made (${d.made ?? '?'})` : 'in this run'}. Imported untimed on every side, only into the tenants and buildah stores of the Debian cases.`);
+    } catch (e) {
+      status = 1;
+      result.debianError = { message: e.message };
+      result.notes.push(`Debian cases skipped: the Debian base could not be made: ${e.message.split('\n')[0]}`);
+      log(`Debian base failed: ${e.message}`);
+    }
+  } else result.notes.push('Debian cases left out (BENCH_DEBIAN=0)');
   log(`work dir ${work}; starting docker-registry, dockerd, Strata api and worker`);
-  const [{ dockerVersion }] = await Promise.all([startPeers(baseTar), startStrata()]);
+  const [{ dockerVersion }] = await Promise.all([startPeers(busybox), startStrata()]);
   result.dockerVersion = dockerVersion;
   if (WITH_BUILDAH) result.buildahVersion = run(BUILDAH, ['--version']).trim().replace(/^buildah version /, '');
-  result.rows.push(...(await runCases('app-copy', 'multi-copy', baseTar)));
-  const probe = await strataHasRun(baseTar);
+  await runCases('app-copy', 'multi-copy', busybox, result.rows);
+  const probe = await strataHasRun(busybox);
   result.runSupported = probe.ok;
   if (probe.ok) {
-    result.rows.push(...(await runCases('app-run', 'multi-run', baseTar)));
-    result.rows.push(await runTenRun(baseTar));
+    await runCases('app-run', 'multi-run', busybox, result.rows);
+    result.rows.push(await runTenRun(busybox));
+    if (debian) await runDebianCases(debian);
   }
   else {
     result.notes.push(`RUN cases skipped: Strata's worker refused RUN (${probe.reason})`);
+    if (debian) result.notes.push('Debian cases skipped: their Dockerfiles need RUN');
     log(`RUN cases skipped: ${probe.reason}`);
   }
 } catch (e) {
@@ -465,11 +553,13 @@ try {
 } finally {
   await cleanup();
 }
+result.seconds = Number(((performance.now() - benchStarted) / 1000).toFixed(1));
+log(`build-cache benchmark took ${result.seconds} s`);
 if (result.rows.length > 0) {
   const table = threePeerTable(result);
   writeFileSync(path.join(resultsDir, 'build-cache-three-peers.md'), `${table}\n`);
   process.stderr.write(`\n${table}\n\n`);
-  result.notes.push('buildah columns (and Strata/buildah ratios) are in bench/results/build-cache-three-peers.md, printed above by the build-cache benchmark');
+  result.notes.push('The Strata / BuildKit / buildah columns alone are in bench/results/build-cache-three-peers.md, printed above by the build-cache benchmark');
 }
 if (process.env.BENCH_OUT) writeFileSync(process.env.BENCH_OUT, JSON.stringify(result, null, 2));
 else process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);

@@ -27,7 +27,7 @@ if (!['all', 'parse', 'build-cache', 'registry'].includes(only)) throw new Error
 
 const started = Date.now();
 ensureDependencies();
-ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'docker.io', 'docker-registry', 'runc', 'tar', 'skopeo']);
+ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'debootstrap', 'docker.io', 'docker-registry', 'runc', 'tar', 'skopeo']);
 const env = await ensureServices({ database: 'strata_bench', bucket: 'strata-bench', redisDb: 2 });
 generatePrismaClient();
 migrate(env);
