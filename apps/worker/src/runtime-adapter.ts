@@ -3,6 +3,7 @@ import { execFile, spawn } from 'node:child_process';
 import { chmod, chown, lstat, mkdir, mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { NotFoundError, type Storage } from '@strata/blobstore';
 import {
   type RootfsProvider,
@@ -37,7 +38,7 @@ export interface WorkerRuntimeOptions {
 
 const TMPFS_MAGIC = 0x01021994;
 
-type LayerRef = { descriptor: Descriptor; diffId: Digest };
+type LayerRef = { descriptor: Descriptor; diffId: Digest; open?: () => Readable };
 
 /**
  * The worker's container runtime behind build-engine's interfaces: layers unpacked once per worker
@@ -179,6 +180,11 @@ export class WorkerRuntime implements RootfsProvider {
         ...(result.pidsLimitHit !== undefined ? { pidsLimitHit: result.pidsLimitHit } : {}),
         entries,
         release,
+        keep: async (diffId: string, sizeBytes: number) => {
+          if (released) return;
+          released = true;
+          await snapshot.keepAsLayer(diffId, sizeBytes);
+        },
       };
     } catch (e) {
       await release();
@@ -197,11 +203,13 @@ export class WorkerRuntime implements RootfsProvider {
   }
 
   private layerSource(layers: LayerRef[]) {
-    const byDiffId = new Map(layers.map((l) => [l.diffId as string, l.descriptor.digest]));
-    return (diffId: string) => {
-      const digest = byDiffId.get(diffId);
-      if (!digest) throw new Error(`no blob for layer ${diffId}`);
-      return this.options.storage.blobs.get(digest);
+    const byDiffId = new Map(layers.map((l) => [l.diffId as string, l]));
+    return async (diffId: string) => {
+      const layer = byDiffId.get(diffId);
+      if (!layer) throw new Error(`no blob for layer ${diffId}`);
+      // A layer this build just wrote: its tar again from the same sources (the unpack still checks the diff ID).
+      if (layer.open) return layer.open();
+      return this.options.storage.blobs.get(layer.descriptor.digest);
     };
   }
 

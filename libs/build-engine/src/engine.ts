@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path/posix';
+import type { Readable } from 'node:stream';
 import {
   type CommandLine,
   type CopyInstruction,
@@ -169,7 +170,7 @@ export class BuildEngine {
   private readonly now: () => Date;
   /** Read-only views of stages that COPY --from reads, one per stage and build, released when the build ends. */
   private readonly stageViews = new WeakMap<BuildInput, Map<StageResult, Promise<RootfsView>>>();
-  /** Layers written during a build: where their files' contents are, and what to release when it ends. */
+  /** Layers written during a build from sources that outlive the step (the context pack): where their files' contents are. */
   private readonly live = new WeakMap<BuildInput, LiveLayers>();
 
   constructor(private readonly deps: EngineDeps) {
@@ -334,9 +335,7 @@ export class BuildEngine {
       const views = this.stageViews.get(input);
       this.stageViews.delete(input);
       for (const view of views?.values() ?? []) await view.then((v) => v.release()).catch(() => undefined);
-      const live = this.live.get(input);
       this.live.delete(input);
-      for (const release of live?.releases ?? []) await release().catch(() => undefined);
     }
     return { image, base: firstBase, warnings: df.warnings.map((w) => ({ line: w.line, message: w.message })) };
   }
@@ -736,31 +735,38 @@ export class BuildEngine {
       }
     }
     const layerEntries = [...entries.values()];
-    return { layer: await this.storeLayer(input, new LayerWriter({ clampMtime: sourceDateEpoch }).pack(layerEntries), layerEntries) };
+    return { layer: await this.storeLayer(input, new LayerWriter({ clampMtime: sourceDateEpoch }).pack(layerEntries), layerEntries, sourceDateEpoch) };
   }
 
   /**
    * Stores a layer and indexes it from what was written, so later COPY steps need not read it
    * back; its files' sources stay at hand for COPY --from until the build ends.
    */
-  private async storeLayer(input: BuildInput, packed: PackedLayer, entries: readonly LayerEntry[]): Promise<{ descriptor: Descriptor; diffId: Digest }> {
+  private async storeLayer(input: BuildInput, packed: PackedLayer, entries: readonly LayerEntry[], clampMtime?: number): Promise<{ descriptor: Descriptor; diffId: Digest }> {
     const layer = await this.deps.layers.store(packed);
     this.indexer.seed(layer.descriptor.digest, (await packed.result).entries);
     const contents = new Map<string, FileContent>();
+    let reusable = entries.length > 0;
     for (const e of entries) {
       if (e.type !== 'file') continue;
       const c = e.content;
       // One-shot streams cannot be read twice; everything else can.
-      if ('stream' in c && typeof c.stream !== 'function') continue;
+      if ('stream' in c && typeof c.stream !== 'function') {
+        reusable = false;
+        continue;
+      }
       contents.set(normalizeLayerPath(e.path, false), c);
     }
-    this.liveOf(input).contents.set(layer.descriptor.digest, contents);
+    const live = this.liveOf(input);
+    live.contents.set(layer.descriptor.digest, contents);
+    // A RUN stacked on this layer unpacks it from the same sources, uncompressed, not from the store.
+    if (reusable) live.tars.set(layer.descriptor.digest, () => new LayerWriter({ clampMtime, compression: 'none' }).pack(entries).stream);
     return layer;
   }
 
   private liveOf(input: BuildInput): LiveLayers {
     let live = this.live.get(input);
-    if (!live) this.live.set(input, (live = { contents: new Map(), releases: [] }));
+    if (!live) this.live.set(input, (live = { contents: new Map(), tars: new Map() }));
     return live;
   }
 
@@ -876,7 +882,10 @@ export class BuildEngine {
       }
       try {
         outcome = await this.deps.executor!.run({
-          layers: state.layers,
+          layers: state.layers.map((l) => {
+            const open = this.live.get(input)?.tars.get(l.descriptor.digest);
+            return open ? { ...l, open } : l;
+          }),
           mounts: requests,
           ...spec,
           line,
@@ -905,10 +914,13 @@ export class BuildEngine {
         fail(`"${spec.args.join(' ')}" exited with code ${outcome.exitCode}${pids}${lastOutput}`);
       }
       if (outcome.entries.length === 0) return { emptyLayer: true };
-      const layer = await this.storeLayer(input, new LayerWriter({ clampMtime: sourceDateEpoch }).pack(outcome.entries), outcome.entries);
-      // The step's files stay until the build ends: a COPY --from of this stage reads them from there.
-      this.liveOf(input).releases.push(() => outcome.release());
-      kept = true;
+      const packed = new LayerWriter({ clampMtime: sourceDateEpoch }).pack(outcome.entries);
+      const layer = await this.storeLayer(input, packed, []);
+      if (outcome.keep) {
+        // What the step wrote becomes the worker's copy of the layer (a failure only costs a fetch later).
+        kept = true;
+        await outcome.keep(layer.diffId, (await packed.result).uncompressedSize).catch(() => outcome.release());
+      }
       return { layer };
     } finally {
       if (!kept) await outcome.release();
@@ -919,7 +931,8 @@ export class BuildEngine {
 interface LiveLayers {
   /** Layer digest → path in the layer → where the file's content is. */
   contents: Map<string, Map<string, FileContent>>;
-  releases: Array<() => Promise<void>>;
+  /** Layer digest → its uncompressed tar, written again from the same sources. */
+  tars: Map<string, () => Readable>;
 }
 
 /** A RUN mount: `key` goes into the step's cache key, `request` to the executor (stage binds get their source when the step runs). */

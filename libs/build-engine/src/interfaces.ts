@@ -66,7 +66,8 @@ export type RunMountRequest =
   | { type: 'secret'; id: string; target: string | null; env: string | null; value: Buffer; uid: number; gid: number; mode: number };
 
 export interface RunRequest {
-  layers: Array<{ descriptor: Descriptor; diffId: Digest }>;
+  /** `open`, when set, gives the layer's uncompressed tar from where the build wrote it (faster than the store). */
+  layers: Array<{ descriptor: Descriptor; diffId: Digest; open?: () => Readable }>;
   mounts?: RunMountRequest[];
   args: string[];
   env: string[];
@@ -90,6 +91,11 @@ export interface RunOutcome {
   entries: LayerEntry[];
   /** Releases what the step left on disk once its layer is written. */
   release(): Promise<void>;
+  /**
+   * Instead of release: keeps what the step wrote on this worker as the unpacked layer `diffId`,
+   * so the next step stacks on it without fetching the layer back.
+   */
+  keep?(diffId: string, sizeBytes: number): Promise<void>;
 }
 
 /** Runs RUN steps in containers. */

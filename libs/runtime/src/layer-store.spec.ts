@@ -69,6 +69,32 @@ describe('LayerStore', () => {
     expect(readFileSync(join(three.rootfs, 'a'), 'utf8')).toBe('a');
   });
 
+  it("keeps a snapshot's upper directory as the next layer: what the step changed, deletions included, without unpacking it", async () => {
+    const base = await ociLayer([dir('etc'), file('etc/keep', 'keep'), file('etc/gone', 'gone'), dir('app'), file('app/old', 'old')]);
+    const { source, calls } = layerSource([base]);
+    const step = await store.prepare([base.diffId], source);
+    writeFileSync(join(step.rootfs, 'etc/new'), 'new');
+    rmSync(join(step.rootfs, 'etc/gone'));
+    rmSync(join(step.rootfs, 'app'), { recursive: true });
+    mkdirSync(join(step.rootfs, 'app'));
+    writeFileSync(join(step.rootfs, 'app/fresh'), 'fresh');
+    const kept = 'sha256:' + 'ab'.repeat(32);
+    await step.keepAsLayer(kept, 123);
+    expect(existsSync(step.rootfs)).toBe(false);
+    const next = await store.prepare([base.diffId, kept], async () => {
+      throw new Error('a kept layer was fetched');
+    });
+    snapshots.push(next);
+    expect(readFileSync(join(next.rootfs, 'etc/new'), 'utf8')).toBe('new');
+    expect(readFileSync(join(next.rootfs, 'etc/keep'), 'utf8')).toBe('keep');
+    expect(existsSync(join(next.rootfs, 'etc/gone'))).toBe(false);
+    // The recreated directory is opaque: the base's app/old stays hidden.
+    expect(existsSync(join(next.rootfs, 'app/old'))).toBe(false);
+    expect(readFileSync(join(next.rootfs, 'app/fresh'), 'utf8')).toBe('fresh');
+    expect(calls.get(base.diffId)).toBe(1);
+    expect((await store.list()).find((l) => l.diffId === kept)?.sizeBytes).toBe(123);
+  });
+
   it('refuses a layer whose bytes do not hash to its diff ID', async () => {
     const real = await ociLayer([file('a', 'a')]);
     const forged = { diffId: `sha256:${'0'.repeat(64)}`, tar: real.tar };

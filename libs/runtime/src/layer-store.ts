@@ -28,6 +28,12 @@ export interface Snapshot {
   readonly lowerDirs: readonly string[];
   /** Unmounts and deletes the snapshot and unpins its layers. Safe to call twice. */
   release(): Promise<void>;
+  /**
+   * Unmounts the snapshot and keeps its upper directory as the unpacked layer `diffId` (the layer
+   * its diff was written as): the next step stacks on it without downloading and unpacking it
+   * again, as overlay2 stacks a container's upper directory. Then releases the rest.
+   */
+  keepAsLayer(diffId: string, sizeBytes: number): Promise<void>;
 }
 
 export interface LayerInfo {
@@ -109,13 +115,7 @@ export class LayerStore {
           throw new LayerUnpackError(`layer ${diffId}: the tar's sha256 is ${result.diffId}, not its diff ID`);
         }
         await writeFile(join(temp, 'size'), String(result.sizeBytes));
-        try {
-          await rename(temp, dir);
-        } catch (error) {
-          // Another process sharing the disk finished the same layer first: theirs is as good as ours.
-          const code = (error as NodeJS.ErrnoException).code;
-          if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
-        }
+        await renameIntoPlace(temp, dir);
       } finally {
         await rm(temp, { recursive: true, force: true });
       }
@@ -166,15 +166,39 @@ export class LayerStore {
     }
 
     let released: Promise<void> | undefined;
+    const release = () => {
+      released ??= removeSnapshotDir(dir).finally(unpin);
+      return released;
+    };
     return {
       id,
       rootfs: join(dir, 'rootfs'),
       upperDir: join(dir, 'upper'),
       workDir: join(dir, 'work'),
       lowerDirs: hexes.map((hex) => join(this.layersDir, hex, 'fs')).reverse(),
-      release: () => {
-        released ??= removeSnapshotDir(dir).finally(unpin);
-        return released;
+      release,
+      keepAsLayer: async (diffId: string, sizeBytes: number) => {
+        const hex = hexOf(diffId);
+        try {
+          if (released) throw new Error('the snapshot was already released');
+          await this.withLock(hex, async () => {
+            const target = join(this.layersDir, hex);
+            if (await exists(join(target, 'size'))) return;
+            // A directory still serving as an overlay's upper cannot be another overlay's lower: a plain
+            // unmount or nothing (a lazily detached mount may still be writing to it).
+            if (await isMountPoint(join(dir, 'rootfs'))) await runCommand('umount', [join(dir, 'rootfs')]);
+            const temp = await mkdtemp(join(this.layersDir, '.tmp-'));
+            try {
+              await rename(join(dir, 'upper'), join(temp, 'fs'));
+              await writeFile(join(temp, 'size'), String(sizeBytes));
+              await renameIntoPlace(temp, target);
+            } finally {
+              await rm(temp, { recursive: true, force: true });
+            }
+          });
+        } finally {
+          await release();
+        }
       },
     };
   }
@@ -245,8 +269,22 @@ function hexOf(diffId: string): string {
 }
 
 
+/** Moves a finished layer into place; another process sharing the disk that finished it first wins. */
+async function renameIntoPlace(temp: string, dir: string): Promise<void> {
+  try {
+    await rename(temp, dir);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
+  }
+}
+
 async function removeSnapshotDir(dir: string): Promise<void> {
-  const rootfs = join(dir, 'rootfs');
+  await unmountRootfs(join(dir, 'rootfs'));
+  await rm(dir, { recursive: true, force: true });
+}
+
+async function unmountRootfs(rootfs: string): Promise<void> {
   if (await isMountPoint(rootfs)) {
     try {
       await runCommand('umount', [rootfs]);
@@ -257,7 +295,6 @@ async function removeSnapshotDir(dir: string): Promise<void> {
       if (await isMountPoint(rootfs)) await runCommand('umount', ['-l', rootfs]);
     }
   }
-  await rm(dir, { recursive: true, force: true });
 }
 
 async function isMountPoint(path: string): Promise<boolean> {

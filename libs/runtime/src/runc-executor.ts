@@ -4,6 +4,7 @@ import { chown, lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { ContainerCgroup, type CgroupCounters } from './cgroup.js';
 import { runCommand } from './command.js';
+import { exists } from './fs-exists.js';
 import { LineSplitter } from './line-splitter.js';
 import { MountStubs } from './mount-stubs.js';
 import type { BridgeNetwork, NetworkAttachment } from './network.js';
@@ -107,7 +108,8 @@ export class RuncExecutor {
       await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
       return await this.runContainer(id, bundle, cgroup, spec, options);
     } finally {
-      await runCommand(this.runc, ['--root', this.runcRoot, 'delete', '--force', id]).catch(() => undefined);
+      // `runc run` deletes its container when it exits; only one it left behind (a kill, a crash) needs deleting.
+      if (await exists(join(this.runcRoot, id))) await runCommand(this.runc, ['--root', this.runcRoot, 'delete', '--force', id]).catch(() => undefined);
       await cgroup?.destroy();
       await attachment?.release();
       await stubs.clean();
