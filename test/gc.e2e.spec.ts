@@ -56,6 +56,23 @@ describe('garbage collection', () => {
     expect(second.steps[0].layerDigest).toBe(first.steps[0].layerDigest);
   });
 
+  it('treats a cache hit whose layer blob is gone as a miss and builds the layer again', async () => {
+    const t = await stack.tenant('gc-gone');
+    const ctx = tarOf(makeDir({ Dockerfile: 'FROM scratch\nCOPY a /a\n', a: `gone ${Date.now()} ${Math.random()}` }));
+    const first = await build(stack, t.token, 'repository=gone&tag=1', ctx);
+    const layer = first.steps[0].layerDigest;
+    // As garbage collection removes a blob: its rows, then the object.
+    await stack.prisma.manifestBlob.deleteMany({ where: { digest: layer } });
+    await stack.prisma.repositoryBlob.deleteMany({ where: { digest: layer } });
+    await stack.prisma.blob.deleteMany({ where: { digest: layer } });
+    await storage.blobs.delete(layer);
+    const second = await build(stack, t.token, 'repository=gone&tag=2', ctx);
+    expect(second.status).toBe('succeeded');
+    expect(second.steps[0].cached).toBe(false);
+    expect(second.steps[0].layerDigest).toBe(layer);
+    expect(await storage.blobs.exists(layer)).toBe(true);
+  });
+
   it('runs on a schedule in the worker', async () => {
     const scheduled = await startStack({ env: { S3_BUCKET: `strata-test-gc-${process.pid}`, STRATA_GC_INTERVAL_MS: '300' } });
     try {

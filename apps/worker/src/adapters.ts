@@ -22,13 +22,18 @@ export class PrismaCacheIndex implements CacheIndex {
     private readonly tenantId: string,
   ) {}
 
+  /** A hit whose layer has no Blob row is a miss: garbage collection removes the row before the blob. */
+  readonly checksLayers = true;
+
   async get(key: string): Promise<CachedStep | null> {
-    // One round trip: a hit is read and marked used together (every step of every build asks).
-    const rows = await this.prisma.$queryRaw<Array<{ result: unknown }>>`
+    // One round trip: a hit is read, checked against the blob table and marked used together
+    // (every step of every build asks; an S3 HEAD per step would cost more than the query).
+    const rows = await this.prisma.$queryRaw<Array<{ result: CachedStep; stored: boolean }>>`
       UPDATE "CacheEntry" SET "lastUsedAt" = now()
       WHERE "tenantId" = ${this.tenantId}::uuid AND "cacheKey" = ${key}
-      RETURNING "result"`;
-    return rows.length > 0 ? (rows[0].result as CachedStep) : null;
+      RETURNING "result",
+        ("result"->'layer' IS NULL OR EXISTS (SELECT 1 FROM "Blob" b WHERE b."digest" = "result"->'layer'->'descriptor'->>'digest')) AS "stored"`;
+    return rows.length > 0 && rows[0].stored ? rows[0].result : null;
   }
 
   async put(key: string, value: CachedStep): Promise<void> {

@@ -574,7 +574,7 @@ export class BuildEngine {
     let result: CachedStep | null = null;
     if (!skipCache) {
       result = await this.deps.cache.get(key);
-      if (result?.layer && !(await this.deps.layers.has(result.layer.descriptor.digest))) result = null;
+      if (result?.layer && !this.deps.cache.checksLayers && !(await this.deps.layers.has(result.layer.descriptor.digest))) result = null;
       cached = result !== null;
     }
     let missReason: string | null = null;

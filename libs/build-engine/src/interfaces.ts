@@ -38,6 +38,8 @@ export interface CachedStep {
 /** The per-tenant cache index: step cache key → result. */
 export interface CacheIndex {
   get(key: string): Promise<CachedStep | null>;
+  /** True when `get` already answers null for an entry whose layer blob is gone (the engine then need not ask the store). */
+  readonly checksLayers?: boolean;
   put(key: string, value: CachedStep): Promise<void>;
 }
 

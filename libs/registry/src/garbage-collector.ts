@@ -69,9 +69,11 @@ export class GarbageCollector {
       }
       deletedBlobs.push({ digest, size: stat.size });
       if (!dryRun) {
-        await this.blobs.delete(digest as Digest);
+        // Rows first: a Blob row is then never left naming a deleted blob (the cache trusts the row),
+        // while a crash before the delete only leaves a blob the next run removes.
         await this.prisma.repositoryBlob.deleteMany({ where: { digest } });
         await this.prisma.blob.deleteMany({ where: { digest } });
+        await this.blobs.delete(digest as Digest);
       }
     }
     return { dryRun, evictedCacheEntries, deletedBlobs, keptBlobs, staleUploads };
