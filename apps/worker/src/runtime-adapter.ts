@@ -105,6 +105,10 @@ export class WorkerRuntime implements RootfsProvider {
     return { root: snapshot.rootfs, release: () => snapshot.release() };
   }
 
+  async adopt(tar: () => Readable): Promise<void> {
+    await this.layers.adopt(tar());
+  }
+
   async run(tenantId: string, req: RunRequest): Promise<RunOutcome> {
     const network = this.network(req.network);
     const snapshot = await this.layers.prepare(

@@ -158,6 +158,8 @@ interface StageState {
   base?: { ref: string; digest: string };
   /** The latest step of this stage that missed the cache, named in the misses it caused. */
   lastMiss: { line: number; instruction: string } | null;
+  /** A RUN comes later in this stage: a layer written now is unpacked on this worker while it is stored. */
+  runFollows?: boolean;
 }
 
 /**
@@ -305,6 +307,7 @@ export class BuildEngine {
             const instructions = [...this.onbuildTriggers(state, stage.from.line), ...stage.instructions];
             for (const [n, ins] of instructions.entries()) {
               if (input.signal?.aborted) throw new BuildFailure('the build was cancelled', ins.line);
+              state.runFollows = instructions.slice(n + 1).some((later) => later.keyword === 'RUN');
               await this.step(input, df, state, { stage: i, stageName: stage.name, index: n }, ins, globalArgs, predefined, sourceDateEpoch, (ref) => {
                 const s = stageRef(ref, i);
                 return s === null ? null : runStage(s);
@@ -735,7 +738,13 @@ export class BuildEngine {
       }
     }
     const layerEntries = [...entries.values()];
-    return { layer: await this.storeLayer(input, new LayerWriter({ clampMtime: sourceDateEpoch }).pack(layerEntries), layerEntries, sourceDateEpoch) };
+    // A RUN later in this stage stacks on this layer: unpack it here while it is compressed and stored.
+    const adopt = state.runFollows && this.deps.rootfs?.adopt ? this.deps.rootfs.adopt(() => new LayerWriter({ clampMtime: sourceDateEpoch, compression: 'none' }).pack(layerEntries).stream) : null;
+    adopt?.catch(() => undefined);
+    const layer = await this.storeLayer(input, new LayerWriter({ clampMtime: sourceDateEpoch }).pack(layerEntries), layerEntries, sourceDateEpoch);
+    // Failing to unpack it here only means the RUN unpacks it itself.
+    await adopt?.catch(() => undefined);
+    return { layer };
   }
 
   /**

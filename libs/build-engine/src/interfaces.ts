@@ -52,6 +52,11 @@ export interface RootfsView {
 /** Mounts (or unpacks) layers so their files can be read. */
 export interface RootfsProvider {
   open(layers: Array<{ descriptor: Descriptor; diffId: Digest }>): Promise<RootfsView>;
+  /**
+   * Unpacks a layer the build is writing now, from its uncompressed tar, so a RUN stacked on it
+   * finds it ready; done alongside storing it.
+   */
+  adopt?(tar: () => Readable): Promise<void>;
 }
 
 /** A `RUN --mount` as the executor receives it: sources already resolved by the engine. */

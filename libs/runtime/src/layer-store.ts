@@ -123,6 +123,28 @@ export class LayerStore {
     return this.layerPath(diffId);
   }
 
+  /**
+   * Unpacks a layer whose diff ID is not known yet (one being written right now), keyed by what the
+   * tar hashes to: a later `ensure` of that diff ID finds it on disk.
+   */
+  async adopt(tar: Readable): Promise<string> {
+    await this.init();
+    const temp = await mkdtemp(join(this.layersDir, '.tmp-'));
+    try {
+      await mkdir(join(temp, 'fs'));
+      const result = await unpackLayer(tar, join(temp, 'fs'));
+      const hex = hexOf(result.diffId);
+      await this.withLock(hex, async () => {
+        if (await exists(join(this.layersDir, hex, 'size'))) return;
+        await writeFile(join(temp, 'size'), String(result.sizeBytes));
+        await renameIntoPlace(temp, join(this.layersDir, hex));
+      });
+      return result.diffId;
+    } finally {
+      await rm(temp, { recursive: true, force: true });
+    }
+  }
+
   /** Mounts `diffIds` (base first) as overlay lower dirs with a fresh upper dir. */
   async prepare(diffIds: readonly string[], ensureLayer: LayerSource): Promise<Snapshot> {
     await this.init();
