@@ -128,4 +128,18 @@ describe('the shared layer cache', () => {
       expect(second.imageDigest).toBe(first.imageDigest);
     });
   });
+
+  it('gives the same image digest when a later rebuild takes every step from the cache, as BuildKit does', async () => {
+    const { token } = await stack.tenant('same-digest');
+    await withWorker(async () => {
+      const first = await build(stack, token, 'repository=same&tag=1', tarOf(project('same-digest')));
+      await new Promise((r) => setTimeout(r, 1100));
+      const again = await build(stack, token, 'repository=same&tag=2', tarOf(project('same-digest')));
+      expect(again.steps.every((s: Step) => s.cached)).toBe(true);
+      expect(again.imageDigest).toBe(first.imageDigest);
+      // A change makes a new image, made when its changed steps ran.
+      const changed = await build(stack, token, 'repository=same&tag=3', tarOf(project('changed')));
+      expect(changed.imageDigest).not.toBe(first.imageDigest);
+    });
+  });
 });

@@ -160,6 +160,8 @@ interface StageState {
   lastMiss: { line: number; instruction: string } | null;
   /** A RUN comes later in this stage: a layer written now is unpacked on this worker while it is stored. */
   runFollows?: boolean;
+  /** This stage added history entries of its own (beyond its base's). */
+  ownHistory?: boolean;
 }
 
 /**
@@ -314,6 +316,8 @@ export class BuildEngine {
               });
             }
             state.config.rootfs = { type: 'layers', diff_ids: state.layers.map((l) => l.diffId) };
+            // The image was made when its last step ran (FROM alone keeps the base image's time).
+            if (state.ownHistory) state.config.created = state.config.history!.at(-1)!.created;
             if (sourceDateEpoch !== undefined) state.config.created = this.timestamp(sourceDateEpoch);
             return { index: i, name: stage.name, config: state.config, layers: state.layers, fsKey: state.fsKey };
           } finally {
@@ -587,14 +591,19 @@ export class BuildEngine {
         : explainMiss(fingerprint, this.deps.previousStep?.(where.stage, where.index) ?? null, state.lastMiss, label);
       state.lastMiss = { line: ins.line, instruction };
       result = execute ? await execute() : {};
+      result = { ...result, created: this.timestamp(undefined) };
       await this.deps.cache.put(key, result);
     }
     if (result.layer) state.layers.push(result.layer);
     if (fsStep) state.fsKey = key;
     state.stepKey = key;
     if (ins.keyword === 'CMD') (state as StageState & { cmdSet?: boolean }).cmdSet = true;
+    // A step taken from the cache keeps the time it ran, so a rebuild with nothing changed gives the
+    // same image digest (as BuildKit); SOURCE_DATE_EPOCH overrides both.
+    const created = sourceDateEpoch !== undefined ? this.timestamp(sourceDateEpoch) : result.created ?? this.timestamp(undefined);
+    state.ownHistory = true;
     state.config.history!.push({
-      created: this.timestamp(sourceDateEpoch),
+      created,
       created_by: createdBy,
       comment: HISTORY_COMMENT,
       ...(result.layer ? {} : { empty_layer: true }),

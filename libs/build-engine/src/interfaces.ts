@@ -33,6 +33,8 @@ export interface CachedStep {
   layer?: { descriptor: Descriptor; diffId: Digest };
   /** Set for steps that changed the filesystem key without adding a layer (a RUN that changed nothing). */
   emptyLayer?: boolean;
+  /** When the step ran (RFC 3339): a cache hit keeps it in the image history, as BuildKit does. */
+  created?: string;
 }
 
 /** The per-tenant cache index: step cache key → result. */
