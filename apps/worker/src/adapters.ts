@@ -1,4 +1,9 @@
+import { randomUUID } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
 import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { Storage } from '@strata/blobstore';
 import type { BaseImage, CachedStep, CacheIndex, ImageResolver, LayerSink } from '@strata/build-engine';
 import type { PrismaClient, Prisma } from '@strata/db';
@@ -46,31 +51,77 @@ export class PrismaCacheIndex implements CacheIndex {
   }
 }
 
-/** Layers go to the shared blob store, written once under their digest, and are recorded as Blob rows. */
+/**
+ * Layers go to the shared blob store, written once under their digest, and are recorded as Blob
+ * rows. A layer is first written to a local spool file, so the step is done as soon as its digest
+ * is known; the upload goes on while the next step runs (`stored` settles when it is durable, and
+ * until then `open` reads the spool).
+ */
 export class BlobLayerSink implements LayerSink {
+  private readonly spooled = new Map<string, string>();
+  /** The spool directory, emptied of what a crashed worker left on first use. */
+  private ready: Promise<void> | null = null;
+
   constructor(
     private readonly storage: Storage,
     private readonly prisma: PrismaClient,
+    private readonly spoolDir: string,
   ) {}
 
-  async store(layer: PackedLayer): Promise<{ descriptor: Descriptor; diffId: Digest }> {
-    const stored = await this.storage.blobs.put(layer.stream);
+  async store(layer: PackedLayer): Promise<{ descriptor: Descriptor; diffId: Digest; stored: Promise<void> }> {
+    this.ready ??= rm(this.spoolDir, { recursive: true, force: true }).then(() => mkdir(this.spoolDir, { recursive: true })).then(() => undefined);
+    await this.ready;
+    const file = path.join(this.spoolDir, randomUUID());
+    try {
+      await pipeline(layer.stream, createWriteStream(file, { mode: 0o600 }));
+    } catch (e) {
+      await rm(file, { force: true });
+      throw e;
+    }
     const result = await layer.result;
-    if (stored.digest !== result.digest) throw new Error(`layer digest changed while storing: ${result.digest} became ${stored.digest}`);
-    await this.prisma.blob.createMany({
-      data: [{ digest: result.digest, size: BigInt(result.size), mediaType: result.mediaType }],
-      skipDuplicates: true,
-    });
-    return { descriptor: result.descriptor, diffId: result.diffId };
+    const digest = result.digest;
+    // Another build of this worker may be spooling the same layer: the first file serves both.
+    const existing = this.spooled.get(digest);
+    if (!existing) this.spooled.set(digest, file);
+    const stored = (async () => {
+      try {
+        const body = result.size <= 4 * 1024 * 1024 ? await readFile(file) : createReadStream(file);
+        const put = await this.storage.blobs.put(body, digest);
+        if (put.digest !== digest) throw new Error(`layer digest changed while storing: ${digest} became ${put.digest}`);
+        await this.prisma.blob.createMany({ data: [{ digest, size: BigInt(result.size), mediaType: result.mediaType }], skipDuplicates: true });
+      } finally {
+        if (this.spooled.get(digest) === file) this.spooled.delete(digest);
+        await rm(file, { force: true });
+      }
+    })();
+    stored.catch(() => undefined);
+    return { descriptor: result.descriptor, diffId: result.diffId, stored };
   }
 
   has(digest: Digest): Promise<boolean> {
     return this.storage.blobs.exists(digest);
   }
 
-  open(digest: Digest): Promise<Readable> {
+  async open(digest: Digest): Promise<Readable> {
+    const file = this.spooled.get(digest);
+    if (file) {
+      try {
+        return await openReadStream(file);
+      } catch {
+        // Uploaded and removed meanwhile: the store has it.
+      }
+    }
     return this.storage.blobs.get(digest);
   }
+}
+
+/** A read stream that has opened its file (so a missing file fails here, not on first read). */
+function openReadStream(file: string): Promise<Readable> {
+  return new Promise((resolve, reject) => {
+    const stream = createReadStream(file);
+    stream.once('open', () => resolve(stream));
+    stream.once('error', reject);
+  });
 }
 
 /** What FROM resolution needs of the deployment's settings. */

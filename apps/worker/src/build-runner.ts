@@ -42,8 +42,9 @@ export class BuildRunner {
   constructor(private readonly deps: BuildRunnerDeps) {
     this.contexts = new ContextCache(path.resolve(deps.config.dataDir, 'contexts'));
     this.images = new ImageStore(deps.prisma, deps.storage.blobs);
-    this.layers = new BlobLayerSink(deps.storage, deps.prisma);
-    this.indexer = new RootfsIndexer((d) => deps.storage.blobs.get(d));
+    this.layers = new BlobLayerSink(deps.storage, deps.prisma, path.resolve(deps.config.dataDir, 'spool'));
+    // Through the sink: a layer still being uploaded is read from its spool file.
+    this.indexer = new RootfsIndexer((d) => this.layers.open(d));
     this.registryClient = new RegistryClient({ insecureRegistries: deps.config.pull.insecureRegistries, userAgent: 'strata-worker' });
   }
 

@@ -38,7 +38,7 @@ export interface WorkerRuntimeOptions {
 
 const TMPFS_MAGIC = 0x01021994;
 
-type LayerRef = { descriptor: Descriptor; diffId: Digest; open?: () => Readable };
+type LayerRef = { descriptor: Descriptor; diffId: Digest; open?: () => Readable | Promise<Readable> };
 
 /**
  * The worker's container runtime behind build-engine's interfaces: layers unpacked once per worker

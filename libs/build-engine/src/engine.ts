@@ -333,10 +333,14 @@ export class BuildEngine {
     let image: StageResult;
     try {
       image = await runStage(targetIndex);
+      // Every layer durable and every cache entry written before the image is handed over.
+      const pending = this.live.get(input)?.pending ?? [];
+      await Promise.all(pending);
     } catch (e) {
       // Nothing of this build keeps running once it has failed: wait for the stopped stages to end.
       stop.abort();
       await Promise.allSettled(results.values());
+      await Promise.allSettled(this.live.get(input)?.pending ?? []);
       throw e;
     } finally {
       const views = this.stageViews.get(input);
@@ -591,8 +595,16 @@ export class BuildEngine {
         : explainMiss(fingerprint, this.deps.previousStep?.(where.stage, where.index) ?? null, state.lastMiss, label);
       state.lastMiss = { line: ins.line, instruction };
       result = execute ? await execute() : {};
-      result = { ...result, created: this.timestamp(undefined) };
-      await this.deps.cache.put(key, result);
+      const done: CachedStep = { ...result, created: this.timestamp(undefined) };
+      result = done;
+      // The entry is written once its layer is durable; the next step need not wait for that.
+      const upload = done.layer ? this.live.get(input)?.stored.get(done.layer.descriptor.digest) : undefined;
+      if (upload) {
+        const entry = upload.then(() => this.deps.cache.put(key, done));
+        entry.catch(() => undefined); // reported when the build awaits it
+        this.liveOf(input).pending.push(entry);
+      }
+      else await this.deps.cache.put(key, done);
     }
     if (result.layer) state.layers.push(result.layer);
     if (fsStep) state.fsKey = key;
@@ -623,6 +635,7 @@ export class BuildEngine {
       startedAt: new Date(started),
       durationMs: Date.now() - started,
       layerDigest: result.layer?.descriptor.digest ?? null,
+      layerSize: result.layer?.descriptor.size ?? null,
     });
   }
 
@@ -761,8 +774,12 @@ export class BuildEngine {
    * back; its files' sources stay at hand for COPY --from until the build ends.
    */
   private async storeLayer(input: BuildInput, packed: PackedLayer, entries: readonly LayerEntry[], clampMtime?: number): Promise<{ descriptor: Descriptor; diffId: Digest }> {
-    const layer = await this.deps.layers.store(packed);
+    const { stored, ...layer } = await this.deps.layers.store(packed);
     this.indexer.seed(layer.descriptor.digest, (await packed.result).entries);
+    if (stored) {
+      this.liveOf(input).stored.set(layer.descriptor.digest, stored);
+      this.liveOf(input).pending.push(stored);
+    }
     const contents = new Map<string, FileContent>();
     let reusable = entries.length > 0;
     for (const e of entries) {
@@ -782,9 +799,19 @@ export class BuildEngine {
     return layer;
   }
 
+  /** Layers as the runtime gets them: those this build wrote come from where the build has them, not the store. */
+  private layerRefs(input: BuildInput, layers: ReadonlyArray<{ descriptor: Descriptor; diffId: Digest }>): Array<{ descriptor: Descriptor; diffId: Digest; open?: () => Readable | Promise<Readable> }> {
+    const live = this.live.get(input);
+    return layers.map((l) => {
+      const d = l.descriptor.digest;
+      const open = live?.tars.get(d) ?? (live?.stored.has(d) ? () => this.deps.layers.open(d) : undefined);
+      return open ? { ...l, open } : l;
+    });
+  }
+
   private liveOf(input: BuildInput): LiveLayers {
     let live = this.live.get(input);
-    if (!live) this.live.set(input, (live = { contents: new Map(), tars: new Map() }));
+    if (!live) this.live.set(input, (live = { contents: new Map(), tars: new Map(), stored: new Map(), pending: [] }));
     return live;
   }
 
@@ -793,7 +820,7 @@ export class BuildEngine {
     if (!views) this.stageViews.set(input, (views = new Map()));
     let view = views.get(stage);
     if (!view) {
-      view = this.deps.rootfs!.open(stage.layers);
+      view = this.deps.rootfs!.open(this.layerRefs(input, stage.layers));
       views.set(stage, view);
     }
     return view;
@@ -900,10 +927,7 @@ export class BuildEngine {
       }
       try {
         outcome = await this.deps.executor!.run({
-          layers: state.layers.map((l) => {
-            const open = this.live.get(input)?.tars.get(l.descriptor.digest);
-            return open ? { ...l, open } : l;
-          }),
+          layers: this.layerRefs(input, state.layers),
           mounts: requests,
           ...spec,
           line,
@@ -951,6 +975,10 @@ interface LiveLayers {
   contents: Map<string, Map<string, FileContent>>;
   /** Layer digest → its uncompressed tar, written again from the same sources. */
   tars: Map<string, () => Readable>;
+  /** Layer digest → its upload, for layers still being stored. */
+  stored: Map<string, Promise<void>>;
+  /** Uploads and the cache entries waiting on them: all settle before the build's image is returned. */
+  pending: Array<Promise<unknown>>;
 }
 
 /** A RUN mount: `key` goes into the step's cache key, `request` to the executor (stage binds get their source when the step runs). */

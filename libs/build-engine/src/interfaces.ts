@@ -20,8 +20,11 @@ export interface ImageResolver {
 
 /** Where finished layers go: the content-addressed blob store. */
 export interface LayerSink {
-  /** Stores a packed layer and returns its descriptor once the digest is verified. */
-  store(layer: PackedLayer): Promise<{ descriptor: Descriptor; diffId: Digest }>;
+  /**
+   * Stores a packed layer and returns its descriptor once the digest is known. With `stored`, the
+   * upload may still be going on: it settles when the layer is durable (open() serves it meanwhile).
+   */
+  store(layer: PackedLayer): Promise<{ descriptor: Descriptor; diffId: Digest; stored?: Promise<void> }>;
   /** Whether a blob is (still) stored; a cache hit whose layer is gone is a miss. */
   has(digest: Digest): Promise<boolean>;
   open(digest: Digest): Promise<Readable>;
@@ -53,7 +56,8 @@ export interface RootfsView {
 
 /** Mounts (or unpacks) layers so their files can be read. */
 export interface RootfsProvider {
-  open(layers: Array<{ descriptor: Descriptor; diffId: Digest }>): Promise<RootfsView>;
+  /** `open`, when set, gives a layer's tar (gzip or not) from where this build has it. */
+  open(layers: Array<{ descriptor: Descriptor; diffId: Digest; open?: () => Readable | Promise<Readable> }>): Promise<RootfsView>;
   /**
    * Unpacks a layer the build is writing now, from its uncompressed tar, so a RUN stacked on it
    * finds it ready; done alongside storing it.
@@ -76,7 +80,7 @@ export type RunMountRequest =
 
 export interface RunRequest {
   /** `open`, when set, gives the layer's uncompressed tar from where the build wrote it (faster than the store). */
-  layers: Array<{ descriptor: Descriptor; diffId: Digest; open?: () => Readable }>;
+  layers: Array<{ descriptor: Descriptor; diffId: Digest; open?: () => Readable | Promise<Readable> }>;
   mounts?: RunMountRequest[];
   args: string[];
   env: string[];
@@ -128,6 +132,8 @@ export type BuildEvent =
       startedAt: Date;
       durationMs: number;
       layerDigest: string | null;
+      /** Size of the layer blob as stored, when the step has a layer. */
+      layerSize?: number | null;
     }
   | { type: 'log'; stage: number; index: number; stream: 'stdout' | 'stderr' | 'system'; line: string };
 

@@ -87,7 +87,7 @@ export class BuildLog {
       return;
     }
     this.enqueue(async () => {
-      const size = e.layerDigest && !e.cached && this.opts.layerSize ? await this.opts.layerSize(e.layerDigest).catch(() => null) : null;
+      const size = e.layerSize ?? (e.layerDigest && !e.cached && this.opts.layerSize ? await this.opts.layerSize(e.layerDigest).catch(() => null) : null);
       if (e.cached) this.system(e, e.layerDigest ? `cache hit: reusing layer ${e.layerDigest}` : 'cache hit');
       else if (e.layerDigest) this.system(e, `layer pushed ${e.layerDigest}${size === null ? '' : ` (${formatBytes(size)})`}`);
       this.reportStepDrops(e);
