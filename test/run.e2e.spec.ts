@@ -156,6 +156,36 @@ describe('RUN steps in runc containers', () => {
     expect(copies(again).map(([d]: [string]) => d)).toEqual(copies(first).map(([d]: [string]) => d));
   });
 
+  it('runs on top of a COPY of context files with their modes and owners, and a RUN that changes them changes neither the context nor the next build', async () => {
+    const files = {
+      Dockerfile: [
+        'FROM busybox:1',
+        'COPY src/ /app/src/',
+        'RUN stat -c "%n %a %u:%g %Y" /app/src/run.sh /app/src/sub/data.txt > /app/stat && readlink /app/src/link >> /app/stat',
+        'RUN echo changed >> /app/src/sub/data.txt && cat /app/src/sub/data.txt > /app/after',
+        '',
+      ].join('\n'),
+      'src/run.sh': { content: '#!/bin/sh\n', mode: 0o750 },
+      'src/sub/data.txt': 'original\n',
+      'src/link': { content: '', symlink: 'run.sh' },
+    };
+    const ctx = tarOf(makeDir(files));
+    const first = await build(stack, token, 'repository=run/linked&tag=1', ctx);
+    expect(first.error).toBeNull();
+    const one = unpack(await download('run/linked', '1'), '1');
+    const stat = readFileSync(path.join(one.rootfs, 'app/stat'), 'utf8').trim().split('\n');
+    expect(stat[0]).toMatch(/^\/app\/src\/run\.sh 750 0:0 \d+$/);
+    expect(stat[1]).toMatch(/^\/app\/src\/sub\/data\.txt 644 0:0 \d+$/);
+    expect(stat[2]).toBe('run.sh');
+    expect(readFileSync(path.join(one.rootfs, 'app/after'), 'utf8')).toBe('original\nchanged\n');
+    // The same context again, from scratch (no cache): the COPY sees the original file.
+    const again = await build(stack, token, 'repository=run/linked&tag=2&noCache=true', ctx);
+    expect(again.error).toBeNull();
+    const two = unpack(await download('run/linked', '2'), '2');
+    expect(readFileSync(path.join(two.rootfs, 'app/after'), 'utf8')).toBe('original\nchanged\n');
+    expect(again.steps.map((s: { layerDigest: string }) => s.layerDigest)).toEqual(first.steps.map((s: { layerDigest: string }) => s.layerDigest).map((d: string, i: number) => (i === 0 ? d : expect.any(String))));
+  });
+
   it('keeps a cache mount across builds, and supports tmpfs and context bind mounts', async () => {
     const first = await buildDir('run/cache', {
       Dockerfile: 'FROM busybox:1\nRUN --mount=type=cache,target=/var/cache/app,id=c1 echo one > /var/cache/app/f && echo wrote\n',

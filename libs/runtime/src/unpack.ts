@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, readdir, rm, symlink, utimes } from 'node:fs/promises';
+import { close as closeCb, constants as fsConstants, createWriteStream, fchmod as fchmodCb, fchown as fchownCb, futimes as futimesCb, open as openCb, write as writeCb } from 'node:fs';
+import { chmod, chown, lchown, link, lstat, lutimes, mkdir, readdir, rm, symlink, utimes } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -221,15 +221,33 @@ export async function unpackLayer(input: Readable, dest: string): Promise<Unpack
 const SMALL_FILE = 256 * 1024;
 
 
-async function writeSmallFile(target: string, content: Buffer, uid: number, gid: number, mode: number, mtime: Date): Promise<void> {
-  const handle = await open(target, 'wx', 0o600);
+const UMASK = process.umask();
+const OWN_UID = process.getuid?.() ?? -1;
+const OWN_GID = process.getgid?.() ?? -1;
+const CREATE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+
+const fdOpen = (path: string, flags: number, mode: number) => new Promise<number>((resolve, reject) => openCb(path, flags, mode, (e, fd) => (e ? reject(e) : resolve(fd))));
+const fdCall = (fn: (cb: (e: NodeJS.ErrnoException | null) => void) => void) => new Promise<void>((resolve, reject) => fn((e) => (e ? reject(e) : resolve())));
+
+/**
+ * One small file in as few calls as the result allows, on plain descriptors: a layer can hold
+ * thousands of files, and a FileHandle per file costs more than the file. Created with its mode
+ * when the umask leaves it intact; not chowned when it already belongs to its owner.
+ */
+async function writeSmallFile(target: string, content: Buffer, uid: number, gid: number, mode: number, mtime: Date, setgidParent = false): Promise<void> {
+  const exact = (mode & 0o777 & ~UMASK) === mode;
+  const fd = await fdOpen(target, CREATE_FLAGS, exact ? mode : 0o600);
   try {
-    await handle.writeFile(content);
-    await handle.chown(uid, gid);
-    await handle.chmod(mode);
-    await handle.utimes(mtime, mtime);
+    let done = 0;
+    while (done < content.length) {
+      const n = await new Promise<number>((resolve, reject) => writeCb(fd, content, done, content.length - done, null, (e, w) => (e ? reject(e) : resolve(w))));
+      done += n;
+    }
+    if (setgidParent || uid !== OWN_UID || gid !== OWN_GID) await fdCall((cb) => fchownCb(fd, uid, gid, cb));
+    if (!exact) await fdCall((cb) => fchmodCb(fd, mode, cb));
+    await fdCall((cb) => futimesCb(fd, mtime, mtime, cb));
   } finally {
-    await handle.close();
+    await fdCall((cb) => closeCb(fd, cb));
   }
 }
 
