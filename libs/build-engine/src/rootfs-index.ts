@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { type Digest, parseWhiteout, readTarEntries } from '@strata/oci';
+import { type Digest, parseWhiteout, readTarEntries, resolveThroughLinks, type WrittenEntry } from '@strata/oci';
 
 export interface IndexedPath {
   /** 'file', 'directory', 'symlink', ...; a hard link is indexed as the file it names. */
@@ -37,19 +37,8 @@ export interface RootfsIndex {
   resolve(rel: string, followLast: boolean): string | null;
 }
 
-/** A layer's header metadata, as written or read: what the index is made of. */
-export interface LayerIndexEntry {
-  /** Archive path ("usr/bin/x", "etc/"; whiteout markers included). */
-  name: string;
-  type: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  mtime: number;
-  size: number;
-  linkname?: string;
-  sha256?: string;
-}
+/** A layer's header metadata, as written (the layer writer's WrittenEntry) or read: what the index is made of. */
+export type LayerIndexEntry = Omit<WrittenEntry, 'type'> & { type: string };
 
 /** What one layer adds and removes, without its contents (except /etc/passwd and /etc/group). */
 interface LayerIndex {
@@ -144,26 +133,10 @@ class StackedIndex implements RootfsIndex {
   }
 
   resolve(rel: string, followLast: boolean): string | null {
-    const out: string[] = [];
-    let pending = rel.split('/').filter((p) => p !== '' && p !== '.');
-    let hops = 0;
-    while (pending.length > 0) {
-      const part = pending.shift()!;
-      if (part === '..') {
-        out.pop();
-        continue;
-      }
-      out.push(part);
-      const e = this.lookup(out.join('/'));
-      if (e?.type === 'symlink' && (pending.length > 0 || followLast)) {
-        if (++hops > 40) return null;
-        out.pop();
-        const target = e.linkTarget ?? '';
-        if (target.startsWith('/')) out.length = 0;
-        pending = [...target.split('/').filter((p) => p !== '' && p !== '.'), ...pending];
-      }
-    }
-    return out.join('/');
+    return resolveThroughLinks(rel, followLast, (p) => {
+      const e = this.lookup(p);
+      return e?.type === 'symlink' ? (e.linkTarget ?? '') : null;
+    });
   }
 
   private content(p: string, field: 'passwd' | 'group'): string | null {

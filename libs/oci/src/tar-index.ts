@@ -4,7 +4,7 @@ import { chmod, type FileHandle, lutimes, mkdir, open, symlink, utimes } from 'n
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { once } from 'node:events';
-import { DEFAULT_EXTRACT_LIMITS, type ExtractLimits, readTarEntries, TarExtractionError } from './tar-reader.js';
+import { DEFAULT_EXTRACT_LIMITS, type ExtractLimits, lexicallyEscapes, linkResolvesInside, readLimitedTarEntries, safeArchivePath, TarExtractionError } from './tar-reader.js';
 
 /** One path of an indexed archive, as the tree it describes would hold it. */
 export type TarIndexEntry =
@@ -51,13 +51,10 @@ export async function indexTar(input: Readable, packPath: string, limits: Extrac
     offset += chunk.length;
   };
   try {
-    const maxUncompressedBytes = maxBytes + (maxEntries + 1) * 4 * 512 + 1024 * 1024;
-    for await (const { header, body } of readTarEntries(input, { maxUncompressedBytes })) {
+    for await (const { header, body } of readLimitedTarEntries(input, maxEntries, maxBytes)) {
       const name = header.name;
       entries += 1;
-      if (entries > maxEntries) throw new TarExtractionError(name, `archive has more than ${maxEntries} entries`);
       bytes += header.size;
-      if (bytes > maxBytes) throw new TarExtractionError(name, `archive content exceeds ${maxBytes} bytes`);
       const parts = safeArchivePath(name);
       if (parts.length === 0) {
         // "./" itself: the root takes its mode and mtime.
@@ -131,7 +128,11 @@ export async function indexTar(input: Readable, packPath: string, limits: Extrac
     // A later entry can turn an earlier, harmless-looking target into an escape (a/.. once a is a link).
     for (const link of symlinks) {
       if (index.get(link.parts.join('/'))?.type !== 'symlink') continue;
-      if (!resolvesInside(index, link.parts, link.target)) {
+      const inside = await linkResolvesInside(link.parts, link.target, (parts) => {
+        const e = index.get(parts.join('/'));
+        return e?.type === 'symlink' ? e.target : null;
+      });
+      if (!inside) {
         throw new TarExtractionError(link.name, `symlink target ${JSON.stringify(link.target)} resolves outside the destination`);
       }
     }
@@ -155,66 +156,13 @@ function ensureParents(index: TarIndex, parts: string[], name: string): void {
   }
 }
 
-/** Splits an archive path into components, refusing absolute paths and `..` that climbs above the root. */
-function safeArchivePath(name: string, entryForErrors: string = name): string[] {
-  if (name.includes('\0')) throw new TarExtractionError(entryForErrors, 'path contains a NUL byte');
-  if (name.startsWith('/')) throw new TarExtractionError(entryForErrors, `path ${JSON.stringify(name)} is absolute`);
-  const parts: string[] = [];
-  for (const part of name.split('/')) {
-    if (part === '' || part === '.') continue;
-    if (part === '..') {
-      if (parts.length === 0) throw new TarExtractionError(entryForErrors, `path ${JSON.stringify(name)} escapes the destination with ".."`);
-      parts.pop();
-      continue;
-    }
-    parts.push(part);
-  }
-  return parts;
-}
-
-function lexicallyEscapes(baseParts: string[], target: string): boolean {
-  const stack = [...baseParts];
-  for (const part of target.split('/')) {
-    if (part === '' || part === '.') continue;
-    if (part === '..') {
-      if (stack.length === 0) return true;
-      stack.pop();
-    } else stack.push(part);
-  }
-  return false;
-}
-
-/** Follows a symlink through the index the way the kernel would: false if any step leaves the root. */
-function resolvesInside(index: TarIndex, linkParts: string[], target: string): boolean {
-  const stack = linkParts.slice(0, -1);
-  let pending = target.split('/');
-  let hops = 0;
-  while (pending.length > 0) {
-    const part = pending.shift()!;
-    if (part === '' || part === '.') continue;
-    if (part === '..') {
-      if (stack.length === 0) return false;
-      stack.pop();
-      continue;
-    }
-    stack.push(part);
-    const e = index.get(stack.join('/'));
-    if (e?.type === 'symlink') {
-      if (++hops > MAX_SYMLINK_HOPS) return false;
-      if (e.target.startsWith('/')) return false;
-      stack.pop();
-      pending = [...e.target.split('/'), ...pending];
-    }
-  }
-  return true;
-}
-
 /**
- * Where `rel` leads inside an indexed tree, following symlinks in its parent components (and in the
- * last one when `followLast`) as a chroot would: `..` never climbs above the root, absolute targets
- * start at the root. Null when a link loop is found.
+ * Where `rel` leads inside a tree, following symlinks in its parent components (and in the last one
+ * when `followLast`) as a chroot would: `..` never climbs above the root, absolute targets start at
+ * the root. `linkAt` gives the target of the symlink at a path, or null when it is not one. Null
+ * when a link loop is found.
  */
-export function resolveInIndex(index: TarIndex, rel: string, followLast: boolean): string | null {
+export function resolveThroughLinks(rel: string, followLast: boolean, linkAt: (path: string) => string | null): string | null {
   const out: string[] = [];
   let pending = rel.split('/').filter((p) => p !== '' && p !== '.');
   let hops = 0;
@@ -225,15 +173,23 @@ export function resolveInIndex(index: TarIndex, rel: string, followLast: boolean
       continue;
     }
     out.push(part);
-    const e = index.get(out.join('/'));
-    if (e?.type === 'symlink' && (pending.length > 0 || followLast)) {
+    const target = pending.length > 0 || followLast ? linkAt(out.join('/')) : null;
+    if (target !== null) {
       if (++hops > MAX_SYMLINK_HOPS) return null;
       out.pop();
-      if (e.target.startsWith('/')) out.length = 0;
-      pending = [...e.target.split('/').filter((p) => p !== '' && p !== '.'), ...pending];
+      if (target.startsWith('/')) out.length = 0;
+      pending = [...target.split('/').filter((p) => p !== '' && p !== '.'), ...pending];
     }
   }
   return out.join('/');
+}
+
+/** resolveThroughLinks over an index made by indexTar. */
+export function resolveInIndex(index: TarIndex, rel: string, followLast: boolean): string | null {
+  return resolveThroughLinks(rel, followLast, (p) => {
+    const e = index.get(p);
+    return e?.type === 'symlink' ? e.target : null;
+  });
 }
 
 /** Reads file contents out of a pack file made by indexTar; one open handle serves every read. */

@@ -229,6 +229,53 @@ interface PendingDirectory {
 const MAX_SYMLINK_HOPS = 40;
 
 /**
+ * readTarEntries of an untrusted archive, refusing (naming the entry) one with more than
+ * `maxEntries` entries or more than `maxBytes` of content, and a stream that inflates past what
+ * those allow.
+ */
+export async function* readLimitedTarEntries(input: Readable, maxEntries: number, maxBytes: number): AsyncGenerator<TarEntry> {
+  // Headers and padding add at most a few blocks per entry on top of the content.
+  const maxUncompressedBytes = maxBytes + (maxEntries + 1) * 4 * 512 + 1024 * 1024;
+  let entries = 0;
+  let bytes = 0;
+  for await (const entry of readTarEntries(input, { maxUncompressedBytes })) {
+    entries += 1;
+    if (entries > maxEntries) throw new TarExtractionError(entry.header.name, `archive has more than ${maxEntries} entries`);
+    bytes += entry.header.size;
+    if (bytes > maxBytes) throw new TarExtractionError(entry.header.name, `archive content exceeds ${maxBytes} bytes`);
+    yield entry;
+  }
+}
+
+/**
+ * Follows a symlink the way the kernel would, but within a root: false if any step leaves it.
+ * `linkAt` reads the target of the symlink at a path (components), or null when it is not one.
+ */
+export async function linkResolvesInside(linkParts: string[], target: string, linkAt: (parts: string[]) => string | null | Promise<string | null>): Promise<boolean> {
+  const stack = linkParts.slice(0, -1);
+  let pending = target.split('/');
+  let hops = 0;
+  while (pending.length > 0) {
+    const part = pending.shift()!;
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (stack.length === 0) return false;
+      stack.pop();
+      continue;
+    }
+    stack.push(part);
+    const next = await linkAt(stack);
+    if (next !== null) {
+      if (++hops > MAX_SYMLINK_HOPS) return false;
+      if (next.startsWith('/')) return false;
+      stack.pop();
+      pending = [...next.split('/'), ...pending];
+    }
+  }
+  return true;
+}
+
+/**
  * Unpacks an untrusted tar or tar+gzip stream into destDir. Refuses, naming the entry, anything
  * that would reach outside destDir (absolute or escaping paths, links whose targets leave it,
  * writes through symlinks), device and fifo entries, and archives over the limits.
@@ -266,14 +313,10 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
   let entries = 0;
   let bytes = 0;
 
-  // Headers and padding add at most a few blocks per entry on top of the content.
-  const maxUncompressedBytes = maxBytes + (maxEntries + 1) * 4 * 512 + 1024 * 1024;
-  for await (const { header, body } of readTarEntries(input, { maxUncompressedBytes })) {
+  for await (const { header, body } of readLimitedTarEntries(input, maxEntries, maxBytes)) {
     const name = header.name;
     entries += 1;
-    if (entries > maxEntries) throw new TarExtractionError(name, `archive has more than ${maxEntries} entries`);
     bytes += header.size;
-    if (bytes > maxBytes) throw new TarExtractionError(name, `archive content exceeds ${maxBytes} bytes`);
 
     const parts = safeArchivePath(name);
     if (parts.length === 0) continue; // "./" itself: destDir already exists
@@ -405,7 +448,7 @@ async function writeSmallFile(target: string, content: Buffer, header: TarEntryH
 }
 
 /** Splits an archive path into components, refusing absolute paths and `..` that climbs above the root. */
-function safeArchivePath(name: string, entryForErrors: string = name): string[] {
+export function safeArchivePath(name: string, entryForErrors: string = name): string[] {
   if (name.includes('\0')) throw new TarExtractionError(entryForErrors, 'path contains a NUL byte');
   if (name.startsWith('/')) throw new TarExtractionError(entryForErrors, `path ${JSON.stringify(name)} is absolute`);
   const parts: string[] = [];
@@ -421,7 +464,8 @@ function safeArchivePath(name: string, entryForErrors: string = name): string[] 
   return parts;
 }
 
-function lexicallyEscapes(baseParts: string[], target: string): boolean {
+/** Whether a relative link target, read from the directory `baseParts`, climbs above the root. */
+export function lexicallyEscapes(baseParts: string[], target: string): boolean {
   const stack = [...baseParts];
   for (const part of target.split('/')) {
     if (part === '' || part === '.') continue;
@@ -474,27 +518,9 @@ async function removeNonDirectory(existing: Awaited<ReturnType<typeof lstatOrNul
 }
 
 /** Resolves a symlink the way the kernel would, but within root: false if any step leaves it. */
-async function resolvesInside(root: string, linkParts: string[], target: string): Promise<boolean> {
-  const stack = linkParts.slice(0, -1);
-  let pending = target.split('/');
-  let hops = 0;
-  while (pending.length > 0) {
-    const part = pending.shift()!;
-    if (part === '' || part === '.') continue;
-    if (part === '..') {
-      if (stack.length === 0) return false;
-      stack.pop();
-      continue;
-    }
-    stack.push(part);
-    const stats = await lstatOrNull(join(root, ...stack));
-    if (stats?.isSymbolicLink()) {
-      if (++hops > MAX_SYMLINK_HOPS) return false;
-      const next = await readlink(join(root, ...stack));
-      if (next.startsWith('/')) return false;
-      stack.pop();
-      pending = [...next.split('/'), ...pending];
-    }
-  }
-  return true;
+function resolvesInside(root: string, linkParts: string[], target: string): Promise<boolean> {
+  return linkResolvesInside(linkParts, target, async (parts) => {
+    const path = join(root, ...parts);
+    return (await lstatOrNull(path))?.isSymbolicLink() ? readlink(path) : null;
+  });
 }
