@@ -80,6 +80,8 @@ describe('LayerStore', () => {
     writeFileSync(join(step.rootfs, 'app/fresh'), 'fresh');
     const kept = 'sha256:' + 'ab'.repeat(32);
     await step.keepAsLayer(kept, 123);
+    // The rest of the snapshot goes in the background; release() waits for it.
+    await step.release();
     expect(existsSync(step.rootfs)).toBe(false);
     const next = await store.prepare([base.diffId, kept], async () => {
       throw new Error('a kept layer was fetched');

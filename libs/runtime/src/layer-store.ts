@@ -201,14 +201,15 @@ export class LayerStore {
       release,
       keepAsLayer: async (diffId: string, sizeBytes: number) => {
         const hex = hexOf(diffId);
+        let kept = false;
         try {
           if (released) throw new Error('the snapshot was already released');
           await this.withLock(hex, async () => {
             const target = join(this.layersDir, hex);
             if (await exists(join(target, 'size'))) return;
             // A directory still serving as an overlay's upper cannot be another overlay's lower: a plain
-            // unmount or nothing (a lazily detached mount may still be writing to it).
-            if (await isMountPoint(join(dir, 'rootfs'))) await runCommand('umount', [join(dir, 'rootfs')]);
+            // unmount (the snapshot is mounted until released) or nothing, never a lazy detach.
+            await runCommand('umount', [join(dir, 'rootfs')]);
             const temp = await mkdtemp(join(this.layersDir, '.tmp-'));
             try {
               await rename(join(dir, 'upper'), join(temp, 'fs'));
@@ -218,8 +219,11 @@ export class LayerStore {
               await rm(temp, { recursive: true, force: true });
             }
           });
+          kept = true;
         } finally {
-          await release();
+          // Once the layer is in place, what is left of the snapshot goes while the next step runs.
+          if (kept) void release().catch(() => undefined);
+          else await release();
         }
       },
     };
