@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { type FileContent, type PackReader, resolveInIndex, resolveInRoot, type TarIndex, type TarIndexEntry } from '@strata/oci';
+import { type FileContent, type PackReader, resolveInIndex, type TarIndex, type TarIndexEntry } from '@strata/oci';
 import { cleanRelative, hasGlob, IgnoreMatcher, matchComponent } from './ignore.js';
 import type { RootfsIndex } from './rootfs-index.js';
 
@@ -12,10 +12,8 @@ export type ContextEntryType = 'file' | 'directory' | 'symlink';
 export interface ContextEntry {
   /** Slash path relative to the context root. */
   rel: string;
-  /** Where it is on disk, for trees on disk (stage root filesystems). */
-  abs?: string;
-  /** Where it is in an indexed tree (differs from `rel` when a parent was a symlink). */
-  at?: string;
+  /** Where it is in the tree (differs from `rel` when a parent was a symlink). */
+  at: string;
   type: ContextEntryType;
   mode: number;
   size: number;
@@ -129,101 +127,6 @@ export abstract class BuildContext {
   }
 }
 
-/** A tree on local disk: a stage's (or image's) root filesystem as COPY --from sees it. */
-export class BuildContextDir extends BuildContext {
-  private readonly contentHashes = new Map<string, string>();
-
-  private constructor(
-    readonly root: string,
-    ignore: IgnoreMatcher,
-    followSymlinks: boolean,
-  ) {
-    super(ignore, followSymlinks);
-  }
-
-  /** A stage's (or image's) root filesystem as COPY --from sees it: no .dockerignore, symlinks followed inside it. */
-  static openRootfs(root: string): BuildContextDir {
-    return new BuildContextDir(root, IgnoreMatcher.fromText(null), true);
-  }
-
-  /** A build context extracted to `root`, seen through its .dockerignore. */
-  static async open(root: string): Promise<BuildContextDir> {
-    let text: string | null = null;
-    try {
-      text = await readFile(path.join(root, '.dockerignore'), 'utf8');
-    } catch {
-      text = null;
-    }
-    return new BuildContextDir(root, IgnoreMatcher.fromText(text), false);
-  }
-
-  directory(): Promise<string> {
-    return Promise.resolve(this.root);
-  }
-
-  /**
-   * Where `rel` is on disk. Parent components resolve inside `root` (a symlink in the context or the
-   * image never leads to the worker's own files); the last one is followed only when asked.
-   */
-  private async locate(rel: string, followLast: boolean): Promise<string> {
-    if (rel === '') return this.root;
-    if (followLast) return resolveInRoot(this.root, rel);
-    return path.join(await resolveInRoot(this.root, path.posix.dirname(rel)), path.posix.basename(rel));
-  }
-
-  protected async lookup(rel: string, followLast: boolean): Promise<ContextEntry | null> {
-    return this.entryAt(rel, await this.locate(rel, followLast));
-  }
-
-  protected async list(dir: ContextEntry): Promise<string[]> {
-    try {
-      return (await readdir(dir.abs!)).sort();
-    } catch {
-      return [];
-    }
-  }
-
-  protected child(dir: ContextEntry, name: string, rel: string): Promise<ContextEntry | null> {
-    return this.entryAt(rel, path.join(dir.abs!, name));
-  }
-
-  private async entryAt(rel: string, abs: string): Promise<ContextEntry | null> {
-    let st;
-    try {
-      st = await lstat(abs);
-    } catch {
-      return null;
-    }
-    const type: ContextEntryType | null = st.isDirectory() ? 'directory' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : null;
-    if (!type) return null;
-    return {
-      rel,
-      abs,
-      type,
-      mode: st.mode & 0o7777,
-      size: type === 'file' ? st.size : 0,
-      mtime: Math.floor(st.mtimeMs / 1000),
-      linkTarget: type === 'symlink' ? await readlink(abs) : undefined,
-    };
-  }
-
-  async contentHash(e: ContextEntry): Promise<string> {
-    const cached = this.contentHashes.get(e.rel);
-    if (cached) return cached;
-    const h = createHash('sha256');
-    // One read for small files; a stream only when the file is large.
-    if (e.size <= 256 * 1024) h.update(await readFile(e.abs!));
-    else for await (const chunk of createReadStream(e.abs!)) h.update(chunk as Buffer);
-    const hex = h.digest('hex');
-    this.contentHashes.set(e.rel, hex);
-    return hex;
-  }
-
-  content(e: ContextEntry): FileContent {
-    return { path: e.abs! };
-  }
-}
-
 /**
  * A build context as indexTar left it: an index in memory and the file contents in one pack file.
  * Nothing is read from disk to list, match or hash; contents are read from the pack when a layer
@@ -300,7 +203,7 @@ export class IndexedContext extends BuildContext {
   }
 
   protected list(dir: ContextEntry): Promise<string[]> {
-    return Promise.resolve(this.children.get(dir.at!) ?? []);
+    return Promise.resolve(this.children.get(dir.at) ?? []);
   }
 
   protected child(dir: ContextEntry, name: string, rel: string): Promise<ContextEntry | null> {
@@ -319,7 +222,7 @@ export class IndexedContext extends BuildContext {
   }
 
   private fileAt(e: ContextEntry): Extract<TarIndexEntry, { type: 'file' }> {
-    const f = this.index.get(e.at ?? e.rel);
+    const f = this.index.get(e.at);
     if (f?.type !== 'file') throw new ContextSourceError(`"${e.rel}" is not a regular file of the build context`);
     return f;
   }
@@ -360,7 +263,7 @@ export class IndexedRootfs extends BuildContext {
   }
 
   protected list(dir: ContextEntry): Promise<string[]> {
-    return Promise.resolve(this.index.list(dir.at!));
+    return Promise.resolve(this.index.list(dir.at));
   }
 
   protected child(dir: ContextEntry, name: string, rel: string): Promise<ContextEntry | null> {
@@ -368,18 +271,18 @@ export class IndexedRootfs extends BuildContext {
   }
 
   async contentHash(e: ContextEntry): Promise<string> {
-    const f = this.index.lookup(e.at!);
+    const f = this.index.lookup(e.at);
     if (f?.sha256) return f.sha256;
     const h = createHash('sha256');
-    for await (const chunk of createReadStream(path.join(await this.view(), e.at!))) h.update(chunk as Buffer);
+    for await (const chunk of createReadStream(path.join(await this.view(), e.at))) h.update(chunk as Buffer);
     return h.digest('hex');
   }
 
   content(e: ContextEntry): FileContent {
-    const f = this.index.lookup(e.at!);
-    const live = f ? this.liveContent(f.layer, e.at!) : undefined;
+    const f = this.index.lookup(e.at);
+    const live = f ? this.liveContent(f.layer, e.at) : undefined;
     if (live) return live;
-    const at = e.at!;
+    const at = e.at;
     if (e.size <= 256 * 1024) return { size: e.size, read: async () => readFile(path.join(await this.view(), at)) };
     return { size: e.size, stream: async () => createReadStream(path.join(await this.view(), at), { highWaterMark: 256 * 1024 }) };
   }

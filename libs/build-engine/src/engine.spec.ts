@@ -1,9 +1,9 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import type { Digest, PackedLayer } from '@strata/oci';
-import { BuildContextDir } from './context.js';
+import { type Digest, indexTar, LayerWriter, type PackedLayer, PackReader } from '@strata/oci';
+import { IndexedContext } from './context.js';
 import { BuildEngine } from './engine.js';
 import type { CachedStep, LayerSink } from './interfaces.js';
 
@@ -29,10 +29,13 @@ function sink(upload: () => Promise<void>): LayerSink & { stored: number } {
   return s;
 }
 
+/** A build context holding a.txt, as the worker has it: an index and a pack. */
 async function context() {
-  const dir = mkdtempSync(path.join(tmpdir(), 'engine-ctx-'));
-  writeFileSync(path.join(dir, 'a.txt'), 'a\n');
-  return BuildContextDir.open(dir);
+  const pack = path.join(mkdtempSync(path.join(tmpdir(), 'engine-ctx-')), 'pack');
+  const { index } = await indexTar(new LayerWriter({ compression: 'none' }).pack([{ type: 'file', path: 'a.txt', content: Buffer.from('a\n') }]).stream, pack);
+  return IndexedContext.open(index, await PackReader.open(pack), async () => {
+    throw new Error('no directory needed');
+  });
 }
 
 describe('BuildEngine with layers still uploading', () => {
@@ -43,13 +46,23 @@ describe('BuildEngine with layers still uploading', () => {
     const cache = new Map<string, CachedStep>();
     let finish!: () => void;
     const layers = sink(() => new Promise<void>((r) => (finish = r)));
-    const engine = new BuildEngine({ images, layers, cache: { get: async (k) => cache.get(k) ?? null, put: async (k, v) => void cache.set(k, v) } });
+    let lastStepDone!: () => void;
+    const stepsDone = new Promise<void>((r) => (lastStepDone = r));
+    const engine = new BuildEngine({
+      images,
+      layers,
+      cache: { get: async (k) => cache.get(k) ?? null, put: async (k, v) => void cache.set(k, v) },
+      onEvent: (e) => {
+        if (e.type === 'step-done' && e.instruction.startsWith('ENV')) lastStepDone();
+      },
+    });
     let done = false;
     const build = engine.build({ dockerfile, dockerfilePath: 'Dockerfile', context: await context(), buildArgs: {} }).then((out) => {
       done = true;
       return out;
     });
-    await new Promise((r) => setTimeout(r, 50));
+    await stepsDone;
+    await new Promise((r) => setTimeout(r, 20));
     // Every step ran (the ENV after the COPY too), but the layer is not durable: no image, no entry for the COPY.
     expect(done).toBe(false);
     expect([...cache.values()].some((v) => v.layer)).toBe(false);
