@@ -59,12 +59,6 @@ interface LayerIndex {
 
 const KEEP_CONTENT = new Set(['etc/passwd', 'etc/group']);
 
-async function readBody(body: Readable): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of body) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
-}
-
 function cleanName(name: string): string {
   return name.replace(/^(\.\/)+/, '').replace(/^\/+/, '').replace(/\/+$/, '');
 }

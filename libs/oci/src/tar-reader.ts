@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { chmod, lchown, link, lstat, lutimes, mkdir, open, readlink, realpath, symlink, unlink, utimes } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -191,23 +190,11 @@ export interface ExtractLimits {
 export interface ExtractOptions extends ExtractLimits {
   /** Apply the archive's uid/gid (only takes effect when running as root). */
   preserveOwnership?: boolean;
-  /** Hash each regular file's content (sha256, hex) while it is written: callers need not read it again. */
-  hashFiles?: boolean;
-  /**
-   * With `hashFiles`: for a small file, an identical file (same content hash, mode, mtime and, when
-   * preserving ownership, owner) the caller already has on the same filesystem, to hard-link
-   * instead of writing. Only for trees nobody writes to (extracted build contexts).
-   */
-  reuse?: (path: string, sha256: string, header: TarEntryHeader) => string | null;
 }
 
 export interface ExtractSummary {
   entries: number;
   bytes: number;
-  /** With `hashFiles`: each regular file's path (slash-separated, relative) and sha256 in hex. */
-  fileHashes?: Map<string, string>;
-  /** With `hashFiles`: each regular file's mode and mtime as written, beside its hash. */
-  fileModes?: Map<string, { mode: number; mtime: number }>;
 }
 
 /** Files up to this size are buffered and written in one call: far fewer round trips than a stream. */
@@ -296,8 +283,6 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
   // directory that was never written cannot exist, so it needs no lstat.
   const freshDirs = new Set<string>();
   const written = new Set<string>();
-  const fileHashes = options.hashFiles ? new Map<string, string>() : undefined;
-  const fileModes = options.hashFiles ? new Map<string, { mode: number; mtime: number }>() : undefined;
   // Small files are written concurrently (one at a time costs a thread-pool round trip per call);
   // an entry that touches a path still being written waits for it first.
   const inFlight = new Map<string, Promise<void>>();
@@ -342,18 +327,11 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
       case 'file': {
         await removeNonDirectory(existing, target, name);
         // O_EXCL|O_NOFOLLOW: creating the file can never follow a link planted at this path.
-        const hash = fileHashes ? createHash('sha256') : null;
         if (header.size <= SMALL_FILE) {
           const chunks: Buffer[] = [];
           for await (const chunk of body) chunks.push(chunk as Buffer);
           const content = Buffer.concat(chunks);
-          const hex = hash ? hash.update(content).digest('hex') : null;
-          if (hex !== null) {
-            fileHashes!.set(parts.join('/'), hex);
-            fileModes!.set(parts.join('/'), { mode: header.mode, mtime: header.mtime });
-          }
-          const same = hex !== null ? options.reuse?.(parts.join('/'), hex, header) ?? null : null;
-          const write = (same !== null ? link(same, target).catch(() => writeSmallFile(target, content, header, chown)) : writeSmallFile(target, content, header, chown))
+          const write = writeSmallFile(target, content, header, chown)
             .catch((err: unknown) => {
               writeError ??= err;
             })
@@ -364,19 +342,12 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
         }
         const handle = await open(target, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
         try {
-          for await (const chunk of body) {
-            hash?.update(chunk as Buffer);
-            await handle.write(chunk as Buffer);
-          }
+          for await (const chunk of body) await handle.write(chunk as Buffer);
           if (chown) await handle.chown(header.uid, header.gid);
           await handle.chmod(header.mode);
           await handle.utimes(header.mtime, header.mtime);
         } finally {
           await handle.close();
-        }
-        if (hash) {
-          fileHashes!.set(parts.join('/'), hash.digest('hex'));
-          fileModes!.set(parts.join('/'), { mode: header.mode, mtime: header.mtime });
         }
         break;
       }
@@ -431,7 +402,7 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
     await chmod(path, dir.mode);
     await utimes(path, dir.mtime, dir.mtime);
   }
-  return fileHashes ? { entries, bytes, fileHashes, fileModes } : { entries, bytes };
+  return { entries, bytes };
 }
 
 async function writeSmallFile(target: string, content: Buffer, header: TarEntryHeader, chown: boolean): Promise<void> {

@@ -26,7 +26,7 @@ export class LogsService implements OnModuleDestroy {
 
   constructor(
     private readonly prisma: PrismaService,
-    @Inject(STRATA_CONFIG) private readonly config: StrataConfig,
+    @Inject(STRATA_CONFIG) config: StrataConfig,
     @Inject(STORAGE) storage: Storage,
   ) {
     this.redis = new Redis({ ...redisConnection(config.redisUrl), protocol: 2 });
