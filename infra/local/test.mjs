@@ -1,5 +1,5 @@
 // `npm test`: installs what is missing, starts (or reuses) PostgreSQL, Redis and S3 on 127.0.0.1,
-// applies migrations, checks the dependency rules, then runs every unit and end-to-end test.
+// applies migrations, checks the dependency rules and the types, then runs every unit and end-to-end test.
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -20,6 +20,13 @@ const run = (cmd, args, extraEnv = {}) =>
 log('lint (dependency direction and code rules)');
 if (run(path.join(root, 'node_modules/.bin/eslint'), ['.']) !== 0) {
   log('lint failed');
+  process.exit(1);
+}
+
+// jest compiles with swc, which drops types: the type check (unused locals included) is its own step.
+log('type check');
+if (run(path.join(root, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.json', '--noEmit']) !== 0) {
+  log('type check failed');
   process.exit(1);
 }
 
