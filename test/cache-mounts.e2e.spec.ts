@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startWorker } from '../apps/worker/src/main.js';
-import { busyboxRootfs } from './support/images.js';
+import { importBusybox } from './support/images.js';
 import { api, build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
 
 describe('RUN cache mounts shared through S3', () => {
@@ -11,7 +11,7 @@ describe('RUN cache mounts shared through S3', () => {
   beforeAll(async () => {
     stack = await startStack({ worker: false });
     ({ token } = await stack.tenant('cachemount'));
-    expect((await api(stack, token, 'POST', '/v1/repositories/busybox/import?tag=1', tarOf(busyboxRootfs()), 'application/x-tar')).status).toBe(201);
+    await importBusybox(stack, token);
   }, 60_000);
   afterAll(async () => {
     await stack.close();
@@ -44,7 +44,7 @@ describe('RUN cache mounts shared through S3', () => {
     expect(read.logs.text).toContain(`${marker}\n`);
 
     const other = await stack.tenant('cachemount-other');
-    expect((await api(stack, other.token, 'POST', '/v1/repositories/busybox/import?tag=1', tarOf(busyboxRootfs()), 'application/x-tar')).status).toBe(201);
+    await importBusybox(stack, other.token);
     const theirs = await onNewWorker(async () => {
       const b = await build(stack, other.token, 'repository=cm-read&tag=1', tarOf(makeDir({ Dockerfile: readDf, nonce: `other-${marker}` })));
       return api(stack, other.token, 'GET', `/v1/builds/${b.id}/logs`);

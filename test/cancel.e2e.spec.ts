@@ -1,6 +1,6 @@
 import { jest } from '@jest/globals';
 import { startWorker } from '../apps/worker/src/main.js';
-import { busyboxRootfs } from './support/images.js';
+import { importBusybox } from './support/images.js';
 import { api, makeDir, type Stack, startStack, tarOf, waitForBuild } from './support/stack.js';
 
 jest.setTimeout(120_000);
@@ -20,8 +20,7 @@ describe('cancelling builds', () => {
     // No worker at first: submitted builds stay queued.
     stack = await startStack({ worker: false });
     ({ token } = await stack.tenant('cancel'));
-    const imported = await api(stack, token, 'POST', '/v1/repositories/busybox/import?tag=1', tarOf(busyboxRootfs()), 'application/x-tar');
-    expect(imported.status).toBe(201);
+    await importBusybox(stack, token);
   });
   afterAll(async () => {
     await worker?.close();

@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { busyboxRootfs } from './support/images.js';
+import { importBusybox } from './support/images.js';
 import { api, makeDir, type Stack, startStack, tarOf, waitForBuild } from './support/stack.js';
 
 jest.setTimeout(120_000);
@@ -43,8 +43,7 @@ describe('build secrets: RUN --mount=type=secret', () => {
   beforeAll(async () => {
     stack = await startStack();
     ({ token } = await stack.tenant('secrets'));
-    const imported = await api(stack, token, 'POST', '/v1/repositories/busybox/import?tag=1', tarOf(busyboxRootfs()), 'application/x-tar');
-    expect(imported.status).toBe(201);
+    await importBusybox(stack, token);
   });
   afterAll(async () => {
     await stack.close();

@@ -1,4 +1,4 @@
-import { busyboxRootfs } from './support/images.js';
+import { importBusybox } from './support/images.js';
 import { api, build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
 
 type Step = { stage: number; instruction: string; startedAt: string; durationMs: number; cached: boolean };
@@ -9,7 +9,7 @@ describe('multi-stage solving', () => {
   beforeAll(async () => {
     stack = await startStack();
     ({ token } = await stack.tenant('stages'));
-    expect((await api(stack, token, 'POST', '/v1/repositories/busybox/import?tag=1', tarOf(busyboxRootfs()), 'application/x-tar')).status).toBe(201);
+    await importBusybox(stack, token);
   }, 60_000);
   afterAll(async () => {
     await stack.close();
@@ -69,7 +69,7 @@ describe('the build time limit', () => {
     const stack = await startStack({ env: { STRATA_BUILD_TIMEOUT_MS: '3000' } });
     try {
       const { token } = await stack.tenant('deadline');
-      expect((await api(stack, token, 'POST', '/v1/repositories/busybox/import?tag=1', tarOf(busyboxRootfs()), 'application/x-tar')).status).toBe(201);
+      await importBusybox(stack, token);
       // The build only ends if the limit stopped the sleep: it would otherwise run for 10 minutes.
       const result = await build(stack, token, 'repository=slow&tag=1', tarOf(makeDir({ Dockerfile: 'FROM busybox:1\nRUN sleep 600\n' })));
       expect(result.status).toBe('failed');

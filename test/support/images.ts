@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { api, type Stack, tarOf } from './stack.js';
 
 /** A busybox root filesystem made from Debian's busybox-static, with root and an `app` user (1000). */
 export function busyboxRootfs(): string {
@@ -19,3 +20,9 @@ export function busyboxRootfs(): string {
   return dir;
 }
 
+
+/** Imports busyboxRootfs() into the tenant as `busybox:1`, as a user would (POST .../import), and checks it was stored. */
+export async function importBusybox(stack: Stack, token: string): Promise<void> {
+  const res = await api(stack, token, 'POST', '/v1/repositories/busybox/import?tag=1', tarOf(busyboxRootfs()), 'application/x-tar');
+  if (res.status !== 201) throw new Error(`importing busybox answered ${res.status}: ${res.text}`);
+}
