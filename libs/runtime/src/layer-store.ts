@@ -105,20 +105,15 @@ export class LayerStore {
     await this.init();
     const hex = hexOf(diffId);
     await this.withLock(hex, async () => {
-      const dir = join(this.layersDir, hex);
-      if (await exists(join(dir, 'size'))) return;
-      const temp = await mkdtemp(join(this.layersDir, '.tmp-'));
-      try {
-        await mkdir(join(temp, 'fs'));
-        const result = await unpackLayer(await source(diffId), join(temp, 'fs'));
+      if (await exists(join(this.layersDir, hex, 'size'))) return;
+      await this.staged(async (fs, temp) => {
+        await mkdir(fs);
+        const result = await unpackLayer(await source(diffId), fs);
         if (this.verify && result.diffId !== diffId) {
           throw new LayerUnpackError(`layer ${diffId}: the tar's sha256 is ${result.diffId}, not its diff ID`);
         }
-        await writeFile(join(temp, 'size'), String(result.sizeBytes));
-        await renameIntoPlace(temp, dir);
-      } finally {
-        await rm(temp, { recursive: true, force: true });
-      }
+        await this.place(temp, hex, result.sizeBytes);
+      });
     });
     return this.layerPath(diffId);
   }
@@ -129,20 +124,31 @@ export class LayerStore {
    */
   async adopt(tar: Readable): Promise<string> {
     await this.init();
+    return this.staged(async (fs, temp) => {
+      await mkdir(fs);
+      const result = await unpackLayer(tar, fs);
+      const hex = hexOf(result.diffId);
+      await this.withLock(hex, () => this.place(temp, hex, result.sizeBytes));
+      return result.diffId;
+    });
+  }
+
+  /** Runs `fill` on a fresh temporary directory in the layer store (its layer tree goes in `fs`), removed afterwards. */
+  private async staged<T>(fill: (fs: string, temp: string) => Promise<T>): Promise<T> {
     const temp = await mkdtemp(join(this.layersDir, '.tmp-'));
     try {
-      await mkdir(join(temp, 'fs'));
-      const result = await unpackLayer(tar, join(temp, 'fs'));
-      const hex = hexOf(result.diffId);
-      await this.withLock(hex, async () => {
-        if (await exists(join(this.layersDir, hex, 'size'))) return;
-        await writeFile(join(temp, 'size'), String(result.sizeBytes));
-        await renameIntoPlace(temp, join(this.layersDir, hex));
-      });
-      return result.diffId;
+      return await fill(join(temp, 'fs'), temp);
     } finally {
       await rm(temp, { recursive: true, force: true });
     }
+  }
+
+  /** Moves a finished temporary layer directory into place, unless the layer is there already. Hold `hex`'s lock. */
+  private async place(temp: string, hex: string, sizeBytes: number): Promise<void> {
+    const dir = join(this.layersDir, hex);
+    if (await exists(join(dir, 'size'))) return;
+    await writeFile(join(temp, 'size'), String(sizeBytes));
+    await renameIntoPlace(temp, dir);
   }
 
   /** Mounts `diffIds` (base first) as overlay lower dirs with a fresh upper dir. */
@@ -205,19 +211,14 @@ export class LayerStore {
         try {
           if (released) throw new Error('the snapshot was already released');
           await this.withLock(hex, async () => {
-            const target = join(this.layersDir, hex);
-            if (await exists(join(target, 'size'))) return;
+            if (await exists(join(this.layersDir, hex, 'size'))) return;
             // A directory still serving as an overlay's upper cannot be another overlay's lower: a plain
             // unmount (the snapshot is mounted until released) or nothing, never a lazy detach.
             await runCommand('umount', [join(dir, 'rootfs')]);
-            const temp = await mkdtemp(join(this.layersDir, '.tmp-'));
-            try {
-              await rename(join(dir, 'upper'), join(temp, 'fs'));
-              await writeFile(join(temp, 'size'), String(sizeBytes));
-              await renameIntoPlace(temp, target);
-            } finally {
-              await rm(temp, { recursive: true, force: true });
-            }
+            await this.staged(async (fs, temp) => {
+              await rename(join(dir, 'upper'), fs);
+              await this.place(temp, hex, sizeBytes);
+            });
           });
           kept = true;
         } finally {
