@@ -160,8 +160,6 @@ interface StageState {
   lastMiss: { line: number; instruction: string } | null;
   /** A RUN comes later in this stage: a layer written now is unpacked on this worker while it is stored. */
   runFollows?: boolean;
-  /** This stage added history entries of its own (beyond its base's). */
-  ownHistory?: boolean;
 }
 
 /**
@@ -307,9 +305,11 @@ export class BuildEngine {
               state.base = { ref: base.ref, digest: base.manifestDigest };
             }
             const instructions = [...this.onbuildTriggers(state, stage.from.line), ...stage.instructions];
+            const lastRun = instructions.findLastIndex((later) => later.keyword === 'RUN');
+            const inheritedHistory = state.config.history!.length;
             for (const [n, ins] of instructions.entries()) {
               if (input.signal?.aborted) throw new BuildFailure('the build was cancelled', ins.line);
-              state.runFollows = instructions.slice(n + 1).some((later) => later.keyword === 'RUN');
+              state.runFollows = n < lastRun;
               await this.step(input, df, state, { stage: i, stageName: stage.name, index: n }, ins, globalArgs, predefined, sourceDateEpoch, (ref) => {
                 const s = stageRef(ref, i);
                 return s === null ? null : runStage(s);
@@ -317,7 +317,7 @@ export class BuildEngine {
             }
             state.config.rootfs = { type: 'layers', diff_ids: state.layers.map((l) => l.diffId) };
             // The image was made when its last step ran (FROM alone keeps the base image's time).
-            if (state.ownHistory) state.config.created = state.config.history!.at(-1)!.created;
+            if (state.config.history!.length > inheritedHistory) state.config.created = state.config.history!.at(-1)!.created;
             if (sourceDateEpoch !== undefined) state.config.created = this.timestamp(sourceDateEpoch);
             return { index: i, name: stage.name, config: state.config, layers: state.layers, fsKey: state.fsKey };
           } finally {
@@ -613,7 +613,6 @@ export class BuildEngine {
     // A step taken from the cache keeps the time it ran, so a rebuild with nothing changed gives the
     // same image digest (as BuildKit); SOURCE_DATE_EPOCH overrides both.
     const created = sourceDateEpoch !== undefined ? this.timestamp(sourceDateEpoch) : result.created ?? this.timestamp(undefined);
-    state.ownHistory = true;
     state.config.history!.push({
       created,
       created_by: createdBy,
