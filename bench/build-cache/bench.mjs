@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { debianBaseTar } from '../support/debian-base.mjs';
-import { installSignalHandlers, median, portOpen, run, runAsync, startProcess, stopAll, waitFor } from '../support/procs.mjs';
+import { installSignalHandlers, median, portOpen, reportAndExit, run, runAsync, runBench, startProcess, stopAll, waitFor } from '../support/procs.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
@@ -523,9 +523,9 @@ async function runDebianCases(debian) {
 
 installSignalHandlers(cleanup);
 const result = { runs: RUNS, srcFiles: SRC_FILES, rows: [], notes: [] };
-let status = 0;
 const benchStarted = performance.now();
-try {
+const status = await runBench(result, async () => {
+  let status = 0;
   const busybox = baseImage('base', '1', makeBaseTar(), '/bin/sh');
   let debian = null;
   if (WITH_DEBIAN) {
@@ -558,13 +558,8 @@ try {
     if (debian) result.notes.push('Debian cases skipped: their Dockerfiles need RUN');
     log(`RUN cases skipped: ${probe.reason}`);
   }
-} catch (e) {
-  status = 1;
-  result.error = e.stack ?? String(e);
-  log(`failed: ${result.error}`);
-} finally {
-  await cleanup();
-}
+  return status;
+}, cleanup, log);
 result.seconds = Number(((performance.now() - benchStarted) / 1000).toFixed(1));
 log(`build-cache benchmark took ${result.seconds} s`);
 if (result.rows.length > 0) {
@@ -573,6 +568,4 @@ if (result.rows.length > 0) {
   process.stderr.write(`\n${table}\n\n`);
   result.notes.push('The Strata / BuildKit / buildah columns alone are in bench/results/build-cache-three-peers.md, printed above by the build-cache benchmark');
 }
-if (process.env.BENCH_OUT) writeFileSync(process.env.BENCH_OUT, JSON.stringify(result, null, 2));
-else process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-process.exit(status);
+reportAndExit(result, status);

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { installSignalHandlers, median, portOpen, run, runAsync, startProcess, stopAll, waitFor } from '../support/procs.mjs';
+import { installSignalHandlers, median, portOpen, reportAndExit, run, runAsync, runBench, startProcess, stopAll, waitFor } from '../support/procs.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
@@ -240,8 +240,7 @@ const result = { runs: RUNS, peerStorage: PEER_STORAGE, rows: [], notes: [] };
 if (PEER_STORAGE === 'filesystem') {
   result.notes.push('docker-registry stores on the local filesystem, not S3: its s3 driver needs ListMultipartUploads, which s3rver answers 501 NotImplemented (every push fails). Strata stores in s3rver. The comparison favours docker-registry.');
 }
-let status = 0;
-try {
+const status = await runBench(result, async () => {
   log(`work dir ${work}; starting docker-registry (${PEER_STORAGE === 's3' ? `S3 ${S3_ENDPOINT}, bucket ${PEER_BUCKET}` : 'filesystem'}) and Strata's api`);
   await Promise.all([startPeer(), startStrata()]);
   result.peerVersion = run('/usr/bin/docker-registry', ['--version']).trim();
@@ -257,13 +256,5 @@ try {
   }
   result.rows.push(...(await measure('big', (salt) => bigImage(bigTree, salt), t)));
   result.rows.push(...(await measure('small50', (salt) => smallImage(salt), t)));
-} catch (e) {
-  status = 1;
-  result.error = e.stack ?? String(e);
-  log(`failed: ${result.error}`);
-} finally {
-  await cleanup();
-}
-if (process.env.BENCH_OUT) writeFileSync(process.env.BENCH_OUT, JSON.stringify(result, null, 2));
-else process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-process.exit(status);
+}, cleanup, log);
+reportAndExit(result, status);

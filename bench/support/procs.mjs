@@ -1,7 +1,7 @@
 // Child processes the benchmark starts, and their teardown: every one is stopped by its own pid
 // (SIGTERM, then SIGKILL after a grace period), on success, on failure and on Ctrl-C.
 import { spawn, spawnSync } from 'node:child_process';
-import { openSync } from 'node:fs';
+import { openSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 
 const started = [];
@@ -97,4 +97,27 @@ export function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/**
+ * Runs a benchmark's body (it fills `result` and may return an exit status): a failure is recorded
+ * as `result.error` and makes the status 1; `cleanup` runs either way. Resolves with the status.
+ */
+export async function runBench(result, body, cleanup, log) {
+  try {
+    return (await body()) ?? 0;
+  } catch (e) {
+    result.error = e.stack ?? String(e);
+    log(`failed: ${result.error}`);
+    return 1;
+  } finally {
+    await cleanup();
+  }
+}
+
+/** Writes the result as JSON to $BENCH_OUT (stdout without it) and exits with the status. */
+export function reportAndExit(result, status) {
+  if (process.env.BENCH_OUT) writeFileSync(process.env.BENCH_OUT, JSON.stringify(result, null, 2));
+  else process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  process.exit(status);
 }
