@@ -158,19 +158,13 @@ export class IndexedContext extends BuildContext {
    */
   static async open(index: TarIndex, pack: PackReader, materialize: () => Promise<string>): Promise<IndexedContext> {
     let made: Promise<string> | null = null;
-    const once = () => (made ??= materialize());
-    const empty = new IndexedContext(index, pack, once, IgnoreMatcher.fromText(null));
-    const ignoreFile = await empty.readFile('.dockerignore', 4 * 1024 * 1024).catch(() => null);
-    return ignoreFile === null ? empty : new IndexedContext(index, pack, once, IgnoreMatcher.fromText(ignoreFile.toString('utf8')));
+    const ignoreFile = await readIndexedFile(index, pack, '.dockerignore', 4 * 1024 * 1024).catch(() => null);
+    return new IndexedContext(index, pack, () => (made ??= materialize()), IgnoreMatcher.fromText(ignoreFile?.toString('utf8') ?? null));
   }
 
   /** A regular file's content by path (symlinks followed inside the tree); null when there is none. */
-  async readFile(rel: string, maxBytes: number): Promise<Buffer | null> {
-    const at = resolveInIndex(this.index, cleanRelative(rel), true);
-    const e = at === null ? undefined : this.index.get(at);
-    if (!e || e.type !== 'file') return null;
-    if (e.size > maxBytes) throw new ContextSourceError(`${rel} is larger than ${maxBytes} bytes`);
-    return this.pack.read(e);
+  readFile(rel: string, maxBytes: number): Promise<Buffer | null> {
+    return readIndexedFile(this.index, this.pack, rel, maxBytes);
   }
 
   directory(): Promise<string> {
@@ -192,14 +186,9 @@ export class IndexedContext extends BuildContext {
   }
 
   protected lookup(rel: string, followLast: boolean): Promise<ContextEntry | null> {
-    if (rel === '') return Promise.resolve(this.entry('', ''));
-    const parent = resolveInIndex(this.index, path.posix.dirname(rel), true);
-    if (parent === null) return Promise.resolve(null);
-    const at = parent === '' ? path.posix.basename(rel) : `${parent}/${path.posix.basename(rel)}`;
-    const real = followLast ? resolveInIndex(this.index, at, true) : at;
-    if (real === null) return Promise.resolve(null);
+    const at = resolveInIndex(this.index, rel, followLast);
     // COPY names the source as written even when a parent was a link.
-    return Promise.resolve(this.entry(real, rel));
+    return Promise.resolve(at === null ? null : this.entry(at, rel));
   }
 
   protected list(dir: ContextEntry): Promise<string[]> {
@@ -228,10 +217,19 @@ export class IndexedContext extends BuildContext {
   }
 }
 
+/** A regular file of an indexed tree by path, symlinks followed inside the tree; null when there is none. */
+async function readIndexedFile(index: TarIndex, pack: PackReader, rel: string, maxBytes: number): Promise<Buffer | null> {
+  const at = resolveInIndex(index, cleanRelative(rel), true);
+  const e = at === null ? undefined : index.get(at);
+  if (!e || e.type !== 'file') return null;
+  if (e.size > maxBytes) throw new ContextSourceError(`${rel} is larger than ${maxBytes} bytes`);
+  return pack.read(e);
+}
+
 /**
  * A stage's root filesystem as COPY --from sees it, read from its layer indexes: listing, matching
  * and checksumming need no unpacked layers. Contents come from `liveContent` when the layer was
- * written in this build (the context pack, a RUN step's upper directory), otherwise from files of
+ * written in this build from the context pack, otherwise from files of
  * the stage unpacked on demand (`view`).
  */
 export class IndexedRootfs extends BuildContext {
@@ -270,12 +268,11 @@ export class IndexedRootfs extends BuildContext {
     return Promise.resolve(this.entry(dir.at === '' ? name : `${dir.at}/${name}`, rel));
   }
 
-  async contentHash(e: ContextEntry): Promise<string> {
-    const f = this.index.lookup(e.at);
-    if (f?.sha256) return f.sha256;
-    const h = createHash('sha256');
-    for await (const chunk of createReadStream(path.join(await this.view(), e.at))) h.update(chunk as Buffer);
-    return h.digest('hex');
+  contentHash(e: ContextEntry): Promise<string> {
+    // Every indexed file has one: hashed when its layer was written or first read.
+    const sha256 = this.index.lookup(e.at)?.sha256;
+    if (!sha256) return Promise.reject(new Error(`no content hash indexed for /${e.at}`));
+    return Promise.resolve(sha256);
   }
 
   content(e: ContextEntry): FileContent {
