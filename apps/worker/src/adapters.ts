@@ -80,14 +80,13 @@ export class BlobLayerSink implements LayerSink {
     }
     const result = await layer.result;
     const digest = result.digest;
-    // Another build of this worker may be spooling the same layer: the first file serves both.
-    const existing = this.spooled.get(digest);
-    if (!existing) this.spooled.set(digest, file);
+    // Another build of this worker may be spooling the same layer: the first file serves reads for both.
+    if (!this.spooled.has(digest)) this.spooled.set(digest, file);
     const stored = (async () => {
       try {
         const body = result.size <= 4 * 1024 * 1024 ? await readFile(file) : createReadStream(file);
-        const put = await this.storage.blobs.put(body, digest);
-        if (put.digest !== digest) throw new Error(`layer digest changed while storing: ${digest} became ${put.digest}`);
+        // Verified against the digest the layer was written with (a mismatch throws).
+        await this.storage.blobs.put(body, digest);
         await this.prisma.blob.createMany({ data: [{ digest, size: BigInt(result.size), mediaType: result.mediaType }], skipDuplicates: true });
       } finally {
         if (this.spooled.get(digest) === file) this.spooled.delete(digest);

@@ -23,7 +23,7 @@ export interface ExtractedContext {
  */
 export class ContextCache {
   private readonly inUse = new Map<string, number>();
-  private readonly pending = new Map<string, Promise<void>>();
+  private readonly pending = new Map<string, Promise<TarIndex>>();
   private readonly trees = new Map<string, Promise<string>>();
 
   constructor(
@@ -37,11 +37,12 @@ export class ContextCache {
     this.inUse.set(key, (this.inUse.get(key) ?? 0) + 1);
     let released = false;
     const unuse = () => {
-      if (released) return;
+      if (released) return false;
       released = true;
       const n = (this.inUse.get(key) ?? 1) - 1;
       if (n === 0) this.inUse.delete(key);
       else this.inUse.set(key, n);
+      return true;
     };
     try {
       let index = await this.read(entry);
@@ -52,9 +53,7 @@ export class ContextCache {
           p = this.index(entry, download, limits).finally(() => this.pending.delete(key));
           this.pending.set(key, p);
         }
-        await p;
-        index = await this.read(entry);
-        if (!index) throw new Error(`context ${digest} vanished from the worker's cache`);
+        index = await p;
         void this.trim();
       }
       const now = new Date();
@@ -66,9 +65,7 @@ export class ContextCache {
         pack,
         directory: () => this.tree(key, entry, ix),
         release: async () => {
-          if (released) return;
-          unuse();
-          await pack.close().catch(() => undefined);
+          if (unuse()) await pack.close().catch(() => undefined);
         },
       };
     } catch (e) {
@@ -86,7 +83,7 @@ export class ContextCache {
     }
   }
 
-  private async index(entry: string, download: () => Promise<Readable>, limits: ExtractLimits): Promise<void> {
+  private async index(entry: string, download: () => Promise<Readable>, limits: ExtractLimits): Promise<TarIndex> {
     const tmp = path.join(this.root, `tmp-${randomUUID()}`);
     try {
       await mkdir(tmp, { recursive: true });
@@ -94,6 +91,7 @@ export class ContextCache {
       await writeFile(path.join(tmp, 'index.json'), JSON.stringify([...index]));
       await rm(entry, { recursive: true, force: true });
       await rename(tmp, entry);
+      return index;
     } finally {
       await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
     }
