@@ -2,6 +2,8 @@ import { BadRequestException } from '@nestjs/common';
 
 /** `Strata-Build-Secret: id=<id>,src=<base64 value>`, once per secret. */
 export const SECRET_HEADER = 'strata-build-secret';
+/** `Strata-Build-SSH: id=<id>,src=<base64 private key>`, once per key: what `strata build --ssh` sends. */
+export const SSH_HEADER = 'strata-build-ssh';
 export const MAX_SECRET_BYTES = 512 * 1024;
 export const MAX_SECRETS = 64;
 const ID = /^[A-Za-z0-9._-]{1,128}$/;

@@ -4,7 +4,7 @@ import type { Request } from 'express';
 import { AuthGuard, RequireScope } from '../auth/auth.guard.js';
 import { type Caller, CurrentCaller } from '../auth/tenant.js';
 import { parseBuildArgs, queryBool, queryList, querySingle, validRepositoryName, validTag } from '../common/query.js';
-import { MAX_SECRET_BYTES, parseSecretHeaders, SECRET_HEADER } from './build-secrets.js';
+import { MAX_SECRET_BYTES, parseSecretHeaders, SECRET_HEADER, SSH_HEADER } from './build-secrets.js';
 import { parseRegistryAuthHeader, REGISTRY_AUTH_HEADER, RegistryCredentialsError } from '@strata/registry';
 import { BuildsService } from './builds.service.js';
 
@@ -45,6 +45,13 @@ export class BuildsController {
       'Stored only encrypted (AES-256-GCM) until the build ends, then erased; never returned, logged (redacted as ***), cached or put in the image.',
   })
   @ApiHeader({
+    name: 'Strata-Build-SSH',
+    required: false,
+    description:
+      'A private key for RUN --mount=type=ssh, as "id=<id>,src=<base64 key>" (what `strata build --ssh` sends). ' +
+      'Not supported yet: a request carrying it is refused with 400, and the key is not stored.',
+  })
+  @ApiHeader({
     name: 'Strata-Registry-Auth',
     required: false,
     description:
@@ -52,6 +59,10 @@ export class BuildsController {
       'Stored only encrypted (AES-256-GCM) until the build ends, then erased; never returned or logged.',
   })
   async create(@CurrentCaller() caller: Caller, @Query() q: Record<string, unknown>, @Req() req: Request) {
+    // Refused before anything is read or stored, so a key sent for a mount the engine cannot make goes nowhere.
+    if (req.headersDistinct[SSH_HEADER]) {
+      throw new BadRequestException('RUN --mount=type=ssh is not supported yet: this server cannot use the SSH keys sent in the Strata-Build-SSH header; build without them.');
+    }
     const authHeader = req.headers[REGISTRY_AUTH_HEADER];
     let registryAuth;
     try {
