@@ -1,14 +1,11 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 /**
- * `strata`: the command-line client CI pipelines use. It talks to the api over HTTP only.
- *
- *   strata build [DIR] -t REPO[:TAG] [-t ...] [-f Dockerfile] [--target STAGE] [--build-arg K=V]
- *                [--no-cache] [--no-follow]
- *   strata logs BUILD_ID
- *   strata status BUILD_ID
+ * `strata`: the command-line client CI pipelines use. It talks to the api over HTTP only. `build`
+ * takes the flags of `docker buildx build` that go with a build, spelled the same way.
  *
  * STRATA_URL (default http://127.0.0.1:3000) and STRATA_TOKEN configure the server.
  */
@@ -16,58 +13,218 @@ export interface CliIo {
   out(text: string): void;
   err(text: string): void;
   env: Record<string, string | undefined>;
+  /** The directory relative paths (-f, src=) are read from; the process's by default. */
+  cwd?: string;
 }
 
 const USAGE = `usage:
-  strata build [DIR] -t REPO[:TAG] [-t REPO:TAG2] [-f PATH] [--target STAGE] [--build-arg K=V] [--no-cache] [--no-follow]
-  strata logs BUILD_ID
-  strata status BUILD_ID
+  strata build [OPTIONS] [DIR]    build DIR (default .) and follow its log
+  strata logs BUILD_ID            print a build's log
+  strata status BUILD_ID          print a build as JSON
+  strata help                     this text
+
+build options (as docker buildx build spells them):
+  -t, --tag REPO[:TAG]            name and tag the image (repeatable; one repository)
+  -f, --file PATH                 the Dockerfile, relative to the current directory
+                                  (default DIR/Dockerfile); it must lie inside DIR
+      --target STAGE              build up to this stage
+      --build-arg K=V             set a build argument (repeatable); --build-arg K takes
+                                  K's value from the environment, and is skipped if unset
+      --secret id=ID,src=FILE     send a secret for RUN --mount=type=secret (repeatable);
+      --secret id=ID,env=VAR        the value from a file or an environment variable
+      --ssh ID=KEYFILE[,KEYFILE]  send private keys for RUN --mount=type=ssh (repeatable);
+                                  ID alone or "default" uses $SSH_AUTH_SOCK, which cannot
+                                  be forwarded to a remote server: give a key file
+      --no-cache                  do not use the cache for any step
+      --no-cache-filter STAGE     do not use the cache for this stage's steps (repeatable)
+      --no-follow                 print the build id and exit without following the log
+  -h, --help                      this text
+
 environment: STRATA_URL (default http://127.0.0.1:3000), STRATA_TOKEN (required)
+exit codes: 0 built, 1 the build or a request failed, 2 bad usage
 `;
 
 class UsageError extends Error {}
 
-interface BuildOptions {
+const BUILD_OPTIONS = {
+  tag: { type: 'string', short: 't', multiple: true },
+  file: { type: 'string', short: 'f' },
+  target: { type: 'string' },
+  'build-arg': { type: 'string', multiple: true },
+  secret: { type: 'string', multiple: true },
+  ssh: { type: 'string', multiple: true },
+  'no-cache': { type: 'boolean' },
+  'no-cache-filter': { type: 'string', multiple: true },
+  'no-follow': { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const satisfies ParseArgsConfig['options'];
+
+/** A secret read on this machine, sent as `Strata-Build-Secret: id=<id>,src=<base64 value>`. */
+export interface BuildSecret {
+  id: string;
+  value: Buffer;
+}
+
+export interface BuildOptions {
   dir: string;
   repository: string;
   tags: string[];
+  /** The Dockerfile's path inside the context, when not `Dockerfile`. */
   dockerfile?: string;
   target?: string;
   buildArgs: string[];
+  secrets: BuildSecret[];
+  /** Private keys for RUN --mount=type=ssh, sent as `Strata-Build-SSH: id=<id>,src=<base64 key>`. */
+  sshKeys: BuildSecret[];
   noCache: boolean;
+  noCacheFilter: string[];
   follow: boolean;
+  help: boolean;
 }
 
-export function parseBuildArgs(argv: string[]): BuildOptions {
-  const o: BuildOptions = { dir: '.', repository: '', tags: [], buildArgs: [], noCache: false, follow: true };
-  const value = (i: number, flag: string): string => {
-    const v = argv[i + 1];
-    if (v === undefined || v.startsWith('-')) throw new UsageError(`${flag} needs a value`);
-    return v;
+/** Turns node:util parseArgs' errors into one sentence naming the flag. */
+function parseOrExplain<T extends ParseArgsConfig>(config: T, command: string) {
+  try {
+    return parseArgs(config);
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      const flag = /'([^']+)'/.exec(err.message)?.[1] ?? err.message;
+      throw new UsageError(`unknown flag ${flag} for "strata ${command}"`);
+    }
+    if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+      const flag = (/Option '([^']+)'/.exec(err.message)?.[1] ?? '').replace(/ <value>$/, '');
+      if (/argument missing|ambiguous/.test(err.message)) throw new UsageError(`${flag} needs a value`);
+      throw new UsageError(`${flag} takes no value`);
+    }
+    if (err.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') throw new UsageError(`"strata ${command}" takes no argument ${/'([^']+)'/.exec(err.message)?.[1] ?? ''}`.trimEnd());
+    throw new UsageError(err.message);
+  }
+}
+
+/** `k=v,k=v` fields of --secret and --ssh, as buildx reads them. */
+function fields(spec: string, flag: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const part of spec.split(',')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw new UsageError(`${flag} "${spec}": expected key=value fields separated by commas`);
+    out.set(part.slice(0, eq).trim().toLowerCase(), part.slice(eq + 1));
+  }
+  return out;
+}
+
+const SECRET_ID = /^[A-Za-z0-9._-]{1,128}$/;
+
+function readSecret(spec: string, io: CliIo, cwd: string): BuildSecret {
+  const f = fields(spec, '--secret');
+  for (const key of f.keys()) {
+    if (!['id', 'src', 'source', 'env', 'type'].includes(key)) throw new UsageError(`--secret "${spec}": unknown field "${key}"; use id=ID,src=FILE or id=ID,env=VAR`);
+  }
+  const id = f.get('id');
+  if (!id) throw new UsageError(`--secret "${spec}": id= is required`);
+  if (!SECRET_ID.test(id)) throw new UsageError(`--secret: invalid id "${id}"; use letters, digits, ".", "_" or "-"`);
+  const src = f.get('src') ?? f.get('source');
+  const type = f.get('type') ?? (f.has('env') ? 'env' : 'file');
+  if (type !== 'file' && type !== 'env') throw new UsageError(`--secret "${spec}": type must be file or env, not "${type}"`);
+  if (type === 'env') {
+    if (src !== undefined) throw new UsageError(`--secret "${spec}": give either src= or env=, not both`);
+    // As buildx: the variable is named by env=, else by the id.
+    const name = f.get('env') ?? id;
+    const value = io.env[name];
+    if (value === undefined) throw new UsageError(`--secret id=${id}: the environment variable ${name} is not set`);
+    return { id, value: Buffer.from(value) };
+  }
+  // As buildx: the file is named by src=, else by the id.
+  const file = path.resolve(cwd, src ?? id);
+  let value: Buffer;
+  try {
+    value = readFileSync(file);
+  } catch (e) {
+    throw new UsageError(`--secret id=${id}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  return { id, value };
+}
+
+/** `--ssh default`, `--ssh default=$SSH_AUTH_SOCK`, `--ssh ID=KEY[,KEY]`: one entry per private key. */
+function readSshKeys(spec: string, io: CliIo, cwd: string): BuildSecret[] {
+  const eq = spec.indexOf('=');
+  const id = eq < 0 ? spec : spec.slice(0, eq);
+  if (!SECRET_ID.test(id)) throw new UsageError(`--ssh: invalid id "${id}"; use letters, digits, ".", "_" or "-" (e.g. --ssh default=~/.ssh/id_ed25519)`);
+  const paths = eq < 0 ? [io.env.SSH_AUTH_SOCK ?? ''] : spec.slice(eq + 1).split(',');
+  return paths.map((p) => {
+    if (p === '') throw new UsageError(`--ssh ${id}: SSH_AUTH_SOCK is not set; give a private key file: --ssh ${id}=PATH`);
+    const file = path.resolve(cwd, p.replace(/^~(?=\/)/, io.env.HOME ?? '~'));
+    let st;
+    try {
+      st = statSync(file);
+    } catch (e) {
+      throw new UsageError(`--ssh ${id}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    if (st.isSocket()) {
+      // An agent signs but never hands out its keys, and the build runs on another machine.
+      throw new UsageError(`--ssh ${id}: ${file} is an SSH agent socket, which cannot be forwarded to a remote build server; give a private key file instead: --ssh ${id}=~/.ssh/id_ed25519`);
+    }
+    const key = readFileSync(file);
+    if (!key.includes('PRIVATE KEY-----')) throw new UsageError(`--ssh ${id}: ${file} is not a PEM or OpenSSH private key`);
+    return { id, value: key };
+  });
+}
+
+/** `--build-arg K=V` as given, `--build-arg K` with K's value from the environment (skipped when unset, as docker does). */
+function buildArg(spec: string, io: CliIo): string | null {
+  const eq = spec.indexOf('=');
+  const name = eq < 0 ? spec : spec.slice(0, eq);
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new UsageError(`--build-arg "${spec}": expected NAME=VALUE or NAME`);
+  if (eq >= 0) return spec;
+  const value = io.env[name];
+  return value === undefined ? null : `${name}=${value}`;
+}
+
+export function parseBuildArgs(argv: string[], io: CliIo = { out: () => undefined, err: () => undefined, env: {} }): BuildOptions {
+  const { values, positionals } = parseOrExplain({ args: argv, options: BUILD_OPTIONS, allowPositionals: true, strict: true }, 'build');
+  const o: BuildOptions = {
+    dir: '.',
+    repository: '',
+    tags: [],
+    buildArgs: [],
+    secrets: [],
+    sshKeys: [],
+    noCache: values['no-cache'] ?? false,
+    noCacheFilter: values['no-cache-filter'] ?? [],
+    follow: !(values['no-follow'] ?? false),
+    help: values.help ?? false,
   };
-  let dirSet = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '-t' || a === '--tag') {
-      const ref = value(i++, a);
-      const colon = ref.lastIndexOf(':');
-      const repo = colon > ref.lastIndexOf('/') ? ref.slice(0, colon) : ref;
-      const tag = colon > ref.lastIndexOf('/') ? ref.slice(colon + 1) : 'latest';
-      if (o.repository && o.repository !== repo) throw new UsageError(`all -t values must name one repository (got ${o.repository} and ${repo})`);
-      o.repository = repo;
-      o.tags.push(tag);
-    } else if (a === '-f' || a === '--file') o.dockerfile = value(i++, a);
-    else if (a === '--target') o.target = value(i++, a);
-    else if (a === '--build-arg') o.buildArgs.push(value(i++, a));
-    else if (a === '--no-cache') o.noCache = true;
-    else if (a === '--no-follow') o.follow = false;
-    else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}`);
-    else if (!dirSet) {
-      o.dir = a;
-      dirSet = true;
-    } else throw new UsageError(`unexpected argument ${a}`);
+  if (o.help) return o;
+  const cwd = io.cwd ?? process.cwd();
+  if (positionals.length > 1) throw new UsageError(`"strata build" takes one directory, got ${positionals.map((p) => `"${p}"`).join(' ')}`);
+  o.dir = positionals[0] ?? '.';
+  for (const ref of values.tag ?? []) {
+    const colon = ref.lastIndexOf(':');
+    const hasTag = colon > ref.lastIndexOf('/');
+    const repo = hasTag ? ref.slice(0, colon) : ref;
+    if (o.repository && o.repository !== repo) throw new UsageError(`all -t values must name one repository (got ${o.repository} and ${repo})`);
+    o.repository = repo;
+    o.tags.push(hasTag ? ref.slice(colon + 1) : 'latest');
   }
   if (!o.repository) throw new UsageError('-t REPO[:TAG] is required');
+  if (values.file !== undefined) {
+    // As docker: -f is relative to the current directory, not to the context.
+    const contextDir = path.resolve(cwd, o.dir);
+    const rel = path.relative(contextDir, path.resolve(cwd, values.file));
+    if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) {
+      throw new UsageError(`-f ${values.file}: the Dockerfile must be inside the build context ${o.dir}`);
+    }
+    o.dockerfile = rel.split(path.sep).join('/');
+  }
+  o.target = values.target;
+  o.buildArgs = (values['build-arg'] ?? []).map((a) => buildArg(a, io)).filter((a): a is string => a !== null);
+  o.secrets = (values.secret ?? []).map((s) => readSecret(s, io, cwd));
+  const seen = new Set<string>();
+  for (const s of o.secrets) {
+    if (seen.has(s.id)) throw new UsageError(`--secret id=${s.id} is given more than once`);
+    seen.add(s.id);
+  }
+  o.sshKeys = (values.ssh ?? []).flatMap((s) => readSshKeys(s, io, cwd));
   return o;
 }
 
@@ -75,11 +232,11 @@ function client(io: CliIo) {
   const base = (io.env.STRATA_URL ?? 'http://127.0.0.1:3000').replace(/\/$/, '');
   const token = io.env.STRATA_TOKEN;
   if (!token) throw new UsageError('STRATA_TOKEN is not set');
-  const headers = { authorization: `Bearer ${token}` };
+  const auth: [string, string] = ['authorization', `Bearer ${token}`];
   return {
     base,
-    async json(method: string, p: string, body?: RequestInit['body'], extra: Record<string, string> = {}) {
-      const res = await fetch(`${base}${p}`, { method, headers: { ...headers, ...extra }, body, duplex: 'half' } as RequestInit);
+    async json(method: string, p: string, body?: RequestInit['body'], extra: Array<[string, string]> = []) {
+      const res = await fetch(`${base}${p}`, { method, headers: [auth, ...extra], body, duplex: 'half' } as RequestInit);
       const text = await res.text();
       let data: unknown = null;
       try {
@@ -87,13 +244,24 @@ function client(io: CliIo) {
       } catch {
         data = { message: text };
       }
-      if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${(data as { message?: string }).message ?? text}`);
+      if (!res.ok) throw new RequestError(method, p, res.status, (data as { message?: string }).message ?? text);
       return data as Record<string, unknown>;
     },
     stream(p: string, accept: string) {
-      return fetch(`${base}${p}`, { headers: { ...headers, accept } });
+      return fetch(`${base}${p}`, { headers: [auth, ['accept', accept]] });
     },
   };
+}
+
+class RequestError extends Error {
+  constructor(
+    method: string,
+    p: string,
+    readonly status: number,
+    readonly serverMessage: string,
+  ) {
+    super(`${method} ${p.split('?')[0]}: ${status} ${serverMessage}`);
+  }
 }
 
 /** The context as a tar stream, made by GNU tar (the server applies .dockerignore). */
@@ -143,54 +311,94 @@ async function follow(io: CliIo, c: ReturnType<typeof client>, id: string): Prom
   return String(b.status);
 }
 
+async function build(o: BuildOptions, io: CliIo): Promise<number> {
+  const cwd = io.cwd ?? process.cwd();
+  const dir = path.resolve(cwd, o.dir);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`the build context ${o.dir} is not a directory`);
+  const dockerfile = path.join(dir, o.dockerfile ?? 'Dockerfile');
+  if (!existsSync(dockerfile)) throw new UsageError(`no Dockerfile at ${path.relative(cwd, dockerfile) || dockerfile}`);
+  const c = client(io);
+  const q = new URLSearchParams({ repository: o.repository });
+  for (const t of o.tags) q.append('tag', t);
+  if (o.dockerfile) q.set('dockerfile', o.dockerfile);
+  if (o.target) q.set('target', o.target);
+  for (const a of o.buildArgs) q.append('buildArg', a);
+  if (o.noCache) q.set('noCache', 'true');
+  for (const s of o.noCacheFilter) q.append('noCacheFilter', s);
+  const headers: Array<[string, string]> = [['content-type', 'application/x-tar']];
+  for (const s of o.secrets) headers.push(['strata-build-secret', `id=${s.id},src=${s.value.toString('base64')}`]);
+  for (const k of o.sshKeys) headers.push(['strata-build-ssh', `id=${k.id},src=${k.value.toString('base64')}`]);
+  let created;
+  try {
+    created = await c.json('POST', `/v1/builds?${q}`, tarStream(dir) as unknown as RequestInit['body'], headers);
+  } catch (e) {
+    // A server that cannot use SSH keys yet says so; the user learns which flag it was.
+    if (o.sshKeys.length > 0 && e instanceof RequestError && e.status === 400 && /ssh/i.test(e.serverMessage)) {
+      throw new Error(`--ssh is not supported by this server yet: ${e.serverMessage}`);
+    }
+    throw e;
+  }
+  const id = String(created.id);
+  io.err(`build ${id} queued\n`);
+  if (!o.follow) {
+    io.out(`${id}\n`);
+    return 0;
+  }
+  const status = await follow(io, c, id);
+  const b = await c.json('GET', `/v1/builds/${id}`);
+  if (status === 'succeeded') {
+    io.err(`built ${o.repository}:${o.tags.join(',')} ${String(b.imageDigest)}\n`);
+    return 0;
+  }
+  const error = b.error as { message?: string } | null;
+  io.err(`build ${status}: ${error?.message ?? 'no message'}\n`);
+  return 1;
+}
+
+/** `strata logs|status BUILD_ID`. */
+function buildIdArgument(argv: string[], command: string): string | null {
+  const { values, positionals } = parseOrExplain({ args: argv, options: { help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true }, command);
+  if (values.help) return null;
+  if (positionals.length !== 1) throw new UsageError(`"strata ${command}" takes one BUILD_ID`);
+  return positionals[0];
+}
+
 export async function run(argv: string[], io: CliIo): Promise<number> {
   try {
     const [command, ...rest] = argv;
-    if (command === 'build') {
-      const o = parseBuildArgs(rest);
-      if (!existsSync(o.dir)) throw new UsageError(`${o.dir} does not exist`);
-      const dockerfile = path.join(o.dir, o.dockerfile ?? 'Dockerfile');
-      if (!existsSync(dockerfile)) throw new UsageError(`no Dockerfile at ${dockerfile}`);
-      readFileSync(dockerfile);
-      const c = client(io);
-      const q = new URLSearchParams({ repository: o.repository });
-      for (const t of o.tags) q.append('tag', t);
-      if (o.dockerfile) q.set('dockerfile', o.dockerfile);
-      if (o.target) q.set('target', o.target);
-      for (const a of o.buildArgs) q.append('buildArg', a);
-      if (o.noCache) q.set('noCache', 'true');
-      const created = await c.json('POST', `/v1/builds?${q}`, tarStream(o.dir) as unknown as RequestInit['body'], { 'content-type': 'application/x-tar' });
-      const id = String(created.id);
-      io.err(`build ${id} queued\n`);
-      if (!o.follow) {
-        io.out(`${id}\n`);
-        return 0;
-      }
-      const status = await follow(io, c, id);
-      const b = await c.json('GET', `/v1/builds/${id}`);
-      if (status === 'succeeded') {
-        io.err(`built ${o.repository}:${o.tags.join(',')} ${String(b.imageDigest)}\n`);
-        return 0;
-      }
-      const error = b.error as { message?: string } | null;
-      io.err(`build ${status}: ${error?.message ?? 'no message'}\n`);
-      return 1;
+    if (command === undefined) throw new UsageError('no command given');
+    if (command === 'help' || command === '--help' || command === '-h') {
+      io.out(USAGE);
+      return 0;
     }
-    if (command === 'logs' && rest.length === 1) {
+    if (command === 'build') {
+      const o = parseBuildArgs(rest, io);
+      if (o.help) {
+        io.out(USAGE);
+        return 0;
+      }
+      return await build(o, io);
+    }
+    if (command === 'logs' || command === 'status') {
+      const id = buildIdArgument(rest, command);
+      if (id === null) {
+        io.out(USAGE);
+        return 0;
+      }
       const c = client(io);
-      const res = await c.stream(`/v1/builds/${rest[0]}/logs`, 'text/plain');
+      if (command === 'status') {
+        io.out(`${JSON.stringify(await c.json('GET', `/v1/builds/${id}`), null, 2)}\n`);
+        return 0;
+      }
+      const res = await c.stream(`/v1/builds/${id}/logs`, 'text/plain');
       if (!res.ok) throw new Error(`${res.status} ${await res.text()}`);
       io.out(await res.text());
       return 0;
     }
-    if (command === 'status' && rest.length === 1) {
-      io.out(`${JSON.stringify(await client(io).json('GET', `/v1/builds/${rest[0]}`), null, 2)}\n`);
-      return 0;
-    }
-    throw new UsageError(command ? `unknown command "${argv.join(' ')}"` : 'no command given');
+    throw new UsageError(command.startsWith('-') ? `unknown flag ${command}` : `unknown command "${command}"`);
   } catch (e) {
     if (e instanceof UsageError) {
-      io.err(`strata: ${e.message}\n${USAGE}`);
+      io.err(`strata: ${e.message}\nRun "strata --help" for the usage.\n`);
       return 2;
     }
     io.err(`strata: ${(e as Error).message}\n`);
