@@ -20,7 +20,10 @@ export {
 } from './stage-env.js';
 export { runScript, type RunScript } from './run-script.js';
 export { checkDockerfile, type CheckOptions, type CheckResult } from './check.js';
-export { isValidImageReference } from './lint.js';
+export {
+  isValidImageReference, lintBaseImagePlatforms, lintCopyIgnoredFile, lintUndefinedVars,
+  type CopyIgnoredFileOptions, type DockerignoreView, type ScopeOptions,
+} from './lint.js';
 export {
   DEFAULT_PLATFORM, PLATFORM_ARG_NAMES, PROXY_ARG_NAMES, formatPlatform, parsePlatform, platformArgs, type Platform,
 } from './platform.js';
