@@ -43,6 +43,46 @@ describe('POST /v1/dockerfile/check', () => {
     expect(res.json.errors).toEqual([expect.objectContaining({ line: 3, column: 1, message: expect.stringContaining('unknown instruction "RUNN"') })]);
   });
 
+  it('reports UndefinedVar where the stage env is known, with its position', async () => {
+    const res = await api(stack, token, 'POST', '/v1/dockerfile/check', 'FROM scratch\nARG VERSION\nCOPY app-$VERSOIN.tar /\n', 'text/plain');
+    expect(res.status).toBe(200);
+    expect(res.json.warnings).toContainEqual({ line: 3, column: 1, severity: 'warning', rule: 'UndefinedVar', message: "Usage of undefined variable '$VERSOIN' (did you mean $VERSION?)" });
+  });
+
+  it('reports COPY and ADD sources the .dockerignore sent in Strata-Dockerignore excludes', async () => {
+    const check = (dockerfile: string, dockerignore: string, query = '') =>
+      fetch(`${stack.url}/v1/dockerfile/check${query}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'text/plain', 'strata-dockerignore': Buffer.from(dockerignore).toString('base64') },
+        body: dockerfile,
+      });
+    const dockerfile = 'FROM scratch\nARG DIR=dist\nCOPY ./tmp/helloworld.txt /helloworld.txt\nCOPY forever/helloworld.txt /\nADD $DIR /app\n';
+    const res = await check(dockerfile, '# build output\n*/tmp/*\ntmp\ndist/\n');
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { warnings: Array<{ rule: string }>; errors: unknown[] };
+    expect(body.errors).toEqual([]);
+    expect(body.warnings.filter((w) => w.rule === 'CopyIgnoredFile')).toEqual([
+      { line: 3, column: 1, severity: 'warning', rule: 'CopyIgnoredFile', message: 'Attempting to Copy file "tmp/helloworld.txt" that is excluded by .dockerignore' },
+      { line: 5, column: 1, severity: 'warning', rule: 'CopyIgnoredFile', message: 'Attempting to Add file "dist" that is excluded by .dockerignore' },
+    ]);
+    // A build arg changes what the source names.
+    const other = (await (await check(dockerfile, 'dist\n', '?buildArg=DIR=src')).json()) as { warnings: Array<{ rule: string }> };
+    expect(other.warnings.filter((w) => w.rule === 'CopyIgnoredFile')).toEqual([]);
+    // Without the header nothing is known of .dockerignore; with check=error=true the finding fails the check.
+    const plain = await api(stack, token, 'POST', '/v1/dockerfile/check', dockerfile, 'text/plain');
+    expect(plain.json.warnings.filter((w: { rule: string }) => w.rule === 'CopyIgnoredFile')).toEqual([]);
+    const strict = await check(`# check=error=true\n${dockerfile}`, 'tmp\n');
+    expect(strict.status).toBe(422);
+    expect(((await strict.json()) as { errors: unknown[] }).errors).toContainEqual(expect.objectContaining({ line: 4, rule: 'CopyIgnoredFile', severity: 'error' }));
+    const bad = await fetch(`${stack.url}/v1/dockerfile/check`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'text/plain', 'strata-dockerignore': 'not base64!' },
+      body: dockerfile,
+    });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { message: string }).message).toBe('Strata-Dockerignore must be the .dockerignore text encoded in base64.');
+  });
+
   it('answers 422 for a target that is not a stage', async () => {
     const res = await api(stack, token, 'POST', '/v1/dockerfile/check?target=nope', 'FROM scratch AS a\n', 'text/plain');
     expect(res.status).toBe(422);
