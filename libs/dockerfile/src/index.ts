@@ -21,8 +21,8 @@ export {
 export { runScript, type RunScript } from './run-script.js';
 export { checkDockerfile, type CheckOptions, type CheckResult } from './check.js';
 export {
-  isValidImageReference, lintBaseImagePlatforms, lintCopyIgnoredFile, lintUndefinedVars,
-  type CopyIgnoredFileOptions, type DockerignoreView, type ScopeOptions,
+  isValidImageReference, lintBaseImagePlatforms, lintCopyIgnoredFile, lintUndefinedVars, lintWithResolvedImages,
+  type CopyIgnoredFileOptions, type DockerignoreView, type ResolvedBaseImage, type ScopeOptions,
 } from './lint.js';
 export {
   DEFAULT_PLATFORM, PLATFORM_ARG_NAMES, PROXY_ARG_NAMES, formatPlatform, parsePlatform, platformArgs, type Platform,

@@ -1,4 +1,4 @@
-import { lintBaseImagePlatforms, lintCopyIgnoredFile, lintUndefinedVars, type DockerignoreView } from './lint.js';
+import { lintBaseImagePlatforms, lintCopyIgnoredFile, lintUndefinedVars, lintWithResolvedImages, type DockerignoreView } from './lint.js';
 import { checkDockerfile, parseDockerfile, resolveBuild, type Diagnostic } from './index.js';
 
 const undefinedVars = (text: string): Array<Pick<Diagnostic, 'line' | 'column' | 'message'>> =>
@@ -168,5 +168,27 @@ describe('InvalidBaseImagePlatform', () => {
     expect(lintBaseImagePlatforms(plan, () => null)).toEqual([]);
     const skipped = resolveBuild(parseDockerfile(`# check=skip=InvalidBaseImagePlatform\n${text}`));
     expect(lintBaseImagePlatforms(skipped, () => ({ os: 'windows', architecture: 'amd64' }))).toEqual([]);
+  });
+});
+
+describe('lint findings once the FROM images are resolved (a build)', () => {
+  it('adds InvalidBaseImagePlatform and the UndefinedVar findings the parser could not judge, in needed stages, without repeating its own', () => {
+    const text = [
+      'FROM scratch AS early',
+      'COPY $SCRATCH_ONLY /a',
+      'FROM busybox:1 AS app',
+      'COPY $IMAGE_VAR $MISSING /b',
+      'FROM alpine:3 AS unused',
+      'COPY $ALSO_MISSING /c',
+      '',
+    ].join('\n');
+    const df = parseDockerfile(text);
+    expect(df.warnings.filter((w) => w.rule === 'UndefinedVar').map((w) => w.line)).toEqual([2]);
+    const plan = resolveBuild(df, { target: 'app' });
+    const found = lintWithResolvedImages(plan, (i) => (i === 1 ? { platform: { os: 'linux', architecture: 'arm64' }, env: ['PATH=/bin', 'IMAGE_VAR=x'] } : null));
+    expect(found).toEqual([
+      { line: 3, column: 1, severity: 'warning', rule: 'InvalidBaseImagePlatform', message: 'Base image busybox:1 was pulled with platform "linux/arm64", expected "linux/amd64" for current build' },
+      { line: 4, column: 1, severity: 'warning', rule: 'UndefinedVar', message: "Usage of undefined variable '$MISSING'" },
+    ]);
   });
 });

@@ -296,10 +296,10 @@ function closestName(name: string, options: Iterable<string>): string | null {
  * it, only stages FROM scratch (and the stages built on them) are checked. ARG defaults see the
  * names declared before them in the same instruction.
  */
-export function lintUndefinedVars(globalArgs: ArgInstruction[], stages: Stage[], opts: ScopeOptions = {}): Diagnostic[] {
+export function lintUndefinedVars(globalArgs: ArgInstruction[], stages: Stage[], opts: ScopeOptions & { stages?: readonly number[] } = {}): Diagnostic[] {
   const out: Diagnostic[] = [];
-  walkStageScopes(globalArgs, stages, opts, (_st, ins, scope) => {
-    if (!scope.complete) return;
+  walkStageScopes(globalArgs, stages, opts, (st, ins, scope) => {
+    if (!scope.complete || (opts.stages && !opts.stages.includes(st.index))) return;
     const reported = new Set<string>();
     const declaredHere = new Set<string>();
     const words = expandedWords(ins);
@@ -408,4 +408,25 @@ export function lintBaseImagePlatforms(plan: BuildPlan, imagePlatform: (stage: n
     }
   }
   return underCheckDirective(plan.dockerfile.check, found);
+}
+
+/** What a build learns of a FROM image once it is resolved. */
+export interface ResolvedBaseImage {
+  platform: Platform;
+  /** The image config's Env (`K=V`). */
+  env: readonly string[];
+}
+
+/**
+ * The lint findings that need the FROM images resolved, for a build: InvalidBaseImagePlatform, and
+ * UndefinedVar in the stages that start from an image (the parser could not judge those).
+ */
+export function lintWithResolvedImages(plan: BuildPlan, base: (stage: number) => ResolvedBaseImage | null): Diagnostic[] {
+  const df = plan.dockerfile;
+  const opts: ScopeOptions = { buildArgs: plan.buildArgs, escapeToken: df.escapeToken };
+  const known = new Set(lintUndefinedVars(df.globalArgs, df.stages, opts).map((d) => `${d.line}:${d.column}:${d.message}`));
+  const undefinedVars = lintUndefinedVars(df.globalArgs, df.stages, { ...opts, stages: plan.neededStages, baseImageEnv: (st) => base(st.index)?.env ?? null }).filter(
+    (d) => !known.has(`${d.line}:${d.column}:${d.message}`),
+  );
+  return [...lintBaseImagePlatforms(plan, (i) => base(i)?.platform ?? null), ...underCheckDirective(df.check, undefinedVars)].sort((a, b) => a.line - b.line || a.column - b.column);
 }
