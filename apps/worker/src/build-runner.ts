@@ -2,10 +2,16 @@ import { mkdir, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import type { Storage } from '@strata/blobstore';
-import { BuildEngine, ContextSourceError, IndexedContext, RootfsIndexer, type BuildEvent, BuildFailure, type RootfsProvider, type RunExecutor, type StepFingerprint } from '@strata/build-engine';
+import {
+  BuildEngine, ContextSourceError, IgnoreMatcher, IndexedContext, parseDockerignore, RootfsIndexer, type BuildEvent, BuildFailure, type ImageResolver,
+  type RootfsProvider, type RunExecutor, type StepFingerprint,
+} from '@strata/build-engine';
 import { openSecrets, type StrataConfig } from '@strata/config';
 import type { Build, Prisma, PrismaClient } from '@strata/db';
-import { TarExtractionError } from '@strata/oci';
+import {
+  type BuildPlan, type Diagnostic, DockerfileError, lintCopyIgnoredFile, lintWithResolvedImages, parseDockerfile, resolveBuild, type ResolvedBaseImage,
+} from '@strata/dockerfile';
+import { type ImageConfig, TarExtractionError } from '@strata/oci';
 import { ImageStore, type RegistryAuth, registryAuthFromEntries, RegistryClient } from '@strata/registry';
 import { ContextCache, type ExtractedContext } from './context-cache.js';
 import { BlobLayerSink, PrismaCacheIndex, TenantImageResolver } from './adapters.js';
@@ -83,6 +89,9 @@ export class BuildRunner {
     }
     const workDir = path.resolve(config.dataDir, 'builds', buildId);
     let extracted: ExtractedContext | undefined;
+    // The lint findings so far, and the FROM images the engine resolved (InvalidBaseImagePlatform and UndefinedVar need them).
+    let lint: { warnings: Diagnostic[]; plan: BuildPlan | null } = { warnings: [], plan: null };
+    const resolvedImages = new Map<string, ImageConfig>();
     try {
       if (secretsError) throw new BuildFailure(secretsError, null);
       await rm(workDir, { recursive: true, force: true });
@@ -100,17 +109,24 @@ export class BuildRunner {
       }
       const context = await IndexedContext.open(extracted.index, extracted.pack, extracted.directory);
       const dockerfile = await this.readDockerfile(context, build.dockerfilePath);
+      lint = await this.lintBeforeBuild(build, dockerfile, context);
+      await this.recordWarnings(buildId, lint.warnings, log);
+      const lintError = lint.warnings.find((w) => w.severity === 'error');
+      if (lintError) throw new BuildFailure(`${build.dockerfilePath}:${lintError.line}: ${lintError.message}`, lintError.line);
       const previous = await this.previousFingerprints(build);
       const stepWrites: Array<Promise<unknown>> = [];
       const engine = new BuildEngine({
         previousStep: (stage, index) => previous.get(`${stage}:${index}`) ?? null,
-        images: new TenantImageResolver(this.images, build.tenantId, {
-          prisma,
-          blobs: this.deps.storage.blobs,
-          settings: config,
-          ...(registryAuth ? { credentials: registryAuth } : { client: this.registryClient }),
-          onPull: (ref, s) => log?.line(null, 'system', `pulled ${ref}: ${s.fetched} blob(s) fetched (${s.bytes} bytes), ${s.skipped} already stored`),
-        }),
+        images: recordingResolver(
+          new TenantImageResolver(this.images, build.tenantId, {
+            prisma,
+            blobs: this.deps.storage.blobs,
+            settings: config,
+            ...(registryAuth ? { credentials: registryAuth } : { client: this.registryClient }),
+            onPull: (ref, s) => log?.line(null, 'system', `pulled ${ref}: ${s.fetched} blob(s) fetched (${s.bytes} bytes), ${s.skipped} already stored`),
+          }),
+          resolvedImages,
+        ),
         layers: this.layers,
         indexer: this.indexer,
         cache: new PrismaCacheIndex(prisma, build.tenantId),
@@ -157,6 +173,9 @@ export class BuildRunner {
       });
       // Cancelled after the last step: nothing is published and no tag moves.
       if (stop.aborted) throw new BuildFailure('the build was cancelled', null);
+      const imageFindings = await this.lintResolvedImages(buildId, lint, resolvedImages, log);
+      const imageError = imageFindings.find((w) => w.severity === 'error');
+      if (imageError) throw new BuildFailure(`${build.dockerfilePath}:${imageError.line}: ${imageError.message}`, imageError.line);
       // Every step row is in before the build reads as finished.
       await Promise.all(stepWrites);
       const published = await this.images.publish({
@@ -188,6 +207,8 @@ export class BuildRunner {
         : e instanceof BuildFailure ? e : null;
       const message = failure ? failure.message : `internal error: ${(e as Error).message}`;
       const cancelled = signal?.aborted === true;
+      // A failed build still says what its resolved FROM images revealed (a wrong platform often explains the failure).
+      await this.lintResolvedImages(buildId, lint, resolvedImages, log).catch(() => undefined);
       await prisma.build.update({
         where: { id: buildId },
         data: {
@@ -210,6 +231,72 @@ export class BuildRunner {
       await extracted?.release();
       await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
     }
+  }
+
+  /**
+   * The Dockerfile's lint findings plus those that need the context (CopyIgnoredFile), for the
+   * stages this build needs. A Dockerfile that does not parse has none: the engine reports its errors.
+   */
+  private async lintBeforeBuild(build: Build, dockerfile: string, context: IndexedContext): Promise<{ warnings: Diagnostic[]; plan: BuildPlan | null }> {
+    const buildArgs = build.buildArgs as Record<string, string>;
+    let plan: BuildPlan;
+    try {
+      plan = resolveBuild(parseDockerfile(dockerfile), { buildArgs, target: build.target ?? undefined });
+    } catch (e) {
+      if (e instanceof DockerfileError) return { warnings: [], plan: null };
+      throw e;
+    }
+    const warnings = [...plan.dockerfile.warnings];
+    const ignoreText = (await context.readFile('.dockerignore', 4 * 1024 * 1024).catch(() => null))?.toString('utf8');
+    if (ignoreText) {
+      // A .dockerignore the context cannot use fails the build elsewhere; here it only means no finding.
+      const patterns = (() => {
+        try {
+          return parseDockerignore(ignoreText);
+        } catch {
+          return null;
+        }
+      })();
+      if (patterns) {
+        const matcher = new IgnoreMatcher(patterns);
+        const view = { hasExceptions: patterns.some((p) => p.exclusion), matches: (rel: string) => matcher.ignores(rel) };
+        warnings.push(...lintCopyIgnoredFile(plan.dockerfile, view, { buildArgs, stages: plan.neededStages }));
+      }
+    }
+    return { warnings: warnings.sort(byPosition), plan };
+  }
+
+  /** Adds the findings the resolved FROM images reveal to the build's warnings; returns them. */
+  private async lintResolvedImages(
+    buildId: string,
+    lint: { warnings: Diagnostic[]; plan: BuildPlan | null },
+    resolved: ReadonlyMap<string, ImageConfig>,
+    log: ReturnType<BuildLogs['open']> | undefined,
+  ): Promise<Diagnostic[]> {
+    const plan = lint.plan;
+    if (!plan || resolved.size === 0) return [];
+    const found = lintWithResolvedImages(plan, (i): ResolvedBaseImage | null => {
+      const base = plan.stages[i].base;
+      const config = base.kind === 'image' ? resolved.get(base.ref) : undefined;
+      if (!config) return null;
+      return { platform: { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) }, env: config.config?.Env ?? [] };
+    });
+    // Reported once, even when both the success and the failure path ask.
+    const fresh = found.filter((d) => !lint.warnings.some((w) => w.line === d.line && w.column === d.column && w.message === d.message));
+    if (fresh.length === 0) return found;
+    lint.warnings = [...lint.warnings, ...fresh].sort(byPosition);
+    await this.recordWarnings(buildId, lint.warnings, log, fresh);
+    return found;
+  }
+
+  /** Stores the build's warnings and writes the new ones to its log, as `docker build` prints them. */
+  private async recordWarnings(buildId: string, all: Diagnostic[], log: ReturnType<BuildLogs['open']> | undefined, fresh: Diagnostic[] = all): Promise<void> {
+    if (fresh.length === 0) return;
+    await this.deps.prisma.build.update({
+      where: { id: buildId },
+      data: { warnings: all.map((w) => ({ line: w.line, column: w.column, rule: w.rule ?? null, message: w.message, severity: w.severity })) },
+    });
+    for (const w of fresh) log?.line(null, 'system', `${w.severity === 'error' ? 'error' : 'warning'}: ${w.rule ? `${w.rule}: ` : ''}${w.message} (line ${w.line})`);
   }
 
   /** Step fingerprints of the previous finished build of the same repository and target. */
@@ -243,4 +330,17 @@ export class BuildRunner {
     if (bytes === null) throw new BuildFailure(`no Dockerfile at "${rel}" in the build context`, null);
     return bytes.toString('utf8');
   }
+}
+
+const byPosition = (a: Diagnostic, b: Diagnostic): number => a.line - b.line || a.column - b.column;
+
+/** The engine's image resolver, remembering each resolved FROM image's config by the reference asked for. */
+function recordingResolver(inner: ImageResolver, seen: Map<string, ImageConfig>): ImageResolver {
+  return {
+    async resolve(ref) {
+      const image = await inner.resolve(ref);
+      seen.set(ref, image.config);
+      return image;
+    },
+  };
 }

@@ -33,6 +33,8 @@ export interface BuildView {
   imageDigest: string | null;
   /** The first FROM image as resolved: `source` is `tenant` (a repository of this tenant) or `registry` (pulled). Null for scratch or before it is known. */
   baseImage: { ref: string; digest: string; source: string } | null;
+  /** BuildKit lint findings, by position (`docker build` prints them as warnings). */
+  warnings: Array<{ line: number; column: number; rule: string | null; message: string }>;
 }
 
 export function toBuildView(build: Build & { repository: Repository; steps?: BuildStep[] }): BuildView {
@@ -68,5 +70,6 @@ export function toBuildView(build: Build & { repository: Repository; steps?: Bui
     error: build.errorMessage ? { message: build.errorMessage, line: build.errorLine } : null,
     imageDigest: build.imageDigest,
     baseImage: build.baseImageRef && build.baseImageDigest ? { ref: build.baseImageRef, digest: build.baseImageDigest, source: build.baseImageSource ?? 'tenant' } : null,
+    warnings: (build.warnings as Array<{ line: number; column: number; rule?: string; message: string }>).map((w) => ({ line: w.line, column: w.column, rule: w.rule ?? null, message: w.message })),
   };
 }

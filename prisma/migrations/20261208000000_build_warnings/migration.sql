@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "Build" ADD COLUMN     "warnings" JSONB NOT NULL DEFAULT '[]';
