@@ -156,13 +156,14 @@ describe('the strata CLI, run as a built program', () => {
     const dir = makeDir({
       Dockerfile:
         'FROM busybox:1\n' +
-        'RUN --mount=type=secret,id=npmrc,required --mount=type=secret,id=token,required sha256sum /run/secrets/npmrc /run/secrets/token && cat /run/secrets/token\n',
+        'RUN --mount=type=secret,id=npmrc,required --mount=type=secret,id=token,required --mount=type=secret,id=BARE,required sha256sum /run/secrets/npmrc /run/secrets/token /run/secrets/BARE && cat /run/secrets/token\n',
     });
-    const r = await strata(['build', dir, '-t', 'cli/secret', '--secret', 'id=npmrc,src=npmrc', '--secret', 'id=token,env=MY_TOKEN'], { ...env, MY_TOKEN: envSecret }, secretsDir);
+    const r = await strata(['build', dir, '-t', 'cli/secret', '--secret', 'id=npmrc,src=npmrc', '--secret', 'id=token,env=MY_TOKEN', '--secret', 'id=BARE'], { ...env, MY_TOKEN: envSecret, BARE: 'bare-value' }, secretsDir);
     expect(r.stderr).toMatch(/built cli\/secret:latest/);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(`${sha256(fileSecret)}  /run/secrets/npmrc`);
     expect(r.stdout).toContain(`${sha256(envSecret)}  /run/secrets/token`);
+    expect(r.stdout).toContain(`${sha256('bare-value')}  /run/secrets/BARE`);
     expect(r.stdout).toContain('***');
     expect(r.stdout + r.stderr).not.toContain(envSecret);
   });

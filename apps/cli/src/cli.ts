@@ -32,6 +32,7 @@ build options (as docker buildx build spells them):
                                   K's value from the environment, and is skipped if unset
       --secret id=ID,src=FILE     send a secret for RUN --mount=type=secret (repeatable);
       --secret id=ID,env=VAR        the value from a file or an environment variable
+                                  (id=ID alone: the variable ID if set, else the file ID)
       --ssh ID=KEYFILE[,KEYFILE]  send private keys for RUN --mount=type=ssh (repeatable);
                                   ID alone or "default" uses $SSH_AUTH_SOCK, which cannot
                                   be forwarded to a remote server: give a key file
@@ -124,7 +125,8 @@ function readSecret(spec: string, io: CliIo, cwd: string): BuildSecret {
   if (!id) throw new UsageError(`--secret "${spec}": id= is required`);
   if (!SECRET_ID.test(id)) throw new UsageError(`--secret: invalid id "${id}"; use letters, digits, ".", "_" or "-"`);
   const src = f.get('src') ?? f.get('source');
-  const type = f.get('type') ?? (f.has('env') ? 'env' : 'file');
+  // As buildx: with neither src= nor env=, an environment variable named by the id is used when set, else a file.
+  const type = f.get('type') ?? (f.has('env') || (src === undefined && io.env[id] !== undefined) ? 'env' : 'file');
   if (type !== 'file' && type !== 'env') throw new UsageError(`--secret "${spec}": type must be file or env, not "${type}"`);
   if (type === 'env') {
     if (src !== undefined) throw new UsageError(`--secret "${spec}": give either src= or env=, not both`);
