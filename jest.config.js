@@ -19,8 +19,10 @@ const common = {
 export default {
   // Keep-alive sockets of HTTP clients (fetch, the S3 SDK) can outlive a suite by seconds; never hang CI on them.
   forceExit: true,
+  // A global option in jest 30: set on a project it is ignored, and every e2e test got 5 s.
+  testTimeout: 120000,
   projects: [
     { ...common, displayName: 'unit', rootDir: '.', testMatch: ['<rootDir>/{libs,apps}/*/src/**/*.spec.ts'] },
-    { ...common, displayName: 'e2e', rootDir: '.', testMatch: ['<rootDir>/test/**/*.e2e.spec.ts'], testTimeout: 120000 },
+    { ...common, displayName: 'e2e', rootDir: '.', testMatch: ['<rootDir>/test/**/*.e2e.spec.ts'] },
   ],
 };
