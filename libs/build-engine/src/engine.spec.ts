@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { type Digest, indexTar, LayerWriter, type PackedLayer, PackReader } from '@strata/oci';
 import { IndexedContext } from './context.js';
-import { BuildEngine } from './engine.js';
+import { BuildEngine } from './solver.js';
 import type { CachedStep, LayerSink } from './interfaces.js';
 
 /** A layer sink whose uploads finish (or fail) when the test says so. */

@@ -1,0 +1,65 @@
+import type { Descriptor, Digest, ImageConfig } from '@strata/oci';
+import type { BuildContext } from './context.js';
+import type { BuildEvent, CacheIndex, ImageResolver, LayerSink, RootfsProvider, RunExecutor } from './interfaces.js';
+import type { StepFingerprint } from './miss-reason.js';
+import type { RootfsIndexer } from './rootfs-index.js';
+
+export interface Platform {
+  os: string;
+  architecture: string;
+  variant?: string;
+}
+
+export interface BuildInput {
+  dockerfile: string;
+  /** Name of the Dockerfile in the context, for messages. */
+  dockerfilePath: string;
+  context: BuildContext;
+  buildArgs: Record<string, string>;
+  target?: string;
+  noCache?: boolean;
+  /** Stages (by name) whose steps skip the cache, like BuildKit's --no-cache-filter. */
+  noCacheStages?: string[];
+  platform?: Platform;
+  signal?: AbortSignal;
+  /** Secrets sent with the build, by id, for `RUN --mount=type=secret`: values never enter a cache key. */
+  secrets?: ReadonlyMap<string, Buffer>;
+}
+
+export interface EngineDeps {
+  images: ImageResolver;
+  layers: LayerSink;
+  cache: CacheIndex;
+  /** Most stages of one build run at once (independent stages run in parallel). Default 4. */
+  maxParallelStages?: number;
+  executor?: RunExecutor;
+  rootfs?: RootfsProvider;
+  onEvent?: (e: BuildEvent) => void;
+  /** The same step in the previous build of this repository and target, to explain misses. */
+  previousStep?: (stage: number, index: number) => StepFingerprint | null;
+  /** Wall clock, replaceable for tests. */
+  now?: () => Date;
+  /** Layer indexes shared by every build of a worker; by default one per engine. */
+  indexer?: RootfsIndexer;
+}
+
+/** A layer of an image being built: its blob and its uncompressed digest. */
+export interface ImageLayer {
+  descriptor: Descriptor;
+  diffId: Digest;
+}
+
+export interface StageResult {
+  index: number;
+  name: string | null;
+  config: ImageConfig;
+  layers: ImageLayer[];
+  /** Cache key of the stage's filesystem: what a dependent stage's steps chain from. */
+  fsKey: string;
+}
+
+export interface BuildOutput {
+  image: StageResult;
+  base: { ref: string; source: string; manifestDigest: string } | null;
+  warnings: Array<{ line: number; message: string }>;
+}

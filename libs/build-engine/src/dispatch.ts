@@ -1,0 +1,138 @@
+// One step of a stage: dispatch the instruction to what handles it (metadata, COPY/ADD, RUN),
+// look its key up in the cache, run it on a miss, and record its history line and events.
+
+import { expand, type Instruction, type StageInstruction } from '@strata/dockerfile';
+import type { HistoryEntry } from '@strata/oci';
+import type { StageResult } from './build-input.js';
+import { lookupStep, missReason, skipsCache, stepCacheKey, stepFingerprint, type StepIdentity } from './cache-key.js';
+import { executeCopy, prepareCopy } from './copy-step.js';
+import { BuildFailure, type CachedStep } from './interfaces.js';
+import { applyMetadataStep, isMetadataStep } from './metadata-steps.js';
+import { executeRun, prepareRun } from './run-step.js';
+import { type BuildScope, envToMap, type StageState, type StepContext, type StepPosition } from './step-context.js';
+
+const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
+
+/** What a dispatched instruction amounts to before the cache is asked. */
+interface PlannedStep {
+  definition: unknown;
+  createdBy: string;
+  /** COPY/ADD/RUN: chains from the stage's filesystem key and moves it. */
+  fsStep: boolean;
+  /** Runs the step on a cache miss; metadata steps have nothing to run. */
+  execute: (() => Promise<CachedStep>) | null;
+  files?: Map<string, string>;
+  /** How a miss names the step. */
+  label: string;
+}
+
+/** A step's context: the build, the stage so far, and the instruction's expansion and failure helpers. */
+export function stepContext(
+  build: BuildScope,
+  stage: StageState,
+  where: StepPosition,
+  ins: StageInstruction,
+  stageResult: (ref: string) => Promise<StageResult> | null,
+): StepContext {
+  const cfg = stage.config.config!;
+  const env = envToMap(cfg.Env);
+  const seenArgs = new Set<string>();
+  // ENV wins over ARG of the same name.
+  const lookup = (name: string): string | undefined => (env.has(name) ? env.get(name) : stage.args.get(name));
+  return {
+    build, stage, where, ins, cfg, env, seenArgs, stageResult,
+    expand(word) {
+      try {
+        const r = expand(word, lookup, { escapeToken: build.df.escapeToken, position: { line: ins.line, column: ins.column } });
+        for (const m of r.matched) if (!env.has(m) && stage.args.has(m)) seenArgs.add(m);
+        return r.value;
+      } catch (e) {
+        throw new BuildFailure(`${build.input.dockerfilePath}:${ins.line}: ${(e as Error).message.replace(/^line \d+, column \d+: /, '')}`, ins.line);
+      }
+    },
+    fail(message) {
+      throw new BuildFailure(`${build.input.dockerfilePath}:${ins.line}: ${ins.keyword}: ${message}`, ins.line);
+    },
+  };
+}
+
+async function planStep(ctx: StepContext): Promise<PlannedStep> {
+  const { ins, build, stage } = ctx;
+  const instruction = ins.original.trim();
+  if (isMetadataStep(ctx)) {
+    const m = applyMetadataStep(ctx);
+    return { definition: m.definition, createdBy: m.createdBy ?? instruction, fsStep: false, execute: null, label: ins.keyword };
+  }
+  if (ins.keyword === 'COPY' || ins.keyword === 'ADD') {
+    const prepared = await prepareCopy(ctx as StepContext<typeof ins>);
+    return {
+      definition: prepared.definition, createdBy: `${instruction} # buildkit`, fsStep: true, files: prepared.files,
+      label: `${ins.keyword} ${ins.sources.join(' ')}`,
+      execute: () => executeCopy(build, stage, prepared),
+    };
+  }
+  if (ins.keyword === 'RUN') {
+    const prepared = await prepareRun(ctx as StepContext<typeof ins>);
+    return {
+      definition: prepared.definition, createdBy: prepared.createdBy, fsStep: true, label: ins.keyword,
+      execute: () => executeRun(build, stage, ctx.where, ins.line, prepared, ctx.fail),
+    };
+  }
+  return ctx.fail(`instruction ${(ins as Instruction).keyword} is not supported yet`);
+}
+
+/** Runs one instruction of a stage (from the cache when it can) and advances the stage's state. */
+export async function runStep(ctx: StepContext): Promise<void> {
+  const { build, stage, where, ins } = ctx;
+  const started = Date.now();
+  const instruction = ins.original.trim();
+  build.emit({ type: 'step-start', stage: where.stage, index: where.index, instruction, line: ins.line });
+
+  const planned = await planStep(ctx);
+  const parent = planned.fsStep ? stage.fsKey : stage.stepKey;
+  const identity: StepIdentity = {
+    kind: ins.keyword, line: ins.line, parent, definition: planned.definition,
+    args: [...ctx.seenArgs].sort().map((a) => [a, stage.args.get(a) ?? null]),
+    ...(planned.files ? { files: planned.files } : {}),
+  };
+  const key = stepCacheKey(identity);
+  const fingerprint = stepFingerprint(identity, where.index === 0 ? stage.base : undefined);
+  let result = skipsCache(build, where.stageName) ? null : await lookupStep(build, key);
+  const cached = result !== null;
+  let reason: string | null = null;
+  if (!result) {
+    reason = missReason(build, stage, where, fingerprint, planned.label);
+    stage.lastMiss = { line: ins.line, instruction };
+    const done: CachedStep = { ...(planned.execute ? await planned.execute() : {}), created: build.timestamp() };
+    result = done;
+    // The entry is written once its layer is durable; the next step need not wait for that.
+    const upload = done.layer ? build.live.upload(done.layer.descriptor.digest) : undefined;
+    if (upload) build.live.wait(upload.then(() => build.deps.cache.put(key, done)));
+    else await build.deps.cache.put(key, done);
+  }
+  if (result.layer) stage.layers.push(result.layer);
+  if (planned.fsStep) stage.fsKey = key;
+  stage.stepKey = key;
+  if (ins.keyword === 'CMD') stage.cmdSet = true;
+  // A step taken from the cache keeps the time it ran, so a rebuild with nothing changed gives the
+  // same image digest (as BuildKit); SOURCE_DATE_EPOCH overrides both.
+  const created = build.sourceDateEpoch !== undefined ? build.timestamp(build.sourceDateEpoch) : result.created ?? build.timestamp();
+  const history: HistoryEntry = { created, created_by: planned.createdBy, comment: HISTORY_COMMENT, ...(result.layer ? {} : { empty_layer: true }) };
+  stage.config.history!.push(history);
+  build.emit({
+    type: 'step-done',
+    stage: where.stage,
+    stageName: where.stageName,
+    index: where.index,
+    line: ins.line,
+    instruction,
+    cacheKey: key,
+    cached,
+    missReason: reason,
+    fingerprint,
+    startedAt: new Date(started),
+    durationMs: Date.now() - started,
+    layerDigest: result.layer?.descriptor.digest ?? null,
+    layerSize: result.layer?.descriptor.size ?? null,
+  });
+}
