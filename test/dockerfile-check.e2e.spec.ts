@@ -27,9 +27,10 @@ describe('POST /v1/dockerfile/check', () => {
     expect(res.status).toBe(200);
     expect(res.json.globalArgs).toEqual(['BASE']);
     expect(res.json.stages).toEqual([
-      { name: 'deps', from: '${BASE}', instructions: [{ keyword: 'RUN', line: 3 }] },
+      // Needed stages list the variables each step sees (a base image's own ENV is not known to a check).
+      { name: 'deps', from: '${BASE}', instructions: [{ keyword: 'RUN', line: 3, env: [] }] },
       { name: 'tools', from: 'scratch', instructions: [{ keyword: 'COPY', line: 5 }] },
-      { name: 'final', from: 'deps', instructions: [{ keyword: 'ENV', line: 7 }, { keyword: 'COPY', line: 8 }] },
+      { name: 'final', from: 'deps', instructions: [{ keyword: 'ENV', line: 7, env: [] }, { keyword: 'COPY', line: 8, env: ['MODE=prod'] }] },
     ]);
     expect(res.json.neededStages).toEqual([0, 2]);
     expect(res.json.errors).toEqual([]);
@@ -81,6 +82,26 @@ describe('POST /v1/dockerfile/check', () => {
     });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { message: string }).message).toBe('Strata-Dockerignore must be the .dockerignore text encoded in base64.');
+  });
+
+  it('answers 422 for what Strata parses but does not build, naming each line, and only warns about a duplicate stage name', async () => {
+    const text = [
+      'FROM scratch AS a',
+      'COPY --link x /x',
+      'FROM scratch AS a',
+      'ADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 y /y',
+      'RUN --network=host true',
+      '',
+    ].join('\n');
+    const res = await api(stack, token, 'POST', '/v1/dockerfile/check', text, 'text/plain');
+    expect(res.status).toBe(422);
+    // The target is the later stage "a": the earlier one is not needed, so its COPY --link is not refused.
+    expect(res.json.neededStages).toEqual([1]);
+    expect(res.json.errors.map((e: { line: number; message: string }) => [e.line, e.message])).toEqual([
+      [4, 'ADD --checksum is not supported by Strata yet; remove the flag and check the file in a RUN step'],
+      [5, 'RUN --network=host is not allowed on this deployment (STRATA_RUN_NETWORK is not host); use the default network or --network=none'],
+    ]);
+    expect(res.json.warnings).toContainEqual(expect.objectContaining({ rule: 'DuplicateStageName', line: 3 }));
   });
 
   it('answers 422 for a target that is not a stage', async () => {

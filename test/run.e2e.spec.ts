@@ -218,7 +218,7 @@ describe('RUN steps in runc containers', () => {
     const result = await buildDir('run/ssh', { Dockerfile: 'FROM busybox:1\n\nRUN --mount=type=ssh,id=default true\n' });
     expect(result.status).toBe('failed');
     expect(result.error.line).toBe(3);
-    expect(result.error.message).toMatch(/Dockerfile:3: RUN: --mount=type=ssh,id=default: ssh mounts are not supported yet/);
+    expect(result.error.message).toMatch(/Dockerfile:3: RUN --mount=type=ssh,id=default: ssh mounts are not supported by Strata yet; use a secret mount/);
   });
 
   it('fails the build when a RUN exits non-zero, with the exit code, the last output and the line', async () => {

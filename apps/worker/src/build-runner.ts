@@ -131,6 +131,7 @@ export class BuildRunner {
         indexer: this.indexer,
         cache: new PrismaCacheIndex(prisma, build.tenantId),
         executor: this.deps.executor && 'forTenant' in this.deps.executor ? this.deps.executor.forTenant(build.tenantId) : this.deps.executor,
+        allowHostNetwork: config.run.network === 'host',
         rootfs: this.deps.rootfs,
         onEvent: (e) => {
           this.deps.onEvent?.(buildId, e);

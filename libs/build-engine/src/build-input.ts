@@ -41,6 +41,8 @@ export interface EngineDeps {
   now?: () => Date;
   /** Layer indexes shared by every build of a worker; by default one per engine. */
   indexer?: RootfsIndexer;
+  /** The operator allows `RUN --network=host` (otherwise the frontend refuses it, as /v1/dockerfile/check does). */
+  allowHostNetwork?: boolean;
 }
 
 /** A layer of an image being built: its blob and its uncompressed digest. */

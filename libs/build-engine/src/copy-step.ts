@@ -25,15 +25,11 @@ export interface PreparedCopy {
 
 /** Resolves a COPY or ADD without writing anything: what its cache key and its execution need. */
 export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruction>): Promise<PreparedCopy> {
-  const { ins, build, stage, fail, expand: x } = ctx;
-  if (ins.keyword === 'ADD') {
-    for (const s of ins.sources) {
-      if (/^(https?|git):\/\//.test(s) || s.startsWith('git@')) fail(`remote sources ("${s}") are not supported yet`);
-    }
-  }
+  // Words arrive expanded; ADD URLs, heredoc sources and flags Strata does not implement were refused by the frontend.
+  const { ins, build, stage, fail } = ctx;
   let context = build.input.context;
   if (ins.keyword === 'COPY' && ins.from) {
-    const from = x(ins.from);
+    const from = ins.from;
     const sr = ctx.stageResult(from);
     if (!sr) fail(`--from=${from}: copying from an image is not supported yet; name a stage of this Dockerfile`);
     if (!build.deps.rootfs) fail('COPY --from a stage is not supported by this worker yet');
@@ -44,15 +40,14 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
       async () => (await build.live.stageView(source)).root,
     );
   }
-  if (ins.heredocs.length > 0) fail('heredoc sources are not supported yet');
   const cfg = stage.config.config!;
-  let dest = x(ins.dest);
+  let dest = ins.dest;
   const destIsDir = dest.endsWith('/') || dest === '.' || dest === '..';
   dest = path.resolve(cfg.WorkingDir || '/', dest);
   const sources: ContextEntry[] = [];
   for (const s of ins.sources) {
     try {
-      sources.push(...(await context.resolve(x(s))));
+      sources.push(...(await context.resolve(s)));
     } catch (e) {
       if (e instanceof ContextSourceError) fail(e.message);
       throw e;
@@ -61,9 +56,9 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
   if ((sources.length > 1 || ins.sources.length > 1) && !destIsDir) {
     fail(`with more than one source, the destination must be a directory and end with a "/" ("${ins.dest}")`);
   }
-  const chmod = ins.chmod ? x(ins.chmod) : null;
+  const chmod = ins.chmod ? ins.chmod : null;
   if (chmod !== null && !/^[0-7]{3,4}$/.test(chmod)) fail(`--chmod="${chmod}" is not an octal mode like 755 or 0644`);
-  const chown = ins.chown ? x(ins.chown) : null;
+  const chown = ins.chown ? ins.chown : null;
   let owner = { uid: 0, gid: 0 };
   // Reading the image's layers costs downloads: only when needed (named owners now, parents on a miss).
   const layers = stage.layers.map((l) => ({ digest: l.descriptor.digest, diffId: l.diffId }));
@@ -87,7 +82,7 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
     chmod: chmod === null ? null : parseInt(chmod, 8),
     index,
     context,
-    definition: { kind: ins.keyword, dest, destIsDir, chown: owner, chmod, sources: ins.sources.map(x), checksum: checksum.digest },
+    definition: { kind: ins.keyword, dest, destIsDir, chown: owner, chmod, sources: ins.sources, checksum: checksum.digest },
     files: checksum.files,
   };
 }

@@ -1,7 +1,7 @@
 // One step of a stage: dispatch the instruction to what handles it (metadata, COPY/ADD, RUN),
 // look its key up in the cache, run it on a miss, and record its history line and events.
 
-import { expand, type Instruction, type StageInstruction } from '@strata/dockerfile';
+import { DockerfileError, type EvaluatedStep, type Instruction, type StageInstruction } from '@strata/dockerfile';
 import type { HistoryEntry } from '@strata/oci';
 import type { StageResult } from './build-input.js';
 import { lookupStep, missReason, skipsCache, stepCacheKey, stepFingerprint, type StepIdentity } from './cache-key.js';
@@ -9,7 +9,7 @@ import { executeCopy, prepareCopy } from './copy-step.js';
 import { BuildFailure, type CachedStep } from './interfaces.js';
 import { applyMetadataStep, isMetadataStep } from './metadata-steps.js';
 import { executeRun, prepareRun } from './run-step.js';
-import { type BuildScope, envToMap, type StageState, type StepContext, type StepPosition } from './step-context.js';
+import { type BuildScope, type StageState, type StepContext, type StepPosition } from './step-context.js';
 
 const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
 
@@ -26,34 +26,28 @@ interface PlannedStep {
   label: string;
 }
 
-/** A step's context: the build, the stage so far, and the instruction's expansion and failure helpers. */
+/**
+ * A step's context: the build, the stage so far, and the instruction as the frontend's StageEnv
+ * evaluates it (words expanded, the stage's variables advanced).
+ */
 export function stepContext(
   build: BuildScope,
   stage: StageState,
   where: StepPosition,
-  ins: StageInstruction,
+  raw: StageInstruction,
   stageResult: (ref: string) => Promise<StageResult> | null,
 ): StepContext {
-  const cfg = stage.config.config!;
-  const env = envToMap(cfg.Env);
-  const seenArgs = new Set<string>();
-  // ENV wins over ARG of the same name.
-  const lookup = (name: string): string | undefined => (env.has(name) ? env.get(name) : stage.args.get(name));
-  return {
-    build, stage, where, ins, cfg, env, seenArgs, stageResult,
-    expand(word) {
-      try {
-        const r = expand(word, lookup, { escapeToken: build.df.escapeToken, position: { line: ins.line, column: ins.column } });
-        for (const m of r.matched) if (!env.has(m) && stage.args.has(m)) seenArgs.add(m);
-        return r.value;
-      } catch (e) {
-        throw new BuildFailure(`${build.input.dockerfilePath}:${ins.line}: ${(e as Error).message.replace(/^line \d+, column \d+: /, '')}`, ins.line);
-      }
-    },
-    fail(message) {
-      throw new BuildFailure(`${build.input.dockerfilePath}:${ins.line}: ${ins.keyword}: ${message}`, ins.line);
-    },
+  const fail = (message: string): never => {
+    throw new BuildFailure(`${build.input.dockerfilePath}:${raw.line}: ${raw.keyword}: ${message}`, raw.line);
   };
+  let evaluated: EvaluatedStep;
+  try {
+    evaluated = stage.vars.step(raw);
+  } catch (e) {
+    const message = e instanceof DockerfileError ? e.diagnostics[0].message : (e as Error).message;
+    throw new BuildFailure(`${build.input.dockerfilePath}:${raw.line}: ${message.replace(/^line \d+, column \d+: /, '')}`, raw.line);
+  }
+  return { build, stage, where, ins: evaluated.instruction, evaluated, cfg: stage.config.config!, fail, stageResult };
 }
 
 async function planStep(ctx: StepContext): Promise<PlannedStep> {
@@ -92,7 +86,8 @@ export async function runStep(ctx: StepContext): Promise<void> {
   const parent = planned.fsStep ? stage.fsKey : stage.stepKey;
   const identity: StepIdentity = {
     kind: ins.keyword, line: ins.line, parent, definition: planned.definition,
-    args: [...ctx.seenArgs].sort().map((a) => [a, stage.args.get(a) ?? null]),
+    // Build args whose values reached the step: a changed one is named when the step misses.
+    args: ctx.evaluated.usedBuildArgs.map((a) => [a, build.plan.buildArgs[a] ?? null]),
     ...(planned.files ? { files: planned.files } : {}),
   };
   const key = stepCacheKey(identity);

@@ -1,9 +1,9 @@
 // Instructions that change only the image config (ENV, LABEL, WORKDIR, USER, EXPOSE, ...): each
-// applies itself to the stage's config and says what goes into its cache key.
+// applies its expanded form (from the frontend's StageEnv) to the stage's config and says what
+// goes into its cache key.
 
-import path from 'node:path/posix';
-import type { CommandLine, StageInstruction } from '@strata/dockerfile';
-import { setEnv, type StepContext } from './step-context.js';
+import { type CommandLine, exposedPortKeys, type StageInstruction } from '@strata/dockerfile';
+import type { StepContext } from './step-context.js';
 
 /** What a metadata step did: the definition its cache key hashes, and its history line when not the instruction itself. */
 export interface MetadataStep {
@@ -19,83 +19,54 @@ export function commandArgs(cmd: CommandLine, shell: string[]): string[] {
 }
 
 const handlers: { [K in Keyword]: Handler<K> } = {
-  ARG({ ins, stage, build, expand }) {
-    for (const decl of ins.args) {
-      const fromBuild = build.input.buildArgs[decl.name];
-      let value: string | undefined;
-      if (fromBuild !== undefined) value = fromBuild;
-      else if (decl.defaultValue !== null) value = expand(decl.defaultValue);
-      else if (build.globalArgs.has(decl.name)) value = build.globalArgs.get(decl.name);
-      else if (decl.name in build.predefined) value = build.predefined[decl.name];
-      stage.args.set(decl.name, value);
-    }
-    return { definition: { args: ins.args.map((a) => [a.name, stage.args.get(a.name) ?? null]) } };
+  ARG({ ins, stage }) {
+    return { definition: { args: ins.args.map((a) => [a.name, stage.vars.lookup(a.name) ?? null]) } };
   },
-  ENV({ ins, cfg, env, expand }) {
-    for (const pair of ins.pairs) {
-      const key = expand(pair.key);
-      const value = expand(pair.value);
-      setEnv(cfg, key, value);
-      env.set(key, value);
-    }
-    return { definition: { env: cfg.Env }, createdBy: `ENV ${ins.pairs.map((p) => `${expand(p.key)}=${env.get(expand(p.key))}`).join(' ')}` };
+  ENV({ ins, cfg, stage }) {
+    cfg.Env = stage.vars.imageEnv;
+    return { definition: { env: cfg.Env }, createdBy: `ENV ${ins.pairs.map((p) => `${p.key}=${p.value}`).join(' ')}` };
   },
-  LABEL({ ins, cfg, expand }) {
+  LABEL({ ins, cfg }) {
     const labels = { ...(cfg.Labels ?? {}) };
-    for (const pair of ins.pairs) labels[expand(pair.key)] = expand(pair.value);
+    for (const pair of ins.pairs) labels[pair.key] = pair.value;
     cfg.Labels = labels;
     return { definition: { labels } };
   },
-  WORKDIR({ ins, cfg, expand }) {
-    const dir = expand(ins.path);
-    cfg.WorkingDir = path.resolve(cfg.WorkingDir || '/', dir);
+  WORKDIR({ cfg, evaluated }) {
+    cfg.WorkingDir = evaluated.workdir;
     return { definition: { workdir: cfg.WorkingDir } };
   },
-  USER({ ins, cfg, expand }) {
-    cfg.User = expand(ins.user);
+  USER({ ins, cfg }) {
+    cfg.User = ins.user;
     return { definition: { user: cfg.User } };
   },
-  EXPOSE({ ins, cfg, expand, fail }) {
+  EXPOSE({ ins, cfg }) {
     const ports = { ...(cfg.ExposedPorts ?? {}) };
-    for (const word of ins.ports) {
-      for (const p of expand(word).split(/\s+/).filter(Boolean)) {
-        const m = /^(\d+)(?:-(\d+))?(?:\/(tcp|udp|sctp))?$/i.exec(p);
-        if (!m) fail(`"${p}" is not a port: use PORT, PORT/tcp, PORT/udp or a range like 8000-8010`);
-        const from = Number(m![1]);
-        const to = m![2] ? Number(m![2]) : from;
-        if (to < from || to > 65535) fail(`"${p}" is not a valid port range`);
-        for (let port = from; port <= to; port++) ports[`${port}/${(m![3] ?? 'tcp').toLowerCase()}`] = {};
-      }
-    }
+    for (const key of exposedPortKeys(ins.ports)) ports[key] = {};
     cfg.ExposedPorts = ports;
     return { definition: { ports: Object.keys(ports).sort() } };
   },
-  VOLUME({ ins, cfg, expand, fail }) {
+  VOLUME({ ins, cfg }) {
     const vols = { ...(cfg.Volumes ?? {}) };
-    for (const p of ins.paths) {
-      const v = expand(p);
-      if (v.trim() === '') fail('a volume path is empty');
-      vols[v] = {};
-    }
+    for (const v of ins.paths) vols[v] = {};
     cfg.Volumes = vols;
     return { definition: { volumes: Object.keys(vols).sort() } };
   },
-  STOPSIGNAL({ ins, cfg, expand }) {
-    cfg.StopSignal = expand(ins.signal);
+  STOPSIGNAL({ ins, cfg }) {
+    cfg.StopSignal = ins.signal;
     return { definition: { signal: cfg.StopSignal } };
   },
   CMD({ ins, cfg, stage }) {
-    cfg.Cmd = commandArgs(ins.cmd, stage.shell);
+    cfg.Cmd = commandArgs(ins.cmd, stage.vars.shell);
     return { definition: { cmd: cfg.Cmd } };
   },
   ENTRYPOINT({ ins, cfg, stage }) {
-    cfg.Entrypoint = commandArgs(ins.cmd, stage.shell);
+    cfg.Entrypoint = commandArgs(ins.cmd, stage.vars.shell);
     // As in Docker: a new ENTRYPOINT drops the CMD inherited from the base image.
     if (!stage.cmdSet) cfg.Cmd = null;
     return { definition: { entrypoint: cfg.Entrypoint } };
   },
-  SHELL({ ins, cfg, stage }) {
-    stage.shell = ins.shell;
+  SHELL({ ins, cfg }) {
     cfg.Shell = ins.shell;
     return { definition: { shell: ins.shell } };
   },

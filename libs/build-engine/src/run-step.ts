@@ -2,16 +2,14 @@
 // names and what the executor mounts), and running it in the executor to make its layer.
 
 import path from 'node:path/posix';
-import { runScript, type StageInstruction } from '@strata/dockerfile';
+import { runScript, shebangShellArgs, type StageInstruction } from '@strata/dockerfile';
 import { LayerWriter, resolveInRoot } from '@strata/oci';
 import type { StageResult } from './build-input.js';
 import { ContextSourceError, type ContextEntry } from './context.js';
 import { type CachedStep, type RunMountRequest, type RunOutcome, RunStepError } from './interfaces.js';
-import { type BuildScope, DEFAULT_PATH, type StageState, type StepContext, type StepPosition } from './step-context.js';
+import type { BuildScope, StageState, StepContext, StepPosition } from './step-context.js';
 
 type RunInstruction = Extract<StageInstruction, { keyword: 'RUN' }>;
-
-const PROXY_ARGS = ['HTTP_PROXY', 'HTTPS_PROXY', 'FTP_PROXY', 'NO_PROXY', 'ALL_PROXY', 'http_proxy', 'https_proxy', 'ftp_proxy', 'no_proxy', 'all_proxy'];
 
 /** A RUN mount: `key` goes into the step's cache key, `request` to the executor (stage binds get their source when the step runs). */
 export interface PreparedMount {
@@ -42,31 +40,26 @@ export function runArgs(ins: RunInstruction, shell: string[], fail: (m: string) 
   const script = runScript(ins);
   if (script.kind === 'exec') return script.args;
   if (script.kind === 'shell') return [...shell, script.script];
-  // `RUN <<EOF` with a `#!` line: shell interpreters run the body as is; others need a script file, not done yet.
-  const interpreter = /^#!\s*(\S+)(?:\s+(\S+))?/.exec(script.content);
-  const program = interpreter ? (interpreter[1].endsWith('/env') ? interpreter[2] ?? '' : interpreter[1]) : '';
-  if (/(^|\/)(sh|bash|ash|dash)$/.test(program)) return [program.includes('/') ? program : `/bin/${program}`, '-c', script.content];
-  return fail(`heredoc scripts run by "${program}" are not supported yet; use a shell script or RUN <<EOF ${program}`);
+  // `RUN <<EOF` with a `#!` line: the frontend refused interpreters other than a shell.
+  return shebangShellArgs(script.content) ?? fail('this heredoc script needs an interpreter other than a shell, which Strata cannot run yet');
 }
 
 /** Resolves a RUN without running it: what its cache key and its execution need. */
 export async function prepareRun(ctx: StepContext<RunInstruction>): Promise<PreparedRun> {
-  const { ins, build, stage, env, cfg, fail } = ctx;
+  const { ins, build, stage, evaluated, cfg, fail } = ctx;
   if (!build.deps.executor) fail('RUN is not supported by this worker yet (it has no container runtime)');
-  // RUN sees the image ENV plus the ARGs in scope; only ARGs it sees go into its key.
-  const runEnv = new Map(env);
-  for (const [k, v] of stage.args) if (v !== undefined && !runEnv.has(k)) runEnv.set(k, v);
-  const args = runArgs(ins, stage.shell, fail);
-  const envList = [...runEnv].map(([k, v]) => `${k}=${v}`);
-  if (!runEnv.has('PATH')) envList.push(`PATH=${DEFAULT_PATH}`);
-  envList.sort();
-  for (const k of stage.args.keys()) if (!env.has(k) && !PROXY_ARGS.includes(k)) ctx.seenArgs.add(k);
+  // RUN sees the stage's ARGs and ENV (the later of the two wins), as the frontend evaluated them.
+  const envList = [...evaluated.env].sort();
+  // Proxy build args reach the process without an ARG, and stay out of the cache key (as in BuildKit).
+  const names = new Set(envList.map((kv) => kv.slice(0, kv.indexOf('='))));
+  const proxies = Object.entries(evaluated.proxyEnv).filter(([k]) => !names.has(k)).map(([k, v]) => `${k}=${v}`);
+  const args = runArgs(ins, stage.vars.shell, fail);
   const user = cfg.User || 'root';
-  const cwd = cfg.WorkingDir || '/';
+  const cwd = stage.vars.workdir;
   const network = ins.network ?? 'default';
   const mounts = await prepareRunMounts(ctx, cwd);
   return {
-    spec: { args, env: envList, user, cwd, network },
+    spec: { args, env: [...envList, ...proxies], user, cwd, network },
     mounts,
     definition: { args, env: envList, user, cwd, network, heredocs: ins.heredocs.map((h) => h.content), ...(mounts.length > 0 ? { mounts: mounts.map((m) => m.key) } : {}) },
     createdBy: `RUN ${args.join(' ')} # buildkit`,
@@ -75,18 +68,18 @@ export async function prepareRun(ctx: StepContext<RunInstruction>): Promise<Prep
 
 /** Resolves `RUN --mount` options: what goes into the cache key and how to mount it when the step runs. */
 export async function prepareRunMounts(ctx: StepContext<RunInstruction>, cwd: string): Promise<PreparedMount[]> {
-  const { ins, build, fail, expand: x } = ctx;
+  // Mount options arrive expanded; ssh mounts and read-write context binds were refused by the frontend.
+  const { ins, build, fail } = ctx;
   const input = build.input;
   const out: PreparedMount[] = [];
   for (const m of ins.mounts) {
     const what = `--mount=${m.raw}`;
-    if (m.type === 'ssh') fail(`${what}: ssh mounts are not supported yet`);
     if (m.type === 'secret') {
       // As BuildKit: id defaults to the target's base name; with neither target nor env the file goes to /run/secrets/<id>.
-      const target = m.target ? path.resolve(cwd, x(m.target)) : null;
-      const id = m.id ? x(m.id) : m.source ? x(m.source) : target ? path.basename(target) : '';
+      const target = m.target ? path.resolve(cwd, m.target) : null;
+      const id = m.id ? m.id : m.source ? m.source : target ? path.basename(target) : '';
       if (!/^[A-Za-z0-9._-]+$/.test(id)) fail(`${what}: invalid secret id "${id}"`);
-      const env = m.env ? x(m.env) : null;
+      const env = m.env ? m.env : null;
       if (env !== null && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(env)) fail(`${what}: invalid environment variable name "${env}"`);
       const dest = target ?? (env === null ? `/run/secrets/${id}` : null);
       if (dest === '/') fail(`${what}: cannot mount over the root directory`);
@@ -103,27 +96,25 @@ export async function prepareRunMounts(ctx: StepContext<RunInstruction>, cwd: st
       continue;
     }
     if (!m.target) fail(`${what}: the mount needs a target`);
-    const target = path.resolve(cwd, x(m.target!));
+    const target = path.resolve(cwd, m.target!);
     if (target === '/') fail(`${what}: cannot mount over the root directory`);
     if (m.type === 'tmpfs') {
       const req = { type: 'tmpfs' as const, target, ...(m.size !== null ? { sizeBytes: m.size } : {}) };
       out.push({ key: req, request: req });
     } else if (m.type === 'cache') {
-      const id = m.id ? x(m.id) : target;
+      const id = m.id ? m.id : target;
       const req = { type: 'cache' as const, target, id, sharing: m.sharing ?? 'shared', readOnly: m.readOnly, uid: m.uid ?? 0, gid: m.gid ?? 0, mode: m.mode ?? 0o755 };
       out.push({ key: req, request: req });
     } else if (m.type === 'bind') {
-      const source = m.source ? x(m.source) : '/';
+      const source = m.source ? m.source : '/';
       if (m.from) {
-        const from = x(m.from);
+        const from = m.from;
         const pending = ctx.stageResult(from);
         if (!pending) fail(`${what}: binding from an image is not supported yet; name a stage of this Dockerfile`);
         if (!build.deps.rootfs) fail(`${what}: this worker cannot mount other stages`);
         const stage = await pending!;
         out.push({ key: { type: 'bind', target, from: stage.fsKey, source, readOnly: m.readOnly }, request: { type: 'bind', target, source: '', readOnly: m.readOnly }, stage, source });
       } else {
-        // Writes to a context bind would leak into later COPY steps: only read-only for now.
-        if (!m.readOnly) fail(`${what}: read-write binds of the build context are not supported yet`);
         let entries: ContextEntry[];
         try {
           entries = await input.context.resolve(source);

@@ -3,66 +3,39 @@
 // those come in through EngineDeps.
 
 import {
-  type Dockerfile,
+  analyzeDockerfile,
+  type BuildPlan,
+  DEFAULT_PLATFORM,
   DockerfileError,
-  expand,
-  parseDockerfile,
+  formatPlatform,
+  parseCheckedTrigger,
+  StageEnv,
+  stageReference,
   type StageInstruction,
-  type VariableLookup,
 } from '@strata/dockerfile';
 import type { ImageConfig } from '@strata/oci';
-import type { BuildInput, BuildOutput, EngineDeps, Platform, StageResult } from './build-input.js';
+import type { BuildInput, BuildOutput, EngineDeps, StageResult } from './build-input.js';
 import { sha256 } from './cache-key.js';
 import { runStep, stepContext } from './dispatch.js';
 import { type BaseImage, BuildFailure } from './interfaces.js';
 import { LiveLayers } from './live-layers.js';
 import { RootfsIndexer } from './rootfs-index.js';
 import { Semaphore } from './semaphore.js';
-import { type BuildScope, DEFAULT_PATH, initialState, type StageState } from './step-context.js';
-
-const DEFAULT_PLATFORM: Platform = { os: 'linux', architecture: 'amd64' };
-
-function platformString(p: Platform): string {
-  return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`;
-}
-
-/** Build args that are always defined, like BuildKit's automatic platform args. */
-function platformArgs(target: Platform, build: Platform): Record<string, string> {
-  return {
-    TARGETPLATFORM: platformString(target),
-    TARGETOS: target.os,
-    TARGETARCH: target.architecture,
-    TARGETVARIANT: target.variant ?? '',
-    BUILDPLATFORM: platformString(build),
-    BUILDOS: build.os,
-    BUILDARCH: build.architecture,
-    BUILDVARIANT: build.variant ?? '',
-  };
-}
-
-function mapLookup(m: Map<string, string | undefined>): (name: string) => string | undefined {
-  return (name) => m.get(name);
-}
-
-function expandIn(word: string, lookup: VariableLookup, line: number): string {
-  try {
-    return expand(word, lookup, { position: { line, column: 1 } }).value;
-  } catch (e) {
-    throw new BuildFailure((e as Error).message, line);
-  }
-}
+import { type BuildScope, initialState, type StageState } from './step-context.js';
 
 /** ONBUILD triggers of the base image run first, as if written right after FROM; then they are cleared. */
-function onbuildTriggers(state: StageState, fromLine: number): StageInstruction[] {
-  const triggers = state.config.config?.OnBuild ?? [];
+function onbuildTriggers(config: ImageConfig, fromLine: number, allowHostNetwork: boolean | undefined): StageInstruction[] {
+  const triggers = config.config?.OnBuild ?? [];
   if (triggers.length === 0) return [];
-  state.config.config!.OnBuild = null;
-  try {
-    const parsed = parseDockerfile(`FROM scratch\n${triggers.join('\n')}\n`);
-    return parsed.stages[0].instructions.map((ins) => ({ ...ins, line: fromLine, endLine: fromLine }));
-  } catch (e) {
-    throw new BuildFailure(`an ONBUILD trigger of the base image is invalid: ${(e as Error).message}`, fromLine);
-  }
+  config.config!.OnBuild = null;
+  return triggers.map((trigger) => {
+    try {
+      return { ...parseCheckedTrigger(trigger, { allowHostNetwork }), line: fromLine, endLine: fromLine };
+    } catch (e) {
+      const message = e instanceof DockerfileError ? e.diagnostics[0].message : (e as Error).message;
+      throw new BuildFailure(`the ONBUILD trigger "${trigger}" of the base image cannot be built: ${message}`, fromLine);
+    }
+  });
 }
 
 /**
@@ -97,105 +70,54 @@ export class BuildEngine {
   }
 
   private async solve(input: BuildInput, stop: AbortController): Promise<BuildOutput> {
-    let df: Dockerfile;
-    try {
-      df = parseDockerfile(input.dockerfile);
-    } catch (e) {
-      if (e instanceof DockerfileError) {
-        const d = e.diagnostics[0];
-        throw new BuildFailure(`${input.dockerfilePath}:${d.line}: ${d.message}`, d.line);
-      }
-      throw e;
+    // The Dockerfile frontend decides what the file means, exactly as /v1/dockerfile/check does.
+    const { result, plan } = analyzeDockerfile(input.dockerfile, {
+      buildArgs: input.buildArgs,
+      target: input.target,
+      platform: input.platform ?? DEFAULT_PLATFORM,
+      allowHostNetwork: this.deps.allowHostNetwork,
+    });
+    if (!plan) {
+      const d = result.errors[0];
+      throw new BuildFailure(`${input.dockerfilePath}:${d.line}: ${d.message}`, d.line);
     }
-    if (df.stages.length === 0) throw new BuildFailure(`${input.dockerfilePath} has no FROM instruction, so there is nothing to build`, 1);
-
-    const platform = input.platform ?? DEFAULT_PLATFORM;
-    const predefined = platformArgs(platform, DEFAULT_PLATFORM);
+    const df = plan.dockerfile;
+    const platform = plan.platform;
     const epoch = input.buildArgs.SOURCE_DATE_EPOCH;
     const sourceDateEpoch = epoch !== undefined && /^\d+$/.test(epoch) ? Number(epoch) : undefined;
-
-    // Global ARGs: usable in FROM lines; build args override their defaults.
-    const globalArgs = new Map<string, string | undefined>(Object.entries(predefined));
-    for (const arg of df.globalArgs) {
-      for (const decl of arg.args) {
-        const fromBuild = input.buildArgs[decl.name];
-        const value = fromBuild ?? (decl.defaultValue === null ? undefined : expandIn(decl.defaultValue, mapLookup(globalArgs), arg.line));
-        globalArgs.set(decl.name, value);
-      }
-    }
-
-    const names = new Map<string, number>();
-    df.stages.forEach((s) => {
-      if (s.name) names.set(s.name, s.index);
-    });
-    let targetIndex = df.stages.length - 1;
-    if (input.target) {
-      const t = names.get(input.target.toLowerCase());
-      if (t === undefined) throw new BuildFailure(`target stage "${input.target}" is not a stage of ${input.dockerfilePath}`, null);
-      targetIndex = t;
-    }
-
-    // Which stages the target needs: FROM <stage> and COPY --from=<stage>.
-    const stageRef = (ref: string, before: number): number | null => {
-      const byName = names.get(ref.toLowerCase());
-      if (byName !== undefined && byName < before) return byName;
-      if (/^\d+$/.test(ref) && Number(ref) < before) return Number(ref);
-      return null;
-    };
-    const fromRefs = df.stages.map((s) => expandIn(s.from.image, mapLookup(globalArgs), s.from.line));
-    const deps = df.stages.map((s, i) => {
-      const d = new Set<number>();
-      const base = stageRef(fromRefs[i], i);
-      if (base !== null) d.add(base);
-      for (const ins of s.instructions) {
-        if (ins.keyword === 'COPY' && ins.from) {
-          const r = stageRef(ins.from, i);
-          if (r !== null) d.add(r);
-        }
-        if (ins.keyword === 'RUN') for (const m of ins.mounts) if (m.from) {
-          const r = stageRef(m.from, i);
-          if (r !== null) d.add(r);
-        }
-      }
-      return d;
-    });
-    const needed = new Set<number>();
-    const visit = (i: number) => {
-      if (needed.has(i)) return;
-      needed.add(i);
-      for (const d of deps[i]) visit(d);
-    };
-    visit(targetIndex);
+    const targetIndex = plan.target;
 
     const live = new LiveLayers(this.deps.layers, this.indexer, this.deps.rootfs);
     const build: BuildScope = {
-      input, deps: this.deps, df, indexer: this.indexer, live, globalArgs, predefined, sourceDateEpoch,
+      input, deps: this.deps, plan, indexer: this.indexer, live, sourceDateEpoch,
       timestamp: (e) => this.timestamp(e),
       emit: this.deps.onEvent ?? (() => undefined),
     };
     const results = new Map<number, Promise<StageResult>>();
+    // Each finished stage's variables: a stage built FROM it carries them on, as in BuildKit.
+    const stageVars = new Map<number, StageEnv>();
     let firstBase: BuildOutput['base'] = null;
     const slots = new Semaphore(this.deps.maxParallelStages ?? 4);
     const runStage = (i: number): Promise<StageResult> => {
       let p = results.get(i);
       if (!p) {
         p = (async () => {
-          await Promise.all([...deps[i]].map((d) => runStage(d)));
+          await Promise.all(plan.stages[i].dependsOn.map((d) => runStage(d)));
           // Dependencies first, then a slot: a stage never holds a slot while it waits for another.
           const release = await slots.acquire();
           try {
             const stage = df.stages[i];
-            const ref = fromRefs[i];
-            const baseStage = stageRef(ref, i);
+            const from = plan.stages[i].base;
             let state: StageState;
-            if (baseStage !== null) {
-              const b = await runStage(baseStage);
-              state = initialState(structuredClone(b.config), [...b.layers], b.fsKey);
-            } else if (ref.toLowerCase() === 'scratch') {
+            if (from.kind === 'stage') {
+              const b = await runStage(from.index);
+              state = initialState(structuredClone(b.config), [...b.layers], b.fsKey, new StageEnv(plan, { parent: stageVars.get(from.index) }));
+            } else if (from.kind === 'scratch') {
               const created = this.timestamp(sourceDateEpoch);
-              const config: ImageConfig = { created, architecture: platform.architecture, os: platform.os, ...(platform.variant ? { variant: platform.variant } : {}), config: { Env: [`PATH=${DEFAULT_PATH}`] }, rootfs: { type: 'layers', diff_ids: [] }, history: [] };
-              state = initialState(config, [], sha256(`scratch\0${platformString(platform)}`));
+              const config: ImageConfig = { created, architecture: platform.architecture, os: platform.os, ...(platform.variant ? { variant: platform.variant } : {}), config: {}, rootfs: { type: 'layers', diff_ids: [] }, history: [] };
+              state = initialState(config, [], sha256(`scratch\0${formatPlatform(platform)}`), new StageEnv(plan, { baseEnv: [] }));
             } else {
+              const ref = from.ref;
               let base: BaseImage;
               try {
                 base = await this.deps.images.resolve(ref);
@@ -206,14 +128,14 @@ export class BuildEngine {
               const layers = base.layers.map((descriptor, n) => ({ descriptor, diffId: base.config.rootfs.diff_ids[n] }));
               const config = structuredClone(base.config);
               config.config = config.config ?? {};
-              state = initialState(config, layers, sha256(`image\0${base.manifestDigest}\0${platformString(platform)}`));
+              state = initialState(config, layers, sha256(`image\0${base.manifestDigest}\0${formatPlatform(platform)}`), baseVars(plan, config));
               state.base = { ref: base.ref, digest: base.manifestDigest };
             }
-            const instructions = [...onbuildTriggers(state, stage.from.line), ...stage.instructions];
+            const instructions = [...onbuildTriggers(state.config, stage.from.line, this.deps.allowHostNetwork), ...stage.instructions];
             const lastRun = instructions.findLastIndex((later) => later.keyword === 'RUN');
             const inheritedHistory = state.config.history!.length;
             const stageResult = (ref: string) => {
-              const s = stageRef(ref, i);
+              const s = stageReference(df.stages, ref);
               return s === null ? null : runStage(s);
             };
             for (const [n, ins] of instructions.entries()) {
@@ -225,6 +147,7 @@ export class BuildEngine {
             // The image was made when its last step ran (FROM alone keeps the base image's time).
             if (state.config.history!.length > inheritedHistory) state.config.created = state.config.history!.at(-1)!.created;
             if (sourceDateEpoch !== undefined) state.config.created = this.timestamp(sourceDateEpoch);
+            stageVars.set(i, state.vars);
             return { index: i, name: stage.name, config: state.config, layers: state.layers, fsKey: state.fsKey };
           } finally {
             release();
@@ -250,6 +173,12 @@ export class BuildEngine {
     } finally {
       await live.release();
     }
-    return { image, base: firstBase, warnings: df.warnings.map((w) => ({ line: w.line, message: w.message })) };
+    return { image, base: firstBase, warnings: result.warnings.map((w) => ({ line: w.line, message: w.message })) };
   }
+}
+
+/** The variables of a stage built on an image: its config's Env, WorkingDir, User and Shell. */
+function baseVars(plan: BuildPlan, config: ImageConfig): StageEnv {
+  const c = config.config ?? {};
+  return new StageEnv(plan, { baseEnv: c.Env ?? [], baseWorkdir: c.WorkingDir ?? '', baseUser: c.User ?? '', baseShell: c.Shell ?? undefined });
 }

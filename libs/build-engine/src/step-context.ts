@@ -2,26 +2,20 @@
 // instruction with its expansion and failure helpers, in one object instead of a long parameter list.
 
 import type { ContainerConfig, ImageConfig } from '@strata/oci';
-import type { Dockerfile, StageInstruction } from '@strata/dockerfile';
+import type { BuildPlan, EvaluatedStep, StageEnv, StageInstruction } from '@strata/dockerfile';
 import type { BuildInput, EngineDeps, ImageLayer, StageResult } from './build-input.js';
 import type { BuildEvent } from './interfaces.js';
 import type { LiveLayers } from './live-layers.js';
 import type { RootfsIndexer } from './rootfs-index.js';
 
-/** The PATH BuildKit gives a step (and an image whose base has none). */
-export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-
 /** Everything of one build that every step shares. */
 export interface BuildScope {
   input: BuildInput;
   deps: EngineDeps;
-  df: Dockerfile;
+  /** What the Dockerfile means for this build (stages, target, global ARGs), from @strata/dockerfile. */
+  plan: BuildPlan;
   indexer: RootfsIndexer;
   live: LiveLayers;
-  /** Global ARGs (build args applied), usable in FROM lines and by `ARG NAME` in a stage. */
-  globalArgs: Map<string, string | undefined>;
-  /** The predefined platform ARGs. */
-  predefined: Record<string, string>;
   /** SOURCE_DATE_EPOCH from the build args, when it is a number. */
   sourceDateEpoch: number | undefined;
   /** RFC 3339 time, seconds precision: the epoch when given, now otherwise. */
@@ -33,13 +27,12 @@ export interface BuildScope {
 export interface StageState {
   config: ImageConfig;
   layers: ImageLayer[];
+  /** ARG/ENV scope, working directory, user and shell, as the Dockerfile frontend evaluates them. */
+  vars: StageEnv;
   /** Key of the filesystem so far: filesystem steps chain from it, metadata steps don't change it. */
   fsKey: string;
   /** Key of the previous step of any kind, for metadata steps. */
   stepKey: string;
-  /** ARGs declared in this stage: name → value (undefined when declared without a value). */
-  args: Map<string, string | undefined>;
-  shell: string[];
   /** The image the stage starts from, for miss explanations of its first step. */
   base?: { ref: string; digest: string };
   /** The latest step of this stage that missed the cache, named in the misses it caused. */
@@ -62,38 +55,25 @@ export interface StepContext<I extends StageInstruction = StageInstruction> {
   build: BuildScope;
   stage: StageState;
   where: StepPosition;
+  /** The instruction with its words expanded (ARG/ENV) by the stage's StageEnv. */
   ins: I;
+  /** The frontend's evaluation of the step: the variables it sees, the build args that reached it. */
+  evaluated: EvaluatedStep<I>;
   /** The image config's `config`, as this step changes it. */
   cfg: ContainerConfig;
-  /** The image ENV before this step, updated by ENV. */
-  env: Map<string, string>;
-  /** Stage ARGs an expansion of this step used (they go into the cache key). */
-  seenArgs: Set<string>;
-  /** Expands a word of the instruction with the stage's ENV and ARGs. */
-  expand(word: string): string;
   /** Fails the build at this step's line. */
   fail(message: string): never;
-  /** The result of an earlier stage named by `ref` (name or index), or null when it names none. */
+  /** The result of the stage `ref` (a name or an index) names, or null when it names none. */
   stageResult(ref: string): Promise<StageResult> | null;
 }
 
-export function initialState(config: ImageConfig, layers: ImageLayer[], fsKey: string): StageState {
+/**
+ * A stage's state at its start: the base's config (with a PATH added when it has none, as
+ * BuildKit does) and the StageEnv its instructions are evaluated with.
+ */
+export function initialState(config: ImageConfig, layers: ImageLayer[], fsKey: string, vars: StageEnv): StageState {
   config.config = config.config ?? {};
+  config.config.Env = vars.imageEnv;
   config.history = config.history ?? [];
-  return { config, layers, fsKey, stepKey: fsKey, args: new Map(), shell: config.config.Shell ?? ['/bin/sh', '-c'], lastMiss: null };
-}
-
-export function envToMap(env: string[] | undefined): Map<string, string> {
-  const m = new Map<string, string>();
-  for (const kv of env ?? []) {
-    const eq = kv.indexOf('=');
-    if (eq > 0) m.set(kv.slice(0, eq), kv.slice(eq + 1));
-  }
-  return m;
-}
-
-export function setEnv(config: ContainerConfig, key: string, value: string): void {
-  const env = (config.Env ?? []).filter((kv) => !kv.startsWith(`${key}=`));
-  env.push(`${key}=${value}`);
-  config.Env = env;
+  return { config, layers, vars, fsKey, stepKey: fsKey, lastMiss: null };
 }

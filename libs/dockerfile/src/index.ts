@@ -11,15 +11,16 @@ export {
   expand, expandWord, expandWords, type ExpandOptions, type Expansion, type VariableLookup,
 } from './shell.js';
 export {
-  resolveBuild, type BaseRef, type BuildPlan, type ImageSource, type PlannedStage, type ResolveOptions,
+  findStage, resolveBuild, stageReference, type BaseRef, type BuildPlan, type ImageSource, type PlannedStage, type ResolveOptions,
   type ResolvedArg, type StageDependency,
 } from './plan.js';
 export {
-  StageEnv, createStageEnv, classifyAddSource, exposedPortKeys, resolveWorkdir,
+  DEFAULT_PATH, StageEnv, createStageEnv, classifyAddSource, exposedPortKeys, resolveWorkdir,
   type EvaluatedStep, type StageEnvOptions,
 } from './stage-env.js';
-export { runScript, type RunScript } from './run-script.js';
-export { checkDockerfile, type CheckOptions, type CheckResult } from './check.js';
+export { runScript, shebangProgram, shebangShellArgs, type RunScript } from './run-script.js';
+export { analyzeDockerfile, checkDockerfile, parseCheckedTrigger, type Analysis, type CheckOptions, type CheckResult } from './check.js';
+export { unsupportedInInstruction, unsupportedInPlan, type SupportOptions } from './support.js';
 export {
   isValidImageReference, lintBaseImagePlatforms, lintCopyIgnoredFile, lintUndefinedVars, lintWithResolvedImages,
   type CopyIgnoredFileOptions, type DockerignoreView, type ResolvedBaseImage, type ScopeOptions,

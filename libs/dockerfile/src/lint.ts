@@ -2,7 +2,7 @@
 // Rule names and messages follow docs.docker.com/reference/build-checks.
 
 import type { ArgInstruction, CheckConfig, Dockerfile, EscapeToken, Instruction, Stage, StageInstruction } from './ast.js';
-import { errorAt, warningAt, type Diagnostic } from './diagnostics.js';
+import { warningAt, type Diagnostic } from './diagnostics.js';
 import { editDistance } from './mounts.js';
 import type { BuildPlan } from './plan.js';
 import { DEFAULT_PLATFORM, PLATFORM_ARG_NAMES, PROXY_ARG_NAMES, formatPlatform, parsePlatform, platformArgs, type Platform } from './platform.js';
@@ -46,7 +46,7 @@ function variablesIn(word: string, known: (name: string) => string | undefined):
   }
 }
 
-/** The lint findings of a parsed Dockerfile; DuplicateStageName is an error, the rest warnings. */
+/** The lint findings of a parsed Dockerfile (BuildKit's build checks, all warnings). */
 export function lintDockerfile(globalArgs: ArgInstruction[], stages: Stage[]): { errors: Diagnostic[]; warnings: Diagnostic[] } {
   const errors: Diagnostic[] = [];
   const warnings: Diagnostic[] = [];
@@ -59,7 +59,8 @@ export function lintDockerfile(globalArgs: ArgInstruction[], stages: Stage[]): {
       warnings.push(warningAt(st.from, `Stage name should not use the same name as reserved stage "${st.name}"`, 'ReservedStageName'));
     }
     if (seen.has(st.name)) {
-      errors.push(errorAt(st.from, `Duplicate stage name "${st.name}", stage names should be unique`, 'DuplicateStageName'));
+      // A warning, as in BuildKit: references to the name use the last stage that has it.
+      warnings.push(warningAt(st.from, `Duplicate stage name "${st.name}", stage names should be unique`, 'DuplicateStageName'));
     }
     seen.add(st.name);
   }

@@ -152,6 +152,11 @@ describe('instructions and flags', () => {
     ]);
   });
 
+  it('warns about a duplicate stage name, as BuildKit does, instead of failing', () => {
+    const df = parseDockerfile('FROM x AS a\nFROM y AS A');
+    expect(df.warnings).toContainEqual({ line: 2, column: 1, message: 'Duplicate stage name "a", stage names should be unique', severity: 'warning', rule: 'DuplicateStageName' });
+  });
+
   it('warns about FROM/AS casing, casing majority and relative WORKDIR', () => {
     const df = parseDockerfile('FROM x as a\nWORKDIR app\nrun true');
     expect(rules(df)).toEqual(expect.arrayContaining(['FromAsCasing', 'WorkdirRelativePath', 'ConsistentInstructionCasing']));
@@ -211,7 +216,6 @@ describe('errors name the line and column', () => {
     ['# only a comment\n', 'no instructions', {}],
     ['FROM x AS 1abc', 'invalid stage name "1abc"', { line: 1 }],
     ['FROM x y', 'FROM takes an image', { line: 1 }],
-    ['FROM x AS a\nFROM y AS a', 'Duplicate stage name "a"', { line: 2, rule: 'DuplicateStageName' }],
     ['FROM x\nSHELL /bin/sh -c', 'JSON form', { line: 2 }],
     ['FROM x\nRUN ["a", 1]', 'only strings', { line: 2 }],
     ['FROM x\nHEALTHCHECK --interval=soon CMD true', 'invalid duration "soon"', { line: 2, column: 13 }],

@@ -117,9 +117,23 @@ function resolveGlobalArgs(df: Dockerfile, buildArgs: Readonly<Record<string, st
   return out;
 }
 
-function findStage(stages: readonly Stage[], name: string): number {
+/**
+ * The stage a name refers to: with several stages of that name the last one wins, as in BuildKit
+ * (DuplicateStageName is only a warning). -1 when no stage has it.
+ */
+export function findStage(stages: readonly Stage[], name: string): number {
   const lower = name.toLowerCase();
-  return stages.findIndex((s) => s.name === lower);
+  return stages.findLastIndex((s) => s.name === lower);
+}
+
+/**
+ * The stage that `COPY --from` or `RUN --mount=from` names in a Dockerfile: a stage name (the last
+ * of that name) or a stage index; null when it names an image.
+ */
+export function stageReference(stages: readonly Stage[], ref: string): number | null {
+  if (/^[0-9]+$/.test(ref)) return Number(ref) < stages.length ? Number(ref) : null;
+  const i = findStage(stages, ref);
+  return i >= 0 ? i : null;
 }
 
 /**
@@ -198,7 +212,7 @@ export function resolveBuild(df: Dockerfile, opts: ResolveOptions = {}): BuildPl
         const pos: Position = flag ?? ins;
         for (const m of ins.mounts) {
           if (m.from === null || m.from === '') continue;
-          const index = findStage(df.stages, m.from);
+          const index = stageReference(df.stages, m.from) ?? -1;
           if (index >= 0) dependencies.push({ stage: index, via: 'mount', line: pos.line, column: pos.column });
           else images.push({ ref: m.from, via: 'mount', line: pos.line, column: pos.column });
         }

@@ -26,3 +26,19 @@ export function runScript(run: RunInstruction): RunScript {
   for (const h of run.heredocs) full += `\n${h.content}${h.name}`;
   return { kind: 'shell', script: full };
 }
+
+/** The program a `#!` line names (`#!/usr/bin/env python3` → `python3`), or '' without one. */
+export function shebangProgram(content: string): string {
+  const interpreter = /^#!\s*(\S+)(?:\s+(\S+))?/.exec(content);
+  return interpreter ? (interpreter[1].endsWith('/env') ? interpreter[2] ?? '' : interpreter[1]) : '';
+}
+
+/**
+ * How Strata runs a `#!` heredoc script: a shell interpreter gets the body with `-c`; any other
+ * interpreter needs the body written to a file first, which Strata does not do yet (null).
+ */
+export function shebangShellArgs(content: string): string[] | null {
+  const program = shebangProgram(content);
+  if (!/(^|\/)(sh|bash|ash|dash)$/.test(program)) return null;
+  return [program.includes('/') ? program : `/bin/${program}`, '-c', content];
+}

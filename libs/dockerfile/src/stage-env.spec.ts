@@ -3,9 +3,10 @@ import {
   type EvaluatedStep, type ResolveOptions,
 } from './index.js';
 
-function walk(text: string, opts: ResolveOptions = {}, baseEnv: string[] = []): { steps: EvaluatedStep[]; env: StageEnv } {
+/** Walks the target stage; without `baseEnv` the base image's env is unknown (as to a check). */
+function walk(text: string, opts: ResolveOptions = {}, baseEnv?: string[]): { steps: EvaluatedStep[]; env: StageEnv } {
   const p = resolveBuild(parseDockerfile(text), opts);
-  const env = new StageEnv(p, { baseEnv });
+  const env = new StageEnv(p, baseEnv ? { baseEnv } : {});
   const steps = p.dockerfile.stages[p.target].instructions.map((i) => env.step(i));
   return { steps, env };
 }

@@ -26,7 +26,10 @@ export interface EvaluatedStep<I extends StageInstruction = StageInstruction> {
 }
 
 export interface StageEnvOptions {
-  /** Env of the base image's config (`K=V`); empty for scratch. */
+  /**
+   * Env of the base image's config (`K=V`); empty for scratch. Given, a PATH is added when it has
+   * none, as BuildKit does; left out (a check that has not fetched the base), the base env is unknown.
+   */
   baseEnv?: readonly string[];
   /** WorkingDir of the base image's config. */
   baseWorkdir?: string;
@@ -44,6 +47,9 @@ interface EnvEntry {
 }
 
 const DEFAULT_SHELL = ['/bin/sh', '-c'];
+
+/** The PATH BuildKit puts in an image whose base sets none. */
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /**
  * Resolves a WORKDIR against the current one like BuildKit: absolute paths replace it, relative
@@ -89,6 +95,7 @@ export function exposedPortKeys(ports: readonly string[]): string[] {
   const out: string[] = [];
   for (const word of ports) {
     const [spec, proto = 'tcp'] = word.split('/', 2);
+    if (!['tcp', 'udp', 'sctp'].includes(proto.toLowerCase())) throw new Error(`invalid protocol "${proto}" in "${word}": use tcp, udp or sctp`);
     const hostless = spec.includes(':') ? spec.slice(spec.lastIndexOf(':') + 1) : spec;
     const m = /^(\d+)(?:-(\d+))?$/.exec(hostless);
     if (!m) throw new Error(`invalid port "${word}"`);
@@ -125,7 +132,8 @@ export class StageEnv {
       this.currentUser = opts.parent.currentUser;
       this.currentShell = [...opts.parent.currentShell];
     } else {
-      for (const kv of opts.baseEnv ?? []) {
+      const baseEnv = opts.baseEnv === undefined ? [] : opts.baseEnv.some((kv) => kv.startsWith('PATH=')) ? opts.baseEnv : [...opts.baseEnv, `PATH=${DEFAULT_PATH}`];
+      for (const kv of baseEnv) {
         const eq = kv.indexOf('=');
         const [k, v] = eq < 0 ? [kv, ''] : [kv.slice(0, eq), kv.slice(eq + 1)];
         this.envs.set(k, { value: v, deps: new Set() });
@@ -194,7 +202,7 @@ export class StageEnv {
         }).map(({ kv, pairDeps }) => {
           this.envs.delete(kv.key);
           this.envs.set(kv.key, { value: kv.value, deps: pairDeps });
-          this.image.delete(kv.key);
+          // The image config keeps a replaced variable where it was, as BuildKit does.
           this.image.set(kv.key, kv.value);
           return kv;
         });
@@ -207,6 +215,11 @@ export class StageEnv {
       case 'EXPOSE': {
         const split = this.expander(ins, deps, { split: true });
         const expanded: ExposeInstruction = { ...ins, ports: ins.ports.flatMap((p) => split(p)) };
+        try {
+          exposedPortKeys(expanded.ports);
+        } catch (e) {
+          throw new DockerfileError([errorAt(ins, `EXPOSE: ${(e as Error).message}`)]);
+        }
         out = expanded;
         break;
       }
@@ -222,9 +235,12 @@ export class StageEnv {
         this.dir = resolveWorkdir(this.dir, path);
         break;
       }
-      case 'VOLUME':
-        out = { ...ins, paths: ins.paths.map(word) };
+      case 'VOLUME': {
+        const paths = ins.paths.map(word);
+        if (paths.some((p) => p.trim() === '')) throw new DockerfileError([errorAt(ins, 'VOLUME: a volume path is empty')]);
+        out = { ...ins, paths };
         break;
+      }
       case 'STOPSIGNAL':
         out = { ...ins, signal: word(ins.signal) };
         break;

@@ -1,7 +1,8 @@
-import { BadRequestException, Controller, HttpCode, Post, Query, Req, Res, UseGuards } from '@nestjs/common';
+import { BadRequestException, Controller, HttpCode, Inject, Post, Query, Req, Res, UseGuards } from '@nestjs/common';
 import { ApiBearerAuth, ApiHeader, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
 import { IgnoreMatcher, parseDockerignore, PatternSyntaxError } from '@strata/build-engine';
+import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { checkDockerfile, type Diagnostic, DockerfileError, lintCopyIgnoredFile, parseDockerfile } from '@strata/dockerfile';
 import { AuthGuard, RequireScope } from '../auth/auth.guard.js';
 import { readSmallBody } from '../common/body.js';
@@ -27,6 +28,8 @@ const byPosition = (a: Diagnostic, b: Diagnostic): number => a.line - b.line || 
 @Controller('v1/dockerfile')
 @UseGuards(AuthGuard)
 export class DockerfileController {
+  constructor(@Inject(STRATA_CONFIG) private readonly config: StrataConfig) {}
+
   @Post('check')
   @HttpCode(200)
   @RequireScope('builds:read')
@@ -42,7 +45,8 @@ export class DockerfileController {
     const dockerignore = dockerignoreOf(req);
     const text = (await readSmallBody(req, 4 * 1024 * 1024, 'Dockerfile')).toString('utf8');
     const buildArgs = parseBuildArgs(queryList(q.buildArg));
-    const result = checkDockerfile(text, { buildArgs, target: querySingle(q.target, 'target') || undefined });
+    // The same options a worker of this deployment builds with, so a check and a build never disagree.
+    const result = checkDockerfile(text, { buildArgs, target: querySingle(q.target, 'target') || undefined, allowHostNetwork: this.config.run.network === 'host' });
     if (dockerignore !== null) {
       let patterns;
       try {

@@ -1,0 +1,88 @@
+// What Strata parses but does not build yet. Every such instruction or flag is refused, at check
+// time and at build time from this one list, with its line and a sentence: never silently ignored.
+
+import type { Flag, StageInstruction } from './ast.js';
+import { errorAt, type Diagnostic, type Position } from './diagnostics.js';
+import type { BuildPlan } from './plan.js';
+import { formatPlatform } from './platform.js';
+import { runScript, shebangProgram, shebangShellArgs } from './run-script.js';
+import { classifyAddSource } from './stage-env.js';
+
+export interface SupportOptions {
+  /** The operator allows `RUN --network=host` (STRATA_RUN_NETWORK=host). */
+  allowHostNetwork?: boolean;
+}
+
+function at(ins: StageInstruction, flag: string): Position {
+  return ins.flags.find((f: Flag) => f.name === flag) ?? ins;
+}
+
+/**
+ * The refusals for one instruction of a stage (its words expanded or not: variables that hide a
+ * refused value are caught again when the build expands them). Empty when Strata builds it.
+ */
+export function unsupportedInInstruction(ins: StageInstruction, opts: SupportOptions = {}): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  // `what` is the subject of the sentence: `<what> is not supported` / `<what> are not supported`.
+  const refuse = (pos: Position, what: string, hint: string, plural = false) => out.push(errorAt(pos, `${what} ${plural ? 'are' : 'is'} not supported by Strata yet; ${hint}`));
+  switch (ins.keyword) {
+    case 'COPY':
+    case 'ADD': {
+      const k = ins.keyword;
+      if (ins.link) refuse(at(ins, 'link'), `${k} --link`, 'remove the flag (the files copied are the same without it)');
+      if (ins.excludes.length > 0) refuse(at(ins, 'exclude'), `${k} --exclude`, 'list the sources to copy, or leave them out with .dockerignore');
+      if (ins.heredocs.length > 0) refuse(ins, `${k} with a heredoc source (<<${ins.heredocs[0].name})`, 'put the file in the build context and copy it from there');
+      if (ins.keyword === 'COPY' && ins.parents) refuse(at(ins, 'parents'), 'COPY --parents', 'copy each directory to its destination');
+      if (ins.keyword === 'ADD') {
+        if (ins.checksum !== null) refuse(at(ins, 'checksum'), 'ADD --checksum', 'remove the flag and check the file in a RUN step');
+        if (ins.keepGitDir !== null) refuse(at(ins, 'keep-git-dir'), 'ADD --keep-git-dir', 'remove the flag');
+        if (ins.unpack !== null) refuse(at(ins, 'unpack'), 'ADD --unpack', 'remove the flag');
+        for (const s of ins.sources) {
+          const kind = classifyAddSource(s).kind;
+          if (kind !== 'local') refuse(ins, `ADD from a ${kind === 'git' ? 'git repository' : 'URL'} ("${s}")`, 'fetch it in a RUN step or add it to the build context');
+        }
+      }
+      break;
+    }
+    case 'RUN': {
+      if (ins.security === 'insecure') refuse(at(ins, 'security'), 'RUN --security=insecure', 'remove the flag');
+      if (ins.network === 'host' && !opts.allowHostNetwork) {
+        out.push(errorAt(at(ins, 'network'), 'RUN --network=host is not allowed on this deployment (STRATA_RUN_NETWORK is not host); use the default network or --network=none'));
+      }
+      for (const m of ins.mounts) {
+        const pos = at(ins, 'mount');
+        if (m.type === 'ssh') refuse(pos, `RUN --mount=${m.raw}: ssh mounts`, 'use a secret mount (--mount=type=secret)', true);
+        if (m.type === 'bind' && m.from === null && !m.readOnly) refuse(pos, `RUN --mount=${m.raw}: read-write binds of the build context`, 'drop rw (a read-only bind is supported)', true);
+      }
+      const script = runScript(ins);
+      if (script.kind === 'shebang' && shebangShellArgs(script.content) === null) {
+        refuse(ins, `a RUN heredoc run by "${shebangProgram(script.content)}"`, `use a shell script or RUN <<EOF ${shebangProgram(script.content) || '<program>'}`);
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  return out;
+}
+
+/**
+ * The refusals for the stages a build needs: their instructions, a FROM --platform other than the
+ * build's platform, and files taken from an image rather than a stage (COPY --from, RUN --mount=from).
+ */
+export function unsupportedInPlan(plan: BuildPlan, opts: SupportOptions = {}): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  for (const i of plan.neededStages) {
+    const planned = plan.stages[i];
+    const stage = plan.dockerfile.stages[i];
+    if (planned.platform !== null && formatPlatform(planned.platform) !== formatPlatform(plan.platform)) {
+      out.push(errorAt(stage.from, `FROM --platform=${formatPlatform(planned.platform)} is not supported by Strata: this build makes ${formatPlatform(plan.platform)} images and cannot build a stage for another platform`));
+    }
+    for (const im of planned.images) {
+      const what = im.via === 'copy' ? `COPY --from=${im.ref}` : `RUN --mount=from=${im.ref}`;
+      out.push(errorAt(im, `${what} takes files from an image, which is not supported by Strata yet; add a stage "FROM ${im.ref} AS <name>" and use its name`));
+    }
+    for (const ins of stage.instructions) out.push(...unsupportedInInstruction(ins, opts));
+  }
+  return out.sort((a, b) => a.line - b.line || a.column - b.column);
+}
