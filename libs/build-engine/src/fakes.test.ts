@@ -5,8 +5,10 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { type Digest, type ImageConfig, indexTar, type LayerEntry, LayerWriter, type PackedLayer, PackReader } from '@strata/oci';
-import type { EngineDeps } from './build-input.js';
+import { type Digest, type ImageConfig, indexTar, type LayerEntry, LayerWriter, type PackedLayer, PackReader, readTarEntries } from '@strata/oci';
+import type { BuildInput, EngineDeps } from './build-input.js';
+import { BuildFailure, type BuildEvent } from './interfaces.js';
+import { BuildEngine } from './solver.js';
 import { IndexedContext } from './context.js';
 import type { BaseImage, CachedStep, CacheIndex, ImageResolver, LayerSink, RootfsProvider, RunExecutor, RunOutcome, RunRequest } from './interfaces.js';
 
@@ -91,4 +93,36 @@ export function fakeDeps(over: Partial<EngineDeps> = {}): EngineDeps & { layers:
     now: () => new Date('2026-01-02T03:04:05Z'),
     ...over,
   } as EngineDeps & { layers: ReturnType<typeof memorySink>; cache: ReturnType<typeof memoryCache>; executor: ReturnType<typeof recordingExecutor> };
+}
+
+/** What a layer the sink stored holds: each entry's path, type, mode, owner and (for files) content. */
+export async function layerFiles(sink: ReturnType<typeof memorySink>, digest: string): Promise<Array<{ path: string; type: string; mode: number; uid: number; gid: number; content?: string }>> {
+  const out: Array<{ path: string; type: string; mode: number; uid: number; gid: number; content?: string }> = [];
+  for await (const { header, body } of readTarEntries(Readable.from([sink.blobs.get(digest)!]))) {
+    const chunks: Buffer[] = [];
+    for await (const c of body) chunks.push(c as Buffer);
+    out.push({ path: header.name, type: header.type, mode: header.mode, uid: header.uid, gid: header.gid, ...(header.type === 'file' ? { content: Buffer.concat(chunks).toString() } : {}) });
+  }
+  return out;
+}
+
+/** Builds `dockerfile` on fakes; `ran(line)` is what the executor was asked to run for the RUN at that line. */
+export async function buildWith(dockerfile: string, over: Partial<EngineDeps> = {}, input: Partial<BuildInput> = {}) {
+  const deps = fakeDeps(over);
+  const events: BuildEvent[] = [];
+  deps.onEvent = (e) => events.push(e);
+  const out = await new BuildEngine(deps).build({ dockerfile, dockerfilePath: 'Dockerfile', context: input.context ?? (await memoryContext()), buildArgs: {}, ...input });
+  const ran = (line: number) => deps.executor.runs.find((r) => r.line === line);
+  return { out, deps, events, ran };
+}
+
+/** The BuildFailure a build of `dockerfile` on fakes ends with. */
+export async function buildFailure(dockerfile: string, over: Partial<EngineDeps> = {}, input: Partial<BuildInput> = {}): Promise<BuildFailure> {
+  try {
+    await buildWith(dockerfile, over, input);
+  } catch (e) {
+    if (e instanceof BuildFailure) return e;
+    throw e;
+  }
+  throw new Error('the build was expected to fail');
 }

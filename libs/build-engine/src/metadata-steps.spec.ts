@@ -1,0 +1,44 @@
+import { buildFailure, buildWith, fakeImages } from './fakes.test.js';
+
+describe('metadata steps: the image config', () => {
+  it('lists EXPOSE ports as Docker does: default tcp, lower-cased protocols, ranges, host:port forms, variables', async () => {
+    const { out } = await buildWith('FROM scratch\nARG P=9000\nEXPOSE 80 8080/UDP 1000-1002/tcp 127.0.0.1:90:91 $P\n');
+    expect(Object.keys(out.image.config.config?.ExposedPorts ?? {}).sort()).toEqual(['1000/tcp', '1001/tcp', '1002/tcp', '80/tcp', '8080/udp', '9000/tcp', '91/tcp']);
+  });
+
+  it('refuses an EXPOSE protocol Docker does not know, at the line', async () => {
+    const f = await buildFailure('FROM scratch\nEXPOSE 80/http\n');
+    expect(f.line).toBe(2);
+    expect(f.message).toBe('Dockerfile:2: EXPOSE: invalid protocol "http" in "80/http": use tcp, udp or sctp');
+  });
+
+  it('drops an inherited CMD on ENTRYPOINT, but keeps a CMD of the same stage; shell forms use the SHELL', async () => {
+    const images = fakeImages({ base: { Cmd: ['inherited'] } });
+    const dropped = await buildWith('FROM base\nENTRYPOINT ["run"]\n', { images });
+    expect(dropped.out.image.config.config).toMatchObject({ Entrypoint: ['run'], Cmd: null });
+    const kept = await buildWith('FROM base\nSHELL ["/bin/bash", "-c"]\nCMD echo hi\nENTRYPOINT ["run"]\n', { images });
+    expect(kept.out.image.config.config).toMatchObject({ Entrypoint: ['run'], Cmd: ['/bin/bash', '-c', 'echo hi'], Shell: ['/bin/bash', '-c'] });
+  });
+
+  it('resolves WORKDIR against the previous one and expands LABEL, USER, VOLUME and STOPSIGNAL', async () => {
+    const { out } = await buildWith('FROM scratch\nARG V=1.0\nWORKDIR /app\nWORKDIR ./sub/../src\nLABEL version=$V "a b"="c d"\nUSER app:$V\nVOLUME /data/$V\nSTOPSIGNAL SIG$V\n');
+    expect(out.image.config.config).toMatchObject({
+      WorkingDir: '/app/src', Labels: { version: '1.0', 'a b': 'c d' }, User: 'app:1.0', Volumes: { '/data/1.0': {} }, StopSignal: 'SIG1.0',
+    });
+  });
+
+  it('keeps HEALTHCHECK, ONBUILD and MAINTAINER as written', async () => {
+    const { out } = await buildWith('FROM scratch\nHEALTHCHECK --interval=5s --retries=2 CMD ["check"]\nONBUILD RUN make\nMAINTAINER me\n');
+    expect(out.image.config.config).toMatchObject({ Healthcheck: { Test: ['CMD', 'check'], Interval: 5e9, Retries: 2 }, OnBuild: ['RUN make'] });
+    expect(out.image.config.author).toBe('me');
+  });
+
+  it('records an ARG with its value and the build args it used, so a changed build arg misses', async () => {
+    const first = await buildWith('FROM scratch\nARG V=d\nENV X=$V\n', {}, { buildArgs: { V: 'one' } });
+    const done = (evs: typeof first.events) => evs.flatMap((e) => (e.type === 'step-done' ? [e] : []));
+    expect(done(first.events)[0].fingerprint.args).toEqual({ V: 'one' });
+    expect(first.out.image.config.config?.Env).toContain('X=one');
+    const second = await buildWith('FROM scratch\nARG V=d\nENV X=$V\n', {}, { buildArgs: { V: 'two' } });
+    expect(done(second.events)[0].cacheKey).not.toBe(done(first.events)[0].cacheKey);
+  });
+});
