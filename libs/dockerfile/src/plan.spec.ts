@@ -1,4 +1,4 @@
-import { DockerfileError, parseDockerfile, resolveBuild, type ResolveOptions } from './index.js';
+import { DockerfileError, parseDockerfile, resolveBuild, stageReference, type ResolveOptions } from './index.js';
 
 function plan(text: string, opts: ResolveOptions = {}) {
   return resolveBuild(parseDockerfile(text), opts);
@@ -74,5 +74,21 @@ describe('resolveBuild', () => {
 
   it('fails on lint warnings when # check=error=true', () => {
     expect(planError('# check=error=true\nFROM x\nMAINTAINER me').rule).toBe('MaintainerDeprecated');
+  });
+});
+
+describe('repeated stage names, as BuildKit resolves them', () => {
+  const text = 'FROM scratch AS base\nFROM base AS mid\nFROM scratch AS base\nFROM busybox AS final\nCOPY --from=base /a /a\nRUN --mount=from=1,target=/m true';
+
+  it('gives FROM the last earlier stage of the name, COPY --from and the target the last one', () => {
+    const p = plan(text);
+    expect(p.stages[1].base).toEqual({ kind: 'stage', index: 0 });
+    expect(p.stages[3].dependsOn).toEqual([1, 2]);
+    expect(plan(text, { target: 'base' }).target).toBe(2);
+  });
+
+  it('finds a stage by name or index', () => {
+    const df = parseDockerfile(text);
+    expect([stageReference(df.stages, 'BASE'), stageReference(df.stages, '1'), stageReference(df.stages, '9'), stageReference(df.stages, 'busybox')]).toEqual([2, 1, null, null]);
   });
 });

@@ -106,3 +106,20 @@ describe('helpers', () => {
     expect(exposedPortKeys(['80', '53/udp', '8000-8002'])).toEqual(['80/tcp', '53/udp', '8000/tcp', '8001/tcp', '8002/tcp']);
   });
 });
+
+describe('StageEnv as BuildKit evaluates a stage', () => {
+  it('appends the default PATH to a known base env without one, and keeps a replaced variable in place', () => {
+    const { env } = walk('FROM x\nENV PATH=/x:$PATH A=1\nENV FOO=2', {}, ['FOO=1']);
+    expect(env.imageEnv).toEqual(['FOO=2', 'PATH=/x:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'A=1']);
+  });
+
+  it('leaves the env alone when the base is unknown (a check that has not fetched it)', () => {
+    expect(walk('FROM x\nENV A=1').env.imageEnv).toEqual(['A=1']);
+  });
+
+  it('refuses an EXPOSE protocol other than tcp, udp or sctp, and an empty VOLUME, at the line', () => {
+    expect(() => walk('FROM x\nEXPOSE 80/http')).toThrow('line 2, column 1: EXPOSE: invalid protocol "http" in "80/http": use tcp, udp or sctp');
+    expect(() => walk('FROM x\nARG V\nVOLUME ["$V"]')).toThrow('line 3, column 1: VOLUME: a volume path is empty');
+    expect(exposedPortKeys(['127.0.0.1:8080:80/UDP', '90-91/sctp'])).toEqual(['80/udp', '90/sctp', '91/sctp']);
+  });
+});

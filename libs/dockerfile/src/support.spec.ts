@@ -1,0 +1,59 @@
+import { checkDockerfile, parseDockerfile, resolveBuild, unsupportedInInstruction, unsupportedInPlan } from './index.js';
+
+function refusals(text: string, opts: Parameters<typeof unsupportedInPlan>[1] = {}, target?: string): Array<[number, string]> {
+  return unsupportedInPlan(resolveBuild(parseDockerfile(text), { target }), opts).map((d) => [d.line, d.message]);
+}
+
+describe('what Strata parses but does not build', () => {
+  it.each<[string, string]>([
+    ['COPY --link a /a', 'COPY --link is not supported by Strata yet'],
+    ['ADD --link a /a', 'ADD --link is not supported by Strata yet'],
+    ['COPY --exclude=*.md . /src', 'COPY --exclude is not supported by Strata yet'],
+    ['COPY --parents a/b /dst/', 'COPY --parents is not supported by Strata yet'],
+    ['COPY <<EOF /x\nhello\nEOF', 'COPY with a heredoc source (<<EOF) is not supported by Strata yet'],
+    ['ADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 a /a', 'ADD --checksum is not supported by Strata yet'],
+    ['ADD --keep-git-dir=true src /src', 'ADD --keep-git-dir is not supported by Strata yet'],
+    ['ADD https://example.test/tool.tar.gz /opt/', 'ADD from a URL ("https://example.test/tool.tar.gz") is not supported by Strata yet'],
+    ['ADD git@example.test:o/r.git /src', 'ADD from a git repository ("git@example.test:o/r.git") is not supported by Strata yet'],
+    ['RUN --security=insecure true', 'RUN --security=insecure is not supported by Strata yet'],
+    ['RUN --network=host true', 'RUN --network=host is not allowed on this deployment'],
+    ['RUN --mount=type=ssh true', 'RUN --mount=type=ssh: ssh mounts are not supported by Strata yet'],
+    ['RUN --mount=type=bind,source=.,target=/src,rw true', 'read-write binds of the build context are not supported by Strata yet'],
+    ['RUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF', 'a RUN heredoc run by "python3" is not supported by Strata yet'],
+    ['COPY --from=example.test/tools:1 /t /t', 'COPY --from=example.test/tools:1 takes files from an image, which is not supported by Strata yet'],
+    ['RUN --mount=from=example.test/tools:1,target=/t true', 'RUN --mount=from=example.test/tools:1 takes files from an image'],
+  ])('refuses %j at its line', (ins, message) => {
+    const found = refusals(`FROM scratch\n${ins}\n`);
+    expect(found).toHaveLength(1);
+    expect(found[0][0]).toBe(2);
+    expect(found[0][1]).toContain(message);
+  });
+
+  it('builds what it supports without a word', () => {
+    expect(refusals('FROM scratch\nCOPY --chown=1:1 --chmod=644 a /a\nADD b.tar /b/\nRUN --security=sandbox --network=none --mount=type=cache,target=/c --mount=type=bind,target=/s true\nRUN <<EOF\n#!/bin/bash\necho\nEOF\n')).toEqual([]);
+  });
+
+  it('allows RUN --network=host when the operator does', () => {
+    expect(refusals('FROM scratch\nRUN --network=host true\n', { allowHostNetwork: true })).toEqual([]);
+  });
+
+  it('refuses a FROM --platform other than the build platform, and only in stages the target needs', () => {
+    const text = 'FROM --platform=linux/arm64 scratch AS arm\nCOPY --link a /a\nFROM --platform=$BUILDPLATFORM scratch\n';
+    expect(refusals(text)).toEqual([]);
+    expect(refusals(text, {}, 'arm')).toEqual([
+      [1, 'FROM --platform=linux/arm64 is not supported by Strata: this build makes linux/amd64 images and cannot build a stage for another platform'],
+      [2, 'COPY --link is not supported by Strata yet; remove the flag (the files copied are the same without it)'],
+    ]);
+  });
+
+  it('checks one instruction on its own, as a build checks an ONBUILD trigger', () => {
+    const ins = parseDockerfile('FROM scratch\nCOPY --link a /a\n').stages[0].instructions[0];
+    expect(unsupportedInInstruction(ins)).toEqual([expect.objectContaining({ line: 2, column: 6, severity: 'error' })]);
+  });
+
+  it('reports the refusals in the check, with the lint warnings kept apart', () => {
+    const r = checkDockerfile('FROM scratch AS a\nFROM scratch AS a\nCOPY --link a /a\n');
+    expect(r.errors.map((e) => e.line)).toEqual([3]);
+    expect(r.warnings.map((w) => w.rule)).toContain('DuplicateStageName');
+  });
+});
