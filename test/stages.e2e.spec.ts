@@ -1,3 +1,7 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { importBusybox } from './support/images.js';
 import { api, build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
 
@@ -61,6 +65,59 @@ describe('multi-stage solving', () => {
     expect(result.error.line).toBe(4);
     expect(result.error.message).toMatch(/exited with code 7/);
     expect(result.steps.some((s: Step) => s.instruction === 'RUN sleep 600')).toBe(false);
+  });
+});
+
+describe('a check and a build of the same Dockerfile', () => {
+  let stack: Stack;
+  let token: string;
+  beforeAll(async () => {
+    stack = await startStack();
+    ({ token } = await stack.tenant('agree'));
+    await importBusybox(stack, token);
+  }, 60_000);
+  afterAll(async () => {
+    await stack.close();
+  });
+
+  it('evaluate ARG and ENV as BuildKit does, and the later stage of a repeated name wins', async () => {
+    const dockerfile = [
+      'FROM busybox:1 AS base',
+      'ARG X=1',
+      'ENV A=1',
+      'ENV A=2 B=$A',
+      'ENV PATH=/opt/bin:$PATH',
+      'FROM base AS base',
+      // Each RUN fails the build unless it sees what BuildKit's RUN sees.
+      'RUN test "$X" = 1 && test "$A" = 2 && test "$B" = 1 && test "${PATH%%:*}" = /opt/bin',
+      'EXPOSE 80 53/UDP',
+      '',
+    ].join('\n');
+    const check = await api(stack, token, 'POST', '/v1/dockerfile/check', dockerfile, 'text/plain');
+    expect(check.status).toBe(200);
+    expect(check.json.neededStages).toEqual([0, 1]);
+    expect(check.json.warnings).toContainEqual(expect.objectContaining({ rule: 'DuplicateStageName', line: 6 }));
+    expect(check.json.stages[1].instructions[0].env).toEqual(expect.arrayContaining(['X=1', 'A=2', 'B=1']));
+
+    const result = await build(stack, token, 'repository=agree&tag=1', tarOf(makeDir({ Dockerfile: dockerfile })));
+    expect(result.status).toBe('succeeded');
+    const res = await fetch(`${stack.url}/v1/repositories/agree/tags/1/oci-archive`, { headers: { authorization: `Bearer ${token}` } });
+    const archive = path.join(mkdtempSync(path.join(tmpdir(), 'strata-agree-')), 'image.tar');
+    writeFileSync(archive, Buffer.from(await res.arrayBuffer()));
+    const config = JSON.parse(execFileSync('skopeo', ['inspect', '--config', `oci-archive:${archive}:1`], { encoding: 'utf8' })).config;
+    expect(config.Env[0]).toMatch(/^PATH=\/opt\/bin:/);
+    expect(config.Env).toEqual(expect.arrayContaining(['A=2', 'B=1']));
+    expect(Object.keys(config.ExposedPorts).sort()).toEqual(['53/udp', '80/tcp']);
+  });
+
+  it('refuse what Strata does not build, with the same line and sentence', async () => {
+    const dockerfile = 'FROM busybox:1\n\nCOPY --link a.txt /a.txt\n';
+    const check = await api(stack, token, 'POST', '/v1/dockerfile/check', dockerfile, 'text/plain');
+    expect(check.status).toBe(422);
+    expect(check.json.errors).toEqual([expect.objectContaining({ line: 3, message: 'COPY --link is not supported by Strata yet; remove the flag (the files copied are the same without it)' })]);
+    const result = await build(stack, token, 'repository=refused', tarOf(makeDir({ Dockerfile: dockerfile, 'a.txt': 'a' })));
+    expect(result.status).toBe('failed');
+    expect(result.error).toMatchObject({ line: 3, message: `Dockerfile:3: ${check.json.errors[0].message}` });
   });
 });
 
