@@ -1,6 +1,6 @@
-// The solver: reads a Dockerfile, walks the stages the target needs (independent stages in
-// parallel), and runs each stage's instructions as steps. Knows nothing of S3, Postgres or runc:
-// those come in through EngineDeps.
+// The solver: runs the plan libs/dockerfile makes of a Dockerfile, walking the stages the target
+// needs (independent stages in parallel, at most maxParallelStages at once) and running each stage's
+// instructions as steps. Knows nothing of S3, Postgres or runc: those come in through EngineDeps.
 
 import {
   analyzeDockerfile,

@@ -1,5 +1,5 @@
 // What a step of a build works with: the build it belongs to, its stage's state so far, and the
-// instruction with its expansion and failure helpers, in one object instead of a long parameter list.
+// instruction as the frontend evaluated it, in one object instead of a long parameter list.
 
 import type { ContainerConfig, ImageConfig } from '@strata/oci';
 import type { BuildPlan, EvaluatedStep, StageEnv, StageInstruction } from '@strata/dockerfile';
