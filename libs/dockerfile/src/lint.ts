@@ -207,7 +207,7 @@ function walkStageScopes(globalArgs: ArgInstruction[], stages: Stage[], opts: Sc
   const finished: StageScope[] = [];
   for (const st of stages) {
     const image = expandIn(st.from.image, globals, escapeToken)?.value.toLowerCase() ?? null;
-    const parent = image === null ? -1 : stages.findIndex((s) => s.index < st.index && s.name === image);
+    const parent = image === null ? -1 : stages.findLastIndex((s) => s.index < st.index && s.name === image); // the last earlier stage of the name, as FROM resolves it
     let scope: StageScope;
     if (parent >= 0) scope = { vars: new Map(finished[parent].vars), complete: finished[parent].complete };
     else if (image === 'scratch') scope = { vars: new Map([['PATH', SCRATCH_PATH]]), complete: true };
