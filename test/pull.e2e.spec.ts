@@ -176,6 +176,10 @@ describe('FROM images of other registries', () => {
   let layoutDir: string;
 
   const submit = async (tok: string, repo: string, dockerfile: string, headers: Record<string, string> = {}) => {
+    // The api runs in this process: after a long execFileSync (skopeo, crypt) its keep-alive timer
+    // and the client's are both overdue; let them fire so the POST does not go out on a socket the
+    // server closes at once (ECONNRESET).
+    await new Promise((r) => setTimeout(r, 20));
     const res = await fetch(`${stack.url}/v1/builds?repository=${repo}&tag=1`, {
       method: 'POST',
       headers: { authorization: `Bearer ${tok}`, 'content-type': 'application/x-tar', ...headers },
