@@ -27,7 +27,8 @@ export interface StepIdentity {
 
 /** The cache key: a hash of the step's kind, parent, definition and the ARGs it saw. */
 export function stepCacheKey(step: StepIdentity): string {
-  return sha256(canonicalJson({ v: 1, kind: step.kind, parent: step.parent, definition: step.definition, args: step.args }));
+  // v2: COPY/ADD/WORKDIR layers follow BuildKit's tree rules (symlinks, archives, owners), so v1 entries hold other layers.
+  return sha256(canonicalJson({ v: 2, kind: step.kind, parent: step.parent, definition: step.definition, args: step.args }));
 }
 
 /** What a later build compares with to explain why this step missed. */

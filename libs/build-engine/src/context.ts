@@ -31,11 +31,7 @@ export class ContextSourceError extends Error {
  * tree lives.
  */
 export abstract class BuildContext {
-  protected constructor(
-    readonly ignore: IgnoreMatcher,
-    /** A stage's root filesystem: sources follow symlinks the way the image sees them, never out of the root. */
-    private readonly followSymlinks: boolean,
-  ) {}
+  protected constructor(readonly ignore: IgnoreMatcher) {}
 
   /** The entry at `rel`: parent symlinks are followed inside the tree, the last one only when asked. */
   protected abstract lookup(rel: string, followLast: boolean): Promise<ContextEntry | null>;
@@ -52,13 +48,14 @@ export abstract class BuildContext {
 
   /**
    * The context paths a COPY/ADD source names: a plain path, or a pattern matched component by
-   * component (Go filepath.Match); ignored paths are invisible. Throws when nothing matches, with
-   * the message users know from docker.
+   * component (Go filepath.Match); ignored paths are invisible. A source that is a symlink is what
+   * it points to, as in BuildKit (followed inside the tree, never out of it); symlinks below a
+   * copied directory stay links. Throws when nothing matches, with the message users know from docker.
    */
   async resolve(source: string): Promise<ContextEntry[]> {
     const rel = cleanRelative(source);
     if (!hasGlob(rel)) {
-      const e = rel === '' || !this.ignore.ignores(rel) ? await this.lookup(rel, this.followSymlinks) : null;
+      const e = rel === '' || !this.ignore.ignores(rel) ? await this.lookup(rel, true) : null;
       if (!e) throw new ContextSourceError(`"${source}" not found: it is not in the build context, or .dockerignore excludes it`);
       return [e];
     }
@@ -81,7 +78,7 @@ export abstract class BuildContext {
     const found: ContextEntry[] = [];
     for (const c of current) {
       if (this.ignore.ignores(c)) continue;
-      const e = await this.lookup(c, this.followSymlinks);
+      const e = await this.lookup(c, true);
       if (e) found.push(e);
     }
     if (found.length === 0) throw new ContextSourceError(`"${source}" matches no file in the build context (after .dockerignore)`);
@@ -141,7 +138,7 @@ export class IndexedContext extends BuildContext {
     private readonly materialize: () => Promise<string>,
     ignore: IgnoreMatcher,
   ) {
-    super(ignore, false);
+    super(ignore);
     for (const rel of index.keys()) {
       if (rel === '') continue;
       const slash = rel.lastIndexOf('/');
@@ -238,7 +235,7 @@ export class IndexedRootfs extends BuildContext {
     private readonly liveContent: (layer: string, path: string) => FileContent | undefined,
     private readonly view: () => Promise<string>,
   ) {
-    super(IgnoreMatcher.fromText(null), true);
+    super(IgnoreMatcher.fromText(null));
   }
 
   private entry(at: string, rel: string): ContextEntry | null {

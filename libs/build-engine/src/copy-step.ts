@@ -1,10 +1,14 @@
 // COPY and ADD: resolving sources (the context or another stage), the destination, owner and mode
 // (prepareCopy, which is all the cache key needs), then writing the layer (executeCopy).
 
+import { randomUUID } from 'node:crypto';
 import path from 'node:path/posix';
+import type { Readable } from 'node:stream';
 import type { AddInstruction, CopyInstruction } from '@strata/dockerfile';
-import { type LayerEntry, LayerWriter } from '@strata/oci';
+import { type LayerEntry, parseWhiteout, TarExtractionError } from '@strata/oci';
+import { openArchive, spoolArchive } from './add-archive.js';
 import { type BuildContext, ContextSourceError, type ContextEntry, IndexedRootfs } from './context.js';
+import { DestinationError, LayerTree, stepSeconds, storeFileLayer } from './file-layer.js';
 import type { CachedStep } from './interfaces.js';
 import { resolveOwner, type RootfsIndex } from './rootfs-index.js';
 import type { BuildScope, StageState, StepContext } from './step-context.js';
@@ -15,6 +19,8 @@ export interface PreparedCopy {
   destIsDir: boolean;
   owner: { uid: number; gid: number };
   chmod: number | null;
+  /** ADD from the build context: a source file that is a tar (plain, gzip, bzip2, xz) is unpacked. */
+  archive: boolean;
   /** The image's paths, owners, passwd and group; read lazily (it downloads layers). */
   index: () => Promise<RootfsIndex>;
   context: BuildContext;
@@ -80,6 +86,7 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
     destIsDir,
     owner,
     chmod: chmod === null ? null : parseInt(chmod, 8),
+    archive: ins.keyword === 'ADD',
     index,
     context,
     definition: { kind: ins.keyword, dest, destIsDir, chown: owner, chmod, sources: ins.sources, checksum: checksum.digest },
@@ -88,60 +95,107 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
 }
 
 /** Writes the layer of a prepared COPY or ADD and stores it. */
-export async function executeCopy(build: BuildScope, stage: StageState, p: PreparedCopy): Promise<CachedStep> {
-  const sourceDateEpoch = build.sourceDateEpoch;
-  const image = await p.index();
-  const entries = new Map<string, LayerEntry>();
-  const rel = (abs: string) => abs.replace(/^\/+/, '');
-  const epochMtime = sourceDateEpoch ?? 0;
-  // Parents of what we write: kept as they are in the image when they exist, created root-owned 0755 otherwise.
-  const addParents = (target: string) => {
-    const parts = rel(target).split('/').slice(0, -1);
-    for (let n = 1; n <= parts.length; n++) {
-      const dir = parts.slice(0, n).join('/');
-      if (entries.has(dir)) continue;
-      const existing = image.paths.get(dir);
-      entries.set(dir, existing
-        ? { type: 'directory', path: dir, mode: existing.mode, uid: existing.uid, gid: existing.gid, mtime: existing.mtime }
-        : { type: 'directory', path: dir, mode: 0o755, uid: 0, gid: 0, mtime: epochMtime });
-    }
-  };
-  const put = (target: string, e: ContextEntry) => {
-    const pth = rel(target);
-    if (pth === '') return;
-    addParents(target);
+export async function executeCopy(build: BuildScope, stage: StageState, p: PreparedCopy, fail: (message: string) => never): Promise<CachedStep> {
+  const tree = new LayerTree(await p.index(), { ...p.owner, mtime: stepSeconds(build) });
+  try {
+    await planCopy(build, tree, p);
+  } catch (e) {
+    if (e instanceof DestinationError || e instanceof TarExtractionError) fail(e.message);
+    throw e;
+  }
+  return storeFileLayer(build, stage, [...tree.entries.values()]);
+}
+
+/** Places every source entry in the layer as BuildKit's copy does. */
+async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Promise<void> {
+  const entry = (at: string, e: ContextEntry): LayerEntry => {
+    // --chmod applies to everything copied but links; the destination directory keeps its own mode.
     const mode = p.chmod ?? e.mode;
-    const base = { path: pth, uid: p.owner.uid, gid: p.owner.gid, mtime: e.mtime };
-    if (e.type === 'directory') entries.set(pth, { ...base, type: 'directory', mode });
-    else if (e.type === 'symlink') entries.set(pth, { ...base, type: 'symlink', target: e.linkTarget!, mode: 0o777 });
-    else entries.set(pth, { ...base, type: 'file', mode, content: p.context.content(e) });
+    const base = { path: at, uid: p.owner.uid, gid: p.owner.gid, mtime: e.mtime };
+    if (e.type === 'directory') return { ...base, type: 'directory', mode };
+    if (e.type === 'symlink') return { ...base, type: 'symlink', target: e.linkTarget!, mode: 0o777 };
+    return { ...base, type: 'file', mode, content: p.context.content(e) };
   };
+  const join = (dir: string, name: string) => (dir === '' ? name : `${dir}/${name}`);
   for (const src of p.sources) {
     if (src.type === 'directory') {
-      // A directory's contents go into the destination; the destination itself takes the owner.
-      const destDir = p.dest;
-      if (rel(destDir) !== '') {
-        addParents(destDir);
-        const existing = image.paths.get(rel(destDir));
-        entries.set(rel(destDir), { type: 'directory', path: rel(destDir), mode: existing?.mode ?? 0o755, uid: p.chmod !== null || p.owner.uid !== 0 ? p.owner.uid : existing?.uid ?? 0, gid: p.owner.gid !== 0 ? p.owner.gid : existing?.gid ?? 0, mtime: existing?.mtime ?? epochMtime });
-      }
+      // A directory's contents go into the destination, created (0755, the --chown owner) if missing.
+      const destDir = tree.resolve(p.dest);
+      tree.mkdirAll(destDir);
       for await (const e of p.context.walk(src)) {
         if (e === src) continue;
-        const sub = e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1);
-        put(path.join(destDir, sub), e);
+        tree.put(entry(join(destDir, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e));
       }
+      continue;
+    }
+    if (p.archive) {
+      const tar = await openArchive(p.context.content(src));
+      if (tar) {
+        // An archive unpacks into the destination, named with a slash or not.
+        const destDir = tree.resolve(p.dest);
+        tree.mkdirAll(destDir);
+        await unpackInto(tree, destDir, tar, `${await build.live.scratch()}/${randomUUID()}.spool`);
+        continue;
+      }
+    }
+    let target: string;
+    if (p.destIsDir) {
+      const dir = tree.resolve(p.dest);
+      tree.mkdirAll(dir);
+      target = join(dir, path.basename(src.rel));
     } else {
-      const target = p.destIsDir ? path.join(p.dest, path.basename(src.rel)) : p.dest;
-      put(target, src);
+      // A destination that is (or leads to) a directory receives the file under its own name.
+      const real = tree.resolve(p.dest);
+      target = tree.typeAt(real) === 'directory' ? join(real, path.basename(src.rel)) : real;
+    }
+    if (target === '') continue;
+    tree.put(entry(target, src));
+  }
+}
+
+/**
+ * Unpacks an archive's entries under `destDir` as Docker's untar does: owners, modes and times
+ * from the archive (not --chown), leading "/" dropped, parents followed through the image's
+ * symlinks; an entry escaping with ".." is refused, as are devices, fifos and whiteouts.
+ */
+async function unpackInto(tree: LayerTree, destDir: string, tar: Readable, spoolPath: string): Promise<void> {
+  const at = (name: string): string | null => {
+    const parts: string[] = [];
+    for (const part of name.split('/')) {
+      if (part === '' || part === '.') continue;
+      if (part === '..') {
+        if (parts.length === 0) throw new TarExtractionError(name, 'path climbs out of the destination');
+        parts.pop();
+      } else parts.push(part);
+    }
+    if (parts.length === 0) return null;
+    const name_ = parts.pop()!;
+    const parent = parts.length === 0 ? destDir : tree.resolve(`/${destDir}/${parts.join('/')}`);
+    return parent === '' ? name_ : `${parent}/${name_}`;
+  };
+  for await (const { header, content } of spoolArchive(tar, spoolPath)) {
+    const target = at(header.name);
+    if (target === null) continue; // "./": the destination exists already
+    if (parseWhiteout(path.basename(target))) throw new TarExtractionError(header.name, 'whiteout entries are not allowed in an ADD archive');
+    const meta = { path: target, mode: header.mode, uid: header.uid, gid: header.gid, mtime: Math.floor(header.mtime), ...(Object.keys(header.xattrs).length > 0 ? { xattrs: header.xattrs } : {}) };
+    switch (header.type) {
+      case 'directory':
+        tree.put({ ...meta, type: 'directory' });
+        break;
+      case 'file':
+        tree.put({ ...meta, type: 'file', content: content! });
+        break;
+      case 'symlink':
+        tree.put({ ...meta, type: 'symlink', target: header.linkname });
+        break;
+      case 'hardlink': {
+        const linked = at(header.linkname);
+        if (linked === null || tree.entries.get(linked)?.type !== 'file') throw new TarExtractionError(header.name, `hard link target ${JSON.stringify(header.linkname)} is not a file earlier in the archive`);
+        tree.put({ ...meta, type: 'hardlink', target: linked });
+        break;
+      }
+      default:
+        throw new TarExtractionError(header.name, `${header.type} entries are not supported in an ADD archive`);
     }
   }
-  const layerEntries = [...entries.values()];
-  // A RUN later in this stage stacks on this layer: unpack it here while it is compressed and stored.
-  const rootfs = build.deps.rootfs;
-  const adopt = stage.runFollows && rootfs?.adopt ? rootfs.adopt(() => new LayerWriter({ clampMtime: sourceDateEpoch, compression: 'none' }).pack(layerEntries).stream) : null;
-  adopt?.catch(() => undefined);
-  const layer = await build.live.store(new LayerWriter({ clampMtime: sourceDateEpoch }).pack(layerEntries), layerEntries, sourceDateEpoch);
-  // Failing to unpack it here only means the RUN unpacks it itself.
-  await adopt?.catch(() => undefined);
-  return { layer };
 }

@@ -55,14 +55,15 @@ async function planStep(ctx: StepContext): Promise<PlannedStep> {
   const instruction = ins.original.trim();
   if (isMetadataStep(ctx)) {
     const m = applyMetadataStep(ctx);
-    return { definition: m.definition, createdBy: m.createdBy ?? instruction, fsStep: false, execute: null, label: ins.keyword };
+    // WORKDIR writes a layer (the directory) besides changing the config.
+    return { definition: m.definition, createdBy: m.createdBy ?? instruction, fsStep: m.layer !== undefined, execute: m.layer ?? null, label: ins.keyword };
   }
   if (ins.keyword === 'COPY' || ins.keyword === 'ADD') {
     const prepared = await prepareCopy(ctx as StepContext<typeof ins>);
     return {
       definition: prepared.definition, createdBy: `${instruction} # buildkit`, fsStep: true, files: prepared.files,
       label: `${ins.keyword} ${ins.sources.join(' ')}`,
-      execute: () => executeCopy(build, stage, prepared),
+      execute: () => executeCopy(build, stage, prepared, ctx.fail),
     };
   }
   if (ins.keyword === 'RUN') {

@@ -1,6 +1,9 @@
 // What one build has written and where it still has it: uploads in flight, the sources of each
 // layer's files (for COPY --from), and the uncompressed tars a RUN stacked on them unpacks.
 
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { type Digest, type FileContent, type LayerEntry, LayerWriter, normalizeLayerPath, type PackedLayer } from '@strata/oci';
 import type { ImageLayer, StageResult } from './build-input.js';
@@ -25,6 +28,9 @@ export class LiveLayers {
   private readonly pending: Array<Promise<unknown>> = [];
   /** Read-only views of stages that COPY --from reads, one per stage, released when the build ends. */
   private readonly views = new Map<StageResult, Promise<RootfsView>>();
+
+  /** Files layers of this build read until it ends (an ADD archive's bodies), removed on release. */
+  private scratchDir: Promise<string> | null = null;
 
   constructor(
     private readonly layers: LayerSink,
@@ -106,10 +112,18 @@ export class LiveLayers {
     await Promise.allSettled(this.pending);
   }
 
-  /** Releases the stage views. */
+  /** A directory for files this build's layers are written from; it lives until {@link release}. */
+  scratch(): Promise<string> {
+    return (this.scratchDir ??= mkdtemp(path.join(tmpdir(), 'strata-build-')));
+  }
+
+  /** Releases the stage views and the scratch directory. */
   async release(): Promise<void> {
     const views = [...this.views.values()];
     this.views.clear();
     for (const view of views) await view.then((v) => v.release()).catch(() => undefined);
+    const scratch = this.scratchDir;
+    this.scratchDir = null;
+    if (scratch) await rm(await scratch, { recursive: true, force: true }).catch(() => undefined);
   }
 }

@@ -3,12 +3,16 @@
 // goes into its cache key.
 
 import { type CommandLine, exposedPortKeys, type StageInstruction } from '@strata/dockerfile';
+import { executeWorkdir } from './file-layer.js';
+import type { CachedStep } from './interfaces.js';
 import type { StepContext } from './step-context.js';
 
 /** What a metadata step did: the definition its cache key hashes, and its history line when not the instruction itself. */
 export interface MetadataStep {
   definition: unknown;
   createdBy?: string;
+  /** WORKDIR: the layer that creates the directory, written on a cache miss. */
+  layer?: () => Promise<CachedStep>;
 }
 
 type Keyword = Exclude<StageInstruction['keyword'], 'COPY' | 'ADD' | 'RUN'>;
@@ -32,9 +36,13 @@ const handlers: { [K in Keyword]: Handler<K> } = {
     cfg.Labels = labels;
     return { definition: { labels } };
   },
-  WORKDIR({ cfg, evaluated }) {
-    cfg.WorkingDir = evaluated.workdir;
-    return { definition: { workdir: cfg.WorkingDir } };
+  WORKDIR({ cfg, evaluated, build, stage, fail }) {
+    const workdir = evaluated.workdir;
+    cfg.WorkingDir = workdir;
+    // As BuildKit: the directory is made in the image, owned by the USER of the moment; `/` makes no layer.
+    if (workdir === '/') return { definition: { workdir } };
+    const user = cfg.User ?? '';
+    return { definition: { workdir, user }, layer: () => executeWorkdir(build, stage, workdir, user, fail) };
   },
   USER({ ins, cfg }) {
     cfg.User = ins.user;
