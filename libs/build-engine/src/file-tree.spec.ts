@@ -1,0 +1,277 @@
+// COPY, ADD and WORKDIR give the file tree BuildKit gives (what dockerd 20.10 was seen to do is in
+// each test's name), checked in memory: a fake blob store, a merged-/usr base made with the layer
+// writer, and the resulting image's layers stacked back into one tree.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
+import { pack } from 'tar-stream';
+import { type Digest, indexTar, type LayerEntry, LayerWriter, PackReader, readTarEntries } from '@strata/oci';
+import { IndexedContext } from './context.js';
+import type { CachedStep, LayerSink } from './interfaces.js';
+import { BuildEngine } from './solver.js';
+
+async function bytesOf(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+function memorySink(): LayerSink & { blobs: Map<string, Buffer> } {
+  const blobs = new Map<string, Buffer>();
+  return {
+    blobs,
+    async store(layer) {
+      const bytes = await bytesOf(layer.stream);
+      const r = await layer.result;
+      blobs.set(r.digest, bytes);
+      return { descriptor: r.descriptor, diffId: r.diffId };
+    },
+    has: async (d: Digest) => blobs.has(d),
+    open: async (d: Digest) => Readable.from([blobs.get(d)!]),
+  };
+}
+
+/** A tar made of entries, uncompressed (an archive for ADD, or a build context). */
+async function tarOf(entries: LayerEntry[]): Promise<Buffer> {
+  return bytesOf(new LayerWriter({ compression: 'none' }).pack(entries).stream);
+}
+
+/** A tar whose one entry climbs out with "..", which the layer writer would never write. */
+async function escapingTar(): Promise<Buffer> {
+  const p = pack();
+  p.entry({ name: 'a/../../escape', size: 1 }, 'x');
+  p.finalize();
+  return bytesOf(p as unknown as Readable);
+}
+
+const passwd = 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nsvc:x:1001:1002::/:/bin/sh\n';
+
+/** A Debian-like base: /bin -> usr/bin, a relative chain and an absolute link to directories, a loop, a dangling link. */
+const BASE: LayerEntry[] = [
+  { type: 'directory', path: 'usr', mode: 0o755 },
+  { type: 'directory', path: 'usr/bin', mode: 0o755 },
+  { type: 'file', path: 'usr/bin/sh', mode: 0o755, content: Buffer.from('#!sh') },
+  { type: 'directory', path: 'usr/share', mode: 0o755 },
+  { type: 'directory', path: 'usr/local', mode: 0o755 },
+  { type: 'directory', path: 'usr/share/existing', mode: 0o750, uid: 7, gid: 8 },
+  { type: 'symlink', path: 'bin', target: 'usr/bin' },
+  { type: 'symlink', path: 'l1', target: 'l2' },
+  { type: 'symlink', path: 'l2', target: 'usr/share' },
+  { type: 'symlink', path: 'abs', target: '/usr/local' },
+  { type: 'symlink', path: 'loop1', target: 'loop2' },
+  { type: 'symlink', path: 'loop2', target: 'loop1' },
+  { type: 'symlink', path: 'dangling', target: '/nonexistent/dir' },
+  { type: 'directory', path: 'etc', mode: 0o755 },
+  { type: 'file', path: 'etc/passwd', content: Buffer.from(passwd) },
+  { type: 'file', path: 'etc/group', content: Buffer.from('root:x:0:\napp:x:1000:\nsvcg:x:1002:\n') },
+  { type: 'directory', path: 'opt', mode: 0o700, uid: 5, gid: 6 },
+  { type: 'directory', path: 'tmp', mode: 0o1777 },
+];
+
+const ARCHIVE: LayerEntry[] = [
+  { type: 'file', path: 'top.txt', content: Buffer.from('top'), uid: 1234, gid: 4321, mtime: 1_000_000 },
+  { type: 'directory', path: 'x', mode: 0o705, uid: 1234, gid: 4321 },
+  { type: 'file', path: 'x/y/z.txt', content: Buffer.from('inner'), uid: 1234, gid: 4321 },
+  { type: 'hardlink', path: 'x/hard', target: 'top.txt' },
+  { type: 'symlink', path: 'x/abs', target: '/etc/passwd' },
+];
+
+interface Node {
+  type: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  target?: string;
+  content?: string;
+}
+
+describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
+  let sink: ReturnType<typeof memorySink>;
+  let base: { descriptor: { digest: Digest; size: number; mediaType: string }; diffId: Digest };
+  let context: IndexedContext;
+
+  beforeAll(async () => {
+    sink = memorySink();
+    const packed = new LayerWriter().pack(BASE);
+    const stored = await sink.store(packed);
+    base = stored as typeof base;
+    const archive = await tarOf(ARCHIVE);
+    const tool = (cmd: string) => execFileSync(cmd, ['-c'], { input: archive });
+    const ctxTar = await tarOf([
+      { type: 'file', path: 'f.txt', content: Buffer.from('hello\n') },
+      { type: 'file', path: 'tool', mode: 0o755, content: Buffer.from('#!/bin/sh\n') },
+      { type: 'directory', path: 'dir', mode: 0o750 },
+      { type: 'file', path: 'dir/a.txt', content: Buffer.from('a') },
+      { type: 'directory', path: 'dir/sub', mode: 0o700 },
+      { type: 'file', path: 'dir/sub/b.txt', content: Buffer.from('b') },
+      { type: 'symlink', path: 'dir/ln', target: 'a.txt' },
+      { type: 'symlink', path: 'link', target: 'f.txt' },
+      { type: 'symlink', path: 'chain1', target: 'chain2' },
+      { type: 'symlink', path: 'chain2', target: 'f.txt' },
+      { type: 'symlink', path: 'dlink', target: 'dir' },
+      { type: 'file', path: 'arch.tar', content: archive },
+      { type: 'file', path: 'arch.tar.gz', content: gzipSync(archive) },
+      { type: 'file', path: 'arch.tar.bz2', content: tool('bzip2') },
+      { type: 'file', path: 'arch.tar.xz', content: tool('xz') },
+      { type: 'file', path: 'data.bin', content: gzipSync(archive) },
+      { type: 'file', path: 'notar.tar', content: Buffer.from('not a tar\n') },
+      { type: 'file', path: 'empty.tar', content: Buffer.alloc(1024) },
+      { type: 'file', path: 'evil.tar', content: await escapingTar() },
+    ]);
+    const pack = path.join(mkdtempSync(path.join(tmpdir(), 'file-tree-ctx-')), 'pack');
+    const { index } = await indexTar(Readable.from([ctxTar]), pack);
+    context = await IndexedContext.open(index, await PackReader.open(pack), async () => {
+      throw new Error('no directory needed');
+    });
+  });
+
+  /** Builds `lines` FROM the base and returns the image's tree: path → node, plus each step's layer. */
+  async function build(lines: string, buildArgs: Record<string, string> = {}) {
+    const cache = new Map<string, CachedStep>();
+    const engine = new BuildEngine({
+      images: {
+        resolve: async () => ({
+          ref: 'base:1',
+          source: 'registry',
+          manifestDigest: 'sha256:0' as Digest,
+          config: { architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [base.diffId] }, history: [{ created_by: 'base' }] },
+          layers: [base.descriptor],
+        }),
+      },
+      layers: sink,
+      cache: { get: async (k) => cache.get(k) ?? null, put: async (k, v) => void cache.set(k, v) },
+    });
+    const out = await engine.build({ dockerfile: `FROM base:1\n${lines}\n`, dockerfilePath: 'Dockerfile', context, buildArgs });
+    const tree = new Map<string, Node>();
+    const layers: Array<Map<string, Node>> = [];
+    for (const l of out.image.layers) {
+      const layer = new Map<string, Node>();
+      for await (const { header, body } of readTarEntries(Readable.from([sink.blobs.get(l.descriptor.digest)!]))) {
+        const content = header.type === 'file' ? (await bytesOf(body)).toString('utf8') : undefined;
+        if (content === undefined) body.resume();
+        const node: Node = { type: header.type, mode: header.mode, uid: header.uid, gid: header.gid, ...(header.linkname ? { target: header.linkname } : {}), ...(content !== undefined ? { content } : {}) };
+        layer.set(header.name.replace(/^\.?\//, ''), node);
+        tree.set(header.name.replace(/^\.?\//, ''), node);
+      }
+      layers.push(layer);
+    }
+    return { tree, layers: layers.slice(1), config: out.image.config, history: out.image.config.history ?? [] };
+  }
+
+  it('WORKDIR creates the directory and its missing parents 0755 owned by USER; existing ones are untouched (dockerd: /opt stays 0700 5:6)', async () => {
+    const { tree, layers, history, config } = await build('USER app\nWORKDIR /w1/w2\nWORKDIR /opt/sub\nUSER 1001\nWORKDIR /usr/share/existing/n1\nUSER svc:root\nWORKDIR /svcdir\nUSER nosuch\nWORKDIR /nouser');
+    expect(tree.get('w1')).toMatchObject({ type: 'directory', mode: 0o755, uid: 1000, gid: 1000 });
+    expect(tree.get('w1/w2')).toMatchObject({ type: 'directory', mode: 0o755, uid: 1000, gid: 1000 });
+    expect(tree.get('opt')).toMatchObject({ mode: 0o700, uid: 5, gid: 6 });
+    expect(tree.get('opt/sub')).toMatchObject({ uid: 1000, gid: 1000 });
+    // A number is uid and gid both; names come from the image's passwd and group; an unknown user gives root.
+    expect(tree.get('usr/share/existing')).toMatchObject({ mode: 0o750, uid: 7, gid: 8 });
+    expect(tree.get('usr/share/existing/n1')).toMatchObject({ uid: 1001, gid: 1001 });
+    expect(tree.get('svcdir')).toMatchObject({ uid: 1001, gid: 0 });
+    expect(tree.get('nouser')).toMatchObject({ uid: 0, gid: 0 });
+    expect(layers).toHaveLength(5);
+    expect(history.filter((h) => h.created_by?.startsWith('WORKDIR')).every((h) => !h.empty_layer)).toBe(true);
+    expect(config.config?.WorkingDir).toBe('/nouser');
+  });
+
+  it('WORKDIR of an existing directory makes an empty layer, WORKDIR / none; through symlinks it creates the real path (dockerd: /abs/x is usr/local/x)', async () => {
+    const { tree, layers, history, config } = await build('WORKDIR /tmp\nWORKDIR /abs/x\nWORKDIR /l1/viachain\nWORKDIR /bin\nWORKDIR rel/inner\nWORKDIR /');
+    expect(layers[0].size).toBe(0);
+    expect(tree.get('usr/local/x')).toMatchObject({ type: 'directory', mode: 0o755 });
+    expect(tree.get('usr/share/viachain')).toMatchObject({ type: 'directory' });
+    expect(tree.get('usr/bin/rel/inner')).toMatchObject({ type: 'directory' });
+    expect(tree.get('bin')).toMatchObject({ type: 'symlink', target: 'usr/bin' });
+    expect(tree.has('abs/x')).toBe(false);
+    expect(layers[3].size).toBe(0);
+    expect(layers).toHaveLength(5);
+    expect(history.at(-1)).toMatchObject({ created_by: 'WORKDIR /', empty_layer: true });
+    expect(config.config?.WorkingDir).toBe('/');
+  });
+
+  it('WORKDIR through a link loop fails on its line', async () => {
+    await expect(build('WORKDIR /loop1/w')).rejects.toThrow(/Dockerfile:2: .*too many levels of symbolic links/);
+  });
+
+  it('COPY --chown owns every directory it creates; existing destinations and parents keep theirs; without --chown the destination is 0755 root, not the source mode', async () => {
+    const { tree } = await build('COPY --chown=1000:1000 f.txt /c1/c2/c3/\nCOPY --chown=app dir /c4/d/\nCOPY dir /c5/\nCOPY --chown=1000:1000 dir /opt/');
+    for (const d of ['c1', 'c1/c2', 'c1/c2/c3', 'c4', 'c4/d']) expect([d, tree.get(d)]).toEqual([d, expect.objectContaining({ type: 'directory', mode: 0o755, uid: 1000, gid: 1000 })]);
+    expect(tree.get('c1/c2/c3/f.txt')).toMatchObject({ uid: 1000, gid: 1000, content: 'hello\n' });
+    expect(tree.get('c4/d/sub')).toMatchObject({ mode: 0o700, uid: 1000 });
+    expect(tree.get('c5')).toMatchObject({ mode: 0o755, uid: 0, gid: 0 });
+    expect(tree.get('opt')).toMatchObject({ mode: 0o700, uid: 5, gid: 6 });
+    expect(tree.get('opt/a.txt')).toMatchObject({ uid: 1000, gid: 1000 });
+  });
+
+  it('a symlink named as a source is copied as what it points to (chains, directories, globs); links inside a copied directory stay links', async () => {
+    const { tree } = await build('COPY link /s1/\nCOPY chain1 /s2/\nCOPY dlink /s3/\nCOPY l* /s5/\nCOPY link /s6/named\nCOPY dir/ln /s7/\nCOPY dir /s8/');
+    expect(tree.get('s1/link')).toMatchObject({ type: 'file', mode: 0o644, content: 'hello\n' });
+    expect(tree.get('s2/chain1')).toMatchObject({ type: 'file', content: 'hello\n' });
+    expect(tree.get('s3/a.txt')).toMatchObject({ type: 'file', content: 'a' });
+    expect(tree.get('s3/ln')).toMatchObject({ type: 'symlink', target: 'a.txt' });
+    expect(tree.get('s5/link')).toMatchObject({ type: 'file', content: 'hello\n' });
+    expect(tree.get('s6/named')).toMatchObject({ type: 'file', content: 'hello\n' });
+    expect(tree.get('s7/ln')).toMatchObject({ type: 'file', content: 'a' });
+    expect(tree.get('s8/ln')).toMatchObject({ type: 'symlink', target: 'a.txt' });
+  });
+
+  it('destinations follow the image symlinks: /bin/tool is usr/bin/tool and /bin stays a link (relative chains, absolute and dangling links too)', async () => {
+    const { tree } = await build('COPY tool /bin/tool\nCOPY tool /l1/tool\nCOPY tool /abs/tool2\nCOPY f.txt /bin\nCOPY tool /dangling\nCOPY f.txt /tmp');
+    expect(tree.get('bin')).toMatchObject({ type: 'symlink', target: 'usr/bin' });
+    expect(tree.get('usr/bin/tool')).toMatchObject({ type: 'file', mode: 0o755 });
+    expect(tree.get('usr/bin/sh')).toMatchObject({ type: 'file' });
+    expect(tree.get('usr/share/tool')).toMatchObject({ type: 'file' });
+    expect(tree.get('usr/local/tool2')).toMatchObject({ type: 'file' });
+    // An existing directory named without a slash receives the file under its own name.
+    expect(tree.get('usr/bin/f.txt')).toMatchObject({ type: 'file', content: 'hello\n' });
+    expect(tree.get('tmp')).toMatchObject({ type: 'directory', mode: 0o1777 });
+    expect(tree.get('tmp/f.txt')).toMatchObject({ type: 'file' });
+    // BuildKit writes through a dangling link, creating its target's parents.
+    expect(tree.get('dangling')).toMatchObject({ type: 'symlink', target: '/nonexistent/dir' });
+    expect(tree.get('nonexistent/dir')).toMatchObject({ type: 'file', mode: 0o755 });
+    for (const p of tree.keys()) expect(p.startsWith('bin/') || p.startsWith('abs/') || p.startsWith('l1/')).toBe(false);
+  });
+
+  it('refuses a destination through a link loop or through a file, naming the line', async () => {
+    await expect(build('COPY f.txt /loop1/x')).rejects.toThrow(/Dockerfile:2: COPY: \/loop1\/x: too many levels of symbolic links/);
+    await expect(build('COPY f.txt /etc/passwd/x')).rejects.toThrow(/Dockerfile:2: COPY: \/etc\/passwd is not a directory/);
+    await expect(build('COPY f.txt /sf\nCOPY f.txt /sf/')).rejects.toThrow(/Dockerfile:3: COPY: \/sf is not a directory/);
+  });
+
+  it('ADD unpacks tar, gzip, bzip2 and xz archives by content, keeping their owners; other files are copied (dockerd: named.tar becomes a directory)', async () => {
+    const { tree } = await build(
+      'ADD arch.tar /a1/\nADD arch.tar.gz /a2/\nADD arch.tar.bz2 /a3/\nADD arch.tar.xz /a4/\nADD data.bin /a5/\nADD notar.tar /a6/\nADD arch.tar /a7/named.tar\nADD --chown=1000:1000 arch.tar /a8/\nCOPY arch.tar /a9/\nADD empty.tar /a10/\nADD arch.tar /bin/',
+    );
+    for (const d of ['a1', 'a2', 'a3', 'a4', 'a5', 'a7/named.tar', 'usr/bin']) {
+      expect([d, tree.get(`${d}/top.txt`)]).toEqual([d, expect.objectContaining({ type: 'file', uid: 1234, gid: 4321, content: 'top' })]);
+      expect([d, tree.get(`${d}/x`)]).toEqual([d, expect.objectContaining({ type: 'directory', mode: 0o705 })]);
+      expect([d, tree.get(`${d}/x/y/z.txt`)]).toEqual([d, expect.objectContaining({ content: 'inner' })]);
+      expect([d, tree.get(`${d}/x/hard`)]).toEqual([d, expect.objectContaining({ type: 'hardlink', target: `${d}/top.txt` })]);
+      expect([d, tree.get(`${d}/x/abs`)]).toEqual([d, expect.objectContaining({ type: 'symlink', target: '/etc/passwd' })]);
+    }
+    expect(tree.get('a1')).toMatchObject({ mode: 0o755, uid: 0, gid: 0 });
+    expect(tree.get('a6/notar.tar')).toMatchObject({ type: 'file', content: 'not a tar\n' });
+    expect(tree.get('a8')).toMatchObject({ uid: 1000, gid: 1000 });
+    expect(tree.get('a8/top.txt')).toMatchObject({ uid: 1234, gid: 4321 });
+    expect(tree.get('a9/arch.tar')).toMatchObject({ type: 'file' });
+    expect(tree.get('a10/empty.tar')).toMatchObject({ type: 'file' });
+    expect(tree.get('bin')).toMatchObject({ type: 'symlink', target: 'usr/bin' });
+  });
+
+  it('ADD refuses an archive entry that climbs out of the destination, naming the line', async () => {
+    await expect(build('ADD evil.tar /e/')).rejects.toThrow(/Dockerfile:2: ADD: refusing tar entry "a\/..\/..\/escape"/);
+  });
+
+  it('COPY --chmod sets files and directories copied, not the destination directory nor links', async () => {
+    const { tree } = await build('COPY --chmod=0640 f.txt /m1/\nCOPY --chmod=711 dir /m4/\nCOPY --chmod=600 --chown=app f.txt /m3/x/');
+    expect(tree.get('m1/f.txt')).toMatchObject({ mode: 0o640 });
+    expect(tree.get('m4')).toMatchObject({ mode: 0o755 });
+    expect(tree.get('m4/sub')).toMatchObject({ mode: 0o711 });
+    expect(tree.get('m4/a.txt')).toMatchObject({ mode: 0o711 });
+    expect(tree.get('m4/ln')).toMatchObject({ type: 'symlink', mode: 0o777 });
+    expect(tree.get('m3/x')).toMatchObject({ mode: 0o755, uid: 1000, gid: 1000 });
+    expect(tree.get('m3/x/f.txt')).toMatchObject({ mode: 0o600, uid: 1000 });
+  });
+});
