@@ -2,136 +2,31 @@
 // image Strata built and runs it, `docker push` and `buildah push` land in a tenant's namespace, and
 // what docker pushed comes back through skopeo and unpacks with umoci. Every client authenticates
 // with the Docker token flow, using a Strata API token as the password.
-// dockerd is started by this file (own data/exec root and unix socket under a temp dir, no bridge,
-// no iptables) and always stopped in afterAll. If it cannot start here, the suite fails: no skips.
+// dockerd is started by this file (test/support/dockerd.ts) and always stopped in afterAll. If it
+// cannot start here, the suite fails: no skips.
 import { jest } from '@jest/globals';
-import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
+import { type Dockerd, run, startDockerd } from './support/dockerd.js';
 import { api, build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
 import { busyboxRootfs } from './support/images.js';
 
 jest.setTimeout(240_000);
 
-const execFileP = promisify(execFile);
-const DOCKER = '/usr/bin/docker'; // 20.10; the `docker` first on PATH is a different client.
-
-async function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
-  try {
-    const { stdout } = await execFileP(cmd, args, { env, maxBuffer: 256 * 1024 * 1024 });
-    return stdout;
-  } catch (e: any) {
-    throw new Error(`${cmd} ${args.join(' ')} failed (${e.code ?? e.signal}): ${String(e.stderr || e.stdout || e.message).slice(-3000)}`);
-  }
-}
-
-function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const t = setTimeout(() => resolve(false), ms);
-    child.once('exit', () => {
-      clearTimeout(t);
-      resolve(true);
-    });
-  });
-}
-
 describe('registry peers: docker 20.10, buildah, skopeo and umoci against /v2 with token auth', () => {
   let stack: Stack;
   let host: string;
   let tenant: { tenantId: string; token: string; name: string };
-  // Short path: dockerd's and containerd's unix sockets must fit in 108 bytes.
+  let dockerd: Dockerd;
   const work = mkdtempSync(path.join(tmpdir(), 'srp-'));
-  const d = path.join(work, 'd');
-  const dockerLog = path.join(work, 'dockerd.log');
-  let dockerd: ChildProcess | null = null;
   let rootfs: string;
   let rootfsTar: string;
-  const dockerEnv = {
-    PATH: process.env.PATH,
-    HOME: work,
-    DOCKER_HOST: `unix://${d}/docker.sock`,
-    DOCKER_CONFIG: path.join(work, 'docker-config'),
-    DOCKER_CLI_HINTS: 'false',
-  };
-  const docker = (...args: string[]) => run(DOCKER, args, dockerEnv);
+  const docker = (...args: string[]) => dockerd.docker(...args);
   const skopeo = (...args: string[]) => run('skopeo', args, { ...process.env, HOME: work });
   const buildahRoot = path.join(work, 'buildah');
   const buildah = (...args: string[]) =>
     run('buildah', ['--root', path.join(buildahRoot, 'root'), '--runroot', path.join(buildahRoot, 'run'), '--storage-driver', 'vfs', ...args], { ...process.env, HOME: work });
-
-  async function startDockerd(): Promise<void> {
-    mkdirSync(d, { recursive: true });
-    const out = openSync(dockerLog, 'a');
-    dockerd = spawn(
-      '/usr/sbin/dockerd',
-      [
-        '--storage-driver', 'overlay2', '--data-root', path.join(d, 'data'), '--exec-root', path.join(d, 'exec'),
-        '--pidfile', path.join(d, 'docker.pid'), '-H', `unix://${d}/docker.sock`,
-        '--bridge=none', '--iptables=false', '--ip-forward=false', '--ip-masq=false',
-      ],
-      { env: { PATH: process.env.PATH }, stdio: ['ignore', out, out] },
-    );
-    const until = Date.now() + 60_000;
-    for (;;) {
-      try {
-        await docker('version', '--format', '{{.Server.Version}}');
-        return;
-      } catch (e) {
-        const exited = dockerd.exitCode !== null || dockerd.signalCode !== null;
-        if (exited || Date.now() > until) {
-          const tail = existsSync(dockerLog) ? readFileSync(dockerLog, 'utf8').split('\n').slice(-25).join('\n') : '';
-          throw new Error(`dockerd 20.10 could not start in this environment (${exited ? `exited ${dockerd.exitCode ?? dockerd.signalCode}` : 'not ready in 60 s'}): ${(e as Error).message}\n--- dockerd log tail ---\n${tail}`);
-        }
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    }
-  }
-
-  async function stopDockerd(): Promise<void> {
-    const child = dockerd;
-    if (child && child.pid !== undefined) {
-      try {
-        process.kill(child.pid, 'SIGTERM');
-      } catch {
-        /* already gone */
-      }
-      if (!(await waitExit(child, 20_000))) {
-        try {
-          process.kill(child.pid, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-        await waitExit(child, 5_000);
-      }
-    }
-    // The containerd dockerd started for itself: stopped with it on a clean exit; after a SIGKILL, by its own pid.
-    const ctrPid = path.join(d, 'exec/containerd/containerd.pid');
-    if (existsSync(ctrPid)) {
-      const pid = Number(readFileSync(ctrPid, 'utf8').trim());
-      try {
-        if (pid > 0) process.kill(pid, 'SIGTERM');
-      } catch {
-        /* gone */
-      }
-    }
-    // Overlay, shm and netns mounts left under the work dir would make rm fail.
-    const mounts = readFileSync('/proc/mounts', 'utf8')
-      .split('\n')
-      .map((l) => l.split(' ')[1])
-      .filter((m): m is string => !!m && m.startsWith(`${work}/`))
-      .sort()
-      .reverse();
-    for (const m of mounts) {
-      try {
-        execFileSync('umount', ['-l', m]);
-      } catch {
-        /* best effort */
-      }
-    }
-  }
 
   beforeAll(async () => {
     stack = await startStack();
@@ -140,14 +35,14 @@ describe('registry peers: docker 20.10, buildah, skopeo and umoci against /v2 wi
     rootfs = busyboxRootfs();
     rootfsTar = path.join(work, 'busybox.tar');
     writeFileSync(rootfsTar, tarOf(rootfs));
-    await startDockerd();
+    dockerd = await startDockerd('srd-');
     // Token flow: docker login reads the Bearer challenge and trades x:<API token> at the realm.
     await docker('login', host, '-u', 'x', '-p', tenant.token);
   });
 
   afterAll(async () => {
     try {
-      await stopDockerd();
+      await dockerd?.stop();
     } finally {
       await stack?.close();
       rmSync(work, { recursive: true, force: true });
