@@ -8,7 +8,7 @@ import type { AddInstruction, CopyInstruction } from '@strata/dockerfile';
 import { type LayerEntry, parseWhiteout, TarExtractionError } from '@strata/oci';
 import { openArchive, spoolArchive } from './add-archive.js';
 import { type BuildContext, ContextSourceError, type ContextEntry, IndexedRootfs } from './context.js';
-import { DestinationError, LayerTree, stepSeconds, storeFileLayer } from './file-layer.js';
+import { DestinationError, LayerTree, createdDirTime, storeFileLayer } from './file-layer.js';
 import type { CachedStep } from './interfaces.js';
 import { resolveOwner, type RootfsIndex } from './rootfs-index.js';
 import type { BuildScope, StageState, StepContext } from './step-context.js';
@@ -96,7 +96,7 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
 
 /** Writes the layer of a prepared COPY or ADD and stores it. */
 export async function executeCopy(build: BuildScope, stage: StageState, p: PreparedCopy, fail: (message: string) => never): Promise<CachedStep> {
-  const tree = new LayerTree(await p.index(), { ...p.owner, mtime: stepSeconds(build) });
+  const tree = new LayerTree(await p.index(), { ...p.owner, mtime: createdDirTime(build) });
   try {
     await planCopy(build, tree, p);
   } catch (e) {

@@ -16,7 +16,11 @@ export class DestinationError extends Error {
 export interface CreatedDirs {
   uid: number;
   gid: number;
-  /** Seconds since the epoch: when the step ran, as BuildKit stamps directories it makes. */
+  /**
+   * Seconds since the epoch. BuildKit stamps them with the time the step ran; Strata uses
+   * SOURCE_DATE_EPOCH or 0, so a layer made again (after a cache miss or garbage collection) has
+   * the same digest and the images that name it stay whole.
+   */
   mtime: number;
 }
 
@@ -87,9 +91,9 @@ export class LayerTree {
   }
 }
 
-/** The step's time in seconds, as the directories it creates are stamped (clamped to SOURCE_DATE_EPOCH by the writer). */
-export function stepSeconds(build: BuildScope): number {
-  return Math.floor(Date.parse(build.timestamp()) / 1000);
+/** The mtime of the directories a step creates: the same on every build of the same inputs. */
+export function createdDirTime(build: BuildScope): number {
+  return build.sourceDateEpoch ?? 0;
 }
 
 /** Packs and stores a layer Strata wrote; unpacked on this worker alongside when a RUN follows in the stage. */
@@ -119,7 +123,7 @@ export async function executeWorkdir(build: BuildScope, stage: StageState, dir: 
       // BuildKit creates it root-owned then; the USER fails the first RUN that needs it.
     }
   }
-  const tree = new LayerTree(image, { ...owner, mtime: stepSeconds(build) });
+  const tree = new LayerTree(image, { ...owner, mtime: createdDirTime(build) });
   try {
     tree.mkdirAll(tree.resolve(dir));
   } catch (e) {

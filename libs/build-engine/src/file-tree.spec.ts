@@ -84,6 +84,7 @@ interface Node {
   mode: number;
   uid: number;
   gid: number;
+  mtime: number;
   target?: string;
   content?: string;
 }
@@ -152,13 +153,13 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
       for await (const { header, body } of readTarEntries(Readable.from([sink.blobs.get(l.descriptor.digest)!]))) {
         const content = header.type === 'file' ? (await bytesOf(body)).toString('utf8') : undefined;
         if (content === undefined) body.resume();
-        const node: Node = { type: header.type, mode: header.mode, uid: header.uid, gid: header.gid, ...(header.linkname ? { target: header.linkname } : {}), ...(content !== undefined ? { content } : {}) };
+        const node: Node = { type: header.type, mode: header.mode, uid: header.uid, gid: header.gid, mtime: header.mtime, ...(header.linkname ? { target: header.linkname } : {}), ...(content !== undefined ? { content } : {}) };
         layer.set(header.name.replace(/^\.?\//, ''), node);
         tree.set(header.name.replace(/^\.?\//, ''), node);
       }
       layers.push(layer);
     }
-    return { tree, layers: layers.slice(1), config: out.image.config, history: out.image.config.history ?? [] };
+    return { tree, layers: layers.slice(1), digests: out.image.layers.slice(1).map((l) => l.descriptor.digest), config: out.image.config, history: out.image.config.history ?? [] };
   }
 
   it('WORKDIR creates the directory and its missing parents 0755 owned by USER; existing ones are untouched (dockerd: /opt stays 0700 5:6)', async () => {
@@ -273,5 +274,17 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
     expect(tree.get('m4/ln')).toMatchObject({ type: 'symlink', mode: 0o777 });
     expect(tree.get('m3/x')).toMatchObject({ mode: 0o755, uid: 1000, gid: 1000 });
     expect(tree.get('m3/x/f.txt')).toMatchObject({ mode: 0o600, uid: 1000 });
+  });
+
+  it('stamps created directories with SOURCE_DATE_EPOCH (or 0), not the build time, so a layer made again has the same digest', async () => {
+    const lines = 'COPY --chown=app f.txt /made/here/\nUSER app\nWORKDIR /work/dir\nADD arch.tar.gz /unpacked/';
+    const one = await build(lines);
+    await new Promise((r) => setTimeout(r, 1100));
+    const two = await build(lines);
+    expect(two.digests).toEqual(one.digests);
+    expect(one.tree.get('made/here')).toMatchObject({ mtime: 0 });
+    const pinned = await build(lines, { SOURCE_DATE_EPOCH: '1700000000' });
+    expect(pinned.tree.get('made/here')).toMatchObject({ mtime: 1700000000 });
+    expect(pinned.tree.get('work/dir')).toMatchObject({ mtime: 1700000000 });
   });
 });
