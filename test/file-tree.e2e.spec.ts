@@ -76,6 +76,8 @@ function layersOfOciLayout(dir: string): Buffer[] {
 }
 
 const DOCKERFILE = [
+  'FROM usrmerge:1 AS unpacked',
+  'ADD arch.tar /d/',
   'FROM usrmerge:1',
   'USER app',
   'WORKDIR /w1/w2',
@@ -104,6 +106,9 @@ const DOCKERFILE = [
   'COPY arch.tar /a8/',
   'COPY --chmod=0640 f.txt /m1/',
   'COPY --chmod=711 dir /m2/',
+  // A stage's files keep their owners; a link named as the source is followed inside that stage.
+  'COPY --from=unpacked /d /fromd/',
+  'COPY --from=unpacked /d/x/abs /fromlink/',
   // The merged-/usr symptom: a COPY into /bin must leave /bin/sh reachable.
   'RUN /bin/tool > /ran && ls -ld /bin | cut -c1 > /binkind',
   '',
@@ -192,6 +197,8 @@ describe('COPY, ADD and WORKDIR: the same file tree as dockerd 20.10 BuildKit', 
     expect(strata.get('c1/c2')).toMatchObject({ owner: '1000:1000' });
     expect(strata.get('s1/link')).toMatchObject({ type: 'file' });
     expect(strata.get('a5/named.tar/x/y/z.txt')).toMatchObject({ owner: '1234:4321' });
+    expect(strata.get('fromd/x/y/z.txt')).toMatchObject({ owner: '1234:4321' });
+    expect(strata.get('fromlink/abs')).toMatchObject({ type: 'file', sha256: strata.get('etc/passwd')?.sha256 });
 
     // dev, proc and sys are the mount points BuildKit's RUN leaves in its layer; not what this test is about.
     const compared = (t: Map<string, Node>) =>

@@ -19,6 +19,9 @@ export interface ContextEntry {
   size: number;
   mtime: number;
   linkTarget?: string;
+  /** Owner in a stage's root filesystem; build context files have none (they are copied as root's). */
+  uid?: number;
+  gid?: number;
 }
 
 export class ContextSourceError extends Error {
@@ -107,7 +110,8 @@ export abstract class BuildContext {
 
   /**
    * Checksum of what a source contributes: each entry's path relative to the source, type, mode,
-   * size, link target and content hash; never mtime, so a fresh checkout of the same files hits.
+   * size, link target, content hash and (a stage's files) owner; never mtime, so a fresh checkout
+   * of the same files hits.
    */
   async checksum(sources: ContextEntry[]): Promise<{ digest: string; files: Map<string, string> }> {
     const h = createHash('sha256');
@@ -115,7 +119,8 @@ export abstract class BuildContext {
     for (const src of sources) {
       for await (const e of this.walk(src)) {
         const content = e.type === 'file' ? await this.contentHash(e) : '';
-        const line = `${e.rel}\0${e.type}\0${e.mode.toString(8)}\0${e.size}\0${e.linkTarget ?? ''}\0${content}\n`;
+        const owner = e.uid === undefined ? '' : `\0${e.uid}:${e.gid}`;
+        const line = `${e.rel}\0${e.type}\0${e.mode.toString(8)}\0${e.size}\0${e.linkTarget ?? ''}\0${content}${owner}\n`;
         h.update(line);
         files.set(e.rel, createHash('sha256').update(line).digest('hex'));
       }
@@ -249,6 +254,8 @@ export class IndexedRootfs extends BuildContext {
       size: e.type === 'file' ? e.size : 0,
       mtime: e.mtime,
       linkTarget: e.type === 'symlink' ? e.linkTarget : undefined,
+      uid: e.uid,
+      gid: e.gid,
     };
   }
 

@@ -17,7 +17,9 @@ export interface PreparedCopy {
   sources: ContextEntry[];
   dest: string;
   destIsDir: boolean;
+  /** --chown's owner; without it, directories created are root's and files keep their source's owner. */
   owner: { uid: number; gid: number };
+  chown: boolean;
   chmod: number | null;
   /** ADD from the build context: a source file that is a tar (plain, gzip, bzip2, xz) is unpacked. */
   archive: boolean;
@@ -85,6 +87,7 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
     dest,
     destIsDir,
     owner,
+    chown: chown !== null,
     chmod: chmod === null ? null : parseInt(chmod, 8),
     archive: ins.keyword === 'ADD',
     index,
@@ -111,7 +114,9 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
   const entry = (at: string, e: ContextEntry): LayerEntry => {
     // --chmod applies to everything copied but links; the destination directory keeps its own mode.
     const mode = p.chmod ?? e.mode;
-    const base = { path: at, uid: p.owner.uid, gid: p.owner.gid, mtime: e.mtime };
+    // Without --chown a stage's files keep their owners (BuildKit); context files are root's.
+    const owner = p.chown ? p.owner : { uid: e.uid ?? 0, gid: e.gid ?? 0 };
+    const base = { path: at, ...owner, mtime: e.mtime };
     if (e.type === 'directory') return { ...base, type: 'directory', mode };
     if (e.type === 'symlink') return { ...base, type: 'symlink', target: e.linkTarget!, mode: 0o777 };
     return { ...base, type: 'file', mode, content: p.context.content(e) };

@@ -77,6 +77,7 @@ const ARCHIVE: LayerEntry[] = [
   { type: 'file', path: 'x/y/z.txt', content: Buffer.from('inner'), uid: 1234, gid: 4321 },
   { type: 'hardlink', path: 'x/hard', target: 'top.txt' },
   { type: 'symlink', path: 'x/abs', target: '/etc/passwd' },
+  { type: 'symlink', path: 'x/up', target: '../top.txt' },
 ];
 
 interface Node {
@@ -143,9 +144,11 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
         }),
       },
       layers: sink,
+      // COPY --from reads files this build wrote from where it wrote them; nothing is unpacked.
+      rootfs: { open: async () => Promise.reject(new Error('no stage is unpacked in these tests')) },
       cache: { get: async (k) => cache.get(k) ?? null, put: async (k, v) => void cache.set(k, v) },
     });
-    const out = await engine.build({ dockerfile: `FROM base:1\n${lines}\n`, dockerfilePath: 'Dockerfile', context, buildArgs });
+    const out = await engine.build({ dockerfile: lines.startsWith('FROM') ? `${lines}\n` : `FROM base:1\n${lines}\n`, dockerfilePath: 'Dockerfile', context, buildArgs });
     const tree = new Map<string, Node>();
     const layers: Array<Map<string, Node>> = [];
     for (const l of out.image.layers) {
@@ -286,5 +289,15 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
     const pinned = await build(lines, { SOURCE_DATE_EPOCH: '1700000000' });
     expect(pinned.tree.get('made/here')).toMatchObject({ mtime: 1700000000 });
     expect(pinned.tree.get('work/dir')).toMatchObject({ mtime: 1700000000 });
+  });
+
+  it('COPY --from a stage keeps its files\' owners unless --chown; a link named as the source is followed inside that stage (dockerd: 1234:5678 kept, /fromd 0:0)', async () => {
+    const { tree } = await build('FROM base:1 AS a\nADD arch.tar /d/\nFROM base:1\nCOPY --from=a /d /fromd/\nCOPY --from=a /d/x/up /pl/\nCOPY --from=a --chown=1000:1000 /d/x /owned/');
+    expect(tree.get('fromd')).toMatchObject({ type: 'directory', mode: 0o755, uid: 0, gid: 0 });
+    expect(tree.get('fromd/x')).toMatchObject({ mode: 0o705, uid: 1234, gid: 4321 });
+    expect(tree.get('fromd/top.txt')).toMatchObject({ uid: 1234, gid: 4321, content: 'top' });
+    expect(tree.get('fromd/x/up')).toMatchObject({ type: 'symlink', target: '../top.txt' });
+    expect(tree.get('pl/up')).toMatchObject({ type: 'file', uid: 1234, content: 'top' });
+    expect(tree.get('owned/y/z.txt')).toMatchObject({ uid: 1000, gid: 1000 });
   });
 });

@@ -61,6 +61,11 @@ export class LiveLayers {
       }
       contents.set(normalizeLayerPath(e.path, false), c);
     }
+    // A hard link's content is its target's (an ADD archive's links, say).
+    for (const e of entries) {
+      const target = e.type === 'hardlink' ? contents.get(normalizeLayerPath(e.target, false)) : undefined;
+      if (target) contents.set(normalizeLayerPath(e.path, false), target);
+    }
     this.contents.set(layer.descriptor.digest, contents);
     // A RUN stacked on this layer unpacks it from the same sources, uncompressed, not from the store.
     if (reusable) this.tars.set(layer.descriptor.digest, () => new LayerWriter({ clampMtime, compression: 'none' }).pack(entries).stream);
