@@ -53,7 +53,8 @@ export abstract class BuildContext {
    * The context paths a COPY/ADD source names: a plain path, or a pattern matched component by
    * component (Go filepath.Match); ignored paths are invisible. A source that is a symlink is what
    * it points to, as in BuildKit (followed inside the tree, never out of it); symlinks below a
-   * copied directory stay links. Throws when nothing matches, with the message users know from docker.
+   * copied directory stay links. A missing plain path throws, with the message users know from
+   * docker; a pattern may match nothing (BuildKit copies nothing then).
    */
   async resolve(source: string): Promise<ContextEntry[]> {
     const rel = cleanRelative(source);
@@ -84,7 +85,7 @@ export abstract class BuildContext {
       const e = await this.lookup(c, true);
       if (e) found.push(e);
     }
-    if (found.length === 0) throw new ContextSourceError(`"${source}" matches no file in the build context (after .dockerignore)`);
+    // A pattern that matches nothing copies nothing, as in BuildKit (only a plain missing path is an error).
     return found;
   }
 

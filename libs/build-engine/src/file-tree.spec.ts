@@ -300,4 +300,12 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
     expect(tree.get('pl/up')).toMatchObject({ type: 'file', uid: 1234, content: 'top' });
     expect(tree.get('owned/y/z.txt')).toMatchObject({ uid: 1000, gid: 1000 });
   });
+
+  it('a pattern that matches nothing copies nothing (dockerd: an empty layer, no /x); a missing plain path is an error', async () => {
+    const { tree, layers } = await build('COPY nonexist* /x/\nCOPY nonexist* f.txt /multi/');
+    expect(layers[0].size).toBe(0);
+    expect(tree.has('x')).toBe(false);
+    expect(tree.get('multi/f.txt')).toMatchObject({ type: 'file' });
+    await expect(build('COPY nonexist /x/')).rejects.toThrow(/Dockerfile:2: COPY: "nonexist" not found/);
+  });
 });
