@@ -129,7 +129,9 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
       tree.mkdirAll(destDir);
       for await (const e of p.context.walk(src)) {
         if (e === src) continue;
-        tree.put(entry(join(destDir, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e));
+        const placed = entry(join(destDir, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e);
+        if (placed.type === 'directory') tree.putCopiedDirectory(placed);
+        else tree.put(placed);
       }
       continue;
     }

@@ -2,7 +2,7 @@
 // directories they create on the way, and storing them.
 
 import path from 'node:path/posix';
-import { type LayerEntry, LayerWriter } from '@strata/oci';
+import { type LayerEntry, LayerWriter, resolveThroughLinks } from '@strata/oci';
 import type { CachedStep } from './interfaces.js';
 import { resolveOwner, type RootfsIndex } from './rootfs-index.js';
 import type { BuildScope, StageState } from './step-context.js';
@@ -42,10 +42,16 @@ export class LayerTree {
   /**
    * Where an absolute path of the image leads (a relative path, "" for the root), every symlink
    * in it followed, the last one too (BuildKit writes through a destination that is a link, even a
-   * dangling one). Missing components are kept as named.
+   * dangling one). Missing components are kept as named; entries this layer wrote count first.
    */
   resolve(abs: string): string {
-    const real = this.image.resolve(abs.replace(/^\/+/, ''), true);
+    // What this layer already wrote wins over the image (an archive's directory replaces a link).
+    const real = resolveThroughLinks(abs.replace(/^\/+/, ''), true, (p) => {
+      const own = this.entries.get(p);
+      if (own) return own.type === 'symlink' ? own.target : null;
+      const e = this.image.lookup(p);
+      return e?.type === 'symlink' ? (e.linkTarget ?? '') : null;
+    });
     if (real === null) throw new DestinationError(`${abs}: too many levels of symbolic links in the image`);
     return real;
   }
@@ -82,6 +88,19 @@ export class LayerTree {
         this.created.add(dir);
       }
     }
+  }
+
+  /**
+   * Puts a directory copied from a source tree at a resolved path: BuildKit (dockerd 20.10)
+   * refuses to copy a directory onto anything else the image has there, a symlink to a directory
+   * included ("cannot copy to non-directory").
+   */
+  putCopiedDirectory(entry: LayerEntry & { type: 'directory' }): void {
+    if (!this.entries.has(entry.path)) {
+      const existing = this.image.lookup(entry.path);
+      if (existing && existing.type !== 'directory') throw new DestinationError(`cannot copy a directory onto /${entry.path}, which is a ${existing.type === 'symlink' ? 'symlink' : 'file'} in the image`);
+    }
+    this.put(entry);
   }
 
   /** Adds an entry at a resolved path, creating its parents. */

@@ -121,6 +121,9 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
       { type: 'file', path: 'data.bin', content: gzipSync(archive) },
       { type: 'file', path: 'notar.tar', content: Buffer.from('not a tar\n') },
       { type: 'file', path: 'empty.tar', content: Buffer.alloc(1024) },
+      { type: 'file', path: 'overlay/bin/y', content: Buffer.from('y') },
+      { type: 'file', path: 'with-bin-dir.tar', content: await tarOf([{ type: 'directory', path: 'bin' }, { type: 'file', path: 'bin/y', content: Buffer.from('y') }]) },
+      { type: 'file', path: 'bin-file-only.tar', content: await tarOf([{ type: 'file', path: 'bin/y', content: Buffer.from('y') }]) },
       { type: 'file', path: 'evil.tar', content: await escapingTar() },
     ]);
     const pack = path.join(mkdtempSync(path.join(tmpdir(), 'file-tree-ctx-')), 'pack');
@@ -307,5 +310,18 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
     expect(tree.has('x')).toBe(false);
     expect(tree.get('multi/f.txt')).toMatchObject({ type: 'file' });
     await expect(build('COPY nonexist /x/')).rejects.toThrow(/Dockerfile:2: COPY: "nonexist" not found/);
+  });
+
+  it('a copied tree whose directory meets an image symlink is refused (dockerd 20.10: "cannot copy to non-directory"), never replacing /bin', async () => {
+    await expect(build('COPY overlay/ /')).rejects.toThrow(/Dockerfile:2: COPY: cannot copy a directory onto \/bin, which is a symlink in the image/);
+  });
+
+  it('an archive\'s directory entry replaces an image symlink, its files alone go through it (as dockerd\'s untar)', async () => {
+    const replaced = await build('ADD with-bin-dir.tar /');
+    expect(replaced.tree.get('bin')).toMatchObject({ type: 'directory' });
+    expect(replaced.tree.get('bin/y')).toMatchObject({ type: 'file', content: 'y' });
+    const through = await build('ADD bin-file-only.tar /');
+    expect(through.tree.get('bin')).toMatchObject({ type: 'symlink', target: 'usr/bin' });
+    expect(through.tree.get('usr/bin/y')).toMatchObject({ type: 'file', content: 'y' });
   });
 });
