@@ -141,7 +141,13 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
         // An archive unpacks into the destination, named with a slash or not.
         const destDir = tree.resolve(p.dest);
         tree.mkdirAll(destDir);
-        await unpackInto(tree, destDir, tar, `${await build.live.scratch()}/${randomUUID()}.spool`);
+        try {
+          await unpackInto(tree, destDir, tar, `${await build.live.scratch()}/${randomUUID()}.spool`);
+        } catch (e) {
+          if (e instanceof DestinationError || e instanceof TarExtractionError) throw e;
+          // A truncated or corrupt archive is the user's file, not an internal error.
+          throw new TarExtractionError(undefined, `"${src.rel}" could not be unpacked: ${(e as Error).message}`);
+        }
         continue;
       }
     }

@@ -125,6 +125,7 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
       { type: 'file', path: 'with-bin-dir.tar', content: await tarOf([{ type: 'directory', path: 'bin' }, { type: 'file', path: 'bin/y', content: Buffer.from('y') }]) },
       { type: 'file', path: 'bin-file-only.tar', content: await tarOf([{ type: 'file', path: 'bin/y', content: Buffer.from('y') }]) },
       { type: 'file', path: 'evil.tar', content: await escapingTar() },
+      { type: 'file', path: 'truncated.tar.gz', content: gzipSync(archive.subarray(0, 700)) },
     ]);
     const pack = path.join(mkdtempSync(path.join(tmpdir(), 'file-tree-ctx-')), 'pack');
     const { index } = await indexTar(Readable.from([ctxTar]), pack);
@@ -267,8 +268,9 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
     expect(tree.get('bin')).toMatchObject({ type: 'symlink', target: 'usr/bin' });
   });
 
-  it('ADD refuses an archive entry that climbs out of the destination, naming the line', async () => {
+  it('ADD refuses an archive entry that climbs out of the destination, and a truncated archive, naming the line', async () => {
     await expect(build('ADD evil.tar /e/')).rejects.toThrow(/Dockerfile:2: ADD: refusing tar entry "a\/..\/..\/escape"/);
+    await expect(build('ADD truncated.tar.gz /t/')).rejects.toThrow(/Dockerfile:2: ADD: refusing archive: "truncated.tar.gz" could not be unpacked/);
   });
 
   it('COPY --chmod sets files and directories copied, not the destination directory nor links', async () => {
