@@ -59,7 +59,7 @@ export abstract class BuildContext {
   async resolve(source: string): Promise<ContextEntry[]> {
     const rel = cleanRelative(source);
     if (!hasGlob(rel)) {
-      const e = rel === '' || !this.ignore.ignores(rel) ? await this.lookup(rel, true) : null;
+      const e = await this.visible(rel);
       if (!e) throw new ContextSourceError(`"${source}" not found: it is not in the build context, or .dockerignore excludes it`);
       return [e];
     }
@@ -81,12 +81,21 @@ export abstract class BuildContext {
     }
     const found: ContextEntry[] = [];
     for (const c of current) {
-      if (this.ignore.ignores(c)) continue;
-      const e = await this.lookup(c, true);
+      const e = await this.visible(c);
       if (e) found.push(e);
     }
     // A pattern that matches nothing copies nothing, as in BuildKit (only a plain missing path is an error).
     return found;
+  }
+
+  /**
+   * The entry a source path names, symlinks followed; null when it or what it points to is
+   * ignored (BuildKit never receives an ignored file, so a link to one is not found).
+   */
+  private async visible(rel: string): Promise<ContextEntry | null> {
+    if (rel !== '' && this.ignore.ignores(rel)) return null;
+    const e = await this.lookup(rel, true);
+    return e && e.at !== rel && e.at !== '' && this.ignore.ignores(e.at) ? null : e;
   }
 
   /** The entry and, for a directory, everything below it that .dockerignore lets through, sorted. */

@@ -122,6 +122,9 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
       { type: 'file', path: 'notar.tar', content: Buffer.from('not a tar\n') },
       { type: 'file', path: 'empty.tar', content: Buffer.alloc(1024) },
       { type: 'file', path: 'overlay/bin/y', content: Buffer.from('y') },
+      { type: 'file', path: '.dockerignore', content: Buffer.from('secret.txt\n') },
+      { type: 'file', path: 'secret.txt', content: Buffer.from('secret') },
+      { type: 'symlink', path: 'pub', target: 'secret.txt' },
       { type: 'file', path: 'with-bin-dir.tar', content: await tarOf([{ type: 'directory', path: 'bin' }, { type: 'file', path: 'bin/y', content: Buffer.from('y') }]) },
       { type: 'file', path: 'bin-file-only.tar', content: await tarOf([{ type: 'file', path: 'bin/y', content: Buffer.from('y') }]) },
       { type: 'file', path: 'evil.tar', content: await escapingTar() },
@@ -325,5 +328,11 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
     const through = await build('ADD bin-file-only.tar /');
     expect(through.tree.get('bin')).toMatchObject({ type: 'symlink', target: 'usr/bin' });
     expect(through.tree.get('usr/bin/y')).toMatchObject({ type: 'file', content: 'y' });
+  });
+
+  it('a source link to a file .dockerignore excludes is not found (dockerd: "/secret.txt" not found)', async () => {
+    await expect(build('COPY pub /x/')).rejects.toThrow(/Dockerfile:2: COPY: "pub" not found/);
+    const { tree } = await build('COPY p* /x/');
+    expect(tree.has('x/pub')).toBe(false);
   });
 });
