@@ -277,7 +277,7 @@ export function loadConfig(env: Env = process.env): StrataConfig {
   };
 }
 
-export { openSecrets, sealSecrets, SealedSecretsError } from './sealed-secrets.js';
+export { openSecrets, sealSecrets, SealedSecretsError, triggerSealScope } from './sealed-secrets.js';
 
 export const STRATA_CONFIG = Symbol('STRATA_CONFIG');
 
