@@ -1,0 +1,222 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { createHmac, randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { type ForgeRecorder, startForgeRecorder } from './support/forge-recorder.js';
+import { type GitServer, startGitServer, WorkingCopy } from './support/git-server.js';
+import { api, type Stack, startStack, waitForBuild } from './support/stack.js';
+import { envOf } from './support/worker-process.js';
+
+const ZERO = '0'.repeat(40);
+const AUTHOR = { name: 'Ada Lovelace', email: 'ada@example.com', username: 'ada' };
+
+/** The files of every commit pushed here: .dockerignore keeps secret.txt out of the image. */
+function project(version: string, extra: Record<string, string | null> = {}): Record<string, string | null> {
+  return {
+    Dockerfile: 'FROM scratch\nCOPY . /src/\n',
+    '.dockerignore': 'secret.txt\n',
+    'secret.txt': 'not for the image\n',
+    'version.txt': `${version}\n`,
+    ...extra,
+  };
+}
+
+interface Change {
+  added?: string[];
+  modified?: string[];
+  removed?: string[];
+}
+
+/** A push as GitHub sends it (Gitea sends the same shape). */
+function githubPush(o: { ref: string; before?: string; after: string; message?: string; files?: Change; forced?: boolean; repo?: string; cloneUrl?: string }) {
+  const deleted = o.after === ZERO;
+  const head = deleted
+    ? null
+    : {
+        id: o.after,
+        tree_id: 'f'.repeat(40),
+        distinct: true,
+        message: o.message ?? 'a change',
+        timestamp: '2026-11-30T12:00:00Z',
+        url: `https://github.com/acme/app/commit/${o.after}`,
+        author: AUTHOR,
+        committer: AUTHOR,
+        added: o.files?.added ?? [],
+        removed: o.files?.removed ?? [],
+        modified: o.files?.modified ?? ['version.txt'],
+      };
+  return {
+    ref: o.ref,
+    before: o.before ?? ZERO,
+    after: o.after,
+    created: o.before === undefined,
+    deleted,
+    forced: o.forced ?? false,
+    base_ref: null,
+    compare: 'https://github.com/acme/app/compare/x...y',
+    commits: head && !o.ref.startsWith('refs/tags/') ? [head] : [],
+    head_commit: head,
+    repository: { id: 1, name: 'app', full_name: o.repo ?? 'acme/app', private: false, clone_url: o.cloneUrl ?? 'https://github.com/acme/app.git', default_branch: 'main' },
+    pusher: { name: 'ada', email: 'ada@example.com' },
+    sender: { login: 'ada', id: 1 },
+  };
+}
+
+/** A push as GitLab sends it (object_kind push or tag_push). */
+function gitlabPush(o: { ref: string; after: string; message?: string; files?: Change; projectId?: number }) {
+  const tag = o.ref.startsWith('refs/tags/');
+  return {
+    object_kind: tag ? 'tag_push' : 'push',
+    event_name: tag ? 'tag_push' : 'push',
+    before: ZERO,
+    after: o.after,
+    ref: o.ref,
+    checkout_sha: o.after,
+    user_username: 'ada',
+    project_id: o.projectId ?? 42,
+    project: { id: o.projectId ?? 42, name: 'app', path_with_namespace: 'acme/app', git_http_url: 'https://gitlab.example/acme/app.git' },
+    commits: [
+      {
+        id: o.after,
+        message: o.message ?? 'a change',
+        title: o.message ?? 'a change',
+        timestamp: '2026-11-30T12:00:00+00:00',
+        url: `https://gitlab.example/acme/app/-/commit/${o.after}`,
+        author: { name: AUTHOR.name, email: AUTHOR.email },
+        added: o.files?.added ?? [],
+        modified: o.files?.modified ?? ['version.txt'],
+        removed: o.files?.removed ?? [],
+      },
+    ],
+    total_commits_count: 1,
+    repository: { name: 'app', homepage: 'https://gitlab.example/acme/app' },
+  };
+}
+
+/** A push as Bitbucket Cloud sends it (repo:push with push.changes). */
+function bitbucketPush(o: { branch: string; sha: string; message?: string }) {
+  const target = { type: 'commit', hash: o.sha, message: `${o.message ?? 'a change'}\n`, author: { raw: `${AUTHOR.name} <${AUTHOR.email}>`, type: 'author' }, date: '2026-11-30T12:00:00+00:00' };
+  return {
+    push: { changes: [{ new: { type: 'branch', name: o.branch, target }, old: null, created: true, forced: false, closed: false, commits: [target], truncated: false }] },
+    repository: { type: 'repository', full_name: 'acme/app', name: 'app', uuid: '{a-b-c}' },
+    actor: { display_name: AUTHOR.name },
+  };
+}
+
+const hmacHex = (secret: string, body: string) => createHmac('sha256', secret).update(body).digest('hex');
+
+describe('builds on git push', () => {
+  let stack: Stack;
+  let token: string;
+  let git: GitServer;
+  let forge: ForgeRecorder;
+
+  beforeAll(async () => {
+    stack = await startStack();
+    ({ token } = await stack.tenant('hooks'));
+    git = await startGitServer();
+    forge = await startForgeRecorder();
+  });
+  afterAll(async () => {
+    await forge?.close();
+    await git?.close();
+    await stack?.close();
+  });
+
+  async function createTrigger(body: Record<string, unknown>) {
+    const res = await api(stack, token, 'POST', '/v1/triggers', JSON.stringify(body), 'application/json');
+    if (res.status !== 201) throw new Error(`creating the trigger answered ${res.status}: ${res.text}`);
+    return res.json as { id: string; hookUrl: string };
+  }
+
+  async function hook(hookUrl: string, headers: Record<string, string>, body: string) {
+    const res = await fetch(`${stack.url}${hookUrl}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+    return { status: res.status, json: (await res.json()) as any };
+  }
+
+  /** A GitHub delivery, signed with `secret` (X-Hub-Signature-256). */
+  function github(hookUrl: string, secret: string, event: string, payload: unknown, deliveryId = randomUUID()) {
+    const body = JSON.stringify(payload);
+    return hook(hookUrl, { 'x-github-event': event, 'x-github-delivery': deliveryId, 'x-hub-signature-256': `sha256=${hmacHex(secret, body)}`, 'user-agent': 'GitHub-Hookshot/1' }, body);
+  }
+
+  async function deliveries(triggerId: string) {
+    const res = await api(stack, token, 'GET', `/v1/triggers/${triggerId}/deliveries`);
+    expect(res.status).toBe(200);
+    return res.json.deliveries as any[];
+  }
+
+  /** The image's root filesystem, unpacked with umoci from the oci-archive a user downloads. */
+  async function imageRoot(repository: string, tag: string): Promise<string> {
+    const res = await fetch(`${stack.url}/v1/repositories/${repository}/tags/${tag}/oci-archive`, { headers: { authorization: `Bearer ${token}` } });
+    expect(res.status).toBe(200);
+    const work = mkdtempSync(path.join(tmpdir(), 'strata-oci-'));
+    writeFileSync(path.join(work, 'i.tar'), Buffer.from(await res.arrayBuffer()));
+    execFileSync('mkdir', ['-p', `${work}/l`]);
+    execFileSync('tar', ['-xf', `${work}/i.tar`, '-C', `${work}/l`]);
+    execFileSync('umoci', ['unpack', '--image', `${work}/l:${tag}`, `${work}/b`], { stdio: 'pipe' });
+    return `${work}/b/rootfs`;
+  }
+
+  it('builds the pushed commit of a GitHub push, tags it from the templates, records its source and reports statuses', async () => {
+    git.createRepo('app');
+    const work = new WorkingCopy(git.pushUrl('app'));
+    const sha = work.commit(project('one'), 'first version');
+    await work.push('main');
+    const secret = 'github-secret-1';
+    const trigger = await createTrigger({
+      repository: 'app',
+      provider: 'github',
+      cloneUrl: git.url('app'),
+      apiUrl: `${forge.url}/gh`,
+      secret,
+      credentials: { token: 'forge-api-token' },
+      rules: [{ ref: '^refs/heads/(main|release/.+)$', tags: ['{branch}', 'sha-{short_sha}', 'b-{1}'] }],
+    });
+    expect(trigger.hookUrl).toBe(`/v1/hooks/${trigger.id}`);
+    const deliveryId = randomUUID();
+    const res = await github(trigger.hookUrl, secret, 'push', githubPush({ ref: 'refs/heads/main', after: sha, message: 'first version' }), deliveryId);
+    expect(res.status).toBe(200);
+    expect(res.json).toMatchObject({ deliveryId, outcome: 'build', reason: null });
+    const built = await waitForBuild(stack, token, res.json.buildId);
+    expect(built.status).toBe('succeeded');
+    expect(built.tags).toEqual(['main', `sha-${sha.slice(0, 7)}`, 'b-main']);
+    expect(built.source).toEqual({
+      type: 'git',
+      provider: 'github',
+      cloneUrl: git.url('app'),
+      ref: 'refs/heads/main',
+      sha,
+      message: 'first version',
+      author: 'Ada Lovelace <ada@example.com>',
+      deliveryId,
+      triggerId: trigger.id,
+    });
+    const root = await imageRoot('app', `sha-${sha.slice(0, 7)}`);
+    expect(readFileSync(`${root}/src/version.txt`, 'utf8')).toBe('one\n');
+    expect(() => statSync(`${root}/src/secret.txt`)).toThrow();
+    expect(() => statSync(`${root}/src/.git`)).toThrow();
+
+    const bySha = await api(stack, token, 'GET', `/v1/builds?sha=${sha}`);
+    expect(bySha.json.builds.map((b: any) => b.id)).toEqual([built.id]);
+    expect((await api(stack, token, 'GET', `/v1/builds?sha=${sha.slice(0, 7)}`)).json.builds.map((b: any) => b.id)).toEqual([built.id]);
+
+    const statuses = await forge.waitFor(`/gh/repos/acme/app/statuses/${sha}`, 2);
+    expect(statuses.map((s) => s.body.state)).toEqual(['pending', 'success']);
+    for (const s of statuses) {
+      expect(s.method).toBe('POST');
+      expect(s.headers.authorization).toBe('Bearer forge-api-token');
+      expect(s.body).toMatchObject({ context: 'strata/app', target_url: `${stack.url}/builds/${built.id}` });
+    }
+    const [d] = await deliveries(trigger.id);
+    expect(d).toMatchObject({ deliveryId, event: 'push', ref: 'refs/heads/main', sha, outcome: 'build', buildId: built.id });
+    expect(d.statusReports.map((r: any) => [r.state, r.ok])).toEqual([
+      ['pending', true],
+      ['success', true],
+    ]);
+    work.close();
+  });
+});
