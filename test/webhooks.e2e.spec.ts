@@ -1,3 +1,4 @@
+import { jest } from '@jest/globals';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHmac, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -9,6 +10,8 @@ import { type ForgeRecorder, startForgeRecorder } from './support/forge-recorder
 import { type GitServer, startGitServer, WorkingCopy } from './support/git-server.js';
 import { api, type Stack, startStack, waitForBuild } from './support/stack.js';
 import { envOf } from './support/worker-process.js';
+
+jest.setTimeout(120_000);
 
 const ZERO = '0'.repeat(40);
 const AUTHOR = { name: 'Ada Lovelace', email: 'ada@example.com', username: 'ada' };
@@ -219,4 +222,165 @@ describe('builds on git push', () => {
     ]);
     work.close();
   });
+
+  it('builds a tag push from Gitea with the tag and capture groups in the tags, and reports Gitea statuses', async () => {
+    git.createRepo('tagged');
+    const work = new WorkingCopy(git.pushUrl('tagged'));
+    const sha = work.commit(project('1.2.3'), 'release 1.2.3');
+    await work.push('main');
+    work.git('tag', '-a', 'v1.2.3', '-m', 'v1.2.3');
+    await work.push('refs/tags/v1.2.3');
+    const secret = 'gitea-secret-1';
+    const trigger = await createTrigger({
+      repository: 'tagged',
+      provider: 'gitea',
+      cloneUrl: git.url('tagged'),
+      apiUrl: `${forge.url}/gitea/api/v1`,
+      secret,
+      credentials: { token: 'gitea-token' },
+      rules: [
+        { ref: '^refs/heads/main$', tags: ['edge'] },
+        { ref: '^refs/tags/v(\\d+)\\.(\\d+)\\.\\d+$', tags: ['{tag}', '{1}.{2}'] },
+      ],
+    });
+    const body = JSON.stringify(githubPush({ ref: 'refs/tags/v1.2.3', after: sha, message: 'release 1.2.3', repo: 'acme/tagged' }));
+    const res = await hook(trigger.hookUrl, { 'x-gitea-event': 'push', 'x-github-event': 'push', 'x-gitea-delivery': randomUUID(), 'x-gitea-signature': hmacHex(secret, body) }, body);
+    expect(res.json.outcome).toBe('build');
+    const built = await waitForBuild(stack, token, res.json.buildId);
+    expect([built.status, built.tags, built.source.ref, built.source.sha]).toEqual(['succeeded', ['v1.2.3', '1.2'], 'refs/tags/v1.2.3', sha]);
+    expect(readFileSync(`${await imageRoot('tagged', '1.2')}/src/version.txt`, 'utf8')).toBe('1.2.3\n');
+    const statuses = await forge.waitFor(`/gitea/api/v1/repos/acme/tagged/statuses/${sha}`, 2);
+    expect(statuses.map((s) => [s.body.state, s.headers.authorization, s.body.context])).toEqual([
+      ['pending', 'token gitea-token', 'strata/tagged'],
+      ['success', 'token gitea-token', 'strata/tagged'],
+    ]);
+    work.close();
+  });
+
+  it('answers 401 to an unsigned or badly signed delivery and stores nothing', async () => {
+    const secret = 'the-right-secret';
+    const trigger = await createTrigger({ repository: 'unsigned', provider: 'github', cloneUrl: git.url('app'), secret, rules: [{ ref: '.*', tags: ['latest'] }] });
+    const before = (await api(stack, token, 'GET', '/v1/builds?limit=100')).json.builds.length;
+    const payload = JSON.stringify(githubPush({ ref: 'refs/heads/main', after: 'a'.repeat(40) }));
+    const wrong = await hook(trigger.hookUrl, { 'x-github-event': 'push', 'x-github-delivery': randomUUID(), 'x-hub-signature-256': `sha256=${hmacHex('not-the-secret', payload)}` }, payload);
+    expect(wrong.status).toBe(401);
+    expect(wrong.json).toEqual({ statusCode: 401, error: 'Unauthorized', message: "The webhook request is not signed with this trigger's secret: X-Hub-Signature-256 does not match the body and the trigger secret." });
+    const unsigned = await hook(trigger.hookUrl, { 'x-github-event': 'push', 'x-github-delivery': randomUUID() }, payload);
+    expect(unsigned.status).toBe(401);
+    expect(unsigned.json.message).toContain('the X-Hub-Signature-256 header is missing');
+    // Signed for another body: the signature covers the raw bytes.
+    const tampered = await hook(trigger.hookUrl, { 'x-github-event': 'push', 'x-github-delivery': randomUUID(), 'x-hub-signature-256': `sha256=${hmacHex(secret, payload)}` }, `${payload} `);
+    expect(tampered.status).toBe(401);
+    expect(await deliveries(trigger.id)).toEqual([]);
+    expect((await api(stack, token, 'GET', '/v1/builds?limit=100')).json.builds.length).toBe(before);
+    expect((await fetch(`${stack.url}/v1/hooks/${randomUUID()}`, { method: 'POST', body: '{}' })).status).toBe(404);
+  });
+
+  it('answers ping with 200 and records other events and deleted branches with the reason, building nothing', async () => {
+    const secret = 'ping-secret-1';
+    const trigger = await createTrigger({ repository: 'pings', provider: 'github', cloneUrl: git.url('app'), secret, rules: [{ ref: '^refs/heads/.*$', tags: ['{branch}'] }] });
+    const ping = await github(trigger.hookUrl, secret, 'ping', { zen: 'Keep it logically awesome.', hook_id: 1 });
+    expect([ping.status, ping.json.outcome]).toEqual([200, 'ping']);
+    const issue = await github(trigger.hookUrl, secret, 'issues', { action: 'opened' });
+    expect([issue.status, issue.json.outcome, issue.json.reason]).toEqual([200, 'skipped', 'the "issues" event does not build; only pushes do']);
+    const deleted = await github(trigger.hookUrl, secret, 'push', githubPush({ ref: 'refs/heads/feature/x', before: 'b'.repeat(40), after: ZERO }));
+    expect([deleted.json.outcome, deleted.json.reason, deleted.json.buildId]).toEqual(['skipped', 'refs/heads/feature/x was deleted; nothing to build', null]);
+    const tag = await github(trigger.hookUrl, secret, 'push', githubPush({ ref: 'refs/tags/v9', after: 'c'.repeat(40) }));
+    expect([tag.json.outcome, tag.json.reason]).toEqual(['skipped', 'no rule matches refs/tags/v9']);
+    const list = await deliveries(trigger.id);
+    expect(list.map((d) => [d.event, d.outcome, d.buildId])).toEqual([
+      ['push', 'skipped', null],
+      ['push', 'skipped', null],
+      ['issues', 'skipped', null],
+      ['ping', 'ping', null],
+    ]);
+  });
+
+  it('starts no second build when a delivery comes again, and a redeliver action runs the push again as a new delivery', async () => {
+    git.createRepo('again');
+    const work = new WorkingCopy(git.pushUrl('again'));
+    const sha = work.commit(project('again'), 'once');
+    await work.push('main');
+    const secret = 'again-secret-1';
+    const trigger = await createTrigger({ repository: 'again', provider: 'github', cloneUrl: git.url('again'), secret, rules: [{ ref: '^refs/heads/main$', tags: ['latest'] }] });
+    const payload = githubPush({ ref: 'refs/heads/main', after: sha, message: 'once' });
+    const deliveryId = randomUUID();
+    const first = await github(trigger.hookUrl, secret, 'push', payload, deliveryId);
+    const second = await github(trigger.hookUrl, secret, 'push', payload, deliveryId);
+    expect(first.json.outcome).toBe('build');
+    expect([second.status, second.json.outcome, second.json.buildId]).toEqual([200, 'duplicate', first.json.buildId]);
+    await waitForBuild(stack, token, first.json.buildId);
+    expect((await api(stack, token, 'GET', `/v1/builds?sha=${sha}`)).json.builds).toHaveLength(1);
+    const [recorded] = await deliveries(trigger.id);
+    const again = await api(stack, token, 'POST', `/v1/triggers/${trigger.id}/deliveries/${recorded.id}/redeliver`);
+    expect(again.status).toBe(200);
+    expect(again.json.outcome).toBe('build');
+    expect(again.json.buildId).not.toBe(first.json.buildId);
+    expect((await waitForBuild(stack, token, again.json.buildId)).status).toBe('succeeded');
+    expect((await api(stack, token, 'GET', `/v1/builds?sha=${sha}`)).json.builds).toHaveLength(2);
+    expect(await deliveries(trigger.id)).toHaveLength(2);
+    work.close();
+  });
+
+  it('starts one build for 50 concurrent copies of one delivery arriving at two api processes', async () => {
+    git.createRepo('burst');
+    const work = new WorkingCopy(git.pushUrl('burst'));
+    const sha = work.commit(project('burst'), 'burst');
+    await work.push('main');
+    const secret = 'burst-secret-1';
+    const trigger = await createTrigger({ repository: 'burst', provider: 'github', cloneUrl: git.url('burst'), secret, rules: [{ ref: '^refs/heads/main$', tags: ['latest'] }] });
+    const other = await startApiProcess(stack);
+    try {
+      const body = JSON.stringify(githubPush({ ref: 'refs/heads/main', after: sha, message: 'burst' }));
+      const headers = { 'content-type': 'application/json', 'x-github-event': 'push', 'x-github-delivery': randomUUID(), 'x-hub-signature-256': `sha256=${hmacHex(secret, body)}` };
+      const answers = await Promise.all(
+        Array.from({ length: 50 }, async (_, i) => {
+          const base = i % 2 === 0 ? stack.url : other.url;
+          const res = await fetch(`${base}${trigger.hookUrl}`, { method: 'POST', headers, body });
+          return { status: res.status, json: (await res.json()) as any };
+        }),
+      );
+      expect(answers.every((a) => a.status === 200)).toBe(true);
+      const built = answers.filter((a) => a.json.outcome === 'build');
+      expect(built).toHaveLength(1);
+      expect(answers.filter((a) => a.json.outcome === 'duplicate')).toHaveLength(49);
+      expect(new Set(answers.map((a) => a.json.buildId))).toEqual(new Set([built[0].json.buildId]));
+      expect((await api(stack, token, 'GET', `/v1/builds?sha=${sha}`)).json.builds).toHaveLength(1);
+      expect(await deliveries(trigger.id)).toHaveLength(1);
+      expect((await waitForBuild(stack, token, built[0].json.buildId)).status).toBe('succeeded');
+    } finally {
+      await other.stop();
+      work.close();
+    }
+  });
 });
+
+/** A second api as an OS process of its own (apps/api/src/main.ts from source) sharing the stack's Postgres, Redis and queue. */
+async function startApiProcess(stack: Stack): Promise<{ url: string; stop(): Promise<void> }> {
+  const port = await new Promise<number>((resolve) => {
+    const probe = http.createServer().listen(0, '127.0.0.1', () => {
+      const p = (probe.address() as AddressInfo).port;
+      probe.close(() => resolve(p));
+    });
+  });
+  const env = { ...process.env, ...envOf({ ...stack.config, port, publicUrl: `http://127.0.0.1:${port}` }), NODE_NO_WARNINGS: '1' };
+  const child = spawn(process.execPath, ['--import', './bench/support/register-ts.mjs', 'apps/api/src/main.ts'], { cwd: path.resolve(import.meta.dirname, '..'), env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+  const until = Date.now() + 60_000;
+  while (!out.includes('Strata api listening on')) {
+    if (child.exitCode !== null || Date.now() > until) {
+      child.kill('SIGKILL');
+      throw new Error(`the second api did not start: ${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    url: `http://127.0.0.1:${port}`,
+    async stop() {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    },
+  };
+}

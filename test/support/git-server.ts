@@ -110,7 +110,7 @@ export async function startGitServer(opts: { auth?: { username: string; password
 export class WorkingCopy {
   readonly dir = mkdtempSync(path.join(tmpdir(), 'strata-work-'));
 
-  constructor(private readonly remote: string) {
+  constructor(remote: string) {
     this.git('init', '-q', '-b', 'main');
     this.git('remote', 'add', 'origin', remote);
   }
