@@ -353,6 +353,256 @@ describe('builds on git push', () => {
       work.close();
     }
   });
+
+  it('applies path filters to the changed files and skips a push whose head commit says [skip ci] (GitLab, X-Gitlab-Token)', async () => {
+    git.createRepo('filtered');
+    const work = new WorkingCopy(git.pushUrl('filtered'));
+    const secret = 'gitlab-token-1';
+    const trigger = await createTrigger({
+      repository: 'filtered',
+      provider: 'gitlab',
+      cloneUrl: git.url('filtered'),
+      apiUrl: `${forge.url}/gitlab/api/v4`,
+      secret,
+      credentials: { token: 'glpat-test' },
+      rules: [{ ref: '^refs/heads/main$', tags: ['{short_sha}'] }],
+      paths: { include: ['src/**', 'Dockerfile'], exclude: ['src/**/*.md'] },
+    });
+    const send = (payload: unknown) =>
+      hook(trigger.hookUrl, { 'x-gitlab-event': 'Push Hook', 'x-gitlab-token': secret, 'idempotency-key': randomUUID(), 'x-gitlab-event-uuid': randomUUID() }, JSON.stringify(payload));
+    const docs = work.commit(project('docs', { 'README.md': 'docs\n', 'src/notes.md': 'notes\n' }), 'docs only');
+    await work.push('main');
+    const skippedDocs = await send(gitlabPush({ ref: 'refs/heads/main', after: docs, message: 'docs only', files: { added: ['README.md', 'src/notes.md'], modified: [] } }));
+    expect([skippedDocs.json.outcome, skippedDocs.json.reason]).toEqual(['skipped', "none of the 2 changed file(s) passes the trigger's path filters"]);
+    const ci = work.commit({ 'src/app.txt': 'v1\n' }, 'tweak [skip ci]');
+    await work.push('main');
+    const skippedCi = await send(gitlabPush({ ref: 'refs/heads/main', after: ci, message: 'tweak [skip ci]', files: { added: ['src/app.txt'] } }));
+    expect([skippedCi.json.outcome, skippedCi.json.reason]).toEqual(['skipped', "the head commit's message says [skip ci]"]);
+    const code = work.commit({ 'src/app.txt': 'v2\n' }, 'change the code');
+    await work.push('main');
+    const builds = await send(gitlabPush({ ref: 'refs/heads/main', after: code, message: 'change the code', files: { modified: ['src/app.txt'] } }));
+    expect(builds.json.outcome).toBe('build');
+    const built = await waitForBuild(stack, token, builds.json.buildId);
+    expect([built.status, built.tags, built.source.provider]).toEqual(['succeeded', [code.slice(0, 7)], 'gitlab']);
+    expect(readFileSync(`${await imageRoot('filtered', code.slice(0, 7))}/src/src/app.txt`, 'utf8')).toBe('v2\n');
+    const statuses = await forge.waitFor(`/gitlab/api/v4/projects/42/statuses/${code}`, 2);
+    expect(statuses.map((s) => [s.body.state, s.body.name, s.headers['private-token'], s.body.target_url])).toEqual([
+      ['pending', 'strata/filtered', 'glpat-test', `${stack.url}/builds/${built.id}`],
+      ['success', 'strata/filtered', 'glpat-test', `${stack.url}/builds/${built.id}`],
+    ]);
+    expect((await deliveries(trigger.id)).map((d) => d.outcome)).toEqual(['build', 'skipped', 'skipped']);
+    work.close();
+  });
+
+  it("checks GitLab's signed form (webhook-id, webhook-timestamp, webhook-signature) and its timestamp tolerance", async () => {
+    git.createRepo('signed');
+    const work = new WorkingCopy(git.pushUrl('signed'));
+    const sha = work.commit(project('signed'), 'signed push');
+    await work.push('main');
+    const key = Buffer.alloc(32, 9);
+    const secret = `whsec_${key.toString('base64')}`;
+    const trigger = await createTrigger({ repository: 'signed', provider: 'gitlab', cloneUrl: git.url('signed'), secret, rules: [{ ref: '^refs/heads/main$', tags: ['latest'] }] });
+    const body = JSON.stringify(gitlabPush({ ref: 'refs/heads/main', after: sha, message: 'signed push' }));
+    const signed = (id: string, ts: number) => ({
+      'x-gitlab-event': 'Push Hook',
+      'idempotency-key': id,
+      'webhook-id': id,
+      'webhook-timestamp': String(ts),
+      'webhook-signature': `v1,${createHmac('sha256', key).update(`${id}.${ts}.${body}`).digest('base64')}`,
+    });
+    const now = Math.floor(Date.now() / 1000);
+    const stale = await hook(trigger.hookUrl, signed('old-1', now - 3600), body);
+    expect([stale.status, stale.json.message]).toEqual([401, "The webhook request is not signed with this trigger's secret: webhook-timestamp is more than 300 seconds from the server's clock."]);
+    const wrongId = { ...signed('id-1', now), 'webhook-id': 'id-2', 'idempotency-key': 'id-2' };
+    expect((await hook(trigger.hookUrl, wrongId, body)).status).toBe(401);
+    const ok = await hook(trigger.hookUrl, signed('id-1', now), body);
+    expect([ok.status, ok.json.outcome, ok.json.deliveryId]).toEqual([200, 'build', 'id-1']);
+    expect((await waitForBuild(stack, token, ok.json.buildId)).status).toBe('succeeded');
+    expect((await deliveries(trigger.id)).map((d) => d.deliveryId)).toEqual(['id-1']);
+    work.close();
+  });
+
+  it('builds the new commit after a force-push, and the old commit can no longer be fetched', async () => {
+    git.createRepo('forced');
+    const work = new WorkingCopy(git.pushUrl('forced'));
+    work.commit(project('base'), 'base');
+    const old = work.commit({ 'version.txt': 'old\n' }, 'to be rewritten');
+    await work.push('main');
+    const secret = 'forced-secret-1';
+    const trigger = await createTrigger({ repository: 'forced', provider: 'github', cloneUrl: git.url('forced'), secret, rules: [{ ref: '^refs/heads/main$', tags: ['{short_sha}'] }] });
+    const rewritten = work.commit({ 'version.txt': 'rewritten\n' }, 'rewritten', true);
+    expect(rewritten).not.toBe(old);
+    await work.push('main', true);
+    // The server drops what the force-push made unreachable, as a forge's gc would.
+    execFileSync('git', ['-c', 'safe.directory=*', '-C', git.repoPath('forced'), 'reflog', 'expire', '--expire=now', '--all']);
+    execFileSync('git', ['-c', 'safe.directory=*', '-C', git.repoPath('forced'), 'gc', '-q', '--prune=now']);
+    const res = await github(trigger.hookUrl, secret, 'push', githubPush({ ref: 'refs/heads/main', before: old, after: rewritten, forced: true, message: 'rewritten' }));
+    const built = await waitForBuild(stack, token, res.json.buildId);
+    expect([built.status, built.source.sha]).toEqual(['succeeded', rewritten]);
+    expect(readFileSync(`${await imageRoot('forced', rewritten.slice(0, 7))}/src/version.txt`, 'utf8')).toBe('rewritten\n');
+    // A late delivery of the rewritten-away commit fails the build, saying the commit is gone.
+    const late = await github(trigger.hookUrl, secret, 'push', githubPush({ ref: 'refs/heads/main', after: old, message: 'to be rewritten' }));
+    const failed = await waitForBuild(stack, token, late.json.buildId);
+    expect(failed.status).toBe('failed');
+    expect(failed.error.message).toBe(`fetching the commit failed: commit ${old} was not found in ${git.url('forced')} (was it force-pushed away or never pushed?)`);
+    work.close();
+  });
+
+  it('reports Bitbucket build statuses, records status failures on the delivery and never fails the build for them', async () => {
+    git.createRepo('bucket');
+    const work = new WorkingCopy(git.pushUrl('bucket'));
+    const sha = work.commit(project('bucket'), 'bitbucket push');
+    await work.push('main');
+    const secret = 'bitbucket-secret-1';
+    const trigger = await createTrigger({
+      repository: 'bucket',
+      provider: 'bitbucket',
+      cloneUrl: git.url('bucket'),
+      apiUrl: `${forge.url}/bb/2.0`,
+      secret,
+      credentials: { token: 'bb-token' },
+      rules: [{ ref: '^refs/heads/main$', tags: ['latest'] }],
+    });
+    const send = (payload: unknown) => {
+      const body = JSON.stringify(payload);
+      return hook(trigger.hookUrl, { 'x-event-key': 'repo:push', 'x-request-uuid': randomUUID(), 'x-hook-uuid': randomUUID(), 'x-hub-signature': `sha256=${hmacHex(secret, body)}` }, body);
+    };
+    const res = await send(bitbucketPush({ branch: 'main', sha, message: 'bitbucket push' }));
+    const built = await waitForBuild(stack, token, res.json.buildId);
+    expect([built.status, built.source.author, built.source.message]).toEqual(['succeeded', 'Ada Lovelace <ada@example.com>', 'bitbucket push\n']);
+    const statuses = await forge.waitFor(`/bb/2.0/repositories/acme/app/commit/${sha}/statuses/build`, 2);
+    expect(statuses.map((s) => s.body)).toEqual([
+      { key: 'strata-bucket', state: 'INPROGRESS', name: 'strata/bucket', url: `${stack.url}/builds/${built.id}`, description: 'Strata is building the image' },
+      { key: 'strata-bucket', state: 'SUCCESSFUL', name: 'strata/bucket', url: `${stack.url}/builds/${built.id}`, description: 'The image was built' },
+    ]);
+    expect(statuses[0].headers.authorization).toBe('Bearer bb-token');
+
+    // The forge is down: every status is tried 4 times, the failure is recorded, the build still succeeds.
+    forge.failWith = 503;
+    try {
+      const sha2 = work.commit({ 'version.txt': 'two\n' }, 'second');
+      await work.push('main');
+      const res2 = await send(bitbucketPush({ branch: 'main', sha: sha2, message: 'second' }));
+      const built2 = await waitForBuild(stack, token, res2.json.buildId);
+      expect(built2.status).toBe('succeeded');
+      const until = Date.now() + 30_000;
+      let reports: any[] = [];
+      while (reports.length < 2 && Date.now() < until) {
+        reports = (await deliveries(trigger.id)).find((d) => d.buildId === built2.id).statusReports;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(reports.map((r) => [r.state, r.ok, r.attempts, r.httpStatus])).toEqual([
+        ['pending', false, 4, 503],
+        ['success', false, 4, 503],
+      ]);
+      expect(reports[0].error).toBe('the forge answered 503: {"message":"forge is down"}');
+      expect(forge.requests.filter((r) => r.path.includes(sha2))).toHaveLength(8);
+    } finally {
+      forge.failWith = null;
+    }
+    work.close();
+  });
+
+  it('keeps the trigger secret and credentials sealed: never returned, not readable in the database', async () => {
+    const trigger = await createTrigger({
+      repository: 'sealed',
+      provider: 'github',
+      cloneUrl: git.url('app'),
+      secret: 'very-secret-hook-key',
+      credentials: { token: 'very-secret-token' },
+      rules: [{ ref: '.*', tags: ['latest'] }],
+    });
+    const shown = await api(stack, token, 'GET', `/v1/triggers/${trigger.id}`);
+    const listed = await api(stack, token, 'GET', '/v1/triggers');
+    for (const text of [shown.text, listed.text, JSON.stringify(trigger)]) {
+      expect(text).not.toContain('very-secret');
+    }
+    expect(shown.json.credentials).toEqual({ type: 'token', username: null });
+    const row = await stack.prisma.trigger.findUniqueOrThrow({ where: { id: trigger.id } });
+    expect(Buffer.from(row.secretSealed).includes('very-secret-hook-key')).toBe(false);
+    expect(Buffer.from(row.credentialsSealed!).includes('very-secret-token')).toBe(false);
+    const patched = await api(stack, token, 'PATCH', `/v1/triggers/${trigger.id}`, JSON.stringify({ rules: [{ ref: '^refs/heads/main$', tags: ['{branch}'] }] }), 'application/json');
+    expect(patched.status).toBe(200);
+    expect(patched.json.rules).toEqual([{ ref: '^refs/heads/main$', tags: ['{branch}'] }]);
+    expect(patched.json.credentials).toEqual({ type: 'token', username: null });
+    const bad = await api(stack, token, 'POST', '/v1/triggers', JSON.stringify({ repository: 'x', provider: 'github', cloneUrl: git.url('app'), secret: 'long-enough', rules: [{ ref: '(a+', tags: ['x'] }] }), 'application/json');
+    expect([bad.status, bad.json.message]).toEqual([400, 'rules[0].ref: ref pattern "(a+": a "(" without its ")" at character 4.']);
+    const backref = await api(stack, token, 'POST', '/v1/triggers', JSON.stringify({ repository: 'x', provider: 'github', cloneUrl: git.url('app'), secret: 'long-enough', rules: [{ ref: '(a)\\1', tags: ['{nope}'] }] }), 'application/json');
+    expect(backref.json.message).toBe('rules[0].ref: ref pattern "(a)\\1": backreferences are not supported at character 6.');
+    expect((await api(stack, token, 'DELETE', `/v1/triggers/${trigger.id}`)).status).toBe(204);
+    expect((await api(stack, token, 'GET', `/v1/triggers/${trigger.id}`)).status).toBe(404);
+  });
+
+  it('fetches a private repository with the trigger token, and fails the build saying why when the token, the commit or the host is wrong', async () => {
+    const privateGit = await startGitServer({ auth: { username: 'ci', password: 'repo-token' } });
+    try {
+      privateGit.createRepo('private');
+      const work = new WorkingCopy(privateGit.pushUrl('private'));
+      const sha = work.commit(project('private'), 'private push');
+      await work.push('main');
+      const secret = 'private-secret-1';
+      const make = (repository: string, cloneUrl: string, credentials: unknown) =>
+        createTrigger({ repository, provider: 'github', cloneUrl, secret, credentials, rules: [{ ref: '^refs/heads/main$', tags: ['latest'] }] });
+      const push = (after: string) => githubPush({ ref: 'refs/heads/main', after, message: 'private push' });
+      const good = await make('private', privateGit.url('private'), { username: 'ci', token: 'repo-token' });
+      const ok = await waitForBuild(stack, token, (await github(good.hookUrl, secret, 'push', push(sha))).json.buildId);
+      expect(ok.status).toBe('succeeded');
+      // The token went only as the Authorization header: the URL the build records holds no credentials.
+      expect(ok.source.cloneUrl).toBe(privateGit.url('private'));
+
+      // A commit this worker has not fetched yet: a fetched one is kept by tenant, URL and sha, and reused.
+      const sha2 = work.commit({ 'version.txt': 'two\n' }, 'second');
+      await work.push('main');
+      const wrongToken = await make('private-bad', privateGit.url('private'), { username: 'ci', token: 'wrong' });
+      const denied = await waitForBuild(stack, token, (await github(wrongToken.hookUrl, secret, 'push', push(sha2))).json.buildId);
+      expect([denied.status, denied.error.message]).toEqual(['failed', `fetching the commit failed: authentication to 127.0.0.1:${new URL(privateGit.url('x')).port} failed while fetching ${privateGit.url('private')}: check the trigger's credentials`]);
+
+      const unknown = await waitForBuild(stack, token, (await github(good.hookUrl, secret, 'push', push('d'.repeat(40)))).json.buildId);
+      expect(unknown.error.message).toBe(`fetching the commit failed: commit ${'d'.repeat(40)} was not found in ${privateGit.url('private')} (was it force-pushed away or never pushed?)`);
+
+      // A port nothing listens on.
+      const closed = await new Promise<number>((resolve) => {
+        const probe = http.createServer().listen(0, '127.0.0.1', () => {
+          const p = (probe.address() as AddressInfo).port;
+          probe.close(() => resolve(p));
+        });
+      });
+      const gone = await make('private-gone', `http://127.0.0.1:${closed}/private.git`, null);
+      const unreachable = await waitForBuild(stack, token, (await github(gone.hookUrl, secret, 'push', push(sha))).json.buildId);
+      expect(unreachable.status).toBe('failed');
+      expect(unreachable.error.message).toMatch(new RegExp(`^fetching the commit failed: 127\\.0\\.0\\.1:${closed} could not be reached to fetch http://127\\.0\\.0\\.1:${closed}/private\\.git: .*Failed to connect to 127\\.0\\.0\\.1 port ${closed}`));
+      work.close();
+    } finally {
+      await privateGit.close();
+    }
+  });
+
+  it('refuses a loopback clone URL when STRATA_ALLOW_PRIVATE_SOURCES does not allow it', async () => {
+    const strict = await startStack({ env: { STRATA_ALLOW_PRIVATE_SOURCES: '' } });
+    try {
+      expect(strict.config.allowPrivateSources).toEqual([]);
+      const tenant = await strict.tenant('strict');
+      const secret = 'strict-secret-1';
+      const res = await api(strict, tenant.token, 'POST', '/v1/triggers', JSON.stringify({ repository: 'strict', provider: 'github', cloneUrl: git.url('app'), secret, rules: [{ ref: '.*', tags: ['latest'] }] }), 'application/json');
+      expect(res.status).toBe(201);
+      const body = JSON.stringify(githubPush({ ref: 'refs/heads/main', after: 'e'.repeat(40) }));
+      const served = git.requests.length;
+      const delivered = await fetch(`${strict.url}${res.json.hookUrl}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-github-event': 'push', 'x-github-delivery': randomUUID(), 'x-hub-signature-256': `sha256=${hmacHex(secret, body)}` },
+        body,
+      });
+      const { buildId } = (await delivered.json()) as any;
+      const failed = await waitForBuild(strict, tenant.token, buildId);
+      expect(failed.status).toBe('failed');
+      expect(failed.error.message).toBe(
+        'fetching the commit failed: the clone URL was refused: 127.0.0.1 resolves to 127.0.0.1, a loopback address, which tenant-given URLs may not reach (an operator can allow it with STRATA_ALLOW_PRIVATE_SOURCES)',
+      );
+      expect(git.requests.length).toBe(served);
+    } finally {
+      await strict.close();
+    }
+  });
 });
 
 /** A second api as an OS process of its own (apps/api/src/main.ts from source) sharing the stack's Postgres, Redis and queue. */

@@ -16,6 +16,8 @@ export interface GitServer {
   /** The URL with the user and password in it, for pushing from the test. */
   pushUrl(repo: string): string;
   createRepo(repo: string): void;
+  /** The bare repository's directory on disk. */
+  repoPath(repo: string): string;
   /** Requests served so far: method, path and status. */
   requests: Array<{ method: string; path: string; status: number }>;
   close(): Promise<void>;
@@ -94,6 +96,7 @@ export async function startGitServer(opts: { auth?: { username: string; password
   return {
     url: (repo) => `${base}/${repo}.git`,
     pushUrl: (repo) => (opts.auth ? `http://${opts.auth.username}:${opts.auth.password}@127.0.0.1:${port}/${repo}.git` : `${base}/${repo}.git`),
+    repoPath: (repo) => path.join(root, `${repo}.git`),
     createRepo(repo) {
       execFileSync('git', ['init', '-q', '--bare', '-b', 'main', path.join(root, `${repo}.git`)]);
     },
