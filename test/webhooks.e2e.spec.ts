@@ -6,6 +6,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { run as runCli } from '../apps/cli/src/cli.js';
 import { type ForgeRecorder, startForgeRecorder } from './support/forge-recorder.js';
 import { type GitServer, startGitServer, WorkingCopy } from './support/git-server.js';
 import { api, type Stack, startStack, waitForBuild } from './support/stack.js';
@@ -602,6 +603,25 @@ describe('builds on git push', () => {
     } finally {
       await strict.close();
     }
+  });
+
+  it('creates a trigger with the CLI, which prints the payload URL and the secret once', async () => {
+    const io = { stdout: '', stderr: '', out: (t: string) => void (io.stdout += t), err: (t: string) => void (io.stderr += t), env: { STRATA_URL: stack.url, STRATA_TOKEN: token, STRATA_GIT_TOKEN: 'cli-git-token' } };
+    const code = await runCli(
+      ['trigger', 'create', '--repository', 'cli-app', '--provider', 'github', '--clone-url', git.url('app'), '--rule', '^refs/heads/(main)$={1},sha-{short_sha}', '--include', 'src/**', '--context', 'app'],
+      io,
+    );
+    expect([code, io.stderr]).toEqual([0, '']);
+    const id = /^trigger ([0-9a-f-]{36})$/m.exec(io.stdout)![1];
+    expect(io.stdout).toContain(`payload URL: ${stack.url}/v1/hooks/${id}\ncontent type: application/json\n`);
+    const secret = /^secret: (\S+)$/m.exec(io.stdout)![1];
+    const shown = (await api(stack, token, 'GET', `/v1/triggers/${id}`)).json;
+    expect(shown).toMatchObject({ repository: 'cli-app', provider: 'github', context: 'app', rules: [{ ref: '^refs/heads/(main)$', tags: ['{1}', 'sha-{short_sha}'] }], paths: { include: ['src/**'] }, credentials: { type: 'token', username: null } });
+    // The printed secret is the one the hook checks.
+    const ping = await github(`/v1/hooks/${id}`, secret, 'ping', { zen: 'hi' });
+    expect(ping.json.outcome).toBe('ping');
+    const bad = { ...io, stdout: '', stderr: '' };
+    expect(await runCli(['trigger', 'create', '--repository', 'x', '--provider', 'github', '--clone-url', git.url('app')], bad)).toBe(2);
   });
 });
 
