@@ -623,6 +623,63 @@ describe('builds on git push', () => {
     const bad = { ...io, stdout: '', stderr: '' };
     expect(await runCli(['trigger', 'create', '--repository', 'x', '--provider', 'github', '--clone-url', git.url('app')], bad)).toBe(2);
   });
+
+  it('builds from a context subdirectory with submodules fetched when the trigger asks', async () => {
+    git.createRepo('lib');
+    const lib = new WorkingCopy(git.pushUrl('lib'));
+    lib.commit({ 'lib.txt': 'from the submodule\n' }, 'lib');
+    await lib.push('main');
+    git.createRepo('mono');
+    const work = new WorkingCopy(git.pushUrl('mono'));
+    work.commit({ 'README.md': 'not in the context\n', 'app/Dockerfile': 'FROM scratch\nCOPY . /src/\n', 'app/.dockerignore': 'local.env\n', 'app/local.env': 'x=1\n', 'app/app.txt': 'app\n' }, 'app');
+    await work.gitAsync('-c', 'protocol.file.allow=never', 'submodule', 'add', '-q', git.url('lib'), 'app/vendor/lib');
+    work.git('commit', '-q', '-m', 'add the lib submodule');
+    const sha = work.git('rev-parse', 'HEAD');
+    await work.push('main');
+    const secret = 'mono-secret-1';
+    const trigger = await createTrigger({ repository: 'mono', provider: 'github', cloneUrl: git.url('mono'), secret, context: 'app', submodules: true, rules: [{ ref: '^refs/heads/main$', tags: ['latest'] }] });
+    const res = await github(trigger.hookUrl, secret, 'push', githubPush({ ref: 'refs/heads/main', after: sha, message: 'add the lib submodule' }));
+    const built = await waitForBuild(stack, token, res.json.buildId);
+    expect(built.status).toBe('succeeded');
+    const root = await imageRoot('mono', 'latest');
+    expect(readFileSync(`${root}/src/app.txt`, 'utf8')).toBe('app\n');
+    expect(readFileSync(`${root}/src/vendor/lib/lib.txt`, 'utf8')).toBe('from the submodule\n');
+    expect(() => statSync(`${root}/src/README.md`)).toThrow();
+    expect(() => statSync(`${root}/src/local.env`)).toThrow();
+    expect(() => statSync(`${root}/src/vendor/lib/.git`)).toThrow();
+
+    // Without submodules: true the submodule directory stays empty.
+    const plain = await createTrigger({ repository: 'mono-plain', provider: 'github', cloneUrl: git.url('mono'), secret, context: 'app', rules: [{ ref: '^refs/heads/main$', tags: ['latest'] }] });
+    const res2 = await github(plain.hookUrl, secret, 'push', githubPush({ ref: 'refs/heads/main', after: sha }));
+    expect((await waitForBuild(stack, token, res2.json.buildId)).status).toBe('succeeded');
+    const plainRoot = await imageRoot('mono-plain', 'latest');
+    expect(() => statSync(`${plainRoot}/src/vendor/lib/lib.txt`)).toThrow();
+    lib.close();
+    work.close();
+  });
+
+  it('takes a payload of 25 MiB and refuses a larger one with 413, storing nothing', async () => {
+    const secret = 'large-secret-1';
+    const trigger = await createTrigger({ repository: 'large', provider: 'github', cloneUrl: git.url('app'), secret, rules: [{ ref: '^refs/heads/nomatch$', tags: ['x'] }] });
+    const payload = githubPush({ ref: 'refs/heads/main', after: 'f'.repeat(40) }) as Record<string, unknown>;
+    const base = JSON.stringify({ ...payload, padding: '' });
+    const limit = 25 * 1024 * 1024;
+    const fits = JSON.stringify({ ...payload, padding: 'x'.repeat(limit - base.length) });
+    expect(Buffer.byteLength(fits)).toBe(limit);
+    const started = Date.now();
+    const ok = await github(trigger.hookUrl, secret, 'push', JSON.parse(fits));
+    process.stdout.write(`a 25 MiB signed push was answered in ${Date.now() - started} ms\n`);
+    expect([ok.status, ok.json.outcome, ok.json.reason]).toEqual([200, 'skipped', 'no rule matches refs/heads/main']);
+    const over = `${fits} `;
+    const res = await fetch(`${stack.url}${trigger.hookUrl}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-github-event': 'push', 'x-github-delivery': randomUUID(), 'x-hub-signature-256': `sha256=${hmacHex(secret, over)}` },
+      body: over,
+    });
+    expect(res.status).toBe(413);
+    expect(((await res.json()) as any).message).toBe(`The webhook payload is larger than the limit of ${limit} bytes.`);
+    expect(await deliveries(trigger.id)).toHaveLength(1);
+  });
 });
 
 /** A second api as an OS process of its own (apps/api/src/main.ts from source) sharing the stack's Postgres, Redis and queue. */

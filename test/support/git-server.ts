@@ -150,6 +150,12 @@ export class WorkingCopy {
     return this.git('rev-parse', 'HEAD');
   }
 
+  /** A git command that talks to the server, without blocking the event loop: the server may run in this very process. */
+  async gitAsync(...args: string[]): Promise<string> {
+    const { stdout } = await promisify(execFile)('git', args, { cwd: this.dir, env: this.env() });
+    return stdout.trim();
+  }
+
   /** Pushes without blocking the event loop: the git server may run in this very process. */
   async push(refspec: string, force = false): Promise<void> {
     await promisify(execFile)('git', ['push', '-q', ...(force ? ['--force'] : []), 'origin', refspec], { cwd: this.dir, env: this.env() });

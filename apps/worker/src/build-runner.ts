@@ -93,7 +93,8 @@ export class BuildRunner {
       }
     }
     const workDir = path.resolve(config.dataDir, 'builds', buildId);
-    const fromGit = build.source === 'git' ? await this.gitRequest(build) : null;
+    const fromGit =
+      build.source === 'git' ? await this.gitRequest(build).catch((e: Error) => ({ problem: `the trigger could not be read: ${e.message}`, statuses: null })) : null;
     // The forge hears that the commit is being built, and later how it ended.
     const statuses = fromGit?.statuses ?? null;
     statuses?.report('pending');
