@@ -224,6 +224,24 @@ describe('builds on git push', () => {
     work.close();
   });
 
+  it('reports failure to GitHub when the build of a pushed commit fails, naming the Dockerfile line', async () => {
+    git.createRepo('broken');
+    const work = new WorkingCopy(git.pushUrl('broken'));
+    const sha = work.commit({ Dockerfile: 'FROM scratch\nCOPY missing.txt /\n' }, 'broken');
+    await work.push('main');
+    const secret = 'broken-secret-1';
+    const trigger = await createTrigger({ repository: 'broken', provider: 'github', cloneUrl: git.url('broken'), apiUrl: `${forge.url}/gh-broken`, secret, credentials: { token: 't' }, rules: [{ ref: '.*', tags: ['latest'] }] });
+    const res = await github(trigger.hookUrl, secret, 'push', githubPush({ ref: 'refs/heads/main', after: sha, message: 'broken' }));
+    const failed = await waitForBuild(stack, token, res.json.buildId);
+    expect([failed.status, failed.error.line]).toEqual(['failed', 2]);
+    const statuses = await forge.waitFor(`/gh-broken/repos/acme/app/statuses/${sha}`, 2);
+    expect(statuses.map((s) => [s.body.state, s.body.description])).toEqual([
+      ['pending', 'Strata is building the image'],
+      ['failure', 'The build failed'],
+    ]);
+    work.close();
+  });
+
   it('builds a tag push from Gitea with the tag and capture groups in the tags, and reports Gitea statuses', async () => {
     git.createRepo('tagged');
     const work = new WorkingCopy(git.pushUrl('tagged'));
