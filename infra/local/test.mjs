@@ -8,7 +8,7 @@ import { ensureDependencies, ensurePackages, ensureServices, generatePrismaClien
 const started = Date.now();
 ensureDependencies();
 // Real clients and runtimes the end-to-end tests drive: skopeo and umoci read our images, runc runs RUN steps.
-ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'busybox-static', 'attr', 'iproute2', 'tar', 'gzip', 'docker-registry', 'docker.io', 'buildah']);
+ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'busybox-static', 'attr', 'iproute2', 'tar', 'gzip', 'docker-registry', 'docker.io', 'buildah', 'git']);
 const env = await ensureServices({ database: 'strata_test', bucket: 'strata-test', redisDb: 1 });
 generatePrismaClient();
 migrate(env);
@@ -39,6 +39,8 @@ const status = run(
     STRATA_UPSTREAM_REGISTRY: 'none',
     // Scheduled garbage collection is off unless a test turns it on (test/gc.e2e.spec.ts does).
     STRATA_GC_INTERVAL_MS: '0',
+    // Test git servers and forge stand-ins listen on loopback; tenant-given URLs may reach it only because this says so.
+    STRATA_ALLOW_PRIVATE_SOURCES: '127.0.0.0/8',
     STRATA_QUEUE_PREFIX: `strata-test-${randomBytes(4).toString('hex')}`,
     STRATA_DATA_DIR: path.join(root, '.strata/test-worker'),
   },
