@@ -9,7 +9,7 @@ const started = Date.now();
 ensureDependencies();
 // Real clients and runtimes the end-to-end tests drive: skopeo and umoci read our images, runc runs RUN steps;
 // bzip2 and xz-utils unpack ADD archives on the worker, as they do for Docker.
-ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'busybox-static', 'attr', 'iproute2', 'tar', 'gzip', 'docker-registry', 'docker.io', 'buildah', 'bzip2', 'xz-utils']);
+ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'busybox-static', 'attr', 'iproute2', 'tar', 'gzip', 'docker-registry', 'docker.io', 'buildah', 'bzip2', 'xz-utils', 'git']);
 const env = await ensureServices({ database: 'strata_test', bucket: 'strata-test', redisDb: 1 });
 generatePrismaClient();
 migrate(env);
@@ -40,6 +40,8 @@ const status = run(
     STRATA_UPSTREAM_REGISTRY: 'none',
     // Scheduled garbage collection is off unless a test turns it on (test/gc.e2e.spec.ts does).
     STRATA_GC_INTERVAL_MS: '0',
+    // Test git servers and forge stand-ins listen on loopback; tenant-given URLs may reach it only because this says so.
+    STRATA_ALLOW_PRIVATE_SOURCES: '127.0.0.0/8',
     STRATA_QUEUE_PREFIX: `strata-test-${randomBytes(4).toString('hex')}`,
     STRATA_DATA_DIR: path.join(root, '.strata/test-worker'),
   },

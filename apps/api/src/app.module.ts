@@ -12,6 +12,7 @@ import { RepositoriesController } from './repositories/repositories.controller.j
 import { RepositoriesService } from './repositories/repositories.service.js';
 import { RegistryModule } from './registry/registry.module.js';
 import { storageProvider } from './storage/storage.provider.js';
+import { TriggersModule } from './triggers/triggers.module.js';
 
 @Module({})
 export class AppModule {
@@ -24,7 +25,7 @@ export class AppModule {
     };
     return {
       module: AppModule,
-      imports: [configModule, DbModule, RegistryModule, LogsModule],
+      imports: [configModule, DbModule, RegistryModule, LogsModule, TriggersModule],
       controllers: [HealthController, BuildsController, RepositoriesController, DockerfileController],
       providers: [AuthGuard, BuildsQueueCloser, BuildsService, RepositoriesService, buildsQueueProvider, storageProvider],
     };

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
@@ -21,6 +22,8 @@ const USAGE = `usage:
   strata build [OPTIONS] [DIR]    build DIR (default .) and follow its log
   strata logs BUILD_ID            print a build's log
   strata status BUILD_ID          print a build as JSON
+  strata trigger create OPTIONS   build a forge repository's pushes (prints the payload URL)
+  strata trigger list             print the tenant's triggers as JSON
   strata help                     this text
 
 build options (as docker buildx build spells them):
@@ -40,6 +43,20 @@ build options (as docker buildx build spells them):
       --no-cache-filter STAGE     do not use the cache for this stage's steps (repeatable)
       --no-follow                 print the build id and exit without following the log
   -h, --help                      this text
+
+trigger create options:
+      --repository REPO           the image repository builds go to (required)
+      --provider NAME             github, gitlab, gitea or bitbucket (required)
+      --clone-url URL             https://host/owner/repo.git or git@host:owner/repo.git (required)
+      --rule 'REGEX=TAG[,TAG]'    a ref pattern and its tag templates: {branch} {tag} {sha}
+                                  {short_sha} {1}..{9} (repeatable; the first match builds)
+  -f, --file PATH                 the Dockerfile inside the context (default Dockerfile)
+      --context DIR               the context directory inside the repository (default .)
+      --target STAGE, --build-arg K=V, --submodules
+      --include PATTERN, --exclude PATTERN   path filters on the pushed files (repeatable)
+      --api-url URL               the forge's API for commit statuses (self-hosted forges)
+  the webhook secret is STRATA_TRIGGER_SECRET, or made up and printed once; clone and
+  status credentials come from STRATA_GIT_TOKEN (and STRATA_GIT_USERNAME), never from flags
 
 environment: STRATA_URL (default http://127.0.0.1:3000), STRATA_TOKEN (required)
 exit codes: 0 built, 1 the build or a request failed, 2 bad usage
@@ -230,6 +247,70 @@ export function parseBuildArgs(argv: string[], io: CliIo = { out: () => undefine
   return o;
 }
 
+const TRIGGER_OPTIONS = {
+  repository: { type: 'string' },
+  provider: { type: 'string' },
+  'clone-url': { type: 'string' },
+  'api-url': { type: 'string' },
+  rule: { type: 'string', multiple: true },
+  file: { type: 'string', short: 'f' },
+  context: { type: 'string' },
+  target: { type: 'string' },
+  'build-arg': { type: 'string', multiple: true },
+  include: { type: 'string', multiple: true },
+  exclude: { type: 'string', multiple: true },
+  submodules: { type: 'boolean' },
+} as const satisfies ParseArgsConfig['options'];
+
+/** `strata trigger create` flags as the POST /v1/triggers body (without the secret and credentials). */
+export function parseTriggerArgs(argv: string[]): Record<string, unknown> {
+  const { values: v } = parseOrExplain({ args: argv, options: TRIGGER_OPTIONS, strict: true, allowPositionals: false }, 'trigger create');
+  for (const flag of ['repository', 'provider', 'clone-url'] as const) if (!v[flag]) throw new UsageError(`--${flag} is required`);
+  if (!v.rule?.length) throw new UsageError('at least one --rule is required');
+  const body: Record<string, unknown> = {
+    repository: v.repository,
+    provider: v.provider,
+    cloneUrl: v['clone-url'],
+    // The tag templates never hold "=", the ref pattern may: split at the last one.
+    rules: v.rule.map((r) => {
+      const eq = r.lastIndexOf('=');
+      if (eq <= 0) throw new UsageError(`--rule ${r}: expected REF_REGEX=TAG[,TAG...]`);
+      return { ref: r.slice(0, eq), tags: r.slice(eq + 1).split(',').filter(Boolean) };
+    }),
+  };
+  if (v['api-url']) body.apiUrl = v['api-url'];
+  if (v.file) body.dockerfile = v.file;
+  if (v.context) body.context = v.context;
+  if (v.target) body.target = v.target;
+  if (v.submodules) body.submodules = true;
+  if (v['build-arg']?.length) {
+    body.buildArgs = Object.fromEntries(
+      v['build-arg'].map((kv) => {
+        const eq = kv.indexOf('=');
+        if (eq <= 0) throw new UsageError(`--build-arg ${kv}: expected NAME=VALUE`);
+        return [kv.slice(0, eq), kv.slice(eq + 1)];
+      }),
+    );
+  }
+  if (v.include?.length || v.exclude?.length) body.paths = { ...(v.include?.length ? { include: v.include } : {}), ...(v.exclude?.length ? { exclude: v.exclude } : {}) };
+  return body;
+}
+
+/** Creates a trigger; prints its payload URL, and the secret once when this command made it up. */
+async function createTrigger(argv: string[], io: CliIo): Promise<number> {
+  const body = parseTriggerArgs(argv);
+  const given = io.env.STRATA_TRIGGER_SECRET;
+  const secret = given || randomBytes(24).toString('base64url');
+  body.secret = secret;
+  if (io.env.STRATA_GIT_TOKEN) body.credentials = { token: io.env.STRATA_GIT_TOKEN, ...(io.env.STRATA_GIT_USERNAME ? { username: io.env.STRATA_GIT_USERNAME } : {}) };
+  const c = client(io);
+  const created = await c.json('POST', '/v1/triggers', JSON.stringify(body), [['content-type', 'application/json']]);
+  io.out(`trigger ${String(created.id)}\npayload URL: ${c.base}${String(created.hookUrl)}\ncontent type: application/json\n`);
+  // Shown once: it is stored sealed and never returned.
+  if (!given) io.out(`secret: ${secret}\n`);
+  return 0;
+}
+
 function client(io: CliIo) {
   const base = (io.env.STRATA_URL ?? 'http://127.0.0.1:3000').replace(/\/$/, '');
   const token = io.env.STRATA_TOKEN;
@@ -395,6 +476,11 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       const res = await c.stream(`/v1/builds/${id}/logs`, 'text/plain');
       if (!res.ok) throw new Error(`${res.status} ${await res.text()}`);
       io.out(await res.text());
+      return 0;
+    }
+    if (command === 'trigger' && rest[0] === 'create') return await createTrigger(rest.slice(1), io);
+    if (command === 'trigger' && rest[0] === 'list' && rest.length === 1) {
+      io.out(`${JSON.stringify(await client(io).json('GET', '/v1/triggers'), null, 2)}\n`);
       return 0;
     }
     throw new UsageError(command.startsWith('-') ? `unknown flag ${command}` : `unknown command "${command}"`);

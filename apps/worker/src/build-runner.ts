@@ -6,7 +6,7 @@ import {
   BuildEngine, ContextSourceError, IgnoreMatcher, IndexedContext, parseDockerignore, RootfsIndexer, type BuildEvent, BuildFailure, type ImageResolver,
   type RootfsProvider, type RunExecutor, type StepFingerprint,
 } from '@strata/build-engine';
-import { openSecrets, type StrataConfig } from '@strata/config';
+import { openSecrets, type StrataConfig, triggerSealScope } from '@strata/config';
 import type { Build, Prisma, PrismaClient } from '@strata/db';
 import {
   type BuildPlan, type Diagnostic, DockerfileError, lintCopyIgnoredFile, lintWithResolvedImages, parseDockerfile, resolveBuild, type ResolvedBaseImage,
@@ -14,6 +14,8 @@ import {
 import { type ImageConfig, TarExtractionError } from '@strata/oci';
 import { ImageStore, type RegistryAuth, registryAuthFromEntries, RegistryClient } from '@strata/registry';
 import { ContextCache, type ExtractedContext } from './context-cache.js';
+import { CommitStatusReporter } from './commit-status.js';
+import { type CommitRequest, GitCommitSource, gitContextDigest, GitFetchError } from './git-source.js';
 import { BlobLayerSink, PrismaCacheIndex, TenantImageResolver } from './adapters.js';
 import type { BuildLogs } from './logs/build-log.js';
 
@@ -44,6 +46,8 @@ export class BuildRunner {
   private readonly registryClient: RegistryClient;
   /** Layer indexes (paths, owners) shared by every build on this worker. */
   private readonly indexer: RootfsIndexer;
+  /** Builds from a push fetch their commit with git. */
+  private readonly git: GitCommitSource;
 
   constructor(private readonly deps: BuildRunnerDeps) {
     this.contexts = new ContextCache(path.resolve(deps.config.dataDir, 'contexts'));
@@ -51,6 +55,7 @@ export class BuildRunner {
     this.layers = new BlobLayerSink(deps.storage, deps.prisma, path.resolve(deps.config.dataDir, 'spool'));
     // Through the sink: a layer still being uploaded is read from its spool file.
     this.indexer = new RootfsIndexer((d) => this.layers.open(d));
+    this.git = new GitCommitSource(deps.config.allowPrivateSources);
     this.registryClient = new RegistryClient({ insecureRegistries: deps.config.pull.insecureRegistries, userAgent: 'strata-worker' });
   }
 
@@ -88,6 +93,11 @@ export class BuildRunner {
       }
     }
     const workDir = path.resolve(config.dataDir, 'builds', buildId);
+    const fromGit =
+      build.source === 'git' ? await this.gitRequest(build).catch((e: Error) => ({ problem: `the trigger could not be read: ${e.message}`, statuses: null })) : null;
+    // The forge hears that the commit is being built, and later how it ended.
+    const statuses = fromGit?.statuses ?? null;
+    statuses?.report('pending');
     let extracted: ExtractedContext | undefined;
     // The lint findings so far, and the FROM images the engine resolved (InvalidBaseImagePlatform and UndefinedVar need them).
     let lint: { warnings: Diagnostic[]; plan: BuildPlan | null } = { warnings: [], plan: null };
@@ -97,11 +107,19 @@ export class BuildRunner {
       await rm(workDir, { recursive: true, force: true });
       await mkdir(workDir, { recursive: true });
       try {
-        const download = () => this.deps.storage.objects.get(build.contextKey!);
         const limits = { maxBytes: config.maxContextBytes, maxEntries: config.maxContextEntries };
-        // Contexts are kept by content digest; a build recorded without one is indexed under its own id.
-        extracted = await this.contexts.open(build.tenantId, build.contextDigest ?? `build-${build.id}`, download, limits);
+        if (fromGit) {
+          if ('problem' in fromGit) throw new BuildFailure(fromGit.problem, null);
+          const req = fromGit.request;
+          log?.line(null, 'system', `fetching commit ${req.sha} from ${req.cloneUrl}${req.context !== '.' ? ` (context ${req.context})` : ''}`);
+          extracted = await this.contexts.open(build.tenantId, gitContextDigest(req), () => this.git.contextTar(req, path.join(workDir, 'git'), stop), limits);
+        } else {
+          const download = () => this.deps.storage.objects.get(build.contextKey!);
+          // Contexts are kept by content digest; a build recorded without one is indexed under its own id.
+          extracted = await this.contexts.open(build.tenantId, build.contextDigest ?? `build-${build.id}`, download, limits);
+        }
       } catch (e) {
+        if (e instanceof GitFetchError) throw new BuildFailure(`fetching the commit failed: ${e.message}`, null);
         if (e instanceof TarExtractionError || /gzip|tar|header/i.test((e as Error).message)) {
           throw new BuildFailure(`the build context was refused: ${(e as Error).message}`, null);
         }
@@ -200,6 +218,7 @@ export class BuildRunner {
           baseImageSource: out.base?.source ?? null,
         },
       });
+      statuses?.report('success');
       await log?.finish('succeeded', `image ${published.manifestDigest}`);
     } catch (e) {
       const timedOut = deadline.aborted && signal?.aborted !== true;
@@ -208,6 +227,7 @@ export class BuildRunner {
         : e instanceof BuildFailure ? e : null;
       const message = failure ? failure.message : `internal error: ${(e as Error).message}`;
       const cancelled = signal?.aborted === true;
+      statuses?.report(failure && !cancelled ? 'failure' : 'error');
       // A failed build still says what its resolved FROM images revealed (a wrong platform often explains the failure).
       await this.lintResolvedImages(buildId, lint, resolvedImages, log).catch(() => undefined);
       await prisma.build.update({
@@ -231,6 +251,7 @@ export class BuildRunner {
       for (const v of secrets.values()) v.fill(0);
       await extracted?.release();
       await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
+      await statuses?.settled();
     }
   }
 
@@ -298,6 +319,52 @@ export class BuildRunner {
       data: { warnings: all.map((w) => ({ line: w.line, column: w.column, rule: w.rule ?? null, message: w.message, severity: w.severity })) },
     });
     for (const w of fresh) log?.line(null, 'system', `${w.severity === 'error' ? 'error' : 'warning'}: ${w.rule ? `${w.rule}: ` : ''}${w.message} (line ${w.line})`);
+  }
+
+  /**
+   * What a build from a push fetches, with the trigger's credentials opened in this worker's memory
+   * only, and where its commit statuses go. A problem (the trigger was deleted) fails the build.
+   */
+  private async gitRequest(build: Build & { repository: { name: string } }): Promise<{ request: CommitRequest; statuses: CommitStatusReporter } | { problem: string; statuses: null }> {
+    const g = build.gitSource as Record<string, string | boolean>;
+    const triggerId = String(g.triggerId);
+    const trigger = await this.deps.prisma.trigger.findFirst({ where: { id: triggerId, tenantId: build.tenantId } });
+    if (!trigger) return { problem: `the trigger ${triggerId} this build came from was deleted`, statuses: null };
+    let creds: Map<string, Buffer> = new Map();
+    if (trigger.credentialsSealed) {
+      try {
+        creds = openSecrets(this.deps.config.secretsKey, triggerSealScope(trigger.id), trigger.credentialsSealed);
+      } catch (e) {
+        return { problem: `the trigger's credentials: ${(e as Error).message}`, statuses: null };
+      }
+    }
+    const text = (k: string) => creds.get(k)?.toString('utf8');
+    const request: CommitRequest = {
+      provider: String(g.provider),
+      cloneUrl: String(g.cloneUrl),
+      sha: String(g.sha),
+      context: String(g.context ?? '.'),
+      submodules: g.submodules === true,
+      credentials: creds.size > 0 ? { token: text('token'), username: text('username'), deployKey: text('deployKey') } : null,
+    };
+    const statuses = new CommitStatusReporter(
+      this.deps.prisma,
+      {
+        provider: request.provider,
+        apiUrl: trigger.apiUrl,
+        cloneUrl: request.cloneUrl,
+        forgeRepository: String(g.forgeRepository ?? ''),
+        sha: request.sha,
+        token: text('token') ?? null,
+        username: text('username') ?? null,
+        context: `strata/${build.repository.name}`,
+        targetUrl: `${this.deps.config.publicUrl}/builds/${build.id}`,
+        triggerId,
+        deliveryId: String(g.deliveryId),
+      },
+      this.deps.config.allowPrivateSources,
+    );
+    return { request, statuses };
   }
 
   /** Step fingerprints of the previous finished build of the same repository and target. */

@@ -24,6 +24,14 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...base, STRATA_LOG_LINE_MAX_BYTES: '10' })).toThrow('STRATA_LOG_LINE_MAX_BYTES must be an integer of at least 256, got "10"');
   });
 
+  it('takes STRATA_ALLOW_PRIVATE_SOURCES as CIDRs and names a malformed one', () => {
+    expect(loadConfig(base).allowPrivateSources).toEqual([]);
+    expect(loadConfig({ ...base, STRATA_ALLOW_PRIVATE_SOURCES: '127.0.0.0/8, fd00::/8' }).allowPrivateSources).toEqual(['127.0.0.0/8', 'fd00::/8']);
+    expect(() => loadConfig({ ...base, STRATA_ALLOW_PRIVATE_SOURCES: '10.0.0.0' })).toThrow('STRATA_ALLOW_PRIVATE_SOURCES must be comma-separated CIDRs such as 10.0.0.0/8; "10.0.0.0" is not one: it has no /prefix length');
+    expect(() => loadConfig({ ...base, STRATA_ALLOW_PRIVATE_SOURCES: '10.0.0.0/33' })).toThrow('the prefix length must be 0 to 32');
+    expect(() => loadConfig({ ...base, STRATA_ALLOW_PRIVATE_SOURCES: 'example.com/8' })).toThrow('"example.com" is not an IPv4 or IPv6 address');
+  });
+
   it('names the variable that is missing', () => {
     expect(() => loadConfig({ ...base, DATABASE_URL: undefined })).toThrow(new ConfigError('DATABASE_URL is not set'));
   });

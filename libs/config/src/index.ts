@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -31,6 +32,11 @@ export interface StrataConfig {
   secretsKey: Buffer;
   /** Base images pulled from other registries (FROM). */
   pull: PullSettings;
+  /**
+   * CIDRs that tenant-given URLs (git clone URLs, forge APIs) may reach although they are loopback,
+   * link-local or private (STRATA_ALLOW_PRIVATE_SOURCES, comma-separated); empty by default.
+   */
+  allowPrivateSources: string[];
   /** Build log limits: past a cap a line says how much was dropped; nothing is cut silently. */
   log: {
     /** Bytes of output one step may log. */
@@ -205,6 +211,28 @@ function pullSettings(env: Env): PullSettings {
   return { upstreamRegistry: upstream, insecureRegistries: insecureList };
 }
 
+/** `a.b.c.d/n` or `v6::/n`: the address must be one and the prefix fit its family. */
+export function cidrProblem(cidr: string): string | null {
+  const slash = cidr.indexOf('/');
+  if (slash < 0) return 'it has no /prefix length';
+  const address = cidr.slice(0, slash);
+  const prefix = cidr.slice(slash + 1);
+  const family = isIP(address);
+  if (family === 0) return `"${address}" is not an IPv4 or IPv6 address`;
+  const max = family === 4 ? 32 : 128;
+  if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > max) return `the prefix length must be 0 to ${max}`;
+  return null;
+}
+
+function cidrList(env: Env, name: string): string[] {
+  const list = (env[name] ?? '').split(',').map((c) => c.trim()).filter((c) => c !== '');
+  for (const cidr of list) {
+    const problem = cidrProblem(cidr);
+    if (problem) throw new ConfigError(`${name} must be comma-separated CIDRs such as 10.0.0.0/8; "${cidr}" is not one: ${problem}`);
+  }
+  return list;
+}
+
 export function loadConfig(env: Env = process.env): StrataConfig {
   const port = int(env, 'PORT', 3000);
   const host = env.HOST ?? '127.0.0.1';
@@ -232,6 +260,7 @@ export function loadConfig(env: Env = process.env): StrataConfig {
     registrySecret: registrySecret(env),
     secretsKey: secretsKey(env),
     pull: pullSettings(env),
+    allowPrivateSources: cidrList(env, 'STRATA_ALLOW_PRIVATE_SOURCES'),
     log: {
       stepMaxBytes: int(env, 'STRATA_LOG_STEP_MAX_BYTES', 4 * 1024 ** 2, 1024),
       buildMaxBytes: int(env, 'STRATA_LOG_BUILD_MAX_BYTES', 64 * 1024 ** 2, 1024),
@@ -248,7 +277,7 @@ export function loadConfig(env: Env = process.env): StrataConfig {
   };
 }
 
-export { openSecrets, sealSecrets, SealedSecretsError } from './sealed-secrets.js';
+export { openSecrets, sealSecrets, SealedSecretsError, triggerSealScope } from './sealed-secrets.js';
 
 export const STRATA_CONFIG = Symbol('STRATA_CONFIG');
 

@@ -38,3 +38,8 @@ export function openSecrets(key: Buffer, buildId: string, sealed: Uint8Array): M
   plain.fill(0);
   return new Map(Object.entries(parsed).map(([id, v]) => [id, Buffer.from(v, 'base64')]));
 }
+
+/** What a trigger's sealed webhook secret and credentials are bound to (the additional authenticated data), so they open only as that trigger's. */
+export function triggerSealScope(triggerId: string): string {
+  return `trigger:${triggerId}`;
+}

@@ -5,7 +5,8 @@ export interface BuildView {
   id: string;
   repository: string;
   status: string;
-  source: string;
+  /** Where the context came from: an upload, or the commit a push named. */
+  source: BuildSourceView;
   dockerfile: string;
   target: string | null;
   buildArgs: Record<string, string>;
@@ -37,13 +38,23 @@ export interface BuildView {
   warnings: Array<{ line: number; column: number; rule: string | null; message: string }>;
 }
 
+export type BuildSourceView =
+  | { type: 'upload' }
+  | { type: 'git'; provider: string; cloneUrl: string; ref: string; sha: string; message: string; author: string; deliveryId: string; triggerId: string };
+
+function sourceView(build: Build): BuildSourceView {
+  if (build.source !== 'git' || !build.gitSource) return { type: 'upload' };
+  const g = build.gitSource as Record<string, string>;
+  return { type: 'git', provider: g.provider, cloneUrl: g.cloneUrl, ref: g.ref, sha: g.sha, message: g.message, author: g.author, deliveryId: g.deliveryId, triggerId: g.triggerId };
+}
+
 export function toBuildView(build: Build & { repository: Repository; steps?: BuildStep[] }): BuildView {
   const steps = [...(build.steps ?? [])].sort((a, b) => a.stage - b.stage || a.index - b.index);
   return {
     id: build.id,
     repository: build.repository.name,
     status: build.status,
-    source: build.source,
+    source: sourceView(build),
     dockerfile: build.dockerfilePath,
     target: build.target,
     buildArgs: build.buildArgs as Record<string, string>,

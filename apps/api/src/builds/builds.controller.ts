@@ -95,6 +95,7 @@ export class BuildsController {
   @ApiQuery({ name: 'status', required: false, enum: STATUSES })
   @ApiQuery({ name: 'limit', required: false, type: Number })
   @ApiQuery({ name: 'cursor', required: false })
+  @ApiQuery({ name: 'sha', required: false, description: 'builds of this commit (a full sha, or a prefix of at least 7 hex digits)' })
   async list(@CurrentCaller() caller: Caller, @Query() q: Record<string, unknown>) {
     const repository = querySingle(q.repository, 'repository');
     const status = querySingle(q.status, 'status');
@@ -103,7 +104,9 @@ export class BuildsController {
     if (!/^\d+$/.test(limitRaw) || Number(limitRaw) < 1 || Number(limitRaw) > 100) {
       throw new BadRequestException(`Invalid limit "${limitRaw}": use a number from 1 to 100.`);
     }
-    return this.builds.list(caller.tenantId, { repository, status, limit: Number(limitRaw), cursor: querySingle(q.cursor, 'cursor') });
+    const sha = querySingle(q.sha, 'sha')?.toLowerCase();
+    if (sha !== undefined && !/^[0-9a-f]{7,64}$/.test(sha)) throw new BadRequestException(`Invalid sha "${sha}": give a commit id of 7 to 64 hex digits.`);
+    return this.builds.list(caller.tenantId, { repository, status, sha, limit: Number(limitRaw), cursor: querySingle(q.cursor, 'cursor') });
   }
 
   @Post(':id/cancel')

@@ -162,11 +162,12 @@ export class BuildsService implements OnModuleDestroy {
 
   async list(
     tenantId: string,
-    q: { repository?: string; status?: string; limit: number; cursor?: string },
+    q: { repository?: string; status?: string; sha?: string; limit: number; cursor?: string },
   ): Promise<{ builds: BuildView[]; nextCursor: string | null }> {
     const where: Prisma.BuildWhereInput = { tenantId };
     if (q.repository) where.repository = { name: q.repository };
     if (q.status) where.status = q.status as Prisma.BuildWhereInput['status'];
+    if (q.sha) where.commitSha = q.sha.length >= 40 ? q.sha : { startsWith: q.sha };
     if (q.cursor) {
       const c = decodeCursor(q.cursor);
       where.OR = [{ createdAt: { lt: c.createdAt } }, { createdAt: c.createdAt, id: { lt: c.id } }];

@@ -1,0 +1,169 @@
+import { BadRequestException, Inject, Injectable, NotFoundException, UnauthorizedException } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import { openSecrets, STRATA_CONFIG, type StrataConfig, triggerSealScope } from '@strata/config';
+import { type Prisma, PrismaService, retryOnUniqueViolation, type Trigger } from '@strata/db';
+import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
+import { decidePush, type PathFilter, type TriggerRule } from '../triggers/trigger-rules.js';
+import { type HookEvent, PayloadError, type Push, readHookEvent } from './push-event.js';
+import { type Provider, verifyHookSignature } from './signatures.js';
+
+/** What the hook answers, and what the delivery list shows. */
+export interface DeliveryOutcome {
+  deliveryId: string;
+  outcome: 'build' | 'skipped' | 'ping' | 'duplicate';
+  reason: string | null;
+  buildId: string | null;
+}
+
+/** The git source a build records (GET /v1/builds/{id} shows all but the last three). */
+export interface GitSource {
+  type: 'git';
+  provider: Provider;
+  cloneUrl: string;
+  ref: string;
+  sha: string;
+  message: string;
+  author: string;
+  deliveryId: string;
+  triggerId: string;
+  forgeRepository: string;
+  context: string;
+  submodules: boolean;
+}
+
+function isUniqueViolation(e: unknown): boolean {
+  const code = (e as { code?: string }).code;
+  return code === 'P2002' || /Unique constraint|duplicate key value/i.test((e as Error).message ?? '');
+}
+
+@Injectable()
+export class HooksService {
+  constructor(
+    private readonly prisma: PrismaService,
+    @Inject(STRATA_CONFIG) private readonly config: StrataConfig,
+    @Inject(BUILDS_QUEUE_TOKEN) private readonly queue: BuildsQueue,
+  ) {}
+
+  /**
+   * One webhook request. The signature is checked on the raw body before anything in it is read;
+   * an unsigned or badly signed request stores nothing.
+   */
+  async receive(triggerId: string, headers: IncomingHttpHeaders, body: Buffer): Promise<DeliveryOutcome> {
+    const trigger = /^[0-9a-f-]{36}$/i.test(triggerId) ? await this.prisma.trigger.findUnique({ where: { id: triggerId } }) : null;
+    if (!trigger) throw new NotFoundException(`Trigger "${triggerId}" does not exist.`);
+    const secret = openSecrets(this.config.secretsKey, triggerSealScope(trigger.id), trigger.secretSealed).get('secret') ?? Buffer.alloc(0);
+    const verdict = verifyHookSignature(trigger.provider as Provider, headers, body, secret);
+    secret.fill(0);
+    if (!verdict.ok) throw new UnauthorizedException(`The webhook request is not signed with this trigger's secret: ${verdict.why}.`);
+    let event: HookEvent;
+    try {
+      event = readHookEvent(trigger.provider as Provider, headers, body, parsePayload(headers, body));
+    } catch (e) {
+      if (e instanceof PayloadError) throw new BadRequestException(`The webhook payload cannot be read: ${e.message}.`);
+      throw e;
+    }
+    if (event.kind === 'ping') return this.record(trigger, event.deliveryId, event.event, null, { outcome: 'ping', reason: 'ping: the trigger is reachable and the signature is valid' });
+    if (event.kind === 'other' || !event.push) {
+      return this.record(trigger, event.deliveryId, event.event, null, { outcome: 'skipped', reason: `the "${event.event}" event does not build; only pushes do` });
+    }
+    return this.recordPush(trigger, event.deliveryId, event.event, event.push);
+  }
+
+  /** Decides what a push leads to and records it, with its build, exactly once per delivery id. */
+  async recordPush(trigger: Trigger, deliveryId: string, event: string, push: Push): Promise<DeliveryOutcome> {
+    const decision = decidePush(trigger.rules as unknown as TriggerRule[], trigger.paths as PathFilter | null, push);
+    if (decision.outcome === 'skipped') return this.record(trigger, deliveryId, event, push, decision);
+    return this.record(trigger, deliveryId, event, push, { outcome: 'build', reason: null, tags: decision.tags });
+  }
+
+  /**
+   * Stores the delivery, and its build when there is one, in one transaction. The unique
+   * (triggerId, deliveryId) index in Postgres makes a second copy of the delivery, on any api
+   * replica, at any moment, fail as a whole: it answers as a duplicate and queues nothing.
+   */
+  private async record(
+    trigger: Trigger,
+    deliveryId: string,
+    event: string,
+    push: Push | null,
+    result: { outcome: 'build' | 'skipped' | 'ping'; reason: string | null; tags?: string[] },
+  ): Promise<DeliveryOutcome> {
+    const buildId = result.outcome === 'build' ? randomUUID() : null;
+    const writes: Prisma.PrismaPromise<unknown>[] = [
+      this.prisma.webhookDelivery.create({
+        data: {
+          tenantId: trigger.tenantId,
+          triggerId: trigger.id,
+          deliveryId,
+          event,
+          ref: push?.ref ?? null,
+          sha: push?.sha ?? null,
+          outcome: result.outcome,
+          reason: result.reason,
+          buildId,
+          push: push ? (push as unknown as Prisma.InputJsonValue) : undefined,
+        },
+      }),
+    ];
+    if (buildId && push?.sha) {
+      const repository = await retryOnUniqueViolation(() =>
+        this.prisma.repository.upsert({
+          where: { tenantId_name: { tenantId: trigger.tenantId, name: trigger.repository } },
+          update: {},
+          create: { tenantId: trigger.tenantId, name: trigger.repository },
+        }),
+      );
+      const source: GitSource = {
+        type: 'git',
+        provider: trigger.provider as Provider,
+        cloneUrl: trigger.cloneUrl,
+        ref: push.ref,
+        sha: push.sha,
+        message: push.message,
+        author: push.author,
+        deliveryId,
+        triggerId: trigger.id,
+        forgeRepository: push.forgeRepository,
+        context: trigger.contextPath,
+        submodules: trigger.submodules,
+      };
+      writes.push(
+        this.prisma.build.create({
+          data: {
+            id: buildId,
+            tenantId: trigger.tenantId,
+            repositoryId: repository.id,
+            source: 'git',
+            dockerfilePath: trigger.dockerfilePath,
+            target: trigger.target,
+            buildArgs: trigger.buildArgs as Prisma.InputJsonValue,
+            tags: result.tags ?? ['latest'],
+            gitSource: source as unknown as Prisma.InputJsonValue,
+            commitSha: push.sha,
+          },
+        }),
+      );
+    }
+    try {
+      await this.prisma.$transaction(writes);
+    } catch (e) {
+      if (!isUniqueViolation(e)) throw e;
+      const first = await this.prisma.webhookDelivery.findUnique({ where: { triggerId_deliveryId: { triggerId: trigger.id, deliveryId } } });
+      return { deliveryId, outcome: 'duplicate', reason: `delivery ${deliveryId} was received before (${first?.outcome ?? 'recorded'}); nothing new starts`, buildId: first?.buildId ?? null };
+    }
+    if (buildId) await this.queue.add('build', { buildId, tenantId: trigger.tenantId }, { jobId: buildId });
+    return { deliveryId, outcome: result.outcome, reason: result.reason, buildId };
+  }
+}
+
+/** JSON, or GitHub's form encoding (`payload=<json>`). */
+function parsePayload(headers: IncomingHttpHeaders, body: Buffer): unknown {
+  const type = (headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+  const text = type === 'application/x-www-form-urlencoded' ? (new URLSearchParams(body.toString('utf8')).get('payload') ?? '') : body.toString('utf8');
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new PayloadError('the body is not JSON');
+  }
+}

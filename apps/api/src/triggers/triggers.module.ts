@@ -1,0 +1,14 @@
+import { Module } from '@nestjs/common';
+import { AuthGuard } from '../auth/auth.guard.js';
+import { HooksController } from '../hooks/hooks.controller.js';
+import { HooksService } from '../hooks/hooks.service.js';
+import { BuildsQueueCloser, buildsQueueProvider } from '../queue.provider.js';
+import { TriggersController } from './triggers.controller.js';
+import { TriggersService } from './triggers.service.js';
+
+/** Builds on git push: triggers (`/v1/triggers`) and the forges' webhooks (`/v1/hooks/{id}`). */
+@Module({
+  controllers: [TriggersController, HooksController],
+  providers: [AuthGuard, TriggersService, HooksService, buildsQueueProvider, BuildsQueueCloser],
+})
+export class TriggersModule {}
