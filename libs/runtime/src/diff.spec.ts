@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +57,8 @@ describe('diffUpperDir on what a step leaves', () => {
     expect(describeEntry(byName.get('absolute')!)).toBe('symlink "absolute" 777 -> /etc/passwd');
     expect(describeEntry(byName.get('fifo')!)).toBe('fifo "fifo" 640');
     expect(byName.has('app.sock')).toBe(false);
+    // Gone from the upper dir too: a worker keeps that dir as its copy of the layer.
+    expect(existsSync(join(upper, 'app.sock'))).toBe(false);
     expect(describeEntry(byName.get('data')!)).toBe('file "data" 644');
     expect(byName.get('data-2')).toEqual({ type: 'hardlink', path: 'data-2', target: 'data' });
     expect(describeEntry(byName.get('alias')!)).toBe('symlink "alias" 777 -> data');

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstat, readdir, readlink, unlink } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { compareLayerKeys, OPAQUE_WHITEOUT, WHITEOUT_PREFIX, type LayerEntry } from '@strata/oci';
 import { CommandError } from './command.js';
@@ -22,7 +22,8 @@ const OVERLAY_XATTR_PREFIX = 'trusted.overlay.';
  *   entry next to their `directory` entry;
  * - symlinks keep their target as written, dangling or absolute (never followed);
  * - fifos and device nodes become their own entries; sockets are left out, as Docker and
- *   containerd's archive writers leave them out;
+ *   containerd's archive writers leave them out, and removed from the upper dir so that the
+ *   worker's own copy of the layer (a kept upper dir) holds what the tar holds;
  * - names sharing one inode become hard links to the first name in layer order (files,
  *   symlinks, fifos, devices), except whiteout devices: overlay links them all to one inode in
  *   its work dir;
@@ -42,6 +43,10 @@ export async function diffUpperDir(upperDir: string, options: DiffOptions = {}):
     for (const name of await readdir(under(root, dir), { encoding: 'buffer' })) {
       const rel = dir.length === 0 ? name : Buffer.concat([dir, SLASH, name]);
       const stats = await lstat(under(root, rel));
+      if (stats.isSocket()) {
+        await unlink(under(root, rel));
+        continue;
+      }
       found.push({ rel, stats });
       if (stats.isDirectory()) stack.push(rel);
     }
