@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import type { RunMountRequest } from '@strata/build-engine';
-import { extractTar } from '@strata/oci';
+import { extractTar } from './extract.js';
 import type { RunMount } from './types.js';
 
 /** Where cache-mount archives are kept so that every worker gets them (S3 in production). */

@@ -1,5 +1,6 @@
 export { LayerStore, type LayerStoreOptions, type LayerSource, type Snapshot, type LayerInfo, type GcResult } from './layer-store.js';
 export { unpackLayer, LayerUnpackError, type UnpackResult } from './unpack.js';
+export { extractTar, type ExtractForm, type ExtractOptions, type ExtractSummary } from './extract.js';
 export { diffUpperDir, type DiffOptions } from './diff.js';
 export { RuncExecutor, ContainerStartError, type RuncExecutorOptions } from './runc-executor.js';
 export { BridgeNetwork, type BridgeNetworkOptions, type NetworkAttachment } from './network.js';
