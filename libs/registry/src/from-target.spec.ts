@@ -1,4 +1,4 @@
-import { fromTarget } from './from-resolver.js';
+import { fromTarget } from './from-target.js';
 
 const settings = { ownHost: 'strata.example:3000', upstreamRegistry: 'registry-1.docker.io' };
 
