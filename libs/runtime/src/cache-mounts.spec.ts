@@ -56,6 +56,7 @@ describe('CacheMounts', () => {
     const fourth = await mounts.mount('t1', cache('private'), later);
     expect(fourth.type === 'bind' && first.type === 'bind' && fourth.source === first.source).toBe(true);
     await finish(later);
+    await mounts.flush();
   });
 
   it('keeps tenants apart: the same id is another directory for another tenant', async () => {
@@ -65,6 +66,7 @@ describe('CacheMounts', () => {
     const theirs = await mounts.mount('t2', cache('shared'), steps);
     expect(mine.type === 'bind' && theirs.type === 'bind' && mine.source !== theirs.source).toBe(true);
     await finish(steps);
+    await mounts.flush();
   });
 
   it('makes locked steps take turns', async () => {
@@ -80,6 +82,7 @@ describe('CacheMounts', () => {
     await waiting;
     expect(secondMounted).toBe(true);
     await finish(second);
+    await mounts.flush();
   });
 
   it('saves a changed cache to the archive store once, and a worker without it starts from that copy', async () => {
@@ -110,5 +113,6 @@ describe('CacheMounts', () => {
     const there = await two.mount('t1', cache('shared'), restored);
     expect(readFileSync(join(there.type === 'bind' ? there.source : '', 'pkg'), 'utf8')).toBe('v1');
     await finish(restored);
+    await two.flush();
   });
 });
