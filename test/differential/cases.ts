@@ -15,6 +15,7 @@ export interface DiffCase {
   base: BaseImage;
   /** What the case covers, in a line. */
   covers: string;
+  /** `{{HTTP}}` stands for the base URL of the suite's own HTTP server on 127.0.0.1 (for ADD <url>). */
   dockerfile: string;
   /** Writes the context besides the Dockerfile. */
   context?: (ctx: ContextWriter) => void;
@@ -157,6 +158,12 @@ export const CASES: DiffCase[] = [
         .archive('packed.tar.gz', (a) => a.file('gz.txt', 'gz\n').file('bin/tool', '#!/bin/sh\n', 0o4755))
         .archive('owned.tar', (a) => a.file('owned.txt', 'owned\n').dir('d').file('d/f', 'f\n'), { uid: 1000, gid: 1000 })
         .file('plain.txt', 'plain\n').file('dir/x.txt', 'x\n').archive('dir/nested.tar', (a) => a.file('not-unpacked', 'n\n')),
+  },
+  {
+    name: 'add-url',
+    base: 'busybox',
+    covers: 'ADD of a URL (a server on 127.0.0.1): into a directory, to a file name, with --chown; a remote archive is not unpacked',
+    dockerfile: df('FROM busybox:1', 'ADD {{HTTP}}/files/hello.txt /downloaded/', 'ADD {{HTTP}}/files/hello.txt /renamed.txt', 'ADD --chown=app:app {{HTTP}}/files/archive.tar /remote/'),
   },
   {
     name: 'add-archive-chown',
@@ -411,6 +418,26 @@ export const CASES: DiffCase[] = [
     ),
     context: (c) => c.file('ctx.txt', 'from context\n'),
   },
+  {
+    name: 'run-mount-options',
+    base: 'busybox',
+    covers: 'RUN --mount options: a cache id shared by steps with the same uid/gid/mode (any sharing), not by one with other options; ADD --chmod',
+    dockerfile: df(
+      'FROM busybox:1',
+      'RUN --mount=type=cache,id=shared,target=/c1,sharing=locked,uid=1000,gid=1000,mode=0700 stat -c "%u:%g %a" /c1 > /cache-owner.txt && echo one > /c1/one',
+      'RUN --mount=type=cache,id=shared,target=/c2,sharing=private,uid=1000,gid=1000,mode=0700 ls /c2 > /seen-same-options.txt',
+      'RUN --mount=type=cache,id=shared,target=/c3,sharing=locked ls /c3 > /seen-default-options.txt',
+      'ADD --chmod=0751 dir/f /added-f',
+    ),
+    context: (c) => c.file('dir/f', 'f\n'),
+  },
+  {
+    name: 'run-bind-rw',
+    base: 'busybox',
+    covers: 'RUN --mount=type=bind,rw of a context directory: writable in the step, its writes discarded',
+    dockerfile: df('FROM busybox:1', 'RUN --mount=type=bind,source=dir,target=/b,rw echo written > /b/new && ls /b > /bind-ls.txt'),
+    context: (c) => c.file('dir/f', 'f\n'),
+  },
   // ---------------------------------------------------------------- stages
   {
     name: 'multistage-copy-from',
@@ -554,6 +581,19 @@ export const CASES: DiffCase[] = [
     base: 'busybox',
     covers: 'USER, WORKDIR and ENV carried from one stage to the next and overridden',
     dockerfile: df('FROM busybox:1 AS a', 'USER app', 'WORKDIR /home/app', 'ENV A=1 B=2', 'FROM a', 'USER 1000:1000', 'ENV B=3', 'WORKDIR sub'),
+  },
+  {
+    name: 'maintainer-and-platform',
+    base: 'busybox',
+    covers: 'MAINTAINER (the config author), FROM --platform with $BUILDPLATFORM and $TARGETPLATFORM, the platform ARGs in FROM',
+    dockerfile: df(
+      'FROM --platform=$BUILDPLATFORM busybox:1 AS build',
+      'ARG TARGETARCH',
+      'RUN echo "built for $TARGETARCH" > /arch.txt',
+      'FROM --platform=$TARGETPLATFORM busybox:1',
+      'MAINTAINER Strata Tests <tests@strata.invalid>',
+      'COPY --from=build /arch.txt /arch.txt',
+    ),
   },
   {
     name: 'escape-directive',

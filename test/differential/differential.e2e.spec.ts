@@ -4,9 +4,11 @@
 // give the same image, or be named in known-differences.ts with the exact difference still seen.
 // Builds run one case ahead of the comparison, so both sides build while the previous case is compared.
 import { jest } from '@jest/globals';
-import { appendFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { debianBaseTar } from '../../bench/support/debian-base.mjs';
 import { type Dockerd, startDockerd } from '../support/dockerd.js';
@@ -35,7 +37,24 @@ describe('differential: Strata against BuildKit (dockerd 20.10) on the same base
   const imported = new Map<BaseImage, Promise<void>>();
   const built = new Map<string, Promise<{ strata: SideResult; docker: SideResult }>>();
 
+  // What ADD <url> cases download, with a fixed Last-Modified (BuildKit uses it as the file's mtime).
+  let files: Server;
+  let httpBase: string;
+  const served: Record<string, Buffer> = { '/files/hello.txt': Buffer.from('hello from the suite\n') };
+  {
+    const made = ContextWriter.fresh().archive('archive.tar', (a) => a.file('inside.txt', 'inside\n'));
+    served['/files/archive.tar'] = readFileSync(path.join(made.root, 'archive.tar'));
+    rmSync(made.root, { recursive: true, force: true });
+  }
+
   beforeAll(async () => {
+    files = createServer((req, res) => {
+      const body = served[req.url ?? ''];
+      if (!body) return void res.writeHead(404).end();
+      res.writeHead(200, { 'content-length': body.length, 'last-modified': 'Wed, 21 Oct 2015 07:28:00 GMT' }).end(body);
+    });
+    await new Promise<void>((resolve) => files.listen(0, '127.0.0.1', resolve));
+    httpBase = `http://127.0.0.1:${(files.address() as AddressInfo).port}`;
     [stack, dockerd] = await Promise.all([startStack(), startDockerd('sdf-')]);
     tenant = await stack.tenant('diff');
   });
@@ -45,6 +64,7 @@ describe('differential: Strata against BuildKit (dockerd 20.10) on the same base
     await Promise.allSettled([...built.values()]);
     await dockerd?.stop();
     await stack?.close();
+    await new Promise((resolve) => files?.close(resolve));
     for (const p of cleanups) rmSync(p, { recursive: true, force: true });
   });
 
@@ -88,10 +108,11 @@ describe('differential: Strata against BuildKit (dockerd 20.10) on the same base
     const { id } = (await res.json()) as { id: string };
     const done = await waitForBuild(stack, tenant.token, id, 5 * 60_000);
     if (done.status !== 'succeeded') {
-      // The worker's data dir and snapshot ids differ from run to run; what failed does not.
+      // The worker's data dir, snapshot ids and the file server's port differ from run to run; what failed does not.
       const message = String(done.error?.message ?? done.status)
         .split(stack.config.dataDir)
         .join('<worker-data>')
+        .replaceAll(httpBase, '{{HTTP}}')
         .replace(/\/snapshots\/[0-9a-f]+\//g, '/snapshots/<id>/');
       return { ok: false, failure: `strata build failed: ${done.error?.line ? `line ${done.error.line}: ` : ''}${message}` };
     }
@@ -115,8 +136,8 @@ describe('differential: Strata against BuildKit (dockerd 20.10) on the same base
     const saved = path.join(dockerd.work, `${c.name}.tar`);
     await dockerd.docker('save', '-o', saved, ref);
     try {
-      const config = JSON.parse(await dockerd.docker('inspect', '--format', '{{json .Config}}', ref));
-      return { ok: true, view: await viewOfDockerSave(saved, config) };
+      const [inspected] = JSON.parse(await dockerd.docker('image', 'inspect', ref));
+      return { ok: true, view: await viewOfDockerSave(saved, inspected) };
     } finally {
       rmSync(saved, { force: true });
     }
@@ -128,7 +149,7 @@ describe('differential: Strata against BuildKit (dockerd 20.10) on the same base
       both = (async () => {
         const ctx = ContextWriter.fresh();
         cleanups.push(ctx.root);
-        ctx.file('Dockerfile', c.dockerfile);
+        ctx.file('Dockerfile', c.dockerfile.replaceAll('{{HTTP}}', httpBase));
         c.context?.(ctx);
         await importBase(c.base);
         const [strata, docker] = await Promise.all([buildWithStrata(c, tarOf(ctx.root)), buildWithDocker(c, ctx.root)]);

@@ -30,6 +30,9 @@ export const REASONS = {
   DUPLICATE_STAGE: "open bug (issue 11): two stages with one name fail the build; BuildKit accepts it and the later stage wins",
   BIN_SYMLINK_DEST: "open bug (issue 11): COPY/ADD to a path through a symlink in the image (Debian's /bin -> usr/bin, /lib -> usr/lib) replaces the symlink with a directory, so the next RUN cannot start /bin/sh; BuildKit follows the symlink and writes /usr/bin/…",
   EMPTY_ENTRYPOINT: "open bug (minor): `ENTRYPOINT []` is recorded as an empty list; BuildKit leaves Entrypoint out (null). Same behaviour at run time, different config",
+  BIND_RW: "missing feature: RUN --mount=type=bind,rw of the context is refused at build time (\"read-write binds of the build context are not supported yet\"); BuildKit gives the step a writable copy whose writes are discarded",
+  ADD_URL: "missing feature: ADD <url> fails the build (\"remote sources … are not supported yet\"); BuildKit downloads the file (mode 0600, --chown applied, a remote archive not unpacked)",
+  CACHE_OPTIONS: "open bug: BuildKit keeps one cache per id and uid/gid/mode (the frontend seeds a cache with uid/gid/mode from its own directory), so a step naming the same id with other options sees an empty cache; Strata shares one cache per id whatever the options",
   USER_XATTRS: "to decide: Strata's RUN diff keeps user.* xattrs; BuildKit 0.8 (docker's archive package) records only security.capability. Either record only security.capability as the peer does, or justify keeping them here",
 } as const;
 
@@ -146,6 +149,12 @@ export const KNOWN_DIFFERENCES: Record<string, KnownDifference> = {
       "/unpacked/sub/deep.txt: strata (absent) | docker file 0600 0:0 size=5 sha256=64896f89fd11",
       "/unpacked/sub/link: strata (absent) | docker symlink 0777 0:0 -> \"deep.txt\"",
       ENV_WITHOUT_DEFAULT_PATH,
+    ],
+  },
+  'add-url': {
+    reason: because('ADD_URL'),
+    observed: [
+      "strata build failed: line 2: Dockerfile:2: ADD: remote sources (\"{{HTTP}}/files/hello.txt\") are not supported yet",
     ],
   },
   'add-archive-chown': {
@@ -323,6 +332,22 @@ export const KNOWN_DIFFERENCES: Record<string, KnownDifference> = {
       ENV_WITHOUT_DEFAULT_PATH,
     ],
   },
+  'run-mount-options': {
+    reason: because('NO_DEFAULT_PATH', 'MOUNT_STUBS', 'CACHE_OPTIONS'),
+    observed: [
+      "/c1: strata (absent) | docker directory 0755 0:0",
+      "/c2: strata (absent) | docker directory 0755 0:0",
+      "/c3: strata (absent) | docker directory 0755 0:0",
+      "/seen-default-options.txt: strata file 0644 0:0 size=4 sha256=2c8b08da5ce6 | docker file 0644 0:0 size=0 sha256=e3b0c44298fc",
+      ENV_WITHOUT_DEFAULT_PATH,
+    ],
+  },
+  'run-bind-rw': {
+    reason: because('BIND_RW'),
+    observed: [
+      "strata build failed: line 2: Dockerfile:2: RUN: --mount=type=bind,source=dir,target=/b,rw: read-write binds of the build context are not supported yet",
+    ],
+  },
   'multistage-copy-from': {
     reason: because('NO_DEFAULT_PATH', 'HARDLINKS_COPY', 'COPY_FROM_OWNER'),
     observed: [
@@ -421,6 +446,12 @@ export const KNOWN_DIFFERENCES: Record<string, KnownDifference> = {
     observed: [
       "/home/app/sub: strata (absent) | docker directory 0755 1000:1000",
       "config.Env: strata [\"A=1\",\"B=3\"] | docker [\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\",\"A=1\",\"B=3\"]",
+    ],
+  },
+  'maintainer-and-platform': {
+    reason: because('NO_DEFAULT_PATH'),
+    observed: [
+      ENV_WITHOUT_DEFAULT_PATH,
     ],
   },
   'escape-directive': {

@@ -27,7 +27,7 @@ export interface TreeNode {
 /** Path ("/a/b", no trailing slash) → node. The root itself is not part of the tree. */
 export type FileTree = Map<string, TreeNode>;
 
-/** The fields of an image config a container run depends on. */
+/** The fields of an image config a container run depends on, and its author (MAINTAINER). */
 export interface RunConfig {
   Env?: unknown;
   Cmd?: unknown;
@@ -41,9 +41,10 @@ export interface RunConfig {
   Healthcheck?: unknown;
   Shell?: unknown;
   OnBuild?: unknown;
+  Author?: unknown;
 }
 
-export const CONFIG_FIELDS: (keyof RunConfig)[] = ['Env', 'Cmd', 'Entrypoint', 'WorkingDir', 'User', 'ExposedPorts', 'Labels', 'Volumes', 'StopSignal', 'Healthcheck', 'Shell', 'OnBuild'];
+export const CONFIG_FIELDS: (keyof RunConfig)[] = ['Env', 'Cmd', 'Entrypoint', 'WorkingDir', 'User', 'ExposedPorts', 'Labels', 'Volumes', 'StopSignal', 'Healthcheck', 'Shell', 'OnBuild', 'Author'];
 
 export interface ImageView {
   tree: FileTree;
@@ -150,10 +151,11 @@ export async function readArchive(stream: Readable): Promise<Map<string, Buffer>
   return files;
 }
 
-function pickConfig(source: Record<string, unknown> | null | undefined): RunConfig {
+/** The run config's fields from `config` (or docker inspect's Config), the author from the top level. */
+function pickConfig(source: Record<string, unknown> | null | undefined, author: unknown): RunConfig {
   const out: RunConfig = {};
   for (const field of CONFIG_FIELDS) {
-    const value = source?.[field];
+    const value = field === 'Author' ? author : source?.[field];
     if (value !== undefined && value !== null) out[field] = value;
   }
   return out;
@@ -174,21 +176,21 @@ export async function viewOfOciArchive(archive: Buffer): Promise<ImageView> {
   const config = JSON.parse(blob(manifest.config.digest).toString('utf8'));
   const diffIds: string[] = config.rootfs.diff_ids;
   const tree = await treeOfLayers(manifest.layers.map((l: { digest: string }, i: number) => ({ diffId: diffIds[i]!, bytes: () => blob(l.digest) })));
-  return { tree, config: pickConfig(config.config) };
+  return { tree, config: pickConfig(config.config, config.author) };
 }
 
 /**
- * Docker's image from `docker save` (its layers, in the order of manifest.json) and `docker inspect`'s
- * Config: the OCI and Docker configs differ in what they keep (Healthcheck, Shell, OnBuild), so the
- * config is taken from what Docker itself reports.
+ * Docker's image from `docker save` (its layers, in the order of manifest.json) and `docker inspect`
+ * (Config and Author): the OCI and Docker configs differ in what they keep (Healthcheck, Shell,
+ * OnBuild), so the config is taken from what Docker itself reports.
  */
-export async function viewOfDockerSave(savedTar: string, inspectConfig: Record<string, unknown>): Promise<ImageView> {
+export async function viewOfDockerSave(savedTar: string, inspected: { Config?: Record<string, unknown>; Author?: string }): Promise<ImageView> {
   const files = await readArchive(createReadStream(savedTar));
   const [manifest] = JSON.parse(need(files, 'manifest.json', 'docker save').toString('utf8'));
   const config = JSON.parse(need(files, manifest.Config, 'docker save').toString('utf8'));
   const diffIds: string[] = config.rootfs.diff_ids;
   const tree = await treeOfLayers(manifest.Layers.map((l: string, i: number) => ({ diffId: diffIds[i]!, bytes: () => need(files, l, 'docker save') })));
-  return { tree, config: pickConfig(inspectConfig) };
+  return { tree, config: pickConfig(inspected.Config, inspected.Author) };
 }
 
 function octal(mode: number): string {
