@@ -41,13 +41,11 @@ describe('differential: Strata against BuildKit (dockerd 20.10) on the same base
   let files: Server;
   let httpBase: string;
   const served: Record<string, Buffer> = { '/files/hello.txt': Buffer.from('hello from the suite\n') };
-  {
+
+  beforeAll(async () => {
     const made = ContextWriter.fresh().archive('archive.tar', (a) => a.file('inside.txt', 'inside\n'));
     served['/files/archive.tar'] = readFileSync(path.join(made.root, 'archive.tar'));
     rmSync(made.root, { recursive: true, force: true });
-  }
-
-  beforeAll(async () => {
     files = createServer((req, res) => {
       const body = served[req.url ?? ''];
       if (!body) return void res.writeHead(404).end();
