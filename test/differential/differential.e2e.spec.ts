@@ -11,7 +11,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { debianBaseTar } from '../../bench/support/debian-base.mjs';
-import { type Dockerd, startDockerd } from '../support/dockerd.js';
+import { DOCKER, type Dockerd, run, startDockerd } from '../support/dockerd.js';
 import { busyboxRootfs } from '../support/images.js';
 import { api, type Stack, startStack, tarOf, waitForBuild } from '../support/stack.js';
 import { type BaseImage, CASES, type DiffCase } from './cases.js';
@@ -130,7 +130,7 @@ describe('differential: Strata against BuildKit (dockerd 20.10) on the same base
       args.push('--secret', `id=${id},src=${file}`);
     }
     // BuildKit must build every case: one it refuses is a broken case, not a difference.
-    await dockerd.docker(...args, ctxDir);
+    await run(DOCKER, [...args, ctxDir], { ...dockerd.env, DOCKER_BUILDKIT: '1' });
     const saved = path.join(dockerd.work, `${c.name}.tar`);
     await dockerd.docker('save', '-o', saved, ref);
     try {
