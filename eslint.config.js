@@ -1,4 +1,4 @@
-// Lint rules that keep the layout honest (shared/ARCHITECTURE.md, "Monorepo layout"): arrows point
+// Lint rules that keep the layout honest (docs/architecture.md, "Projects and what each owns"): arrows point
 // down the table, a lib never imports an app, and pure libs never import I/O.
 import tseslint from 'typescript-eslint';
 
@@ -27,7 +27,7 @@ const PURE = ['libs/dockerfile'];
 function rulesFor(project) {
   const forbiddenLibs = LIBS.filter((l) => !ALLOWED[project].includes(l) && `libs/${l}` !== project);
   const patterns = [
-    { group: forbiddenLibs.map((l) => `@strata/${l}`), message: `${project} may not import this lib: see the dependency table in ARCHITECTURE.md.` },
+    { group: forbiddenLibs.map((l) => `@strata/${l}`), message: `${project} may not import this lib: see the dependency table in docs/architecture.md.` },
     { group: ['@strata/api', '@strata/worker', '**/apps/**'], message: 'Apps are leaves: nothing imports an app.' },
     { group: ['../../libs/**', '../../../libs/**', '**/libs/*/src/**'], message: 'Import a lib by its package name (@strata/<lib>), not by path.' },
   ].filter((p) => p.group.length > 0);
