@@ -52,7 +52,7 @@ function walkNeededStages(plan: BuildPlan): Map<number, string[][]> {
   const seen = new Map<number, string[][]>();
   for (const i of plan.neededStages) {
     const base = plan.stages[i].base;
-    const env = base.kind === 'stage' ? new StageEnv(plan, { parent: envs.get(base.index) }) : new StageEnv(plan, base.kind === 'scratch' ? { baseEnv: [] } : {});
+    const env = base.kind === 'stage' ? new StageEnv(plan, { parent: envs.get(base.index) }) : new StageEnv(plan, base.kind === 'scratch' ? { baseEnv: [], baseWorkdir: '/' } : {});
     seen.set(i, plan.dockerfile.stages[i].instructions.map((ins) => env.step(ins).env));
     envs.set(i, env);
   }
