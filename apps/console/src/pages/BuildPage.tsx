@@ -2,7 +2,7 @@ import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useEffect, useMemo, useState, useSyncExternalStore } from 'react';
 import { ApiError, type Build, getJson, postJson, TERMINAL, type Whoami } from '../api';
 import { CopyButton, ErrorNote, StatusBadge, Time, useNow } from '../components';
-import { buildDuration, formatDuration, shortDigest } from '../format';
+import { buildDuration, formatDuration } from '../format';
 import { LogStore } from '../log-store';
 import { Link, navigate } from '../router';
 import { LogView } from './LogView';
@@ -122,12 +122,12 @@ export function BuildPage({ id }: { id: string }) {
             <dd className="mono wrap">{b.baseImage ? <span title={b.baseImage.digest}>{b.baseImage.ref}</span> : <span className="muted">scratch or not yet known</span>}</dd>
           </div>
           <div className="fact-wide">
-            <dt>Image digest</dt>
+            <dt>Image</dt>
             <dd>
               {b.imageDigest ? (
                 <span className="digest-row">
                   <code className="digest" title={b.imageDigest}>
-                    {shortDigest(b.imageDigest)}
+                    {b.imageDigest}
                   </code>
                   <CopyButton text={b.imageDigest} label="Copy digest" />
                   {pull && <CopyButton text={pull} label="Copy docker pull" />}

@@ -254,7 +254,7 @@ export function LogView({ buildId, store }: { buildId: string; store: LogStore }
         </div>
       )}
       <div className="log-frame">
-        <div className="log-scroll" ref={scrollRef} onScroll={onScroll} tabIndex={0} role="log" aria-label="Log lines" data-following={following ? 'true' : 'false'}>
+        <div className="log-scroll" ref={scrollRef} onScroll={onScroll} style={{ height: `min(70vh, 720px, ${Math.max(rows.length * ROW + 24, 160)}px)` }} tabIndex={0} role="log" aria-label="Log lines" data-following={following ? 'true' : 'false'}>
           {rows.length === 0 ? (
             <div className="log-empty">{store.ended !== null || store.connection === 'closed' ? 'This build wrote no log.' : 'Waiting for the first line…'}</div>
           ) : (
