@@ -9,8 +9,10 @@ export interface LogLine {
   section: string;
   stream: 'stdout' | 'stderr' | 'system';
   raw: string;
-  /** Lower-cased text without escapes, for search. */
-  lower: string;
+  /** Lower-cased text without escapes, for search: made on the first search, not on arrival. */
+  lower: string | null;
+  /** Position within its section's lines, to find its row. */
+  pos: number;
   time: string;
 }
 
@@ -84,7 +86,7 @@ export class LogStore {
     if (event.type === 'log') {
       const s = this.section(event.stage, event.step);
       const n = this.lines.length + 1;
-      this.lines.push({ n, section: s.key, stream: event.stream, raw: event.line, lower: stripAnsi(event.line).toLowerCase(), time: event.time });
+      this.lines.push({ n, section: s.key, stream: event.stream, raw: event.line, lower: null, pos: s.lines.length, time: event.time });
       s.lines.push(n - 1);
     } else if (event.type === 'step') {
       const s = this.section(event.stage, event.index);
@@ -98,6 +100,18 @@ export class LogStore {
       this.ended = event.status;
       for (const l of this.stepListeners) l();
     }
+  }
+
+  /** Indexes of the lines containing `query` (lower case), over the whole log. */
+  search(query: string): number[] {
+    const out: number[] = [];
+    const lines = this.lines;
+    for (let i = 0; i < lines.length; i++) {
+      const l = lines[i];
+      l.lower ??= stripAnsi(l.raw).toLowerCase();
+      if (l.lower.includes(query)) out.push(i);
+    }
+    return out;
   }
 
   /** Coalesces many events into one render. */
@@ -166,21 +180,30 @@ export class LogStore {
     }
   }
 
+  /** One SSE message: `id:`, `event:` and `data:` fields, one a line (comments start with ':'). */
   private message(block: string): void {
     let id: string | null = null;
     let data: string | null = null;
     let eventName = 'message';
-    for (const line of block.split('\n')) {
-      if (line.startsWith(':')) continue;
-      const colon = line.indexOf(':');
-      const field = colon < 0 ? line : line.slice(0, colon);
-      const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
-      if (field === 'id') id = value;
-      else if (field === 'data') data = data === null ? value : `${data}\n${value}`;
-      else if (field === 'event') eventName = value;
+    let at = 0;
+    while (at < block.length) {
+      let end = block.indexOf('\n', at);
+      if (end < 0) end = block.length;
+      if (block.charCodeAt(at) !== 58 /* ':' */) {
+        const colon = block.indexOf(':', at);
+        const field = colon < 0 || colon > end ? block.slice(at, end) : block.slice(at, colon);
+        let from = colon < 0 || colon > end ? end : colon + 1;
+        if (block.charCodeAt(from) === 32) from++;
+        const value = block.slice(from, end);
+        if (field === 'data') data = data === null ? value : `${data}\n${value}`;
+        else if (field === 'id') id = value;
+        else if (field === 'event') eventName = value;
+      }
+      at = end + 1;
     }
     if (data === null) return;
-    const event = { ...(JSON.parse(data) as object), type: eventName } as Event;
+    const event = JSON.parse(data) as Event;
+    (event as { type: string }).type = eventName;
     this.apply(event, this.connection === 'live');
     if (id !== null) this.lastEventId = id;
   }

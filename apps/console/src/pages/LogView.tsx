@@ -75,28 +75,44 @@ export function LogView({ buildId, store }: { buildId: string; store: LogStore }
   const version = store.version;
   const q = query.toLowerCase();
 
-  const rows = useMemo(() => {
-    const out: Row[] = [];
-    store.order.forEach((key, i) => {
-      const s = store.sections.get(key)!;
-      out.push(-1 - i);
-      if (!collapsed.has(key)) for (const l of s.lines) out.push(l);
-    });
-    return out;
+  // Rows are laid out by section (a header, then its lines unless collapsed): a few offsets, not
+  // an array of 100,000 rows rebuilt on every batch.
+  const layout = useMemo(() => {
+    const starts: number[] = [];
+    let total = 0;
+    for (const key of store.order) {
+      starts.push(total);
+      total += 1 + (collapsed.has(key) ? 0 : store.sections.get(key)!.lines.length);
+    }
+    return { starts, total };
     // The store mutates in place; `version` says when.
   }, [store, version, collapsed]);
 
-  const matches = useMemo(() => {
-    if (!q) return [] as number[];
-    const out: number[] = [];
-    const lines = store.lines;
-    for (let i = 0; i < lines.length; i++) if (lines[i].lower.includes(q)) out.push(i);
-    return out;
-  }, [store, version, q]);
+  const rowAt = (i: number): Row => {
+    const { starts } = layout;
+    let lo = 0;
+    let hi = starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (starts[mid] <= i) lo = mid;
+      else hi = mid - 1;
+    }
+    const offset = i - starts[lo];
+    return offset === 0 ? -1 - lo : store.sections.get(store.order[lo])!.lines[offset - 1];
+  };
+
+  /** The row showing line index `i`, or -1 while its section is collapsed. */
+  const rowOfLine = (i: number): number => {
+    const line = store.lines[i];
+    if (!line || collapsed.has(line.section)) return -1;
+    return layout.starts[store.order.indexOf(line.section)] + 1 + line.pos;
+  };
+
+  const matches = useMemo(() => (q ? store.search(q) : []), [store, version, q]);
   const currentMatch = matches.length > 0 ? matches[Math.min(matchAt, matches.length - 1)] : null;
 
   const virtualizer = useVirtualizer({
-    count: rows.length,
+    count: layout.total,
     getScrollElement: () => scrollRef.current,
     estimateSize: () => ROW,
     overscan: 30,
@@ -106,7 +122,7 @@ export function LogView({ buildId, store }: { buildId: string; store: LogStore }
   useLayoutEffect(() => {
     const el = scrollRef.current;
     if (following && el) el.scrollTop = el.scrollHeight;
-  }, [following, rows.length]);
+  }, [following, layout.total]);
 
   const onScroll = () => {
     const el = scrollRef.current;
@@ -134,12 +150,13 @@ export function LogView({ buildId, store }: { buildId: string; store: LogStore }
   );
   useEffect(() => {
     if (pendingReveal === null) return;
-    const at = rows.indexOf(pendingReveal);
+    const at = rowOfLine(pendingReveal);
     if (at >= 0) {
       virtualizer.scrollToIndex(at, { align: 'center' });
       setPendingReveal(null);
     }
-  }, [pendingReveal, rows, virtualizer]);
+    // Runs again once the section has opened (layout changes).
+  }, [pendingReveal, layout, virtualizer]);
 
   // A #L123 permalink: reveal the line as soon as it has arrived.
   useEffect(() => {
@@ -254,13 +271,13 @@ export function LogView({ buildId, store }: { buildId: string; store: LogStore }
         </div>
       )}
       <div className="log-frame">
-        <div className="log-scroll" ref={scrollRef} onScroll={onScroll} style={{ height: `min(70vh, 720px, ${Math.max(rows.length * ROW + 24, 160)}px)` }} tabIndex={0} role="log" aria-label="Log lines" data-following={following ? 'true' : 'false'}>
-          {rows.length === 0 ? (
+        <div className="log-scroll" ref={scrollRef} onScroll={onScroll} style={{ height: `min(70vh, 720px, ${Math.max(layout.total * ROW + 24, 160)}px)` }} tabIndex={0} role="log" aria-label="Log lines" data-following={following ? 'true' : 'false'}>
+          {layout.total === 0 ? (
             <div className="log-empty">{store.ended !== null || store.connection === 'closed' ? 'This build wrote no log.' : 'Waiting for the first line…'}</div>
           ) : (
             <div className="log-inner" style={{ height: virtualizer.getTotalSize() }}>
               {virtualizer.getVirtualItems().map((v) => {
-                const row = rows[v.index];
+                const row = rowAt(v.index);
                 const style = { transform: `translateY(${v.start}px)` };
                 if (row < 0) {
                   const key = store.order[-1 - row];
@@ -315,7 +332,7 @@ export function LogView({ buildId, store }: { buildId: string; store: LogStore }
             </div>
           )}
         </div>
-        {!following && rows.length > 0 && (
+        {!following && layout.total > 0 && (
           <button type="button" className="btn btn-primary jump" onClick={jumpToEnd}>
             Jump to end ↓
           </button>
