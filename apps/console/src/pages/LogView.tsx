@@ -14,6 +14,10 @@ function targetFromHash(): number | null {
   return m ? Number(m[1]) : null;
 }
 
+function plural(n: number, word: string): string {
+  return `${n.toLocaleString('en')} ${word}${n === 1 ? '' : 's'}`;
+}
+
 function sectionTitle(s: LogSection): string {
   if (s.stage === null) return 'Build';
   return s.instruction ?? `Stage ${s.stage}, step ${s.step}`;
@@ -214,10 +218,10 @@ export function LogView({ buildId, store }: { buildId: string; store: LogStore }
       : store.connection === 'reconnecting'
         ? 'connection lost, reconnecting…'
         : store.ended !== null
-          ? `${store.lines.length.toLocaleString()} lines`
+          ? plural(store.lines.length, 'line')
           : store.connection === 'connecting'
             ? 'connecting…'
-            : `live · ${store.lines.length.toLocaleString()} lines`;
+            : `live · ${plural(store.lines.length, 'line')}`;
 
   return (
     <section className="card log" aria-label="Build log">
@@ -244,7 +248,7 @@ export function LogView({ buildId, store }: { buildId: string; store: LogStore }
             }}
           />
           <span className="match-count mono" aria-live="polite" data-testid="match-count">
-            {q ? (matches.length === 0 ? 'no matches' : `${Math.min(matchAt, matches.length - 1) + 1} of ${matches.length.toLocaleString()}`) : ''}
+            {q ? (matches.length === 0 ? 'no matches' : `${Math.min(matchAt, matches.length - 1) + 1} of ${matches.length.toLocaleString('en')}`) : ''}
           </span>
           <button type="button" className="btn btn-small" onClick={() => go(-1)} disabled={matches.length === 0} aria-label="Previous match">
             ↑
@@ -294,7 +298,7 @@ export function LogView({ buildId, store }: { buildId: string; store: LogStore }
                       <span className="section-meta">
                         {s.cached && <span className="badge badge-cached">cached</span>}
                         {s.status === 'running' && store.ended === null && <span className="badge badge-running">running</span>}
-                        {s.lines.length > 0 && <span className="muted">{s.lines.length.toLocaleString()} lines</span>}
+                        {s.lines.length > 0 && <span className="muted">{plural(s.lines.length, 'line')}</span>}
                         {s.durationMs !== null && !s.cached && <span className="mono muted">{formatDuration(s.durationMs)}</span>}
                       </span>
                     </div>
