@@ -252,10 +252,16 @@ describe('web console in Chromium', () => {
     await page.close();
   });
 
-  it('is usable at 1280 and 390 pixels wide, in light and dark, by keyboard', async () => {
+  it('is usable at 1280 and 390 pixels wide, in light and dark, by keyboard; cancels a running build', async () => {
     // A few builds of every outcome for the list, then the pictures the README shows.
-    const ok = await submit(stack, token, 'api-server', 'FROM busybox:1 AS base\nRUN printf "\\033[32m✔ compiled\\033[0m 124 modules\\n"\nFROM base\nCOPY app.txt /srv/app.txt\nRUN echo ready\n', { 'app.txt': 'x\n' }, 'v1.4.2');
-    await waitForBuild(stack, token, ok);
+    // A two-stage build, then the same with one file changed: the page shows cached steps beside a miss and its reason.
+    const apiServer = 'FROM busybox:1 AS base\nRUN printf "\\033[32m✔ compiled\\033[0m 124 modules\\n"\nFROM base\nCOPY app.txt /srv/app.txt\nRUN echo ready\n';
+    await waitForBuild(stack, token, await submit(stack, token, 'api-server', apiServer, { 'app.txt': 'x\n' }, 'v1.4.1'));
+    const ok = await submit(stack, token, 'api-server', apiServer, { 'app.txt': 'y\n' }, 'v1.4.2');
+    expect((await waitForBuild(stack, token, ok)).steps.filter((st: { cached: boolean }) => st.cached).length).toBe(1);
+    // And one still running, to be cancelled from its page below.
+    const sleeper = await submit(stack, token, 'nightly-report', 'FROM busybox:1\nRUN echo generating; sleep 60\n');
+    for (let i = 0; i < 300 && (await api(stack, token, 'GET', `/v1/builds/${sleeper}`)).json.status !== 'running'; i++) await new Promise((r) => setTimeout(r, 100));
     const cases: Array<['light' | 'dark', string]> = [
       ['light', 'light'],
       ['dark', 'dark'],
@@ -275,6 +281,15 @@ describe('web console in Chromium', () => {
       else expect(r + g + b).toBeGreaterThan(600);
       await page.close();
     }
+
+    // Cancel from the page: the running build ends cancelled.
+    const cancelling = await browser.newPage();
+    await signInPage(cancelling, `${stack.url}/builds/${sleeper}`, token);
+    await cancelling.locator('.log-line.stream-stdout', { hasText: 'generating' }).waitFor({ timeout: 30_000 });
+    await cancelling.getByRole('button', { name: 'Cancel' }).click();
+    await cancelling.locator('.build-header .status-cancelled').waitFor({ timeout: 30_000 });
+    expect((await waitForBuild(stack, token, sleeper)).status).toBe('cancelled');
+    await cancelling.close();
 
     // 390 px: nothing wider than the screen but the log itself, which scrolls inside its frame.
     const phone = await browser.newPage({ width: 390, height: 844 });
