@@ -127,7 +127,7 @@ if (consoleBench) {
     lines.push(`| navigation to the last line on screen | ${ms(c.lastLineMs)} | ${ms(c.maxLastLineMs)} | ${ms(c.targetMs)} | **${(c.lastLineMs / c.targetMs).toFixed(2)}** |`);
     lines.push(`| JS heap used then (CDP JSHeapUsedSize) | ${c.heapUsedMB.toFixed(1)} MB | ${c.maxHeapUsedMB.toFixed(1)} MB | ${c.targetHeapMB} MB | **${(c.heapUsedMB / c.targetHeapMB).toFixed(2)}** |`);
     lines.push(`| JS heap after a forced GC | ${c.heapAfterGcMB.toFixed(1)} MB | - | - | - |`);
-    lines.push(`| of which the server: the whole log as SSE, read by Node (${(c.sseBytes / 1024 ** 2).toFixed(1)} MiB) | ${ms(c.sseMs)} | - | - | - |`);
+    lines.push(`| the same log as SSE, read by Node alone (the api's part; ${(c.sseBytes / 1024 ** 2).toFixed(1)} MiB) | ${ms(c.sseMs)} | - | - | - |`);
     lines.push(`| search over the whole log to its match count | ${ms(c.searchMs)} | - | - | - |`);
     lines.push(`| DOM nodes in the page | ${Math.round(c.domNodes)} | - | - | - |`);
   }
