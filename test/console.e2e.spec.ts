@@ -123,6 +123,23 @@ describe('web console in Chromium', () => {
     await page.close();
   });
 
+  it('resumes the live log after the connection drops, without losing or repeating a line', async () => {
+    const id = await submit(stack, token, 'flaky-net', 'FROM busybox:1\nRUN for i in 1 2 3 4 5 6 7 8; do echo "beat $i"; sleep 1; done\n');
+    const page = await browser.newPage();
+    await signInPage(page, `${stack.url}/builds/${id}`, token);
+    await page.locator('.log-line.stream-stdout', { hasText: 'beat 2' }).waitFor({ timeout: 60_000 });
+    // Every open connection to the api is cut, the log's among them, as a proxy restart would.
+    (stack.app.getHttpServer() as import('node:http').Server).closeAllConnections();
+    await page.locator('.log-line.stream-stdout', { hasText: 'beat 8' }).waitFor({ timeout: 60_000 });
+    await page.locator('.build-header .status-succeeded').waitFor({ timeout: 30_000 });
+    await expectText(page.getByTestId('log-status'), ' lines');
+    const text = (await api(stack, token, 'GET', `/v1/builds/${id}/logs`)).text.split('\n').filter(Boolean);
+    const shown = await page.getByTestId('log-status').textContent();
+    expect(shown).toBe(`${text.length} lines`);
+    for (let i = 1; i <= 8; i++) expect(await page.locator('.log-line.stream-stdout', { hasText: `beat ${i}` }).count()).toBe(1);
+    await page.close();
+  });
+
   it('shows why a build failed with its Dockerfile line highlighted', async () => {
     const id = await submit(stack, token, 'broken', 'FROM busybox:1\nRUN echo fine\nRUN echo about-to-fail && exit 3\nRUN echo never\n');
     const page = await browser.newPage();
