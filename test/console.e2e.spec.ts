@@ -77,6 +77,7 @@ describe('web console in Chromium', () => {
     await page.getByLabel('API token').fill('not-a-token');
     await page.getByRole('button', { name: 'Sign in' }).click();
     await expectText(page.getByRole('alert'), 'The API token is not valid.');
+    await page.screenshot({ path: path.join(shots, 'signin.png') });
     await page.getByLabel('API token').fill(token);
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByRole('heading', { name: 'Builds' }).waitFor();
@@ -153,6 +154,9 @@ describe('web console in Chromium', () => {
     await expectText(page.locator('.failure-message'), build.error.message);
     // The lines around it are shown too, not highlighted.
     expect(await page.locator('.failure .dockerfile-line:not(.failing)').count()).toBeGreaterThanOrEqual(2);
+    // The step it stopped in is marked on the timeline.
+    await page.locator('.timeline .step.step-failed', { hasText: 'RUN echo about-to-fail && exit 3' }).locator('.badge-failed').waitFor();
+    await page.screenshot({ path: path.join(shots, 'failed.png'), fullPage: true });
     await page.close();
   });
 
@@ -217,6 +221,7 @@ describe('web console in Chromium', () => {
     await row.getByRole('button', { name: 'Delete old' }).click();
     await row.waitFor({ state: 'detached' });
     await page.locator('tr[data-tag="keep"]').waitFor();
+    await page.screenshot({ path: path.join(shots, 'tags.png') });
     const tags = await api(stack, token, 'GET', '/v1/repositories/shop/web/tags');
     expect(tags.json.tags.map((t: { name: string }) => t.name)).toEqual(['keep']);
     await page.close();
@@ -354,6 +359,7 @@ describe('web console in Chromium', () => {
     expect(await page.locator('.stage-graph .node').count()).toBe(2);
     expect(await page.locator('.stage-graph .edge').count()).toBe(1);
     expect(await page.locator('.dockerfile-line.has-warning').getAttribute('data-line')).toBe('1');
+    await page.screenshot({ path: path.join(shots, 'check.png'), fullPage: true });
     await page.close();
   });
 });

@@ -160,7 +160,7 @@ function FailurePanel({ build }: { build: Build }) {
     enabled: line !== null,
     staleTime: Infinity,
   });
-  const lines = dockerfile.data?.text.split('\n') ?? [];
+  const lines = dockerfile.data?.text.replace(/\n$/, '').split('\n') ?? [];
   const from = line === null ? 0 : Math.max(1, line - 4);
   const to = line === null ? 0 : Math.min(lines.length, line + 4);
   const [open, setOpen] = useState(true);

@@ -77,7 +77,7 @@ export function DockerfileCheck() {
   const [text, setText] = useState(EXAMPLE);
   const run = useMutation({ mutationFn: check });
   const result = run.data;
-  const lines = text.split('\n');
+  const lines = text.replace(/\n$/, '').split('\n');
   const byLine = new Map<number, Diagnostic[]>();
   for (const d of [...(result?.errors ?? []), ...(result?.warnings ?? [])]) byLine.set(d.line, [...(byLine.get(d.line) ?? []), d]);
   return (

@@ -11,6 +11,8 @@ interface Bar {
   duration: number;
   cached: boolean;
   running: boolean;
+  /** The step the build stopped in: started, never done, and the build failed. */
+  failed: boolean;
   missReason: string | null;
   line: number | null;
 }
@@ -32,6 +34,7 @@ export function Timeline({ build, store, now }: { build: Build; store: LogStore;
       duration: s.durationMs ?? 0,
       cached: s.cached,
       running: false,
+      failed: false,
       missReason: s.missReason,
       line: s.line,
     };
@@ -41,16 +44,19 @@ export function Timeline({ build, store, now }: { build: Build; store: LogStore;
     const sec = store.sections.get(key)!;
     if (sec.stage === null || sec.step === null || known.has(key) || sec.instruction === null) continue;
     const running = sec.status === 'running' && build.finishedAt === null;
+    const failed = sec.status === 'running' && build.status === 'failed';
     const started = sec.seenRunningAt ?? (sec.lines.length > 0 ? new Date(store.lines[sec.lines[0]].time).getTime() : now);
+    const stopped = build.finishedAt ? new Date(build.finishedAt).getTime() : now;
     bars.push({
       key,
       stage: sec.stage,
       index: sec.step,
       instruction: sec.instruction,
       start: Math.max(0, started - origin),
-      duration: running ? Math.max(0, now - started) : (sec.durationMs ?? 0),
+      duration: running ? Math.max(0, now - started) : failed ? Math.max(0, stopped - started) : (sec.durationMs ?? 0),
       cached: sec.cached,
       running,
+      failed,
       missReason: null,
       line: null,
     });
@@ -85,7 +91,7 @@ export function Timeline({ build, store, now }: { build: Build; store: LogStore;
                 {lane.bars.map((bar) => (
                   <li
                     key={bar.key}
-                    className={`step ${bar.cached ? 'step-cached' : ''} ${bar.running ? 'step-running' : ''}`}
+                    className={`step ${bar.cached ? 'step-cached' : ''} ${bar.running ? 'step-running' : ''} ${bar.failed ? 'step-failed' : ''}`}
                     data-step={bar.key}
                     data-cached={bar.cached ? 'true' : 'false'}
                   >
@@ -98,6 +104,8 @@ export function Timeline({ build, store, now }: { build: Build; store: LogStore;
                           <span className="badge badge-cached">cached</span>
                         ) : bar.running ? (
                           <span className="badge badge-running">running</span>
+                        ) : bar.failed ? (
+                          <span className="badge badge-failed">failed</span>
                         ) : bar.missReason ? (
                           <span className="miss" title="Why the cache was not used">
                             {bar.missReason}
