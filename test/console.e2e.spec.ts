@@ -1,4 +1,4 @@
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -179,6 +179,19 @@ describe('web console in Chromium', () => {
     const colorOf = (selector: string) => page.evaluate<string>(`getComputedStyle(document.querySelector(${JSON.stringify(selector)})).color`);
     expect(await colorOf('.log-line .fg-c1')).not.toBe(await colorOf('.log-line.stream-stdout .lt'));
     expect((await page.locator('.log-line.stream-stdout', { hasText: 'red-text' }).textContent()) ?? '').not.toContain('\u001b');
+    // Collapsing the step hides its lines; expanding shows them again.
+    const section = page.locator('.log-section', { hasText: "RUN echo '<img src=x onerror=alert(1)>'" });
+    await section.getByRole('button').click();
+    expect(await section.getByRole('button').getAttribute('aria-expanded')).toBe('false');
+    await page.locator('.log-line.stream-stdout', { hasText: 'red-text' }).waitFor({ state: 'detached' });
+    await section.getByRole('button').click();
+    await page.locator('.log-line.stream-stdout', { hasText: 'red-text' }).waitFor();
+    // The raw download is the text log, escapes and all.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download raw' }).click()]);
+    expect(download.suggestedFilename()).toBe(`build-${id}.log`);
+    const raw = readFileSync((await download.path())!, 'utf8');
+    expect(raw).toContain('<img src=x onerror=alert(1)>');
+    expect(raw).toContain('\u001b[31mred-text\u001b[0m plain');
     await page.waitForTimeout(300);
     expect(browser.problems.slice(problems).filter((p) => /dialog|Content Security Policy|page error/.test(p))).toEqual([]);
     await page.close();
@@ -281,6 +294,8 @@ describe('web console in Chromium', () => {
     await waitForBuild(stack, token, await submit(stack, token, 'api-server', apiServer, { 'app.txt': 'x\n' }, 'v1.4.1'));
     const ok = await submit(stack, token, 'api-server', apiServer, { 'app.txt': 'y\n' }, 'v1.4.2');
     expect((await waitForBuild(stack, token, ok)).steps.filter((st: { cached: boolean }) => st.cached).length).toBe(1);
+    // One that failed, for the list's colours and its status filter.
+    await waitForBuild(stack, token, await submit(stack, token, 'db-migrations', 'FROM busybox:1\nRUN echo "migration 0042 failed: column exists" >&2; exit 1\n'));
     // And one still running, to be cancelled from its page below.
     const sleeper = await submit(stack, token, 'nightly-report', 'FROM busybox:1\nRUN echo generating; sleep 60\n');
     for (let i = 0; i < 300 && (await api(stack, token, 'GET', `/v1/builds/${sleeper}`)).json.status !== 'running'; i++) await new Promise((r) => setTimeout(r, 100));
@@ -293,6 +308,16 @@ describe('web console in Chromium', () => {
       await signInPage(page, stack.url, token);
       await page.locator('.builds-table tbody tr').first().waitFor();
       await page.screenshot({ path: path.join(shots, `builds-${name}.png`) });
+      if (scheme === 'light') {
+        // Filters: by status, then by repository too; the URL keeps them.
+        await page.getByLabel('Status').selectOption('failed');
+        await page.waitForURL((u) => u.searchParams.get('status') === 'failed');
+        await eventually(() => page.locator('.builds-table tbody tr .status').allTextContents(), (all) => expect(all.length > 0 && all.every((t) => t === 'Failed')).toBe(true));
+        await page.getByLabel('Repository').selectOption('api-server');
+        await page.getByText('No builds match these filters').waitFor();
+        await page.getByRole('button', { name: 'Clear filters' }).click();
+        await page.locator('.builds-table tbody tr', { hasText: 'nightly-report' }).waitFor();
+      }
       await page.goto(`${stack.url}/builds/${ok}`);
       await page.locator('.build-header .status-succeeded').waitFor();
       await page.locator('.log-line.stream-stdout', { hasText: 'ready' }).waitFor();
@@ -341,6 +366,25 @@ describe('web console in Chromium', () => {
       seen.push(focused.text);
     }
     expect(seen).toEqual(expect.arrayContaining(['Builds', 'Repositories', 'Dockerfile check', 'Sign out']));
+    await page.close();
+  });
+
+  it('pages through the builds, newest first', async () => {
+    const paging = await stack.tenant('console-paging');
+    const ids: string[] = [];
+    for (let i = 0; i < 22; i++) ids.push(await submit(stack, paging.token, `page-${i}`, 'FROM scratch\nCOPY a /a\n', { a: String(i) }));
+    const page = await browser.newPage();
+    await signInPage(page, stack.url, paging.token);
+    const rows = page.locator('.builds-table tbody tr');
+    await eventually(() => rows.count(), (n) => expect(n).toBe(20));
+    expect(await rows.first().getAttribute('data-build-id')).toBe(ids[21]);
+    await page.getByRole('button', { name: 'Older →' }).click();
+    await eventually(() => page.locator('.builds-table tbody tr').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-build-id'))), (shown) => expect(shown).toEqual([ids[1], ids[0]]));
+    expect(await page.getByRole('button', { name: 'Older →' }).isDisabled()).toBe(true);
+    await page.getByRole('button', { name: '← Newer' }).click();
+    await eventually(() => rows.count(), (n) => expect(n).toBe(20));
+    expect(await rows.first().getAttribute('data-build-id')).toBe(ids[21]);
+    expect(await page.getByRole('button', { name: '← Newer' }).isDisabled()).toBe(true);
     await page.close();
   });
 
