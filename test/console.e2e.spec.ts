@@ -275,14 +275,22 @@ describe('web console in Chromium', () => {
     await page.getByLabel('Search the log').press('Enter');
     await page.locator('.log-line.is-match mark.hit-current', { hasText: 'burst 12' }).waitFor();
 
-    // A permalink opens the page at that line.
-    const target = await page.locator('.log-line.stream-stdout', { hasText: 'burst 7' }).first().getAttribute('data-n');
+    // Clicking a line number makes its permalink; opening the permalink shows that line.
+    const burst7 = page.locator('.log-line', { hasText: 'burst 7' }).first();
+    await page.getByLabel('Search the log').fill('burst 7');
+    await page.getByLabel('Search the log').press('Enter');
+    await burst7.waitFor();
+    const target = await burst7.getAttribute('data-n');
+    await burst7.locator('.ln').click();
+    expect(new URL(page.url()).hash).toBe(`#L${target}`);
+    await page.locator(`.log-line.is-target[data-n="${target}"]`).waitFor();
     const linked = await browser.newPage();
-    await signInPage(linked, `${stack.url}/builds/${id}`, token);
+    await signInPage(linked, stack.url, token);
     await linked.goto(`${stack.url}/builds/${id}#L${target}`);
     const line = linked.locator(`.log-line.is-target[data-n="${target}"]`);
     await line.waitFor();
     expect(await line.textContent()).toContain('burst 7');
+    expect(await linked.locator('.log-scroll').getAttribute('data-following')).toBe('false');
     await linked.close();
     await page.close();
   });

@@ -154,8 +154,9 @@ export function LogView({ buildId, store }: { buildId: string; store: LogStore }
   );
   useEffect(() => {
     if (pendingReveal === null) return;
+    // The store fills between renders: wait until the line is in the rows this render laid out.
     const at = rowOfLine(pendingReveal);
-    if (at >= 0) {
+    if (at >= 0 && at < layout.total) {
       virtualizer.scrollToIndex(at, { align: 'center' });
       setPendingReveal(null);
     }
