@@ -1,8 +1,6 @@
-import { jest } from '@jest/globals';
 import { importBusybox } from './support/images.js';
 import { api, build, makeDir, type Stack, startStack, tarOf, waitForBuild } from './support/stack.js';
 
-jest.setTimeout(120_000);
 
 // The /v1 endpoints the console added: each one tenant-scoped (another tenant's build or tag is 404).
 describe('console endpoints in /v1', () => {

@@ -2,13 +2,11 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync } from '
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { jest } from '@jest/globals';
 import type { Page } from 'playwright-core';
 import { type Browser, launchBrowser, signInPage } from './support/browser.js';
 import { importBusybox } from './support/images.js';
 import { api, makeDir, type Stack, startStack, tarOf, waitForBuild } from './support/stack.js';
 
-jest.setTimeout(180_000);
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // Screenshots go to a scratch directory; STRATA_CONSOLE_SCREENSHOTS=1 also copies them into docs/console for the README.
