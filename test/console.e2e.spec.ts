@@ -140,7 +140,7 @@ describe('web console in Chromium', () => {
   });
 
   it('shows why a build failed with its Dockerfile line highlighted', async () => {
-    const id = await submit(stack, token, 'broken', 'FROM busybox:1\nRUN echo fine\nRUN echo about-to-fail && exit 3\nRUN echo never\n');
+    const id = await submit(stack, token, 'broken', 'FROM busybox:1 as base\nRUN echo fine\nRUN echo about-to-fail && exit 3\nRUN echo never\n');
     const page = await browser.newPage();
     await signInPage(page, `${stack.url}/builds/${id}`, token);
     await page.locator('.build-header .status-failed').waitFor({ timeout: 60_000 });
@@ -152,6 +152,10 @@ describe('web console in Chromium', () => {
     await expectText(page.locator('.failure-message'), build.error.message);
     // The lines around it are shown too, not highlighted.
     expect(await page.locator('.failure .dockerfile-line:not(.failing)').count()).toBeGreaterThanOrEqual(2);
+    // The Dockerfile's lint warnings are listed with their positions.
+    const warning = page.locator('.warnings li[data-line="1"]');
+    await expectText(warning, 'FromAsCasing');
+    await expectText(warning, 'Dockerfile:1:1');
     // The step it stopped in is marked on the timeline.
     await page.locator('.timeline .step.step-failed', { hasText: 'RUN echo about-to-fail && exit 3' }).locator('.badge-failed').waitFor();
     await page.screenshot({ path: path.join(shots, 'failed.png'), fullPage: true });

@@ -106,6 +106,8 @@ export interface Build {
   durationMs: number | null;
   steps: BuildStep[];
   error: { message: string; line: number | null } | null;
+  /** Lint findings of the Dockerfile, as `docker build` prints them. */
+  warnings?: Array<{ line: number; column: number; rule: string | null; message: string }>;
   imageDigest: string | null;
   baseImage: { ref: string; digest: string; source: string } | null;
 }

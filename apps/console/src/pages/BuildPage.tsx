@@ -146,6 +146,29 @@ export function BuildPage({ id }: { id: string }) {
       </section>
       {b.status === 'failed' && b.error && <FailurePanel build={b} />}
       {b.status === 'cancelled' && b.error && <div className="note note-warn">{b.error.message}</div>}
+      {b.warnings && b.warnings.length > 0 && (
+        <section className="card warnings" aria-label="Dockerfile warnings">
+          <div className="section-head">
+            <h2>
+              {b.warnings.length} Dockerfile warning{b.warnings.length === 1 ? '' : 's'}
+            </h2>
+            <Link to="/check" className="muted small">
+              Check a Dockerfile
+            </Link>
+          </div>
+          <ul className="warning-list">
+            {b.warnings.map((w, i) => (
+              <li key={i} data-line={w.line}>
+                <span className="mono muted">
+                  {b.dockerfile}:{w.line}:{w.column}
+                </span>
+                {w.rule && <span className="rule">{w.rule}</span>}
+                <span>{w.message}</span>
+              </li>
+            ))}
+          </ul>
+        </section>
+      )}
       <Timeline build={b} store={store} now={now} />
       <LogView buildId={b.id} store={store} />
     </div>
