@@ -156,6 +156,10 @@ describe('web console in Chromium', () => {
     const warning = page.locator('.warnings li[data-line="1"]');
     await expectText(warning, 'FromAsCasing');
     await expectText(warning, 'Dockerfile:1:1');
+    // The error quotes the step's output over two lines: each is a row of its own in the log.
+    const tail = page.locator('.log-line.stream-system', { hasText: '(Dockerfile line 3)' });
+    await tail.waitFor();
+    expect(await tail.locator('.lt').textContent()).toBe('about-to-fail (Dockerfile line 3)');
     // The step it stopped in is marked on the timeline.
     await page.locator('.timeline .step.step-failed', { hasText: 'RUN echo about-to-fail && exit 3' }).locator('.badge-failed').waitFor();
     await page.screenshot({ path: path.join(shots, 'failed.png'), fullPage: true });

@@ -85,9 +85,12 @@ export class LogStore {
   apply(event: Event, live: boolean): void {
     if (event.type === 'log') {
       const s = this.section(event.stage, event.step);
-      const n = this.lines.length + 1;
-      this.lines.push({ n, section: s.key, stream: event.stream, raw: event.line, lower: null, pos: s.lines.length, time: event.time });
-      s.lines.push(n - 1);
+      // A message with line breaks (a build error quoting output) takes one row per line: rows have one height.
+      for (const text of event.line.includes('\n') ? event.line.split('\n') : [event.line]) {
+        const n = this.lines.length + 1;
+        this.lines.push({ n, section: s.key, stream: event.stream, raw: text, lower: null, pos: s.lines.length, time: event.time });
+        s.lines.push(n - 1);
+      }
     } else if (event.type === 'step') {
       const s = this.section(event.stage, event.index);
       s.instruction = event.instruction;
