@@ -94,7 +94,7 @@ export interface Build {
   id: string;
   repository: string;
   status: BuildStatus;
-  source: string;
+  source: { type: 'upload' } | { type: 'git'; provider: string; cloneUrl: string; ref: string; sha: string; message: string; author: string };
   dockerfile: string;
   target: string | null;
   buildArgs: Record<string, string>;

@@ -56,3 +56,10 @@ export function buildDuration(b: { startedAt: string | null; finishedAt: string 
   if (b.startedAt && !b.finishedAt) return now - new Date(b.startedAt).getTime();
   return null;
 }
+
+/** What started a build: an upload, or a push with its branch or tag and commit. */
+export function sourceLabel(source: { type: string; ref?: string; sha?: string }): string {
+  if (source.type !== 'git' || !source.sha) return 'upload';
+  const ref = (source.ref ?? '').replace(/^refs\/(heads|tags)\//, '');
+  return `push ${ref ? `${ref} ` : ''}@ ${source.sha.slice(0, 7)}`;
+}

@@ -124,7 +124,7 @@ export class BuildsController {
   @HttpCode(202)
   @RequireScope('builds:write')
   @ApiOperation({
-    summary: 'Build the same context again with the same Dockerfile, target, build args and tags (secrets and registry credentials are not kept, so not carried over)',
+    summary: 'Build the same context (or, for a build from a push, the same commit) again with the same Dockerfile, target, build args and tags (secrets and registry credentials are not kept, so not carried over)',
   })
   @ApiResponse({ status: 202, description: 'The new build, queued' })
   @ApiResponse({ status: 404, description: 'No such build for this tenant' })

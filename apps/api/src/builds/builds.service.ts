@@ -157,14 +157,16 @@ export class BuildsService implements OnModuleDestroy {
   }
 
   /**
-   * A new build of the same context (kept in S3 under the first build's key), Dockerfile, target,
-   * build args, tags and cache filters. Secrets and registry credentials were erased when the
+   * A new build of the same context (kept in S3 under the first build's key, or the same commit for
+   * a build from a push), Dockerfile, target, build args, tags and cache filters. Secrets and registry credentials were erased when the
    * first build ended, so they are not carried over: send a new build for those.
    */
   async rebuild(tenantId: string, id: string): Promise<BuildView> {
     const first = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId } }) : null;
     if (!first) throw new NotFoundException(`Build "${id}" does not exist.`);
-    if (!first.contextKey || !(await this.storage.objects.stat(first.contextKey))) {
+    // A build from a push fetches its commit again; an upload needs its stored context.
+    const fromGit = first.source === 'git' && first.gitSource !== null;
+    if (!fromGit && (!first.contextKey || !(await this.storage.objects.stat(first.contextKey)))) {
       throw new ConflictException(`Build "${id}" has no stored build context to rebuild from: send the context again with POST /v1/builds.`);
     }
     const build = await this.prisma.build.create({
@@ -181,6 +183,7 @@ export class BuildsService implements OnModuleDestroy {
         contextKey: first.contextKey,
         contextSize: first.contextSize,
         contextDigest: first.contextDigest,
+        ...(fromGit ? { gitSource: first.gitSource as Prisma.InputJsonValue, commitSha: first.commitSha } : {}),
       },
       include: { repository: true, steps: true },
     });

@@ -2,7 +2,7 @@ import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useEffect, useMemo, useState, useSyncExternalStore } from 'react';
 import { ApiError, type Build, getJson, postJson, TERMINAL, type Whoami } from '../api';
 import { CopyButton, ErrorNote, StatusBadge, Time, useNow } from '../components';
-import { buildDuration, formatDuration } from '../format';
+import { buildDuration, formatDuration, sourceLabel } from '../format';
 import { LogStore } from '../log-store';
 import { Link, navigate } from '../router';
 import { LogView } from './LogView';
@@ -113,7 +113,8 @@ export function BuildPage({ id }: { id: string }) {
           <div>
             <dt>Source</dt>
             <dd>
-              {b.source === 'git' ? 'git push' : 'upload'} · <span className="mono">{b.dockerfile}</span>
+              <span title={b.source.type === 'git' ? `${b.source.cloneUrl} ${b.source.sha}\n${b.source.message}` : undefined}>{sourceLabel(b.source)}</span> ·{' '}
+              <span className="mono">{b.dockerfile}</span>
               {b.target && <span className="mono"> → {b.target}</span>}
             </dd>
           </div>

@@ -1,15 +1,11 @@
 import { keepPreviousData, useQuery } from '@tanstack/react-query';
-import { type Build, type BuildPage, getJson, type Repository, TERMINAL } from '../api';
+import { type BuildPage, getJson, type Repository, TERMINAL } from '../api';
 import { EmptyState, ErrorNote, StatusBadge, Time, useNow } from '../components';
-import { buildDuration, formatDuration } from '../format';
+import { buildDuration, formatDuration, sourceLabel } from '../format';
 import { Link, navigate, useLocation } from '../router';
 
 const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
 const PAGE_SIZE = 20;
-
-function sourceLabel(b: Build): string {
-  return b.source === 'git' ? 'git push' : 'upload';
-}
 
 export function BuildsList() {
   const { search } = useLocation();
@@ -137,8 +133,10 @@ export function BuildsList() {
                     <div className="sub mono">{b.id.slice(0, 8)}</div>
                   </td>
                   <td className="hide-narrow">
-                    <span className="source">{sourceLabel(b)}</span>
-                    <div className="sub mono">{b.dockerfile}</div>
+                    <span className="source">{sourceLabel(b.source)}</span>
+                    <div className="sub mono" title={b.source.type === 'git' ? b.source.message : undefined}>
+                      {b.source.type === 'git' ? b.source.message.split('\n')[0] : b.dockerfile}
+                    </div>
                   </td>
                   <td>
                     <Time iso={b.startedAt ?? b.createdAt} now={now} />
