@@ -18,8 +18,9 @@ const ALLOWED = {
   'libs/runtime': ['oci', 'build-engine'],
   'apps/api': LIBS,
   'apps/worker': LIBS,
-  // The CLI talks to the api over HTTP only.
+  // The CLI and the web console talk to the api over HTTP only.
   'apps/cli': [],
+  'apps/console': [],
 };
 const NODE_IO = ['fs', 'fs/promises', 'net', 'http', 'https', 'child_process', 'dgram', 'dns', 'tls', 'cluster', 'worker_threads'];
 const PURE = ['libs/dockerfile'];
@@ -30,6 +31,8 @@ function rulesFor(project) {
     { group: forbiddenLibs.map((l) => `@strata/${l}`), message: `${project} may not import this lib: see the dependency table in docs/architecture.md.` },
     { group: ['@strata/api', '@strata/worker', '**/apps/**'], message: 'Apps are leaves: nothing imports an app.' },
     { group: ['../../libs/**', '../../../libs/**', '**/libs/*/src/**'], message: 'Import a lib by its package name (@strata/<lib>), not by path.' },
+    // The console is a browser bundle: nothing of the server side, by any path.
+    ...(project === 'apps/console' ? [{ group: ['@strata/*', '**/libs/**', '**/apps/*/src/**'], message: 'apps/console talks to the api over HTTP only: no server code in the browser bundle.' }] : []),
   ].filter((p) => p.group.length > 0);
   const paths = PURE.includes(project)
     ? NODE_IO.flatMap((m) => [m, `node:${m}`]).map((name) => ({ name, message: `${project} is pure: no I/O modules.` }))
@@ -40,11 +43,11 @@ function rulesFor(project) {
 export default tseslint.config(
   { ignores: ['**/dist/**', '**/node_modules/**', 'libs/db/src/generated/**', '.strata/**', 'coverage/**', '.nx/**'] },
   {
-    files: ['**/*.ts'],
-    languageOptions: { parser: tseslint.parser, ecmaVersion: 2023, sourceType: 'module' },
+    files: ['**/*.ts', '**/*.tsx'],
+    languageOptions: { parser: tseslint.parser, ecmaVersion: 2023, sourceType: 'module', parserOptions: { ecmaFeatures: { jsx: true } } },
   },
   ...Object.keys(ALLOWED).map((project) => ({
-    files: [`${project}/src/**/*.ts`],
+    files: [`${project}/src/**/*.ts`, `${project}/src/**/*.tsx`],
     ignores: [`${project}/src/**/*.spec.ts`],
     rules: rulesFor(project),
   })),
