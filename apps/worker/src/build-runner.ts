@@ -11,11 +11,12 @@ import type { Build, Prisma, PrismaClient } from '@strata/db';
 import {
   type BuildPlan, type Diagnostic, DockerfileError, lintCopyIgnoredFile, lintWithResolvedImages, parseDockerfile, resolveBuild, type ResolvedBaseImage,
 } from '@strata/dockerfile';
-import { type ImageConfig, TarExtractionError } from '@strata/oci';
+import type { ImageConfig } from '@strata/oci';
 import { ImageStore, type RegistryAuth, registryAuthFromEntries, RegistryClient, TenantImageResolver } from '@strata/registry';
 import { ContextCache, type ExtractedContext } from './context-cache.js';
 import { CommitStatusReporter } from './commit-status.js';
 import { type CommitRequest, GitCommitSource, gitContextDigest, GitFetchError } from './git-source.js';
+import { contextFailure } from './context-errors.js';
 import { BlobLayerSink, PrismaCacheIndex } from './adapters.js';
 import type { BuildLogs } from './logs/build-log.js';
 
@@ -120,10 +121,7 @@ export class BuildRunner {
         }
       } catch (e) {
         if (e instanceof GitFetchError) throw new BuildFailure(`fetching the commit failed: ${e.message}`, null);
-        if (e instanceof TarExtractionError || /gzip|tar|header/i.test((e as Error).message)) {
-          throw new BuildFailure(`the build context was refused: ${(e as Error).message}`, null);
-        }
-        throw e;
+        throw contextFailure(e) ?? e;
       }
       const context = await IndexedContext.open(extracted.index, extracted.pack, extracted.directory);
       const dockerfile = await this.readDockerfile(context, build.dockerfilePath);
