@@ -60,7 +60,7 @@ describe('bad input gets a clear error and loses nothing', () => {
     const empty = await api(stack, alice.token, 'POST', '/v1/builds?repository=ok', Buffer.alloc(0), 'application/x-tar');
     expect(empty.status).toBe(400);
     expect(empty.json.message).toMatch(/empty/);
-    const big = await api(stack, alice.token, 'POST', '/v1/builds?repository=toobig', Buffer.alloc(300 * 1024, 1), 'application/x-tar');
+    const big = await api(stack, alice.token, 'POST', '/v1/builds?repository=toobig', tarOf(makeDir({ big: 'x'.repeat(300 * 1024) })), 'application/x-tar');
     expect(big.status).toBe(413);
     expect(big.json.message).toBe('The build context is larger than the limit of 262144 bytes.');
     // Nothing was recorded for the refused uploads.

@@ -9,6 +9,7 @@ import { redisConnection } from '@strata/queue';
 import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
 import { toBuildView, type BuildView } from './build-view.js';
+import { ContextArchiveCheck } from './context-archive-check.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 
 export interface BuildRequest {
@@ -68,13 +69,16 @@ export class BuildsService implements OnModuleDestroy {
         done(null, chunk);
       },
     });
+    const archive = new ContextArchiveCheck();
     body.on('error', (e) => counter.destroy(e));
-    body.pipe(counter);
+    counter.on('error', (e) => archive.destroy(e));
+    body.pipe(counter).pipe(archive);
     try {
-      await this.storage.objects.put(contextKey, counter);
+      await this.storage.objects.put(contextKey, archive);
     } catch (e) {
       await this.storage.objects.delete(contextKey).catch(() => undefined);
       body.resume();
+      if (archive.refusal) throw archive.refusal;
       if (tooLarge) {
         throw new HttpException(
           { statusCode: 413, error: 'Payload Too Large', message: `The build context is larger than the limit of ${limit} bytes.` },
