@@ -8,6 +8,8 @@ import { BUILDS_QUEUE, type BuildJob, GC_QUEUE, redisConnection, WORKER_LOCK } f
 import { GarbageCollector } from '@strata/registry';
 import { BuildRunner } from './build-runner.js';
 import { BuildLogs } from './logs/build-log.js';
+import { clearLeftovers } from './leftovers.js';
+import { Reconciler, startHeartbeat, startReconciler } from './reconciler.js';
 import { WorkerRuntime } from './runtime-adapter.js';
 
 /** Starts a worker consuming the builds queue; returns a function that stops it. */
@@ -16,10 +18,18 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   const storage = await storageFromConfig(config.s3);
   const logRedis = new Redis({ ...redisConnection(config.redisUrl), protocol: 2 });
   const logs = new BuildLogs({ redis: logRedis, storage, config });
+  // What a worker killed on this data directory left running goes first: its snapshots can only be unmounted then.
+  const leftovers = await clearLeftovers(config.dataDir);
+  if (leftovers.containers.length + leftovers.workDirs > 0) {
+    process.stdout.write(`${JSON.stringify({ level: 'info', msg: 'cleared what a killed worker left', dataDir: config.dataDir, ...leftovers })}\n`);
+  }
   // RUN steps: runc on overlayfs snapshots under <dataDir>/runtime; the same store serves COPY --from.
   const runtime = new WorkerRuntime({ dataDir: config.dataDir, storage, run: config.run });
   await runtime.init();
-  const runner = new BuildRunner({ prisma, storage, config, logs, executor: runtime, rootfs: runtime, workerId: `${hostname()}:${process.pid}` });
+  const workerId = `${hostname()}:${process.pid}`;
+  const runner = new BuildRunner({ prisma, storage, config, logs, executor: runtime, rootfs: runtime, workerId });
+  // Beating before taking jobs: a build this worker claims is never mistaken for an orphan.
+  const heartbeat = await startHeartbeat(prisma, workerId, config);
   // BullMQ aborts the signal on worker.cancelJob()/cancelAllJobs(): the engine passes it to the RUN container, which runc kills.
   const worker = new Worker<BuildJob>(BUILDS_QUEUE, async (job, _token, signal) => runner.run(job.data.buildId, signal), {
     connection: redisConnection(config.redisUrl),
@@ -34,11 +44,22 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   cancels.on('message', (_channel, buildId: string) => worker.cancelJob(buildId, 'cancelled by the user'));
   await cancels.subscribe(buildCancelChannel(config.queuePrefix));
   const gc = await startGarbageCollection(config, prisma, storage, runtime);
+  const buildsQueue = new Queue<BuildJob>(BUILDS_QUEUE, { connection: redisConnection(config.redisUrl), prefix: config.queuePrefix });
+  const reconciler = new Reconciler({ prisma, queue: buildsQueue, logs, config });
+  const reconciling = startReconciler(reconciler, config.reconcile.intervalMs, (r) => process.stdout.write(`${JSON.stringify({ level: 'info', msg: 'reconciled the builds queue', workerId, ...r })}\n`));
   return {
     async close() {
+      await reconciling.close();
       await gc.close();
       await cancels.quit();
-      await worker.close();
+      // Running builds get drainMs to finish; then they go back to the queue for another worker.
+      const closing = worker.close();
+      const grace = setTimeout(() => runner.handBackAll(), config.reconcile.drainMs);
+      await closing;
+      clearTimeout(grace);
+      for (const build of runner.handedBack) await reconciler.ensureJob(build).catch(() => undefined);
+      heartbeat.stop();
+      await buildsQueue.close();
       // Cache mounts saved after the last steps reach S3 before the worker goes.
       await runtime.flush();
       await logRedis.quit();

@@ -61,6 +61,17 @@ export interface StrataConfig {
     /** Disk budget for the layers a worker keeps unpacked; least recently used unused ones go first. */
     workerLayersMaxBytes: number;
   };
+  /** Keeping the queue true to the build table (docs/adr/0010): one reconciler at a time per queue. */
+  reconcile: {
+    /** How often a worker tries to reconcile; 0 turns it off. */
+    intervalMs: number;
+    /** A worker not heard from this long is gone: its running builds are handed back. */
+    workerStaleMs: number;
+    /** Claims a build gets before a dying worker fails it instead of handing it back again. */
+    maxAttempts: number;
+    /** How long SIGTERM waits for running builds before handing them back to the queue. */
+    drainMs: number;
+  };
 }
 
 /**
@@ -273,6 +284,12 @@ export function loadConfig(env: Env = process.env): StrataConfig {
       cacheBudgetBytes: int(env, 'STRATA_CACHE_BUDGET_BYTES', 50 * 1024 ** 3),
       cacheMaxIdleMs: int(env, 'STRATA_CACHE_MAX_IDLE_MS', 14 * 24 * 60 * 60 * 1000),
       workerLayersMaxBytes: int(env, 'STRATA_WORKER_LAYERS_MAX_BYTES', 20 * 1024 ** 3),
+    },
+    reconcile: {
+      intervalMs: int(env, 'STRATA_RECONCILE_INTERVAL_MS', 10_000),
+      workerStaleMs: int(env, 'STRATA_WORKER_STALE_MS', 30_000, 500),
+      maxAttempts: int(env, 'STRATA_BUILD_MAX_ATTEMPTS', 3, 1),
+      drainMs: int(env, 'STRATA_WORKER_DRAIN_MS', 5 * 60 * 1000),
     },
   };
 }

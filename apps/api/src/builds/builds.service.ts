@@ -122,6 +122,7 @@ export class BuildsService implements OnModuleDestroy {
           contextDigest,
           secretsSealed,
           registryAuthSealed,
+          queue: this.config.queuePrefix,
         },
         include: { repository: true, steps: true },
       });
