@@ -1,7 +1,7 @@
 import type { Queue } from 'bullmq';
 import type { StrataConfig } from '@strata/config';
 import type { PrismaClient } from '@strata/db';
-import type { BuildJob } from '@strata/queue';
+import { type BuildJob, logEvent } from '@strata/queue';
 import type { BuildLogs } from './logs/build-log.js';
 
 /** What one pass changed, build ids by action. */
@@ -129,7 +129,7 @@ export async function startHeartbeat(prisma: PrismaClient, workerId: string, con
   const beat = () => prisma.workerHeartbeat.upsert({ where: key, create: { id: workerId, queue: config.queuePrefix }, update: { seenAt: new Date() } });
   await beat();
   const timer = setInterval(() => {
-    beat().catch((e: Error) => process.stderr.write(`${JSON.stringify({ level: 'warn', msg: 'worker heartbeat failed', workerId, error: e.message })}\n`));
+    beat().catch((e: Error) => logEvent('warn', 'worker heartbeat failed', { workerId, error: e.message }));
   }, Math.max(100, Math.floor(config.reconcile.workerStaleMs / 3)));
   timer.unref();
   return { stop: () => clearInterval(timer) };
@@ -146,7 +146,7 @@ export function startReconciler(reconciler: Reconciler, intervalMs: number, onRe
         if (r && r.requeued.length + r.handedBack.length + r.failed.length > 0) onReport(r);
       })
       .catch((e: Error) => {
-        process.stderr.write(`${JSON.stringify({ level: 'error', msg: 'reconcile pass failed', error: e.message })}\n`);
+        logEvent('error', 'reconcile pass failed', { error: e.message });
       })
       .finally(() => {
         running = null;

@@ -40,6 +40,8 @@ export interface S3DriverOptions {
   client?: S3Client;
   /** Attempts per request before it fails (default 5). */
   maxAttempts?: number;
+  /** Told of every failed attempt (each retry too) and every download cut short, for metrics. */
+  onRequestError?: (operation: string, reason: string) => void;
 }
 
 const MIN_PART_SIZE = 5 * 1024 * 1024;
@@ -53,6 +55,7 @@ export class S3Driver implements StorageDriver {
   private readonly bucket: string;
   private readonly partSize: number;
   private readonly queueSize: number;
+  private readonly onRequestError: ((operation: string, reason: string) => void) | undefined;
 
   constructor(options: S3DriverOptions) {
     this.bucket = options.bucket;
@@ -72,6 +75,26 @@ export class S3Driver implements StorageDriver {
           ? { credentials: { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey } }
           : {}),
       });
+    this.onRequestError = options.onRequestError;
+    if (options.onRequestError) this.countErrors(options.onRequestError);
+  }
+
+  /** Every attempt the SDK makes passes here: placed inside its retry loop, around the response parser that turns a 5xx into an error. */
+  private countErrors(report: (operation: string, reason: string) => void): void {
+    // Typed by hand: the SDK's middleware type is a union that gives the parameters no type of their own.
+    const middleware = (next: (args: object) => Promise<unknown>, context: { commandName?: string }) => async (args: object) => {
+      try {
+        return await next(args);
+      } catch (err) {
+        if (!isNotFound(err)) report(context.commandName ?? 'unknown', errorReason(err));
+        throw err;
+      }
+    };
+    this.client.middlewareStack.addRelativeTo(middleware as unknown as Parameters<S3Client['middlewareStack']['addRelativeTo']>[0], {
+      relation: 'after',
+      toMiddleware: 'retryMiddleware',
+      name: 'strataRequestErrors',
+    });
   }
 
   /** Creates the bucket unless it already exists (start-up of local and test setups). */
@@ -154,6 +177,7 @@ export class S3Driver implements StorageDriver {
         throw new Error(`the body ended after ${offset - start} of ${end - start} bytes`);
       } catch (err) {
         body.destroy();
+        this.onRequestError?.('GetObject', 'body cut short');
         if (++failures > MAX_RESUMES) throw new StorageUnavailableError('GET', key, failures, err);
         await sleep(RESUME_BACKOFF_MS * 2 ** (failures - 1));
         const rest = await this.call('GET', key, () => this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${offset}-${end - 1}` })));
@@ -265,6 +289,13 @@ export class S3Driver implements StorageDriver {
   private copySource(key: string): string {
     return `${this.bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
   }
+}
+
+/** A low-cardinality label: the HTTP status, else the error's code or name. */
+function errorReason(err: unknown): string {
+  const e = err as { name?: string; code?: string; $metadata?: { httpStatusCode?: number } };
+  const status = e.$metadata?.httpStatusCode;
+  return status ? String(status) : (e.code ?? e.name ?? 'error');
 }
 
 function isNotFound(err: unknown): boolean {

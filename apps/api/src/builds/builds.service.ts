@@ -5,7 +5,7 @@ import { Transform, type Readable } from 'node:stream';
 import { buildCancelChannel, sealSecrets, STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService, type Prisma, retryOnUniqueViolation } from '@strata/db';
 import { type RegistryAuth, registryAuthToEntries } from '@strata/registry';
-import { redisConnection } from '@strata/queue';
+import { logEvent, redisConnection } from '@strata/queue';
 import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
 import { toBuildView, type BuildView } from './build-view.js';
@@ -128,6 +128,7 @@ export class BuildsService implements OnModuleDestroy {
       });
     }));
     await this.queue.add('build', { buildId: id, tenantId }, { jobId: id });
+    logEvent('info', 'build queued', { buildId: id, tenantId, repository: req.repository, contextBytes: size });
     return toBuildView(build);
   }
 
