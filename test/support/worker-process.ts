@@ -42,6 +42,7 @@ export function envOf(config: StrataConfig): Record<string, string> {
     STRATA_UPSTREAM_REGISTRY: config.pull.upstreamRegistry ?? 'none',
     STRATA_INSECURE_REGISTRIES: config.pull.insecureRegistries.join(','),
     STRATA_ALLOW_PRIVATE_SOURCES: config.allowPrivateSources.join(','),
+    STRATA_PULL_TIMEOUT_MS: String(config.pull.responseTimeoutMs),
     STRATA_LOG_STEP_MAX_BYTES: String(config.log.stepMaxBytes),
     STRATA_LOG_BUILD_MAX_BYTES: String(config.log.buildMaxBytes),
     STRATA_LOG_LINE_MAX_BYTES: String(config.log.lineMaxBytes),

@@ -62,7 +62,7 @@ export class BuildRunner {
     // Through the sink: a layer still being uploaded is read from its spool file.
     this.indexer = new RootfsIndexer((d) => this.layers.open(d));
     this.git = new GitCommitSource(deps.config.allowPrivateSources);
-    this.registryClient = new RegistryClient({ insecureRegistries: deps.config.pull.insecureRegistries, userAgent: 'strata-worker' });
+    this.registryClient = new RegistryClient({ insecureRegistries: deps.config.pull.insecureRegistries, responseTimeoutMs: deps.config.pull.responseTimeoutMs, userAgent: 'strata-worker' });
   }
 
   async run(buildId: string, signal?: AbortSignal): Promise<void> {

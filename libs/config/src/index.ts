@@ -103,6 +103,8 @@ export interface PullSettings {
   /** null when `STRATA_UPSTREAM_REGISTRY=none`: short names then resolve only to the tenant's repositories. */
   upstreamRegistry: string | null;
   insecureRegistries: string[];
+  /** How long a registry may take to start answering a request before the pull fails (STRATA_PULL_TIMEOUT_MS). */
+  responseTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -217,9 +219,10 @@ function pullSettings(env: Env): PullSettings {
     .split(',')
     .map((h) => h.trim().toLowerCase())
     .filter((h) => h !== '');
-  if (upstream === 'none') return { upstreamRegistry: null, insecureRegistries: insecureList };
+  const responseTimeoutMs = int(env, 'STRATA_PULL_TIMEOUT_MS', 30_000, 100);
+  if (upstream === 'none') return { upstreamRegistry: null, insecureRegistries: insecureList, responseTimeoutMs };
   if (!/^[A-Za-z0-9.-]+(:\d+)?$/.test(upstream)) throw new ConfigError(`STRATA_UPSTREAM_REGISTRY must be a host with an optional port, got "${upstream}"`);
-  return { upstreamRegistry: upstream, insecureRegistries: insecureList };
+  return { upstreamRegistry: upstream, insecureRegistries: insecureList, responseTimeoutMs };
 }
 
 /** `a.b.c.d/n` or `v6::/n`: the address must be one and the prefix fit its family. */

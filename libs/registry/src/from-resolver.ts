@@ -55,6 +55,7 @@ export class TenantImageResolver {
       ? (pull.client ??
         new RegistryClient({
           insecureRegistries: pull.settings.pull.insecureRegistries,
+          responseTimeoutMs: pull.settings.pull.responseTimeoutMs,
           credentials: (host) => pull.credentials?.[host.toLowerCase()],
           userAgent: 'strata-worker',
         }))
