@@ -17,6 +17,7 @@ import { ContextCache, type ExtractedContext } from './context-cache.js';
 import { CommitStatusReporter } from './commit-status.js';
 import { type CommitRequest, GitCommitSource, gitContextDigest, GitFetchError } from './git-source.js';
 import { contextFailure } from './context-errors.js';
+import { diskFailure } from './disk-errors.js';
 import { storageFailure } from './storage-errors.js';
 import { BlobLayerSink, PrismaCacheIndex } from './adapters.js';
 import type { BuildLog, BuildLogs } from './logs/build-log.js';
@@ -232,7 +233,7 @@ export class BuildRunner {
       const timedOut = deadline.aborted && signal?.aborted !== true;
       const failure = timedOut
         ? new BuildFailure(`the build took longer than its time limit of ${Math.round(this.deps.config.run.buildTimeoutMs / 1000)} s and was stopped`, null)
-        : e instanceof BuildFailure ? e : storageFailure(e);
+        : e instanceof BuildFailure ? e : (storageFailure(e) ?? diskFailure(e));
       const message = failure ? failure.message : `internal error: ${(e as Error).message}`;
       const cancelled = signal?.aborted === true;
       statuses?.report(failure && !cancelled ? 'failure' : 'error');
