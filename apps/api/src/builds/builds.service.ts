@@ -100,13 +100,15 @@ export class BuildsService implements OnModuleDestroy {
       req.registryAuth && Object.keys(req.registryAuth).length > 0
         ? new Uint8Array(sealSecrets(this.config.secretsKey, id, registryAuthToEntries(req.registryAuth)))
         : null;
-    const build = await retryOnUniqueViolation(() => this.prisma.$transaction(async (tx) => {
-      const repository = await tx.repository.upsert({
+    // No interactive transaction: parallel builds of one repository would queue on its row lock past
+    // the transaction timeout under load. The upsert is idempotent, the create one statement.
+    const build = await retryOnUniqueViolation(async () => {
+      const repository = await this.prisma.repository.upsert({
         where: { tenantId_name: { tenantId, name: req.repository } },
         update: {},
         create: { tenantId, name: req.repository },
       });
-      return tx.build.create({
+      return this.prisma.build.create({
         data: {
           id,
           tenantId,
@@ -126,7 +128,7 @@ export class BuildsService implements OnModuleDestroy {
         },
         include: { repository: true, steps: true },
       });
-    }));
+    });
     await this.queue.add('build', { buildId: id, tenantId }, { jobId: id });
     logEvent('info', 'build queued', { buildId: id, tenantId, repository: req.repository, contextBytes: size });
     return toBuildView(build);
