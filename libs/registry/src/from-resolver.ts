@@ -24,6 +24,8 @@ export interface ResolverSettings {
     /** null when short names resolve only to the tenant's repositories. */
     upstreamRegistry: string | null;
     insecureRegistries: string[];
+    /** How long a registry may take to start answering (STRATA_PULL_TIMEOUT_MS); RegistryClient's default when absent. */
+    responseTimeoutMs?: number;
   };
 }
 
