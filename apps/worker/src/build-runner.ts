@@ -6,7 +6,7 @@ import {
   BuildEngine, ContextSourceError, IgnoreMatcher, IndexedContext, parseDockerignore, RootfsIndexer, type BuildEvent, BuildFailure, type ImageResolver,
   type RootfsProvider, type RunExecutor, type StepFingerprint,
 } from '@strata/build-engine';
-import { openSecrets, type StrataConfig, triggerSealScope } from '@strata/config';
+import { openSecrets, SSH_KEY_PREFIX, type StrataConfig, triggerSealScope } from '@strata/config';
 import type { Build, Prisma, PrismaClient } from '@strata/db';
 import {
   type BuildPlan, type Diagnostic, DockerfileError, lintCopyIgnoredFile, lintWithResolvedImages, parseDockerfile, resolveBuild, type ResolvedBaseImage,
@@ -192,7 +192,8 @@ export class BuildRunner {
         target: build.target ?? undefined,
         noCache: build.noCache,
         noCacheStages: build.noCacheFilter,
-        secrets,
+        secrets: new Map([...secrets].filter(([id]) => !id.startsWith(SSH_KEY_PREFIX))),
+        sshKeys: sshKeysOf(secrets),
         signal: stop,
       });
       // Cancelled after the last step: nothing is published and no tag moves.
@@ -438,4 +439,15 @@ function recordingResolver(inner: ImageResolver, seen: Map<string, ImageConfig>)
       return image;
     },
   };
+}
+
+/** The SSH keys sealed with the secrets (`ssh:<id>:<n>`), grouped by id in the order they were sent. */
+function sshKeysOf(sealed: ReadonlyMap<string, Buffer>): Map<string, Buffer[]> {
+  const out = new Map<string, Buffer[]>();
+  const entries = [...sealed].filter(([name]) => name.startsWith(SSH_KEY_PREFIX)).map(([name, key]) => {
+    const [id, n] = [name.slice(SSH_KEY_PREFIX.length, name.lastIndexOf(':')), Number(name.slice(name.lastIndexOf(':') + 1))];
+    return { id, n, key };
+  });
+  for (const { id, key } of entries.sort((a, b) => a.n - b.n)) out.set(id, [...(out.get(id) ?? []), key]);
+  return out;
 }

@@ -24,6 +24,8 @@ export interface BuildInput {
   signal?: AbortSignal;
   /** Secrets sent with the build, by id, for `RUN --mount=type=secret`: values never enter a cache key. */
   secrets?: ReadonlyMap<string, Buffer>;
+  /** Private keys sent with the build, by id, for `RUN --mount=type=ssh`: never in a cache key. */
+  sshKeys?: ReadonlyMap<string, readonly Buffer[]>;
 }
 
 export interface EngineDeps {

@@ -1,4 +1,24 @@
-import { buildFailure, buildWith, layerFiles, memoryContext } from './fakes.test.js';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { type Digest, LayerWriter } from '@strata/oci';
+import { buildFailure, buildWith, layerFiles, memoryContext, memorySink } from './fakes.test.js';
+import type { BaseImage, ImageResolver, RootfsProvider } from './interfaces.js';
+
+/** An image resolver knowing one image, `ref`, whose one layer (stored in `sink`) holds `files`; it records what it was asked. */
+async function oneImage(sink: ReturnType<typeof memorySink>, ref: string, files: Record<string, string>): Promise<ImageResolver & { asked: string[] }> {
+  const stored = await sink.store(new LayerWriter().pack(Object.entries(files).map(([p, c]) => ({ type: 'file' as const, path: p, content: Buffer.from(c) }))));
+  const asked: string[] = [];
+  return {
+    asked,
+    async resolve(r: string): Promise<BaseImage> {
+      asked.push(r);
+      if (r !== ref) throw new Error(`no image "${r}" here`);
+      const config = { architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers' as const, diff_ids: [stored.diffId] }, history: [] };
+      return { ref, source: 'registry', manifestDigest: `sha256:${'1'.repeat(64)}` as Digest, config, layers: [stored.descriptor] };
+    },
+  };
+}
 
 describe('copy step', () => {
   it('writes the sources with their parents, owner and mode into a layer', async () => {
@@ -29,5 +49,25 @@ describe('copy step', () => {
     const context = await memoryContext({ 'a.txt': 'a', 'b.txt': 'b' });
     expect((await buildFailure('FROM scratch\nCOPY a.txt b.txt /dst\n', {}, { context })).message).toBe('Dockerfile:2: COPY: with more than one source, the destination must be a directory and end with a "/" ("/dst")');
     expect((await buildFailure('FROM scratch\nCOPY missing.txt /\n')).line).toBe(2);
+  });
+
+  it('copies from an image named by reference, resolved like FROM once per build', async () => {
+    const layers = memorySink();
+    const images = await oneImage(layers, 'example.test/tools:1', { 'usr/bin/tool': 'tool v1\n' });
+    // The worker reads the image's files from its unpacked layers: here, a directory holding them.
+    const root = mkdtempSync(path.join(tmpdir(), 'engine-image-'));
+    mkdirSync(path.join(root, 'usr/bin'), { recursive: true });
+    writeFileSync(path.join(root, 'usr/bin/tool'), 'tool v1\n');
+    const rootfs: RootfsProvider = { open: async () => ({ root, release: async () => undefined }) };
+    const { out, deps } = await buildWith('FROM scratch\nCOPY --from=example.test/tools:1 /usr/bin/tool /bin/tool\nCOPY --from=example.test/tools:1 /usr/bin/tool /bin/again\n', { layers, images, rootfs });
+    expect(images.asked).toEqual(['example.test/tools:1']);
+    const files = await layerFiles(deps.layers, out.image.layers[0].descriptor.digest);
+    expect(files).toEqual([expect.objectContaining({ path: 'bin', type: 'directory' }), expect.objectContaining({ path: 'bin/tool', content: 'tool v1\n' })]);
+  });
+
+  it('names the line and the image when COPY --from names neither a stage nor an image', async () => {
+    const images = await oneImage(memorySink(), 'example.test/tools:1', {});
+    const f = await buildFailure('FROM scratch\n\nCOPY --from=tools /x /x\n', { images });
+    expect(f.message).toBe('Dockerfile:3: COPY: --from=tools: no image "tools" here');
   });
 });

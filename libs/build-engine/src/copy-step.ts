@@ -11,7 +11,7 @@ import { type BuildContext, ContextSourceError, type ContextEntry, IndexedRootfs
 import { DestinationError, LayerTree, createdDirTime, storeFileLayer } from './file-layer.js';
 import type { CachedStep } from './interfaces.js';
 import { resolveOwner, type RootfsIndex } from './rootfs-index.js';
-import type { BuildScope, StageState, StepContext } from './step-context.js';
+import { type BuildScope, sourceOf, type StageState, type StepContext } from './step-context.js';
 
 export interface PreparedCopy {
   sources: ContextEntry[];
@@ -38,10 +38,8 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
   let context = build.input.context;
   if (ins.keyword === 'COPY' && ins.from) {
     const from = ins.from;
-    const sr = ctx.stageResult(from);
-    if (!sr) fail(`--from=${from}: copying from an image is not supported yet; name a stage of this Dockerfile`);
     if (!build.deps.rootfs) fail('COPY --from a stage is not supported by this worker yet');
-    const source = await sr!;
+    const source = await sourceOf(ctx, from, `--from=${from}`);
     context = new IndexedRootfs(
       await build.indexer.index(source.layers.map((l) => ({ digest: l.descriptor.digest, diffId: l.diffId }))),
       (layer, at) => build.live.content(layer, at),

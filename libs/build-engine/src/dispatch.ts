@@ -36,7 +36,7 @@ export function stepContext(
   stage: StageState,
   where: StepPosition,
   raw: StageInstruction,
-  stageResult: (ref: string) => Promise<StageResult> | null,
+  stageResult: (ref: string) => Promise<StageResult>,
 ): StepContext {
   const fail = (message: string): never => {
     throw new BuildFailure(`${build.input.dockerfilePath}:${raw.line}: ${raw.keyword}: ${message}`, raw.line);

@@ -70,13 +70,23 @@ export type RunMountRequest =
   /** Kept on the worker per tenant and `id` across builds. */
   | { type: 'cache'; target: string; id: string; sharing: 'shared' | 'private' | 'locked'; readOnly: boolean; uid: number; gid: number; mode: number }
   | { type: 'tmpfs'; target: string; sizeBytes?: number }
-  /** `source` is an absolute path on the worker (in the build context or a stage's rootfs view). */
-  | { type: 'bind'; target: string; source: string; readOnly: boolean }
+  /**
+   * `source` is an absolute path on the worker (in the build context or a stage's rootfs view).
+   * `throwaway`: the step writes into a copy of `source` that is deleted after it (a read-write context bind).
+   */
+  | { type: 'bind'; target: string; source: string; readOnly: boolean; throwaway?: boolean }
   /**
    * A build secret: a read-only file at `target` (kept on a tmpfs outside the rootfs, never in the
    * layer) and/or the environment variable `env`. `value` never goes into a cache key or a log.
    */
-  | { type: 'secret'; id: string; target: string | null; env: string | null; value: Buffer; uid: number; gid: number; mode: number };
+  | { type: 'secret'; id: string; target: string | null; env: string | null; value: Buffer; uid: number; gid: number; mode: number }
+  /**
+   * An SSH agent holding `keys`, its socket at `target` (owned by uid:gid with `mode`); the keys
+   * never go into a cache key, a log or the layer.
+   */
+  | { type: 'ssh'; id: string; target: string; keys: readonly Buffer[]; uid: number; gid: number; mode: number }
+  /** A file made for the step (a `#!` heredoc script), read-only at `target`, owned by root, never in the layer. */
+  | { type: 'file'; target: string; content: Buffer; mode: number };
 
 export interface RunRequest {
   /** `open`, when set, gives the layer's uncompressed tar from where the build wrote it (faster than the store). */

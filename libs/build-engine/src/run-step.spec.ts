@@ -1,5 +1,9 @@
 import { parseDockerfile, type StageInstruction } from '@strata/dockerfile';
-import { buildFailure, buildWith, recordingExecutor } from './fakes.test.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { buildFailure, buildWith, fakeImages, recordingExecutor } from './fakes.test.js';
+import type { RootfsProvider } from './interfaces.js';
 import { runArgs } from './run-step.js';
 
 function run(text: string): Extract<StageInstruction, { keyword: 'RUN' }> {
@@ -10,12 +14,27 @@ const never = (m: string): never => {
 };
 
 describe('run step', () => {
-  it('runs exec form as written, shell form and heredocs through the shell, #! shell scripts with -c', () => {
+  it('runs exec form as written, shell form and heredocs through the shell, a lone #! heredoc as a file in /dev/pipes', () => {
     const shell = ['/bin/sh', '-c'];
-    expect(runArgs(run('RUN ["echo", "a b"]'), shell, never)).toEqual(['echo', 'a b']);
-    expect(runArgs(run('RUN echo $HOME'), shell, never)).toEqual(['/bin/sh', '-c', 'echo $HOME']);
-    expect(runArgs(run('RUN <<EOF\necho one\nEOF'), shell, never)).toEqual(['/bin/sh', '-c', 'echo one\n']);
-    expect(runArgs(run('RUN <<EOF\n#!/usr/bin/env bash\necho two\nEOF'), shell, never)).toEqual(['/bin/bash', '-c', '#!/usr/bin/env bash\necho two\n']);
+    expect(runArgs(run('RUN ["echo", "a b"]'), shell, never)).toEqual({ args: ['echo', 'a b'] });
+    expect(runArgs(run('RUN echo $HOME'), shell, never)).toEqual({ args: ['/bin/sh', '-c', 'echo $HOME'] });
+    expect(runArgs(run('RUN <<EOF\necho one\nEOF'), shell, never)).toEqual({ args: ['/bin/sh', '-c', 'echo one\n'] });
+    // A program named after the heredoc reads it on stdin, through the shell (as BuildKit).
+    expect(runArgs(run('RUN <<EOF python3\nprint(1)\nEOF'), shell, never)).toEqual({ args: ['/bin/sh', '-c', '<<EOF python3\nprint(1)\nEOF'] });
+    expect(runArgs(run('RUN python3 <<EOF > /out\nprint(1)\nEOF'), shell, never)).toEqual({ args: ['/bin/sh', '-c', 'python3 <<EOF > /out\nprint(1)\nEOF'] });
+    expect(runArgs(run('RUN <<-SCRIPT\n\t#!/usr/bin/env python3\n\tprint(2)\n\tSCRIPT'), shell, never)).toEqual({
+      args: ['/dev/pipes/SCRIPT'],
+      script: { type: 'file', target: '/dev/pipes/SCRIPT', content: Buffer.from('#!/usr/bin/env python3\nprint(2)\n'), mode: 0o755 },
+    });
+  });
+
+  it('mounts a #! heredoc script for the step, its content in the cache key', async () => {
+    const a = await buildWith('FROM scratch\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print 1 }\nEOF\n');
+    expect(a.ran(2)).toMatchObject({ args: ['/dev/pipes/EOF'], mounts: [{ type: 'file', target: '/dev/pipes/EOF', content: Buffer.from('#!/bin/awk -f\nBEGIN { print 1 }\n'), mode: 0o755 }] });
+    expect(a.out.image.config.history?.at(-1)?.created_by).toBe('RUN /dev/pipes/EOF # buildkit');
+    const b = await buildWith('FROM scratch\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print 2 }\nEOF\n');
+    const key = (r: typeof a) => r.events.flatMap((e) => (e.type === 'step-done' ? [e.cacheKey] : []))[0];
+    expect(key(b)).not.toBe(key(a));
   });
 
   it('gives the process the stage variables, its user, directory and network', async () => {
@@ -64,5 +83,16 @@ describe('run step', () => {
     const { out } = await buildWith('FROM scratch\nRUN write\nRUN nothing\n', { executor });
     expect(out.image.layers).toHaveLength(1);
     expect(out.image.config.history?.map((h) => h.empty_layer ?? false)).toEqual([false, true]);
+  });
+
+  it('binds a directory of an image named by reference, resolved like FROM', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'engine-view-'));
+    const opened: string[][] = [];
+    const rootfs: RootfsProvider = { open: async (layers) => (opened.push(layers.map((l) => l.diffId)), { root, release: async () => undefined }) };
+    const { ran } = await buildWith('FROM scratch\nRUN --mount=from=example.test/tools:1,source=/usr,target=/t ls /t\n', { rootfs, images: fakeImages({ 'example.test/tools:1': {} }) });
+    expect(opened).toEqual([[]]);
+    expect(ran(2)?.mounts).toEqual([{ type: 'bind', target: '/t', source: path.join(root, 'usr'), readOnly: true }]);
+    const f = await buildFailure('FROM scratch\nRUN --mount=from=nowhere,target=/t ls /t\n', { rootfs });
+    expect(f.message).toBe('Dockerfile:2: RUN: --mount=from=nowhere,target=/t: no image "nowhere" here');
   });
 });

@@ -2,12 +2,12 @@
 // names and what the executor mounts), and running it in the executor to make its layer.
 
 import path from 'node:path/posix';
-import { runScript, shebangShellArgs, type StageInstruction } from '@strata/dockerfile';
+import { HEREDOC_SCRIPT_DIR, runScript, type StageInstruction } from '@strata/dockerfile';
 import { LayerWriter, resolveInRoot } from '@strata/oci';
 import type { StageResult } from './build-input.js';
 import { ContextSourceError, type ContextEntry } from './context.js';
 import { type CachedStep, type RunMountRequest, type RunOutcome, RunStepError } from './interfaces.js';
-import type { BuildScope, StageState, StepContext, StepPosition } from './step-context.js';
+import { type BuildScope, sourceOf, type StageState, type StepContext, type StepPosition } from './step-context.js';
 
 type RunInstruction = Extract<StageInstruction, { keyword: 'RUN' }>;
 
@@ -35,13 +35,18 @@ export interface PreparedRun {
   createdBy: string;
 }
 
-/** The process a RUN starts: exec form as written, shell form and shell heredocs through the stage's shell. */
-export function runArgs(ins: RunInstruction, shell: string[], fail: (m: string) => never): string[] {
+/**
+ * The process a RUN starts: exec form as written, shell form and heredocs fed to programs through
+ * the stage's shell, and a lone `#!` heredoc as the executable file `/dev/pipes/<name>` (as BuildKit
+ * does: the kernel runs it with the interpreter its first line names), mounted from `script`.
+ */
+export function runArgs(ins: RunInstruction, shell: string[], fail: (m: string) => never): { args: string[]; script?: Extract<RunMountRequest, { type: 'file' }> } {
   const script = runScript(ins);
-  if (script.kind === 'exec') return script.args;
-  if (script.kind === 'shell') return [...shell, script.script];
-  // `RUN <<EOF` with a `#!` line: the frontend refused interpreters other than a shell.
-  return shebangShellArgs(script.content) ?? fail('this heredoc script needs an interpreter other than a shell, which Strata cannot run yet');
+  if (script.kind === 'exec') return { args: script.args };
+  if (script.kind === 'shell') return { args: [...shell, script.script] };
+  if (!/^[A-Za-z0-9_][A-Za-z0-9._-]*$/.test(script.name)) fail(`the heredoc delimiter "${script.name}" cannot name the script file; use letters, digits, "_", "." or "-"`);
+  const target = path.join(HEREDOC_SCRIPT_DIR, script.name);
+  return { args: [target], script: { type: 'file', target, content: Buffer.from(script.content), mode: 0o755 } };
 }
 
 /** BuildKit's prefix of a RUN history line: `|N K=V ...` for the N ARGs declared in the stage so far. */
@@ -59,14 +64,19 @@ export async function prepareRun(ctx: StepContext<RunInstruction>): Promise<Prep
   // Proxy build args reach the process without an ARG, and stay out of the cache key (as in BuildKit).
   const names = new Set(envList.map((kv) => kv.slice(0, kv.indexOf('='))));
   const proxies = Object.entries(evaluated.proxyEnv).filter(([k]) => !names.has(k)).map(([k, v]) => `${k}=${v}`);
-  const args = runArgs(ins, stage.vars.shell, fail);
+  const { args, script } = runArgs(ins, stage.vars.shell, fail);
   // No USER: the runtime runs uid 0 even where the image has no /etc/passwd, as BuildKit does.
   const user = cfg.User || '';
   const cwd = stage.vars.workdir;
   const network = ins.network ?? 'default';
   const mounts = await prepareRunMounts(ctx, cwd);
+  // The first SSH agent's socket is SSH_AUTH_SOCK (as BuildKit; its target is in the key through the mount).
+  const agent = mounts.find((m) => m.request.type === 'ssh')?.request.target;
+  const agentEnv = agent ? [`SSH_AUTH_SOCK=${agent}`] : [];
+  // The script's content is in the key through `heredocs`.
+  if (script) mounts.unshift({ key: { type: 'file', target: script.target, mode: script.mode }, request: script });
   return {
-    spec: { args, env: [...envList, ...proxies], user, cwd, network },
+    spec: { args, env: [...envList.filter((kv) => !(agent && kv.startsWith('SSH_AUTH_SOCK='))), ...proxies, ...agentEnv], user, cwd, network },
     mounts,
     definition: { args, env: envList, user, cwd, network, heredocs: ins.heredocs.map((h) => h.content), ...(mounts.length > 0 ? { mounts: mounts.map((m) => m.key) } : {}) },
     createdBy: `RUN ${[...historyArgs(stage), ...args].join(' ')} # buildkit`,
@@ -75,10 +85,11 @@ export async function prepareRun(ctx: StepContext<RunInstruction>): Promise<Prep
 
 /** Resolves `RUN --mount` options: what goes into the cache key and how to mount it when the step runs. */
 export async function prepareRunMounts(ctx: StepContext<RunInstruction>, cwd: string): Promise<PreparedMount[]> {
-  // Mount options arrive expanded; ssh mounts and read-write context binds were refused by the frontend.
+  // Mount options arrive expanded.
   const { ins, build, fail } = ctx;
   const input = build.input;
   const out: PreparedMount[] = [];
+  let sshCount = 0;
   for (const m of ins.mounts) {
     const what = `--mount=${m.raw}`;
     if (m.type === 'secret') {
@@ -102,6 +113,22 @@ export async function prepareRunMounts(ctx: StepContext<RunInstruction>, cwd: st
       out.push({ key: { type: 'secret', id, target: dest, env, uid, gid, mode }, request: { type: 'secret', id, target: dest, env, value, uid, gid, mode } });
       continue;
     }
+    if (m.type === 'ssh') {
+      // As BuildKit: id "default", the socket at /run/buildkit/ssh_agent.<n>, SSH_AUTH_SOCK naming the first.
+      const id = m.id ? m.id : 'default';
+      const target = m.target ? path.resolve(cwd, m.target) : `/run/buildkit/ssh_agent.${sshCount}`;
+      sshCount++;
+      const keys = input.sshKeys?.get(id);
+      if (!keys || keys.length === 0) {
+        if (m.required) fail(`${what}: the SSH key "${id}" is required but was not sent with the build (strata build --ssh ${id}=<private key file>)`);
+        continue; // BuildKit skips a missing optional ssh mount
+      }
+      const uid = m.uid ?? 0;
+      const gid = m.gid ?? 0;
+      const mode = m.mode ?? 0o600;
+      out.push({ key: { type: 'ssh', id, target, uid, gid, mode }, request: { type: 'ssh', id, target, keys, uid, gid, mode } });
+      continue;
+    }
     if (!m.target) fail(`${what}: the mount needs a target`);
     const target = path.resolve(cwd, m.target!);
     if (target === '/') fail(`${what}: cannot mount over the root directory`);
@@ -116,10 +143,8 @@ export async function prepareRunMounts(ctx: StepContext<RunInstruction>, cwd: st
       const source = m.source ? m.source : '/';
       if (m.from) {
         const from = m.from;
-        const pending = ctx.stageResult(from);
-        if (!pending) fail(`${what}: binding from an image is not supported yet; name a stage of this Dockerfile`);
         if (!build.deps.rootfs) fail(`${what}: this worker cannot mount other stages`);
-        const stage = await pending!;
+        const stage = await sourceOf(ctx, from, what);
         out.push({ key: { type: 'bind', target, from: stage.fsKey, source, readOnly: m.readOnly }, request: { type: 'bind', target, source: '', readOnly: m.readOnly }, stage, source });
       } else {
         let entries: ContextEntry[];
@@ -131,7 +156,9 @@ export async function prepareRunMounts(ctx: StepContext<RunInstruction>, cwd: st
         }
         const checksum = await input.context.checksum(entries!);
         const abs = await resolveInRoot(await input.context.directory(), source);
-        out.push({ key: { type: 'bind', target, context: checksum.digest, source, readOnly: true }, request: { type: 'bind', target, source: abs, readOnly: true } });
+        // rw: the command may write, into a copy thrown away after the step (as BuildKit), never into the context.
+        const request = m.readOnly ? { type: 'bind' as const, target, source: abs, readOnly: true } : { type: 'bind' as const, target, source: abs, readOnly: false, throwaway: true };
+        out.push({ key: { type: 'bind', target, context: checksum.digest, source, readOnly: m.readOnly }, request });
       }
     } else {
       fail(`${what}: mount type "${m.type as string}" is not supported`);

@@ -98,6 +98,23 @@ export class BuildEngine {
     const stageVars = new Map<number, StageEnv>();
     let firstBase: BuildOutput['base'] = null;
     const slots = new Semaphore(this.deps.maxParallelStages ?? 4);
+    // `COPY --from` and `RUN --mount=from` naming no stage take an image, resolved like FROM, once per build.
+    const images = new Map<string, Promise<StageResult>>();
+    const imageResult = (ref: string): Promise<StageResult> => {
+      let p = images.get(ref);
+      if (!p) {
+        p = this.deps.images.resolve(ref).then((base) => ({
+          index: -1,
+          name: null,
+          config: base.config,
+          layers: base.layers.map((descriptor, n) => ({ descriptor, diffId: base.config.rootfs.diff_ids[n] })),
+          fsKey: sha256(`image\0${base.manifestDigest}\0${formatPlatform(platform)}`),
+        }));
+        p.catch(() => undefined);
+        images.set(ref, p);
+      }
+      return p;
+    };
     const runStage = (i: number): Promise<StageResult> => {
       let p = results.get(i);
       if (!p) {
@@ -136,7 +153,7 @@ export class BuildEngine {
             const inheritedHistory = state.config.history!.length;
             const stageResult = (ref: string) => {
               const s = stageReference(df.stages, ref);
-              return s === null ? null : runStage(s);
+              return s === null ? imageResult(ref) : runStage(s);
             };
             for (const [n, ins] of instructions.entries()) {
               if (input.signal?.aborted) throw new BuildFailure('the build was cancelled', ins.line);

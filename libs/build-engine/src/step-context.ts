@@ -4,7 +4,7 @@
 import type { ContainerConfig, ImageConfig } from '@strata/oci';
 import type { BuildPlan, EvaluatedStep, StageEnv, StageInstruction } from '@strata/dockerfile';
 import type { BuildInput, EngineDeps, ImageLayer, StageResult } from './build-input.js';
-import type { BuildEvent } from './interfaces.js';
+import { BuildFailure, type BuildEvent } from './interfaces.js';
 import type { LiveLayers } from './live-layers.js';
 import type { RootfsIndexer } from './rootfs-index.js';
 
@@ -65,8 +65,11 @@ export interface StepContext<I extends StageInstruction = StageInstruction> {
   cfg: ContainerConfig;
   /** Fails the build at this step's line. */
   fail(message: string): never;
-  /** The result of the stage `ref` (a name or an index) names, or null when it names none. */
-  stageResult(ref: string): Promise<StageResult> | null;
+  /**
+   * The result of the stage `ref` names (a name or an index), or else of the image it names,
+   * resolved like FROM (index -1); rejects with the resolver's error when there is no such image.
+   */
+  stageResult(ref: string): Promise<StageResult>;
 }
 
 /**
@@ -78,4 +81,14 @@ export function initialState(config: ImageConfig, layers: ImageLayer[], fsKey: s
   config.config.Env = vars.imageEnv;
   config.history = config.history ?? [];
   return { config, layers, vars, fsKey, stepKey: fsKey, lastMiss: null, declaredArgs: [] };
+}
+
+/** The stage or image `ref` names for `what` (`--from=x`): an image that cannot be had fails the step at its line. */
+export async function sourceOf(ctx: StepContext, ref: string, what: string): Promise<StageResult> {
+  try {
+    return await ctx.stageResult(ref);
+  } catch (e) {
+    if (e instanceof BuildFailure) throw e;
+    ctx.fail(`${what}: ${(e as Error).message}`);
+  }
 }

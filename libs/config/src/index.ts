@@ -297,7 +297,7 @@ export function loadConfig(env: Env = process.env): StrataConfig {
   };
 }
 
-export { openSecrets, sealSecrets, SealedSecretsError, triggerSealScope } from './sealed-secrets.js';
+export { openSecrets, sealSecrets, SealedSecretsError, SSH_KEY_PREFIX, triggerSealScope } from './sealed-secrets.js';
 
 export const STRATA_CONFIG = Symbol('STRATA_CONFIG');
 

@@ -43,3 +43,6 @@ export function openSecrets(key: Buffer, buildId: string, sealed: Uint8Array): M
 export function triggerSealScope(triggerId: string): string {
   return `trigger:${triggerId}`;
 }
+
+/** Sealed entries whose id starts with this are SSH keys for RUN --mount=type=ssh (`ssh:<id>:<n>`), not secrets (whose ids have no ":"). */
+export const SSH_KEY_PREFIX = 'ssh:';

@@ -189,7 +189,7 @@ describe('heredocs', () => {
 
   it('runs a lone shebang heredoc as an executable file', () => {
     const ins = only('RUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF');
-    expect(ins.keyword === 'RUN' && runScript(ins)).toEqual({ kind: 'shebang', content: '#!/usr/bin/env python3\nprint(1)\n' });
+    expect(ins.keyword === 'RUN' && runScript(ins)).toEqual({ kind: 'shebang', name: 'EOF', content: '#!/usr/bin/env python3\nprint(1)\n' });
   });
 
   it('ignores << in exec form and in quotes', () => {

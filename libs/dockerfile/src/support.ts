@@ -5,7 +5,6 @@ import type { Flag, StageInstruction } from './ast.js';
 import { errorAt, type Diagnostic, type Position } from './diagnostics.js';
 import type { BuildPlan } from './plan.js';
 import { formatPlatform } from './platform.js';
-import { runScript, shebangProgram, shebangShellArgs } from './run-script.js';
 import { classifyAddSource } from './stage-env.js';
 
 export interface SupportOptions {
@@ -49,15 +48,6 @@ export function unsupportedInInstruction(ins: StageInstruction, opts: SupportOpt
       if (ins.network === 'host' && !opts.allowHostNetwork) {
         out.push(errorAt(at(ins, 'network'), 'RUN --network=host is not allowed on this deployment (STRATA_RUN_NETWORK is not host); use the default network or --network=none'));
       }
-      for (const m of ins.mounts) {
-        const pos = at(ins, 'mount');
-        if (m.type === 'ssh') refuse(pos, `RUN --mount=${m.raw}: ssh mounts`, 'use a secret mount (--mount=type=secret)', true);
-        if (m.type === 'bind' && m.from === null && !m.readOnly) refuse(pos, `RUN --mount=${m.raw}: read-write binds of the build context`, 'drop rw (a read-only bind is supported)', true);
-      }
-      const script = runScript(ins);
-      if (script.kind === 'shebang' && shebangShellArgs(script.content) === null) {
-        refuse(ins, `a RUN heredoc run by "${shebangProgram(script.content)}"`, `use a shell script or RUN <<EOF ${shebangProgram(script.content) || '<program>'}`);
-      }
       break;
     }
     default:
@@ -67,8 +57,8 @@ export function unsupportedInInstruction(ins: StageInstruction, opts: SupportOpt
 }
 
 /**
- * The refusals for the stages a build needs: their instructions, a FROM --platform other than the
- * build's platform, and files taken from an image rather than a stage (COPY --from, RUN --mount=from).
+ * The refusals for the stages a build needs: their instructions, and a FROM --platform other than
+ * the build's platform.
  */
 export function unsupportedInPlan(plan: BuildPlan, opts: SupportOptions = {}): Diagnostic[] {
   const out: Diagnostic[] = [];
@@ -77,10 +67,6 @@ export function unsupportedInPlan(plan: BuildPlan, opts: SupportOptions = {}): D
     const stage = plan.dockerfile.stages[i];
     if (planned.platform !== null && formatPlatform(planned.platform) !== formatPlatform(plan.platform)) {
       out.push(errorAt(stage.from, `FROM --platform=${formatPlatform(planned.platform)} is not supported by Strata: this build makes ${formatPlatform(plan.platform)} images and cannot build a stage for another platform`));
-    }
-    for (const im of planned.images) {
-      const what = im.via === 'copy' ? `COPY --from=${im.ref}` : `RUN --mount=from=${im.ref}`;
-      out.push(errorAt(im, `${what} takes files from an image, which is not supported by Strata yet; add a stage "FROM ${im.ref} AS <name>" and use its name`));
     }
     for (const ins of stage.instructions) out.push(...unsupportedInInstruction(ins, opts));
   }

@@ -1,4 +1,7 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import type { Readable } from 'node:stream';
 import { type RootfsProvider, type RootfsView, type RunExecutor, type RunOutcome, type RunRequest, RunStepError } from '@strata/build-engine';
 import type { Descriptor, Digest } from '@strata/oci';
@@ -8,6 +11,7 @@ import { LayerStore } from './layer-store.js';
 import { BridgeNetwork } from './network.js';
 import { ContainerStartError, RuncExecutor } from './runc-executor.js';
 import { SecretMounts } from './secret-mounts.js';
+import { sshAgentMount } from './ssh-agents.js';
 import type { NetworkMode, RunMount } from './types.js';
 import { UserResolutionError } from './user.js';
 
@@ -112,11 +116,14 @@ export class BuildRuntime implements RootfsProvider {
       for (const m of req.mounts ?? []) {
         if (m.type === 'cache') mounts.push(await this.caches.mount(tenantId, m, cleanups));
         else if (m.type === 'tmpfs') mounts.push({ type: 'tmpfs', destination: m.target, ...(m.sizeBytes !== undefined ? { sizeBytes: m.sizeBytes } : {}) });
+        else if (m.type === 'bind' && m.throwaway) mounts.push(await this.throwawayCopy(m.source, m.target, cleanups));
         else if (m.type === 'bind') mounts.push({ type: 'bind', source: m.source, destination: m.target, readonly: m.readOnly });
+        else if (m.type === 'ssh') mounts.push(await sshAgentMount(this.root, m, cleanups));
       }
       const secretRequests = (req.mounts ?? []).filter((m) => m.type === 'secret');
+      const fileRequests = (req.mounts ?? []).filter((m) => m.type === 'file');
       // runc's mount point stubs for secret files are removed before the diff, as for every mount.
-      const secret = await this.secrets.prepare(secretRequests, req.env, cleanups);
+      const secret = await this.secrets.prepare(secretRequests, fileRequests, req.env, cleanups);
       mounts.push(...secret.mounts);
       const runc = secretRequests.length > 0 ? this.secretRunc : this.runc;
       const step = this.options.step;
@@ -166,6 +173,15 @@ export class BuildRuntime implements RootfsProvider {
     } finally {
       for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
     }
+  }
+
+  /** A read-write context bind: the step writes into a copy of the source, deleted after it (the context stays as sent). */
+  private async throwawayCopy(source: string, target: string, cleanups: StepCleanups): Promise<RunMount> {
+    const dir = await mkdtemp(path.join(this.root, 'throwaway-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const copy = path.join(dir, 'source');
+    await promisify(execFile)('cp', ['-a', '--reflink=auto', '--', source, copy]);
+    return { type: 'bind', source: copy, destination: target, readonly: false };
   }
 
   private network(requested: RunRequest['network']): NetworkMode {

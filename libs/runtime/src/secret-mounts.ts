@@ -9,6 +9,7 @@ import type { RunMount } from './types.js';
 const TMPFS_MAGIC = 0x01021994;
 
 type SecretRequest = Extract<RunMountRequest, { type: 'secret' }>;
+type FileRequest = Extract<RunMountRequest, { type: 'file' }>;
 
 /**
  * `RUN --mount=type=secret`: secret files live on a tmpfs outside the rootfs (never on disk, never
@@ -33,13 +34,22 @@ export class SecretMounts {
     await mkdir(path.join(this.root, 'files'), { mode: 0o700 });
   }
 
-  /** The mounts and environment of a step's secrets; its files go when the step's cleanups run. */
-  async prepare(secrets: SecretRequest[], env: readonly string[], cleanups: StepCleanups): Promise<{ mounts: RunMount[]; env: string[] }> {
+  /**
+   * The mounts and environment of a step's secrets, and its files made for the step (a `#!` heredoc
+   * script, read-only, owned by root); the files go when the step's cleanups run.
+   */
+  async prepare(secrets: SecretRequest[], files: FileRequest[], env: readonly string[], cleanups: StepCleanups): Promise<{ mounts: RunMount[]; env: string[] }> {
     const mounts: RunMount[] = [];
     let stepEnv = [...env];
-    if (secrets.length === 0) return { mounts, env: stepEnv };
+    if (secrets.length === 0 && files.length === 0) return { mounts, env: stepEnv };
     const dir = await mkdtemp(path.join(this.root, 'files', 'step-'));
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    for (const [i, m] of files.entries()) {
+      const file = path.join(dir, `file-${i}`);
+      await writeFile(file, m.content, { mode: 0o600 });
+      await chmod(file, m.mode);
+      mounts.push({ type: 'bind', source: file, destination: m.target, readonly: true });
+    }
     for (const [i, m] of secrets.entries()) {
       if (m.env !== null) {
         // The secret replaces an ENV or ARG of the same name rather than sitting beside it.

@@ -4,7 +4,7 @@ import type { Request } from 'express';
 import { AuthGuard, RequireScope } from '../auth/auth.guard.js';
 import { type Caller, CurrentCaller } from '../auth/tenant.js';
 import { parseBuildArgs, queryBool, queryList, querySingle, validRepositoryName, validTag } from '../common/query.js';
-import { MAX_SECRET_BYTES, parseSecretHeaders, SECRET_HEADER, SSH_HEADER } from './build-secrets.js';
+import { MAX_SECRET_BYTES, parseSecretHeaders, parseSshHeaders, SECRET_HEADER, SSH_HEADER } from './build-secrets.js';
 import { parseRegistryAuthHeader, REGISTRY_AUTH_HEADER, RegistryCredentialsError } from '@strata/registry';
 import { BuildsService } from './builds.service.js';
 
@@ -48,8 +48,9 @@ export class BuildsController {
     name: 'Strata-Build-SSH',
     required: false,
     description:
-      'A private key for RUN --mount=type=ssh, as "id=<id>,src=<base64 key>" (what `strata build --ssh` sends). ' +
-      'Not supported yet: a request carrying it is refused with 400, and the key is not stored.',
+      'A private key (PEM or OpenSSH, without a passphrase) for RUN --mount=type=ssh, as "id=<id>,src=<base64 key>" (what `strata build --ssh` sends); ' +
+      'repeat the header for more keys, with the same id to put several keys in one agent. The worker loads them into an ssh-agent whose socket the step sees. ' +
+      'Stored only encrypted (AES-256-GCM) with the secrets until the build ends, then erased; never returned, logged, cached or put in the image.',
   })
   @ApiHeader({
     name: 'Strata-Registry-Auth',
@@ -59,10 +60,6 @@ export class BuildsController {
       'Stored only encrypted (AES-256-GCM) until the build ends, then erased; never returned or logged.',
   })
   async create(@CurrentCaller() caller: Caller, @Query() q: Record<string, unknown>, @Req() req: Request) {
-    // Refused before anything is read or stored, so a key sent for a mount the engine cannot make goes nowhere.
-    if (req.headersDistinct[SSH_HEADER]) {
-      throw new BadRequestException('RUN --mount=type=ssh is not supported yet: this server cannot use the SSH keys sent in the Strata-Build-SSH header; build without them.');
-    }
     const authHeader = req.headers[REGISTRY_AUTH_HEADER];
     let registryAuth;
     try {
@@ -71,7 +68,8 @@ export class BuildsController {
       if (e instanceof RegistryCredentialsError) throw new BadRequestException(e.message);
       throw e;
     }
-    const secrets = parseSecretHeaders(req.headersDistinct[SECRET_HEADER]);
+    // SSH keys are sealed with the secrets (as `ssh:<id>:<n>` entries) and leave with them when the build ends.
+    const secrets = new Map([...parseSecretHeaders(req.headersDistinct[SECRET_HEADER]), ...parseSshHeaders(req.headersDistinct[SSH_HEADER])]);
     const tags = queryList(q.tag).map(validTag);
     const target = querySingle(q.target, 'target');
     const request = {
