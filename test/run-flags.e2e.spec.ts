@@ -171,4 +171,54 @@ describe('RUN flags in runc containers', () => {
       expect(((await bad.json()) as { message: string }).message).toBe('Strata-Build-SSH: the key "default" is not a PEM or OpenSSH private key.');
     });
   });
+
+  it('refuses RUN --security=insecure at its line on a deployment that does not allow it', async () => {
+    const result = await buildDir('runflags/insecure-refused', { Dockerfile: 'FROM busybox:1\n\nRUN --security=insecure true\n' });
+    expect(result.status).toBe('failed');
+    expect(result.error).toEqual({
+      line: 3,
+      message: 'Dockerfile:3: RUN --security=insecure is not allowed on this deployment (STRATA_RUN_ALLOW_INSECURE is not true); remove the flag or ask the operator to allow privileged steps',
+    });
+  });
+});
+
+describe('RUN --security=insecure where the operator allows it (STRATA_RUN_ALLOW_INSECURE=true)', () => {
+  let stack: Stack;
+  let token: string;
+
+  beforeAll(async () => {
+    stack = await startStack({ env: { STRATA_RUN_ALLOW_INSECURE: 'true' } });
+    ({ token } = await stack.tenant('insecure'));
+    await importBusybox(stack, token);
+  });
+  afterAll(async () => {
+    await stack.close();
+  });
+
+  it('runs the step privileged (the worker\'s capabilities, /sys writable) and the next one sandboxed again', async () => {
+    const dockerfile = [
+      'FROM busybox:1',
+      'RUN --security=insecure grep CapEff /proc/self/status > /caps-insecure && grep " /sys " /proc/mounts > /sys-insecure',
+      'RUN grep CapEff /proc/self/status > /caps-sandbox && grep " /sys " /proc/mounts > /sys-sandbox',
+      // A step the sandbox forbids: mounting a filesystem needs CAP_SYS_ADMIN.
+      'RUN --security=insecure mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && umount /mnt/t && echo mounted > /mount-insecure',
+      '',
+    ].join('\n');
+    const result = await build(stack, token, 'repository=insecure/app&tag=1', tarOf(makeDir({ Dockerfile: dockerfile })));
+    expect(result.error).toBeNull();
+    const res = await fetch(`${stack.url}/v1/repositories/insecure/app/tags/1/oci-archive`, { headers: { authorization: `Bearer ${token}` } });
+    const work = mkdtempSync(path.join(tmpdir(), 'strata-insecure-'));
+    writeFileSync(path.join(work, 'image.tar'), Buffer.from(await res.arrayBuffer()));
+    mkdirSync(path.join(work, 'layout'));
+    execFileSync('tar', ['-xf', path.join(work, 'image.tar'), '-C', path.join(work, 'layout')]);
+    execFileSync('umoci', ['unpack', '--image', `${path.join(work, 'layout')}:1`, path.join(work, 'bundle')], { stdio: 'pipe' });
+    const root = path.join(work, 'bundle', 'rootfs');
+    const workerCaps = /CapBnd:\s*([0-9a-f]+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1];
+    expect(readFileSync(path.join(root, 'caps-insecure'), 'utf8').trim()).toBe(`CapEff:\t${workerCaps}`);
+    // Docker's default set: 0x00000000a80425fb.
+    expect(readFileSync(path.join(root, 'caps-sandbox'), 'utf8').trim()).toBe('CapEff:\t00000000a80425fb');
+    expect(readFileSync(path.join(root, 'sys-insecure'), 'utf8')).toMatch(/ sysfs rw,/);
+    expect(readFileSync(path.join(root, 'sys-sandbox'), 'utf8')).toMatch(/ sysfs ro,/);
+    expect(readFileSync(path.join(root, 'mount-insecure'), 'utf8')).toBe('mounted\n');
+  });
 });

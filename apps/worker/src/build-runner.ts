@@ -155,6 +155,7 @@ export class BuildRunner {
         cache: new PrismaCacheIndex(prisma, build.tenantId),
         executor: this.deps.executor && 'forTenant' in this.deps.executor ? this.deps.executor.forTenant(build.tenantId) : this.deps.executor,
         allowHostNetwork: config.run.network === 'host',
+        allowInsecure: config.run.allowInsecure,
         rootfs: this.deps.rootfs,
         onEvent: (e) => {
           this.deps.onEvent?.(buildId, e);

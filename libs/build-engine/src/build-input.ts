@@ -45,6 +45,8 @@ export interface EngineDeps {
   indexer?: RootfsIndexer;
   /** The operator allows `RUN --network=host` (otherwise the frontend refuses it, as /v1/dockerfile/check does). */
   allowHostNetwork?: boolean;
+  /** The operator allows `RUN --security=insecure` (privileged steps); otherwise the frontend refuses it. */
+  allowInsecure?: boolean;
 }
 
 /** A layer of an image being built: its blob and its uncompressed digest. */

@@ -97,6 +97,8 @@ export interface RunRequest {
   user: string;
   cwd: string;
   network: 'default' | 'none' | 'host';
+  /** `RUN --security=insecure`: a privileged container (the worker checks that its operator allows it). */
+  security?: 'insecure';
   line: number;
   onOutput(stream: 'stdout' | 'stderr', line: string): void;
   signal: AbortSignal;

@@ -44,8 +44,10 @@ describe('run step', () => {
   });
 
   it('passes proxy build args to the process without an ARG, and keeps them out of the cache key', async () => {
-    const first = await buildWith('FROM scratch\nRUN fetch\n', {}, { buildArgs: { HTTPS_PROXY: 'http://proxy.test:3128' } });
-    expect(first.ran(2)?.env).toContain('HTTPS_PROXY=http://proxy.test:3128');
+    const first = await buildWith('FROM scratch\nRUN fetch\n', {}, { buildArgs: { HTTPS_PROXY: 'http://proxy.test:3128', no_proxy: 'internal.test' } });
+    expect(first.ran(2)?.env).toEqual(expect.arrayContaining(['HTTPS_PROXY=http://proxy.test:3128', 'no_proxy=internal.test']));
+    // Nor in the image: its history and its config.
+    expect(JSON.stringify(first.out.image.config)).not.toMatch(/proxy\.test|internal\.test/);
     const key = (r: typeof first) => r.events.flatMap((e) => (e.type === 'step-done' ? [e.cacheKey] : []))[0];
     const second = await buildWith('FROM scratch\nRUN fetch\n', {}, { buildArgs: { HTTPS_PROXY: 'http://other.test:3128' } });
     expect(key(second)).toBe(key(first));
@@ -94,5 +96,29 @@ describe('run step', () => {
     expect(ran(2)?.mounts).toEqual([{ type: 'bind', target: '/t', source: path.join(root, 'usr'), readOnly: true }]);
     const f = await buildFailure('FROM scratch\nRUN --mount=from=nowhere,target=/t ls /t\n', { rootfs });
     expect(f.message).toBe('Dockerfile:2: RUN: --mount=from=nowhere,target=/t: no image "nowhere" here');
+  });
+
+  it('gives ssh mounts the keys sent with the build, SSH_AUTH_SOCK naming the first, the keys never in the cache key', async () => {
+    const dockerfile = 'FROM scratch\nRUN --mount=type=ssh --mount=type=ssh,id=deploy,target=/tmp/deploy.sock,uid=1000,mode=0660 --mount=type=ssh,id=absent git fetch\n';
+    const keyA = Buffer.from('-----BEGIN OPENSSH PRIVATE KEY-----\nA\n');
+    const keyB = Buffer.from('-----BEGIN OPENSSH PRIVATE KEY-----\nB\n');
+    const a = await buildWith(dockerfile, {}, { sshKeys: new Map([['default', [keyA]], ['deploy', [keyA, keyB]]]) });
+    expect(a.ran(2)?.mounts).toEqual([
+      { type: 'ssh', id: 'default', target: '/run/buildkit/ssh_agent.0', keys: [keyA], uid: 0, gid: 0, mode: 0o600 },
+      { type: 'ssh', id: 'deploy', target: '/tmp/deploy.sock', keys: [keyA, keyB], uid: 1000, gid: 0, mode: 0o660 },
+    ]);
+    expect(a.ran(2)?.env).toContain('SSH_AUTH_SOCK=/run/buildkit/ssh_agent.0');
+    const b = await buildWith(dockerfile, {}, { sshKeys: new Map([['default', [keyB]], ['deploy', [keyB]]]) });
+    const key = (r: typeof a) => r.events.flatMap((e) => (e.type === 'step-done' ? [e.cacheKey] : []))[0];
+    expect(key(b)).toBe(key(a));
+    const f = await buildFailure('FROM scratch\nRUN --mount=type=ssh,id=deploy,required git fetch\n');
+    expect(f.message).toBe('Dockerfile:2: RUN: --mount=type=ssh,id=deploy,required: the SSH key "deploy" is required but was not sent with the build (strata build --ssh deploy=<private key file>)');
+  });
+
+  it('asks for a privileged container for --security=insecure only where the operator allows it', async () => {
+    const { ran } = await buildWith('FROM scratch\nRUN --security=insecure mount -t tmpfs none /mnt\nRUN true\n', { allowInsecure: true });
+    expect(ran(2)?.security).toBe('insecure');
+    expect(ran(3)?.security).toBeUndefined();
+    expect((await buildFailure('FROM scratch\nRUN --security=insecure true\n')).message).toMatch(/^Dockerfile:2: RUN --security=insecure is not allowed on this deployment/);
   });
 });

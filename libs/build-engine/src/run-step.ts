@@ -26,6 +26,8 @@ export interface RunSpec {
   user: string;
   cwd: string;
   network: 'default' | 'none' | 'host';
+  /** Set for `--security=insecure` (a privileged container), which the frontend let through only when the operator allows it. */
+  security?: 'insecure';
 }
 
 export interface PreparedRun {
@@ -69,6 +71,7 @@ export async function prepareRun(ctx: StepContext<RunInstruction>): Promise<Prep
   const user = cfg.User || '';
   const cwd = stage.vars.workdir;
   const network = ins.network ?? 'default';
+  const security = ins.security === 'insecure' ? { security: 'insecure' as const } : {};
   const mounts = await prepareRunMounts(ctx, cwd);
   // The first SSH agent's socket is SSH_AUTH_SOCK (as BuildKit; its target is in the key through the mount).
   const agent = mounts.find((m) => m.request.type === 'ssh')?.request.target;
@@ -76,9 +79,9 @@ export async function prepareRun(ctx: StepContext<RunInstruction>): Promise<Prep
   // The script's content is in the key through `heredocs`.
   if (script) mounts.unshift({ key: { type: 'file', target: script.target, mode: script.mode }, request: script });
   return {
-    spec: { args, env: [...envList.filter((kv) => !(agent && kv.startsWith('SSH_AUTH_SOCK='))), ...proxies, ...agentEnv], user, cwd, network },
+    spec: { ...security, args, env: [...envList.filter((kv) => !(agent && kv.startsWith('SSH_AUTH_SOCK='))), ...proxies, ...agentEnv], user, cwd, network },
     mounts,
-    definition: { args, env: envList, user, cwd, network, heredocs: ins.heredocs.map((h) => h.content), ...(mounts.length > 0 ? { mounts: mounts.map((m) => m.key) } : {}) },
+    definition: { args, env: envList, user, cwd, network, ...security, heredocs: ins.heredocs.map((h) => h.content), ...(mounts.length > 0 ? { mounts: mounts.map((m) => m.key) } : {}) },
     createdBy: `RUN ${[...historyArgs(stage), ...args].join(' ')} # buildkit`,
   };
 }

@@ -12,6 +12,7 @@ import {
   StageEnv,
   stageReference,
   type StageInstruction,
+  type SupportOptions,
 } from '@strata/dockerfile';
 import type { ImageConfig } from '@strata/oci';
 import type { BuildInput, BuildOutput, EngineDeps, StageResult } from './build-input.js';
@@ -24,13 +25,13 @@ import { Semaphore } from './semaphore.js';
 import { type BuildScope, initialState, type StageState } from './step-context.js';
 
 /** ONBUILD triggers of the base image run first, as if written right after FROM; then they are cleared. */
-function onbuildTriggers(config: ImageConfig, fromLine: number, allowHostNetwork: boolean | undefined): StageInstruction[] {
+function onbuildTriggers(config: ImageConfig, fromLine: number, support: SupportOptions): StageInstruction[] {
   const triggers = config.config?.OnBuild ?? [];
   if (triggers.length === 0) return [];
   config.config!.OnBuild = null;
   return triggers.map((trigger) => {
     try {
-      return { ...parseCheckedTrigger(trigger, { allowHostNetwork }), line: fromLine, endLine: fromLine };
+      return { ...parseCheckedTrigger(trigger, support), line: fromLine, endLine: fromLine };
     } catch (e) {
       const message = e instanceof DockerfileError ? e.diagnostics[0].message : (e as Error).message;
       throw new BuildFailure(`the ONBUILD trigger "${trigger}" of the base image cannot be built: ${message}`, fromLine);
@@ -76,6 +77,7 @@ export class BuildEngine {
       target: input.target,
       platform: input.platform ?? DEFAULT_PLATFORM,
       allowHostNetwork: this.deps.allowHostNetwork,
+      allowInsecure: this.deps.allowInsecure,
     });
     if (!plan) {
       const d = result.errors[0];
@@ -148,7 +150,7 @@ export class BuildEngine {
               state = initialState(config, layers, sha256(`image\0${base.manifestDigest}\0${formatPlatform(platform)}`), baseVars(plan, config));
               state.base = { ref: base.ref, digest: base.manifestDigest };
             }
-            const instructions = [...onbuildTriggers(state.config, stage.from.line, this.deps.allowHostNetwork), ...stage.instructions];
+            const instructions = [...onbuildTriggers(state.config, stage.from.line, { allowHostNetwork: this.deps.allowHostNetwork, allowInsecure: this.deps.allowInsecure }), ...stage.instructions];
             const lastRun = instructions.findLastIndex((later) => later.keyword === 'RUN');
             const inheritedHistory = state.config.history!.length;
             const stageResult = (ref: string) => {

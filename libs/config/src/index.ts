@@ -92,6 +92,8 @@ export interface RunSettings {
   stepTimeoutMs: number;
   /** Wall-clock limit for a whole build, from when a worker takes it. */
   buildTimeoutMs: number;
+  /** `RUN --security=insecure` runs privileged (STRATA_RUN_ALLOW_INSECURE=true); refused otherwise. */
+  allowInsecure: boolean;
 }
 
 /**
@@ -201,6 +203,8 @@ function runSettings(env: Env): RunSettings {
   if (network !== 'none' && network !== 'bridge' && network !== 'host') {
     throw new ConfigError(`STRATA_RUN_NETWORK must be none, bridge or host, got "${network}"`);
   }
+  const insecure = env.STRATA_RUN_ALLOW_INSECURE || 'false';
+  if (insecure !== 'true' && insecure !== 'false') throw new ConfigError(`STRATA_RUN_ALLOW_INSECURE must be true or false, got "${insecure}"`);
   const cpusRaw = env.STRATA_RUN_CPUS ?? '';
   if (cpusRaw !== '' && !/^\d+(\.\d+)?$/.test(cpusRaw)) throw new ConfigError(`STRATA_RUN_CPUS must be a number of cores such as 1.5, got "${cpusRaw}"`);
   return {
@@ -210,6 +214,7 @@ function runSettings(env: Env): RunSettings {
     cpus: cpusRaw === '' ? 0 : Number(cpusRaw),
     stepTimeoutMs: int(env, 'STRATA_RUN_STEP_TIMEOUT_MS', 60 * 60 * 1000, 100),
     buildTimeoutMs: int(env, 'STRATA_BUILD_TIMEOUT_MS', 2 * 60 * 60 * 1000, 100),
+    allowInsecure: insecure === 'true',
   };
 }
 

@@ -15,7 +15,7 @@ describe('what Strata parses but does not build', () => {
     ['ADD --keep-git-dir=true src /src', 'ADD --keep-git-dir is not supported by Strata yet'],
     ['ADD https://example.test/tool.tar.gz /opt/', 'ADD from a URL ("https://example.test/tool.tar.gz") is not supported by Strata yet'],
     ['ADD git@example.test:o/r.git /src', 'ADD from a git repository ("git@example.test:o/r.git") is not supported by Strata yet'],
-    ['RUN --security=insecure true', 'RUN --security=insecure is not supported by Strata yet'],
+    ['RUN --security=insecure true', 'RUN --security=insecure is not allowed on this deployment (STRATA_RUN_ALLOW_INSECURE is not true)'],
     ['RUN --network=host true', 'RUN --network=host is not allowed on this deployment'],
   ])('refuses %j at its line', (ins, message) => {
     const found = refusals(`FROM scratch\n${ins}\n`);
@@ -28,15 +28,17 @@ describe('what Strata parses but does not build', () => {
     expect(refusals('FROM scratch\nCOPY --chown=1:1 --chmod=644 a /a\nADD b.tar /b/\nRUN --security=sandbox --network=none --mount=type=cache,target=/c --mount=type=bind,target=/s true\nRUN <<EOF\n#!/bin/bash\necho\nEOF\nRUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\nRUN <<EOF python3\nprint(1)\nEOF\nCOPY --from=example.test/tools:1 /t /t\nRUN --mount=type=bind,source=.,target=/src,rw --mount=type=ssh,required true\nRUN --mount=from=tools,target=/t true\n')).toEqual([]);
   });
 
-  it('allows RUN --network=host when the operator does', () => {
+  it('allows RUN --network=host and RUN --security=insecure when the operator does', () => {
     expect(refusals('FROM scratch\nRUN --network=host true\n', { allowHostNetwork: true })).toEqual([]);
+    expect(refusals('FROM scratch\nRUN --security=insecure true\n', { allowInsecure: true })).toEqual([]);
+    expect(refusals('FROM scratch\nRUN --security=insecure true\n', { allowHostNetwork: true })).toHaveLength(1);
   });
 
   it('refuses a FROM --platform other than the build platform, and only in stages the target needs', () => {
     const text = 'FROM --platform=linux/arm64 scratch AS arm\nCOPY --link a /a\nFROM --platform=$BUILDPLATFORM scratch\n';
     expect(refusals(text)).toEqual([]);
     expect(refusals(text, {}, 'arm')).toEqual([
-      [1, 'FROM --platform=linux/arm64 is not supported by Strata: this build makes linux/amd64 images and cannot build a stage for another platform'],
+      [1, 'FROM --platform=linux/arm64 is not supported by Strata: this build makes linux/amd64 images, and multi-platform builds are not supported yet'],
       [2, 'COPY --link is not supported by Strata yet; remove the flag (the files copied are the same without it)'],
     ]);
   });

@@ -10,6 +10,8 @@ import { classifyAddSource } from './stage-env.js';
 export interface SupportOptions {
   /** The operator allows `RUN --network=host` (STRATA_RUN_NETWORK=host). */
   allowHostNetwork?: boolean;
+  /** The operator allows `RUN --security=insecure` (STRATA_RUN_ALLOW_INSECURE=true). */
+  allowInsecure?: boolean;
 }
 
 function at(ins: StageInstruction, flag: string): Position {
@@ -44,7 +46,9 @@ export function unsupportedInInstruction(ins: StageInstruction, opts: SupportOpt
       break;
     }
     case 'RUN': {
-      if (ins.security === 'insecure') refuse(at(ins, 'security'), 'RUN --security=insecure', 'remove the flag');
+      if (ins.security === 'insecure' && !opts.allowInsecure) {
+        out.push(errorAt(at(ins, 'security'), 'RUN --security=insecure is not allowed on this deployment (STRATA_RUN_ALLOW_INSECURE is not true); remove the flag or ask the operator to allow privileged steps'));
+      }
       if (ins.network === 'host' && !opts.allowHostNetwork) {
         out.push(errorAt(at(ins, 'network'), 'RUN --network=host is not allowed on this deployment (STRATA_RUN_NETWORK is not host); use the default network or --network=none'));
       }
@@ -66,7 +70,7 @@ export function unsupportedInPlan(plan: BuildPlan, opts: SupportOptions = {}): D
     const planned = plan.stages[i];
     const stage = plan.dockerfile.stages[i];
     if (planned.platform !== null && formatPlatform(planned.platform) !== formatPlatform(plan.platform)) {
-      out.push(errorAt(stage.from, `FROM --platform=${formatPlatform(planned.platform)} is not supported by Strata: this build makes ${formatPlatform(plan.platform)} images and cannot build a stage for another platform`));
+      out.push(errorAt(stage.from, `FROM --platform=${formatPlatform(planned.platform)} is not supported by Strata: this build makes ${formatPlatform(plan.platform)} images, and multi-platform builds are not supported yet`));
     }
     for (const ins of stage.instructions) out.push(...unsupportedInInstruction(ins, opts));
   }

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Readable } from 'node:stream';
@@ -24,6 +24,8 @@ export interface StepSettings {
   /** CPU cores per step; 0 means no quota. */
   cpus: number;
   stepTimeoutMs: number;
+  /** `RUN --security=insecure` runs privileged (STRATA_RUN_ALLOW_INSECURE=true); refused otherwise. */
+  allowInsecure: boolean;
 }
 
 export interface BuildRuntimeOptions {
@@ -69,6 +71,10 @@ export class BuildRuntime implements RootfsProvider {
   async init(): Promise<void> {
     await this.layers.init();
     await this.secrets.init();
+    // Copies of read-write binds and agent sockets a crashed worker left behind.
+    for (const name of await readdir(this.root)) {
+      if (/^(throwaway|ssh)-/.test(name)) await rm(path.join(this.root, name), { recursive: true, force: true });
+    }
   }
 
   /** Evicts least recently used unpacked layers that no running step uses, down to `maxBytes`. */
@@ -100,6 +106,9 @@ export class BuildRuntime implements RootfsProvider {
 
   async run(tenantId: string, req: RunRequest): Promise<RunOutcome> {
     const network = this.network(req.network);
+    if (req.security === 'insecure' && !this.options.step.allowInsecure) {
+      throw new RunStepError('--security=insecure is not allowed on this deployment (STRATA_RUN_ALLOW_INSECURE is not true)');
+    }
     const snapshot = await this.layers.prepare(
       req.layers.map((l) => l.diffId),
       this.layerSource(req.layers),
@@ -137,6 +146,7 @@ export class BuildRuntime implements RootfsProvider {
             cwd: req.cwd,
             network,
             mounts,
+            ...(req.security === 'insecure' ? { privileged: true } : {}),
             limits: {
               memoryBytes: step.memoryBytes,
               pids: step.pids,

@@ -9,7 +9,7 @@ import { LineSplitter } from './line-splitter.js';
 import { MountStubs } from './mount-stubs.js';
 import type { BridgeNetwork, NetworkAttachment } from './network.js';
 import { resolveInRoot } from '@strata/oci';
-import { buildRuntimeSpec, type NetnsChoice } from './runtime-spec.js';
+import { buildRuntimeSpec, capabilitiesIn, type NetnsChoice } from './runtime-spec.js';
 import type { OutputStream, RunOptions, RunResult, RunSpec } from './types.js';
 import { resolveUser } from './user.js';
 
@@ -104,6 +104,7 @@ export class RuncExecutor {
         cgroupsPath: cgroup.runcPath,
         noFile: await hostNoFileLimit(),
         ...(limits.cpus !== undefined ? { cpus: limits.cpus } : {}),
+        ...(spec.privileged ? { privileged: { capabilities: await workerCapabilities() } } : {}),
       });
       await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
       return await this.runContainer(id, bundle, cgroup, spec, options);
@@ -240,4 +241,10 @@ async function readRuncError(logFile: string): Promise<string | undefined> {
     }
   }
   return message;
+}
+
+/** The capabilities this worker holds (a privileged step cannot get more: runc would fail to set them). */
+async function workerCapabilities(): Promise<string[]> {
+  const status = await readFile('/proc/self/status', 'utf8');
+  return capabilitiesIn(/^CapBnd:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? '0');
 }

@@ -19,6 +19,16 @@ export const DEFAULT_CAPABILITIES = [
   'CAP_AUDIT_WRITE',
 ];
 
+/** Every capability up to CAP_CHECKPOINT_RESTORE (Linux 5.9), by number: a privileged step gets those the worker has. */
+export const ALL_CAPABILITIES = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_DAC_READ_SEARCH', 'CAP_FOWNER', 'CAP_FSETID', 'CAP_KILL', 'CAP_SETGID', 'CAP_SETUID',
+  'CAP_SETPCAP', 'CAP_LINUX_IMMUTABLE', 'CAP_NET_BIND_SERVICE', 'CAP_NET_BROADCAST', 'CAP_NET_ADMIN', 'CAP_NET_RAW',
+  'CAP_IPC_LOCK', 'CAP_IPC_OWNER', 'CAP_SYS_MODULE', 'CAP_SYS_RAWIO', 'CAP_SYS_CHROOT', 'CAP_SYS_PTRACE', 'CAP_SYS_PACCT',
+  'CAP_SYS_ADMIN', 'CAP_SYS_BOOT', 'CAP_SYS_NICE', 'CAP_SYS_RESOURCE', 'CAP_SYS_TIME', 'CAP_SYS_TTY_CONFIG', 'CAP_MKNOD',
+  'CAP_LEASE', 'CAP_AUDIT_WRITE', 'CAP_AUDIT_CONTROL', 'CAP_SETFCAP', 'CAP_MAC_OVERRIDE', 'CAP_MAC_ADMIN', 'CAP_SYSLOG',
+  'CAP_WAKE_ALARM', 'CAP_BLOCK_SUSPEND', 'CAP_AUDIT_READ', 'CAP_PERFMON', 'CAP_BPF', 'CAP_CHECKPOINT_RESTORE',
+];
+
 /** moby oci/defaults.go */
 export const MASKED_PATHS = [
   '/proc/asound',
@@ -60,6 +70,11 @@ export interface RuntimeSpecInput {
   /** Limits also enforced on the parent cgroup; repeated here when that cgroup could not be made. */
   memoryBytes?: number;
   pids?: number;
+  /**
+   * `RUN --security=insecure`: the capabilities given (every one the worker has), every device, no
+   * masked or read-only paths, /sys writable (as Docker's --privileged).
+   */
+  privileged?: { capabilities: string[] };
 }
 
 /** Builds the OCI runtime config (config.json) for one RUN step, after Docker's defaults. */
@@ -68,6 +83,8 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
   if (!env.some((entry) => entry.startsWith('PATH='))) env.push(DEFAULT_PATH);
   if (!env.some((entry) => entry.startsWith('HOME='))) env.push(`HOME=${input.user.home}`);
   const isRoot = input.user.uid === 0;
+  const privileged = input.privileged !== undefined;
+  const caps = input.privileged?.capabilities ?? DEFAULT_CAPABILITIES;
   const namespaces: { type: string; path?: string }[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
   if (input.netns.kind === 'new') namespaces.push({ type: 'network' });
   if (input.netns.kind === 'path') namespaces.push({ type: 'network', path: input.netns.path });
@@ -81,8 +98,8 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
       source: 'devpts',
       options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'],
     },
-    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
-    { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['ro', 'nosuid', 'noexec', 'nodev'] },
+    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', privileged ? 'rw' : 'ro'] },
+    { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: [privileged ? 'rw' : 'ro', 'nosuid', 'noexec', 'nodev'] },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=67108864'] },
     // Generated per step and bind-mounted read-only, so they never land in the layer.
@@ -100,12 +117,14 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
   }
 
   const resources: Record<string, unknown> = {
-    devices: [
-      { allow: false, access: 'rwm' },
-      // Docker lets containers mknod any device; using one still needs the allow-list runc adds.
-      { allow: true, type: 'c', access: 'm' },
-      { allow: true, type: 'b', access: 'm' },
-    ],
+    devices: privileged
+      ? [{ allow: true, access: 'rwm' }]
+      : [
+          { allow: false, access: 'rwm' },
+          // Docker lets containers mknod any device; using one still needs the allow-list runc adds.
+          { allow: true, type: 'c', access: 'm' },
+          { allow: true, type: 'b', access: 'm' },
+        ],
   };
   if (input.cpus !== undefined) resources.cpu = { quota: Math.max(1000, Math.round(input.cpus * 100_000)), period: 100_000 };
   if (input.memoryBytes !== undefined) resources.memory = { limit: input.memoryBytes, swap: input.memoryBytes };
@@ -120,9 +139,9 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
       env,
       cwd: input.cwd,
       capabilities: {
-        bounding: DEFAULT_CAPABILITIES,
-        effective: isRoot ? DEFAULT_CAPABILITIES : [],
-        permitted: isRoot ? DEFAULT_CAPABILITIES : [],
+        bounding: caps,
+        effective: isRoot ? caps : [],
+        permitted: isRoot ? caps : [],
       },
       rlimits: [{ type: 'RLIMIT_NOFILE', hard: input.noFile.hard, soft: input.noFile.soft }],
       noNewPrivileges: false,
@@ -135,8 +154,14 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
       cgroupsPath: input.cgroupsPath,
       resources,
       namespaces,
-      maskedPaths: MASKED_PATHS,
-      readonlyPaths: READONLY_PATHS,
+      maskedPaths: privileged ? [] : MASKED_PATHS,
+      readonlyPaths: privileged ? [] : READONLY_PATHS,
     },
   };
+}
+
+/** The capabilities of ALL_CAPABILITIES in a bounding set as /proc/<pid>/status shows it (`CapBnd:` in hex). */
+export function capabilitiesIn(capBndHex: string): string[] {
+  const set = BigInt(`0x${capBndHex}`);
+  return ALL_CAPABILITIES.filter((_, bit) => (set >> BigInt(bit)) & 1n);
 }

@@ -28,6 +28,8 @@ export interface RunSpec {
   network?: NetworkMode;
   limits?: ResourceLimits;
   mounts?: RunMount[];
+  /** `RUN --security=insecure`, which the worker allows only when the operator does: a privileged container. */
+  privileged?: boolean;
 }
 
 export type OutputStream = 'stdout' | 'stderr';

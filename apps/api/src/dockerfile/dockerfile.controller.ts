@@ -46,7 +46,7 @@ export class DockerfileController {
     const text = (await readSmallBody(req, 4 * 1024 * 1024, 'Dockerfile')).toString('utf8');
     const buildArgs = parseBuildArgs(queryList(q.buildArg));
     // The same options a worker of this deployment builds with, so a check and a build never disagree.
-    const result = checkDockerfile(text, { buildArgs, target: querySingle(q.target, 'target') || undefined, allowHostNetwork: this.config.run.network === 'host' });
+    const result = checkDockerfile(text, { buildArgs, target: querySingle(q.target, 'target') || undefined, allowHostNetwork: this.config.run.network === 'host', allowInsecure: this.config.run.allowInsecure });
     if (dockerignore !== null) {
       let patterns;
       try {
