@@ -8,7 +8,7 @@ import path from 'node:path';
 import { buildConsole, ensureDependencies, ensurePackages, ensureServices, generatePrismaClient, log, migrate, root, stateDir } from './services.mjs';
 
 ensureDependencies();
-ensurePackages(['postgresql', 'redis-server', 'runc', 'attr', 'iproute2', 'iptables', 'bzip2', 'xz-utils']);
+ensurePackages(['postgresql', 'redis-server', 'runc', 'attr', 'iproute2', 'iptables', 'bzip2', 'xz-utils', 'openssh-client']);
 const env = await ensureServices({ database: 'strata', bucket: 'strata', redisDb: 0 });
 const started = env.started;
 generatePrismaClient();
