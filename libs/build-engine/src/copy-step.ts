@@ -1,7 +1,7 @@
 // COPY and ADD: resolving sources (the context or another stage), the destination, owner and mode
 // (prepareCopy, which is all the cache key needs), then writing the layer (executeCopy).
 
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import path from 'node:path/posix';
 import type { Readable } from 'node:stream';
 import type { AddInstruction, CopyInstruction } from '@strata/dockerfile';
@@ -9,18 +9,41 @@ import { type LayerEntry, parseWhiteout, TarExtractionError } from '@strata/oci'
 import { openArchive, spoolArchive } from './add-archive.js';
 import { type BuildContext, ContextSourceError, type ContextEntry, IndexedRootfs } from './context.js';
 import { DestinationError, LayerTree, createdDirTime, storeFileLayer } from './file-layer.js';
+import { ChmodError, type ModeChange, parseChmod } from './file-mode.js';
+import { cleanRelative, IgnoreMatcher, PatternSyntaxError } from './ignore.js';
 import type { CachedStep } from './interfaces.js';
 import { resolveOwner, type RootfsIndex } from './rootfs-index.js';
 import type { BuildScope, StageState, StepContext } from './step-context.js';
 
+/** A source entry, and with --parents the directories between its pivot and it, recreated under the destination. */
+export interface CopySource {
+  entry: ContextEntry;
+  /** --parents: the entry's path below the pivot (`a/b` for `./x/./a/b`), and its parent directories in order. */
+  parents: { rel: string; dirs: ContextEntry[]; pivot: string } | null;
+}
+
+/** A heredoc source (`COPY <<EOF /x`): a file named by its delimiter. */
+export interface InlineFile {
+  name: string;
+  content: Buffer;
+}
+
+/** What --link builds on instead of the stage's image: nothing (BuildKit copies onto scratch and merges). */
+const EMPTY_ROOTFS: RootfsIndex = { paths: { get: () => undefined }, passwd: null, group: null, lookup: () => undefined, list: () => [], resolve: (rel) => rel };
+
 export interface PreparedCopy {
-  sources: ContextEntry[];
+  sources: CopySource[];
+  inline: InlineFile[];
+  /** --exclude, matched below each source directory. */
+  exclude: IgnoreMatcher;
+  /** --link: the layer is written without looking at the image below it. */
+  link: boolean;
   dest: string;
   destIsDir: boolean;
   /** --chown's owner; without it, directories created are root's and files keep their source's owner. */
   owner: { uid: number; gid: number };
   chown: boolean;
-  chmod: number | null;
+  chmod: ModeChange | null;
   /** ADD from the build context: a source file that is a tar (plain, gzip, bzip2, xz) is unpacked. */
   archive: boolean;
   /** The image's paths, owners, passwd and group; read lazily (it downloads layers). */
@@ -33,7 +56,7 @@ export interface PreparedCopy {
 
 /** Resolves a COPY or ADD without writing anything: what its cache key and its execution need. */
 export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruction>): Promise<PreparedCopy> {
-  // Words arrive expanded; ADD URLs, heredoc sources and flags Strata does not implement were refused by the frontend.
+  // Words arrive expanded; ADD URLs and flags Strata does not implement were refused by the frontend.
   const { ins, build, stage, fail } = ctx;
   let context = build.input.context;
   if (ins.keyword === 'COPY' && ins.from) {
@@ -52,20 +75,36 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
   let dest = ins.dest;
   const destIsDir = dest.endsWith('/') || dest === '.' || dest === '..';
   dest = path.resolve(cfg.WorkingDir || '/', dest);
-  const sources: ContextEntry[] = [];
+  const parents = ins.keyword === 'COPY' && ins.parents;
+  const sources: CopySource[] = [];
   for (const s of ins.sources) {
     try {
-      sources.push(...(await context.resolve(s)));
+      sources.push(...(parents ? await resolveWithParents(context, s) : (await context.resolve(s)).map((entry) => ({ entry, parents: null }))));
     } catch (e) {
       if (e instanceof ContextSourceError) fail(e.message);
       throw e;
     }
   }
-  if ((sources.length > 1 || ins.sources.length > 1) && !destIsDir) {
+  const inline = ins.heredocs.map((h) => ({ name: h.name, content: Buffer.from(h.content) }));
+  const count = ins.sources.length + inline.length;
+  if ((sources.length + inline.length > 1 || count > 1) && !destIsDir && !parents) {
     fail(`with more than one source, the destination must be a directory and end with a "/" ("${ins.dest}")`);
   }
+  let exclude = IgnoreMatcher.fromPatterns([]);
+  try {
+    exclude = IgnoreMatcher.fromPatterns(ins.excludes);
+  } catch (e) {
+    if (e instanceof PatternSyntaxError) fail(`--exclude: ${e.message}`);
+    throw e;
+  }
   const chmod = ins.chmod ? ins.chmod : null;
-  if (chmod !== null && !/^[0-7]{3,4}$/.test(chmod)) fail(`--chmod="${chmod}" is not an octal mode like 755 or 0644`);
+  let mode: ModeChange | null = null;
+  try {
+    mode = chmod === null ? null : parseChmod(chmod);
+  } catch (e) {
+    if (e instanceof ChmodError) fail(e.message);
+    throw e;
+  }
   const chown = ins.chown ? ins.chown : null;
   let owner = { uid: 0, gid: 0 };
   // Reading the image's layers costs downloads: only when needed (named owners now, parents on a miss).
@@ -81,25 +120,58 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
     const [uid, gid] = chown.split(':').map(Number);
     owner = { uid, gid: gid ?? uid };
   }
-  const checksum = await context.checksum(sources);
+  const checksum = await context.checksum(sources.map((s) => ({ entry: s.entry, excludeFrom: s.parents ? s.parents.pivot : s.entry.rel })), exclude);
+  const inlineHashes = inline.map((f) => `${f.name}:${createHash('sha256').update(f.content).digest('hex')}`);
   return {
     sources,
+    inline,
+    exclude,
+    link: ins.link,
     dest,
-    destIsDir,
+    destIsDir: destIsDir || parents,
     owner,
     chown: chown !== null,
-    chmod: chmod === null ? null : parseInt(chmod, 8),
+    chmod: mode,
     archive: ins.keyword === 'ADD',
     index,
     context,
-    definition: { kind: ins.keyword, dest, destIsDir, chown: owner, chmod, sources: ins.sources, checksum: checksum.digest },
+    definition: {
+      kind: ins.keyword, dest, destIsDir, chown: owner, chmod, sources: ins.sources, checksum: checksum.digest,
+      // Flags only in the definition when set, so existing cache entries keep their keys.
+      ...(inline.length > 0 ? { inline: inlineHashes } : {}),
+      ...(ins.excludes.length > 0 ? { excludes: ins.excludes } : {}),
+      ...(parents ? { parents: true } : {}),
+      ...(ins.link ? { link: true } : {}),
+    },
     files: checksum.files,
   };
 }
 
+/**
+ * COPY --parents: what a source matches, each with its path below the pivot (the part after
+ * `/./`, or the whole path) and the directories on the way, which BuildKit recreates as the source has them.
+ */
+async function resolveWithParents(context: BuildContext, source: string): Promise<CopySource[]> {
+  const pivotAt = source.indexOf('/./');
+  const pivot = pivotAt < 0 ? '' : cleanRelative(source.slice(0, pivotAt));
+  const out: CopySource[] = [];
+  for (const entry of await context.resolve(source)) {
+    const rel = pivot === '' ? entry.rel : entry.rel.slice(pivot.length + 1);
+    const parts = rel.split('/');
+    const dirs: ContextEntry[] = [];
+    for (let n = 1; n < parts.length; n++) {
+      const dir = parts.slice(0, n).join('/');
+      dirs.push(...(await context.resolve(pivot === '' ? dir : `${pivot}/${dir}`)));
+    }
+    out.push({ entry, parents: { rel, dirs, pivot } });
+  }
+  return out;
+}
+
 /** Writes the layer of a prepared COPY or ADD and stores it. */
 export async function executeCopy(build: BuildScope, stage: StageState, p: PreparedCopy, fail: (message: string) => never): Promise<CachedStep> {
-  const tree = new LayerTree(await p.index(), { ...p.owner, mtime: createdDirTime(build) });
+  // --link: destinations are not followed through the image's links, nothing of it is read.
+  const tree = new LayerTree(p.link ? EMPTY_ROOTFS : await p.index(), { ...p.owner, mtime: createdDirTime(build) });
   try {
     await planCopy(build, tree, p);
   } catch (e) {
@@ -113,7 +185,7 @@ export async function executeCopy(build: BuildScope, stage: StageState, p: Prepa
 async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Promise<void> {
   const entry = (at: string, e: ContextEntry): LayerEntry => {
     // --chmod applies to everything copied but links; the destination directory keeps its own mode.
-    const mode = p.chmod ?? e.mode;
+    const mode = p.chmod ? p.chmod(e.mode, e.type === 'directory') : e.mode;
     // Without --chown a stage's files keep their owners (BuildKit); context files are root's.
     const owner = p.chown ? p.owner : { uid: e.uid ?? 0, gid: e.gid ?? 0 };
     const base = { path: at, ...owner, mtime: e.mtime };
@@ -122,16 +194,27 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
     return { ...base, type: 'file', mode, content: p.context.content(e) };
   };
   const join = (dir: string, name: string) => (dir === '' ? name : `${dir}/${name}`);
-  for (const src of p.sources) {
+  const putCopied = (placed: LayerEntry) => (placed.type === 'directory' ? tree.putCopiedDirectory(placed) : tree.put(placed));
+  for (const { entry: src, parents } of p.sources) {
+    if (parents) {
+      // --parents: the path below the pivot is kept, its directories copied as the source has them.
+      const destDir = tree.resolve(p.dest);
+      tree.mkdirAll(destDir);
+      for (const [i, dir] of parents.dirs.entries()) {
+        const at = join(destDir, parents.rel.split('/').slice(0, i + 1).join('/'));
+        if (!tree.entries.has(at)) putCopied(entry(at, dir));
+      }
+      const at = join(destDir, parents.rel);
+      for await (const e of p.context.walk(src, p.exclude, parents.pivot)) putCopied(entry(e === src ? at : join(at, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e));
+      continue;
+    }
     if (src.type === 'directory') {
       // A directory's contents go into the destination, created (0755, the --chown owner) if missing.
       const destDir = tree.resolve(p.dest);
       tree.mkdirAll(destDir);
-      for await (const e of p.context.walk(src)) {
+      for await (const e of p.context.walk(src, p.exclude)) {
         if (e === src) continue;
-        const placed = entry(join(destDir, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e);
-        if (placed.type === 'directory') tree.putCopiedDirectory(placed);
-        else tree.put(placed);
+        putCopied(entry(join(destDir, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e));
       }
       continue;
     }
@@ -151,18 +234,27 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
         continue;
       }
     }
-    let target: string;
+    const target = fileTarget(src.rel);
+    if (target !== '') tree.put(entry(target, src));
+  }
+  // Heredoc sources: files named by their delimiter, 0644 (BuildKit's inline document) before --chmod.
+  for (const f of p.inline) {
+    const target = fileTarget(f.name);
+    if (target === '') continue;
+    const owner = p.chown ? p.owner : { uid: 0, gid: 0 };
+    tree.put({ type: 'file', path: target, ...owner, mode: p.chmod ? p.chmod(0o644, false) : 0o644, mtime: createdDirTime(build), content: f.content });
+  }
+
+  /** Where a file source named `name` lands: in a destination directory, or at the destination itself. */
+  function fileTarget(name: string): string {
     if (p.destIsDir) {
       const dir = tree.resolve(p.dest);
       tree.mkdirAll(dir);
-      target = join(dir, path.basename(src.rel));
-    } else {
-      // A destination that is (or leads to) a directory receives the file under its own name.
-      const real = tree.resolve(p.dest);
-      target = tree.typeAt(real) === 'directory' ? join(real, path.basename(src.rel)) : real;
+      return join(dir, path.basename(name));
     }
-    if (target === '') continue;
-    tree.put(entry(target, src));
+    // A destination that is (or leads to) a directory receives the file under its own name.
+    const real = tree.resolve(p.dest);
+    return tree.typeAt(real) === 'directory' ? join(real, path.basename(name)) : real;
   }
 }
 
