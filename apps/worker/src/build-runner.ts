@@ -17,6 +17,7 @@ import { ContextCache, type ExtractedContext } from './context-cache.js';
 import { CommitStatusReporter } from './commit-status.js';
 import { type CommitRequest, GitCommitSource, gitContextDigest, GitFetchError } from './git-source.js';
 import { BlobLayerSink, PrismaCacheIndex, TenantImageResolver } from './adapters.js';
+import { EgressSourceFetcher } from './url-source.js';
 import type { BuildLogs } from './logs/build-log.js';
 
 export interface BuildRunnerDeps {
@@ -48,6 +49,7 @@ export class BuildRunner {
   private readonly indexer: RootfsIndexer;
   /** Builds from a push fetch their commit with git. */
   private readonly git: GitCommitSource;
+  private readonly urls: EgressSourceFetcher;
 
   constructor(private readonly deps: BuildRunnerDeps) {
     this.contexts = new ContextCache(path.resolve(deps.config.dataDir, 'contexts'));
@@ -56,6 +58,7 @@ export class BuildRunner {
     // Through the sink: a layer still being uploaded is read from its spool file.
     this.indexer = new RootfsIndexer((d) => this.layers.open(d));
     this.git = new GitCommitSource(deps.config.allowPrivateSources);
+    this.urls = new EgressSourceFetcher(deps.config.allowPrivateSources, deps.config.addUrl);
     this.registryClient = new RegistryClient({ insecureRegistries: deps.config.pull.insecureRegistries, userAgent: 'strata-worker' });
   }
 
@@ -151,6 +154,7 @@ export class BuildRunner {
         executor: this.deps.executor && 'forTenant' in this.deps.executor ? this.deps.executor.forTenant(build.tenantId) : this.deps.executor,
         allowHostNetwork: config.run.network === 'host',
         rootfs: this.deps.rootfs,
+        sources: this.urls,
         onEvent: (e) => {
           this.deps.onEvent?.(buildId, e);
           log?.event(e);

@@ -4,16 +4,18 @@
 import { createHash, randomUUID } from 'node:crypto';
 import path from 'node:path/posix';
 import type { Readable } from 'node:stream';
-import type { AddInstruction, CopyInstruction } from '@strata/dockerfile';
+import { type AddInstruction, classifyAddSource, type CopyInstruction } from '@strata/dockerfile';
 import { type LayerEntry, parseWhiteout, TarExtractionError } from '@strata/oci';
 import { openArchive, spoolArchive } from './add-archive.js';
 import { type BuildContext, ContextSourceError, type ContextEntry, IndexedRootfs } from './context.js';
 import { DestinationError, LayerTree, createdDirTime, storeFileLayer } from './file-layer.js';
 import { ChmodError, type ModeChange, parseChmod } from './file-mode.js';
 import { cleanRelative, IgnoreMatcher, PatternSyntaxError } from './ignore.js';
-import type { CachedStep } from './interfaces.js';
+import { sha256 } from './cache-key.js';
+import type { CachedStep, RemoteFileMemo } from './interfaces.js';
 import { resolveOwner, type RootfsIndex } from './rootfs-index.js';
 import type { BuildScope, StageState, StepContext } from './step-context.js';
+import { skipsCache } from './cache-key.js';
 
 /** A source entry, and with --parents the directories between its pivot and it, recreated under the destination. */
 export interface CopySource {
@@ -28,12 +30,21 @@ export interface InlineFile {
   content: Buffer;
 }
 
+/** ADD <url>: the file fetched (mode 0600 as BuildKit's HTTP source), named from the URL's path. */
+export interface RemoteFile extends RemoteFileMemo {
+  url: string;
+  name: string;
+  /** Where it was downloaded; null when a conditional request found it unchanged (fetched again only if the step misses). */
+  file: string | null;
+}
+
 /** What --link builds on instead of the stage's image: nothing (BuildKit copies onto scratch and merges). */
 const EMPTY_ROOTFS: RootfsIndex = { paths: { get: () => undefined }, passwd: null, group: null, lookup: () => undefined, list: () => [], resolve: (rel) => rel };
 
 export interface PreparedCopy {
   sources: CopySource[];
   inline: InlineFile[];
+  remote: RemoteFile[];
   /** --exclude, matched below each source directory. */
   exclude: IgnoreMatcher;
   /** --link: the layer is written without looking at the image below it. */
@@ -77,7 +88,12 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
   dest = path.resolve(cfg.WorkingDir || '/', dest);
   const parents = ins.keyword === 'COPY' && ins.parents;
   const sources: CopySource[] = [];
+  const remote: RemoteFile[] = [];
   for (const s of ins.sources) {
+    if (ins.keyword === 'ADD' && classifyAddSource(s).kind === 'url') {
+      remote.push(await fetchRemote(ctx as StepContext<AddInstruction>, s));
+      continue;
+    }
     try {
       sources.push(...(parents ? await resolveWithParents(context, s) : (await context.resolve(s)).map((entry) => ({ entry, parents: null }))));
     } catch (e) {
@@ -87,7 +103,7 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
   }
   const inline = ins.heredocs.map((h) => ({ name: h.name, content: Buffer.from(h.content) }));
   const count = ins.sources.length + inline.length;
-  if ((sources.length + inline.length > 1 || count > 1) && !destIsDir && !parents) {
+  if ((sources.length + inline.length + remote.length > 1 || count > 1) && !destIsDir && !parents) {
     fail(`with more than one source, the destination must be a directory and end with a "/" ("${ins.dest}")`);
   }
   let exclude = IgnoreMatcher.fromPatterns([]);
@@ -97,6 +113,7 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
     if (e instanceof PatternSyntaxError) fail(`--exclude: ${e.message}`);
     throw e;
   }
+  if (ins.keyword === 'ADD' && ins.checksum !== null) verifyChecksum(ins.checksum, remote, sources.length + inline.length > 0, fail);
   const chmod = ins.chmod ? ins.chmod : null;
   let mode: ModeChange | null = null;
   try {
@@ -125,6 +142,7 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
   return {
     sources,
     inline,
+    remote,
     exclude,
     link: ins.link,
     dest,
@@ -139,12 +157,58 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
       kind: ins.keyword, dest, destIsDir, chown: owner, chmod, sources: ins.sources, checksum: checksum.digest,
       // Flags only in the definition when set, so existing cache entries keep their keys.
       ...(inline.length > 0 ? { inline: inlineHashes } : {}),
+      // A remote file is its content and its time (Last-Modified becomes its mtime).
+      ...(remote.length > 0 ? { remote: remote.map((r) => ({ url: r.url, sha256: r.sha256, lastModified: r.lastModified })) } : {}),
       ...(ins.excludes.length > 0 ? { excludes: ins.excludes } : {}),
       ...(parents ? { parents: true } : {}),
       ...(ins.link ? { link: true } : {}),
     },
     files: checksum.files,
   };
+}
+
+/**
+ * ADD <url>: asks the fetcher, conditionally when this tenant fetched the URL before (its ETag and
+ * Last-Modified remembered in the cache index), so an unchanged remote file keeps its digest and the
+ * step hits without downloading it.
+ */
+async function fetchRemote(ctx: StepContext<AddInstruction>, url: string): Promise<RemoteFile> {
+  const { build, fail } = ctx;
+  const fetcher = build.deps.sources;
+  if (!fetcher) return fail(`${url}: this worker cannot fetch URLs`);
+  const memoKey = sha256(`strata:add-url\0${url}`);
+  const memo = skipsCache(build, ctx.where.stageName) ? undefined : (await build.deps.cache.get(memoKey))?.remote;
+  const file = `${await build.live.scratch()}/${randomUUID()}.download`;
+  let got;
+  try {
+    got = await fetcher.fetch(url, file, memo ? { etag: memo.etag, lastModified: memo.lastModified } : undefined);
+  } catch (e) {
+    return fail(`${url}: ${(e as Error).message}`);
+  }
+  const name = remoteFileName(url);
+  if (got.notModified) {
+    if (memo) return { ...memo, url, name, file: null };
+    return fail(`${url}: the server answered 304 Not Modified to a request that was not conditional`);
+  }
+  const fetched: RemoteFileMemo = { sha256: got.sha256, size: got.size, etag: got.etag, lastModified: got.lastModified };
+  await build.deps.cache.put(memoKey, { remote: fetched });
+  return { ...fetched, url, name, file };
+}
+
+/** The file name ADD gives a URL's file: the last component of its path (BuildKit's "__unnamed__" when there is none). */
+function remoteFileName(url: string): string {
+  const base = path.basename(new URL(url).pathname);
+  return base === '' || base === '/' || base === '.' ? '__unnamed__' : decodeURIComponent(base);
+}
+
+/** ADD --checksum: only for URLs (as BuildKit), checked against what was fetched. */
+function verifyChecksum(checksum: string, remote: RemoteFile[], hasLocal: boolean, fail: (message: string) => never): void {
+  const m = /^sha256:([0-9a-f]{64})$/.exec(checksum);
+  if (!m) fail(`--checksum="${checksum}" is not a digest like sha256:<64 hex digits>`);
+  if (hasLocal || remote.length === 0) fail('--checksum can only be used with a URL source');
+  for (const r of remote) {
+    if (r.sha256 !== m![1]) fail(`--checksum: ${r.url} has digest sha256:${r.sha256}, not the sha256:${m![1]} given`);
+  }
 }
 
 /**
@@ -237,6 +301,14 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
     const target = fileTarget(src.rel);
     if (target !== '') tree.put(entry(target, src));
   }
+  for (const r of p.remote) {
+    const target = fileTarget(r.name);
+    if (target === '') continue;
+    const owner = p.chown ? p.owner : { uid: 0, gid: 0 };
+    const since = r.lastModified === null ? NaN : Date.parse(r.lastModified);
+    const mtime = Number.isNaN(since) ? createdDirTime(build) : Math.floor(since / 1000);
+    tree.put({ type: 'file', path: target, ...owner, mode: p.chmod ? p.chmod(0o600, false) : 0o600, mtime, content: { path: await remoteContent(build, r) } });
+  }
   // Heredoc sources: files named by their delimiter, 0644 (BuildKit's inline document) before --chmod.
   for (const f of p.inline) {
     const target = fileTarget(f.name);
@@ -256,6 +328,15 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
     const real = tree.resolve(p.dest);
     return tree.typeAt(real) === 'directory' ? join(real, path.basename(name)) : real;
   }
+}
+
+/** The downloaded file of a remote source; fetched again when a conditional request had found it unchanged. */
+async function remoteContent(build: BuildScope, r: RemoteFile): Promise<string> {
+  if (r.file !== null) return r.file;
+  const file = `${await build.live.scratch()}/${randomUUID()}.download`;
+  const got = await build.deps.sources!.fetch(r.url, file);
+  if (got.notModified || got.sha256 !== r.sha256) throw new DestinationError(`${r.url} changed while this build was running; build again`);
+  return file;
 }
 
 /**

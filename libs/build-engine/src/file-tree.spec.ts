@@ -425,6 +425,12 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
     expect(tree.get('h6/EOF')).toMatchObject({ content: 'added\n' });
   });
 
+  it('ADD --checksum is refused for a local source (as BuildKit), and without a fetcher a URL fails on its line', async () => {
+    await expect(build(`ADD --checksum=sha256:${'0'.repeat(64)} f.txt /x`)).rejects.toThrow('Dockerfile:2: ADD: --checksum can only be used with a URL source');
+    await expect(build('ADD --checksum=md5:abc f.txt /x')).rejects.toThrow('Dockerfile:2: ADD: --checksum="md5:abc" is not a digest like sha256:<64 hex digits>');
+    await expect(build('ADD https://example.test/x /x')).rejects.toThrow('Dockerfile:2: ADD: https://example.test/x: this worker cannot fetch URLs');
+  });
+
   it('a heredoc\'s content is part of the cache key', async () => {
     const cache = new Map<string, CachedStep>();
     await build('COPY <<EOF /h\none\nEOF', {}, { cache });

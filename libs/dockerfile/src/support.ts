@@ -29,12 +29,11 @@ export function unsupportedInInstruction(ins: StageInstruction, opts: SupportOpt
     case 'COPY':
     case 'ADD': {
       if (ins.keyword === 'ADD') {
-        if (ins.checksum !== null) refuse(at(ins, 'checksum'), 'ADD --checksum', 'remove the flag and check the file in a RUN step');
         if (ins.keepGitDir !== null) refuse(at(ins, 'keep-git-dir'), 'ADD --keep-git-dir', 'remove the flag');
         if (ins.unpack !== null) refuse(at(ins, 'unpack'), 'ADD --unpack', 'remove the flag');
         for (const s of ins.sources) {
           const kind = classifyAddSource(s).kind;
-          if (kind !== 'local') refuse(ins, `ADD from a ${kind === 'git' ? 'git repository' : 'URL'} ("${s}")`, 'fetch it in a RUN step or add it to the build context');
+          if (kind === 'git') refuse(ins, `ADD from a git repository ("${s}")`, 'fetch it in a RUN step or add it to the build context');
         }
       }
       break;
