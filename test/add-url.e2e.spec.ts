@@ -101,7 +101,7 @@ describe('ADD <url> with private sources allowed for 127.0.0.0/8', () => {
   const context = (dockerfile: string) => tarOf(makeDir({ Dockerfile: dockerfile }));
 
   it('adds the file under its URL name or the destination, 0600 root-owned with Last-Modified as mtime, archives not unpacked; --chown/--chmod apply', async () => {
-    const dockerfile = `FROM scratch\nADD ${base()}/tool.sh /bin/\nADD --chmod=755 --chown=10:20 ${base()}/tool.sh /named\nADD ${base()}/app.tar.gz /opt/\n`;
+    const dockerfile = `FROM scratch\nADD ${base()}/tool.sh /bin/\nADD --chmod=755 --chown=10:20 ${base()}/tool.sh /named\nADD ${base()}/app.tar.gz /opt/\nADD --unpack=true ${base()}/app.tar.gz /unpacked/\n`;
     const result = await build(stack, token, 'repository=addurl&tag=latest', context(dockerfile));
     expect([result.status, result.error]).toEqual(['succeeded', null]);
     const image = await imageFiles(stack, token, 'addurl');
@@ -111,6 +111,9 @@ describe('ADD <url> with private sources allowed for 127.0.0.0/8', () => {
     expect(image.get('opt/app.tar.gz')).toMatchObject({ type: 'file' });
     expect(sha(image.get('opt/app.tar.gz')!.content!)).toBe(sha(archive));
     expect(image.has('opt/inside.txt')).toBe(false);
+    // ADD --unpack unpacks a remote archive as a local one.
+    expect(image.get('unpacked/inside.txt')?.content?.toString()).toBe('inside');
+    expect(image.has('unpacked/app.tar.gz')).toBe(false);
   });
 
   it('builds again from the cache after a conditional request finds the file unchanged (304), and misses once it changed', async () => {

@@ -89,7 +89,7 @@ describe('POST /v1/dockerfile/check', () => {
       'FROM scratch AS a',
       'ADD --keep-git-dir=true x /x',
       'FROM scratch AS a',
-      'ADD --unpack=true y.tar /y/',
+      'ADD --keep-git-dir=true y /y',
       'RUN --network=host true',
       '',
     ].join('\n');
@@ -98,7 +98,7 @@ describe('POST /v1/dockerfile/check', () => {
     // The target is the later stage "a": the earlier one is not needed, so its ADD --keep-git-dir is not refused.
     expect(res.json.neededStages).toEqual([1]);
     expect(res.json.errors.map((e: { line: number; message: string }) => [e.line, e.message])).toEqual([
-      [4, 'ADD --unpack is not supported by Strata yet; remove the flag'],
+      [4, 'ADD --keep-git-dir is not supported by Strata yet; remove the flag'],
       [5, 'RUN --network=host is not allowed on this deployment (STRATA_RUN_NETWORK is not host); use the default network or --network=none'],
     ]);
     expect(res.json.warnings).toContainEqual(expect.objectContaining({ rule: 'DuplicateStageName', line: 3 }));

@@ -5,7 +5,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import path from 'node:path/posix';
 import type { Readable } from 'node:stream';
 import { type AddInstruction, classifyAddSource, type CopyInstruction } from '@strata/dockerfile';
-import { type LayerEntry, parseWhiteout, TarExtractionError } from '@strata/oci';
+import { type FileContent, type LayerEntry, parseWhiteout, TarExtractionError } from '@strata/oci';
 import { openArchive, spoolArchive } from './add-archive.js';
 import { type BuildContext, ContextSourceError, type ContextEntry, IndexedRootfs } from './context.js';
 import { DestinationError, LayerTree, createdDirTime, storeFileLayer } from './file-layer.js';
@@ -57,6 +57,8 @@ export interface PreparedCopy {
   chmod: ModeChange | null;
   /** ADD from the build context: a source file that is a tar (plain, gzip, bzip2, xz) is unpacked. */
   archive: boolean;
+  /** ADD --unpack: a URL's file that is an archive is unpacked too. */
+  unpackRemote: boolean;
   /** The image's paths, owners, passwd and group; read lazily (it downloads layers). */
   index: () => Promise<RootfsIndex>;
   context: BuildContext;
@@ -150,7 +152,9 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
     owner,
     chown: chown !== null,
     chmod: mode,
-    archive: ins.keyword === 'ADD',
+    // ADD unpacks local archives unless --unpack=false, remote ones only with --unpack.
+    archive: ins.keyword === 'ADD' && ins.unpack !== false,
+    unpackRemote: ins.keyword === 'ADD' && ins.unpack === true,
     index,
     context,
     definition: {
@@ -162,6 +166,7 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
       ...(ins.excludes.length > 0 ? { excludes: ins.excludes } : {}),
       ...(parents ? { parents: true } : {}),
       ...(ins.link ? { link: true } : {}),
+      ...(ins.keyword === 'ADD' && ins.unpack !== null ? { unpack: ins.unpack } : {}),
     },
     files: checksum.files,
   };
@@ -282,26 +287,13 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
       }
       continue;
     }
-    if (p.archive) {
-      const tar = await openArchive(p.context.content(src));
-      if (tar) {
-        // An archive unpacks into the destination, named with a slash or not.
-        const destDir = tree.resolve(p.dest);
-        tree.mkdirAll(destDir);
-        try {
-          await unpackInto(tree, destDir, tar, `${await build.live.scratch()}/${randomUUID()}.spool`);
-        } catch (e) {
-          if (e instanceof DestinationError || e instanceof TarExtractionError) throw e;
-          // A truncated or corrupt archive is the user's file, not an internal error.
-          throw new TarExtractionError(undefined, `"${src.rel}" could not be unpacked: ${(e as Error).message}`);
-        }
-        continue;
-      }
-    }
+    if (p.archive && (await unpackArchive(p.context.content(src), src.rel))) continue;
     const target = fileTarget(src.rel);
     if (target !== '') tree.put(entry(target, src));
   }
   for (const r of p.remote) {
+    // ADD --unpack: a remote archive is unpacked like a local one (never without the flag, as BuildKit).
+    if (p.unpackRemote && (await unpackArchive({ path: await remoteContent(build, r) }, r.url))) continue;
     const target = fileTarget(r.name);
     if (target === '') continue;
     const owner = p.chown ? p.owner : { uid: 0, gid: 0 };
@@ -315,6 +307,22 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
     if (target === '') continue;
     const owner = p.chown ? p.owner : { uid: 0, gid: 0 };
     tree.put({ type: 'file', path: target, ...owner, mode: p.chmod ? p.chmod(0o644, false) : 0o644, mtime: createdDirTime(build), content: f.content });
+  }
+
+  /** Unpacks `content` into the destination (named with a slash or not) when it is a tar, plain or compressed; false when it is not one. */
+  async function unpackArchive(content: FileContent, name: string): Promise<boolean> {
+    const tar = await openArchive(content);
+    if (!tar) return false;
+    const destDir = tree.resolve(p.dest);
+    tree.mkdirAll(destDir);
+    try {
+      await unpackInto(tree, destDir, tar, `${await build.live.scratch()}/${randomUUID()}.spool`);
+    } catch (e) {
+      if (e instanceof DestinationError || e instanceof TarExtractionError) throw e;
+      // A truncated or corrupt archive is the user's file, not an internal error.
+      throw new TarExtractionError(undefined, `"${name}" could not be unpacked: ${(e as Error).message}`);
+    }
+    return true;
   }
 
   /** Where a file source named `name` lands: in a destination directory, or at the destination itself. */

@@ -287,6 +287,13 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
     expect(tree.get('bin')).toMatchObject({ type: 'symlink', target: 'usr/bin' });
   });
 
+  it('ADD --unpack=false copies a local archive as a file; --unpack=true is the default for local ones', async () => {
+    const { tree } = await build('ADD --unpack=false arch.tar.gz /u1/\nADD --unpack=true arch.tar /u2/');
+    expect(tree.get('u1/arch.tar.gz')).toMatchObject({ type: 'file' });
+    expect(tree.has('u1/top.txt')).toBe(false);
+    expect(tree.get('u2/top.txt')).toMatchObject({ content: 'top' });
+  });
+
   it('ADD refuses an archive entry that climbs out of the destination, and a truncated archive, naming the line', async () => {
     await expect(build('ADD evil.tar /e/')).rejects.toThrow(/Dockerfile:2: ADD: refusing tar entry "a\/..\/..\/escape"/);
     await expect(build('ADD truncated.tar.gz /t/')).rejects.toThrow(/Dockerfile:2: ADD: refusing archive: "truncated.tar.gz" could not be unpacked/);

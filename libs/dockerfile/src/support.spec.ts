@@ -7,7 +7,6 @@ function refusals(text: string, opts: Parameters<typeof unsupportedInPlan>[1] = 
 describe('what Strata parses but does not build', () => {
   it.each<[string, string]>([
     ['ADD --keep-git-dir=true src /src', 'ADD --keep-git-dir is not supported by Strata yet'],
-    ['ADD --unpack=true a.tar /opt/', 'ADD --unpack is not supported by Strata yet'],
     ['ADD git@example.test:o/r.git /src', 'ADD from a git repository ("git@example.test:o/r.git") is not supported by Strata yet'],
     ['RUN --security=insecure true', 'RUN --security=insecure is not supported by Strata yet'],
     ['RUN --network=host true', 'RUN --network=host is not allowed on this deployment'],

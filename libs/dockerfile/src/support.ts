@@ -30,7 +30,6 @@ export function unsupportedInInstruction(ins: StageInstruction, opts: SupportOpt
     case 'ADD': {
       if (ins.keyword === 'ADD') {
         if (ins.keepGitDir !== null) refuse(at(ins, 'keep-git-dir'), 'ADD --keep-git-dir', 'remove the flag');
-        if (ins.unpack !== null) refuse(at(ins, 'unpack'), 'ADD --unpack', 'remove the flag');
         for (const s of ins.sources) {
           const kind = classifyAddSource(s).kind;
           if (kind === 'git') refuse(ins, `ADD from a git repository ("${s}")`, 'fetch it in a RUN step or add it to the build context');
