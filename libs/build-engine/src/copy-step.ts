@@ -1,5 +1,6 @@
-// COPY and ADD: resolving sources (the context or another stage), the destination, owner and mode
-// (prepareCopy, which is all the cache key needs), then writing the layer (executeCopy).
+// COPY and ADD: resolving sources (the context or another stage, heredocs, URLs through the
+// SourceFetcher), the destination, owner and mode (prepareCopy, which is all the cache key needs),
+// then writing the layer (executeCopy).
 
 import { createHash, randomUUID } from 'node:crypto';
 import path from 'node:path/posix';
@@ -11,11 +12,10 @@ import { type BuildContext, ContextSourceError, type ContextEntry, IndexedRootfs
 import { DestinationError, LayerTree, createdDirTime, storeFileLayer } from './file-layer.js';
 import { ChmodError, type ModeChange, parseChmod } from './file-mode.js';
 import { cleanRelative, IgnoreMatcher, PatternSyntaxError } from './ignore.js';
-import { sha256 } from './cache-key.js';
+import { sha256, skipsCache } from './cache-key.js';
 import type { CachedStep, RemoteFileMemo } from './interfaces.js';
 import { resolveOwner, type RootfsIndex } from './rootfs-index.js';
 import type { BuildScope, StageState, StepContext } from './step-context.js';
-import { skipsCache } from './cache-key.js';
 
 /** A source entry, and with --parents the directories between its pivot and it, recreated under the destination. */
 export interface CopySource {
@@ -244,7 +244,7 @@ export async function executeCopy(build: BuildScope, stage: StageState, p: Prepa
   try {
     await planCopy(build, tree, p);
   } catch (e) {
-    if (e instanceof DestinationError || e instanceof TarExtractionError) fail(e.message);
+    if (e instanceof DestinationError || e instanceof TarExtractionError || e instanceof RemoteSourceError) fail(e.message);
     throw e;
   }
   return storeFileLayer(build, stage, [...tree.entries.values()]);
@@ -338,12 +338,22 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
   }
 }
 
+/** A URL source that could not be fetched again when the layer was written. */
+class RemoteSourceError extends Error {
+  override readonly name = 'RemoteSourceError';
+}
+
 /** The downloaded file of a remote source; fetched again when a conditional request had found it unchanged. */
 async function remoteContent(build: BuildScope, r: RemoteFile): Promise<string> {
   if (r.file !== null) return r.file;
   const file = `${await build.live.scratch()}/${randomUUID()}.download`;
-  const got = await build.deps.sources!.fetch(r.url, file);
-  if (got.notModified || got.sha256 !== r.sha256) throw new DestinationError(`${r.url} changed while this build was running; build again`);
+  let got;
+  try {
+    got = await build.deps.sources!.fetch(r.url, file);
+  } catch (e) {
+    throw new RemoteSourceError(`${r.url}: ${(e as Error).message}`);
+  }
+  if (got.notModified || got.sha256 !== r.sha256) throw new RemoteSourceError(`${r.url} changed while this build was running; build again`);
   return file;
 }
 

@@ -10,7 +10,9 @@ import { gzipSync } from 'node:zlib';
 import { pack } from 'tar-stream';
 import { type Digest, indexTar, type LayerEntry, LayerWriter, PackReader, readTarEntries } from '@strata/oci';
 import { IndexedContext } from './context.js';
-import type { BuildEvent, CachedStep, LayerSink } from './interfaces.js';
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import type { BuildEvent, CachedStep, LayerSink, SourceFetcher } from './interfaces.js';
 import { BuildEngine } from './solver.js';
 
 async function bytesOf(stream: Readable): Promise<Buffer> {
@@ -150,7 +152,7 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
   });
 
   /** Builds `lines` FROM the base and returns the image's tree: path → node, plus each step's layer. */
-  async function build(lines: string, buildArgs: Record<string, string> = {}, opts: { cache?: Map<string, CachedStep>; base?: typeof base } = {}) {
+  async function build(lines: string, buildArgs: Record<string, string> = {}, opts: { cache?: Map<string, CachedStep>; base?: typeof base; sources?: SourceFetcher } = {}) {
     const cache = opts.cache ?? new Map<string, CachedStep>();
     const from = opts.base ?? base;
     const events: BuildEvent[] = [];
@@ -169,6 +171,7 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
       rootfs: { open: async () => Promise.reject(new Error('no stage is unpacked in these tests')) },
       cache: { get: async (k) => cache.get(k) ?? null, put: async (k, v) => void cache.set(k, v) },
       onEvent: (e) => events.push(e),
+      ...(opts.sources ? { sources: opts.sources } : {}),
     });
     const out = await engine.build({ dockerfile: lines.startsWith('FROM') ? `${lines}\n` : `FROM base:1\n${lines}\n`, dockerfilePath: 'Dockerfile', context, buildArgs });
     const tree = new Map<string, Node>();
@@ -436,6 +439,36 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
     await expect(build(`ADD --checksum=sha256:${'0'.repeat(64)} f.txt /x`)).rejects.toThrow('Dockerfile:2: ADD: --checksum can only be used with a URL source');
     await expect(build('ADD --checksum=md5:abc f.txt /x')).rejects.toThrow('Dockerfile:2: ADD: --checksum="md5:abc" is not a digest like sha256:<64 hex digits>');
     await expect(build('ADD https://example.test/x /x')).rejects.toThrow('Dockerfile:2: ADD: https://example.test/x: this worker cannot fetch URLs');
+  });
+
+  it('ADD <url>: a 304 to the conditional request keeps the key; a step that then misses fetches the file again, and fails on its line if it changed meanwhile', async () => {
+    let body = 'remote v1\n';
+    const asked: Array<string | null> = [];
+    let answer304 = true;
+    const sources: SourceFetcher = {
+      async fetch(_url, file, validators) {
+        asked.push(validators?.etag ?? null);
+        if (validators && answer304) return { notModified: true };
+        writeFileSync(file, body);
+        return { notModified: false, sha256: createHash('sha256').update(body).digest('hex'), size: body.length, etag: '"e1"', lastModified: 'Wed, 01 Jul 2020 12:00:00 GMT' };
+      },
+    };
+    const cache = new Map<string, CachedStep>();
+    const one = await build('ADD https://files.test/dl/tool /t/', {}, { cache, sources });
+    expect(one.tree.get('t/tool')).toMatchObject({ type: 'file', mode: 0o600, mtime: 1593604800, content: 'remote v1\n' });
+    // The step's entry is gone (say, collected) but the URL's validators are remembered.
+    for (const [k, v] of cache) if (!v.remote) cache.delete(k);
+    asked.length = 0;
+    const two = await build('ADD https://files.test/dl/tool /t/', {}, { cache, sources });
+    expect(asked).toEqual(['"e1"', null]);
+    expect(two.cached).toEqual([false]);
+    expect(two.digests).toEqual(one.digests);
+    for (const [k, v] of cache) if (!v.remote) cache.delete(k);
+    body = 'remote v2\n';
+    await expect(build('ADD https://files.test/dl/tool /t/', {}, { cache, sources })).rejects.toThrow('Dockerfile:2: ADD: https://files.test/dl/tool changed while this build was running; build again');
+    answer304 = false;
+    const three = await build('ADD https://files.test/dl/tool /t/', {}, { cache, sources });
+    expect(three.tree.get('t/tool')).toMatchObject({ content: 'remote v2\n' });
   });
 
   it('a heredoc\'s content is part of the cache key', async () => {
