@@ -2,6 +2,7 @@
 // S3-protocol server, all on 127.0.0.1, data under .strata/. Each is reused when already
 // running, and skipped when DATABASE_URL / REDIS_URL / S3_ENDPOINT point elsewhere.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, chmodSync, openSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -206,7 +207,13 @@ export function generatePrismaClient() {
 
 /** npm ci when node_modules is missing. */
 export function ensureDependencies() {
-  if (existsSync(path.join(root, 'node_modules/.bin/jest')) && existsSync(path.join(root, 'node_modules/@nestjs/core'))) return;
+  const lock = path.join(root, 'package-lock.json');
+  // An install made from another package-lock (a pull that added a workspace or a dependency) is redone.
+  const stamp = path.join(root, 'node_modules/.strata-lock-sha256');
+  const want = existsSync(lock) ? createHash('sha256').update(readFileSync(lock)).digest('hex') : 'no-lock';
+  const installed = existsSync(path.join(root, 'node_modules/.bin/jest')) && existsSync(stamp) ? readFileSync(stamp, 'utf8') : null;
+  if (installed === want) return;
   log('installing npm dependencies');
-  execFileSync('npm', [existsSync(path.join(root, 'package-lock.json')) ? 'ci' : 'install'], { cwd: root, stdio: 'inherit' });
+  execFileSync('npm', [existsSync(lock) ? 'ci' : 'install'], { cwd: root, stdio: 'inherit' });
+  writeFileSync(stamp, want);
 }

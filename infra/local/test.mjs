@@ -8,8 +8,10 @@ import { ensureDependencies, ensurePackages, ensureServices, generatePrismaClien
 const started = Date.now();
 ensureDependencies();
 // Real clients and runtimes the end-to-end tests drive: skopeo and umoci read our images, runc runs RUN steps;
-// bzip2 and xz-utils unpack ADD archives on the worker, as they do for Docker.
-ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'busybox-static', 'attr', 'iproute2', 'tar', 'gzip', 'docker-registry', 'docker.io', 'buildah', 'bzip2', 'xz-utils', 'git']);
+// gcc and libc6-dev build the static helper test/run-diff.e2e.spec.ts puts in a RUN step;
+// bzip2 and xz-utils unpack ADD archives on the worker, as they do for Docker; debootstrap makes the
+// Debian base the differential suite and the benchmarks build on.
+ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'busybox-static', 'attr', 'gcc', 'libc6-dev', 'iproute2', 'tar', 'gzip', 'docker-registry', 'docker.io', 'buildah', 'bzip2', 'xz-utils', 'git', 'debootstrap']);
 const env = await ensureServices({ database: 'strata_test', bucket: 'strata-test', redisDb: 1 });
 generatePrismaClient();
 migrate(env);

@@ -12,11 +12,11 @@ import {
   type BuildPlan, type Diagnostic, DockerfileError, lintCopyIgnoredFile, lintWithResolvedImages, parseDockerfile, resolveBuild, type ResolvedBaseImage,
 } from '@strata/dockerfile';
 import { type ImageConfig, TarExtractionError } from '@strata/oci';
-import { ImageStore, type RegistryAuth, registryAuthFromEntries, RegistryClient } from '@strata/registry';
+import { ImageStore, type RegistryAuth, registryAuthFromEntries, RegistryClient, TenantImageResolver } from '@strata/registry';
 import { ContextCache, type ExtractedContext } from './context-cache.js';
 import { CommitStatusReporter } from './commit-status.js';
 import { type CommitRequest, GitCommitSource, gitContextDigest, GitFetchError } from './git-source.js';
-import { BlobLayerSink, PrismaCacheIndex, TenantImageResolver } from './adapters.js';
+import { BlobLayerSink, PrismaCacheIndex } from './adapters.js';
 import { EgressSourceFetcher } from './url-source.js';
 import type { BuildLogs } from './logs/build-log.js';
 

@@ -44,6 +44,12 @@ export function runArgs(ins: RunInstruction, shell: string[], fail: (m: string) 
   return shebangShellArgs(script.content) ?? fail('this heredoc script needs an interpreter other than a shell, which Strata cannot run yet');
 }
 
+/** BuildKit's prefix of a RUN history line: `|N K=V ...` for the N ARGs declared in the stage so far. */
+function historyArgs(stage: StageState): string[] {
+  if (stage.declaredArgs.length === 0) return [];
+  return [`|${stage.declaredArgs.length}`, ...stage.declaredArgs.map((name) => `${name}=${stage.vars.lookup(name) ?? ''}`)];
+}
+
 /** Resolves a RUN without running it: what its cache key and its execution need. */
 export async function prepareRun(ctx: StepContext<RunInstruction>): Promise<PreparedRun> {
   const { ins, build, stage, evaluated, cfg, fail } = ctx;
@@ -62,7 +68,7 @@ export async function prepareRun(ctx: StepContext<RunInstruction>): Promise<Prep
     spec: { args, env: [...envList, ...proxies], user, cwd, network },
     mounts,
     definition: { args, env: envList, user, cwd, network, heredocs: ins.heredocs.map((h) => h.content), ...(mounts.length > 0 ? { mounts: mounts.map((m) => m.key) } : {}) },
-    createdBy: `RUN ${args.join(' ')} # buildkit`,
+    createdBy: `RUN ${[...historyArgs(stage), ...args].join(' ')} # buildkit`,
   };
 }
 

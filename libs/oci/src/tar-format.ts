@@ -22,8 +22,8 @@ const TYPEFLAG: Record<TarEntryType, string> = {
 };
 
 export interface TarHeaderFields {
-  /** Archive path; directories end with '/'. */
-  name: string;
+  /** Archive path; directories end with '/'. Bytes when the name is not valid UTF-8 (written as they are). */
+  name: string | Buffer;
   type: TarEntryType;
   /** Permission bits only (0o7777). */
   mode: number;
@@ -32,7 +32,7 @@ export interface TarHeaderFields {
   size: number;
   /** Seconds since the epoch (integer). */
   mtime: number;
-  linkname?: string;
+  linkname?: string | Buffer;
   devmajor?: number;
   devminor?: number;
   /** Written as PAX `SCHILY.xattr.<name>` records, in sorted key order. */
@@ -42,8 +42,13 @@ export interface TarHeaderFields {
 const MAX_OCTAL_7 = 0o7777777;
 const MAX_OCTAL_11 = 0o77777777777;
 
-function isAscii(value: string): boolean {
-  return /^[\x01-\x7f]*$/.test(value);
+function isAscii(value: string | Buffer): value is string {
+  return typeof value === 'string' && /^[\x01-\x7f]*$/.test(value);
+}
+
+/** A name's bytes: a string as UTF-8, a Buffer as it is (a name that is not UTF-8 keeps its bytes, as Go's archive/tar does). */
+function nameBytes(value: string | Buffer): Buffer {
+  return typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
 }
 
 function writeString(block: Buffer, value: string, offset: number, length: number): void {
@@ -120,13 +125,14 @@ function ustarBlock(fields: {
 }
 
 /** Header blocks for one entry: an optional PAX 'x' header (with its data) followed by the ustar header. */
-export function encodeTarHeader(header: TarHeaderFields): Buffer {
+export function encodeTarHeader(fields: TarHeaderFields): Buffer {
+  const header = { ...fields, name: asText(fields.name) };
   const records: Buffer[] = [];
   const split = isAscii(header.name) ? splitUstarName(header.name) : null;
-  if (split === null) records.push(paxRecord('path', Buffer.from(header.name, 'utf8')));
-  const linkname = header.linkname ?? '';
+  if (split === null) records.push(paxRecord('path', nameBytes(header.name)));
+  const linkname = asText(header.linkname ?? '');
   const linkFits = isAscii(linkname) && linkname.length <= 100;
-  if (!linkFits) records.push(paxRecord('linkpath', Buffer.from(linkname, 'utf8')));
+  if (!linkFits) records.push(paxRecord('linkpath', nameBytes(linkname)));
   if (header.size > MAX_OCTAL_11) records.push(paxRecord('size', Buffer.from(String(header.size))));
   if (header.uid > MAX_OCTAL_7) records.push(paxRecord('uid', Buffer.from(String(header.uid))));
   if (header.gid > MAX_OCTAL_7) records.push(paxRecord('gid', Buffer.from(String(header.gid))));
@@ -151,14 +157,14 @@ export function encodeTarHeader(header: TarHeaderFields): Buffer {
     gid: Math.min(header.gid, MAX_OCTAL_7),
     size: Math.min(header.size, MAX_OCTAL_11),
     mtime: mtimeFits ? header.mtime : 0,
-    linkname: linkFits ? linkname : asciiFallback(linkname, 100),
+    linkname: isAscii(linkname) && linkFits ? linkname : asciiFallback(linkname, 100),
     devmajor,
     devminor,
   });
   if (records.length === 0) return ustar;
   const paxData = Buffer.concat(records);
   const paxHeader = ustarBlock({
-    name: asciiFallback(`PaxHeaders/${header.name.replace(/\/$/, '').split('/').pop() ?? ''}`, 100),
+    name: asciiFallback(`PaxHeaders/${displayName(header.name).replace(/\/$/, '').split('/').pop() ?? ''}`, 100),
     prefix: '',
     typeflag: 'x',
     mode: 0o644,
@@ -174,8 +180,19 @@ export function encodeTarHeader(header: TarHeaderFields): Buffer {
 }
 
 /** What readers without PAX support see: the name reduced to ASCII and truncated. */
-function asciiFallback(value: string, length: number): string {
-  return value.replace(/[^\x01-\x7f]/g, '_').slice(0, length);
+function asciiFallback(value: string | Buffer, length: number): string {
+  return displayName(value).replace(/[^\x01-\x7f]/g, '_').slice(0, length);
+}
+
+/** Bytes that are valid UTF-8 as a string (so an ASCII name still fits the ustar fields), others as they are. */
+function asText(value: string | Buffer): string | Buffer {
+  if (typeof value === 'string') return value;
+  const text = value.toString('utf8');
+  return Buffer.byteLength(text) === value.length && Buffer.from(text, 'utf8').equals(value) ? text : value;
+}
+
+function displayName(value: string | Buffer): string {
+  return typeof value === 'string' ? value : value.toString('latin1');
 }
 
 /** Two zero blocks end an archive. */
