@@ -21,7 +21,6 @@ export const REASONS = {
   COPY_FROM_IMAGE: "missing feature: COPY --from=<image> (not a stage) is refused (\"takes files from an image, which is not supported by Strata yet\"); BuildKit pulls the image's tree",
   EMPTY_ENTRYPOINT: "open bug (minor): `ENTRYPOINT []` is recorded as an empty list; BuildKit leaves Entrypoint out (null). Same behaviour at run time, different config",
   BIND_RW: "missing feature: RUN --mount=type=bind,rw of the context is refused at build time (\"read-write binds of the build context are not supported by Strata yet\"); BuildKit gives the step a writable copy whose writes are discarded",
-  ADD_URL: "missing feature: ADD <url> fails the build (\"ADD from a URL … is not supported by Strata yet\"); BuildKit downloads the file (mode 0600, --chown applied, a remote archive not unpacked)",
   CACHE_OPTIONS: "open bug: BuildKit keeps one cache per id and uid/gid/mode (the frontend seeds a cache with uid/gid/mode from its own directory), so a step naming the same id with other options sees an empty cache; Strata shares one cache per id whatever the options",
   USER_XATTRS: "to decide: Strata's RUN diff keeps user.* xattrs; BuildKit 0.8 (docker's archive package) records only security.capability. Either record only security.capability as the peer does, or justify keeping them here",
 } as const;
@@ -50,12 +49,6 @@ export const KNOWN_DIFFERENCES: Record<string, KnownDifference> = {
     observed: [
       "/l/dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee/over-100.txt: strata file 0644 0:0 size=4 sha256=eea8254c7500 | docker file 0644 0:0 size=4 sha256=eea8254c7500 hardlinked=[\"/l/hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh\"]",
       "/l/hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh: strata file 0644 0:0 size=4 sha256=eea8254c7500 | docker file 0644 0:0 size=4 sha256=eea8254c7500 hardlinked=[\"/l/dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee/over-100.txt\"]",
-    ],
-  },
-  'add-url': {
-    reason: because('ADD_URL'),
-    observed: [
-      "strata build failed: line 2: Dockerfile:2: ADD from a URL (\"{{HTTP}}/files/hello.txt\") is not supported by Strata yet; fetch it in a RUN step or add it to the build context",
     ],
   },
   'run-links-fifos': {
