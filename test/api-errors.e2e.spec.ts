@@ -53,6 +53,18 @@ describe('bad input gets a clear error and loses nothing', () => {
     expect(res.json.message).toMatch(message);
   });
 
+  it('closes a connection it answered before reading the body, so the next request of the client works', async () => {
+    const refused = await fetch(`${stack.url}/v1/builds?repository=Bad_Name`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${alice.token}`, 'content-type': 'application/x-tar' },
+      body: simple(),
+    });
+    expect([refused.status, refused.headers.get('connection')]).toEqual([400, 'close']);
+    await refused.text();
+    // The same keep-alive pool: without the close, this request could land on the dropped socket.
+    for (let n = 0; n < 5; n++) expect((await api(stack, alice.token, 'GET', '/v1/builds?limit=1')).status).toBe(200);
+  });
+
   it('refuses a context that is not a tar or gzip, an empty one, and one over the size limit', async () => {
     const json = await api(stack, alice.token, 'POST', '/v1/builds?repository=ok', '{}', 'application/json');
     expect(json.status).toBe(415);

@@ -214,6 +214,13 @@ export function ensureDependencies() {
   const installed = existsSync(path.join(root, 'node_modules/.bin/jest')) && existsSync(stamp) ? readFileSync(stamp, 'utf8') : null;
   if (installed === want) return;
   log('installing npm dependencies');
-  execFileSync('npm', [existsSync(lock) ? 'ci' : 'install'], { cwd: root, stdio: 'inherit' });
+  // playwright-core drives Debian's chromium; no browser is ever downloaded.
+  execFileSync('npm', [existsSync(lock) ? 'ci' : 'install'], { cwd: root, stdio: 'inherit', env: { ...process.env, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: '1' } });
   writeFileSync(stamp, want);
+}
+
+/** Builds the web console (apps/console) with Vite into apps/console/dist, which the api serves at `/`. */
+export function buildConsole() {
+  log('building the console (vite)');
+  execFileSync(path.join(root, 'node_modules/.bin/vite'), ['build', '--logLevel', 'warn', 'apps/console'], { cwd: root, stdio: 'inherit' });
 }

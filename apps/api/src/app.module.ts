@@ -2,6 +2,7 @@ import { type DynamicModule, Module } from '@nestjs/common';
 import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { DbModule } from '@strata/db';
 import { AuthGuard } from './auth/auth.guard.js';
+import { WhoamiController } from './auth/whoami.controller.js';
 import { BuildsController } from './builds/builds.controller.js';
 import { BuildsService } from './builds/builds.service.js';
 import { DockerfileController } from './dockerfile/dockerfile.controller.js';
@@ -26,7 +27,7 @@ export class AppModule {
     return {
       module: AppModule,
       imports: [configModule, DbModule, RegistryModule, LogsModule, TriggersModule],
-      controllers: [HealthController, BuildsController, RepositoriesController, DockerfileController],
+      controllers: [HealthController, WhoamiController, BuildsController, RepositoriesController, DockerfileController],
       providers: [AuthGuard, BuildsQueueCloser, BuildsService, RepositoriesService, buildsQueueProvider, storageProvider],
     };
   }

@@ -5,6 +5,7 @@ import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { StrataConfig } from '@strata/config';
 import { AppModule } from './app.module.js';
 import { HttpErrorFilter } from './common/http-error.filter.js';
+import { consoleFiles } from './console/console-files.js';
 
 /** Builds the api application (used by main.ts and by the end-to-end tests). */
 export async function createApiApp(config: StrataConfig, opts: { logger?: boolean } = {}): Promise<INestApplication> {
@@ -15,6 +16,8 @@ export async function createApiApp(config: StrataConfig, opts: { logger?: boolea
   });
   app.useGlobalFilters(new HttpErrorFilter());
   app.enableShutdownHooks();
+  // The web console (apps/console, built by Vite) at `/`; registered before the routes, it passes API paths on.
+  app.use(consoleFiles());
   const doc = new DocumentBuilder()
     .setTitle('Strata API')
     .setDescription('Container image builds: contexts in, OCI images out.')

@@ -82,10 +82,12 @@ const handlers: { [K in Keyword]: Handler<K> } = {
     return { definition: { cmd: cfg.Cmd }, createdBy: `CMD ${goQuotedList(cfg.Cmd)}` };
   },
   ENTRYPOINT({ ins, cfg, stage }) {
-    cfg.Entrypoint = commandArgs(ins.cmd, stage.vars.shell);
+    const entrypoint = commandArgs(ins.cmd, stage.vars.shell);
+    // `ENTRYPOINT []` clears it: BuildKit leaves the field out rather than recording an empty list.
+    cfg.Entrypoint = entrypoint.length > 0 ? entrypoint : null;
     // As in Docker: a new ENTRYPOINT drops the CMD inherited from the base image.
     if (!stage.cmdSet) cfg.Cmd = null;
-    return { definition: { entrypoint: cfg.Entrypoint }, createdBy: `ENTRYPOINT ${goQuotedList(cfg.Entrypoint)}` };
+    return { definition: { entrypoint: cfg.Entrypoint }, createdBy: `ENTRYPOINT ${goQuotedList(entrypoint)}` };
   },
   SHELL({ ins, cfg }) {
     cfg.Shell = ins.shell;

@@ -60,7 +60,8 @@ export async function prepareRun(ctx: StepContext<RunInstruction>): Promise<Prep
   const names = new Set(envList.map((kv) => kv.slice(0, kv.indexOf('='))));
   const proxies = Object.entries(evaluated.proxyEnv).filter(([k]) => !names.has(k)).map(([k, v]) => `${k}=${v}`);
   const args = runArgs(ins, stage.vars.shell, fail);
-  const user = cfg.User || 'root';
+  // No USER: the runtime runs uid 0 even where the image has no /etc/passwd, as BuildKit does.
+  const user = cfg.User || '';
   const cwd = stage.vars.workdir;
   const network = ins.network ?? 'default';
   const mounts = await prepareRunMounts(ctx, cwd);

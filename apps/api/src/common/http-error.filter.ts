@@ -1,5 +1,5 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger } from '@nestjs/common';
-import type { Response } from 'express';
+import type { Request, Response } from 'express';
 
 /**
  * Every error leaves as JSON `{ statusCode, error, message }` with a one-sentence message;
@@ -14,6 +14,13 @@ export class HttpErrorFilter implements ExceptionFilter {
     if (res.headersSent) {
       res.destroy();
       return;
+    }
+    // Answered before the body was read (a bad header, a body too large): drain what the client is
+    // still sending and close, so its next request does not land on a connection we are closing.
+    const req = host.switchToHttp().getRequest<Request>();
+    if (!req.complete) {
+      req.resume();
+      res.setHeader('Connection', 'close');
     }
     if (exception instanceof HttpException) {
       const status = exception.getStatus();

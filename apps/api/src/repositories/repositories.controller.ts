@@ -1,5 +1,5 @@
-import { BadRequestException, Controller, Get, HttpCode, Param, Post, Query, Req, Res, UseGuards } from '@nestjs/common';
-import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import { BadRequestException, Controller, Delete, Get, HttpCode, Param, Post, Query, Req, Res, UseGuards } from '@nestjs/common';
+import { ApiBearerAuth, ApiOperation, ApiQuery, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
 import { AuthGuard, RequireScope } from '../auth/auth.guard.js';
 import { type Caller, CurrentCaller } from '../auth/tenant.js';
@@ -29,9 +29,19 @@ export class RepositoriesController {
     await this.repositories.streamOciArchive(caller.tenantId, name, validTag(tag), res);
   }
 
+  @Delete('*path/tags/:tag')
+  @HttpCode(204)
+  @RequireScope('repositories:write')
+  @ApiOperation({ summary: 'Delete a tag (the image stays until garbage collection finds nothing referring to it)' })
+  @ApiResponse({ status: 204, description: 'The tag is gone' })
+  @ApiResponse({ status: 404, description: 'No such repository or tag for this tenant' })
+  async deleteTag(@CurrentCaller() caller: Caller, @Param('path') path: string[] | string, @Param('tag') tag: string): Promise<void> {
+    await this.repositories.deleteTag(caller.tenantId, validRepositoryName(joinPath(path), 'repository name'), validTag(tag));
+  }
+
   @Get('*path/tags')
   @RequireScope('repositories:read')
-  @ApiOperation({ summary: "A repository's tags" })
+  @ApiOperation({ summary: "A repository's tags with their digest, size (manifest, config and compressed layers) and last update" })
   tags(@CurrentCaller() caller: Caller, @Param('path') path: string[] | string) {
     return this.repositories.tags(caller.tenantId, validRepositoryName(joinPath(path), 'repository name'));
   }
