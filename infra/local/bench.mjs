@@ -3,7 +3,7 @@
 // benchmarks under bench/ and prints a table of ratios (Strata / peer; below 1 means Strata is faster).
 //   npm run bench                       both benchmarks, 5 runs per case
 //   npm run bench -- --runs 9           more runs per case (medians are reported)
-//   npm run bench -- --only parse       or --only build-cache, --only registry, or --only console
+//   npm run bench -- --only parse       or --only build-cache, --only registry, --only console or --only load
 //   npm run bench -- --write-docs       also replace the results block in docs/benchmarks.md
 // The build-cache benchmark starts dockerd, a docker-registry and Strata's api and worker itself and
 // stops them when it ends (also on failure or Ctrl-C). PostgreSQL, Redis and S3 are left running, as
@@ -23,7 +23,7 @@ const runs = Number(opt('runs', process.env.BENCH_RUNS ?? 5));
 const only = opt('only', 'all');
 const writeDocs = args.includes('--write-docs');
 if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs takes a positive integer');
-if (!['all', 'parse', 'build-cache', 'registry', 'console'].includes(only)) throw new Error('--only takes parse, build-cache, registry or console');
+if (!['all', 'parse', 'build-cache', 'registry', 'console', 'load'].includes(only)) throw new Error('--only takes parse, build-cache, registry, console or load');
 
 const started = Date.now();
 ensureDependencies();
@@ -67,7 +67,8 @@ const cache = only === 'all' || only === 'build-cache' ? runBench('build-cache',
 const registry = only === 'all' || only === 'registry' ? runBench('registry', 'bench/registry/bench.mjs') : null;
 if (only === 'all' || only === 'console') buildConsole();
 const consoleBench = only === 'all' || only === 'console' ? runBench('console', 'bench/console/bench.mjs') : null;
-for (const b of [parse, cache, registry, consoleBench]) if (b && (b.status !== 0 || b.result.error)) failed = true;
+const load = only === 'all' || only === 'load' ? runBench('load', 'bench/load/bench.mjs') : null;
+for (const b of [parse, cache, registry, consoleBench, load]) if (b && (b.status !== 0 || b.result.error)) failed = true;
 
 const ms = (x) => (x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(0)} ms`);
 const opt2 = (x) => (x == null || Number.isNaN(x) ? '-' : ms(x));
@@ -104,6 +105,18 @@ if (registry) {
   if (g.error) lines.push('', `Registry benchmark failed: ${g.error.split('\n')[0]}`);
   lines.push('');
 }
+if (load) {
+  const l = load.result;
+  if (l.error) lines.push(`Load benchmark failed: ${l.error.split('\n')[0]}`);
+  else {
+    lines.push(`Load: ${l.builds} builds (FROM scratch, two COPY steps) from ${l.tenants} tenants submitted at once over ${l.apis} api processes, ${l.workers} workers (concurrency 2 each); every build succeeded and was claimed once:`);
+    lines.push('');
+    lines.push('| builds/min | queue wait p50 | queue wait p95 | build p50 (in the worker) | wall time |');
+    lines.push('|---:|---:|---:|---:|---:|');
+    lines.push(`| ${l.buildsPerMinute.toFixed(0)} | ${l.queueWaitP50.toFixed(1)} s | ${l.queueWaitP95.toFixed(1)} s | ${l.buildP50.toFixed(2)} s | ${l.wallSeconds.toFixed(1)} s |`);
+  }
+  lines.push('');
+}
 if (parse) {
   const p = parse.result;
   if (p.error) lines.push(`Dockerfile parse benchmark failed: ${p.error.split('\n')[0]}`);
@@ -136,7 +149,7 @@ if (consoleBench) {
 const table = lines.join('\n');
 process.stdout.write(`\n${table}\n`);
 writeFileSync(path.join(resultsDir, 'latest.md'), `${table}\n`);
-writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null, registry: registry?.result ?? null, console: consoleBench?.result ?? null }, null, 2));
+writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null, registry: registry?.result ?? null, console: consoleBench?.result ?? null, load: load?.result ?? null }, null, 2));
 
 if (writeDocs) {
   const doc = path.join(root, 'docs/benchmarks.md');

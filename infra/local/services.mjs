@@ -119,10 +119,11 @@ async function startRedis() {
   const dir = path.join(stateDir, 'redis');
   mkdirSync(dir, { recursive: true });
   execFileSync('redis-server', ['--daemonize', 'yes', '--port', String(REDIS_PORT), '--bind', '127.0.0.1',
-    '--save', '', '--appendonly', 'no', '--dir', dir, '--pidfile', path.join(dir, 'redis.pid'),
+    // An append-only file: a restarted Redis keeps its queue (the reconciler covers the loss anyway, see docs/adr/0011).
+    '--save', '', '--appendonly', 'yes', '--maxmemory-policy', 'noeviction', '--dir', dir, '--pidfile', path.join(dir, 'redis.pid'),
     '--logfile', path.join(dir, 'redis.log')], { stdio: 'ignore' });
   await waitPort(REDIS_PORT, 'Redis');
-  return { name: 'Redis', stop: () => spawnSync('redis-cli', ['-p', String(REDIS_PORT), 'shutdown', 'nosave'], { stdio: 'ignore' }) };
+  return { name: 'Redis', stop: () => spawnSync('redis-cli', ['-p', String(REDIS_PORT), 'shutdown'], { stdio: 'ignore' }) };
 }
 
 async function startS3() {

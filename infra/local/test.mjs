@@ -51,6 +51,8 @@ const status = run(
     STRATA_GC_INTERVAL_MS: '0',
     // Test git servers and forge stand-ins listen on loopback; tenant-given URLs may reach it only because this says so.
     STRATA_ALLOW_PRIVATE_SOURCES: '127.0.0.0/8',
+    // The JSON event lines of api and workers: only warnings and errors, or they would drown jest's report.
+    STRATA_LOG_LEVEL: process.env.STRATA_LOG_LEVEL ?? 'warn',
     STRATA_QUEUE_PREFIX: `strata-test-${randomBytes(4).toString('hex')}`,
     STRATA_DATA_DIR: path.join(root, '.strata/test-worker'),
   },

@@ -1,4 +1,4 @@
-import { type DynamicModule, Module } from '@nestjs/common';
+import { type DynamicModule, type MiddlewareConsumer, Module, type NestModule, RequestMethod } from '@nestjs/common';
 import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { DbModule } from '@strata/db';
 import { AuthGuard } from './auth/auth.guard.js';
@@ -8,6 +8,10 @@ import { BuildsService } from './builds/builds.service.js';
 import { DockerfileController } from './dockerfile/dockerfile.controller.js';
 import { HealthController } from './health/health.controller.js';
 import { LogsModule } from './logs/logs.module.js';
+import { FleetRedisModule } from './metrics/fleet-redis.provider.js';
+import { MetricsController } from './metrics/metrics.controller.js';
+import { MetricsService } from './metrics/metrics.service.js';
+import { RegistryRequestsMiddleware } from './metrics/registry-requests.middleware.js';
 import { BuildsQueueCloser, buildsQueueProvider } from './queue.provider.js';
 import { RepositoriesController } from './repositories/repositories.controller.js';
 import { RepositoriesService } from './repositories/repositories.service.js';
@@ -16,7 +20,7 @@ import { storageProvider } from './storage/storage.provider.js';
 import { TriggersModule } from './triggers/triggers.module.js';
 
 @Module({})
-export class AppModule {
+export class AppModule implements NestModule {
   static forConfig(config: StrataConfig): DynamicModule {
     const configModule: DynamicModule = {
       module: class ConfigModule {},
@@ -26,9 +30,13 @@ export class AppModule {
     };
     return {
       module: AppModule,
-      imports: [configModule, DbModule, RegistryModule, LogsModule, TriggersModule],
-      controllers: [HealthController, WhoamiController, BuildsController, RepositoriesController, DockerfileController],
-      providers: [AuthGuard, BuildsQueueCloser, BuildsService, RepositoriesService, buildsQueueProvider, storageProvider],
+      imports: [configModule, FleetRedisModule, DbModule, RegistryModule, LogsModule, TriggersModule],
+      controllers: [HealthController, WhoamiController, BuildsController, RepositoriesController, DockerfileController, MetricsController],
+      providers: [AuthGuard, BuildsQueueCloser, BuildsService, RepositoriesService, buildsQueueProvider, storageProvider, MetricsService],
     };
+  }
+
+  configure(consumer: MiddlewareConsumer): void {
+    consumer.apply(RegistryRequestsMiddleware).forRoutes({ path: 'v2', method: RequestMethod.ALL }, { path: 'v2/*path', method: RequestMethod.ALL });
   }
 }

@@ -15,6 +15,11 @@ export async function createApiApp(config: StrataConfig, opts: { logger?: boolea
     bodyParser: false,
   });
   app.useGlobalFilters(new HttpErrorFilter());
+  // Idle keep-alive connections outlive a load balancer's (60 s on most) and clients': the side that
+  // closes an idle connection first must be the client, or a request sent as it closes is reset.
+  const server = app.getHttpServer() as { keepAliveTimeout: number; headersTimeout: number };
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
   app.enableShutdownHooks();
   // The web console (apps/console, built by Vite) at `/`; registered before the routes, it passes API paths on.
   app.use(consoleFiles());

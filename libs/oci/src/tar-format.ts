@@ -199,3 +199,49 @@ function displayName(value: string | Buffer): string {
 export function tarEndOfArchive(): Buffer {
   return Buffer.alloc(2 * TAR_BLOCK_SIZE);
 }
+
+/**
+ * Why a 512-byte block is not a tar header, or null when it is one (or an all-zero end-of-archive
+ * block). The checksum is the only field every tar writer fills in, so it is what tells a tar from
+ * other bytes; like GNU tar, a checksum computed over signed bytes is accepted too.
+ */
+export function tarHeaderProblem(block: Buffer): string | null {
+  if (block.length < TAR_BLOCK_SIZE) return `the first tar header needs ${TAR_BLOCK_SIZE} bytes, got ${block.length}`;
+  const header = block.subarray(0, TAR_BLOCK_SIZE);
+  if (header.every((b) => b === 0)) return null;
+  const field = header.subarray(148, 156).toString('latin1').replace(/[\0 ]+$/, '').replace(/^[\0 ]+/, '');
+  if (!/^[0-7]{1,8}$/.test(field)) return 'the first 512-byte block is not a tar header (its checksum field is not an octal number)';
+  const stored = parseInt(field, 8);
+  let unsigned = 0;
+  let signed = 0;
+  for (let i = 0; i < TAR_BLOCK_SIZE; i++) {
+    const b = i >= 148 && i < 156 ? 0x20 : header[i]!;
+    unsigned += b;
+    signed += b > 127 ? b - 256 : b;
+  }
+  if (stored !== unsigned && stored !== signed) return 'the first 512-byte block is not a tar header (its checksum does not match)';
+  return null;
+}
+
+/** Formats a build context or layer is sometimes sent in by mistake, told apart by their first bytes. */
+export type ArchiveMagic = 'gzip' | 'zstd' | 'xz' | 'bzip2' | 'zip' | '7z';
+
+const MAGIC: Array<[ArchiveMagic, number[]]> = [
+  ['gzip', [0x1f, 0x8b]],
+  ['zstd', [0x28, 0xb5, 0x2f, 0xfd]],
+  ['xz', [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]],
+  ['bzip2', [0x42, 0x5a, 0x68]],
+  ['zip', [0x50, 0x4b, 0x03, 0x04]],
+  ['7z', [0x37, 0x7a, 0xbc, 0xaf, 0x27, 0x1c]],
+];
+
+/** The compressed or archive format `head` starts with, or null (a plain tar, or unknown bytes). */
+export function archiveMagic(head: Buffer): ArchiveMagic | null {
+  for (const [format, magic] of MAGIC) {
+    if (head.length >= magic.length && magic.every((byte, i) => head[i] === byte)) return format;
+  }
+  return null;
+}
+
+/** Bytes needed to recognise every format archiveMagic knows. */
+export const ARCHIVE_MAGIC_BYTES = 6;

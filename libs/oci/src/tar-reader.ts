@@ -1,8 +1,9 @@
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
+import { types } from 'node:util';
 import { createGunzip } from 'node:zlib';
 import { extract as createTarExtractor, type Header as RawTarHeader } from 'tar-stream';
-import type { TarEntryType } from './tar-format.js';
+import { archiveMagic, type TarEntryType } from './tar-format.js';
 
 export interface TarEntryHeader {
   /** Path as stored in the archive (PAX/GNU long names applied), without a trailing '/'. */
@@ -38,19 +39,28 @@ export interface TarReadOptions {
   onTarChunk?: (chunk: Buffer) => void;
 }
 
+/** A hostile name is quoted by its start and end, so a message stays one readable sentence. */
+function shortened(name: string): string {
+  return name.length <= 200 ? name : `${name.slice(0, 100)}…${name.slice(-60)}`;
+}
+
 /** An archive was refused; `entry` names the offending entry when there is one. */
 export class TarExtractionError extends Error {
   override readonly name = 'TarExtractionError';
   constructor(readonly entry: string | undefined, reason: string) {
-    super(entry === undefined ? `refusing archive: ${reason}` : `refusing tar entry ${JSON.stringify(entry)}: ${reason}`);
+    super(entry === undefined ? `refusing archive: ${reason}` : `refusing tar entry ${JSON.stringify(shortened(entry))}: ${reason}`);
   }
 }
 
-const GZIP_MAGIC = [0x1f, 0x8b];
-const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
-
-function startsWith(head: Buffer, magic: number[]): boolean {
-  return head.length >= magic.length && magic.every((byte, i) => head[i] === byte);
+/**
+ * The bytes are not a tar (or tar+gzip) archive at all: bad gzip data, a broken header, an archive
+ * that ends early. Errors of the stream being read are passed on as they are, not as this.
+ */
+export class TarFormatError extends Error {
+  override readonly name = 'TarFormatError';
+  constructor(reason: string) {
+    super(reason);
+  }
 }
 
 /** Peeks at the first bytes and returns the plain tar stream, gunzipping if the input is gzip. */
@@ -65,7 +75,8 @@ async function openTarStream(input: Readable): Promise<Readable> {
     buffered += next.value.length;
   }
   const head = Buffer.concat(pending);
-  if (startsWith(head, ZSTD_MAGIC)) throw new TarExtractionError(undefined, 'zstd-compressed archives are not supported; send tar or tar+gzip');
+  const magic = archiveMagic(head);
+  if (magic !== null && magic !== 'gzip') throw new TarExtractionError(undefined, `${magic} archives are not supported; send tar or tar+gzip`);
   const replay = Readable.from(
     (async function* () {
       try {
@@ -81,7 +92,7 @@ async function openTarStream(input: Readable): Promise<Readable> {
     })(),
     { objectMode: false },
   );
-  if (!startsWith(head, GZIP_MAGIC)) return replay;
+  if (magic !== 'gzip') return replay;
   const gunzip = createGunzip();
   replay.on('error', (err) => gunzip.destroy(err));
   return replay.pipe(gunzip);
@@ -147,6 +158,9 @@ function normalizeHeader(raw: RawTarHeader): TarEntryHeader {
  * Each body must be consumed or ignored before asking for the next entry; ignored bodies are drained.
  */
 export async function* readTarEntries(input: Readable, options: TarReadOptions = {}): AsyncGenerator<TarEntry> {
+  // What the input itself failed with (a download cut off) is not the archive's fault.
+  let inputError: unknown;
+  input.once('error', (e) => (inputError ??= e));
   const tar = await openTarStream(input);
   const extractor = createTarExtractor();
   const stages: NodeJS.ReadWriteStream[] = options.maxUncompressedBytes === undefined ? [] : [new ByteLimit(options.maxUncompressedBytes)];
@@ -169,7 +183,17 @@ export async function* readTarEntries(input: Readable, options: TarReadOptions =
   let completed = false;
   try {
     for await (const raw of extractor) {
-      const body = Readable.from(raw, { objectMode: false });
+      // An entry cut short fails its body, not the loop: that error is the archive's fault too.
+      const body = Readable.from(
+        (async function* () {
+          try {
+            yield* raw;
+          } catch (err) {
+            throw asFormatError(err, inputError);
+          }
+        })(),
+        { objectMode: false },
+      );
       yield { header: normalizeHeader(raw.header), body };
       if (!body.readableEnded && !body.destroyed) {
         body.resume();
@@ -180,7 +204,7 @@ export async function* readTarEntries(input: Readable, options: TarReadOptions =
     if (failure !== undefined) throw failure;
     completed = true;
   } catch (err) {
-    throw failure ?? err;
+    throw asFormatError(failure ?? err, inputError);
   } finally {
     if (!completed) {
       input.destroy();
@@ -188,6 +212,25 @@ export async function* readTarEntries(input: Readable, options: TarReadOptions =
       extractor.destroy();
     }
   }
+}
+
+/** What the archive readers' own errors mean for the sender. */
+const FORMAT_ERRORS: Array<[RegExp, string]> = [
+  [/^Unexpected end of data/, 'it ends in the middle of an entry (was it cut short?)'],
+  [/^Invalid tar header\. Maybe/, 'an entry header is corrupt (its checksum does not match)'],
+  [/^Invalid tar header: unknown format|^Invalid header/, 'an entry header is not a tar header'],
+  [/^Header exceeds max size/, 'an extended (PAX or long-name) header is too large'],
+];
+
+/** gzip's and tar-stream's own errors say the bytes are not an archive; anything else passes unchanged. */
+function asFormatError(err: unknown, inputError: unknown): unknown {
+  // isNativeError, not instanceof: zlib's errors come from Node's own realm, which is another realm under jest's vm.
+  if (!types.isNativeError(err) || err === inputError || err instanceof TarExtractionError) return err;
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  if (code === 'Z_BUF_ERROR') return new TarFormatError('the gzip stream ends early (was it cut short?)');
+  if (code.startsWith('Z_')) return new TarFormatError(`the gzip data is corrupt (${err.message})`);
+  for (const [pattern, reason] of FORMAT_ERRORS) if (pattern.test(err.message)) return new TarFormatError(reason);
+  return err;
 }
 
 export interface ExtractLimits {
@@ -252,8 +295,13 @@ export async function linkResolvesInside(linkParts: string[], target: string, li
 }
 
 /** Splits an archive path into components, refusing absolute paths and `..` that climbs above the root. */
+const PATH_MAX = 4096;
+const NAME_MAX = 255;
+
 export function safeArchivePath(name: string, entryForErrors: string = name): string[] {
   if (name.includes('\0')) throw new TarExtractionError(entryForErrors, 'path contains a NUL byte');
+  // Linux's own limits; a longer path could never be written, and a deep one costs an index entry per level.
+  if (Buffer.byteLength(name) > PATH_MAX) throw new TarExtractionError(entryForErrors, `path is longer than ${PATH_MAX} bytes`);
   if (name.startsWith('/')) throw new TarExtractionError(entryForErrors, `path ${JSON.stringify(name)} is absolute`);
   const parts: string[] = [];
   for (const part of name.split('/')) {
@@ -263,6 +311,7 @@ export function safeArchivePath(name: string, entryForErrors: string = name): st
       parts.pop();
       continue;
     }
+    if (Buffer.byteLength(part) > NAME_MAX) throw new TarExtractionError(entryForErrors, `path component is longer than ${NAME_MAX} bytes`);
     parts.push(part);
   }
   return parts;

@@ -24,6 +24,8 @@ export interface ResolverSettings {
     /** null when short names resolve only to the tenant's repositories. */
     upstreamRegistry: string | null;
     insecureRegistries: string[];
+    /** How long a registry may take to start answering (STRATA_PULL_TIMEOUT_MS); RegistryClient's default when absent. */
+    responseTimeoutMs?: number;
   };
 }
 
@@ -55,6 +57,7 @@ export class TenantImageResolver {
       ? (pull.client ??
         new RegistryClient({
           insecureRegistries: pull.settings.pull.insecureRegistries,
+          responseTimeoutMs: pull.settings.pull.responseTimeoutMs,
           credentials: (host) => pull.credentials?.[host.toLowerCase()],
           userAgent: 'strata-worker',
         }))

@@ -5,11 +5,12 @@ import { Transform, type Readable } from 'node:stream';
 import { buildCancelChannel, sealSecrets, STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService, type Prisma, retryOnUniqueViolation } from '@strata/db';
 import { type RegistryAuth, registryAuthToEntries } from '@strata/registry';
-import { redisConnection } from '@strata/queue';
+import { logEvent, redisConnection } from '@strata/queue';
 import { readTarEntries } from '@strata/oci';
 import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
 import { toBuildView, type BuildView } from './build-view.js';
+import { ContextArchiveCheck } from './context-archive-check.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 
 export interface BuildRequest {
@@ -72,13 +73,16 @@ export class BuildsService implements OnModuleDestroy {
         done(null, chunk);
       },
     });
+    const archive = new ContextArchiveCheck();
     body.on('error', (e) => counter.destroy(e));
-    body.pipe(counter);
+    counter.on('error', (e) => archive.destroy(e));
+    body.pipe(counter).pipe(archive);
     try {
-      await this.storage.objects.put(contextKey, counter);
+      await this.storage.objects.put(contextKey, archive);
     } catch (e) {
       await this.storage.objects.delete(contextKey).catch(() => undefined);
       body.resume();
+      if (archive.refusal) throw archive.refusal;
       if (tooLarge) {
         throw new HttpException(
           { statusCode: 413, error: 'Payload Too Large', message: `The build context is larger than the limit of ${limit} bytes.` },
@@ -100,13 +104,15 @@ export class BuildsService implements OnModuleDestroy {
       req.registryAuth && Object.keys(req.registryAuth).length > 0
         ? new Uint8Array(sealSecrets(this.config.secretsKey, id, registryAuthToEntries(req.registryAuth)))
         : null;
-    const build = await retryOnUniqueViolation(() => this.prisma.$transaction(async (tx) => {
-      const repository = await tx.repository.upsert({
+    // No interactive transaction: parallel builds of one repository would queue on its row lock past
+    // the transaction timeout under load. The upsert is idempotent, the create one statement.
+    const build = await retryOnUniqueViolation(async () => {
+      const repository = await this.prisma.repository.upsert({
         where: { tenantId_name: { tenantId, name: req.repository } },
         update: {},
         create: { tenantId, name: req.repository },
       });
-      return tx.build.create({
+      return this.prisma.build.create({
         data: {
           id,
           tenantId,
@@ -122,11 +128,13 @@ export class BuildsService implements OnModuleDestroy {
           contextDigest,
           secretsSealed,
           registryAuthSealed,
+          queue: this.config.queuePrefix,
         },
         include: { repository: true, steps: true },
       });
-    }));
+    });
     await this.queue.add('build', { buildId: id, tenantId }, { jobId: id });
+    logEvent('info', 'build queued', { buildId: id, tenantId, repository: req.repository, contextBytes: size });
     return toBuildView(build);
   }
 

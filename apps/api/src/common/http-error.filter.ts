@@ -15,13 +15,10 @@ export class HttpErrorFilter implements ExceptionFilter {
       res.destroy();
       return;
     }
-    // Answered before the body was read (a bad header, a body too large): drain what the client is
-    // still sending and close, so its next request does not land on a connection we are closing.
+    // A refusal sent before the body was read (a bad header, not a tar): drain what the client is
+    // still sending, so it reads the answer and its connection stays usable.
     const req = host.switchToHttp().getRequest<Request>();
-    if (!req.complete) {
-      req.resume();
-      res.setHeader('Connection', 'close');
-    }
+    if (!req.complete) req.resume();
     if (exception instanceof HttpException) {
       const status = exception.getStatus();
       const body = exception.getResponse();
