@@ -87,18 +87,18 @@ describe('POST /v1/dockerfile/check', () => {
   it('answers 422 for what Strata parses but does not build, naming each line, and only warns about a duplicate stage name', async () => {
     const text = [
       'FROM scratch AS a',
-      'COPY --link x /x',
+      'ADD --keep-git-dir=true x /x',
       'FROM scratch AS a',
-      'ADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 y /y',
+      'ADD --keep-git-dir=true y /y',
       'RUN --network=host true',
       '',
     ].join('\n');
     const res = await api(stack, token, 'POST', '/v1/dockerfile/check', text, 'text/plain');
     expect(res.status).toBe(422);
-    // The target is the later stage "a": the earlier one is not needed, so its COPY --link is not refused.
+    // The target is the later stage "a": the earlier one is not needed, so its ADD --keep-git-dir is not refused.
     expect(res.json.neededStages).toEqual([1]);
     expect(res.json.errors.map((e: { line: number; message: string }) => [e.line, e.message])).toEqual([
-      [4, 'ADD --checksum is not supported by Strata yet; remove the flag and check the file in a RUN step'],
+      [4, 'ADD --keep-git-dir is not supported by Strata yet; remove the flag'],
       [5, 'RUN --network=host is not allowed on this deployment (STRATA_RUN_NETWORK is not host); use the default network or --network=none'],
     ]);
     expect(res.json.warnings).toContainEqual(expect.objectContaining({ rule: 'DuplicateStageName', line: 3 }));

@@ -14,7 +14,6 @@ export const REASONS = {
   CONTEXT_ABS_SYMLINK: "open bug: a context holding a symlink to an absolute path is refused as a whole (\"symlink target … is absolute\"); BuildKit takes it and COPY keeps the link as it is",
   HARDLINKS_COPY: "open bug: COPY (from the context, and --from a stage) turns hard links into separate files; BuildKit keeps them linked",
   MOUNT_STUBS: "justified: dockerd 20.10's BuildKit (v0.8) leaves the mount points runc creates for a RUN (/dev, /proc, /sys, --mount targets) in the layer as empty directories; Strata removes them as BuildKit's mount stub cleaner does since v0.10 (libs/runtime/src/mount-stubs.ts)",
-  ADD_URL: "missing feature: ADD <url> fails the build (\"ADD from a URL … is not supported by Strata yet\"); BuildKit downloads the file (mode 0600, --chown applied, a remote archive not unpacked)",
   CACHE_OPTIONS: "open bug: BuildKit keeps one cache per id and uid/gid/mode (the frontend seeds a cache with uid/gid/mode from its own directory), so a step naming the same id with other options sees an empty cache; Strata shares one cache per id whatever the options",
   USER_XATTRS: "justified: Strata's RUN diff keeps user.* xattrs, as containerd's archive writer (newer BuildKit) does; dockerd 20.10's BuildKit records only security.capability (docker's archive package). security.capability itself compares equal",
 } as const;
@@ -43,12 +42,6 @@ export const KNOWN_DIFFERENCES: Record<string, KnownDifference> = {
     observed: [
       "/l/dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee/over-100.txt: strata file 0644 0:0 size=4 sha256=eea8254c7500 | docker file 0644 0:0 size=4 sha256=eea8254c7500 hardlinked=[\"/l/hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh\"]",
       "/l/hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh: strata file 0644 0:0 size=4 sha256=eea8254c7500 | docker file 0644 0:0 size=4 sha256=eea8254c7500 hardlinked=[\"/l/dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee/over-100.txt\"]",
-    ],
-  },
-  'add-url': {
-    reason: because('ADD_URL'),
-    observed: [
-      "strata build failed: line 2: Dockerfile:2: ADD from a URL (\"{{HTTP}}/files/hello.txt\") is not supported by Strata yet; fetch it in a RUN step or add it to the build context",
     ],
   },
   'run-on-bare-rootfs': {

@@ -20,6 +20,7 @@ import { contextFailure } from './context-errors.js';
 import { diskFailure } from './disk-errors.js';
 import { storageFailure } from './storage-errors.js';
 import { BlobLayerSink, PrismaCacheIndex } from './adapters.js';
+import { EgressSourceFetcher } from './url-source.js';
 import type { BuildLog, BuildLogs } from './logs/build-log.js';
 
 export interface BuildRunnerDeps {
@@ -51,6 +52,7 @@ export class BuildRunner {
   private readonly indexer: RootfsIndexer;
   /** Builds from a push fetch their commit with git. */
   private readonly git: GitCommitSource;
+  private readonly urls: EgressSourceFetcher;
   /** Aborted when the worker stops waiting for its builds on shutdown. */
   private readonly shutdown = new AbortController();
   /** Builds handed back by handBackAll(), for the worker to re-queue. */
@@ -63,6 +65,7 @@ export class BuildRunner {
     // Through the sink: a layer still being uploaded is read from its spool file.
     this.indexer = new RootfsIndexer((d) => this.layers.open(d));
     this.git = new GitCommitSource(deps.config.allowPrivateSources);
+    this.urls = new EgressSourceFetcher(deps.config.allowPrivateSources, deps.config.addUrl);
     this.registryClient = new RegistryClient({ insecureRegistries: deps.config.pull.insecureRegistries, responseTimeoutMs: deps.config.pull.responseTimeoutMs, userAgent: 'strata-worker' });
   }
 
@@ -157,6 +160,7 @@ export class BuildRunner {
         allowHostNetwork: config.run.network === 'host',
         allowInsecure: config.run.allowInsecure,
         rootfs: this.deps.rootfs,
+        sources: this.urls,
         onEvent: (e) => {
           this.deps.onEvent?.(buildId, e);
           log?.event(e);

@@ -98,8 +98,21 @@ export abstract class BuildContext {
     return e && e.at !== rel && e.at !== '' && this.ignore.ignores(e.at) ? null : e;
   }
 
-  /** The entry and, for a directory, everything below it that .dockerignore lets through, sorted. */
-  async *walk(start: ContextEntry): AsyncGenerator<ContextEntry> {
+  /**
+   * The entry and, for a directory, everything below it that .dockerignore lets through, sorted;
+   * `exclude` (COPY --exclude) drops paths matched relative to `excludeFrom` (the source itself, or
+   * the --parents pivot), as BuildKit matches them.
+   */
+  async *walk(start: ContextEntry, exclude?: IgnoreMatcher, excludeFrom = start.rel): AsyncGenerator<ContextEntry> {
+    if (!exclude || exclude.empty) {
+      yield* this.walkVisible(start);
+      return;
+    }
+    const prefix = excludeFrom === '' ? 0 : excludeFrom.length + 1;
+    for await (const e of this.walkVisible(start)) if (e === start || !exclude.ignores(e.rel.slice(prefix))) yield e;
+  }
+
+  private async *walkVisible(start: ContextEntry): AsyncGenerator<ContextEntry> {
     yield start;
     if (start.type !== 'directory') return;
     for (const n of await this.list(start)) {
@@ -110,11 +123,11 @@ export abstract class BuildContext {
       if (ignored) {
         // An excluded directory is still walked when an exception pattern reaches inside it.
         if (e.type === 'directory' && this.ignore.mayIncludeBelow(rel)) {
-          for await (const child of this.walk(e)) if (child !== e && !this.ignore.ignores(child.rel)) yield child;
+          for await (const child of this.walkVisible(e)) if (child !== e && !this.ignore.ignores(child.rel)) yield child;
         }
         continue;
       }
-      yield* this.walk(e);
+      yield* this.walkVisible(e);
     }
   }
 
@@ -123,11 +136,12 @@ export abstract class BuildContext {
    * size, link target, content hash and (a stage's files) owner; never mtime, so a fresh checkout
    * of the same files hits.
    */
-  async checksum(sources: ContextEntry[]): Promise<{ digest: string; files: Map<string, string> }> {
+  async checksum(sources: Array<ContextEntry | { entry: ContextEntry; excludeFrom: string }>, exclude?: IgnoreMatcher): Promise<{ digest: string; files: Map<string, string> }> {
     const h = createHash('sha256');
     const files = new Map<string, string>();
-    for (const src of sources) {
-      for await (const e of this.walk(src)) {
+    for (const source of sources) {
+      const src = 'entry' in source ? source.entry : source;
+      for await (const e of this.walk(src, exclude, 'entry' in source ? source.excludeFrom : src.rel)) {
         const content = e.type === 'file' ? await this.contentHash(e) : '';
         const owner = e.uid === undefined ? '' : `\0${e.uid}:${e.gid}`;
         const line = `${e.rel}\0${e.type}\0${e.mode.toString(8)}\0${e.size}\0${e.linkTarget ?? ''}\0${content}${owner}\n`;

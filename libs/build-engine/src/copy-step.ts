@@ -1,28 +1,64 @@
-// COPY and ADD: resolving sources (the context or another stage), the destination, owner and mode
-// (prepareCopy, which is all the cache key needs), then writing the layer (executeCopy).
+// COPY and ADD: resolving sources (the context or another stage, heredocs, URLs through the
+// SourceFetcher), the destination, owner and mode (prepareCopy, which is all the cache key needs),
+// then writing the layer (executeCopy).
 
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import path from 'node:path/posix';
 import type { Readable } from 'node:stream';
-import type { AddInstruction, CopyInstruction } from '@strata/dockerfile';
-import { type LayerEntry, parseWhiteout, TarExtractionError } from '@strata/oci';
+import { type AddInstruction, classifyAddSource, type CopyInstruction } from '@strata/dockerfile';
+import { type FileContent, type LayerEntry, parseWhiteout, TarExtractionError } from '@strata/oci';
 import { openArchive, spoolArchive } from './add-archive.js';
 import { type BuildContext, ContextSourceError, type ContextEntry, IndexedRootfs } from './context.js';
 import { DestinationError, LayerTree, createdDirTime, storeFileLayer } from './file-layer.js';
-import type { CachedStep } from './interfaces.js';
+import { ChmodError, type ModeChange, parseChmod } from './file-mode.js';
+import { cleanRelative, IgnoreMatcher, PatternSyntaxError } from './ignore.js';
+import { sha256, skipsCache } from './cache-key.js';
+import type { CachedStep, RemoteFileMemo } from './interfaces.js';
 import { resolveOwner, type RootfsIndex } from './rootfs-index.js';
 import { type BuildScope, sourceOf, type StageState, type StepContext } from './step-context.js';
 
+/** A source entry, and with --parents the directories between its pivot and it, recreated under the destination. */
+export interface CopySource {
+  entry: ContextEntry;
+  /** --parents: the entry's path below the pivot (`a/b` for `./x/./a/b`), and its parent directories in order. */
+  parents: { rel: string; dirs: ContextEntry[]; pivot: string } | null;
+}
+
+/** A heredoc source (`COPY <<EOF /x`): a file named by its delimiter. */
+export interface InlineFile {
+  name: string;
+  content: Buffer;
+}
+
+/** ADD <url>: the file fetched (mode 0600 as BuildKit's HTTP source), named from the URL's path. */
+export interface RemoteFile extends RemoteFileMemo {
+  url: string;
+  name: string;
+  /** Where it was downloaded; null when a conditional request found it unchanged (fetched again only if the step misses). */
+  file: string | null;
+}
+
+/** What --link builds on instead of the stage's image: nothing (BuildKit copies onto scratch and merges). */
+const EMPTY_ROOTFS: RootfsIndex = { paths: { get: () => undefined }, passwd: null, group: null, lookup: () => undefined, list: () => [], resolve: (rel) => rel };
+
 export interface PreparedCopy {
-  sources: ContextEntry[];
+  sources: CopySource[];
+  inline: InlineFile[];
+  remote: RemoteFile[];
+  /** --exclude, matched below each source directory. */
+  exclude: IgnoreMatcher;
+  /** --link: the layer is written without looking at the image below it. */
+  link: boolean;
   dest: string;
   destIsDir: boolean;
   /** --chown's owner; without it, directories created are root's and files keep their source's owner. */
   owner: { uid: number; gid: number };
   chown: boolean;
-  chmod: number | null;
+  chmod: ModeChange | null;
   /** ADD from the build context: a source file that is a tar (plain, gzip, bzip2, xz) is unpacked. */
   archive: boolean;
+  /** ADD --unpack: a URL's file that is an archive is unpacked too. */
+  unpackRemote: boolean;
   /** The image's paths, owners, passwd and group; read lazily (it downloads layers). */
   index: () => Promise<RootfsIndex>;
   context: BuildContext;
@@ -33,7 +69,7 @@ export interface PreparedCopy {
 
 /** Resolves a COPY or ADD without writing anything: what its cache key and its execution need. */
 export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruction>): Promise<PreparedCopy> {
-  // Words arrive expanded; ADD URLs, heredoc sources and flags Strata does not implement were refused by the frontend.
+  // Words arrive expanded; ADD URLs and flags Strata does not implement were refused by the frontend.
   const { ins, build, stage, fail } = ctx;
   let context = build.input.context;
   if (ins.keyword === 'COPY' && ins.from) {
@@ -50,20 +86,42 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
   let dest = ins.dest;
   const destIsDir = dest.endsWith('/') || dest === '.' || dest === '..';
   dest = path.resolve(cfg.WorkingDir || '/', dest);
-  const sources: ContextEntry[] = [];
+  const parents = ins.keyword === 'COPY' && ins.parents;
+  const sources: CopySource[] = [];
+  const remote: RemoteFile[] = [];
   for (const s of ins.sources) {
+    if (ins.keyword === 'ADD' && classifyAddSource(s).kind === 'url') {
+      remote.push(await fetchRemote(ctx as StepContext<AddInstruction>, s));
+      continue;
+    }
     try {
-      sources.push(...(await context.resolve(s)));
+      sources.push(...(parents ? await resolveWithParents(context, s) : (await context.resolve(s)).map((entry) => ({ entry, parents: null }))));
     } catch (e) {
       if (e instanceof ContextSourceError) fail(e.message);
       throw e;
     }
   }
-  if ((sources.length > 1 || ins.sources.length > 1) && !destIsDir) {
+  const inline = ins.heredocs.map((h) => ({ name: h.name, content: Buffer.from(h.content) }));
+  const count = ins.sources.length + inline.length;
+  if ((sources.length + inline.length + remote.length > 1 || count > 1) && !destIsDir && !parents) {
     fail(`with more than one source, the destination must be a directory and end with a "/" ("${ins.dest}")`);
   }
+  let exclude = IgnoreMatcher.fromPatterns([]);
+  try {
+    exclude = IgnoreMatcher.fromPatterns(ins.excludes);
+  } catch (e) {
+    if (e instanceof PatternSyntaxError) fail(`--exclude: ${e.message}`);
+    throw e;
+  }
+  if (ins.keyword === 'ADD' && ins.checksum !== null) verifyChecksum(ins.checksum, remote, sources.length + inline.length > 0, fail);
   const chmod = ins.chmod ? ins.chmod : null;
-  if (chmod !== null && !/^[0-7]{3,4}$/.test(chmod)) fail(`--chmod="${chmod}" is not an octal mode like 755 or 0644`);
+  let mode: ModeChange | null = null;
+  try {
+    mode = chmod === null ? null : parseChmod(chmod);
+  } catch (e) {
+    if (e instanceof ChmodError) fail(e.message);
+    throw e;
+  }
   const chown = ins.chown ? ins.chown : null;
   let owner = { uid: 0, gid: 0 };
   // Reading the image's layers costs downloads: only when needed (named owners now, parents on a miss).
@@ -79,29 +137,112 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
     const [uid, gid] = chown.split(':').map(Number);
     owner = { uid, gid: gid ?? uid };
   }
-  const checksum = await context.checksum(sources);
+  const checksum = await context.checksum(sources.map((s) => ({ entry: s.entry, excludeFrom: s.parents ? s.parents.pivot : s.entry.rel })), exclude);
+  const inlineHashes = inline.map((f) => `${f.name}:${createHash('sha256').update(f.content).digest('hex')}`);
   return {
     sources,
+    inline,
+    remote,
+    exclude,
+    link: ins.link,
     dest,
-    destIsDir,
+    destIsDir: destIsDir || parents,
     owner,
     chown: chown !== null,
-    chmod: chmod === null ? null : parseInt(chmod, 8),
-    archive: ins.keyword === 'ADD',
+    chmod: mode,
+    // ADD unpacks local archives unless --unpack=false, remote ones only with --unpack.
+    archive: ins.keyword === 'ADD' && ins.unpack !== false,
+    unpackRemote: ins.keyword === 'ADD' && ins.unpack === true,
     index,
     context,
-    definition: { kind: ins.keyword, dest, destIsDir, chown: owner, chmod, sources: ins.sources, checksum: checksum.digest },
+    definition: {
+      kind: ins.keyword, dest, destIsDir, chown: owner, chmod, sources: ins.sources, checksum: checksum.digest,
+      // Flags only in the definition when set, so existing cache entries keep their keys.
+      ...(inline.length > 0 ? { inline: inlineHashes } : {}),
+      // A remote file is its content and its time (Last-Modified becomes its mtime).
+      ...(remote.length > 0 ? { remote: remote.map((r) => ({ url: r.url, sha256: r.sha256, lastModified: r.lastModified })) } : {}),
+      ...(ins.excludes.length > 0 ? { excludes: ins.excludes } : {}),
+      ...(parents ? { parents: true } : {}),
+      ...(ins.link ? { link: true } : {}),
+      ...(ins.keyword === 'ADD' && ins.unpack !== null ? { unpack: ins.unpack } : {}),
+    },
     files: checksum.files,
   };
 }
 
+/**
+ * ADD <url>: asks the fetcher, conditionally when this tenant fetched the URL before (its ETag and
+ * Last-Modified remembered in the cache index), so an unchanged remote file keeps its digest and the
+ * step hits without downloading it.
+ */
+async function fetchRemote(ctx: StepContext<AddInstruction>, url: string): Promise<RemoteFile> {
+  const { build, fail } = ctx;
+  const fetcher = build.deps.sources;
+  if (!fetcher) return fail(`${url}: this worker cannot fetch URLs`);
+  const memoKey = sha256(`strata:add-url\0${url}`);
+  const memo = skipsCache(build, ctx.where.stageName) ? undefined : (await build.deps.cache.get(memoKey))?.remote;
+  const file = `${await build.live.scratch()}/${randomUUID()}.download`;
+  let got;
+  try {
+    got = await fetcher.fetch(url, file, memo ? { etag: memo.etag, lastModified: memo.lastModified } : undefined);
+  } catch (e) {
+    return fail(`${url}: ${(e as Error).message}`);
+  }
+  const name = remoteFileName(url);
+  if (got.notModified) {
+    if (memo) return { ...memo, url, name, file: null };
+    return fail(`${url}: the server answered 304 Not Modified to a request that was not conditional`);
+  }
+  const fetched: RemoteFileMemo = { sha256: got.sha256, size: got.size, etag: got.etag, lastModified: got.lastModified };
+  await build.deps.cache.put(memoKey, { remote: fetched });
+  return { ...fetched, url, name, file };
+}
+
+/** The file name ADD gives a URL's file: the last component of its path (BuildKit's "__unnamed__" when there is none). */
+function remoteFileName(url: string): string {
+  const base = path.basename(new URL(url).pathname);
+  return base === '' || base === '/' || base === '.' ? '__unnamed__' : decodeURIComponent(base);
+}
+
+/** ADD --checksum: only for URLs (as BuildKit), checked against what was fetched. */
+function verifyChecksum(checksum: string, remote: RemoteFile[], hasLocal: boolean, fail: (message: string) => never): void {
+  const m = /^sha256:([0-9a-f]{64})$/.exec(checksum);
+  if (!m) fail(`--checksum="${checksum}" is not a digest like sha256:<64 hex digits>`);
+  if (hasLocal || remote.length === 0) fail('--checksum can only be used with a URL source');
+  for (const r of remote) {
+    if (r.sha256 !== m![1]) fail(`--checksum: ${r.url} has digest sha256:${r.sha256}, not the sha256:${m![1]} given`);
+  }
+}
+
+/**
+ * COPY --parents: what a source matches, each with its path below the pivot (the part after
+ * `/./`, or the whole path) and the directories on the way, which BuildKit recreates as the source has them.
+ */
+async function resolveWithParents(context: BuildContext, source: string): Promise<CopySource[]> {
+  const pivotAt = source.indexOf('/./');
+  const pivot = pivotAt < 0 ? '' : cleanRelative(source.slice(0, pivotAt));
+  const out: CopySource[] = [];
+  for (const entry of await context.resolve(source)) {
+    const rel = pivot === '' ? entry.rel : entry.rel.slice(pivot.length + 1);
+    const parts = rel.split('/');
+    const dirs: ContextEntry[] = [];
+    for (let n = 1; n < parts.length; n++) {
+      const dir = parts.slice(0, n).join('/');
+      dirs.push(...(await context.resolve(pivot === '' ? dir : `${pivot}/${dir}`)));
+    }
+    out.push({ entry, parents: { rel, dirs, pivot } });
+  }
+  return out;
+}
+
 /** Writes the layer of a prepared COPY or ADD and stores it. */
 export async function executeCopy(build: BuildScope, stage: StageState, p: PreparedCopy, fail: (message: string) => never): Promise<CachedStep> {
-  const tree = new LayerTree(await p.index(), { ...p.owner, mtime: createdDirTime(build) });
+  // --link: destinations are not followed through the image's links, nothing of it is read.
+  const tree = new LayerTree(p.link ? EMPTY_ROOTFS : await p.index(), { ...p.owner, mtime: createdDirTime(build) });
   try {
     await planCopy(build, tree, p);
   } catch (e) {
-    if (e instanceof DestinationError || e instanceof TarExtractionError) fail(e.message);
+    if (e instanceof DestinationError || e instanceof TarExtractionError || e instanceof RemoteSourceError) fail(e.message);
     throw e;
   }
   return storeFileLayer(build, stage, [...tree.entries.values()]);
@@ -111,7 +252,7 @@ export async function executeCopy(build: BuildScope, stage: StageState, p: Prepa
 async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Promise<void> {
   const entry = (at: string, e: ContextEntry): LayerEntry => {
     // --chmod applies to everything copied but links; the destination directory keeps its own mode.
-    const mode = p.chmod ?? e.mode;
+    const mode = p.chmod ? p.chmod(e.mode, e.type === 'directory') : e.mode;
     // Without --chown a stage's files keep their owners (BuildKit); context files are root's.
     const owner = p.chown ? p.owner : { uid: e.uid ?? 0, gid: e.gid ?? 0 };
     const base = { path: at, ...owner, mtime: e.mtime };
@@ -120,48 +261,98 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
     return { ...base, type: 'file', mode, content: p.context.content(e) };
   };
   const join = (dir: string, name: string) => (dir === '' ? name : `${dir}/${name}`);
-  for (const src of p.sources) {
+  const putCopied = (placed: LayerEntry) => (placed.type === 'directory' ? tree.putCopiedDirectory(placed) : tree.put(placed));
+  for (const { entry: src, parents } of p.sources) {
+    if (parents) {
+      // --parents: the path below the pivot is kept, its directories copied as the source has them.
+      const destDir = tree.resolve(p.dest);
+      tree.mkdirAll(destDir);
+      for (const [i, dir] of parents.dirs.entries()) {
+        const at = join(destDir, parents.rel.split('/').slice(0, i + 1).join('/'));
+        if (!tree.entries.has(at)) putCopied(entry(at, dir));
+      }
+      const at = join(destDir, parents.rel);
+      for await (const e of p.context.walk(src, p.exclude, parents.pivot)) putCopied(entry(e === src ? at : join(at, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e));
+      continue;
+    }
     if (src.type === 'directory') {
       // A directory's contents go into the destination, created (0755, the --chown owner) if missing.
       const destDir = tree.resolve(p.dest);
       tree.mkdirAll(destDir);
-      for await (const e of p.context.walk(src)) {
+      for await (const e of p.context.walk(src, p.exclude)) {
         if (e === src) continue;
-        const placed = entry(join(destDir, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e);
-        if (placed.type === 'directory') tree.putCopiedDirectory(placed);
-        else tree.put(placed);
+        putCopied(entry(join(destDir, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e));
       }
       continue;
     }
-    if (p.archive) {
-      const tar = await openArchive(p.context.content(src));
-      if (tar) {
-        // An archive unpacks into the destination, named with a slash or not.
-        const destDir = tree.resolve(p.dest);
-        tree.mkdirAll(destDir);
-        try {
-          await unpackInto(tree, destDir, tar, `${await build.live.scratch()}/${randomUUID()}.spool`);
-        } catch (e) {
-          if (e instanceof DestinationError || e instanceof TarExtractionError) throw e;
-          // A truncated or corrupt archive is the user's file, not an internal error.
-          throw new TarExtractionError(undefined, `"${src.rel}" could not be unpacked: ${(e as Error).message}`);
-        }
-        continue;
-      }
+    if (p.archive && (await unpackArchive(p.context.content(src), src.rel))) continue;
+    const target = fileTarget(src.rel);
+    if (target !== '') tree.put(entry(target, src));
+  }
+  for (const r of p.remote) {
+    // ADD --unpack: a remote archive is unpacked like a local one (never without the flag, as BuildKit).
+    if (p.unpackRemote && (await unpackArchive({ path: await remoteContent(build, r) }, r.url))) continue;
+    const target = fileTarget(r.name);
+    if (target === '') continue;
+    const owner = p.chown ? p.owner : { uid: 0, gid: 0 };
+    const since = r.lastModified === null ? NaN : Date.parse(r.lastModified);
+    const mtime = Number.isNaN(since) ? createdDirTime(build) : Math.floor(since / 1000);
+    tree.put({ type: 'file', path: target, ...owner, mode: p.chmod ? p.chmod(0o600, false) : 0o600, mtime, content: { path: await remoteContent(build, r) } });
+  }
+  // Heredoc sources: files named by their delimiter, 0644 (BuildKit's inline document) before --chmod.
+  for (const f of p.inline) {
+    const target = fileTarget(f.name);
+    if (target === '') continue;
+    const owner = p.chown ? p.owner : { uid: 0, gid: 0 };
+    tree.put({ type: 'file', path: target, ...owner, mode: p.chmod ? p.chmod(0o644, false) : 0o644, mtime: createdDirTime(build), content: f.content });
+  }
+
+  /** Unpacks `content` into the destination (named with a slash or not) when it is a tar, plain or compressed; false when it is not one. */
+  async function unpackArchive(content: FileContent, name: string): Promise<boolean> {
+    const tar = await openArchive(content);
+    if (!tar) return false;
+    const destDir = tree.resolve(p.dest);
+    tree.mkdirAll(destDir);
+    try {
+      await unpackInto(tree, destDir, tar, `${await build.live.scratch()}/${randomUUID()}.spool`);
+    } catch (e) {
+      if (e instanceof DestinationError || e instanceof TarExtractionError) throw e;
+      // A truncated or corrupt archive is the user's file, not an internal error.
+      throw new TarExtractionError(undefined, `"${name}" could not be unpacked: ${(e as Error).message}`);
     }
-    let target: string;
+    return true;
+  }
+
+  /** Where a file source named `name` lands: in a destination directory, or at the destination itself. */
+  function fileTarget(name: string): string {
     if (p.destIsDir) {
       const dir = tree.resolve(p.dest);
       tree.mkdirAll(dir);
-      target = join(dir, path.basename(src.rel));
-    } else {
-      // A destination that is (or leads to) a directory receives the file under its own name.
-      const real = tree.resolve(p.dest);
-      target = tree.typeAt(real) === 'directory' ? join(real, path.basename(src.rel)) : real;
+      return join(dir, path.basename(name));
     }
-    if (target === '') continue;
-    tree.put(entry(target, src));
+    // A destination that is (or leads to) a directory receives the file under its own name.
+    const real = tree.resolve(p.dest);
+    return tree.typeAt(real) === 'directory' ? join(real, path.basename(name)) : real;
   }
+}
+
+/** A URL source that could not be fetched again when the layer was written. */
+class RemoteSourceError extends Error {
+  override readonly name = 'RemoteSourceError';
+}
+
+/** The downloaded file of a remote source; fetched again when a conditional request had found it unchanged. */
+async function remoteContent(build: BuildScope, r: RemoteFile): Promise<string> {
+  if (r.file !== null) return r.file;
+  const file = `${await build.live.scratch()}/${randomUUID()}.download`;
+  let got;
+  try {
+    got = await build.deps.sources!.fetch(r.url, file);
+  } catch (e) {
+    throw new RemoteSourceError(`${r.url}: ${(e as Error).message}`);
+  }
+  if (got.notModified || got.sha256 !== r.sha256) throw new RemoteSourceError(`${r.url} changed while this build was running; build again`);
+  return file;
 }
 
 /**

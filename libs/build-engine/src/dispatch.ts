@@ -4,7 +4,7 @@
 import { DockerfileError, type EvaluatedStep, type Instruction, type StageInstruction } from '@strata/dockerfile';
 import type { HistoryEntry } from '@strata/oci';
 import type { StageResult } from './build-input.js';
-import { lookupStep, missReason, skipsCache, stepCacheKey, stepFingerprint, type StepIdentity } from './cache-key.js';
+import { lookupStep, missReason, sha256, skipsCache, stepCacheKey, stepFingerprint, type StepIdentity } from './cache-key.js';
 import { executeCopy, prepareCopy } from './copy-step.js';
 import { BuildFailure, type CachedStep } from './interfaces.js';
 import { applyMetadataStep, isMetadataStep } from './metadata-steps.js';
@@ -12,6 +12,8 @@ import { executeRun, prepareRun } from './run-step.js';
 import { type BuildScope, type StageState, type StepContext, type StepPosition } from './step-context.js';
 
 const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
+/** What a --link step's key chains from instead of the stage's filesystem: the same for every base. */
+const LINKED_LAYER_ROOT = sha256('strata:copy --link');
 
 /** What a dispatched instruction amounts to before the cache is asked. */
 interface PlannedStep {
@@ -20,6 +22,8 @@ interface PlannedStep {
   createdBy: string | null;
   /** COPY/ADD/RUN: chains from the stage's filesystem key and moves it. */
   fsStep: boolean;
+  /** COPY/ADD --link: the layer does not depend on the filesystem below it, so its key does not chain from it. */
+  independent?: boolean;
   /** Runs the step on a cache miss; metadata steps have nothing to run. */
   execute: (() => Promise<CachedStep>) | null;
   files?: Map<string, string>;
@@ -61,10 +65,12 @@ async function planStep(ctx: StepContext): Promise<PlannedStep> {
   }
   if (ins.keyword === 'COPY' || ins.keyword === 'ADD') {
     const prepared = await prepareCopy(ctx as StepContext<typeof ins>);
+    const heredocNames = ins.heredocs.map((h) => `<<${h.name}`);
     return {
-      // BuildKit's history names the expanded sources and destination, without flags.
-      definition: prepared.definition, createdBy: `${ins.keyword} ${[...ins.sources, ins.dest].join(' ')} # buildkit`, fsStep: true, files: prepared.files,
-      label: `${ins.keyword} ${ins.sources.join(' ')}`,
+      // BuildKit's history names the expanded sources (heredocs as <<NAME) and destination, without flags.
+      definition: prepared.definition, createdBy: `${ins.keyword} ${[...ins.sources, ...heredocNames, ins.dest].join(' ')} # buildkit`, fsStep: true, files: prepared.files,
+      independent: prepared.link,
+      label: `${ins.keyword} ${[...ins.sources, ...heredocNames].join(' ')}`,
       execute: () => executeCopy(build, stage, prepared, ctx.fail),
     };
   }
@@ -86,7 +92,7 @@ export async function runStep(ctx: StepContext): Promise<void> {
   build.emit({ type: 'step-start', stage: where.stage, index: where.index, instruction, line: ins.line });
 
   const planned = await planStep(ctx);
-  const parent = planned.fsStep ? stage.fsKey : stage.stepKey;
+  const parent = planned.independent ? LINKED_LAYER_ROOT : planned.fsStep ? stage.fsKey : stage.stepKey;
   const identity: StepIdentity = {
     kind: ins.keyword, line: ins.line, parent, definition: planned.definition,
     // Build args whose values reached the step: a changed one is named when the step misses.
@@ -109,7 +115,8 @@ export async function runStep(ctx: StepContext): Promise<void> {
     else await build.deps.cache.put(key, done);
   }
   if (result.layer) stage.layers.push(result.layer);
-  if (planned.fsStep) stage.fsKey = key;
+  // After a linked layer the filesystem is the base's plus that layer: later steps depend on both.
+  if (planned.fsStep) stage.fsKey = planned.independent ? sha256(`${stage.fsKey}\0${key}`) : key;
   stage.stepKey = key;
   if (ins.keyword === 'CMD') stage.cmdSet = true;
   // A step taken from the cache keeps the time it ran, so a rebuild with nothing changed gives the

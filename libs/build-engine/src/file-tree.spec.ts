@@ -10,7 +10,9 @@ import { gzipSync } from 'node:zlib';
 import { pack } from 'tar-stream';
 import { type Digest, indexTar, type LayerEntry, LayerWriter, PackReader, readTarEntries } from '@strata/oci';
 import { IndexedContext } from './context.js';
-import type { CachedStep, LayerSink } from './interfaces.js';
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import type { BuildEvent, CachedStep, LayerSink, SourceFetcher } from './interfaces.js';
 import { BuildEngine } from './solver.js';
 
 async function bytesOf(stream: Readable): Promise<Buffer> {
@@ -129,6 +131,18 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
       { type: 'file', path: 'bin-file-only.tar', content: await tarOf([{ type: 'file', path: 'bin/y', content: Buffer.from('y') }]) },
       { type: 'file', path: 'evil.tar', content: await escapingTar() },
       { type: 'file', path: 'truncated.tar.gz', content: gzipSync(archive.subarray(0, 700)) },
+      // BuildKit's testExcludedFilesOnCopy tree, reduced.
+      { type: 'file', path: 'ex/dir1/a.png', content: Buffer.from('2') },
+      { type: 'file', path: 'ex/dir1/b.txt', content: Buffer.from('3') },
+      { type: 'file', path: 'ex/dir2/c.pdf', content: Buffer.from('6') },
+      { type: 'file', path: 'ex/dir2/d.png', content: Buffer.from('8') },
+      { type: 'file', path: 'ex/dir3/e.mp3', content: Buffer.from('9') },
+      { type: 'file', path: 'ex/dir3/e.mpeg', content: Buffer.from('10') },
+      { type: 'directory', path: 'px', mode: 0o750 },
+      { type: 'file', path: 'px/a.txt', content: Buffer.from('px') },
+      { type: 'directory', path: 'px/sub', mode: 0o700 },
+      { type: 'file', path: 'px/sub/deep.txt', content: Buffer.from('deep') },
+      { type: 'file', path: 'py/a.txt', content: Buffer.from('py') },
     ]);
     const pack = path.join(mkdtempSync(path.join(tmpdir(), 'file-tree-ctx-')), 'pack');
     const { index } = await indexTar(Readable.from([ctxTar]), pack);
@@ -138,22 +152,26 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
   });
 
   /** Builds `lines` FROM the base and returns the image's tree: path → node, plus each step's layer. */
-  async function build(lines: string, buildArgs: Record<string, string> = {}) {
-    const cache = new Map<string, CachedStep>();
+  async function build(lines: string, buildArgs: Record<string, string> = {}, opts: { cache?: Map<string, CachedStep>; base?: typeof base; sources?: SourceFetcher } = {}) {
+    const cache = opts.cache ?? new Map<string, CachedStep>();
+    const from = opts.base ?? base;
+    const events: BuildEvent[] = [];
     const engine = new BuildEngine({
       images: {
         resolve: async () => ({
           ref: 'base:1',
           source: 'registry',
-          manifestDigest: 'sha256:0' as Digest,
-          config: { architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [base.diffId] }, history: [{ created_by: 'base' }] },
-          layers: [base.descriptor],
+          manifestDigest: from.descriptor.digest,
+          config: { architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [from.diffId] }, history: [{ created_by: 'base' }] },
+          layers: [from.descriptor],
         }),
       },
       layers: sink,
       // COPY --from reads files this build wrote from where it wrote them; nothing is unpacked.
       rootfs: { open: async () => Promise.reject(new Error('no stage is unpacked in these tests')) },
       cache: { get: async (k) => cache.get(k) ?? null, put: async (k, v) => void cache.set(k, v) },
+      onEvent: (e) => events.push(e),
+      ...(opts.sources ? { sources: opts.sources } : {}),
     });
     const out = await engine.build({ dockerfile: lines.startsWith('FROM') ? `${lines}\n` : `FROM base:1\n${lines}\n`, dockerfilePath: 'Dockerfile', context, buildArgs });
     const tree = new Map<string, Node>();
@@ -169,7 +187,8 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
       }
       layers.push(layer);
     }
-    return { tree, layers: layers.slice(1), digests: out.image.layers.slice(1).map((l) => l.descriptor.digest), config: out.image.config, history: out.image.config.history ?? [] };
+    const cached = events.flatMap((e) => (e.type === 'step-done' ? [e.cached] : []));
+    return { tree, layers: layers.slice(1), digests: out.image.layers.slice(1).map((l) => l.descriptor.digest), config: out.image.config, history: out.image.config.history ?? [], cached };
   }
 
   it('WORKDIR creates the directory and its missing parents 0755 owned by USER; existing ones are untouched (dockerd: /opt stays 0700 5:6)', async () => {
@@ -271,6 +290,13 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
     expect(tree.get('bin')).toMatchObject({ type: 'symlink', target: 'usr/bin' });
   });
 
+  it('ADD --unpack=false copies a local archive as a file; --unpack=true is the default for local ones', async () => {
+    const { tree } = await build('ADD --unpack=false arch.tar.gz /u1/\nADD --unpack=true arch.tar /u2/');
+    expect(tree.get('u1/arch.tar.gz')).toMatchObject({ type: 'file' });
+    expect(tree.has('u1/top.txt')).toBe(false);
+    expect(tree.get('u2/top.txt')).toMatchObject({ content: 'top' });
+  });
+
   it('ADD refuses an archive entry that climbs out of the destination, and a truncated archive, naming the line', async () => {
     await expect(build('ADD evil.tar /e/')).rejects.toThrow(/Dockerfile:2: ADD: refusing tar entry "a\/..\/..\/escape"/);
     await expect(build('ADD truncated.tar.gz /t/')).rejects.toThrow(/Dockerfile:2: ADD: refusing archive: "truncated.tar.gz" could not be unpacked/);
@@ -334,5 +360,149 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
     await expect(build('COPY pub /x/')).rejects.toThrow(/Dockerfile:2: COPY: "pub" not found/);
     const { tree } = await build('COPY p* /x/');
     expect(tree.has('x/pub')).toBe(false);
+  });
+
+  it('COPY/ADD --exclude drops paths matched below each source directory, repeatable, with "!" exceptions (BuildKit testExcludedFilesOnCopy)', async () => {
+    const { tree } = await build(
+      'COPY --exclude=*/*.png ex /e1/\nADD --exclude=*.mp3 ex/dir3/ /e3/\nCOPY --exclude=*.png --exclude=*.mp3 --exclude=*.pdf ex/dir* /e4/\nADD --exclude=* ex/dir* /e6/\nCOPY --exclude=dir1 --exclude=!dir1/b.txt ex /e7/\nARG PAT=*.txt\nCOPY --exclude=$PAT ex/dir1 /e8/',
+    );
+    expect(tree.get('e1/dir1/b.txt')).toMatchObject({ content: '3' });
+    expect(tree.get('e1/dir2/c.pdf')).toMatchObject({ content: '6' });
+    expect(tree.has('e1/dir1/a.png')).toBe(false);
+    expect(tree.has('e1/dir2/d.png')).toBe(false);
+    expect(tree.has('e3/e.mp3')).toBe(false);
+    expect(tree.get('e3/e.mpeg')).toMatchObject({ content: '10' });
+    expect([...tree.keys()].filter((k) => k.startsWith('e4/')).sort()).toEqual(['e4/b.txt', 'e4/e.mpeg']);
+    // Everything excluded: the destination is still made, empty.
+    expect(tree.get('e6')).toMatchObject({ type: 'directory' });
+    expect([...tree.keys()].filter((k) => k.startsWith('e6/'))).toEqual([]);
+    expect(tree.get('e7/dir1/b.txt')).toMatchObject({ content: '3' });
+    expect(tree.has('e7/dir1/a.png')).toBe(false);
+    expect(tree.get('e7/dir3/e.mp3')).toMatchObject({ content: '9' });
+    expect(tree.has('e8/b.txt')).toBe(false);
+    expect(tree.get('e8/a.png')).toMatchObject({ content: '2' });
+  });
+
+  it('--exclude is part of the cache key: another pattern gives another layer; a bad pattern fails on its line', async () => {
+    const cache = new Map<string, CachedStep>();
+    const one = await build('COPY --exclude=*.png ex/dir1 /x/', {}, { cache });
+    const two = await build('COPY --exclude=*.txt ex/dir1 /x/', {}, { cache });
+    expect(two.cached).toEqual([false]);
+    expect(two.digests).not.toEqual(one.digests);
+    await expect(build('COPY --exclude=[a ex /x/')).rejects.toThrow(/Dockerfile:2: COPY: --exclude: pattern "\[a" has an unterminated character class/);
+  });
+
+  it('COPY --parents keeps each source\'s path (directories as the source has them), from the /./ pivot when there is one', async () => {
+    const { tree } = await build('COPY --parents px/a.txt py/a.txt /p1/\nCOPY --parents ./px/./sub/deep.txt /p2/\nCOPY --parents p*/a.txt /p3/\nCOPY --parents px/sub /p4/\nCOPY --parents --exclude=px/*.txt --exclude=*.txt px/ /p5/');
+    expect(tree.get('p1/px/a.txt')).toMatchObject({ content: 'px' });
+    expect(tree.get('p1/py/a.txt')).toMatchObject({ content: 'py' });
+    expect(tree.get('p1/px')).toMatchObject({ type: 'directory', mode: 0o750 });
+    expect(tree.get('p2/sub/deep.txt')).toMatchObject({ content: 'deep' });
+    expect(tree.get('p2/sub')).toMatchObject({ type: 'directory', mode: 0o700 });
+    expect(tree.has('p2/px')).toBe(false);
+    expect(tree.get('p3/px/a.txt')).toMatchObject({ content: 'px' });
+    expect(tree.get('p3/py/a.txt')).toMatchObject({ content: 'py' });
+    expect(tree.get('p4/px/sub/deep.txt')).toMatchObject({ content: 'deep' });
+    expect(tree.get('p4/px/sub')).toMatchObject({ mode: 0o700 });
+    // With --parents, --exclude matches from the pivot (BuildKit copies the pivot with the source as an include pattern).
+    expect(tree.has('p5/px/a.txt')).toBe(false);
+    expect(tree.get('p5/px/sub/deep.txt')).toMatchObject({ content: 'deep' });
+  });
+
+  it('--chmod takes symbolic modes, applied to each entry\'s own mode (X only to directories and executables); a bad one fails on its line', async () => {
+    const { tree } = await build('COPY --chmod=u+x,go-r f.txt /c1/\nCOPY --chmod=a=r,u+w dir /c2/\nCOPY --chmod=go-w,+X tool f.txt dir /c3/\nADD --chmod=g=u f.txt /c4/');
+    expect(tree.get('c1/f.txt')).toMatchObject({ mode: 0o700 });
+    expect(tree.get('c2/a.txt')).toMatchObject({ mode: 0o644 });
+    expect(tree.get('c2/sub')).toMatchObject({ mode: 0o644 });
+    expect(tree.get('c3/tool')).toMatchObject({ mode: 0o755 });
+    expect(tree.get('c3/f.txt')).toMatchObject({ mode: 0o644 });
+    expect(tree.get('c3/sub')).toMatchObject({ mode: 0o711 });
+    expect(tree.get('c4/f.txt')).toMatchObject({ mode: 0o664 });
+    await expect(build('COPY --chmod=u+q f.txt /c/')).rejects.toThrow(/Dockerfile:2: COPY: --chmod="u\+q" is neither an octal mode/);
+  });
+
+  it('heredoc sources are files named by their delimiter, 0644 root-owned: expanded unless quoted, <<- strips tabs, several per instruction', async () => {
+    const { tree } = await build(
+      'ARG WHO=world\nCOPY <<EOF /h1\nhello $WHO\nEOF\nCOPY <<"EOF" /h2\nhello $WHO\nEOF\nCOPY <<-EOF /h3\n\t\tindented\n\tEOF\nCOPY <<A <<B /h4/\none\nA\ntwo\nB\nCOPY --chmod=755 --chown=app <<EOF f.txt /h5/\n#!/bin/sh\nEOF\nADD <<EOF /h6/\nadded\nEOF',
+    );
+    expect(tree.get('h1')).toMatchObject({ type: 'file', mode: 0o644, uid: 0, gid: 0, content: 'hello world\n' });
+    expect(tree.get('h2')).toMatchObject({ content: 'hello $WHO\n' });
+    expect(tree.get('h3')).toMatchObject({ content: 'indented\n' });
+    expect(tree.get('h4/A')).toMatchObject({ content: 'one\n' });
+    expect(tree.get('h4/B')).toMatchObject({ content: 'two\n' });
+    expect(tree.get('h5/EOF')).toMatchObject({ mode: 0o755, uid: 1000, gid: 1000, content: '#!/bin/sh\n' });
+    expect(tree.get('h5/f.txt')).toMatchObject({ mode: 0o755, uid: 1000, content: 'hello\n' });
+    expect(tree.get('h6/EOF')).toMatchObject({ content: 'added\n' });
+  });
+
+  it('ADD --checksum is refused for a local source (as BuildKit), and without a fetcher a URL fails on its line', async () => {
+    await expect(build(`ADD --checksum=sha256:${'0'.repeat(64)} f.txt /x`)).rejects.toThrow('Dockerfile:2: ADD: --checksum can only be used with a URL source');
+    await expect(build('ADD --checksum=md5:abc f.txt /x')).rejects.toThrow('Dockerfile:2: ADD: --checksum="md5:abc" is not a digest like sha256:<64 hex digits>');
+    await expect(build('ADD https://example.test/x /x')).rejects.toThrow('Dockerfile:2: ADD: https://example.test/x: this worker cannot fetch URLs');
+  });
+
+  it('ADD <url>: a 304 to the conditional request keeps the key; a step that then misses fetches the file again, and fails on its line if it changed meanwhile', async () => {
+    let body = 'remote v1\n';
+    const asked: Array<string | null> = [];
+    let answer304 = true;
+    const sources: SourceFetcher = {
+      async fetch(_url, file, validators) {
+        asked.push(validators?.etag ?? null);
+        if (validators && answer304) return { notModified: true };
+        writeFileSync(file, body);
+        return { notModified: false, sha256: createHash('sha256').update(body).digest('hex'), size: body.length, etag: '"e1"', lastModified: 'Wed, 01 Jul 2020 12:00:00 GMT' };
+      },
+    };
+    const cache = new Map<string, CachedStep>();
+    const one = await build('ADD https://files.test/dl/tool /t/', {}, { cache, sources });
+    expect(one.tree.get('t/tool')).toMatchObject({ type: 'file', mode: 0o600, mtime: 1593604800, content: 'remote v1\n' });
+    // The step's entry is gone (say, collected) but the URL's validators are remembered.
+    for (const [k, v] of cache) if (!v.remote) cache.delete(k);
+    asked.length = 0;
+    const two = await build('ADD https://files.test/dl/tool /t/', {}, { cache, sources });
+    expect(asked).toEqual(['"e1"', null]);
+    expect(two.cached).toEqual([false]);
+    expect(two.digests).toEqual(one.digests);
+    for (const [k, v] of cache) if (!v.remote) cache.delete(k);
+    body = 'remote v2\n';
+    await expect(build('ADD https://files.test/dl/tool /t/', {}, { cache, sources })).rejects.toThrow('Dockerfile:2: ADD: https://files.test/dl/tool changed while this build was running; build again');
+    answer304 = false;
+    const three = await build('ADD https://files.test/dl/tool /t/', {}, { cache, sources });
+    expect(three.tree.get('t/tool')).toMatchObject({ content: 'remote v2\n' });
+  });
+
+  it('a heredoc\'s content is part of the cache key', async () => {
+    const cache = new Map<string, CachedStep>();
+    await build('COPY <<EOF /h\none\nEOF', {}, { cache });
+    const same = await build('COPY <<EOF /h\none\nEOF', {}, { cache });
+    const other = await build('COPY <<EOF /h\ntwo\nEOF', {}, { cache });
+    expect(same.cached).toEqual([true]);
+    expect(other.cached).toEqual([false]);
+    expect(other.tree.get('h')).toMatchObject({ content: 'two\n' });
+  });
+
+  it('COPY --link writes its layer without the image below: destination links are not followed, and its parents are created', async () => {
+    const { tree, layers } = await build('COPY --link tool /bin/tool\nCOPY --link f.txt /usr/share/existing/f\nCOPY --link --chown=app f.txt /made/');
+    // The layer holds bin/ as a directory: stacked on the base it replaces the /bin link, as BuildKit's merge does.
+    expect(layers[0].get('bin')).toMatchObject({ type: 'directory', mode: 0o755 });
+    expect(layers[0].get('bin/tool')).toMatchObject({ type: 'file', mode: 0o755 });
+    expect(layers[0].has('usr/bin/tool')).toBe(false);
+    expect(layers[1].get('usr/share/existing')).toMatchObject({ type: 'directory', mode: 0o755, uid: 0, gid: 0 });
+    expect(tree.get('made')).toMatchObject({ uid: 1000, gid: 1000 });
+  });
+
+  it('a --link layer is reused on a changed base (same layer digest, a cache hit); the steps after it still miss', async () => {
+    const cache = new Map<string, CachedStep>();
+    const lines = 'COPY --link f.txt /l/\nCOPY --link --exclude=*.png ex /l/\nCOPY tool /after/';
+    const one = await build(lines, {}, { cache });
+    const other = (await sink.store(new LayerWriter().pack([...BASE, { type: 'file', path: 'changed', content: Buffer.from('new base') }]))) as typeof base;
+    const two = await build(lines, {}, { cache, base: other });
+    expect(two.cached).toEqual([true, true, false]);
+    expect(two.digests.slice(0, 2)).toEqual(one.digests.slice(0, 2));
+    expect(two.tree.get('changed')).toMatchObject({ content: 'new base' });
+    expect(two.tree.get('l/f.txt')).toMatchObject({ content: 'hello\n' });
+    // Without --link, the same copy on the other base misses.
+    const plain = await build('COPY f.txt /l/', {}, { cache, base: other });
+    expect(plain.cached).toEqual([false]);
   });
 });

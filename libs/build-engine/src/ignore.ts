@@ -104,6 +104,11 @@ export class IgnoreMatcher {
     return new IgnoreMatcher(text ? parseDockerignore(text) : []);
   }
 
+  /** Patterns given one by one (COPY --exclude), in .dockerignore syntax. */
+  static fromPatterns(patterns: string[]): IgnoreMatcher {
+    return new IgnoreMatcher(patterns.flatMap((p) => parseDockerignore(p)));
+  }
+
   get empty(): boolean {
     return this.patterns.length === 0;
   }

@@ -30,8 +30,31 @@ export interface LayerSink {
   open(digest: Digest): Promise<Readable>;
 }
 
+/** The validators and digest of a remote file ADD fetched, remembered per URL for conditional requests. */
+export interface RemoteFileMemo {
+  sha256: string;
+  size: number;
+  etag: string | null;
+  lastModified: string | null;
+}
+
+/** A remote file fetched for ADD <url>: written to the file asked for, unless the request was conditional and it is unchanged. */
+export type FetchedSource = { notModified: true } | ({ notModified: false } & RemoteFileMemo);
+
+/**
+ * Fetches ADD <url> sources, so the engine itself does no network I/O; the worker's goes through
+ * libs/egress (the address checked after DNS and on every redirect, size and time limits). Throws
+ * an Error whose message says in a sentence what went wrong (refused, too large, too slow, 404).
+ */
+export interface SourceFetcher {
+  /** GETs `url` into `file`; with `validators` a conditional request (If-None-Match, If-Modified-Since). */
+  fetch(url: string, file: string, validators?: Pick<RemoteFileMemo, 'etag' | 'lastModified'>): Promise<FetchedSource>;
+}
+
 /** What a cache entry remembers of a step. */
 export interface CachedStep {
+  /** Not a step: what ADD last fetched from a URL (kept under a key of the URL). */
+  remote?: RemoteFileMemo;
   /** Set for steps that produced a layer. */
   layer?: { descriptor: Descriptor; diffId: Digest };
   /** Set for steps that changed the filesystem key without adding a layer (a RUN that changed nothing). */

@@ -37,6 +37,8 @@ export interface StrataConfig {
    * link-local or private (STRATA_ALLOW_PRIVATE_SOURCES, comma-separated); empty by default.
    */
   allowPrivateSources: string[];
+  /** ADD <url>: the largest file fetched and the longest a fetch may take (STRATA_ADD_URL_MAX_BYTES, STRATA_ADD_URL_TIMEOUT_MS). */
+  addUrl: { maxBytes: number; timeoutMs: number };
   /** Build log limits: past a cap a line says how much was dropped; nothing is cut silently. */
   log: {
     /** Bytes of output one step may log. */
@@ -280,6 +282,10 @@ export function loadConfig(env: Env = process.env): StrataConfig {
     secretsKey: secretsKey(env),
     pull: pullSettings(env),
     allowPrivateSources: cidrList(env, 'STRATA_ALLOW_PRIVATE_SOURCES'),
+    addUrl: {
+      maxBytes: int(env, 'STRATA_ADD_URL_MAX_BYTES', 2 * 1024 ** 3, 1),
+      timeoutMs: int(env, 'STRATA_ADD_URL_TIMEOUT_MS', 10 * 60 * 1000, 100),
+    },
     log: {
       stepMaxBytes: int(env, 'STRATA_LOG_STEP_MAX_BYTES', 4 * 1024 ** 2, 1024),
       buildMaxBytes: int(env, 'STRATA_LOG_BUILD_MAX_BYTES', 64 * 1024 ** 2, 1024),

@@ -251,7 +251,7 @@ export class StageEnv {
       case 'COPY': {
         const raw = this.expander(ins, deps, { raw: true });
         const heredocs: Heredoc[] = ins.heredocs.map((h) => (h.expand ? { ...h, content: raw(h.content)[0] } : h));
-        const common = { sources: ins.sources.map(word), dest: word(ins.dest), heredocs, chown: maybe(ins.chown), chmod: maybe(ins.chmod) };
+        const common = { sources: ins.sources.map(word), dest: word(ins.dest), heredocs, chown: maybe(ins.chown), chmod: maybe(ins.chmod), excludes: ins.excludes.map(word) };
         out = ins.keyword === 'ADD' ? { ...ins, ...common, checksum: maybe(ins.checksum) } : { ...ins, ...common };
         break;
       }

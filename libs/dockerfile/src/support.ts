@@ -29,18 +29,11 @@ export function unsupportedInInstruction(ins: StageInstruction, opts: SupportOpt
   switch (ins.keyword) {
     case 'COPY':
     case 'ADD': {
-      const k = ins.keyword;
-      if (ins.link) refuse(at(ins, 'link'), `${k} --link`, 'remove the flag (the files copied are the same without it)');
-      if (ins.excludes.length > 0) refuse(at(ins, 'exclude'), `${k} --exclude`, 'list the sources to copy, or leave them out with .dockerignore');
-      if (ins.heredocs.length > 0) refuse(ins, `${k} with a heredoc source (<<${ins.heredocs[0].name})`, 'put the file in the build context and copy it from there');
-      if (ins.keyword === 'COPY' && ins.parents) refuse(at(ins, 'parents'), 'COPY --parents', 'copy each directory to its destination');
       if (ins.keyword === 'ADD') {
-        if (ins.checksum !== null) refuse(at(ins, 'checksum'), 'ADD --checksum', 'remove the flag and check the file in a RUN step');
         if (ins.keepGitDir !== null) refuse(at(ins, 'keep-git-dir'), 'ADD --keep-git-dir', 'remove the flag');
-        if (ins.unpack !== null) refuse(at(ins, 'unpack'), 'ADD --unpack', 'remove the flag');
         for (const s of ins.sources) {
           const kind = classifyAddSource(s).kind;
-          if (kind !== 'local') refuse(ins, `ADD from a ${kind === 'git' ? 'git repository' : 'URL'} ("${s}")`, 'fetch it in a RUN step or add it to the build context');
+          if (kind === 'git') refuse(ins, `ADD from a git repository ("${s}")`, 'fetch it in a RUN step or add it to the build context');
         }
       }
       break;

@@ -1,5 +1,9 @@
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { EgressPolicy, EgressRefusedError } from './index.js';
 
 describe('EgressPolicy', () => {
@@ -58,6 +62,16 @@ describe('EgressPolicy', () => {
         if (req.url === '/to-metadata') res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data/' }).end();
         else if (req.url === '/to-other-loopback') res.writeHead(301, { location: `http://127.0.0.2:${port}/ok` }).end();
         else if (req.url === '/hop') res.writeHead(307, { location: '/ok' }).end();
+        else if (req.url === '/chunked') {
+          // No Content-Length: the limit must be enforced while streaming.
+          res.writeHead(200);
+          for (let i = 0; i < 10; i++) res.write(Buffer.alloc(100, i));
+          res.end();
+        } else if (req.url === '/slow') {
+          res.writeHead(200);
+          res.write('a');
+          setTimeout(() => res.end('b'), 1500);
+        } else if (req.url === '/missing') res.writeHead(404).end('nope');
         else res.end(`ok ${req.url}`);
       });
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -80,6 +94,30 @@ describe('EgressPolicy', () => {
       hits.length = 0;
       await expect(none.get(`http://127.0.0.1:${port}/ok`)).rejects.toThrow(`127.0.0.1 resolves to 127.0.0.1, a loopback address`);
       expect(hits).toEqual([]);
+    });
+
+    describe('download', () => {
+      const dir = mkdtempSync(path.join(tmpdir(), 'egress-download-'));
+      const policy = new EgressPolicy(['127.0.0.1/32']);
+
+      it('streams a 2xx body to the file after redirects, with its size and sha256', async () => {
+        const file = path.join(dir, 'ok');
+        const got = await policy.download(`http://127.0.0.1:${port}/hop`, file);
+        expect(got).toMatchObject({ status: 200, size: 6, sha256: createHash('sha256').update('ok /ok').digest('hex'), url: `http://127.0.0.1:${port}/ok` });
+        expect(readFileSync(file, 'utf8')).toBe('ok /ok');
+      });
+
+      it('stops past maxBytes even without a Content-Length, and past timeoutMs, saying which', async () => {
+        await expect(policy.download(`http://127.0.0.1:${port}/chunked`, path.join(dir, 'big'), { maxBytes: 500 })).rejects.toThrow(`127.0.0.1:${port} sent more than the 500 bytes allowed`);
+        await expect(policy.download(`http://127.0.0.1:${port}/slow`, path.join(dir, 'slow'), { timeoutMs: 300 })).rejects.toThrow(`127.0.0.1:${port} did not finish sending within 300 ms`);
+      });
+
+      it('writes nothing for another answer, and checks every hop like get', async () => {
+        const file = path.join(dir, 'missing');
+        expect(await policy.download(`http://127.0.0.1:${port}/missing`, file)).toMatchObject({ status: 404, sha256: null });
+        expect(existsSync(file)).toBe(false);
+        await expect(policy.download(`http://127.0.0.1:${port}/to-metadata`, file)).rejects.toThrow('169.254.169.254 resolves to 169.254.169.254, a link-local address');
+      });
     });
   });
 });

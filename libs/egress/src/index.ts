@@ -3,7 +3,11 @@
 // private and other special addresses are refused unless the operator allows them by CIDR
 // (STRATA_ALLOW_PRIVATE_SOURCES), so a tenant cannot make a worker or the api reach the metadata
 // service, the database or anything else behind them. See docs/adr/0009.
+import { createHash } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
+import { createWriteStream } from 'node:fs';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import http from 'node:http';
 import https from 'node:https';
 import { BlockList, isIP } from 'node:net';
@@ -133,10 +137,72 @@ export class EgressPolicy {
     }
   }
 
+  /**
+   * A GET of a tenant-given URL streamed into `file` (a 2xx answer only), following redirects with
+   * every hop checked like `get`; past `maxBytes` or `timeoutMs` (the whole transfer) it fails
+   * saying which. Other answers (304 to a conditional request, errors) write nothing.
+   */
+  async download(url: string, file: string, opts: Omit<GuardedRequestOptions, 'method' | 'body'> = {}): Promise<GuardedDownload> {
+    const maxRedirects = opts.maxRedirects ?? 5;
+    const maxBytes = opts.maxBytes ?? 16 * 1024 ** 2;
+    const timeoutMs = opts.timeoutMs ?? 30_000;
+    const deadline = AbortSignal.timeout(timeoutMs);
+    let current = parseUrl(url);
+    for (let hop = 0; ; hop++) {
+      const pinned = await this.pin(current);
+      const res = await open(pinned, opts.headers, deadline, timeoutMs);
+      const location = res.headers.location;
+      if ([301, 302, 303, 307, 308].includes(res.statusCode ?? 0) && typeof location === 'string') {
+        res.resume();
+        if (hop >= maxRedirects) throw new EgressRefusedError(`${url} redirected more than ${maxRedirects} times`);
+        current = parseUrl(new URL(location, current).toString());
+        continue;
+      }
+      const status = res.statusCode ?? 0;
+      const base = { status, headers: res.headers, url: current.toString() };
+      if (status < 200 || status > 299) {
+        res.resume();
+        return { ...base, size: 0, sha256: null };
+      }
+      const declared = Number(res.headers['content-length'] ?? NaN);
+      if (declared > maxBytes) {
+        res.destroy();
+        throw new EgressRefusedError(`${current.host} answered with ${declared} bytes, more than the ${maxBytes} allowed`);
+      }
+      const hash = createHash('sha256');
+      let size = 0;
+      const count = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          size += chunk.length;
+          if (size > maxBytes) return cb(new EgressRefusedError(`${current.host} sent more than the ${maxBytes} bytes allowed`));
+          hash.update(chunk);
+          cb(null, chunk);
+        },
+      });
+      try {
+        await pipeline(res, count, createWriteStream(file), { signal: deadline });
+      } catch (e) {
+        if (deadline.aborted) throw new EgressRefusedError(`${current.host} did not finish sending within ${timeoutMs} ms`);
+        throw e;
+      }
+      return { ...base, size, sha256: hash.digest('hex') };
+    }
+  }
+
   /** A GET of a tenant-given URL following redirects, every hop checked. */
   get(url: string, opts: Omit<GuardedRequestOptions, 'method' | 'body'> = {}): Promise<GuardedResponse> {
     return this.request(url, { ...opts, method: 'GET' });
   }
+}
+
+export interface GuardedDownload {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  /** The URL that answered (after redirects). */
+  url: string;
+  size: number;
+  /** Hex sha256 of what was written; null when nothing was (not a 2xx answer). */
+  sha256: string | null;
 }
 
 export interface PinnedUrl {
@@ -196,6 +262,29 @@ function hexPairToV4(hi: string, lo: string): string {
   return `${a >> 8}.${a & 255}.${b >> 8}.${b & 255}`;
 }
 
+/** Connects to the address that was checked, whatever DNS says now (no rebinding between check and use). */
+function pinnedLookup(pinned: PinnedUrl): http.RequestOptions['lookup'] {
+  return (_host, options, cb) => {
+    if ((options as { all?: boolean }).all) (cb as unknown as (e: null, a: Array<{ address: string; family: number }>) => void)(null, [{ address: pinned.address, family: pinned.family }]);
+    else cb(null, pinned.address, pinned.family);
+  };
+}
+
+/** Opens a GET to the pinned address and resolves with the response head; the body is the caller's to read. */
+function open(pinned: PinnedUrl, headers: Record<string, string> | undefined, signal: AbortSignal, timeoutMs: number): Promise<http.IncomingMessage> {
+  const client = pinned.url.protocol === 'https:' ? https : http;
+  return new Promise((resolve, reject) => {
+    const req = client.request(pinned.url, {
+      method: 'GET',
+      headers,
+      signal,
+      lookup: pinnedLookup(pinned),
+    }, resolve);
+    req.on('error', (e) => reject(signal.aborted ? new EgressRefusedError(`${pinned.host} did not answer within ${timeoutMs} ms`) : e));
+    req.end();
+  });
+}
+
 function send(pinned: PinnedUrl, method: string, opts: GuardedRequestOptions): Promise<Omit<GuardedResponse, 'url'>> {
   const maxBytes = opts.maxBytes ?? 16 * 1024 ** 2;
   const client = pinned.url.protocol === 'https:' ? https : http;
@@ -206,11 +295,7 @@ function send(pinned: PinnedUrl, method: string, opts: GuardedRequestOptions): P
         method,
         headers: opts.headers,
         timeout: opts.timeoutMs ?? 30_000,
-        // Connect to the address that was checked, whatever DNS says now (no rebinding between check and use).
-        lookup: (_host, options, cb) => {
-          if ((options as { all?: boolean }).all) (cb as unknown as (e: null, a: Array<{ address: string; family: number }>) => void)(null, [{ address: pinned.address, family: pinned.family }]);
-          else cb(null, pinned.address, pinned.family);
-        },
+        lookup: pinnedLookup(pinned),
       },
       (res) => {
         const chunks: Buffer[] = [];
