@@ -1,7 +1,8 @@
 import { type DynamicModule, Module } from '@nestjs/common';
 import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { DbModule } from '@strata/db';
-import { AuthGuard } from './auth/auth.guard.js';
+import { AuditModule } from './audit/audit.module.js';
+import { AuthModule } from './auth/auth.module.js';
 import { BuildsController } from './builds/builds.controller.js';
 import { BuildsService } from './builds/builds.service.js';
 import { DockerfileController } from './dockerfile/dockerfile.controller.js';
@@ -12,6 +13,9 @@ import { RepositoriesController } from './repositories/repositories.controller.j
 import { RepositoriesService } from './repositories/repositories.service.js';
 import { RegistryModule } from './registry/registry.module.js';
 import { storageProvider } from './storage/storage.provider.js';
+import { AdminTenantsController } from './tenancy/admin-tenants.controller.js';
+import { TenancyService } from './tenancy/tenancy.service.js';
+import { TokensController } from './tenancy/tokens.controller.js';
 import { TriggersModule } from './triggers/triggers.module.js';
 
 @Module({})
@@ -25,9 +29,16 @@ export class AppModule {
     };
     return {
       module: AppModule,
-      imports: [configModule, DbModule, RegistryModule, LogsModule, TriggersModule],
-      controllers: [HealthController, BuildsController, RepositoriesController, DockerfileController],
-      providers: [AuthGuard, BuildsQueueCloser, BuildsService, RepositoriesService, buildsQueueProvider, storageProvider],
+      imports: [configModule, DbModule, AuthModule, AuditModule, RegistryModule, LogsModule, TriggersModule],
+      controllers: [HealthController, BuildsController, RepositoriesController, DockerfileController, AdminTenantsController, TokensController],
+      providers: [
+        TenancyService,
+        BuildsQueueCloser,
+        BuildsService,
+        RepositoriesService,
+        buildsQueueProvider,
+        storageProvider,
+      ],
     };
   }
 }
