@@ -13,9 +13,7 @@ import { RepositoriesController } from './repositories/repositories.controller.j
 import { RepositoriesService } from './repositories/repositories.service.js';
 import { RegistryModule } from './registry/registry.module.js';
 import { storageProvider } from './storage/storage.provider.js';
-import { AdminTenantsController } from './tenancy/admin-tenants.controller.js';
-import { TenancyService } from './tenancy/tenancy.service.js';
-import { TokensController } from './tenancy/tokens.controller.js';
+import { TenancyModule } from './tenancy/tenancy.module.js';
 import { TriggersModule } from './triggers/triggers.module.js';
 
 @Module({})
@@ -29,10 +27,9 @@ export class AppModule {
     };
     return {
       module: AppModule,
-      imports: [configModule, DbModule, AuthModule, AuditModule, RegistryModule, LogsModule, TriggersModule],
-      controllers: [HealthController, BuildsController, RepositoriesController, DockerfileController, AdminTenantsController, TokensController],
+      imports: [configModule, DbModule, AuthModule, AuditModule, TenancyModule, RegistryModule, LogsModule, TriggersModule],
+      controllers: [HealthController, BuildsController, RepositoriesController, DockerfileController],
       providers: [
-        TenancyService,
         BuildsQueueCloser,
         BuildsService,
         RepositoriesService,

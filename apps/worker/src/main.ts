@@ -1,4 +1,4 @@
-import { Queue, Worker } from 'bullmq';
+import { DelayedError, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { hostname } from 'node:os';
 import { type Storage, storageFromConfig } from '@strata/blobstore';
@@ -21,7 +21,14 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   await runtime.init();
   const runner = new BuildRunner({ prisma, storage, config, logs, executor: runtime, rootfs: runtime, workerId: `${hostname()}:${process.pid}` });
   // BullMQ aborts the signal on worker.cancelJob()/cancelAllJobs(): the engine passes it to the RUN container, which runc kills.
-  const worker = new Worker<BuildJob>(BUILDS_QUEUE, async (job, _token, signal) => runner.run(job.data.buildId, signal), {
+  const worker = new Worker<BuildJob>(BUILDS_QUEUE, async (job, token, signal) => {
+    // A tenant at its maxConcurrentBuilds quota waits: its job goes back for a second while others' builds run.
+    if (token && (await atConcurrencyQuota(prisma, job.data.buildId))) {
+      await job.moveToDelayed(Date.now() + 1000, token);
+      throw new DelayedError();
+    }
+    return runner.run(job.data.buildId, signal);
+  }, {
     connection: redisConnection(config.redisUrl),
     prefix: config.queuePrefix,
     concurrency: config.workerConcurrency,
@@ -81,4 +88,12 @@ async function startGarbageCollection(
       await queue.close();
     },
   };
+}
+
+/** Whether the build's tenant already runs as many builds as its maxConcurrentBuilds quota allows. */
+async function atConcurrencyQuota(prisma: PrismaClient, buildId: string): Promise<boolean> {
+  const build = await prisma.build.findUnique({ where: { id: buildId }, select: { status: true, tenant: { select: { id: true, maxConcurrentBuilds: true } } } });
+  if (!build || build.status !== 'queued' || build.tenant.maxConcurrentBuilds === null) return false;
+  const running = await prisma.build.count({ where: { tenantId: build.tenant.id, status: 'running' } });
+  return running >= build.tenant.maxConcurrentBuilds;
 }

@@ -8,6 +8,7 @@ import { parseBuildArgs, queryBool, queryList, querySingle, validRepositoryName,
 import { MAX_SECRET_BYTES, parseSecretHeaders, SECRET_HEADER, SSH_HEADER } from './build-secrets.js';
 import { parseRegistryAuthHeader, REGISTRY_AUTH_HEADER, RegistryCredentialsError } from '@strata/registry';
 import { BuildsService } from './builds.service.js';
+import { QuotasService } from '../tenancy/quotas.service.js';
 
 const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
 
@@ -26,6 +27,7 @@ export class BuildsController {
   constructor(
     private readonly builds: BuildsService,
     private readonly audit: AuditLog,
+    private readonly quotas: QuotasService,
   ) {}
 
   @Post()
@@ -88,6 +90,12 @@ export class BuildsController {
       contentType: req.headers['content-type'],
       registryAuth,
     };
+    try {
+      await this.quotas.assertCanStartBuild(caller.tenantId);
+    } catch (e) {
+      req.resume();
+      throw e;
+    }
     const submitted = await this.builds.submit(caller.tenantId, request, req, secrets);
     await this.audit.byCaller(req as AuthedRequest, 'build.start', submitted.id, { repository: request.repository, tags: request.tags });
     return submitted;

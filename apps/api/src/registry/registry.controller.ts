@@ -19,6 +19,7 @@ import { RegistryErrorFilter } from './registry-error.filter.js';
 import { readSmallBody } from '../common/body.js';
 import { Public } from '../auth/route-access.js';
 import { AuditLog } from '../audit/audit-log.js';
+import { QuotasService } from '../tenancy/quotas.service.js';
 
 /**
  * The OCI Distribution API at /v2. Names contain slashes, so one catch-all route parses the path
@@ -32,6 +33,7 @@ export class RegistryController {
     private readonly registry: Registry,
     private readonly access: RegistryAccess,
     private readonly audit: AuditLog,
+    private readonly quotas: QuotasService,
     @Inject(STRATA_CONFIG) private readonly config: StrataConfig,
   ) {}
 
@@ -197,6 +199,11 @@ export class RegistryController {
     if (req.method !== 'POST') this.unsupported(req);
     const { name } = route;
     await this.need(caller, name, 'push');
+    if (caller.kind !== 'anonymous' && caller.tenantId !== null) {
+      await this.quotas.assertCanStore(caller.tenantId).catch((e: Error) => {
+        throw new RegistryError('DENIED', e.message, { name }, 403);
+      });
+    }
     const mount = query.get('mount');
     const from = query.get('from');
     if (mount !== null && from !== null && isDigest(mount)) {

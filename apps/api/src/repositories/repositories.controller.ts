@@ -7,6 +7,7 @@ import { allowedRepository, type AuthedRequest, type Caller, CurrentCaller } fro
 import { repositoryAllowed } from '@strata/db';
 import { querySingle, validRepositoryName, validTag } from '../common/query.js';
 import { RepositoriesService } from './repositories.service.js';
+import { QuotasService } from '../tenancy/quotas.service.js';
 
 @ApiTags('repositories')
 @ApiBearerAuth()
@@ -15,6 +16,7 @@ export class RepositoriesController {
   constructor(
     private readonly repositories: RepositoriesService,
     private readonly audit: AuditLog,
+    private readonly quotas: QuotasService,
   ) {}
 
   @Get()
@@ -53,6 +55,12 @@ export class RepositoriesController {
     if (!['application/x-tar', 'application/tar', 'application/gzip', 'application/x-gzip', 'application/octet-stream'].includes(type)) {
       req.resume();
       throw new BadRequestException(`The root filesystem must be sent as application/x-tar or application/gzip, not "${type || 'nothing'}".`);
+    }
+    try {
+      await this.quotas.assertCanStore(caller.tenantId);
+    } catch (e) {
+      req.resume();
+      throw e;
     }
     const imported = await this.repositories.importRootfs(caller.tenantId, name, tag, req);
     await this.audit.byCaller(req as AuthedRequest, 'tag.push', `${name}:${tag}`, { via: 'import' });
