@@ -2,7 +2,7 @@
 // route of the registry, against { no token, another tenant's token, own token lacking the scope, own
 // token with it }. A new endpoint joins the matrix by being in the document (or, for /v2, a new
 // RegistryRoute kind fails to compile here until it is listed).
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { ALL_SCOPES, type Scope } from '@strata/db';
 import type { RegistryRoute } from '@strata/registry';
@@ -26,6 +26,8 @@ describe('cross-tenant matrix over every endpoint', () => {
   const tag = 'v1';
   let manifestDigest: string;
   let layerDigest: string;
+  let triggerId: string;
+  let deliveryId: string;
   const lacking = new Map<string, string>();
   const results: { endpoint: string; case: Case; status: number }[] = [];
 
@@ -41,7 +43,7 @@ describe('cross-tenant matrix over every endpoint', () => {
   }
 
   /** Names of the owner's that another tenant must never read, unless it sent them itself. */
-  const secrets = () => [owner.name, repo, buildId, owner.tokenId, manifestDigest];
+  const secrets = () => [owner.name, repo, buildId, owner.tokenId, manifestDigest, triggerId];
   function expectNoLeak(requestPath: string, body: string, who: string) {
     for (const s of secrets()) {
       if (!requestPath.includes(s) && body.includes(s)) throw new Error(`${who}: the answer to ${requestPath} contains the owner's "${s}": ${body.slice(0, 300)}`);
@@ -57,6 +59,19 @@ describe('cross-tenant matrix over every endpoint', () => {
     buildId = built.id;
     manifestDigest = built.imageDigest;
     layerDigest = built.steps.find((s: { layerDigest: string | null }) => s.layerDigest)?.layerDigest;
+    // A trigger with one delivery (a signed ping), so /v1/triggers/{id}/deliveries/{deliveryId} name real resources.
+    const secret = 'matrix-webhook-secret';
+    const trigger = await api(stack, owner.token, 'POST', '/v1/triggers', json({ repository: repo, provider: 'github', cloneUrl: 'https://git.example.invalid/acme/app.git', secret, rules: [{ ref: 'refs/heads/main', tags: ['main'] }] }), 'application/json');
+    expect(trigger.status).toBe(201);
+    triggerId = trigger.json.id;
+    const ping = json({ zen: 'matrix', hook_id: 1 });
+    const hooked = await fetch(`${stack.url}${trigger.json.hookUrl}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-github-event': 'ping', 'x-github-delivery': randomUUID(), 'x-hub-signature-256': `sha256=${createHmac('sha256', secret).update(ping).digest('hex')}` },
+      body: ping,
+    });
+    expect(hooked.status).toBe(200);
+    deliveryId = (await api(stack, owner.token, 'GET', `/v1/triggers/${triggerId}/deliveries`)).json.deliveries[0].id;
   });
   afterAll(async () => {
     await stack.close();
@@ -82,6 +97,8 @@ describe('cross-tenant matrix over every endpoint', () => {
           : param === 'name' ? repo
           : param === 'id' && path.startsWith('/v1/tokens') ? await throwaway()
           : param === 'id' && path.startsWith('/v1/builds') ? buildId
+          : param === 'id' && (path.startsWith('/v1/triggers') || path.startsWith('/v1/hooks')) ? triggerId
+          : param === 'deliveryId' ? deliveryId
           : randomUUID();
         out = out.replace(`{${param}}`, value);
       }

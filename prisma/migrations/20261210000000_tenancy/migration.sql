@@ -19,11 +19,10 @@ ALTER TABLE "AuditEvent" ADD COLUMN     "sourceIp" TEXT;
 CREATE INDEX "AuditEvent_tenantId_action_createdAt_idx" ON "AuditEvent"("tenantId", "action", "createdAt");
 
 -- The audit log is append-only: no UPDATE or DELETE, whoever asks.
-CREATE FUNCTION "audit_event_append_only"() RETURNS trigger AS $$
-BEGIN
-  RAISE EXCEPTION 'the audit log is append-only: % on "AuditEvent" is refused', TG_OP;
-END;
-$$ LANGUAGE plpgsql;
+-- Prisma's migration runner splits scripts at every semicolon, even inside quotes: the body's own
+-- semicolon is written as the escape \073.
+CREATE FUNCTION "audit_event_append_only"() RETURNS trigger LANGUAGE plpgsql AS
+  E'BEGIN RAISE EXCEPTION ''the audit log is append-only: % on "AuditEvent" is refused'', TG_OP\073 END';
 
 CREATE TRIGGER "AuditEvent_append_only" BEFORE UPDATE OR DELETE ON "AuditEvent"
   FOR EACH ROW EXECUTE FUNCTION "audit_event_append_only"();
