@@ -59,16 +59,24 @@ describe('cross-tenant matrix over every endpoint', () => {
     buildId = built.id;
     manifestDigest = built.imageDigest;
     layerDigest = built.steps.find((s: { layerDigest: string | null }) => s.layerDigest)?.layerDigest;
-    // A trigger with one delivery (a signed ping), so /v1/triggers/{id}/deliveries/{deliveryId} name real resources.
+    // A trigger with one push delivery, so /v1/triggers/{id}/deliveries/{deliveryId} name real resources. Its
+    // clone URL and forge API point at a closed loopback port: the build it starts fails without leaving the machine.
     const secret = 'matrix-webhook-secret';
-    const trigger = await api(stack, owner.token, 'POST', '/v1/triggers', json({ repository: repo, provider: 'github', cloneUrl: 'https://git.example.invalid/acme/app.git', secret, rules: [{ ref: 'refs/heads/main', tags: ['main'] }] }), 'application/json');
+    const closed = 'http://127.0.0.1:9';
+    const trigger = await api(stack, owner.token, 'POST', '/v1/triggers', json({ repository: repo, provider: 'github', cloneUrl: `${closed}/acme/app.git`, apiUrl: closed, secret, rules: [{ ref: 'refs/heads/main', tags: ['main'] }] }), 'application/json');
     expect(trigger.status).toBe(201);
     triggerId = trigger.json.id;
-    const ping = json({ zen: 'matrix', hook_id: 1 });
+    const sha = 'a'.repeat(40);
+    const push = json({
+      ref: 'refs/heads/main', before: '0'.repeat(40), after: sha, created: false, deleted: false, forced: false,
+      commits: [{ id: sha, message: 'a change', added: [], removed: [], modified: ['a'] }],
+      head_commit: { id: sha, message: 'a change', added: [], removed: [], modified: ['a'] },
+      repository: { id: 1, name: 'app', full_name: 'acme/app', private: false, clone_url: `${closed}/acme/app.git`, default_branch: 'main' },
+    });
     const hooked = await fetch(`${stack.url}${trigger.json.hookUrl}`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-github-event': 'ping', 'x-github-delivery': randomUUID(), 'x-hub-signature-256': `sha256=${createHmac('sha256', secret).update(ping).digest('hex')}` },
-      body: ping,
+      headers: { 'content-type': 'application/json', 'x-github-event': 'push', 'x-github-delivery': randomUUID(), 'x-hub-signature-256': `sha256=${createHmac('sha256', secret).update(push).digest('hex')}` },
+      body: push,
     });
     expect(hooked.status).toBe(200);
     deliveryId = (await api(stack, owner.token, 'GET', `/v1/triggers/${triggerId}/deliveries`)).json.deliveries[0].id;
@@ -105,9 +113,10 @@ describe('cross-tenant matrix over every endpoint', () => {
       return out;
     };
 
-    const operations = Object.entries(doc.paths).flatMap(([path, item]) =>
-      Object.keys(item as object).filter((m) => ['get', 'post', 'put', 'patch', 'delete', 'head'].includes(m)).map((method) => ({ path, method })),
-    );
+    // Deletions last, so the resources the other operations name still exist.
+    const operations = Object.entries(doc.paths)
+      .flatMap(([path, item]) => Object.keys(item as object).filter((m) => ['get', 'post', 'put', 'patch', 'delete', 'head'].includes(m)).map((method) => ({ path, method })))
+      .sort((a, b) => Number(a.method === 'delete') - Number(b.method === 'delete'));
     const v1 = operations.filter((o) => o.path.startsWith('/v1/'));
     expect(v1.length).toBeGreaterThanOrEqual(15);
     for (const { path, method } of v1) {
@@ -129,7 +138,9 @@ describe('cross-tenant matrix over every endpoint', () => {
         results.push({ endpoint, case: c, status: res.status });
         const where = `${endpoint} with ${c} (${url})`;
         if (access.kind === 'public') {
-          expect({ where, ok: ![401, 403].includes(res.status) && res.status < 500 }).toEqual({ where, ok: true });
+          // No bearer token decides here; what authenticates the route instead (a forge's signature) may still refuse.
+          expect({ where, ok: res.status < 500 }).toEqual({ where, ok: true });
+          expectNoLeak(url, res.text, where);
         } else if (c === 'no token') {
           expect({ where, status: res.status }).toEqual({ where, status: 401 });
         } else if (c === "another tenant's token") {
@@ -172,7 +183,7 @@ describe('cross-tenant matrix over every endpoint', () => {
       referrers: [{ method: 'GET', path: `/v2/${n}/referrers/${manifestDigest}`, needs: 'pull' }],
     };
     for (const { method, path, needs } of Object.values(kinds).flat()) {
-      const endpoint = `${method} ${path.replace(owner.name, '{tenant}').replace(repo, '{repo}').split('?')[0]}`;
+      const endpoint = `${method} ${path.replace(owner.name, '{tenant}').replace(repo, '{repo}').replace(/[0-9a-f]{8}-[0-9a-f-]{27}/, '{uuid}').split('?')[0]}`;
       for (const c of CASES) {
         if (c === 'own token lacking the scope' && needs === 'any') continue;
         const token =

@@ -51,6 +51,9 @@ export function envOf(config: StrataConfig): Record<string, string> {
     STRATA_CACHE_BUDGET_BYTES: String(config.gc.cacheBudgetBytes),
     STRATA_CACHE_MAX_IDLE_MS: String(config.gc.cacheMaxIdleMs),
     STRATA_WORKER_LAYERS_MAX_BYTES: String(config.gc.workerLayersMaxBytes),
+    STRATA_OPERATOR_TOKEN_SHA256: config.operatorTokenHash ?? '',
+    STRATA_RATE_LIMIT_TOKEN_PER_MINUTE: String(config.rateLimit.tokenPerMinute),
+    STRATA_RATE_LIMIT_TENANT_PER_MINUTE: String(config.rateLimit.tenantPerMinute),
   };
   if (config.s3.endpoint !== undefined) env.S3_ENDPOINT = config.s3.endpoint;
   if (config.s3.accessKeyId !== undefined) env.S3_ACCESS_KEY_ID = config.s3.accessKeyId;
