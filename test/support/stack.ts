@@ -32,7 +32,18 @@ export async function startStack(opts: { worker?: boolean; env?: Record<string, 
   mkdirSync(dataRoot, { recursive: true });
   const dataDir = mkdtempSync(path.join(dataRoot, 'worker-'));
   const operatorToken = newTokenSecret('operator');
-  const config = loadConfig({ ...process.env, STRATA_OPERATOR_TOKEN_SHA256: hashToken(operatorToken), PORT: '0', HOST: '127.0.0.1', STRATA_QUEUE_PREFIX: queuePrefix, STRATA_DATA_DIR: dataDir, ...opts.env });
+  const config = loadConfig({
+    ...process.env,
+    STRATA_OPERATOR_TOKEN_SHA256: hashToken(operatorToken),
+    // Tests poll builds every 100 ms with one token; the rate-limit suite sets its own limits.
+    STRATA_RATE_LIMIT_TOKEN_PER_MINUTE: '1000000',
+    STRATA_RATE_LIMIT_TENANT_PER_MINUTE: '1000000',
+    PORT: '0',
+    HOST: '127.0.0.1',
+    STRATA_QUEUE_PREFIX: queuePrefix,
+    STRATA_DATA_DIR: dataDir,
+    ...opts.env,
+  });
   const app = await createApiApp(config, { logger: false });
   await app.listen(0, '127.0.0.1');
   const address = app.getHttpServer().address() as { port: number };
