@@ -1,4 +1,4 @@
-// Lint rules that keep the layout honest (shared/ARCHITECTURE.md, "Monorepo layout"): arrows point
+// Lint rules that keep the layout honest (docs/architecture.md, "Projects and what each owns"): arrows point
 // down the table, a lib never imports an app, and pure libs never import I/O.
 import tseslint from 'typescript-eslint';
 
@@ -18,8 +18,9 @@ const ALLOWED = {
   'libs/runtime': ['oci', 'build-engine'],
   'apps/api': LIBS,
   'apps/worker': LIBS,
-  // The CLI talks to the api over HTTP only.
+  // The CLI and the web console talk to the api over HTTP only.
   'apps/cli': [],
+  'apps/console': [],
 };
 const NODE_IO = ['fs', 'fs/promises', 'net', 'http', 'https', 'child_process', 'dgram', 'dns', 'tls', 'cluster', 'worker_threads'];
 const PURE = ['libs/dockerfile'];
@@ -27,9 +28,11 @@ const PURE = ['libs/dockerfile'];
 function rulesFor(project) {
   const forbiddenLibs = LIBS.filter((l) => !ALLOWED[project].includes(l) && `libs/${l}` !== project);
   const patterns = [
-    { group: forbiddenLibs.map((l) => `@strata/${l}`), message: `${project} may not import this lib: see the dependency table in ARCHITECTURE.md.` },
+    { group: forbiddenLibs.map((l) => `@strata/${l}`), message: `${project} may not import this lib: see the dependency table in docs/architecture.md.` },
     { group: ['@strata/api', '@strata/worker', '**/apps/**'], message: 'Apps are leaves: nothing imports an app.' },
     { group: ['../../libs/**', '../../../libs/**', '**/libs/*/src/**'], message: 'Import a lib by its package name (@strata/<lib>), not by path.' },
+    // The console is a browser bundle: nothing of the server side, by any path.
+    ...(project === 'apps/console' ? [{ group: ['@strata/*', '**/libs/**', '**/apps/*/src/**'], message: 'apps/console talks to the api over HTTP only: no server code in the browser bundle.' }] : []),
   ].filter((p) => p.group.length > 0);
   const paths = PURE.includes(project)
     ? NODE_IO.flatMap((m) => [m, `node:${m}`]).map((name) => ({ name, message: `${project} is pure: no I/O modules.` }))
@@ -40,11 +43,11 @@ function rulesFor(project) {
 export default tseslint.config(
   { ignores: ['**/dist/**', '**/node_modules/**', 'libs/db/src/generated/**', '.strata/**', 'coverage/**', '.nx/**'] },
   {
-    files: ['**/*.ts'],
-    languageOptions: { parser: tseslint.parser, ecmaVersion: 2023, sourceType: 'module' },
+    files: ['**/*.ts', '**/*.tsx'],
+    languageOptions: { parser: tseslint.parser, ecmaVersion: 2023, sourceType: 'module', parserOptions: { ecmaFeatures: { jsx: true } } },
   },
   ...Object.keys(ALLOWED).map((project) => ({
-    files: [`${project}/src/**/*.ts`],
+    files: [`${project}/src/**/*.ts`, `${project}/src/**/*.tsx`],
     ignores: [`${project}/src/**/*.spec.ts`],
     rules: rulesFor(project),
   })),

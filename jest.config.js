@@ -22,7 +22,10 @@ export default {
   // A global option in jest 30: set on a project it is ignored, and every e2e test got 5 s.
   testTimeout: 120000,
   projects: [
-    { ...common, displayName: 'unit', rootDir: '.', testMatch: ['<rootDir>/{libs,apps}/*/src/**/*.spec.ts'] },
+    // Pure unit tests: no root, runc or service (`npm run test:unit` runs only these).
+    { ...common, displayName: 'unit', rootDir: '.', testMatch: ['<rootDir>/{libs,apps}/*/src/**/*.spec.ts'], testPathIgnorePatterns: ['\\.integration\\.spec\\.ts$'] },
+    // A lib's own tests that need root (runc, overlayfs, network namespaces) or a service (Redis, an S3 server).
+    { ...common, displayName: 'integration', rootDir: '.', testMatch: ['<rootDir>/{libs,apps}/*/src/**/*.integration.spec.ts'] },
     { ...common, displayName: 'e2e', rootDir: '.', testMatch: ['<rootDir>/test/**/*.e2e.spec.ts'] },
   ],
 };

@@ -53,6 +53,18 @@ describe('bad input gets a clear error and loses nothing', () => {
     expect(res.json.message).toMatch(message);
   });
 
+  it('keeps a connection usable after refusing a request before reading its body', async () => {
+    // 1 MiB: more than the socket buffers hold, so the answer leaves while the body is still coming.
+    const refused = await fetch(`${stack.url}/v1/builds?repository=Bad_Name`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${alice.token}`, 'content-type': 'application/x-tar' },
+      body: Buffer.alloc(1024 * 1024),
+    });
+    expect([refused.status, (await refused.json()).message]).toEqual([400, expect.stringMatching(/Invalid repository/)]);
+    // The same keep-alive pool: a connection left with an unread body would fail these.
+    for (let n = 0; n < 5; n++) expect((await api(stack, alice.token, 'GET', '/v1/builds?limit=1')).status).toBe(200);
+  });
+
   it('refuses a context that is not a tar or gzip, an empty one, and one over the size limit', async () => {
     const json = await api(stack, alice.token, 'POST', '/v1/builds?repository=ok', '{}', 'application/json');
     expect(json.status).toBe(415);
@@ -60,7 +72,7 @@ describe('bad input gets a clear error and loses nothing', () => {
     const empty = await api(stack, alice.token, 'POST', '/v1/builds?repository=ok', Buffer.alloc(0), 'application/x-tar');
     expect(empty.status).toBe(400);
     expect(empty.json.message).toMatch(/empty/);
-    const big = await api(stack, alice.token, 'POST', '/v1/builds?repository=toobig', Buffer.alloc(300 * 1024, 1), 'application/x-tar');
+    const big = await api(stack, alice.token, 'POST', '/v1/builds?repository=toobig', tarOf(makeDir({ big: 'x'.repeat(300 * 1024) })), 'application/x-tar');
     expect(big.status).toBe(413);
     expect(big.json.message).toBe('The build context is larger than the limit of 262144 bytes.');
     // Nothing was recorded for the refused uploads.

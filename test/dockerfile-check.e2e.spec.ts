@@ -28,9 +28,9 @@ describe('POST /v1/dockerfile/check', () => {
     expect(res.json.globalArgs).toEqual(['BASE']);
     expect(res.json.stages).toEqual([
       // Needed stages list the variables each step sees (a base image's own ENV is not known to a check).
-      { name: 'deps', from: '${BASE}', instructions: [{ keyword: 'RUN', line: 3, env: [] }] },
-      { name: 'tools', from: 'scratch', instructions: [{ keyword: 'COPY', line: 5 }] },
-      { name: 'final', from: 'deps', instructions: [{ keyword: 'ENV', line: 7, env: [] }, { keyword: 'COPY', line: 8, env: ['MODE=prod'] }] },
+      { name: 'deps', from: '${BASE}', instructions: [{ keyword: 'RUN', line: 3, env: [] }], dependsOn: [] },
+      { name: 'tools', from: 'scratch', instructions: [{ keyword: 'COPY', line: 5 }], dependsOn: [] },
+      { name: 'final', from: 'deps', instructions: [{ keyword: 'ENV', line: 7, env: [] }, { keyword: 'COPY', line: 8, env: ['MODE=prod'] }], dependsOn: [0] },
     ]);
     expect(res.json.neededStages).toEqual([0, 2]);
     expect(res.json.errors).toEqual([]);

@@ -29,4 +29,12 @@ describe('dependency direction lint', () => {
       expect.stringContaining('apps/cli may not import this lib'),
     ]);
   });
+
+  it('keeps server code out of the console, by package name or by path', async () => {
+    const byName = await lint('apps/console/src/pages/x.tsx', "import { parseDockerfile } from '@strata/dockerfile';\nexport const x = () => <b>{String(parseDockerfile)}</b>;\n");
+    expect(byName).toEqual(expect.arrayContaining([expect.stringContaining('apps/console')]));
+    const byPath = await lint('apps/console/src/x.ts', "import { toBuildView } from '../../../libs/db/src/index';\nexport const x = toBuildView;\n");
+    expect(byPath).toEqual(expect.arrayContaining([expect.stringContaining('apps/console talks to the api over HTTP only')]));
+    expect(await lint('apps/console/src/x.tsx', "import { useState } from 'react';\nexport const X = () => <b>{String(useState)}</b>;\n")).toEqual([]);
+  });
 });

@@ -3,7 +3,7 @@
 // benchmarks under bench/ and prints a table of ratios (Strata / peer; below 1 means Strata is faster).
 //   npm run bench                       both benchmarks, 5 runs per case
 //   npm run bench -- --runs 9           more runs per case (medians are reported)
-//   npm run bench -- --only parse       or --only build-cache, or --only registry
+//   npm run bench -- --only parse       or --only build-cache, --only registry, --only console or --only load
 //   npm run bench -- --write-docs       also replace the results block in docs/benchmarks.md
 // The build-cache benchmark starts dockerd, a docker-registry and Strata's api and worker itself and
 // stops them when it ends (also on failure or Ctrl-C). PostgreSQL, Redis and S3 are left running, as
@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ensureDependencies, ensurePackages, ensureServices, generatePrismaClient, log, migrate, root } from './services.mjs';
+import { buildConsole, ensureDependencies, ensurePackages, ensureServices, generatePrismaClient, log, migrate, root } from './services.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, fallback) => {
@@ -23,11 +23,11 @@ const runs = Number(opt('runs', process.env.BENCH_RUNS ?? 5));
 const only = opt('only', 'all');
 const writeDocs = args.includes('--write-docs');
 if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs takes a positive integer');
-if (!['all', 'parse', 'build-cache', 'registry'].includes(only)) throw new Error('--only takes parse, build-cache or registry');
+if (!['all', 'parse', 'build-cache', 'registry', 'console', 'load'].includes(only)) throw new Error('--only takes parse, build-cache, registry, console or load');
 
 const started = Date.now();
 ensureDependencies();
-ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'debootstrap', 'docker.io', 'docker-registry', 'runc', 'tar', 'skopeo']);
+ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'debootstrap', 'docker.io', 'docker-registry', 'runc', 'tar', 'skopeo', 'chromium']);
 const env = await ensureServices({ database: 'strata_bench', bucket: 'strata-bench', redisDb: 2 });
 generatePrismaClient();
 migrate(env);
@@ -65,7 +65,10 @@ let failed = false;
 const parse = only === 'all' || only === 'parse' ? runBench('dockerfile-parse', 'bench/dockerfile-parse/bench.ts', loader) : null;
 const cache = only === 'all' || only === 'build-cache' ? runBench('build-cache', 'bench/build-cache/bench.mjs') : null;
 const registry = only === 'all' || only === 'registry' ? runBench('registry', 'bench/registry/bench.mjs') : null;
-for (const b of [parse, cache, registry]) if (b && (b.status !== 0 || b.result.error)) failed = true;
+if (only === 'all' || only === 'console') buildConsole();
+const consoleBench = only === 'all' || only === 'console' ? runBench('console', 'bench/console/bench.mjs') : null;
+const load = only === 'all' || only === 'load' ? runBench('load', 'bench/load/bench.mjs') : null;
+for (const b of [parse, cache, registry, consoleBench, load]) if (b && (b.status !== 0 || b.result.error)) failed = true;
 
 const ms = (x) => (x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(0)} ms`);
 const opt2 = (x) => (x == null || Number.isNaN(x) ? '-' : ms(x));
@@ -102,6 +105,18 @@ if (registry) {
   if (g.error) lines.push('', `Registry benchmark failed: ${g.error.split('\n')[0]}`);
   lines.push('');
 }
+if (load) {
+  const l = load.result;
+  if (l.error) lines.push(`Load benchmark failed: ${l.error.split('\n')[0]}`);
+  else {
+    lines.push(`Load: ${l.builds} builds (FROM scratch, two COPY steps) from ${l.tenants} tenants submitted at once over ${l.apis} api processes, ${l.workers} workers (concurrency 2 each); every build succeeded and was claimed once:`);
+    lines.push('');
+    lines.push('| builds/min | queue wait p50 | queue wait p95 | build p50 (in the worker) | wall time |');
+    lines.push('|---:|---:|---:|---:|---:|');
+    lines.push(`| ${l.buildsPerMinute.toFixed(0)} | ${l.queueWaitP50.toFixed(1)} s | ${l.queueWaitP95.toFixed(1)} s | ${l.buildP50.toFixed(2)} s | ${l.wallSeconds.toFixed(1)} s |`);
+  }
+  lines.push('');
+}
 if (parse) {
   const p = parse.result;
   if (p.error) lines.push(`Dockerfile parse benchmark failed: ${p.error.split('\n')[0]}`);
@@ -114,10 +129,27 @@ if (parse) {
   }
   lines.push('');
 }
+if (consoleBench) {
+  const c = consoleBench.result;
+  if (c.error) lines.push(`Console benchmark failed: ${c.error.split('\n')[0]}`);
+  else {
+    lines.push(`Console: a build page whose log has ${c.logLines.toLocaleString('en')} lines (${(c.logBytes / 1024 ** 2).toFixed(1)} MiB as text), opened in Chromium (${c.chromium}), median of ${c.runs} page loads`);
+    lines.push('');
+    lines.push('| measure | median | worst | target | ratio median/target |');
+    lines.push('|---|---:|---:|---:|---:|');
+    lines.push(`| navigation to the last line on screen | ${ms(c.lastLineMs)} | ${ms(c.maxLastLineMs)} | ${ms(c.targetMs)} | **${(c.lastLineMs / c.targetMs).toFixed(2)}** |`);
+    lines.push(`| JS heap used then (CDP JSHeapUsedSize) | ${c.heapUsedMB.toFixed(1)} MB | ${c.maxHeapUsedMB.toFixed(1)} MB | ${c.targetHeapMB} MB | **${(c.heapUsedMB / c.targetHeapMB).toFixed(2)}** |`);
+    lines.push(`| JS heap after a forced GC | ${c.heapAfterGcMB.toFixed(1)} MB | - | - | - |`);
+    lines.push(`| the same log as SSE, read by Node alone (the api's part; ${(c.sseBytes / 1024 ** 2).toFixed(1)} MiB) | ${ms(c.sseMs)} | - | - | - |`);
+    lines.push(`| search over the whole log to its match count | ${ms(c.searchMs)} | - | - | - |`);
+    lines.push(`| DOM nodes in the page | ${Math.round(c.domNodes)} | - | - | - |`);
+  }
+  lines.push('');
+}
 const table = lines.join('\n');
 process.stdout.write(`\n${table}\n`);
 writeFileSync(path.join(resultsDir, 'latest.md'), `${table}\n`);
-writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null, registry: registry?.result ?? null }, null, 2));
+writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null, registry: registry?.result ?? null, console: consoleBench?.result ?? null, load: load?.result ?? null }, null, 2));
 
 if (writeDocs) {
   const doc = path.join(root, 'docs/benchmarks.md');

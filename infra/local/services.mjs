@@ -119,10 +119,11 @@ async function startRedis() {
   const dir = path.join(stateDir, 'redis');
   mkdirSync(dir, { recursive: true });
   execFileSync('redis-server', ['--daemonize', 'yes', '--port', String(REDIS_PORT), '--bind', '127.0.0.1',
-    '--save', '', '--appendonly', 'no', '--dir', dir, '--pidfile', path.join(dir, 'redis.pid'),
+    // An append-only file: a restarted Redis keeps its queue (the reconciler covers the loss anyway, see docs/adr/0011).
+    '--save', '', '--appendonly', 'yes', '--maxmemory-policy', 'noeviction', '--dir', dir, '--pidfile', path.join(dir, 'redis.pid'),
     '--logfile', path.join(dir, 'redis.log')], { stdio: 'ignore' });
   await waitPort(REDIS_PORT, 'Redis');
-  return { name: 'Redis', stop: () => spawnSync('redis-cli', ['-p', String(REDIS_PORT), 'shutdown', 'nosave'], { stdio: 'ignore' }) };
+  return { name: 'Redis', stop: () => spawnSync('redis-cli', ['-p', String(REDIS_PORT), 'shutdown'], { stdio: 'ignore' }) };
 }
 
 async function startS3() {
@@ -214,6 +215,13 @@ export function ensureDependencies() {
   const installed = existsSync(path.join(root, 'node_modules/.bin/jest')) && existsSync(stamp) ? readFileSync(stamp, 'utf8') : null;
   if (installed === want) return;
   log('installing npm dependencies');
-  execFileSync('npm', [existsSync(lock) ? 'ci' : 'install'], { cwd: root, stdio: 'inherit' });
+  // playwright-core drives Debian's chromium; no browser is ever downloaded.
+  execFileSync('npm', [existsSync(lock) ? 'ci' : 'install'], { cwd: root, stdio: 'inherit', env: { ...process.env, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: '1' } });
   writeFileSync(stamp, want);
+}
+
+/** Builds the web console (apps/console) with Vite into apps/console/dist, which the api serves at `/`. */
+export function buildConsole() {
+  log('building the console (vite)');
+  execFileSync(path.join(root, 'node_modules/.bin/vite'), ['build', '--logLevel', 'warn', 'apps/console'], { cwd: root, stdio: 'inherit' });
 }

@@ -5,7 +5,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { ensureDependencies, ensurePackages, ensureServices, generatePrismaClient, log, migrate, root, stateDir } from './services.mjs';
+import { buildConsole, ensureDependencies, ensurePackages, ensureServices, generatePrismaClient, log, migrate, root, stateDir } from './services.mjs';
 
 ensureDependencies();
 ensurePackages(['postgresql', 'redis-server', 'runc', 'attr', 'iproute2', 'iptables', 'bzip2', 'xz-utils']);
@@ -15,6 +15,7 @@ generatePrismaClient();
 migrate(env);
 log('compiling (tsc -b)');
 execFileSync(path.join(root, 'node_modules/.bin/tsc'), ['-b', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' });
+buildConsole();
 
 const childEnv = { ...process.env, ...env, STRATA_DATA_DIR: process.env.STRATA_DATA_DIR ?? path.join(stateDir, 'worker') };
 const tokenFile = path.join(stateDir, 'dev-token');

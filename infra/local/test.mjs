@@ -3,13 +3,16 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { ensureDependencies, ensurePackages, ensureServices, generatePrismaClient, log, migrate, root } from './services.mjs';
+import { buildConsole, ensureDependencies, ensurePackages, ensureServices, generatePrismaClient, log, migrate, root } from './services.mjs';
 
 const started = Date.now();
 ensureDependencies();
 // Real clients and runtimes the end-to-end tests drive: skopeo and umoci read our images, runc runs RUN steps;
-// bzip2 and xz-utils unpack ADD archives on the worker, as they do for Docker.
-ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'busybox-static', 'attr', 'iproute2', 'tar', 'gzip', 'docker-registry', 'docker.io', 'buildah', 'bzip2', 'xz-utils', 'git']);
+// gcc and libc6-dev build the static helper test/run-diff.e2e.spec.ts puts in a RUN step;
+// bzip2 and xz-utils unpack ADD archives on the worker, as they do for Docker; debootstrap makes the
+// Debian base the differential suite and the benchmarks build on; chromium runs the console's tests
+// (through playwright-core).
+ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'busybox-static', 'attr', 'gcc', 'libc6-dev', 'iproute2', 'tar', 'gzip', 'docker-registry', 'docker.io', 'buildah', 'bzip2', 'xz-utils', 'git', 'debootstrap', 'chromium']);
 const env = await ensureServices({ database: 'strata_test', bucket: 'strata-test', redisDb: 1 });
 generatePrismaClient();
 migrate(env);
@@ -25,11 +28,17 @@ if (run(path.join(root, 'node_modules/.bin/eslint'), ['.']) !== 0) {
 }
 
 // jest compiles with swc, which drops types: the type check (unused locals included) is its own step.
+// The console has its own settings (DOM, JSX) and is checked on its own.
 log('type check');
-if (run(path.join(root, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.json', '--noEmit']) !== 0) {
-  log('type check failed');
-  process.exit(1);
+for (const project of ['tsconfig.json', 'apps/console/tsconfig.json']) {
+  if (run(path.join(root, 'node_modules/.bin/tsc'), ['-p', project, '--noEmit']) !== 0) {
+    log(`type check failed (${project})`);
+    process.exit(1);
+  }
 }
+
+// The console's end-to-end tests open what the api serves from apps/console/dist.
+buildConsole();
 
 const jestArgs = process.argv.slice(2);
 const status = run(
@@ -42,6 +51,8 @@ const status = run(
     STRATA_GC_INTERVAL_MS: '0',
     // Test git servers and forge stand-ins listen on loopback; tenant-given URLs may reach it only because this says so.
     STRATA_ALLOW_PRIVATE_SOURCES: '127.0.0.0/8',
+    // The JSON event lines of api and workers: only warnings and errors, or they would drown jest's report.
+    STRATA_LOG_LEVEL: process.env.STRATA_LOG_LEVEL ?? 'warn',
     STRATA_QUEUE_PREFIX: `strata-test-${randomBytes(4).toString('hex')}`,
     STRATA_DATA_DIR: path.join(root, '.strata/test-worker'),
   },

@@ -42,6 +42,7 @@ export function envOf(config: StrataConfig): Record<string, string> {
     STRATA_UPSTREAM_REGISTRY: config.pull.upstreamRegistry ?? 'none',
     STRATA_INSECURE_REGISTRIES: config.pull.insecureRegistries.join(','),
     STRATA_ALLOW_PRIVATE_SOURCES: config.allowPrivateSources.join(','),
+    STRATA_PULL_TIMEOUT_MS: String(config.pull.responseTimeoutMs),
     STRATA_LOG_STEP_MAX_BYTES: String(config.log.stepMaxBytes),
     STRATA_LOG_BUILD_MAX_BYTES: String(config.log.buildMaxBytes),
     STRATA_LOG_LINE_MAX_BYTES: String(config.log.lineMaxBytes),
@@ -54,6 +55,10 @@ export function envOf(config: StrataConfig): Record<string, string> {
     STRATA_OPERATOR_TOKEN_SHA256: config.operatorTokenHash ?? '',
     STRATA_RATE_LIMIT_TOKEN_PER_MINUTE: String(config.rateLimit.tokenPerMinute),
     STRATA_RATE_LIMIT_TENANT_PER_MINUTE: String(config.rateLimit.tenantPerMinute),
+    STRATA_RECONCILE_INTERVAL_MS: String(config.reconcile.intervalMs),
+    STRATA_WORKER_STALE_MS: String(config.reconcile.workerStaleMs),
+    STRATA_BUILD_MAX_ATTEMPTS: String(config.reconcile.maxAttempts),
+    STRATA_WORKER_DRAIN_MS: String(config.reconcile.drainMs),
   };
   if (config.s3.endpoint !== undefined) env.S3_ENDPOINT = config.s3.endpoint;
   if (config.s3.accessKeyId !== undefined) env.S3_ACCESS_KEY_ID = config.s3.accessKeyId;
@@ -81,17 +86,21 @@ export interface WorkerProcess {
   whileRunning<T>(work: Promise<T>): Promise<T>;
   /** SIGTERM (a graceful close), SIGKILL if it is still there after graceMs; then removes its data directory. Idempotent. */
   stop(graceMs?: number): Promise<void>;
+  /** SIGKILL, as a crash or the OOM killer would: nothing is cleaned up, the data directory stays. Resolves once it is gone. */
+  kill(): Promise<void>;
+  /** How it ended (`killed by SIGKILL`, `exited with code 0`), or null while it runs. */
+  exitStatus(): string | null;
 }
 
 /**
  * Starts `node --import ./bench/support/register-ts.mjs apps/worker/src/bin.ts` (as bench/build-cache
- * does) with `config`'s settings and a fresh data directory of its own.
+ * does) with `config`'s settings and a fresh data directory of its own (or `opts.dataDir`).
  */
-export function startWorkerProcess(config: StrataConfig): WorkerProcess {
-  // The same root as startStack()'s data directories.
+export function startWorkerProcess(config: StrataConfig, opts: { dataDir?: string } = {}): WorkerProcess {
+  // The same root as startStack()'s data directories; or a killed worker's, to start again where it died.
   const dataRoot = process.env.STRATA_DATA_DIR ?? tmpdir();
   mkdirSync(dataRoot, { recursive: true });
-  const dataDir = mkdtempSync(path.join(dataRoot, 'worker-process-'));
+  const dataDir = opts.dataDir ?? mkdtempSync(path.join(dataRoot, 'worker-process-'));
   const env = { ...process.env, ...envOf({ ...config, dataDir }), NODE_NO_WARNINGS: '1' };
   const child: ChildProcess = spawn(process.execPath, ['--import', './bench/support/register-ts.mjs', 'apps/worker/src/bin.ts'], {
     cwd: root,
@@ -139,6 +148,12 @@ export function startWorkerProcess(config: StrataConfig): WorkerProcess {
       died.catch(() => undefined);
       return Promise.race([work, died]);
     },
+    async kill() {
+      if (status === null) child.kill('SIGKILL');
+      await exited;
+      process.removeListener('exit', killOnExit);
+    },
+    exitStatus: () => status,
     stop(graceMs = 20_000) {
       stopping ??= (async () => {
         if (status === null) {

@@ -1,13 +1,18 @@
-import { type DynamicModule, Module } from '@nestjs/common';
+import { type DynamicModule, type MiddlewareConsumer, Module, type NestModule, RequestMethod } from '@nestjs/common';
 import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { DbModule } from '@strata/db';
 import { AuditModule } from './audit/audit.module.js';
 import { AuthModule } from './auth/auth.module.js';
+import { WhoamiController } from './auth/whoami.controller.js';
 import { BuildsController } from './builds/builds.controller.js';
 import { BuildsService } from './builds/builds.service.js';
 import { DockerfileController } from './dockerfile/dockerfile.controller.js';
 import { HealthController } from './health/health.controller.js';
 import { LogsModule } from './logs/logs.module.js';
+import { FleetRedisModule } from './metrics/fleet-redis.provider.js';
+import { MetricsController } from './metrics/metrics.controller.js';
+import { MetricsService } from './metrics/metrics.service.js';
+import { RegistryRequestsMiddleware } from './metrics/registry-requests.middleware.js';
 import { BuildsQueueCloser, buildsQueueProvider } from './queue.provider.js';
 import { RepositoriesController } from './repositories/repositories.controller.js';
 import { RepositoriesService } from './repositories/repositories.service.js';
@@ -17,7 +22,7 @@ import { TenancyModule } from './tenancy/tenancy.module.js';
 import { TriggersModule } from './triggers/triggers.module.js';
 
 @Module({})
-export class AppModule {
+export class AppModule implements NestModule {
   static forConfig(config: StrataConfig): DynamicModule {
     const configModule: DynamicModule = {
       module: class ConfigModule {},
@@ -27,15 +32,13 @@ export class AppModule {
     };
     return {
       module: AppModule,
-      imports: [configModule, DbModule, AuthModule, AuditModule, TenancyModule, RegistryModule, LogsModule, TriggersModule],
-      controllers: [HealthController, BuildsController, RepositoriesController, DockerfileController],
-      providers: [
-        BuildsQueueCloser,
-        BuildsService,
-        RepositoriesService,
-        buildsQueueProvider,
-        storageProvider,
-      ],
+      imports: [configModule, FleetRedisModule, DbModule, AuthModule, AuditModule, TenancyModule, RegistryModule, LogsModule, TriggersModule],
+      controllers: [HealthController, WhoamiController, BuildsController, RepositoriesController, DockerfileController, MetricsController],
+      providers: [BuildsQueueCloser, BuildsService, RepositoriesService, buildsQueueProvider, storageProvider, MetricsService],
     };
+  }
+
+  configure(consumer: MiddlewareConsumer): void {
+    consumer.apply(RegistryRequestsMiddleware).forRoutes({ path: 'v2', method: RequestMethod.ALL }, { path: 'v2/*path', method: RequestMethod.ALL });
   }
 }

@@ -5,6 +5,7 @@ import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { StrataConfig } from '@strata/config';
 import { AppModule } from './app.module.js';
 import { HttpErrorFilter } from './common/http-error.filter.js';
+import { consoleFiles } from './console/console-files.js';
 
 /** Builds the api application (used by main.ts and by the end-to-end tests). */
 export async function createApiApp(config: StrataConfig, opts: { logger?: boolean } = {}): Promise<INestApplication> {
@@ -14,7 +15,14 @@ export async function createApiApp(config: StrataConfig, opts: { logger?: boolea
     bodyParser: false,
   });
   app.useGlobalFilters(new HttpErrorFilter());
+  // Idle keep-alive connections outlive a load balancer's (60 s on most) and clients': the side that
+  // closes an idle connection first must be the client, or a request sent as it closes is reset.
+  const server = app.getHttpServer() as { keepAliveTimeout: number; headersTimeout: number };
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
   app.enableShutdownHooks();
+  // The web console (apps/console, built by Vite) at `/`; registered before the routes, it passes API paths on.
+  app.use(consoleFiles());
   const doc = new DocumentBuilder()
     .setTitle('Strata API')
     .setDescription('Container image builds: contexts in, OCI images out.')

@@ -11,13 +11,16 @@ import type { Build, Prisma, PrismaClient } from '@strata/db';
 import {
   type BuildPlan, type Diagnostic, DockerfileError, lintCopyIgnoredFile, lintWithResolvedImages, parseDockerfile, resolveBuild, type ResolvedBaseImage,
 } from '@strata/dockerfile';
-import { type ImageConfig, TarExtractionError } from '@strata/oci';
-import { ImageStore, type RegistryAuth, registryAuthFromEntries, RegistryClient } from '@strata/registry';
+import type { ImageConfig } from '@strata/oci';
+import { ImageStore, type RegistryAuth, registryAuthFromEntries, RegistryClient, TenantImageResolver } from '@strata/registry';
 import { ContextCache, type ExtractedContext } from './context-cache.js';
 import { CommitStatusReporter } from './commit-status.js';
 import { type CommitRequest, GitCommitSource, gitContextDigest, GitFetchError } from './git-source.js';
-import { BlobLayerSink, PrismaCacheIndex, TenantImageResolver } from './adapters.js';
-import type { BuildLogs } from './logs/build-log.js';
+import { contextFailure } from './context-errors.js';
+import { diskFailure } from './disk-errors.js';
+import { storageFailure } from './storage-errors.js';
+import { BlobLayerSink, PrismaCacheIndex } from './adapters.js';
+import type { BuildLog, BuildLogs } from './logs/build-log.js';
 
 export interface BuildRunnerDeps {
   prisma: PrismaClient;
@@ -48,6 +51,10 @@ export class BuildRunner {
   private readonly indexer: RootfsIndexer;
   /** Builds from a push fetch their commit with git. */
   private readonly git: GitCommitSource;
+  /** Aborted when the worker stops waiting for its builds on shutdown. */
+  private readonly shutdown = new AbortController();
+  /** Builds handed back by handBackAll(), for the worker to re-queue. */
+  readonly handedBack: Array<{ id: string; tenantId: string }> = [];
 
   constructor(private readonly deps: BuildRunnerDeps) {
     this.contexts = new ContextCache(path.resolve(deps.config.dataDir, 'contexts'));
@@ -56,17 +63,17 @@ export class BuildRunner {
     // Through the sink: a layer still being uploaded is read from its spool file.
     this.indexer = new RootfsIndexer((d) => this.layers.open(d));
     this.git = new GitCommitSource(deps.config.allowPrivateSources);
-    this.registryClient = new RegistryClient({ insecureRegistries: deps.config.pull.insecureRegistries, userAgent: 'strata-worker' });
+    this.registryClient = new RegistryClient({ insecureRegistries: deps.config.pull.insecureRegistries, responseTimeoutMs: deps.config.pull.responseTimeoutMs, userAgent: 'strata-worker' });
   }
 
   async run(buildId: string, signal?: AbortSignal): Promise<void> {
     // The build's time limit stops it like a cancel, but it ends failed, saying why.
     const deadline = AbortSignal.timeout(this.deps.config.run.buildTimeoutMs);
-    const stop = signal ? AbortSignal.any([signal, deadline]) : deadline;
+    const stop = AbortSignal.any([...(signal ? [signal] : []), deadline, this.shutdown.signal]);
     const { prisma, config } = this.deps;
     const claimed = await prisma.build.updateMany({
       where: { id: buildId, status: { in: ['queued', 'running'] } },
-      data: { status: 'running', startedAt: new Date(), workerId: this.deps.workerId ?? hostname() },
+      data: { status: 'running', startedAt: new Date(), workerId: this.deps.workerId ?? hostname(), queue: config.queuePrefix, attempts: { increment: 1 } },
     });
     if (claimed.count === 0) return; // cancelled, or already finished by another worker
     const build = await prisma.build.findUniqueOrThrow({ where: { id: buildId }, include: { repository: true } });
@@ -102,6 +109,7 @@ export class BuildRunner {
     // The lint findings so far, and the FROM images the engine resolved (InvalidBaseImagePlatform and UndefinedVar need them).
     let lint: { warnings: Diagnostic[]; plan: BuildPlan | null } = { warnings: [], plan: null };
     const resolvedImages = new Map<string, ImageConfig>();
+    let handedBack = false;
     try {
       if (secretsError) throw new BuildFailure(secretsError, null);
       await rm(workDir, { recursive: true, force: true });
@@ -120,10 +128,7 @@ export class BuildRunner {
         }
       } catch (e) {
         if (e instanceof GitFetchError) throw new BuildFailure(`fetching the commit failed: ${e.message}`, null);
-        if (e instanceof TarExtractionError || /gzip|tar|header/i.test((e as Error).message)) {
-          throw new BuildFailure(`the build context was refused: ${(e as Error).message}`, null);
-        }
-        throw e;
+        throw contextFailure(e) ?? e;
       }
       const context = await IndexedContext.open(extracted.index, extracted.pack, extracted.directory);
       const dockerfile = await this.readDockerfile(context, build.dockerfilePath);
@@ -221,10 +226,14 @@ export class BuildRunner {
       statuses?.report('success');
       await log?.finish('succeeded', `image ${published.manifestDigest}`);
     } catch (e) {
+      if (this.shutdown.signal.aborted && signal?.aborted !== true) {
+        handedBack = await this.handBack(buildId, build.tenantId, log);
+        if (handedBack) return;
+      }
       const timedOut = deadline.aborted && signal?.aborted !== true;
       const failure = timedOut
         ? new BuildFailure(`the build took longer than its time limit of ${Math.round(this.deps.config.run.buildTimeoutMs / 1000)} s and was stopped`, null)
-        : e instanceof BuildFailure ? e : null;
+        : e instanceof BuildFailure ? e : (storageFailure(e) ?? diskFailure(e));
       const message = failure ? failure.message : `internal error: ${(e as Error).message}`;
       const cancelled = signal?.aborted === true;
       statuses?.report(failure && !cancelled ? 'failure' : 'error');
@@ -244,8 +253,8 @@ export class BuildRunner {
       await log?.finish(cancelled ? 'cancelled' : 'failed', failure?.line ? `${message} (Dockerfile line ${failure.line})` : message);
       if (!failure) throw e;
     } finally {
-      // However the build ended, its sealed secrets are erased and the plaintext wiped from memory.
-      if (build.secretsSealed || build.registryAuthSealed) {
+      // However the build ended, its sealed secrets are erased and the plaintext wiped from memory (kept for the next worker when handed back).
+      if ((build.secretsSealed || build.registryAuthSealed) && !handedBack) {
         await prisma.build.updateMany({ where: { id: buildId }, data: { secretsSealed: null, registryAuthSealed: null } }).catch(() => undefined);
       }
       for (const v of secrets.values()) v.fill(0);
@@ -365,6 +374,24 @@ export class BuildRunner {
       this.deps.config.allowPrivateSources,
     );
     return { request, statuses };
+  }
+
+  /** Stops every running build and hands it back to the queue (a worker shutting down past its grace period). */
+  handBackAll(): void {
+    this.shutdown.abort(new Error('the worker is shutting down'));
+  }
+
+  /** A build stopped by a shutdown is queued again, its claim not counted; the caller re-adds its job once BullMQ let go of it. */
+  private async handBack(buildId: string, tenantId: string, log: BuildLog | undefined): Promise<boolean> {
+    const back = await this.deps.prisma.build.updateMany({
+      where: { id: buildId, status: 'running', workerId: this.deps.workerId ?? hostname() },
+      data: { status: 'queued', workerId: null, startedAt: null, attempts: { decrement: 1 } },
+    });
+    if (back.count === 0) return false;
+    log?.line(null, 'system', `worker ${this.deps.workerId ?? hostname()} is shutting down; the build goes back to the queue`);
+    await log?.flush();
+    this.handedBack.push({ id: buildId, tenantId });
+    return true;
   }
 
   /** Step fingerprints of the previous finished build of the same repository and target. */

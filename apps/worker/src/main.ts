@@ -4,48 +4,81 @@ import { hostname } from 'node:os';
 import { type Storage, storageFromConfig } from '@strata/blobstore';
 import { buildCancelChannel, loadConfig, type StrataConfig } from '@strata/config';
 import { createPrismaClient, type PrismaClient } from '@strata/db';
-import { BUILDS_QUEUE, type BuildJob, GC_QUEUE, redisConnection, WORKER_LOCK } from '@strata/queue';
+import { addToFleetCounter, BUILDS_QUEUE, type BuildJob, type FleetCounter, GC_QUEUE, logEvent, redisConnection, WORKER_LOCK } from '@strata/queue';
 import { GarbageCollector } from '@strata/registry';
 import { BuildRunner } from './build-runner.js';
 import { BuildLogs } from './logs/build-log.js';
+import { clearLeftovers } from './leftovers.js';
+import { Reconciler, startHeartbeat, startReconciler } from './reconciler.js';
 import { WorkerRuntime } from './runtime-adapter.js';
 
 /** Starts a worker consuming the builds queue; returns a function that stops it. */
 export async function startWorker(config = loadConfig()): Promise<{ close(): Promise<void> }> {
   const prisma = createPrismaClient(config.databaseUrl);
-  const storage = await storageFromConfig(config.s3);
   const logRedis = new Redis({ ...redisConnection(config.redisUrl), protocol: 2 });
+  const count = (name: FleetCounter, labels: Record<string, string>, by = 1) => addToFleetCounter(logRedis, config.queuePrefix, name, labels, by);
+  const storage = await storageFromConfig({ ...config.s3, onRequestError: (operation, reason) => count('strata_s3_request_errors_total', { process: 'worker', operation, reason }) });
   const logs = new BuildLogs({ redis: logRedis, storage, config });
+  // What a worker killed on this data directory left running goes first: its snapshots can only be unmounted then.
+  const leftovers = await clearLeftovers(config.dataDir);
+  if (leftovers.containers.length + leftovers.workDirs > 0) {
+    logEvent('warn', 'cleared what a killed worker left', { dataDir: config.dataDir, ...leftovers });
+  }
   // RUN steps: runc on overlayfs snapshots under <dataDir>/runtime; the same store serves COPY --from.
   const runtime = new WorkerRuntime({ dataDir: config.dataDir, storage, run: config.run });
   await runtime.init();
-  const runner = new BuildRunner({ prisma, storage, config, logs, executor: runtime, rootfs: runtime, workerId: `${hostname()}:${process.pid}` });
+  const workerId = `${hostname()}:${process.pid}`;
+  const runner = new BuildRunner({ prisma, storage, config, logs, executor: runtime, rootfs: runtime, workerId });
+  // Beating before taking jobs: a build this worker claims is never mistaken for an orphan.
+  const heartbeat = await startHeartbeat(prisma, workerId, config);
   // BullMQ aborts the signal on worker.cancelJob()/cancelAllJobs(): the engine passes it to the RUN container, which runc kills.
   const worker = new Worker<BuildJob>(BUILDS_QUEUE, async (job, token, signal) => {
+    const { buildId, tenantId } = job.data;
     // A tenant at its maxConcurrentBuilds quota waits: its job goes back for a second while others' builds run.
-    if (token && (await atConcurrencyQuota(prisma, job.data.buildId))) {
+    if (token && (await atConcurrencyQuota(prisma, buildId))) {
       await job.moveToDelayed(Date.now() + 1000, token);
       throw new DelayedError();
     }
-    return runner.run(job.data.buildId, signal);
+    const started = Date.now();
+    logEvent('info', 'build taken', { buildId, tenantId, workerId });
+    try {
+      await runner.run(buildId, signal);
+    } finally {
+      const ended = await prisma.build.findUnique({ where: { id: buildId }, select: { status: true, errorMessage: true } }).catch(() => null);
+      logEvent(ended?.status === 'failed' ? 'warn' : 'info', 'build left the worker', { buildId, tenantId, workerId, status: ended?.status, error: ended?.errorMessage ?? undefined, durationMs: Date.now() - started });
+    }
   }, {
     connection: redisConnection(config.redisUrl),
     prefix: config.queuePrefix,
     concurrency: config.workerConcurrency,
     ...WORKER_LOCK,
   });
-  worker.on('failed', (job, err) => process.stderr.write(`build ${job?.data.buildId} failed inside the worker: ${err.message}\n`));
+  worker.on('failed', (job, err) => logEvent('error', 'the build job failed inside the worker', { buildId: job?.data.buildId, tenantId: job?.data.tenantId, workerId, error: err.message, stack: err.stack }));
   await worker.waitUntilReady();
   // POST /v1/builds/{id}/cancel publishes the build id to every worker; the one running it (job id = build id) aborts it.
   const cancels = new Redis({ ...redisConnection(config.redisUrl), protocol: 2 });
   cancels.on('message', (_channel, buildId: string) => worker.cancelJob(buildId, 'cancelled by the user'));
   await cancels.subscribe(buildCancelChannel(config.queuePrefix));
   const gc = await startGarbageCollection(config, prisma, storage, runtime);
+  const buildsQueue = new Queue<BuildJob>(BUILDS_QUEUE, { connection: redisConnection(config.redisUrl), prefix: config.queuePrefix });
+  const reconciler = new Reconciler({ prisma, queue: buildsQueue, logs, config });
+  const reconciling = startReconciler(reconciler, config.reconcile.intervalMs, (r) => {
+    logEvent('info', 'reconciled the builds queue', { workerId, ...r });
+    for (const [action, ids] of Object.entries(r)) if (ids.length > 0) count('strata_reconciler_actions_total', { action }, ids.length);
+  });
   return {
     async close() {
+      await reconciling.close();
       await gc.close();
       await cancels.quit();
-      await worker.close();
+      // Running builds get drainMs to finish; then they go back to the queue for another worker.
+      const closing = worker.close();
+      const grace = setTimeout(() => runner.handBackAll(), config.reconcile.drainMs);
+      await closing;
+      clearTimeout(grace);
+      for (const build of runner.handedBack) await reconciler.ensureJob(build).catch(() => undefined);
+      heartbeat.stop();
+      await buildsQueue.close();
       // Cache mounts saved after the last steps reach S3 before the worker goes.
       await runtime.flush();
       await logRedis.quit();
@@ -74,10 +107,12 @@ async function startGarbageCollection(
     async () => {
       const report = await collector.run({ graceMs: config.gc.graceMs, cacheBudgetBytes: config.gc.cacheBudgetBytes, cacheMaxIdleMs: config.gc.cacheMaxIdleMs });
       const local = await runtime.trimLayers(config.gc.workerLayersMaxBytes);
-      process.stdout.write(
-        `gc: evicted ${report.evictedCacheEntries} cache entries, deleted ${report.deletedBlobs.length} blobs, kept ${report.keptBlobs}; ` +
-          `freed ${local.freedBytes} bytes of unpacked layers\n`,
-      );
+      logEvent('info', 'garbage collected', {
+        evictedCacheEntries: report.evictedCacheEntries,
+        deletedBlobs: report.deletedBlobs.length,
+        keptBlobs: report.keptBlobs,
+        freedLocalLayerBytes: local.freedBytes,
+      });
       return { ...report, local };
     },
     { connection, prefix: config.queuePrefix, concurrency: 1 },

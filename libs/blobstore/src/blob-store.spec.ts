@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { sha256Digest } from '@strata/oci';
-import { BlobSizeMismatchError, BlobStore } from './blob-store.js';
+import { BlobSizeMismatchError, blobKey, BlobStore, DigestMismatchError } from './blob-store.js';
 import { FilesystemDriver } from './filesystem-driver.js';
 import type { ByteRange } from './storage-driver.js';
 
@@ -35,5 +35,20 @@ describe('BlobStore reads', () => {
       }
     };
     await expect(drain()).rejects.toThrow(BlobSizeMismatchError);
+  });
+
+  it('fails the stream when the bytes in storage no longer hash to the blob digest (same length, corrupt)', async () => {
+    const bytes = Buffer.from('complete content');
+    const driver = new FilesystemDriver(root);
+    const store = new BlobStore(driver);
+    const { digest } = await store.put(bytes);
+    await driver.delete(blobKey(digest));
+    await driver.put(blobKey(digest), Buffer.from('c0mplete content'));
+    const drain = async () => {
+      for await (const _chunk of await store.get(digest)) {
+        // consume
+      }
+    };
+    await expect(drain()).rejects.toThrow(DigestMismatchError);
   });
 });

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, type Hash, randomUUID } from 'node:crypto';
 import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { digestFromHex, digestHex, DigestingStream, isDigest, sha256Digest, type Digest } from '@strata/oci';
@@ -128,7 +128,8 @@ export class BlobStore {
       if (err instanceof NotFoundError) throw new BlobNotFoundError(digest);
       throw err;
     }
-    const checked = new LengthCheck(digest, end - start);
+    // A whole blob is also hashed as it streams: corrupt bytes in storage fail the read at its end.
+    const checked = new LengthCheck(digest, end - start, start === 0 && end === info.size);
     stream.once('error', (err) => checked.destroy(err));
     return stream.pipe(checked);
   }
@@ -161,16 +162,21 @@ export class BlobStore {
 
 class LengthCheck extends Transform {
   private seen = 0;
-  constructor(private readonly digest: Digest, private readonly expected: number) {
+  private readonly hash: Hash | null;
+  constructor(private readonly digest: Digest, private readonly expected: number, whole: boolean) {
     super();
+    this.hash = whole ? createHash('sha256') : null;
   }
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.seen += chunk.length;
+    this.hash?.update(chunk);
     if (this.seen > this.expected) callback(new BlobSizeMismatchError(this.digest, this.expected, this.seen));
     else callback(null, chunk);
   }
   override _flush(callback: TransformCallback): void {
-    callback(this.seen === this.expected ? null : new BlobSizeMismatchError(this.digest, this.expected, this.seen));
+    if (this.seen !== this.expected) return callback(new BlobSizeMismatchError(this.digest, this.expected, this.seen));
+    const actual = this.hash ? digestFromHex(this.hash.digest('hex')) : this.digest;
+    callback(actual === this.digest ? null : new DigestMismatchError(this.digest, actual, this.seen));
   }
 }
 

@@ -16,7 +16,14 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { checkRange, NotFoundError, validateKey, type ByteRange, type ObjectStat, type StorageDriver } from './storage-driver.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { checkRange, NotFoundError, StorageUnavailableError, validateKey, type ByteRange, type ObjectStat, type StorageDriver } from './storage-driver.js';
+
+/** Attempts per request (the SDK's standard mode: exponential backoff with jitter between them). */
+const MAX_ATTEMPTS = 5;
+/** Times a download cut short is resumed from where it stopped. */
+const MAX_RESUMES = 5;
+const RESUME_BACKOFF_MS = 100;
 
 export interface S3DriverOptions {
   bucket: string;
@@ -31,6 +38,10 @@ export interface S3DriverOptions {
   queueSize?: number;
   /** Use a pre-built client (tests, custom credentials providers). */
   client?: S3Client;
+  /** Attempts per request before it fails (default 5). */
+  maxAttempts?: number;
+  /** Told of every failed attempt (each retry too) and every download cut short, for metrics. */
+  onRequestError?: (operation: string, reason: string) => void;
 }
 
 const MIN_PART_SIZE = 5 * 1024 * 1024;
@@ -44,6 +55,7 @@ export class S3Driver implements StorageDriver {
   private readonly bucket: string;
   private readonly partSize: number;
   private readonly queueSize: number;
+  private readonly onRequestError: ((operation: string, reason: string) => void) | undefined;
 
   constructor(options: S3DriverOptions) {
     this.bucket = options.bucket;
@@ -55,10 +67,34 @@ export class S3Driver implements StorageDriver {
         region: options.region,
         ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint }),
         forcePathStyle: options.forcePathStyle ?? false,
+        // 5xx, throttling, resets and timeouts are retried with backoff; a hung S3 costs a timeout, not the build.
+        maxAttempts: options.maxAttempts ?? MAX_ATTEMPTS,
+        retryMode: 'standard',
+        requestHandler: { connectionTimeout: 5_000, requestTimeout: 60_000 },
         ...(options.accessKeyId !== undefined && options.secretAccessKey !== undefined
           ? { credentials: { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey } }
           : {}),
       });
+    this.onRequestError = options.onRequestError;
+    if (options.onRequestError) this.countErrors(options.onRequestError);
+  }
+
+  /** Every attempt the SDK makes passes here: placed inside its retry loop, around the response parser that turns a 5xx into an error. */
+  private countErrors(report: (operation: string, reason: string) => void): void {
+    // Typed by hand: the SDK's middleware type is a union that gives the parameters no type of their own.
+    const middleware = (next: (args: object) => Promise<unknown>, context: { commandName?: string }) => async (args: object) => {
+      try {
+        return await next(args);
+      } catch (err) {
+        if (!isNotFound(err)) report(context.commandName ?? 'unknown', errorReason(err));
+        throw err;
+      }
+    };
+    this.client.middlewareStack.addRelativeTo(middleware as unknown as Parameters<S3Client['middlewareStack']['addRelativeTo']>[0], {
+      relation: 'after',
+      toMiddleware: 'retryMiddleware',
+      name: 'strataRequestErrors',
+    });
   }
 
   /** Creates the bucket unless it already exists (start-up of local and test setups). */
@@ -80,7 +116,7 @@ export class S3Driver implements StorageDriver {
   async put(key: string, body: Buffer | Readable): Promise<{ size: number }> {
     validateKey(key);
     if (Buffer.isBuffer(body)) {
-      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length }));
+      await this.call('PUT', key, () => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length })));
       return { size: body.length };
     }
     // Upload splits an unknown-length stream into parts, holding at most queueSize parts in memory.
@@ -99,44 +135,82 @@ export class S3Driver implements StorageDriver {
       queueSize: this.queueSize,
       leavePartsOnError: false,
     });
-    await Promise.all([upload.done(), feeding]);
+    // Each part is buffered, so the SDK retries parts; a stream that ends early is the caller's error, not S3's.
+    await Promise.all([this.call('PUT', key, () => upload.done()), feeding]);
     return { size };
   }
 
   async get(key: string, range?: ByteRange): Promise<Readable> {
     validateKey(key);
     let header: string | undefined;
+    let start = 0;
     if (range !== undefined) {
       const stats = await this.stat(key);
       if (stats === null) throw new NotFoundError(key);
-      const { start, end } = checkRange(key, range, stats.size);
+      const checked = checkRange(key, range, stats.size);
       // S3 cannot express an empty range.
-      if (start === end) return Readable.from([]);
-      header = `bytes=${start}-${end - 1}`;
+      if (checked.start === checked.end) return Readable.from([]);
+      start = checked.start;
+      header = `bytes=${checked.start}-${checked.end - 1}`;
     }
+    const response = await this.call('GET', key, () => this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(header ? { Range: header } : {}) })));
+    return Readable.from(this.resumed(key, response.Body as Readable, start, start + (response.ContentLength ?? 0)), { objectMode: false });
+  }
+
+  /**
+   * The body of a GET, resumed with a ranged GET from the byte it stopped at when the connection
+   * drops or the body ends short, up to MAX_RESUMES times in a row: a blob download survives a
+   * flaky network instead of failing the build, and never yields a byte twice.
+   */
+  private async *resumed(key: string, first: Readable, start: number, end: number): AsyncGenerator<Buffer> {
+    let body = first;
+    let offset = start;
+    let failures = 0;
+    for (;;) {
+      try {
+        for await (const chunk of body) {
+          offset += (chunk as Buffer).length;
+          failures = 0;
+          yield chunk as Buffer;
+        }
+        if (offset >= end) return;
+        throw new Error(`the body ended after ${offset - start} of ${end - start} bytes`);
+      } catch (err) {
+        body.destroy();
+        this.onRequestError?.('GetObject', 'body cut short');
+        if (++failures > MAX_RESUMES) throw new StorageUnavailableError('GET', key, failures, err);
+        await sleep(RESUME_BACKOFF_MS * 2 ** (failures - 1));
+        const rest = await this.call('GET', key, () => this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${offset}-${end - 1}` })));
+        body = rest.Body as Readable;
+      }
+    }
+  }
+
+  /** A request with the SDK's retries; NotFound stays NotFoundError, anything else left is StorageUnavailableError. */
+  private async call<T>(operation: string, key: string, send: () => Promise<T>): Promise<T> {
     try {
-      const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(header ? { Range: header } : {}) }));
-      return response.Body as Readable;
+      return await send();
     } catch (err) {
       if (isNotFound(err)) throw new NotFoundError(key);
-      throw err;
+      const attempts = (err as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
+      throw new StorageUnavailableError(operation, key, attempts, err);
     }
   }
 
   async stat(key: string): Promise<ObjectStat | null> {
     validateKey(key);
     try {
-      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      const head = await this.call('HEAD', key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })));
       return { size: head.ContentLength ?? 0, modified: head.LastModified ?? new Date(0) };
     } catch (err) {
-      if (isNotFound(err)) return null;
+      if (err instanceof NotFoundError) return null;
       throw err;
     }
   }
 
   async delete(key: string): Promise<void> {
     validateKey(key);
-    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    await this.call('DELETE', key, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
   }
 
   async *list(prefix: string): AsyncIterable<string> {
@@ -157,12 +231,7 @@ export class S3Driver implements StorageDriver {
     const stats = await this.stat(src);
     if (stats === null) throw new NotFoundError(src);
     if (stats.size > MAX_COPY_SIZE) throw new Error(`S3Driver.move: ${src} is over 5 GiB; multipart copy is not implemented`);
-    try {
-      await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: dst, CopySource: this.copySource(src) }));
-    } catch (err) {
-      if (isNotFound(err)) throw new NotFoundError(src);
-      throw err;
-    }
+    await this.call('COPY', src, () => this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: dst, CopySource: this.copySource(src) })));
     await this.delete(src);
   }
 
@@ -220,6 +289,13 @@ export class S3Driver implements StorageDriver {
   private copySource(key: string): string {
     return `${this.bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
   }
+}
+
+/** A low-cardinality label: the HTTP status, else the error's code or name. */
+function errorReason(err: unknown): string {
+  const e = err as { name?: string; code?: string; $metadata?: { httpStatusCode?: number } };
+  const status = e.$metadata?.httpStatusCode;
+  return status ? String(status) : (e.code ?? e.name ?? 'error');
 }
 
 function isNotFound(err: unknown): boolean {

@@ -18,6 +18,24 @@ export class NotFoundError extends Error {
   }
 }
 
+/**
+ * The storage service failed a request even after the driver's retries (5xx, resets, timeouts, a
+ * body cut short): the operation, the key and the last cause, in one sentence.
+ */
+export class StorageUnavailableError extends Error {
+  override readonly name = 'StorageUnavailableError';
+  constructor(readonly operation: string, readonly key: string, readonly attempts: number, cause: unknown) {
+    super(`${operation} ${JSON.stringify(key)} failed after ${attempts} attempt${attempts === 1 ? '' : 's'}: ${causeMessage(cause)}`, { cause });
+  }
+}
+
+function causeMessage(cause: unknown): string {
+  const e = cause as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+  const status = e?.$metadata?.httpStatusCode;
+  const text = e?.message || e?.name || String(cause);
+  return status ? `HTTP ${status} ${text}` : text;
+}
+
 export class InvalidKeyError extends Error {
   override readonly name = 'InvalidKeyError';
   constructor(readonly key: string, reason: string) {

@@ -16,7 +16,8 @@ const HISTORY_COMMENT = 'buildkit.dockerfile.v0';
 /** What a dispatched instruction amounts to before the cache is asked. */
 interface PlannedStep {
   definition: unknown;
-  createdBy: string;
+  /** The history line, as BuildKit writes it; null: the step adds no history entry. */
+  createdBy: string | null;
   /** COPY/ADD/RUN: chains from the stage's filesystem key and moves it. */
   fsStep: boolean;
   /** Runs the step on a cache miss; metadata steps have nothing to run. */
@@ -56,12 +57,13 @@ async function planStep(ctx: StepContext): Promise<PlannedStep> {
   if (isMetadataStep(ctx)) {
     const m = applyMetadataStep(ctx);
     // WORKDIR writes a layer (the directory) besides changing the config.
-    return { definition: m.definition, createdBy: m.createdBy ?? instruction, fsStep: m.layer !== undefined, execute: m.layer ?? null, label: ins.keyword };
+    return { definition: m.definition, createdBy: m.createdBy === undefined ? instruction : m.createdBy, fsStep: m.layer !== undefined, execute: m.layer ?? null, label: ins.keyword };
   }
   if (ins.keyword === 'COPY' || ins.keyword === 'ADD') {
     const prepared = await prepareCopy(ctx as StepContext<typeof ins>);
     return {
-      definition: prepared.definition, createdBy: `${instruction} # buildkit`, fsStep: true, files: prepared.files,
+      // BuildKit's history names the expanded sources and destination, without flags.
+      definition: prepared.definition, createdBy: `${ins.keyword} ${[...ins.sources, ins.dest].join(' ')} # buildkit`, fsStep: true, files: prepared.files,
       label: `${ins.keyword} ${ins.sources.join(' ')}`,
       execute: () => executeCopy(build, stage, prepared, ctx.fail),
     };
@@ -113,8 +115,10 @@ export async function runStep(ctx: StepContext): Promise<void> {
   // A step taken from the cache keeps the time it ran, so a rebuild with nothing changed gives the
   // same image digest (as BuildKit); SOURCE_DATE_EPOCH overrides both.
   const created = build.sourceDateEpoch !== undefined ? build.timestamp(build.sourceDateEpoch) : result.created ?? build.timestamp();
-  const history: HistoryEntry = { created, created_by: planned.createdBy, comment: HISTORY_COMMENT, ...(result.layer ? {} : { empty_layer: true }) };
-  stage.config.history!.push(history);
+  if (planned.createdBy !== null) {
+    const history: HistoryEntry = { created, created_by: planned.createdBy, comment: HISTORY_COMMENT, ...(result.layer ? {} : { empty_layer: true }) };
+    stage.config.history!.push(history);
+  }
   build.emit({
     type: 'step-done',
     stage: where.stage,

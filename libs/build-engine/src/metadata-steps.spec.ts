@@ -42,3 +42,20 @@ describe('metadata steps: the image config', () => {
     expect(done(second.events)[0].cacheKey).not.toBe(done(first.events)[0].cacheKey);
   });
 });
+
+describe('history lines, as BuildKit (dockerd 20.10) writes them', () => {
+  it('names each step the way docker history shows it', async () => {
+    const dockerfile = [
+      'FROM scratch AS s', 'ARG V=1', 'ARG W', 'COPY --chown=10:20 --chmod=640 a.txt /d', 'ADD a.txt /e', 'VOLUME /data /x', 'SHELL ["/bin/sh", "-c"]',
+      'USER 0:$V', 'EXPOSE 443 80/udp', 'ONBUILD RUN true', 'LABEL a=$V', 'WORKDIR app', 'CMD echo hi', 'ENTRYPOINT ["x"]', 'STOPSIGNAL SIGINT',
+      'FROM s', 'RUN true', 'ARG Z=3', 'RUN true', '',
+    ].join('\n');
+    const { out } = await buildWith(dockerfile);
+    expect(out.image.config.history?.map((h) => h.created_by)).toEqual([
+      'ARG V=1', 'ARG W', 'COPY a.txt /d # buildkit', 'ADD a.txt /e # buildkit', 'VOLUME [/data /x]', 'SHELL [/bin/sh -c]', 'USER 0:1',
+      'EXPOSE map[443/tcp:{} 80/udp:{}]', 'LABEL a=1', 'WORKDIR /app', 'CMD ["/bin/sh" "-c" "echo hi"]', 'ENTRYPOINT ["x"]', 'STOPSIGNAL SIGINT',
+      // The stage built FROM s runs s's ONBUILD trigger first; its own ARGs prefix its RUN lines.
+      'RUN /bin/sh -c true # buildkit', 'RUN /bin/sh -c true # buildkit', 'ARG Z=3', 'RUN |1 Z=3 /bin/sh -c true # buildkit',
+    ]);
+  });
+});

@@ -7,12 +7,21 @@ import { executeWorkdir } from './file-layer.js';
 import type { CachedStep } from './interfaces.js';
 import type { StepContext } from './step-context.js';
 
-/** What a metadata step did: the definition its cache key hashes, and its history line when not the instruction itself. */
+/**
+ * What a metadata step did: the definition its cache key hashes, and its history line as BuildKit
+ * writes it (the instruction as written when unset; null: no history entry, as for ONBUILD).
+ */
 export interface MetadataStep {
   definition: unknown;
-  createdBy?: string;
+  createdBy?: string | null;
   /** WORKDIR: the layer that creates the directory, written on a cache miss. */
   layer?: () => Promise<CachedStep>;
+}
+
+/** Go's %q of a string list (`["/bin/sh" "-c" "echo hi"]`), as BuildKit prints CMD and ENTRYPOINT in the history. */
+export function goQuotedList(list: readonly string[]): string {
+  const quote = (s: string) => JSON.stringify(s).replace(/\\u00([0-9a-f]{2})/g, '\\x$1');
+  return `[${list.map(quote).join(' ')}]`;
 }
 
 type Keyword = Exclude<StageInstruction['keyword'], 'COPY' | 'ADD' | 'RUN'>;
@@ -24,6 +33,7 @@ export function commandArgs(cmd: CommandLine, shell: string[]): string[] {
 
 const handlers: { [K in Keyword]: Handler<K> } = {
   ARG({ ins, stage }) {
+    stage.declaredArgs.push(...ins.args.map((a) => a.name));
     return { definition: { args: ins.args.map((a) => [a.name, stage.vars.lookup(a.name) ?? null]) } };
   },
   ENV({ ins, cfg, stage }) {
@@ -34,49 +44,54 @@ const handlers: { [K in Keyword]: Handler<K> } = {
     const labels = { ...(cfg.Labels ?? {}) };
     for (const pair of ins.pairs) labels[pair.key] = pair.value;
     cfg.Labels = labels;
-    return { definition: { labels } };
+    return { definition: { labels }, createdBy: `LABEL ${ins.pairs.map((p) => `${p.key}=${p.value}`).join(' ')}` };
   },
   WORKDIR({ cfg, evaluated, build, stage, fail }) {
     const workdir = evaluated.workdir;
     cfg.WorkingDir = workdir;
+    const createdBy = `WORKDIR ${workdir}`;
     // As BuildKit: the directory is made in the image, owned by the USER of the moment; `/` makes no layer.
-    if (workdir === '/') return { definition: { workdir } };
+    if (workdir === '/') return { definition: { workdir }, createdBy };
     const user = cfg.User ?? '';
-    return { definition: { workdir, user }, layer: () => executeWorkdir(build, stage, workdir, user, fail) };
+    return { definition: { workdir, user }, createdBy, layer: () => executeWorkdir(build, stage, workdir, user, fail) };
   },
   USER({ ins, cfg }) {
     cfg.User = ins.user;
-    return { definition: { user: cfg.User } };
+    return { definition: { user: cfg.User }, createdBy: `USER ${ins.user}` };
   },
   EXPOSE({ ins, cfg }) {
     const ports = { ...(cfg.ExposedPorts ?? {}) };
-    for (const key of exposedPortKeys(ins.ports)) ports[key] = {};
+    const added = exposedPortKeys(ins.ports);
+    for (const key of added) ports[key] = {};
     cfg.ExposedPorts = ports;
-    return { definition: { ports: Object.keys(ports).sort() } };
+    // BuildKit prints this instruction's ports as a Go map (keys sorted).
+    return { definition: { ports: Object.keys(ports).sort() }, createdBy: `EXPOSE map[${[...new Set(added)].sort().map((k) => `${k}:{}`).join(' ')}]` };
   },
   VOLUME({ ins, cfg }) {
     const vols = { ...(cfg.Volumes ?? {}) };
     for (const v of ins.paths) vols[v] = {};
     cfg.Volumes = vols;
-    return { definition: { volumes: Object.keys(vols).sort() } };
+    return { definition: { volumes: Object.keys(vols).sort() }, createdBy: `VOLUME [${ins.paths.join(' ')}]` };
   },
   STOPSIGNAL({ ins, cfg }) {
     cfg.StopSignal = ins.signal;
-    return { definition: { signal: cfg.StopSignal } };
+    return { definition: { signal: cfg.StopSignal }, createdBy: `STOPSIGNAL ${ins.signal}` };
   },
   CMD({ ins, cfg, stage }) {
     cfg.Cmd = commandArgs(ins.cmd, stage.vars.shell);
-    return { definition: { cmd: cfg.Cmd } };
+    return { definition: { cmd: cfg.Cmd }, createdBy: `CMD ${goQuotedList(cfg.Cmd)}` };
   },
   ENTRYPOINT({ ins, cfg, stage }) {
-    cfg.Entrypoint = commandArgs(ins.cmd, stage.vars.shell);
+    const entrypoint = commandArgs(ins.cmd, stage.vars.shell);
+    // `ENTRYPOINT []` clears it: BuildKit leaves the field out rather than recording an empty list.
+    cfg.Entrypoint = entrypoint.length > 0 ? entrypoint : null;
     // As in Docker: a new ENTRYPOINT drops the CMD inherited from the base image.
     if (!stage.cmdSet) cfg.Cmd = null;
-    return { definition: { entrypoint: cfg.Entrypoint } };
+    return { definition: { entrypoint: cfg.Entrypoint }, createdBy: `ENTRYPOINT ${goQuotedList(entrypoint)}` };
   },
   SHELL({ ins, cfg }) {
     cfg.Shell = ins.shell;
-    return { definition: { shell: ins.shell } };
+    return { definition: { shell: ins.shell }, createdBy: `SHELL [${ins.shell.join(' ')}]` };
   },
   HEALTHCHECK({ ins, cfg }) {
     const h = ins.healthcheck;
@@ -95,7 +110,8 @@ const handlers: { [K in Keyword]: Handler<K> } = {
   },
   ONBUILD({ ins, cfg }) {
     cfg.OnBuild = [...(cfg.OnBuild ?? []), ins.trigger];
-    return { definition: { onbuild: cfg.OnBuild } };
+    // BuildKit records no history for ONBUILD.
+    return { definition: { onbuild: cfg.OnBuild }, createdBy: null };
   },
   MAINTAINER({ ins, stage }) {
     stage.config.author = ins.maintainer;

@@ -44,6 +44,12 @@ export function runArgs(ins: RunInstruction, shell: string[], fail: (m: string) 
   return shebangShellArgs(script.content) ?? fail('this heredoc script needs an interpreter other than a shell, which Strata cannot run yet');
 }
 
+/** BuildKit's prefix of a RUN history line: `|N K=V ...` for the N ARGs declared in the stage so far. */
+function historyArgs(stage: StageState): string[] {
+  if (stage.declaredArgs.length === 0) return [];
+  return [`|${stage.declaredArgs.length}`, ...stage.declaredArgs.map((name) => `${name}=${stage.vars.lookup(name) ?? ''}`)];
+}
+
 /** Resolves a RUN without running it: what its cache key and its execution need. */
 export async function prepareRun(ctx: StepContext<RunInstruction>): Promise<PreparedRun> {
   const { ins, build, stage, evaluated, cfg, fail } = ctx;
@@ -54,7 +60,8 @@ export async function prepareRun(ctx: StepContext<RunInstruction>): Promise<Prep
   const names = new Set(envList.map((kv) => kv.slice(0, kv.indexOf('='))));
   const proxies = Object.entries(evaluated.proxyEnv).filter(([k]) => !names.has(k)).map(([k, v]) => `${k}=${v}`);
   const args = runArgs(ins, stage.vars.shell, fail);
-  const user = cfg.User || 'root';
+  // No USER: the runtime runs uid 0 even where the image has no /etc/passwd, as BuildKit does.
+  const user = cfg.User || '';
   const cwd = stage.vars.workdir;
   const network = ins.network ?? 'default';
   const mounts = await prepareRunMounts(ctx, cwd);
@@ -62,7 +69,7 @@ export async function prepareRun(ctx: StepContext<RunInstruction>): Promise<Prep
     spec: { args, env: [...envList, ...proxies], user, cwd, network },
     mounts,
     definition: { args, env: envList, user, cwd, network, heredocs: ins.heredocs.map((h) => h.content), ...(mounts.length > 0 ? { mounts: mounts.map((m) => m.key) } : {}) },
-    createdBy: `RUN ${args.join(' ')} # buildkit`,
+    createdBy: `RUN ${[...historyArgs(stage), ...args].join(' ')} # buildkit`,
   };
 }
 

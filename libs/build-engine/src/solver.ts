@@ -114,8 +114,8 @@ export class BuildEngine {
               state = initialState(structuredClone(b.config), [...b.layers], b.fsKey, new StageEnv(plan, { parent: stageVars.get(from.index) }));
             } else if (from.kind === 'scratch') {
               const created = this.timestamp(sourceDateEpoch);
-              const config: ImageConfig = { created, architecture: platform.architecture, os: platform.os, ...(platform.variant ? { variant: platform.variant } : {}), config: {}, rootfs: { type: 'layers', diff_ids: [] }, history: [] };
-              state = initialState(config, [], sha256(`scratch\0${formatPlatform(platform)}`), new StageEnv(plan, { baseEnv: [] }));
+              const config: ImageConfig = { created, architecture: platform.architecture, os: platform.os, ...(platform.variant ? { variant: platform.variant } : {}), config: { WorkingDir: '/' }, rootfs: { type: 'layers', diff_ids: [] }, history: [] };
+              state = initialState(config, [], sha256(`scratch\0${formatPlatform(platform)}`), new StageEnv(plan, { baseEnv: [], baseWorkdir: '/' }));
             } else {
               const ref = from.ref;
               let base: BaseImage;

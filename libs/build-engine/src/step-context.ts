@@ -41,6 +41,8 @@ export interface StageState {
   runFollows?: boolean;
   /** A CMD ran in this stage: a later ENTRYPOINT keeps it. */
   cmdSet?: boolean;
+  /** ARG names declared in this stage so far, in order: BuildKit lists them in a RUN's history line. */
+  declaredArgs: string[];
 }
 
 /** Where a step is: its stage (index and name) and its position in the stage. */
@@ -75,5 +77,5 @@ export function initialState(config: ImageConfig, layers: ImageLayer[], fsKey: s
   config.config = config.config ?? {};
   config.config.Env = vars.imageEnv;
   config.history = config.history ?? [];
-  return { config, layers, vars, fsKey, stepKey: fsKey, lastMiss: null };
+  return { config, layers, vars, fsKey, stepKey: fsKey, lastMiss: null, declaredArgs: [] };
 }

@@ -65,6 +65,17 @@ export interface StrataConfig {
     /** Disk budget for the layers a worker keeps unpacked; least recently used unused ones go first. */
     workerLayersMaxBytes: number;
   };
+  /** Keeping the queue true to the build table (docs/adr/0011): one reconciler at a time per queue. */
+  reconcile: {
+    /** How often a worker tries to reconcile; 0 turns it off. */
+    intervalMs: number;
+    /** A worker not heard from this long is gone: its running builds are handed back. */
+    workerStaleMs: number;
+    /** Claims a build gets before a dying worker fails it instead of handing it back again. */
+    maxAttempts: number;
+    /** How long SIGTERM waits for running builds before handing them back to the queue. */
+    drainMs: number;
+  };
 }
 
 /**
@@ -96,6 +107,8 @@ export interface PullSettings {
   /** null when `STRATA_UPSTREAM_REGISTRY=none`: short names then resolve only to the tenant's repositories. */
   upstreamRegistry: string | null;
   insecureRegistries: string[];
+  /** How long a registry may take to start answering a request before the pull fails (STRATA_PULL_TIMEOUT_MS). */
+  responseTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -225,9 +238,10 @@ function pullSettings(env: Env): PullSettings {
     .split(',')
     .map((h) => h.trim().toLowerCase())
     .filter((h) => h !== '');
-  if (upstream === 'none') return { upstreamRegistry: null, insecureRegistries: insecureList };
+  const responseTimeoutMs = int(env, 'STRATA_PULL_TIMEOUT_MS', 30_000, 100);
+  if (upstream === 'none') return { upstreamRegistry: null, insecureRegistries: insecureList, responseTimeoutMs };
   if (!/^[A-Za-z0-9.-]+(:\d+)?$/.test(upstream)) throw new ConfigError(`STRATA_UPSTREAM_REGISTRY must be a host with an optional port, got "${upstream}"`);
-  return { upstreamRegistry: upstream, insecureRegistries: insecureList };
+  return { upstreamRegistry: upstream, insecureRegistries: insecureList, responseTimeoutMs };
 }
 
 /** `a.b.c.d/n` or `v6::/n`: the address must be one and the prefix fit its family. */
@@ -297,6 +311,12 @@ export function loadConfig(env: Env = process.env): StrataConfig {
       cacheBudgetBytes: int(env, 'STRATA_CACHE_BUDGET_BYTES', 50 * 1024 ** 3),
       cacheMaxIdleMs: int(env, 'STRATA_CACHE_MAX_IDLE_MS', 14 * 24 * 60 * 60 * 1000),
       workerLayersMaxBytes: int(env, 'STRATA_WORKER_LAYERS_MAX_BYTES', 20 * 1024 ** 3),
+    },
+    reconcile: {
+      intervalMs: int(env, 'STRATA_RECONCILE_INTERVAL_MS', 10_000),
+      workerStaleMs: int(env, 'STRATA_WORKER_STALE_MS', 30_000, 500),
+      maxAttempts: int(env, 'STRATA_BUILD_MAX_ATTEMPTS', 3, 1),
+      drainMs: int(env, 'STRATA_WORKER_DRAIN_MS', 5 * 60 * 1000),
     },
   };
 }

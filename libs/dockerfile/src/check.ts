@@ -25,6 +25,8 @@ export interface CheckResult {
        */
       env?: string[];
     }>;
+    /** Earlier stages this one needs (FROM, COPY --from, RUN --mount=from), by index; empty when the Dockerfile did not resolve. */
+    dependsOn: number[];
   }>;
   /** Indexes of the stages the target needs, sorted. */
   neededStages: number[];
@@ -52,7 +54,7 @@ function walkNeededStages(plan: BuildPlan): Map<number, string[][]> {
   const seen = new Map<number, string[][]>();
   for (const i of plan.neededStages) {
     const base = plan.stages[i].base;
-    const env = base.kind === 'stage' ? new StageEnv(plan, { parent: envs.get(base.index) }) : new StageEnv(plan, base.kind === 'scratch' ? { baseEnv: [] } : {});
+    const env = base.kind === 'stage' ? new StageEnv(plan, { parent: envs.get(base.index) }) : new StageEnv(plan, base.kind === 'scratch' ? { baseEnv: [], baseWorkdir: '/' } : {});
     seen.set(i, plan.dockerfile.stages[i].instructions.map((ins) => env.step(ins).env));
     envs.set(i, env);
   }
@@ -74,6 +76,7 @@ export function analyzeDockerfile(text: string, opts: CheckOptions = {}): Analys
       name: s.name,
       from: s.from.image,
       instructions: s.instructions.map((i) => ({ keyword: i.keyword, line: i.line })),
+      dependsOn: [] as number[],
     }));
     if (df.check?.error) result.errors.push(...df.warnings.map((w) => ({ ...w, severity: 'error' as const })));
     else result.warnings = df.warnings;
@@ -81,6 +84,7 @@ export function analyzeDockerfile(text: string, opts: CheckOptions = {}): Analys
     result.neededStages = plan.neededStages;
     result.errors.push(...unsupportedInPlan(plan, opts));
     for (const [i, envs] of walkNeededStages(plan)) envs.forEach((env, n) => (result.stages[i].instructions[n].env = env));
+    for (const st of plan.stages) result.stages[st.index].dependsOn = st.dependsOn;
   } catch (e) {
     if (e instanceof DockerfileError) result.errors.push(...e.diagnostics);
     else result.errors.push(errorAt({ line: 1, column: 1 }, `the Dockerfile could not be checked: ${e instanceof Error ? e.message : String(e)}`));

@@ -7,6 +7,7 @@ import { Readable, Writable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
 import { encodeTarHeader } from './tar-format.js';
 import { LayerWriter, type LayerEntry } from './layer-writer.js';
+import { readRawTar } from '../../../test/support/raw-tar.js';
 
 async function packToBuffer(writer: LayerWriter, entries: LayerEntry[]): Promise<{ bytes: Buffer; result: Awaited<ReturnType<LayerWriter['writeTo']>> }> {
   const chunks: Buffer[] = [];
@@ -163,13 +164,39 @@ describe('LayerWriter refusals', () => {
     ).rejects.toThrow(/appears more than once/);
   });
 
-  it('refuses devices unless allowed', async () => {
-    const dev: LayerEntry = { type: 'char-device', path: 'dev/null', devmajor: 1, devminor: 3, mode: 0o666 };
-    await expect(pack([dev])).rejects.toThrow(/char-device entries are not allowed/);
-    const { bytes } = await pack([dev], new LayerWriter({ allowDevices: true }));
+  it('writes devices and fifos as a RUN step left them', async () => {
+    const { bytes } = await pack([
+      { type: 'char-device', path: 'dev/null', devmajor: 1, devminor: 3, mode: 0o666 },
+      { type: 'block-device', path: 'dev/loop9', devmajor: 7, devminor: 9, mode: 0o660, gid: 6 },
+      { type: 'fifo', path: 'run/pipe', mode: 0o600 },
+    ]);
     const file = join(workDir, 'dev.tar.gz');
     writeFileSync(file, bytes);
-    expect(execFileSync('/bin/tar', ['-tvzf', file], { encoding: 'utf8' })).toMatch(/^crw-rw-rw- 0\/0\s+1,3 /);
+    const listing = execFileSync('/bin/tar', ['-tvzf', file], { encoding: 'utf8' }).split('\n');
+    expect(listing[0]).toMatch(/^brw-rw---- 0\/6\s+7,9 .* dev\/loop9$/);
+    expect(listing[1]).toMatch(/^crw-rw-rw- 0\/0\s+1,3 .* dev\/null$/);
+    expect(listing[2]).toMatch(/^prw------- 0\/0\s+0 .* run\/pipe$/);
+  });
+
+  it('writes a name that is not UTF-8 with its own bytes, and hard links to a symlink', async () => {
+    const latin1 = Buffer.from([0x63, 0x61, 0x66, 0xe9]);
+    const { bytes } = await pack(
+      [
+        { type: 'file', path: 'caf\ufffd', pathBytes: latin1, content: Buffer.from('x') },
+        { type: 'hardlink', path: 'z-link', target: 'caf\ufffd', targetBytes: latin1 },
+        { type: 'symlink', path: 'b-alias', target: '/nonexistent' },
+        { type: 'hardlink', path: 'a-alias', target: 'b-alias' },
+      ],
+      new LayerWriter({ compression: 'none' }),
+    );
+    const entries = readRawTar(bytes);
+    expect(entries.map((e) => [e.name.toString('latin1'), e.typeflag, e.linkname.toString('latin1')])).toEqual([
+      // The first name in layer order carries the symlink; the later one links to it.
+      ['a-alias', '2', '/nonexistent'],
+      ['b-alias', '1', 'a-alias'],
+      [latin1.toString('latin1'), '0', ''],
+      ['z-link', '1', latin1.toString('latin1')],
+    ]);
   });
 
   it('refuses a hard link to a path outside the layer', async () => {

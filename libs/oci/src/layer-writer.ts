@@ -14,7 +14,8 @@ import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './whiteout.js';
 export type FileContent =
   | Buffer
   | Uint8Array
-  | { readonly path: string }
+  /** A file on disk; a Buffer path holds a name that is not valid UTF-8. */
+  | { readonly path: string | Buffer }
   /** Read whole when the writer reaches the entry (small contents kept elsewhere, a pack file say). */
   | { readonly size: number; readonly read: () => Promise<Buffer> }
   | { readonly size: number; readonly stream: Readable | (() => Readable | Promise<Readable>) };
@@ -22,6 +23,11 @@ export type FileContent =
 export interface LayerEntryMetadata {
   /** Path inside the layer, relative ("usr/bin/x"; a leading "/" or "./" is dropped). */
   path: string;
+  /**
+   * The path's bytes when they are not valid UTF-8 (a RUN step may leave such names): written to
+   * the layer as they are, while `path` holds a readable form for messages.
+   */
+  pathBytes?: Buffer;
   /** Permission bits (0o7777). Defaults: files 0o644, directories 0o755, symlinks 0o777, others 0o644. */
   mode?: number;
   uid?: number;
@@ -34,9 +40,10 @@ export interface LayerEntryMetadata {
 export type LayerEntry =
   | (LayerEntryMetadata & { type: 'file'; content: FileContent })
   | (LayerEntryMetadata & { type: 'directory' })
-  | (LayerEntryMetadata & { type: 'symlink'; target: string })
-  /** `target` is another path in the same layer. */
-  | (LayerEntryMetadata & { type: 'hardlink'; target: string })
+  /** `targetBytes`: the target's bytes when they are not valid UTF-8. */
+  | (LayerEntryMetadata & { type: 'symlink'; target: string; targetBytes?: Buffer })
+  /** `target` is another path in the same layer (another entry's `pathBytes` in `targetBytes`). */
+  | (LayerEntryMetadata & { type: 'hardlink'; target: string; targetBytes?: Buffer })
   /** Removes `path` from lower layers: written as `<dir>/.wh.<name>`. */
   | (LayerEntryMetadata & { type: 'whiteout' })
   /** Hides the lower-layer children of directory `path`: written as `<path>/.wh..wh..opq`. */
@@ -49,8 +56,6 @@ export type LayerCompression = 'gzip' | 'none';
 export interface LayerWriterOptions {
   /** SOURCE_DATE_EPOCH: no entry's mtime is later than this (seconds since the epoch). */
   clampMtime?: number;
-  /** Device and fifo entries are refused unless this is set (build layers have no business holding them). */
-  allowDevices?: boolean;
   compression?: LayerCompression;
   /** zlib level; the default level keeps digests equal to other Strata builds. */
   gzipLevel?: number;
@@ -72,6 +77,7 @@ export interface LayerResult {
 
 /** An entry's header metadata as written (whiteouts under their `.wh.` names). */
 export interface WrittenEntry {
+  /** The archive name (a name that is not valid UTF-8 shows its bad bytes as U+FFFD here). */
   name: string;
   type: TarEntryType;
   mode: number;
@@ -100,14 +106,17 @@ export class LayerEntryError extends Error {
 }
 
 interface PreparedEntry {
-  tarName: string;
+  /** The archive name as written; directories end with '/'. */
+  tarName: Buffer;
+  /** tarName without a trailing '/', as a map key (latin1 keeps every byte). */
+  key: string;
   sortKey: Buffer[];
   type: TarEntryType;
   mode: number;
   uid: number;
   gid: number;
   mtime: number;
-  linkname?: string;
+  linkname?: Buffer;
   devmajor?: number;
   devminor?: number;
   xattrs?: Readonly<Record<string, Buffer | string>>;
@@ -126,7 +135,6 @@ export class LayerWriter {
 
   constructor(options: LayerWriterOptions = {}) {
     this.options = {
-      allowDevices: options.allowDevices ?? false,
       compression: options.compression ?? 'gzip',
       gzipLevel: options.gzipLevel ?? zlibConstants.Z_DEFAULT_COMPRESSION,
       ...(options.clampMtime === undefined ? {} : { clampMtime: options.clampMtime }),
@@ -175,15 +183,15 @@ export class LayerWriter {
     for await (const entry of entries) prepared.push(this.prepare(entry));
     prepared.sort((a, b) => compareLayerKeys(a.sortKey, b.sortKey));
     for (let i = 1; i < prepared.length; i++) {
-      if (prepared[i - 1]!.tarName.replace(/\/$/, '') === prepared[i]!.tarName.replace(/\/$/, '')) {
+      if (prepared[i - 1]!.key === prepared[i]!.key) {
         throw new LayerEntryError(prepared[i]!.source, 'path appears more than once');
       }
     }
     orderHardlinks(prepared);
     const writtenOf = new Map<PreparedEntry, WrittenEntry>();
     for (const e of prepared) {
-      const w: WrittenEntry = { name: e.tarName, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, size: 0 };
-      if (e.linkname !== undefined) w.linkname = e.linkname;
+      const w: WrittenEntry = { name: e.tarName.toString('utf8'), type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, size: 0 };
+      if (e.linkname !== undefined) w.linkname = e.linkname.toString('utf8');
       headers.push(w);
       writtenOf.set(e, w);
     }
@@ -247,32 +255,25 @@ export class LayerWriter {
   }
 
   private prepare(entry: LayerEntry): PreparedEntry {
-    const path = normalizeLayerPath(entry.path, entry.type === 'opaque');
-    let tarPath: string;
+    const parts = layerPathParts(entry.pathBytes ?? entry.path, entry.type === 'opaque', entry.path);
+    let tarParts: Buffer[];
     let type: TarEntryType;
     switch (entry.type) {
       case 'whiteout': {
-        if (path === '') throw new LayerEntryError(entry.path, 'cannot white out the layer root');
-        const slash = path.lastIndexOf('/');
-        tarPath = `${path.slice(0, slash + 1)}${WHITEOUT_PREFIX}${path.slice(slash + 1)}`;
+        if (parts.length === 0) throw new LayerEntryError(entry.path, 'cannot white out the layer root');
+        tarParts = [...parts.slice(0, -1), Buffer.concat([WHITEOUT_BYTES, parts[parts.length - 1]!])];
         type = 'file';
         break;
       }
       case 'opaque':
-        tarPath = path === '' ? OPAQUE_WHITEOUT : `${path}/${OPAQUE_WHITEOUT}`;
+        tarParts = [...parts, OPAQUE_BYTES];
         type = 'file';
         break;
-      case 'char-device':
-      case 'block-device':
-      case 'fifo':
-        if (!this.options.allowDevices) throw new LayerEntryError(entry.path, `${entry.type} entries are not allowed in this layer`);
-        tarPath = path;
-        type = entry.type;
-        break;
       default:
-        tarPath = path;
+        tarParts = parts;
         type = entry.type;
     }
+    const tarPath = joinParts(tarParts);
     const isWhiteout = entry.type === 'whiteout' || entry.type === 'opaque';
     const defaultMode = isWhiteout ? 0 : entry.type === 'directory' ? 0o755 : entry.type === 'symlink' ? 0o777 : 0o644;
     const mode = entry.mode ?? defaultMode;
@@ -284,8 +285,9 @@ export class LayerWriter {
     if (this.options.clampMtime !== undefined && mtime > this.options.clampMtime) mtime = this.options.clampMtime;
 
     const prepared: PreparedEntry = {
-      tarName: type === 'directory' ? `${tarPath}/` : tarPath,
-      sortKey: tarPath.split('/').map((part) => Buffer.from(part, 'utf8')),
+      tarName: type === 'directory' ? Buffer.concat([tarPath, SLASH]) : tarPath,
+      key: tarPath.toString('latin1'),
+      sortKey: tarParts,
       type,
       mode,
       uid,
@@ -295,10 +297,11 @@ export class LayerWriter {
     };
     if (entry.xattrs !== undefined) prepared.xattrs = entry.xattrs;
     if (entry.type === 'symlink') {
-      if (entry.target === '' || entry.target.includes('\0')) throw new LayerEntryError(entry.path, 'symlink target is empty or contains NUL');
-      prepared.linkname = entry.target;
+      const target = entry.targetBytes ?? Buffer.from(entry.target, 'utf8');
+      if (target.length === 0 || target.includes(0)) throw new LayerEntryError(entry.path, 'symlink target is empty or contains NUL');
+      prepared.linkname = target;
     }
-    if (entry.type === 'hardlink') prepared.linkname = normalizeLayerPath(entry.target, false);
+    if (entry.type === 'hardlink') prepared.linkname = joinParts(layerPathParts(entry.targetBytes ?? entry.target, false, entry.path));
     if (entry.type === 'char-device' || entry.type === 'block-device') {
       prepared.devmajor = entry.devmajor;
       prepared.devminor = entry.devminor;
@@ -349,15 +352,36 @@ function checkId(path: string, field: string, value: number): number {
 
 /** Normalises a layer path to "a/b/c" and refuses anything that could point outside the layer root. */
 export function normalizeLayerPath(input: string, allowRoot: boolean): string {
-  if (input.includes('\0')) throw new LayerEntryError(input, 'path contains a NUL byte');
-  const parts = input.split('/').filter((part) => part !== '' && part !== '.');
-  if (parts.includes('..')) throw new LayerEntryError(input, 'path contains ".."');
-  const path = parts.join('/');
-  if (path === '' && !allowRoot) throw new LayerEntryError(input, 'path is empty');
-  return path;
+  return joinParts(layerPathParts(input, allowRoot, input)).toString('utf8');
 }
 
+const SLASH = Buffer.from('/');
 const OPAQUE_BYTES = Buffer.from(OPAQUE_WHITEOUT);
+const WHITEOUT_BYTES = Buffer.from(WHITEOUT_PREFIX);
+
+/** A layer path's components as bytes, refusing NUL, ".." and (unless allowed) the root itself. */
+function layerPathParts(input: string | Buffer, allowRoot: boolean, shown: string): Buffer[] {
+  const bytes = typeof input === 'string' ? Buffer.from(input, 'utf8') : input;
+  if (bytes.includes(0)) throw new LayerEntryError(shown, 'path contains a NUL byte');
+  const parts: Buffer[] = [];
+  let start = 0;
+  for (let i = 0; i <= bytes.length; i++) {
+    if (i < bytes.length && bytes[i] !== 0x2f) continue;
+    const part = bytes.subarray(start, i);
+    start = i + 1;
+    if (part.length === 0 || (part.length === 1 && part[0] === 0x2e)) continue;
+    if (part.length === 2 && part[0] === 0x2e && part[1] === 0x2e) throw new LayerEntryError(shown, 'path contains ".."');
+    parts.push(part);
+  }
+  if (parts.length === 0 && !allowRoot) throw new LayerEntryError(shown, 'path is empty');
+  return parts;
+}
+
+function joinParts(parts: Buffer[]): Buffer {
+  const joined: Buffer[] = [];
+  parts.forEach((part, i) => joined.push(...(i === 0 ? [part] : [SLASH, part])));
+  return Buffer.concat(joined);
+}
 
 /** The order layers are written in: by path component bytes, an opaque marker first in its directory. */
 export function compareLayerKeys(a: Buffer[], b: Buffer[]): number {
@@ -379,7 +403,7 @@ export function compareLayerKeys(a: Buffer[], b: Buffer[]): number {
  */
 function orderHardlinks(sorted: PreparedEntry[]): void {
   const byName = new Map<string, PreparedEntry>();
-  for (const entry of sorted) byName.set(entry.tarName.replace(/\/$/, ''), entry);
+  for (const entry of sorted) byName.set(entry.key, entry);
   const groups = new Map<PreparedEntry, PreparedEntry[]>();
   for (const entry of sorted) {
     if (entry.type !== 'hardlink') continue;
@@ -388,10 +412,11 @@ function orderHardlinks(sorted: PreparedEntry[]): void {
     while (root !== undefined && root.type === 'hardlink') {
       if (seen.has(root)) throw new LayerEntryError(entry.source, 'hard links form a cycle');
       seen.add(root);
-      root = byName.get(root.linkname!);
+      root = byName.get(root.linkname!.toString('latin1'));
     }
-    if (root === undefined) throw new LayerEntryError(entry.source, `hard link target ${JSON.stringify(entry.linkname)} is not in this layer`);
-    if (root.type !== 'file') throw new LayerEntryError(entry.source, `hard link target ${JSON.stringify(root.tarName)} is not a regular file`);
+    if (root === undefined) throw new LayerEntryError(entry.source, `hard link target ${JSON.stringify(entry.linkname!.toString('utf8'))} is not in this layer`);
+    // Any inode but a directory can carry several names (files, and the symlinks, fifos and devices a RUN links).
+    if (root.type === 'directory') throw new LayerEntryError(entry.source, `hard link target ${JSON.stringify(root.tarName.toString('utf8'))} is a directory`);
     const members = groups.get(root) ?? [root];
     members.push(entry);
     groups.set(root, members);
@@ -403,15 +428,18 @@ function orderHardlinks(sorted: PreparedEntry[]): void {
     const first = members[0]!;
     if (first !== file) {
       // Move content and inode metadata to the first name; the original file becomes a link.
-      const names = new Map(members.map((m) => [m, { tarName: m.tarName, sortKey: m.sortKey, source: m.source }]));
+      const names = new Map(members.map((m) => [m, { tarName: m.tarName, key: m.key, sortKey: m.sortKey, source: m.source }]));
       const fileFields = { ...file };
       for (const member of members) Object.assign(member, fileFields, names.get(member));
-      delete first.linkname;
+      // A symlink's target moves with it; a file has none, and the first name's old link target goes.
+      if (file.linkname === undefined) delete first.linkname;
     }
     for (const member of members.slice(1)) {
       member.type = 'hardlink';
       member.linkname = first.tarName;
       delete member.content;
+      delete member.devmajor;
+      delete member.devminor;
     }
   }
 }

@@ -22,8 +22,8 @@ const TYPEFLAG: Record<TarEntryType, string> = {
 };
 
 export interface TarHeaderFields {
-  /** Archive path; directories end with '/'. */
-  name: string;
+  /** Archive path; directories end with '/'. Bytes when the name is not valid UTF-8 (written as they are). */
+  name: string | Buffer;
   type: TarEntryType;
   /** Permission bits only (0o7777). */
   mode: number;
@@ -32,7 +32,7 @@ export interface TarHeaderFields {
   size: number;
   /** Seconds since the epoch (integer). */
   mtime: number;
-  linkname?: string;
+  linkname?: string | Buffer;
   devmajor?: number;
   devminor?: number;
   /** Written as PAX `SCHILY.xattr.<name>` records, in sorted key order. */
@@ -42,8 +42,13 @@ export interface TarHeaderFields {
 const MAX_OCTAL_7 = 0o7777777;
 const MAX_OCTAL_11 = 0o77777777777;
 
-function isAscii(value: string): boolean {
-  return /^[\x01-\x7f]*$/.test(value);
+function isAscii(value: string | Buffer): value is string {
+  return typeof value === 'string' && /^[\x01-\x7f]*$/.test(value);
+}
+
+/** A name's bytes: a string as UTF-8, a Buffer as it is (a name that is not UTF-8 keeps its bytes, as Go's archive/tar does). */
+function nameBytes(value: string | Buffer): Buffer {
+  return typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
 }
 
 function writeString(block: Buffer, value: string, offset: number, length: number): void {
@@ -120,13 +125,14 @@ function ustarBlock(fields: {
 }
 
 /** Header blocks for one entry: an optional PAX 'x' header (with its data) followed by the ustar header. */
-export function encodeTarHeader(header: TarHeaderFields): Buffer {
+export function encodeTarHeader(fields: TarHeaderFields): Buffer {
+  const header = { ...fields, name: asText(fields.name) };
   const records: Buffer[] = [];
   const split = isAscii(header.name) ? splitUstarName(header.name) : null;
-  if (split === null) records.push(paxRecord('path', Buffer.from(header.name, 'utf8')));
-  const linkname = header.linkname ?? '';
+  if (split === null) records.push(paxRecord('path', nameBytes(header.name)));
+  const linkname = asText(header.linkname ?? '');
   const linkFits = isAscii(linkname) && linkname.length <= 100;
-  if (!linkFits) records.push(paxRecord('linkpath', Buffer.from(linkname, 'utf8')));
+  if (!linkFits) records.push(paxRecord('linkpath', nameBytes(linkname)));
   if (header.size > MAX_OCTAL_11) records.push(paxRecord('size', Buffer.from(String(header.size))));
   if (header.uid > MAX_OCTAL_7) records.push(paxRecord('uid', Buffer.from(String(header.uid))));
   if (header.gid > MAX_OCTAL_7) records.push(paxRecord('gid', Buffer.from(String(header.gid))));
@@ -151,14 +157,14 @@ export function encodeTarHeader(header: TarHeaderFields): Buffer {
     gid: Math.min(header.gid, MAX_OCTAL_7),
     size: Math.min(header.size, MAX_OCTAL_11),
     mtime: mtimeFits ? header.mtime : 0,
-    linkname: linkFits ? linkname : asciiFallback(linkname, 100),
+    linkname: isAscii(linkname) && linkFits ? linkname : asciiFallback(linkname, 100),
     devmajor,
     devminor,
   });
   if (records.length === 0) return ustar;
   const paxData = Buffer.concat(records);
   const paxHeader = ustarBlock({
-    name: asciiFallback(`PaxHeaders/${header.name.replace(/\/$/, '').split('/').pop() ?? ''}`, 100),
+    name: asciiFallback(`PaxHeaders/${displayName(header.name).replace(/\/$/, '').split('/').pop() ?? ''}`, 100),
     prefix: '',
     typeflag: 'x',
     mode: 0o644,
@@ -174,11 +180,68 @@ export function encodeTarHeader(header: TarHeaderFields): Buffer {
 }
 
 /** What readers without PAX support see: the name reduced to ASCII and truncated. */
-function asciiFallback(value: string, length: number): string {
-  return value.replace(/[^\x01-\x7f]/g, '_').slice(0, length);
+function asciiFallback(value: string | Buffer, length: number): string {
+  return displayName(value).replace(/[^\x01-\x7f]/g, '_').slice(0, length);
+}
+
+/** Bytes that are valid UTF-8 as a string (so an ASCII name still fits the ustar fields), others as they are. */
+function asText(value: string | Buffer): string | Buffer {
+  if (typeof value === 'string') return value;
+  const text = value.toString('utf8');
+  return Buffer.byteLength(text) === value.length && Buffer.from(text, 'utf8').equals(value) ? text : value;
+}
+
+function displayName(value: string | Buffer): string {
+  return typeof value === 'string' ? value : value.toString('latin1');
 }
 
 /** Two zero blocks end an archive. */
 export function tarEndOfArchive(): Buffer {
   return Buffer.alloc(2 * TAR_BLOCK_SIZE);
 }
+
+/**
+ * Why a 512-byte block is not a tar header, or null when it is one (or an all-zero end-of-archive
+ * block). The checksum is the only field every tar writer fills in, so it is what tells a tar from
+ * other bytes; like GNU tar, a checksum computed over signed bytes is accepted too.
+ */
+export function tarHeaderProblem(block: Buffer): string | null {
+  if (block.length < TAR_BLOCK_SIZE) return `the first tar header needs ${TAR_BLOCK_SIZE} bytes, got ${block.length}`;
+  const header = block.subarray(0, TAR_BLOCK_SIZE);
+  if (header.every((b) => b === 0)) return null;
+  const field = header.subarray(148, 156).toString('latin1').replace(/[\0 ]+$/, '').replace(/^[\0 ]+/, '');
+  if (!/^[0-7]{1,8}$/.test(field)) return 'the first 512-byte block is not a tar header (its checksum field is not an octal number)';
+  const stored = parseInt(field, 8);
+  let unsigned = 0;
+  let signed = 0;
+  for (let i = 0; i < TAR_BLOCK_SIZE; i++) {
+    const b = i >= 148 && i < 156 ? 0x20 : header[i]!;
+    unsigned += b;
+    signed += b > 127 ? b - 256 : b;
+  }
+  if (stored !== unsigned && stored !== signed) return 'the first 512-byte block is not a tar header (its checksum does not match)';
+  return null;
+}
+
+/** Formats a build context or layer is sometimes sent in by mistake, told apart by their first bytes. */
+export type ArchiveMagic = 'gzip' | 'zstd' | 'xz' | 'bzip2' | 'zip' | '7z';
+
+const MAGIC: Array<[ArchiveMagic, number[]]> = [
+  ['gzip', [0x1f, 0x8b]],
+  ['zstd', [0x28, 0xb5, 0x2f, 0xfd]],
+  ['xz', [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]],
+  ['bzip2', [0x42, 0x5a, 0x68]],
+  ['zip', [0x50, 0x4b, 0x03, 0x04]],
+  ['7z', [0x37, 0x7a, 0xbc, 0xaf, 0x27, 0x1c]],
+];
+
+/** The compressed or archive format `head` starts with, or null (a plain tar, or unknown bytes). */
+export function archiveMagic(head: Buffer): ArchiveMagic | null {
+  for (const [format, magic] of MAGIC) {
+    if (head.length >= magic.length && magic.every((byte, i) => head[i] === byte)) return format;
+  }
+  return null;
+}
+
+/** Bytes needed to recognise every format archiveMagic knows. */
+export const ARCHIVE_MAGIC_BYTES = 6;

@@ -28,6 +28,7 @@ const MAX_SYMLINK_HOPS = 40;
  * Reads an untrusted tar or tar+gzip stream into an index of the tree it describes plus one pack
  * file holding every regular file's content back to back: no file is created per entry, so a
  * context of thousands of small files costs one sequential write. The same rules as extractTar
+ * (libs/runtime's tree form)
  * apply, and refusals name the entry: no absolute or escaping paths, no writing through a symlink,
  * no symlink that resolves outside the tree, hard links only to regular files seen earlier, no
  * devices or fifos, and the entry and size limits.

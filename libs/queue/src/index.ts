@@ -25,3 +25,5 @@ export function redisConnection(redisUrl: string): { host: string; port: number;
 export const WORKER_LOCK = { lockDuration: 15_000, stalledInterval: 5_000 } as const;
 
 export * from './build-log.js';
+export * from './fleet-counters.js';
+export * from './structured-log.js';

@@ -8,3 +8,5 @@ export * from './registry.js';
 export * from './garbage-collector.js';
 export * from './registry-client.js';
 export * from './registry-credentials.js';
+export * from './from-resolver.js';
+export * from './from-target.js';

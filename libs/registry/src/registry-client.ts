@@ -45,6 +45,8 @@ export interface RegistryClientOptions {
   userAgent?: string;
   /** Largest manifest or config document accepted. */
   maxDocumentBytes?: number;
+  /** How long to wait for a response to start (connect, TLS, headers); a hung registry fails the pull then. Default 30 s. */
+  responseTimeoutMs?: number;
 }
 
 export class RegistryPullError extends Error {
@@ -346,11 +348,21 @@ export class RegistryClient {
   }
 
   private async send(url: string, init: RequestInit): Promise<Response> {
+    // Bounds the wait for the response to start only: a long blob download is not cut by it.
+    const ms = this.opts.responseTimeoutMs ?? 30_000;
+    const waiting = new AbortController();
+    const timer = setTimeout(() => waiting.abort(), ms);
     try {
-      return await this.fetch(url, { ...init, redirect: 'follow' });
+      return await this.fetch(url, { ...init, redirect: 'follow', signal: init.signal ? AbortSignal.any([init.signal, waiting.signal]) : waiting.signal });
     } catch (e) {
+      const u = new URL(url);
+      if (waiting.signal.aborted) {
+        throw new RegistryPullError(`${u.host} did not answer ${init.method ?? 'GET'} ${u.pathname} within ${ms / 1000} s`);
+      }
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-      throw new RegistryPullError(`cannot reach ${new URL(url).host}: ${cause?.code ?? cause?.message ?? (e as Error).message}`);
+      throw new RegistryPullError(`cannot reach ${u.host}: ${cause?.code ?? cause?.message ?? (e as Error).message}`);
+    } finally {
+      clearTimeout(timer);
     }
   }
 }

@@ -1,8 +1,8 @@
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { lstat, readdir, readlink, unlink } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
-import { join } from 'node:path';
 import { compareLayerKeys, OPAQUE_WHITEOUT, WHITEOUT_PREFIX, type LayerEntry } from '@strata/oci';
-import { runCommand } from './command.js';
+import { CommandError } from './command.js';
 
 export interface DiffOptions {
   /**
@@ -17,26 +17,36 @@ const OVERLAY_XATTR_PREFIX = 'trusted.overlay.';
 
 /**
  * Turns an overlayfs upper dir into the entries of the OCI layer a step produced, sorted as the
- * layer tar orders them. Whiteouts (0/0 character devices) become `whiteout` entries and opaque
- * directories an `opaque` entry next to their `directory` entry; `trusted.overlay.*` xattrs are
- * dropped, other xattrs kept; regular files sharing an inode become hard links to the first name
- * (whiteout devices are never linked: overlay links them all to one inode in its work dir).
+ * layer tar orders them. It takes whatever a step leaves, as overlay2 and BuildKit record it:
+ * - whiteouts (0/0 character devices) become `whiteout` entries, opaque directories an `opaque`
+ *   entry next to their `directory` entry;
+ * - symlinks keep their target as written, dangling or absolute (never followed);
+ * - fifos and device nodes become their own entries; sockets are left out, as Docker and
+ *   containerd's archive writers leave them out, and removed from the upper dir so that the
+ *   worker's own copy of the layer (a kept upper dir) holds what the tar holds;
+ * - names sharing one inode become hard links to the first name in layer order (files,
+ *   symlinks, fifos, devices), except whiteout devices: overlay links them all to one inode in
+ *   its work dir;
+ * - xattrs are kept (security.capability, user.*), `trusted.overlay.*` dropped;
+ * - names are read as bytes: one that is not valid UTF-8 keeps its bytes in `pathBytes`.
  *
  * An empty array means the step changed nothing: record the history entry with
  * `empty_layer: true` and add no layer, as BuildKit does.
- *
- * Sockets are skipped (Docker and BuildKit drop them too); fifos and devices come out as entries
- * that `LayerWriter` only accepts with `allowDevices`.
  */
 export async function diffUpperDir(upperDir: string, options: DiffOptions = {}): Promise<LayerEntry[]> {
+  const root = Buffer.from(upperDir);
   const xattrs = await readAllXattrs(upperDir);
-  const found: { rel: string; stats: Stats }[] = [];
-  const stack: string[] = [''];
+  const found: { rel: Buffer; stats: Stats }[] = [];
+  const stack: Buffer[] = [Buffer.alloc(0)];
   while (stack.length > 0) {
     const dir = stack.pop()!;
-    for (const name of await readdir(join(upperDir, dir))) {
-      const rel = dir === '' ? name : `${dir}/${name}`;
-      const stats = await lstat(join(upperDir, rel));
+    for (const name of await readdir(under(root, dir), { encoding: 'buffer' })) {
+      const rel = dir.length === 0 ? name : Buffer.concat([dir, SLASH, name]);
+      const stats = await lstat(under(root, rel));
+      if (stats.isSocket()) {
+        await unlink(under(root, rel));
+        continue;
+      }
       found.push({ rel, stats });
       if (stats.isDirectory()) stack.push(rel);
     }
@@ -44,60 +54,94 @@ export async function diffUpperDir(upperDir: string, options: DiffOptions = {}):
 
   const entries: { key: Buffer[]; entry: LayerEntry; inode?: string }[] = [];
   for (const { rel, stats } of found) {
-    const path = join(upperDir, rel);
-    const own = xattrs.get(rel);
+    const path = under(root, rel);
+    const own = xattrs.get(rel.toString('latin1'));
     const meta = {
-      path: rel,
+      ...layerPath(rel),
       mode: stats.mode & 0o7777,
       uid: stats.uid,
       gid: stats.gid,
       mtime: stats.mtime,
       ...(own && own.kept ? { xattrs: own.kept } : {}),
     };
+    const key = keyOf(rel);
+    // Any name but a directory or a whiteout may share its inode with others: those become hard links.
+    const inode = stats.nlink > 1 && !stats.isDirectory() ? `${stats.dev}:${stats.ino}` : undefined;
     if (stats.isCharacterDevice() && stats.rdev === 0) {
-      entries.push({ key: whiteoutKey(rel), entry: { type: 'whiteout', path: rel } });
+      const { path: shown, pathBytes } = layerPath(rel);
+      entries.push({ key: whiteoutKey(key), entry: { type: 'whiteout', path: shown, ...(pathBytes ? { pathBytes } : {}) } });
     } else if (stats.isDirectory()) {
       const opaque = own?.opaque === true;
-      if (opaque) entries.push({ key: [...keyOf(rel), Buffer.from(OPAQUE_WHITEOUT)], entry: { type: 'opaque', path: rel } });
+      if (opaque) entries.push({ key: [...key, OPAQUE_BYTES], entry: { type: 'opaque', path: meta.path, ...(meta.pathBytes ? { pathBytes: meta.pathBytes } : {}) } });
       if (opaque || !(await copiedUpUnchanged(rel, stats, options.lowerDirs))) {
-        entries.push({ key: keyOf(rel), entry: { ...meta, type: 'directory' } });
+        entries.push({ key, entry: { ...meta, type: 'directory' } });
       }
     } else if (stats.isFile()) {
-      const inode = stats.nlink > 1 ? `${stats.dev}:${stats.ino}` : undefined;
-      entries.push({ key: keyOf(rel), entry: { ...meta, type: 'file', content: { path } }, ...(inode ? { inode } : {}) });
+      entries.push({ key, entry: { ...meta, type: 'file', content: { path: meta.pathBytes ? path : path.toString('utf8') } }, ...(inode ? { inode } : {}) });
     } else if (stats.isSymbolicLink()) {
-      entries.push({ key: keyOf(rel), entry: { ...meta, type: 'symlink', target: await readlink(path) } });
+      const target = await readlink(path, { encoding: 'buffer' });
+      const text = asText(target);
+      const link = text === null ? { target: target.toString('utf8'), targetBytes: target } : { target: text };
+      entries.push({ key, entry: { ...meta, type: 'symlink', ...link }, ...(inode ? { inode } : {}) });
     } else if (stats.isFIFO()) {
-      entries.push({ key: keyOf(rel), entry: { ...meta, type: 'fifo' } });
+      entries.push({ key, entry: { ...meta, type: 'fifo' }, ...(inode ? { inode } : {}) });
     } else if (stats.isCharacterDevice() || stats.isBlockDevice()) {
+      // Linux's dev_t: major in bits 8-19, minor in bits 0-7 and 20-31.
       const devmajor = Math.floor(stats.rdev / 256) & 0xfff;
       const devminor = (stats.rdev & 0xff) | ((stats.rdev >> 12) & 0xfff00);
       entries.push({
-        key: keyOf(rel),
+        key,
         entry: { ...meta, type: stats.isCharacterDevice() ? 'char-device' : 'block-device', devmajor, devminor },
+        ...(inode ? { inode } : {}),
       });
     }
   }
 
   entries.sort((a, b) => compareLayerKeys(a.key, b.key));
-  const firstByInode = new Map<string, string>();
+  const firstByInode = new Map<string, LayerEntry>();
   return entries.map(({ entry, inode }) => {
     if (inode === undefined) return entry;
     const first = firstByInode.get(inode);
     if (first === undefined) {
-      firstByInode.set(inode, entry.path);
+      firstByInode.set(inode, entry);
       return entry;
     }
-    return { type: 'hardlink', path: entry.path, target: first } satisfies LayerEntry;
+    return {
+      type: 'hardlink',
+      path: entry.path,
+      ...(entry.pathBytes ? { pathBytes: entry.pathBytes } : {}),
+      target: first.path,
+      ...(first.pathBytes ? { targetBytes: first.pathBytes } : {}),
+    } satisfies LayerEntry;
   });
 }
 
-async function copiedUpUnchanged(rel: string, stats: Stats, lowerDirs: readonly string[] | undefined): Promise<boolean> {
+const SLASH = Buffer.from('/');
+const OPAQUE_BYTES = Buffer.from(OPAQUE_WHITEOUT);
+const WHITEOUT_BYTES = Buffer.from(WHITEOUT_PREFIX);
+
+function under(root: Buffer, rel: Buffer): Buffer {
+  return rel.length === 0 ? root : Buffer.concat([root, SLASH, rel]);
+}
+
+/** Bytes as a string when they are valid UTF-8, else null. */
+function asText(bytes: Buffer): string | null {
+  const text = bytes.toString('utf8');
+  return Buffer.from(text, 'utf8').equals(bytes) ? text : null;
+}
+
+/** A layer path from a name's bytes: the text, and the bytes themselves only when they are not UTF-8. */
+function layerPath(rel: Buffer): { path: string; pathBytes?: Buffer } {
+  const text = asText(rel);
+  return text === null ? { path: rel.toString('utf8'), pathBytes: rel } : { path: text };
+}
+
+async function copiedUpUnchanged(rel: Buffer, stats: Stats, lowerDirs: readonly string[] | undefined): Promise<boolean> {
   if (lowerDirs === undefined) return false;
   for (const lower of lowerDirs) {
     let below: Stats;
     try {
-      below = await lstat(join(lower, rel));
+      below = await lstat(under(Buffer.from(lower), rel));
     } catch {
       continue;
     }
@@ -112,25 +156,35 @@ async function copiedUpUnchanged(rel: string, stats: Stats, lowerDirs: readonly 
   return false;
 }
 
-function keyOf(rel: string): Buffer[] {
-  return rel.split('/').map((part) => Buffer.from(part));
-}
-
-function whiteoutKey(rel: string): Buffer[] {
-  const parts = keyOf(rel);
-  parts[parts.length - 1] = Buffer.concat([Buffer.from(WHITEOUT_PREFIX), parts[parts.length - 1]!]);
+function keyOf(rel: Buffer): Buffer[] {
+  const parts: Buffer[] = [];
+  let start = 0;
+  for (let i = 0; i <= rel.length; i++) {
+    if (i < rel.length && rel[i] !== 0x2f) continue;
+    parts.push(rel.subarray(start, i));
+    start = i + 1;
+  }
   return parts;
 }
 
+function whiteoutKey(key: Buffer[]): Buffer[] {
+  return [...key.slice(0, -1), Buffer.concat([WHITEOUT_BYTES, key[key.length - 1]!])];
+}
 
 interface PathXattrs {
   opaque: boolean;
   kept?: Record<string, Buffer>;
 }
 
-/** One getfattr run dumps every xattr under the upper dir (Node has no xattr API). */
+/**
+ * Every xattr under the upper dir from one getfattr run per step (Node has no xattr API, and a
+ * process per file would cost more than the step). `-h` reads a symlink's own xattrs: following
+ * it would fail on a dangling link and read the host's file for an absolute one. Names come
+ * back octal-escaped and values hex, so the output is line-safe for any name.
+ * Returns a map keyed by the path's bytes as latin1.
+ */
 async function readAllXattrs(upperDir: string): Promise<Map<string, PathXattrs>> {
-  const output = await runCommand('getfattr', ['-R', '-P', '-d', '-m', '-', '-e', 'hex', '.'], { cwd: upperDir });
+  const output = await getfattrDump(upperDir);
   const result = new Map<string, PathXattrs>();
   let current: PathXattrs | undefined;
   for (const line of output.split('\n')) {
@@ -153,17 +207,18 @@ async function readAllXattrs(upperDir: string): Promise<Map<string, PathXattrs>>
   return result;
 }
 
-/** getfattr writes bytes outside printable ASCII (and backslash) as `\ooo` octal escapes. */
+function getfattrDump(dir: string): Promise<string> {
+  const args = ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '.'];
+  return new Promise((resolve, reject) => {
+    // latin1 keeps the (ASCII) output byte for byte; the escapes carry any other byte.
+    execFile('getfattr', args, { cwd: dir, env: { ...process.env, LC_ALL: 'C' }, maxBuffer: 1024 ** 3, encoding: 'latin1' }, (error, stdout, stderr) => {
+      if (error) reject(new CommandError(`getfattr ${args.join(' ')} in ${dir}`, typeof error.code === 'number' ? error.code : null, stderr || error.message));
+      else resolve(stdout);
+    });
+  });
+}
+
+/** getfattr writes bytes outside printable ASCII (and backslash) as `\ooo` octal escapes; returns the bytes as latin1. */
 function decodeGetfattrName(quoted: string): string {
-  const bytes: number[] = [];
-  for (let i = 0; i < quoted.length; i++) {
-    const octal = /^\\([0-7]{3})/.exec(quoted.slice(i, i + 4));
-    if (octal) {
-      bytes.push(Number.parseInt(octal[1]!, 8));
-      i += 3;
-    } else {
-      bytes.push(...Buffer.from(quoted[i]!));
-    }
-  }
-  return Buffer.from(bytes).toString('utf8');
+  return quoted.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
 }

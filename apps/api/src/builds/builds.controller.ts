@@ -135,6 +135,27 @@ export class BuildsController {
     return cancelled;
   }
 
+  @Post(':id/rebuild')
+  @HttpCode(202)
+  @RequireScope('builds:write')
+  @ApiOperation({
+    summary: 'Build the same context (or, for a build from a push, the same commit) again with the same Dockerfile, target, build args and tags (secrets and registry credentials are not kept, so not carried over)',
+  })
+  @ApiResponse({ status: 202, description: 'The new build, queued' })
+  @ApiResponse({ status: 404, description: 'No such build for this tenant' })
+  @ApiResponse({ status: 409, description: 'The build context is no longer stored' })
+  async rebuild(@CurrentCaller() caller: Caller, @Param('id') id: string) {
+    return this.builds.rebuild(caller.tenantId, id);
+  }
+
+  @Get(':id/dockerfile')
+  @RequireScope('builds:read')
+  @ApiOperation({ summary: "The build's Dockerfile text, read from its stored context: { path, text }" })
+  @ApiResponse({ status: 404, description: 'No such build for this tenant, or its context has no such file' })
+  async dockerfile(@CurrentCaller() caller: Caller, @Param('id') id: string) {
+    return this.builds.dockerfile(caller.tenantId, id);
+  }
+
   @Get(':id')
   @RequireScope('builds:read')
   @ApiOperation({ summary: 'A build with its steps, error and resulting image' })

@@ -5,10 +5,12 @@ import { Transform, type Readable } from 'node:stream';
 import { buildCancelChannel, sealSecrets, STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService, type Prisma, retryOnUniqueViolation } from '@strata/db';
 import { type RegistryAuth, registryAuthToEntries } from '@strata/registry';
-import { redisConnection } from '@strata/queue';
+import { logEvent, redisConnection } from '@strata/queue';
+import { readTarEntries } from '@strata/oci';
 import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
 import { toBuildView, type BuildView } from './build-view.js';
+import { ContextArchiveCheck } from './context-archive-check.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 
 export interface BuildRequest {
@@ -23,6 +25,9 @@ export interface BuildRequest {
   /** Registry credentials for FROM pulls; sealed before they are stored. */
   registryAuth?: RegistryAuth;
 }
+
+/** The worker refuses Dockerfiles above this size too. */
+const DOCKERFILE_MAX_BYTES = 4 * 1024 * 1024;
 
 const CONTEXT_TYPES = new Set(['application/x-tar', 'application/tar', 'application/gzip', 'application/x-gzip', 'application/octet-stream']);
 
@@ -68,13 +73,16 @@ export class BuildsService implements OnModuleDestroy {
         done(null, chunk);
       },
     });
+    const archive = new ContextArchiveCheck();
     body.on('error', (e) => counter.destroy(e));
-    body.pipe(counter);
+    counter.on('error', (e) => archive.destroy(e));
+    body.pipe(counter).pipe(archive);
     try {
-      await this.storage.objects.put(contextKey, counter);
+      await this.storage.objects.put(contextKey, archive);
     } catch (e) {
       await this.storage.objects.delete(contextKey).catch(() => undefined);
       body.resume();
+      if (archive.refusal) throw archive.refusal;
       if (tooLarge) {
         throw new HttpException(
           { statusCode: 413, error: 'Payload Too Large', message: `The build context is larger than the limit of ${limit} bytes.` },
@@ -96,13 +104,15 @@ export class BuildsService implements OnModuleDestroy {
       req.registryAuth && Object.keys(req.registryAuth).length > 0
         ? new Uint8Array(sealSecrets(this.config.secretsKey, id, registryAuthToEntries(req.registryAuth)))
         : null;
-    const build = await retryOnUniqueViolation(() => this.prisma.$transaction(async (tx) => {
-      const repository = await tx.repository.upsert({
+    // No interactive transaction: parallel builds of one repository would queue on its row lock past
+    // the transaction timeout under load. The upsert is idempotent, the create one statement.
+    const build = await retryOnUniqueViolation(async () => {
+      const repository = await this.prisma.repository.upsert({
         where: { tenantId_name: { tenantId, name: req.repository } },
         update: {},
         create: { tenantId, name: req.repository },
       });
-      return tx.build.create({
+      return this.prisma.build.create({
         data: {
           id,
           tenantId,
@@ -118,11 +128,13 @@ export class BuildsService implements OnModuleDestroy {
           contextDigest,
           secretsSealed,
           registryAuthSealed,
+          queue: this.config.queuePrefix,
         },
         include: { repository: true, steps: true },
       });
-    }));
+    });
     await this.queue.add('build', { buildId: id, tenantId }, { jobId: id });
+    logEvent('info', 'build queued', { buildId: id, tenantId, repository: req.repository, contextBytes: size });
     return toBuildView(build);
   }
 
@@ -150,6 +162,65 @@ export class BuildsService implements OnModuleDestroy {
 
   async onModuleDestroy(): Promise<void> {
     await this.publisher?.quit().catch(() => undefined);
+  }
+
+  /**
+   * A new build of the same context (kept in S3 under the first build's key, or the same commit for
+   * a build from a push), Dockerfile, target, build args, tags and cache filters. Secrets and registry credentials were erased when the
+   * first build ended, so they are not carried over: send a new build for those.
+   */
+  async rebuild(tenantId: string, id: string): Promise<BuildView> {
+    const first = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId } }) : null;
+    if (!first) throw new NotFoundException(`Build "${id}" does not exist.`);
+    // A build from a push fetches its commit again; an upload needs its stored context.
+    const fromGit = first.source === 'git' && first.gitSource !== null;
+    if (!fromGit && (!first.contextKey || !(await this.storage.objects.stat(first.contextKey)))) {
+      throw new ConflictException(`Build "${id}" has no stored build context to rebuild from: send the context again with POST /v1/builds.`);
+    }
+    const build = await this.prisma.build.create({
+      data: {
+        tenantId,
+        repositoryId: first.repositoryId,
+        source: first.source,
+        dockerfilePath: first.dockerfilePath,
+        target: first.target,
+        buildArgs: first.buildArgs as Prisma.InputJsonValue,
+        noCache: false,
+        noCacheFilter: first.noCacheFilter,
+        tags: first.tags,
+        contextKey: first.contextKey,
+        contextSize: first.contextSize,
+        contextDigest: first.contextDigest,
+        ...(fromGit ? { gitSource: first.gitSource as Prisma.InputJsonValue, commitSha: first.commitSha } : {}),
+      },
+      include: { repository: true, steps: true },
+    });
+    await this.queue.add('build', { buildId: build.id, tenantId }, { jobId: build.id });
+    return toBuildView(build);
+  }
+
+  /** The build's Dockerfile as the worker reads it: from the stored context, at the build's Dockerfile path. */
+  async dockerfile(tenantId: string, id: string): Promise<{ path: string; text: string }> {
+    const build = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId } }) : null;
+    if (!build) throw new NotFoundException(`Build "${id}" does not exist.`);
+    const gone = () => new NotFoundException(`Build "${id}" has no stored build context, so its Dockerfile cannot be shown.`);
+    if (!build.contextKey || !(await this.storage.objects.stat(build.contextKey))) throw gone();
+    const wanted = build.dockerfilePath.replace(/^\.\//, '');
+    const context = await this.storage.objects.get(build.contextKey);
+    try {
+      for await (const entry of readTarEntries(context, { maxUncompressedBytes: this.config.maxContextBytes * 4 })) {
+        if (entry.header.name.replace(/^(\.\/)+/, '') !== wanted) continue;
+        if (entry.header.type !== 'file') break;
+        if (entry.header.size > DOCKERFILE_MAX_BYTES) throw new ConflictException(`${wanted} is larger than ${DOCKERFILE_MAX_BYTES} bytes.`);
+        const chunks: Buffer[] = [];
+        for await (const chunk of entry.body) chunks.push(chunk as Buffer);
+        return { path: wanted, text: Buffer.concat(chunks).toString('utf8') };
+      }
+    } catch (e) {
+      if (e instanceof HttpException) throw e;
+      throw new ConflictException(`The build context of build "${id}" could not be read: ${(e as Error).message}.`);
+    }
+    throw new NotFoundException(`The build context of build "${id}" has no regular file at "${wanted}".`);
   }
 
   async get(tenantId: string, id: string): Promise<BuildView> {

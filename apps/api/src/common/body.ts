@@ -9,17 +9,28 @@ import type { Readable } from 'node:stream';
 export async function readSmallBody(req: Readable, limit: number, what: string, tooLarge?: () => Error): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) {
-      req.resume();
-      throw tooLarge?.() ??
-        new HttpException(
-          { statusCode: 413, error: 'Payload Too Large', message: `The ${what} is larger than the limit of ${limit} bytes.` },
-          HttpStatus.PAYLOAD_TOO_LARGE,
+  // Not `for await`: leaving that loop early destroys the request, and the client's socket with it.
+  return new Promise<Buffer>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.off('data', onData);
+        req.off('end', onEnd);
+        req.resume();
+        reject(
+          tooLarge?.() ??
+            new HttpException(
+              { statusCode: 413, error: 'Payload Too Large', message: `The ${what} is larger than the limit of ${limit} bytes.` },
+              HttpStatus.PAYLOAD_TOO_LARGE,
+            ),
         );
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => resolve(Buffer.concat(chunks));
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('error', reject);
+  });
 }

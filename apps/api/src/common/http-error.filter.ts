@@ -1,5 +1,5 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger } from '@nestjs/common';
-import type { Response } from 'express';
+import type { Request, Response } from 'express';
 
 /**
  * Every error leaves as JSON `{ statusCode, error, message }` with a one-sentence message;
@@ -15,6 +15,10 @@ export class HttpErrorFilter implements ExceptionFilter {
       res.destroy();
       return;
     }
+    // A refusal sent before the body was read (a bad header, not a tar): drain what the client is
+    // still sending, so it reads the answer and its connection stays usable.
+    const req = host.switchToHttp().getRequest<Request>();
+    if (!req.complete) req.resume();
     if (exception instanceof HttpException) {
       const status = exception.getStatus();
       const body = exception.getResponse();

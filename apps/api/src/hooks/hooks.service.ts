@@ -141,6 +141,8 @@ export class HooksService {
             tags: result.tags ?? ['latest'],
             gitSource: source as unknown as Prisma.InputJsonValue,
             commitSha: push.sha,
+            // The reconciler of this queue re-enqueues it if its job is lost (docs/adr/0011).
+            queue: this.config.queuePrefix,
           },
         }),
       );

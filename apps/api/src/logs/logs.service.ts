@@ -4,13 +4,13 @@ import type { Response } from 'express';
 import { Redis } from 'ioredis';
 import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService } from '@strata/db';
-import { type BuildLogEntry, decodeStreamEntry, redisConnection } from '@strata/queue';
+import { BUILD_LOG_FIELD, decodeStreamEntry, redisConnection } from '@strata/queue';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
-import { BuildLogReader, sseMessage, textLine } from './build-log-reader.js';
+import { BuildLogReader, sseFromStored, sseMessage, textLine } from './build-log-reader.js';
 
 const HEARTBEAT_MS = 15_000;
-/** Entries per XREAD: bounds what one follower holds in memory between writes. */
-const FOLLOW_BATCH = 200;
+/** Entries per XREAD: bounds what one follower holds in memory between writes (about 400 KB), while a reader catching up on a long log needs few round trips. */
+const FOLLOW_BATCH = 2000;
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
 /**
@@ -65,9 +65,10 @@ export class LogsService implements OnModuleDestroy {
     res.write(': following the build log\n\n');
     let last = after;
 
-    // A finished build whose stream expired is served from the archive.
-    if (!(await this.reader.streamExists(buildId)) && (await this.reader.archiveExists(buildId))) {
-      await this.writeAll(this.reader.archived(buildId, last), res);
+    // A finished build is served from its archive: complete once written (after `end`), and one
+    // gunzipped object is far cheaper to send than thousands of stream entries.
+    if (await this.reader.archiveExists(buildId)) {
+      await this.writeAll(this.reader.archivedMessages(buildId, last), res);
       res.end();
       return;
     }
@@ -95,6 +96,12 @@ export class LogsService implements OnModuleDestroy {
         let ended = false;
         for (const [id, fields] of reply[0][1]) {
           last = id;
+          const stored = fields[0] === BUILD_LOG_FIELD ? sseFromStored(id, fields[1]) : null;
+          if (stored) {
+            out += stored.message;
+            ended ||= stored.type === 'end';
+            continue;
+          }
           const entry = decodeStreamEntry(id, fields);
           if (!entry) continue;
           out += sseMessage(entry);
@@ -119,7 +126,7 @@ export class LogsService implements OnModuleDestroy {
   private async gone(buildId: string, last: string | null, res: Response): Promise<boolean> {
     if (await this.reader.streamExists(buildId)) return false;
     if (await this.reader.archiveExists(buildId)) {
-      await this.writeAll(this.reader.archived(buildId, last), res);
+      await this.writeAll(this.reader.archivedMessages(buildId, last), res);
       res.end();
       return true;
     }
@@ -131,10 +138,17 @@ export class LogsService implements OnModuleDestroy {
     return false;
   }
 
-  private async writeAll(entries: AsyncIterable<BuildLogEntry>, res: Response): Promise<void> {
-    for await (const entry of entries) {
-      if (!res.write(sseMessage(entry)) && !(await drained(res))) return;
+  /** Writes SSE messages in chunks of about 64 KiB, waiting while the client is behind. */
+  private async writeAll(messages: AsyncIterable<string>, res: Response): Promise<void> {
+    let out = '';
+    for await (const message of messages) {
+      out += message;
+      if (out.length < 65536) continue;
+      const more = res.write(out);
+      out = '';
+      if (!more && !(await drained(res))) return;
     }
+    if (out) res.write(out);
   }
 
   async onModuleDestroy(): Promise<void> {

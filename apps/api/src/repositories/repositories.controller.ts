@@ -1,5 +1,5 @@
-import { BadRequestException, Controller, Get, HttpCode, Param, Post, Query, Req, Res } from '@nestjs/common';
-import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import { BadRequestException, Controller, Delete, Get, HttpCode, Param, Post, Query, Req, Res } from '@nestjs/common';
+import { ApiBearerAuth, ApiOperation, ApiQuery, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
 import { RequireScope } from '../auth/route-access.js';
 import { AuditLog } from '../audit/audit-log.js';
@@ -36,9 +36,21 @@ export class RepositoriesController {
     await this.repositories.streamOciArchive(caller.tenantId, name, validTag(tag), res);
   }
 
+  @Delete('*path/tags/:tag')
+  @HttpCode(204)
+  @RequireScope('registry:push')
+  @ApiOperation({ summary: 'Delete a tag (the image stays until garbage collection finds nothing referring to it)' })
+  @ApiResponse({ status: 204, description: 'The tag is gone' })
+  @ApiResponse({ status: 404, description: 'No such repository or tag for this tenant' })
+  async deleteTag(@CurrentCaller() caller: Caller, @Param('path') path: string[] | string, @Param('tag') tag: string, @Req() req: Request): Promise<void> {
+    const name = allowedRepository(caller, validRepositoryName(joinPath(path), 'repository name'));
+    await this.repositories.deleteTag(caller.tenantId, name, validTag(tag));
+    await this.audit.byCaller(req as AuthedRequest, 'tag.delete', `${name}:${tag}`, { via: 'api' });
+  }
+
   @Get('*path/tags')
   @RequireScope('registry:pull')
-  @ApiOperation({ summary: "A repository's tags" })
+  @ApiOperation({ summary: "A repository's tags with their digest, size (manifest, config and compressed layers) and last update" })
   tags(@CurrentCaller() caller: Caller, @Param('path') path: string[] | string) {
     return this.repositories.tags(caller.tenantId, allowedRepository(caller, validRepositoryName(joinPath(path), 'repository name')));
   }

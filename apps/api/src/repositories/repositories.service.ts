@@ -39,7 +39,30 @@ export class RepositoriesService {
   async tags(tenantId: string, name: string) {
     const repo = await this.repository(tenantId, name);
     const tags = await this.prisma.tag.findMany({ where: { tenantId, repositoryId: repo.id }, orderBy: { name: 'asc' } });
-    return { repository: name, tags: tags.map((t) => ({ name: t.name, digest: t.manifestDigest, updatedAt: t.updatedAt.toISOString() })) };
+    const sizes = new Map(await Promise.all([...new Set(tags.map((t) => t.manifestDigest))].map(async (d) => [d, await this.imageSize(d)] as const)));
+    return {
+      repository: name,
+      tags: tags.map((t) => ({ name: t.name, digest: t.manifestDigest, size: sizes.get(t.manifestDigest) ?? null, updatedAt: t.updatedAt.toISOString() })),
+    };
+  }
+
+  /** What a pull downloads: the manifest, its config and its (compressed) layers; null for an index or an unreadable manifest. */
+  private async imageSize(digest: string): Promise<number | null> {
+    try {
+      const bytes = await this.images.readBlob(digest as Digest);
+      const manifest = JSON.parse(bytes.toString('utf8')) as { config?: { size?: number }; layers?: Array<{ size?: number }> };
+      if (!manifest.config || !Array.isArray(manifest.layers)) return null;
+      return bytes.length + (manifest.config.size ?? 0) + manifest.layers.reduce((sum, l) => sum + (l.size ?? 0), 0);
+    } catch {
+      return null;
+    }
+  }
+
+  /** Removes a tag; the image stays reachable by digest and other tags until garbage collection finds it unreferenced. */
+  async deleteTag(tenantId: string, name: string, tag: string): Promise<void> {
+    const repo = await this.repository(tenantId, name);
+    const { count } = await this.prisma.tag.deleteMany({ where: { tenantId, repositoryId: repo.id, name: tag } });
+    if (count === 0) throw new NotFoundException(`Tag "${name}:${tag}" does not exist.`);
   }
 
   async streamOciArchive(tenantId: string, name: string, tag: string, res: Response): Promise<void> {

@@ -1,0 +1,189 @@
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { type RootfsProvider, type RootfsView, type RunExecutor, type RunOutcome, type RunRequest, RunStepError } from '@strata/build-engine';
+import type { Descriptor, Digest } from '@strata/oci';
+import { CacheMounts, type CacheArchiveStore, hash, type StepCleanups } from './cache-mounts.js';
+import { diffUpperDir } from './diff.js';
+import { LayerStore } from './layer-store.js';
+import { BridgeNetwork } from './network.js';
+import { ContainerStartError, RuncExecutor } from './runc-executor.js';
+import { SecretMounts } from './secret-mounts.js';
+import type { NetworkMode, RunMount } from './types.js';
+import { UserResolutionError } from './user.js';
+
+/** How RUN steps run on this worker (STRATA_RUN_* settings). */
+export interface StepSettings {
+  /** What `RUN` without `--network` gets; `--network=host` is only allowed when this is `host`. */
+  network: NetworkMode;
+  memoryBytes: number;
+  pids: number;
+  /** CPU cores per step; 0 means no quota. */
+  cpus: number;
+  stepTimeoutMs: number;
+}
+
+export interface BuildRuntimeOptions {
+  /** Everything goes under `<dataDir>/runtime`. */
+  dataDir: string;
+  step: StepSettings;
+  /** A layer blob by digest, for layers this worker has not unpacked yet. */
+  layerBlob(digest: Digest): Promise<Readable>;
+  /** Where cache mounts are saved for every worker. */
+  cacheArchives: CacheArchiveStore;
+  /** A tmpfs directory for secret files and the runc bundles of steps with secrets; default /dev/shm/strata-<hash of dataDir>. */
+  secretsDir?: string;
+}
+
+type LayerRef = { descriptor: Descriptor; diffId: Digest; open?: () => Readable | Promise<Readable> };
+
+/**
+ * A worker's container runtime behind build-engine's interfaces: layers unpacked once per worker
+ * (LayerStore, overlayfs), one runc container per RUN with its cache, tmpfs, bind and secret
+ * mounts, the upper dir diffed into the step's layer. One bridge network (one subnet allocator)
+ * serves every container of the worker. Use `forTenant` to get the RunExecutor of one build.
+ */
+export class BuildRuntime implements RootfsProvider {
+  readonly root: string;
+  private readonly layers: LayerStore;
+  private readonly runc: RuncExecutor;
+  /** Runs steps with secrets: its bundles live on the secrets tmpfs. */
+  private readonly secretRunc: RuncExecutor;
+  private readonly caches: CacheMounts;
+  private readonly secrets: SecretMounts;
+
+  constructor(private readonly options: BuildRuntimeOptions) {
+    this.root = path.resolve(options.dataDir, 'runtime');
+    this.layers = new LayerStore({ dataDir: this.root });
+    const bridge = options.step.network === 'bridge' ? { bridge: new BridgeNetwork() } : {};
+    this.runc = new RuncExecutor({ dataDir: this.root, ...bridge });
+    this.caches = new CacheMounts(path.join(this.root, 'cache-mounts'), options.cacheArchives);
+    this.secrets = new SecretMounts(options.secretsDir ?? path.join('/dev/shm', `strata-${hash(this.root).slice(0, 12)}`));
+    this.secretRunc = new RuncExecutor({ dataDir: this.secrets.bundleDir, ...bridge });
+  }
+
+  /** Creates the directories and clears snapshots (and secret files) a crashed worker left behind. Idempotent. */
+  async init(): Promise<void> {
+    await this.layers.init();
+    await this.secrets.init();
+  }
+
+  /** Evicts least recently used unpacked layers that no running step uses, down to `maxBytes`. */
+  trimLayers(maxBytes: number): Promise<{ evicted: string[]; freedBytes: number; usedBytes: number }> {
+    return this.layers.gc(maxBytes);
+  }
+
+  /** Waits for cache uploads in flight (a worker shutting down lets them finish). */
+  flush(): Promise<void> {
+    return this.caches.flush();
+  }
+
+  forTenant(tenantId: string): RunExecutor {
+    return { run: (req) => this.run(tenantId, req) };
+  }
+
+  /** A read-only view of layers (COPY --from, RUN --mount=type=bind,from=): an overlay whose writes are thrown away. */
+  async open(layers: LayerRef[]): Promise<RootfsView> {
+    const snapshot = await this.layers.prepare(
+      layers.map((l) => l.diffId),
+      this.layerSource(layers),
+    );
+    return { root: snapshot.rootfs, release: () => snapshot.release() };
+  }
+
+  async adopt(tar: () => Readable): Promise<void> {
+    await this.layers.adopt(tar());
+  }
+
+  async run(tenantId: string, req: RunRequest): Promise<RunOutcome> {
+    const network = this.network(req.network);
+    const snapshot = await this.layers.prepare(
+      req.layers.map((l) => l.diffId),
+      this.layerSource(req.layers),
+    );
+    const cleanups: StepCleanups = [];
+    let released = false;
+    const release = async (): Promise<void> => {
+      if (released) return;
+      released = true;
+      await snapshot.release();
+    };
+    try {
+      const mounts: RunMount[] = [];
+      for (const m of req.mounts ?? []) {
+        if (m.type === 'cache') mounts.push(await this.caches.mount(tenantId, m, cleanups));
+        else if (m.type === 'tmpfs') mounts.push({ type: 'tmpfs', destination: m.target, ...(m.sizeBytes !== undefined ? { sizeBytes: m.sizeBytes } : {}) });
+        else if (m.type === 'bind') mounts.push({ type: 'bind', source: m.source, destination: m.target, readonly: m.readOnly });
+      }
+      const secretRequests = (req.mounts ?? []).filter((m) => m.type === 'secret');
+      // runc's mount point stubs for secret files are removed before the diff, as for every mount.
+      const secret = await this.secrets.prepare(secretRequests, req.env, cleanups);
+      mounts.push(...secret.mounts);
+      const runc = secretRequests.length > 0 ? this.secretRunc : this.runc;
+      const step = this.options.step;
+      let result;
+      try {
+        result = await runc.run(
+          {
+            args: req.args,
+            env: secret.env,
+            user: req.user,
+            cwd: req.cwd,
+            network,
+            mounts,
+            limits: {
+              memoryBytes: step.memoryBytes,
+              pids: step.pids,
+              timeoutMs: step.stepTimeoutMs,
+              ...(step.cpus > 0 ? { cpus: step.cpus } : {}),
+            },
+          },
+          { rootfs: snapshot.rootfs, onOutput: req.onOutput, signal: req.signal },
+        );
+      } catch (e) {
+        if (e instanceof UserResolutionError || e instanceof ContainerStartError) throw new RunStepError(e.message);
+        if (req.signal.aborted) return { exitCode: 137, cancelled: true, entries: [], release };
+        throw e;
+      }
+      const failed = result.exitCode !== 0 || result.oomKilled || result.timedOut || result.cancelled;
+      const entries = failed ? [] : await diffUpperDir(snapshot.upperDir, { lowerDirs: snapshot.lowerDirs });
+      return {
+        exitCode: result.exitCode,
+        oomKilled: result.oomKilled,
+        timedOut: result.timedOut,
+        cancelled: result.cancelled,
+        ...(result.pidsLimitHit !== undefined ? { pidsLimitHit: result.pidsLimitHit } : {}),
+        entries,
+        release,
+        keep: async (diffId: string, sizeBytes: number) => {
+          if (released) return;
+          released = true;
+          await snapshot.keepAsLayer(diffId, sizeBytes);
+        },
+      };
+    } catch (e) {
+      await release();
+      throw e;
+    } finally {
+      for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+    }
+  }
+
+  private network(requested: RunRequest['network']): NetworkMode {
+    const configured = this.options.step.network;
+    if (requested === 'default') return configured;
+    if (requested === 'none') return 'none';
+    if (configured !== 'host') throw new RunStepError('--network=host is not allowed on this deployment (STRATA_RUN_NETWORK is not host)');
+    return 'host';
+  }
+
+  private layerSource(layers: LayerRef[]) {
+    const byDiffId = new Map(layers.map((l) => [l.diffId as string, l]));
+    return async (diffId: string) => {
+      const layer = byDiffId.get(diffId);
+      if (!layer) throw new Error(`no blob for layer ${diffId}`);
+      // A layer this build just wrote: its tar again from the same sources (the unpack still checks the diff ID).
+      if (layer.open) return layer.open();
+      return this.options.layerBlob(layer.descriptor.digest);
+    };
+  }
+}

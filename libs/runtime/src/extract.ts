@@ -1,0 +1,360 @@
+import { createHash } from 'node:crypto';
+import {
+  close as closeCb,
+  constants as fsConstants,
+  fchmod as fchmodCb,
+  fchown as fchownCb,
+  futimes as futimesCb,
+  open as openCb,
+  write as writeCb,
+} from 'node:fs';
+import { chmod, lchown, link, lstat, lutimes, mkdir, open, readlink, realpath, rm, symlink, unlink, utimes } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import {
+  DEFAULT_EXTRACT_LIMITS,
+  type ExtractLimits,
+  lexicallyEscapes,
+  linkResolvesInside,
+  OPAQUE_WHITEOUT,
+  readLimitedTarEntries,
+  safeArchivePath,
+  type TarEntryHeader,
+  TarExtractionError,
+  WHITEOUT_PREFIX,
+} from '@strata/oci';
+import { runCommand } from './command.js';
+
+/**
+ * What an archive becomes:
+ * - `tree`: an untrusted archive (a cache-mount copy, a context) as a plain directory. Refuses
+ *   devices and fifos, and links whose targets leave the destination; owners only with
+ *   `preserveOwnership`; xattrs ignored.
+ * - `overlay-layer`: an image layer as an overlayfs lower dir. `.wh.<name>` becomes a 0/0
+ *   character device at `<name>`, `.wh..wh..opq` the `trusted.overlay.opaque=y` xattr on its
+ *   directory; devices and fifos are made; symlink targets are kept as written (absolute ones
+ *   point into the container's root, never followed here); owners and xattrs are applied, except
+ *   `trusted.overlay.*` ones, so a layer cannot forge overlay redirects.
+ * In both, no entry is written outside the destination: no absolute or escaping paths, no writing
+ * through a symlink (parents are checked, files created O_EXCL|O_NOFOLLOW), hard links only to
+ * names extracted earlier.
+ */
+export type ExtractForm = 'tree' | 'overlay-layer';
+
+export interface ExtractOptions extends ExtractLimits {
+  form?: ExtractForm;
+  /** `tree`: apply the archive's uid/gid (only takes effect when running as root). */
+  preserveOwnership?: boolean;
+}
+
+export interface ExtractSummary {
+  entries: number;
+  /** Bytes of file content. */
+  bytes: number;
+  /** sha256 of the uncompressed tar, "sha256:<hex>" (a layer's diff ID). */
+  diffId: string;
+  /** Approximate disk use: file sizes rounded to 4 KiB plus 4 KiB per other entry. */
+  sizeBytes: number;
+}
+
+const BLOCK = 4096;
+/** Files up to this size are buffered and written in one call: far fewer round trips than a stream. */
+const SMALL_FILE = 256 * 1024;
+const OVERLAY_XATTR_PREFIX = 'trusted.overlay.';
+
+interface PendingDirectory {
+  parts: string[];
+  mode: number;
+  mtime: number;
+  uid: number;
+  gid: number;
+}
+
+/** The one tar extractor: see ExtractForm for what each form writes. On error destDir may hold a partial tree, never anything outside it. */
+export async function extractTar(input: Readable, destDir: string, options: ExtractOptions = {}): Promise<ExtractSummary> {
+  const layer = options.form === 'overlay-layer';
+  // A layer comes from the blob store, checked against its digest: the limits guard untrusted archives.
+  const maxEntries = layer ? Number.MAX_SAFE_INTEGER : (options.maxEntries ?? DEFAULT_EXTRACT_LIMITS.maxEntries);
+  const maxBytes = layer ? Number.MAX_SAFE_INTEGER / 2 : (options.maxBytes ?? DEFAULT_EXTRACT_LIMITS.maxBytes);
+  const chown = (layer || options.preserveOwnership === true) && process.getuid?.() === 0;
+  await mkdir(destDir, { recursive: true });
+  const root = await realpath(destDir);
+  const hash = createHash('sha256');
+  const directories: PendingDirectory[] = [];
+  const symlinks: { name: string; parts: string[]; target: string }[] = [];
+  const whiteouts: string[][] = [];
+  const opaqueDirs: string[][] = [];
+  // Directories this extraction created or checked. Sound to trust: an entry never replaces a
+  // directory with a non-directory without this set being told, so a path in it stays a directory.
+  const knownDirs = new Set<string>([root]);
+  // Directories created empty by this extraction, and every path it wrote: a path under a fresh
+  // directory that was never written cannot exist, so it needs no lstat.
+  const freshDirs = new Set<string>();
+  const written = new Set<string>();
+  // Small files are written concurrently (one at a time costs a thread-pool round trip per call);
+  // an entry that touches a path still being written waits for it first.
+  const inFlight = new Map<string, Promise<void>>();
+  let writeError: unknown;
+  const settle = async (path: string) => {
+    const p = inFlight.get(path);
+    if (p) await p;
+  };
+  const settleAll = async () => {
+    await Promise.all(inFlight.values());
+    if (writeError !== undefined) throw writeError;
+  };
+  let entries = 0;
+  let bytes = 0;
+  let sizeBytes = 0;
+
+  try {
+    for await (const { header, body } of readLimitedTarEntries(input, maxEntries, maxBytes, { onTarChunk: (chunk) => hash.update(chunk) })) {
+      const name = header.name;
+      entries += 1;
+      bytes += header.size;
+      // Layers written by other tools may name entries "/etc/x": inside a layer that is "etc/x".
+      const parts = safeArchivePath(layer ? name.replace(/^\/+/, '') : name);
+      if (parts.length === 0) {
+        // "./" itself: destDir exists; a layer's root entry gives it its owner, mode and mtime.
+        if (layer && header.type === 'directory') {
+          directories.push({ parts, mode: header.mode, mtime: header.mtime, uid: header.uid, gid: header.gid });
+          sizeBytes += BLOCK;
+        }
+        continue;
+      }
+      const base = parts[parts.length - 1]!;
+      if (layer && base.startsWith(WHITEOUT_PREFIX)) {
+        await ensureParentDirectories(root, parts, name, knownDirs, freshDirs);
+        if (base === OPAQUE_WHITEOUT) opaqueDirs.push(parts.slice(0, -1));
+        else if (base.length > WHITEOUT_PREFIX.length) whiteouts.push([...parts.slice(0, -1), base.slice(WHITEOUT_PREFIX.length)]);
+        continue;
+      }
+      const target = join(root, ...parts);
+      if (writeError !== undefined) throw writeError;
+      await settle(target);
+      if (header.type === 'hardlink') await settleAll();
+      await ensureParentDirectories(root, parts, name, knownDirs, freshDirs);
+      const existing = freshDirs.has(dirname(target)) && !written.has(target) ? null : await lstatOrNull(target);
+      written.add(target);
+      // In a layer a later entry replaces an earlier one, directories merging; a tree refuses to replace a directory.
+      const clear = async () => {
+        if (existing === null) return;
+        if (!existing.isDirectory()) await unlink(target);
+        else if (layer) {
+          await rm(target, { recursive: true, force: true });
+          for (const dir of knownDirs) if (dir === target || dir.startsWith(`${target}/`)) knownDirs.delete(dir);
+        } else throw new TarExtractionError(name, 'would replace a directory extracted earlier');
+      };
+
+      switch (header.type) {
+        case 'directory': {
+          if (existing !== null && !existing.isDirectory()) await unlink(target);
+          if (existing === null || !existing.isDirectory()) {
+            await mkdir(target, { mode: 0o700 });
+            freshDirs.add(target);
+          }
+          knownDirs.add(target);
+          directories.push({ parts, mode: header.mode, mtime: header.mtime, uid: header.uid, gid: header.gid });
+          sizeBytes += BLOCK;
+          break;
+        }
+        case 'file': {
+          await clear();
+          sizeBytes += Math.ceil(header.size / BLOCK) * BLOCK || BLOCK;
+          if (header.size <= SMALL_FILE) {
+            const chunks: Buffer[] = [];
+            for await (const chunk of body) chunks.push(chunk as Buffer);
+            const content = Buffer.concat(chunks);
+            const write = writeSmallFile(target, content, header, chown)
+              .then(() => (layer ? applyXattrs(header, target) : undefined))
+              .catch((err: unknown) => {
+                writeError ??= err;
+              })
+              .finally(() => inFlight.delete(target));
+            inFlight.set(target, write);
+            if (inFlight.size >= 32) await Promise.race(inFlight.values());
+            break;
+          }
+          // O_EXCL|O_NOFOLLOW: creating the file can never follow a link planted at this path.
+          const handle = await open(target, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+          try {
+            for await (const chunk of body) await handle.write(chunk as Buffer);
+            if (chown) await handle.chown(header.uid, header.gid);
+            await handle.chmod(header.mode);
+            await handle.utimes(timeOf(header.mtime), timeOf(header.mtime));
+          } finally {
+            await handle.close();
+          }
+          if (layer) await applyXattrs(header, target);
+          break;
+        }
+        case 'symlink': {
+          if (header.linkname === '') throw new TarExtractionError(name, 'symlink has an empty target');
+          if (!layer) {
+            if (header.linkname.startsWith('/')) throw new TarExtractionError(name, `symlink target ${JSON.stringify(header.linkname)} is absolute`);
+            if (lexicallyEscapes(parts.slice(0, -1), header.linkname)) {
+              throw new TarExtractionError(name, `symlink target ${JSON.stringify(header.linkname)} points outside the destination`);
+            }
+            symlinks.push({ name, parts, target: header.linkname });
+          }
+          await clear();
+          await symlink(header.linkname, target);
+          if (chown) await lchown(target, header.uid, header.gid);
+          await lutimes(target, timeOf(header.mtime), timeOf(header.mtime));
+          if (layer) await applyXattrs(header, target);
+          sizeBytes += BLOCK;
+          break;
+        }
+        case 'hardlink': {
+          const linkParts = safeArchivePath(header.linkname, name);
+          if (linkParts.length === 0) throw new TarExtractionError(name, 'hard link points at the archive root');
+          await ensureNoSymlinkComponents(root, linkParts.slice(0, -1), name);
+          const source = join(root, ...linkParts);
+          const sourceStat = await lstatOrNull(source);
+          // A layer may link any name but a directory (a RUN can link symlinks, fifos, devices); a tree only files.
+          if (sourceStat === null || (layer ? sourceStat.isDirectory() : !sourceStat.isFile())) {
+            throw new TarExtractionError(name, `hard link target ${JSON.stringify(header.linkname)} is not a ${layer ? 'non-directory' : 'regular file'} extracted earlier`);
+          }
+          if (source === target) break;
+          await clear();
+          await link(source, target);
+          break;
+        }
+        case 'char-device':
+        case 'block-device':
+        case 'fifo': {
+          if (!layer) throw new TarExtractionError(name, `${header.type} entries are not allowed`);
+          await clear();
+          const args =
+            header.type === 'fifo' ? [target, 'p'] : [target, header.type === 'char-device' ? 'c' : 'b', String(header.devmajor), String(header.devminor)];
+          await runCommand('mknod', args);
+          if (chown) await lchown(target, header.uid, header.gid);
+          await chmod(target, header.mode);
+          await utimes(target, timeOf(header.mtime), timeOf(header.mtime));
+          await applyXattrs(header, target);
+          sizeBytes += BLOCK;
+          break;
+        }
+        default:
+          throw new TarExtractionError(name, 'unsupported entry type');
+      }
+    }
+    await settleAll();
+  } catch (error) {
+    await Promise.all(inFlight.values());
+    throw error;
+  }
+
+  // A later entry can turn an earlier, harmless-looking target into an escape (a/.. once a is a link).
+  for (const entry of symlinks) {
+    if (!(await resolvesInside(root, entry.parts, entry.target))) {
+      throw new TarExtractionError(entry.name, `symlink target ${JSON.stringify(entry.target)} resolves outside the destination`);
+    }
+  }
+  for (const removed of whiteouts) {
+    const path = join(root, ...removed);
+    // A whiteout only hides lower layers; a same-named entry of this layer wins.
+    if ((await lstatOrNull(path)) !== null) continue;
+    await runCommand('mknod', [path, 'c', '0', '0']);
+  }
+  if (opaqueDirs.length > 0) {
+    await runCommand('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', ...opaqueDirs.map((dir) => join(root, ...dir))]);
+  }
+  // Deepest first, so restrictive modes and mtimes are not disturbed by writing children.
+  directories.sort((a, b) => b.parts.length - a.parts.length);
+  for (const dir of directories) {
+    const path = join(root, ...dir.parts);
+    if (chown) await lchown(path, dir.uid, dir.gid);
+    await chmod(path, dir.mode);
+    await utimes(path, timeOf(dir.mtime), timeOf(dir.mtime));
+  }
+  return { entries, bytes, diffId: `sha256:${hash.digest('hex')}`, sizeBytes };
+}
+
+/**
+ * A tar mtime (seconds, fractional from a PAX record) to millisecond precision: what a Date holds,
+ * so a directory whose mtime is saved and restored through a Date (MountStubs) compares equal.
+ */
+function timeOf(seconds: number): Date {
+  return new Date(Math.trunc(seconds * 1000));
+}
+
+const UMASK = process.umask();
+const OWN_UID = process.getuid?.() ?? -1;
+const OWN_GID = process.getgid?.() ?? -1;
+const CREATE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+
+const fdOpen = (path: string, flags: number, mode: number) => new Promise<number>((resolve, reject) => openCb(path, flags, mode, (e, fd) => (e ? reject(e) : resolve(fd))));
+const fdCall = (fn: (cb: (e: NodeJS.ErrnoException | null) => void) => void) => new Promise<void>((resolve, reject) => fn((e) => (e ? reject(e) : resolve())));
+
+/**
+ * One small file in as few calls as the result allows, on plain descriptors: a layer can hold
+ * thousands of files, and a FileHandle per file costs more than the file. Created with its mode
+ * when the umask leaves it intact; not chowned when it already belongs to its owner.
+ * O_EXCL|O_NOFOLLOW: creating the file can never follow a link planted at this path.
+ */
+async function writeSmallFile(target: string, content: Buffer, header: TarEntryHeader, chown: boolean): Promise<void> {
+  const { mode, uid, gid, mtime } = header;
+  const exact = (mode & 0o777 & ~UMASK) === mode;
+  const fd = await fdOpen(target, CREATE_FLAGS, exact ? mode : 0o600);
+  try {
+    let done = 0;
+    while (done < content.length) {
+      const n = await new Promise<number>((resolve, reject) => writeCb(fd, content, done, content.length - done, null, (e, w) => (e ? reject(e) : resolve(w))));
+      done += n;
+    }
+    if (chown && (uid !== OWN_UID || gid !== OWN_GID)) await fdCall((cb) => fchownCb(fd, uid, gid, cb));
+    if (!exact) await fdCall((cb) => fchmodCb(fd, mode, cb));
+    await fdCall((cb) => futimesCb(fd, timeOf(mtime), timeOf(mtime), cb));
+  } finally {
+    await fdCall((cb) => closeCb(fd, cb));
+  }
+}
+
+async function applyXattrs(header: TarEntryHeader, target: string): Promise<void> {
+  for (const [name, value] of Object.entries(header.xattrs)) {
+    if (name.startsWith(OVERLAY_XATTR_PREFIX)) continue;
+    await runCommand('setfattr', ['-h', '-n', name, '-v', `0x${Buffer.from(value, 'utf8').toString('hex')}`, target]);
+  }
+}
+
+async function lstatOrNull(path: string) {
+  try {
+    return await lstat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+async function ensureParentDirectories(root: string, parts: string[], name: string, knownDirs: Set<string>, freshDirs: Set<string>): Promise<void> {
+  let current = root;
+  for (const part of parts.slice(0, -1)) {
+    current = join(current, part);
+    if (knownDirs.has(current)) continue;
+    const stats = await lstatOrNull(current);
+    if (stats === null) {
+      await mkdir(current, { mode: 0o755 });
+      freshDirs.add(current);
+    } else if (stats.isSymbolicLink()) throw new TarExtractionError(name, `parent ${JSON.stringify(part)} is a symlink; refusing to write through it`);
+    else if (!stats.isDirectory()) throw new TarExtractionError(name, `parent ${JSON.stringify(part)} is not a directory`);
+    knownDirs.add(current);
+  }
+}
+
+async function ensureNoSymlinkComponents(root: string, parts: string[], name: string): Promise<void> {
+  let current = root;
+  for (const part of parts) {
+    current = join(current, part);
+    const stats = await lstatOrNull(current);
+    if (stats?.isSymbolicLink()) throw new TarExtractionError(name, `hard link target passes through symlink ${JSON.stringify(part)}`);
+  }
+}
+
+/** Resolves a symlink the way the kernel would, but within root: false if any step leaves it. */
+function resolvesInside(root: string, linkParts: string[], target: string): Promise<boolean> {
+  return linkResolvesInside(linkParts, target, async (parts) => {
+    const path = join(root, ...parts);
+    return (await lstatOrNull(path))?.isSymbolicLink() ? readlink(path) : null;
+  });
+}

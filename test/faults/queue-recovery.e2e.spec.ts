@@ -1,0 +1,230 @@
+import { jest } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { startWorker } from '../../apps/worker/src/main.js';
+import { importBusybox } from '../support/images.js';
+import { startPrivateRedis } from '../support/redis-server.js';
+import { api, makeDir, type Stack, startStack, tarOf, waitForBuild } from '../support/stack.js';
+import { startWorkerProcess, type WorkerProcess } from '../support/worker-process.js';
+
+jest.setTimeout(240_000);
+
+/** Fast reconciliation for tests: a pass every half second, a worker gone after 3 s without a heartbeat. */
+const FAST = { STRATA_RECONCILE_INTERVAL_MS: '500', STRATA_WORKER_STALE_MS: '3000' };
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const logText = async (stack: Stack, token: string, id: string) => (await api(stack, token, 'GET', `/v1/builds/${id}/logs`)).text;
+
+/** The whole SSE stream of a build's log from its start; the api ends it after the `end` event. */
+async function followLog(stack: Stack, token: string, id: string): Promise<string> {
+  const res = await fetch(`${stack.url}/v1/builds/${id}/logs`, { headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' }, signal: AbortSignal.timeout(30_000) });
+  return res.text();
+}
+
+const runcContainers = (dataDir: string): string[] => {
+  try {
+    return execFileSync('runc', ['--root', path.join(dataDir, 'runtime/runc'), 'list', '-q'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  } catch {
+    return [];
+  }
+};
+const mountsUnder = (dir: string): string[] =>
+  readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((p) => p !== undefined && p.startsWith(`${dir}/`));
+
+describe('the build table is the truth: no accepted build is lost when Redis loses its data or a worker dies', () => {
+  const processes: WorkerProcess[] = [];
+  afterAll(async () => {
+    await Promise.all(processes.map((p) => p.stop()));
+  });
+  const workerProcess = (stack: Stack, opts: { dataDir?: string } = {}) => {
+    const p = startWorkerProcess(stack.config, opts);
+    processes.push(p);
+    return p;
+  };
+  const inProcessWorker = (stack: Stack) => startWorker({ ...stack.config, dataDir: mkdtempSync(path.join(tmpdir(), 'strata-worker-')) });
+
+  it('finishes every build that was queued when Redis restarted without its data', async () => {
+    const redis = await startPrivateRedis({ appendonly: false });
+    const stack = await startStack({ worker: false, env: { ...FAST, REDIS_URL: redis.url } });
+    try {
+      const { token } = await stack.tenant('redis-loss');
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const ctx = tarOf(makeDir({ Dockerfile: 'FROM scratch\nCOPY a /a\n', a: `build ${i}\n` }));
+        const res = await api(stack, token, 'POST', `/v1/builds?repository=lost&tag=v${i}`, ctx, 'application/x-tar');
+        expect(res.status).toBe(202);
+        ids.push(res.json.id);
+      }
+      await redis.restart();
+      const worker = await inProcessWorker(stack);
+      try {
+        const done = await Promise.all(ids.map((id) => waitForBuild(stack, token, id, 60_000)));
+        expect(done.map((b) => b.status)).toEqual(['succeeded', 'succeeded', 'succeeded']);
+        for (let i = 0; i < 3; i++) {
+          const archive = await fetch(`${stack.url}/v1/repositories/lost/tags/v${i}/oci-archive`, { headers: { authorization: `Bearer ${token}` } });
+          expect(archive.status).toBe(200);
+          expect((await archive.arrayBuffer()).byteLength).toBeGreaterThan(0);
+        }
+      } finally {
+        await worker.close();
+      }
+    } finally {
+      await stack.close();
+      await redis.stop();
+    }
+  });
+
+  it('hands the build of a SIGKILLed worker to another worker, which finishes it; the log says so and ends once', async () => {
+    const stack = await startStack({ worker: false, env: FAST });
+    try {
+      const { token } = await stack.tenant('crash');
+      await importBusybox(stack, token);
+      const first = workerProcess(stack);
+      await first.ready();
+      const ctx = tarOf(makeDir({ Dockerfile: 'FROM busybox:1\nRUN sleep 3 && echo slept > /slept\n' }));
+      const res = await api(stack, token, 'POST', '/v1/builds?repository=crash&tag=1', ctx, 'application/x-tar');
+      expect(res.status).toBe(202);
+      const id = res.json.id as string;
+      await until('the RUN step runs on the first worker', async () => {
+        const b = await stack.prisma.build.findUniqueOrThrow({ where: { id } });
+        return b.status === 'running' && b.workerId === first.workerId && (await logText(stack, token, id)).includes('RUN sleep 3');
+      });
+      await first.kill();
+      const second = await inProcessWorker(stack);
+      try {
+        const done = await waitForBuild(stack, token, id, 90_000);
+        expect(done.status).toBe('succeeded');
+        expect((await stack.prisma.build.findUniqueOrThrow({ where: { id } })).workerId).not.toBe(first.workerId);
+        const text = await logText(stack, token, id);
+        expect(text).toContain(`worker ${first.workerId} stopped responding (no heartbeat for 3 s); the build goes back to the queue`);
+        expect(text.match(/build succeeded/g)).toHaveLength(1);
+        const events = await followLog(stack, token, id);
+        expect(events.match(/^event: end$/gm)).toHaveLength(1);
+        expect(events).toMatch(/event: end\ndata: \{"status":"succeeded"\}/);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await stack.close();
+    }
+  });
+
+  it('fails a build whose workers keep dying, with a message and an ended log, instead of retrying it forever', async () => {
+    const stack = await startStack({ worker: false, env: { ...FAST, STRATA_BUILD_MAX_ATTEMPTS: '1' } });
+    try {
+      const { token } = await stack.tenant('crashloop');
+      await importBusybox(stack, token);
+      const first = workerProcess(stack);
+      await first.ready();
+      const ctx = tarOf(makeDir({ Dockerfile: 'FROM busybox:1\nRUN sleep 30\n' }));
+      const res = await api(stack, token, 'POST', '/v1/builds?repository=crashloop', ctx, 'application/x-tar');
+      const id = res.json.id as string;
+      await until('the RUN step runs', async () => (await logText(stack, token, id)).includes('RUN sleep 30'));
+      await first.kill();
+      const second = await inProcessWorker(stack);
+      try {
+        const done = await waitForBuild(stack, token, id, 60_000);
+        expect(done.status).toBe('failed');
+        expect(done.error.message).toBe(
+          `the build was stopped 1 times because its worker went away (last: worker ${first.workerId} stopped responding (no heartbeat for 3 s)); it is not retried again`,
+        );
+        expect(await followLog(stack, token, id)).toMatch(/event: end\ndata: \{"status":"failed"\}/);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await stack.close();
+    }
+  });
+
+  it('a worker started on a killed worker’s data directory kills the RUN container it left and unmounts its snapshots', async () => {
+    const stack = await startStack({ worker: false, env: FAST });
+    try {
+      const { token } = await stack.tenant('leftovers');
+      await importBusybox(stack, token);
+      const first = workerProcess(stack);
+      await first.ready();
+      const ctx = tarOf(makeDir({ Dockerfile: 'FROM busybox:1\nRUN sleep 300\n' }));
+      const res = await api(stack, token, 'POST', '/v1/builds?repository=leftovers', ctx, 'application/x-tar');
+      const id = res.json.id as string;
+      await until('the RUN container runs', async () => runcContainers(first.dataDir).length === 1);
+      await first.kill();
+      // `runc run` outlives its parent: the step goes on, and its overlay stays mounted.
+      const left = runcContainers(first.dataDir);
+      expect(left).toHaveLength(1);
+      const leftMounts = mountsUnder(first.dataDir);
+      expect(leftMounts.length).toBeGreaterThan(0);
+
+      const restarted = workerProcess(stack, { dataDir: first.dataDir });
+      await restarted.ready();
+      expect(runcContainers(first.dataDir)).not.toContain(left[0]);
+      expect(mountsUnder(first.dataDir).filter((m) => leftMounts.includes(m))).toEqual([]);
+      expect(restarted.output()).toContain('cleared what a killed worker left');
+      // The build itself was handed back to the queue and runs again on the restarted worker.
+      await until('the build runs again', async () => (await stack.prisma.build.findUniqueOrThrow({ where: { id } })).workerId === restarted.workerId);
+      await restarted.stop();
+    } finally {
+      await stack.close();
+    }
+  });
+
+  it('SIGTERM hands a build still running after the grace period back to the queue, and another worker finishes it', async () => {
+    const stack = await startStack({ worker: false, env: { ...FAST, STRATA_WORKER_DRAIN_MS: '1000' } });
+    try {
+      const { token } = await stack.tenant('drain');
+      await importBusybox(stack, token);
+      const first = workerProcess(stack);
+      await first.ready();
+      const ctx = tarOf(makeDir({ Dockerfile: 'FROM busybox:1\nRUN sleep 6 && echo ok > /ok\n' }));
+      const res = await api(stack, token, 'POST', '/v1/builds?repository=drain', ctx, 'application/x-tar');
+      const id = res.json.id as string;
+      await until('the RUN step runs', async () => (await logText(stack, token, id)).includes('RUN sleep 6'));
+      // Within the 1 s grace the 6 s step cannot finish: the worker exits on its own, handing the build back.
+      await first.stop(15_000);
+      expect(first.exitStatus()).toBe('exited with code 0');
+      const after = await stack.prisma.build.findUniqueOrThrow({ where: { id } });
+      expect({ status: after.status, workerId: after.workerId }).toEqual({ status: 'queued', workerId: null });
+      expect(await logText(stack, token, id)).toContain(`worker ${first.workerId} is shutting down; the build goes back to the queue`);
+      const second = await inProcessWorker(stack);
+      try {
+        expect((await waitForBuild(stack, token, id, 60_000)).status).toBe('succeeded');
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await stack.close();
+    }
+  });
+
+  it('SIGTERM lets a build that ends within the grace period finish on the stopping worker', async () => {
+    const stack = await startStack({ worker: false, env: { ...FAST, STRATA_WORKER_DRAIN_MS: '30000' } });
+    try {
+      const { token } = await stack.tenant('drain-ok');
+      await importBusybox(stack, token);
+      const first = workerProcess(stack);
+      await first.ready();
+      const ctx = tarOf(makeDir({ Dockerfile: 'FROM busybox:1\nRUN sleep 2 && echo ok > /ok\n' }));
+      const res = await api(stack, token, 'POST', '/v1/builds?repository=drainok', ctx, 'application/x-tar');
+      const id = res.json.id as string;
+      await until('the RUN step runs', async () => (await logText(stack, token, id)).includes('RUN sleep 2'));
+      await first.stop(30_000);
+      expect(first.exitStatus()).toBe('exited with code 0');
+      const after = await stack.prisma.build.findUniqueOrThrow({ where: { id } });
+      expect({ status: after.status, workerId: after.workerId }).toEqual({ status: 'succeeded', workerId: first.workerId });
+    } finally {
+      await stack.close();
+    }
+  });
+});
