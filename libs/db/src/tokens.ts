@@ -5,7 +5,7 @@ import type { PrismaClient } from './generated/client.js';
 /**
  * Token secrets: `<prefix>_<30 random base62 chars><6 base62 chars of CRC32 of the random part>`,
  * as GitHub's `ghp_` tokens are, so a secret scanner can spot a Strata token and check its checksum
- * without asking the server (docs/adr/0011). Only the sha256 of a secret is stored.
+ * without asking the server (docs/adr/0015). Only the sha256 of a secret is stored.
  */
 export const TOKEN_PREFIXES = {
   /** A tenant's API token (POST /v1/tokens, or a tenant's first admin token). */
