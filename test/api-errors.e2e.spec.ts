@@ -60,7 +60,7 @@ describe('bad input gets a clear error and loses nothing', () => {
       headers: { authorization: `Bearer ${alice.token}`, 'content-type': 'application/x-tar' },
       body: Buffer.alloc(1024 * 1024),
     });
-    expect([refused.status, (await refused.json()).message]).toEqual([400, expect.stringMatching(/Invalid repository/)]);
+    expect([refused.status, ((await refused.json()) as { message: string }).message]).toEqual([400, expect.stringMatching(/Invalid repository/)]);
     // The same keep-alive pool: a connection left with an unread body would fail these.
     for (let n = 0; n < 5; n++) expect((await api(stack, alice.token, 'GET', '/v1/builds?limit=1')).status).toBe(200);
   });
