@@ -22,7 +22,9 @@ function parseMetrics(text: string): Map<string, number> {
 }
 
 async function scrape(stack: Stack): Promise<Map<string, number>> {
-  const res = await fetch(`${stack.url}/metrics`);
+  // Per-tenant series name tenants: only the operator's token reads them.
+  expect((await fetch(`${stack.url}/metrics`)).status).toBe(401);
+  const res = await fetch(`${stack.url}/metrics`, { headers: { authorization: `Bearer ${stack.operatorToken}` } });
   expect(res.status).toBe(200);
   expect(res.headers.get('content-type')).toContain('text/plain');
   return parseMetrics(await res.text());

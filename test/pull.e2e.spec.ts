@@ -1,11 +1,12 @@
 import { jest } from '@jest/globals';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { api, makeDir, type Stack, startStack, tarOf, waitForBuild } from './support/stack.js';
 import { busyboxRootfs } from './support/images.js';
 
@@ -326,13 +327,12 @@ describe('FROM images of other registries', () => {
   });
 
   it('pulls a Docker schema 2 image from a registry with basic auth (htpasswd)', async () => {
-    const hash = execFileSync('python3', ['-c', "import crypt; print(crypt.crypt('pw-basic', crypt.mksalt(crypt.METHOD_BLOWFISH)))"], { encoding: 'utf8' }).trim();
+    // Asynchronously: the api shares this event loop, and seconds of a blocked loop let its keep-alive
+    // sockets expire under the client, whose next request then meets a reset connection.
+    const execFileP = promisify(execFile);
+    const hash = (await execFileP('python3', ['-c', "import crypt; print(crypt.crypt('pw-basic', crypt.mksalt(crypt.METHOD_BLOWFISH)))"], { encoding: 'utf8' })).stdout.trim();
     authRegistry = await startRegistry(`basicuser:${hash}\n`);
-    execFileSync(
-      'skopeo',
-      ['copy', '--quiet', '--format', 'v2s2', '--dest-tls-verify=false', '--dest-creds', 'basicuser:pw-basic', `oci:${layoutDir}:1`, `docker://${authRegistry.host}/tools/busybox:1`],
-      { stdio: 'pipe' },
-    );
+    await execFileP('skopeo', ['copy', '--quiet', '--format', 'v2s2', '--dest-tls-verify=false', '--dest-creds', 'basicuser:pw-basic', `oci:${layoutDir}:1`, `docker://${authRegistry.host}/tools/busybox:1`]);
     const df = `FROM ${authRegistry.host}/tools/busybox:1\nRUN echo ok\n`;
     const denied = await submit(token, 'pull/basic', df);
     expect(denied.status).toBe('failed');

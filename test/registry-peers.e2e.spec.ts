@@ -126,4 +126,29 @@ describe('registry peers: docker 20.10, buildah, skopeo and umoci against /v2 wi
       await docker('login', host, '-u', 'x', '-p', tenant.token);
     }
   });
+  it('lets a pull-only token pull with docker and skopeo and shows both refusing its push', async () => {
+    const created = await api(stack, tenant.token, 'POST', '/v1/tokens', JSON.stringify({ name: 'pull only', scopes: ['registry:pull'] }), 'application/json');
+    expect(created.status).toBe(201);
+    const pullOnly = created.json.token as string;
+    const source = `${host}/${tenant.name}/peers/app:v1`;
+    const target = `${host}/${tenant.name}/peers/pushed-by-reader:1`;
+    await docker('logout', host);
+    await docker('login', host, '-u', 'x', '-p', pullOnly);
+    try {
+      await docker('pull', source);
+      await docker('tag', source, target);
+      await expect(docker('push', target)).rejects.toThrow(/denied|unauthorized|insufficient_scope/i);
+      const layout = path.join(work, 'pull-only');
+      await skopeo('copy', '--src-tls-verify=false', '--src-creds', `x:${pullOnly}`, `docker://${source}`, `oci:${layout}:t`);
+      await expect(
+        skopeo('copy', '--dest-tls-verify=false', '--dest-creds', `x:${pullOnly}`, `oci:${layout}:t`, `docker://${target}`),
+      ).rejects.toThrow(/denied|unauthorized|requested access to the resource is denied/i);
+      // Nothing was stored under the name either tool tried to push.
+      const tags = await api(stack, tenant.token, 'GET', '/v1/repositories/peers/pushed-by-reader/tags');
+      expect(tags.status).toBe(404);
+    } finally {
+      await docker('logout', host);
+      await docker('login', host, '-u', 'x', '-p', tenant.token);
+    }
+  });
 });

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
+import { api, build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
 
 const run = promisify(execFile);
 const sha256 = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -78,6 +78,27 @@ describe('OCI Distribution registry at /v2', () => {
     expect(withToken.status).toBe(200);
     const wrongPassword = await reg('GET', '/v2/token', { token: 'strata_not-a-token' });
     expect(wrongPassword.status).toBe(401);
+  });
+
+  it('grants from /v2/token only what the API token may do: its scopes and its repository patterns', async () => {
+    const mint = async (body: object) => (await api(stack, acme.token, 'POST', '/v1/tokens', JSON.stringify(body), 'application/json')).json.token as string;
+    const pullOnly = await mint({ name: 'reader', scopes: ['registry:pull'] });
+    const webOnly = await mint({ name: 'web pusher', scopes: ['registry:pull', 'registry:push'], repositories: ['web/*'] });
+    const accessOf = async (token: string, scope: string) => {
+      const issued = await reg('GET', `/v2/token?service=strata&scope=${encodeURIComponent(scope)}`, { token });
+      expect(issued.status).toBe(200);
+      return JSON.parse(Buffer.from(issued.json.token.split('.')[1], 'base64url').toString()).access;
+    };
+    expect(await accessOf(pullOnly, `repository:${acme.name}/web/app:pull,push`)).toEqual([{ type: 'repository', name: `${acme.name}/web/app`, actions: ['pull'] }]);
+    expect(await accessOf(webOnly, `repository:${acme.name}/web/app:pull,push`)).toEqual([{ type: 'repository', name: `${acme.name}/web/app`, actions: ['pull', 'push'] }]);
+    expect(await accessOf(webOnly, `repository:${acme.name}/api/app:pull,push`)).toEqual([]);
+    // Basic auth with the pull-only token: the push is refused with the spec's DENIED, naming the scope.
+    const push = await reg('POST', `/v2/${acme.name}/web/app/blobs/uploads/`, { token: pullOnly });
+    expect(push.status).toBe(403);
+    expect(push.json.errors[0]).toMatchObject({ code: 'DENIED', message: 'the API token lacks the "registry:push" scope' });
+    const outside = await reg('GET', `/v2/${acme.name}/pushed/oci/tags/list`, { token: webOnly });
+    expect(outside.status).toBe(403);
+    expect(outside.json.errors[0].message).toBe('the API token is limited to repositories web/*');
   });
 
   it('serves a built image, pullable by skopeo as <tenant>/<repo>:<tag> and unpacked by umoci', async () => {

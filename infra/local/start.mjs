@@ -39,6 +39,16 @@ if (!existsSync(tokenFile) || !tokenKnown()) {
   log(`dev token: ${readFileSync(tokenFile, 'utf8').trim()} (from .strata/dev-token)`);
 }
 
+// The operator's token reaches /v1/admin (tenants and quotas); the api reads its hash from this file in development.
+const operatorTokenFile = path.join(stateDir, 'operator-token');
+if (!existsSync(operatorTokenFile)) {
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', `
+    import { newTokenSecret } from '@strata/db';
+    process.stdout.write(newTokenSecret('operator'));`], { cwd: root, env: childEnv, encoding: 'utf8' });
+  writeFileSync(operatorTokenFile, `${out}\n`, { mode: 0o600 });
+  log('created the operator token (saved in .strata/operator-token): it alone reaches /v1/admin');
+}
+
 const children = [
   ['api', path.join(root, 'apps/api/dist/main.js')],
   ['worker', path.join(root, 'apps/worker/dist/bin.js')],

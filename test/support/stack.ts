@@ -8,7 +8,7 @@ import type { INestApplication } from '@nestjs/common';
 import { createApiApp } from '../../apps/api/src/app.js';
 import { startWorker } from '../../apps/worker/src/main.js';
 import { loadConfig, type StrataConfig } from '@strata/config';
-import { createPrismaClient, createTenantWithToken, type PrismaClient } from '@strata/db';
+import { createPrismaClient, createTenantWithToken, hashToken, newTokenSecret, type PrismaClient } from '@strata/db';
 
 /** The api and a worker in this process against the services `npm test` started, as a user's deployment. */
 export interface Stack {
@@ -18,7 +18,9 @@ export interface Stack {
   app: INestApplication;
   close(): Promise<void>;
   /** A new tenant with an admin token. */
-  tenant(prefix?: string): Promise<{ tenantId: string; token: string; name: string }>;
+  tenant(prefix?: string): Promise<{ tenantId: string; tokenId: string; token: string; name: string }>;
+  /** The operator's token (reaches /v1/admin). */
+  operatorToken: string;
 }
 
 export async function startStack(opts: { worker?: boolean; env?: Record<string, string> } = {}): Promise<Stack> {
@@ -29,7 +31,19 @@ export async function startStack(opts: { worker?: boolean; env?: Record<string, 
   const dataRoot = process.env.STRATA_DATA_DIR ?? tmpdir();
   mkdirSync(dataRoot, { recursive: true });
   const dataDir = mkdtempSync(path.join(dataRoot, 'worker-'));
-  const config = loadConfig({ ...process.env, PORT: '0', HOST: '127.0.0.1', STRATA_QUEUE_PREFIX: queuePrefix, STRATA_DATA_DIR: dataDir, ...opts.env });
+  const operatorToken = newTokenSecret('operator');
+  const config = loadConfig({
+    ...process.env,
+    STRATA_OPERATOR_TOKEN_SHA256: hashToken(operatorToken),
+    // Tests poll builds every 100 ms with one token; the rate-limit suite sets its own limits.
+    STRATA_RATE_LIMIT_TOKEN_PER_MINUTE: '1000000',
+    STRATA_RATE_LIMIT_TENANT_PER_MINUTE: '1000000',
+    PORT: '0',
+    HOST: '127.0.0.1',
+    STRATA_QUEUE_PREFIX: queuePrefix,
+    STRATA_DATA_DIR: dataDir,
+    ...opts.env,
+  });
   const app = await createApiApp(config, { logger: false });
   await app.listen(0, '127.0.0.1');
   const address = app.getHttpServer().address() as { port: number };
@@ -44,6 +58,7 @@ export async function startStack(opts: { worker?: boolean; env?: Record<string, 
     config,
     prisma,
     app,
+    operatorToken,
     async close() {
       await worker?.close();
       await app.close();

@@ -1,7 +1,8 @@
 import { type DynamicModule, type MiddlewareConsumer, Module, type NestModule, RequestMethod } from '@nestjs/common';
 import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { DbModule } from '@strata/db';
-import { AuthGuard } from './auth/auth.guard.js';
+import { AuditModule } from './audit/audit.module.js';
+import { AuthModule } from './auth/auth.module.js';
 import { WhoamiController } from './auth/whoami.controller.js';
 import { BuildsController } from './builds/builds.controller.js';
 import { BuildsService } from './builds/builds.service.js';
@@ -17,6 +18,7 @@ import { RepositoriesController } from './repositories/repositories.controller.j
 import { RepositoriesService } from './repositories/repositories.service.js';
 import { RegistryModule } from './registry/registry.module.js';
 import { storageProvider } from './storage/storage.provider.js';
+import { TenancyModule } from './tenancy/tenancy.module.js';
 import { TriggersModule } from './triggers/triggers.module.js';
 
 @Module({})
@@ -30,9 +32,9 @@ export class AppModule implements NestModule {
     };
     return {
       module: AppModule,
-      imports: [configModule, FleetRedisModule, DbModule, RegistryModule, LogsModule, TriggersModule],
+      imports: [configModule, FleetRedisModule, DbModule, AuthModule, AuditModule, TenancyModule, RegistryModule, LogsModule, TriggersModule],
       controllers: [HealthController, WhoamiController, BuildsController, RepositoriesController, DockerfileController, MetricsController],
-      providers: [AuthGuard, BuildsQueueCloser, BuildsService, RepositoriesService, buildsQueueProvider, storageProvider, MetricsService],
+      providers: [BuildsQueueCloser, BuildsService, RepositoriesService, buildsQueueProvider, storageProvider, MetricsService],
     };
   }
 

@@ -1,4 +1,4 @@
-import { Queue, Worker } from 'bullmq';
+import { DelayedError, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { hostname } from 'node:os';
 import { type Storage, storageFromConfig } from '@strata/blobstore';
@@ -32,8 +32,13 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   // Beating before taking jobs: a build this worker claims is never mistaken for an orphan.
   const heartbeat = await startHeartbeat(prisma, workerId, config);
   // BullMQ aborts the signal on worker.cancelJob()/cancelAllJobs(): the engine passes it to the RUN container, which runc kills.
-  const worker = new Worker<BuildJob>(BUILDS_QUEUE, async (job, _token, signal) => {
+  const worker = new Worker<BuildJob>(BUILDS_QUEUE, async (job, token, signal) => {
     const { buildId, tenantId } = job.data;
+    // A tenant at its maxConcurrentBuilds quota waits: its job goes back for a second while others' builds run.
+    if (token && (await atConcurrencyQuota(prisma, buildId))) {
+      await job.moveToDelayed(Date.now() + 1000, token);
+      throw new DelayedError();
+    }
     const started = Date.now();
     logEvent('info', 'build taken', { buildId, tenantId, workerId });
     try {
@@ -118,4 +123,12 @@ async function startGarbageCollection(
       await queue.close();
     },
   };
+}
+
+/** Whether the build's tenant already runs as many builds as its maxConcurrentBuilds quota allows. */
+async function atConcurrencyQuota(prisma: PrismaClient, buildId: string): Promise<boolean> {
+  const build = await prisma.build.findUnique({ where: { id: buildId }, select: { status: true, tenant: { select: { id: true, maxConcurrentBuilds: true } } } });
+  if (!build || build.status !== 'queued' || build.tenant.maxConcurrentBuilds === null) return false;
+  const running = await prisma.build.count({ where: { tenantId: build.tenant.id, status: 'running' } });
+  return running >= build.tenant.maxConcurrentBuilds;
 }

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -39,6 +39,10 @@ export interface StrataConfig {
   allowPrivateSources: string[];
   /** ADD <url>: the largest file fetched and the longest a fetch may take (STRATA_ADD_URL_MAX_BYTES, STRATA_ADD_URL_TIMEOUT_MS). */
   addUrl: { maxBytes: number; timeoutMs: number };
+  /** sha256 (hex) of the operator's token, which alone reaches /v1/admin; null turns the admin API off. */
+  operatorTokenHash: string | null;
+  /** Requests per minute, counted in Redis so every api process shares the window. */
+  rateLimit: { tokenPerMinute: number; tenantPerMinute: number };
   /** Build log limits: past a cap a line says how much was dropped; nothing is cut silently. */
   log: {
     /** Bytes of output one step may log. */
@@ -184,6 +188,21 @@ function secretsKey(env: Env): Buffer {
 }
 
 /**
+ * STRATA_OPERATOR_TOKEN_SHA256 (the hex sha256 of the operator's token, so the secret itself sits in
+ * no environment), or in development the token `npm start` writes to `.strata/operator-token`.
+ */
+function operatorTokenHash(env: Env): string | null {
+  const given = env.STRATA_OPERATOR_TOKEN_SHA256;
+  if (given !== undefined && given !== '') {
+    if (!/^[0-9a-f]{64}$/.test(given)) throw new ConfigError('STRATA_OPERATOR_TOKEN_SHA256 must be 64 lowercase hex characters (sha256sum of the token)');
+    return given;
+  }
+  if (env.NODE_ENV === 'production') return null;
+  const file = path.join(env.STRATA_STATE_DIR ?? '.strata', 'operator-token');
+  return existsSync(file) ? createHash('sha256').update(readFileSync(file, 'utf8').trim()).digest('hex') : null;
+}
+
+/**
  * A random 32-byte key kept in `.strata/<name>` for development, made on first use. Written with
  * 'wx', so a replica that loses the race to create it reads the winner's key.
  */
@@ -280,6 +299,11 @@ export function loadConfig(env: Env = process.env): StrataConfig {
     queuePrefix: env.STRATA_QUEUE_PREFIX ?? 'strata',
     registrySecret: registrySecret(env),
     secretsKey: secretsKey(env),
+    operatorTokenHash: operatorTokenHash(env),
+    rateLimit: {
+      tokenPerMinute: int(env, 'STRATA_RATE_LIMIT_TOKEN_PER_MINUTE', 600, 1),
+      tenantPerMinute: int(env, 'STRATA_RATE_LIMIT_TENANT_PER_MINUTE', 1200, 1),
+    },
     pull: pullSettings(env),
     allowPrivateSources: cidrList(env, 'STRATA_ALLOW_PRIVATE_SOURCES'),
     addUrl: {

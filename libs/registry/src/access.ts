@@ -1,4 +1,4 @@
-import { hashToken, type PrismaClient } from '@strata/db';
+import { hashToken, hasScope, type PrismaClient, repositoryAllowed } from '@strata/db';
 import { RegistryError } from './errors.js';
 import { splitName } from './path.js';
 import {
@@ -14,7 +14,7 @@ import {
 
 /** Who is calling the registry. Anonymous callers reach public repositories' pulls only. */
 export type RegistryCaller =
-  | { kind: 'tenant'; tenantId: string; tenantName: string; tokenId: string; scopes: string[] }
+  | { kind: 'tenant'; tenantId: string; tenantName: string; tokenId: string; scopes: string[]; repositories: string[] }
   | { kind: 'bearer'; tenantId: string | null; tenantName: string | null; tokenId: string; access: AccessEntry[] }
   | { kind: 'anonymous' };
 
@@ -73,8 +73,8 @@ export class RegistryAccess {
 
   private async apiToken(secret: string): Promise<RegistryCaller | null> {
     const token = await this.prisma.apiToken.findUnique({ where: { tokenHash: hashToken(secret) }, include: { tenant: true } });
-    if (!token || token.revokedAt) return null;
-    return { kind: 'tenant', tenantId: token.tenantId, tenantName: token.tenant.name, tokenId: token.id, scopes: token.scopes };
+    if (!token || token.revokedAt || (token.expiresAt && token.expiresAt.getTime() <= Date.now())) return null;
+    return { kind: 'tenant', tenantId: token.tenantId, tenantName: token.tenant.name, tokenId: token.id, scopes: token.scopes, repositories: token.repositories };
   }
 
   /** The subset of `wanted` that `caller` may do on `name`. */
@@ -85,7 +85,8 @@ export class RegistryAccess {
     const granted: RegistryAction[] = [];
     for (const action of wanted) {
       if (caller.kind === 'tenant' && caller.tenantName === parts.tenantName) {
-        if (caller.scopes.includes(SCOPE_FOR[action]) || caller.scopes.includes('admin')) granted.push(action);
+        // A token grants an action only with its scope, and only on the repositories its patterns name.
+        if (hasScope(caller.scopes, SCOPE_FOR[action]) && repositoryAllowed(caller.repositories, parts.repository)) granted.push(action);
       } else if (action === 'pull' && (await this.isPublic(parts.tenantName, parts.repository))) {
         granted.push(action);
       }
@@ -110,12 +111,15 @@ export class RegistryAccess {
     if (caller.kind === 'bearer' && ownName) {
       throw new RegistryAuthError(`the token does not grant ${action} on ${name}`, bearerChallenge(this.publicUrl, scope, 'insufficient_scope'));
     }
+    if (ownName && caller.kind === 'tenant' && hasScope(caller.scopes, SCOPE_FOR[action])) {
+      throw new RegistryError('DENIED', `the API token is limited to repositories ${caller.repositories.join(', ')}`, { name, action });
+    }
     throw new RegistryError('DENIED', ownName ? `the API token lacks the "${SCOPE_FOR[action]}" scope` : `access to ${name} is denied`, { name, action });
   }
 
   /** The tenant whose catalog the caller may list, or an error. */
   catalogTenant(caller: RegistryCaller): { tenantId: string; tenantName: string } {
-    if (caller.kind === 'tenant' && (caller.scopes.includes('registry:pull') || caller.scopes.includes('admin'))) return caller;
+    if (caller.kind === 'tenant' && hasScope(caller.scopes, 'registry:pull')) return caller;
     if (caller.kind === 'bearer' && caller.tenantId !== null && caller.tenantName !== null) return { tenantId: caller.tenantId, tenantName: caller.tenantName };
     if (caller.kind === 'tenant') throw new RegistryError('DENIED', 'the API token lacks the "registry:pull" scope');
     throw new RegistryAuthError('authentication required', bearerChallenge(this.publicUrl, 'registry:catalog:*'));

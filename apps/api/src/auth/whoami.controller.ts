@@ -1,14 +1,15 @@
-import { Controller, Get, UseGuards } from '@nestjs/common';
+import { Controller, Get } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
-import { AuthGuard } from './auth.guard.js';
+import { RequireScope } from './route-access.js';
 import { type Caller, CurrentCaller } from './tenant.js';
 
 @ApiTags('auth')
 @ApiBearerAuth()
 @Controller('v1/whoami')
-@UseGuards(AuthGuard)
 export class WhoamiController {
+  // Every token the console signs in with can read builds; a registry-only token uses /v2.
   @Get()
+  @RequireScope('builds:read')
   @ApiOperation({ summary: "The token's tenant (whose name prefixes its images in /v2) and scopes; any valid token may ask" })
   whoami(@CurrentCaller() caller: Caller) {
     return { tenant: caller.tenantName, scopes: caller.scopes };

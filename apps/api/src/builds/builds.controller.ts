@@ -1,12 +1,14 @@
-import { BadRequestException, Controller, Get, HttpCode, Param, Post, Query, Req, UseGuards } from '@nestjs/common';
+import { BadRequestException, Controller, Get, HttpCode, Param, Post, Query, Req } from '@nestjs/common';
 import { ApiBearerAuth, ApiHeader, ApiOperation, ApiQuery, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { Request } from 'express';
-import { AuthGuard, RequireScope } from '../auth/auth.guard.js';
-import { type Caller, CurrentCaller } from '../auth/tenant.js';
+import { RequireScope } from '../auth/route-access.js';
+import { AuditLog } from '../audit/audit-log.js';
+import { allowedRepository, type AuthedRequest, type Caller, CurrentCaller } from '../auth/tenant.js';
 import { parseBuildArgs, queryBool, queryList, querySingle, validRepositoryName, validTag } from '../common/query.js';
 import { MAX_SECRET_BYTES, parseSecretHeaders, parseSshHeaders, SECRET_HEADER, SSH_HEADER } from './build-secrets.js';
 import { parseRegistryAuthHeader, REGISTRY_AUTH_HEADER, RegistryCredentialsError } from '@strata/registry';
 import { BuildsService } from './builds.service.js';
+import { QuotasService } from '../tenancy/quotas.service.js';
 
 const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
 
@@ -21,9 +23,12 @@ function validDockerfilePath(p: string | undefined): string {
 @ApiTags('builds')
 @ApiBearerAuth()
 @Controller('v1/builds')
-@UseGuards(AuthGuard)
 export class BuildsController {
-  constructor(private readonly builds: BuildsService) {}
+  constructor(
+    private readonly builds: BuildsService,
+    private readonly audit: AuditLog,
+    private readonly quotas: QuotasService,
+  ) {}
 
   @Post()
   @HttpCode(202)
@@ -73,7 +78,7 @@ export class BuildsController {
     const tags = queryList(q.tag).map(validTag);
     const target = querySingle(q.target, 'target');
     const request = {
-      repository: validRepositoryName(querySingle(q.repository, 'repository')),
+      repository: allowedRepository(caller, validRepositoryName(querySingle(q.repository, 'repository'))),
       tags: tags.length > 0 ? [...new Set(tags)] : ['latest'],
       dockerfile: validDockerfilePath(querySingle(q.dockerfile, 'dockerfile')),
       target: target || undefined,
@@ -83,7 +88,15 @@ export class BuildsController {
       contentType: req.headers['content-type'],
       registryAuth,
     };
-    return this.builds.submit(caller.tenantId, request, req, secrets);
+    try {
+      await this.quotas.assertCanStartBuild(caller.tenantId);
+    } catch (e) {
+      req.resume();
+      throw e;
+    }
+    const submitted = await this.builds.submit(caller.tenantId, request, req, secrets);
+    await this.audit.byCaller(req as AuthedRequest, 'build.start', submitted.id, { repository: request.repository, tags: request.tags });
+    return submitted;
   }
 
   @Get()
@@ -114,8 +127,10 @@ export class BuildsController {
   @ApiResponse({ status: 202, description: 'The build, cancelled (queued) or being cancelled (running)' })
   @ApiResponse({ status: 404, description: 'No such build for this tenant' })
   @ApiResponse({ status: 409, description: 'The build has already finished' })
-  async cancel(@CurrentCaller() caller: Caller, @Param('id') id: string) {
-    return this.builds.cancel(caller.tenantId, id);
+  async cancel(@CurrentCaller() caller: Caller, @Param('id') id: string, @Req() req: AuthedRequest) {
+    const cancelled = await this.builds.cancel(caller.tenantId, id);
+    await this.audit.byCaller(req, 'build.cancel', id);
+    return cancelled;
   }
 
   @Post(':id/rebuild')

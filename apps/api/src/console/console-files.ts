@@ -8,7 +8,7 @@ import type { NextFunction, Request, Response } from 'express';
 export const CONSOLE_DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../console/dist');
 
 /** Paths the api itself answers; everything else under GET is the console's. */
-const API_PREFIXES = ['/v1', '/v2', '/docs', '/healthz', '/readyz'];
+const API_PREFIXES = ['/v1', '/v2', '/docs', '/healthz', '/readyz', '/metrics'];
 
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',

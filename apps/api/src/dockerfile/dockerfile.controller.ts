@@ -1,10 +1,10 @@
-import { BadRequestException, Controller, HttpCode, Inject, Post, Query, Req, Res, UseGuards } from '@nestjs/common';
+import { BadRequestException, Controller, HttpCode, Inject, Post, Query, Req, Res } from '@nestjs/common';
 import { ApiBearerAuth, ApiHeader, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
 import { IgnoreMatcher, parseDockerignore, PatternSyntaxError } from '@strata/build-engine';
 import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { checkDockerfile, type Diagnostic, DockerfileError, lintCopyIgnoredFile, parseDockerfile } from '@strata/dockerfile';
-import { AuthGuard, RequireScope } from '../auth/auth.guard.js';
+import { RequireScope } from '../auth/route-access.js';
 import { readSmallBody } from '../common/body.js';
 import { parseBuildArgs, queryList, querySingle } from '../common/query.js';
 
@@ -26,7 +26,6 @@ const byPosition = (a: Diagnostic, b: Diagnostic): number => a.line - b.line || 
 @ApiTags('dockerfile')
 @ApiBearerAuth()
 @Controller('v1/dockerfile')
-@UseGuards(AuthGuard)
 export class DockerfileController {
   constructor(@Inject(STRATA_CONFIG) private readonly config: StrataConfig) {}
 

@@ -3,6 +3,7 @@ import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { PrismaService } from '@strata/db';
 import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
+import { Public } from '../auth/route-access.js';
 
 async function probe(fn: () => Promise<unknown>, ms = 2000): Promise<string> {
   try {
@@ -15,6 +16,7 @@ async function probe(fn: () => Promise<unknown>, ms = 2000): Promise<string> {
 
 @ApiTags('health')
 @Controller()
+@Public('probes for load balancers and orchestrators')
 export class HealthController {
   constructor(
     private readonly prisma: PrismaService,

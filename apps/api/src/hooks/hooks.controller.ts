@@ -1,6 +1,7 @@
 import { Controller, HttpCode, Param, Post, Req } from '@nestjs/common';
 import { ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { Request } from 'express';
+import { Public } from '../auth/route-access.js';
 import { readSmallBody } from '../common/body.js';
 import { HooksService } from './hooks.service.js';
 
@@ -9,6 +10,7 @@ export const MAX_HOOK_BODY_BYTES = 25 * 1024 * 1024;
 
 @ApiTags('triggers')
 @Controller('v1/hooks')
+@Public("the forge's signature over the body, checked with the trigger's secret")
 export class HooksController {
   constructor(private readonly hooks: HooksService) {}
 

@@ -1,15 +1,14 @@
-import { BadRequestException, Controller, Get, Headers, Param, Res, UseGuards } from '@nestjs/common';
+import { BadRequestException, Controller, Get, Headers, Param, Res } from '@nestjs/common';
 import { ApiBearerAuth, ApiHeader, ApiOperation, ApiProduces, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { isStreamId } from '@strata/queue';
-import { AuthGuard, RequireScope } from '../auth/auth.guard.js';
+import { RequireScope } from '../auth/route-access.js';
 import { type Caller, CurrentCaller } from '../auth/tenant.js';
 import { LogsService } from './logs.service.js';
 
 @ApiTags('builds')
 @ApiBearerAuth()
 @Controller('v1/builds')
-@UseGuards(AuthGuard)
 export class LogsController {
   constructor(private readonly logs: LogsService) {}
 

@@ -1,5 +1,4 @@
 import { Module } from '@nestjs/common';
-import { AuthGuard } from '../auth/auth.guard.js';
 import { storageProvider } from '../storage/storage.provider.js';
 import { LogsController } from './logs.controller.js';
 import { LogsService } from './logs.service.js';
@@ -7,6 +6,6 @@ import { LogsService } from './logs.service.js';
 /** `GET /v1/builds/{id}/logs`: live and archived build logs. */
 @Module({
   controllers: [LogsController],
-  providers: [AuthGuard, LogsService, storageProvider],
+  providers: [LogsService, storageProvider],
 })
 export class LogsModule {}

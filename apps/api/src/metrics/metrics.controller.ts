@@ -1,6 +1,7 @@
 import { Controller, Get, Res } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
+import { OperatorOnly } from '../auth/route-access.js';
 import { MetricsService } from './metrics.service.js';
 
 @ApiTags('health')
@@ -8,8 +9,9 @@ import { MetricsService } from './metrics.service.js';
 export class MetricsController {
   constructor(private readonly metrics: MetricsService) {}
 
-  /** Unauthenticated, like /healthz: meant for the scraper on the private network the api binds to. */
+  /** The operator's token only: the series name every tenant (Prometheus sends it as a bearer token). */
   @Get('metrics')
+  @OperatorOnly()
   @ApiOperation({ summary: 'Prometheus metrics: queue depth per tenant, build and step durations, cache hits, registry requests, S3 errors, reconciler actions' })
   async scrape(@Res() res: Response): Promise<void> {
     const text = await this.metrics.render();

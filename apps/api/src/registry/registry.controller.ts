@@ -17,6 +17,9 @@ import {
 import type { Request, Response } from 'express';
 import { RegistryErrorFilter } from './registry-error.filter.js';
 import { readSmallBody } from '../common/body.js';
+import { Public } from '../auth/route-access.js';
+import { AuditLog } from '../audit/audit-log.js';
+import { QuotasService } from '../tenancy/quotas.service.js';
 
 /**
  * The OCI Distribution API at /v2. Names contain slashes, so one catch-all route parses the path
@@ -24,10 +27,13 @@ import { readSmallBody } from '../common/body.js';
  */
 @Controller()
 @UseFilters(RegistryErrorFilter)
+@Public('the /v2 token flow: RegistryAccess authenticates and grants per repository and action')
 export class RegistryController {
   constructor(
     private readonly registry: Registry,
     private readonly access: RegistryAccess,
+    private readonly audit: AuditLog,
+    private readonly quotas: QuotasService,
     @Inject(STRATA_CONFIG) private readonly config: StrataConfig,
   ) {}
 
@@ -39,6 +45,12 @@ export class RegistryController {
     if (route === null) throw new RegistryError('NAME_UNKNOWN', `${url.pathname} is not a registry path`, undefined, 404);
     const caller = await this.access.identify(req.headers.authorization);
     await this.dispatch(route, caller, req, res, url.searchParams);
+  }
+
+  /** Audit entry for a change through /v2 (only tenants' callers can change anything there). */
+  private async recordChange(caller: RegistryCaller, req: Request, action: string, target: string, data?: { digest: string }): Promise<void> {
+    if (caller.kind === 'anonymous' || caller.tenantId === null) return;
+    await this.audit.record({ tenantId: caller.tenantId, actor: `token:${caller.tokenId}`, action, target, sourceIp: req.ip, data });
   }
 
   private unsupported(req: Request): never {
@@ -121,12 +133,14 @@ export class RegistryController {
       res.setHeader('Location', `/v2/${name}/manifests/${stored.digest}`);
       res.setHeader('Docker-Content-Digest', stored.digest);
       if (stored.subject) res.setHeader('OCI-Subject', stored.subject);
+      await this.recordChange(caller, req, isDigest(reference) ? 'manifest.push' : 'tag.push', `${name}:${reference}`, { digest: stored.digest });
       res.status(201).end();
       return;
     }
     if (req.method === 'DELETE') {
       await this.need(caller, name, 'push');
       await this.registry.deleteManifest(name, reference);
+      await this.recordChange(caller, req, isDigest(reference) ? 'manifest.delete' : 'tag.delete', `${name}:${reference}`);
       res.status(202).end();
       return;
     }
@@ -185,6 +199,11 @@ export class RegistryController {
     if (req.method !== 'POST') this.unsupported(req);
     const { name } = route;
     await this.need(caller, name, 'push');
+    if (caller.kind !== 'anonymous' && caller.tenantId !== null) {
+      await this.quotas.assertCanStore(caller.tenantId).catch((e: Error) => {
+        throw new RegistryError('DENIED', e.message, { name }, 403);
+      });
+    }
     const mount = query.get('mount');
     const from = query.get('from');
     if (mount !== null && from !== null && isDigest(mount)) {

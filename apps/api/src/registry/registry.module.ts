@@ -3,10 +3,12 @@ import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService } from '@strata/db';
 import { ImageStore, Registry, RegistryAccess } from '@strata/registry';
 import { STORAGE, type Storage, storageProvider } from '../storage/storage.provider.js';
+import { AuditModule } from '../audit/audit.module.js';
 import { RegistryController } from './registry.controller.js';
 
 /** The OCI Distribution registry at /v2 (images built by Strata are pushed and pulled here). */
 @Module({
+  imports: [AuditModule],
   controllers: [RegistryController],
   providers: [
     storageProvider,

@@ -1,5 +1,5 @@
 import { Module } from '@nestjs/common';
-import { AuthGuard } from '../auth/auth.guard.js';
+import { AuditModule } from '../audit/audit.module.js';
 import { HooksController } from '../hooks/hooks.controller.js';
 import { HooksService } from '../hooks/hooks.service.js';
 import { BuildsQueueCloser, buildsQueueProvider } from '../queue.provider.js';
@@ -8,7 +8,8 @@ import { TriggersService } from './triggers.service.js';
 
 /** Builds on git push: triggers (`/v1/triggers`) and the forges' webhooks (`/v1/hooks/{id}`). */
 @Module({
+  imports: [AuditModule],
   controllers: [TriggersController, HooksController],
-  providers: [AuthGuard, TriggersService, HooksService, buildsQueueProvider, BuildsQueueCloser],
+  providers: [TriggersService, HooksService, buildsQueueProvider, BuildsQueueCloser],
 })
 export class TriggersModule {}

@@ -1,0 +1,95 @@
+import { ForbiddenException, HttpException, HttpStatus, Injectable } from '@nestjs/common';
+import { PrismaService, type Tenant } from '@strata/db';
+
+export interface Usage {
+  concurrentBuilds: number;
+  queuedBuilds: number;
+  buildMinutesThisMonth: number;
+  storedBytes: number;
+}
+
+type QuotaName = 'maxConcurrentBuilds' | 'maxQueuedBuilds' | 'maxBuildMinutesPerMonth' | 'maxStoredBytes';
+
+/** Which usage each quota limits, and how it is said in a message. */
+const MEASURES: Record<QuotaName, { usage: keyof Usage; unit: string }> = {
+  maxConcurrentBuilds: { usage: 'concurrentBuilds', unit: 'builds running' },
+  maxQueuedBuilds: { usage: 'queuedBuilds', unit: 'builds queued' },
+  maxBuildMinutesPerMonth: { usage: 'buildMinutesThisMonth', unit: 'build minutes this month' },
+  maxStoredBytes: { usage: 'storedBytes', unit: 'bytes stored' },
+};
+
+/**
+ * A tenant's usage against its quotas. Queued builds are rate-like (429: wait and retry); build
+ * minutes and stored bytes are hard (403: the operator must raise them, or the tenant delete).
+ * Concurrent builds are held back by workers, not refused (apps/worker/src/main.ts).
+ */
+@Injectable()
+export class QuotasService {
+  constructor(private readonly prisma: PrismaService) {}
+
+  async usage(tenantId: string, now = new Date()): Promise<Usage> {
+    const monthStart = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+    const [running, queued, minutes, stored] = await Promise.all([
+      this.prisma.build.count({ where: { tenantId, status: 'running' } }),
+      this.prisma.build.count({ where: { tenantId, status: 'queued' } }),
+      // Time on a worker this month: builds still running count up to now; a build started last month counts from the 1st.
+      this.prisma.$queryRaw<{ ms: number | null }[]>`
+        SELECT SUM(EXTRACT(EPOCH FROM (COALESCE("finishedAt", ${now}) - GREATEST("startedAt", ${monthStart}))) * 1000)::float8 AS ms
+        FROM "Build" WHERE "tenantId" = ${tenantId}::uuid AND "startedAt" IS NOT NULL AND COALESCE("finishedAt", ${now}) >= ${monthStart}`,
+      // Every blob the tenant's repositories or cache reach, each counted once (blobs are shared by digest).
+      this.prisma.$queryRaw<{ bytes: number | null }[]>`
+        SELECT SUM(b.size)::float8 AS bytes FROM "Blob" b WHERE b.digest IN (
+          SELECT rb.digest FROM "RepositoryBlob" rb WHERE rb."tenantId" = ${tenantId}::uuid
+          UNION SELECT m.digest FROM "Manifest" m WHERE m."tenantId" = ${tenantId}::uuid
+          UNION SELECT mb.digest FROM "ManifestBlob" mb JOIN "Manifest" m ON m.id = mb."manifestId" WHERE m."tenantId" = ${tenantId}::uuid
+          UNION SELECT c.result->'layer'->'descriptor'->>'digest' FROM "CacheEntry" c WHERE c."tenantId" = ${tenantId}::uuid)`,
+    ]);
+    return {
+      concurrentBuilds: running,
+      queuedBuilds: queued,
+      buildMinutesThisMonth: Math.round(((minutes[0]?.ms ?? 0) / 60_000) * 100) / 100,
+      storedBytes: stored[0]?.bytes ?? 0,
+    };
+  }
+
+  /** Usage against each quota, as GET /v1/usage shows it. */
+  async report(tenantId: string) {
+    const tenant = await this.prisma.tenant.findUniqueOrThrow({ where: { id: tenantId } });
+    const usage = await this.usage(tenantId);
+    const quotas = Object.fromEntries(
+      (Object.keys(MEASURES) as QuotaName[]).map((q) => [q, { limit: limitOf(tenant, q), used: usage[MEASURES[q].usage] }]),
+    );
+    return { tenant: tenant.name, quotas };
+  }
+
+  /** Refuses a new build over the queued-builds, build-minutes or stored-bytes quota. */
+  async assertCanStartBuild(tenantId: string): Promise<void> {
+    const tenant = await this.prisma.tenant.findUniqueOrThrow({ where: { id: tenantId } });
+    if (limitOf(tenant, 'maxQueuedBuilds') === null && limitOf(tenant, 'maxBuildMinutesPerMonth') === null && limitOf(tenant, 'maxStoredBytes') === null) return;
+    const usage = await this.usage(tenantId);
+    this.check(tenant, usage, 'maxQueuedBuilds', HttpStatus.TOO_MANY_REQUESTS);
+    this.check(tenant, usage, 'maxBuildMinutesPerMonth', HttpStatus.FORBIDDEN);
+    this.check(tenant, usage, 'maxStoredBytes', HttpStatus.FORBIDDEN);
+  }
+
+  /** Refuses a push or an import once the tenant stores as many bytes as its quota allows. */
+  async assertCanStore(tenantId: string): Promise<void> {
+    const tenant = await this.prisma.tenant.findUniqueOrThrow({ where: { id: tenantId } });
+    if (limitOf(tenant, 'maxStoredBytes') === null) return;
+    this.check(tenant, await this.usage(tenantId), 'maxStoredBytes', HttpStatus.FORBIDDEN);
+  }
+
+  private check(tenant: Tenant, usage: Usage, quota: QuotaName, status: HttpStatus.TOO_MANY_REQUESTS | HttpStatus.FORBIDDEN): void {
+    const limit = limitOf(tenant, quota);
+    const used = usage[MEASURES[quota].usage];
+    if (limit === null || used < limit) return;
+    const message = `Quota ${quota} reached: ${used} ${MEASURES[quota].unit} of ${limit} allowed.`;
+    if (status === HttpStatus.FORBIDDEN) throw new ForbiddenException(message);
+    throw new HttpException({ statusCode: 429, error: 'Too Many Requests', message: `${message} Retry once some have run.` }, HttpStatus.TOO_MANY_REQUESTS);
+  }
+}
+
+function limitOf(tenant: Tenant, quota: QuotaName): number | null {
+  const v = tenant[quota];
+  return v === null ? null : Number(v);
+}
