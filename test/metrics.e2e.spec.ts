@@ -97,7 +97,8 @@ describe('/metrics in Prometheus text format', () => {
       }
       const m = await scrape(stack);
       expect(proxy.injected['503']).toBe(2);
-      expect([...m].filter(([k]) => k.startsWith('strata_s3_request_errors_total{'))).toEqual([
+      // Series come in the order the counters were first written, which two processes race for.
+      expect([...m].filter(([k]) => k.startsWith('strata_s3_request_errors_total{')).sort(([a], [b]) => a.localeCompare(b))).toEqual([
         ['strata_s3_request_errors_total{operation="GetObjectCommand",process="worker",reason="503"}', 1],
         ['strata_s3_request_errors_total{operation="PutObjectCommand",process="api",reason="503"}', 1],
       ]);
