@@ -57,7 +57,7 @@ export function Triggers() {
             <tbody>
               {rows.map((t) => (
                 <tr key={t.id} data-trigger={t.id}>
-                  <td className="cell-main">
+                  <td>
                     <Link to={`/triggers/${t.id}`} className="row-link">
                       <span className="repo-name">{t.repository}</span>
                     </Link>
