@@ -1,9 +1,13 @@
+import { randomUUID } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Page } from 'playwright-core';
 import { type Browser, launchBrowser, signInPage } from './support/browser.js';
+import { startForgeRecorder } from './support/forge-recorder.js';
+import { startGitServer, WorkingCopy } from './support/git-server.js';
+import { githubPush, hmacHex } from './support/github-hooks.js';
 import { importBusybox } from './support/images.js';
 import { api, makeDir, type Stack, startStack, tarOf, waitForBuild } from './support/stack.js';
 
@@ -370,7 +374,7 @@ describe('web console in Chromium', () => {
     await page.keyboard.press('Tab');
     expect(await page.evaluate('document.activeElement?.textContent')).toBe('Skip to content');
     const seen: string[] = [];
-    for (let i = 0; i < 6; i++) {
+    for (let i = 0; i < 7; i++) {
       await page.keyboard.press('Tab');
       // Code that runs in Chromium is given as text: this program has Node's types, not the DOM's.
       const focused = await page.evaluate<{ text: string; outline: string }>(
@@ -379,7 +383,7 @@ describe('web console in Chromium', () => {
       expect(focused.outline).not.toBe('none');
       seen.push(focused.text);
     }
-    expect(seen).toEqual(expect.arrayContaining(['Builds', 'Repositories', 'Dockerfile check', 'Sign out']));
+    expect(seen).toEqual(expect.arrayContaining(['Builds', 'Repositories', 'Triggers', 'Dockerfile check', 'Sign out']));
     await page.close();
   });
 
@@ -419,6 +423,85 @@ describe('web console in Chromium', () => {
     expect(await page.locator('.dockerfile-line.has-warning').getAttribute('data-line')).toBe('1');
     await page.screenshot({ path: path.join(shots, 'check.png'), fullPage: true });
     await page.close();
+  });
+
+  it('lists triggers with their hook URL, shows a trigger\'s deliveries and redelivers a push; the build shows its commit', async () => {
+    const problems = browser.problems.length;
+    const page = await browser.newPage();
+    await signInPage(page, `${stack.url}/`, token);
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Triggers' }).click();
+    await expectText(page.locator('.empty'), 'strata trigger create');
+
+    const git = await startGitServer();
+    const forge = await startForgeRecorder();
+    try {
+      git.createRepo('site');
+      const work = new WorkingCopy(git.pushUrl('site'));
+      const sha = work.commit({ Dockerfile: 'FROM scratch\nCOPY index.html /\n', 'index.html': '<h1>hi</h1>\n' }, 'add the home page\n\nwith a body line');
+      await work.push('main');
+      const secret = 'console-hook-secret';
+      const created = await api(stack, token, 'POST', '/v1/triggers', JSON.stringify({ repository: 'site', provider: 'github', cloneUrl: git.url('site'), apiUrl: `${forge.url}/gh`, secret, credentials: { token: 'forge-token' }, rules: [{ ref: '^refs/heads/main$', tags: ['latest', 'sha-{short_sha}'] }] }), 'application/json');
+      expect(created.status).toBe(201);
+      const trigger = created.json as { id: string; hookUrl: string; hookPublicUrl: string };
+      const deliver = async (event: string, payload: unknown) => {
+        const body = JSON.stringify(payload);
+        const res = await fetch(`${stack.url}${trigger.hookUrl}`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-github-event': event, 'x-github-delivery': randomUUID(), 'x-hub-signature-256': `sha256=${hmacHex(secret, body)}` }, body });
+        expect(res.status).toBe(200);
+        return (await res.json()) as { deliveryId: string; buildId: string | null };
+      };
+      await deliver('ping', { zen: 'Keep it logically awesome.', hook_id: 1 });
+      const push = await deliver('push', githubPush({ ref: 'refs/heads/main', after: sha, message: 'add the home page\n\nwith a body line', cloneUrl: git.url('site') }));
+      expect(push.buildId).toBeTruthy();
+      await waitForBuild(stack, token, push.buildId!);
+
+      // The list: a fresh load shows the new trigger with its rule and a copy button for the hook URL.
+      await page.reload();
+      const row = page.locator(`tr[data-trigger="${trigger.id}"]`);
+      await expectText(row, 'site');
+      expect(await row.textContent()).toContain('github');
+      expect(await row.textContent()).toContain(git.url('site'));
+      expect(await row.locator('.rules').textContent()).toBe('^refs/heads/main$ → latestsha-{short_sha}');
+      expect(await row.getByRole('button', { name: /^Copy hook URL: / }).getAttribute('aria-label')).toBe(`Copy hook URL: ${trigger.hookPublicUrl}`);
+      await page.screenshot({ path: path.join(shots, 'triggers.png'), fullPage: true });
+
+      // The trigger: both deliveries, the push with its commit, build link and the statuses sent to the forge.
+      await row.getByRole('link', { name: 'site' }).click();
+      await page.getByRole('heading', { name: 'Deliveries' }).waitFor();
+      const pushRow = page.locator(`tr[data-delivery="${push.deliveryId}"]`);
+      await expectText(pushRow, sha.slice(0, 7));
+      expect(await pushRow.textContent()).toContain('refs/heads/main');
+      expect(await pushRow.locator('.chip').textContent()).toBe('build');
+      await expectText(pushRow, 'success sent', 20_000);
+      expect(await pushRow.textContent()).toContain('pending sent');
+      await expectText(page.locator('tbody tr', { hasText: 'ping' }), 'ping');
+      expect(await page.locator('tbody tr', { hasText: 'ping' }).getByRole('button', { name: /Redeliver/ }).count()).toBe(0);
+      await page.screenshot({ path: path.join(shots, 'trigger.png'), fullPage: true });
+
+      await pushRow.getByRole('button', { name: `Redeliver ${push.deliveryId}` }).click();
+      await eventually(() => page.locator('tbody tr').count(), (n) => expect(n).toBe(3));
+      const deliveries = (await api(stack, token, 'GET', `/v1/triggers/${trigger.id}/deliveries`)).json.deliveries as Array<{ deliveryId: string; outcome: string; buildId: string | null }>;
+      const again = deliveries[0];
+      expect(again.deliveryId).toContain(push.deliveryId);
+      expect(again.outcome).toBe('build');
+      expect(again.buildId).not.toBe(push.buildId);
+      const againRow = page.locator('tbody tr').first();
+      await expectText(againRow, again.buildId!.slice(0, 8));
+
+      // The build link opens the build, which shows the commit it built.
+      await againRow.getByRole('link', { name: again.buildId!.slice(0, 8) }).click();
+      await page.locator('.build-header .status-succeeded').waitFor({ timeout: 60_000 });
+      const commit = page.locator('.facts .commit');
+      await expectText(commit, sha.slice(0, 12));
+      expect(await commit.textContent()).toContain('refs/heads/main');
+      expect(await commit.textContent()).toContain('add the home page');
+      expect(await commit.textContent()).not.toContain('with a body line');
+      expect(await commit.textContent()).toContain('Ada Lovelace <ada@example.com>');
+      expect(browser.problems.slice(problems)).toEqual([]);
+    } finally {
+      await page.close();
+      await forge.close();
+      await git.close();
+    }
   });
 });
 

@@ -9,13 +9,11 @@ import path from 'node:path';
 import { run as runCli } from '../apps/cli/src/cli.js';
 import { type ForgeRecorder, startForgeRecorder } from './support/forge-recorder.js';
 import { type GitServer, startGitServer, WorkingCopy } from './support/git-server.js';
+import { AUTHOR, type Change, githubPush, hmacHex, ZERO } from './support/github-hooks.js';
 import { api, type Stack, startStack, waitForBuild } from './support/stack.js';
 import { envOf } from './support/worker-process.js';
 
 jest.setTimeout(120_000);
-
-const ZERO = '0'.repeat(40);
-const AUTHOR = { name: 'Ada Lovelace', email: 'ada@example.com', username: 'ada' };
 
 /** The files of every commit pushed here: .dockerignore keeps secret.txt out of the image. */
 function project(version: string, extra: Record<string, string | null> = {}): Record<string, string | null> {
@@ -25,47 +23,6 @@ function project(version: string, extra: Record<string, string | null> = {}): Re
     'secret.txt': 'not for the image\n',
     'version.txt': `${version}\n`,
     ...extra,
-  };
-}
-
-interface Change {
-  added?: string[];
-  modified?: string[];
-  removed?: string[];
-}
-
-/** A push as GitHub sends it (Gitea sends the same shape). */
-function githubPush(o: { ref: string; before?: string; after: string; message?: string; files?: Change; forced?: boolean; repo?: string; cloneUrl?: string }) {
-  const deleted = o.after === ZERO;
-  const head = deleted
-    ? null
-    : {
-        id: o.after,
-        tree_id: 'f'.repeat(40),
-        distinct: true,
-        message: o.message ?? 'a change',
-        timestamp: '2026-11-30T12:00:00Z',
-        url: `https://github.com/acme/app/commit/${o.after}`,
-        author: AUTHOR,
-        committer: AUTHOR,
-        added: o.files?.added ?? [],
-        removed: o.files?.removed ?? [],
-        modified: o.files?.modified ?? ['version.txt'],
-      };
-  return {
-    ref: o.ref,
-    before: o.before ?? ZERO,
-    after: o.after,
-    created: o.before === undefined,
-    deleted,
-    forced: o.forced ?? false,
-    base_ref: null,
-    compare: 'https://github.com/acme/app/compare/x...y',
-    commits: head && !o.ref.startsWith('refs/tags/') ? [head] : [],
-    head_commit: head,
-    repository: { id: 1, name: 'app', full_name: o.repo ?? 'acme/app', private: false, clone_url: o.cloneUrl ?? 'https://github.com/acme/app.git', default_branch: 'main' },
-    pusher: { name: 'ada', email: 'ada@example.com' },
-    sender: { login: 'ada', id: 1 },
   };
 }
 
@@ -110,7 +67,6 @@ function bitbucketPush(o: { branch: string; sha: string; message?: string }) {
   };
 }
 
-const hmacHex = (secret: string, body: string) => createHmac('sha256', secret).update(body).digest('hex');
 
 describe('builds on git push', () => {
   let stack: Stack;

@@ -8,6 +8,7 @@ import { DockerfileCheck } from './pages/DockerfileCheck';
 import { Repositories } from './pages/Repositories';
 import { RepositoryTags } from './pages/RepositoryTags';
 import { SignIn } from './pages/SignIn';
+import { TriggerPage, Triggers } from './pages/Triggers';
 import { ThemeToggle } from './theme';
 
 function useSignedIn(): { signedIn: boolean; reason: string | null } {
@@ -31,6 +32,8 @@ function Page({ path }: { path: string }) {
   if ((m = path.match(/^\/builds\/([^/]+)$/))) return <BuildPage id={decodeURIComponent(m[1])} />;
   if (path === '/repositories') return <Repositories />;
   if ((m = path.match(/^\/repositories\/(.+)$/))) return <RepositoryTags name={m[1].split('/').map(decodeURIComponent).join('/')} />;
+  if (path === '/triggers') return <Triggers />;
+  if ((m = path.match(/^\/triggers\/([^/]+)$/))) return <TriggerPage id={decodeURIComponent(m[1])} />;
   if (path === '/check') return <DockerfileCheck />;
   return (
     <div className="page">
@@ -47,7 +50,7 @@ export function App() {
   const { path } = useLocation();
   const whoami = useQuery({ queryKey: ['whoami'], queryFn: () => getJson<Whoami>('/v1/whoami'), enabled: signedIn, staleTime: Infinity });
   if (!signedIn) return <SignIn reason={reason} />;
-  const section = path.startsWith('/repositories') ? 'repositories' : path.startsWith('/check') ? 'check' : 'builds';
+  const section = path.startsWith('/repositories') ? 'repositories' : path.startsWith('/check') ? 'check' : path.startsWith('/triggers') ? 'triggers' : 'builds';
   return (
     <div className="shell">
       <a className="skip" href="#main">
@@ -65,6 +68,9 @@ export function App() {
             </Link>
             <Link to="/repositories" aria-current={section === 'repositories' ? 'page' : undefined}>
               Repositories
+            </Link>
+            <Link to="/triggers" aria-current={section === 'triggers' ? 'page' : undefined}>
+              Triggers
             </Link>
             <Link to="/check" aria-current={section === 'check' ? 'page' : undefined}>
               Dockerfile check

@@ -147,4 +147,38 @@ export interface CheckResult {
   errors: Diagnostic[];
 }
 
+export interface Trigger {
+  id: string;
+  hookUrl: string;
+  /** hookUrl on the api's public URL: what goes into the forge's webhook settings. */
+  hookPublicUrl: string;
+  repository: string;
+  provider: string;
+  cloneUrl: string;
+  rules: Array<{ ref: string; tags: string[] }>;
+  dockerfile: string;
+  context: string;
+  createdAt: string;
+}
+export interface StatusReport {
+  state: string;
+  ok: boolean;
+  attempts: number;
+  error?: string;
+  httpStatus?: number;
+  at?: string;
+}
+export interface Delivery {
+  id: string;
+  deliveryId: string;
+  event: string;
+  ref: string | null;
+  sha: string | null;
+  outcome: string;
+  reason: string | null;
+  buildId: string | null;
+  statusReports: StatusReport[];
+  createdAt: string;
+}
+
 export const TERMINAL: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled']);

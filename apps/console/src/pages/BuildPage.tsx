@@ -118,6 +118,15 @@ export function BuildPage({ id }: { id: string }) {
               {b.target && <span className="mono"> → {b.target}</span>}
             </dd>
           </div>
+          {b.source.type === 'git' && (
+            <div className="fact-wide">
+              <dt>Commit</dt>
+              <dd className="commit">
+                <span className="mono">{b.source.ref}</span> · <code title={b.source.sha}>{b.source.sha.slice(0, 12)}</code> · <span className="commit-message">{b.source.message.split('\n')[0]}</span> ·{' '}
+                <span className="muted">{b.source.author}</span>
+              </dd>
+            </div>
+          )}
           <div>
             <dt>Base image</dt>
             <dd className="mono wrap">{b.baseImage ? <span title={b.baseImage.digest}>{b.baseImage.ref}</span> : <span className="muted">scratch or not yet known</span>}</dd>
