@@ -21,8 +21,11 @@ log(`services ready in ${((Date.now() - started) / 1000).toFixed(1)}s`);
 const run = (cmd, args, extraEnv = {}) =>
   spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env, ...extraEnv } }).status ?? 1;
 
+// STRATA_TEST_FOCUS=1 (for a developer rerunning a few suites, e.g. `STRATA_TEST_FOCUS=1 npm test -- test/add-url`)
+// skips lint, the type check and the console build; CI never sets it.
+const focus = process.env.STRATA_TEST_FOCUS === '1';
 log('lint (dependency direction and code rules)');
-if (run(path.join(root, 'node_modules/.bin/eslint'), ['.']) !== 0) {
+if (!focus && run(path.join(root, 'node_modules/.bin/eslint'), ['.']) !== 0) {
   log('lint failed');
   process.exit(1);
 }
@@ -30,7 +33,7 @@ if (run(path.join(root, 'node_modules/.bin/eslint'), ['.']) !== 0) {
 // jest compiles with swc, which drops types: the type check (unused locals included) is its own step.
 // The console has its own settings (DOM, JSX) and is checked on its own.
 log('type check');
-for (const project of ['tsconfig.json', 'apps/console/tsconfig.json']) {
+for (const project of focus ? [] : ['tsconfig.json', 'apps/console/tsconfig.json']) {
   if (run(path.join(root, 'node_modules/.bin/tsc'), ['-p', project, '--noEmit']) !== 0) {
     log(`type check failed (${project})`);
     process.exit(1);
@@ -38,7 +41,7 @@ for (const project of ['tsconfig.json', 'apps/console/tsconfig.json']) {
 }
 
 // The console's end-to-end tests open what the api serves from apps/console/dist.
-buildConsole();
+if (!focus) buildConsole();
 
 const jestArgs = process.argv.slice(2);
 const status = run(
