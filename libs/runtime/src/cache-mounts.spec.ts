@@ -74,7 +74,7 @@ describe('CacheMounts', () => {
     const steps: StepCleanups = [];
     const owned = await mounts.mount('t1', { ...cache('shared'), mode: 0o700 }, steps);
     writeFileSync(join(owned.type === 'bind' ? owned.source : '', 'one'), '1');
-    const same = await mounts.mount('t1', { ...cache('private'), mode: 0o700 }, steps);
+    const same = await mounts.mount('t1', { ...cache('shared'), mode: 0o700 }, steps);
     const other = await mounts.mount('t1', { ...cache('locked'), mode: 0o755 }, steps);
     const otherMode = await mounts.mount('t1', { ...cache('shared'), mode: 0o750 }, steps);
     const src = (m: typeof owned) => (m.type === 'bind' ? m.source : '');
