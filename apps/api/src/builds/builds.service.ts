@@ -12,6 +12,7 @@ import { STORAGE, type Storage } from '../storage/storage.provider.js';
 import { toBuildView, type BuildView } from './build-view.js';
 import { ContextArchiveCheck } from './context-archive-check.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
+import { buildsVisibleTo } from './visible-builds.js';
 
 export interface BuildRequest {
   repository: string;
@@ -142,8 +143,8 @@ export class BuildsService implements OnModuleDestroy {
    * A queued build is cancelled here and its job removed (a worker that already took the job finds it
    * cancelled and skips it); a running one is cancelled by the worker holding it, told over Redis.
    */
-  async cancel(tenantId: string, id: string): Promise<BuildView> {
-    const found = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId }, select: { status: true } }) : null;
+  async cancel(tenantId: string, id: string, repositories: readonly string[] = []): Promise<BuildView> {
+    const found = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) }, select: { status: true } }) : null;
     if (!found) throw new NotFoundException(`Build "${id}" does not exist.`);
     const queued = await this.prisma.build.updateMany({
       where: { id, tenantId, status: 'queued' },
@@ -157,7 +158,7 @@ export class BuildsService implements OnModuleDestroy {
       this.publisher ??= new Redis({ ...redisConnection(this.config.redisUrl), protocol: 2 });
       await this.publisher.publish(buildCancelChannel(this.config.queuePrefix), id);
     }
-    return this.get(tenantId, id);
+    return this.get(tenantId, id, repositories);
   }
 
   async onModuleDestroy(): Promise<void> {
@@ -169,8 +170,8 @@ export class BuildsService implements OnModuleDestroy {
    * a build from a push), Dockerfile, target, build args, tags and cache filters. Secrets and registry credentials were erased when the
    * first build ended, so they are not carried over: send a new build for those.
    */
-  async rebuild(tenantId: string, id: string): Promise<BuildView> {
-    const first = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId } }) : null;
+  async rebuild(tenantId: string, id: string, repositories: readonly string[] = []): Promise<BuildView> {
+    const first = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) } }) : null;
     if (!first) throw new NotFoundException(`Build "${id}" does not exist.`);
     // A build from a push fetches its commit again; an upload needs its stored context.
     const fromGit = first.source === 'git' && first.gitSource !== null;
@@ -200,8 +201,8 @@ export class BuildsService implements OnModuleDestroy {
   }
 
   /** The build's Dockerfile as the worker reads it: from the stored context, at the build's Dockerfile path. */
-  async dockerfile(tenantId: string, id: string): Promise<{ path: string; text: string }> {
-    const build = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId } }) : null;
+  async dockerfile(tenantId: string, id: string, repositories: readonly string[] = []): Promise<{ path: string; text: string }> {
+    const build = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) } }) : null;
     if (!build) throw new NotFoundException(`Build "${id}" does not exist.`);
     const gone = () => new NotFoundException(`Build "${id}" has no stored build context, so its Dockerfile cannot be shown.`);
     if (!build.contextKey || !(await this.storage.objects.stat(build.contextKey))) throw gone();
@@ -223,9 +224,9 @@ export class BuildsService implements OnModuleDestroy {
     throw new NotFoundException(`The build context of build "${id}" has no regular file at "${wanted}".`);
   }
 
-  async get(tenantId: string, id: string): Promise<BuildView> {
+  async get(tenantId: string, id: string, repositories: readonly string[] = []): Promise<BuildView> {
     const build = /^[0-9a-f-]{36}$/i.test(id)
-      ? await this.prisma.build.findFirst({ where: { id, tenantId }, include: { repository: true, steps: true } })
+      ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) }, include: { repository: true, steps: true } })
       : null;
     if (!build) throw new NotFoundException(`Build "${id}" does not exist.`);
     return toBuildView(build);
@@ -234,8 +235,9 @@ export class BuildsService implements OnModuleDestroy {
   async list(
     tenantId: string,
     q: { repository?: string; status?: string; sha?: string; limit: number; cursor?: string },
+    repositories: readonly string[] = [],
   ): Promise<{ builds: BuildView[]; nextCursor: string | null }> {
-    const where: Prisma.BuildWhereInput = { tenantId };
+    const where: Prisma.BuildWhereInput = { tenantId, AND: [buildsVisibleTo(repositories)] };
     if (q.repository) where.repository = { name: q.repository };
     if (q.status) where.status = q.status as Prisma.BuildWhereInput['status'];
     if (q.sha) where.commitSha = q.sha.length >= 40 ? q.sha : { startsWith: q.sha };
