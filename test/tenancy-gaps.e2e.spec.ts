@@ -1,6 +1,6 @@
 // Tenancy where it used to leak: builds from webhooks are audited and quota-checked like API builds;
-// a token limited to repositories sees only those repositories' builds; and two workers cannot both
-// take a tenant's last concurrent-build slot.
+// a token limited to repositories sees only those repositories' builds; two simultaneous requests
+// cannot both take a tenant's last queued-builds slot, nor two workers its last concurrent-build slot.
 import { randomUUID } from 'node:crypto';
 import { claimConcurrencySlot } from '../apps/worker/src/concurrency-slot.js';
 import { githubPush, hmacHex } from './support/github-hooks.js';
@@ -85,6 +85,19 @@ describe('tenancy gaps: webhooks, repository-limited tokens, the concurrent-buil
     const audit = (await api(stack, owner.token, 'GET', `/v1/audit?action=build.start&target=${rebuilt.json.id}`)).json.events;
     expect(audit).toHaveLength(1);
     expect(audit[0].data).toMatchObject({ repository: 'app/web', rebuildOf: web });
+  });
+
+  it('lets only one of two simultaneous build requests take the last queued-builds slot', async () => {
+    const name = `gaps-queued-${process.pid}-${Date.now().toString(36)}`;
+    const tenant = (await api(stack, stack.operatorToken, 'POST', '/v1/admin/tenants', json({ name }), 'application/json')).json as { token: string };
+    for (let round = 1; round <= 3; round++) {
+      // Room for exactly one more queued build; two requests race for it.
+      await api(stack, stack.operatorToken, 'PATCH', `/v1/admin/tenants/${name}`, json({ maxQueuedBuilds: round }), 'application/json');
+      const answers = await Promise.all([0, 1].map(() => api(stack, tenant.token, 'POST', '/v1/builds?repository=app/race', ctx(), 'application/x-tar')));
+      expect(answers.map((a) => a.status).sort()).toEqual([202, 429]);
+      expect(answers.find((a) => a.status === 429)!.json.message).toBe(`Quota maxQueuedBuilds reached: ${round} builds queued of ${round} allowed. Retry once some have run.`);
+      expect((await api(stack, tenant.token, 'GET', '/v1/builds?status=queued')).json.builds).toHaveLength(round);
+    }
   });
 
   it('lets only one of two workers claiming at once take a tenant\'s last concurrent-build slot', async () => {

@@ -8,6 +8,7 @@ import { type RegistryAuth, registryAuthToEntries } from '@strata/registry';
 import { logEvent, redisConnection } from '@strata/queue';
 import { readTarEntries } from '@strata/oci';
 import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
+import { QuotasService } from '../tenancy/quotas.service.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
 import { toBuildView, type BuildView } from './build-view.js';
 import { ContextArchiveCheck } from './context-archive-check.js';
@@ -42,6 +43,7 @@ export class BuildsService implements OnModuleDestroy {
     @Inject(STRATA_CONFIG) private readonly config: StrataConfig,
     @Inject(STORAGE) private readonly storage: Storage,
     @Inject(BUILDS_QUEUE_TOKEN) private readonly queue: BuildsQueue,
+    private readonly quotas: QuotasService,
   ) {}
 
   /**
@@ -105,35 +107,44 @@ export class BuildsService implements OnModuleDestroy {
       req.registryAuth && Object.keys(req.registryAuth).length > 0
         ? new Uint8Array(sealSecrets(this.config.secretsKey, id, registryAuthToEntries(req.registryAuth)))
         : null;
-    // No interactive transaction: parallel builds of one repository would queue on its row lock past
-    // the transaction timeout under load. The upsert is idempotent, the create one statement.
-    const build = await retryOnUniqueViolation(async () => {
-      const repository = await this.prisma.repository.upsert({
+    // The repository upsert stays outside any transaction: parallel builds of one repository would
+    // queue on its row lock past the transaction timeout under load. It is idempotent.
+    const repository = await retryOnUniqueViolation(() =>
+      this.prisma.repository.upsert({
         where: { tenantId_name: { tenantId, name: req.repository } },
         update: {},
         create: { tenantId, name: req.repository },
-      });
-      return this.prisma.build.create({
-        data: {
-          id,
-          tenantId,
-          repositoryId: repository.id,
-          dockerfilePath: req.dockerfile,
-          target: req.target ?? null,
-          buildArgs: req.buildArgs,
-          noCache: req.noCache,
-          noCacheFilter: req.noCacheFilter,
-          tags: req.tags,
-          contextKey,
-          contextSize: BigInt(size),
-          contextDigest,
-          secretsSealed,
-          registryAuthSealed,
-          queue: this.config.queuePrefix,
-        },
-        include: { repository: true, steps: true },
-      });
-    });
+      }),
+    );
+    let build;
+    try {
+      // The queued-builds quota is checked again here, atomically with the insert (QuotasService.withQueuedSlot).
+      build = await this.quotas.withQueuedSlot(tenantId, (tx) =>
+        (tx ?? this.prisma).build.create({
+          data: {
+            id,
+            tenantId,
+            repositoryId: repository.id,
+            dockerfilePath: req.dockerfile,
+            target: req.target ?? null,
+            buildArgs: req.buildArgs,
+            noCache: req.noCache,
+            noCacheFilter: req.noCacheFilter,
+            tags: req.tags,
+            contextKey,
+            contextSize: BigInt(size),
+            contextDigest,
+            secretsSealed,
+            registryAuthSealed,
+            queue: this.config.queuePrefix,
+          },
+          include: { repository: true, steps: true },
+        }),
+      );
+    } catch (e) {
+      await this.storage.objects.delete(contextKey).catch(() => undefined);
+      throw e;
+    }
     await this.queue.add('build', { buildId: id, tenantId }, { jobId: id });
     logEvent('info', 'build queued', { buildId: id, tenantId, repository: req.repository, contextBytes: size });
     return toBuildView(build);
@@ -178,7 +189,7 @@ export class BuildsService implements OnModuleDestroy {
     if (!fromGit && (!first.contextKey || !(await this.storage.objects.stat(first.contextKey)))) {
       throw new ConflictException(`Build "${id}" has no stored build context to rebuild from: send the context again with POST /v1/builds.`);
     }
-    const build = await this.prisma.build.create({
+    const build = await this.quotas.withQueuedSlot(tenantId, (tx) => (tx ?? this.prisma).build.create({
       data: {
         tenantId,
         repositoryId: first.repositoryId,
@@ -195,7 +206,7 @@ export class BuildsService implements OnModuleDestroy {
         ...(fromGit ? { gitSource: first.gitSource as Prisma.InputJsonValue, commitSha: first.commitSha } : {}),
       },
       include: { repository: true, steps: true },
-    });
+    }));
     await this.queue.add('build', { buildId: build.id, tenantId }, { jobId: build.id });
     return toBuildView(build);
   }

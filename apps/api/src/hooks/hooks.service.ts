@@ -103,8 +103,9 @@ export class HooksService {
     origin?: DeliveryOrigin,
   ): Promise<DeliveryOutcome> {
     const buildId = result.outcome === 'build' ? randomUUID() : null;
-    const writes: Prisma.PrismaPromise<unknown>[] = [
-      this.prisma.webhookDelivery.create({
+    // The writes, made on the client given: one transaction either way (see below).
+    const writesOn = (db: Prisma.TransactionClient): Prisma.PrismaPromise<unknown>[] => [
+      db.webhookDelivery.create({
         data: {
           tenantId: trigger.tenantId,
           triggerId: trigger.id,
@@ -119,6 +120,7 @@ export class HooksService {
         },
       }),
     ];
+    let buildWrites: (db: Prisma.TransactionClient) => Prisma.PrismaPromise<unknown>[] = () => [];
     if (buildId && push?.sha) {
       const repository = await retryOnUniqueViolation(() =>
         this.prisma.repository.upsert({
@@ -141,8 +143,8 @@ export class HooksService {
         context: trigger.contextPath,
         submodules: trigger.submodules,
       };
-      writes.push(
-        this.prisma.build.create({
+      buildWrites = (db) => [
+        db.build.create({
           data: {
             id: buildId,
             tenantId: trigger.tenantId,
@@ -159,7 +161,7 @@ export class HooksService {
           },
         }),
         // Audited with the build, in the same transaction: a duplicate delivery records neither.
-        this.prisma.auditEvent.create({
+        db.auditEvent.create({
           data: {
             tenantId: trigger.tenantId,
             actor: origin?.actor ?? `trigger:${trigger.id}`,
@@ -169,10 +171,21 @@ export class HooksService {
             data: { repository: trigger.repository, tags: result.tags ?? ['latest'], triggerId: trigger.id, deliveryId, sha: push.sha },
           },
         }),
-      );
+      ];
     }
+    const all = (db: Prisma.TransactionClient) => [...writesOn(db), ...buildWrites(db)];
     try {
-      await this.prisma.$transaction(writes);
+      if (buildId) {
+        // A build holds a queued slot: with a queued-builds quota, the writes run inside the
+        // transaction that checked it under the tenant's row lock (QuotasService.withQueuedSlot).
+        await this.quotas.withQueuedSlot(trigger.tenantId, async (tx) => {
+          if (!tx) return this.prisma.$transaction(all(this.prisma));
+          for (const write of all(tx)) await write;
+          return undefined;
+        });
+      } else {
+        await this.prisma.$transaction(all(this.prisma));
+      }
     } catch (e) {
       if (!isUniqueViolation(e)) throw e;
       const first = await this.prisma.webhookDelivery.findUnique({ where: { triggerId_deliveryId: { triggerId: trigger.id, deliveryId } } });
