@@ -64,7 +64,7 @@ function outcomes(text: string): Record<string, string> {
   );
 }
 
-describe.each([
+describe.each<{ runtime: string; env: Record<string, string> }>([
   { runtime: 'runc', env: {} },
   { runtime: 'runsc', env: { STRATA_RUN_RUNTIME: 'runsc' } },
 ])('a hostile RUN step in $runtime', ({ runtime, env }) => {
