@@ -47,7 +47,7 @@ const REFUSED_IN_RUNC: Record<string, string> = {
   open_by_handle_at: 'EPERM',
   settimeofday: 'EPERM',
   // What ordinary programs need still works.
-  // iputils' ping (Debian, Ubuntu) needs no raw socket: ping_group_range lets it use a datagram one.
+  // Without CAP_NET_RAW an ICMP echo still goes out over a datagram socket (ping_group_range).
   'ping-icmp-datagram': 'ok',
   fork: 'ok',
   chroot: 'ok',

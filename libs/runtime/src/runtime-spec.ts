@@ -22,8 +22,8 @@ export const DOCKER_DEFAULT_CAPABILITIES = [
 
 /**
  * What a sandboxed step gets: Docker's set without CAP_NET_RAW (as Podman), so a step cannot open
- * raw or packet sockets on a network other tenants' steps share; `ping` still works through ICMP
- * datagram sockets (net.ipv4.ping_group_range below).
+ * raw or packet sockets on a network other tenants' steps share. `ping` fails in a step (Debian's
+ * carries cap_net_raw, which cannot be granted); ICMP datagram sockets work (ping_group_range below).
  */
 export const DEFAULT_CAPABILITIES = DOCKER_DEFAULT_CAPABILITIES.filter((cap) => cap !== 'CAP_NET_RAW');
 
@@ -167,7 +167,7 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
       readonlyPaths: privileged ? [] : READONLY_PATHS,
       // `RUN --security=insecure` runs unconfined, as BuildKit runs it.
       ...(privileged ? {} : { seccomp: seccompProfile({ capabilities: caps }) }),
-      // Any group may ping through ICMP datagram sockets (Docker sets the same): raw sockets are not needed.
+      // Any group may open ICMP datagram sockets (Docker sets the same), which need no raw socket.
       ...(input.netns.kind === 'host' ? {} : { sysctl: { 'net.ipv4.ping_group_range': '0 2147483647' } }),
     },
   };
