@@ -6,7 +6,8 @@
 //                    idmapped lower layer (the design ADR 0022 measured; not a deployment setting yet)
 //   runsc-ptrace     gVisor (STRATA_RUN_RUNTIME=runsc) on its ptrace platform
 // Only the container run is timed: the overlay mount, the diff and the layer are the same for all.
-// Run as root: node --import ./bench/support/register-ts.mjs bench/run-sandbox/bench.ts [runs]
+// Run as root: `npm run bench -- --only run-sandbox`, or alone:
+// node --import ./bench/support/register-ts.mjs bench/run-sandbox/bench.ts [runs]
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -125,9 +126,10 @@ try {
     const r = results[name];
     console.log(`${name.padEnd(14)} median ${r.medianMs} ms  (min ${r.minMs}, max ${r.maxMs}; CPU ${r.cpuMsPerRun} ms per run; ${RUNS} runs)`);
   }
-  const out = path.join(import.meta.dirname, '..', 'results');
-  mkdirSync(out, { recursive: true });
-  writeFileSync(path.join(out, `run-sandbox-${new Date().toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify({ runs: RUNS, results }, null, 2));
+  // infra/local/bench.mjs names the file (BENCH_OUT); run alone, it goes to bench/results/.
+  const out = process.env.BENCH_OUT ?? path.join(import.meta.dirname, '..', 'results', `run-sandbox-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  mkdirSync(path.dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify({ runs: RUNS, results }, null, 2));
 } finally {
   for (const mount of mounts) spawnSync('umount', [mount]);
   rmSync(work, { recursive: true, force: true });
