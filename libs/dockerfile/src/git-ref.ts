@@ -37,19 +37,21 @@ export function parseGitSource(src: string): GitSource | null {
   if (scheme) {
     const proto = scheme[1].toLowerCase();
     if (!SUPPORTED_SCHEMES.has(proto)) return null;
+    // Fragment and query as written (a URL parser would percent-encode the fragment's quotes).
+    const hash = src.indexOf('#');
+    const beforeHash = hash < 0 ? src : src.slice(0, hash);
+    fragment = hash < 0 ? '' : src.slice(hash + 1);
+    const q = beforeHash.indexOf('?');
+    query = q < 0 ? '' : beforeHash.slice(q + 1);
+    remote = q < 0 ? beforeHash : beforeHash.slice(0, q);
     let u: URL;
     try {
-      u = new URL(src);
+      u = new URL(remote);
     } catch {
       return null;
     }
     // An http(s) URL is a repository only when its path ends in .git (BuildKit); otherwise a file to download.
     if ((proto === 'http' || proto === 'https') && !u.pathname.endsWith('.git')) return null;
-    fragment = u.hash.replace(/^#/, '');
-    query = u.search.replace(/^\?/, '');
-    u.hash = '';
-    u.search = '';
-    remote = u.toString();
   } else {
     const m = SCP_LIKE.exec(src);
     if (!m) return null;

@@ -32,7 +32,7 @@ export function unsupportedInInstruction(ins: StageInstruction, opts: SupportOpt
         // Not a refusal: a git source whose fragment or query BuildKit would reject (checked again, expanded, by the build).
         for (const s of ins.sources) {
           const src = classifyAddSource(s);
-          if (src.kind === 'git' && src.problem !== null && !s.includes('$')) out.push(errorAt(ins, `invalid git source "${s}": ${src.problem}`));
+          if (src.kind === 'git' && src.problem !== null && !s.includes('$')) out.push(errorAt(ins, `ADD: invalid git source "${s}": ${src.problem}`));
         }
       }
       break;
