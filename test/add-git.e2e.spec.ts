@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { type GitServer, startGitServer, WorkingCopy } from './support/git-server.js';
 import { type ImageFile, imageFiles } from './support/image-files.js';
+import { startSshGitServer } from './support/ssh-git-server.js';
 import { closedPort } from './support/ports.js';
 import { api, build, makeDir, type Stack, startStack, tarOf, waitForBuild } from './support/stack.js';
 
@@ -174,6 +175,33 @@ describe('ADD from git repositories, private sources allowed for 127.0.0.0/8', (
     // The whole Authorization value works as GIT_AUTH_HEADER, as in BuildKit.
     const header = await submit('addgit-private2', dockerfile, [['GIT_AUTH_HEADER', `Basic ${Buffer.from(`x-access-token:${gitToken}`).toString('base64')}`]]);
     expect([header.status, header.error]).toEqual(['succeeded', null]);
+  });
+
+  it('fetches over ssh with the key sent as --ssh default (held by an agent), and says so when no key was sent', async () => {
+    const sshd = await startSshGitServer();
+    try {
+      const src = `${sshd.url(git.repoPath('lib'))}#v1:docs`;
+      const dockerfile = `FROM scratch\nADD ${src} /docs\n`;
+      const submitSsh = async (keys: Buffer[]) => {
+        const res = await fetch(`${stack.url}/v1/builds?repository=addgit-ssh&tag=latest`, {
+          method: 'POST',
+          headers: [['authorization', `Bearer ${token}`], ['content-type', 'application/x-tar'], ...keys.map((k): [string, string] => ['strata-build-ssh', `id=default,src=${k.toString('base64')}`])],
+          body: context(dockerfile),
+        });
+        expect(res.status).toBe(202);
+        return waitForBuild(stack, token, ((await res.json()) as { id: string }).id);
+      };
+      const ok = await submitSsh([sshd.clientKey]);
+      expect([ok.status, ok.error]).toEqual(['succeeded', null]);
+      expect((await imageFiles(stack, token, 'addgit-ssh')).get('docs/guide.md')?.content?.toString()).toBe('guide v1\n');
+      const denied = await submitSsh([]);
+      expect([denied.status, denied.error]).toEqual(['failed', {
+        line: 2,
+        message: `Dockerfile:2: ADD: ${src}: authentication to 127.0.0.1:${sshd.port} failed while fetching ${sshd.url(git.repoPath('lib'))}: send an SSH key with --ssh default=… (Strata-Build-SSH id=default)`,
+      }]);
+    } finally {
+      await sshd.close();
+    }
   });
 
   it('fails naming the line for an unknown ref, an unknown commit, an unreachable host, a wrong --checksum and a missing subdirectory', async () => {

@@ -114,7 +114,15 @@ export class GitAddSourceFetcher implements GitSourceFetcher {
     try {
       const notFound = `commit ${req.commit} was not found in ${req.remote}`;
       await remote.git(dir, ['init', '-q', repo], 'init');
-      await remote.git(repo, ['fetch', '-q', '--depth', '1', '--no-tags', '--no-recurse-submodules', '--', req.remote, req.commit], 'fetch', notFound);
+      const fetch = (what: string) => remote.git(repo, ['fetch', '-q', '--depth', '1', '--no-tags', '--no-recurse-submodules', '--', req.remote, what], 'fetch', notFound);
+      // By the ref that resolved to the commit when there is one: servers speaking git's protocol v0
+      // (ssh without GIT_PROTOCOL) hand out only advertised refs. By commit when it moved since.
+      let fetched = false;
+      if (req.fullRef !== null) {
+        await fetch(req.fullRef);
+        fetched = (await remote.git(repo, ['rev-parse', 'FETCH_HEAD^{commit}'], 'rev-parse')).trim() === req.commit;
+      }
+      if (!fetched) await fetch(req.commit);
       await remote.git(repo, ['checkout', '-q', '--detach', req.commit], 'checkout', notFound);
       if (req.submodules && (await remote.pinSubmodules(repo))) {
         await remote.git(repo, ['submodule', 'update', '--init', '--recursive', '--depth', '1'], 'submodule update');
