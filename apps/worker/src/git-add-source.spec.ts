@@ -13,6 +13,7 @@ describe('ADD git sources on the worker', () => {
     expect(gitAuthorization('https://git.example.test/o/r.git', s({ GIT_AUTH_TOKEN: 'all', GIT_AUTH_HEADER: 'Bearer xyz' }))).toBe('Bearer xyz');
     expect(gitAuthorization('https://git.example.test/o/r.git', s({ 'GIT_AUTH_TOKEN.other.test': 'no' }))).toBeNull();
     expect(gitAuthorization('git@git.example.test:o/r.git', s({ GIT_AUTH_TOKEN: 'all' }))).toBeNull();
+    expect(() => gitAuthorization('https://git.example.test/o/r.git', s({ GIT_AUTH_HEADER: 'Bearer a\nX-Other: b' }))).toThrow('the secret GIT_AUTH_HEADER holds a line break; send one line');
   });
 
   it('resolves a ref from ls-remote as BuildKit: a branch before a tag, an annotated tag to its commit, refs/… exactly', () => {

@@ -26,6 +26,8 @@ export function gitAuthorization(remote: string, secrets: ReadonlyMap<string, Bu
     const v = secrets.get(name);
     if (!v) continue;
     const value = v.toString('utf8').trim();
+    // One header line: a line break would let the value add headers of its own.
+    if (/[\r\n]/.test(value)) throw new GitFetchError(`the secret ${name} holds a line break; send one line`);
     return token ? `Basic ${Buffer.from(`x-access-token:${value}`).toString('base64')}` : value;
   }
   return null;
