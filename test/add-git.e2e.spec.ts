@@ -3,14 +3,14 @@
 // --keep-git-dir, --chown/--chmod, a private repository with the GIT_AUTH_TOKEN secret, the cache
 // keyed by the commit a ref resolves to, and clear failures naming the Dockerfile line.
 import { jest } from '@jest/globals';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { type GitServer, startGitServer, WorkingCopy } from './support/git-server.js';
 import { type ImageFile, imageFiles } from './support/image-files.js';
 import { startSshGitServer } from './support/ssh-git-server.js';
-import { closedPort } from './support/ports.js';
+import { closedPort, portOpen } from './support/ports.js';
 import { api, build, makeDir, type Stack, startStack, tarOf, waitForBuild } from './support/stack.js';
 
 jest.setTimeout(180_000);
@@ -201,6 +201,22 @@ describe('ADD from git repositories, private sources allowed for 127.0.0.0/8', (
       }]);
     } finally {
       await sshd.close();
+    }
+  });
+
+  it('fetches over git:// (git daemon on 127.0.0.1), git given the checked address', async () => {
+    const port = await closedPort();
+    const daemon = spawn('git', ['daemon', '--listen=127.0.0.1', `--port=${port}`, '--export-all', `--base-path=${path.dirname(git.repoPath('lib'))}`, path.dirname(git.repoPath('lib'))], { stdio: 'ignore' });
+    try {
+      for (let waited = 0; !(await portOpen(port)); waited += 50) {
+        if (daemon.exitCode !== null || waited > 10_000) throw new Error('git daemon did not start');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const result = await build(stack, token, 'repository=addgit-daemon&tag=latest', context(`FROM scratch\nADD git://127.0.0.1:${port}/lib.git#v1 /src\n`));
+      expect([result.status, result.error]).toEqual(['succeeded', null]);
+      expect((await imageFiles(stack, token, 'addgit-daemon')).get('src/README.md')?.content?.toString()).toBe('v1\n');
+    } finally {
+      daemon.kill('SIGTERM');
     }
   });
 

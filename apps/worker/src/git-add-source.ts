@@ -91,13 +91,13 @@ export class GitAddSourceFetcher implements GitSourceFetcher {
         // A full commit id names itself (BuildKit does not ask the remote either).
         if (req.ref !== null && COMMIT.test(req.ref)) return { commit: req.ref, tagObject: null, fullRef: null };
         if (req.ref === null) {
-          const out = await remote.git(home, ['ls-remote', '--symref', '--', req.remote, 'HEAD'], 'ls-remote');
+          const out = await remote.git(home, ['ls-remote', '--symref', '--', remote.target, 'HEAD'], 'ls-remote');
           const sym = /^ref: (\S+)\tHEAD$/m.exec(out);
           const sha = /^([0-9a-f]{40,64})\tHEAD$/m.exec(out);
           if (!sha) throw new GitFetchError(`${req.remote} has no default branch (HEAD names no commit)`);
           return { commit: sha[1], tagObject: null, fullRef: sym ? sym[1] : null };
         }
-        const out = await remote.git(home, ['ls-remote', '--', req.remote, req.ref, `${req.ref}^{}`], 'ls-remote');
+        const out = await remote.git(home, ['ls-remote', '--', remote.target, req.ref, `${req.ref}^{}`], 'ls-remote');
         const picked = pickRef(req.ref, out);
         if (!picked) throw new GitFetchError(`${req.remote} has no branch or tag "${req.ref}" (a commit must be given as its full id)`);
         return picked;
@@ -116,7 +116,7 @@ export class GitAddSourceFetcher implements GitSourceFetcher {
     try {
       const notFound = `commit ${req.commit} was not found in ${req.remote}`;
       await remote.git(dir, ['init', '-q', repo], 'init');
-      const fetch = (what: string) => remote.git(repo, ['fetch', '-q', '--depth', '1', '--no-tags', '--no-recurse-submodules', '--', req.remote, what], 'fetch', notFound);
+      const fetch = (what: string) => remote.git(repo, ['fetch', '-q', '--depth', '1', '--no-tags', '--no-recurse-submodules', '--', remote.target, what], 'fetch', notFound);
       // By the ref that resolved to the commit when there is one: servers speaking git's protocol v0
       // (ssh without GIT_PROTOCOL) hand out only advertised refs. By commit when it moved since.
       let fetched = false;

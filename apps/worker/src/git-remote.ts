@@ -70,12 +70,18 @@ export class GitRemote {
   private readonly env: Record<string, string>;
   private readonly pinned = new Map<string, string>();
   private agent: SshAgent | null = null;
+  /**
+   * The URL to give git. For git:// (git's own TCP, which no setting pins) the checked address
+   * replaces the host name, so git cannot resolve the name again; otherwise the remote's URL.
+   */
+  target: string;
 
   private constructor(
     private readonly policy: EgressPolicy,
     readonly remote: Remote,
     private readonly opts: GitRemoteOptions,
   ) {
+    this.target = remote.url;
     this.config = [
       // Only the transports we pin; no file://, ext:: or others, also in submodules.
       ['protocol.allow', 'never'],
@@ -113,6 +119,11 @@ export class GitRemote {
     const r = new GitRemote(policy, remote, opts);
     try {
       const address = await r.pin(remote);
+      if (/^git:\/\//i.test(remote.url)) {
+        const u = new URL(remote.url);
+        u.hostname = address.includes(':') ? `[${address}]` : address;
+        r.target = u.toString();
+      }
       if (opts.auth?.authorization && !remote.ssh) {
         // Scoped to the remote's origin: never sent to a submodule's host.
         r.config.push([`http.${new URL(remote.url).origin}/.extraHeader`, `Authorization: ${opts.auth.authorization}`]);
@@ -170,6 +181,7 @@ export class GitRemote {
         throw new GitFetchError(`the submodule URL "${url}" is not a URL git may fetch from`);
       }
       if (sub.ssh && !this.remote.ssh) throw new GitFetchError(`the submodule URL "${url}" uses ssh while the repository is fetched over https`);
+      if (/^git:\/\//i.test(url)) throw new GitFetchError(`the submodule URL "${url}" uses git://, whose connections Strata cannot pin to a checked address; use https`);
       await this.pin(sub);
     }
     return lines.length > 0;

@@ -81,7 +81,7 @@ export class GitCommitSource {
     try {
       const notFound = `commit ${req.sha} was not found in ${req.cloneUrl} (was it force-pushed away or never pushed?)`;
       await remote.git(checkout, ['init', '-q', '.'], 'init');
-      await remote.git(checkout, ['fetch', '--depth', '1', '--no-tags', '--no-recurse-submodules', remote.remote.url, req.sha], 'fetch', notFound);
+      await remote.git(checkout, ['fetch', '--depth', '1', '--no-tags', '--no-recurse-submodules', remote.target, req.sha], 'fetch', notFound);
       await remote.git(checkout, ['checkout', '-q', '--detach', req.sha], 'checkout', notFound);
       if (req.submodules) {
         await remote.pinSubmodules(checkout);
