@@ -167,6 +167,7 @@ describe('ADD from git repositories, private sources allowed for 127.0.0.0/8', (
     const log = await api(stack, token, 'GET', `/v1/builds/${ok.id}/logs`);
     expect(log.status).toBe(200);
     expect(log.text).not.toContain(gitToken);
+    expect(log.text).toContain(`${privateGit.url('private')}: main is commit ${shas.private}`);
     expect(JSON.stringify(ok)).not.toContain(gitToken);
     const archive = await fetch(`${stack.url}/v1/repositories/addgit-private/tags/latest/oci-archive`, { headers: { authorization: `Bearer ${token}` } });
     const bytes = Buffer.from(await archive.arrayBuffer());

@@ -57,6 +57,7 @@ export async function resolveGitSource(ctx: StepContext<AddInstruction>, src: st
   } catch (e) {
     return fail(`${src}: ${(e as Error).message}`);
   }
+  build.emit({ type: 'log', stage: ctx.where.stage, index: ctx.where.index, stream: 'system', line: `${source.remote}: ${source.ref ?? 'the default branch'} is commit ${resolved.commit}` });
   const checksums = [ins.checksum, source.checksum].filter((c): c is string => c !== null);
   if (checksums.length === 2 && checksums[0] !== checksums[1]) fail(`--checksum=${checksums[0]} contradicts commit=${checksums[1]} in "${src}"`);
   if (checksums.length > 0) {
