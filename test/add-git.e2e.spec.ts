@@ -46,7 +46,7 @@ describe('ADD from git repositories, private sources allowed for 127.0.0.0/8', (
   beforeAll(async () => {
     git = await startGitServer();
     privateGit = await startGitServer({ auth: { username: 'x-access-token', password: gitToken } });
-    stack = await startStack({ env: { STRATA_ALLOW_PRIVATE_SOURCES: '127.0.0.0/8' } });
+    stack = await startStack({ env: { STRATA_ALLOW_PRIVATE_SOURCES: '127.0.0.0/8', STRATA_ADD_URL_MAX_BYTES: String(1024 * 1024) } });
     ({ token } = await stack.tenant('addgit'));
 
     git.createRepo('lib');
@@ -63,6 +63,12 @@ describe('ADD from git repositories, private sources allowed for 127.0.0.0/8', (
     await work.push('main');
     await work.push('feature');
     await work.push('v1');
+
+    git.createRepo('big');
+    const big = new WorkingCopy(git.pushUrl('big'));
+    big.commit({ 'big.txt': 'x'.repeat(2 * 1024 * 1024) }, 'too big');
+    await big.push('main');
+    big.close();
 
     privateGit.createRepo('private');
     const priv = new WorkingCopy(privateGit.pushUrl('private'));
@@ -221,7 +227,7 @@ describe('ADD from git repositories, private sources allowed for 127.0.0.0/8', (
     }
   });
 
-  it('fails naming the line for an unknown ref, an unknown commit, an unreachable host, a wrong --checksum and a missing subdirectory', async () => {
+  it('fails naming the line for an unknown ref, an unknown commit, an unreachable host, a wrong --checksum, a missing subdirectory and a checkout over the size limit', async () => {
     const url = git.url('lib');
     const fail = async (add: string) => {
       const r = await build(stack, token, 'repository=addgit-fail&tag=latest', context(`FROM scratch\n\n${add}\n`));
@@ -236,6 +242,7 @@ describe('ADD from git repositories, private sources allowed for 127.0.0.0/8', (
       new RegExp(`^Dockerfile:3: ADD: http://127\\.0\\.0\\.1:${closed}/lib\\.git: 127\\.0\\.0\\.1:${closed} could not be reached to fetch http://127\\.0\\.0\\.1:${closed}/lib\\.git: `),
     );
     expect(await fail(`ADD --checksum=${shas.v1.slice(0, 10)} ${url}#main /x`)).toMatch(new RegExp(`^Dockerfile:3: ADD: --checksum: ${url.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}#main resolved to commit [0-9a-f]{40}, which does not start with the ${shas.v1.slice(0, 10)} given$`));
+    expect(await fail(`ADD ${git.url('big')} /x`)).toMatch(new RegExp(`^Dockerfile:3: ADD: ${git.url('big').replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: the checkout of commit [0-9a-f]{40} holds \\d+ bytes, more than the 1048576 allowed$`));
     expect(await fail(`ADD ${url}#main:nodir /x`)).toMatch(/^Dockerfile:3: ADD: .*: "nodir" is not a directory in commit [0-9a-f]{40} of /);
   });
 

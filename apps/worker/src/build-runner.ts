@@ -69,7 +69,7 @@ export class BuildRunner {
     this.indexer = new RootfsIndexer((d) => this.layers.open(d));
     this.git = new GitCommitSource(deps.config.allowPrivateSources);
     this.urls = new EgressSourceFetcher(deps.config.allowPrivateSources, deps.config.addUrl);
-    this.gitSources = new GitAddSourceFetcher(deps.config.allowPrivateSources, deps.config.addUrl.timeoutMs);
+    this.gitSources = new GitAddSourceFetcher(deps.config.allowPrivateSources, deps.config.addUrl);
     this.registryClient = new RegistryClient({ insecureRegistries: deps.config.pull.insecureRegistries, responseTimeoutMs: deps.config.pull.responseTimeoutMs, userAgent: 'strata-worker' });
   }
 

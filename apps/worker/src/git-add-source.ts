@@ -58,8 +58,12 @@ export function pickRef(ref: string, lsRemote: string): ResolvedGitRef | null {
 export class GitAddSourceFetcher implements GitSourceFetcher {
   private readonly policy: EgressPolicy;
 
-  constructor(allowPrivateSources: readonly string[], private readonly timeoutMs = 10 * 60 * 1000) {
+  private readonly timeoutMs: number;
+
+  /** `limits`: STRATA_ADD_URL_MAX_BYTES for what a checkout may hold, STRATA_ADD_URL_TIMEOUT_MS per git command. */
+  constructor(allowPrivateSources: readonly string[], private readonly limits: { maxBytes: number; timeoutMs: number }) {
     this.policy = new EgressPolicy(allowPrivateSources);
+    this.timeoutMs = limits.timeoutMs;
   }
 
   private auth(req: GitSourceRequest): GitRemoteAuth {
@@ -141,6 +145,8 @@ export class GitAddSourceFetcher implements GitSourceFetcher {
       } else {
         await removeGitDirs(repo);
       }
+      const size = await treeBytes(repo);
+      if (size > this.limits.maxBytes) throw new GitFetchError(`the checkout of commit ${req.commit} holds ${size} bytes, more than the ${this.limits.maxBytes} allowed`);
       if (subdir === '') return { root: repo, commitTime };
       // As BuildKit: every component of the subdirectory is a directory of the commit, not a link.
       let at = repo;
@@ -162,6 +168,17 @@ function withoutPassword(url: string): string {
   const u = new URL(url);
   u.password = '';
   return u.toString();
+}
+
+/** The bytes of the regular files below `dir`. */
+async function treeBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) total += await treeBytes(p);
+    else if (e.isFile()) total += (await lstat(p)).size;
+  }
+  return total;
 }
 
 /** Removes `.git` (the repository, and submodules' `.git` files) everywhere below `dir`. */
