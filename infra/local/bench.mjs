@@ -27,7 +27,7 @@ if (!['all', 'parse', 'build-cache', 'registry', 'console', 'load'].includes(onl
 
 const started = Date.now();
 ensureDependencies();
-ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'debootstrap', 'docker.io', 'docker-registry', 'runc', 'tar', 'skopeo', 'chromium']);
+ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'debootstrap', 'docker.io', 'docker-registry', 'runc', 'iptables', 'tar', 'skopeo', 'chromium']);
 const env = await ensureServices({ database: 'strata_bench', bucket: 'strata-bench', redisDb: 2 });
 generatePrismaClient();
 migrate(env);

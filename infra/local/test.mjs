@@ -12,7 +12,7 @@ ensureDependencies();
 // bzip2 and xz-utils unpack ADD archives on the worker, as they do for Docker; debootstrap makes the
 // Debian base the differential suite and the benchmarks build on; chromium runs the console's tests
 // (through playwright-core); openssh-client is the worker's ssh-agent for RUN --mount=type=ssh.
-ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'busybox-static', 'attr', 'gcc', 'libc6-dev', 'iproute2', 'tar', 'gzip', 'docker-registry', 'docker.io', 'buildah', 'bzip2', 'xz-utils', 'git', 'debootstrap', 'chromium', 'openssh-client']);
+ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'busybox-static', 'attr', 'gcc', 'libc6-dev', 'iproute2', 'iptables', 'tar', 'gzip', 'docker-registry', 'docker.io', 'buildah', 'bzip2', 'xz-utils', 'git', 'debootstrap', 'chromium', 'openssh-client']);
 const env = await ensureServices({ database: 'strata_test', bucket: 'strata-test', redisDb: 1 });
 generatePrismaClient();
 migrate(env);
