@@ -101,9 +101,19 @@ describe('RUN network: bridge with egress, never behind the worker', () => {
   async function buildLines(d: { stack: Stack; token: string }, dockerfile: string): Promise<{ status: string; lines: string[] }> {
     const submitted = await api(d.stack, d.token, 'POST', `/v1/builds?repository=runnet/app&tag=${randomBytes(3).toString('hex')}`, tarOf(makeDir({ Dockerfile: dockerfile })), 'application/x-tar');
     expect(submitted.status).toBe(202);
-    const res = await fetch(`${d.stack.url}/v1/builds/${submitted.json.id}/logs`, { headers: { authorization: `Bearer ${d.token}`, accept: 'text/event-stream' } });
+    const ac = new AbortController();
+    const res = await fetch(`${d.stack.url}/v1/builds/${submitted.json.id}/logs`, { headers: { authorization: `Bearer ${d.token}`, accept: 'text/event-stream' }, signal: ac.signal });
     expect(res.status).toBe(200);
-    const text = await res.text();
+    let text = '';
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        text += decoder.decode(chunk, { stream: true });
+        if (/^event: end$[\s\S]*?\n\n/m.test(text)) break;
+      }
+    } finally {
+      ac.abort();
+    }
     const events = text
       .split('\n\n')
       .map((block) => ({ event: /^event: (.*)$/m.exec(block)?.[1], data: /^data: (.*)$/m.exec(block)?.[1] }))

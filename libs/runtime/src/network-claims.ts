@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 /** What one RUN step's bridge network holds on the host, recorded so a later worker can undo it. */
@@ -62,8 +62,9 @@ export class SubnetClaims {
       try {
         claim = JSON.parse(await readFile(path.join(this.dir, name), 'utf8')) as StepClaim;
       } catch {
-        // Half-written by a worker killed mid-claim: nothing was set up for it yet.
-        await rm(path.join(this.dir, name), { force: true });
+        // Being written right now, or half-written by a worker killed mid-claim (nothing was set up for it yet).
+        const written = await stat(path.join(this.dir, name)).catch(() => null);
+        if (written && Date.now() - written.mtimeMs > 10_000) await rm(path.join(this.dir, name), { force: true });
         continue;
       }
       const mine = claim.owner === owner && claim.pid !== process.pid;

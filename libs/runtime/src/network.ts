@@ -155,14 +155,13 @@ export class BridgeNetwork {
     const rules = this.stepRules(hostIf, containerAddress);
     let ruled = false;
     const release = async (): Promise<void> => {
-      if (ruled) await this.restore(rules.map((line) => line.replace(/^-[IA] /, '-D '))).catch(() => this.removeRules([{ ...claim, containerAddress }], []));
+      if (ruled) await this.restore(rules.map((line) => line.replace(/^-[IA] /, '-D '))).catch(() => this.removeRules([{ ...claim, containerAddress }], []).catch(() => undefined));
       await runCommand('ip', ['netns', 'del', netns]).catch(() => undefined);
       await this.onHost(['ip', 'link', 'del', hostIf]).catch(() => undefined);
       await this.claims.release(claim.index);
     };
     try {
-      await this.ip(this.hostNetns === undefined ? [`netns add ${netns}`] : [], []);
-      if (this.hostNetns !== undefined) await runCommand('ip', ['netns', 'add', netns]);
+      await runCommand('ip', ['netns', 'add', netns]);
       await this.ip(
         [`link add ${hostIf} type veth peer name eth0 netns ${netns}`, `addr add ${hostAddress}/30 dev ${hostIf}`, `link set ${hostIf} up`],
         this.hostNetns === undefined ? [] : ['-n', this.hostNetns],
