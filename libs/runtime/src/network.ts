@@ -111,8 +111,8 @@ export class BridgeNetwork {
     }
     const mine = this.cleared.filter((c) => c.hostNetns === this.hostNetns).map((c) => ({ ...c, containerAddress: this.address(c.index, 2) }));
     for (const claim of this.cleared) {
-      await runCommand('ip', ['netns', 'del', claim.netns]).catch(() => undefined);
       await this.onHost(['ip', 'link', 'del', claim.hostIf], claim.hostNetns).catch(() => undefined);
+      await runCommand('ip', ['netns', 'del', claim.netns]).catch(() => undefined);
     }
     await this.removeRules(mine, deadChains);
     for (const claim of this.cleared) await this.claims.release(claim.index);
@@ -156,8 +156,9 @@ export class BridgeNetwork {
     let ruled = false;
     const release = async (): Promise<void> => {
       if (ruled) await this.restore(rules.map((line) => line.replace(/^-[IA] /, '-D '))).catch(() => this.removeRules([{ ...claim, containerAddress }], []).catch(() => undefined));
-      await runCommand('ip', ['netns', 'del', netns]).catch(() => undefined);
+      // The pair first: deleting it is synchronous, a namespace's teardown is not.
       await this.onHost(['ip', 'link', 'del', hostIf]).catch(() => undefined);
+      await runCommand('ip', ['netns', 'del', netns]).catch(() => undefined);
       await this.claims.release(claim.index);
     };
     try {
