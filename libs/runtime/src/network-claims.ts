@@ -48,8 +48,14 @@ export class SubnetClaims {
     throw new Error(`no free link in the RUN containers' subnet: ${this.size} steps hold one on this host`);
   }
 
-  async release(index: number): Promise<void> {
-    await rm(path.join(this.dir, String(index)), { force: true });
+  /** Frees a link; with `netns`, only while the claim is still that step's (another worker may have freed and reclaimed it). */
+  async release(index: number, netns?: string): Promise<void> {
+    const file = path.join(this.dir, String(index));
+    if (netns !== undefined) {
+      const text = await readFile(file, 'utf8').catch(() => '');
+      if (!text.includes(`"netns":${JSON.stringify(netns)}`)) return;
+    }
+    await rm(file, { force: true });
   }
 
   /** Claims whose process is gone, or that a previous worker on `owner`'s data directory left. */

@@ -114,8 +114,11 @@ export class BridgeNetwork {
       await this.onHost(['ip', 'link', 'del', claim.hostIf], claim.hostNetns).catch(() => undefined);
       await runCommand('ip', ['netns', 'del', claim.netns]).catch(() => undefined);
     }
-    await this.removeRules(mine, deadChains);
-    for (const claim of this.cleared) await this.claims.release(claim.index);
+    // Another worker starting at the same time may be removing the same dead worker's rules: look again once.
+    await this.removeRules(mine, deadChains)
+      .catch(() => this.removeRules(mine, deadChains))
+      .catch(() => undefined);
+    for (const claim of this.cleared) await this.claims.release(claim.index, claim.netns);
 
     const hostSubnets = (await this.onHost(['ip', '-4', '-o', 'route', 'show', 'table', 'main', 'scope', 'link']))
       .split('\n')
