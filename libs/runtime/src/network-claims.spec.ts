@@ -10,7 +10,7 @@ describe('SubnetClaims', () => {
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  const step = (n: number, owner = 'w1') => ({ owner, netns: `strata-${n}`, hostIf: `stn${n}`, containerAddress: '' });
+  const step = (n: number, owner = 'w1') => ({ owner, netns: `strata-${n}`, hostIf: `stn${n}` });
 
   it('gives every claimer its own link, across instances (workers) sharing the directory', async () => {
     const a = new SubnetClaims(dir, 8);

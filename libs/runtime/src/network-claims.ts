@@ -12,7 +12,6 @@ export interface StepClaim {
   started: string;
   netns: string;
   hostIf: string;
-  containerAddress: string;
   /** The namespace the host ends live in (tests); absent: the worker's own. */
   hostNetns?: string;
 }

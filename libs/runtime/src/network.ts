@@ -29,17 +29,25 @@ export interface BridgeNetworkOptions {
   stateDir?: string;
 }
 
-/** Host ends of the veth pairs: `stn` + 8 hex digits (the firewall matches `stn+`). */
+/** Host ends of the veth pairs: `stn` + the worker's 4 hex digits + the step's 6 (the firewall matches `stn+`). */
 export const VETH_PREFIX = 'stn';
 const REJECT = '-j REJECT --reject-with icmp-admin-prohibited';
+
+interface OwnerRecord {
+  pid?: number;
+  started?: string;
+  key?: string;
+  chains?: string[];
+  hostNetns?: string;
+}
 
 /**
  * `network: 'bridge'`: each RUN container gets its own network namespace with a veth pair to the
  * worker, a /30 link out of 10.x (claimed host-wide, see SubnetClaims), a default route and source
  * NAT. Per worker, two iptables chains hold the policy (RunNetworkPolicy): from a step, nothing of
  * the worker itself (INPUT is refused on the veth), no other step, no private, loopback, link-local
- * or multicast range unless allowed; to a step, replies only. A step adds four rules that jump to
- * them, in one iptables-restore, and removes them when it ends. docs/adr/0024.
+ * or multicast range unless allowed; to a step, replies only. The worker's rules match its steps'
+ * veths by name prefix, so a step touches no firewall rule. docs/adr/0024.
  */
 export class BridgeNetwork {
   private readonly hostNetns: string | undefined;
@@ -52,6 +60,9 @@ export class BridgeNetwork {
   private readonly outChain: string;
   private readonly inChain: string;
   private ready: Promise<RunNetworkPolicy> | undefined;
+  /** 4 hex digits naming this worker's veths (`stn<key>…`) and rules; chosen at init, unique among live workers. */
+  private key = '';
+  private readonly teardowns = new Set<Promise<void>>();
 
   constructor(options: BridgeNetworkOptions = {}) {
     this.hostNetns = options.hostNetns;
@@ -99,66 +110,79 @@ export class BridgeNetwork {
     this.cleared = await this.claims.leftovers(this.owner);
     const ownersDir = path.join(this.stateDir, 'owners');
     await mkdir(ownersDir, { recursive: true, mode: 0o700 });
-    const deadChains: string[] = [];
+    const dead: OwnerRecord[] = [];
+    const liveKeys = new Set<string>();
     for (const name of await readdir(ownersDir)) {
       const file = path.join(ownersDir, name);
-      const record = JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as { pid?: number; started?: string; chains?: string[]; hostNetns?: string };
+      const record = JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as OwnerRecord;
       if (record.hostNetns !== this.hostNetns) continue;
       if (name === this.owner || !(await isAlive(record.pid ?? 0, record.started ?? ''))) {
-        if (name !== this.owner) deadChains.push(...(record.chains ?? []));
+        // A previous worker on this data directory had the same chains: they are rewritten below.
+        dead.push(name === this.owner ? { ...record, chains: [] } : record);
         await rm(file, { force: true });
-      }
+      } else if (record.key) liveKeys.add(record.key);
     }
-    const mine = this.cleared.filter((c) => c.hostNetns === this.hostNetns).map((c) => ({ ...c, containerAddress: this.address(c.index, 2) }));
     for (const claim of this.cleared) {
+      // The pair first: deleting it is synchronous, a namespace's teardown is not.
       await this.onHost(['ip', 'link', 'del', claim.hostIf], claim.hostNetns).catch(() => undefined);
       await runCommand('ip', ['netns', 'del', claim.netns]).catch(() => undefined);
     }
+    const deadKeys = dead.map((d) => d.key).filter((k): k is string => typeof k === 'string');
+    const deadChains = dead.flatMap((d) => d.chains ?? []);
     // Another worker starting at the same time may be removing the same dead worker's rules: look again once.
-    await this.removeRules(mine, deadChains)
-      .catch(() => this.removeRules(mine, deadChains))
+    await this.removeRules(deadKeys, deadChains)
+      .catch(() => this.removeRules(deadKeys, deadChains))
       .catch(() => undefined);
     for (const claim of this.cleared) await this.claims.release(claim.index, claim.netns);
 
+    do this.key = randomBytes(2).toString('hex');
+    while (liveKeys.has(this.key));
     const hostSubnets = (await this.onHost(['ip', '-4', '-o', 'route', 'show', 'table', 'main', 'scope', 'link']))
       .split('\n')
-      .filter((line) => !new RegExp(`\\bdev ${VETH_PREFIX}[0-9a-f]{8}\\b`).test(line))
+      .filter((line) => !new RegExp(`\\bdev ${VETH_PREFIX}[0-9a-f]+\\b`).test(line))
       .map((line) => line.split(' ')[0] ?? '')
       .filter((dest) => dest.includes('/'));
     const policy = new RunNetworkPolicy({ containerSubnet: this.subnet, allowCidrs: this.allowCidrs, hostSubnets });
     if (this.nat) await this.onHost(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
-    await this.restore([
+    // Recorded before the rules exist, so a worker killed in between still has them removed.
+    const record: OwnerRecord = { pid: process.pid, started: await processStart(process.pid), key: this.key, chains: [this.outChain, this.inChain] };
+    if (this.hostNetns !== undefined) record.hostNetns = this.hostNetns;
+    await writeFile(path.join(ownersDir, this.owner), JSON.stringify(record), { mode: 0o600 });
+    const mark = `-m comment --comment ${this.comment}`;
+    const steps = `${VETH_PREFIX}${this.key}+`;
+    const lines = [
       '*filter',
       `:${this.outChain} - [0:0]`,
       `:${this.inChain} - [0:0]`,
       ...policy.forwardRules(VETH_PREFIX).map((rule) => `-A ${this.outChain} ${rule}`),
       `-A ${this.inChain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
       `-A ${this.inChain} ${REJECT}`,
+      // The worker's own services, on any of its addresses (the gateway included).
+      `-I INPUT -i ${steps} ${mark} ${REJECT}`,
+      `-I FORWARD -i ${steps} ${mark} -j ${this.outChain}`,
+      `-I FORWARD -o ${steps} ${mark} -j ${this.inChain}`,
       'COMMIT',
-    ]);
-    const record = { pid: process.pid, started: await processStart(process.pid), chains: [this.outChain, this.inChain], hostNetns: this.hostNetns };
-    await writeFile(path.join(ownersDir, this.owner), JSON.stringify(record), { mode: 0o600 });
+    ];
+    if (this.nat) lines.push('*nat', `-A POSTROUTING -s ${this.subnet} ! -o ${VETH_PREFIX}+ ${mark} -j MASQUERADE`, 'COMMIT');
+    await this.restore(lines);
     return policy;
   }
 
   async attach(containerId: string): Promise<NetworkAttachment> {
     await this.init();
-    const tag = randomBytes(4).toString('hex');
-    const netns = `strata-${tag}`;
-    const hostIf = `${VETH_PREFIX}${tag}`;
+    const tag = randomBytes(3).toString('hex');
+    const netns = `strata-${this.key}${tag}`;
+    // The worker's key in the name: its rules match its steps' veths by prefix, so a step adds none.
+    const hostIf = `${VETH_PREFIX}${this.key}${tag}`;
     const claim = await this.claims.claim({
       owner: this.owner,
       netns,
       hostIf,
-      containerAddress: '',
       ...(this.hostNetns !== undefined ? { hostNetns: this.hostNetns } : {}),
     });
     const hostAddress = this.address(claim.index, 1);
     const containerAddress = this.address(claim.index, 2);
-    const rules = this.stepRules(hostIf, containerAddress);
-    let ruled = false;
-    const release = async (): Promise<void> => {
-      if (ruled) await this.restore(rules.map((line) => line.replace(/^-[IA] /, '-D '))).catch(() => this.removeRules([{ ...claim, containerAddress }], []).catch(() => undefined));
+    const teardown = async (): Promise<void> => {
       // The pair first: deleting it is synchronous, a namespace's teardown is not.
       await this.onHost(['ip', 'link', 'del', hostIf]).catch(() => undefined);
       await runCommand('ip', ['netns', 'del', netns]).catch(() => undefined);
@@ -174,21 +198,35 @@ export class BridgeNetwork {
       if (this.hostNetns === undefined) await writeFile(`/proc/sys/net/ipv6/conf/${hostIf}/disable_ipv6`, '1');
       else await this.onHost(['sysctl', '-q', '-w', `net.ipv6.conf.${hostIf}.disable_ipv6=1`]);
       await this.ip(['link set lo up', `addr add ${containerAddress}/30 dev eth0`, 'link set eth0 up', `route add default via ${hostAddress}`], ['-n', netns]);
-      ruled = true;
-      await this.restore(rules);
     } catch (error) {
-      await release();
+      await teardown();
       throw new Error(`bridge network for ${containerId}: ${(error as Error).message}`);
     }
-    return { netnsPath: `/run/netns/${netns}`, release };
+    let released: Promise<void> | undefined;
+    return {
+      netnsPath: `/run/netns/${netns}`,
+      // Deleting a veth waits for the kernel's RCU grace period (tens of ms): the step does not wait
+      // for it; the link stays claimed until it is gone, and close() waits for every teardown.
+      release: async () => {
+        if (released) return;
+        released = teardown().finally(() => this.teardowns.delete(released!));
+        this.teardowns.add(released);
+      },
+    };
   }
 
-  /** Removes this worker's chains (nothing may use them any more: call it after the last step). */
+  /** Resolves when every released step's veth and namespace are gone. */
+  async idle(): Promise<void> {
+    await Promise.all([...this.teardowns]);
+  }
+
+  /** Removes this worker's rules and chains (nothing may use them any more: call it after the last step). */
   async close(): Promise<void> {
     if (!this.ready) return;
     await this.ready.catch(() => undefined);
+    await Promise.all([...this.teardowns]);
     this.ready = undefined;
-    await this.removeRules([], [this.outChain, this.inChain]).catch(() => undefined);
+    await this.removeRules([this.key], [this.outChain, this.inChain]).catch(() => undefined);
     await rm(path.join(this.stateDir, 'owners', this.owner), { force: true });
   }
 
@@ -198,38 +236,28 @@ export class BridgeNetwork {
     return `${this.prefix}.${Math.floor(base / 256)}.${(base % 256) + n}`;
   }
 
-  private stepRules(hostIf: string, containerAddress: string): string[] {
-    const rules = [
-      '*filter',
-      // The worker's own services, on any of its addresses (the gateway included).
-      `-I INPUT -i ${hostIf} ${REJECT}`,
-      `-I FORWARD -i ${hostIf} -j ${this.outChain}`,
-      `-I FORWARD -o ${hostIf} -j ${this.inChain}`,
-      'COMMIT',
-    ];
-    if (this.nat) rules.push('*nat', `-A POSTROUTING -s ${containerAddress}/32 -j MASQUERADE`, 'COMMIT');
-    return rules;
+  private get comment(): string {
+    return `strata-run-${this.key}`;
   }
 
   /**
-   * Deletes the rules of these steps and the given chains (with every jump to them), found in
-   * iptables-save, in one iptables-restore.
+   * Deletes the rules of the workers with these keys (marked with their comment) and the given
+   * chains (with every jump to them), found in iptables-save, in one iptables-restore.
    */
-  private async removeRules(steps: Array<Pick<StepClaim, 'hostIf' | 'containerAddress'>>, chains: string[]): Promise<void> {
-    if (steps.length === 0 && chains.length === 0) return;
+  private async removeRules(keys: string[], chains: string[]): Promise<void> {
+    if (keys.length === 0 && chains.length === 0) return;
     const lines: string[] = [];
     for (const table of ['filter', 'nat']) {
-      const saved = await this.onHost(['iptables-save', '-t', table]).catch(() => '');
+      const saved = await this.onHost(['iptables-save', '-t', table]);
       const existing = new Set(saved.split('\n').filter((l) => l.startsWith(':')).map((l) => l.slice(1).split(' ')[0]));
       const doomed = saved.split('\n').filter((line) => {
-        if (!line.startsWith('-A ')) return false;
+        if (!line.startsWith('-A ') || chains.some((c) => line.startsWith(`-A ${c} `))) return false;
         const words = ` ${line} `;
-        if (steps.some((s) => words.includes(` ${s.hostIf} `) || (s.containerAddress !== '' && words.includes(` ${s.containerAddress}/32 `)))) return true;
-        return chains.some((c) => words.includes(` -j ${c} `) || line.startsWith(`-A ${c} `));
+        return keys.some((k) => words.includes(` strata-run-${k} `)) || chains.some((c) => words.includes(` -j ${c} `));
       });
       const gone = chains.filter((c) => existing.has(c));
       if (doomed.length === 0 && gone.length === 0) continue;
-      lines.push(`*${table}`, ...doomed.filter((l) => !chains.some((c) => l.startsWith(`-A ${c} `))).map((l) => l.replace(/^-A /, '-D ')));
+      lines.push(`*${table}`, ...doomed.map((l) => l.replace(/^-A /, '-D ')));
       for (const c of gone) lines.push(`-F ${c}`, `-X ${c}`);
       lines.push('COMMIT');
     }
