@@ -189,11 +189,13 @@ export class BridgeNetwork {
       await this.claims.release(claim.index);
     };
     try {
-      await runCommand('ip', ['netns', 'add', netns]);
-      await this.ip(
-        [`link add ${hostIf} type veth peer name eth0 netns ${netns}`, `addr add ${hostAddress}/30 dev ${hostIf}`, `link set ${hostIf} up`],
-        this.hostNetns === undefined ? [] : ['-n', this.hostNetns],
-      );
+      const hostSide = [`link add ${hostIf} type veth peer name eth0 netns ${netns}`, `addr add ${hostAddress}/30 dev ${hostIf}`, `link set ${hostIf} up`];
+      // `ip -batch` runs `netns add` and goes back to its own namespace for the next line.
+      if (this.hostNetns === undefined) await this.ip([`netns add ${netns}`, ...hostSide], []);
+      else {
+        await runCommand('ip', ['netns', 'add', netns]);
+        await this.ip(hostSide, ['-n', this.hostNetns]);
+      }
       // IPv4 only: the kernel drops every IPv6 packet the host end receives.
       if (this.hostNetns === undefined) await writeFile(`/proc/sys/net/ipv6/conf/${hostIf}/disable_ipv6`, '1');
       else await this.onHost(['sysctl', '-q', '-w', `net.ipv6.conf.${hostIf}.disable_ipv6=1`]);
