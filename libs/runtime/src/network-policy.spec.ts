@@ -23,10 +23,11 @@ describe('RunNetworkPolicy', () => {
   });
 
   it('lets the operator allow a private range, never the containers of other steps', () => {
-    const allowing = new RunNetworkPolicy({ containerSubnet: '10.213.0.0/16', allowCidrs: ['10.0.0.0/8', 'fd00::/8'] });
+    const allowing = new RunNetworkPolicy({ containerSubnet: '10.213.0.0/16', allowCidrs: ['10.0.0.0/8', 'fd00::/8', '127.0.0.0/8'] });
     expect(allowing.reaches('10.1.2.3')).toBe(true);
     expect(allowing.reaches('10.213.4.6')).toBe(false);
     expect(allowing.reaches('169.254.169.254')).toBe(false);
+    expect(allowing.reaches('127.0.0.1')).toBe(false);
     expect(allowing.allowed).toEqual(['10.0.0.0/8']);
   });
 

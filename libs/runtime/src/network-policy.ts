@@ -37,8 +37,9 @@ export class RunNetworkPolicy {
 
   constructor(opts: { containerSubnet: string; allowCidrs?: readonly string[]; hostSubnets?: readonly string[] }) {
     this.blocked = [...RUN_BLOCKED_RANGES.map(([cidr]) => cidr), ...(opts.hostSubnets ?? []).filter((c) => CIDR_V4.test(c))];
-    // IPv6 allowances do not matter: the veth carries IPv4 only.
-    this.allowed = (opts.allowCidrs ?? []).filter((c) => CIDR_V4.test(c));
+    // IPv6 allowances do not matter: the veth carries IPv4 only. Loopback ones neither: 127/8 from a
+    // veth is the worker itself (refused on INPUT), whatever tenant URLs may reach.
+    this.allowed = (opts.allowCidrs ?? []).filter((c) => CIDR_V4.test(c) && !c.startsWith('127.'));
     for (const cidr of this.blocked) addCidr(this.blockList, cidr);
     for (const cidr of this.allowed) addCidr(this.allowList, cidr);
     addCidr(this.containers, opts.containerSubnet);
