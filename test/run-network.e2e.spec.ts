@@ -2,7 +2,7 @@ import { jest } from '@jest/globals';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { importBusybox } from './support/images.js';
@@ -47,6 +47,7 @@ describe('RUN network: bridge with egress, never behind the worker', () => {
   let workerService: Server;
   let workerServicePort: number;
   let workerServiceConnections = 0;
+  const sockets: Socket[] = [];
 
   beforeAll(async () => {
     ip('netns', 'add', inetNs);
@@ -72,6 +73,7 @@ describe('RUN network: bridge with egress, never behind the worker', () => {
     // databases bind 127.0.0.1; this one shows that binding elsewhere does not expose it either).
     workerService = createServer((socket) => {
       workerServiceConnections++;
+      sockets.push(socket);
       socket.end('worker secret\n');
     });
     await new Promise<void>((resolve) => workerService.listen(0, worker, resolve));
@@ -79,13 +81,23 @@ describe('RUN network: bridge with egress, never behind the worker', () => {
   });
 
   afterAll(async () => {
-    for (const stack of stacks) await stack.close();
+    // Each undo on its own: one failing (or a stack that will not close) must not leave the rest.
+    const attempt = async (undo: () => unknown): Promise<void> => {
+      try {
+        await undo();
+      } catch {
+        // already gone
+      }
+    };
+    for (const stack of stacks) await attempt(() => stack.close());
     for (const server of servers) server.kill('SIGKILL');
-    await new Promise<void>((resolve) => workerService?.close(() => resolve()));
-    execFileSync('ip', ['rule', 'del', 'from', containers, 'lookup', table, 'priority', priority], { stdio: 'ignore' });
-    execFileSync('ip', ['route', 'flush', 'table', table], { stdio: 'ignore' });
-    execFileSync('ip', ['link', 'del', link], { stdio: 'ignore' });
-    execFileSync('ip', ['netns', 'del', inetNs], { stdio: 'ignore' });
+    // A connection whose container is gone would keep close() waiting forever.
+    for (const socket of sockets) socket.destroy();
+    await attempt(() => new Promise<void>((resolve) => (workerService ? workerService.close(() => resolve()) : resolve())));
+    await attempt(() => execFileSync('ip', ['rule', 'del', 'from', containers, 'lookup', table, 'priority', priority], { stdio: 'ignore' }));
+    await attempt(() => execFileSync('ip', ['route', 'flush', 'table', table], { stdio: 'ignore' }));
+    await attempt(() => execFileSync('ip', ['link', 'del', link], { stdio: 'ignore' }));
+    await attempt(() => execFileSync('ip', ['netns', 'del', inetNs], { stdio: 'ignore' }));
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   });
 
