@@ -21,7 +21,7 @@ import { diskFailure } from './disk-errors.js';
 import { storageFailure } from './storage-errors.js';
 import { BlobLayerSink, PrismaCacheIndex } from './adapters.js';
 import { EgressSourceFetcher } from './url-source.js';
-import type { BuildLog, BuildLogs } from './logs/build-log.js';
+import type { BuildLog, BuildLogs } from '@strata/queue';
 
 export interface BuildRunnerDeps {
   prisma: PrismaClient;

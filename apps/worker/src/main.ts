@@ -4,12 +4,10 @@ import { hostname } from 'node:os';
 import { type Storage, storageFromConfig } from '@strata/blobstore';
 import { buildCancelChannel, loadConfig, type StrataConfig } from '@strata/config';
 import { createPrismaClient, type PrismaClient } from '@strata/db';
-import { addToFleetCounter, BUILDS_QUEUE, type BuildJob, type FleetCounter, GC_QUEUE, logEvent, redisConnection, WORKER_LOCK } from '@strata/queue';
+import { addToFleetCounter, BUILDS_QUEUE, type BuildJob, BuildLogs, type FleetCounter, GC_QUEUE, logEvent, Reconciler, redisConnection, startHeartbeat, startReconciler, WORKER_LOCK } from '@strata/queue';
 import { GarbageCollector } from '@strata/registry';
 import { BuildRunner } from './build-runner.js';
-import { BuildLogs } from './logs/build-log.js';
 import { clearLeftovers } from './leftovers.js';
-import { Reconciler, startHeartbeat, startReconciler } from './reconciler.js';
 import { WorkerRuntime } from './runtime-adapter.js';
 
 /** Starts a worker consuming the builds queue; returns a function that stops it. */

@@ -1,8 +1,9 @@
 import type { Queue } from 'bullmq';
 import type { StrataConfig } from '@strata/config';
 import type { PrismaClient } from '@strata/db';
-import { type BuildJob, logEvent } from '@strata/queue';
-import type { BuildLogs } from './logs/build-log.js';
+import type { BuildLogs } from './build-log-writer.js';
+import type { BuildJob } from './index.js';
+import { logEvent } from './structured-log.js';
 
 /** What one pass changed, build ids by action. */
 export interface ReconcileReport {
