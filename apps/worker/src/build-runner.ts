@@ -149,6 +149,7 @@ export class BuildRunner {
             blobs: this.deps.storage.blobs,
             settings: config,
             ...(registryAuth ? { credentials: registryAuth } : { client: this.registryClient }),
+            signal: stop,
             onPull: (ref, s) => log?.line(null, 'system', `pulled ${ref}: ${s.fetched} blob(s) fetched (${s.bytes} bytes), ${s.skipped} already stored`),
           }),
           resolvedImages,
