@@ -59,7 +59,7 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   await cancels.subscribe(buildCancelChannel(config.queuePrefix));
   const gc = await startGarbageCollection(config, prisma, storage, runtime);
   const buildsQueue = new Queue<BuildJob>(BUILDS_QUEUE, { connection: redisConnection(config.redisUrl), prefix: config.queuePrefix });
-  const reconciler = new Reconciler({ prisma, queue: buildsQueue, logs, config });
+  const reconciler = new Reconciler({ prisma, queue: buildsQueue, logs, objects: storage.objects, config });
   const reconciling = startReconciler(reconciler, config.reconcile.intervalMs, (r) => {
     logEvent('info', 'reconciled the builds queue', { workerId, ...r });
     for (const [action, ids] of Object.entries(r)) if (ids.length > 0) count('strata_reconciler_actions_total', { action }, ids.length);

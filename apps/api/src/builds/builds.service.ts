@@ -29,6 +29,9 @@ export interface BuildRequest {
 /** The worker refuses Dockerfiles above this size too. */
 const DOCKERFILE_MAX_BYTES = 4 * 1024 * 1024;
 
+/** The reconciler claimed this upload's row (it looked abandoned) before the Build could be made. */
+class ContextUploadSwept extends Error {}
+
 const CONTEXT_TYPES = new Set(['application/x-tar', 'application/tar', 'application/gzip', 'application/x-gzip', 'application/octet-stream']);
 
 @Injectable()
@@ -76,11 +79,22 @@ export class BuildsService implements OnModuleDestroy {
     const archive = new ContextArchiveCheck();
     body.on('error', (e) => counter.destroy(e));
     counter.on('error', (e) => archive.destroy(e));
+    // Recorded before the first byte goes to S3 and refreshed while the request is open: if this
+    // process dies mid-upload, the reconciler finds the row gone stale and deletes what reached S3.
+    await this.prisma.contextUpload.create({ data: { id, tenantId, queue: this.config.queuePrefix, key: contextKey } });
+    const beat = setInterval(() => {
+      this.prisma.contextUpload.updateMany({ where: { id }, data: { updatedAt: new Date() } }).catch(() => undefined);
+    }, Math.max(100, Math.floor(this.config.reconcile.workerStaleMs / 3)));
+    const abandon = async () => {
+      await this.storage.objects.delete(contextKey).catch(() => undefined);
+      await this.prisma.contextUpload.deleteMany({ where: { id } }).catch(() => undefined);
+    };
     body.pipe(counter).pipe(archive);
     try {
       await this.storage.objects.put(contextKey, archive);
     } catch (e) {
-      await this.storage.objects.delete(contextKey).catch(() => undefined);
+      clearInterval(beat);
+      await abandon();
       body.resume();
       if (archive.refusal) throw archive.refusal;
       if (tooLarge) {
@@ -91,8 +105,9 @@ export class BuildsService implements OnModuleDestroy {
       }
       throw e;
     }
+    clearInterval(beat);
     if (size === 0) {
-      await this.storage.objects.delete(contextKey).catch(() => undefined);
+      await abandon();
       throw new BadRequestException('The request body is empty: send the build context as a tar or tar.gz archive.');
     }
     const contextDigest = `sha256:${contextHash.digest('hex')}`;
@@ -104,35 +119,53 @@ export class BuildsService implements OnModuleDestroy {
       req.registryAuth && Object.keys(req.registryAuth).length > 0
         ? new Uint8Array(sealSecrets(this.config.secretsKey, id, registryAuthToEntries(req.registryAuth)))
         : null;
-    // No interactive transaction: parallel builds of one repository would queue on its row lock past
-    // the transaction timeout under load. The upsert is idempotent, the create one statement.
-    const build = await retryOnUniqueViolation(async () => {
-      const repository = await this.prisma.repository.upsert({
-        where: { tenantId_name: { tenantId, name: req.repository } },
-        update: {},
-        create: { tenantId, name: req.repository },
+    // The repository upsert stays outside the transaction: parallel builds of one repository would
+    // queue on its row lock past the transaction timeout under load. The upload's row goes in the
+    // same transaction as the Build is made: either the build exists with its context, or the
+    // reconciler (which claims a stale row the same way) removes the context.
+    let build;
+    try {
+      build = await retryOnUniqueViolation(async () => {
+        const repository = await this.prisma.repository.upsert({
+          where: { tenantId_name: { tenantId, name: req.repository } },
+          update: {},
+          create: { tenantId, name: req.repository },
+        });
+        return this.prisma.$transaction(async (tx) => {
+          const claimed = await tx.contextUpload.deleteMany({ where: { id } });
+          if (claimed.count === 0) throw new ContextUploadSwept();
+          return tx.build.create({
+            data: {
+              id,
+              tenantId,
+              repositoryId: repository.id,
+              dockerfilePath: req.dockerfile,
+              target: req.target ?? null,
+              buildArgs: req.buildArgs,
+              noCache: req.noCache,
+              noCacheFilter: req.noCacheFilter,
+              tags: req.tags,
+              contextKey,
+              contextSize: BigInt(size),
+              contextDigest,
+              secretsSealed,
+              registryAuthSealed,
+              queue: this.config.queuePrefix,
+            },
+            include: { repository: true, steps: true },
+          });
+        });
       });
-      return this.prisma.build.create({
-        data: {
-          id,
-          tenantId,
-          repositoryId: repository.id,
-          dockerfilePath: req.dockerfile,
-          target: req.target ?? null,
-          buildArgs: req.buildArgs,
-          noCache: req.noCache,
-          noCacheFilter: req.noCacheFilter,
-          tags: req.tags,
-          contextKey,
-          contextSize: BigInt(size),
-          contextDigest,
-          secretsSealed,
-          registryAuthSealed,
-          queue: this.config.queuePrefix,
-        },
-        include: { repository: true, steps: true },
-      });
-    });
+    } catch (e) {
+      await abandon();
+      if (e instanceof ContextUploadSwept) {
+        throw new HttpException(
+          { statusCode: 503, error: 'Service Unavailable', message: 'The upload of the build context was abandoned (its api process went quiet for too long) and nothing was recorded: send the build again.' },
+          HttpStatus.SERVICE_UNAVAILABLE,
+        );
+      }
+      throw e;
+    }
     await this.queue.add('build', { buildId: id, tenantId }, { jobId: id });
     logEvent('info', 'build queued', { buildId: id, tenantId, repository: req.repository, contextBytes: size });
     return toBuildView(build);

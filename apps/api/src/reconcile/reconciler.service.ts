@@ -34,7 +34,7 @@ export class ReconcilerService implements OnApplicationBootstrap, OnModuleDestro
     this.queue = new Queue<BuildJob>(BUILDS_QUEUE, { connection: redisConnection(config.redisUrl), prefix: config.queuePrefix });
     this.logRedis = new Redis({ ...redisConnection(config.redisUrl), protocol: 2 });
     const logs = new BuildLogs({ redis: this.logRedis, storage: this.storage, config });
-    const reconciler = new Reconciler({ prisma: this.prisma, queue: this.queue, logs, config });
+    const reconciler = new Reconciler({ prisma: this.prisma, queue: this.queue, logs, objects: this.storage.objects, config });
     const apiId = `api ${hostname()}:${process.pid}`;
     this.loop = startReconciler(reconciler, config.reconcile.intervalMs, (r) => {
       logEvent('info', 'reconciled the builds queue', { by: apiId, ...r });
