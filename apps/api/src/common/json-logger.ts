@@ -34,7 +34,8 @@ export class JsonLogger implements LoggerService {
   }
 
   private write(level: LogLevel, message: unknown, rest: unknown[], withStack = false): void {
-    const params = [...rest];
+    // Nest's Logger passes an undefined stack when an error is logged without one.
+    const params = rest.filter((p) => p !== undefined);
     // The last string is the context (the class that logged); for errors the one before it the stack.
     const context = params.length > 0 && typeof params[params.length - 1] === 'string' ? (params.pop() as string) : undefined;
     const stack = withStack && params.length > 0 && typeof params[params.length - 1] === 'string' ? (params.pop() as string) : undefined;
