@@ -221,11 +221,15 @@ export class S3Driver implements StorageDriver {
    */
   async abortUploads(key: string): Promise<number> {
     validateKey(key);
+    if (!this.listsMultipartUploads) return 0;
     let page;
     try {
       page = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key }));
     } catch (err) {
-      if ((err as Error).name === 'NotImplemented') return 0;
+      if ((err as Error).name === 'NotImplemented') {
+        this.listsMultipartUploads = false;
+        return 0;
+      }
       throw new StorageUnavailableError('LIST-UPLOADS', key, 1, err);
     }
     let aborted = 0;
@@ -236,6 +240,9 @@ export class S3Driver implements StorageDriver {
     }
     return aborted;
   }
+
+  /** Cleared once the server answers ListMultipartUploads with NotImplemented (s3rver). */
+  private listsMultipartUploads = true;
 
   async *list(prefix: string): AsyncIterable<string> {
     let token: string | undefined;
