@@ -1,5 +1,7 @@
 -- /metrics without scanning history: build and step duration histograms kept by triggers, read as a
--- few rows per scrape; and context uploads in progress, so a killed api's half-made upload is swept.
+-- few rows per scrape. And context uploads in progress, so a killed api's half-made upload is swept.
+-- Prisma's pg adapter runs a migration split at every semicolon: none may appear inside a statement
+-- (nor in a comment), so the PL/pgSQL bodies are E'' strings whose statement ends are written \073.
 
 -- CreateTable
 CREATE TABLE "DurationHistogram" (
@@ -28,37 +30,35 @@ CREATE TABLE "ContextUpload" (
 CREATE INDEX "ContextUpload_queue_updatedAt_idx" ON "ContextUpload"("queue", "updatedAt");
 
 -- One observation: +1 in every bucket whose bound it is within, and in the total (le = Infinity) with its value added to the sum.
-CREATE FUNCTION strata_observe_duration(m TEXT, l TEXT, d DOUBLE PRECISION, les DOUBLE PRECISION[]) RETURNS void AS $$
-BEGIN
+CREATE FUNCTION strata_observe_duration(m TEXT, l TEXT, d DOUBLE PRECISION, les DOUBLE PRECISION[]) RETURNS void LANGUAGE sql AS $$
   INSERT INTO "DurationHistogram" ("metric", "label", "le", "count", "sum")
   SELECT m, l, b.le, 1, CASE WHEN b.le = 'Infinity' THEN d ELSE 0 END
   FROM unnest(les || 'Infinity'::DOUBLE PRECISION) AS b(le)
   WHERE d <= b.le
-  ON CONFLICT ("metric", "label", "le") DO UPDATE SET "count" = "DurationHistogram"."count" + 1, "sum" = "DurationHistogram"."sum" + EXCLUDED."sum";
-END
-$$ LANGUAGE plpgsql;
+  ON CONFLICT ("metric", "label", "le") DO UPDATE SET "count" = "DurationHistogram"."count" + 1, "sum" = "DurationHistogram"."sum" + EXCLUDED."sum"
+$$;
 
 -- The bounds here are BUILD_BUCKETS and STEP_BUCKETS of apps/api/src/metrics/metrics.service.ts.
-CREATE FUNCTION strata_build_finished() RETURNS trigger AS $$
+CREATE FUNCTION strata_build_finished() RETURNS trigger LANGUAGE plpgsql AS E'
 BEGIN
-  IF NEW."status" IN ('succeeded', 'failed', 'cancelled') AND OLD."status" IS DISTINCT FROM NEW."status"
+  IF NEW."status" IN (''succeeded'', ''failed'', ''cancelled'') AND OLD."status" IS DISTINCT FROM NEW."status"
      AND NEW."startedAt" IS NOT NULL AND NEW."finishedAt" IS NOT NULL THEN
-    PERFORM strata_observe_duration('build', NEW."status"::TEXT, EXTRACT(EPOCH FROM (NEW."finishedAt" - NEW."startedAt"))::DOUBLE PRECISION,
-      ARRAY[1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600]::DOUBLE PRECISION[]);
-  END IF;
-  RETURN NULL;
+    PERFORM strata_observe_duration(''build'', NEW."status"::TEXT, EXTRACT(EPOCH FROM (NEW."finishedAt" - NEW."startedAt"))::DOUBLE PRECISION,
+      ARRAY[1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600]::DOUBLE PRECISION[])\073
+  END IF\073
+  RETURN NULL\073
 END
-$$ LANGUAGE plpgsql;
+';
 
 CREATE TRIGGER "Build_duration_histogram" AFTER UPDATE OF "status" ON "Build" FOR EACH ROW EXECUTE FUNCTION strata_build_finished();
 
-CREATE FUNCTION strata_step_finished() RETURNS trigger AS $$
+CREATE FUNCTION strata_step_finished() RETURNS trigger LANGUAGE plpgsql AS E'
 BEGIN
-  PERFORM strata_observe_duration('step', CASE WHEN NEW."cached" THEN 'hit' ELSE 'miss' END, NEW."durationMs" / 1000.0,
-    ARRAY[0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300]::DOUBLE PRECISION[]);
-  RETURN NULL;
+  PERFORM strata_observe_duration(''step'', CASE WHEN NEW."cached" THEN ''hit'' ELSE ''miss'' END, NEW."durationMs" / 1000.0,
+    ARRAY[0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300]::DOUBLE PRECISION[])\073
+  RETURN NULL\073
 END
-$$ LANGUAGE plpgsql;
+';
 
 CREATE TRIGGER "BuildStep_duration_histogram" AFTER INSERT ON "BuildStep" FOR EACH ROW WHEN (NEW."durationMs" IS NOT NULL) EXECUTE FUNCTION strata_step_finished();
 
