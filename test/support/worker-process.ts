@@ -64,6 +64,7 @@ export function envOf(config: StrataConfig): Record<string, string> {
   if (config.s3.endpoint !== undefined) env.S3_ENDPOINT = config.s3.endpoint;
   if (config.s3.accessKeyId !== undefined) env.S3_ACCESS_KEY_ID = config.s3.accessKeyId;
   if (config.s3.secretAccessKey !== undefined) env.S3_SECRET_ACCESS_KEY = config.s3.secretAccessKey;
+  if (config.storageDir !== undefined) env.STRATA_STORAGE_DIR = config.storageDir;
   // A setting added to libs/config but not here would silently differ between the api and the worker.
   const back = loadConfig(env);
   if (!isDeepStrictEqual(back, config)) {

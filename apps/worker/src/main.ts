@@ -15,7 +15,7 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   const prisma = createPrismaClient(config.databaseUrl);
   const logRedis = new Redis({ ...redisConnection(config.redisUrl), protocol: 2 });
   const count = (name: FleetCounter, labels: Record<string, string>, by = 1) => addToFleetCounter(logRedis, config.queuePrefix, name, labels, by);
-  const storage = await storageFromConfig({ ...config.s3, onRequestError: (operation, reason) => count('strata_s3_request_errors_total', { process: 'worker', operation, reason }) });
+  const storage = await storageFromConfig({ ...config.s3, onRequestError: (operation, reason) => count('strata_s3_request_errors_total', { process: 'worker', operation, reason }) }, config.storageDir);
   const logs = new BuildLogs({ redis: logRedis, storage, config });
   // What a worker killed on this data directory left running goes first: its snapshots can only be unmounted then.
   const leftovers = await clearLeftovers(config.dataDir);

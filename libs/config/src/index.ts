@@ -16,6 +16,11 @@ export interface StrataConfig {
   redisUrl: string;
   s3: { endpoint?: string; region: string; bucket: string; accessKeyId?: string; secretAccessKey?: string; forcePathStyle: boolean };
   /** Where a worker keeps unpacked layers and build directories. */
+  /**
+   * STRATA_STORAGE_DIR: keep blobs, contexts and logs in this directory (the filesystem driver)
+   * instead of S3. Only for one machine, where api and workers share the disk; S3 otherwise.
+   */
+  storageDir?: string;
   dataDir: string;
   /** Largest build context accepted, compressed upload and uncompressed alike. */
   maxContextBytes: number;
@@ -286,11 +291,12 @@ export function loadConfig(env: Env = process.env): StrataConfig {
     s3: {
       endpoint,
       region: env.S3_REGION ?? 'us-east-1',
-      bucket: required(env, 'S3_BUCKET'),
+      bucket: env.STRATA_STORAGE_DIR ? (env.S3_BUCKET ?? '') : required(env, 'S3_BUCKET'),
       accessKeyId: env.S3_ACCESS_KEY_ID,
       secretAccessKey: env.S3_SECRET_ACCESS_KEY,
       forcePathStyle: env.S3_FORCE_PATH_STYLE ? env.S3_FORCE_PATH_STYLE === 'true' : endpoint !== undefined,
     },
+    storageDir: env.STRATA_STORAGE_DIR || undefined,
     dataDir: env.STRATA_DATA_DIR ?? '.strata/worker',
     maxContextBytes: int(env, 'STRATA_MAX_CONTEXT_BYTES', 4 * 1024 ** 3, 1),
     maxContextEntries: int(env, 'STRATA_MAX_CONTEXT_ENTRIES', 1_000_000, 1),
