@@ -56,6 +56,7 @@ export function envOf(config: StrataConfig): Record<string, string> {
     STRATA_OPERATOR_TOKEN_SHA256: config.operatorTokenHash ?? '',
     STRATA_RATE_LIMIT_TOKEN_PER_MINUTE: String(config.rateLimit.tokenPerMinute),
     STRATA_RATE_LIMIT_TENANT_PER_MINUTE: String(config.rateLimit.tenantPerMinute),
+    STRATA_RATE_LIMIT_OIDC_PER_MINUTE: String(config.rateLimit.oidcPerMinute),
     STRATA_RECONCILE_INTERVAL_MS: String(config.reconcile.intervalMs),
     STRATA_WORKER_STALE_MS: String(config.reconcile.workerStaleMs),
     STRATA_BUILD_MAX_ATTEMPTS: String(config.reconcile.maxAttempts),

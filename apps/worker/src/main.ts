@@ -7,6 +7,7 @@ import { createPrismaClient, type PrismaClient } from '@strata/db';
 import { addToFleetCounter, BUILDS_QUEUE, type BuildJob, BuildLogs, type FleetCounter, GC_QUEUE, logEvent, Reconciler, redisConnection, startHeartbeat, startReconciler, WORKER_LOCK } from '@strata/queue';
 import { GarbageCollector } from '@strata/registry';
 import { BuildRunner } from './build-runner.js';
+import { claimConcurrencySlot } from './concurrency-slot.js';
 import { clearLeftovers } from './leftovers.js';
 import { WorkerRuntime } from './runtime-adapter.js';
 
@@ -33,7 +34,8 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   const worker = new Worker<BuildJob>(BUILDS_QUEUE, async (job, token, signal) => {
     const { buildId, tenantId } = job.data;
     // A tenant at its maxConcurrentBuilds quota waits: its job goes back for a second while others' builds run.
-    if (token && (await atConcurrencyQuota(prisma, buildId))) {
+    // The slot is taken atomically (concurrency-slot.ts): two workers cannot both pass the last one.
+    if (token && !(await claimConcurrencySlot(prisma, buildId, workerId))) {
       await job.moveToDelayed(Date.now() + 1000, token);
       throw new DelayedError();
     }
@@ -121,12 +123,4 @@ async function startGarbageCollection(
       await queue.close();
     },
   };
-}
-
-/** Whether the build's tenant already runs as many builds as its maxConcurrentBuilds quota allows. */
-async function atConcurrencyQuota(prisma: PrismaClient, buildId: string): Promise<boolean> {
-  const build = await prisma.build.findUnique({ where: { id: buildId }, select: { status: true, tenant: { select: { id: true, maxConcurrentBuilds: true } } } });
-  if (!build || build.status !== 'queued' || build.tenant.maxConcurrentBuilds === null) return false;
-  const running = await prisma.build.count({ where: { tenantId: build.tenant.id, status: 'running' } });
-  return running >= build.tenant.maxConcurrentBuilds;
 }

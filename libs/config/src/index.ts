@@ -47,7 +47,12 @@ export interface StrataConfig {
   /** sha256 (hex) of the operator's token, which alone reaches /v1/admin; null turns the admin API off. */
   operatorTokenHash: string | null;
   /** Requests per minute, counted in Redis so every api process shares the window. */
-  rateLimit: { tokenPerMinute: number; tenantPerMinute: number };
+  rateLimit: {
+    tokenPerMinute: number;
+    tenantPerMinute: number;
+    /** OIDC exchanges (POST /v1/auth/oidc, which takes no bearer token) per source address. */
+    oidcPerMinute: number;
+  };
   /** Build log limits: past a cap a line says how much was dropped; nothing is cut silently. */
   log: {
     /** Bytes of output one step may log. */
@@ -309,6 +314,7 @@ export function loadConfig(env: Env = process.env): StrataConfig {
     rateLimit: {
       tokenPerMinute: int(env, 'STRATA_RATE_LIMIT_TOKEN_PER_MINUTE', 600, 1),
       tenantPerMinute: int(env, 'STRATA_RATE_LIMIT_TENANT_PER_MINUTE', 1200, 1),
+      oidcPerMinute: int(env, 'STRATA_RATE_LIMIT_OIDC_PER_MINUTE', 60, 1),
     },
     pull: pullSettings(env),
     allowPrivateSources: cidrList(env, 'STRATA_ALLOW_PRIVATE_SOURCES'),

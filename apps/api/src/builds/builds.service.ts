@@ -8,10 +8,12 @@ import { type RegistryAuth, registryAuthToEntries } from '@strata/registry';
 import { logEvent, redisConnection } from '@strata/queue';
 import { readTarEntries } from '@strata/oci';
 import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
+import { QuotasService } from '../tenancy/quotas.service.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
 import { toBuildView, type BuildView } from './build-view.js';
 import { ContextArchiveCheck } from './context-archive-check.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
+import { buildsVisibleTo } from './visible-builds.js';
 
 export interface BuildRequest {
   repository: string;
@@ -44,6 +46,7 @@ export class BuildsService implements OnModuleDestroy {
     @Inject(STRATA_CONFIG) private readonly config: StrataConfig,
     @Inject(STORAGE) private readonly storage: Storage,
     @Inject(BUILDS_QUEUE_TOKEN) private readonly queue: BuildsQueue,
+    private readonly quotas: QuotasService,
   ) {}
 
   /**
@@ -119,43 +122,45 @@ export class BuildsService implements OnModuleDestroy {
       req.registryAuth && Object.keys(req.registryAuth).length > 0
         ? new Uint8Array(sealSecrets(this.config.secretsKey, id, registryAuthToEntries(req.registryAuth)))
         : null;
-    // The repository upsert stays outside the transaction: parallel builds of one repository would
-    // queue on its row lock past the transaction timeout under load. The upload's row goes in the
-    // same transaction as the Build is made: either the build exists with its context, or the
-    // reconciler (which claims a stale row the same way) removes the context.
+    // The repository upsert stays outside any transaction: parallel builds of one repository would
+    // queue on its row lock past the transaction timeout under load. It is idempotent.
+    const repository = await retryOnUniqueViolation(() =>
+      this.prisma.repository.upsert({
+        where: { tenantId_name: { tenantId, name: req.repository } },
+        update: {},
+        create: { tenantId, name: req.repository },
+      }),
+    );
+    // The upload's row is deleted in the transaction that makes the Build: either the build exists
+    // with its context, or the reconciler (which claims a stale row the same way) removes the context.
+    const record = async (tx: Prisma.TransactionClient) => {
+      const claimed = await tx.contextUpload.deleteMany({ where: { id } });
+      if (claimed.count === 0) throw new ContextUploadSwept();
+      return tx.build.create({
+        data: {
+          id,
+          tenantId,
+          repositoryId: repository.id,
+          dockerfilePath: req.dockerfile,
+          target: req.target ?? null,
+          buildArgs: req.buildArgs,
+          noCache: req.noCache,
+          noCacheFilter: req.noCacheFilter,
+          tags: req.tags,
+          contextKey,
+          contextSize: BigInt(size),
+          contextDigest,
+          secretsSealed,
+          registryAuthSealed,
+          queue: this.config.queuePrefix,
+        },
+        include: { repository: true, steps: true },
+      });
+    };
     let build;
     try {
-      build = await retryOnUniqueViolation(async () => {
-        const repository = await this.prisma.repository.upsert({
-          where: { tenantId_name: { tenantId, name: req.repository } },
-          update: {},
-          create: { tenantId, name: req.repository },
-        });
-        return this.prisma.$transaction(async (tx) => {
-          const claimed = await tx.contextUpload.deleteMany({ where: { id } });
-          if (claimed.count === 0) throw new ContextUploadSwept();
-          return tx.build.create({
-            data: {
-              id,
-              tenantId,
-              repositoryId: repository.id,
-              dockerfilePath: req.dockerfile,
-              target: req.target ?? null,
-              buildArgs: req.buildArgs,
-              noCache: req.noCache,
-              noCacheFilter: req.noCacheFilter,
-              tags: req.tags,
-              contextKey,
-              contextSize: BigInt(size),
-              contextDigest,
-              secretsSealed,
-              registryAuthSealed,
-              queue: this.config.queuePrefix,
-            },
-            include: { repository: true, steps: true },
-          });
-        });
-      });
+      // The queued-builds quota is checked again here, atomically with the insert (QuotasService.withQueuedSlot).
+      build = await this.quotas.withQueuedSlot(tenantId, (tx) => (tx ? record(tx) : this.prisma.$transaction((t) => record(t))));
     } catch (e) {
       await abandon();
       if (e instanceof ContextUploadSwept) {
@@ -175,8 +180,8 @@ export class BuildsService implements OnModuleDestroy {
    * A queued build is cancelled here and its job removed (a worker that already took the job finds it
    * cancelled and skips it); a running one is cancelled by the worker holding it, told over Redis.
    */
-  async cancel(tenantId: string, id: string): Promise<BuildView> {
-    const found = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId }, select: { status: true } }) : null;
+  async cancel(tenantId: string, id: string, repositories: readonly string[] = []): Promise<BuildView> {
+    const found = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) }, select: { status: true } }) : null;
     if (!found) throw new NotFoundException(`Build "${id}" does not exist.`);
     const queued = await this.prisma.build.updateMany({
       where: { id, tenantId, status: 'queued' },
@@ -190,7 +195,7 @@ export class BuildsService implements OnModuleDestroy {
       this.publisher ??= new Redis({ ...redisConnection(this.config.redisUrl), protocol: 2 });
       await this.publisher.publish(buildCancelChannel(this.config.queuePrefix), id);
     }
-    return this.get(tenantId, id);
+    return this.get(tenantId, id, repositories);
   }
 
   async onModuleDestroy(): Promise<void> {
@@ -202,15 +207,15 @@ export class BuildsService implements OnModuleDestroy {
    * a build from a push), Dockerfile, target, build args, tags and cache filters. Secrets and registry credentials were erased when the
    * first build ended, so they are not carried over: send a new build for those.
    */
-  async rebuild(tenantId: string, id: string): Promise<BuildView> {
-    const first = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId } }) : null;
+  async rebuild(tenantId: string, id: string, repositories: readonly string[] = []): Promise<BuildView> {
+    const first = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) } }) : null;
     if (!first) throw new NotFoundException(`Build "${id}" does not exist.`);
     // A build from a push fetches its commit again; an upload needs its stored context.
     const fromGit = first.source === 'git' && first.gitSource !== null;
     if (!fromGit && (!first.contextKey || !(await this.storage.objects.stat(first.contextKey)))) {
       throw new ConflictException(`Build "${id}" has no stored build context to rebuild from: send the context again with POST /v1/builds.`);
     }
-    const build = await this.prisma.build.create({
+    const build = await this.quotas.withQueuedSlot(tenantId, (tx) => (tx ?? this.prisma).build.create({
       data: {
         tenantId,
         repositoryId: first.repositoryId,
@@ -227,14 +232,14 @@ export class BuildsService implements OnModuleDestroy {
         ...(fromGit ? { gitSource: first.gitSource as Prisma.InputJsonValue, commitSha: first.commitSha } : {}),
       },
       include: { repository: true, steps: true },
-    });
+    }));
     await this.queue.add('build', { buildId: build.id, tenantId }, { jobId: build.id });
     return toBuildView(build);
   }
 
   /** The build's Dockerfile as the worker reads it: from the stored context, at the build's Dockerfile path. */
-  async dockerfile(tenantId: string, id: string): Promise<{ path: string; text: string }> {
-    const build = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId } }) : null;
+  async dockerfile(tenantId: string, id: string, repositories: readonly string[] = []): Promise<{ path: string; text: string }> {
+    const build = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) } }) : null;
     if (!build) throw new NotFoundException(`Build "${id}" does not exist.`);
     const gone = () => new NotFoundException(`Build "${id}" has no stored build context, so its Dockerfile cannot be shown.`);
     if (!build.contextKey || !(await this.storage.objects.stat(build.contextKey))) throw gone();
@@ -256,9 +261,9 @@ export class BuildsService implements OnModuleDestroy {
     throw new NotFoundException(`The build context of build "${id}" has no regular file at "${wanted}".`);
   }
 
-  async get(tenantId: string, id: string): Promise<BuildView> {
+  async get(tenantId: string, id: string, repositories: readonly string[] = []): Promise<BuildView> {
     const build = /^[0-9a-f-]{36}$/i.test(id)
-      ? await this.prisma.build.findFirst({ where: { id, tenantId }, include: { repository: true, steps: true } })
+      ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) }, include: { repository: true, steps: true } })
       : null;
     if (!build) throw new NotFoundException(`Build "${id}" does not exist.`);
     return toBuildView(build);
@@ -267,8 +272,9 @@ export class BuildsService implements OnModuleDestroy {
   async list(
     tenantId: string,
     q: { repository?: string; status?: string; sha?: string; limit: number; cursor?: string },
+    repositories: readonly string[] = [],
   ): Promise<{ builds: BuildView[]; nextCursor: string | null }> {
-    const where: Prisma.BuildWhereInput = { tenantId };
+    const where: Prisma.BuildWhereInput = { tenantId, AND: [buildsVisibleTo(repositories)] };
     if (q.repository) where.repository = { name: q.repository };
     if (q.status) where.status = q.status as Prisma.BuildWhereInput['status'];
     if (q.sha) where.commitSha = q.sha.length >= 40 ? q.sha : { startsWith: q.sha };
