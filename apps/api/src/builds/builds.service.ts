@@ -31,6 +31,9 @@ export interface BuildRequest {
 /** The worker refuses Dockerfiles above this size too. */
 const DOCKERFILE_MAX_BYTES = 4 * 1024 * 1024;
 
+/** The reconciler claimed this upload's row (it looked abandoned) before the Build could be made. */
+class ContextUploadSwept extends Error {}
+
 const CONTEXT_TYPES = new Set(['application/x-tar', 'application/tar', 'application/gzip', 'application/x-gzip', 'application/octet-stream']);
 
 @Injectable()
@@ -79,11 +82,22 @@ export class BuildsService implements OnModuleDestroy {
     const archive = new ContextArchiveCheck();
     body.on('error', (e) => counter.destroy(e));
     counter.on('error', (e) => archive.destroy(e));
+    // Recorded before the first byte goes to S3 and refreshed while the request is open: if this
+    // process dies mid-upload, the reconciler finds the row gone stale and deletes what reached S3.
+    await this.prisma.contextUpload.create({ data: { id, tenantId, queue: this.config.queuePrefix, key: contextKey } });
+    const beat = setInterval(() => {
+      this.prisma.contextUpload.updateMany({ where: { id }, data: { updatedAt: new Date() } }).catch(() => undefined);
+    }, Math.max(100, Math.floor(this.config.reconcile.workerStaleMs / 3)));
+    const abandon = async () => {
+      await this.storage.objects.delete(contextKey).catch(() => undefined);
+      await this.prisma.contextUpload.deleteMany({ where: { id } }).catch(() => undefined);
+    };
     body.pipe(counter).pipe(archive);
     try {
       await this.storage.objects.put(contextKey, archive);
     } catch (e) {
-      await this.storage.objects.delete(contextKey).catch(() => undefined);
+      clearInterval(beat);
+      await abandon();
       body.resume();
       if (archive.refusal) throw archive.refusal;
       if (tooLarge) {
@@ -94,8 +108,9 @@ export class BuildsService implements OnModuleDestroy {
       }
       throw e;
     }
+    clearInterval(beat);
     if (size === 0) {
-      await this.storage.objects.delete(contextKey).catch(() => undefined);
+      await abandon();
       throw new BadRequestException('The request body is empty: send the build context as a tar or tar.gz archive.');
     }
     const contextDigest = `sha256:${contextHash.digest('hex')}`;
@@ -116,33 +131,44 @@ export class BuildsService implements OnModuleDestroy {
         create: { tenantId, name: req.repository },
       }),
     );
+    // The upload's row is deleted in the transaction that makes the Build: either the build exists
+    // with its context, or the reconciler (which claims a stale row the same way) removes the context.
+    const record = async (tx: Prisma.TransactionClient) => {
+      const claimed = await tx.contextUpload.deleteMany({ where: { id } });
+      if (claimed.count === 0) throw new ContextUploadSwept();
+      return tx.build.create({
+        data: {
+          id,
+          tenantId,
+          repositoryId: repository.id,
+          dockerfilePath: req.dockerfile,
+          target: req.target ?? null,
+          buildArgs: req.buildArgs,
+          noCache: req.noCache,
+          noCacheFilter: req.noCacheFilter,
+          tags: req.tags,
+          contextKey,
+          contextSize: BigInt(size),
+          contextDigest,
+          secretsSealed,
+          registryAuthSealed,
+          queue: this.config.queuePrefix,
+        },
+        include: { repository: true, steps: true },
+      });
+    };
     let build;
     try {
       // The queued-builds quota is checked again here, atomically with the insert (QuotasService.withQueuedSlot).
-      build = await this.quotas.withQueuedSlot(tenantId, (tx) =>
-        (tx ?? this.prisma).build.create({
-          data: {
-            id,
-            tenantId,
-            repositoryId: repository.id,
-            dockerfilePath: req.dockerfile,
-            target: req.target ?? null,
-            buildArgs: req.buildArgs,
-            noCache: req.noCache,
-            noCacheFilter: req.noCacheFilter,
-            tags: req.tags,
-            contextKey,
-            contextSize: BigInt(size),
-            contextDigest,
-            secretsSealed,
-            registryAuthSealed,
-            queue: this.config.queuePrefix,
-          },
-          include: { repository: true, steps: true },
-        }),
-      );
+      build = await this.quotas.withQueuedSlot(tenantId, (tx) => (tx ? record(tx) : this.prisma.$transaction((t) => record(t))));
     } catch (e) {
-      await this.storage.objects.delete(contextKey).catch(() => undefined);
+      await abandon();
+      if (e instanceof ContextUploadSwept) {
+        throw new HttpException(
+          { statusCode: 503, error: 'Service Unavailable', message: 'The upload of the build context was abandoned (its api process went quiet for too long) and nothing was recorded: send the build again.' },
+          HttpStatus.SERVICE_UNAVAILABLE,
+        );
+      }
       throw e;
     }
     await this.queue.add('build', { buildId: id, tenantId }, { jobId: id });
