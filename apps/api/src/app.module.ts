@@ -13,7 +13,7 @@ import { FleetRedisModule } from './metrics/fleet-redis.provider.js';
 import { MetricsController } from './metrics/metrics.controller.js';
 import { MetricsService } from './metrics/metrics.service.js';
 import { RegistryRequestsMiddleware } from './metrics/registry-requests.middleware.js';
-import { BuildsQueueCloser, buildsQueueProvider } from './queue.provider.js';
+import { buildQueueProviders } from './queue.provider.js';
 import { RepositoriesController } from './repositories/repositories.controller.js';
 import { RepositoriesService } from './repositories/repositories.service.js';
 import { RegistryModule } from './registry/registry.module.js';
@@ -34,7 +34,7 @@ export class AppModule implements NestModule {
       module: AppModule,
       imports: [configModule, FleetRedisModule, DbModule, AuthModule, AuditModule, TenancyModule, RegistryModule, LogsModule, TriggersModule],
       controllers: [HealthController, WhoamiController, BuildsController, RepositoriesController, DockerfileController, MetricsController],
-      providers: [BuildsQueueCloser, BuildsService, RepositoriesService, buildsQueueProvider, storageProvider, MetricsService],
+      providers: [...buildQueueProviders, BuildsService, RepositoriesService, storageProvider, MetricsService],
     };
   }
 

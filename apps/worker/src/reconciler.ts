@@ -1,7 +1,6 @@
-import type { Queue } from 'bullmq';
 import type { StrataConfig } from '@strata/config';
 import type { PrismaClient } from '@strata/db';
-import { type BuildJob, logEvent } from '@strata/queue';
+import { type BuildScheduler, logEvent, type Placement } from '@strata/queue';
 import type { BuildLogs } from './logs/build-log.js';
 
 /** What one pass changed, build ids by action. */
@@ -33,7 +32,8 @@ export class Reconciler {
   constructor(
     private readonly deps: {
       prisma: PrismaClient;
-      queue: Queue<BuildJob>;
+      /** The builds queue, and the fair start tags new jobs get (docs/adr/0023). */
+      scheduler: BuildScheduler;
       logs?: BuildLogs;
       config: Pick<StrataConfig, 'queuePrefix' | 'reconcile'>;
       now?: () => Date;
@@ -89,7 +89,8 @@ export class Reconciler {
       const log = this.deps.logs?.open(b.id);
       log?.line(null, 'system', `${gone}; the build goes back to the queue`);
       await log?.flush();
-      await this.ensureJob(b);
+      // It had its turn already: back at the front of its tenant's line.
+      await this.ensureJob(b, 'front');
       report.handedBack.push(b.id);
     }
 
@@ -113,12 +114,12 @@ export class Reconciler {
    * left completed or failed (its run ended without finishing the build) is replaced: BullMQ
    * ignores an add whose job id already exists.
    */
-  async ensureJob(build: { id: string; tenantId: string }): Promise<boolean> {
-    const { queue } = this.deps;
-    const state = await queue.getJobState(build.id);
+  async ensureJob(build: { id: string; tenantId: string }, placement: Placement = 'back'): Promise<boolean> {
+    const { scheduler } = this.deps;
+    const state = await scheduler.queue.getJobState(build.id);
     if (LIVE_JOB_STATES.has(state)) return false;
-    if (state !== 'unknown') await queue.remove(build.id);
-    await queue.add('build', { buildId: build.id, tenantId: build.tenantId }, { jobId: build.id });
+    if (state !== 'unknown') await scheduler.queue.remove(build.id);
+    await scheduler.enqueue({ buildId: build.id, tenantId: build.tenantId }, placement);
     return true;
   }
 }

@@ -24,6 +24,12 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...base, STRATA_LOG_LINE_MAX_BYTES: '10' })).toThrow('STRATA_LOG_LINE_MAX_BYTES must be an integer of at least 256, got "10"');
   });
 
+  it('schedules fairly across tenants unless STRATA_SCHEDULING says fifo, and names a wrong value', () => {
+    expect(loadConfig(base).scheduling).toBe('fair');
+    expect(loadConfig({ ...base, STRATA_SCHEDULING: 'fifo' }).scheduling).toBe('fifo');
+    expect(() => loadConfig({ ...base, STRATA_SCHEDULING: 'drr' })).toThrow('STRATA_SCHEDULING must be fair or fifo, got "drr"');
+  });
+
   it('takes STRATA_ALLOW_PRIVATE_SOURCES as CIDRs and names a malformed one', () => {
     expect(loadConfig(base).allowPrivateSources).toEqual([]);
     expect(loadConfig({ ...base, STRATA_ALLOW_PRIVATE_SOURCES: '127.0.0.0/8, fd00::/8' }).allowPrivateSources).toEqual(['127.0.0.0/8', 'fd00::/8']);
