@@ -80,6 +80,7 @@ describe('fair scheduling: a tenant with a backlog never starves another (docs/a
       await worker.whileRunning(expectEachRanOnce(stack, busy.token, backlog));
       await expectEachRanOnce(stack, quiet.token, [first, second]);
       const order2 = await startOrder(stack, [...stillQueued, second]);
+      process.stdout.write(`quiet build started ${order1.indexOf(first) + 1}. of ${order1.length}, then ${order2.indexOf(second) + 1}. of the ${order2.length} still queued when it was submitted\n`);
       expect(order2.indexOf(second)).toBeLessThanOrEqual(2);
     } finally {
       await stack.close();
