@@ -1,6 +1,7 @@
 // Fairness: a busy tenant submits BENCH_FAIR_BACKLOG builds (default 200) at once; while they run, a
-// quiet tenant submits one build every BENCH_FAIR_QUIET_EVERY_MS (default 4 s), BENCH_FAIR_QUIET of
-// them (default 5). Reports the quiet tenant's queue wait (created → a worker took it) and how many of
+// quiet tenant submits BENCH_FAIR_QUIET builds (default 5), spread over the backlog: the n-th once
+// n * BACKLOG / (QUIET + 1) of the busy builds have started (whatever the scheduling, each arrives
+// with the same part of the backlog still to run). Reports the quiet tenant's queue wait (created → a worker took it) and how many of
 // the busy tenant's builds started between its submission and its start, once with
 // STRATA_SCHEDULING=fifo (one line in arrival order, as before docs/adr/0023) and once with fair
 // scheduling, on one api process and two worker processes (concurrency 2 each): 4 build slots.
@@ -15,13 +16,12 @@ import { installSignalHandlers, median, portOpen, reportAndExit, run, runAsync, 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BACKLOG = Number(process.env.BENCH_FAIR_BACKLOG ?? 200);
 const QUIET = Number(process.env.BENCH_FAIR_QUIET ?? 5);
-const QUIET_EVERY_MS = Number(process.env.BENCH_FAIR_QUIET_EVERY_MS ?? 4000);
 const API_PORT = Number(process.env.BENCH_API_PORT ?? 3321);
 const SUBMIT_CONCURRENCY = 16;
 const MODES = (process.env.BENCH_FAIR_MODES ?? 'fifo,fair').split(',');
 const work = mkdtempSync(path.join(tmpdir(), 'strata-fairness-'));
 const log = (m) => process.stderr.write(`[bench/fairness] ${m}\n`);
-const result = { backlog: BACKLOG, quietBuilds: QUIET, quietEveryMs: QUIET_EVERY_MS, apis: 1, workers: 2, concurrency: 2, modes: {} };
+const result = { backlog: BACKLOG, quietBuilds: QUIET, apis: 1, workers: 2, concurrency: 2, modes: {} };
 const loader = ['--import', './bench/support/register-ts.mjs'];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -80,11 +80,13 @@ async function measure(mode) {
       }
     }),
   );
-  log(`${mode}: backlog queued; the quiet tenant submits ${QUIET} builds, one every ${QUIET_EVERY_MS / 1000} s`);
+  log(`${mode}: backlog queued; the quiet tenant submits ${QUIET} builds spread over it`);
+  const busyStarted = () => Number(run('psql', [process.env.DATABASE_URL, '-tAc', `SELECT count(*) FROM "Build" b JOIN "Tenant" t ON t.id = b."tenantId" WHERE t.name = '${busy.name}' AND b."startedAt" IS NOT NULL`]).trim());
   const quietBuilds = [];
   for (let n = 0; n < QUIET; n++) {
-    await sleep(QUIET_EVERY_MS);
-    quietBuilds.push(await submit(url, quiet, `q${n}`, quietBodies[n]));
+    const after = Math.floor(((n + 1) * BACKLOG) / (QUIET + 1));
+    while (busyStarted() < after) await sleep(50);
+    quietBuilds.push({ ...(await submit(url, quiet, `q${n}`, quietBodies[n])), busyStartedBefore: after });
   }
   const views = await finished(url, [...backlog, ...quietBuilds]);
   await stopAll();
@@ -98,7 +100,8 @@ async function measure(mode) {
   const quietRows = quietBuilds.map((b) => {
     const v = views.get(b.id);
     const ahead = busyViews.filter((x) => t(x.startedAt) > t(v.createdAt) && t(x.startedAt) < t(v.startedAt)).length;
-    return { waitSeconds: (t(v.startedAt) - t(v.createdAt)) / 1000, busyStartedAhead: ahead };
+    const stillQueued = busyViews.filter((x) => t(x.startedAt) > t(v.createdAt)).length;
+    return { waitSeconds: (t(v.startedAt) - t(v.createdAt)) / 1000, busyStillQueued: stillQueued, busyStartedAhead: ahead };
   });
   const busyWaits = busyViews.map((v) => (t(v.startedAt) - t(v.createdAt)) / 1000);
   const first = Math.min(...all.map((v) => t(v.createdAt)));

@@ -122,13 +122,15 @@ if (fairness) {
   const f = fairness.result;
   if (f.error) lines.push(`Fairness benchmark failed: ${f.error.split('\n')[0]}`);
   else {
-    lines.push(`Fairness: one tenant submits ${f.backlog} builds at once, a quiet tenant then ${f.quietBuilds} builds ${f.quietEveryMs / 1000} s apart; ${f.workers} workers (concurrency ${f.concurrency} each); every build succeeded and was claimed once:`);
+    lines.push(`Fairness: one tenant submits ${f.backlog} builds at once, a quiet tenant ${f.quietBuilds} builds spread over that backlog (the n-th once n/${f.quietBuilds + 1} of it has started); ${f.workers} workers (concurrency ${f.concurrency} each); every build succeeded and was claimed once:`);
     lines.push('');
     lines.push('| scheduling | quiet tenant: queue wait median | max | busy builds started ahead of a quiet one (max) | busy tenant: queue wait median | builds/min |');
     lines.push('|---|---:|---:|---:|---:|---:|');
     for (const [mode, m] of Object.entries(f.modes)) {
       lines.push(`| ${mode} | ${m.quietWaitMedian.toFixed(2)} s | ${m.quietWaitMax.toFixed(2)} s | ${m.busyStartedAheadMax} | ${m.busyWaitMedian.toFixed(1)} s | ${m.buildsPerMinute.toFixed(0)} |`);
     }
+    lines.push('');
+    lines.push(`Per quiet build (busy builds still queued when it arrived → started ahead of it, its wait): ${Object.entries(f.modes).map(([mode, m]) => `${mode}: ${m.quiet.map((q) => `${q.busyStillQueued}→${q.busyStartedAhead}, ${q.waitSeconds.toFixed(2)} s`).join('; ')}`).join(' · ')}`);
   }
   lines.push('');
 }
