@@ -58,6 +58,23 @@ function toDeliveryView(d: WebhookDelivery): DeliveryView {
   };
 }
 
+/** What a stored trigger builds, as both its view and its PATCH input name it. */
+function buildSettings(t: Trigger): Omit<TriggerInput, 'secret' | 'credentials'> {
+  return {
+    repository: t.repository,
+    provider: t.provider as Provider,
+    cloneUrl: t.cloneUrl,
+    apiUrl: t.apiUrl,
+    rules: t.rules as unknown as TriggerRule[],
+    dockerfile: t.dockerfilePath,
+    context: t.contextPath,
+    buildArgs: t.buildArgs as Record<string, string>,
+    target: t.target,
+    paths: t.paths as PathFilter | null,
+    submodules: t.submodules,
+  };
+}
+
 @Injectable()
 export class TriggersService {
   constructor(
@@ -77,17 +94,7 @@ export class TriggersService {
       id: t.id,
       hookUrl: `/v1/hooks/${t.id}`,
       hookPublicUrl: `${this.config.publicUrl}/v1/hooks/${t.id}`,
-      repository: t.repository,
-      provider: t.provider,
-      cloneUrl: t.cloneUrl,
-      apiUrl: t.apiUrl,
-      rules: t.rules as unknown as TriggerRule[],
-      dockerfile: t.dockerfilePath,
-      context: t.contextPath,
-      buildArgs: t.buildArgs as Record<string, string>,
-      target: t.target,
-      paths: t.paths as PathFilter | null,
-      submodules: t.submodules,
+      ...buildSettings(t),
       credentials: creds ? { type: creds.deployKey ? 'deployKey' : 'token', username: creds.username ?? null } : null,
       createdAt: t.createdAt.toISOString(),
       updatedAt: t.updatedAt.toISOString(),
@@ -104,18 +111,8 @@ export class TriggersService {
   /** The stored trigger as input, for PATCH to merge over (the secret stays sealed unless replaced). */
   private asInput(t: Trigger): TriggerInput {
     return {
-      repository: t.repository,
-      provider: t.provider as Provider,
-      cloneUrl: t.cloneUrl,
-      apiUrl: t.apiUrl,
+      ...buildSettings(t),
       secret: '',
-      rules: t.rules as unknown as TriggerRule[],
-      dockerfile: t.dockerfilePath,
-      context: t.contextPath,
-      buildArgs: t.buildArgs as Record<string, string>,
-      target: t.target,
-      paths: t.paths as PathFilter | null,
-      submodules: t.submodules,
       credentials: this.credentials(t),
     };
   }
