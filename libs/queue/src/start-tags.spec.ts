@@ -1,3 +1,4 @@
+import { runStartTagConformance } from './start-tags.conformance.js';
 import { MAX_START_TAG, MemoryStartTags, nextStartTag, type Placement } from './start-tags.js';
 
 /**
@@ -137,4 +138,14 @@ describe('start tags: fair scheduling across tenants on BullMQ priorities', () =
     expect(nextStartTag(MAX_START_TAG, MAX_START_TAG, 'back')).toEqual({ tag: MAX_START_TAG, last: MAX_START_TAG });
     expect(nextStartTag(0, undefined, 'front')).toEqual({ tag: 1, last: undefined });
   });
+});
+
+runStartTagConformance('MemoryStartTags', async () => {
+  let waiting = true;
+  return {
+    store: new MemoryStartTags(() => !waiting),
+    async setWaiting(w) {
+      waiting = w;
+    },
+  };
 });
