@@ -2,7 +2,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { Inject, Injectable, type OnModuleDestroy, type Provider } from '@nestjs/common';
 import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
-import { BUILDS_QUEUE, type BuildJob, BuildScheduler, redisConnection } from '@strata/queue';
+import { BUILDS_QUEUE, type BuildJob, BuildScheduler, logEvent, redisConnection } from '@strata/queue';
 
 export type BuildsQueue = Queue<BuildJob>;
 export const BUILDS_QUEUE_TOKEN = Symbol('BUILDS_QUEUE');
@@ -24,7 +24,12 @@ export const buildsQueueProvider: Provider = {
 export const scheduleRedisProvider: Provider = {
   provide: SCHEDULE_REDIS_TOKEN,
   inject: [STRATA_CONFIG],
-  useFactory: (config: StrataConfig): Redis => new Redis({ ...redisConnection(config.redisUrl), protocol: 2 }),
+  useFactory: (config: StrataConfig): Redis => {
+    const redis = new Redis({ ...redisConnection(config.redisUrl), protocol: 2 });
+    // ioredis reconnects by itself; a dropped connection is a warning, not an unhandled error event.
+    redis.on('error', (e: Error) => logEvent('warn', 'the scheduler lost its Redis connection; reconnecting', { error: e.message }));
+    return redis;
+  },
 };
 
 /** Builds reach the queue through this: fair across tenants, or FIFO (STRATA_SCHEDULING). */
