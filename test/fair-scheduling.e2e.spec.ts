@@ -32,9 +32,9 @@ describe('fair scheduling: a tenant with a backlog never starves another (docs/a
   afterAll(async () => {
     await Promise.all(processes.map((p) => p.stop()));
   });
-  /** One worker process with one build slot, so a slot frees once per build. */
-  const oneSlotWorker = async (stack: Stack) => {
-    const p = startWorkerProcess({ ...stack.config, workerConcurrency: 1 });
+  /** One worker process with one build slot (so a slot frees once per build), or `slots`. */
+  const oneSlotWorker = async (stack: Stack, slots = 1) => {
+    const p = startWorkerProcess({ ...stack.config, workerConcurrency: slots });
     processes.push(p);
     await p.ready();
     return p;
@@ -82,6 +82,30 @@ describe('fair scheduling: a tenant with a backlog never starves another (docs/a
       const order2 = await startOrder(stack, [...stillQueued, second]);
       process.stdout.write(`quiet build started ${order1.indexOf(first) + 1}. of ${order1.length}, then ${order2.indexOf(second) + 1}. of the ${order2.length} still queued when it was submitted\n`);
       expect(order2.indexOf(second)).toBeLessThanOrEqual(2);
+    } finally {
+      await stack.close();
+    }
+  });
+
+  it('keeps a tenant at its concurrency quota to one build at a time while the other slot runs the quiet tenant’s build', async () => {
+    const stack = await startStack({ worker: false });
+    try {
+      const busy = await stack.tenant('busy-quota');
+      const quiet = await stack.tenant('quiet-quota');
+      const patched = await api(stack, stack.operatorToken, 'PATCH', `/v1/admin/tenants/${busy.name}`, JSON.stringify({ maxConcurrentBuilds: 1 }), 'application/json');
+      expect(patched.status).toBe(200);
+      const backlog: string[] = [];
+      for (let n = 0; n < 8; n++) backlog.push(await submit(stack, busy.token, `busy-${n}`));
+      const late = await submit(stack, quiet.token, 'quiet-1');
+      // Two slots: the busy tenant's held jobs come back every second and are taken again by both.
+      const worker = await oneSlotWorker(stack, 2);
+      await worker.whileRunning(expectEachRanOnce(stack, busy.token, backlog));
+      await expectEachRanOnce(stack, quiet.token, [late]);
+      expect((await startOrder(stack, [...backlog, late])).indexOf(late)).toBeLessThanOrEqual(1);
+      const runs = await stack.prisma.build.findMany({ where: { id: { in: backlog } }, select: { startedAt: true, finishedAt: true }, orderBy: { startedAt: 'asc' } });
+      // Never two at once: each of the busy tenant's builds started after the one before it had finished.
+      const overlaps = runs.slice(1).filter((r, i) => r.startedAt!.getTime() < runs[i]!.finishedAt!.getTime());
+      expect(overlaps).toEqual([]);
     } finally {
       await stack.close();
     }

@@ -20,6 +20,7 @@ import { contextFailure } from './context-errors.js';
 import { diskFailure } from './disk-errors.js';
 import { storageFailure } from './storage-errors.js';
 import { BlobLayerSink, PrismaCacheIndex } from './adapters.js';
+import { claimBuild } from './build-claim.js';
 import { EgressSourceFetcher } from './url-source.js';
 import type { BuildLog, BuildLogs } from './logs/build-log.js';
 
@@ -69,16 +70,21 @@ export class BuildRunner {
     this.registryClient = new RegistryClient({ insecureRegistries: deps.config.pull.insecureRegistries, responseTimeoutMs: deps.config.pull.responseTimeoutMs, userAgent: 'strata-worker' });
   }
 
-  async run(buildId: string, signal?: AbortSignal): Promise<void> {
+  /**
+   * Claims the build and runs it; `held` (nothing done) when its tenant already runs as many builds as
+   * its maxConcurrentBuilds quota allows. `onClaimed` runs once the build is this worker's.
+   */
+  async run(buildId: string, signal?: AbortSignal, onClaimed?: () => Promise<void>): Promise<'held' | undefined> {
     // The build's time limit stops it like a cancel, but it ends failed, saying why.
     const deadline = AbortSignal.timeout(this.deps.config.run.buildTimeoutMs);
     const stop = AbortSignal.any([...(signal ? [signal] : []), deadline, this.shutdown.signal]);
     const { prisma, config } = this.deps;
-    const claimed = await prisma.build.updateMany({
-      where: { id: buildId, status: { in: ['queued', 'running'] } },
-      data: { status: 'running', startedAt: new Date(), workerId: this.deps.workerId ?? hostname(), queue: config.queuePrefix, attempts: { increment: 1 } },
+    const claimed = await claimBuild(prisma, buildId, {
+      status: 'running', workerId: this.deps.workerId ?? hostname(), queue: config.queuePrefix, attempts: { increment: 1 },
     });
-    if (claimed.count === 0) return; // cancelled, or already finished by another worker
+    if (claimed === 'held') return 'held';
+    if (claimed === 'gone') return undefined; // cancelled, or already finished by another worker
+    await onClaimed?.();
     const build = await prisma.build.findUniqueOrThrow({ where: { id: buildId }, include: { repository: true } });
     await prisma.buildStep.deleteMany({ where: { buildId } });
     // The build's secrets, decrypted only in this worker's memory; every value is redacted from the log.

@@ -37,20 +37,24 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   // BullMQ aborts the signal on worker.cancelJob()/cancelAllJobs(): the engine passes it to the RUN container, which runc kills.
   const worker = new Worker<BuildJob>(BUILDS_QUEUE, async (job, token, signal) => {
     const { buildId, tenantId } = job.data;
-    // A tenant at its maxConcurrentBuilds quota waits: its job goes back for a second while others' builds run.
-    if (token && (await atConcurrencyQuota(prisma, buildId))) {
+    const started = Date.now();
+    let outcome: 'held' | undefined;
+    try {
+      outcome = await runner.run(buildId, signal, async () => {
+        // Only a build that really starts moves the schedule's clock (a held one keeps its turn).
+        await scheduler.started(job);
+        logEvent('info', 'build taken', { buildId, tenantId, workerId });
+      });
+    } finally {
+      if (outcome !== 'held') {
+        const ended = await prisma.build.findUnique({ where: { id: buildId }, select: { status: true, errorMessage: true } }).catch(() => null);
+        logEvent(ended?.status === 'failed' ? 'warn' : 'info', 'build left the worker', { buildId, tenantId, workerId, status: ended?.status, error: ended?.errorMessage ?? undefined, durationMs: Date.now() - started });
+      }
+    }
+    // A tenant at its maxConcurrentBuilds quota waits: its job goes back for a second, keeping its place, while others' builds run.
+    if (outcome === 'held' && token) {
       await job.moveToDelayed(Date.now() + 1000, token);
       throw new DelayedError();
-    }
-    // Only a build that really starts moves the schedule's clock (a held one keeps its turn).
-    await scheduler.started(job);
-    const started = Date.now();
-    logEvent('info', 'build taken', { buildId, tenantId, workerId });
-    try {
-      await runner.run(buildId, signal);
-    } finally {
-      const ended = await prisma.build.findUnique({ where: { id: buildId }, select: { status: true, errorMessage: true } }).catch(() => null);
-      logEvent(ended?.status === 'failed' ? 'warn' : 'info', 'build left the worker', { buildId, tenantId, workerId, status: ended?.status, error: ended?.errorMessage ?? undefined, durationMs: Date.now() - started });
     }
   }, {
     connection: redisConnection(config.redisUrl),
@@ -127,12 +131,4 @@ async function startGarbageCollection(
       await queue.close();
     },
   };
-}
-
-/** Whether the build's tenant already runs as many builds as its maxConcurrentBuilds quota allows. */
-async function atConcurrencyQuota(prisma: PrismaClient, buildId: string): Promise<boolean> {
-  const build = await prisma.build.findUnique({ where: { id: buildId }, select: { status: true, tenant: { select: { id: true, maxConcurrentBuilds: true } } } });
-  if (!build || build.status !== 'queued' || build.tenant.maxConcurrentBuilds === null) return false;
-  const running = await prisma.build.count({ where: { tenantId: build.tenant.id, status: 'running' } });
-  return running >= build.tenant.maxConcurrentBuilds;
 }

@@ -21,7 +21,7 @@ const MEASURES: Record<QuotaName, { usage: keyof Usage; unit: string }> = {
 /**
  * A tenant's usage against its quotas. Queued builds are rate-like (429: wait and retry); build
  * minutes and stored bytes are hard (403: the operator must raise them, or the tenant delete).
- * Concurrent builds are held back by workers, not refused (apps/worker/src/main.ts).
+ * Concurrent builds are held back by workers, not refused (apps/worker/src/build-claim.ts).
  */
 @Injectable()
 export class QuotasService {
