@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ciIdToken, exchangeIdToken, type OidcSettings, OidcSetupError } from './oidc.js';
 
 /**
  * `strata`: the command-line client CI pipelines use. It talks to the api over HTTP only. `build`
@@ -42,6 +43,11 @@ build options (as docker buildx build spells them):
       --no-cache                  do not use the cache for any step
       --no-cache-filter STAGE     do not use the cache for this stage's steps (repeatable)
       --no-follow                 print the build id and exit without following the log
+      --oidc                      sign in with the CI's OIDC token instead of STRATA_TOKEN:
+                                  GitHub Actions (permissions: id-token: write) or
+      --oidc-token-env VAR          an ID token in VAR (GitLab CI's id_tokens)
+      --oidc-audience AUD         the audience asked of GitHub Actions (default STRATA_URL)
+      --oidc-tenant NAME          the tenant, when several tenants' trust policies match
   -h, --help                      this text
 
 trigger create options:
@@ -58,7 +64,7 @@ trigger create options:
   the webhook secret is STRATA_TRIGGER_SECRET, or made up and printed once; clone and
   status credentials come from STRATA_GIT_TOKEN (and STRATA_GIT_USERNAME), never from flags
 
-environment: STRATA_URL (default http://127.0.0.1:3000), STRATA_TOKEN (required)
+environment: STRATA_URL (default http://127.0.0.1:3000), STRATA_TOKEN (required unless --oidc)
 exit codes: 0 built, 1 the build or a request failed, 2 bad usage
 `;
 
@@ -74,6 +80,10 @@ const BUILD_OPTIONS = {
   'no-cache': { type: 'boolean' },
   'no-cache-filter': { type: 'string', multiple: true },
   'no-follow': { type: 'boolean' },
+  oidc: { type: 'boolean' },
+  'oidc-audience': { type: 'string' },
+  'oidc-token-env': { type: 'string' },
+  'oidc-tenant': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
 
@@ -97,6 +107,8 @@ export interface BuildOptions {
   noCache: boolean;
   noCacheFilter: string[];
   follow: boolean;
+  /** Sign in with the CI's OIDC token (--oidc); null: with STRATA_TOKEN. */
+  oidc: OidcSettings | null;
   help: boolean;
 }
 
@@ -211,6 +223,7 @@ export function parseBuildArgs(argv: string[], io: CliIo = { out: () => undefine
     noCache: values['no-cache'] ?? false,
     noCacheFilter: values['no-cache-filter'] ?? [],
     follow: !(values['no-follow'] ?? false),
+    oidc: null,
     help: values.help ?? false,
   };
   if (o.help) return o;
@@ -244,6 +257,13 @@ export function parseBuildArgs(argv: string[], io: CliIo = { out: () => undefine
     seen.add(s.id);
   }
   o.sshKeys = (values.ssh ?? []).flatMap((s) => readSshKeys(s, io, cwd));
+  const oidcFlags = (['oidc-audience', 'oidc-token-env', 'oidc-tenant'] as const).filter((f) => values[f] !== undefined);
+  if (!values.oidc && oidcFlags.length > 0) throw new UsageError(`--${oidcFlags[0]} goes with --oidc`);
+  if (values.oidc) {
+    const tokenEnv = values['oidc-token-env'];
+    if (tokenEnv !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(tokenEnv)) throw new UsageError(`--oidc-token-env "${tokenEnv}": give an environment variable name`);
+    o.oidc = { audience: values['oidc-audience'] ?? serverUrl(io), tokenEnv, tenant: values['oidc-tenant'] };
+  }
   return o;
 }
 
@@ -311,8 +331,12 @@ async function createTrigger(argv: string[], io: CliIo): Promise<number> {
   return 0;
 }
 
+function serverUrl(io: CliIo): string {
+  return (io.env.STRATA_URL ?? 'http://127.0.0.1:3000').replace(/\/$/, '');
+}
+
 function client(io: CliIo) {
-  const base = (io.env.STRATA_URL ?? 'http://127.0.0.1:3000').replace(/\/$/, '');
+  const base = serverUrl(io);
   const token = io.env.STRATA_TOKEN;
   if (!token) throw new UsageError('STRATA_TOKEN is not set');
   const auth: [string, string] = ['authorization', `Bearer ${token}`];
@@ -459,6 +483,18 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       if (o.help) {
         io.out(USAGE);
         return 0;
+      }
+      if (o.oidc) {
+        let idToken: string;
+        try {
+          idToken = await ciIdToken(io.env, o.oidc);
+        } catch (e) {
+          if (e instanceof OidcSetupError) throw new UsageError(e.message);
+          throw e;
+        }
+        const signedIn = await exchangeIdToken(serverUrl(io), idToken, o.oidc.tenant);
+        io.err(`signed in to tenant ${signedIn.tenant} with the CI's OIDC token (${signedIn.scopes.join(', ')}; until ${signedIn.expiresAt})\n`);
+        return await build(o, { ...io, env: { ...io.env, STRATA_TOKEN: signedIn.token } });
       }
       return await build(o, io);
     }

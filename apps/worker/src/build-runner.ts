@@ -20,8 +20,8 @@ import { contextFailure } from './context-errors.js';
 import { diskFailure } from './disk-errors.js';
 import { storageFailure } from './storage-errors.js';
 import { BlobLayerSink, PrismaCacheIndex } from './adapters.js';
-import { claimBuild } from './build-claim.js';
 import { EgressSourceFetcher } from './url-source.js';
+import { GitAddSourceFetcher } from './git-add-source.js';
 import type { BuildLog, BuildLogs } from './logs/build-log.js';
 
 export interface BuildRunnerDeps {
@@ -54,6 +54,8 @@ export class BuildRunner {
   /** Builds from a push fetch their commit with git. */
   private readonly git: GitCommitSource;
   private readonly urls: EgressSourceFetcher;
+  /** ADD <git repository>: refs resolved and commits checked out through the same guarded git as pushes. */
+  private readonly gitSources: GitAddSourceFetcher;
   /** Aborted when the worker stops waiting for its builds on shutdown. */
   private readonly shutdown = new AbortController();
   /** Builds handed back by handBackAll(), for the worker to re-queue. */
@@ -67,24 +69,20 @@ export class BuildRunner {
     this.indexer = new RootfsIndexer((d) => this.layers.open(d));
     this.git = new GitCommitSource(deps.config.allowPrivateSources);
     this.urls = new EgressSourceFetcher(deps.config.allowPrivateSources, deps.config.addUrl);
+    this.gitSources = new GitAddSourceFetcher(deps.config.allowPrivateSources, deps.config.addUrl);
     this.registryClient = new RegistryClient({ insecureRegistries: deps.config.pull.insecureRegistries, responseTimeoutMs: deps.config.pull.responseTimeoutMs, userAgent: 'strata-worker' });
   }
 
-  /**
-   * Claims the build and runs it; `held` (nothing done) when its tenant already runs as many builds as
-   * its maxConcurrentBuilds quota allows. `onClaimed` runs once the build is this worker's.
-   */
-  async run(buildId: string, signal?: AbortSignal, onClaimed?: () => Promise<void>): Promise<'held' | undefined> {
+  async run(buildId: string, signal?: AbortSignal): Promise<void> {
     // The build's time limit stops it like a cancel, but it ends failed, saying why.
     const deadline = AbortSignal.timeout(this.deps.config.run.buildTimeoutMs);
     const stop = AbortSignal.any([...(signal ? [signal] : []), deadline, this.shutdown.signal]);
     const { prisma, config } = this.deps;
-    const claimed = await claimBuild(prisma, buildId, {
-      status: 'running', workerId: this.deps.workerId ?? hostname(), queue: config.queuePrefix, attempts: { increment: 1 },
+    const claimed = await prisma.build.updateMany({
+      where: { id: buildId, status: { in: ['queued', 'running'] } },
+      data: { status: 'running', startedAt: new Date(), workerId: this.deps.workerId ?? hostname(), queue: config.queuePrefix, attempts: { increment: 1 } },
     });
-    if (claimed === 'held') return 'held';
-    if (claimed === 'gone') return undefined; // cancelled, or already finished by another worker
-    await onClaimed?.();
+    if (claimed.count === 0) return; // cancelled, or already finished by another worker
     const build = await prisma.build.findUniqueOrThrow({ where: { id: buildId }, include: { repository: true } });
     await prisma.buildStep.deleteMany({ where: { buildId } });
     // The build's secrets, decrypted only in this worker's memory; every value is redacted from the log.
@@ -167,6 +165,7 @@ export class BuildRunner {
         allowInsecure: config.run.allowInsecure,
         rootfs: this.deps.rootfs,
         sources: this.urls,
+        git: this.gitSources,
         onEvent: (e) => {
           this.deps.onEvent?.(buildId, e);
           log?.event(e);

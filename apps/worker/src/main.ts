@@ -7,6 +7,7 @@ import { createPrismaClient, type PrismaClient } from '@strata/db';
 import { addToFleetCounter, BUILDS_QUEUE, type BuildJob, BuildScheduler, type FleetCounter, GC_QUEUE, logEvent, redisConnection, WORKER_LOCK } from '@strata/queue';
 import { GarbageCollector } from '@strata/registry';
 import { BuildRunner } from './build-runner.js';
+import { claimConcurrencySlot } from './concurrency-slot.js';
 import { BuildLogs } from './logs/build-log.js';
 import { clearLeftovers } from './leftovers.js';
 import { Reconciler, startHeartbeat, startReconciler } from './reconciler.js';
@@ -17,7 +18,7 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   const prisma = createPrismaClient(config.databaseUrl);
   const logRedis = new Redis({ ...redisConnection(config.redisUrl), protocol: 2 });
   const count = (name: FleetCounter, labels: Record<string, string>, by = 1) => addToFleetCounter(logRedis, config.queuePrefix, name, labels, by);
-  const storage = await storageFromConfig({ ...config.s3, onRequestError: (operation, reason) => count('strata_s3_request_errors_total', { process: 'worker', operation, reason }) });
+  const storage = await storageFromConfig({ ...config.s3, onRequestError: (operation, reason) => count('strata_s3_request_errors_total', { process: 'worker', operation, reason }) }, config.storageDir);
   const logs = new BuildLogs({ redis: logRedis, storage, config });
   // What a worker killed on this data directory left running goes first: its snapshots can only be unmounted then.
   const leftovers = await clearLeftovers(config.dataDir);
@@ -37,24 +38,21 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   // BullMQ aborts the signal on worker.cancelJob()/cancelAllJobs(): the engine passes it to the RUN container, which runc kills.
   const worker = new Worker<BuildJob>(BUILDS_QUEUE, async (job, token, signal) => {
     const { buildId, tenantId } = job.data;
-    const started = Date.now();
-    let outcome: 'held' | undefined;
-    try {
-      outcome = await runner.run(buildId, signal, async () => {
-        // Only a build that really starts moves the schedule's clock (a held one keeps its turn).
-        await scheduler.started(job);
-        logEvent('info', 'build taken', { buildId, tenantId, workerId });
-      });
-    } finally {
-      if (outcome !== 'held') {
-        const ended = await prisma.build.findUnique({ where: { id: buildId }, select: { status: true, errorMessage: true } }).catch(() => null);
-        logEvent(ended?.status === 'failed' ? 'warn' : 'info', 'build left the worker', { buildId, tenantId, workerId, status: ended?.status, error: ended?.errorMessage ?? undefined, durationMs: Date.now() - started });
-      }
-    }
-    // A tenant at its maxConcurrentBuilds quota waits: its job goes back for a second, keeping its place, while others' builds run.
-    if (outcome === 'held' && token) {
+    // A tenant at its maxConcurrentBuilds quota waits: its job goes back for a second while others' builds run.
+    // The slot is taken atomically (concurrency-slot.ts): two workers cannot both pass the last one.
+    if (token && !(await claimConcurrencySlot(prisma, buildId, workerId))) {
       await job.moveToDelayed(Date.now() + 1000, token);
       throw new DelayedError();
+    }
+    // Only a build that really starts moves the schedule's clock (a held one keeps its turn).
+    await scheduler.started(job);
+    const started = Date.now();
+    logEvent('info', 'build taken', { buildId, tenantId, workerId });
+    try {
+      await runner.run(buildId, signal);
+    } finally {
+      const ended = await prisma.build.findUnique({ where: { id: buildId }, select: { status: true, errorMessage: true } }).catch(() => null);
+      logEvent(ended?.status === 'failed' ? 'warn' : 'info', 'build left the worker', { buildId, tenantId, workerId, status: ended?.status, error: ended?.errorMessage ?? undefined, durationMs: Date.now() - started });
     }
   }, {
     connection: redisConnection(config.redisUrl),

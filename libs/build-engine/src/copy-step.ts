@@ -1,5 +1,5 @@
 // COPY and ADD: resolving sources (the context or another stage, heredocs, URLs through the
-// SourceFetcher), the destination, owner and mode (prepareCopy, which is all the cache key needs),
+// SourceFetcher, git repositories through the GitSourceFetcher: add-git.ts), the destination, owner and mode (prepareCopy, which is all the cache key needs),
 // then writing the layer (executeCopy).
 
 import { createHash, randomUUID } from 'node:crypto';
@@ -8,7 +8,8 @@ import type { Readable } from 'node:stream';
 import { type AddInstruction, classifyAddSource, type CopyInstruction } from '@strata/dockerfile';
 import { type FileContent, type LayerEntry, parseWhiteout, TarExtractionError } from '@strata/oci';
 import { openArchive, spoolArchive } from './add-archive.js';
-import { type BuildContext, ContextSourceError, type ContextEntry, IndexedRootfs } from './context.js';
+import { gitDefinition, GitSourceError, placeGitSource, type ResolvedGitSource, resolveGitSource } from './add-git.js';
+import { type BuildContext, ContextSourceError, type ContextEntry, HardLinks, IndexedRootfs } from './context.js';
 import { DestinationError, LayerTree, createdDirTime, storeFileLayer } from './file-layer.js';
 import { ChmodError, type ModeChange, parseChmod } from './file-mode.js';
 import { cleanRelative, IgnoreMatcher, PatternSyntaxError } from './ignore.js';
@@ -45,6 +46,8 @@ export interface PreparedCopy {
   sources: CopySource[];
   inline: InlineFile[];
   remote: RemoteFile[];
+  /** ADD <git repository>: refs resolved to commits; checked out only when the step misses. */
+  git: ResolvedGitSource[];
   /** --exclude, matched below each source directory. */
   exclude: IgnoreMatcher;
   /** --link: the layer is written without looking at the image below it. */
@@ -89,9 +92,15 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
   const parents = ins.keyword === 'COPY' && ins.parents;
   const sources: CopySource[] = [];
   const remote: RemoteFile[] = [];
+  const git: ResolvedGitSource[] = [];
   for (const s of ins.sources) {
-    if (ins.keyword === 'ADD' && classifyAddSource(s).kind === 'url') {
+    const kind = ins.keyword === 'ADD' ? classifyAddSource(s) : null;
+    if (kind?.kind === 'url') {
       remote.push(await fetchRemote(ctx as StepContext<AddInstruction>, s));
+      continue;
+    }
+    if (kind?.kind === 'git') {
+      git.push(await resolveGitSource(ctx as StepContext<AddInstruction>, s, kind));
       continue;
     }
     try {
@@ -103,7 +112,7 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
   }
   const inline = ins.heredocs.map((h) => ({ name: h.name, content: Buffer.from(h.content) }));
   const count = ins.sources.length + inline.length;
-  if ((sources.length + inline.length + remote.length > 1 || count > 1) && !destIsDir && !parents) {
+  if ((sources.length + inline.length + remote.length + git.length > 1 || count > 1) && !destIsDir && !parents) {
     fail(`with more than one source, the destination must be a directory and end with a "/" ("${ins.dest}")`);
   }
   let exclude = IgnoreMatcher.fromPatterns([]);
@@ -113,7 +122,11 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
     if (e instanceof PatternSyntaxError) fail(`--exclude: ${e.message}`);
     throw e;
   }
-  if (ins.keyword === 'ADD' && ins.checksum !== null) verifyChecksum(ins.checksum, remote, sources.length + inline.length > 0, fail);
+  // A git source's --checksum (a commit prefix) was checked when its ref was resolved.
+  if (ins.keyword === 'ADD' && ins.checksum !== null) {
+    if (git.length > 0 && sources.length + inline.length + remote.length > 0) fail('--checksum cannot be used when a git source is added with other sources');
+    if (git.length === 0) verifyChecksum(ins.checksum, remote, sources.length + inline.length > 0, fail);
+  }
   const chmod = ins.chmod ? ins.chmod : null;
   let mode: ModeChange | null = null;
   try {
@@ -139,10 +152,13 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
   }
   const checksum = await context.checksum(sources.map((s) => ({ entry: s.entry, excludeFrom: s.parents ? s.parents.pivot : s.entry.rel })), exclude);
   const inlineHashes = inline.map((f) => `${f.name}:${createHash('sha256').update(f.content).digest('hex')}`);
+  // A moved branch is named when the step misses.
+  for (const g of git) checksum.files.set(g.url, `commit ${g.commit}`);
   return {
     sources,
     inline,
     remote,
+    git,
     exclude,
     link: ins.link,
     dest,
@@ -161,6 +177,8 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
       ...(inline.length > 0 ? { inline: inlineHashes } : {}),
       // A remote file is its content and its time (Last-Modified becomes its mtime).
       ...(remote.length > 0 ? { remote: remote.map((r) => ({ url: r.url, sha256: r.sha256, lastModified: r.lastModified })) } : {}),
+      // A repository is the commit its ref resolved to (and how it is checked out).
+      ...(git.length > 0 ? { git: git.map(gitDefinition) } : {}),
       ...(ins.excludes.length > 0 ? { excludes: ins.excludes } : {}),
       ...(parents ? { parents: true } : {}),
       ...(ins.link ? { link: true } : {}),
@@ -242,7 +260,7 @@ export async function executeCopy(build: BuildScope, stage: StageState, p: Prepa
   try {
     await planCopy(build, tree, p);
   } catch (e) {
-    if (e instanceof DestinationError || e instanceof TarExtractionError || e instanceof RemoteSourceError) fail(e.message);
+    if (e instanceof DestinationError || e instanceof TarExtractionError || e instanceof RemoteSourceError || e instanceof GitSourceError) fail(e.message);
     throw e;
   }
   return storeFileLayer(build, stage, [...tree.entries.values()]);
@@ -250,7 +268,10 @@ export async function executeCopy(build: BuildScope, stage: StageState, p: Prepa
 
 /** Places every source entry in the layer as BuildKit's copy does. */
 async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Promise<void> {
-  const entry = (at: string, e: ContextEntry): LayerEntry => {
+  // Hard-linked names of one source, each with the entry its first name was written as.
+  const linked: Array<{ member: LayerEntry & { type: 'hardlink' }; first: LayerEntry }> = [];
+  const firsts = new Map<string, LayerEntry>();
+  const entry = (at: string, e: ContextEntry, links?: HardLinks): LayerEntry => {
     // --chmod applies to everything copied but links; the destination directory keeps its own mode.
     const mode = p.chmod ? p.chmod(e.mode, e.type === 'directory') : e.mode;
     // Without --chown a stage's files keep their owners (BuildKit); context files are root's.
@@ -258,7 +279,16 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
     const base = { path: at, ...owner, mtime: e.mtime };
     if (e.type === 'directory') return { ...base, type: 'directory', mode };
     if (e.type === 'symlink') return { ...base, type: 'symlink', target: e.linkTarget!, mode: 0o777 };
-    return { ...base, type: 'file', mode, content: p.context.content(e) };
+    // A later name of a file this source already copied is a hard link to it, as in BuildKit.
+    const first = links?.firstName(e, at) ?? null;
+    if (first !== null) {
+      const member = { ...base, type: 'hardlink' as const, target: first, mode };
+      linked.push({ member, first: firsts.get(first)! });
+      return member;
+    }
+    const file: LayerEntry = { ...base, type: 'file', mode, content: p.context.content(e) };
+    if (links && e.inode !== undefined) firsts.set(at, file);
+    return file;
   };
   const join = (dir: string, name: string) => (dir === '' ? name : `${dir}/${name}`);
   const putCopied = (placed: LayerEntry) => (placed.type === 'directory' ? tree.putCopiedDirectory(placed) : tree.put(placed));
@@ -272,16 +302,18 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
         if (!tree.entries.has(at)) putCopied(entry(at, dir));
       }
       const at = join(destDir, parents.rel);
-      for await (const e of p.context.walk(src, p.exclude, parents.pivot)) putCopied(entry(e === src ? at : join(at, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e));
+      const links = new HardLinks();
+      for await (const e of p.context.walk(src, p.exclude, parents.pivot)) putCopied(entry(e === src ? at : join(at, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e, links));
       continue;
     }
     if (src.type === 'directory') {
       // A directory's contents go into the destination, created (0755, the --chown owner) if missing.
       const destDir = tree.resolve(p.dest);
       tree.mkdirAll(destDir);
+      const links = new HardLinks();
       for await (const e of p.context.walk(src, p.exclude)) {
         if (e === src) continue;
-        putCopied(entry(join(destDir, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e));
+        putCopied(entry(join(destDir, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e, links));
       }
       continue;
     }
@@ -299,6 +331,8 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
     const mtime = Number.isNaN(since) ? createdDirTime(build) : Math.floor(since / 1000);
     tree.put({ type: 'file', path: target, ...owner, mode: p.chmod ? p.chmod(0o600, false) : 0o600, mtime, content: { path: await remoteContent(build, r) } });
   }
+  // A repository's tree goes into the destination directory, as a copied directory's contents do.
+  for (const g of p.git) await placeGitSource(build, tree, { dest: p.dest, owner: p.chown ? p.owner : null, chmod: p.chmod, exclude: p.exclude }, g);
   // Heredoc sources: files named by their delimiter, 0644 (BuildKit's inline document) before --chmod.
   for (const f of p.inline) {
     const target = fileTarget(f.name);
@@ -306,6 +340,7 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
     const owner = p.chown ? p.owner : { uid: 0, gid: 0 };
     tree.put({ type: 'file', path: target, ...owner, mode: p.chmod ? p.chmod(0o644, false) : 0o644, mtime: createdDirTime(build), content: f.content });
   }
+  relinkReplaced(tree, linked);
 
   /** Unpacks `content` into the destination (named with a slash or not) when it is a tar, plain or compressed; false when it is not one. */
   async function unpackArchive(content: FileContent, name: string): Promise<boolean> {
@@ -333,6 +368,23 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
     // A destination that is (or leads to) a directory receives the file under its own name.
     const real = tree.resolve(p.dest);
     return tree.typeAt(real) === 'directory' ? join(real, path.basename(name)) : real;
+  }
+}
+
+/**
+ * A later source may write over the first name of a hard-linked file (BuildKit copies source after
+ * source, so the other names keep the file): the first surviving name then carries the file and the
+ * rest link to it. A name itself written over is just gone from its group.
+ */
+function relinkReplaced(tree: LayerTree, linked: Array<{ member: LayerEntry & { type: 'hardlink' }; first: LayerEntry }>): void {
+  const carriers = new Map<LayerEntry, string>();
+  for (const { member, first } of linked) {
+    if (tree.entries.get(member.path) !== member || tree.entries.get(first.path) === first) continue;
+    const carrier = carriers.get(first);
+    if (carrier === undefined) {
+      tree.entries.set(member.path, { ...first, path: member.path });
+      carriers.set(first, member.path);
+    } else tree.entries.set(member.path, { ...member, target: carrier });
   }
 }
 
@@ -379,7 +431,7 @@ async function unpackInto(tree: LayerTree, destDir: string, tar: Readable, spool
     const target = at(header.name);
     if (target === null) continue; // "./": the destination exists already
     if (parseWhiteout(path.basename(target))) throw new TarExtractionError(header.name, 'whiteout entries are not allowed in an ADD archive');
-    const meta = { path: target, mode: header.mode, uid: header.uid, gid: header.gid, mtime: Math.floor(header.mtime), ...(Object.keys(header.xattrs).length > 0 ? { xattrs: header.xattrs } : {}) };
+    const meta = { path: target, mode: header.mode, uid: header.uid, gid: header.gid, mtime: Math.floor(header.mtime), ...(Object.keys(header.xattrBytes).length > 0 ? { xattrs: header.xattrBytes } : {}) };
     switch (header.type) {
       case 'directory':
         tree.put({ ...meta, type: 'directory' });

@@ -6,6 +6,7 @@ import type {
   AddSource, EscapeToken, ExposeInstruction, Heredoc, KeyValue, Mount, StageInstruction,
 } from './ast.js';
 import { DockerfileError, errorAt, type Position } from './diagnostics.js';
+import { parseGitSource } from './git-ref.js';
 import { MountError, parseMount } from './mounts.js';
 import type { BuildPlan, ResolvedArg } from './plan.js';
 import { PROXY_ARG_NAMES } from './platform.js';
@@ -72,22 +73,12 @@ function cleanPath(p: string): string {
   return '/' + out.join('/');
 }
 
-/** What an ADD source names: a git repository, a URL, or a path in the build context. */
+/** What an ADD source names: a git repository (as BuildKit recognises one), a URL, or a path in the build context. */
 export function classifyAddSource(src: string): AddSource {
-  const git = /^(?:git@[^:]+:|git:\/\/|ssh:\/\/|https?:\/\/)/i.test(src) ? parseGitSource(src) : null;
+  const git = parseGitSource(src);
   if (git) return git;
   if (/^https?:\/\//i.test(src)) return { kind: 'url', url: src };
   return { kind: 'local', path: src };
-}
-
-function parseGitSource(src: string): AddSource | null {
-  const hash = src.indexOf('#');
-  const remote = hash < 0 ? src : src.slice(0, hash);
-  const fragment = hash < 0 ? '' : src.slice(hash + 1);
-  const isHttp = /^https?:\/\//i.test(remote);
-  if (isHttp && !/\.git$/.test(remote.replace(/[?].*$/, '').replace(/\/$/, ''))) return null;
-  const [ref, subdir] = fragment === '' ? ['', ''] : fragment.split(':', 2).concat('').slice(0, 2);
-  return { kind: 'git', url: src, remote, ref: ref === '' ? null : ref, subdir: subdir === '' ? null : subdir };
 }
 
 /** Docker-style exposed port keys (`80/tcp`) for expanded EXPOSE words; ranges are listed port by port. */
@@ -187,10 +178,25 @@ export class StageEnv {
     let out: StageInstruction = ins;
     let proxyEnv: Record<string, string> = {};
     switch (ins.keyword) {
-      case 'ARG':
-        for (const d of ins.args) this.declareArg(d.name, d.defaultValue, ins);
+      case 'ARG': {
+        // The instruction carries its defaults expanded (BuildKit's history line shows them so),
+        // each with the names declared before it; a build arg's value never shows there.
+        const args = ins.args.map((d) => {
+          let defaultValue = d.defaultValue;
+          if (defaultValue !== null) {
+            try {
+              defaultValue = this.expander(ins, new Set())(defaultValue)[0];
+            } catch {
+              // An expansion error is declareArg's to report (or not, when a build arg replaces the default).
+            }
+          }
+          this.declareArg(d.name, d.defaultValue, ins);
+          return { ...d, defaultValue };
+        });
         for (const d of ins.args) for (const b of this.envs.get(d.name)?.deps ?? []) deps.add(b);
+        out = { ...ins, args };
         break;
+      }
       case 'ENV': {
         // Every pair sees the environment from before the instruction.
         const pairs: KeyValue[] = ins.pairs.map((p) => {

@@ -2,7 +2,7 @@ import { Inject, Injectable, NotFoundException } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { openSecrets, sealSecrets, STRATA_CONFIG, type StrataConfig, triggerSealScope } from '@strata/config';
 import { type Prisma, PrismaService, type Trigger, type WebhookDelivery } from '@strata/db';
-import { type DeliveryOutcome, HooksService } from '../hooks/hooks.service.js';
+import { type DeliveryOrigin, type DeliveryOutcome, HooksService } from '../hooks/hooks.service.js';
 import type { Push } from '../hooks/push-event.js';
 import type { Provider } from '../hooks/signatures.js';
 import type { TriggerCredentials, TriggerInput } from './trigger-input.js';
@@ -184,11 +184,11 @@ export class TriggersService {
    * Runs a recorded push through the trigger again (its rules as they are now) as a new delivery:
    * what a user asks for when a build failed for a reason outside the commit.
    */
-  async redeliver(tenantId: string, id: string, deliveryRowId: string): Promise<DeliveryOutcome> {
+  async redeliver(tenantId: string, id: string, deliveryRowId: string, origin: DeliveryOrigin): Promise<DeliveryOutcome> {
     const trigger = await this.find(tenantId, id);
     const d = /^[0-9a-f-]{36}$/i.test(deliveryRowId) ? await this.prisma.webhookDelivery.findFirst({ where: { id: deliveryRowId, triggerId: id, tenantId } }) : null;
     if (!d) throw new NotFoundException(`Delivery "${deliveryRowId}" of trigger "${id}" does not exist.`);
     if (!d.push) throw new NotFoundException(`Delivery "${deliveryRowId}" was a ${d.event} event, not a push; there is nothing to build again.`);
-    return this.hooks.recordPush(trigger, `redelivery:${randomUUID()}:${d.deliveryId}`.slice(0, 200), d.event, d.push as unknown as Push);
+    return this.hooks.recordPush(trigger, `redelivery:${randomUUID()}:${d.deliveryId}`.slice(0, 200), d.event, d.push as unknown as Push, origin);
   }
 }
