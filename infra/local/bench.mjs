@@ -3,7 +3,7 @@
 // benchmarks under bench/ and prints a table of ratios (Strata / peer; below 1 means Strata is faster).
 //   npm run bench                       both benchmarks, 5 runs per case
 //   npm run bench -- --runs 9           more runs per case (medians are reported)
-//   npm run bench -- --only parse       or --only build-cache, --only registry, --only console, --only load or --only fairness
+//   npm run bench -- --only parse       or --only build-cache, --only registry, --only console, --only load, --only fairness or --only run-sandbox
 //   npm run bench -- --write-docs       also replace the results block in docs/benchmarks.md
 // The build-cache benchmark starts dockerd, a docker-registry and Strata's api and worker itself and
 // stops them when it ends (also on failure or Ctrl-C). PostgreSQL, Redis and S3 are left running, as
@@ -23,12 +23,12 @@ const runs = Number(opt('runs', process.env.BENCH_RUNS ?? 5));
 const only = opt('only', 'all');
 const writeDocs = args.includes('--write-docs');
 if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs takes a positive integer');
-if (!['all', 'parse', 'build-cache', 'registry', 'console', 'load', 'fairness'].includes(only)) throw new Error('--only takes parse, build-cache, registry, console, load or fairness');
+if (!['all', 'parse', 'build-cache', 'registry', 'console', 'load', 'fairness', 'run-sandbox'].includes(only)) throw new Error('--only takes parse, build-cache, registry, console, load, fairness or run-sandbox');
 
 const started = Date.now();
 ensureDependencies();
 // attr (getfattr) and iproute2 are the worker's RUN tooling, bzip2/xz-utils its ADD unpackers; buildah is the third peer.
-ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'debootstrap', 'docker.io', 'docker-registry', 'runc', 'attr', 'iproute2', 'bzip2', 'xz-utils', 'tar', 'skopeo', 'buildah', 'chromium']);
+ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'debootstrap', 'docker.io', 'docker-registry', 'runc', 'runsc', 'attr', 'iproute2', 'bzip2', 'xz-utils', 'tar', 'skopeo', 'buildah', 'chromium']);
 const env = await ensureServices({ database: 'strata_bench', bucket: 'strata-bench', redisDb: 2 });
 generatePrismaClient();
 migrate(env);
@@ -70,7 +70,8 @@ if (only === 'all' || only === 'console') buildConsole();
 const consoleBench = only === 'all' || only === 'console' ? runBench('console', 'bench/console/bench.mjs') : null;
 const load = only === 'all' || only === 'load' ? runBench('load', 'bench/load/bench.mjs') : null;
 const fairness = only === 'all' || only === 'fairness' ? runBench('fairness', 'bench/fairness/bench.mjs') : null;
-for (const b of [parse, cache, registry, consoleBench, load, fairness]) if (b && (b.status !== 0 || b.result.error)) failed = true;
+const sandbox = only === 'all' || only === 'run-sandbox' ? runBench('run-sandbox', 'bench/run-sandbox/bench.ts', loader) : null;
+for (const b of [parse, cache, registry, consoleBench, load, fairness, sandbox]) if (b && (b.status !== 0 || b.result.error)) failed = true;
 
 const ms = (x) => (x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(0)} ms`);
 const opt2 = (x) => (x == null || Number.isNaN(x) ? '-' : ms(x));
@@ -135,6 +136,18 @@ if (fairness) {
   }
   lines.push('');
 }
+if (sandbox) {
+  const r = sandbox.result;
+  if (r.error) lines.push(`RUN sandbox benchmark failed: ${r.error.split('\n')[0]}`);
+  else {
+    lines.push(`RUN sandbox: \`RUN true\` per container runtime setup (ADR 0022), ${r.runs} runs each, round robin:`);
+    lines.push('');
+    lines.push('| variant | median wall | min | max | CPU per run |');
+    lines.push('|---|---:|---:|---:|---:|');
+    for (const [name, v] of Object.entries(r.results)) lines.push(`| ${name} | ${ms(v.medianMs)} | ${ms(v.minMs)} | ${ms(v.maxMs)} | ${ms(v.cpuMsPerRun)} |`);
+  }
+  lines.push('');
+}
 if (parse) {
   const p = parse.result;
   if (p.error) lines.push(`Dockerfile parse benchmark failed: ${p.error.split('\n')[0]}`);
@@ -167,7 +180,7 @@ if (consoleBench) {
 const table = lines.join('\n');
 process.stdout.write(`\n${table}\n`);
 writeFileSync(path.join(resultsDir, 'latest.md'), `${table}\n`);
-writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null, registry: registry?.result ?? null, console: consoleBench?.result ?? null, load: load?.result ?? null, fairness: fairness?.result ?? null }, null, 2));
+writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null, registry: registry?.result ?? null, console: consoleBench?.result ?? null, load: load?.result ?? null, fairness: fairness?.result ?? null, runSandbox: sandbox?.result ?? null }, null, 2));
 
 if (writeDocs) {
   const doc = path.join(root, 'docs/benchmarks.md');
