@@ -5,9 +5,9 @@ import { Transform, type Readable } from 'node:stream';
 import { buildCancelChannel, sealSecrets, STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService, type Prisma, retryOnUniqueViolation } from '@strata/db';
 import { type RegistryAuth, registryAuthToEntries } from '@strata/registry';
-import { logEvent, redisConnection } from '@strata/queue';
+import { type BuildScheduler, logEvent, redisConnection } from '@strata/queue';
 import { readTarEntries } from '@strata/oci';
-import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
+import { BUILD_SCHEDULER_TOKEN, BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
 import { QuotasService } from '../tenancy/quotas.service.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
 import { toBuildView, type BuildView } from './build-view.js';
@@ -46,6 +46,7 @@ export class BuildsService implements OnModuleDestroy {
     @Inject(STRATA_CONFIG) private readonly config: StrataConfig,
     @Inject(STORAGE) private readonly storage: Storage,
     @Inject(BUILDS_QUEUE_TOKEN) private readonly queue: BuildsQueue,
+    @Inject(BUILD_SCHEDULER_TOKEN) private readonly scheduler: BuildScheduler,
     private readonly quotas: QuotasService,
   ) {}
 
@@ -171,7 +172,7 @@ export class BuildsService implements OnModuleDestroy {
       }
       throw e;
     }
-    await this.queue.add('build', { buildId: id, tenantId }, { jobId: id });
+    await this.scheduler.enqueue({ buildId: id, tenantId });
     logEvent('info', 'build queued', { buildId: id, tenantId, repository: req.repository, contextBytes: size });
     return toBuildView(build);
   }
@@ -229,11 +230,13 @@ export class BuildsService implements OnModuleDestroy {
         contextKey: first.contextKey,
         contextSize: first.contextSize,
         contextDigest: first.contextDigest,
+        // The reconciler of this queue re-enqueues it if its job is lost (docs/adr/0011).
+        queue: this.config.queuePrefix,
         ...(fromGit ? { gitSource: first.gitSource as Prisma.InputJsonValue, commitSha: first.commitSha } : {}),
       },
       include: { repository: true, steps: true },
     }));
-    await this.queue.add('build', { buildId: build.id, tenantId }, { jobId: build.id });
+    await this.scheduler.enqueue({ buildId: build.id, tenantId });
     return toBuildView(build);
   }
 
