@@ -32,8 +32,11 @@ export class SubnetClaims {
   async claim(record: Omit<StepClaim, 'index' | 'pid' | 'started'>): Promise<StepClaim> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     const self = { pid: process.pid, started: await processStart(process.pid) };
+    // The walk's start is read once: concurrent claims move `next`, and re-reading it mid-walk would
+    // visit some links twice and skip others, answering "no free link" while one is free.
+    const start = this.next;
     for (let i = 0; i < this.size; i++) {
-      const index = (this.next + i) % this.size;
+      const index = (start + i) % this.size;
       const claim: StepClaim = { index, ...record, ...self };
       try {
         await writeFile(path.join(this.dir, String(index)), JSON.stringify(claim), { flag: 'wx', mode: 0o600 });
