@@ -44,7 +44,7 @@ describe('the reconciler runs in the api too, one pass at a time across processe
       expect(await queue.getJobState(id)).toBe('unknown');
       await other.query('SELECT pg_advisory_unlock(hashtext($1))', [`strata-reconcile:${stack.config.queuePrefix}`]);
       // Now the api's own reconciler (there is no worker) queues it again.
-      await until('the api re-queues the build', async () => (await queue.getJobState(id)) === 'waiting', 20_000);
+      await until('the api re-queues the build', async () => ['waiting', 'prioritized'].includes(await queue.getJobState(id)), 20_000);
       const worker = await startWorker({ ...stack.config, dataDir: mkdtempSync(path.join(tmpdir(), 'strata-worker-')) });
       try {
         expect((await waitForBuild(stack, token, id, 60_000)).status).toBe('succeeded');
