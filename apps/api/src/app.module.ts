@@ -6,6 +6,8 @@ import { AuthModule } from './auth/auth.module.js';
 import { WhoamiController } from './auth/whoami.controller.js';
 import { BuildsController } from './builds/builds.controller.js';
 import { BuildsService } from './builds/builds.service.js';
+import { ContextsController } from './contexts/contexts.controller.js';
+import { ContextStoreService } from './contexts/context-store.service.js';
 import { DockerfileController } from './dockerfile/dockerfile.controller.js';
 import { HealthController } from './health/health.controller.js';
 import { LogsModule } from './logs/logs.module.js';
@@ -33,8 +35,8 @@ export class AppModule implements NestModule {
     return {
       module: AppModule,
       imports: [configModule, FleetRedisModule, DbModule, AuthModule, AuditModule, TenancyModule, RegistryModule, LogsModule, TriggersModule],
-      controllers: [HealthController, WhoamiController, BuildsController, RepositoriesController, DockerfileController, MetricsController],
-      providers: [BuildsQueueCloser, BuildsService, RepositoriesService, buildsQueueProvider, storageProvider, MetricsService],
+      controllers: [HealthController, WhoamiController, BuildsController, ContextsController, RepositoriesController, DockerfileController, MetricsController],
+      providers: [BuildsQueueCloser, BuildsService, ContextStoreService, RepositoriesService, buildsQueueProvider, storageProvider, MetricsService],
     };
   }
 

@@ -33,7 +33,11 @@ export class BuildsController {
   @Post()
   @HttpCode(202)
   @RequireScope('builds:write')
-  @ApiOperation({ summary: 'Start a build; the body is the build context as a tar or tar.gz archive' })
+  @ApiOperation({
+    summary:
+      'Start a build; the body is the build context as a tar or tar.gz archive, or as a context manifest ' +
+      '(Content-Type application/vnd.strata.context-manifest+json, optionally Content-Encoding: gzip) whose contents are all in the tenant\'s content store (POST /v1/contexts/manifest, POST /v1/contexts/blobs)',
+  })
   @ApiQuery({ name: 'repository', required: true })
   @ApiQuery({ name: 'tag', required: false, isArray: true })
   @ApiQuery({ name: 'dockerfile', required: false })
@@ -86,6 +90,7 @@ export class BuildsController {
       noCache: queryBool(q.noCache, 'noCache'),
       noCacheFilter: queryList(q.noCacheFilter).map((n) => n.toLowerCase()),
       contentType: req.headers['content-type'],
+      contentEncoding: req.headers['content-encoding'],
       registryAuth,
     };
     try {

@@ -6,7 +6,8 @@ import { buildCancelChannel, sealSecrets, STRATA_CONFIG, type StrataConfig } fro
 import { PrismaService, type Prisma, retryOnUniqueViolation } from '@strata/db';
 import { type RegistryAuth, registryAuthToEntries } from '@strata/registry';
 import { logEvent, redisConnection } from '@strata/queue';
-import { readTarEntries } from '@strata/oci';
+import { CONTEXT_MANIFEST_MEDIA_TYPE, readTarEntries } from '@strata/oci';
+import { ContextStoreService } from '../contexts/context-store.service.js';
 import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
 import { toBuildView, type BuildView } from './build-view.js';
@@ -22,12 +23,21 @@ export interface BuildRequest {
   noCache: boolean;
   noCacheFilter: string[];
   contentType: string | undefined;
+  /** For a context manifest: identity or gzip. */
+  contentEncoding?: string;
   /** Registry credentials for FROM pulls; sealed before they are stored. */
   registryAuth?: RegistryAuth;
 }
 
 /** The worker refuses Dockerfiles above this size too. */
 const DOCKERFILE_MAX_BYTES = 4 * 1024 * 1024;
+
+interface StoredContext {
+  contextKey: string;
+  size: number;
+  digest: string;
+  format: 'tar' | 'manifest';
+}
 
 const CONTEXT_TYPES = new Set(['application/x-tar', 'application/tar', 'application/gzip', 'application/x-gzip', 'application/octet-stream']);
 
@@ -41,6 +51,7 @@ export class BuildsService implements OnModuleDestroy {
     @Inject(STRATA_CONFIG) private readonly config: StrataConfig,
     @Inject(STORAGE) private readonly storage: Storage,
     @Inject(BUILDS_QUEUE_TOKEN) private readonly queue: BuildsQueue,
+    private readonly contextStore: ContextStoreService,
   ) {}
 
   /**
@@ -49,13 +60,32 @@ export class BuildsService implements OnModuleDestroy {
    */
   async submit(tenantId: string, req: BuildRequest, body: Readable, secrets: ReadonlyMap<string, Buffer> = new Map()): Promise<BuildView> {
     const type = (req.contentType ?? '').split(';')[0].trim().toLowerCase();
+    const id = randomUUID();
+    const context = type === CONTEXT_MANIFEST_MEDIA_TYPE ? await this.storeManifest(tenantId, id, req, body) : await this.storeTar(id, req, body);
+    return this.record(tenantId, id, req, context, secrets);
+  }
+
+  /**
+   * A context sent as a manifest (docs/adr/0025): checked, every content present in the tenant's
+   * store (400 naming those that are not), then kept in its canonical form for the worker.
+   */
+  private async storeManifest(tenantId: string, id: string, req: BuildRequest, body: Readable): Promise<StoredContext> {
+    const manifest = await this.contextStore.readManifest(body, req.contentEncoding);
+    await this.contextStore.assertComplete(tenantId, manifest);
+    const contextKey = `contexts/${id}`;
+    await this.storage.objects.put(contextKey, manifest.canonical);
+    return { contextKey, size: manifest.bytes, digest: manifest.digest, format: 'manifest' };
+  }
+
+  /** A tar or tar.gz body, streamed to S3 while it is checked. */
+  private async storeTar(id: string, req: BuildRequest, body: Readable): Promise<StoredContext> {
+    const type = (req.contentType ?? '').split(';')[0].trim().toLowerCase();
     if (!CONTEXT_TYPES.has(type)) {
       body.resume();
       throw new UnsupportedMediaTypeException(
-        `The build context must be sent as application/x-tar or application/gzip, not "${req.contentType ?? 'nothing'}".`,
+        `The build context must be sent as application/x-tar, application/gzip or ${CONTEXT_MANIFEST_MEDIA_TYPE}, not "${req.contentType ?? 'nothing'}".`,
       );
     }
-    const id = randomUUID();
     const contextKey = `contexts/${id}`;
     const limit = this.config.maxContextBytes;
     let size = 0;
@@ -95,8 +125,11 @@ export class BuildsService implements OnModuleDestroy {
       await this.storage.objects.delete(contextKey).catch(() => undefined);
       throw new BadRequestException('The request body is empty: send the build context as a tar or tar.gz archive.');
     }
-    const contextDigest = `sha256:${contextHash.digest('hex')}`;
+    return { contextKey, size, digest: `sha256:${contextHash.digest('hex')}`, format: 'tar' };
+  }
 
+  private async record(tenantId: string, id: string, req: BuildRequest, context: StoredContext, secrets: ReadonlyMap<string, Buffer>): Promise<BuildView> {
+    const { contextKey, size } = context;
     // Secrets are sealed before they touch the database, and the plaintext buffers wiped.
     const secretsSealed = secrets.size > 0 ? new Uint8Array(sealSecrets(this.config.secretsKey, id, secrets)) : null;
     for (const v of secrets.values()) v.fill(0);
@@ -125,7 +158,8 @@ export class BuildsService implements OnModuleDestroy {
           tags: req.tags,
           contextKey,
           contextSize: BigInt(size),
-          contextDigest,
+          contextDigest: context.digest,
+          contextFormat: context.format,
           secretsSealed,
           registryAuthSealed,
           queue: this.config.queuePrefix,
@@ -191,6 +225,7 @@ export class BuildsService implements OnModuleDestroy {
         contextKey: first.contextKey,
         contextSize: first.contextSize,
         contextDigest: first.contextDigest,
+        contextFormat: first.contextFormat,
         ...(fromGit ? { gitSource: first.gitSource as Prisma.InputJsonValue, commitSha: first.commitSha } : {}),
       },
       include: { repository: true, steps: true },
@@ -206,6 +241,7 @@ export class BuildsService implements OnModuleDestroy {
     const gone = () => new NotFoundException(`Build "${id}" has no stored build context, so its Dockerfile cannot be shown.`);
     if (!build.contextKey || !(await this.storage.objects.stat(build.contextKey))) throw gone();
     const wanted = build.dockerfilePath.replace(/^\.\//, '');
+    if (build.contextFormat === 'manifest') return this.dockerfileFromManifest(tenantId, id, build.contextKey, wanted);
     const context = await this.storage.objects.get(build.contextKey);
     try {
       for await (const entry of readTarEntries(context, { maxUncompressedBytes: this.config.maxContextBytes * 4 })) {
@@ -221,6 +257,20 @@ export class BuildsService implements OnModuleDestroy {
       throw new ConflictException(`The build context of build "${id}" could not be read: ${(e as Error).message}.`);
     }
     throw new NotFoundException(`The build context of build "${id}" has no regular file at "${wanted}".`);
+  }
+
+  private async dockerfileFromManifest(tenantId: string, id: string, key: string, wanted: string): Promise<{ path: string; text: string }> {
+    const chunks: Buffer[] = [];
+    for await (const c of await this.storage.objects.get(key)) chunks.push(c as Buffer);
+    const { entries } = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { entries: Array<{ path: string; type: string; size?: number; digest?: string }> };
+    const entry = entries.find((e) => e.path === wanted);
+    if (entry?.type !== 'file' || !entry.digest) throw new NotFoundException(`The build context of build "${id}" has no regular file at "${wanted}".`);
+    if ((entry.size ?? 0) > DOCKERFILE_MAX_BYTES) throw new ConflictException(`${wanted} is larger than ${DOCKERFILE_MAX_BYTES} bytes.`);
+    const content = await this.contextStore.read(tenantId, entry.digest);
+    if (!content) throw new ConflictException(`The content of ${wanted} in build "${id}" is no longer in the content store.`);
+    const out: Buffer[] = [];
+    for await (const c of content) out.push(c as Buffer);
+    return { path: wanted, text: Buffer.concat(out).toString('utf8') };
   }
 
   async get(tenantId: string, id: string): Promise<BuildView> {
