@@ -3,6 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { scanContext } from './context-scan.js';
+import { MANIFEST_TYPE, uploadMissing } from './context-upload.js';
+import { cacheDirOf, StatCache } from './stat-cache.js';
 
 /**
  * `strata`: the command-line client CI pipelines use. It talks to the api over HTTP only. `build`
@@ -58,7 +61,10 @@ trigger create options:
   the webhook secret is STRATA_TRIGGER_SECRET, or made up and printed once; clone and
   status credentials come from STRATA_GIT_TOKEN (and STRATA_GIT_USERNAME), never from flags
 
-environment: STRATA_URL (default http://127.0.0.1:3000), STRATA_TOKEN (required)
+environment: STRATA_URL (default http://127.0.0.1:3000), STRATA_TOKEN (required),
+  STRATA_CONTEXT_UPLOAD (manifest, the default: send the context's manifest and only the
+  files the server lacks; tar: send the whole context as a tar), STRATA_CACHE_DIR (the stat
+  cache; default $XDG_CACHE_HOME/strata or ~/.cache/strata)
 exit codes: 0 built, 1 the build or a request failed, 2 bad usage
 `;
 
@@ -359,6 +365,29 @@ function tarStream(dir: string): ReadableStream<Uint8Array> {
   });
 }
 
+/**
+ * Sends the context incrementally (docs/adr/0025): its manifest, then only the contents the
+ * tenant's store lacks. Resolves with the manifest body for POST /v1/builds, or null when the
+ * server predates manifests (404), so the caller sends a tar.
+ */
+async function sendManifestContext(io: CliIo, c: ReturnType<typeof client>, dir: string, dockerfile: string): Promise<Buffer | null> {
+  const cache = await StatCache.open(cacheDirOf(io.env), dir);
+  const scan = await scanContext(dir, cache, { dockerfile });
+  let sent;
+  try {
+    sent = await uploadMissing({ post: (p, b, h) => c.json('POST', p, b, h) }, scan);
+  } catch (e) {
+    if (e instanceof RequestError && e.status === 404 && /contexts\/manifest/.test(e.message)) return null;
+    throw e;
+  }
+  // Kept only once the server took the contents: a failed upload is hashed again next time (cheap), never trusted wrongly.
+  await cache.save(dir).catch((e: Error) => io.err(`strata: could not save the stat cache: ${e.message}\n`));
+  io.err(
+    `context: ${scan.files} files, ${scan.bytes} bytes, ${scan.hashed} hashed; uploaded ${sent.missing} contents (${sent.uploadedBytes} bytes) and the manifest (${sent.body.length} bytes) in ${sent.requests + 1} requests\n`,
+  );
+  return sent.body;
+}
+
 /** Prints a build's events as they come; resolves with the final status. */
 async function follow(io: CliIo, c: ReturnType<typeof client>, id: string): Promise<string> {
   let last: string | null = null;
@@ -408,12 +437,23 @@ async function build(o: BuildOptions, io: CliIo): Promise<number> {
   for (const a of o.buildArgs) q.append('buildArg', a);
   if (o.noCache) q.set('noCache', 'true');
   for (const s of o.noCacheFilter) q.append('noCacheFilter', s);
-  const headers: Array<[string, string]> = [['content-type', 'application/x-tar']];
+  const upload = (io.env.STRATA_CONTEXT_UPLOAD ?? 'manifest').toLowerCase();
+  if (upload !== 'manifest' && upload !== 'tar') throw new UsageError(`STRATA_CONTEXT_UPLOAD must be "manifest" or "tar", not "${io.env.STRATA_CONTEXT_UPLOAD}"`);
+  let body: RequestInit['body'] = tarStream(dir) as unknown as RequestInit['body'];
+  const headers: Array<[string, string]> = [];
+  if (upload === 'manifest') {
+    const sent = await sendManifestContext(io, c, dir, o.dockerfile ?? 'Dockerfile');
+    if (sent) {
+      body = sent;
+      headers.push(['content-type', MANIFEST_TYPE], ['content-encoding', 'gzip']);
+    }
+  }
+  if (headers.length === 0) headers.push(['content-type', 'application/x-tar']);
   for (const s of o.secrets) headers.push(['strata-build-secret', `id=${s.id},src=${s.value.toString('base64')}`]);
   for (const k of o.sshKeys) headers.push(['strata-build-ssh', `id=${k.id},src=${k.value.toString('base64')}`]);
   let created;
   try {
-    created = await c.json('POST', `/v1/builds?${q}`, tarStream(dir) as unknown as RequestInit['body'], headers);
+    created = await c.json('POST', `/v1/builds?${q}`, body, headers);
   } catch (e) {
     // A server that cannot use SSH keys yet says so; the user learns which flag it was.
     if (o.sshKeys.length > 0 && e instanceof RequestError && e.status === 400 && /ssh/i.test(e.serverMessage)) {
