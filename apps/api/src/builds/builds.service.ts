@@ -83,7 +83,7 @@ export class BuildsService implements OnModuleDestroy {
     if (!CONTEXT_TYPES.has(type)) {
       body.resume();
       throw new UnsupportedMediaTypeException(
-        `The build context must be sent as application/x-tar, application/gzip or ${CONTEXT_MANIFEST_MEDIA_TYPE}, not "${req.contentType ?? 'nothing'}".`,
+        `The build context must be sent as application/x-tar or application/gzip, not "${req.contentType ?? 'nothing'}" (or as a context manifest: ${CONTEXT_MANIFEST_MEDIA_TYPE}).`,
       );
     }
     const contextKey = `contexts/${id}`;
