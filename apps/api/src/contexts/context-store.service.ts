@@ -151,10 +151,15 @@ export class ContextStoreService {
       if (e instanceof TarFormatError || e instanceof TarExtractionError) throw new BadRequestException(`The batch is not a valid tar archive: ${e.message}.`);
       throw e;
     }
-    const created = rows.length === 0 ? { count: 0 } : await this.prisma.contextBlob.createMany({
-      data: rows.map((r) => ({ tenantId, digest: r.digest, packKey, offset: BigInt(r.offset), size: BigInt(r.size) })),
-      skipDuplicates: true,
-    });
+    const created = { count: 0 };
+    // In slices: one statement holds at most 65,535 parameters.
+    for (let i = 0; i < rows.length; i += 5_000) {
+      const r = await this.prisma.contextBlob.createMany({
+        data: rows.slice(i, i + 5_000).map((x) => ({ tenantId, digest: x.digest, packKey, offset: BigInt(x.offset), size: BigInt(x.size) })),
+        skipDuplicates: true,
+      });
+      created.count += r.count;
+    }
     // Every content was already there (a retry, or a race with another upload): the pack serves nothing.
     if (created.count === 0) await this.storage.objects.delete(packKey).catch(() => undefined);
     const storedBytes = created.count === rows.length ? offset : await this.bytesIn(tenantId, packKey);
