@@ -8,6 +8,7 @@
 // so every layer is new everywhere. Side by side in one run, Strata then BuildKit in each iteration.
 // Started by infra/local/bench.mjs (--only large-context); writes its results as JSON to $BENCH_OUT.
 import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -31,21 +32,22 @@ const regHost = `127.0.0.1:${REGISTRY_PORT}`;
 const dockerEnv = { PATH: process.env.PATH, HOME: work, DOCKER_HOST: `unix://${work}/d/docker.sock`, DOCKER_BUILDKIT: '1', DOCKER_CONFIG: path.join(work, 'docker-config'), DOCKER_CLI_HINTS: 'false' };
 const docker = (args) => runAsync(DOCKER, args, { env: dockerEnv });
 
-/** FILES files in 100 directories, MIB MiB in all (sizes vary around the mean), written with one C-speed tool per directory. */
+/** FILES files in 100 directories, MIB MiB in all (sizes spread around the mean), random bytes: incompressible, like most real contexts' bulk. */
 function makeContext() {
   const dir = path.join(work, 'ctx');
   mkdirSync(dir, { recursive: true });
   writeFileSync(path.join(dir, 'Dockerfile'), 'FROM scratch\nCOPY . /app/\n');
   const mean = Math.floor((MIB * 1024 * 1024) / FILES);
   const perDir = Math.ceil(FILES / 100);
-  // One shell per directory: head -c from /dev/urandom is incompressible, like most real contexts' bulk.
-  const script = [
-    'set -e',
-    `for d in $(seq 0 99); do mkdir -p "${dir}/src/d$d"; i=0; while [ $i -lt ${perDir} ]; do`,
-    `  n=$((d * ${perDir} + i)); [ $n -ge ${FILES} ] && break`,
-    `  head -c $(( ${mean} / 2 + (n * 7919) % (${mean} + 1) )) /dev/urandom > "${dir}/src/d$d/f$n.bin"; i=$((i + 1)); done; done`,
-  ].join('\n');
-  execFileSync('sh', ['-c', script]);
+  const pool = randomBytes(4 * 1024 * 1024 + 2 * mean + 1);
+  for (let n = 0; n < FILES; n++) {
+    const d = path.join(dir, 'src', `d${Math.floor(n / perDir)}`);
+    if (n % perDir === 0) mkdirSync(d, { recursive: true });
+    const size = Math.floor(mean / 2) + ((n * 7919) % (mean + 1));
+    // A distinct slice of the pool per file, with the file's number in front: no two files share a content.
+    const start = (n * 104729) % (pool.length - size);
+    writeFileSync(path.join(d, `f${n}.bin`), Buffer.concat([Buffer.from(`${n}\n`), pool.subarray(start, start + size)]));
+  }
   // Older than any scan, as a checked-out tree is (the stat cache trusts no file written during its last scan).
   execFileSync('find', [dir, '-exec', 'touch', '-h', '-d', '@1700000000', '{}', '+']);
   const bytes = Number(execFileSync('du', ['-sb', dir], { encoding: 'utf8' }).split('\t')[0]);
@@ -146,6 +148,7 @@ const status = await runBench(result, async () => {
   const salt = path.join(ctx.dir, 'salt.txt');
   const cases = { cold: { s: [], b: [], sent: null }, noop: { s: [], b: [], sent: null }, one: { s: [], b: [], sent: null } };
   const changed = path.join(ctx.dir, 'src/d50', `f${50 * Math.ceil(FILES / 100)}.bin`);
+  if (!existsSync(changed)) throw new Error(`${changed} was not made`);
   for (let i = 0; i < RUNS; i++) {
     const cacheDir = mkdtempSync(path.join(work, 'cli-cache-'));
     writeFileSync(salt, `run ${process.pid} ${i}\n`);
