@@ -50,22 +50,23 @@ export async function scanContext(dir: string, cache: StatCache, opts: { dockerf
   const files: Array<{ rel: string; abs: string }> = [];
   // Directories first (readdir is cheap), then every file stat'ed and hashed in parallel.
   const walk = async (relDir: string): Promise<void> => {
-    const names = (await readdir(relDir === '' ? root : path.join(root, relDir))).sort();
-    for (const name of names) {
-      const rel = relDir === '' ? name : `${relDir}/${name}`;
+    // The directory entry's type saves an lstat per file here; files are stat'ed once, below.
+    for (const dirent of await readdir(relDir === '' ? root : path.join(root, relDir), { withFileTypes: true })) {
+      const rel = relDir === '' ? dirent.name : `${relDir}/${dirent.name}`;
       const abs = path.join(root, rel);
       const ignored = !always.has(rel) && ignore.ignores(rel);
-      const st = await lstat(abs, { bigint: true });
-      if (st.isDirectory()) {
+      const known = dirent.isDirectory() || dirent.isFile() || dirent.isSymbolicLink();
+      const st = known && dirent.isFile() ? null : await lstat(abs, { bigint: true });
+      if (st?.isDirectory()) {
         // An ignored directory is walked only when an exception could let something below it back in.
         if (ignored && !ignore.hasExceptions && !onTheWay.has(rel)) continue;
         entries.push({ path: rel, type: 'dir', mode: Number(st.mode) & 0o7777, mtime: seconds(st.mtimeNs) });
         await walk(rel);
       } else if (ignored) {
         continue;
-      } else if (st.isSymbolicLink()) {
+      } else if (st?.isSymbolicLink()) {
         entries.push({ path: rel, type: 'symlink', mtime: seconds(st.mtimeNs), target: await readlink(abs) });
-      } else if (st.isFile()) {
+      } else if (st === null || st.isFile()) {
         files.push({ rel, abs });
       }
     }
