@@ -102,7 +102,7 @@ function strataBuild(token, cacheDir, dir, ref) {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(root, 'apps/cli/dist/bin.js'), 'build', dir, '-t', ref], {
-      env: { PATH: process.env.PATH, STRATA_URL: apiUrl, STRATA_TOKEN: token, STRATA_CACHE_DIR: cacheDir }, stdio: ['ignore', 'ignore', 'pipe'],
+      env: { PATH: process.env.PATH, STRATA_URL: apiUrl, STRATA_TOKEN: token, STRATA_CACHE_DIR: cacheDir, STRATA_TRACE: '1' }, stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
@@ -111,7 +111,8 @@ function strataBuild(token, cacheDir, dir, ref) {
       const ms = performance.now() - t0;
       if (code !== 0) return reject(new Error(`strata build exited ${code}: ${stderr.slice(-2000)}`));
       const m = /context: (\d+) files, (\d+) bytes, (\d+) hashed; uploaded (\d+) contents \((\d+) bytes\) and the manifest \((\d+) bytes\) in (\d+) requests/.exec(stderr);
-      resolve({ ms, sent: m ? { files: +m[1], hashed: +m[3], contents: +m[4], contentBytes: +m[5], manifestBytes: +m[6], requests: +m[7] } : null });
+      const trace = /trace: (.*)/.exec(stderr)?.[1] ?? null;
+      resolve({ ms, trace, sent: m ? { files: +m[1], hashed: +m[3], contents: +m[4], contentBytes: +m[5], manifestBytes: +m[6], requests: +m[7] } : null });
     });
   });
 }
@@ -159,7 +160,8 @@ const status = await runBench(result, async () => {
       cases[c].s.push(s.ms);
       cases[c].b.push(b.ms);
       cases[c].sent = s.sent;
-      log(`${c} #${i + 1}: Strata ${s.ms.toFixed(0)} ms (${JSON.stringify(s.sent)}), BuildKit ${b.ms.toFixed(0)} ms`);
+      cases[c].traces = [...(cases[c].traces ?? []), s.trace];
+      log(`${c} #${i + 1}: Strata ${s.ms.toFixed(0)} ms (${JSON.stringify(s.sent)}; ${s.trace}), BuildKit ${b.ms.toFixed(0)} ms`);
     };
     record('cold', await strataBuild(ts[i].token, cacheDir, ctx.dir, tag('cold')), await buildkitBuild(`large-cold-${i}:${i}`, ctx.dir));
     record('noop', await strataBuild(ts[i].token, cacheDir, ctx.dir, tag('noop')), await buildkitBuild(`large-cold-${i}:noop`, ctx.dir));
@@ -169,7 +171,7 @@ const status = await runBench(result, async () => {
   }
   const label = { cold: '1 cold', noop: '2 no change', one: '3 one file changed' };
   for (const [k, c] of Object.entries(cases)) {
-    result.rows.push({ case: `large context: ${label[k]}`, strataMs: median(c.s), buildkitMs: median(c.b), ratio: median(c.s) / median(c.b), strataRuns: c.s, buildkitRuns: c.b, strataSent: c.sent });
+    result.rows.push({ case: `large context: ${label[k]}`, strataMs: median(c.s), buildkitMs: median(c.b), ratio: median(c.s) / median(c.b), strataRuns: c.s, buildkitRuns: c.b, strataSent: c.sent, strataTraces: c.traces });
   }
   if (FILES !== 50_000 || MIB !== 1024) result.notes.push(`Smaller than the issue's 50,000 files / 1 GiB: ${FILES} files, ${MIB} MiB (BENCH_CTX_FILES, BENCH_CTX_MIB), to fit the time of this run.`);
   return 0;

@@ -370,9 +370,10 @@ function tarStream(dir: string): ReadableStream<Uint8Array> {
  * tenant's store lacks. Resolves with the manifest body for POST /v1/builds, or null when the
  * server predates manifests (404), so the caller sends a tar.
  */
-async function sendManifestContext(io: CliIo, c: ReturnType<typeof client>, dir: string, dockerfile: string): Promise<Buffer | null> {
+async function sendManifestContext(io: CliIo, c: ReturnType<typeof client>, dir: string, dockerfile: string, mark: (what: string) => void): Promise<Buffer | null> {
   const cache = await StatCache.open(cacheDirOf(io.env), dir);
   const scan = await scanContext(dir, cache, { dockerfile });
+  mark('scanned');
   let sent;
   try {
     sent = await uploadMissing({ post: (p, b, h) => c.json('POST', p, b, h) }, scan);
@@ -380,6 +381,7 @@ async function sendManifestContext(io: CliIo, c: ReturnType<typeof client>, dir:
     if (e instanceof RequestError && e.status === 404 && /contexts\/manifest/.test(e.message)) return null;
     throw e;
   }
+  mark('contents uploaded');
   // Kept only once the server took the contents: a failed upload is hashed again next time (cheap), never trusted wrongly.
   await cache.save(dir).catch((e: Error) => io.err(`strata: could not save the stat cache: ${e.message}\n`));
   io.err(
@@ -424,6 +426,12 @@ async function follow(io: CliIo, c: ReturnType<typeof client>, id: string): Prom
 }
 
 async function build(o: BuildOptions, io: CliIo): Promise<number> {
+  // STRATA_TRACE=1: where the time went, on stderr (for benchmarks and slow CI runs).
+  const t0 = performance.now();
+  const marks: string[] = [];
+  const mark = (what: string) => {
+    if (io.env.STRATA_TRACE) marks.push(`${what} ${Math.round(performance.now() - t0)} ms`);
+  };
   const cwd = io.cwd ?? process.cwd();
   const dir = path.resolve(cwd, o.dir);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`the build context ${o.dir} is not a directory`);
@@ -442,7 +450,7 @@ async function build(o: BuildOptions, io: CliIo): Promise<number> {
   let body: RequestInit['body'] = tarStream(dir) as unknown as RequestInit['body'];
   const headers: Array<[string, string]> = [];
   if (upload === 'manifest') {
-    const sent = await sendManifestContext(io, c, dir, o.dockerfile ?? 'Dockerfile');
+    const sent = await sendManifestContext(io, c, dir, o.dockerfile ?? 'Dockerfile', mark);
     if (sent) {
       body = sent;
       headers.push(['content-type', MANIFEST_TYPE], ['content-encoding', 'gzip']);
@@ -467,8 +475,11 @@ async function build(o: BuildOptions, io: CliIo): Promise<number> {
     io.out(`${id}\n`);
     return 0;
   }
+  mark('build queued');
   const status = await follow(io, c, id);
+  mark('log ended');
   const b = await c.json('GET', `/v1/builds/${id}`);
+  if (marks.length > 0) io.err(`trace: ${marks.join(', ')}; the build's own times: queued ${String(b.createdAt)}, started ${String(b.startedAt)}, finished ${String(b.finishedAt)}\n`);
   if (status === 'succeeded') {
     io.err(`built ${o.repository}:${o.tags.join(',')} ${String(b.imageDigest)}\n`);
     return 0;

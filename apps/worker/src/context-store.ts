@@ -89,7 +89,8 @@ export class ContextPackCache {
     const where = new Map<string, Location>();
     for (let i = 0; i < wanted.length; i += LOOKUP_BATCH) {
       const hex = wanted.slice(i, i + LOOKUP_BATCH).map((d) => d.slice('sha256:'.length));
-      const rows = await this.prisma.contextBlob.findMany({ where: { tenantId, digest: { in: hex } }, select: { digest: true, packKey: true, offset: true, size: true } });
+      const rows = await this.prisma.$queryRaw<Array<{ digest: string; packKey: string; offset: bigint; size: bigint }>>`
+        SELECT digest, "packKey", "offset", size FROM "ContextBlob" WHERE "tenantId" = ${tenantId}::uuid AND digest = ANY(${hex}::text[])`;
       for (const r of rows) where.set(`sha256:${r.digest}`, { packKey: r.packKey, offset: Number(r.offset), size: Number(r.size) });
     }
     for (const [digest, use] of manifest.contents) {

@@ -76,7 +76,8 @@ export class ContextStoreService {
     const have = new Set<string>();
     for (let i = 0; i < wanted.length; i += LOOKUP_BATCH) {
       const hex = wanted.slice(i, i + LOOKUP_BATCH).map((d) => d.replace(/^sha256:/, ''));
-      const rows = await this.prisma.contextBlob.findMany({ where: { tenantId, digest: { in: hex } }, select: { digest: true } });
+      // One array parameter, not one parameter per digest: the query stays small for 10,000 digests.
+      const rows = await this.prisma.$queryRaw<Array<{ digest: string }>>`SELECT digest FROM "ContextBlob" WHERE "tenantId" = ${tenantId}::uuid AND digest = ANY(${hex}::text[])`;
       for (const r of rows) have.add(`sha256:${r.digest}`);
     }
     return wanted.filter((d) => !have.has(d));
