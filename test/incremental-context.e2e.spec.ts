@@ -121,9 +121,10 @@ describe('incremental build contexts', () => {
     expect(noop.code).toBe(0);
     expect(noop.stderr).toMatch(/304 files, \d+ bytes, 0 hashed; uploaded 0 contents \(0 bytes\)/);
     expect(blobRequests(proxy.seen)).toHaveLength(0);
-    // The manifest twice (the question, then the build), and nothing else carries a body.
+    // The build with its manifest, once: nothing else carries a body.
     const withBodies = proxy.seen.filter((s) => s.bytes > 0).map((s) => s.path);
-    expect(withBodies).toEqual(['/v1/contexts/manifest', '/v1/builds']);
+    expect(withBodies).toEqual(['/v1/builds']);
+    expect(noop.stderr).toMatch(/in 1 requests/);
     expect(noop.stderr).toContain(coldDigest);
 
     proxy.seen.length = 0;
@@ -175,6 +176,7 @@ describe('incremental build contexts', () => {
     expect(buildB.status).toBe(400);
     expect(buildB.json.message).toContain(`${digest} ("s")`);
     expect(buildB.json.message).toMatch(/not in your content store/);
+    expect(buildB.json.missing).toEqual(expect.arrayContaining([digest]));
   });
 
   it('refuses bad manifests and bad batches with 400 saying what is wrong', async () => {

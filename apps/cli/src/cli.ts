@@ -4,7 +4,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { scanContext } from './context-scan.js';
-import { MANIFEST_TYPE, uploadMissing } from './context-upload.js';
+import { MANIFEST_TYPE, manifestBody, uploadContents } from './context-upload.js';
 import { cacheDirOf, StatCache } from './stat-cache.js';
 
 /**
@@ -333,7 +333,7 @@ function client(io: CliIo) {
       } catch {
         data = { message: text };
       }
-      if (!res.ok) throw new RequestError(method, p, res.status, (data as { message?: string }).message ?? text);
+      if (!res.ok) throw new RequestError(method, p, res.status, (data as { message?: string }).message ?? text, data);
       return data as Record<string, unknown>;
     },
     stream(p: string, accept: string) {
@@ -348,6 +348,8 @@ class RequestError extends Error {
     p: string,
     readonly status: number,
     readonly serverMessage: string,
+    /** The answer's JSON body. */
+    readonly data: unknown = null,
   ) {
     super(`${method} ${p.split('?')[0]}: ${status} ${serverMessage}`);
   }
@@ -366,28 +368,39 @@ function tarStream(dir: string): ReadableStream<Uint8Array> {
 }
 
 /**
- * Sends the context incrementally (docs/adr/0025): its manifest, then only the contents the
- * tenant's store lacks. Resolves with the manifest body for POST /v1/builds, or null when the
- * server predates manifests (404), so the caller sends a tar.
+ * Starts the build from the context's manifest (docs/adr/0025). The build is sent first: when the
+ * tenant's store holds every content (an unchanged rebuild) that one request is all; otherwise the
+ * api answers which contents it lacks, only those are uploaded, and the build is sent again.
+ * Resolves with the created build, or null when the server predates manifests (the caller sends a tar).
  */
-async function sendManifestContext(io: CliIo, c: ReturnType<typeof client>, dir: string, dockerfile: string, mark: (what: string) => void): Promise<Buffer | null> {
+async function buildFromManifest(io: CliIo, c: ReturnType<typeof client>, dir: string, dockerfile: string, buildPath: string, extra: Array<[string, string]>, mark: (what: string) => void): Promise<Record<string, unknown> | null> {
   const cache = await StatCache.open(cacheDirOf(io.env), dir);
   const scan = await scanContext(dir, cache, { dockerfile });
+  const body = manifestBody(scan);
   mark('scanned');
-  let sent;
+  const send = () => c.json('POST', buildPath, body, [['content-type', MANIFEST_TYPE], ['content-encoding', 'gzip'], ...extra]);
+  let created: Record<string, unknown>;
+  let uploaded = { bytes: 0, requests: 0, contents: 0 };
+  let sends = 1;
   try {
-    sent = await uploadMissing({ post: (p, b, h) => c.json('POST', p, b, h) }, scan);
+    created = await send();
   } catch (e) {
-    if (e instanceof RequestError && e.status === 404 && /contexts\/manifest/.test(e.message)) return null;
-    throw e;
+    if (!(e instanceof RequestError)) throw e;
+    if (e.status === 415 || e.status === 404) return null;
+    const missing = e.status === 400 ? (e.data as { missing?: unknown } | null)?.missing : undefined;
+    if (!Array.isArray(missing)) throw e;
+    const up = await uploadContents({ post: (p, b, h) => c.json('POST', p, b, h) }, scan, missing as string[]);
+    uploaded = { ...up, contents: missing.length };
+    mark('contents uploaded');
+    sends = 2;
+    created = await send();
   }
-  mark('contents uploaded');
   // Kept only once the server took the contents: a failed upload is hashed again next time (cheap), never trusted wrongly.
   await cache.save(dir).catch((e: Error) => io.err(`strata: could not save the stat cache: ${e.message}\n`));
   io.err(
-    `context: ${scan.files} files, ${scan.bytes} bytes, ${scan.hashed} hashed; uploaded ${sent.missing} contents (${sent.uploadedBytes} bytes) and the manifest (${sent.body.length} bytes) in ${sent.requests + 1} requests\n`,
+    `context: ${scan.files} files, ${scan.bytes} bytes, ${scan.hashed} hashed; uploaded ${uploaded.contents} contents (${uploaded.bytes} bytes) and the manifest (${body.length} bytes) in ${sends + uploaded.requests} requests\n`,
   );
-  return sent.body;
+  return created;
 }
 
 /** Prints a build's events as they come; resolves with the final status. */
@@ -447,21 +460,13 @@ async function build(o: BuildOptions, io: CliIo): Promise<number> {
   for (const s of o.noCacheFilter) q.append('noCacheFilter', s);
   const upload = (io.env.STRATA_CONTEXT_UPLOAD ?? 'manifest').toLowerCase();
   if (upload !== 'manifest' && upload !== 'tar') throw new UsageError(`STRATA_CONTEXT_UPLOAD must be "manifest" or "tar", not "${io.env.STRATA_CONTEXT_UPLOAD}"`);
-  let body: RequestInit['body'] = tarStream(dir) as unknown as RequestInit['body'];
-  const headers: Array<[string, string]> = [];
-  if (upload === 'manifest') {
-    const sent = await sendManifestContext(io, c, dir, o.dockerfile ?? 'Dockerfile', mark);
-    if (sent) {
-      body = sent;
-      headers.push(['content-type', MANIFEST_TYPE], ['content-encoding', 'gzip']);
-    }
-  }
-  if (headers.length === 0) headers.push(['content-type', 'application/x-tar']);
-  for (const s of o.secrets) headers.push(['strata-build-secret', `id=${s.id},src=${s.value.toString('base64')}`]);
-  for (const k of o.sshKeys) headers.push(['strata-build-ssh', `id=${k.id},src=${k.value.toString('base64')}`]);
-  let created;
+  const extra: Array<[string, string]> = [];
+  for (const s of o.secrets) extra.push(['strata-build-secret', `id=${s.id},src=${s.value.toString('base64')}`]);
+  for (const k of o.sshKeys) extra.push(['strata-build-ssh', `id=${k.id},src=${k.value.toString('base64')}`]);
+  let created: Record<string, unknown> | null = null;
   try {
-    created = await c.json('POST', `/v1/builds?${q}`, body, headers);
+    if (upload === 'manifest') created = await buildFromManifest(io, c, dir, o.dockerfile ?? 'Dockerfile', `/v1/builds?${q}`, extra, mark);
+    created ??= await c.json('POST', `/v1/builds?${q}`, tarStream(dir) as unknown as RequestInit['body'], [['content-type', 'application/x-tar'], ...extra]);
   } catch (e) {
     // A server that cannot use SSH keys yet says so; the user learns which flag it was.
     if (o.sshKeys.length > 0 && e instanceof RequestError && e.status === 400 && /ssh/i.test(e.serverMessage)) {
@@ -540,7 +545,9 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       io.err(`strata: ${e.message}\nRun "strata --help" for the usage.\n`);
       return 2;
     }
-    io.err(`strata: ${(e as Error).message}\n`);
+    // fetch says only "fetch failed"; what failed (a reset, a refused connection, a file read) is its cause.
+    const cause = (e as Error).cause as Error | undefined;
+    io.err(`strata: ${(e as Error).message}${cause?.message ? `: ${cause.message}` : ''}\n`);
     return 1;
   }
 }

@@ -14,28 +14,17 @@ export interface UploadClient {
   post(path: string, body: RequestInit['body'], headers: Array<[string, string]>): Promise<Record<string, unknown>>;
 }
 
-export interface UploadReport {
-  missing: number;
-  uploadedBytes: number;
-  requests: number;
-  /** The manifest as it is sent with the build (gzip). */
-  body: Buffer;
-}
-
 /** The manifest as a request body: JSON, gzip-compressed (50,000 entries are a few MB of JSON). */
 export function manifestBody(scan: ContextScan): Buffer {
   return gzipSync(Buffer.from(JSON.stringify(scan.manifest)), { level: 6 });
 }
 
 /**
- * Asks which contents the tenant's store lacks and uploads only those, in tar batches of files
- * named by digest. A file that changed since it was hashed is refused by the api (its digest no
- * longer matches) or here (its size), and the build is not started: run it again.
+ * Uploads the contents the server said it lacks, in tar batches of files named by digest. A file
+ * that changed since it was hashed is refused by the api (its digest no longer matches) or here
+ * (its size), and the build is not started: run it again.
  */
-export async function uploadMissing(c: UploadClient, scan: ContextScan): Promise<UploadReport> {
-  const body = manifestBody(scan);
-  const answer = await c.post('/v1/contexts/manifest', body, [['content-type', MANIFEST_TYPE], ['content-encoding', 'gzip']]);
-  const missing = (answer.missing as string[] | undefined) ?? [];
+export async function uploadContents(c: UploadClient, scan: ContextScan, missing: string[]): Promise<{ bytes: number; requests: number }> {
   const batches: Array<Array<{ digest: string; file: string; size: number }>> = [];
   let current: Array<{ digest: string; file: string; size: number }> = [];
   let currentBytes = 0;
@@ -51,17 +40,17 @@ export async function uploadMissing(c: UploadClient, scan: ContextScan): Promise
     currentBytes += src.size;
   }
   if (current.length > 0) batches.push(current);
-  let uploadedBytes = 0;
+  let bytes = 0;
   let next = 0;
   const send = async () => {
     while (next < batches.length) {
       const batch = batches[next++];
       await c.post('/v1/contexts/blobs', batchStream(batch) as unknown as RequestInit['body'], [['content-type', 'application/x-tar']]);
-      uploadedBytes += batch.reduce((n, b) => n + b.size, 0);
+      bytes += batch.reduce((n, b) => n + b.size, 0);
     }
   };
   await Promise.all(Array.from({ length: Math.min(PARALLEL_BATCHES, batches.length) }, send));
-  return { missing: missing.length, uploadedBytes, requests: 1 + batches.length, body };
+  return { bytes, requests: batches.length };
 }
 
 /** A ustar header for a regular file named `name` (ASCII, at most 100 bytes) of `size` bytes. */

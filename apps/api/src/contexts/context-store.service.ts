@@ -88,10 +88,16 @@ export class ContextStoreService {
     const missing = await this.missing(tenantId, manifest.contents.keys());
     if (missing.length === 0) return;
     const named = missing.slice(0, 5).map((d) => `${d} (${JSON.stringify(manifest.contents.get(d)!.path)})`);
-    throw new BadRequestException(
-      `The context manifest names ${missing.length} content${missing.length === 1 ? '' : 's'} not in your content store: ${named.join(', ')}${missing.length > 5 ? ', …' : ''}. ` +
-        'Ask POST /v1/contexts/manifest which are missing and upload them with POST /v1/contexts/blobs first.',
-    );
+    // `missing` lists them all (the caller's own manifest, looked up in its own store): a client may
+    // send the build first and upload only when told, so an unchanged rebuild is one request.
+    throw new BadRequestException({
+      statusCode: 400,
+      error: 'Bad Request',
+      message:
+        `The context manifest names ${missing.length} content${missing.length === 1 ? '' : 's'} not in your content store: ${named.join(', ')}${missing.length > 5 ? ', …' : ''}. ` +
+        'Upload them with POST /v1/contexts/blobs (POST /v1/contexts/manifest lists what is missing), then send the build again.',
+      missing,
+    });
   }
 
   /**
