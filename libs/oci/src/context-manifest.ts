@@ -46,22 +46,22 @@ function entryName(i: number, path: unknown): string {
   return typeof path === 'string' ? `entry ${i} (${JSON.stringify(path.length > 200 ? `${path.slice(0, 200)}…` : path)})` : `entry ${i}`;
 }
 
-function cleanPath(p: unknown, where: string): string {
-  if (typeof p !== 'string') throw new ContextManifestError(`${where}: "path" must be a string`);
+function cleanPath(p: unknown, where: () => string): string {
+  if (typeof p !== 'string') throw new ContextManifestError(`${where()}: "path" must be a string`);
   if (p === '.' || p === '') return '.';
-  if (p.includes('\0')) throw new ContextManifestError(`${where}: the path holds a NUL byte`);
-  if (Buffer.byteLength(p) > MAX_PATH_BYTES) throw new ContextManifestError(`${where}: the path is longer than ${MAX_PATH_BYTES} bytes`);
-  if (p.startsWith('/')) throw new ContextManifestError(`${where}: the path is absolute; give it relative to the context root`);
+  if (p.includes('\0')) throw new ContextManifestError(`${where()}: the path holds a NUL byte`);
+  if (p.length * 3 > MAX_PATH_BYTES && Buffer.byteLength(p) > MAX_PATH_BYTES) throw new ContextManifestError(`${where()}: the path is longer than ${MAX_PATH_BYTES} bytes`);
+  if (p.startsWith('/')) throw new ContextManifestError(`${where()}: the path is absolute; give it relative to the context root`);
   const parts = p.split('/');
   for (const part of parts) {
-    if (part === '..') throw new ContextManifestError(`${where}: the path escapes the context (it holds "..")`);
-    if (part === '' || part === '.') throw new ContextManifestError(`${where}: the path is not clean (empty or "." component); write it like "dir/file"`);
+    if (part === '..') throw new ContextManifestError(`${where()}: the path escapes the context (it holds "..")`);
+    if (part === '' || part === '.') throw new ContextManifestError(`${where()}: the path is not clean (empty or "." component); write it like "dir/file"`);
   }
   return p;
 }
 
-function integer(v: unknown, field: string, where: string, max: number): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > max) throw new ContextManifestError(`${where}: "${field}" must be an integer from 0 to ${max}`);
+function integer(v: unknown, field: string, where: () => string, max: number): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > max) throw new ContextManifestError(`${where()}: "${field}" must be an integer from 0 to ${max}`);
   return v;
 }
 
@@ -85,20 +85,21 @@ export function parseContextManifest(json: unknown, limits: ManifestLimits): Con
   raw.forEach((e: unknown, i: number) => {
     if (typeof e !== 'object' || e === null) throw new ContextManifestError(`entry ${i}: must be an object`);
     const r = e as Record<string, unknown>;
-    const where = entryName(i, r.path);
+    // Named only when refused: building the name for 50,000 good entries costs more than checking them.
+    const where = () => entryName(i, r.path);
     const path = cleanPath(r.path, where);
-    if (seen.has(path)) throw new ContextManifestError(`${where}: the path appears more than once`);
+    if (seen.has(path)) throw new ContextManifestError(`${where()}: the path appears more than once`);
     seen.add(path);
     const mtime = integer(r.mtime ?? 0, 'mtime', where, MAX_MTIME);
     if (r.type === 'dir') {
       entries.push({ path, type: 'dir', mode: integer(r.mode ?? 0o755, 'mode', where, 0o7777), mtime });
     } else if (path === '.') {
-      throw new ContextManifestError(`${where}: the context root must be a directory`);
+      throw new ContextManifestError(`${where()}: the context root must be a directory`);
     } else if (r.type === 'file') {
       const size = integer(r.size, 'size', where, Number.MAX_SAFE_INTEGER);
-      if (typeof r.digest !== 'string' || !DIGEST.test(r.digest)) throw new ContextManifestError(`${where}: "digest" must be "sha256:" and 64 lowercase hex digits`);
+      if (typeof r.digest !== 'string' || !DIGEST.test(r.digest)) throw new ContextManifestError(`${where()}: "digest" must be "sha256:" and 64 lowercase hex digits`);
       const known = contents.get(r.digest);
-      if (known && known.size !== size) throw new ContextManifestError(`${where}: digest ${r.digest} is given with size ${size} here and ${known.size} at ${JSON.stringify(known.path)}`);
+      if (known && known.size !== size) throw new ContextManifestError(`${where()}: digest ${r.digest} is given with size ${size} here and ${known.size} at ${JSON.stringify(known.path)}`);
       if (!known) contents.set(r.digest, { path, size });
       bytes += size;
       files += 1;
@@ -106,21 +107,20 @@ export function parseContextManifest(json: unknown, limits: ManifestLimits): Con
       entries.push({ path, type: 'file', mode: integer(r.mode ?? 0o644, 'mode', where, 0o7777), mtime, size, digest: r.digest });
     } else if (r.type === 'symlink') {
       const target = r.target;
-      if (typeof target !== 'string' || target === '' || target.includes('\0')) throw new ContextManifestError(`${where}: "target" must be a non-empty string`);
-      if (target.startsWith('/')) throw new ContextManifestError(`${where}: symlink target ${JSON.stringify(target)} is absolute`);
-      if (lexicallyEscapes(path.split('/').slice(0, -1), target)) throw new ContextManifestError(`${where}: symlink target ${JSON.stringify(target)} points outside the context`);
+      if (typeof target !== 'string' || target === '' || target.includes('\0')) throw new ContextManifestError(`${where()}: "target" must be a non-empty string`);
+      if (target.startsWith('/')) throw new ContextManifestError(`${where()}: symlink target ${JSON.stringify(target)} is absolute`);
+      if (lexicallyEscapes(path.split('/').slice(0, -1), target)) throw new ContextManifestError(`${where()}: symlink target ${JSON.stringify(target)} points outside the context`);
       entries.push({ path, type: 'symlink', mtime, target });
     } else {
-      throw new ContextManifestError(`${where}: "type" must be "file", "dir" or "symlink"`);
+      throw new ContextManifestError(`${where()}: "type" must be "file", "dir" or "symlink"`);
     }
   });
   const types = new Map(entries.map((e) => [e.path, e.type]));
   for (const e of entries) {
-    if (e.path === '.') continue;
-    const parts = e.path.split('/');
-    for (let i = 1; i < parts.length; i++) {
-      const t = types.get(parts.slice(0, i).join('/'));
-      if (t !== undefined && t !== 'dir') throw new ContextManifestError(`entry ${JSON.stringify(e.path)}: its parent ${JSON.stringify(parts.slice(0, i).join('/'))} is a ${t}, not a directory`);
+    for (let at = e.path.indexOf('/'); at > 0; at = e.path.indexOf('/', at + 1)) {
+      const parent = e.path.slice(0, at);
+      const t = types.get(parent);
+      if (t !== undefined && t !== 'dir') throw new ContextManifestError(`entry ${JSON.stringify(e.path)}: its parent ${JSON.stringify(parent)} is a ${t}, not a directory`);
     }
   }
   // Code-unit order puts every parent before its children ("a" < "a/b").
