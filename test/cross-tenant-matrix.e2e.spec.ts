@@ -95,6 +95,8 @@ describe('cross-tenant matrix over every endpoint', () => {
     };
     const throwaway = async () =>
       (await api(stack, owner.token, 'POST', '/v1/tokens', json({ name: 'to revoke', scopes: ['builds:read'] }), 'application/json')).json.id as string;
+    const policy = async () =>
+      (await api(stack, owner.token, 'POST', '/v1/oidc/trust-policies', json({ issuer: 'http://127.0.0.1:9', audience: 'matrix', claims: { repository: 'acme/app' }, scopes: ['builds:read'] }), 'application/json')).json.id as string;
     const fill = async (path: string): Promise<string> => {
       let out = path;
       for (const [, param] of path.matchAll(/\{([^}]+)\}/g)) {
@@ -105,6 +107,7 @@ describe('cross-tenant matrix over every endpoint', () => {
           : param === 'name' ? repo
           : param === 'id' && path.startsWith('/v1/tokens') ? await throwaway()
           : param === 'id' && path.startsWith('/v1/builds') ? buildId
+          : param === 'id' && path.startsWith('/v1/oidc/trust-policies') ? await policy()
           : param === 'id' && (path.startsWith('/v1/triggers') || path.startsWith('/v1/hooks')) ? triggerId
           : param === 'deliveryId' ? deliveryId
           : randomUUID();

@@ -9,7 +9,14 @@ import { api, build, makeDir, type Stack, startStack, tarOf } from './support/st
 const run = promisify(execFile);
 const sha256 = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
-describe('OCI Distribution registry at /v2', () => {
+// The whole suite runs on each storage driver: S3 (the default) and the filesystem driver
+// (STRATA_STORAGE_DIR), which the registry benchmark pairs with docker-registry's.
+const storages: [string, () => Record<string, string>][] = [
+  ['S3', () => ({})],
+  ['the filesystem driver', () => ({ STRATA_STORAGE_DIR: mkdtempSync(path.join(tmpdir(), 'strata-registry-store-')) })],
+];
+
+describe.each(storages)('OCI Distribution registry at /v2, blobs in %s', (_storage, storageEnv) => {
   let stack: Stack;
   let host: string;
   let acme: { tenantId: string; token: string; name: string };
@@ -34,7 +41,7 @@ describe('OCI Distribution registry at /v2', () => {
   const skopeo = (...args: string[]) => run('skopeo', args, { maxBuffer: 64 * 1024 * 1024, env: { ...process.env, HOME: work } });
 
   beforeAll(async () => {
-    stack = await startStack();
+    stack = await startStack({ env: storageEnv() });
     // The server listens on a port chosen at start; token challenges must name it.
     stack.config.publicUrl = stack.url;
     host = new URL(stack.url).host;

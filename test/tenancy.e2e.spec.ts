@@ -161,9 +161,9 @@ describe('tenancy: the operator, tenants and scoped tokens', () => {
     expect(byPath['POST /v1/builds']).toEqual({ kind: 'scope', scope: 'builds:write' });
     expect(byPath['POST /v1/admin/tenants']).toEqual({ kind: 'operator' });
     expect(byPath['GET /healthz']).toMatchObject({ kind: 'public' });
-    // Every /v1 route that is not public says which scope it needs.
-    expect(routes.filter((r) => r.path.startsWith('/v1/') && r.access?.kind === 'public').map((r) => r.path)).toEqual(
-      routes.filter((r) => r.path.startsWith('/v1/hooks')).map((r) => r.path),
+    // Every /v1 route that is not public says which scope it needs; public are the signed hooks and the OIDC exchange.
+    expect(routes.filter((r) => r.path.startsWith('/v1/') && r.access?.kind === 'public').map((r) => r.path).sort()).toEqual(
+      [...routes.filter((r) => r.path.startsWith('/v1/hooks')).map((r) => r.path), '/v1/auth/oidc'].sort(),
     );
   });
 

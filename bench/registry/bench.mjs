@@ -21,6 +21,9 @@ import { installSignalHandlers, median, portOpen, reportAndExit, run, runAsync, 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const API_PORT = Number(process.env.BENCH_REGISTRY_API_PORT ?? 38231);
+// A second Strata api on the same database, storing on the filesystem (STRATA_STORAGE_DIR): the fair
+// pair for docker-registry's filesystem driver.
+const API_FS_PORT = Number(process.env.BENCH_REGISTRY_API_FS_PORT ?? 38232);
 const REGISTRY_PORT = Number(process.env.BENCH_DOCKER_REGISTRY_PORT ?? 5001);
 const BIG_MB = Number(process.env.BENCH_BIG_MB ?? 100);
 const SMALL_LAYERS = Number(process.env.BENCH_SMALL_LAYERS ?? 50);
@@ -35,6 +38,7 @@ const work = mkdtempSync(path.join(tmpdir(), 'sbr-'));
 const resultsDir = path.join(root, 'bench/results');
 mkdirSync(resultsDir, { recursive: true });
 const strataHost = `127.0.0.1:${API_PORT}`;
+const strataFsHost = `127.0.0.1:${API_FS_PORT}`;
 const peerHost = `127.0.0.1:${REGISTRY_PORT}`;
 const sha = (buf) => createHash('sha256').update(buf).digest('hex');
 
@@ -159,23 +163,25 @@ async function writeS3Config(cfg) {
   ].join('\n'));
 }
 
-async function startStrata() {
-  if (await portOpen(API_PORT)) throw new Error(`127.0.0.1:${API_PORT} is taken; set BENCH_REGISTRY_API_PORT`);
+async function startStrata({ port, storageDir, logName }) {
+  if (await portOpen(port)) throw new Error(`127.0.0.1:${port} is taken; set BENCH_REGISTRY_API_PORT / BENCH_REGISTRY_API_FS_PORT`);
+  const host = `127.0.0.1:${port}`;
   const env = {
     ...process.env,
-    PORT: String(API_PORT),
+    PORT: String(port),
     HOST: '127.0.0.1',
-    PUBLIC_URL: `http://${strataHost}`,
-    STRATA_DATA_DIR: path.join(work, 'strata-data'),
+    PUBLIC_URL: `http://${host}`,
+    STRATA_DATA_DIR: path.join(work, `strata-data-${port}`),
     STRATA_QUEUE_PREFIX: `strata-bench-registry-${process.pid}`,
     STRATA_GC_INTERVAL_MS: '0',
     NODE_NO_WARNINGS: '1',
+    ...(storageDir ? { STRATA_STORAGE_DIR: storageDir } : {}),
   };
-  const api = startProcess('strata-api', process.execPath, ['--import', './bench/support/register-ts.mjs', 'apps/api/src/main.ts'], {
-    env, cwd: root, logFile: path.join(work, 'api.log'),
+  const api = startProcess(logName, process.execPath, ['--import', './bench/support/register-ts.mjs', 'apps/api/src/main.ts'], {
+    env, cwd: root, logFile: path.join(work, `${logName}.log`),
   });
-  await waitFor('strata api', async () => {
-    try { return (await fetch(`http://${strataHost}/healthz`)).ok; } catch { return false; }
+  await waitFor(logName, async () => {
+    try { return (await fetch(`http://${host}/healthz`)).ok; } catch { return false; }
   }, 60000, api);
 }
 
@@ -192,22 +198,28 @@ async function timed(fn) {
   return performance.now() - t0;
 }
 
+const WHO = { strata: 'Strata (S3)', strataFs: 'Strata (filesystem)', peer: 'docker-registry (filesystem)' };
+
 async function measure(label, make, t) {
   const targets = {
     strata: { push: [], pull: [], ref: (repo) => `docker://${strataHost}/${t.name}/${repo}`, dest: ['--dest-creds', `x:${t.token}`], src: ['--src-creds', `x:${t.token}`] },
+    strataFs: { push: [], pull: [], ref: (repo) => `docker://${strataFsHost}/${t.name}/fs-${repo}`, dest: ['--dest-creds', `x:${t.token}`], src: ['--src-creds', `x:${t.token}`] },
     peer: { push: [], pull: [], ref: (repo) => `docker://${peerHost}/bench/${repo}`, dest: [], src: [] },
   };
+  const names = Object.keys(targets);
   let info = null;
   for (let i = 0; i < RUNS; i++) {
     const salt = `${process.pid}-${label}-${i}-${randomBytes(4).toString('hex')}`;
-    const img = make(salt);
-    info = img;
-    // Alternate which registry goes first, so drift (S3 warm-up, page cache) hits both.
-    const order = i % 2 === 0 ? ['strata', 'peer'] : ['peer', 'strata'];
+    // Each registry gets an image of its own (salted apart): the two Strata apis share one database,
+    // and a blob one of them holds must not spare the other its upload.
+    const imgs = Object.fromEntries(names.map((who) => [who, make(`${salt}-${who}`)]));
+    info = imgs.peer;
+    // Rotate which registry goes first, so drift (S3 warm-up, page cache) hits all.
+    const order = names.map((_, k) => names[(k + i) % names.length]);
     for (const who of order) {
       const tg = targets[who];
       const ref = tg.ref(`${label}-${i}:1`);
-      tg.push.push(await timed(() => skopeo(['copy', '-q', '--dest-tls-verify=false', ...tg.dest, `oci:${img.layout}:t`, ref])));
+      tg.push.push(await timed(() => skopeo(['copy', '-q', '--dest-tls-verify=false', ...tg.dest, `oci:${imgs[who].layout}:t`, ref])));
     }
     for (const who of order) {
       const tg = targets[who];
@@ -215,13 +227,18 @@ async function measure(label, make, t) {
       tg.pull.push(await timed(() => skopeo(['copy', '-q', '--src-tls-verify=false', ...tg.src, tg.ref(`${label}-${i}:1`), `dir:${dest}`])));
       rmSync(dest, { recursive: true, force: true });
     }
-    rmSync(img.layout, { recursive: true, force: true });
-    log(`${label} #${i + 1}: push strata ${targets.strata.push.at(-1).toFixed(0)} ms / docker-registry ${targets.peer.push.at(-1).toFixed(0)} ms; pull ${targets.strata.pull.at(-1).toFixed(0)} / ${targets.peer.pull.at(-1).toFixed(0)} ms`);
+    for (const img of Object.values(imgs)) rmSync(img.layout, { recursive: true, force: true });
+    log(`${label} #${i + 1}: push ${names.map((w) => `${w} ${targets[w].push.at(-1).toFixed(0)}`).join(' / ')} ms; pull ${names.map((w) => `${w} ${targets[w].pull.at(-1).toFixed(0)}`).join(' / ')} ms`);
   }
   const row = (op) => {
     const s = median(targets.strata[op]);
+    const f = median(targets.strataFs[op]);
     const p = median(targets.peer[op]);
-    return { case: `${label} ${op}`, bytes: info.bytes, layers: info.layers, strataMs: s, peerMs: p, ratio: s / p, strataRuns: targets.strata[op], peerRuns: targets.peer[op] };
+    return {
+      case: `${label} ${op}`, bytes: info.bytes, layers: info.layers,
+      strataMs: s, strataFsMs: f, peerMs: p, ratio: s / p, ratioFs: f / p,
+      strataRuns: targets.strata[op], strataFsRuns: targets.strataFs[op], peerRuns: targets.peer[op],
+    };
   };
   return [row('push'), row('pull')];
 }
@@ -229,7 +246,7 @@ async function measure(label, make, t) {
 // ---------------------------------------------------------------- main
 async function cleanup() {
   await stopAll();
-  for (const f of ['registry.log', 'api.log']) {
+  for (const f of ['registry.log', 'strata-api.log', 'strata-api-fs.log']) {
     if (existsSync(path.join(work, f))) cpSync(path.join(work, f), path.join(resultsDir, `registry-${f}`));
   }
   if (!KEEP) rmSync(work, { recursive: true, force: true });
@@ -238,11 +255,15 @@ async function cleanup() {
 installSignalHandlers(cleanup);
 const result = { runs: RUNS, peerStorage: PEER_STORAGE, rows: [], notes: [] };
 if (PEER_STORAGE === 'filesystem') {
-  result.notes.push('docker-registry stores on the local filesystem, not S3: its s3 driver needs ListMultipartUploads, which s3rver answers 501 NotImplemented (every push fails). Strata stores in s3rver. The comparison favours docker-registry.');
+  result.notes.push('docker-registry stores on the local filesystem, not S3: its s3 driver needs ListMultipartUploads, which s3rver answers 501 NotImplemented (every push fails). The fair pair is Strata on its filesystem driver (STRATA_STORAGE_DIR) against it; Strata on s3rver is shown as well.');
 }
 const status = await runBench(result, async () => {
   log(`work dir ${work}; starting docker-registry (${PEER_STORAGE === 's3' ? `S3 ${S3_ENDPOINT}, bucket ${PEER_BUCKET}` : 'filesystem'}) and Strata's api`);
-  await Promise.all([startPeer(), startStrata()]);
+  await Promise.all([
+    startPeer(),
+    startStrata({ port: API_PORT, logName: 'strata-api' }),
+    startStrata({ port: API_FS_PORT, storageDir: path.join(work, 'strata-store'), logName: 'strata-api-fs' }),
+  ]);
   result.peerVersion = run('/usr/bin/docker-registry', ['--version']).trim();
   result.skopeoVersion = run('skopeo', ['--version']).trim();
   const t = tenant(`bench-registry-${process.pid}`);
@@ -252,6 +273,8 @@ const status = await runBench(result, async () => {
   {
     const w = smallImage(`warmup-${process.pid}`);
     await skopeo(['copy', '-q', '--dest-tls-verify=false', '--dest-creds', `x:${t.token}`, `oci:${w.layout}:t`, `docker://${strataHost}/${t.name}/warmup:1`]);
+    const wf = smallImage(`warmup-fs-${process.pid}`);
+    await skopeo(['copy', '-q', '--dest-tls-verify=false', '--dest-creds', `x:${t.token}`, `oci:${wf.layout}:t`, `docker://${strataFsHost}/${t.name}/warmup-fs:1`]);
     await skopeo(['copy', '-q', '--dest-tls-verify=false', `oci:${w.layout}:t`, `docker://${peerHost}/bench/warmup:1`]);
   }
   result.rows.push(...(await measure('big', (salt) => bigImage(bigTree, salt), t)));

@@ -1,6 +1,12 @@
 import { jest } from '@jest/globals';
 import { connect } from 'node:net';
 import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { readTarEntries } from '@strata/oci';
 import { api, makeDir, type Stack, startStack, tarOf, waitForBuild } from '../support/stack.js';
 import { contextCases, dockerfileCases, type Expected, goodTar } from './corpus.js';
 
@@ -171,6 +177,53 @@ describe('the bad-input corpus (test/bad-input): every case is a 4xx or a failed
       const retry = await api(stack, tenant.token, 'POST', `/v1/builds?repository=${repository}`, tar, 'application/x-tar');
       expect(retry.status).toBe(202);
       expect((await waitForBuild(stack, tenant.token, retry.json.id)).status).toBe('succeeded');
+    });
+  });
+
+  describe('a context with symlinks to absolute paths (BuildKit takes it) never reads the worker\'s files', () => {
+    // Links a checkout may hold, and ones an attacker would try: each means a path in the context.
+    const links = { abs: { content: '', symlink: '/etc/passwd' }, etcl: { content: '', symlink: '/etc' }, rootf: { content: '', symlink: '/f.txt' }, via: { content: '', symlink: 'etcl/shadow' } };
+    const context = (dockerfile: string) => tarOf(makeDir({ Dockerfile: dockerfile, 'f.txt': 'the context file\n', ...links }), true);
+
+    it.each([
+      ['COPY abs /stolen', /^Dockerfile:2: COPY: "abs" not found/],
+      ['COPY etcl/passwd /stolen', /^Dockerfile:2: COPY: "etcl\/passwd" not found/],
+      ['COPY etcl/ /stolen/', /^Dockerfile:2: COPY: "etcl\/" not found/],
+      ['COPY via /stolen', /^Dockerfile:2: COPY: "via" not found/],
+      ['COPY etcl/../etc/hostname /stolen', /^Dockerfile:2: COPY: ".*" not found/],
+      ['ADD etcl/passwd /stolen', /^Dockerfile:2: ADD: "etcl\/passwd" not found/],
+      ['RUN --mount=type=bind,source=etcl,target=/m ["/m/sh"]', /^Dockerfile:2: .*"etcl" not found/],
+      ['RUN --mount=type=bind,source=abs,target=/m,rw ["/m"]', /^Dockerfile:2: .*"abs" not found/],
+    ])('%s fails as not found', async (line, message) => {
+      await check('repository=abs-links', context(`FROM scratch\n${line}\n`), 'application/gzip', { build: 'failed', message });
+    });
+
+    it('COPY keeps them as links, follows them inside the context, and nothing in the image is the worker\'s', async () => {
+      const res = await api(stack, tenant.token, 'POST', '/v1/builds?repository=abs-links-ok', context('FROM scratch\nCOPY . /all/\nCOPY rootf /followed\nCOPY abs/.. /dotdot/\n'), 'application/gzip');
+      expect(res.status).toBe(202);
+      const done = await waitForBuild(stack, tenant.token, res.json.id, 60_000);
+      expect({ status: done.status, error: done.error }).toEqual({ status: 'succeeded', error: null });
+      const archive = await fetch(`${stack.url}/v1/repositories/abs-links-ok/tags/latest/oci-archive`, { headers: { authorization: `Bearer ${tenant.token}` } });
+      expect(archive.status).toBe(200);
+      const dir = mkdtempSync(path.join(tmpdir(), 'strata-abs-links-'));
+      writeFileSync(path.join(dir, 'image.tar'), Buffer.from(await archive.arrayBuffer()));
+      execFileSync('tar', ['-xf', 'image.tar'], { cwd: dir });
+      const blob = (d: string) => readFileSync(path.join(dir, 'blobs', ...d.split(':')));
+      const manifest = JSON.parse(blob(JSON.parse(readFileSync(path.join(dir, 'index.json'), 'utf8')).manifests[0].digest).toString('utf8'));
+      const files = new Map<string, { type: string; linkname: string; content: string }>();
+      for (const l of manifest.layers as Array<{ digest: string }>) {
+        for await (const { header, body } of readTarEntries(Readable.from([blob(l.digest)]))) {
+          const chunks: Buffer[] = [];
+          for await (const c of body) chunks.push(c as Buffer);
+          files.set(header.name.replace(/^\.?\//, ''), { type: header.type, linkname: header.linkname, content: Buffer.concat(chunks).toString('utf8') });
+        }
+      }
+      expect(files.get('all/abs')).toMatchObject({ type: 'symlink', linkname: '/etc/passwd' });
+      expect(files.get('all/etcl')).toMatchObject({ type: 'symlink', linkname: '/etc' });
+      expect(files.get('dotdot/abs')).toMatchObject({ type: 'symlink', linkname: '/etc/passwd' });
+      expect(files.get('followed')).toMatchObject({ type: 'file', content: 'the context file\n' });
+      const worker = readFileSync('/etc/passwd', 'utf8');
+      expect([...files.values()].filter((f) => f.content === worker || f.content.includes('root:x:0:0'))).toEqual([]);
     });
   });
 

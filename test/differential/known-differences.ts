@@ -11,39 +11,13 @@ export interface KnownDifference {
 
 /** The reasons, one per bug or justified difference; docs/differential.md lists the same. */
 export const REASONS = {
-  CONTEXT_ABS_SYMLINK: "open bug: a context holding a symlink to an absolute path is refused as a whole (\"symlink target … is absolute\"); BuildKit takes it and COPY keeps the link as it is",
-  HARDLINKS_COPY: "open bug: COPY (from the context, and --from a stage) turns hard links into separate files; BuildKit keeps them linked",
   MOUNT_STUBS: "justified: dockerd 20.10's BuildKit (v0.8) leaves the mount points runc creates for a RUN (/dev, /proc, /sys, --mount targets) in the layer as empty directories; Strata removes them as BuildKit's mount stub cleaner does since v0.10 (libs/runtime/src/mount-stubs.ts)",
-  CACHE_OPTIONS: "open bug: BuildKit keeps one cache per id and uid/gid/mode (the frontend seeds a cache with uid/gid/mode from its own directory), so a step naming the same id with other options sees an empty cache; Strata shares one cache per id whatever the options",
   USER_XATTRS: "justified: Strata's RUN diff keeps user.* xattrs, as containerd's archive writer (newer BuildKit) does; dockerd 20.10's BuildKit records only security.capability (docker's archive package). security.capability itself compares equal",
 } as const;
 
 const because = (...keys: (keyof typeof REASONS)[]): string => keys.map((k) => REASONS[k]).join('; ');
 
 export const KNOWN_DIFFERENCES: Record<string, KnownDifference> = {
-  'context-absolute-symlink': {
-    reason: because('CONTEXT_ABS_SYMLINK'),
-    observed: [
-      "strata build failed: the build context was refused: refusing tar entry \"./tree/abs\": symlink target \"/etc/passwd\" is absolute",
-    ],
-  },
-  'copy-hardlinks': {
-    reason: because('HARDLINKS_COPY'),
-    observed: [
-      "/h/one/a: strata file 0644 0:0 size=7 sha256=cf99975aa799 | docker file 0644 0:0 size=7 sha256=cf99975aa799 hardlinked=[\"/h/one/b\",\"/h/two/c\"]",
-      "/h/one/b: strata file 0644 0:0 size=7 sha256=cf99975aa799 | docker file 0644 0:0 size=7 sha256=cf99975aa799 hardlinked=[\"/h/one/a\",\"/h/two/c\"]",
-      "/h/two/c: strata file 0644 0:0 size=7 sha256=cf99975aa799 | docker file 0644 0:0 size=7 sha256=cf99975aa799 hardlinked=[\"/h/one/a\",\"/h/one/b\"]",
-      "/only-one/a: strata file 0644 0:0 size=7 sha256=cf99975aa799 | docker file 0644 0:0 size=7 sha256=cf99975aa799 hardlinked=[\"/only-one/b\"]",
-      "/only-one/b: strata file 0644 0:0 size=7 sha256=cf99975aa799 | docker file 0644 0:0 size=7 sha256=cf99975aa799 hardlinked=[\"/only-one/a\"]",
-    ],
-  },
-  'names-long': {
-    reason: because('HARDLINKS_COPY'),
-    observed: [
-      "/l/dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee/over-100.txt: strata file 0644 0:0 size=4 sha256=eea8254c7500 | docker file 0644 0:0 size=4 sha256=eea8254c7500 hardlinked=[\"/l/hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh\"]",
-      "/l/hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh: strata file 0644 0:0 size=4 sha256=eea8254c7500 | docker file 0644 0:0 size=4 sha256=eea8254c7500 hardlinked=[\"/l/dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee/over-100.txt\"]",
-    ],
-  },
   'run-on-bare-rootfs': {
     reason: because('MOUNT_STUBS'),
     observed: [
@@ -73,27 +47,17 @@ export const KNOWN_DIFFERENCES: Record<string, KnownDifference> = {
     ],
   },
   'run-mount-options': {
-    reason: because('MOUNT_STUBS', 'CACHE_OPTIONS'),
+    reason: because('MOUNT_STUBS'),
     observed: [
       "/c1: strata (absent) | docker directory 0755 0:0",
       "/c2: strata (absent) | docker directory 0755 0:0",
       "/c3: strata (absent) | docker directory 0755 0:0",
-      "/seen-default-options.txt: strata file 0644 0:0 size=4 sha256=2c8b08da5ce6 | docker file 0644 0:0 size=0 sha256=e3b0c44298fc",
     ],
   },
   'run-bind-rw': {
     reason: because('MOUNT_STUBS'),
     observed: [
       "/b: strata (absent) | docker directory 0755 0:0",
-    ],
-  },
-  'multistage-copy-from': {
-    reason: because('HARDLINKS_COPY'),
-    observed: [
-      "/copied/sub/f: strata file 0755 1000:1000 size=3 sha256=98ea6e4f216f | docker file 0755 1000:1000 size=3 sha256=98ea6e4f216f hardlinked=[\"/copied/sub/h\"]",
-      "/copied/sub/h: strata file 0755 1000:1000 size=3 sha256=98ea6e4f216f | docker file 0755 1000:1000 size=3 sha256=98ea6e4f216f hardlinked=[\"/copied/sub/f\"]",
-      "/owned/f: strata file 0755 1000:1000 size=3 sha256=98ea6e4f216f | docker file 0755 1000:1000 size=3 sha256=98ea6e4f216f hardlinked=[\"/owned/h\"]",
-      "/owned/h: strata file 0755 1000:1000 size=3 sha256=98ea6e4f216f | docker file 0755 1000:1000 size=3 sha256=98ea6e4f216f hardlinked=[\"/owned/f\"]",
     ],
   },
   'debian-run-xattrs': {

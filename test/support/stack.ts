@@ -38,6 +38,7 @@ export async function startStack(opts: { worker?: boolean; env?: Record<string, 
     // Tests poll builds every 100 ms with one token; the rate-limit suite sets its own limits.
     STRATA_RATE_LIMIT_TOKEN_PER_MINUTE: '1000000',
     STRATA_RATE_LIMIT_TENANT_PER_MINUTE: '1000000',
+    STRATA_RATE_LIMIT_OIDC_PER_MINUTE: '1000000',
     PORT: '0',
     HOST: '127.0.0.1',
     STRATA_QUEUE_PREFIX: queuePrefix,

@@ -56,6 +56,7 @@ export function envOf(config: StrataConfig): Record<string, string> {
     STRATA_OPERATOR_TOKEN_SHA256: config.operatorTokenHash ?? '',
     STRATA_RATE_LIMIT_TOKEN_PER_MINUTE: String(config.rateLimit.tokenPerMinute),
     STRATA_RATE_LIMIT_TENANT_PER_MINUTE: String(config.rateLimit.tenantPerMinute),
+    STRATA_RATE_LIMIT_OIDC_PER_MINUTE: String(config.rateLimit.oidcPerMinute),
     STRATA_RECONCILE_INTERVAL_MS: String(config.reconcile.intervalMs),
     STRATA_WORKER_STALE_MS: String(config.reconcile.workerStaleMs),
     STRATA_BUILD_MAX_ATTEMPTS: String(config.reconcile.maxAttempts),
@@ -64,6 +65,7 @@ export function envOf(config: StrataConfig): Record<string, string> {
   if (config.s3.endpoint !== undefined) env.S3_ENDPOINT = config.s3.endpoint;
   if (config.s3.accessKeyId !== undefined) env.S3_ACCESS_KEY_ID = config.s3.accessKeyId;
   if (config.s3.secretAccessKey !== undefined) env.S3_SECRET_ACCESS_KEY = config.s3.secretAccessKey;
+  if (config.storageDir !== undefined) env.STRATA_STORAGE_DIR = config.storageDir;
   // A setting added to libs/config but not here would silently differ between the api and the worker.
   const back = loadConfig(env);
   if (!isDeepStrictEqual(back, config)) {

@@ -11,6 +11,7 @@ import { ContextStoreService } from './contexts/context-store.service.js';
 import { DockerfileController } from './dockerfile/dockerfile.controller.js';
 import { HealthController } from './health/health.controller.js';
 import { LogsModule } from './logs/logs.module.js';
+import { OidcModule } from './oidc/oidc.module.js';
 import { FleetRedisModule } from './metrics/fleet-redis.provider.js';
 import { MetricsController } from './metrics/metrics.controller.js';
 import { MetricsService } from './metrics/metrics.service.js';
@@ -34,7 +35,7 @@ export class AppModule implements NestModule {
     };
     return {
       module: AppModule,
-      imports: [configModule, FleetRedisModule, DbModule, AuthModule, AuditModule, TenancyModule, RegistryModule, LogsModule, TriggersModule],
+      imports: [configModule, FleetRedisModule, DbModule, AuthModule, AuditModule, TenancyModule, RegistryModule, LogsModule, TriggersModule, OidcModule],
       controllers: [HealthController, WhoamiController, BuildsController, ContextsController, RepositoriesController, DockerfileController, MetricsController],
       providers: [BuildsQueueCloser, BuildsService, ContextStoreService, RepositoriesService, buildsQueueProvider, storageProvider, MetricsService],
     };

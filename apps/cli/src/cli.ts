@@ -6,6 +6,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { scanContext } from './context-scan.js';
 import { MANIFEST_TYPE, manifestBody, uploadContents } from './context-upload.js';
 import { cacheDirOf, StatCache } from './stat-cache.js';
+import { ciIdToken, exchangeIdToken, type OidcSettings, OidcSetupError } from './oidc.js';
 
 /**
  * `strata`: the command-line client CI pipelines use. It talks to the api over HTTP only. `build`
@@ -45,6 +46,11 @@ build options (as docker buildx build spells them):
       --no-cache                  do not use the cache for any step
       --no-cache-filter STAGE     do not use the cache for this stage's steps (repeatable)
       --no-follow                 print the build id and exit without following the log
+      --oidc                      sign in with the CI's OIDC token instead of STRATA_TOKEN:
+                                  GitHub Actions (permissions: id-token: write) or
+      --oidc-token-env VAR          an ID token in VAR (GitLab CI's id_tokens)
+      --oidc-audience AUD         the audience asked of GitHub Actions (default STRATA_URL)
+      --oidc-tenant NAME          the tenant, when several tenants' trust policies match
   -h, --help                      this text
 
 trigger create options:
@@ -61,7 +67,7 @@ trigger create options:
   the webhook secret is STRATA_TRIGGER_SECRET, or made up and printed once; clone and
   status credentials come from STRATA_GIT_TOKEN (and STRATA_GIT_USERNAME), never from flags
 
-environment: STRATA_URL (default http://127.0.0.1:3000), STRATA_TOKEN (required),
+environment: STRATA_URL (default http://127.0.0.1:3000), STRATA_TOKEN (required unless --oidc),
   STRATA_CONTEXT_UPLOAD (manifest, the default: send the context's manifest and only the
   files the server lacks; tar: send the whole context as a tar), STRATA_CACHE_DIR (the stat
   cache; default $XDG_CACHE_HOME/strata or ~/.cache/strata)
@@ -80,6 +86,10 @@ const BUILD_OPTIONS = {
   'no-cache': { type: 'boolean' },
   'no-cache-filter': { type: 'string', multiple: true },
   'no-follow': { type: 'boolean' },
+  oidc: { type: 'boolean' },
+  'oidc-audience': { type: 'string' },
+  'oidc-token-env': { type: 'string' },
+  'oidc-tenant': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
 
@@ -103,6 +113,8 @@ export interface BuildOptions {
   noCache: boolean;
   noCacheFilter: string[];
   follow: boolean;
+  /** Sign in with the CI's OIDC token (--oidc); null: with STRATA_TOKEN. */
+  oidc: OidcSettings | null;
   help: boolean;
 }
 
@@ -217,6 +229,7 @@ export function parseBuildArgs(argv: string[], io: CliIo = { out: () => undefine
     noCache: values['no-cache'] ?? false,
     noCacheFilter: values['no-cache-filter'] ?? [],
     follow: !(values['no-follow'] ?? false),
+    oidc: null,
     help: values.help ?? false,
   };
   if (o.help) return o;
@@ -250,6 +263,13 @@ export function parseBuildArgs(argv: string[], io: CliIo = { out: () => undefine
     seen.add(s.id);
   }
   o.sshKeys = (values.ssh ?? []).flatMap((s) => readSshKeys(s, io, cwd));
+  const oidcFlags = (['oidc-audience', 'oidc-token-env', 'oidc-tenant'] as const).filter((f) => values[f] !== undefined);
+  if (!values.oidc && oidcFlags.length > 0) throw new UsageError(`--${oidcFlags[0]} goes with --oidc`);
+  if (values.oidc) {
+    const tokenEnv = values['oidc-token-env'];
+    if (tokenEnv !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(tokenEnv)) throw new UsageError(`--oidc-token-env "${tokenEnv}": give an environment variable name`);
+    o.oidc = { audience: values['oidc-audience'] ?? serverUrl(io), tokenEnv, tenant: values['oidc-tenant'] };
+  }
   return o;
 }
 
@@ -317,8 +337,12 @@ async function createTrigger(argv: string[], io: CliIo): Promise<number> {
   return 0;
 }
 
+function serverUrl(io: CliIo): string {
+  return (io.env.STRATA_URL ?? 'http://127.0.0.1:3000').replace(/\/$/, '');
+}
+
 function client(io: CliIo) {
-  const base = (io.env.STRATA_URL ?? 'http://127.0.0.1:3000').replace(/\/$/, '');
+  const base = serverUrl(io);
   const token = io.env.STRATA_TOKEN;
   if (!token) throw new UsageError('STRATA_TOKEN is not set');
   const auth: [string, string] = ['authorization', `Bearer ${token}`];
@@ -515,6 +539,18 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       if (o.help) {
         io.out(USAGE);
         return 0;
+      }
+      if (o.oidc) {
+        let idToken: string;
+        try {
+          idToken = await ciIdToken(io.env, o.oidc);
+        } catch (e) {
+          if (e instanceof OidcSetupError) throw new UsageError(e.message);
+          throw e;
+        }
+        const signedIn = await exchangeIdToken(serverUrl(io), idToken, o.oidc.tenant);
+        io.err(`signed in to tenant ${signedIn.tenant} with the CI's OIDC token (${signedIn.scopes.join(', ')}; until ${signedIn.expiresAt})\n`);
+        return await build(o, { ...io, env: { ...io.env, STRATA_TOKEN: signedIn.token } });
       }
       return await build(o, io);
     }

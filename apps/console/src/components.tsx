@@ -20,6 +20,19 @@ export function StatusBadge({ status }: { status: BuildStatus }) {
 }
 
 /** Re-renders every `ms` so relative times and running durations move. */
+/** A build's tags as chips. */
+export function TagChips({ tags }: { tags: string[] }) {
+  return (
+    <span className="tag-list">
+      {tags.map((t) => (
+        <span key={t} className="chip">
+          {t}
+        </span>
+      ))}
+    </span>
+  );
+}
+
 export function useNow(ms = 1000): number {
   const [now, setNow] = useState(Date.now());
   useEffect(() => {

@@ -77,6 +77,17 @@ export class ContextCache {
   private async read(entry: string): Promise<TarIndex | null> {
     try {
       const rows = JSON.parse(await readFile(path.join(entry, 'index.json'), 'utf8')) as Array<[string, TarIndexEntry]>;
+      // Hard-linked names are one entry object again (COPY keeps them linked); an index written
+      // before files were numbered is made again from the context.
+      const inodes = new Map<number, TarIndexEntry>();
+      for (const row of rows) {
+        const e = row[1];
+        if (e.type !== 'file') continue;
+        if (e.inode === undefined) return null;
+        const first = inodes.get(e.inode);
+        if (first) row[1] = first;
+        else inodes.set(e.inode, e);
+      }
       return new Map(rows);
     } catch {
       return null;

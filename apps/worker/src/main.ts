@@ -7,6 +7,7 @@ import { createPrismaClient, type PrismaClient } from '@strata/db';
 import { addToFleetCounter, BUILDS_QUEUE, type BuildJob, type FleetCounter, GC_QUEUE, logEvent, redisConnection, WORKER_LOCK } from '@strata/queue';
 import { GarbageCollector } from '@strata/registry';
 import { BuildRunner } from './build-runner.js';
+import { claimConcurrencySlot } from './concurrency-slot.js';
 import { BuildLogs } from './logs/build-log.js';
 import { clearLeftovers } from './leftovers.js';
 import { Reconciler, startHeartbeat, startReconciler } from './reconciler.js';
@@ -17,7 +18,7 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   const prisma = createPrismaClient(config.databaseUrl);
   const logRedis = new Redis({ ...redisConnection(config.redisUrl), protocol: 2 });
   const count = (name: FleetCounter, labels: Record<string, string>, by = 1) => addToFleetCounter(logRedis, config.queuePrefix, name, labels, by);
-  const storage = await storageFromConfig({ ...config.s3, onRequestError: (operation, reason) => count('strata_s3_request_errors_total', { process: 'worker', operation, reason }) });
+  const storage = await storageFromConfig({ ...config.s3, onRequestError: (operation, reason) => count('strata_s3_request_errors_total', { process: 'worker', operation, reason }) }, config.storageDir);
   const logs = new BuildLogs({ redis: logRedis, storage, config });
   // What a worker killed on this data directory left running goes first: its snapshots can only be unmounted then.
   const leftovers = await clearLeftovers(config.dataDir);
@@ -35,7 +36,8 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   const worker = new Worker<BuildJob>(BUILDS_QUEUE, async (job, token, signal) => {
     const { buildId, tenantId } = job.data;
     // A tenant at its maxConcurrentBuilds quota waits: its job goes back for a second while others' builds run.
-    if (token && (await atConcurrencyQuota(prisma, buildId))) {
+    // The slot is taken atomically (concurrency-slot.ts): two workers cannot both pass the last one.
+    if (token && !(await claimConcurrencySlot(prisma, buildId, workerId))) {
       await job.moveToDelayed(Date.now() + 1000, token);
       throw new DelayedError();
     }
@@ -123,12 +125,4 @@ async function startGarbageCollection(
       await queue.close();
     },
   };
-}
-
-/** Whether the build's tenant already runs as many builds as its maxConcurrentBuilds quota allows. */
-async function atConcurrencyQuota(prisma: PrismaClient, buildId: string): Promise<boolean> {
-  const build = await prisma.build.findUnique({ where: { id: buildId }, select: { status: true, tenant: { select: { id: true, maxConcurrentBuilds: true } } } });
-  if (!build || build.status !== 'queued' || build.tenant.maxConcurrentBuilds === null) return false;
-  const running = await prisma.build.count({ where: { tenantId: build.tenant.id, status: 'running' } });
-  return running >= build.tenant.maxConcurrentBuilds;
 }

@@ -22,6 +22,11 @@ export interface ContextEntry {
   /** Owner in a stage's root filesystem; build context files have none (they are copied as root's). */
   uid?: number;
   gid?: number;
+  /**
+   * Regular files: which file this name is. Names sharing it are hard links to one file, and a COPY
+   * keeps them linked within one source as BuildKit does; absent when the tree does not say.
+   */
+  inode?: string;
 }
 
 export class ContextSourceError extends Error {
@@ -133,23 +138,43 @@ export abstract class BuildContext {
 
   /**
    * Checksum of what a source contributes: each entry's path relative to the source, type, mode,
-   * size, link target, content hash and (a stage's files) owner; never mtime, so a fresh checkout
-   * of the same files hits.
+   * size, link target, content hash, (a stage's files) owner and, for the second and later names
+   * of a hard-linked file, the first one; never mtime, so a fresh checkout of the same files hits.
    */
   async checksum(sources: Array<ContextEntry | { entry: ContextEntry; excludeFrom: string }>, exclude?: IgnoreMatcher): Promise<{ digest: string; files: Map<string, string> }> {
     const h = createHash('sha256');
     const files = new Map<string, string>();
     for (const source of sources) {
       const src = 'entry' in source ? source.entry : source;
+      const linked = new HardLinks();
       for await (const e of this.walk(src, exclude, 'entry' in source ? source.excludeFrom : src.rel)) {
         const content = e.type === 'file' ? await this.contentHash(e) : '';
         const owner = e.uid === undefined ? '' : `\0${e.uid}:${e.gid}`;
-        const line = `${e.rel}\0${e.type}\0${e.mode.toString(8)}\0${e.size}\0${e.linkTarget ?? ''}\0${content}${owner}\n`;
+        const first = linked.firstName(e, e.rel);
+        const link = first === null ? '' : `\0=${first}`;
+        const line = `${e.rel}\0${e.type}\0${e.mode.toString(8)}\0${e.size}\0${e.linkTarget ?? ''}\0${content}${owner}${link}\n`;
         h.update(line);
         files.set(e.rel, createHash('sha256').update(line).digest('hex'));
       }
     }
     return { digest: `sha256:${h.digest('hex')}`, files };
+  }
+}
+
+/**
+ * The hard-link groups met while walking one source: the first name of each file is remembered, and
+ * a later name of the same file is told that first name (what BuildKit's copy does per source).
+ */
+export class HardLinks {
+  private readonly first = new Map<string, string>();
+
+  /** `at` is where this name goes; null when it is the first name of its file (or not a linked file). */
+  firstName(e: ContextEntry, at: string): string | null {
+    if (e.type !== 'file' || e.inode === undefined) return null;
+    const seen = this.first.get(e.inode);
+    if (seen !== undefined) return seen;
+    this.first.set(e.inode, at);
+    return null;
   }
 }
 
@@ -208,6 +233,7 @@ export class IndexedContext extends BuildContext {
       size: e.type === 'file' ? e.size : 0,
       mtime: e.mtime,
       linkTarget: e.type === 'symlink' ? e.target : undefined,
+      ...(e.type === 'file' && e.inode !== undefined ? { inode: `context:${e.inode}` } : {}),
     };
   }
 
@@ -280,6 +306,7 @@ export class IndexedRootfs extends BuildContext {
       linkTarget: e.type === 'symlink' ? e.linkTarget : undefined,
       uid: e.uid,
       gid: e.gid,
+      ...(e.type === 'file' && e.inode !== undefined ? { inode: e.inode } : {}),
     };
   }
 

@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import { type AddInstruction, classifyAddSource, type CopyInstruction } from '@strata/dockerfile';
 import { type FileContent, type LayerEntry, parseWhiteout, TarExtractionError } from '@strata/oci';
 import { openArchive, spoolArchive } from './add-archive.js';
-import { type BuildContext, ContextSourceError, type ContextEntry, IndexedRootfs } from './context.js';
+import { type BuildContext, ContextSourceError, type ContextEntry, HardLinks, IndexedRootfs } from './context.js';
 import { DestinationError, LayerTree, createdDirTime, storeFileLayer } from './file-layer.js';
 import { ChmodError, type ModeChange, parseChmod } from './file-mode.js';
 import { cleanRelative, IgnoreMatcher, PatternSyntaxError } from './ignore.js';
@@ -250,7 +250,10 @@ export async function executeCopy(build: BuildScope, stage: StageState, p: Prepa
 
 /** Places every source entry in the layer as BuildKit's copy does. */
 async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Promise<void> {
-  const entry = (at: string, e: ContextEntry): LayerEntry => {
+  // Hard-linked names of one source, each with the entry its first name was written as.
+  const linked: Array<{ member: LayerEntry & { type: 'hardlink' }; first: LayerEntry }> = [];
+  const firsts = new Map<string, LayerEntry>();
+  const entry = (at: string, e: ContextEntry, links?: HardLinks): LayerEntry => {
     // --chmod applies to everything copied but links; the destination directory keeps its own mode.
     const mode = p.chmod ? p.chmod(e.mode, e.type === 'directory') : e.mode;
     // Without --chown a stage's files keep their owners (BuildKit); context files are root's.
@@ -258,7 +261,16 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
     const base = { path: at, ...owner, mtime: e.mtime };
     if (e.type === 'directory') return { ...base, type: 'directory', mode };
     if (e.type === 'symlink') return { ...base, type: 'symlink', target: e.linkTarget!, mode: 0o777 };
-    return { ...base, type: 'file', mode, content: p.context.content(e) };
+    // A later name of a file this source already copied is a hard link to it, as in BuildKit.
+    const first = links?.firstName(e, at) ?? null;
+    if (first !== null) {
+      const member = { ...base, type: 'hardlink' as const, target: first, mode };
+      linked.push({ member, first: firsts.get(first)! });
+      return member;
+    }
+    const file: LayerEntry = { ...base, type: 'file', mode, content: p.context.content(e) };
+    if (links && e.inode !== undefined) firsts.set(at, file);
+    return file;
   };
   const join = (dir: string, name: string) => (dir === '' ? name : `${dir}/${name}`);
   const putCopied = (placed: LayerEntry) => (placed.type === 'directory' ? tree.putCopiedDirectory(placed) : tree.put(placed));
@@ -272,16 +284,18 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
         if (!tree.entries.has(at)) putCopied(entry(at, dir));
       }
       const at = join(destDir, parents.rel);
-      for await (const e of p.context.walk(src, p.exclude, parents.pivot)) putCopied(entry(e === src ? at : join(at, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e));
+      const links = new HardLinks();
+      for await (const e of p.context.walk(src, p.exclude, parents.pivot)) putCopied(entry(e === src ? at : join(at, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e, links));
       continue;
     }
     if (src.type === 'directory') {
       // A directory's contents go into the destination, created (0755, the --chown owner) if missing.
       const destDir = tree.resolve(p.dest);
       tree.mkdirAll(destDir);
+      const links = new HardLinks();
       for await (const e of p.context.walk(src, p.exclude)) {
         if (e === src) continue;
-        putCopied(entry(join(destDir, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e));
+        putCopied(entry(join(destDir, e.rel.slice(src.rel === '' ? 0 : src.rel.length + 1)), e, links));
       }
       continue;
     }
@@ -306,6 +320,7 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
     const owner = p.chown ? p.owner : { uid: 0, gid: 0 };
     tree.put({ type: 'file', path: target, ...owner, mode: p.chmod ? p.chmod(0o644, false) : 0o644, mtime: createdDirTime(build), content: f.content });
   }
+  relinkReplaced(tree, linked);
 
   /** Unpacks `content` into the destination (named with a slash or not) when it is a tar, plain or compressed; false when it is not one. */
   async function unpackArchive(content: FileContent, name: string): Promise<boolean> {
@@ -333,6 +348,23 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
     // A destination that is (or leads to) a directory receives the file under its own name.
     const real = tree.resolve(p.dest);
     return tree.typeAt(real) === 'directory' ? join(real, path.basename(name)) : real;
+  }
+}
+
+/**
+ * A later source may write over the first name of a hard-linked file (BuildKit copies source after
+ * source, so the other names keep the file): the first surviving name then carries the file and the
+ * rest link to it. A name itself written over is just gone from its group.
+ */
+function relinkReplaced(tree: LayerTree, linked: Array<{ member: LayerEntry & { type: 'hardlink' }; first: LayerEntry }>): void {
+  const carriers = new Map<LayerEntry, string>();
+  for (const { member, first } of linked) {
+    if (tree.entries.get(member.path) !== member || tree.entries.get(first.path) === first) continue;
+    const carrier = carriers.get(first);
+    if (carrier === undefined) {
+      tree.entries.set(member.path, { ...first, path: member.path });
+      carriers.set(first, member.path);
+    } else tree.entries.set(member.path, { ...member, target: carrier });
   }
 }
 
@@ -379,7 +411,7 @@ async function unpackInto(tree: LayerTree, destDir: string, tar: Readable, spool
     const target = at(header.name);
     if (target === null) continue; // "./": the destination exists already
     if (parseWhiteout(path.basename(target))) throw new TarExtractionError(header.name, 'whiteout entries are not allowed in an ADD archive');
-    const meta = { path: target, mode: header.mode, uid: header.uid, gid: header.gid, mtime: Math.floor(header.mtime), ...(Object.keys(header.xattrs).length > 0 ? { xattrs: header.xattrs } : {}) };
+    const meta = { path: target, mode: header.mode, uid: header.uid, gid: header.gid, mtime: Math.floor(header.mtime), ...(Object.keys(header.xattrBytes).length > 0 ? { xattrs: header.xattrBytes } : {}) };
     switch (header.type) {
       case 'directory':
         tree.put({ ...meta, type: 'directory' });

@@ -143,6 +143,17 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
       { type: 'directory', path: 'px/sub', mode: 0o700 },
       { type: 'file', path: 'px/sub/deep.txt', content: Buffer.from('deep') },
       { type: 'file', path: 'py/a.txt', content: Buffer.from('py') },
+      // Hard links, in one directory and across two; another file named like one of them.
+      { type: 'file', path: 'hl/one/a', content: Buffer.from('shared\n') },
+      { type: 'hardlink', path: 'hl/one/b', target: 'hl/one/a' },
+      { type: 'hardlink', path: 'hl/two/c', target: 'hl/one/a' },
+      { type: 'file', path: 'hl/one/alone', content: Buffer.from('alone\n') },
+      { type: 'file', path: 'hlo/a', content: Buffer.from('other\n') },
+      // Absolute symlinks, as a checkout may hold them: they mean paths from the context root.
+      { type: 'symlink', path: 'sym/abs', target: '/etc/passwd' },
+      { type: 'symlink', path: 'sym/etcl', target: '/etc' },
+      { type: 'symlink', path: 'sym/root-f', target: '/f.txt' },
+      { type: 'symlink', path: 'sym/via', target: 'etcl/passwd' },
     ]);
     const pack = path.join(mkdtempSync(path.join(tmpdir(), 'file-tree-ctx-')), 'pack');
     const { index } = await indexTar(Readable.from([ctxTar]), pack);
@@ -333,6 +344,44 @@ describe('COPY, ADD and WORKDIR write the tree BuildKit writes', () => {
     expect(tree.get('fromd/x/up')).toMatchObject({ type: 'symlink', target: '../top.txt' });
     expect(tree.get('pl/up')).toMatchObject({ type: 'file', uid: 1234, content: 'top' });
     expect(tree.get('owned/y/z.txt')).toMatchObject({ uid: 1000, gid: 1000 });
+  });
+
+  it('COPY keeps hard links within one source, from the context and from a stage (dockerd: /h/one/a, /h/one/b, /h/two/c one inode; separate sources are separate files)', async () => {
+    const { tree } = await build('COPY hl/ /h/\nCOPY hl/one/ /only-one/\nCOPY hl/one/b hl/two/c /sep/');
+    expect(tree.get('h/one/a')).toMatchObject({ type: 'file', content: 'shared\n' });
+    expect([tree.get('h/one/b'), tree.get('h/two/c')]).toEqual([expect.objectContaining({ type: 'hardlink', target: 'h/one/a' }), expect.objectContaining({ type: 'hardlink', target: 'h/one/a' })]);
+    expect(tree.get('h/one/alone')).toMatchObject({ type: 'file', content: 'alone\n' });
+    expect([tree.get('only-one/a')?.type, tree.get('only-one/b')]).toEqual(['file', expect.objectContaining({ type: 'hardlink', target: 'only-one/a' })]);
+    expect([tree.get('sep/b')?.type, tree.get('sep/c')?.type]).toEqual(['file', 'file']);
+    const staged = await build('FROM base:1 AS a\nCOPY hl/ /d/\nFROM base:1\nCOPY --from=a /d/one /x/\nCOPY --from=a --chown=1000:1000 /d /y/');
+    expect([staged.tree.get('x/a')?.type, staged.tree.get('x/b')]).toEqual(['file', expect.objectContaining({ type: 'hardlink', target: 'x/a' })]);
+    expect(staged.tree.get('y/one/a')).toMatchObject({ type: 'file', uid: 1000, content: 'shared\n' });
+    expect([staged.tree.get('y/one/b'), staged.tree.get('y/two/c')]).toEqual([expect.objectContaining({ type: 'hardlink', target: 'y/one/a' }), expect.objectContaining({ type: 'hardlink', target: 'y/one/a' })]);
+  });
+
+  it('a later source written over the first name of a hard-linked file leaves the other names linked to the file (as BuildKit copies source after source)', async () => {
+    const { tree } = await build('COPY hl/one/ hlo/ /r/');
+    expect(tree.get('r/a')).toMatchObject({ type: 'file', content: 'other\n' });
+    expect(tree.get('r/b')).toMatchObject({ type: 'file', content: 'shared\n' });
+  });
+
+  it('hard links are part of the cache key: the same files unlinked are another COPY', async () => {
+    const linked = await context.checksum(await context.resolve('hl'));
+    const plain = await context.checksum([...(await context.resolve('hl/one/a')), ...(await context.resolve('hl/one/b'))]);
+    expect(linked.files.get('hl/one/b')).not.toBe(plain.files.get('hl/one/b'));
+  });
+
+  it('symlinks to absolute paths in the context are copied as links, and resolve from the context root, never the worker\'s (dockerd: "/sym/abs" not found)', async () => {
+    const { tree } = await build('COPY sym/ /s/\nCOPY sym/root-f /followed\nCOPY sym/abs/.. /dotdot/');
+    expect([tree.get('s/abs'), tree.get('s/etcl')]).toEqual([expect.objectContaining({ type: 'symlink', target: '/etc/passwd' }), expect.objectContaining({ type: 'symlink', target: '/etc' })]);
+    // /f.txt is the context's f.txt; "sym/abs/.." is "sym", cleaned before anything is followed.
+    expect(tree.get('followed')).toMatchObject({ type: 'file', content: 'hello\n' });
+    expect(tree.get('dotdot/abs')).toMatchObject({ type: 'symlink', target: '/etc/passwd' });
+    for (const source of ['sym/abs', 'sym/etcl/passwd', 'sym/etcl/', 'sym/via', 'sym/etcl/../etc/passwd']) {
+      await expect(build(`COPY ${source} /stolen`)).rejects.toThrow(/COPY: ".*" not found/);
+    }
+    const passwdLike = [...tree.values()].filter((n) => n.content?.includes('root:x:0:0'));
+    expect(passwdLike.length).toBe(1); // the base image's own /etc/passwd, nothing read from the worker
   });
 
   it('a pattern that matches nothing copies nothing (dockerd: an empty layer, no /x); a missing plain path is an error', async () => {

@@ -44,6 +44,24 @@ describe('metadata steps: the image config', () => {
 });
 
 describe('history lines, as BuildKit (dockerd 20.10) writes them', () => {
+  it('writes ARG with its expanded default and HEALTHCHECK as Go prints its config (seen with dockerd 20.10.24)', async () => {
+    const dockerfile = [
+      'FROM scratch', 'ARG PLAIN', 'ARG WITHVAL=1', 'ARG QUOTED="a b"', 'arg lower=x', 'ARG EXP=${WITHVAL}-y',
+      'HEALTHCHECK --interval=5m --timeout=3s CMD curl -f http://localhost/ || exit 1',
+      'HEALTHCHECK --retries=3 --start-period=2s CMD ["/bin/check", "a b"]',
+      'HEALTHCHECK --interval=1h30m --timeout=1500ms --retries=10 CMD x',
+      'HEALTHCHECK NONE', '',
+    ].join('\n');
+    const { out } = await buildWith(dockerfile, {}, { buildArgs: { WITHVAL: 'given' } });
+    expect(out.image.config.history?.map((h) => h.created_by)).toEqual([
+      'ARG PLAIN', 'ARG WITHVAL=1', 'ARG QUOTED=a b', 'ARG lower=x', 'ARG EXP=given-y',
+      'HEALTHCHECK &{["CMD-SHELL" "curl -f http://localhost/ || exit 1"] "5m0s" "3s" "0s" \'\\x00\'}',
+      'HEALTHCHECK &{["CMD" "/bin/check" "a b"] "0s" "0s" "2s" \'\\x03\'}',
+      'HEALTHCHECK &{["CMD-SHELL" "x"] "1h30m0s" "1.5s" "0s" \'\\n\'}',
+      'HEALTHCHECK &{["NONE"] "0s" "0s" "0s" \'\\x00\'}',
+    ]);
+  });
+
   it('names each step the way docker history shows it', async () => {
     const dockerfile = [
       'FROM scratch AS s', 'ARG V=1', 'ARG W', 'COPY --chown=10:20 --chmod=640 a.txt /d', 'ADD a.txt /e', 'VOLUME /data /x', 'SHELL ["/bin/sh", "-c"]',

@@ -3,6 +3,7 @@
 // goes into its cache key.
 
 import { type CommandLine, exposedPortKeys, type StageInstruction } from '@strata/dockerfile';
+import type { ContainerConfig } from '@strata/oci';
 import { executeWorkdir } from './file-layer.js';
 import type { CachedStep } from './interfaces.js';
 import type { StepContext } from './step-context.js';
@@ -24,6 +25,47 @@ export function goQuotedList(list: readonly string[]): string {
   return `[${list.map(quote).join(' ')}]`;
 }
 
+/** Go's Duration.String of nanoseconds: `0s`, `500ms`, `1.5s`, `5m0s`, `1h0m0s`. */
+export function goDuration(ns: number): string {
+  if (ns === 0) return '0s';
+  const sign = ns < 0 ? '-' : '';
+  let u = Math.abs(Math.trunc(ns));
+  const frac = (v: number, unit: number): string => {
+    const whole = Math.floor(v / unit);
+    const rest = v - whole * unit;
+    if (rest === 0) return String(whole);
+    return `${whole}.${String(rest).padStart(String(unit).length - 1, '0').replace(/0+$/, '')}`;
+  };
+  if (u < 1e3) return `${sign}${u}ns`;
+  if (u < 1e6) return `${sign}${frac(u, 1e3)}µs`;
+  if (u < 1e9) return `${sign}${frac(u, 1e6)}ms`;
+  const h = Math.floor(u / 3.6e12);
+  u -= h * 3.6e12;
+  const m = Math.floor(u / 6e10);
+  u -= m * 6e10;
+  return `${sign}${h > 0 ? `${h}h` : ''}${h > 0 || m > 0 ? `${m}m` : ''}${frac(u, 1e9)}s`;
+}
+
+/** Go's %q of an int: a quoted rune ('\x00', '\a', 'A'), as BuildKit prints Retries. */
+function goQuotedRune(n: number): string {
+  const named: Record<number, string> = { 7: '\\a', 8: '\\b', 9: '\\t', 10: '\\n', 11: '\\v', 12: '\\f', 13: '\\r', 39: "\\'", 92: '\\\\' };
+  if (named[n] !== undefined) return `'${named[n]}'`;
+  if (n < 0x20 || n === 0x7f) return `'\\x${n.toString(16).padStart(2, '0')}'`;
+  if (n >= 0x80 && n < 0xa0) return `'\\u${n.toString(16).padStart(4, '0')}'`;
+  return `'${String.fromCodePoint(n)}'`;
+}
+
+/**
+ * A healthcheck as dockerd 20.10's BuildKit writes it in the history (Go's %q of its HealthConfig):
+ * `&{["CMD-SHELL" "curl -f x"] "5m0s" "3s" "0s" '\x03'}`; a start interval (newer than 20.10) is
+ * printed before the retries when set.
+ */
+export function goHealthConfig(h: NonNullable<ContainerConfig['Healthcheck']>): string {
+  const d = (ns: number | undefined) => `"${goDuration(ns ?? 0)}"`;
+  const fields = [goQuotedList(h.Test ?? []), d(h.Interval), d(h.Timeout), d(h.StartPeriod), ...(h.StartInterval ? [d(h.StartInterval)] : []), goQuotedRune(h.Retries ?? 0)];
+  return `&{${fields.join(' ')}}`;
+}
+
 type Keyword = Exclude<StageInstruction['keyword'], 'COPY' | 'ADD' | 'RUN'>;
 type Handler<K extends Keyword> = (ctx: StepContext<Extract<StageInstruction, { keyword: K }>>) => MetadataStep;
 
@@ -34,7 +76,9 @@ export function commandArgs(cmd: CommandLine, shell: string[]): string[] {
 const handlers: { [K in Keyword]: Handler<K> } = {
   ARG({ ins, stage }) {
     stage.declaredArgs.push(...ins.args.map((a) => a.name));
-    return { definition: { args: ins.args.map((a) => [a.name, stage.vars.lookup(a.name) ?? null]) } };
+    // BuildKit's line: each name with its default as expanded (quotes removed), never a build arg's value.
+    const createdBy = `ARG ${ins.args.map((a) => (a.defaultValue === null ? a.name : `${a.name}=${a.defaultValue}`)).join(' ')}`;
+    return { definition: { args: ins.args.map((a) => [a.name, stage.vars.lookup(a.name) ?? null]) }, createdBy };
   },
   ENV({ ins, cfg, stage }) {
     cfg.Env = stage.vars.imageEnv;
@@ -106,7 +150,7 @@ const handlers: { [K in Keyword]: Handler<K> } = {
             ...(h.startInterval !== null ? { StartInterval: h.startInterval } : {}),
             ...(h.retries !== null ? { Retries: h.retries } : {}),
           };
-    return { definition: { healthcheck: cfg.Healthcheck } };
+    return { definition: { healthcheck: cfg.Healthcheck }, createdBy: `HEALTHCHECK ${goHealthConfig(cfg.Healthcheck)}` };
   },
   ONBUILD({ ins, cfg }) {
     cfg.OnBuild = [...(cfg.OnBuild ?? []), ins.trigger];

@@ -69,7 +69,9 @@ describe('RootfsIndexer', () => {
     seeded.seed(b.digest, b.written);
     const x = await read.index([a, b]);
     const y = await seeded.index([a, b]);
-    for (const p of ['etc', 'tmp', 'opt', 'opt/old.txt', 'opt/new.txt', 'var', 'var/lib', 'nothing']) expect([p, y.paths.get(p)]).toEqual([p, x.paths.get(p)]);
+    // A file's inode is an identity within one index (two indexers number files each their own way).
+    const same = (e: ReturnType<typeof x.paths.get>) => (e === undefined ? e : { ...e, inode: 'inode' in e ? typeof e.inode : 'none' });
+    for (const p of ['etc', 'tmp', 'opt', 'opt/old.txt', 'opt/new.txt', 'var', 'var/lib', 'nothing']) expect([p, same(y.paths.get(p))]).toEqual([p, same(x.paths.get(p))]);
     expect(y.passwd).toBe(x.passwd);
   });
 

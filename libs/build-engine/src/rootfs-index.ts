@@ -19,6 +19,17 @@ export interface IndexedPath {
 /** Where a path of an image comes from: its metadata and the layer (blob digest) that provides it. */
 export interface ProvidedPath extends IndexedPath {
   layer: Digest;
+  /** Regular files: which file of the image this is; hard-linked names (one layer's) share it. */
+  inode?: string;
+}
+
+/** Numbers indexed files: a hard link is indexed as the very object of the file it names. */
+const inodes = new WeakMap<IndexedPath, number>();
+let lastInode = 0;
+function inodeOf(e: IndexedPath): number {
+  let n = inodes.get(e);
+  if (n === undefined) inodes.set(e, (n = ++lastInode));
+  return n;
 }
 
 /** Paths that exist in an image's filesystem, with their metadata, plus /etc/passwd and /etc/group. */
@@ -83,7 +94,7 @@ class StackedIndex implements RootfsIndex {
     if (p === '') return { type: 'directory', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0, layer: this.top[0]?.digest ?? ('' as Digest), ...this.rootEntry() };
     for (const layer of this.top) {
       const hit = layer.entries.get(p);
-      if (hit) return { ...hit, layer: layer.digest };
+      if (hit) return { ...hit, layer: layer.digest, ...(hit.type === 'file' ? { inode: `${layer.digest}:${inodeOf(hit)}` } : {}) };
       // A directory the layer has entries in but does not list itself: unpacked, it exists all the same.
       if (childrenOf(layer).has(p)) return { type: 'directory', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0, layer: layer.digest };
       if (layer.removed.has(p)) return undefined;

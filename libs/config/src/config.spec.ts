@@ -32,6 +32,13 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...base, STRATA_ALLOW_PRIVATE_SOURCES: 'example.com/8' })).toThrow('"example.com" is not an IPv4 or IPv6 address');
   });
 
+  it('needs S3_BUCKET unless STRATA_STORAGE_DIR keeps everything on the filesystem', () => {
+    expect(() => loadConfig({ ...base, S3_BUCKET: undefined })).toThrow(new ConfigError('S3_BUCKET is not set'));
+    const c = loadConfig({ ...base, S3_BUCKET: undefined, STRATA_STORAGE_DIR: '/var/lib/strata/store' });
+    expect(c.storageDir).toBe('/var/lib/strata/store');
+    expect(loadConfig(base).storageDir).toBeUndefined();
+  });
+
   it('names the variable that is missing', () => {
     expect(() => loadConfig({ ...base, DATABASE_URL: undefined })).toThrow(new ConfigError('DATABASE_URL is not set'));
   });

@@ -16,6 +16,11 @@ export interface StrataConfig {
   redisUrl: string;
   s3: { endpoint?: string; region: string; bucket: string; accessKeyId?: string; secretAccessKey?: string; forcePathStyle: boolean };
   /** Where a worker keeps unpacked layers and build directories. */
+  /**
+   * STRATA_STORAGE_DIR: keep blobs, contexts and logs in this directory (the filesystem driver)
+   * instead of S3. Only for one machine, where api and workers share the disk; S3 otherwise.
+   */
+  storageDir?: string;
   dataDir: string;
   /** Largest build context accepted, compressed upload and uncompressed alike. */
   maxContextBytes: number;
@@ -42,7 +47,12 @@ export interface StrataConfig {
   /** sha256 (hex) of the operator's token, which alone reaches /v1/admin; null turns the admin API off. */
   operatorTokenHash: string | null;
   /** Requests per minute, counted in Redis so every api process shares the window. */
-  rateLimit: { tokenPerMinute: number; tenantPerMinute: number };
+  rateLimit: {
+    tokenPerMinute: number;
+    tenantPerMinute: number;
+    /** OIDC exchanges (POST /v1/auth/oidc, which takes no bearer token) per source address. */
+    oidcPerMinute: number;
+  };
   /** Build log limits: past a cap a line says how much was dropped; nothing is cut silently. */
   log: {
     /** Bytes of output one step may log. */
@@ -286,11 +296,12 @@ export function loadConfig(env: Env = process.env): StrataConfig {
     s3: {
       endpoint,
       region: env.S3_REGION ?? 'us-east-1',
-      bucket: required(env, 'S3_BUCKET'),
+      bucket: env.STRATA_STORAGE_DIR ? (env.S3_BUCKET ?? '') : required(env, 'S3_BUCKET'),
       accessKeyId: env.S3_ACCESS_KEY_ID,
       secretAccessKey: env.S3_SECRET_ACCESS_KEY,
       forcePathStyle: env.S3_FORCE_PATH_STYLE ? env.S3_FORCE_PATH_STYLE === 'true' : endpoint !== undefined,
     },
+    storageDir: env.STRATA_STORAGE_DIR || undefined,
     dataDir: env.STRATA_DATA_DIR ?? '.strata/worker',
     maxContextBytes: int(env, 'STRATA_MAX_CONTEXT_BYTES', 4 * 1024 ** 3, 1),
     maxContextEntries: int(env, 'STRATA_MAX_CONTEXT_ENTRIES', 1_000_000, 1),
@@ -303,6 +314,7 @@ export function loadConfig(env: Env = process.env): StrataConfig {
     rateLimit: {
       tokenPerMinute: int(env, 'STRATA_RATE_LIMIT_TOKEN_PER_MINUTE', 600, 1),
       tenantPerMinute: int(env, 'STRATA_RATE_LIMIT_TENANT_PER_MINUTE', 1200, 1),
+      oidcPerMinute: int(env, 'STRATA_RATE_LIMIT_OIDC_PER_MINUTE', 60, 1),
     },
     pull: pullSettings(env),
     allowPrivateSources: cidrList(env, 'STRATA_ALLOW_PRIVATE_SOURCES'),

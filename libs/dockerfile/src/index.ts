@@ -21,8 +21,9 @@ export {
 export { HEREDOC_SCRIPT_DIR, runScript, type RunScript } from './run-script.js';
 export { analyzeDockerfile, checkDockerfile, parseCheckedTrigger, type Analysis, type CheckOptions, type CheckResult } from './check.js';
 export { unsupportedInInstruction, unsupportedInPlan, type SupportOptions } from './support.js';
+export { isValidImageReference } from './image-reference.js';
 export {
-  isValidImageReference, lintBaseImagePlatforms, lintCopyIgnoredFile, lintUndefinedVars, lintWithResolvedImages,
+  lintBaseImagePlatforms, lintCopyIgnoredFile, lintUndefinedVars, lintWithResolvedImages,
   type CopyIgnoredFileOptions, type DockerignoreView, type ResolvedBaseImage, type ScopeOptions,
 } from './lint.js';
 export {

@@ -3,7 +3,7 @@
 
 import type { Dockerfile, EscapeToken, Stage } from './ast.js';
 import { DockerfileError, errorAt, type Diagnostic, type Position } from './diagnostics.js';
-import { isValidImageReference } from './lint.js';
+import { isValidImageReference } from './image-reference.js';
 import { DEFAULT_PLATFORM, PLATFORM_ARG_NAMES, PROXY_ARG_NAMES, parsePlatform, platformArgs, type Platform } from './platform.js';
 import { expand } from './shell.js';
 

@@ -187,10 +187,25 @@ export class StageEnv {
     let out: StageInstruction = ins;
     let proxyEnv: Record<string, string> = {};
     switch (ins.keyword) {
-      case 'ARG':
-        for (const d of ins.args) this.declareArg(d.name, d.defaultValue, ins);
+      case 'ARG': {
+        // The instruction carries its defaults expanded (BuildKit's history line shows them so),
+        // each with the names declared before it; a build arg's value never shows there.
+        const args = ins.args.map((d) => {
+          let defaultValue = d.defaultValue;
+          if (defaultValue !== null) {
+            try {
+              defaultValue = this.expander(ins, new Set())(defaultValue)[0];
+            } catch {
+              // An expansion error is declareArg's to report (or not, when a build arg replaces the default).
+            }
+          }
+          this.declareArg(d.name, d.defaultValue, ins);
+          return { ...d, defaultValue };
+        });
         for (const d of ins.args) for (const b of this.envs.get(d.name)?.deps ?? []) deps.add(b);
+        out = { ...ins, args };
         break;
+      }
       case 'ENV': {
         // Every pair sees the environment from before the instruction.
         const pairs: KeyValue[] = ins.pairs.map((p) => {

@@ -10,8 +10,12 @@ import { DEFAULT_EXTRACT_LIMITS, type ExtractLimits, lexicallyEscapes, linkResol
 export type TarIndexEntry =
   | { type: 'directory'; mode: number; mtime: number }
   | { type: 'symlink'; mode: number; mtime: number; target: string }
-  /** `offset` is where the content starts in the pack file; `sha256` is its hash in hex. */
-  | { type: 'file'; mode: number; mtime: number; size: number; offset: number; sha256: string };
+  /**
+   * `offset` is where the content starts in the pack file; `sha256` is its hash in hex. `inode`
+   * numbers the file: hard-linked names share it (and the entry object), so COPY keeps them linked.
+   * Absent in indexes written before hard links were kept.
+   */
+  | { type: 'file'; mode: number; mtime: number; size: number; offset: number; sha256: string; inode?: number };
 
 /** Slash path ("" is the root) → entry; every parent directory of an entry is present. */
 export type TarIndex = Map<string, TarIndexEntry>;
@@ -28,10 +32,11 @@ const MAX_SYMLINK_HOPS = 40;
  * Reads an untrusted tar or tar+gzip stream into an index of the tree it describes plus one pack
  * file holding every regular file's content back to back: no file is created per entry, so a
  * context of thousands of small files costs one sequential write. The same rules as extractTar
- * (libs/runtime's tree form)
- * apply, and refusals name the entry: no absolute or escaping paths, no writing through a symlink,
- * no symlink that resolves outside the tree, hard links only to regular files seen earlier, no
- * devices or fifos, and the entry and size limits.
+ * (libs/runtime's tree form) apply, and refusals name the entry: no absolute or escaping paths, no
+ * writing through a symlink, no relative symlink that resolves outside the tree, hard links only to
+ * regular files seen earlier, no devices or fifos, and the entry and size limits. Unlike the tree
+ * form, a symlink to an absolute path is kept (BuildKit takes such contexts): it means a path from
+ * the context root, and is only ever resolved that way (ADR 0018).
  */
 export async function indexTar(input: Readable, packPath: string, limits: ExtractLimits = {}): Promise<TarIndexSummary> {
   const maxEntries = limits.maxEntries ?? DEFAULT_EXTRACT_LIMITS.maxEntries;
@@ -44,6 +49,7 @@ export async function indexTar(input: Readable, packPath: string, limits: Extrac
     packError = e;
   });
   let offset = 0;
+  let inodes = 0;
   let entries = 0;
   let bytes = 0;
   const write = async (chunk: Buffer) => {
@@ -82,15 +88,17 @@ export async function indexTar(input: Readable, packPath: string, limits: Extrac
             size += (chunk as Buffer).length;
             await write(chunk as Buffer);
           }
-          index.set(rel, { type: 'file', mode: header.mode, mtime, size, offset: start, sha256: hash.digest('hex') });
+          index.set(rel, { type: 'file', mode: header.mode, mtime, size, offset: start, sha256: hash.digest('hex'), inode: ++inodes });
           break;
         }
         case 'symlink': {
           body.resume();
           const target = header.linkname;
           if (target === '') throw new TarExtractionError(name, 'symlink has an empty target');
-          if (target.startsWith('/')) throw new TarExtractionError(name, `symlink target ${JSON.stringify(target)} is absolute`);
-          if (lexicallyEscapes(parts.slice(0, -1), target)) {
+          // An absolute target is kept as written (a checkout may hold one, and BuildKit takes it): every
+          // reader resolves it from the context root, never from the worker's (resolveInIndex,
+          // resolveInRoot), and nothing writes through it. A relative one may not climb out.
+          if (!target.startsWith('/') && lexicallyEscapes(parts.slice(0, -1), target)) {
             throw new TarExtractionError(name, `symlink target ${JSON.stringify(target)} points outside the destination`);
           }
           if (existing?.type === 'directory') throw new TarExtractionError(name, 'would replace a directory extracted earlier');
@@ -129,10 +137,16 @@ export async function indexTar(input: Readable, packPath: string, limits: Extrac
     // A later entry can turn an earlier, harmless-looking target into an escape (a/.. once a is a link).
     for (const link of symlinks) {
       if (index.get(link.parts.join('/'))?.type !== 'symlink') continue;
-      const inside = await linkResolvesInside(link.parts, link.target, (parts) => {
-        const e = index.get(parts.join('/'));
-        return e?.type === 'symlink' ? e.target : null;
-      });
+      if (link.target.startsWith('/')) continue;
+      const inside = await linkResolvesInside(
+        link.parts,
+        link.target,
+        (parts) => {
+          const e = index.get(parts.join('/'));
+          return e?.type === 'symlink' ? e.target : null;
+        },
+        { absoluteFromRoot: true },
+      );
       if (!inside) {
         throw new TarExtractionError(link.name, `symlink target ${JSON.stringify(link.target)} resolves outside the destination`);
       }

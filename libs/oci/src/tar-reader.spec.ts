@@ -42,7 +42,22 @@ describe('indexTar refusals', () => {
     ['an absolute path', rawTar([{ name: '/etc/evil', body: Buffer.from('x') }]), /"\/etc\/evil": path "\/etc\/evil" is absolute/],
     ['a ".." path escaping the destination', rawTar([{ name: 'a/../../evil', body: Buffer.from('x') }]), /"a\/..\/..\/evil": .*escapes the destination/],
     ['a symlink pointing outside', rawTar([{ name: 'up', type: 'symlink', linkname: '../../etc' }]), /"up": symlink target "..\/..\/etc" points outside/],
-    ['an absolute symlink', rawTar([{ name: 'abs', type: 'symlink', linkname: '/etc/passwd' }]), /"abs": symlink target "\/etc\/passwd" is absolute/],
+    [
+      'a relative symlink climbing out through an absolute one',
+      rawTar([
+        { name: 'etc', type: 'symlink', linkname: '/etc' },
+        { name: 'up', type: 'symlink', linkname: 'etc/../..' },
+      ]),
+      /"up": symlink target "etc\/..\/.." points outside/,
+    ],
+    [
+      'a write through an absolute symlink',
+      rawTar([
+        { name: 'etc', type: 'symlink', linkname: '/etc' },
+        { name: 'etc/owned', body: Buffer.from('x') },
+      ]),
+      /"etc\/owned": parent "etc" is a symlink/,
+    ],
     [
       'a write through a symlink inside the archive',
       rawTar([
@@ -123,6 +138,33 @@ describe('indexTar', () => {
     expect(resolveInIndex(index, 'link', false)).toBe('link');
     expect(resolveInIndex(index, 'link', true)).toBe('src/a.txt');
     expect(resolveInIndex(index, '../../src/../bin/run', true)).toBe('bin/run');
+  });
+
+  it('keeps symlinks to absolute paths (BuildKit takes such contexts) and resolves them from the tree root, never the host\'s', async () => {
+    const tar = rawTar([
+      { name: 'f.txt', body: Buffer.from('f') },
+      { name: 'abs', type: 'symlink', linkname: '/etc/passwd' },
+      { name: 'etcl', type: 'symlink', linkname: '/etc' },
+      { name: 'rootf', type: 'symlink', linkname: '/f.txt' },
+      { name: 'via', type: 'symlink', linkname: 'etcl/passwd' },
+      { name: 'back', type: 'symlink', linkname: 'etcl/../f.txt' },
+    ]);
+    const { index } = await indexTar(Readable.from([tar]), join(sandbox, 'pack'));
+    expect(index.get('abs')).toMatchObject({ type: 'symlink', target: '/etc/passwd' });
+    expect(resolveInIndex(index, 'abs', true)).toBe('etc/passwd');
+    expect(index.get(resolveInIndex(index, 'abs', true)!)).toBeUndefined();
+    expect(resolveInIndex(index, 'etcl/passwd', true)).toBe('etc/passwd');
+    expect(resolveInIndex(index, 'via', true)).toBe('etc/passwd');
+    expect(resolveInIndex(index, 'rootf', true)).toBe('f.txt');
+    expect(resolveInIndex(index, 'back', true)).toBe('f.txt');
+  });
+
+  it('numbers files, hard-linked names sharing the number', async () => {
+    const { index } = await indexTar(Readable.from([archive()]), join(sandbox, 'pack'));
+    const inode = (p: string) => (index.get(p) as { inode?: number }).inode;
+    expect(inode('hard')).toBe(inode('src/a.txt'));
+    expect(inode('src/big.bin')).not.toBe(inode('src/a.txt'));
+    expect(inode('bin/run')).toEqual(expect.any(Number));
   });
 });
 

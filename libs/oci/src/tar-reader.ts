@@ -6,8 +6,13 @@ import { extract as createTarExtractor, type Header as RawTarHeader } from 'tar-
 import { archiveMagic, type TarEntryType } from './tar-format.js';
 
 export interface TarEntryHeader {
-  /** Path as stored in the archive (PAX/GNU long names applied), without a trailing '/'. */
+  /**
+   * Path as stored in the archive (PAX/GNU long names applied), without a trailing '/'. A name that
+   * is not valid UTF-8 shows its bad bytes as U+FFFD here and has its exact bytes in `nameBytes`.
+   */
   name: string;
+  /** The name's bytes (no trailing '/'), only when they are not valid UTF-8. */
+  nameBytes?: Buffer;
   type: TarEntryType | 'unsupported';
   /** Permission bits (0o7777). */
   mode: number;
@@ -18,12 +23,16 @@ export interface TarEntryHeader {
   size: number;
   /** Seconds since the epoch; fractional when a PAX mtime carried sub-second precision. */
   mtime: number;
-  /** Symlink target, or the archive path a hard link refers to. */
+  /** Symlink target, or the archive path a hard link refers to (U+FFFD for bytes that are not UTF-8). */
   linkname: string;
+  /** The link target's bytes, only when they are not valid UTF-8. */
+  linknameBytes?: Buffer;
   devmajor: number;
   devminor: number;
-  /** PAX `SCHILY.xattr.*` records, keyed by attribute name. */
+  /** PAX `SCHILY.xattr.*` records, keyed by attribute name, values decoded as UTF-8 (lossy for binary values). */
   xattrs: Record<string, string>;
+  /** The same records with their values' exact bytes (a security.capability set, say). */
+  xattrBytes: Record<string, Buffer>;
 }
 
 export interface TarEntry {
@@ -124,12 +133,73 @@ const ENTRY_TYPES: Record<string, TarEntryType> = {
   fifo: 'fifo',
 };
 
+/**
+ * The reader decodes every name and PAX record as latin1 (one char per byte), so nothing is lost;
+ * this gives the UTF-8 text and, when the bytes are not valid UTF-8, the bytes themselves.
+ */
+function fromBinary(binary: string): { text: string; bytes?: Buffer } {
+  const bytes = Buffer.from(binary, 'latin1');
+  const text = bytes.toString('utf8');
+  return Buffer.byteLength(text) === bytes.length && Buffer.from(text, 'utf8').equals(bytes) ? { text } : { text, bytes };
+}
+
+/** A PAX record set (`<len> <key>=<value>\n`...) with keys and values as latin1 strings: byte-exact. */
+function decodePaxBinary(buf: Buffer): Record<string, string> {
+  const out: Record<string, string> = {};
+  let rest = buf;
+  while (rest.length > 0) {
+    const space = rest.indexOf(0x20);
+    if (space < 0) break;
+    const len = Number.parseInt(rest.subarray(0, space).toString('latin1'), 10);
+    if (!Number.isSafeInteger(len) || len <= space + 1 || len > rest.length) break;
+    const record = rest.subarray(space + 1, len - 1);
+    const eq = record.indexOf(0x3d);
+    if (eq < 0) break;
+    out[record.subarray(0, eq).toString('latin1')] = record.subarray(eq + 1).toString('latin1');
+    rest = rest.subarray(len);
+  }
+  return out;
+}
+
+type PaxExtractor = {
+  _header: { type?: string } | null;
+  _pax: Record<string, string> | null;
+  _paxGlobal: Record<string, string> | null;
+  _decodeLongHeader: (buf: Buffer) => void;
+};
+
+/**
+ * tar-stream (pinned, 3.2.2) decodes PAX records as UTF-8, which turns a name or an xattr value
+ * that is not UTF-8 into U+FFFD. This extractor decodes them as latin1 instead (its names too,
+ * through filenameEncoding), so every byte survives; normalizeHeader turns them back.
+ */
+function byteExactExtractor(): ReturnType<typeof createTarExtractor> {
+  const extractor = createTarExtractor({ filenameEncoding: 'latin1' } as Parameters<typeof createTarExtractor>[0]);
+  const inner = extractor as unknown as PaxExtractor;
+  const original = inner._decodeLongHeader;
+  if (typeof original !== 'function') throw new Error('tar-stream changed: _decodeLongHeader is gone (see byteExactExtractor)');
+  inner._decodeLongHeader = function (this: PaxExtractor, buf: Buffer) {
+    const type = this._header?.type;
+    if (type === 'pax-header') this._pax = { ...(this._paxGlobal ?? {}), ...decodePaxBinary(buf) };
+    else if (type === 'pax-global-header') this._paxGlobal = decodePaxBinary(buf);
+    else original.call(this, buf);
+  };
+  return extractor;
+}
+
 function normalizeHeader(raw: RawTarHeader): TarEntryHeader {
   const pax = (raw.pax ?? {}) as Record<string, string>;
   const xattrs: Record<string, string> = {};
+  const xattrBytes: Record<string, Buffer> = {};
   for (const [key, value] of Object.entries(pax)) {
-    if (key.startsWith('SCHILY.xattr.')) xattrs[key.slice('SCHILY.xattr.'.length)] = value;
+    if (!key.startsWith('SCHILY.xattr.')) continue;
+    const attr = fromBinary(key.slice('SCHILY.xattr.'.length)).text;
+    xattrBytes[attr] = Buffer.from(value, 'latin1');
+    xattrs[attr] = xattrBytes[attr].toString('utf8');
   }
+  const name = fromBinary(raw.name.replace(/\/+$/, ''));
+  const linkname = fromBinary(raw.linkname ?? '');
+  const text = (v: string | undefined | null) => (v === undefined || v === null ? undefined : fromBinary(v).text);
   const paxNumber = (key: string): number | undefined => {
     const value = pax[key];
     if (value === undefined) return undefined;
@@ -137,19 +207,22 @@ function normalizeHeader(raw: RawTarHeader): TarEntryHeader {
     return Number.isFinite(parsed) ? parsed : undefined;
   };
   return {
-    name: raw.name.replace(/\/+$/, ''),
+    name: name.text,
+    ...(name.bytes ? { nameBytes: name.bytes } : {}),
     type: ENTRY_TYPES[raw.type ?? ''] ?? 'unsupported',
     mode: (raw.mode ?? 0) & 0o7777,
     uid: paxNumber('uid') ?? raw.uid ?? 0,
     gid: paxNumber('gid') ?? raw.gid ?? 0,
-    uname: pax['uname'] ?? raw.uname ?? '',
-    gname: pax['gname'] ?? raw.gname ?? '',
+    uname: text(pax['uname']) ?? raw.uname ?? '',
+    gname: text(pax['gname']) ?? raw.gname ?? '',
     size: raw.size ?? 0,
     mtime: paxNumber('mtime') ?? (raw.mtime ? raw.mtime.getTime() / 1000 : 0),
-    linkname: raw.linkname ?? '',
+    linkname: linkname.text,
+    ...(linkname.bytes ? { linknameBytes: linkname.bytes } : {}),
     devmajor: raw.devmajor ?? 0,
     devminor: raw.devminor ?? 0,
     xattrs,
+    xattrBytes,
   };
 }
 
@@ -162,7 +235,7 @@ export async function* readTarEntries(input: Readable, options: TarReadOptions =
   let inputError: unknown;
   input.once('error', (e) => (inputError ??= e));
   const tar = await openTarStream(input);
-  const extractor = createTarExtractor();
+  const extractor = byteExactExtractor();
   const stages: NodeJS.ReadWriteStream[] = options.maxUncompressedBytes === undefined ? [] : [new ByteLimit(options.maxUncompressedBytes)];
   const onTarChunk = options.onTarChunk;
   if (onTarChunk) {
@@ -269,8 +342,15 @@ export async function* readLimitedTarEntries(input: Readable, maxEntries: number
 /**
  * Follows a symlink the way the kernel would, but within a root: false if any step leaves it.
  * `linkAt` reads the target of the symlink at a path (components), or null when it is not one.
+ * An absolute link met on the way leaves the root, unless `absoluteFromRoot` (a tree whose readers
+ * resolve absolute links from its root, as a build context's are): then it restarts at the root.
  */
-export async function linkResolvesInside(linkParts: string[], target: string, linkAt: (parts: string[]) => string | null | Promise<string | null>): Promise<boolean> {
+export async function linkResolvesInside(
+  linkParts: string[],
+  target: string,
+  linkAt: (parts: string[]) => string | null | Promise<string | null>,
+  options: { absoluteFromRoot?: boolean } = {},
+): Promise<boolean> {
   const stack = linkParts.slice(0, -1);
   let pending = target.split('/');
   let hops = 0;
@@ -286,8 +366,11 @@ export async function linkResolvesInside(linkParts: string[], target: string, li
     const next = await linkAt(stack);
     if (next !== null) {
       if (++hops > MAX_SYMLINK_HOPS) return false;
-      if (next.startsWith('/')) return false;
       stack.pop();
+      if (next.startsWith('/')) {
+        if (!options.absoluteFromRoot) return false;
+        stack.length = 0;
+      }
       pending = [...next.split('/'), ...pending];
     }
   }

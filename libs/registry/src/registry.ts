@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { type BlobStore, type ByteRange, DigestMismatchError } from '@strata/blobstore';
-import { type PrismaClient, retryOnUniqueViolation } from '@strata/db';
+import type { PrismaClient } from '@strata/db';
 import { type Descriptor, type Digest, type ImageIndex, isDigest, isImageIndexMediaType, MediaType } from '@strata/oci';
 import { RegistryError } from './errors.js';
 import type { ImageStore } from './image-store.js';
@@ -36,32 +36,47 @@ export class Registry {
     private readonly images: ImageStore,
   ) {}
 
-  /** The repository a name addresses, created on first push when `create` is set. */
+  /**
+   * The repository a name addresses, created on first push when `create` is set. One statement
+   * either way (every /v2 request starts here, so it is kept to one round trip).
+   */
   async repository(name: string, opts: { create?: boolean } = {}): Promise<RepositoryRef> {
     const parts = splitName(name);
     if (parts === null) throw new RegistryError('NAME_INVALID', `"${name}" must be <tenant>/<repository>`, { name });
-    const tenant = await this.prisma.tenant.findUnique({ where: { name: parts.tenantName }, select: { id: true } });
-    if (tenant === null) throw new RegistryError('NAME_UNKNOWN', `repository ${name} is not known`, { name });
-    const where = { tenantId_name: { tenantId: tenant.id, name: parts.repository } };
-    const repo = opts.create
-      ? await retryOnUniqueViolation(() =>
-          this.prisma.repository.upsert({ where, update: {}, create: { tenantId: tenant.id, name: parts.repository }, select: { id: true } }),
-        )
-      : await this.prisma.repository.findUnique({ where, select: { id: true } });
+    const find = () =>
+      this.prisma.repository.findFirst({ where: { name: parts.repository, tenant: { name: parts.tenantName } }, select: { id: true, tenantId: true } });
+    let repo = opts.create ? await this.createRepository(parts.tenantName, parts.repository) : await find();
+    // A concurrent first push created it after this statement's snapshot: it is there now.
+    if (repo === null && opts.create) repo = await find();
     if (repo === null) throw new RegistryError('NAME_UNKNOWN', `repository ${name} is not known`, { name });
-    return { id: repo.id, tenantId: tenant.id, name };
+    return { id: repo.id, tenantId: repo.tenantId, name };
+  }
+
+  /** Inserts the repository unless it exists and answers its row; null when the tenant does not exist. */
+  private async createRepository(tenantName: string, repository: string): Promise<{ id: string; tenantId: string } | null> {
+    const rows = await this.prisma.$queryRaw<{ id: string; tenantId: string }[]>`
+      WITH t AS (SELECT "id" FROM "Tenant" WHERE "name" = ${tenantName}),
+      created AS (
+        INSERT INTO "Repository" ("id", "tenantId", "name")
+        SELECT gen_random_uuid(), t."id", ${repository} FROM t
+        ON CONFLICT ("tenantId", "name") DO NOTHING
+        RETURNING "id", "tenantId"
+      )
+      SELECT "id"::text, "tenantId"::text FROM created
+      UNION ALL
+      SELECT r."id"::text, r."tenantId"::text FROM "Repository" r JOIN t ON r."tenantId" = t."id" WHERE r."name" = ${repository}`;
+    return rows[0] ?? null;
   }
 
   // ── blobs ──────────────────────────────────────────────────────────────
 
   /** Whether the repository reaches `digest`: pushed or mounted into it, referenced by one of its manifests, or one of its manifests. */
   private async reaches(repo: RepositoryRef, digest: Digest): Promise<boolean> {
-    const link = await this.prisma.repositoryBlob.findUnique({ where: { repositoryId_digest: { repositoryId: repo.id, digest } }, select: { digest: true } });
-    if (link) return true;
-    const ref = await this.prisma.manifestBlob.findFirst({ where: { digest, manifest: { repositoryId: repo.id } }, select: { digest: true } });
-    if (ref) return true;
-    const manifest = await this.prisma.manifest.findFirst({ where: { repositoryId: repo.id, digest }, select: { id: true } });
-    return manifest !== null;
+    const rows = await this.prisma.$queryRaw<{ reaches: boolean }[]>`
+      SELECT EXISTS (SELECT 1 FROM "RepositoryBlob" WHERE "repositoryId" = ${repo.id}::uuid AND "digest" = ${digest})
+          OR EXISTS (SELECT 1 FROM "ManifestBlob" mb JOIN "Manifest" m ON m."id" = mb."manifestId" WHERE m."repositoryId" = ${repo.id}::uuid AND mb."digest" = ${digest})
+          OR EXISTS (SELECT 1 FROM "Manifest" WHERE "repositoryId" = ${repo.id}::uuid AND "digest" = ${digest}) AS "reaches"`;
+    return rows[0]?.reaches === true;
   }
 
   async statBlob(name: string, digest: Digest): Promise<{ size: number }> {
@@ -90,13 +105,12 @@ export class Registry {
     if (count === 0) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not linked to ${name}`, { digest });
   }
 
+  /** Records the blob and links it to the repository, in one statement (both idempotent). */
   private async link(repo: RepositoryRef, digest: Digest, size: number): Promise<void> {
-    await this.prisma.blob.createMany({ data: [{ digest, size: BigInt(size) }], skipDuplicates: true });
-    await this.prisma.repositoryBlob.upsert({
-      where: { repositoryId_digest: { repositoryId: repo.id, digest } },
-      update: {},
-      create: { repositoryId: repo.id, tenantId: repo.tenantId, digest },
-    });
+    await this.prisma.$executeRaw`
+      WITH blob AS (INSERT INTO "Blob" ("digest", "size") VALUES (${digest}, ${BigInt(size)}) ON CONFLICT DO NOTHING)
+      INSERT INTO "RepositoryBlob" ("repositoryId", "tenantId", "digest") VALUES (${repo.id}::uuid, ${repo.tenantId}::uuid, ${digest})
+      ON CONFLICT ("repositoryId", "digest") DO NOTHING`;
   }
 
   /** Links a blob of `from` into `name` (same tenant: the caller checked pull on `from`). False when `from` does not have it. */

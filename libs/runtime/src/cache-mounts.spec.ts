@@ -1,8 +1,8 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { cacheArchiveKey, CacheMounts, type CacheArchiveStore, type StepCleanups } from './cache-mounts.js';
+import { cacheArchiveKey, CacheMounts, cacheName, type CacheArchiveStore, type StepCleanups } from './cache-mounts.js';
 
 /** An archive store in memory, counting uploads. */
 function memoryArchives(): CacheArchiveStore & { saved: Map<string, Buffer> } {
@@ -69,6 +69,29 @@ describe('CacheMounts', () => {
     await mounts.flush();
   });
 
+  it('keeps one cache per id and uid/gid/mode, as BuildKit: the same id with other options is another, empty cache', async () => {
+    const mounts = new CacheMounts(root, memoryArchives());
+    const steps: StepCleanups = [];
+    const owned = await mounts.mount('t1', { ...cache('shared'), mode: 0o700 }, steps);
+    writeFileSync(join(owned.type === 'bind' ? owned.source : '', 'one'), '1');
+    const same = await mounts.mount('t1', { ...cache('shared'), mode: 0o700 }, steps);
+    const other = await mounts.mount('t1', { ...cache('locked'), mode: 0o755 }, steps);
+    const otherMode = await mounts.mount('t1', { ...cache('shared'), mode: 0o750 }, steps);
+    const src = (m: typeof owned) => (m.type === 'bind' ? m.source : '');
+    expect(readdirSync(src(same))).toEqual(['one']);
+    expect([src(other) === src(owned), readdirSync(src(other))]).toEqual([false, []]);
+    expect(src(otherMode) === src(owned) || src(otherMode) === src(other)).toBe(false);
+    expect(statSync(src(owned)).mode & 0o7777).toBe(0o700);
+    await finish(steps);
+    await mounts.flush();
+  });
+
+  it('names a cache with default options by its id alone (caches made before options counted keep working)', () => {
+    expect(cacheName({ id: 'deps', uid: 0, gid: 0, mode: 0o755 })).toBe('deps');
+    expect(cacheName({ id: 'deps', uid: 1000, gid: 1000, mode: 0o700 })).not.toBe('deps');
+    expect(cacheArchiveKey('t1', { id: 'deps', uid: 0, gid: 0, mode: 0o755 })).not.toBe(cacheArchiveKey('t1', { id: 'deps', uid: 0, gid: 0, mode: 0o700 }));
+  });
+
   it('makes locked steps take turns', async () => {
     const mounts = new CacheMounts(root, memoryArchives());
     const first: StepCleanups = [];
@@ -93,7 +116,7 @@ describe('CacheMounts', () => {
     writeFileSync(join(mounted.type === 'bind' ? mounted.source : '', 'pkg'), 'v1');
     await finish(steps);
     await one.flush();
-    expect([...archives.saved.keys()]).toEqual([cacheArchiveKey('t1', 'deps')]);
+    expect([...archives.saved.keys()]).toEqual([cacheArchiveKey('t1', cache('shared'))]);
 
     // Nothing changed: no second upload.
     const putCalls: string[] = [];

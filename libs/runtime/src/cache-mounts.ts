@@ -19,9 +19,11 @@ export interface CacheArchiveStore {
 export type StepCleanups = Array<() => Promise<void>>;
 
 /**
- * `RUN --mount=type=cache` as BuildKit shares it, per tenant and id: `shared` mounts one directory
- * into every step at once, `locked` makes steps take turns, `private` gives a step a throwaway
- * directory while another uses the cache. Directories live under `root/<tenant>/<id>`; a changed
+ * `RUN --mount=type=cache` as BuildKit shares it, per tenant, id and uid/gid/mode (BuildKit's
+ * frontend makes each cache from a directory with those owners and mode, so other options are
+ * another cache): `shared` mounts one directory into every step at once, `locked` makes steps take
+ * turns, `private` gives a step a throwaway directory while another uses the cache. Directories
+ * live under `root/<tenant>/<cache>` (see cacheName); a changed
  * cache is saved to the archive store after the step (in the background, one upload per cache at
  * a time), and a worker without the directory starts from that copy.
  */
@@ -38,7 +40,8 @@ export class CacheMounts {
   ) {}
 
   async mount(tenantId: string, m: Extract<RunMountRequest, { type: 'cache' }>, cleanups: StepCleanups): Promise<RunMount> {
-    const key = `${hash(tenantId)}/${hash(m.id)}`;
+    const name = cacheName(m);
+    const key = `${hash(tenantId)}/${hash(name)}`;
     let dir = path.join(this.root, key);
     if (m.sharing === 'locked') {
       const previous = this.locks.get(key) ?? Promise.resolve();
@@ -74,9 +77,9 @@ export class CacheMounts {
       await chown(dir, m.uid, m.gid);
       await chmod(dir, m.mode);
       // Another worker may have filled this cache: start from its copy in the archive store.
-      if (shared) await this.restore(tenantId, m.id, key, dir);
+      if (shared) await this.restore(tenantId, name, key, dir);
     }
-    if (shared && !m.readOnly) cleanups.push(async () => this.save(tenantId, m.id, key, dir));
+    if (shared && !m.readOnly) cleanups.push(async () => this.save(tenantId, name, key, dir));
     return { type: 'bind', source: dir, destination: m.target, readonly: m.readOnly };
   }
 
@@ -86,8 +89,9 @@ export class CacheMounts {
   }
 
   /** Fills an empty cache directory from the copy another worker saved, if there is one. */
-  private async restore(tenantId: string, id: string, key: string, dir: string): Promise<void> {
-    const archive = await this.archives.get(cacheArchiveKey(tenantId, id));
+  private async restore(tenantId: string, name: string, key: string, dir: string): Promise<void> {
+    const archive = await this.archives.get(archiveKey(tenantId, name));
+    const id = name.split('\0')[0];
     if (archive === null) return;
     try {
       await extractTar(archive, dir, { preserveOwnership: true, maxBytes: 64 * 1024 ** 3, maxEntries: 10_000_000 });
@@ -101,7 +105,8 @@ export class CacheMounts {
   }
 
   /** After a step, saves a changed cache directory in the background (one upload per cache at a time). */
-  private save(tenantId: string, id: string, key: string, dir: string): void {
+  private save(tenantId: string, name: string, key: string, dir: string): void {
+    const id = name.split('\0')[0];
     const previous = this.uploads.get(key) ?? Promise.resolve();
     const next = previous
       .then(async () => {
@@ -109,7 +114,7 @@ export class CacheMounts {
         if (this.signatures.get(key) === signature) return;
         const tar = spawn('tar', ['--numeric-owner', '-czf', '-', '-C', dir, '.'], { stdio: ['ignore', 'pipe', 'ignore'] });
         const exited = new Promise<number>((resolve) => tar.once('close', (code) => resolve(code ?? 1)));
-        await this.archives.put(cacheArchiveKey(tenantId, id), tar.stdout);
+        await this.archives.put(archiveKey(tenantId, name), tar.stdout);
         if ((await exited) !== 0) throw new Error('tar failed');
         this.signatures.set(key, signature);
       })
@@ -123,9 +128,24 @@ export class CacheMounts {
   }
 }
 
+type CacheOptions = Pick<Extract<RunMountRequest, { type: 'cache' }>, 'id' | 'uid' | 'gid' | 'mode'>;
+
+/**
+ * Which cache a mount names: its id, plus its uid/gid/mode when they are not the defaults
+ * (0, 0, 0755), so a cache made before options were part of it keeps its name.
+ */
+export function cacheName(m: CacheOptions): string {
+  if (m.uid === 0 && m.gid === 0 && m.mode === 0o755) return m.id;
+  return `${m.id}\0${m.uid}:${m.gid}:${m.mode.toString(8)}`;
+}
+
 /** Where a tenant's cache mount is kept in the archive store. */
-export function cacheArchiveKey(tenantId: string, id: string): string {
-  return `cache-mounts/${tenantId}/${hash(id)}`;
+export function cacheArchiveKey(tenantId: string, m: CacheOptions): string {
+  return archiveKey(tenantId, cacheName(m));
+}
+
+function archiveKey(tenantId: string, name: string): string {
+  return `cache-mounts/${tenantId}/${hash(name)}`;
 }
 
 /** A cheap signature of a directory tree (paths, sizes, mtimes, modes, owners): did a step change it? */

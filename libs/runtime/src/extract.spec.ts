@@ -7,6 +7,8 @@ import { gzipSync } from 'node:zlib';
 import { LayerWriter, type LayerEntry } from '@strata/oci';
 import { encodeTarHeader, tarEndOfArchive, tarPadding, type TarHeaderFields } from '@strata/oci';
 import { indexTar, materializeIndex, TarExtractionError } from '@strata/oci';
+import { readTarEntries } from '@strata/oci';
+import { diffUpperDir } from './diff.js';
 import { extractTar } from './extract.js';
 
 /** Builds a tar by hand, so tests can express archives the LayerWriter would refuse to write. */
@@ -210,5 +212,46 @@ describe('extractTar, overlay-layer form (image layers)', () => {
     ]);
     await expect(extractTar(Readable.from([through]), mkdtempSync(join(dest, 'again-')), { form: 'overlay-layer' })).rejects.toThrow(/"alias\/owned": parent "alias" is a symlink/);
     expectNothingOutsideDest();
+  });
+});
+
+describe('a layer from the store unpacks byte for byte', () => {
+  it('keeps a name, a link target and an xattr value that are not UTF-8 through store, unpack and a new diff', async () => {
+    const bad = Buffer.from([0x66, 0xff, 0xfe, 0x80, 0x2e, 0x62, 0x69, 0x6e]); // "f\xff\xfe\x80.bin"
+    const dir = Buffer.concat([Buffer.from('d-'), Buffer.from([0xe9])]); // latin1 "d-é", not UTF-8
+    const value = Buffer.from([0x01, 0x00, 0x00, 0x02, 0x80, 0xff, 0x00, 0x7f, 0xc3]);
+    const written: LayerEntry[] = [
+      { type: 'directory', path: 'd-?', pathBytes: dir, mode: 0o750, mtime: 1_600_000_000 },
+      { type: 'file', path: 'd-?/f.bin', pathBytes: Buffer.concat([dir, Buffer.from('/'), bad]), content: Buffer.from('payload'), mode: 0o640, mtime: 1_600_000_001, xattrs: { 'user.bin': value } },
+      { type: 'symlink', path: 'link', target: '?', targetBytes: Buffer.concat([dir, Buffer.from('/'), bad]), mtime: 1_600_000_002 },
+      { type: 'file', path: 'ünïcødé.txt', content: Buffer.from('u'), mtime: 1_600_000_003, xattrs: { 'user.text': 'plain' } },
+    ];
+    const blob = await layerBytes(written);
+    // The reader gives the exact bytes.
+    const headers = [];
+    for await (const { header } of readTarEntries(Readable.from([blob]))) headers.push(header);
+    const file = headers.find((h) => h.type === 'file' && h.nameBytes)!;
+    expect(file.nameBytes!.equals(Buffer.concat([dir, Buffer.from('/'), bad]))).toBe(true);
+    expect(file.xattrBytes['user.bin']!.equals(value)).toBe(true);
+    expect(headers.find((h) => h.type === 'symlink')!.linknameBytes!.equals(Buffer.concat([dir, Buffer.from('/'), bad]))).toBe(true);
+
+    await extractTar(Readable.from([blob]), dest, { form: 'overlay-layer' });
+    const names = readdirSync(dest, { encoding: 'buffer' }).map((n) => n.toString('hex')).sort();
+    expect(names).toEqual([dir, Buffer.from('link'), Buffer.from('ünïcødé.txt')].map((n) => n.toString('hex')).sort());
+    expect(readdirSync(Buffer.concat([Buffer.from(`${dest}/`), dir]), { encoding: 'buffer' }).map((n) => n.toString('hex'))).toEqual([bad.toString('hex')]);
+
+    // Diffed again (as a RUN's upper dir is), the entries are the ones written, byte for byte.
+    const again = await diffUpperDir(dest);
+    const shape = (e: LayerEntry) => ({
+      type: e.type,
+      path: (e.pathBytes ?? Buffer.from(e.path)).toString('hex'),
+      mode: e.mode ?? (e.type === 'symlink' ? 0o777 : 0o644),
+      xattrs: Object.fromEntries(Object.entries(e.xattrs ?? {}).map(([k, v]) => [k, Buffer.from(v).toString('hex')])),
+      ...(e.type === 'symlink' ? { target: (e.targetBytes ?? Buffer.from(e.target)).toString('hex') } : {}),
+      ...(e.type === 'file' && Buffer.isBuffer(e.content) ? { content: e.content.toString('hex') } : {}),
+    });
+    const read = again.map((e) => (e.type === 'file' ? { ...e, content: readFileSync(Buffer.concat([Buffer.from(`${dest}/`), e.pathBytes ?? Buffer.from(e.path)])) } : e));
+    expect(read.map(shape)).toEqual(written.map(shape));
+    expect(Math.floor(lstatSync(Buffer.concat([Buffer.from(`${dest}/`), dir])).mtimeMs / 1000)).toBe(1_600_000_000);
   });
 });

@@ -8,7 +8,8 @@ import {
   open as openCb,
   write as writeCb,
 } from 'node:fs';
-import { chmod, lchown, link, lstat, lutimes, mkdir, open, readlink, realpath, rm, symlink, unlink, utimes } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, lchown, link, lstat, lutimes, mkdir, open, readlink, realpath, rename, rm, symlink, unlink, utimes } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
@@ -37,7 +38,8 @@ import { runCommand } from './command.js';
  *   `trusted.overlay.*` ones, so a layer cannot forge overlay redirects.
  * In both, no entry is written outside the destination: no absolute or escaping paths, no writing
  * through a symlink (parents are checked, files created O_EXCL|O_NOFOLLOW), hard links only to
- * names extracted earlier.
+ * names extracted earlier. Names, link targets and xattr values are written byte for byte, valid
+ * UTF-8 or not (paths are handled as latin1 strings, one char per byte, and given to fs as bytes).
  */
 export type ExtractForm = 'tree' | 'overlay-layer';
 
@@ -78,7 +80,7 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
   const maxBytes = layer ? Number.MAX_SAFE_INTEGER / 2 : (options.maxBytes ?? DEFAULT_EXTRACT_LIMITS.maxBytes);
   const chown = (layer || options.preserveOwnership === true) && process.getuid?.() === 0;
   await mkdir(destDir, { recursive: true });
-  const root = await realpath(destDir);
+  const root = binary(await realpath(destDir));
   const hash = createHash('sha256');
   const directories: PendingDirectory[] = [];
   const symlinks: { name: string; parts: string[]; target: string }[] = [];
@@ -113,7 +115,9 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
       entries += 1;
       bytes += header.size;
       // Layers written by other tools may name entries "/etc/x": inside a layer that is "etc/x".
-      const parts = safeArchivePath(layer ? name.replace(/^\/+/, '') : name);
+      // Checked on the text; written with the name's own bytes.
+      const checked = safeArchivePath(layer ? name.replace(/^\/+/, '') : name);
+      const parts = header.nameBytes ? binaryParts(header.nameBytes) : checked.map(binary);
       if (parts.length === 0) {
         // "./" itself: destDir exists; a layer's root entry gives it its owner, mode and mtime.
         if (layer && header.type === 'directory') {
@@ -139,18 +143,18 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
       // In a layer a later entry replaces an earlier one, directories merging; a tree refuses to replace a directory.
       const clear = async () => {
         if (existing === null) return;
-        if (!existing.isDirectory()) await unlink(target);
+        if (!existing.isDirectory()) await unlink(fsPath(target));
         else if (layer) {
-          await rm(target, { recursive: true, force: true });
+          await rm(fsPath(target), { recursive: true, force: true });
           for (const dir of knownDirs) if (dir === target || dir.startsWith(`${target}/`)) knownDirs.delete(dir);
         } else throw new TarExtractionError(name, 'would replace a directory extracted earlier');
       };
 
       switch (header.type) {
         case 'directory': {
-          if (existing !== null && !existing.isDirectory()) await unlink(target);
+          if (existing !== null && !existing.isDirectory()) await unlink(fsPath(target));
           if (existing === null || !existing.isDirectory()) {
-            await mkdir(target, { mode: 0o700 });
+            await mkdir(fsPath(target), { mode: 0o700 });
             freshDirs.add(target);
           }
           knownDirs.add(target);
@@ -166,7 +170,7 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
             for await (const chunk of body) chunks.push(chunk as Buffer);
             const content = Buffer.concat(chunks);
             const write = writeSmallFile(target, content, header, chown)
-              .then(() => (layer ? applyXattrs(header, target) : undefined))
+              .then(() => (layer ? applyXattrs(header, target, root) : undefined))
               .catch((err: unknown) => {
                 writeError ??= err;
               })
@@ -176,7 +180,7 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
             break;
           }
           // O_EXCL|O_NOFOLLOW: creating the file can never follow a link planted at this path.
-          const handle = await open(target, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+          const handle = await open(fsPath(target), fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
           try {
             for await (const chunk of body) await handle.write(chunk as Buffer);
             if (chown) await handle.chown(header.uid, header.gid);
@@ -185,28 +189,30 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
           } finally {
             await handle.close();
           }
-          if (layer) await applyXattrs(header, target);
+          if (layer) await applyXattrs(header, target, root);
           break;
         }
         case 'symlink': {
           if (header.linkname === '') throw new TarExtractionError(name, 'symlink has an empty target');
+          const linkTarget = header.linknameBytes ?? Buffer.from(header.linkname, 'utf8');
           if (!layer) {
             if (header.linkname.startsWith('/')) throw new TarExtractionError(name, `symlink target ${JSON.stringify(header.linkname)} is absolute`);
             if (lexicallyEscapes(parts.slice(0, -1), header.linkname)) {
               throw new TarExtractionError(name, `symlink target ${JSON.stringify(header.linkname)} points outside the destination`);
             }
-            symlinks.push({ name, parts, target: header.linkname });
+            symlinks.push({ name, parts, target: linkTarget.toString('latin1') });
           }
           await clear();
-          await symlink(header.linkname, target);
-          if (chown) await lchown(target, header.uid, header.gid);
-          await lutimes(target, timeOf(header.mtime), timeOf(header.mtime));
-          if (layer) await applyXattrs(header, target);
+          await symlink(linkTarget, fsPath(target));
+          if (chown) await lchown(fsPath(target), header.uid, header.gid);
+          await lutimes(fsPath(target), timeOf(header.mtime), timeOf(header.mtime));
+          if (layer) await applyXattrs(header, target, root);
           sizeBytes += BLOCK;
           break;
         }
         case 'hardlink': {
-          const linkParts = safeArchivePath(header.linkname, name);
+          const checkedLink = safeArchivePath(layer ? header.linkname.replace(/^\/+/, '') : header.linkname, name);
+          const linkParts = header.linknameBytes ? binaryParts(header.linknameBytes) : checkedLink.map(binary);
           if (linkParts.length === 0) throw new TarExtractionError(name, 'hard link points at the archive root');
           await ensureNoSymlinkComponents(root, linkParts.slice(0, -1), name);
           const source = join(root, ...linkParts);
@@ -217,7 +223,7 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
           }
           if (source === target) break;
           await clear();
-          await link(source, target);
+          await link(fsPath(source), fsPath(target));
           break;
         }
         case 'char-device':
@@ -225,13 +231,12 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
         case 'fifo': {
           if (!layer) throw new TarExtractionError(name, `${header.type} entries are not allowed`);
           await clear();
-          const args =
-            header.type === 'fifo' ? [target, 'p'] : [target, header.type === 'char-device' ? 'c' : 'b', String(header.devmajor), String(header.devminor)];
-          await runCommand('mknod', args);
-          if (chown) await lchown(target, header.uid, header.gid);
-          await chmod(target, header.mode);
-          await utimes(target, timeOf(header.mtime), timeOf(header.mtime));
-          await applyXattrs(header, target);
+          const args = header.type === 'fifo' ? ['p'] : [header.type === 'char-device' ? 'c' : 'b', String(header.devmajor), String(header.devminor)];
+          await makeNode(root, target, args);
+          if (chown) await lchown(fsPath(target), header.uid, header.gid);
+          await chmod(fsPath(target), header.mode);
+          await utimes(fsPath(target), timeOf(header.mtime), timeOf(header.mtime));
+          await applyXattrs(header, target, root);
           sizeBytes += BLOCK;
           break;
         }
@@ -255,15 +260,18 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
     const path = join(root, ...removed);
     // A whiteout only hides lower layers; a same-named entry of this layer wins.
     if ((await lstatOrNull(path)) !== null) continue;
-    await runCommand('mknod', [path, 'c', '0', '0']);
+    await makeNode(root, path, ['c', '0', '0']);
   }
-  if (opaqueDirs.length > 0) {
-    await runCommand('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', ...opaqueDirs.map((dir) => join(root, ...dir))]);
+  const opaque = opaqueDirs.map((dir) => join(root, ...dir));
+  const plainOpaque = opaque.filter((dir) => asUtf8(dir) !== null);
+  if (plainOpaque.length > 0) await runCommand('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', ...plainOpaque.map((dir) => asUtf8(dir)!)]);
+  for (const dir of opaque.filter((d) => asUtf8(d) === null)) {
+    await underPlainName(root, dir, (plain) => runCommand('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', plain]).then(() => undefined));
   }
   // Deepest first, so restrictive modes and mtimes are not disturbed by writing children.
   directories.sort((a, b) => b.parts.length - a.parts.length);
   for (const dir of directories) {
-    const path = join(root, ...dir.parts);
+    const path = fsPath(join(root, ...dir.parts));
     if (chown) await lchown(path, dir.uid, dir.gid);
     await chmod(path, dir.mode);
     await utimes(path, timeOf(dir.mtime), timeOf(dir.mtime));
@@ -284,7 +292,7 @@ const OWN_UID = process.getuid?.() ?? -1;
 const OWN_GID = process.getgid?.() ?? -1;
 const CREATE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
 
-const fdOpen = (path: string, flags: number, mode: number) => new Promise<number>((resolve, reject) => openCb(path, flags, mode, (e, fd) => (e ? reject(e) : resolve(fd))));
+const fdOpen = (path: Buffer, flags: number, mode: number) => new Promise<number>((resolve, reject) => openCb(path, flags, mode, (e, fd) => (e ? reject(e) : resolve(fd))));
 const fdCall = (fn: (cb: (e: NodeJS.ErrnoException | null) => void) => void) => new Promise<void>((resolve, reject) => fn((e) => (e ? reject(e) : resolve())));
 
 /**
@@ -296,7 +304,7 @@ const fdCall = (fn: (cb: (e: NodeJS.ErrnoException | null) => void) => void) => 
 async function writeSmallFile(target: string, content: Buffer, header: TarEntryHeader, chown: boolean): Promise<void> {
   const { mode, uid, gid, mtime } = header;
   const exact = (mode & 0o777 & ~UMASK) === mode;
-  const fd = await fdOpen(target, CREATE_FLAGS, exact ? mode : 0o600);
+  const fd = await fdOpen(fsPath(target), CREATE_FLAGS, exact ? mode : 0o600);
   try {
     let done = 0;
     while (done < content.length) {
@@ -311,16 +319,74 @@ async function writeSmallFile(target: string, content: Buffer, header: TarEntryH
   }
 }
 
-async function applyXattrs(header: TarEntryHeader, target: string): Promise<void> {
-  for (const [name, value] of Object.entries(header.xattrs)) {
-    if (name.startsWith(OVERLAY_XATTR_PREFIX)) continue;
-    await runCommand('setfattr', ['-h', '-n', name, '-v', `0x${Buffer.from(value, 'utf8').toString('hex')}`, target]);
+/** The xattrs of an entry, their values byte for byte (setfattr takes them in hex). */
+async function applyXattrs(header: TarEntryHeader, target: string, root: string): Promise<void> {
+  const set = Object.entries(header.xattrBytes).filter(([name]) => !name.startsWith(OVERLAY_XATTR_PREFIX));
+  if (set.length === 0) return;
+  await underPlainName(root, target, async (plain) => {
+    for (const [name, value] of set) await runCommand('setfattr', ['-h', '-n', name, '-v', `0x${value.toString('hex')}`, plain]);
+  });
+}
+
+/** A path held as latin1 (one char per byte), as fs takes it: its bytes. */
+function fsPath(path: string): Buffer {
+  return Buffer.from(path, 'latin1');
+}
+
+/** A UTF-8 string (a path from the OS, a name that is valid UTF-8) as the latin1 form paths are held in here. */
+function binary(text: string): string {
+  return Buffer.from(text, 'utf8').toString('latin1');
+}
+
+/** A path held as latin1, as the UTF-8 text a command line can carry; null when its bytes are not UTF-8. */
+function asUtf8(path: string): string | null {
+  const bytes = fsPath(path);
+  const text = bytes.toString('utf8');
+  return Buffer.from(text, 'utf8').equals(bytes) ? text : null;
+}
+
+/** An archive name's bytes split into components (checked already on its text by safeArchivePath), as latin1. */
+function binaryParts(bytes: Buffer): string[] {
+  const parts: string[] = [];
+  for (const part of bytes.toString('latin1').replace(/^\/+/, '').split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') parts.pop();
+    else parts.push(part);
   }
+  return parts;
+}
+
+/**
+ * Runs a host tool (setfattr, mknod) on a path: command lines carry UTF-8 text, so a path whose
+ * bytes are not UTF-8 is renamed to a plain name in the destination root for the call, then back.
+ */
+async function underPlainName(root: string, path: string, run: (plain: string) => Promise<void>): Promise<void> {
+  const text = asUtf8(path);
+  if (text !== null) return run(text);
+  const plain = `${asUtf8(root)!}/.strata-rename-${randomBytes(8).toString('hex')}`;
+  await rename(fsPath(path), plain);
+  try {
+    await run(plain);
+  } finally {
+    await rename(plain, fsPath(path));
+  }
+}
+
+/** mknod at a path (held as latin1): made under a plain name first when the path is not UTF-8. */
+async function makeNode(root: string, path: string, args: string[]): Promise<void> {
+  const text = asUtf8(path);
+  if (text !== null) {
+    await runCommand('mknod', [text, ...args]);
+    return;
+  }
+  const plain = `${asUtf8(root)!}/.strata-mknod-${randomBytes(8).toString('hex')}`;
+  await runCommand('mknod', [plain, ...args]);
+  await rename(plain, fsPath(path));
 }
 
 async function lstatOrNull(path: string) {
   try {
-    return await lstat(path);
+    return await lstat(fsPath(path));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
@@ -334,7 +400,7 @@ async function ensureParentDirectories(root: string, parts: string[], name: stri
     if (knownDirs.has(current)) continue;
     const stats = await lstatOrNull(current);
     if (stats === null) {
-      await mkdir(current, { mode: 0o755 });
+      await mkdir(fsPath(current), { mode: 0o755 });
       freshDirs.add(current);
     } else if (stats.isSymbolicLink()) throw new TarExtractionError(name, `parent ${JSON.stringify(part)} is a symlink; refusing to write through it`);
     else if (!stats.isDirectory()) throw new TarExtractionError(name, `parent ${JSON.stringify(part)} is not a directory`);
@@ -355,6 +421,6 @@ async function ensureNoSymlinkComponents(root: string, parts: string[], name: st
 function resolvesInside(root: string, linkParts: string[], target: string): Promise<boolean> {
   return linkResolvesInside(linkParts, target, async (parts) => {
     const path = join(root, ...parts);
-    return (await lstatOrNull(path))?.isSymbolicLink() ? readlink(path) : null;
+    return (await lstatOrNull(path))?.isSymbolicLink() ? readlink(fsPath(path), { encoding: 'latin1' }) : null;
   });
 }

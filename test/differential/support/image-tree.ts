@@ -127,7 +127,7 @@ function applyLayer(tree: FileTree, entries: LayerEntry[]): void {
       sha256,
       linkTarget: header.type === 'symlink' ? header.linkname : '',
       device: header.type === 'char-device' || header.type === 'block-device' ? `${header.devmajor}:${header.devminor}` : '',
-      xattrs: header.xattrs,
+      xattrs: Object.fromEntries(Object.entries(header.xattrBytes).map(([k, v]) => [k, v.toString('hex')])),
     });
   }
 }
@@ -204,7 +204,7 @@ export function describeNode(node: TreeNode, hardLinks: string[]): string {
   if (node.type === 'symlink') parts.push(`-> ${JSON.stringify(node.linkTarget)}`);
   if (node.device) parts.push(`dev=${node.device}`);
   const xattrs = Object.keys(node.xattrs).sort();
-  if (xattrs.length > 0) parts.push(`xattrs={${xattrs.map((k) => `${k}=${Buffer.from(node.xattrs[k]!, 'utf8').toString('hex')}`).join(',')}}`);
+  if (xattrs.length > 0) parts.push(`xattrs={${xattrs.map((k) => `${k}=${node.xattrs[k]!}`).join(',')}}`);
   if (hardLinks.length > 0) parts.push(`hardlinked=[${hardLinks.map((p) => JSON.stringify(p)).join(',')}]`);
   return parts.join(' ');
 }

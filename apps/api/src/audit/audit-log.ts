@@ -4,7 +4,7 @@ import type { AuthedRequest } from '../auth/tenant.js';
 
 export interface AuditEntry {
   tenantId: string;
-  /** `token:<id>`, `operator` or `oidc:<subject>` */
+  /** `token:<id>`, `operator`, `oidc:<subject>` or `trigger:<id>` (a forge's webhook) */
   actor: string;
   /** What changed, as `<thing>.<verb>`: `token.create`, `build.cancel`, `tag.push`… */
   action: string;

@@ -59,7 +59,8 @@ export class AuthGuard implements CanActivate {
       tokenId: token.id,
       scopes: token.scopes,
       repositories: token.repositories,
-      actor: `token:${token.id}`,
+      // A token exchanged for a CI's OIDC token acts as the CI's subject (the workflow or pipeline).
+      actor: token.oidcSubject ? `oidc:${token.oidcSubject}` : `token:${token.id}`,
     };
     return true;
   }

@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 const WINDOW_SECONDS = 60;
 
 interface Counter {
-  policy: 'token' | 'tenant';
+  policy: 'token' | 'tenant' | 'source';
   key: string;
   quota: number;
 }
@@ -31,12 +31,22 @@ export class RateLimiter implements OnModuleDestroy {
 
   async consume(res: Response, who: { tokenId: string; tenantId: string; tenantPerMinute: number | null }, now = Date.now()): Promise<void> {
     const window = Math.floor(now / 1000 / WINDOW_SECONDS);
-    const resetSeconds = (window + 1) * WINDOW_SECONDS - Math.floor(now / 1000);
     const prefix = `${this.config.queuePrefix}:ratelimit`;
-    const counters: Counter[] = [
+    await this.count(res, now, [
       { policy: 'token', key: `${prefix}:token:${who.tokenId}:${window}`, quota: this.config.rateLimit.tokenPerMinute },
       { policy: 'tenant', key: `${prefix}:tenant:${who.tenantId}:${window}`, quota: who.tenantPerMinute ?? this.config.rateLimit.tenantPerMinute },
-    ];
+    ]);
+  }
+
+  /** A route that takes no bearer token (the OIDC exchange), counted per source address. */
+  async consumeBySource(res: Response, sourceIp: string, perMinute: number, now = Date.now()): Promise<void> {
+    const window = Math.floor(now / 1000 / WINDOW_SECONDS);
+    await this.count(res, now, [{ policy: 'source', key: `${this.config.queuePrefix}:ratelimit:source:${sourceIp}:${window}`, quota: perMinute }]);
+  }
+
+  private async count(res: Response, now: number, counters: Counter[]): Promise<void> {
+    const window = Math.floor(now / 1000 / WINDOW_SECONDS);
+    const resetSeconds = (window + 1) * WINDOW_SECONDS - Math.floor(now / 1000);
     const multi = this.redis.multi();
     for (const c of counters) multi.incr(c.key).expire(c.key, WINDOW_SECONDS * 2);
     const replies = (await multi.exec()) ?? [];
@@ -51,7 +61,7 @@ export class RateLimiter implements OnModuleDestroy {
         {
           statusCode: 429,
           error: 'Too Many Requests',
-          message: `Rate limit of the ${c.policy} exceeded: ${c.quota} requests per ${WINDOW_SECONDS} s; retry in ${resetSeconds} s.`,
+          message: `Rate limit of the ${c.policy === 'source' ? 'source address' : c.policy} exceeded: ${c.quota} requests per ${WINDOW_SECONDS} s; retry in ${resetSeconds} s.`,
         },
         HttpStatus.TOO_MANY_REQUESTS,
       );

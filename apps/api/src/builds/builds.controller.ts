@@ -122,7 +122,7 @@ export class BuildsController {
     }
     const sha = querySingle(q.sha, 'sha')?.toLowerCase();
     if (sha !== undefined && !/^[0-9a-f]{7,64}$/.test(sha)) throw new BadRequestException(`Invalid sha "${sha}": give a commit id of 7 to 64 hex digits.`);
-    return this.builds.list(caller.tenantId, { repository, status, sha, limit: Number(limitRaw), cursor: querySingle(q.cursor, 'cursor') });
+    return this.builds.list(caller.tenantId, { repository, status, sha, limit: Number(limitRaw), cursor: querySingle(q.cursor, 'cursor') }, caller.repositories);
   }
 
   @Post(':id/cancel')
@@ -133,7 +133,7 @@ export class BuildsController {
   @ApiResponse({ status: 404, description: 'No such build for this tenant' })
   @ApiResponse({ status: 409, description: 'The build has already finished' })
   async cancel(@CurrentCaller() caller: Caller, @Param('id') id: string, @Req() req: AuthedRequest) {
-    const cancelled = await this.builds.cancel(caller.tenantId, id);
+    const cancelled = await this.builds.cancel(caller.tenantId, id, caller.repositories);
     await this.audit.byCaller(req, 'build.cancel', id);
     return cancelled;
   }
@@ -147,8 +147,12 @@ export class BuildsController {
   @ApiResponse({ status: 202, description: 'The new build, queued' })
   @ApiResponse({ status: 404, description: 'No such build for this tenant' })
   @ApiResponse({ status: 409, description: 'The build context is no longer stored' })
-  async rebuild(@CurrentCaller() caller: Caller, @Param('id') id: string) {
-    return this.builds.rebuild(caller.tenantId, id);
+  async rebuild(@CurrentCaller() caller: Caller, @Param('id') id: string, @Req() req: AuthedRequest) {
+    // A rebuild starts a build like POST /v1/builds: quota-checked and audited.
+    await this.quotas.assertCanStartBuild(caller.tenantId);
+    const rebuilt = await this.builds.rebuild(caller.tenantId, id, caller.repositories);
+    await this.audit.byCaller(req, 'build.start', rebuilt.id, { repository: rebuilt.repository, tags: rebuilt.tags, rebuildOf: id });
+    return rebuilt;
   }
 
   @Get(':id/dockerfile')
@@ -156,13 +160,13 @@ export class BuildsController {
   @ApiOperation({ summary: "The build's Dockerfile text, read from its stored context: { path, text }" })
   @ApiResponse({ status: 404, description: 'No such build for this tenant, or its context has no such file' })
   async dockerfile(@CurrentCaller() caller: Caller, @Param('id') id: string) {
-    return this.builds.dockerfile(caller.tenantId, id);
+    return this.builds.dockerfile(caller.tenantId, id, caller.repositories);
   }
 
   @Get(':id')
   @RequireScope('builds:read')
   @ApiOperation({ summary: 'A build with its steps, error and resulting image' })
   async get(@CurrentCaller() caller: Caller, @Param('id') id: string) {
-    return this.builds.get(caller.tenantId, id);
+    return this.builds.get(caller.tenantId, id, caller.repositories);
   }
 }

@@ -9,10 +9,12 @@ import { logEvent, redisConnection } from '@strata/queue';
 import { CONTEXT_MANIFEST_MEDIA_TYPE, readTarEntries } from '@strata/oci';
 import { ContextStoreService } from '../contexts/context-store.service.js';
 import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
+import { QuotasService } from '../tenancy/quotas.service.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
 import { toBuildView, type BuildView } from './build-view.js';
 import { ContextArchiveCheck } from './context-archive-check.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
+import { buildsVisibleTo } from './visible-builds.js';
 
 export interface BuildRequest {
   repository: string;
@@ -52,6 +54,7 @@ export class BuildsService implements OnModuleDestroy {
     @Inject(STORAGE) private readonly storage: Storage,
     @Inject(BUILDS_QUEUE_TOKEN) private readonly queue: BuildsQueue,
     private readonly contextStore: ContextStoreService,
+    private readonly quotas: QuotasService,
   ) {}
 
   /**
@@ -137,36 +140,45 @@ export class BuildsService implements OnModuleDestroy {
       req.registryAuth && Object.keys(req.registryAuth).length > 0
         ? new Uint8Array(sealSecrets(this.config.secretsKey, id, registryAuthToEntries(req.registryAuth)))
         : null;
-    // No interactive transaction: parallel builds of one repository would queue on its row lock past
-    // the transaction timeout under load. The upsert is idempotent, the create one statement.
-    const build = await retryOnUniqueViolation(async () => {
-      const repository = await this.prisma.repository.upsert({
+    // The repository upsert stays outside any transaction: parallel builds of one repository would
+    // queue on its row lock past the transaction timeout under load. It is idempotent.
+    const repository = await retryOnUniqueViolation(() =>
+      this.prisma.repository.upsert({
         where: { tenantId_name: { tenantId, name: req.repository } },
         update: {},
         create: { tenantId, name: req.repository },
-      });
-      return this.prisma.build.create({
-        data: {
-          id,
-          tenantId,
-          repositoryId: repository.id,
-          dockerfilePath: req.dockerfile,
-          target: req.target ?? null,
-          buildArgs: req.buildArgs,
-          noCache: req.noCache,
-          noCacheFilter: req.noCacheFilter,
-          tags: req.tags,
-          contextKey,
-          contextSize: BigInt(size),
-          contextDigest: context.digest,
-          contextFormat: context.format,
-          secretsSealed,
-          registryAuthSealed,
-          queue: this.config.queuePrefix,
-        },
-        include: { repository: true, steps: true },
-      });
-    });
+      }),
+    );
+    let build;
+    try {
+      // The queued-builds quota is checked again here, atomically with the insert (QuotasService.withQueuedSlot).
+      build = await this.quotas.withQueuedSlot(tenantId, (tx) =>
+        (tx ?? this.prisma).build.create({
+          data: {
+            id,
+            tenantId,
+            repositoryId: repository.id,
+            dockerfilePath: req.dockerfile,
+            target: req.target ?? null,
+            buildArgs: req.buildArgs,
+            noCache: req.noCache,
+            noCacheFilter: req.noCacheFilter,
+            tags: req.tags,
+            contextKey,
+            contextSize: BigInt(size),
+            contextDigest: context.digest,
+            contextFormat: context.format,
+            secretsSealed,
+            registryAuthSealed,
+            queue: this.config.queuePrefix,
+          },
+          include: { repository: true, steps: true },
+        }),
+      );
+    } catch (e) {
+      await this.storage.objects.delete(contextKey).catch(() => undefined);
+      throw e;
+    }
     await this.queue.add('build', { buildId: id, tenantId }, { jobId: id });
     logEvent('info', 'build queued', { buildId: id, tenantId, repository: req.repository, contextBytes: size });
     return toBuildView(build);
@@ -176,8 +188,8 @@ export class BuildsService implements OnModuleDestroy {
    * A queued build is cancelled here and its job removed (a worker that already took the job finds it
    * cancelled and skips it); a running one is cancelled by the worker holding it, told over Redis.
    */
-  async cancel(tenantId: string, id: string): Promise<BuildView> {
-    const found = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId }, select: { status: true } }) : null;
+  async cancel(tenantId: string, id: string, repositories: readonly string[] = []): Promise<BuildView> {
+    const found = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) }, select: { status: true } }) : null;
     if (!found) throw new NotFoundException(`Build "${id}" does not exist.`);
     const queued = await this.prisma.build.updateMany({
       where: { id, tenantId, status: 'queued' },
@@ -191,7 +203,7 @@ export class BuildsService implements OnModuleDestroy {
       this.publisher ??= new Redis({ ...redisConnection(this.config.redisUrl), protocol: 2 });
       await this.publisher.publish(buildCancelChannel(this.config.queuePrefix), id);
     }
-    return this.get(tenantId, id);
+    return this.get(tenantId, id, repositories);
   }
 
   async onModuleDestroy(): Promise<void> {
@@ -203,15 +215,15 @@ export class BuildsService implements OnModuleDestroy {
    * a build from a push), Dockerfile, target, build args, tags and cache filters. Secrets and registry credentials were erased when the
    * first build ended, so they are not carried over: send a new build for those.
    */
-  async rebuild(tenantId: string, id: string): Promise<BuildView> {
-    const first = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId } }) : null;
+  async rebuild(tenantId: string, id: string, repositories: readonly string[] = []): Promise<BuildView> {
+    const first = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) } }) : null;
     if (!first) throw new NotFoundException(`Build "${id}" does not exist.`);
     // A build from a push fetches its commit again; an upload needs its stored context.
     const fromGit = first.source === 'git' && first.gitSource !== null;
     if (!fromGit && (!first.contextKey || !(await this.storage.objects.stat(first.contextKey)))) {
       throw new ConflictException(`Build "${id}" has no stored build context to rebuild from: send the context again with POST /v1/builds.`);
     }
-    const build = await this.prisma.build.create({
+    const build = await this.quotas.withQueuedSlot(tenantId, (tx) => (tx ?? this.prisma).build.create({
       data: {
         tenantId,
         repositoryId: first.repositoryId,
@@ -229,14 +241,14 @@ export class BuildsService implements OnModuleDestroy {
         ...(fromGit ? { gitSource: first.gitSource as Prisma.InputJsonValue, commitSha: first.commitSha } : {}),
       },
       include: { repository: true, steps: true },
-    });
+    }));
     await this.queue.add('build', { buildId: build.id, tenantId }, { jobId: build.id });
     return toBuildView(build);
   }
 
   /** The build's Dockerfile as the worker reads it: from the stored context, at the build's Dockerfile path. */
-  async dockerfile(tenantId: string, id: string): Promise<{ path: string; text: string }> {
-    const build = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId } }) : null;
+  async dockerfile(tenantId: string, id: string, repositories: readonly string[] = []): Promise<{ path: string; text: string }> {
+    const build = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) } }) : null;
     if (!build) throw new NotFoundException(`Build "${id}" does not exist.`);
     const gone = () => new NotFoundException(`Build "${id}" has no stored build context, so its Dockerfile cannot be shown.`);
     if (!build.contextKey || !(await this.storage.objects.stat(build.contextKey))) throw gone();
@@ -273,9 +285,9 @@ export class BuildsService implements OnModuleDestroy {
     return { path: wanted, text: Buffer.concat(out).toString('utf8') };
   }
 
-  async get(tenantId: string, id: string): Promise<BuildView> {
+  async get(tenantId: string, id: string, repositories: readonly string[] = []): Promise<BuildView> {
     const build = /^[0-9a-f-]{36}$/i.test(id)
-      ? await this.prisma.build.findFirst({ where: { id, tenantId }, include: { repository: true, steps: true } })
+      ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) }, include: { repository: true, steps: true } })
       : null;
     if (!build) throw new NotFoundException(`Build "${id}" does not exist.`);
     return toBuildView(build);
@@ -284,8 +296,9 @@ export class BuildsService implements OnModuleDestroy {
   async list(
     tenantId: string,
     q: { repository?: string; status?: string; sha?: string; limit: number; cursor?: string },
+    repositories: readonly string[] = [],
   ): Promise<{ builds: BuildView[]; nextCursor: string | null }> {
-    const where: Prisma.BuildWhereInput = { tenantId };
+    const where: Prisma.BuildWhereInput = { tenantId, AND: [buildsVisibleTo(repositories)] };
     if (q.repository) where.repository = { name: q.repository };
     if (q.status) where.status = q.status as Prisma.BuildWhereInput['status'];
     if (q.sha) where.commitSha = q.sha.length >= 40 ? q.sha : { startsWith: q.sha };

@@ -22,6 +22,6 @@ export class HooksController {
   @ApiResponse({ status: 401, description: 'Unsigned or badly signed; nothing is stored' })
   async receive(@Param('id') id: string, @Req() req: Request) {
     const body = await readSmallBody(req, MAX_HOOK_BODY_BYTES, 'webhook payload');
-    return this.hooks.receive(id, req.headers, body);
+    return this.hooks.receive(id, req.headers, body, req.ip ?? null);
   }
 }

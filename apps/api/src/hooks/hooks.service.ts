@@ -4,6 +4,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { openSecrets, STRATA_CONFIG, type StrataConfig, triggerSealScope } from '@strata/config';
 import { type Prisma, PrismaService, retryOnUniqueViolation, type Trigger } from '@strata/db';
 import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
+import { QuotasService } from '../tenancy/quotas.service.js';
 import { decidePush, type PathFilter, type TriggerRule } from '../triggers/trigger-rules.js';
 import { type HookEvent, PayloadError, type Push, readHookEvent } from './push-event.js';
 import { type Provider, verifyHookSignature } from './signatures.js';
@@ -32,6 +33,13 @@ export interface GitSource {
   submodules: boolean;
 }
 
+/** Who made a delivery start a build, as the audit log names them. */
+export interface DeliveryOrigin {
+  /** `trigger:<id>` for a forge's webhook; the caller's actor for a redelivery. */
+  actor: string;
+  sourceIp: string | null;
+}
+
 function isUniqueViolation(e: unknown): boolean {
   const code = (e as { code?: string }).code;
   return code === 'P2002' || /Unique constraint|duplicate key value/i.test((e as Error).message ?? '');
@@ -43,13 +51,14 @@ export class HooksService {
     private readonly prisma: PrismaService,
     @Inject(STRATA_CONFIG) private readonly config: StrataConfig,
     @Inject(BUILDS_QUEUE_TOKEN) private readonly queue: BuildsQueue,
+    private readonly quotas: QuotasService,
   ) {}
 
   /**
    * One webhook request. The signature is checked on the raw body before anything in it is read;
    * an unsigned or badly signed request stores nothing.
    */
-  async receive(triggerId: string, headers: IncomingHttpHeaders, body: Buffer): Promise<DeliveryOutcome> {
+  async receive(triggerId: string, headers: IncomingHttpHeaders, body: Buffer, sourceIp: string | null = null): Promise<DeliveryOutcome> {
     const trigger = /^[0-9a-f-]{36}$/i.test(triggerId) ? await this.prisma.trigger.findUnique({ where: { id: triggerId } }) : null;
     if (!trigger) throw new NotFoundException(`Trigger "${triggerId}" does not exist.`);
     const secret = openSecrets(this.config.secretsKey, triggerSealScope(trigger.id), trigger.secretSealed).get('secret') ?? Buffer.alloc(0);
@@ -67,14 +76,17 @@ export class HooksService {
     if (event.kind === 'other' || !event.push) {
       return this.record(trigger, event.deliveryId, event.event, null, { outcome: 'skipped', reason: `the "${event.event}" event does not build; only pushes do` });
     }
-    return this.recordPush(trigger, event.deliveryId, event.event, event.push);
+    return this.recordPush(trigger, event.deliveryId, event.event, event.push, { actor: `trigger:${trigger.id}`, sourceIp });
   }
 
   /** Decides what a push leads to and records it, with its build, exactly once per delivery id. */
-  async recordPush(trigger: Trigger, deliveryId: string, event: string, push: Push): Promise<DeliveryOutcome> {
+  async recordPush(trigger: Trigger, deliveryId: string, event: string, push: Push, origin: DeliveryOrigin): Promise<DeliveryOutcome> {
     const decision = decidePush(trigger.rules as unknown as TriggerRule[], trigger.paths as PathFilter | null, push);
     if (decision.outcome === 'skipped') return this.record(trigger, deliveryId, event, push, decision);
-    return this.record(trigger, deliveryId, event, push, { outcome: 'build', reason: null, tags: decision.tags });
+    // Over a quota the forge is answered 429 or 403 as an API build is, and nothing is recorded, so
+    // the forge's own redelivery builds once there is room.
+    await this.quotas.assertCanStartBuild(trigger.tenantId);
+    return this.record(trigger, deliveryId, event, push, { outcome: 'build', reason: null, tags: decision.tags }, origin);
   }
 
   /**
@@ -88,10 +100,12 @@ export class HooksService {
     event: string,
     push: Push | null,
     result: { outcome: 'build' | 'skipped' | 'ping'; reason: string | null; tags?: string[] },
+    origin?: DeliveryOrigin,
   ): Promise<DeliveryOutcome> {
     const buildId = result.outcome === 'build' ? randomUUID() : null;
-    const writes: Prisma.PrismaPromise<unknown>[] = [
-      this.prisma.webhookDelivery.create({
+    // The writes, made on the client given: one transaction either way (see below).
+    const writesOn = (db: Prisma.TransactionClient): Prisma.PrismaPromise<unknown>[] => [
+      db.webhookDelivery.create({
         data: {
           tenantId: trigger.tenantId,
           triggerId: trigger.id,
@@ -106,6 +120,7 @@ export class HooksService {
         },
       }),
     ];
+    let buildWrites: (db: Prisma.TransactionClient) => Prisma.PrismaPromise<unknown>[] = () => [];
     if (buildId && push?.sha) {
       const repository = await retryOnUniqueViolation(() =>
         this.prisma.repository.upsert({
@@ -128,8 +143,8 @@ export class HooksService {
         context: trigger.contextPath,
         submodules: trigger.submodules,
       };
-      writes.push(
-        this.prisma.build.create({
+      buildWrites = (db) => [
+        db.build.create({
           data: {
             id: buildId,
             tenantId: trigger.tenantId,
@@ -145,10 +160,32 @@ export class HooksService {
             queue: this.config.queuePrefix,
           },
         }),
-      );
+        // Audited with the build, in the same transaction: a duplicate delivery records neither.
+        db.auditEvent.create({
+          data: {
+            tenantId: trigger.tenantId,
+            actor: origin?.actor ?? `trigger:${trigger.id}`,
+            action: 'build.start',
+            target: buildId,
+            sourceIp: origin?.sourceIp ?? null,
+            data: { repository: trigger.repository, tags: result.tags ?? ['latest'], triggerId: trigger.id, deliveryId, sha: push.sha },
+          },
+        }),
+      ];
     }
+    const all = (db: Prisma.TransactionClient) => [...writesOn(db), ...buildWrites(db)];
     try {
-      await this.prisma.$transaction(writes);
+      if (buildId) {
+        // A build holds a queued slot: with a queued-builds quota, the writes run inside the
+        // transaction that checked it under the tenant's row lock (QuotasService.withQueuedSlot).
+        await this.quotas.withQueuedSlot(trigger.tenantId, async (tx) => {
+          if (!tx) return this.prisma.$transaction(all(this.prisma));
+          for (const write of all(tx)) await write;
+          return undefined;
+        });
+      } else {
+        await this.prisma.$transaction(all(this.prisma));
+      }
     } catch (e) {
       if (!isUniqueViolation(e)) throw e;
       const first = await this.prisma.webhookDelivery.findUnique({ where: { triggerId_deliveryId: { triggerId: trigger.id, deliveryId } } });

@@ -26,7 +26,7 @@ export class LogsController {
     @Headers('last-event-id') lastEventId: string | undefined,
     @Res() res: Response,
   ): Promise<void> {
-    const build = await this.logs.build(caller.tenantId, id);
+    const build = await this.logs.build(caller.tenantId, id, caller.repositories);
     if (!(accept ?? '').includes('text/event-stream')) return this.logs.text(build.id, res);
     const after = lastEventId === undefined || lastEventId === '' ? null : lastEventId.trim();
     if (after !== null && !isStreamId(after)) {

@@ -1,3 +1,4 @@
+import { buildsVisibleTo } from '../builds/visible-builds.js';
 import { once } from 'node:events';
 import { Inject, Injectable, NotFoundException, type OnModuleDestroy } from '@nestjs/common';
 import type { Response } from 'express';
@@ -34,9 +35,9 @@ export class LogsService implements OnModuleDestroy {
   }
 
   /** The build, if it exists and belongs to the tenant; 404 otherwise (also for malformed ids). */
-  async build(tenantId: string, id: string): Promise<{ id: string; status: string }> {
+  async build(tenantId: string, id: string, repositories: readonly string[] = []): Promise<{ id: string; status: string }> {
     const build = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)
-      ? await this.prisma.build.findFirst({ where: { id, tenantId }, select: { id: true, status: true } })
+      ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) }, select: { id: true, status: true } })
       : null;
     if (!build) throw new NotFoundException(`Build "${id}" does not exist.`);
     return build;

@@ -15,5 +15,5 @@ export const storageProvider: Provider = {
     storageFromConfig({
       ...config.s3,
       onRequestError: (operation, reason) => addToFleetCounter(fleet, config.queuePrefix, 'strata_s3_request_errors_total', { process: 'api', operation, reason }),
-    }),
+    }, config.storageDir),
 };

@@ -1,5 +1,5 @@
 import { ForbiddenException, HttpException, HttpStatus, Injectable } from '@nestjs/common';
-import { PrismaService, type Tenant } from '@strata/db';
+import { type Prisma, PrismaService, type Tenant } from '@strata/db';
 
 export interface Usage {
   concurrentBuilds: number;
@@ -21,7 +21,7 @@ const MEASURES: Record<QuotaName, { usage: keyof Usage; unit: string }> = {
 /**
  * A tenant's usage against its quotas. Queued builds are rate-like (429: wait and retry); build
  * minutes and stored bytes are hard (403: the operator must raise them, or the tenant delete).
- * Concurrent builds are held back by workers, not refused (apps/worker/src/main.ts).
+ * Concurrent builds are held back by workers, not refused: a worker takes a slot atomically (apps/worker/src/concurrency-slot.ts).
  */
 @Injectable()
 export class QuotasService {
@@ -81,14 +81,43 @@ export class QuotasService {
     this.check(tenant, await this.usage(tenantId), 'maxStoredBytes', HttpStatus.FORBIDDEN);
   }
 
+  /**
+   * Runs `create` (a new build's insert) only while the tenant is under its queued-builds quota, and
+   * atomically: with a quota set, the count and the insert happen in one transaction holding the
+   * tenant's row lock, so two requests at once cannot both take the last queued slot. `create`
+   * gets the transaction, or null when the tenant has no such quota (nothing to hold).
+   */
+  async withQueuedSlot<T>(tenantId: string, create: (tx: Prisma.TransactionClient | null) => Promise<T>): Promise<T> {
+    const tenant = await this.prisma.tenant.findUniqueOrThrow({ where: { id: tenantId }, select: { maxQueuedBuilds: true } });
+    if (tenant.maxQueuedBuilds === null) return create(null);
+    return this.prisma.$transaction(
+      async (tx) => {
+        const [locked] = await tx.$queryRaw<{ maxQueuedBuilds: number | null }[]>`SELECT "maxQueuedBuilds" FROM "Tenant" WHERE "id" = ${tenantId}::uuid FOR UPDATE`;
+        const limit = locked?.maxQueuedBuilds ?? null;
+        if (limit !== null) {
+          // Read after the lock: under READ COMMITTED this sees every build committed before it was granted.
+          const queued = await tx.build.count({ where: { tenantId, status: 'queued' } });
+          if (queued >= limit) refuse('maxQueuedBuilds', queued, limit, HttpStatus.TOO_MANY_REQUESTS);
+        }
+        return create(tx);
+      },
+      // Requests of one tenant queue on its row for as long as an insert takes; give them room under load.
+      { maxWait: 15_000, timeout: 20_000 },
+    );
+  }
+
   private check(tenant: Tenant, usage: Usage, quota: QuotaName, status: HttpStatus.TOO_MANY_REQUESTS | HttpStatus.FORBIDDEN): void {
     const limit = limitOf(tenant, quota);
     const used = usage[MEASURES[quota].usage];
     if (limit === null || used < limit) return;
-    const message = `Quota ${quota} reached: ${used} ${MEASURES[quota].unit} of ${limit} allowed.`;
-    if (status === HttpStatus.FORBIDDEN) throw new ForbiddenException(message);
-    throw new HttpException({ statusCode: 429, error: 'Too Many Requests', message: `${message} Retry once some have run.` }, HttpStatus.TOO_MANY_REQUESTS);
+    refuse(quota, used, limit, status);
   }
+}
+
+function refuse(quota: QuotaName, used: number, limit: number, status: HttpStatus.TOO_MANY_REQUESTS | HttpStatus.FORBIDDEN): never {
+  const message = `Quota ${quota} reached: ${used} ${MEASURES[quota].unit} of ${limit} allowed.`;
+  if (status === HttpStatus.FORBIDDEN) throw new ForbiddenException(message);
+  throw new HttpException({ statusCode: 429, error: 'Too Many Requests', message: `${message} Retry once some have run.` }, HttpStatus.TOO_MANY_REQUESTS);
 }
 
 function limitOf(tenant: Tenant, quota: QuotaName): number | null {

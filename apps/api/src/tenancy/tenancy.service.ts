@@ -32,7 +32,7 @@ export function quotasOf(tenant: Tenant): Quotas {
 }
 
 /** Whether pattern `p` only covers names that one of `limits` covers (a token cannot hand out more than it has). */
-function patternWithin(p: string, limits: readonly string[]): boolean {
+export function patternWithin(p: string, limits: readonly string[]): boolean {
   return limits.some((l) => (l.endsWith('*') ? p.startsWith(l.slice(0, -1)) : p === l));
 }
 

@@ -87,7 +87,7 @@ export class TriggersController {
   @RequireScope('triggers:admin')
   @ApiOperation({ summary: 'Run a recorded push through the trigger again as a new delivery (a new build when a rule matches)' })
   async redeliver(@CurrentCaller() caller: Caller, @Param('id') id: string, @Param('deliveryId') deliveryId: string, @Req() req: AuthedRequest) {
-    const delivery = await this.triggers.redeliver(caller.tenantId, id, deliveryId);
+    const delivery = await this.triggers.redeliver(caller.tenantId, id, deliveryId, { actor: caller.actor, sourceIp: req.ip ?? null });
     await this.audit.byCaller(req, 'trigger.redeliver', id, { deliveryId });
     return delivery;
   }

@@ -2,7 +2,7 @@ import { Inject, Injectable, NotFoundException } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { openSecrets, sealSecrets, STRATA_CONFIG, type StrataConfig, triggerSealScope } from '@strata/config';
 import { type Prisma, PrismaService, type Trigger, type WebhookDelivery } from '@strata/db';
-import { type DeliveryOutcome, HooksService } from '../hooks/hooks.service.js';
+import { type DeliveryOrigin, type DeliveryOutcome, HooksService } from '../hooks/hooks.service.js';
 import type { Push } from '../hooks/push-event.js';
 import type { Provider } from '../hooks/signatures.js';
 import type { TriggerCredentials, TriggerInput } from './trigger-input.js';
@@ -58,6 +58,23 @@ function toDeliveryView(d: WebhookDelivery): DeliveryView {
   };
 }
 
+/** What a stored trigger builds, as both its view and its PATCH input name it. */
+function buildSettings(t: Trigger): Omit<TriggerInput, 'secret' | 'credentials'> {
+  return {
+    repository: t.repository,
+    provider: t.provider as Provider,
+    cloneUrl: t.cloneUrl,
+    apiUrl: t.apiUrl,
+    rules: t.rules as unknown as TriggerRule[],
+    dockerfile: t.dockerfilePath,
+    context: t.contextPath,
+    buildArgs: t.buildArgs as Record<string, string>,
+    target: t.target,
+    paths: t.paths as PathFilter | null,
+    submodules: t.submodules,
+  };
+}
+
 @Injectable()
 export class TriggersService {
   constructor(
@@ -77,17 +94,7 @@ export class TriggersService {
       id: t.id,
       hookUrl: `/v1/hooks/${t.id}`,
       hookPublicUrl: `${this.config.publicUrl}/v1/hooks/${t.id}`,
-      repository: t.repository,
-      provider: t.provider,
-      cloneUrl: t.cloneUrl,
-      apiUrl: t.apiUrl,
-      rules: t.rules as unknown as TriggerRule[],
-      dockerfile: t.dockerfilePath,
-      context: t.contextPath,
-      buildArgs: t.buildArgs as Record<string, string>,
-      target: t.target,
-      paths: t.paths as PathFilter | null,
-      submodules: t.submodules,
+      ...buildSettings(t),
       credentials: creds ? { type: creds.deployKey ? 'deployKey' : 'token', username: creds.username ?? null } : null,
       createdAt: t.createdAt.toISOString(),
       updatedAt: t.updatedAt.toISOString(),
@@ -104,18 +111,8 @@ export class TriggersService {
   /** The stored trigger as input, for PATCH to merge over (the secret stays sealed unless replaced). */
   private asInput(t: Trigger): TriggerInput {
     return {
-      repository: t.repository,
-      provider: t.provider as Provider,
-      cloneUrl: t.cloneUrl,
-      apiUrl: t.apiUrl,
+      ...buildSettings(t),
       secret: '',
-      rules: t.rules as unknown as TriggerRule[],
-      dockerfile: t.dockerfilePath,
-      context: t.contextPath,
-      buildArgs: t.buildArgs as Record<string, string>,
-      target: t.target,
-      paths: t.paths as PathFilter | null,
-      submodules: t.submodules,
       credentials: this.credentials(t),
     };
   }
@@ -187,11 +184,11 @@ export class TriggersService {
    * Runs a recorded push through the trigger again (its rules as they are now) as a new delivery:
    * what a user asks for when a build failed for a reason outside the commit.
    */
-  async redeliver(tenantId: string, id: string, deliveryRowId: string): Promise<DeliveryOutcome> {
+  async redeliver(tenantId: string, id: string, deliveryRowId: string, origin: DeliveryOrigin): Promise<DeliveryOutcome> {
     const trigger = await this.find(tenantId, id);
     const d = /^[0-9a-f-]{36}$/i.test(deliveryRowId) ? await this.prisma.webhookDelivery.findFirst({ where: { id: deliveryRowId, triggerId: id, tenantId } }) : null;
     if (!d) throw new NotFoundException(`Delivery "${deliveryRowId}" of trigger "${id}" does not exist.`);
     if (!d.push) throw new NotFoundException(`Delivery "${deliveryRowId}" was a ${d.event} event, not a push; there is nothing to build again.`);
-    return this.hooks.recordPush(trigger, `redelivery:${randomUUID()}:${d.deliveryId}`.slice(0, 200), d.event, d.push as unknown as Push);
+    return this.hooks.recordPush(trigger, `redelivery:${randomUUID()}:${d.deliveryId}`.slice(0, 200), d.event, d.push as unknown as Push, origin);
   }
 }

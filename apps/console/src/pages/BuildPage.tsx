@@ -1,7 +1,7 @@
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useEffect, useMemo, useState, useSyncExternalStore } from 'react';
 import { ApiError, type Build, getJson, postJson, TERMINAL, type Whoami } from '../api';
-import { CopyButton, ErrorNote, StatusBadge, Time, useNow } from '../components';
+import { CopyButton, ErrorNote, StatusBadge, TagChips, Time, useNow } from '../components';
 import { buildDuration, formatDuration, sourceLabel } from '../format';
 import { LogStore } from '../log-store';
 import { Link, navigate } from '../router';
@@ -80,13 +80,7 @@ export function BuildPage({ id }: { id: string }) {
           <h1>
             <Link to={`/repositories/${b.repository}`}>{b.repository}</Link>
           </h1>
-          <span className="tag-list">
-            {b.tags.map((t) => (
-              <span key={t} className="chip">
-                {t}
-              </span>
-            ))}
-          </span>
+          <TagChips tags={b.tags} />
           <div className="actions">
             {running && (
               <button type="button" className="btn btn-danger" onClick={() => cancel.mutate()} disabled={cancel.isPending}>

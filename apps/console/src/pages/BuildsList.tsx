@@ -1,6 +1,7 @@
 import { keepPreviousData, useQuery } from '@tanstack/react-query';
 import { type BuildPage, getJson, type Repository, TERMINAL } from '../api';
-import { EmptyState, ErrorNote, StatusBadge, Time, useNow } from '../components';
+import { EmptyState, ErrorNote, StatusBadge, TagChips, Time, useNow } from '../components';
+import { DataTable, ListStates } from '../data-table';
 import { buildDuration, formatDuration, sourceLabel } from '../format';
 import { Link, navigate, useLocation } from '../router';
 
@@ -74,80 +75,69 @@ export function BuildsList() {
         </div>
       </div>
       <ErrorNote error={builds.error} />
-      {builds.isPending ? (
-        <div className="card skeleton" aria-busy="true">
-          Loading builds…
-        </div>
-      ) : rows.length === 0 ? (
-        <div className="card">
-          {filtered ? (
-            <EmptyState title="No builds match these filters">
-              <button type="button" className="btn" onClick={() => navigate('/', true)}>
-                Clear filters
-              </button>
-            </EmptyState>
-          ) : (
-            <EmptyState title="No builds yet">
-              Send a build context to the API to start one:
-              <pre className="code-block">
-                {`tar -cf - . | curl -X POST -H "Authorization: Bearer $TOKEN" \\
+      <ListStates
+        pending={builds.isPending}
+        loading="Loading builds…"
+        empty={
+          rows.length === 0 ? (
+            filtered ? (
+              <EmptyState title="No builds match these filters">
+                <button type="button" className="btn" onClick={() => navigate('/', true)}>
+                  Clear filters
+                </button>
+              </EmptyState>
+            ) : (
+              <EmptyState title="No builds yet">
+                Send a build context to the API to start one:
+                <pre className="code-block">
+                  {`tar -cf - . | curl -X POST -H "Authorization: Bearer $TOKEN" \\
   -H 'Content-Type: application/x-tar' --data-binary @- \\
   '${location.origin}/v1/builds?repository=demo&tag=latest'`}
-              </pre>
-            </EmptyState>
-          )}
-        </div>
-      ) : (
-        <div className="card table-card">
-          <table className="table builds-table">
-            <thead>
-              <tr>
-                <th scope="col">Status</th>
-                <th scope="col">Repository</th>
-                <th scope="col" className="hide-narrow">
-                  Source
-                </th>
-                <th scope="col">Started</th>
-                <th scope="col" className="num">
-                  Duration
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {rows.map((b) => (
-                <tr key={b.id} data-build-id={b.id}>
-                  <td>
-                    <StatusBadge status={b.status} />
-                  </td>
-                  <td className="cell-main">
-                    <Link to={`/builds/${b.id}`} className="row-link">
-                      <span className="repo-name">{b.repository}</span>
-                      <span className="tag-list">
-                        {b.tags.map((t) => (
-                          <span key={t} className="chip">
-                            {t}
-                          </span>
-                        ))}
-                      </span>
-                    </Link>
-                    <div className="sub mono">{b.id.slice(0, 8)}</div>
-                  </td>
-                  <td className="hide-narrow">
-                    <span className="source">{sourceLabel(b.source)}</span>
-                    <div className="sub mono" title={b.source.type === 'git' ? b.source.message : undefined}>
-                      {b.source.type === 'git' ? b.source.message.split('\n')[0] : b.dockerfile}
-                    </div>
-                  </td>
-                  <td>
-                    <Time iso={b.startedAt ?? b.createdAt} now={now} />
-                  </td>
-                  <td className="num mono">{formatDuration(buildDuration(b, now))}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-      )}
+                </pre>
+              </EmptyState>
+            )
+          ) : null
+        }
+      >
+        <DataTable
+          className="builds-table"
+          rows={rows}
+          rowKey={(b) => b.id}
+          rowAttrs={(b) => ({ 'data-build-id': b.id })}
+          columns={[
+            { id: 'status', header: 'Status', cell: (b) => <StatusBadge status={b.status} /> },
+            {
+              id: 'repository',
+              header: 'Repository',
+              cellClassName: 'cell-main',
+              cell: (b) => (
+                <>
+                  <Link to={`/builds/${b.id}`} className="row-link">
+                    <span className="repo-name">{b.repository}</span>
+                    <TagChips tags={b.tags} />
+                  </Link>
+                  <div className="sub mono">{b.id.slice(0, 8)}</div>
+                </>
+              ),
+            },
+            {
+              id: 'source',
+              header: 'Source',
+              headerClassName: 'hide-narrow',
+              cell: (b) => (
+                <>
+                  <span className="source">{sourceLabel(b.source)}</span>
+                  <div className="sub mono" title={b.source.type === 'git' ? b.source.message : undefined}>
+                    {b.source.type === 'git' ? b.source.message.split('\n')[0] : b.dockerfile}
+                  </div>
+                </>
+              ),
+            },
+            { id: 'started', header: 'Started', cell: (b) => <Time iso={b.startedAt ?? b.createdAt} now={now} /> },
+            { id: 'duration', header: 'Duration', headerClassName: 'num', cellClassName: 'num mono', cell: (b) => formatDuration(buildDuration(b, now)) },
+          ]}
+        />
+      </ListStates>
       {(back.length > 0 || cursor || builds.data?.nextCursor) && (
         <nav className="pager" aria-label="Pages">
           <button

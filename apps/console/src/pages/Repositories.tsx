@@ -1,6 +1,7 @@
 import { useQuery } from '@tanstack/react-query';
 import { getJson, type Repository } from '../api';
 import { EmptyState, ErrorNote, Time, useNow } from '../components';
+import { DataTable, ListStates } from '../data-table';
 import { Link } from '../router';
 
 export function Repositories() {
@@ -16,53 +17,46 @@ export function Repositories() {
         </div>
       </div>
       <ErrorNote error={repos.error} />
-      {repos.isPending ? (
-        <div className="card skeleton" aria-busy="true">
-          Loading repositories…
-        </div>
-      ) : rows.length === 0 ? (
-        <div className="card">
-          <EmptyState title="No repositories yet">A repository appears with its first build or push. Start a build with <code>POST /v1/builds?repository=NAME</code>.</EmptyState>
-        </div>
-      ) : (
-        <div className="card table-card">
-          <table className="table">
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col" className="num">
-                  Tags
-                </th>
-                <th scope="col" className="num">
-                  Builds
-                </th>
-                <th scope="col" className="hide-narrow">
-                  Created
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {rows.map((r) => (
-                <tr key={r.name}>
-                  <td className="cell-main">
-                    <Link to={`/repositories/${r.name}`} className="row-link">
-                      <span className="repo-name">{r.name}</span>
-                    </Link>
-                    {r.public && <span className="chip chip-public">public</span>}
-                  </td>
-                  <td className="num mono">{r.tags}</td>
-                  <td className="num mono">
-                    <Link to={`/?repository=${encodeURIComponent(r.name)}`}>{r.builds}</Link>
-                  </td>
-                  <td className="hide-narrow">
-                    <Time iso={r.createdAt} now={now} />
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-      )}
+      <ListStates
+        pending={repos.isPending}
+        loading="Loading repositories…"
+        empty={
+          rows.length === 0 ? (
+            <EmptyState title="No repositories yet">
+              A repository appears with its first build or push. Start a build with <code>POST /v1/builds?repository=NAME</code>.
+            </EmptyState>
+          ) : null
+        }
+      >
+        <DataTable
+          rows={rows}
+          rowKey={(r) => r.name}
+          columns={[
+            {
+              id: 'name',
+              header: 'Name',
+              cellClassName: 'cell-main',
+              cell: (r) => (
+                <>
+                  <Link to={`/repositories/${r.name}`} className="row-link">
+                    <span className="repo-name">{r.name}</span>
+                  </Link>
+                  {r.public && <span className="chip chip-public">public</span>}
+                </>
+              ),
+            },
+            { id: 'tags', header: 'Tags', headerClassName: 'num', cellClassName: 'num mono', cell: (r) => r.tags },
+            {
+              id: 'builds',
+              header: 'Builds',
+              headerClassName: 'num',
+              cellClassName: 'num mono',
+              cell: (r) => <Link to={`/?repository=${encodeURIComponent(r.name)}`}>{r.builds}</Link>,
+            },
+            { id: 'created', header: 'Created', headerClassName: 'hide-narrow', cell: (r) => <Time iso={r.createdAt} now={now} /> },
+          ]}
+        />
+      </ListStates>
     </div>
   );
 }

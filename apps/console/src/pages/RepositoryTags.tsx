@@ -2,6 +2,7 @@ import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useState } from 'react';
 import { encodeRepo, getJson, request, type Tag, type Whoami } from '../api';
 import { CopyButton, EmptyState, ErrorNote, Time, useNow } from '../components';
+import { DataTable, ListStates } from '../data-table';
 import { formatBytes, shortDigest } from '../format';
 import { Link } from '../router';
 
@@ -36,71 +37,48 @@ export function RepositoryTags({ name }: { name: string }) {
         </Link>
       </div>
       <ErrorNote error={tags.error ?? remove.error} />
-      {tags.isPending ? (
-        <div className="card skeleton" aria-busy="true">
-          Loading tags…
-        </div>
-      ) : rows.length === 0 && !tags.error ? (
-        <div className="card">
-          <EmptyState title="No tags">A successful build with <code>tag=NAME</code> or a push to this repository adds one.</EmptyState>
-        </div>
-      ) : (
-        <div className="card table-card">
-          <table className="table tags-table">
-            <thead>
-              <tr>
-                <th scope="col">Tag</th>
-                <th scope="col">Digest</th>
-                <th scope="col" className="num">
-                  Size
-                </th>
-                <th scope="col" className="hide-narrow">
-                  Updated
-                </th>
-                <th scope="col">
-                  <span className="sr-only">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {rows.map((t) => {
-                const pull = image ? `docker pull ${image}:${t.name}` : null;
-                return (
-                  <tr key={t.name} data-tag={t.name}>
-                    <td className="cell-main">
-                      <span className="chip">{t.name}</span>
-                    </td>
-                    <td>
-                      <code title={t.digest}>{shortDigest(t.digest)}</code>
-                    </td>
-                    <td className="num mono">{formatBytes(t.size)}</td>
-                    <td className="hide-narrow">
-                      <Time iso={t.updatedAt} now={now} />
-                    </td>
-                    <td className="row-actions">
-                      {pull && <CopyButton text={pull} label="Copy pull" />}
-                      {confirming === t.name ? (
-                        <>
-                          <button type="button" className="btn btn-danger btn-small" onClick={() => remove.mutate(t.name)} disabled={remove.isPending}>
-                            {remove.isPending ? 'Deleting…' : `Delete ${t.name}`}
-                          </button>
-                          <button type="button" className="btn btn-ghost btn-small" onClick={() => setConfirming(null)}>
-                            Keep
-                          </button>
-                        </>
-                      ) : (
-                        <button type="button" className="btn btn-ghost btn-small" onClick={() => setConfirming(t.name)} aria-label={`Delete tag ${t.name}`}>
-                          Delete
-                        </button>
-                      )}
-                    </td>
-                  </tr>
-                );
-              })}
-            </tbody>
-          </table>
-        </div>
-      )}
+      <ListStates
+        pending={tags.isPending}
+        loading="Loading tags…"
+        empty={rows.length === 0 && !tags.error ? <EmptyState title="No tags">A successful build with <code>tag=NAME</code> or a push to this repository adds one.</EmptyState> : null}
+      >
+        <DataTable
+          className="tags-table"
+          rows={rows}
+          rowKey={(t) => t.name}
+          rowAttrs={(t) => ({ 'data-tag': t.name })}
+          columns={[
+            { id: 'tag', header: 'Tag', cellClassName: 'cell-main', cell: (t) => <span className="chip">{t.name}</span> },
+            { id: 'digest', header: 'Digest', cell: (t) => <code title={t.digest}>{shortDigest(t.digest)}</code> },
+            { id: 'size', header: 'Size', headerClassName: 'num', cellClassName: 'num mono', cell: (t) => formatBytes(t.size) },
+            { id: 'updated', header: 'Updated', headerClassName: 'hide-narrow', cell: (t) => <Time iso={t.updatedAt} now={now} /> },
+            {
+              id: 'actions',
+              header: <span className="sr-only">Actions</span>,
+              cellClassName: 'row-actions',
+              cell: (t) => (
+                <>
+                  {image && <CopyButton text={`docker pull ${image}:${t.name}`} label="Copy pull" />}
+                  {confirming === t.name ? (
+                    <>
+                      <button type="button" className="btn btn-danger btn-small" onClick={() => remove.mutate(t.name)} disabled={remove.isPending}>
+                        {remove.isPending ? 'Deleting…' : `Delete ${t.name}`}
+                      </button>
+                      <button type="button" className="btn btn-ghost btn-small" onClick={() => setConfirming(null)}>
+                        Keep
+                      </button>
+                    </>
+                  ) : (
+                    <button type="button" className="btn btn-ghost btn-small" onClick={() => setConfirming(t.name)} aria-label={`Delete tag ${t.name}`}>
+                      Delete
+                    </button>
+                  )}
+                </>
+              ),
+            },
+          ]}
+        />
+      </ListStates>
     </div>
   );
 }

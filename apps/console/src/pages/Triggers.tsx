@@ -1,6 +1,7 @@
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { type Delivery, getJson, postJson, type StatusReport, type Trigger } from '../api';
 import { CopyButton, EmptyState, ErrorNote, Time, useNow } from '../components';
+import { DataTable, ListStates } from '../data-table';
 import { Link } from '../router';
 
 function Rules({ rules }: { rules: Trigger['rules'] }) {
@@ -28,57 +29,40 @@ export function Triggers() {
         </div>
       </div>
       <ErrorNote error={triggers.error} />
-      {triggers.isPending ? (
-        <div className="card skeleton" aria-busy="true">
-          Loading triggers…
-        </div>
-      ) : rows.length === 0 ? (
-        <div className="card">
-          <EmptyState title="No triggers yet">
-            Create one with the CLI, then paste its hook URL and secret into the forge's webhook settings:
-            <pre className="code-block">strata trigger create --repository app --provider github --clone-url https://github.com/acme/app.git --rule '^refs/heads/main$=latest'</pre>
-          </EmptyState>
-        </div>
-      ) : (
-        <div className="card table-card">
-          <table className="table">
-            <thead>
-              <tr>
-                <th scope="col">Repository</th>
-                <th scope="col">Provider</th>
-                <th scope="col">Clone URL</th>
-                <th scope="col">Rules</th>
-                <th scope="col">Hook URL</th>
-                <th scope="col" className="hide-narrow">
-                  Created
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {rows.map((t) => (
-                <tr key={t.id} data-trigger={t.id}>
-                  <td>
-                    <Link to={`/triggers/${t.id}`} className="row-link">
-                      <span className="repo-name">{t.repository}</span>
-                    </Link>
-                  </td>
-                  <td>{t.provider}</td>
-                  <td className="mono nowrap">{t.cloneUrl}</td>
-                  <td>
-                    <Rules rules={t.rules} />
-                  </td>
-                  <td>
-                    <CopyButton text={t.hookPublicUrl} label="Copy hook URL" />
-                  </td>
-                  <td className="hide-narrow">
-                    <Time iso={t.createdAt} now={now} />
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-      )}
+      <ListStates
+        pending={triggers.isPending}
+        loading="Loading triggers…"
+        empty={
+          rows.length === 0 ? (
+            <EmptyState title="No triggers yet">
+              Create one with the CLI, then paste its hook URL and secret into the forge's webhook settings:
+              <pre className="code-block">strata trigger create --repository app --provider github --clone-url https://github.com/acme/app.git --rule '^refs/heads/main$=latest'</pre>
+            </EmptyState>
+          ) : null
+        }
+      >
+        <DataTable
+          rows={rows}
+          rowKey={(t) => t.id}
+          rowAttrs={(t) => ({ 'data-trigger': t.id })}
+          columns={[
+            {
+              id: 'repository',
+              header: 'Repository',
+              cell: (t) => (
+                <Link to={`/triggers/${t.id}`} className="row-link">
+                  <span className="repo-name">{t.repository}</span>
+                </Link>
+              ),
+            },
+            { id: 'provider', header: 'Provider', cell: (t) => t.provider },
+            { id: 'clone', header: 'Clone URL', cellClassName: 'mono nowrap', cell: (t) => t.cloneUrl },
+            { id: 'rules', header: 'Rules', cell: (t) => <Rules rules={t.rules} /> },
+            { id: 'hook', header: 'Hook URL', cell: (t) => <CopyButton text={t.hookPublicUrl} label="Copy hook URL" /> },
+            { id: 'created', header: 'Created', headerClassName: 'hide-narrow', cell: (t) => <Time iso={t.createdAt} now={now} /> },
+          ]}
+        />
+      </ListStates>
     </div>
   );
 }
@@ -152,63 +136,57 @@ export function TriggerPage({ id }: { id: string }) {
       )}
       <h2>Deliveries</h2>
       <ErrorNote error={redeliver.error} />
-      {deliveries.isPending ? (
-        <div className="card skeleton" aria-busy="true">
-          Loading deliveries…
-        </div>
-      ) : rows.length === 0 ? (
-        <div className="card">
-          <EmptyState title="No deliveries yet">The forge's first webhook request (GitHub sends a ping when the hook is added) shows here.</EmptyState>
-        </div>
-      ) : (
-        <div className="card table-card">
-          <table className="table deliveries">
-            <thead>
-              <tr>
-                <th scope="col">Event</th>
-                <th scope="col">Ref</th>
-                <th scope="col">Commit</th>
-                <th scope="col">Outcome</th>
-                <th scope="col">Build</th>
-                <th scope="col">Status reports</th>
-                <th scope="col">Received</th>
-                <th scope="col">
-                  <span className="sr-only">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {rows.map((d) => (
-                <tr key={d.id} data-delivery={d.deliveryId}>
-                  <td>{d.event}</td>
-                  <td className="mono wrap">{d.ref ?? <span className="muted">—</span>}</td>
-                  <td className="mono" title={d.sha ?? undefined}>
-                    {d.sha ? d.sha.slice(0, 7) : <span className="muted">—</span>}
-                  </td>
-                  <td>
-                    <span className={`chip outcome-${d.outcome}`}>{d.outcome}</span>
-                    {d.reason && <div className="muted small">{d.reason}</div>}
-                  </td>
-                  <td className="mono">{d.buildId ? <Link to={`/builds/${d.buildId}`}>{d.buildId.slice(0, 8)}</Link> : <span className="muted">—</span>}</td>
-                  <td>
-                    <Reports reports={d.statusReports} />
-                  </td>
-                  <td>
-                    <Time iso={d.createdAt} now={now} />
-                  </td>
-                  <td>
-                    {d.sha && d.event !== 'ping' && (
-                      <button type="button" className="btn btn-small" onClick={() => redeliver.mutate(d.id)} disabled={redeliver.isPending} aria-label={`Redeliver ${d.deliveryId}`}>
-                        Redeliver
-                      </button>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-      )}
+      <ListStates
+        pending={deliveries.isPending}
+        loading="Loading deliveries…"
+        empty={rows.length === 0 ? <EmptyState title="No deliveries yet">The forge's first webhook request (GitHub sends a ping when the hook is added) shows here.</EmptyState> : null}
+      >
+        <DataTable
+          className="deliveries"
+          rows={rows}
+          rowKey={(d) => d.id}
+          rowAttrs={(d) => ({ 'data-delivery': d.deliveryId })}
+          columns={[
+            { id: 'event', header: 'Event', cell: (d) => d.event },
+            { id: 'ref', header: 'Ref', cellClassName: 'mono wrap', cell: (d) => d.ref ?? <span className="muted">—</span> },
+            {
+              id: 'commit',
+              header: 'Commit',
+              cellClassName: 'mono',
+              cell: (d) => (d.sha ? <span title={d.sha}>{d.sha.slice(0, 7)}</span> : <span className="muted">—</span>),
+            },
+            {
+              id: 'outcome',
+              header: 'Outcome',
+              cell: (d) => (
+                <>
+                  <span className={`chip outcome-${d.outcome}`}>{d.outcome}</span>
+                  {d.reason && <div className="muted small">{d.reason}</div>}
+                </>
+              ),
+            },
+            {
+              id: 'build',
+              header: 'Build',
+              cellClassName: 'mono',
+              cell: (d) => (d.buildId ? <Link to={`/builds/${d.buildId}`}>{d.buildId.slice(0, 8)}</Link> : <span className="muted">—</span>),
+            },
+            { id: 'reports', header: 'Status reports', cell: (d) => <Reports reports={d.statusReports} /> },
+            { id: 'received', header: 'Received', cell: (d) => <Time iso={d.createdAt} now={now} /> },
+            {
+              id: 'actions',
+              header: <span className="sr-only">Actions</span>,
+              cell: (d) =>
+                d.sha &&
+                d.event !== 'ping' && (
+                  <button type="button" className="btn btn-small" onClick={() => redeliver.mutate(d.id)} disabled={redeliver.isPending} aria-label={`Redeliver ${d.deliveryId}`}>
+                    Redeliver
+                  </button>
+                ),
+            },
+          ]}
+        />
+      </ListStates>
     </div>
   );
 }
