@@ -2,6 +2,7 @@ import { BadRequestException, ConflictException, HttpException, HttpStatus, Inje
 import { Redis } from 'ioredis';
 import { createHash, randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
+import { gunzipSync } from 'node:zlib';
 import { buildCancelChannel, sealSecrets, STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService, type Prisma, retryOnUniqueViolation } from '@strata/db';
 import { type RegistryAuth, registryAuthToEntries } from '@strata/registry';
@@ -33,6 +34,8 @@ export interface BuildRequest {
 
 /** The worker refuses Dockerfiles above this size too. */
 const DOCKERFILE_MAX_BYTES = 4 * 1024 * 1024;
+
+const isGzip = (b: Buffer) => b.length >= 2 && b[0] === 0x1f && b[1] === 0x8b;
 
 interface StoredContext {
   contextKey: string;
@@ -76,7 +79,8 @@ export class BuildsService implements OnModuleDestroy {
     const manifest = await this.contextStore.readManifest(body, req.contentEncoding);
     await this.contextStore.assertComplete(tenantId, manifest);
     const contextKey = `contexts/${id}`;
-    await this.storage.objects.put(contextKey, manifest.canonical);
+    // Stored as sent (gzip or JSON); readers check it again, so the canonical form is not needed there.
+    await this.storage.objects.put(contextKey, manifest.wire);
     return { contextKey, size: manifest.bytes, digest: manifest.digest, format: 'manifest' };
   }
 
@@ -274,7 +278,8 @@ export class BuildsService implements OnModuleDestroy {
   private async dockerfileFromManifest(tenantId: string, id: string, key: string, wanted: string): Promise<{ path: string; text: string }> {
     const chunks: Buffer[] = [];
     for await (const c of await this.storage.objects.get(key)) chunks.push(c as Buffer);
-    const { entries } = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { entries: Array<{ path: string; type: string; size?: number; digest?: string }> };
+    const stored = Buffer.concat(chunks);
+    const { entries } = JSON.parse((isGzip(stored) ? gunzipSync(stored) : stored).toString('utf8')) as { entries: Array<{ path: string; type: string; size?: number; digest?: string }> };
     const entry = entries.find((e) => e.path === wanted);
     if (entry?.type !== 'file' || !entry.digest) throw new NotFoundException(`The build context of build "${id}" has no regular file at "${wanted}".`);
     if ((entry.size ?? 0) > DOCKERFILE_MAX_BYTES) throw new ConflictException(`${wanted} is larger than ${DOCKERFILE_MAX_BYTES} bytes.`);

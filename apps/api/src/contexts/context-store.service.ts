@@ -40,7 +40,7 @@ export class ContextStoreService {
   ) {}
 
   /** Reads and checks a manifest body (JSON, or JSON with Content-Encoding: gzip); 400 saying what is wrong. */
-  async readManifest(body: Readable, contentEncoding: string | undefined): Promise<ContextManifest> {
+  async readManifest(body: Readable, contentEncoding: string | undefined): Promise<ContextManifest & { wire: Buffer }> {
     const encoding = (contentEncoding ?? 'identity').trim().toLowerCase();
     if (encoding !== 'identity' && encoding !== 'gzip') {
       body.resume();
@@ -63,7 +63,8 @@ export class ContextStoreService {
       throw new BadRequestException(`The context manifest is not valid JSON: ${(e as Error).message}.`);
     }
     try {
-      return parseContextManifest(json, { maxEntries: this.config.maxContextEntries, maxBytes: this.config.maxContextBytes });
+      // `wire` is what was sent (gzip when it came gzipped): a quarter of the canonical JSON's bytes to store.
+      return { ...parseContextManifest(json, { maxEntries: this.config.maxContextEntries, maxBytes: this.config.maxContextBytes }), wire };
     } catch (e) {
       if (e instanceof ContextManifestError) throw new BadRequestException(`Invalid context manifest: ${e.message}.`);
       throw e;
