@@ -121,9 +121,9 @@ describe('incremental build contexts', () => {
     expect(noop.code).toBe(0);
     expect(noop.stderr).toMatch(/304 files, \d+ bytes, 0 hashed; uploaded 0 contents \(0 bytes\)/);
     expect(blobRequests(proxy.seen)).toHaveLength(0);
-    // The build with its manifest, once: nothing else carries a body.
-    const withBodies = proxy.seen.filter((s) => s.bytes > 0).map((s) => s.path);
-    expect(withBodies).toEqual(['/v1/builds']);
+    // The build names the manifest it built from before by digest: no request carries a body.
+    expect(proxy.seen.filter((s) => s.bytes > 0)).toEqual([]);
+    expect(proxy.seen.filter((s) => s.path === '/v1/builds')).toHaveLength(1);
     expect(noop.stderr).toMatch(/in 1 requests/);
     expect(noop.stderr).toContain(coldDigest);
 
@@ -177,6 +177,22 @@ describe('incremental build contexts', () => {
     expect(buildB.json.message).toContain(`${digest} ("s")`);
     expect(buildB.json.message).toMatch(/not in your content store/);
     expect(buildB.json.missing).toEqual(expect.arrayContaining([digest]));
+    // Once A has built from the manifest, B naming it by digest hears only that it has no such manifest.
+    const dfTar = execFileSync('tar', ['-cf', '-', '-C', makeDir({ [sha256(dockerfile)]: dockerfile }), '.']);
+    expect((await api(stack, a.token, 'POST', '/v1/contexts/blobs', dfTar, 'application/x-tar')).status).toBe(201);
+    const builtA = await build(stack, a.token, 'repository=own', Buffer.from(manifest), MANIFEST);
+    expect(builtA.status).toBe('succeeded');
+    const manifestDigest = (await api(stack, a.token, 'POST', '/v1/contexts/manifest', manifest, 'application/json')).json.digest as string;
+    const byDigest = async (token: string) => {
+      const res = await fetch(`${stack.url}/v1/builds?repository=bydigest`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': MANIFEST, 'strata-context-digest': manifestDigest }, body: '' });
+      return { status: res.status, json: (await res.json()) as { unknownManifest?: boolean; id?: string } };
+    };
+    const fromB = await byDigest(b.token);
+    expect(fromB.status).toBe(409);
+    expect(fromB.json.unknownManifest).toBe(true);
+    const fromA = await byDigest(a.token);
+    expect(fromA.status).toBe(202);
+    expect((await waitForBuild(stack, a.token, fromA.json.id!)).imageDigest).toBe(builtA.imageDigest);
   });
 
   it('refuses bad manifests and bad batches with 400 saying what is wrong', async () => {

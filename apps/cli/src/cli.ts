@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
@@ -403,9 +403,22 @@ async function buildFromManifest(io: CliIo, c: ReturnType<typeof client>, dir: s
   const body = manifestBody(scan);
   mark('scanned');
   const send = () => c.json('POST', buildPath, body, [['content-type', MANIFEST_TYPE], ['content-encoding', 'gzip'], ...extra]);
-  let created: Record<string, unknown>;
+  let created: Record<string, unknown> | null = null;
   let uploaded = { bytes: 0, requests: 0, contents: 0 };
   let sends = 1;
+  // First by digest alone: a manifest this tenant built from before is not sent again.
+  const digest = `sha256:${createHash('sha256').update(JSON.stringify(scan.manifest)).digest('hex')}`;
+  try {
+    created = await c.json('POST', buildPath, '', [['content-type', MANIFEST_TYPE], ['strata-context-digest', digest], ...extra]);
+  } catch (e) {
+    if (!(e instanceof RequestError) || e.status >= 500) throw e;
+    sends += 1;
+  }
+  if (created) {
+    await cache.save(dir).catch((e: Error) => io.err(`strata: could not save the stat cache: ${e.message}\n`));
+    io.err(`context: ${scan.files} files, ${scan.bytes} bytes, ${scan.hashed} hashed; uploaded 0 contents (0 bytes) and the manifest (0 bytes) in 1 requests (the server had it: sent by its digest)\n`);
+    return created;
+  }
   try {
     created = await send();
   } catch (e) {
@@ -416,7 +429,7 @@ async function buildFromManifest(io: CliIo, c: ReturnType<typeof client>, dir: s
     const up = await uploadContents({ post: (p, b, h) => c.json('POST', p, b, h) }, scan, missing as string[]);
     uploaded = { ...up, contents: missing.length };
     mark('contents uploaded');
-    sends = 2;
+    sends += 1;
     created = await send();
   }
   // Kept only once the server took the contents: a failed upload is hashed again next time (cheap), never trusted wrongly.

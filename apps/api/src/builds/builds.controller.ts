@@ -62,6 +62,13 @@ export class BuildsController {
       'Stored only encrypted (AES-256-GCM) with the secrets until the build ends, then erased; never returned, logged, cached or put in the image.',
   })
   @ApiHeader({
+    name: 'Strata-Context-Digest',
+    required: false,
+    description:
+      'sha256:<hex> of a context manifest (its canonical JSON) that this tenant built from before: the build uses that manifest again and the body is ignored (an unchanged rebuild sends no context at all). ' +
+      '409 with unknownManifest: true when there is none: send the manifest.',
+  })
+  @ApiHeader({
     name: 'Strata-Registry-Auth',
     required: false,
     description:
@@ -91,6 +98,7 @@ export class BuildsController {
       noCacheFilter: queryList(q.noCacheFilter).map((n) => n.toLowerCase()),
       contentType: req.headers['content-type'],
       contentEncoding: req.headers['content-encoding'],
+      contextDigest: typeof req.headers['strata-context-digest'] === 'string' ? req.headers['strata-context-digest'].trim() : undefined,
       registryAuth,
     };
     try {

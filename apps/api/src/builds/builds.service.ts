@@ -28,6 +28,8 @@ export interface BuildRequest {
   contentType: string | undefined;
   /** For a context manifest: identity or gzip. */
   contentEncoding?: string;
+  /** Strata-Context-Digest: build from the manifest of that digest this tenant already sent. */
+  contextDigest?: string;
   /** Registry credentials for FROM pulls; sealed before they are stored. */
   registryAuth?: RegistryAuth;
 }
@@ -67,8 +69,29 @@ export class BuildsService implements OnModuleDestroy {
   async submit(tenantId: string, req: BuildRequest, body: Readable, secrets: ReadonlyMap<string, Buffer> = new Map()): Promise<BuildView> {
     const type = (req.contentType ?? '').split(';')[0].trim().toLowerCase();
     const id = randomUUID();
-    const context = type === CONTEXT_MANIFEST_MEDIA_TYPE ? await this.storeManifest(tenantId, id, req, body) : await this.storeTar(id, req, body);
+    const context = req.contextDigest
+      ? await this.knownManifest(tenantId, req.contextDigest, body)
+      : type === CONTEXT_MANIFEST_MEDIA_TYPE ? await this.storeManifest(tenantId, id, req, body) : await this.storeTar(id, req, body);
     return this.record(tenantId, id, req, context, secrets);
+  }
+
+  /**
+   * A manifest this tenant already built from, named by its digest (Strata-Context-Digest): the
+   * earlier build's stored manifest is used again, as a rebuild does, and nothing is sent. 409 with
+   * `unknownManifest: true` when the tenant has none with that digest: send the manifest itself.
+   */
+  private async knownManifest(tenantId: string, digest: string, body: Readable): Promise<StoredContext> {
+    body.resume();
+    if (!/^sha256:[0-9a-f]{64}$/.test(digest)) throw new BadRequestException(`Invalid Strata-Context-Digest "${digest.slice(0, 100)}": give "sha256:" and 64 lowercase hex digits.`);
+    const earlier = await this.prisma.build.findFirst({
+      where: { tenantId, contextFormat: 'manifest', contextDigest: digest, contextKey: { not: null } },
+      orderBy: { createdAt: 'desc' },
+      select: { contextKey: true, contextSize: true },
+    });
+    if (!earlier?.contextKey || !(await this.storage.objects.stat(earlier.contextKey))) {
+      throw new ConflictException({ statusCode: 409, error: 'Conflict', message: `No earlier build of yours has the context manifest ${digest}: send the manifest itself.`, unknownManifest: true });
+    }
+    return { contextKey: earlier.contextKey, size: Number(earlier.contextSize ?? 0), digest, format: 'manifest' };
   }
 
   /**
