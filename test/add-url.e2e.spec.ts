@@ -3,16 +3,11 @@
 // unchanged file (ETag answered 304 to a conditional request) a cache hit; size limits, redirects
 // and addresses the operator did not allow refused with the line.
 import { jest } from '@jest/globals';
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
-import { readTarEntries } from '@strata/oci';
+import { imageFiles } from './support/image-files.js';
 import { api, build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
 
 jest.setTimeout(180_000);
@@ -51,27 +46,6 @@ async function fileServer(files: Map<string, Served>) {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return { requests, port: (server.address() as AddressInfo).port, close: () => new Promise((r) => server.close(r)) };
-}
-
-/** The image's files as its layers stack up: path → header fields and content. */
-async function imageFiles(stack: Stack, token: string, repository: string) {
-  const res = await fetch(`${stack.url}/v1/repositories/${repository}/tags/latest/oci-archive`, { headers: { authorization: `Bearer ${token}` } });
-  expect(res.status).toBe(200);
-  const dir = mkdtempSync(path.join(tmpdir(), 'strata-add-url-'));
-  writeFileSync(path.join(dir, 'image.tar'), Buffer.from(await res.arrayBuffer()));
-  execFileSync('tar', ['-xf', 'image.tar'], { cwd: dir });
-  const blob = (d: string) => readFileSync(path.join(dir, 'blobs', ...d.split(':')));
-  const index = JSON.parse(readFileSync(path.join(dir, 'index.json'), 'utf8'));
-  const manifest = JSON.parse(blob(index.manifests[0].digest).toString('utf8'));
-  const files = new Map<string, { type: string; mode: number; uid: number; gid: number; mtime: number; content?: Buffer }>();
-  for (const l of manifest.layers as Array<{ digest: string }>) {
-    for await (const { header, body } of readTarEntries(Readable.from([blob(l.digest)]))) {
-      const chunks: Buffer[] = [];
-      for await (const c of body) chunks.push(c as Buffer);
-      files.set(header.name.replace(/^\.?\//, ''), { type: header.type, mode: header.mode & 0o7777, uid: header.uid, gid: header.gid, mtime: header.mtime, ...(header.type === 'file' ? { content: Buffer.concat(chunks) } : {}) });
-    }
-  }
-  return files;
 }
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');

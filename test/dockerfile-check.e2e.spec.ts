@@ -84,22 +84,23 @@ describe('POST /v1/dockerfile/check', () => {
     expect(((await bad.json()) as { message: string }).message).toBe('Strata-Dockerignore must be the .dockerignore text encoded in base64.');
   });
 
-  it('answers 422 for what Strata parses but does not build, naming each line, and only warns about a duplicate stage name', async () => {
+  it('answers 422 for what Strata refuses, naming each line, and only warns about a duplicate stage name', async () => {
     const text = [
       'FROM scratch AS a',
-      'ADD --keep-git-dir=true x /x',
+      'ADD https://example.test/r.git?bogus=1 /x',
       'FROM scratch AS a',
-      'ADD --keep-git-dir=true y /y',
+      'ADD --keep-git-dir git@example.test:o/r.git#main:sub /y',
+      'ADD https://example.test/r.git?bogus=1 /z',
       'RUN --network=host true',
       '',
     ].join('\n');
     const res = await api(stack, token, 'POST', '/v1/dockerfile/check', text, 'text/plain');
     expect(res.status).toBe(422);
-    // The target is the later stage "a": the earlier one is not needed, so its ADD --keep-git-dir is not refused.
+    // The target is the later stage "a": the earlier one is not needed, so its bad git source is not reported; a git source BuildKit would reject is.
     expect(res.json.neededStages).toEqual([1]);
     expect(res.json.errors.map((e: { line: number; message: string }) => [e.line, e.message])).toEqual([
-      [4, 'ADD --keep-git-dir is not supported by Strata yet; remove the flag'],
-      [5, 'RUN --network=host is not allowed on this deployment (STRATA_RUN_NETWORK is not host); use the default network or --network=none'],
+      [5, 'ADD: invalid git source "https://example.test/r.git?bogus=1": unexpected query "bogus" (supported: ref, tag, branch, subdir, commit, checksum, keep-git-dir, submodules, mtime)'],
+      [6, 'RUN --network=host is not allowed on this deployment (STRATA_RUN_NETWORK is not host); use the default network or --network=none'],
     ]);
     expect(res.json.warnings).toContainEqual(expect.objectContaining({ rule: 'DuplicateStageName', line: 3 }));
   });

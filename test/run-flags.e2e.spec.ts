@@ -215,8 +215,8 @@ describe('RUN --security=insecure where the operator allows it (STRATA_RUN_ALLOW
     const root = path.join(work, 'bundle', 'rootfs');
     const workerCaps = /CapBnd:\s*([0-9a-f]+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1];
     expect(readFileSync(path.join(root, 'caps-insecure'), 'utf8').trim()).toBe(`CapEff:\t${workerCaps}`);
-    // Docker's default set: 0x00000000a80425fb.
-    expect(readFileSync(path.join(root, 'caps-sandbox'), 'utf8').trim()).toBe('CapEff:\t00000000a80425fb');
+    // Docker's default set (0x00000000a80425fb) without CAP_NET_RAW (ADR 0022).
+    expect(readFileSync(path.join(root, 'caps-sandbox'), 'utf8').trim()).toBe('CapEff:\t00000000a80405fb');
     expect(readFileSync(path.join(root, 'sys-insecure'), 'utf8')).toMatch(/ sysfs rw,/);
     expect(readFileSync(path.join(root, 'sys-sandbox'), 'utf8')).toMatch(/ sysfs ro,/);
     expect(readFileSync(path.join(root, 'mount-insecure'), 'utf8')).toBe('mounted\n');

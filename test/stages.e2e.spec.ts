@@ -110,11 +110,11 @@ describe('a check and a build of the same Dockerfile', () => {
     expect(Object.keys(config.ExposedPorts).sort()).toEqual(['53/udp', '80/tcp']);
   });
 
-  it('refuse what Strata does not build, with the same line and sentence', async () => {
-    const dockerfile = 'FROM busybox:1\n\nADD --keep-git-dir=true a.txt /a.txt\n';
+  it('refuse what the operator does not allow, with the same line and sentence', async () => {
+    const dockerfile = 'FROM busybox:1\n\nRUN --network=host true\n';
     const check = await api(stack, token, 'POST', '/v1/dockerfile/check', dockerfile, 'text/plain');
     expect(check.status).toBe(422);
-    expect(check.json.errors).toEqual([expect.objectContaining({ line: 3, message: 'ADD --keep-git-dir is not supported by Strata yet; remove the flag' })]);
+    expect(check.json.errors).toEqual([expect.objectContaining({ line: 3, message: 'RUN --network=host is not allowed on this deployment (STRATA_RUN_NETWORK is not host); use the default network or --network=none' })]);
     const result = await build(stack, token, 'repository=refused', tarOf(makeDir({ Dockerfile: dockerfile, 'a.txt': 'a' })));
     expect(result.status).toBe('failed');
     expect(result.error).toMatchObject({ line: 3, message: `Dockerfile:3: ${check.json.errors[0].message}` });

@@ -3,7 +3,7 @@
 // benchmarks under bench/ and prints a table of ratios (Strata / peer; below 1 means Strata is faster).
 //   npm run bench                       both benchmarks, 5 runs per case
 //   npm run bench -- --runs 9           more runs per case (medians are reported)
-//   npm run bench -- --only parse       or --only build-cache, --only registry, --only console, --only load
+//   npm run bench -- --only parse       or --only build-cache, --only registry, --only console, --only load, --only run-sandbox
 //                                       or --only large-context (BENCH_CTX_FILES, BENCH_CTX_MIB: 50,000 files, 1 GiB by default)
 //   npm run bench -- --write-docs       also replace the results block in docs/benchmarks.md
 // The build-cache benchmark starts dockerd, a docker-registry and Strata's api and worker itself and
@@ -24,12 +24,12 @@ const runs = Number(opt('runs', process.env.BENCH_RUNS ?? 5));
 const only = opt('only', 'all');
 const writeDocs = args.includes('--write-docs');
 if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs takes a positive integer');
-if (!['all', 'parse', 'build-cache', 'registry', 'console', 'load', 'large-context'].includes(only)) throw new Error('--only takes parse, build-cache, registry, console, load or large-context');
+if (!['all', 'parse', 'build-cache', 'registry', 'console', 'load', 'run-sandbox', 'large-context'].includes(only)) throw new Error('--only takes parse, build-cache, registry, console, load, run-sandbox or large-context');
 
 const started = Date.now();
 ensureDependencies();
 // attr (getfattr) and iproute2 are the worker's RUN tooling, bzip2/xz-utils its ADD unpackers; buildah is the third peer.
-ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'debootstrap', 'docker.io', 'docker-registry', 'runc', 'attr', 'iproute2', 'bzip2', 'xz-utils', 'tar', 'skopeo', 'buildah', 'chromium']);
+ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'debootstrap', 'docker.io', 'docker-registry', 'runc', 'runsc', 'attr', 'iproute2', 'bzip2', 'xz-utils', 'tar', 'skopeo', 'buildah', 'chromium']);
 const env = await ensureServices({ database: 'strata_bench', bucket: 'strata-bench', redisDb: 2 });
 generatePrismaClient();
 migrate(env);
@@ -70,8 +70,9 @@ const registry = only === 'all' || only === 'registry' ? runBench('registry', 'b
 if (only === 'all' || only === 'console') buildConsole();
 const consoleBench = only === 'all' || only === 'console' ? runBench('console', 'bench/console/bench.mjs') : null;
 const load = only === 'all' || only === 'load' ? runBench('load', 'bench/load/bench.mjs') : null;
+const sandbox = only === 'all' || only === 'run-sandbox' ? runBench('run-sandbox', 'bench/run-sandbox/bench.ts', loader) : null;
 const largeContext = only === 'all' || only === 'large-context' ? runBench('large-context', 'bench/large-context/bench.mjs') : null;
-for (const b of [parse, cache, registry, consoleBench, load, largeContext]) if (b && (b.status !== 0 || b.result.error)) failed = true;
+for (const b of [parse, cache, registry, consoleBench, load, sandbox, largeContext]) if (b && (b.status !== 0 || b.result.error)) failed = true;
 
 const ms = (x) => (x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(0)} ms`);
 const opt2 = (x) => (x == null || Number.isNaN(x) ? '-' : ms(x));
@@ -131,6 +132,18 @@ if (load) {
     lines.push('| builds/min | queue wait p50 | queue wait p95 | build p50 (in the worker) | wall time |');
     lines.push('|---:|---:|---:|---:|---:|');
     lines.push(`| ${l.buildsPerMinute.toFixed(0)} | ${l.queueWaitP50.toFixed(1)} s | ${l.queueWaitP95.toFixed(1)} s | ${l.buildP50.toFixed(2)} s | ${l.wallSeconds.toFixed(1)} s |`);
+  }
+  lines.push('');
+}
+if (sandbox) {
+  const r = sandbox.result;
+  if (r.error) lines.push(`RUN sandbox benchmark failed: ${r.error.split('\n')[0]}`);
+  else {
+    lines.push(`RUN sandbox: \`RUN true\` per container runtime setup (ADR 0022), ${r.runs} runs each, round robin:`);
+    lines.push('');
+    lines.push('| variant | median wall | min | max | CPU per run |');
+    lines.push('|---|---:|---:|---:|---:|');
+    for (const [name, v] of Object.entries(r.results)) lines.push(`| ${name} | ${ms(v.medianMs)} | ${ms(v.minMs)} | ${ms(v.maxMs)} | ${ms(v.cpuMsPerRun)} |`);
   }
   lines.push('');
 }

@@ -22,6 +22,7 @@ import { diskFailure } from './disk-errors.js';
 import { storageFailure } from './storage-errors.js';
 import { BlobLayerSink, PrismaCacheIndex } from './adapters.js';
 import { EgressSourceFetcher } from './url-source.js';
+import { GitAddSourceFetcher } from './git-add-source.js';
 import type { BuildLog, BuildLogs } from './logs/build-log.js';
 
 export interface BuildRunnerDeps {
@@ -56,6 +57,8 @@ export class BuildRunner {
   /** Builds from a push fetch their commit with git. */
   private readonly git: GitCommitSource;
   private readonly urls: EgressSourceFetcher;
+  /** ADD <git repository>: refs resolved and commits checked out through the same guarded git as pushes. */
+  private readonly gitSources: GitAddSourceFetcher;
   /** Aborted when the worker stops waiting for its builds on shutdown. */
   private readonly shutdown = new AbortController();
   /** Builds handed back by handBackAll(), for the worker to re-queue. */
@@ -70,6 +73,7 @@ export class BuildRunner {
     this.indexer = new RootfsIndexer((d) => this.layers.open(d));
     this.git = new GitCommitSource(deps.config.allowPrivateSources);
     this.urls = new EgressSourceFetcher(deps.config.allowPrivateSources, deps.config.addUrl);
+    this.gitSources = new GitAddSourceFetcher(deps.config.allowPrivateSources, deps.config.addUrl);
     this.registryClient = new RegistryClient({ insecureRegistries: deps.config.pull.insecureRegistries, responseTimeoutMs: deps.config.pull.responseTimeoutMs, userAgent: 'strata-worker' });
   }
 
@@ -169,6 +173,7 @@ export class BuildRunner {
         allowInsecure: config.run.allowInsecure,
         rootfs: this.deps.rootfs,
         sources: this.urls,
+        git: this.gitSources,
         onEvent: (e) => {
           this.deps.onEvent?.(buildId, e);
           log?.event(e);

@@ -1,6 +1,6 @@
 import type { Descriptor, Digest, ImageConfig } from '@strata/oci';
 import type { BuildContext } from './context.js';
-import type { BuildEvent, CacheIndex, ImageResolver, LayerSink, RootfsProvider, RunExecutor, SourceFetcher } from './interfaces.js';
+import type { BuildEvent, CacheIndex, GitSourceFetcher, ImageResolver, LayerSink, RootfsProvider, RunExecutor, SourceFetcher } from './interfaces.js';
 import type { StepFingerprint } from './miss-reason.js';
 import type { RootfsIndexer } from './rootfs-index.js';
 
@@ -38,6 +38,8 @@ export interface EngineDeps {
   rootfs?: RootfsProvider;
   /** ADD <url>: fetches remote files; without it such a step fails saying so. */
   sources?: SourceFetcher;
+  /** ADD <git repository>: resolves refs and checks commits out; without it such a step fails saying so. */
+  git?: GitSourceFetcher;
   onEvent?: (e: BuildEvent) => void;
   /** The same step in the previous build of this repository and target, to explain misses. */
   previousStep?: (stage: number, index: number) => StepFingerprint | null;

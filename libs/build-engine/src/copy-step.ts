@@ -1,5 +1,5 @@
 // COPY and ADD: resolving sources (the context or another stage, heredocs, URLs through the
-// SourceFetcher), the destination, owner and mode (prepareCopy, which is all the cache key needs),
+// SourceFetcher, git repositories through the GitSourceFetcher: add-git.ts), the destination, owner and mode (prepareCopy, which is all the cache key needs),
 // then writing the layer (executeCopy).
 
 import { createHash, randomUUID } from 'node:crypto';
@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import { type AddInstruction, classifyAddSource, type CopyInstruction } from '@strata/dockerfile';
 import { type FileContent, type LayerEntry, parseWhiteout, TarExtractionError } from '@strata/oci';
 import { openArchive, spoolArchive } from './add-archive.js';
+import { gitDefinition, GitSourceError, placeGitSource, type ResolvedGitSource, resolveGitSource } from './add-git.js';
 import { type BuildContext, ContextSourceError, type ContextEntry, HardLinks, IndexedRootfs } from './context.js';
 import { DestinationError, LayerTree, createdDirTime, storeFileLayer } from './file-layer.js';
 import { ChmodError, type ModeChange, parseChmod } from './file-mode.js';
@@ -45,6 +46,8 @@ export interface PreparedCopy {
   sources: CopySource[];
   inline: InlineFile[];
   remote: RemoteFile[];
+  /** ADD <git repository>: refs resolved to commits; checked out only when the step misses. */
+  git: ResolvedGitSource[];
   /** --exclude, matched below each source directory. */
   exclude: IgnoreMatcher;
   /** --link: the layer is written without looking at the image below it. */
@@ -89,9 +92,15 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
   const parents = ins.keyword === 'COPY' && ins.parents;
   const sources: CopySource[] = [];
   const remote: RemoteFile[] = [];
+  const git: ResolvedGitSource[] = [];
   for (const s of ins.sources) {
-    if (ins.keyword === 'ADD' && classifyAddSource(s).kind === 'url') {
+    const kind = ins.keyword === 'ADD' ? classifyAddSource(s) : null;
+    if (kind?.kind === 'url') {
       remote.push(await fetchRemote(ctx as StepContext<AddInstruction>, s));
+      continue;
+    }
+    if (kind?.kind === 'git') {
+      git.push(await resolveGitSource(ctx as StepContext<AddInstruction>, s, kind));
       continue;
     }
     try {
@@ -103,7 +112,7 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
   }
   const inline = ins.heredocs.map((h) => ({ name: h.name, content: Buffer.from(h.content) }));
   const count = ins.sources.length + inline.length;
-  if ((sources.length + inline.length + remote.length > 1 || count > 1) && !destIsDir && !parents) {
+  if ((sources.length + inline.length + remote.length + git.length > 1 || count > 1) && !destIsDir && !parents) {
     fail(`with more than one source, the destination must be a directory and end with a "/" ("${ins.dest}")`);
   }
   let exclude = IgnoreMatcher.fromPatterns([]);
@@ -113,7 +122,11 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
     if (e instanceof PatternSyntaxError) fail(`--exclude: ${e.message}`);
     throw e;
   }
-  if (ins.keyword === 'ADD' && ins.checksum !== null) verifyChecksum(ins.checksum, remote, sources.length + inline.length > 0, fail);
+  // A git source's --checksum (a commit prefix) was checked when its ref was resolved.
+  if (ins.keyword === 'ADD' && ins.checksum !== null) {
+    if (git.length > 0 && sources.length + inline.length + remote.length > 0) fail('--checksum cannot be used when a git source is added with other sources');
+    if (git.length === 0) verifyChecksum(ins.checksum, remote, sources.length + inline.length > 0, fail);
+  }
   const chmod = ins.chmod ? ins.chmod : null;
   let mode: ModeChange | null = null;
   try {
@@ -139,10 +152,13 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
   }
   const checksum = await context.checksum(sources.map((s) => ({ entry: s.entry, excludeFrom: s.parents ? s.parents.pivot : s.entry.rel })), exclude);
   const inlineHashes = inline.map((f) => `${f.name}:${createHash('sha256').update(f.content).digest('hex')}`);
+  // A moved branch is named when the step misses.
+  for (const g of git) checksum.files.set(g.url, `commit ${g.commit}`);
   return {
     sources,
     inline,
     remote,
+    git,
     exclude,
     link: ins.link,
     dest,
@@ -161,6 +177,8 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
       ...(inline.length > 0 ? { inline: inlineHashes } : {}),
       // A remote file is its content and its time (Last-Modified becomes its mtime).
       ...(remote.length > 0 ? { remote: remote.map((r) => ({ url: r.url, sha256: r.sha256, lastModified: r.lastModified })) } : {}),
+      // A repository is the commit its ref resolved to (and how it is checked out).
+      ...(git.length > 0 ? { git: git.map(gitDefinition) } : {}),
       ...(ins.excludes.length > 0 ? { excludes: ins.excludes } : {}),
       ...(parents ? { parents: true } : {}),
       ...(ins.link ? { link: true } : {}),
@@ -242,7 +260,7 @@ export async function executeCopy(build: BuildScope, stage: StageState, p: Prepa
   try {
     await planCopy(build, tree, p);
   } catch (e) {
-    if (e instanceof DestinationError || e instanceof TarExtractionError || e instanceof RemoteSourceError) fail(e.message);
+    if (e instanceof DestinationError || e instanceof TarExtractionError || e instanceof RemoteSourceError || e instanceof GitSourceError) fail(e.message);
     throw e;
   }
   return storeFileLayer(build, stage, [...tree.entries.values()]);
@@ -313,6 +331,8 @@ async function planCopy(build: BuildScope, tree: LayerTree, p: PreparedCopy): Pr
     const mtime = Number.isNaN(since) ? createdDirTime(build) : Math.floor(since / 1000);
     tree.put({ type: 'file', path: target, ...owner, mode: p.chmod ? p.chmod(0o600, false) : 0o600, mtime, content: { path: await remoteContent(build, r) } });
   }
+  // A repository's tree goes into the destination directory, as a copied directory's contents do.
+  for (const g of p.git) await placeGitSource(build, tree, { dest: p.dest, owner: p.chown ? p.owner : null, chmod: p.chmod, exclude: p.exclude }, g);
   // Heredoc sources: files named by their delimiter, 0644 (BuildKit's inline document) before --chmod.
   for (const f of p.inline) {
     const target = fileTarget(f.name);

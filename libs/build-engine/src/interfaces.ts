@@ -51,6 +51,59 @@ export interface SourceFetcher {
   fetch(url: string, file: string, validators?: Pick<RemoteFileMemo, 'etag' | 'lastModified'>): Promise<FetchedSource>;
 }
 
+/** ADD <git>: one repository source, as the frontend parsed it, with what the build sent to authenticate. */
+export interface GitSourceRequest {
+  /** What git is given (the URL without fragment and query). */
+  remote: string;
+  /** A branch, tag, full commit or `refs/…`; null for the remote's default branch. */
+  ref: string | null;
+  /**
+   * The build's secrets: GIT_AUTH_TOKEN.<host>, GIT_AUTH_HEADER.<host>, GIT_AUTH_TOKEN and
+   * GIT_AUTH_HEADER are used as BuildKit uses them; never in a cache key, a log or a layer.
+   */
+  secrets: ReadonlyMap<string, Buffer>;
+  /** The build's `default` SSH keys (`--ssh default=…`), for ssh remotes; held by an agent, never written to disk. */
+  sshKeys: readonly Buffer[];
+  signal?: AbortSignal;
+}
+
+/** What a ref resolved to (`git ls-remote`): the commit, and the tag object when the ref is an annotated tag. */
+export interface ResolvedGitRef {
+  commit: string;
+  tagObject: string | null;
+  /** The full ref it matched (`refs/heads/main`, `refs/tags/v1`); null for a commit id. */
+  fullRef: string | null;
+}
+
+export interface GitCheckoutRequest extends GitSourceRequest {
+  commit: string;
+  /** With keepGitDir, the kept repository names the commit under this ref too. */
+  fullRef: string | null;
+  subdir: string | null;
+  keepGitDir: boolean;
+  submodules: boolean;
+}
+
+/** A commit checked out for ADD: the tree the image receives and the commit's time. */
+export interface GitCheckout {
+  /** A directory holding exactly what is copied: the subdirectory when one was asked for, `.git` only with keepGitDir. */
+  root: string;
+  /** The committer time, seconds since the epoch. */
+  commitTime: number;
+}
+
+/**
+ * Git sources of ADD, so the engine does no network I/O itself; the worker's runs the git CLI
+ * through libs/egress (addresses checked after DNS and pinned). Throws an Error whose message says
+ * in a sentence what went wrong (unknown ref, authentication, unreachable host, refused address).
+ */
+export interface GitSourceFetcher {
+  /** The commit the ref names now, without fetching the repository (`git ls-remote`). */
+  resolve(req: GitSourceRequest): Promise<ResolvedGitRef>;
+  /** Fetches exactly that commit (shallow) and checks it out under `dir`, a new empty directory. */
+  checkout(req: GitCheckoutRequest, dir: string): Promise<GitCheckout>;
+}
+
 /** What a cache entry remembers of a step. */
 export interface CachedStep {
   /** Not a step: what ADD last fetched from a URL (kept under a key of the URL). */

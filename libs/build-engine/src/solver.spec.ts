@@ -72,16 +72,16 @@ describe('solver: what a Dockerfile means, as BuildKit builds it', () => {
     expect(out.image.config.config?.OnBuild).toBeNull();
   });
 
-  it('refuses an ONBUILD trigger that uses what Strata does not build, naming the FROM line', async () => {
-    const f = await failure('FROM scratch\nFROM base\n', { images: fakeImages({ base: { OnBuild: ['ADD --keep-git-dir=true a /a'] } }) });
+  it('refuses an ONBUILD trigger that uses what the operator does not allow, naming the FROM line', async () => {
+    const f = await failure('FROM scratch\nFROM base\n', { images: fakeImages({ base: { OnBuild: ['RUN --network=host true'] } }) });
     expect(f.line).toBe(2);
-    expect(f.message).toBe('the ONBUILD trigger "ADD --keep-git-dir=true a /a" of the base image cannot be built: ADD --keep-git-dir is not supported by Strata yet; remove the flag');
+    expect(f.message).toBe('the ONBUILD trigger "RUN --network=host true" of the base image cannot be built: RUN --network=host is not allowed on this deployment (STRATA_RUN_NETWORK is not host); use the default network or --network=none');
   });
 
-  it('fails with the check\'s error and line for what Strata parses but does not build', async () => {
-    const f = await failure('FROM scratch\n\nADD --keep-git-dir=true . /src\n');
+  it('fails with the check\'s error and line for what the check refuses', async () => {
+    const f = await failure('FROM scratch\n\nADD https://example.test/r.git?bogus=1 /src\n');
     expect(f.line).toBe(3);
-    expect(f.message).toBe('Dockerfile:3: ADD --keep-git-dir is not supported by Strata yet; remove the flag');
+    expect(f.message).toBe('Dockerfile:3: ADD: invalid git source "https://example.test/r.git?bogus=1": unexpected query "bogus" (supported: ref, tag, branch, subdir, commit, checksum, keep-git-dir, submodules, mtime)');
   });
 
   it('runs RUN --network=host only where the operator allows it', async () => {

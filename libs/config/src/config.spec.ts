@@ -24,6 +24,12 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...base, STRATA_LOG_LINE_MAX_BYTES: '10' })).toThrow('STRATA_LOG_LINE_MAX_BYTES must be an integer of at least 256, got "10"');
   });
 
+  it('runs RUN steps in runc unless STRATA_RUN_RUNTIME picks gVisor, and names a runtime it does not know', () => {
+    expect([loadConfig(base).run.runtime, loadConfig(base).run.runscPlatform]).toEqual(['runc', 'ptrace']);
+    expect(loadConfig({ ...base, STRATA_RUN_RUNTIME: 'runsc', STRATA_RUN_RUNSC_PLATFORM: 'kvm' }).run).toMatchObject({ runtime: 'runsc', runscPlatform: 'kvm' });
+    expect(() => loadConfig({ ...base, STRATA_RUN_RUNTIME: 'kata' })).toThrow('STRATA_RUN_RUNTIME must be runc or runsc, got "kata"');
+  });
+
   it('takes STRATA_ALLOW_PRIVATE_SOURCES as CIDRs and names a malformed one', () => {
     expect(loadConfig(base).allowPrivateSources).toEqual([]);
     expect(loadConfig({ ...base, STRATA_ALLOW_PRIVATE_SOURCES: '127.0.0.0/8, fd00::/8' }).allowPrivateSources).toEqual(['127.0.0.0/8', 'fd00::/8']);

@@ -110,6 +110,10 @@ export interface RunSettings {
   buildTimeoutMs: number;
   /** `RUN --security=insecure` runs privileged (STRATA_RUN_ALLOW_INSECURE=true); refused otherwise. */
   allowInsecure: boolean;
+  /** The OCI runtime of RUN steps (STRATA_RUN_RUNTIME): runc, or gVisor's runsc for a kernel of its own per step. */
+  runtime: 'runc' | 'runsc';
+  /** runsc's platform (STRATA_RUN_RUNSC_PLATFORM): ptrace runs anywhere, kvm needs /dev/kvm. */
+  runscPlatform: 'ptrace' | 'kvm' | 'systrap';
 }
 
 /**
@@ -236,6 +240,12 @@ function runSettings(env: Env): RunSettings {
   }
   const insecure = env.STRATA_RUN_ALLOW_INSECURE || 'false';
   if (insecure !== 'true' && insecure !== 'false') throw new ConfigError(`STRATA_RUN_ALLOW_INSECURE must be true or false, got "${insecure}"`);
+  const runtime = env.STRATA_RUN_RUNTIME || 'runc';
+  if (runtime !== 'runc' && runtime !== 'runsc') throw new ConfigError(`STRATA_RUN_RUNTIME must be runc or runsc, got "${runtime}"`);
+  const runscPlatform = env.STRATA_RUN_RUNSC_PLATFORM || 'ptrace';
+  if (runscPlatform !== 'ptrace' && runscPlatform !== 'kvm' && runscPlatform !== 'systrap') {
+    throw new ConfigError(`STRATA_RUN_RUNSC_PLATFORM must be ptrace, kvm or systrap, got "${runscPlatform}"`);
+  }
   const cpusRaw = env.STRATA_RUN_CPUS ?? '';
   if (cpusRaw !== '' && !/^\d+(\.\d+)?$/.test(cpusRaw)) throw new ConfigError(`STRATA_RUN_CPUS must be a number of cores such as 1.5, got "${cpusRaw}"`);
   return {
@@ -246,6 +256,8 @@ function runSettings(env: Env): RunSettings {
     stepTimeoutMs: int(env, 'STRATA_RUN_STEP_TIMEOUT_MS', 60 * 60 * 1000, 100),
     buildTimeoutMs: int(env, 'STRATA_BUILD_TIMEOUT_MS', 2 * 60 * 60 * 1000, 100),
     allowInsecure: insecure === 'true',
+    runtime,
+    runscPlatform,
   };
 }
 

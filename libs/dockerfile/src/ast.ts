@@ -1,3 +1,4 @@
+import type { GitSource } from './git-ref.js';
 import type { Diagnostic } from './diagnostics.js';
 
 /** The two escape tokens a `# escape=` directive may choose. */
@@ -160,10 +161,7 @@ export interface EnvInstruction extends InstructionBase {
 }
 
 /** What an ADD source names, once expanded. */
-export type AddSource =
-  | { kind: 'local'; path: string }
-  | { kind: 'url'; url: string }
-  | { kind: 'git'; url: string; remote: string; ref: string | null; subdir: string | null };
+export type AddSource = { kind: 'local'; path: string } | { kind: 'url'; url: string } | GitSource;
 
 interface CopyLike extends InstructionBase {
   /** Source paths as written (heredoc sources are in `heredocs`). */

@@ -18,6 +18,7 @@ export {
   DEFAULT_PATH, StageEnv, createStageEnv, classifyAddSource, exposedPortKeys, resolveWorkdir,
   type EvaluatedStep, type StageEnvOptions,
 } from './stage-env.js';
+export { parseGitSource, type GitSource } from './git-ref.js';
 export { HEREDOC_SCRIPT_DIR, runScript, type RunScript } from './run-script.js';
 export { analyzeDockerfile, checkDockerfile, parseCheckedTrigger, type Analysis, type CheckOptions, type CheckResult } from './check.js';
 export { unsupportedInInstruction, unsupportedInPlan, type SupportOptions } from './support.js';

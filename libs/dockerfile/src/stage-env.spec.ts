@@ -97,7 +97,7 @@ describe('helpers', () => {
 
   it('classifies ADD sources', () => {
     expect(classifyAddSource('https://example.test/tool.tar.gz')).toEqual({ kind: 'url', url: 'https://example.test/tool.tar.gz' });
-    expect(classifyAddSource('https://example.test/repo.git#v1.2.3:sub')).toMatchObject({ kind: 'git', remote: 'https://example.test/repo.git', ref: 'v1.2.3', subdir: 'sub' });
+    expect(classifyAddSource('https://example.test/repo.git#v1.2.3:sub')).toMatchObject({ kind: 'git', remote: 'https://example.test/repo.git', ref: 'v1.2.3', subdir: 'sub', problem: null });
     expect(classifyAddSource('git@github.com:o/r.git')).toMatchObject({ kind: 'git', ref: null });
     expect(classifyAddSource('vendor.tar.gz')).toEqual({ kind: 'local', path: 'vendor.tar.gz' });
   });

@@ -6,6 +6,7 @@ import type {
   AddSource, EscapeToken, ExposeInstruction, Heredoc, KeyValue, Mount, StageInstruction,
 } from './ast.js';
 import { DockerfileError, errorAt, type Position } from './diagnostics.js';
+import { parseGitSource } from './git-ref.js';
 import { MountError, parseMount } from './mounts.js';
 import type { BuildPlan, ResolvedArg } from './plan.js';
 import { PROXY_ARG_NAMES } from './platform.js';
@@ -72,22 +73,12 @@ function cleanPath(p: string): string {
   return '/' + out.join('/');
 }
 
-/** What an ADD source names: a git repository, a URL, or a path in the build context. */
+/** What an ADD source names: a git repository (as BuildKit recognises one), a URL, or a path in the build context. */
 export function classifyAddSource(src: string): AddSource {
-  const git = /^(?:git@[^:]+:|git:\/\/|ssh:\/\/|https?:\/\/)/i.test(src) ? parseGitSource(src) : null;
+  const git = parseGitSource(src);
   if (git) return git;
   if (/^https?:\/\//i.test(src)) return { kind: 'url', url: src };
   return { kind: 'local', path: src };
-}
-
-function parseGitSource(src: string): AddSource | null {
-  const hash = src.indexOf('#');
-  const remote = hash < 0 ? src : src.slice(0, hash);
-  const fragment = hash < 0 ? '' : src.slice(hash + 1);
-  const isHttp = /^https?:\/\//i.test(remote);
-  if (isHttp && !/\.git$/.test(remote.replace(/[?].*$/, '').replace(/\/$/, ''))) return null;
-  const [ref, subdir] = fragment === '' ? ['', ''] : fragment.split(':', 2).concat('').slice(0, 2);
-  return { kind: 'git', url: src, remote, ref: ref === '' ? null : ref, subdir: subdir === '' ? null : subdir };
 }
 
 /** Docker-style exposed port keys (`80/tcp`) for expanded EXPOSE words; ranges are listed port by port. */

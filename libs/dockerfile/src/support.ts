@@ -1,5 +1,6 @@
-// What Strata parses but does not build yet. Every such instruction or flag is refused, at check
-// time and at build time from this one list, with its line and a sentence: never silently ignored.
+// What Strata parses but does not build (FROM --platform other than the build's), what the operator
+// has not allowed (RUN --network=host, RUN --security=insecure), and git sources BuildKit would
+// reject: refused at check time and at build time from this one list, with its line and a sentence.
 
 import type { Flag, StageInstruction } from './ast.js';
 import { errorAt, type Diagnostic, type Position } from './diagnostics.js';
@@ -24,16 +25,14 @@ function at(ins: StageInstruction, flag: string): Position {
  */
 export function unsupportedInInstruction(ins: StageInstruction, opts: SupportOptions = {}): Diagnostic[] {
   const out: Diagnostic[] = [];
-  // `what` is the subject of the sentence: `<what> is not supported` / `<what> are not supported`.
-  const refuse = (pos: Position, what: string, hint: string, plural = false) => out.push(errorAt(pos, `${what} ${plural ? 'are' : 'is'} not supported by Strata yet; ${hint}`));
   switch (ins.keyword) {
     case 'COPY':
     case 'ADD': {
       if (ins.keyword === 'ADD') {
-        if (ins.keepGitDir !== null) refuse(at(ins, 'keep-git-dir'), 'ADD --keep-git-dir', 'remove the flag');
+        // Not a refusal: a git source whose fragment or query BuildKit would reject (checked again, expanded, by the build).
         for (const s of ins.sources) {
-          const kind = classifyAddSource(s).kind;
-          if (kind === 'git') refuse(ins, `ADD from a git repository ("${s}")`, 'fetch it in a RUN step or add it to the build context');
+          const src = classifyAddSource(s);
+          if (src.kind === 'git' && src.problem !== null && !s.includes('$')) out.push(errorAt(ins, `ADD: invalid git source "${s}": ${src.problem}`));
         }
       }
       break;

@@ -26,6 +26,10 @@ export interface StepSettings {
   stepTimeoutMs: number;
   /** `RUN --security=insecure` runs privileged (STRATA_RUN_ALLOW_INSECURE=true); refused otherwise. */
   allowInsecure: boolean;
+  /** The OCI runtime (STRATA_RUN_RUNTIME); default runc. */
+  runtime?: 'runc' | 'runsc';
+  /** runsc's platform (STRATA_RUN_RUNSC_PLATFORM); default ptrace. */
+  runscPlatform?: string;
 }
 
 export interface BuildRuntimeOptions {
@@ -61,10 +65,11 @@ export class BuildRuntime implements RootfsProvider {
     this.root = path.resolve(options.dataDir, 'runtime');
     this.layers = new LayerStore({ dataDir: this.root });
     const bridge = options.step.network === 'bridge' ? { bridge: new BridgeNetwork() } : {};
-    this.runc = new RuncExecutor({ dataDir: this.root, ...bridge });
+    const runtime = { runtime: options.step.runtime ?? 'runc', ...(options.step.runscPlatform !== undefined ? { runscPlatform: options.step.runscPlatform } : {}) };
+    this.runc = new RuncExecutor({ dataDir: this.root, ...bridge, ...runtime });
     this.caches = new CacheMounts(path.join(this.root, 'cache-mounts'), options.cacheArchives);
     this.secrets = new SecretMounts(options.secretsDir ?? path.join('/dev/shm', `strata-${hash(this.root).slice(0, 12)}`));
-    this.secretRunc = new RuncExecutor({ dataDir: this.secrets.bundleDir, ...bridge });
+    this.secretRunc = new RuncExecutor({ dataDir: this.secrets.bundleDir, ...bridge, ...runtime });
   }
 
   /** Creates the directories and clears snapshots (and secret files) a crashed worker left behind. Idempotent. */

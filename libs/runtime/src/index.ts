@@ -11,3 +11,4 @@ export type { NetworkMode, ResourceLimits, RunMount, RunSpec, RunOptions, RunRes
 export { BuildRuntime, type BuildRuntimeOptions, type StepSettings } from './build-runtime.js';
 export { CacheMounts, cacheArchiveKey, type CacheArchiveStore } from './cache-mounts.js';
 export { SecretMounts } from './secret-mounts.js';
+export { startSshAgent, SshKeyError, type SshAgent } from './ssh-agents.js';

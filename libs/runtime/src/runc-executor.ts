@@ -9,14 +9,18 @@ import { LineSplitter } from './line-splitter.js';
 import { MountStubs } from './mount-stubs.js';
 import type { BridgeNetwork, NetworkAttachment } from './network.js';
 import { resolveInRoot } from '@strata/oci';
-import { buildRuntimeSpec, capabilitiesIn, type NetnsChoice } from './runtime-spec.js';
-import type { OutputStream, RunOptions, RunResult, RunSpec } from './types.js';
+import { ALL_CAPABILITIES, buildRuntimeSpec, capabilitiesIn, type NetnsChoice } from './runtime-spec.js';
+import type { NetworkMode, OutputStream, RunOptions, RunResult, RunSpec } from './types.js';
 import { resolveUser } from './user.js';
 
 export interface RuncExecutorOptions {
   /** The worker's data directory: bundles under `<dataDir>/bundles`, runc state under `<dataDir>/runc`. */
   dataDir: string;
-  /** runc binary (default "runc" on PATH). */
+  /** The OCI runtime: runc (default), or gVisor's runsc, whose own kernel serves the step's syscalls. */
+  runtime?: 'runc' | 'runsc';
+  /** runsc's platform (default ptrace, which needs no virtualisation). */
+  runscPlatform?: string;
+  /** The runtime's binary (default "runc" or "runsc" on PATH). */
   runc?: string;
   /** Needed for `network: 'bridge'`. */
   bridge?: BridgeNetwork;
@@ -39,8 +43,9 @@ export class RuncExecutor {
   private readonly bundlesDir: string;
 
   constructor(private readonly options: RuncExecutorOptions) {
-    this.runc = options.runc ?? 'runc';
-    this.runcRoot = join(options.dataDir, 'runc');
+    const runtime = options.runtime ?? 'runc';
+    this.runc = options.runc ?? runtime;
+    this.runcRoot = join(options.dataDir, runtime);
     this.bundlesDir = join(options.dataDir, 'bundles');
   }
 
@@ -104,18 +109,33 @@ export class RuncExecutor {
         cgroupsPath: cgroup.runcPath,
         noFile: await hostNoFileLimit(),
         ...(limits.cpus !== undefined ? { cpus: limits.cpus } : {}),
-        ...(spec.privileged ? { privileged: { capabilities: await workerCapabilities() } } : {}),
+        ...(spec.privileged ? { privileged: { capabilities: await this.privilegedCapabilities() } } : {}),
       });
       await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
       return await this.runContainer(id, bundle, cgroup, spec, options);
     } finally {
       // `runc run` deletes its container when it exits; only one it left behind (a kill, a crash) needs deleting.
-      if (await exists(join(this.runcRoot, id))) await runCommand(this.runc, ['--root', this.runcRoot, 'delete', '--force', id]).catch(() => undefined);
+      if (await exists(join(this.runcRoot, id))) await runCommand(this.runc, [...this.globalArgs(), 'delete', '--force', id]).catch(() => undefined);
       await cgroup?.destroy();
       await attachment?.release();
       await stubs.clean();
       await rm(bundle, { recursive: true, force: true });
     }
+  }
+
+  /** What a privileged step gets: the worker's capabilities, those runsc knows when it is the runtime. */
+  private async privilegedCapabilities(): Promise<string[]> {
+    const caps = await workerCapabilities();
+    // Debian's runsc (2022-12) refuses CAP_PERFMON, CAP_BPF and CAP_CHECKPOINT_RESTORE (Linux 5.8, 5.9).
+    return this.options.runtime === 'runsc' ? caps.filter((cap) => ALL_CAPABILITIES.indexOf(cap) <= ALL_CAPABILITIES.indexOf('CAP_AUDIT_READ')) : caps;
+  }
+
+  /** Flags before the subcommand: runc's state directory; for runsc also its platform, network and the spec's seccomp filter. */
+  private globalArgs(network: NetworkMode = 'none'): string[] {
+    if (this.options.runtime !== 'runsc') return ['--root', this.runcRoot];
+    // runsc's netstack serves a bridge step inside the netns it is given; `none` leaves it loopback only.
+    const runscNetwork = network === 'bridge' ? 'sandbox' : network;
+    return ['--root', this.runcRoot, `--platform=${this.options.runscPlatform ?? 'ptrace'}`, `--network=${runscNetwork}`, '--oci-seccomp'];
   }
 
   private runContainer(id: string, bundle: string, cgroup: ContainerCgroup, spec: RunSpec, options: RunOptions): Promise<RunResult> {
@@ -124,7 +144,7 @@ export class RuncExecutor {
     const outputTail: string[] = [];
     cgroup.watch();
     const started = performance.now();
-    const child = spawn(this.runc, ['--root', this.runcRoot, '--log', logFile, '--log-format', 'json', 'run', '--bundle', bundle, id], {
+    const child = spawn(this.runc, [...this.globalArgs(spec.network), '--log', logFile, '--log-format', 'json', 'run', '--bundle', bundle, id], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const splitters = (['stdout', 'stderr'] as const).map((stream: OutputStream) => {
@@ -144,7 +164,7 @@ export class RuncExecutor {
       // runc may not have created the container yet: retry until `runc run` is gone.
       const attempt = (): void => {
         if (exited) return;
-        void runCommand(this.runc, ['--root', this.runcRoot, 'kill', id, 'KILL']).catch(() => undefined);
+        void runCommand(this.runc, [...this.globalArgs(), 'kill', id, 'KILL']).catch(() => undefined);
         setTimeout(attempt, KILL_RETRY_MS).unref();
       };
       attempt();

@@ -1,8 +1,9 @@
+import { seccompProfile } from './seccomp-profile.js';
 import type { ResolvedUser } from './user.js';
 import type { RunMount } from './types.js';
 
 /** Docker's default capability set (moby oci/caps/defaults.go). */
-export const DEFAULT_CAPABILITIES = [
+export const DOCKER_DEFAULT_CAPABILITIES = [
   'CAP_CHOWN',
   'CAP_DAC_OVERRIDE',
   'CAP_FSETID',
@@ -18,6 +19,13 @@ export const DEFAULT_CAPABILITIES = [
   'CAP_KILL',
   'CAP_AUDIT_WRITE',
 ];
+
+/**
+ * What a sandboxed step gets: Docker's set without CAP_NET_RAW (as Podman), so a step cannot open
+ * raw or packet sockets on a network other tenants' steps share. `ping` fails in a step (Debian's
+ * carries cap_net_raw, which cannot be granted); ICMP datagram sockets work (ping_group_range below).
+ */
+export const DEFAULT_CAPABILITIES = DOCKER_DEFAULT_CAPABILITIES.filter((cap) => cap !== 'CAP_NET_RAW');
 
 /** Every capability up to CAP_CHECKPOINT_RESTORE (Linux 5.9), by number: a privileged step gets those the worker has. */
 export const ALL_CAPABILITIES = [
@@ -144,7 +152,8 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
         permitted: isRoot ? caps : [],
       },
       rlimits: [{ type: 'RLIMIT_NOFILE', hard: input.noFile.hard, soft: input.noFile.soft }],
-      noNewPrivileges: false,
+      // setuid binaries and file capabilities cannot raise a sandboxed step above what it started with.
+      noNewPrivileges: !privileged,
       oomScoreAdj: 0,
     },
     root: { path: input.rootfs, readonly: false },
@@ -156,6 +165,10 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
       namespaces,
       maskedPaths: privileged ? [] : MASKED_PATHS,
       readonlyPaths: privileged ? [] : READONLY_PATHS,
+      // `RUN --security=insecure` runs unconfined, as BuildKit runs it.
+      ...(privileged ? {} : { seccomp: seccompProfile({ capabilities: caps }) }),
+      // Any group may open ICMP datagram sockets (Docker sets the same), which need no raw socket.
+      ...(input.netns.kind === 'host' ? {} : { sysctl: { 'net.ipv4.ping_group_range': '0 2147483647' } }),
     },
   };
 }

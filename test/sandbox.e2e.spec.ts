@@ -1,0 +1,159 @@
+import { jest } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { importBusybox } from './support/images.js';
+import { build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
+
+jest.setTimeout(240_000);
+
+// What a hostile tenant's RUN step tries against the worker and the other tenants on it (ADR 0022).
+// test/support/hostile.c makes each attempt and prints its outcome; the step's output becomes a file
+// of the image, read back through the API as a user would.
+
+/** What each attempt must end with in a sandboxed runc step: the errno name, or "empty" for a masked file. */
+const REFUSED_IN_RUNC: Record<string, string> = {
+  'mount-tmpfs': 'EPERM',
+  'mount-proc': 'EPERM',
+  'mount-cgroup': 'EPERM',
+  init_module: 'EPERM',
+  finit_module: 'EPERM',
+  // The worker is not in the step's pid namespace: there is nothing to attach to or signal.
+  'ptrace-worker': 'ESRCH',
+  'kill-worker': 'ESRCH',
+  // /proc/1 is the step's own first process, whose root is the step's root.
+  'host-marker-via-proc-1-root': 'ENOENT',
+  'cgroupfs-write-procs': 'EROFS',
+  'cgroupfs-write-limit': 'EROFS',
+  keyctl: 'EPERM',
+  add_key: 'EPERM',
+  bpf: 'EPERM',
+  'unshare-user': 'EPERM',
+  'unshare-mount': 'EPERM',
+  'clone-newuser': 'EPERM',
+  setns: 'EPERM',
+  'socket-raw-icmp': 'EPERM',
+  'socket-packet': 'EPERM',
+  // Making the node is allowed (as in Docker); opening it is not: the device cgroup refuses.
+  'mknod-host-disk': 'ok',
+  'open-host-disk': 'EPERM',
+  // Read-only in the step; a kernel built without the file (this one may be) gives ENOENT, never a write.
+  'sysrq-trigger': existsSync('/proc/sysrq-trigger') ? 'EROFS' : 'ENOENT',
+  'proc-sys-write': 'EROFS',
+  'read-kcore': existsSync('/proc/kcore') ? 'empty' : 'ENOENT',
+  'read-proc-keys': 'empty',
+  reboot: 'EPERM',
+  open_by_handle_at: 'EPERM',
+  settimeofday: 'EPERM',
+  // What ordinary programs need still works.
+  // Without CAP_NET_RAW an ICMP echo still goes out over a datagram socket (ping_group_range).
+  'ping-icmp-datagram': 'ok',
+  fork: 'ok',
+  chroot: 'ok',
+};
+
+const ORDINARY = new Set(['ping-icmp-datagram', 'fork', 'chroot']);
+
+function outcomes(text: string): Record<string, string> {
+  return Object.fromEntries(
+    text
+      .trim()
+      .split('\n')
+      .map((line) => line.split(' ') as [string, string]),
+  );
+}
+
+describe.each<{ runtime: string; env: Record<string, string> }>([
+  { runtime: 'runc', env: {} },
+  { runtime: 'runsc', env: { STRATA_RUN_RUNTIME: 'runsc' } },
+])('a hostile RUN step in $runtime', ({ runtime, env }) => {
+  let stack: Stack;
+  let token: string;
+  let work: string;
+  const marker = path.join(tmpdir(), `strata-host-marker-${process.pid}-${runtime}`);
+
+  beforeAll(async () => {
+    stack = await startStack({ env: { STRATA_RUN_ALLOW_INSECURE: 'true', ...env } });
+    ({ token } = await stack.tenant(`sandbox-${runtime}`));
+    await importBusybox(stack, token);
+    work = mkdtempSync(path.join(tmpdir(), 'strata-sandbox-'));
+    writeFileSync(marker, 'the worker host\n');
+  });
+  afterAll(async () => {
+    await stack.close();
+    rmSync(work, { recursive: true, force: true });
+    rmSync(marker, { force: true });
+  });
+
+  /** The image's root filesystem, unpacked by umoci from the OCI archive the API serves. */
+  async function rootfsOf(repo: string): Promise<string> {
+    const res = await fetch(`${stack.url}/v1/repositories/${repo}/tags/1/oci-archive`, { headers: { authorization: `Bearer ${token}` } });
+    expect(res.status).toBe(200);
+    const dir = mkdtempSync(path.join(work, 'image-'));
+    writeFileSync(path.join(dir, 'image.tar'), Buffer.from(await res.arrayBuffer()));
+    mkdirSync(path.join(dir, 'layout'));
+    execFileSync('tar', ['-xf', path.join(dir, 'image.tar'), '-C', path.join(dir, 'layout')]);
+    execFileSync('umoci', ['unpack', '--image', `${path.join(dir, 'layout')}:1`, path.join(dir, 'bundle')], { stdio: 'pipe' });
+    return path.join(dir, 'bundle', 'rootfs');
+  }
+
+  it('is refused each escape and each shared-kernel operation, while ordinary operations work', async () => {
+    const context = makeDir({
+      Dockerfile: [
+        'FROM busybox:1',
+        // The worker runs in this process: its pid is the one a step would attack.
+        `RUN --mount=type=bind,source=hostile,target=/hostile /hostile all ${process.pid} ${marker} > /hostile-results`,
+        'RUN grep -E "^(Seccomp|NoNewPrivs|CapEff):" /proc/self/status > /status-sandboxed',
+        'RUN --security=insecure grep -E "^(Seccomp|NoNewPrivs):" /proc/self/status > /status-insecure',
+        '',
+      ].join('\n'),
+    });
+    execFileSync('gcc', ['-static', '-O2', '-o', path.join(context, 'hostile'), path.join(import.meta.dirname, 'support/hostile.c')]);
+
+    const result = await build(stack, token, 'repository=hostile&tag=1', tarOf(context));
+    expect(result.error).toBeNull();
+    const root = await rootfsOf('hostile');
+    const seen = outcomes(readFileSync(path.join(root, 'hostile-results'), 'utf8'));
+    expect(Object.keys(seen).sort()).toEqual(Object.keys(REFUSED_IN_RUNC).sort());
+    if (runtime === 'runc') {
+      expect(seen).toEqual(REFUSED_IN_RUNC);
+      expect(readFileSync(path.join(root, 'status-sandboxed'), 'utf8')).toBe('CapEff:\t00000000a80405fb\nNoNewPrivs:\t1\nSeccomp:\t2\n');
+      // `RUN --security=insecure` runs unconfined, as BuildKit runs it.
+      expect(readFileSync(path.join(root, 'status-insecure'), 'utf8')).toBe('NoNewPrivs:\t0\nSeccomp:\t0\n');
+    } else {
+      // gVisor answers from its own kernel: the errno may differ, but nothing reaches the host's.
+      for (const [name, outcome] of Object.entries(seen)) {
+        if (ORDINARY.has(name)) expect(`${name} ${outcome}`).toBe(`${name} ok`);
+        else if (name === 'mknod-host-disk') continue;
+        else expect(`${name} ${outcome}`).not.toBe(`${name} ok`);
+      }
+    }
+    // The host's disk, the worker and the marker are untouched.
+    expect(readFileSync(marker, 'utf8')).toBe('the worker host\n');
+  });
+
+  it('still runs the ordinary operations of a build: users, chown, setuid binaries, device nodes', async () => {
+    const context = makeDir({
+      Dockerfile: [
+        'FROM busybox:1',
+        'RUN echo "bob:x:2000:2000::/home/bob:/bin/sh" >> /etc/passwd && echo "bob:x:2000:" >> /etc/group && mkdir /data && echo x > /data/file && chown -R bob:bob /data && chmod 640 /data/file',
+        // busybox picks its applet by name: this `id` is busybox, setuid root.
+        'RUN mkdir -p /opt/suid && cp /bin/busybox /opt/suid/id && chmod 4755 /opt/suid/id',
+        // gVisor makes no device nodes (a runtime difference ADR 0022 records).
+        runtime === 'runc' ? 'RUN mknod /dev-null-copy c 1 3' : 'RUN ! mknod /dev-null-copy c 1 3',
+        // root may become anyone; the setuid bit cannot raise bob back to root (no-new-privileges).
+        'RUN su bob -c "id -u; /opt/suid/id -u" > /su-out',
+        '',
+      ].join('\n'),
+    });
+    const result = await build(stack, token, 'repository=ordinary&tag=1', tarOf(context));
+    expect(result.error).toBeNull();
+    const root = await rootfsOf('ordinary');
+    const data = statSync(path.join(root, 'data', 'file'));
+    expect([data.uid, data.gid, data.mode & 0o7777]).toEqual([2000, 2000, 0o640]);
+    expect(statSync(path.join(root, 'opt', 'suid', 'id')).mode & 0o7777).toBe(0o4755);
+    if (runtime === 'runc') expect(statSync(path.join(root, 'dev-null-copy')).isCharacterDevice()).toBe(true);
+    expect(readFileSync(path.join(root, 'su-out'), 'utf8')).toBe('2000\n2000\n');
+  });
+});
