@@ -214,7 +214,7 @@ async function buildkitBuild(image, ctxDir) {
   const ref = `${regHost}/${image}`;
   settleDisk();
   const t0 = performance.now();
-  // --network none: what Strata's RUN gets by default (STRATA_RUN_NETWORK=none); dockerd runs with --bridge=none.
+  // --network none: what Strata's RUN gets here (the bench sets STRATA_RUN_NETWORK=none); dockerd runs with --bridge=none.
   await docker(['build', '-q', '--network', 'none', '-t', ref, ctxDir]);
   await docker(['push', '-q', ref]);
   return { ms: performance.now() - t0 };
@@ -294,6 +294,8 @@ async function startStrata() {
     HOST: '127.0.0.1',
     STRATA_DATA_DIR: path.join(work, 'strata-worker'),
     STRATA_QUEUE_PREFIX: `strata-bench-${process.pid}`,
+    // Like for like with BuildKit's --network none below (Strata's default is the bridge: docs/adr/0024).
+    STRATA_RUN_NETWORK: 'none',
     NODE_NO_WARNINGS: '1',
   };
   if (await portOpen(API_PORT)) throw new Error(`127.0.0.1:${API_PORT} is taken; set BENCH_API_PORT`);

@@ -28,8 +28,9 @@ if (!['all', 'parse', 'build-cache', 'registry', 'console', 'load', 'run-sandbox
 
 const started = Date.now();
 ensureDependencies();
-// attr (getfattr) and iproute2 are the worker's RUN tooling, bzip2/xz-utils its ADD unpackers; buildah is the third peer.
-ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'debootstrap', 'docker.io', 'docker-registry', 'runc', 'runsc', 'attr', 'iproute2', 'bzip2', 'xz-utils', 'tar', 'skopeo', 'buildah', 'chromium']);
+// attr (getfattr), iproute2 and iptables are the worker's RUN tooling, bzip2/xz-utils its ADD unpackers; runsc the optional
+// RUN runtime; buildah is the third peer.
+ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'debootstrap', 'docker.io', 'docker-registry', 'runc', 'runsc', 'attr', 'iproute2', 'iptables', 'bzip2', 'xz-utils', 'tar', 'skopeo', 'buildah', 'chromium']);
 const env = await ensureServices({ database: 'strata_bench', bucket: 'strata-bench', redisDb: 2 });
 generatePrismaClient();
 migrate(env);

@@ -12,9 +12,9 @@ ensureDependencies();
 // bzip2 and xz-utils unpack ADD archives on the worker, as they do for Docker; debootstrap makes the
 // Debian base the differential suite and the benchmarks build on; chromium runs the console's tests
 // (through playwright-core); openssh-client is the worker's ssh-agent for RUN --mount=type=ssh and ADD git@…;
-// openssh-server is the git-over-ssh host test/add-git.e2e.spec.ts starts on 127.0.0.1;
+// openssh-server is the git-over-ssh host test/add-git.e2e.spec.ts starts on 127.0.0.1; iptables is the RUN network's firewall;
 // runsc (gVisor) is the optional RUN runtime test/sandbox.e2e.spec.ts also runs its hostile steps in.
-ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'busybox-static', 'attr', 'gcc', 'libc6-dev', 'iproute2', 'tar', 'gzip', 'docker-registry', 'docker.io', 'buildah', 'bzip2', 'xz-utils', 'git', 'debootstrap', 'chromium', 'openssh-client', 'openssh-server', 'runsc']);
+ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'busybox-static', 'attr', 'gcc', 'libc6-dev', 'iproute2', 'iptables', 'tar', 'gzip', 'docker-registry', 'docker.io', 'buildah', 'bzip2', 'xz-utils', 'git', 'debootstrap', 'chromium', 'openssh-client', 'openssh-server', 'runsc']);
 const env = await ensureServices({ database: 'strata_test', bucket: 'strata-test', redisDb: 1 });
 generatePrismaClient();
 migrate(env);

@@ -31,6 +31,7 @@ export function envOf(config: StrataConfig): Record<string, string> {
     STRATA_MAX_CONTEXT_ENTRIES: String(config.maxContextEntries),
     STRATA_WORKER_CONCURRENCY: String(config.workerConcurrency),
     STRATA_RUN_NETWORK: config.run.network,
+    STRATA_RUN_SUBNET: config.run.subnet,
     STRATA_RUN_MEMORY_BYTES: String(config.run.memoryBytes),
     STRATA_RUN_PIDS: String(config.run.pids),
     STRATA_RUN_CPUS: config.run.cpus === 0 ? '' : String(config.run.cpus),

@@ -17,8 +17,9 @@ export interface Leftovers {
  * Clears what a worker killed on this data directory left behind, before this one takes builds:
  * its runc containers (still running: `runc run` outlives a SIGKILLed parent) are killed and
  * deleted, which also frees their cgroups, and its build directories removed. Snapshots (overlay
- * mounts), spool files and secret files are cleared by their owners on start (LayerStore.init,
- * BlobLayerSink, WorkerRuntime.init). A data directory belongs to one worker at a time.
+ * mounts), spool files, secret files and RUN networks (namespaces, veths, firewall rules) are
+ * cleared by their owners on start (LayerStore.init, BlobLayerSink, WorkerRuntime.init, which calls
+ * BridgeNetwork.init). A data directory belongs to one worker at a time.
  */
 export async function clearLeftovers(dataDir: string): Promise<Leftovers> {
   const runtimeRoot = path.resolve(dataDir, 'runtime');

@@ -26,8 +26,11 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
     logEvent('warn', 'cleared what a killed worker left', { dataDir: config.dataDir, ...leftovers });
   }
   // RUN steps: runc on overlayfs snapshots under <dataDir>/runtime; the same store serves COPY --from.
-  const runtime = new WorkerRuntime({ dataDir: config.dataDir, storage, run: config.run });
+  const runtime = new WorkerRuntime({ dataDir: config.dataDir, storage, run: config.run, allowPrivateSources: config.allowPrivateSources });
   await runtime.init();
+  if (runtime.clearedNetworkLeftovers > 0) {
+    logEvent('warn', 'cleared the RUN networks a killed worker left', { dataDir: config.dataDir, steps: runtime.clearedNetworkLeftovers });
+  }
   const workerId = `${hostname()}:${process.pid}`;
   const runner = new BuildRunner({ prisma, storage, config, logs, executor: runtime, rootfs: runtime, workerId });
   // Beating before taking jobs: a build this worker claims is never mistaken for an orphan.
@@ -83,6 +86,7 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
       await buildsQueue.close();
       // Cache mounts saved after the last steps reach S3 before the worker goes.
       await runtime.flush();
+      await runtime.close();
       await logRedis.quit();
       await prisma.$disconnect();
     },

@@ -7,6 +7,8 @@ export interface WorkerRuntimeOptions {
   dataDir: string;
   storage: Storage;
   run: RunSettings;
+  /** STRATA_ALLOW_PRIVATE_SOURCES: also what bridge RUN steps may reach although private. */
+  allowPrivateSources?: readonly string[];
   /** A tmpfs directory for secret files; default /dev/shm/strata-<hash of dataDir>. */
   secretsDir?: string;
 }
@@ -16,7 +18,7 @@ export class WorkerRuntime extends BuildRuntime {
   constructor(options: WorkerRuntimeOptions) {
     super({
       dataDir: options.dataDir,
-      step: options.run,
+      step: { ...options.run, allowPrivate: options.allowPrivateSources ?? [] },
       layerBlob: (digest) => options.storage.blobs.get(digest),
       cacheArchives: cacheArchivesIn(options.storage),
       ...(options.secretsDir !== undefined ? { secretsDir: options.secretsDir } : {}),

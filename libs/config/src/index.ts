@@ -92,12 +92,15 @@ export interface StrataConfig {
 
 /**
  * RUN step settings. `network` is what `RUN` without `--network` (or `--network=default`) gets:
- * `none` (loopback only, the default: a bridge needs iptables NAT and ip_forward on the worker, which
- * a deployment has to opt into), `bridge` (own netns, veth pair and NAT; the worker's own addresses
- * are dropped) or `host`. Limits apply per RUN container.
+ * `bridge` (the default, as docker build has: own netns, veth pair and NAT to the internet, never to
+ * the worker, other steps, loopback, link-local or private ranges unless allowed by
+ * STRATA_ALLOW_PRIVATE_SOURCES; docs/adr/0024), `none` (loopback only: no egress for the
+ * deployment) or `host`. Limits apply per RUN container.
  */
 export interface RunSettings {
   network: 'none' | 'bridge' | 'host';
+  /** The bridge's containers' subnet (STRATA_RUN_SUBNET), a 10.N.0.0/16 carved into one /30 per step. */
+  subnet: string;
   /** Memory limit per RUN (no swap on top). */
   memoryBytes: number;
   /** Processes and threads per RUN. */
@@ -234,7 +237,10 @@ function developmentKey(env: Env, name: string, encoding: 'base64' | 'base64url'
 }
 
 function runSettings(env: Env): RunSettings {
-  const network = env.STRATA_RUN_NETWORK || 'none';
+  const network = env.STRATA_RUN_NETWORK || 'bridge';
+  const subnet = env.STRATA_RUN_SUBNET || '10.213.0.0/16';
+  const octet = /^10\.(\d{1,3})\.0\.0\/16$/.exec(subnet);
+  if (!octet || Number(octet[1]) > 255) throw new ConfigError(`STRATA_RUN_SUBNET must be a 10.N.0.0/16 range, got "${subnet}"`);
   if (network !== 'none' && network !== 'bridge' && network !== 'host') {
     throw new ConfigError(`STRATA_RUN_NETWORK must be none, bridge or host, got "${network}"`);
   }
@@ -250,6 +256,7 @@ function runSettings(env: Env): RunSettings {
   if (cpusRaw !== '' && !/^\d+(\.\d+)?$/.test(cpusRaw)) throw new ConfigError(`STRATA_RUN_CPUS must be a number of cores such as 1.5, got "${cpusRaw}"`);
   return {
     network,
+    subnet,
     memoryBytes: int(env, 'STRATA_RUN_MEMORY_BYTES', 2 * 1024 ** 3, 4 * 1024 ** 2),
     pids: int(env, 'STRATA_RUN_PIDS', 4096, 8),
     cpus: cpusRaw === '' ? 0 : Number(cpusRaw),

@@ -30,6 +30,10 @@ export interface StepSettings {
   runtime?: 'runc' | 'runsc';
   /** runsc's platform (STRATA_RUN_RUNSC_PLATFORM); default ptrace. */
   runscPlatform?: string;
+  /** The bridge network's containers' subnet, a 10.N.0.0/16 (STRATA_RUN_SUBNET); default 10.213.0.0/16. */
+  subnet?: string;
+  /** CIDRs bridge steps may reach although private (STRATA_ALLOW_PRIVATE_SOURCES). */
+  allowPrivate?: readonly string[];
 }
 
 export interface BuildRuntimeOptions {
@@ -49,8 +53,8 @@ type LayerRef = { descriptor: Descriptor; diffId: Digest; open?: () => Readable 
 /**
  * A worker's container runtime behind build-engine's interfaces: layers unpacked once per worker
  * (LayerStore, overlayfs), one runc container per RUN with its cache, tmpfs, bind and secret
- * mounts, the upper dir diffed into the step's layer. One bridge network (one subnet allocator)
- * serves every container of the worker. Use `forTenant` to get the RunExecutor of one build.
+ * mounts, the upper dir diffed into the step's layer. One bridge network (one subnet allocator,
+ * one pair of firewall chains) serves every container of the worker (docs/adr/0024). Use `forTenant` to get the RunExecutor of one build.
  */
 export class BuildRuntime implements RootfsProvider {
   readonly root: string;
@@ -60,11 +64,22 @@ export class BuildRuntime implements RootfsProvider {
   private readonly secretRunc: RuncExecutor;
   private readonly caches: CacheMounts;
   private readonly secrets: SecretMounts;
+  /** The worker's one bridge network (subnet allocator and firewall chains), when steps use it. */
+  private readonly bridge: BridgeNetwork | undefined;
 
   constructor(private readonly options: BuildRuntimeOptions) {
     this.root = path.resolve(options.dataDir, 'runtime');
     this.layers = new LayerStore({ dataDir: this.root });
-    const bridge = options.step.network === 'bridge' ? { bridge: new BridgeNetwork() } : {};
+    if (options.step.network === 'bridge') {
+      const subnet = options.step.subnet ?? '10.213.0.0/16';
+      this.bridge = new BridgeNetwork({
+        subnetPrefix: subnet.split('.').slice(0, 2).join('.'),
+        allowCidrs: options.step.allowPrivate ?? [],
+        // The same data directory is the same worker: a restarted one clears what the killed one left.
+        owner: hash(this.root),
+      });
+    }
+    const bridge = this.bridge ? { bridge: this.bridge } : {};
     const runtime = { runtime: options.step.runtime ?? 'runc', ...(options.step.runscPlatform !== undefined ? { runscPlatform: options.step.runscPlatform } : {}) };
     this.runc = new RuncExecutor({ dataDir: this.root, ...bridge, ...runtime });
     this.caches = new CacheMounts(path.join(this.root, 'cache-mounts'), options.cacheArchives);
@@ -76,6 +91,8 @@ export class BuildRuntime implements RootfsProvider {
   async init(): Promise<void> {
     await this.layers.init();
     await this.secrets.init();
+    // Namespaces, veths and firewall rules of steps a killed worker left; this worker's chains.
+    await this.bridge?.init();
     // Copies of read-write binds and agent sockets a crashed worker left behind.
     for (const name of await readdir(this.root)) {
       if (/^(throwaway|ssh)-/.test(name)) await rm(path.join(this.root, name), { recursive: true, force: true });
@@ -85,6 +102,16 @@ export class BuildRuntime implements RootfsProvider {
   /** Evicts least recently used unpacked layers that no running step uses, down to `maxBytes`. */
   trimLayers(maxBytes: number): Promise<{ evicted: string[]; freedBytes: number; usedBytes: number }> {
     return this.layers.gc(maxBytes);
+  }
+
+  /** Steps a killed worker left on the bridge network, cleared by `init`. */
+  get clearedNetworkLeftovers(): number {
+    return this.bridge?.cleared.length ?? 0;
+  }
+
+  /** Removes the worker's firewall chains: call it once no step runs any more. */
+  async close(): Promise<void> {
+    await this.bridge?.close();
   }
 
   /** Waits for cache uploads in flight (a worker shutting down lets them finish). */

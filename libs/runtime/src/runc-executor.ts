@@ -24,7 +24,7 @@ export interface RuncExecutorOptions {
   runc?: string;
   /** Needed for `network: 'bridge'`. */
   bridge?: BridgeNetwork;
-  /** Contents of the container's /etc/resolv.conf; default: the host's without loopback nameservers. */
+  /** Contents of the container's /etc/resolv.conf; default: the host's, without the nameservers the step's network cannot reach. */
   resolvConf?: string;
   /** Lines kept in `RunResult.outputTail`. */
   outputTailLines?: number;
@@ -80,7 +80,7 @@ export class RuncExecutor {
       const hostsFile = join(bundle, 'hosts');
       const resolvConfFile = join(bundle, 'resolv.conf');
       await writeFile(hostsFile, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${hostname}\n`);
-      await writeFile(resolvConfFile, this.options.resolvConf ?? (await defaultResolvConf(network)));
+      await writeFile(resolvConfFile, this.options.resolvConf ?? (await this.defaultResolvConf(network)));
 
       let netns: NetnsChoice;
       if (network === 'host') netns = { kind: 'host' };
@@ -136,6 +136,20 @@ export class RuncExecutor {
     // runsc's netstack serves a bridge step inside the netns it is given; `none` leaves it loopback only.
     const runscNetwork = network === 'bridge' ? 'sandbox' : network;
     return ['--root', this.runcRoot, `--platform=${this.options.runscPlatform ?? 'ptrace'}`, `--network=${runscNetwork}`, '--oci-seccomp'];
+  }
+
+  /**
+   * The host's resolv.conf for `host`; for `bridge` the nameservers the network policy lets a step
+   * reach; for `none` no nameservers at all (nothing is reachable).
+   */
+  private async defaultResolvConf(network: 'none' | 'host' | 'bridge'): Promise<string> {
+    const host = await readFile('/etc/resolv.conf', 'utf8').catch(() => '');
+    if (network === 'host') return host;
+    if (network === 'bridge' && this.options.bridge) return this.options.bridge.resolvConf(host);
+    return host
+      .split('\n')
+      .filter((line) => !/^\s*nameserver\s/.test(line))
+      .join('\n');
   }
 
   private runContainer(id: string, bundle: string, cgroup: ContainerCgroup, spec: RunSpec, options: RunOptions): Promise<RunResult> {
@@ -237,16 +251,6 @@ async function hostNoFileLimit(): Promise<{ soft: number; hard: number }> {
   const match = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(limits);
   const hard = match && match[2] !== 'unlimited' ? Number(match[2]) : 1048576;
   return { soft: Math.min(hard, 1048576), hard };
-}
-
-async function defaultResolvConf(network: 'none' | 'host' | 'bridge'): Promise<string> {
-  const host = await readFile('/etc/resolv.conf', 'utf8').catch(() => '');
-  if (network === 'host') return host;
-  // Loopback resolvers of the host are unreachable (and must be) from the container's own netns.
-  return host
-    .split('\n')
-    .filter((line) => !/^\s*nameserver\s+(127\.|::1\b)/.test(line))
-    .join('\n');
 }
 
 async function readRuncError(logFile: string): Promise<string | undefined> {
