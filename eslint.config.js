@@ -8,7 +8,8 @@ const ALLOWED = {
   'libs/dockerfile': [],
   'libs/oci': [],
   'libs/config': [],
-  'libs/queue': [],
+  // Queue names, the log writer and the reconciler, shared by the api and the worker.
+  'libs/queue': ['config', 'db', 'blobstore', 'oci', 'build-engine'],
   // Where tenant-given URLs may go: DNS and sockets, nothing of ours.
   'libs/egress': [],
   'libs/db': ['config'],

@@ -51,7 +51,7 @@ const { loadConfig } = await import('@strata/config');
 const { createPrismaClient, createTenantWithToken } = await import('@strata/db');
 const { storageFromConfig } = await import('@strata/blobstore');
 const { redisConnection } = await import('@strata/queue');
-const { BuildLog } = await import('../apps/worker/src/logs/build-log.ts');
+const { BuildLog } = await import('../libs/queue/src/build-log-writer.ts');
 
 try {
   await waitFor('the api', () => portOpen(port), 60_000, apiProc);

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { createApiApp } from '../apps/api/src/app.js';
-import { BuildLog, type BuildLogLimits } from '../apps/worker/src/logs/build-log.js';
+import { BuildLog, type BuildLogLimits } from '@strata/queue';
 import { storageFromConfig, type Storage } from '@strata/blobstore';
 import { buildLogStreamKey, compareStreamIds, redisConnection } from '@strata/queue';
 import { api, build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';

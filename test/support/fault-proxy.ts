@@ -1,7 +1,11 @@
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 
-/** A fault one rule injects: a 503, a reset before any answer, the body cut after half, or a delay. */
-export type FaultKind = '503' | 'reset' | 'truncate' | 'slow';
+/**
+ * A fault one rule injects: a 503, a reset before any answer, the body cut after half, a delay before
+ * forwarding, or `hold`: the request reaches S3 (which acts on it) but its answer is held back for
+ * delayMs, the moment a crash loses what S3 already did.
+ */
+export type FaultKind = '503' | 'reset' | 'truncate' | 'slow' | 'hold';
 
 export interface FaultRule {
   kind: FaultKind;
@@ -13,7 +17,7 @@ export interface FaultRule {
   every?: number;
   /** Stops after this many injections. */
   times?: number;
-  /** For `slow`: how long to wait before forwarding. */
+  /** For `slow`: how long to wait before forwarding; for `hold`: how long to hold the answer back. */
   delayMs?: number;
 }
 
@@ -34,7 +38,7 @@ export interface FaultProxy {
 export async function startFaultProxy(target: string): Promise<FaultProxy> {
   const upstream = new URL(target);
   let rules: Array<FaultRule & { seen: number; done: number }> = [];
-  const injected: Record<FaultKind, number> = { '503': 0, reset: 0, truncate: 0, slow: 0 };
+  const injected: Record<FaultKind, number> = { '503': 0, reset: 0, truncate: 0, slow: 0, hold: 0 };
   const state = { requests: 0 };
   const sockets = new Set<import('node:net').Socket>();
 
@@ -52,10 +56,18 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
     return null;
   };
 
-  const forward = (req: IncomingMessage, res: ServerResponse, truncate: boolean) => {
+  const forward = (req: IncomingMessage, res: ServerResponse, truncate: boolean, holdMs = 0) => {
     const out = httpRequest(
       { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
       (up) => {
+        if (holdMs > 0) {
+          up.pause();
+          setTimeout(() => {
+            res.writeHead(up.statusCode ?? 502, up.headers);
+            up.pipe(res);
+          }, holdMs);
+          return;
+        }
         res.writeHead(up.statusCode ?? 502, up.headers);
         if (!truncate) {
           up.pipe(res);
@@ -98,7 +110,7 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
       setTimeout(() => forward(req, res, false), rule.delayMs ?? 2000);
       return;
     }
-    forward(req, res, rule?.kind === 'truncate' && req.method === 'GET');
+    forward(req, res, rule?.kind === 'truncate' && req.method === 'GET', rule?.kind === 'hold' ? (rule.delayMs ?? 2000) : 0);
   });
   server.on('connection', (s) => {
     sockets.add(s);

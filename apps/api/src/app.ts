@@ -5,12 +5,14 @@ import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { StrataConfig } from '@strata/config';
 import { AppModule } from './app.module.js';
 import { HttpErrorFilter } from './common/http-error.filter.js';
+import { JsonLogger } from './common/json-logger.js';
 import { consoleFiles } from './console/console-files.js';
 
 /** Builds the api application (used by main.ts and by the end-to-end tests). */
 export async function createApiApp(config: StrataConfig, opts: { logger?: boolean } = {}): Promise<INestApplication> {
   const app = await NestFactory.create(AppModule.forConfig(config), {
-    logger: opts.logger === false ? false : ['error', 'warn', 'log'],
+    // Nest's bootstrap, route and exception lines as JSON, like every other line (STRATA_LOG_LEVEL filters them).
+    logger: opts.logger === false ? false : new JsonLogger(),
     // Build contexts and imports are streamed by their handlers; only JSON is parsed here.
     bodyParser: false,
   });

@@ -22,8 +22,8 @@ import { diskFailure } from './disk-errors.js';
 import { storageFailure } from './storage-errors.js';
 import { BlobLayerSink, PrismaCacheIndex } from './adapters.js';
 import { EgressSourceFetcher } from './url-source.js';
+import type { BuildLog, BuildLogs } from '@strata/queue';
 import { GitAddSourceFetcher } from './git-add-source.js';
-import type { BuildLog, BuildLogs } from './logs/build-log.js';
 
 export interface BuildRunnerDeps {
   prisma: PrismaClient;
@@ -161,6 +161,7 @@ export class BuildRunner {
             blobs: this.deps.storage.blobs,
             settings: config,
             ...(registryAuth ? { credentials: registryAuth } : { client: this.registryClient }),
+            signal: stop,
             onPull: (ref, s) => log?.line(null, 'system', `pulled ${ref}: ${s.fetched} blob(s) fetched (${s.bytes} bytes), ${s.skipped} already stored`),
           }),
           resolvedImages,

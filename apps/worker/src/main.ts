@@ -4,13 +4,11 @@ import { hostname } from 'node:os';
 import { type Storage, storageFromConfig } from '@strata/blobstore';
 import { buildCancelChannel, loadConfig, type StrataConfig } from '@strata/config';
 import { createPrismaClient, type PrismaClient } from '@strata/db';
-import { addToFleetCounter, BUILDS_QUEUE, type BuildJob, type FleetCounter, GC_QUEUE, logEvent, redisConnection, WORKER_LOCK } from '@strata/queue';
+import { addToFleetCounter, BUILDS_QUEUE, type BuildJob, BuildLogs, type FleetCounter, GC_QUEUE, logEvent, Reconciler, redisConnection, startHeartbeat, startReconciler, WORKER_LOCK } from '@strata/queue';
 import { GarbageCollector } from '@strata/registry';
 import { BuildRunner } from './build-runner.js';
 import { claimConcurrencySlot } from './concurrency-slot.js';
-import { BuildLogs } from './logs/build-log.js';
 import { clearLeftovers } from './leftovers.js';
-import { Reconciler, startHeartbeat, startReconciler } from './reconciler.js';
 import { WorkerRuntime } from './runtime-adapter.js';
 
 /** Starts a worker consuming the builds queue; returns a function that stops it. */
@@ -66,7 +64,7 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   await cancels.subscribe(buildCancelChannel(config.queuePrefix));
   const gc = await startGarbageCollection(config, prisma, storage, runtime);
   const buildsQueue = new Queue<BuildJob>(BUILDS_QUEUE, { connection: redisConnection(config.redisUrl), prefix: config.queuePrefix });
-  const reconciler = new Reconciler({ prisma, queue: buildsQueue, logs, config });
+  const reconciler = new Reconciler({ prisma, queue: buildsQueue, logs, objects: storage.objects, config });
   const reconciling = startReconciler(reconciler, config.reconcile.intervalMs, (r) => {
     logEvent('info', 'reconciled the builds queue', { workerId, ...r });
     for (const [action, ids] of Object.entries(r)) if (ids.length > 0) count('strata_reconciler_actions_total', { action }, ids.length);

@@ -8,6 +8,7 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -212,6 +213,36 @@ export class S3Driver implements StorageDriver {
     validateKey(key);
     await this.call('DELETE', key, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
   }
+
+  /**
+   * Aborts the multipart uploads of `key` left by a process that died while streaming it (S3 keeps
+   * their parts, and bills them, until then); returns how many. 0 where the server cannot list
+   * multipart uploads (s3rver): there a bucket lifecycle rule is the only clean-up.
+   */
+  async abortUploads(key: string): Promise<number> {
+    validateKey(key);
+    if (!this.listsMultipartUploads) return 0;
+    let page;
+    try {
+      page = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key }));
+    } catch (err) {
+      if ((err as Error).name === 'NotImplemented') {
+        this.listsMultipartUploads = false;
+        return 0;
+      }
+      throw new StorageUnavailableError('LIST-UPLOADS', key, 1, err);
+    }
+    let aborted = 0;
+    for (const u of page.Uploads ?? []) {
+      if (u.Key !== key || u.UploadId === undefined) continue;
+      await this.call('DELETE', key, () => this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: u.UploadId })));
+      aborted++;
+    }
+    return aborted;
+  }
+
+  /** Cleared once the server answers ListMultipartUploads with NotImplemented (s3rver). */
+  private listsMultipartUploads = true;
 
   async *list(prefix: string): AsyncIterable<string> {
     let token: string | undefined;

@@ -45,6 +45,12 @@ describe('loadConfig', () => {
     expect(loadConfig(base).storageDir).toBeUndefined();
   });
 
+  it('runs gVisor steps without the bridge network, and says so when both are asked for', () => {
+    expect(loadConfig(base).run.network).toBe('bridge');
+    expect(loadConfig({ ...base, STRATA_RUN_RUNTIME: 'runsc' }).run.network).toBe('none');
+    expect(() => loadConfig({ ...base, STRATA_RUN_RUNTIME: 'runsc', STRATA_RUN_NETWORK: 'bridge' })).toThrow('STRATA_RUN_RUNTIME=runsc works with STRATA_RUN_NETWORK=none only for now');
+  });
+
   it('names the variable that is missing', () => {
     expect(() => loadConfig({ ...base, DATABASE_URL: undefined })).toThrow(new ConfigError('DATABASE_URL is not set'));
   });

@@ -248,6 +248,11 @@ function runSettings(env: Env): RunSettings {
   if (insecure !== 'true' && insecure !== 'false') throw new ConfigError(`STRATA_RUN_ALLOW_INSECURE must be true or false, got "${insecure}"`);
   const runtime = env.STRATA_RUN_RUNTIME || 'runc';
   if (runtime !== 'runc' && runtime !== 'runsc') throw new ConfigError(`STRATA_RUN_RUNTIME must be runc or runsc, got "${runtime}"`);
+  // runsc (Debian's 2022-12 build) refuses the bridge's per-step namespace ("cannot run with network
+  // enabled in root network namespace"); until that is wired, a gVisor deployment runs without egress.
+  if (runtime === 'runsc' && network === 'bridge' && env.STRATA_RUN_NETWORK) {
+    throw new ConfigError('STRATA_RUN_RUNTIME=runsc works with STRATA_RUN_NETWORK=none only for now: the bridge network is not yet wired into runsc');
+  }
   const runscPlatform = env.STRATA_RUN_RUNSC_PLATFORM || 'ptrace';
   if (runscPlatform !== 'ptrace' && runscPlatform !== 'kvm' && runscPlatform !== 'systrap') {
     throw new ConfigError(`STRATA_RUN_RUNSC_PLATFORM must be ptrace, kvm or systrap, got "${runscPlatform}"`);
@@ -255,7 +260,7 @@ function runSettings(env: Env): RunSettings {
   const cpusRaw = env.STRATA_RUN_CPUS ?? '';
   if (cpusRaw !== '' && !/^\d+(\.\d+)?$/.test(cpusRaw)) throw new ConfigError(`STRATA_RUN_CPUS must be a number of cores such as 1.5, got "${cpusRaw}"`);
   return {
-    network,
+    network: runtime === 'runsc' && !env.STRATA_RUN_NETWORK ? 'none' : network,
     subnet,
     memoryBytes: int(env, 'STRATA_RUN_MEMORY_BYTES', 2 * 1024 ** 3, 4 * 1024 ** 2),
     pids: int(env, 'STRATA_RUN_PIDS', 4096, 8),

@@ -25,5 +25,7 @@ export function redisConnection(redisUrl: string): { host: string; port: number;
 export const WORKER_LOCK = { lockDuration: 15_000, stalledInterval: 5_000 } as const;
 
 export * from './build-log.js';
+export * from './build-log-writer.js';
+export * from './reconciler.js';
 export * from './fleet-counters.js';
 export * from './structured-log.js';

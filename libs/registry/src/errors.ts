@@ -16,6 +16,8 @@ export const ErrorStatus = {
   TOOMANYREQUESTS: 429,
   TAG_INVALID: 400,
   RANGE_INVALID: 416,
+  /** Distribution's code for a back end (here S3) failing: the client retries later. */
+  UNAVAILABLE: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ErrorStatus;

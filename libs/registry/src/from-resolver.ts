@@ -51,6 +51,8 @@ export class TenantImageResolver {
       /** Told what a pull fetched, for the build log. */
       onPull?: (ref: string, stats: PullStats) => void;
       client?: RegistryClient;
+      /** The build's stop signal: a cancelled build stops its pulls. */
+      signal?: AbortSignal;
     },
   ) {
     this.client = pull
@@ -115,11 +117,11 @@ export class TenantImageResolver {
   }
 
   private async pullImage(host: string, repository: string, reference: string, at: string, why = ''): Promise<ResolvedFromImage> {
-    const { blobs, onPull } = this.pull!;
+    const { blobs, onPull, signal } = this.pull!;
     const shown = `${host}/${repository}${at}`;
     try {
-      const image = await this.client!.resolve(host, repository, reference, blobs);
-      const stats = await this.client!.pullBlobs(host, repository, image.manifest.layers, blobs);
+      const image = await this.client!.resolve(host, repository, reference, blobs, signal);
+      const stats = await this.client!.pullBlobs(host, repository, image.manifest.layers, blobs, signal);
       onPull?.(shown, stats);
       return { ref: shown, source: 'registry', manifestDigest: image.manifestDigest, config: image.config, layers: image.manifest.layers };
     } catch (e) {

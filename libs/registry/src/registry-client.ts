@@ -160,8 +160,8 @@ export class RegistryClient {
    * manifest is already stored is resolved without any request: a digest names immutable content.
    * A tag is always asked for again, as BuildKit does, so a moved tag is seen at once.
    */
-  async resolve(host: string, repository: string, reference: string, blobs: PullBlobStore): Promise<PulledImage> {
-    const first = await this.manifest(host, repository, reference, blobs);
+  async resolve(host: string, repository: string, reference: string, blobs: PullBlobStore, signal?: AbortSignal): Promise<PulledImage> {
+    const first = await this.manifest(host, repository, reference, blobs, signal);
     let indexDigest: Digest | null = null;
     let manifestDigest = first.digest;
     let doc = first.doc;
@@ -172,7 +172,7 @@ export class RegistryClient {
         const have = (doc as ImageIndex).manifests.map((d) => (d.platform ? `${d.platform.os}/${d.platform.architecture}${d.platform.variant ? `/${d.platform.variant}` : ''}` : '?'));
         throw new RegistryPullError(`${host}/${repository}:${reference} has no ${this.platform.os}/${this.platform.architecture} image (it has ${have.join(', ') || 'none'})`);
       }
-      const child = await this.manifest(host, repository, chosen.digest, blobs);
+      const child = await this.manifest(host, repository, chosen.digest, blobs, signal);
       if (!isImageManifestMediaType(child.mediaType)) throw new RegistryPullError(`${host}/${repository}@${chosen.digest} is a ${child.mediaType}, not an image manifest`);
       manifestDigest = child.digest;
       doc = child.doc;
@@ -183,7 +183,7 @@ export class RegistryClient {
     if (!manifest.config || !isDigest(manifest.config.digest) || !Array.isArray(manifest.layers)) {
       throw new RegistryPullError(`the manifest ${manifestDigest} has no valid config or layers`);
     }
-    await this.pullBlob(host, repository, manifest.config, blobs);
+    await this.pullBlob(host, repository, manifest.config, blobs, signal);
     const configBytes = await readLimited(await blobs.get(manifest.config.digest), this.maxDocument, 'the image config');
     const config = JSON.parse(configBytes.toString('utf8')) as ImageConfig;
     if (!config.rootfs || !Array.isArray(config.rootfs.diff_ids) || config.rootfs.diff_ids.length !== manifest.layers.length) {
@@ -193,10 +193,10 @@ export class RegistryClient {
   }
 
   /** Fetches the blobs that are not stored yet; each is verified against its digest while it streams in. */
-  async pullBlobs(host: string, repository: string, descriptors: Descriptor[], blobs: PullBlobStore): Promise<PullStats> {
+  async pullBlobs(host: string, repository: string, descriptors: Descriptor[], blobs: PullBlobStore, signal?: AbortSignal): Promise<PullStats> {
     const stats: PullStats = { fetched: 0, skipped: 0, bytes: 0 };
     for (const d of descriptors) {
-      const got = await this.pullBlob(host, repository, d, blobs);
+      const got = await this.pullBlob(host, repository, d, blobs, signal);
       if (got === null) stats.skipped++;
       else {
         stats.fetched++;
@@ -207,23 +207,87 @@ export class RegistryClient {
   }
 
   /** Stores one blob unless it is stored already; returns the bytes fetched, or null when none were. */
-  async pullBlob(host: string, repository: string, d: Descriptor, blobs: PullBlobStore): Promise<number | null> {
+  async pullBlob(host: string, repository: string, d: Descriptor, blobs: PullBlobStore, signal?: AbortSignal): Promise<number | null> {
     if (!isDigest(d.digest)) throw new RegistryPullError(`invalid blob digest "${d.digest}"`);
     if (d.urls && d.urls.length > 0 && d.mediaType === MediaType.dockerForeignLayerGzip) {
       throw new RegistryPullError(`the layer ${d.digest} is a foreign layer (${d.urls[0]}); foreign layers are not pulled`);
     }
     if (await blobs.exists(d.digest)) return null;
-    const res = await this.request(host, repository, `/v2/${repository}/blobs/${d.digest}`, { method: 'GET' });
-    if (!res.ok) {
-      await res.body?.cancel().catch(() => undefined);
-      throw new RegistryPullError(`${host}/${repository}: blob ${d.digest} answered HTTP ${res.status}`, res.status);
-    }
-    if (!res.body) throw new RegistryPullError(`${host}/${repository}: blob ${d.digest} came without a body`);
-    const source = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
+    const source = Readable.from(this.blobBody(host, repository, d, signal), { objectMode: false });
     const limited = new SizeLimit(`blob ${d.digest}`, d.size);
     source.once('error', (e) => limited.destroy(e));
     const stored = await blobs.put(source.pipe(limited), d.digest);
     return stored.size;
+  }
+
+  /**
+   * A blob's bytes, each yielded once: a body that stalls (nothing for responseTimeoutMs), breaks
+   * or ends short is asked for again from the byte it stopped at (`Range: bytes=<n>-`; a registry
+   * that answers 200 instead has its first n bytes skipped), as are 5xx and 429 answers and
+   * connections that fail, after a backoff, up to BLOB_ATTEMPTS requests in all. Aborting `signal`
+   * (the build is cancelled) stops it at once.
+   */
+  private async *blobBody(host: string, repository: string, d: Descriptor, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    const idleMs = this.opts.responseTimeoutMs ?? 30_000;
+    const what = `${host}/${repository}: blob ${d.digest}`;
+    let offset = 0;
+    for (let attempt = 1; ; attempt++) {
+      let failure: string;
+      const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-` } : {};
+      let res: Response | null = null;
+      try {
+        res = await this.request(host, repository, `/v2/${repository}/blobs/${d.digest}`, { method: 'GET', headers, signal });
+      } catch (e) {
+        if (!(e instanceof RegistryPullError) || e.status !== undefined || signal?.aborted) throw e;
+        failure = e.message;
+      }
+      if (res !== null) {
+        if (!res.ok) {
+          await res.body?.cancel().catch(() => undefined);
+          if (res.status < 500 && res.status !== 429) throw new RegistryPullError(`${what} answered HTTP ${res.status}`, res.status);
+          failure = `${what} answered HTTP ${res.status}`;
+        } else if (!res.body) {
+          throw new RegistryPullError(`${what} came without a body`);
+        } else {
+          // What the answer repeats of the bytes already yielded: all of them for a 200 to a Range request.
+          let skip = offset > 0 && res.status !== 206 ? offset : 0;
+          if (offset > 0 && res.status === 206) {
+            const from = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '');
+            if (!from || Number(from[1]) > offset) throw new RegistryPullError(`${what}: asked for bytes ${offset}- and got "${res.headers.get('content-range')}"`);
+            skip = offset - Number(from[1]);
+          }
+          const reader = res.body.getReader();
+          try {
+            for (;;) {
+              const chunk = await readWithin(reader, idleMs, signal);
+              if (chunk === null) break;
+              let bytes = Buffer.from(chunk);
+              if (skip > 0) {
+                const dropped = Math.min(skip, bytes.length);
+                skip -= dropped;
+                bytes = bytes.subarray(dropped);
+                if (bytes.length === 0) continue;
+              }
+              offset += bytes.length;
+              yield bytes;
+            }
+            if (offset >= d.size) return;
+            failure = `${what}: the body ended after ${offset} of ${d.size} bytes`;
+          } catch (e) {
+            if (signal?.aborted) throw new RegistryPullError('the pull was cancelled');
+            failure =
+              e instanceof BodyStalledError
+                ? `${host} stopped sending blob ${d.digest} after ${offset} of ${d.size} bytes (nothing for ${idleMs / 1000} s)`
+                : `${what}: the connection broke after ${offset} of ${d.size} bytes (${(e as Error).message})`;
+          } finally {
+            reader.cancel().catch(() => undefined);
+          }
+        }
+      }
+      if (attempt >= BLOB_ATTEMPTS) throw new RegistryPullError(`${failure!}; gave up after ${attempt} attempts`);
+      await sleep(BLOB_RETRY_BACKOFF_MS * 2 ** (attempt - 1), signal);
+      if (signal?.aborted) throw new RegistryPullError('the pull was cancelled');
+    }
   }
 
   /** Gets a manifest or index by tag or digest and checks its digest; stores its bytes in the blob store. */
@@ -232,6 +296,7 @@ export class RegistryClient {
     repository: string,
     reference: string,
     blobs: PullBlobStore,
+    signal?: AbortSignal,
   ): Promise<{ digest: Digest; mediaType: string; doc: ImageManifest | ImageIndex }> {
     const byDigest = isDigest(reference);
     let bytes: Buffer | null = null;
@@ -240,7 +305,7 @@ export class RegistryClient {
       bytes = await readLimited(await blobs.get(reference), this.maxDocument, `the manifest ${reference}`);
     }
     if (bytes === null) {
-      const res = await this.request(host, repository, `/v2/${repository}/manifests/${reference}`, { method: 'GET', headers: { accept: MANIFEST_ACCEPT } });
+      const res = await this.request(host, repository, `/v2/${repository}/manifests/${reference}`, { method: 'GET', headers: { accept: MANIFEST_ACCEPT }, signal });
       if (res.status === 404) {
         await res.body?.cancel().catch(() => undefined);
         throw new RegistryPullError(`${host}/${repository}${byDigest ? '@' : ':'}${reference} was not found in the registry`, 404);
@@ -276,7 +341,7 @@ export class RegistryClient {
    * challenge: Bearer → a token from the realm (with basic credentials when there are some), Basic →
    * the credentials. Retries once.
    */
-  private async request(host: string, repository: string, path: string, init: { method: string; headers?: Record<string, string> }): Promise<Response> {
+  private async request(host: string, repository: string, path: string, init: { method: string; headers?: Record<string, string>; signal?: AbortSignal }): Promise<Response> {
     const url = `${this.baseUrl(host)}${path}`;
     const scope = `repository:${repository}:pull`;
     const key = `${host} ${scope}`;
@@ -356,6 +421,7 @@ export class RegistryClient {
       return await this.fetch(url, { ...init, redirect: 'follow', signal: init.signal ? AbortSignal.any([init.signal, waiting.signal]) : waiting.signal });
     } catch (e) {
       const u = new URL(url);
+      if (init.signal?.aborted) throw new RegistryPullError('the pull was cancelled');
       if (waiting.signal.aborted) {
         throw new RegistryPullError(`${u.host} did not answer ${init.method ?? 'GET'} ${u.pathname} within ${ms / 1000} s`);
       }
@@ -380,4 +446,40 @@ function errorSummary(text: string): string {
     /* not the spec's error body */
   }
   return '';
+}
+
+/** Requests for one blob before a pull gives up (the first and its retries). */
+const BLOB_ATTEMPTS = 4;
+const BLOB_RETRY_BACKOFF_MS = 500;
+
+class BodyStalledError extends Error {}
+
+/** The next chunk of a body (null at its end), or BodyStalledError when none comes within `ms`. */
+async function readWithin(reader: { read(): Promise<{ done: boolean; value?: Uint8Array }> }, ms: number, signal?: AbortSignal): Promise<Uint8Array | null> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let onAbort: (() => void) | undefined;
+  try {
+    const read = reader.read().then((r) => (r.done || r.value === undefined ? null : r.value));
+    const stalled = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new BodyStalledError('stalled')), ms);
+      onAbort = () => reject(new Error('aborted'));
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+    return await Promise.race([read, stalled]);
+  } finally {
+    clearTimeout(timer);
+    if (onAbort) signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { type BlobStore, type ByteRange, DigestMismatchError } from '@strata/blobstore';
+import { type BlobStore, type ByteRange, DigestMismatchError, StorageUnavailableError } from '@strata/blobstore';
 import type { PrismaClient } from '@strata/db';
 import { type Descriptor, type Digest, type ImageIndex, isDigest, isImageIndexMediaType, MediaType } from '@strata/oci';
 import { RegistryError } from './errors.js';
@@ -168,7 +168,15 @@ export class Registry {
       throw new RegistryError('RANGE_INVALID', `the chunk starts at ${range.start} but the upload has ${start} bytes`, { size: start });
     }
     const key = `uploads/${uuid}/${randomUUID()}`;
-    const { size } = await this.blobs.driver.put(key, body);
+    let size: number;
+    try {
+      ({ size } = await this.blobs.driver.put(key, body));
+    } catch (err) {
+      // The chunk is not counted (the upload's size and Range stay where they were); S3 may still
+      // have stored it before the answer was lost, so it goes, best effort.
+      await this.blobs.driver.delete(key).catch(() => undefined);
+      throw err;
+    }
     if (range !== undefined && range.end - range.start + 1 !== size) {
       await this.blobs.driver.delete(key);
       throw new RegistryError('BLOB_UPLOAD_INVALID', `Content-Range names ${range.end - range.start + 1} bytes but the chunk has ${size}`);
@@ -199,6 +207,7 @@ export class Registry {
     const claimed = await this.prisma.blobUpload.deleteMany({ where: { id: uuid, size: row.size } });
     if (claimed.count === 0) throw new RegistryError('BLOB_UPLOAD_INVALID', `upload ${uuid} changed while it was being finished`);
     const parts = row.parts;
+    let resumable = false;
     try {
       let info: { size: number };
       if (parts.length === 0) info = await this.verified(() => this.blobs.put(Buffer.alloc(0), digest));
@@ -210,9 +219,21 @@ export class Registry {
       }
       await this.link(repo, digest, info.size);
       return info;
+    } catch (err) {
+      // Storage failed (not the content): if every chunk is still stored, the upload is put back as it
+      // was, so the client can send the PUT again instead of the whole blob.
+      if (err instanceof StorageUnavailableError) resumable = await this.restoreUpload(row).catch(() => false);
+      throw err;
     } finally {
-      await Promise.all(parts.map((p) => this.blobs.driver.delete(p).catch(() => undefined)));
+      if (!resumable) await Promise.all(parts.map((p) => this.blobs.driver.delete(p).catch(() => undefined)));
     }
+  }
+
+  /** Recreates a claimed upload session with its chunks, when all of them are still stored. */
+  private async restoreUpload(row: { id: string; tenantId: string; repositoryId: string; size: bigint; parts: string[]; createdAt: Date }): Promise<boolean> {
+    for (const part of row.parts) if ((await this.blobs.driver.stat(part)) === null) return false;
+    await this.prisma.blobUpload.create({ data: { id: row.id, tenantId: row.tenantId, repositoryId: row.repositoryId, size: row.size, parts: row.parts, createdAt: row.createdAt } });
+    return true;
   }
 
   async cancelUpload(name: string, uuid: string): Promise<void> {

@@ -37,13 +37,16 @@ export interface BuildRequest {
 /** The worker refuses Dockerfiles above this size too. */
 const DOCKERFILE_MAX_BYTES = 4 * 1024 * 1024;
 
+/** The reconciler claimed this upload's row (it looked abandoned) before the Build could be made. */
+class ContextUploadSwept extends Error {}
+
 const isGzip = (b: Buffer) => b.length >= 2 && b[0] === 0x1f && b[1] === 0x8b;
 
+/** A context sent as a manifest, where it is kept (docs/adr/0025). */
 interface StoredContext {
   contextKey: string;
   size: number;
   digest: string;
-  format: 'tar' | 'manifest';
 }
 
 const CONTEXT_TYPES = new Set(['application/x-tar', 'application/tar', 'application/gzip', 'application/x-gzip', 'application/octet-stream']);
@@ -58,8 +61,8 @@ export class BuildsService implements OnModuleDestroy {
     @Inject(STRATA_CONFIG) private readonly config: StrataConfig,
     @Inject(STORAGE) private readonly storage: Storage,
     @Inject(BUILDS_QUEUE_TOKEN) private readonly queue: BuildsQueue,
-    private readonly contextStore: ContextStoreService,
     private readonly quotas: QuotasService,
+    private readonly contextStore: ContextStoreService,
   ) {}
 
   /**
@@ -68,54 +71,14 @@ export class BuildsService implements OnModuleDestroy {
    */
   async submit(tenantId: string, req: BuildRequest, body: Readable, secrets: ReadonlyMap<string, Buffer> = new Map()): Promise<BuildView> {
     const type = (req.contentType ?? '').split(';')[0].trim().toLowerCase();
-    const id = randomUUID();
-    const context = req.contextDigest
-      ? await this.knownManifest(tenantId, req.contextDigest, body)
-      : type === CONTEXT_MANIFEST_MEDIA_TYPE ? await this.storeManifest(tenantId, id, req, body) : await this.storeTar(id, req, body);
-    return this.record(tenantId, id, req, context, secrets);
-  }
-
-  /**
-   * A manifest this tenant already built from, named by its digest (Strata-Context-Digest): the
-   * earlier build's stored manifest is used again, as a rebuild does, and nothing is sent. 409 with
-   * `unknownManifest: true` when the tenant has none with that digest: send the manifest itself.
-   */
-  private async knownManifest(tenantId: string, digest: string, body: Readable): Promise<StoredContext> {
-    body.resume();
-    if (!/^sha256:[0-9a-f]{64}$/.test(digest)) throw new BadRequestException(`Invalid Strata-Context-Digest "${digest.slice(0, 100)}": give "sha256:" and 64 lowercase hex digits.`);
-    const earlier = await this.prisma.build.findFirst({
-      where: { tenantId, contextFormat: 'manifest', contextDigest: digest, contextKey: { not: null } },
-      orderBy: { createdAt: 'desc' },
-      select: { contextKey: true, contextSize: true },
-    });
-    if (!earlier?.contextKey || !(await this.storage.objects.stat(earlier.contextKey))) {
-      throw new ConflictException({ statusCode: 409, error: 'Conflict', message: `No earlier build of yours has the context manifest ${digest}: send the manifest itself.`, unknownManifest: true });
-    }
-    return { contextKey: earlier.contextKey, size: Number(earlier.contextSize ?? 0), digest, format: 'manifest' };
-  }
-
-  /**
-   * A context sent as a manifest (docs/adr/0025): checked, every content present in the tenant's
-   * store (400 naming those that are not), then kept in its canonical form for the worker.
-   */
-  private async storeManifest(tenantId: string, id: string, req: BuildRequest, body: Readable): Promise<StoredContext> {
-    const manifest = await this.contextStore.readManifest(body, req.contentEncoding);
-    await this.contextStore.assertComplete(tenantId, manifest);
-    const contextKey = `contexts/${id}`;
-    // Stored as sent (gzip or JSON); readers check it again, so the canonical form is not needed there.
-    await this.storage.objects.put(contextKey, manifest.wire);
-    return { contextKey, size: manifest.bytes, digest: manifest.digest, format: 'manifest' };
-  }
-
-  /** A tar or tar.gz body, streamed to S3 while it is checked. */
-  private async storeTar(id: string, req: BuildRequest, body: Readable): Promise<StoredContext> {
-    const type = (req.contentType ?? '').split(';')[0].trim().toLowerCase();
+    if (req.contextDigest || type === CONTEXT_MANIFEST_MEDIA_TYPE) return this.submitManifest(tenantId, req, body, secrets);
     if (!CONTEXT_TYPES.has(type)) {
       body.resume();
       throw new UnsupportedMediaTypeException(
         `The build context must be sent as application/x-tar or application/gzip, not "${req.contentType ?? 'nothing'}" (or as a context manifest: ${CONTEXT_MANIFEST_MEDIA_TYPE}).`,
       );
     }
+    const id = randomUUID();
     const contextKey = `contexts/${id}`;
     const limit = this.config.maxContextBytes;
     let size = 0;
@@ -136,11 +99,22 @@ export class BuildsService implements OnModuleDestroy {
     const archive = new ContextArchiveCheck();
     body.on('error', (e) => counter.destroy(e));
     counter.on('error', (e) => archive.destroy(e));
+    // Recorded before the first byte goes to S3 and refreshed while the request is open: if this
+    // process dies mid-upload, the reconciler finds the row gone stale and deletes what reached S3.
+    await this.prisma.contextUpload.create({ data: { id, tenantId, queue: this.config.queuePrefix, key: contextKey } });
+    const beat = setInterval(() => {
+      this.prisma.contextUpload.updateMany({ where: { id }, data: { updatedAt: new Date() } }).catch(() => undefined);
+    }, Math.max(100, Math.floor(this.config.reconcile.workerStaleMs / 3)));
+    const abandon = async () => {
+      await this.storage.objects.delete(contextKey).catch(() => undefined);
+      await this.prisma.contextUpload.deleteMany({ where: { id } }).catch(() => undefined);
+    };
     body.pipe(counter).pipe(archive);
     try {
       await this.storage.objects.put(contextKey, archive);
     } catch (e) {
-      await this.storage.objects.delete(contextKey).catch(() => undefined);
+      clearInterval(beat);
+      await abandon();
       body.resume();
       if (archive.refusal) throw archive.refusal;
       if (tooLarge) {
@@ -151,15 +125,13 @@ export class BuildsService implements OnModuleDestroy {
       }
       throw e;
     }
+    clearInterval(beat);
     if (size === 0) {
-      await this.storage.objects.delete(contextKey).catch(() => undefined);
+      await abandon();
       throw new BadRequestException('The request body is empty: send the build context as a tar or tar.gz archive.');
     }
-    return { contextKey, size, digest: `sha256:${contextHash.digest('hex')}`, format: 'tar' };
-  }
+    const contextDigest = `sha256:${contextHash.digest('hex')}`;
 
-  private async record(tenantId: string, id: string, req: BuildRequest, context: StoredContext, secrets: ReadonlyMap<string, Buffer>): Promise<BuildView> {
-    const { contextKey, size } = context;
     // Secrets are sealed before they touch the database, and the plaintext buffers wiped.
     const secretsSealed = secrets.size > 0 ? new Uint8Array(sealSecrets(this.config.secretsKey, id, secrets)) : null;
     for (const v of secrets.values()) v.fill(0);
@@ -176,39 +148,129 @@ export class BuildsService implements OnModuleDestroy {
         create: { tenantId, name: req.repository },
       }),
     );
+    // The upload's row is deleted in the transaction that makes the Build: either the build exists
+    // with its context, or the reconciler (which claims a stale row the same way) removes the context.
+    const record = async (tx: Prisma.TransactionClient) => {
+      const claimed = await tx.contextUpload.deleteMany({ where: { id } });
+      if (claimed.count === 0) throw new ContextUploadSwept();
+      return tx.build.create({
+        data: {
+          id,
+          tenantId,
+          repositoryId: repository.id,
+          dockerfilePath: req.dockerfile,
+          target: req.target ?? null,
+          buildArgs: req.buildArgs,
+          noCache: req.noCache,
+          noCacheFilter: req.noCacheFilter,
+          tags: req.tags,
+          contextKey,
+          contextSize: BigInt(size),
+          contextDigest,
+          secretsSealed,
+          registryAuthSealed,
+          queue: this.config.queuePrefix,
+        },
+        include: { repository: true, steps: true },
+      });
+    };
     let build;
     try {
       // The queued-builds quota is checked again here, atomically with the insert (QuotasService.withQueuedSlot).
-      build = await this.quotas.withQueuedSlot(tenantId, (tx) =>
-        (tx ?? this.prisma).build.create({
-          data: {
-            id,
-            tenantId,
-            repositoryId: repository.id,
-            dockerfilePath: req.dockerfile,
-            target: req.target ?? null,
-            buildArgs: req.buildArgs,
-            noCache: req.noCache,
-            noCacheFilter: req.noCacheFilter,
-            tags: req.tags,
-            contextKey,
-            contextSize: BigInt(size),
-            contextDigest: context.digest,
-            contextFormat: context.format,
-            secretsSealed,
-            registryAuthSealed,
-            queue: this.config.queuePrefix,
-          },
-          include: { repository: true, steps: true },
-        }),
-      );
+      build = await this.quotas.withQueuedSlot(tenantId, (tx) => (tx ? record(tx) : this.prisma.$transaction((t) => record(t))));
     } catch (e) {
-      await this.storage.objects.delete(contextKey).catch(() => undefined);
+      await abandon();
+      if (e instanceof ContextUploadSwept) {
+        throw new HttpException(
+          { statusCode: 503, error: 'Service Unavailable', message: 'The upload of the build context was abandoned (its api process went quiet for too long) and nothing was recorded: send the build again.' },
+          HttpStatus.SERVICE_UNAVAILABLE,
+        );
+      }
       throw e;
     }
     await this.queue.add('build', { buildId: id, tenantId }, { jobId: id });
     logEvent('info', 'build queued', { buildId: id, tenantId, repository: req.repository, contextBytes: size });
     return toBuildView(build);
+  }
+
+  /**
+   * A build from a context manifest (docs/adr/0025): by digest (a manifest this tenant built from
+   * before), or the manifest itself, checked, with every content present in the tenant's store.
+   */
+  private async submitManifest(tenantId: string, req: BuildRequest, body: Readable, secrets: ReadonlyMap<string, Buffer>): Promise<BuildView> {
+    const id = randomUUID();
+    const context = req.contextDigest ? await this.knownManifest(tenantId, req.contextDigest, body) : await this.storeManifest(tenantId, id, req, body);
+    const secretsSealed = secrets.size > 0 ? new Uint8Array(sealSecrets(this.config.secretsKey, id, secrets)) : null;
+    for (const v of secrets.values()) v.fill(0);
+    const registryAuthSealed =
+      req.registryAuth && Object.keys(req.registryAuth).length > 0
+        ? new Uint8Array(sealSecrets(this.config.secretsKey, id, registryAuthToEntries(req.registryAuth)))
+        : null;
+    const repository = await retryOnUniqueViolation(() =>
+      this.prisma.repository.upsert({
+        where: { tenantId_name: { tenantId, name: req.repository } },
+        update: {},
+        create: { tenantId, name: req.repository },
+      }),
+    );
+    const build = await this.quotas.withQueuedSlot(tenantId, (tx) =>
+      (tx ?? this.prisma).build.create({
+        data: {
+          id,
+          tenantId,
+          repositoryId: repository.id,
+          dockerfilePath: req.dockerfile,
+          target: req.target ?? null,
+          buildArgs: req.buildArgs,
+          noCache: req.noCache,
+          noCacheFilter: req.noCacheFilter,
+          tags: req.tags,
+          contextKey: context.contextKey,
+          contextSize: BigInt(context.size),
+          contextDigest: context.digest,
+          contextFormat: 'manifest',
+          secretsSealed,
+          registryAuthSealed,
+          queue: this.config.queuePrefix,
+        },
+        include: { repository: true, steps: true },
+      }),
+    );
+    await this.queue.add('build', { buildId: id, tenantId }, { jobId: id });
+    logEvent('info', 'build queued', { buildId: id, tenantId, repository: req.repository, contextBytes: context.size, contextFormat: 'manifest' });
+    return toBuildView(build);
+  }
+
+  /**
+   * A manifest this tenant already built from, named by its digest (Strata-Context-Digest): the
+   * earlier build's stored manifest is used again, as a rebuild does, and nothing is sent. 409 with
+   * `unknownManifest: true` when the tenant has none with that digest: send the manifest itself.
+   */
+  private async knownManifest(tenantId: string, digest: string, body: Readable): Promise<StoredContext> {
+    body.resume();
+    if (!/^sha256:[0-9a-f]{64}$/.test(digest)) throw new BadRequestException(`Invalid Strata-Context-Digest "${digest.slice(0, 100)}": give "sha256:" and 64 lowercase hex digits.`);
+    const earlier = await this.prisma.build.findFirst({
+      where: { tenantId, contextFormat: 'manifest', contextDigest: digest, contextKey: { not: null } },
+      orderBy: { createdAt: 'desc' },
+      select: { contextKey: true, contextSize: true },
+    });
+    if (!earlier?.contextKey || !(await this.storage.objects.stat(earlier.contextKey))) {
+      throw new ConflictException({ statusCode: 409, error: 'Conflict', message: `No earlier build of yours has the context manifest ${digest}: send the manifest itself.`, unknownManifest: true });
+    }
+    return { contextKey: earlier.contextKey, size: Number(earlier.contextSize ?? 0), digest };
+  }
+
+  /**
+   * A context sent as a manifest (docs/adr/0025): checked, every content present in the tenant's
+   * store (400 naming those that are not), then kept in its canonical form for the worker.
+   */
+  private async storeManifest(tenantId: string, id: string, req: BuildRequest, body: Readable): Promise<StoredContext> {
+    const manifest = await this.contextStore.readManifest(body, req.contentEncoding);
+    await this.contextStore.assertComplete(tenantId, manifest);
+    const contextKey = `contexts/${id}`;
+    // Stored as sent (gzip or JSON); readers check it again, so the canonical form is not needed there.
+    await this.storage.objects.put(contextKey, manifest.wire);
+    return { contextKey, size: manifest.bytes, digest: manifest.digest };
   }
 
   /**

@@ -7,7 +7,10 @@ import { FLEET_COUNTERS, fleetCountersKey, parseFleetCounterField } from '@strat
 import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
 import { FLEET_REDIS } from './fleet-redis.provider.js';
 
-/** Buckets, in seconds: builds take seconds to an hour, steps milliseconds to minutes. */
+/**
+ * Buckets, in seconds: builds take seconds to an hour, steps milliseconds to minutes. The triggers of
+ * migration 20261212000000_metrics_indexes count observations into these bounds: change both together.
+ */
 const BUILD_BUCKETS = [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600];
 const STEP_BUCKETS = [0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300];
 
@@ -23,8 +26,10 @@ interface HistogramRow {
 /**
  * /metrics in Prometheus text format. This process's own series (registry requests, Node) come
  * from prom-client; what describes the whole fleet is read at scrape time from where it is true:
- * queue depth, build and step durations and cache hits from Postgres (every replica shows the same
- * numbers, and nothing is lost when a worker dies), S3 errors and reconciler actions from the
+ * queue depth (builds queued or running, read on the status index), build and step durations and
+ * cache hits (histograms the database keeps up to date by trigger: a few rows, whatever the number of
+ * builds ever run) from Postgres (every replica shows the same numbers, nothing is lost when a worker
+ * dies, and the counters never go down when old builds are deleted), S3 errors and reconciler actions from the
  * fleet counters in Redis.
  */
 @Injectable()
@@ -56,12 +61,8 @@ export class MetricsService {
       this.registry.metrics(),
       this.queueDepth(),
       this.queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized', 'failed'),
-      this.durations(
-        `SELECT status::text AS outcome, EXTRACT(EPOCH FROM ("finishedAt" - "startedAt"))::float8 AS d FROM "Build" WHERE "finishedAt" IS NOT NULL AND "startedAt" IS NOT NULL AND status IN ('succeeded', 'failed', 'cancelled')`,
-        'outcome',
-        BUILD_BUCKETS,
-      ),
-      this.durations(`SELECT CASE WHEN cached THEN 'hit' ELSE 'miss' END AS cache, ("durationMs" / 1000.0)::float8 AS d FROM "BuildStep" WHERE "durationMs" IS NOT NULL`, 'cache', STEP_BUCKETS),
+      this.histogram('build', 'outcome', BUILD_BUCKETS),
+      this.histogram('step', 'cache', STEP_BUCKETS),
       this.fleetCounters(),
     ]);
     const out = [own.trimEnd()];
@@ -86,13 +87,25 @@ export class MetricsService {
     return rows.map((r) => ({ labels: { tenant: r.tenant, status: r.status }, value: Number(r.n) }));
   }
 
-  /** A cumulative histogram over every row of `source` (columns: the label, and d in seconds), counted in SQL. */
-  private async durations(source: string, label: string, les: number[]): Promise<HistogramRow[]> {
-    const columns = les.map((le, i) => `count(*) FILTER (WHERE d <= ${le}) AS b${i}`).join(', ');
-    const rows = await this.prisma.$queryRawUnsafe<Array<Record<string, unknown>>>(
-      `SELECT ${label} AS label, ${columns}, count(*) AS n, coalesce(sum(d), 0)::float8 AS s FROM (${source}) x GROUP BY ${label}`,
-    );
-    return rows.map((r) => ({ labels: { [label]: String(r.label) }, buckets: les.map((_, i) => Number(r[`b${i}`])), count: Number(r.n), sum: Number(r.s) }));
+  /**
+   * A cumulative histogram kept by the triggers of migration 20261212000000_metrics_indexes: one row
+   * per label and bucket, so a scrape costs the same whatever the number of builds ever run.
+   */
+  private async histogram(metric: 'build' | 'step', label: string, les: number[]): Promise<HistogramRow[]> {
+    const rows = await this.prisma.durationHistogram.findMany({ where: { metric } });
+    const byLabel = new Map<string, HistogramRow>();
+    for (const r of rows) {
+      const row = byLabel.get(r.label) ?? { labels: { [label]: r.label }, buckets: les.map(() => 0), count: 0, sum: 0 };
+      byLabel.set(r.label, row);
+      if (r.le === Infinity) {
+        row.count = Number(r.count);
+        row.sum = r.sum;
+      } else {
+        const i = les.indexOf(r.le);
+        if (i >= 0) row.buckets[i] = Number(r.count);
+      }
+    }
+    return [...byLabel.values()].sort((a, b) => (a.labels[label]! < b.labels[label]! ? -1 : 1));
   }
 
   private async fleetCounters(): Promise<Map<string, Array<{ labels: Labels; value: number }>>> {

@@ -6,8 +6,9 @@ import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { FilesystemDriver } from '@strata/blobstore';
-import { redisConnection, type BuildLogEntry, decodeStreamEntry } from '@strata/queue';
-import { BuildLog, type BuildLogLimits } from './build-log.js';
+import { type BuildLogEntry, decodeStreamEntry } from './build-log.js';
+import { BuildLog, type BuildLogLimits } from './build-log-writer.js';
+import { redisConnection } from './index.js';
 
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379/1';
 const prefix = `${process.env.STRATA_QUEUE_PREFIX ?? 'strata-unit'}-buildlog`;

@@ -1,8 +1,9 @@
 import type { Queue } from 'bullmq';
 import type { StrataConfig } from '@strata/config';
 import type { PrismaClient } from '@strata/db';
-import { type BuildJob, logEvent } from '@strata/queue';
-import type { BuildLogs } from './logs/build-log.js';
+import type { BuildLogs } from './build-log-writer.js';
+import type { BuildJob } from './index.js';
+import { logEvent } from './structured-log.js';
 
 /** What one pass changed, build ids by action. */
 export interface ReconcileReport {
@@ -12,6 +13,14 @@ export interface ReconcileReport {
   handedBack: string[];
   /** Running builds whose worker is gone once too often: failed, log ended. */
   failed: string[];
+  /** Build contexts whose upload was abandoned (the api streaming them went quiet, killed mid-upload): removed from S3. */
+  abandonedUploads: string[];
+}
+
+/** What the reconciler needs of the bucket: deleting an abandoned context, and aborting its multipart upload where S3 can list them. */
+export interface ReconcilerObjects {
+  delete(key: string): Promise<void>;
+  abortUploads?(key: string): Promise<number>;
 }
 
 /** A build just submitted may not have its job yet: the api records it, then queues it. */
@@ -26,7 +35,8 @@ const LIVE_JOB_STATES = new Set(['waiting', 'active', 'delayed', 'prioritized', 
 /**
  * Makes the queue agree with the build table, which is the truth (docs/adr/0011): a queued build
  * gets a job if it has none, a running build whose worker stopped beating is handed back (or
- * failed, with its log ended, after `maxAttempts` claims). One pass at a time per queue across
+ * failed, with its log ended, after `maxAttempts` claims), and a build context whose api died
+ * mid-upload is removed (docs/adr/0020). One pass at a time per queue across
  * every process, under a Postgres advisory lock, so the lock survives Redis losing its data.
  */
 export class Reconciler {
@@ -35,6 +45,8 @@ export class Reconciler {
       prisma: PrismaClient;
       queue: Queue<BuildJob>;
       logs?: BuildLogs;
+      /** Where build contexts are stored; without it abandoned uploads are not swept. */
+      objects?: ReconcilerObjects;
       config: Pick<StrataConfig, 'queuePrefix' | 'reconcile'>;
       now?: () => Date;
     },
@@ -58,7 +70,7 @@ export class Reconciler {
     const { prisma, config } = this.deps;
     const queue = config.queuePrefix;
     const now = this.deps.now?.() ?? new Date();
-    const report: ReconcileReport = { requeued: [], handedBack: [], failed: [] };
+    const report: ReconcileReport = { requeued: [], handedBack: [], failed: [], abandonedUploads: [] };
 
     const alive = new Set(
       (await prisma.workerHeartbeat.findMany({ where: { queue, seenAt: { gte: new Date(now.getTime() - config.reconcile.workerStaleMs) } }, select: { id: true } })).map((w) => w.id),
@@ -104,8 +116,34 @@ export class Reconciler {
       if (await this.ensureJob(b)) report.requeued.push(b.id);
     }
 
+    if (this.deps.objects) report.abandonedUploads = await this.sweepUploads(this.deps.objects, new Date(now.getTime() - config.reconcile.workerStaleMs));
+
     await prisma.workerHeartbeat.deleteMany({ where: { queue, seenAt: { lt: new Date(now.getTime() - HEARTBEAT_RETENTION_MS) } } });
     return report;
+  }
+
+  /**
+   * Context uploads whose api stopped refreshing them (killed mid-upload): each row is claimed the way
+   * the api claims it when it makes the Build (a delete, in one statement), so exactly one of them
+   * wins; then what reached S3 is deleted. A failed delete puts the row back for the next pass.
+   */
+  private async sweepUploads(objects: ReconcilerObjects, staleBefore: Date): Promise<string[]> {
+    const { prisma, config } = this.deps;
+    const stale = await prisma.contextUpload.findMany({ where: { queue: config.queuePrefix, updatedAt: { lt: staleBefore } }, take: BATCH });
+    const swept: string[] = [];
+    for (const u of stale) {
+      const claimed = await prisma.contextUpload.deleteMany({ where: { id: u.id, updatedAt: { lt: staleBefore } } });
+      if (claimed.count === 0) continue;
+      try {
+        await objects.abortUploads?.(u.key);
+        await objects.delete(u.key);
+        swept.push(u.id);
+      } catch (e) {
+        logEvent('warn', 'could not remove an abandoned build context; retrying on the next pass', { buildId: u.id, tenantId: u.tenantId, key: u.key, error: (e as Error).message });
+        await prisma.contextUpload.create({ data: u }).catch(() => undefined);
+      }
+    }
+    return swept;
   }
 
   /**
@@ -143,7 +181,7 @@ export function startReconciler(reconciler: Reconciler, intervalMs: number, onRe
     running ??= reconciler
       .runOnce()
       .then((r) => {
-        if (r && r.requeued.length + r.handedBack.length + r.failed.length > 0) onReport(r);
+        if (r && Object.values(r).some((ids) => ids.length > 0)) onReport(r);
       })
       .catch((e: Error) => {
         logEvent('error', 'reconcile pass failed', { error: e.message });

@@ -5,7 +5,7 @@ import type { Storage, StorageDriver } from '@strata/blobstore';
 import type { BuildEvent } from '@strata/build-engine';
 import type { StrataConfig } from '@strata/config';
 import type { Digest } from '@strata/oci';
-import { BUILD_LOG_FIELD, buildLogArchiveKey, type BuildLogEvent, buildLogStreamKey, decodeStreamEntry, type EndEvent } from '@strata/queue';
+import { BUILD_LOG_FIELD, buildLogArchiveKey, type BuildLogEvent, buildLogStreamKey, decodeStreamEntry, type EndEvent } from './build-log.js';
 
 export type BuildLogLimits = Pick<StrataConfig['log'], 'stepMaxBytes' | 'buildMaxBytes' | 'lineMaxBytes'>;
 
