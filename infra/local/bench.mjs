@@ -3,7 +3,7 @@
 // benchmarks under bench/ and prints a table of ratios (Strata / peer; below 1 means Strata is faster).
 //   npm run bench                       both benchmarks, 5 runs per case
 //   npm run bench -- --runs 9           more runs per case (medians are reported)
-//   npm run bench -- --only parse       or --only build-cache, --only registry, --only console, --only load, --only run-sandbox
+//   npm run bench -- --only parse       or --only build-cache, --only registry, --only console, --only load, --only fairness, --only run-sandbox
 //                                       or --only large-context (BENCH_CTX_FILES, BENCH_CTX_MIB: 50,000 files, 1 GiB by default)
 //   npm run bench -- --write-docs       also replace the results block in docs/benchmarks.md
 // The build-cache benchmark starts dockerd, a docker-registry and Strata's api and worker itself and
@@ -24,7 +24,7 @@ const runs = Number(opt('runs', process.env.BENCH_RUNS ?? 5));
 const only = opt('only', 'all');
 const writeDocs = args.includes('--write-docs');
 if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs takes a positive integer');
-if (!['all', 'parse', 'build-cache', 'registry', 'console', 'load', 'run-sandbox', 'large-context'].includes(only)) throw new Error('--only takes parse, build-cache, registry, console, load, run-sandbox or large-context');
+if (!['all', 'parse', 'build-cache', 'registry', 'console', 'load', 'fairness', 'run-sandbox', 'large-context'].includes(only)) throw new Error('--only takes parse, build-cache, registry, console, load, fairness, run-sandbox or large-context');
 
 const started = Date.now();
 ensureDependencies();
@@ -71,9 +71,10 @@ const registry = only === 'all' || only === 'registry' ? runBench('registry', 'b
 if (only === 'all' || only === 'console') buildConsole();
 const consoleBench = only === 'all' || only === 'console' ? runBench('console', 'bench/console/bench.mjs') : null;
 const load = only === 'all' || only === 'load' ? runBench('load', 'bench/load/bench.mjs') : null;
+const fairness = only === 'all' || only === 'fairness' ? runBench('fairness', 'bench/fairness/bench.mjs') : null;
 const sandbox = only === 'all' || only === 'run-sandbox' ? runBench('run-sandbox', 'bench/run-sandbox/bench.ts', loader) : null;
 const largeContext = only === 'all' || only === 'large-context' ? runBench('large-context', 'bench/large-context/bench.mjs') : null;
-for (const b of [parse, cache, registry, consoleBench, load, sandbox, largeContext]) if (b && (b.status !== 0 || b.result.error)) failed = true;
+for (const b of [parse, cache, registry, consoleBench, load, fairness, sandbox, largeContext]) if (b && (b.status !== 0 || b.result.error)) failed = true;
 
 const ms = (x) => (x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(0)} ms`);
 const opt2 = (x) => (x == null || Number.isNaN(x) ? '-' : ms(x));
@@ -136,6 +137,22 @@ if (load) {
   }
   lines.push('');
 }
+if (fairness) {
+  const f = fairness.result;
+  if (f.error) lines.push(`Fairness benchmark failed: ${f.error.split('\n')[0]}`);
+  else {
+    lines.push(`Fairness: one tenant submits ${f.backlog} builds at once, a quiet tenant ${f.quietBuilds} builds spread over that backlog (the n-th once n/${f.quietBuilds + 1} of it has started); ${f.workers} workers (concurrency ${f.concurrency} each); every build succeeded and was claimed once:`);
+    lines.push('');
+    lines.push('| scheduling | quiet tenant: queue wait median | max | busy builds started ahead of a quiet one (max) | busy tenant: queue wait median | builds/min |');
+    lines.push('|---|---:|---:|---:|---:|---:|');
+    for (const [mode, m] of Object.entries(f.modes)) {
+      lines.push(`| ${mode} | ${m.quietWaitMedian.toFixed(2)} s | ${m.quietWaitMax.toFixed(2)} s | ${m.busyStartedAheadMax} | ${m.busyWaitMedian.toFixed(1)} s | ${m.buildsPerMinute.toFixed(0)} |`);
+    }
+    lines.push('');
+    lines.push(`Per quiet build (busy builds still queued when it arrived → started ahead of it, its wait): ${Object.entries(f.modes).map(([mode, m]) => `${mode}: ${m.quiet.map((q) => `${q.busyStillQueued}→${q.busyStartedAhead}, ${q.waitSeconds.toFixed(2)} s`).join('; ')}`).join(' · ')}`);
+  }
+  lines.push('');
+}
 if (sandbox) {
   const r = sandbox.result;
   if (r.error) lines.push(`RUN sandbox benchmark failed: ${r.error.split('\n')[0]}`);
@@ -180,7 +197,7 @@ if (consoleBench) {
 const table = lines.join('\n');
 process.stdout.write(`\n${table}\n`);
 writeFileSync(path.join(resultsDir, 'latest.md'), `${table}\n`);
-writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null, registry: registry?.result ?? null, console: consoleBench?.result ?? null, load: load?.result ?? null, largeContext: largeContext?.result ?? null }, null, 2));
+writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null, registry: registry?.result ?? null, console: consoleBench?.result ?? null, load: load?.result ?? null, fairness: fairness?.result ?? null, runSandbox: sandbox?.result ?? null, largeContext: largeContext?.result ?? null }, null, 2));
 
 if (writeDocs) {
   const doc = path.join(root, 'docs/benchmarks.md');

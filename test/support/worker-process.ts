@@ -30,6 +30,7 @@ export function envOf(config: StrataConfig): Record<string, string> {
     STRATA_MAX_CONTEXT_BYTES: String(config.maxContextBytes),
     STRATA_MAX_CONTEXT_ENTRIES: String(config.maxContextEntries),
     STRATA_WORKER_CONCURRENCY: String(config.workerConcurrency),
+    STRATA_SCHEDULING: config.scheduling,
     STRATA_RUN_NETWORK: config.run.network,
     STRATA_RUN_SUBNET: config.run.subnet,
     STRATA_RUN_MEMORY_BYTES: String(config.run.memoryBytes),

@@ -16,7 +16,7 @@ import { FleetRedisModule } from './metrics/fleet-redis.provider.js';
 import { MetricsController } from './metrics/metrics.controller.js';
 import { MetricsService } from './metrics/metrics.service.js';
 import { RegistryRequestsMiddleware } from './metrics/registry-requests.middleware.js';
-import { BuildsQueueCloser, buildsQueueProvider } from './queue.provider.js';
+import { buildQueueProviders } from './queue.provider.js';
 import { ReconcilerService } from './reconcile/reconciler.service.js';
 import { RepositoriesController } from './repositories/repositories.controller.js';
 import { RepositoriesService } from './repositories/repositories.service.js';
@@ -38,7 +38,7 @@ export class AppModule implements NestModule {
       module: AppModule,
       imports: [configModule, FleetRedisModule, DbModule, AuthModule, AuditModule, TenancyModule, RegistryModule, LogsModule, TriggersModule, OidcModule],
       controllers: [HealthController, WhoamiController, BuildsController, ContextsController, RepositoriesController, DockerfileController, MetricsController],
-      providers: [BuildsQueueCloser, BuildsService, ContextStoreService, RepositoriesService, buildsQueueProvider, storageProvider, MetricsService, ReconcilerService],
+      providers: [...buildQueueProviders, BuildsService, ContextStoreService, RepositoriesService, storageProvider, MetricsService, ReconcilerService],
     };
   }
 

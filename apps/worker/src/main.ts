@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { type Storage, storageFromConfig } from '@strata/blobstore';
 import { buildCancelChannel, loadConfig, type StrataConfig } from '@strata/config';
 import { createPrismaClient, type PrismaClient } from '@strata/db';
-import { addToFleetCounter, BUILDS_QUEUE, type BuildJob, BuildLogs, type FleetCounter, GC_QUEUE, logEvent, Reconciler, redisConnection, startHeartbeat, startReconciler, WORKER_LOCK } from '@strata/queue';
+import { addToFleetCounter, BUILDS_QUEUE, type BuildJob, BuildLogs, BuildScheduler, type FleetCounter, GC_QUEUE, logEvent, Reconciler, redisConnection, startHeartbeat, startReconciler, WORKER_LOCK } from '@strata/queue';
 import { GarbageCollector } from '@strata/registry';
 import { BuildRunner } from './build-runner.js';
 import { claimConcurrencySlot } from './concurrency-slot.js';
@@ -33,6 +33,9 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   const runner = new BuildRunner({ prisma, storage, config, logs, executor: runtime, rootfs: runtime, workerId });
   // Beating before taking jobs: a build this worker claims is never mistaken for an orphan.
   const heartbeat = await startHeartbeat(prisma, workerId, config);
+  // Builds go back on the queue (handed back, or re-added by the reconciler) through the scheduler, with a fair start tag.
+  const buildsQueue = new Queue<BuildJob>(BUILDS_QUEUE, { connection: redisConnection(config.redisUrl), prefix: config.queuePrefix });
+  const scheduler = BuildScheduler.open(buildsQueue, logRedis, config.scheduling);
   // BullMQ aborts the signal on worker.cancelJob()/cancelAllJobs(): the engine passes it to the RUN container, which runc kills.
   const worker = new Worker<BuildJob>(BUILDS_QUEUE, async (job, token, signal) => {
     const { buildId, tenantId } = job.data;
@@ -42,6 +45,8 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
       await job.moveToDelayed(Date.now() + 1000, token);
       throw new DelayedError();
     }
+    // Only a build that really starts moves the schedule's clock (a held one keeps its turn).
+    await scheduler.started(job);
     const started = Date.now();
     logEvent('info', 'build taken', { buildId, tenantId, workerId });
     try {
@@ -63,8 +68,7 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   cancels.on('message', (_channel, buildId: string) => worker.cancelJob(buildId, 'cancelled by the user'));
   await cancels.subscribe(buildCancelChannel(config.queuePrefix));
   const gc = await startGarbageCollection(config, prisma, storage, runtime);
-  const buildsQueue = new Queue<BuildJob>(BUILDS_QUEUE, { connection: redisConnection(config.redisUrl), prefix: config.queuePrefix });
-  const reconciler = new Reconciler({ prisma, queue: buildsQueue, logs, objects: storage.objects, config });
+  const reconciler = new Reconciler({ prisma, scheduler, logs, objects: storage.objects, config });
   const reconciling = startReconciler(reconciler, config.reconcile.intervalMs, (r) => {
     logEvent('info', 'reconciled the builds queue', { workerId, ...r });
     for (const [action, ids] of Object.entries(r)) if (ids.length > 0) count('strata_reconciler_actions_total', { action }, ids.length);
@@ -79,7 +83,7 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
       const grace = setTimeout(() => runner.handBackAll(), config.reconcile.drainMs);
       await closing;
       clearTimeout(grace);
-      for (const build of runner.handedBack) await reconciler.ensureJob(build).catch(() => undefined);
+      for (const build of runner.handedBack) await reconciler.ensureJob(build, 'front').catch(() => undefined);
       heartbeat.stop();
       await buildsQueue.close();
       // Cache mounts saved after the last steps reach S3 before the worker goes.

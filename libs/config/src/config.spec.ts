@@ -24,6 +24,12 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...base, STRATA_LOG_LINE_MAX_BYTES: '10' })).toThrow('STRATA_LOG_LINE_MAX_BYTES must be an integer of at least 256, got "10"');
   });
 
+  it('schedules fairly across tenants unless STRATA_SCHEDULING says fifo, and names a wrong value', () => {
+    expect(loadConfig(base).scheduling).toBe('fair');
+    expect(loadConfig({ ...base, STRATA_SCHEDULING: 'fifo' }).scheduling).toBe('fifo');
+    expect(() => loadConfig({ ...base, STRATA_SCHEDULING: 'drr' })).toThrow('STRATA_SCHEDULING must be fair or fifo, got "drr"');
+  });
+
   it('runs RUN steps in runc unless STRATA_RUN_RUNTIME picks gVisor, and names a runtime it does not know', () => {
     expect([loadConfig(base).run.runtime, loadConfig(base).run.runscPlatform]).toEqual(['runc', 'ptrace']);
     expect(loadConfig({ ...base, STRATA_RUN_RUNTIME: 'runsc', STRATA_RUN_RUNSC_PLATFORM: 'kvm' }).run).toMatchObject({ runtime: 'runsc', runscPlatform: 'kvm' });

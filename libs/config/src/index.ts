@@ -27,6 +27,8 @@ export interface StrataConfig {
   /** Most files a build context may hold. */
   maxContextEntries: number;
   workerConcurrency: number;
+  /** How workers pick the next build: `fair` across tenants (docs/adr/0023) or `fifo` (STRATA_SCHEDULING). */
+  scheduling: 'fair' | 'fifo';
   /** How RUN steps execute on a worker (STRATA_RUN_*). */
   run: RunSettings;
   /** Prefix for BullMQ keys, so several deployments (or test runs) can share one Redis. */
@@ -307,6 +309,12 @@ function cidrList(env: Env, name: string): string[] {
   return list;
 }
 
+function scheduling(env: Env): 'fair' | 'fifo' {
+  const mode = env.STRATA_SCHEDULING || 'fair';
+  if (mode !== 'fair' && mode !== 'fifo') throw new ConfigError(`STRATA_SCHEDULING must be fair or fifo, got "${mode}"`);
+  return mode;
+}
+
 export function loadConfig(env: Env = process.env): StrataConfig {
   const port = int(env, 'PORT', 3000);
   const host = env.HOST ?? '127.0.0.1';
@@ -330,6 +338,7 @@ export function loadConfig(env: Env = process.env): StrataConfig {
     maxContextBytes: int(env, 'STRATA_MAX_CONTEXT_BYTES', 4 * 1024 ** 3, 1),
     maxContextEntries: int(env, 'STRATA_MAX_CONTEXT_ENTRIES', 1_000_000, 1),
     workerConcurrency: int(env, 'STRATA_WORKER_CONCURRENCY', 2, 1),
+    scheduling: scheduling(env),
     run: runSettings(env),
     queuePrefix: env.STRATA_QUEUE_PREFIX ?? 'strata',
     registrySecret: registrySecret(env),

@@ -26,6 +26,8 @@ export const WORKER_LOCK = { lockDuration: 15_000, stalledInterval: 5_000 } as c
 
 export * from './build-log.js';
 export * from './build-log-writer.js';
+export * from './build-scheduler.js';
 export * from './reconciler.js';
 export * from './fleet-counters.js';
+export * from './start-tags.js';
 export * from './structured-log.js';

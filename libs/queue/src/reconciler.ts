@@ -1,8 +1,8 @@
-import type { Queue } from 'bullmq';
 import type { StrataConfig } from '@strata/config';
 import type { PrismaClient } from '@strata/db';
 import type { BuildLogs } from './build-log-writer.js';
-import type { BuildJob } from './index.js';
+import type { BuildScheduler } from './build-scheduler.js';
+import type { Placement } from './start-tags.js';
 import { logEvent } from './structured-log.js';
 
 /** What one pass changed, build ids by action. */
@@ -43,7 +43,8 @@ export class Reconciler {
   constructor(
     private readonly deps: {
       prisma: PrismaClient;
-      queue: Queue<BuildJob>;
+      /** The builds queue, and the fair start tags new jobs get (docs/adr/0023). */
+      scheduler: BuildScheduler;
       logs?: BuildLogs;
       /** Where build contexts are stored; without it abandoned uploads are not swept. */
       objects?: ReconcilerObjects;
@@ -101,7 +102,8 @@ export class Reconciler {
       const log = this.deps.logs?.open(b.id);
       log?.line(null, 'system', `${gone}; the build goes back to the queue`);
       await log?.flush();
-      await this.ensureJob(b);
+      // It had its turn already: back at the front of its tenant's line.
+      await this.ensureJob(b, 'front');
       report.handedBack.push(b.id);
     }
 
@@ -151,12 +153,12 @@ export class Reconciler {
    * left completed or failed (its run ended without finishing the build) is replaced: BullMQ
    * ignores an add whose job id already exists.
    */
-  async ensureJob(build: { id: string; tenantId: string }): Promise<boolean> {
-    const { queue } = this.deps;
-    const state = await queue.getJobState(build.id);
+  async ensureJob(build: { id: string; tenantId: string }, placement: Placement = 'back'): Promise<boolean> {
+    const { scheduler } = this.deps;
+    const state = await scheduler.queue.getJobState(build.id);
     if (LIVE_JOB_STATES.has(state)) return false;
-    if (state !== 'unknown') await queue.remove(build.id);
-    await queue.add('build', { buildId: build.id, tenantId: build.tenantId }, { jobId: build.id });
+    if (state !== 'unknown') await scheduler.queue.remove(build.id);
+    await scheduler.enqueue({ buildId: build.id, tenantId: build.tenantId }, placement);
     return true;
   }
 }

@@ -6,10 +6,10 @@ import { gunzipSync } from 'node:zlib';
 import { buildCancelChannel, sealSecrets, STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService, type Prisma, retryOnUniqueViolation } from '@strata/db';
 import { type RegistryAuth, registryAuthToEntries } from '@strata/registry';
-import { logEvent, redisConnection } from '@strata/queue';
+import { type BuildScheduler, logEvent, redisConnection } from '@strata/queue';
 import { CONTEXT_MANIFEST_MEDIA_TYPE, readTarEntries } from '@strata/oci';
 import { ContextStoreService } from '../contexts/context-store.service.js';
-import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
+import { BUILD_SCHEDULER_TOKEN, BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
 import { QuotasService } from '../tenancy/quotas.service.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
 import { toBuildView, type BuildView } from './build-view.js';
@@ -61,6 +61,7 @@ export class BuildsService implements OnModuleDestroy {
     @Inject(STRATA_CONFIG) private readonly config: StrataConfig,
     @Inject(STORAGE) private readonly storage: Storage,
     @Inject(BUILDS_QUEUE_TOKEN) private readonly queue: BuildsQueue,
+    @Inject(BUILD_SCHEDULER_TOKEN) private readonly scheduler: BuildScheduler,
     private readonly quotas: QuotasService,
     private readonly contextStore: ContextStoreService,
   ) {}
@@ -188,7 +189,7 @@ export class BuildsService implements OnModuleDestroy {
       }
       throw e;
     }
-    await this.queue.add('build', { buildId: id, tenantId }, { jobId: id });
+    await this.scheduler.enqueue({ buildId: id, tenantId });
     logEvent('info', 'build queued', { buildId: id, tenantId, repository: req.repository, contextBytes: size });
     return toBuildView(build);
   }
@@ -236,7 +237,7 @@ export class BuildsService implements OnModuleDestroy {
         include: { repository: true, steps: true },
       }),
     );
-    await this.queue.add('build', { buildId: id, tenantId }, { jobId: id });
+    await this.scheduler.enqueue({ buildId: id, tenantId });
     logEvent('info', 'build queued', { buildId: id, tenantId, repository: req.repository, contextBytes: context.size, contextFormat: 'manifest' });
     return toBuildView(build);
   }
@@ -327,11 +328,13 @@ export class BuildsService implements OnModuleDestroy {
         contextSize: first.contextSize,
         contextDigest: first.contextDigest,
         contextFormat: first.contextFormat,
+        // The reconciler of this queue re-enqueues it if its job is lost (docs/adr/0011).
+        queue: this.config.queuePrefix,
         ...(fromGit ? { gitSource: first.gitSource as Prisma.InputJsonValue, commitSha: first.commitSha } : {}),
       },
       include: { repository: true, steps: true },
     }));
-    await this.queue.add('build', { buildId: build.id, tenantId }, { jobId: build.id });
+    await this.scheduler.enqueue({ buildId: build.id, tenantId });
     return toBuildView(build);
   }
 

@@ -3,7 +3,8 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { openSecrets, STRATA_CONFIG, type StrataConfig, triggerSealScope } from '@strata/config';
 import { type Prisma, PrismaService, retryOnUniqueViolation, type Trigger } from '@strata/db';
-import { BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
+import type { BuildScheduler } from '@strata/queue';
+import { BUILD_SCHEDULER_TOKEN } from '../queue.provider.js';
 import { QuotasService } from '../tenancy/quotas.service.js';
 import { decidePush, type PathFilter, type TriggerRule } from '../triggers/trigger-rules.js';
 import { type HookEvent, PayloadError, type Push, readHookEvent } from './push-event.js';
@@ -50,7 +51,7 @@ export class HooksService {
   constructor(
     private readonly prisma: PrismaService,
     @Inject(STRATA_CONFIG) private readonly config: StrataConfig,
-    @Inject(BUILDS_QUEUE_TOKEN) private readonly queue: BuildsQueue,
+    @Inject(BUILD_SCHEDULER_TOKEN) private readonly scheduler: BuildScheduler,
     private readonly quotas: QuotasService,
   ) {}
 
@@ -191,7 +192,7 @@ export class HooksService {
       const first = await this.prisma.webhookDelivery.findUnique({ where: { triggerId_deliveryId: { triggerId: trigger.id, deliveryId } } });
       return { deliveryId, outcome: 'duplicate', reason: `delivery ${deliveryId} was received before (${first?.outcome ?? 'recorded'}); nothing new starts`, buildId: first?.buildId ?? null };
     }
-    if (buildId) await this.queue.add('build', { buildId, tenantId: trigger.tenantId }, { jobId: buildId });
+    if (buildId) await this.scheduler.enqueue({ buildId, tenantId: trigger.tenantId });
     return { deliveryId, outcome: result.outcome, reason: result.reason, buildId };
   }
 }

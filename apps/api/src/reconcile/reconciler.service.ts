@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { hostname } from 'node:os';
 import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService } from '@strata/db';
-import { addToFleetCounter, BUILDS_QUEUE, type BuildJob, BuildLogs, logEvent, Reconciler, redisConnection, startReconciler } from '@strata/queue';
+import { addToFleetCounter, BUILDS_QUEUE, type BuildJob, BuildLogs, BuildScheduler, logEvent, Reconciler, redisConnection, startReconciler } from '@strata/queue';
 import { FLEET_REDIS } from '../metrics/fleet-redis.provider.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
 
@@ -34,7 +34,9 @@ export class ReconcilerService implements OnApplicationBootstrap, OnModuleDestro
     this.queue = new Queue<BuildJob>(BUILDS_QUEUE, { connection: redisConnection(config.redisUrl), prefix: config.queuePrefix });
     this.logRedis = new Redis({ ...redisConnection(config.redisUrl), protocol: 2 });
     const logs = new BuildLogs({ redis: this.logRedis, storage: this.storage, config });
-    const reconciler = new Reconciler({ prisma: this.prisma, queue: this.queue, logs, objects: this.storage.objects, config });
+    // Re-added builds get fair start tags as the api's own submissions do (docs/adr/0023).
+    const scheduler = BuildScheduler.open(this.queue, this.logRedis, config.scheduling);
+    const reconciler = new Reconciler({ prisma: this.prisma, scheduler, logs, objects: this.storage.objects, config });
     const apiId = `api ${hostname()}:${process.pid}`;
     this.loop = startReconciler(reconciler, config.reconcile.intervalMs, (r) => {
       logEvent('info', 'reconciled the builds queue', { by: apiId, ...r });

@@ -2,7 +2,7 @@ import { Module } from '@nestjs/common';
 import { AuditModule } from '../audit/audit.module.js';
 import { HooksController } from '../hooks/hooks.controller.js';
 import { HooksService } from '../hooks/hooks.service.js';
-import { BuildsQueueCloser, buildsQueueProvider } from '../queue.provider.js';
+import { buildQueueProviders } from '../queue.provider.js';
 import { TriggersController } from './triggers.controller.js';
 import { TriggersService } from './triggers.service.js';
 
@@ -10,6 +10,6 @@ import { TriggersService } from './triggers.service.js';
 @Module({
   imports: [AuditModule],
   controllers: [TriggersController, HooksController],
-  providers: [TriggersService, HooksService, buildsQueueProvider, BuildsQueueCloser],
+  providers: [TriggersService, HooksService, ...buildQueueProviders],
 })
 export class TriggersModule {}
