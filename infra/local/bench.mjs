@@ -3,7 +3,8 @@
 // benchmarks under bench/ and prints a table of ratios (Strata / peer; below 1 means Strata is faster).
 //   npm run bench                       both benchmarks, 5 runs per case
 //   npm run bench -- --runs 9           more runs per case (medians are reported)
-//   npm run bench -- --only parse       or --only build-cache, --only registry, --only console, --only load, --only fairness or --only run-sandbox
+//   npm run bench -- --only parse       or --only build-cache, --only registry, --only console, --only load, --only fairness, --only run-sandbox
+//                                       or --only large-context (BENCH_CTX_FILES, BENCH_CTX_MIB: 50,000 files, 1 GiB by default)
 //   npm run bench -- --write-docs       also replace the results block in docs/benchmarks.md
 // The build-cache benchmark starts dockerd, a docker-registry and Strata's api and worker itself and
 // stops them when it ends (also on failure or Ctrl-C). PostgreSQL, Redis and S3 are left running, as
@@ -23,7 +24,7 @@ const runs = Number(opt('runs', process.env.BENCH_RUNS ?? 5));
 const only = opt('only', 'all');
 const writeDocs = args.includes('--write-docs');
 if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs takes a positive integer');
-if (!['all', 'parse', 'build-cache', 'registry', 'console', 'load', 'fairness', 'run-sandbox'].includes(only)) throw new Error('--only takes parse, build-cache, registry, console, load, fairness or run-sandbox');
+if (!['all', 'parse', 'build-cache', 'registry', 'console', 'load', 'fairness', 'run-sandbox', 'large-context'].includes(only)) throw new Error('--only takes parse, build-cache, registry, console, load, fairness, run-sandbox or large-context');
 
 const started = Date.now();
 ensureDependencies();
@@ -72,7 +73,8 @@ const consoleBench = only === 'all' || only === 'console' ? runBench('console', 
 const load = only === 'all' || only === 'load' ? runBench('load', 'bench/load/bench.mjs') : null;
 const fairness = only === 'all' || only === 'fairness' ? runBench('fairness', 'bench/fairness/bench.mjs') : null;
 const sandbox = only === 'all' || only === 'run-sandbox' ? runBench('run-sandbox', 'bench/run-sandbox/bench.ts', loader) : null;
-for (const b of [parse, cache, registry, consoleBench, load, fairness, sandbox]) if (b && (b.status !== 0 || b.result.error)) failed = true;
+const largeContext = only === 'all' || only === 'large-context' ? runBench('large-context', 'bench/large-context/bench.mjs') : null;
+for (const b of [parse, cache, registry, consoleBench, load, fairness, sandbox, largeContext]) if (b && (b.status !== 0 || b.result.error)) failed = true;
 
 const ms = (x) => (x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(0)} ms`);
 const opt2 = (x) => (x == null || Number.isNaN(x) ? '-' : ms(x));
@@ -94,6 +96,20 @@ if (cache) {
   if (run10) lines.push('', `Strata per-RUN step time (median over the ten RUN steps, then over runs; step durations as the worker records them): ${ms(run10.strataRunStepMs)} (target: under 150 ms).`);
   for (const n of c.notes ?? []) lines.push('', `Note: ${n}`);
   if (c.error) lines.push('', `Build-cache benchmark failed: ${c.error.split('\n')[0]}`);
+  lines.push('');
+}
+if (largeContext) {
+  const g = largeContext.result;
+  lines.push(`Large context: ${g.files ?? '?'} files, ${g.contextBytes ? (g.contextBytes / 1024 ** 2).toFixed(0) : '?'} MiB, FROM scratch + COPY . /app/; Strata (strata build, manifest upload, from its start to its exit) vs BuildKit (dockerd ${g.dockerVersion ?? '?'}: docker build + docker push to a local registry)`);
+  lines.push('');
+  lines.push('| case | Strata | BuildKit | ratio Strata/BuildKit | Strata sent |');
+  lines.push('|---|---:|---:|---:|---|');
+  for (const r of g.rows ?? []) {
+    const sent = r.strataSent ? `${r.strataSent.contents} contents (${(r.strataSent.contentBytes / 1024 ** 2).toFixed(1)} MiB) + manifest ${(r.strataSent.manifestBytes / 1024).toFixed(0)} KiB, ${r.strataSent.hashed} files hashed` : '-';
+    lines.push(`| ${r.case} | ${ms(r.strataMs)} | ${ms(r.buildkitMs)} | **${r.ratio.toFixed(2)}** | ${sent} |`);
+  }
+  for (const n of g.notes ?? []) lines.push('', `Note: ${n}`);
+  if (g.error) lines.push('', `Large-context benchmark failed: ${g.error.split('\n')[0]}`);
   lines.push('');
 }
 if (registry) {
@@ -181,7 +197,7 @@ if (consoleBench) {
 const table = lines.join('\n');
 process.stdout.write(`\n${table}\n`);
 writeFileSync(path.join(resultsDir, 'latest.md'), `${table}\n`);
-writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null, registry: registry?.result ?? null, console: consoleBench?.result ?? null, load: load?.result ?? null, fairness: fairness?.result ?? null, runSandbox: sandbox?.result ?? null }, null, 2));
+writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null, registry: registry?.result ?? null, console: consoleBench?.result ?? null, load: load?.result ?? null, fairness: fairness?.result ?? null, runSandbox: sandbox?.result ?? null, largeContext: largeContext?.result ?? null }, null, 2));
 
 if (writeDocs) {
   const doc = path.join(root, 'docs/benchmarks.md');

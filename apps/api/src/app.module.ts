@@ -6,6 +6,8 @@ import { AuthModule } from './auth/auth.module.js';
 import { WhoamiController } from './auth/whoami.controller.js';
 import { BuildsController } from './builds/builds.controller.js';
 import { BuildsService } from './builds/builds.service.js';
+import { ContextsController } from './contexts/contexts.controller.js';
+import { ContextStoreService } from './contexts/context-store.service.js';
 import { DockerfileController } from './dockerfile/dockerfile.controller.js';
 import { HealthController } from './health/health.controller.js';
 import { LogsModule } from './logs/logs.module.js';
@@ -35,8 +37,8 @@ export class AppModule implements NestModule {
     return {
       module: AppModule,
       imports: [configModule, FleetRedisModule, DbModule, AuthModule, AuditModule, TenancyModule, RegistryModule, LogsModule, TriggersModule, OidcModule],
-      controllers: [HealthController, WhoamiController, BuildsController, RepositoriesController, DockerfileController, MetricsController],
-      providers: [...buildQueueProviders, BuildsService, RepositoriesService, storageProvider, MetricsService, ReconcilerService],
+      controllers: [HealthController, WhoamiController, BuildsController, ContextsController, RepositoriesController, DockerfileController, MetricsController],
+      providers: [...buildQueueProviders, BuildsService, ContextStoreService, RepositoriesService, storageProvider, MetricsService, ReconcilerService],
     };
   }
 

@@ -1,8 +1,11 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { scanContext } from './context-scan.js';
+import { MANIFEST_TYPE, manifestBody, uploadContents } from './context-upload.js';
+import { cacheDirOf, StatCache } from './stat-cache.js';
 import { ciIdToken, exchangeIdToken, type OidcSettings, OidcSetupError } from './oidc.js';
 
 /**
@@ -64,7 +67,10 @@ trigger create options:
   the webhook secret is STRATA_TRIGGER_SECRET, or made up and printed once; clone and
   status credentials come from STRATA_GIT_TOKEN (and STRATA_GIT_USERNAME), never from flags
 
-environment: STRATA_URL (default http://127.0.0.1:3000), STRATA_TOKEN (required unless --oidc)
+environment: STRATA_URL (default http://127.0.0.1:3000), STRATA_TOKEN (required unless --oidc),
+  STRATA_CONTEXT_UPLOAD (manifest, the default: send the context's manifest and only the
+  files the server lacks; tar: send the whole context as a tar), STRATA_CACHE_DIR (the stat
+  cache; default $XDG_CACHE_HOME/strata or ~/.cache/strata)
 exit codes: 0 built, 1 the build or a request failed, 2 bad usage
 `;
 
@@ -351,7 +357,7 @@ function client(io: CliIo) {
       } catch {
         data = { message: text };
       }
-      if (!res.ok) throw new RequestError(method, p, res.status, (data as { message?: string }).message ?? text);
+      if (!res.ok) throw new RequestError(method, p, res.status, (data as { message?: string }).message ?? text, data);
       return data as Record<string, unknown>;
     },
     stream(p: string, accept: string) {
@@ -366,6 +372,8 @@ class RequestError extends Error {
     p: string,
     readonly status: number,
     readonly serverMessage: string,
+    /** The answer's JSON body. */
+    readonly data: unknown = null,
   ) {
     super(`${method} ${p.split('?')[0]}: ${status} ${serverMessage}`);
   }
@@ -381,6 +389,55 @@ function tarStream(dir: string): ReadableStream<Uint8Array> {
       child.on('error', (e) => controller.error(e));
     },
   });
+}
+
+/**
+ * Starts the build from the context's manifest (docs/adr/0025). The build is sent first: when the
+ * tenant's store holds every content (an unchanged rebuild) that one request is all; otherwise the
+ * api answers which contents it lacks, only those are uploaded, and the build is sent again.
+ * Resolves with the created build, or null when the server predates manifests (the caller sends a tar).
+ */
+async function buildFromManifest(io: CliIo, c: ReturnType<typeof client>, dir: string, dockerfile: string, buildPath: string, extra: Array<[string, string]>, mark: (what: string) => void): Promise<Record<string, unknown> | null> {
+  const cache = await StatCache.open(cacheDirOf(io.env), dir);
+  const scan = await scanContext(dir, cache, { dockerfile });
+  const body = manifestBody(scan);
+  mark('scanned');
+  const send = () => c.json('POST', buildPath, body, [['content-type', MANIFEST_TYPE], ['content-encoding', 'gzip'], ...extra]);
+  let created: Record<string, unknown> | null = null;
+  let uploaded = { bytes: 0, requests: 0, contents: 0 };
+  let sends = 1;
+  // First by digest alone: a manifest this tenant built from before is not sent again.
+  const digest = `sha256:${createHash('sha256').update(JSON.stringify(scan.manifest)).digest('hex')}`;
+  try {
+    created = await c.json('POST', buildPath, '', [['content-type', MANIFEST_TYPE], ['strata-context-digest', digest], ...extra]);
+  } catch (e) {
+    if (!(e instanceof RequestError) || e.status >= 500) throw e;
+    sends += 1;
+  }
+  if (created) {
+    await cache.save(dir).catch((e: Error) => io.err(`strata: could not save the stat cache: ${e.message}\n`));
+    io.err(`context: ${scan.files} files, ${scan.bytes} bytes, ${scan.hashed} hashed; uploaded 0 contents (0 bytes) and the manifest (0 bytes) in 1 requests (the server had it: sent by its digest)\n`);
+    return created;
+  }
+  try {
+    created = await send();
+  } catch (e) {
+    if (!(e instanceof RequestError)) throw e;
+    if (e.status === 415 || e.status === 404) return null;
+    const missing = e.status === 400 ? (e.data as { missing?: unknown } | null)?.missing : undefined;
+    if (!Array.isArray(missing)) throw e;
+    const up = await uploadContents({ post: (p, b, h) => c.json('POST', p, b, h) }, scan, missing as string[]);
+    uploaded = { ...up, contents: missing.length };
+    mark('contents uploaded');
+    sends += 1;
+    created = await send();
+  }
+  // Kept only once the server took the contents: a failed upload is hashed again next time (cheap), never trusted wrongly.
+  await cache.save(dir).catch((e: Error) => io.err(`strata: could not save the stat cache: ${e.message}\n`));
+  io.err(
+    `context: ${scan.files} files, ${scan.bytes} bytes, ${scan.hashed} hashed; uploaded ${uploaded.contents} contents (${uploaded.bytes} bytes) and the manifest (${body.length} bytes) in ${sends + uploaded.requests} requests\n`,
+  );
+  return created;
 }
 
 /** Prints a build's events as they come; resolves with the final status. */
@@ -419,6 +476,12 @@ async function follow(io: CliIo, c: ReturnType<typeof client>, id: string): Prom
 }
 
 async function build(o: BuildOptions, io: CliIo): Promise<number> {
+  // STRATA_TRACE=1: where the time went, on stderr (for benchmarks and slow CI runs).
+  const t0 = performance.now();
+  const marks: string[] = [];
+  const mark = (what: string) => {
+    if (io.env.STRATA_TRACE) marks.push(`${what} ${Math.round(performance.now() - t0)} ms`);
+  };
   const cwd = io.cwd ?? process.cwd();
   const dir = path.resolve(cwd, o.dir);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`the build context ${o.dir} is not a directory`);
@@ -432,12 +495,15 @@ async function build(o: BuildOptions, io: CliIo): Promise<number> {
   for (const a of o.buildArgs) q.append('buildArg', a);
   if (o.noCache) q.set('noCache', 'true');
   for (const s of o.noCacheFilter) q.append('noCacheFilter', s);
-  const headers: Array<[string, string]> = [['content-type', 'application/x-tar']];
-  for (const s of o.secrets) headers.push(['strata-build-secret', `id=${s.id},src=${s.value.toString('base64')}`]);
-  for (const k of o.sshKeys) headers.push(['strata-build-ssh', `id=${k.id},src=${k.value.toString('base64')}`]);
-  let created;
+  const upload = (io.env.STRATA_CONTEXT_UPLOAD ?? 'manifest').toLowerCase();
+  if (upload !== 'manifest' && upload !== 'tar') throw new UsageError(`STRATA_CONTEXT_UPLOAD must be "manifest" or "tar", not "${io.env.STRATA_CONTEXT_UPLOAD}"`);
+  const extra: Array<[string, string]> = [];
+  for (const s of o.secrets) extra.push(['strata-build-secret', `id=${s.id},src=${s.value.toString('base64')}`]);
+  for (const k of o.sshKeys) extra.push(['strata-build-ssh', `id=${k.id},src=${k.value.toString('base64')}`]);
+  let created: Record<string, unknown> | null = null;
   try {
-    created = await c.json('POST', `/v1/builds?${q}`, tarStream(dir) as unknown as RequestInit['body'], headers);
+    if (upload === 'manifest') created = await buildFromManifest(io, c, dir, o.dockerfile ?? 'Dockerfile', `/v1/builds?${q}`, extra, mark);
+    created ??= await c.json('POST', `/v1/builds?${q}`, tarStream(dir) as unknown as RequestInit['body'], [['content-type', 'application/x-tar'], ...extra]);
   } catch (e) {
     // A server that cannot use SSH keys yet says so; the user learns which flag it was.
     if (o.sshKeys.length > 0 && e instanceof RequestError && e.status === 400 && /ssh/i.test(e.serverMessage)) {
@@ -451,8 +517,11 @@ async function build(o: BuildOptions, io: CliIo): Promise<number> {
     io.out(`${id}\n`);
     return 0;
   }
+  mark('build queued');
   const status = await follow(io, c, id);
+  mark('log ended');
   const b = await c.json('GET', `/v1/builds/${id}`);
+  if (marks.length > 0) io.err(`trace: ${marks.join(', ')}; the build's own times: queued ${String(b.createdAt)}, started ${String(b.startedAt)}, finished ${String(b.finishedAt)}\n`);
   if (status === 'succeeded') {
     io.err(`built ${o.repository}:${o.tags.join(',')} ${String(b.imageDigest)}\n`);
     return 0;
@@ -525,7 +594,9 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       io.err(`strata: ${e.message}\nRun "strata --help" for the usage.\n`);
       return 2;
     }
-    io.err(`strata: ${(e as Error).message}\n`);
+    // fetch says only "fetch failed"; what failed (a reset, a refused connection, a file read) is its cause.
+    const cause = (e as Error).cause as Error | undefined;
+    io.err(`strata: ${(e as Error).message}${cause?.message ? `: ${cause.message}` : ''}\n`);
     return 1;
   }
 }

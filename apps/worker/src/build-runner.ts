@@ -14,6 +14,7 @@ import {
 import type { ImageConfig } from '@strata/oci';
 import { ImageStore, type RegistryAuth, registryAuthFromEntries, RegistryClient, TenantImageResolver } from '@strata/registry';
 import { ContextCache, type ExtractedContext } from './context-cache.js';
+import { ContextPackCache } from './context-store.js';
 import { CommitStatusReporter } from './commit-status.js';
 import { type CommitRequest, GitCommitSource, gitContextDigest, GitFetchError } from './git-source.js';
 import { contextFailure } from './context-errors.js';
@@ -47,6 +48,8 @@ export class BuildRunner {
   private readonly images: ImageStore;
   private readonly layers: BlobLayerSink;
   private readonly contexts: ContextCache;
+  /** Packs of the tenants' content stores, for contexts sent as manifests. */
+  private readonly packs: ContextPackCache;
   /** Shared by builds without credentials, so anonymous registry tokens are reused. */
   private readonly registryClient: RegistryClient;
   /** Layer indexes (paths, owners) shared by every build on this worker. */
@@ -63,6 +66,7 @@ export class BuildRunner {
 
   constructor(private readonly deps: BuildRunnerDeps) {
     this.contexts = new ContextCache(path.resolve(deps.config.dataDir, 'contexts'));
+    this.packs = new ContextPackCache(deps.prisma, deps.storage, path.resolve(deps.config.dataDir, 'context-packs'));
     this.images = new ImageStore(deps.prisma, deps.storage.blobs);
     this.layers = new BlobLayerSink(deps.storage, deps.prisma, path.resolve(deps.config.dataDir, 'spool'));
     // Through the sink: a layer still being uploaded is read from its spool file.
@@ -128,6 +132,10 @@ export class BuildRunner {
           const req = fromGit.request;
           log?.line(null, 'system', `fetching commit ${req.sha} from ${req.cloneUrl}${req.context !== '.' ? ` (context ${req.context})` : ''}`);
           extracted = await this.contexts.open(build.tenantId, gitContextDigest(req), () => this.git.contextTar(req, path.join(workDir, 'git'), stop), limits);
+        } else if (build.contextFormat === 'manifest') {
+          // Sent as a manifest (docs/adr/0025): assembled from the tenant's content store, then indexed like an upload.
+          const assemble = async () => this.packs.tar(build.tenantId, await this.packs.manifest(build.contextKey!, limits));
+          extracted = await this.contexts.open(build.tenantId, build.contextDigest ?? `build-${build.id}`, assemble, limits);
         } else {
           const download = () => this.deps.storage.objects.get(build.contextKey!);
           // Contexts are kept by content digest; a build recorded without one is indexed under its own id.

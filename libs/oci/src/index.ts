@@ -10,3 +10,4 @@ export * from './tar-reader.js';
 export * from './oci-layout.js';
 export * from './rootfs-path.js';
 export * from './tar-index.js';
+export * from './context-manifest.js';

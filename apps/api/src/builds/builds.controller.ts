@@ -33,7 +33,11 @@ export class BuildsController {
   @Post()
   @HttpCode(202)
   @RequireScope('builds:write')
-  @ApiOperation({ summary: 'Start a build; the body is the build context as a tar or tar.gz archive' })
+  @ApiOperation({
+    summary:
+      'Start a build; the body is the build context as a tar or tar.gz archive, or as a context manifest ' +
+      '(Content-Type application/vnd.strata.context-manifest+json, optionally Content-Encoding: gzip) whose contents are all in the tenant\'s content store (POST /v1/contexts/manifest, POST /v1/contexts/blobs)',
+  })
   @ApiQuery({ name: 'repository', required: true })
   @ApiQuery({ name: 'tag', required: false, isArray: true })
   @ApiQuery({ name: 'dockerfile', required: false })
@@ -56,6 +60,13 @@ export class BuildsController {
       'A private key (PEM or OpenSSH, without a passphrase) for RUN --mount=type=ssh, as "id=<id>,src=<base64 key>" (what `strata build --ssh` sends); ' +
       'repeat the header for more keys, with the same id to put several keys in one agent. The worker loads them into an ssh-agent whose socket the step sees. ' +
       'Stored only encrypted (AES-256-GCM) with the secrets until the build ends, then erased; never returned, logged, cached or put in the image.',
+  })
+  @ApiHeader({
+    name: 'Strata-Context-Digest',
+    required: false,
+    description:
+      'sha256:<hex> of a context manifest (its canonical JSON) that this tenant built from before: the build uses that manifest again and the body is ignored (an unchanged rebuild sends no context at all). ' +
+      '409 with unknownManifest: true when there is none: send the manifest.',
   })
   @ApiHeader({
     name: 'Strata-Registry-Auth',
@@ -86,6 +97,8 @@ export class BuildsController {
       noCache: queryBool(q.noCache, 'noCache'),
       noCacheFilter: queryList(q.noCacheFilter).map((n) => n.toLowerCase()),
       contentType: req.headers['content-type'],
+      contentEncoding: req.headers['content-encoding'],
+      contextDigest: typeof req.headers['strata-context-digest'] === 'string' ? req.headers['strata-context-digest'].trim() : undefined,
       registryAuth,
     };
     try {

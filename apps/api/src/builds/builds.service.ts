@@ -2,11 +2,13 @@ import { BadRequestException, ConflictException, HttpException, HttpStatus, Inje
 import { Redis } from 'ioredis';
 import { createHash, randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
+import { gunzipSync } from 'node:zlib';
 import { buildCancelChannel, sealSecrets, STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService, type Prisma, retryOnUniqueViolation } from '@strata/db';
 import { type RegistryAuth, registryAuthToEntries } from '@strata/registry';
 import { type BuildScheduler, logEvent, redisConnection } from '@strata/queue';
-import { readTarEntries } from '@strata/oci';
+import { CONTEXT_MANIFEST_MEDIA_TYPE, readTarEntries } from '@strata/oci';
+import { ContextStoreService } from '../contexts/context-store.service.js';
 import { BUILD_SCHEDULER_TOKEN, BUILDS_QUEUE_TOKEN, type BuildsQueue } from '../queue.provider.js';
 import { QuotasService } from '../tenancy/quotas.service.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
@@ -24,6 +26,10 @@ export interface BuildRequest {
   noCache: boolean;
   noCacheFilter: string[];
   contentType: string | undefined;
+  /** For a context manifest: identity or gzip. */
+  contentEncoding?: string;
+  /** Strata-Context-Digest: build from the manifest of that digest this tenant already sent. */
+  contextDigest?: string;
   /** Registry credentials for FROM pulls; sealed before they are stored. */
   registryAuth?: RegistryAuth;
 }
@@ -33,6 +39,15 @@ const DOCKERFILE_MAX_BYTES = 4 * 1024 * 1024;
 
 /** The reconciler claimed this upload's row (it looked abandoned) before the Build could be made. */
 class ContextUploadSwept extends Error {}
+
+const isGzip = (b: Buffer) => b.length >= 2 && b[0] === 0x1f && b[1] === 0x8b;
+
+/** A context sent as a manifest, where it is kept (docs/adr/0025). */
+interface StoredContext {
+  contextKey: string;
+  size: number;
+  digest: string;
+}
 
 const CONTEXT_TYPES = new Set(['application/x-tar', 'application/tar', 'application/gzip', 'application/x-gzip', 'application/octet-stream']);
 
@@ -48,6 +63,7 @@ export class BuildsService implements OnModuleDestroy {
     @Inject(BUILDS_QUEUE_TOKEN) private readonly queue: BuildsQueue,
     @Inject(BUILD_SCHEDULER_TOKEN) private readonly scheduler: BuildScheduler,
     private readonly quotas: QuotasService,
+    private readonly contextStore: ContextStoreService,
   ) {}
 
   /**
@@ -56,10 +72,11 @@ export class BuildsService implements OnModuleDestroy {
    */
   async submit(tenantId: string, req: BuildRequest, body: Readable, secrets: ReadonlyMap<string, Buffer> = new Map()): Promise<BuildView> {
     const type = (req.contentType ?? '').split(';')[0].trim().toLowerCase();
+    if (req.contextDigest || type === CONTEXT_MANIFEST_MEDIA_TYPE) return this.submitManifest(tenantId, req, body, secrets);
     if (!CONTEXT_TYPES.has(type)) {
       body.resume();
       throw new UnsupportedMediaTypeException(
-        `The build context must be sent as application/x-tar or application/gzip, not "${req.contentType ?? 'nothing'}".`,
+        `The build context must be sent as application/x-tar or application/gzip, not "${req.contentType ?? 'nothing'}" (or as a context manifest: ${CONTEXT_MANIFEST_MEDIA_TYPE}).`,
       );
     }
     const id = randomUUID();
@@ -178,6 +195,86 @@ export class BuildsService implements OnModuleDestroy {
   }
 
   /**
+   * A build from a context manifest (docs/adr/0025): by digest (a manifest this tenant built from
+   * before), or the manifest itself, checked, with every content present in the tenant's store.
+   */
+  private async submitManifest(tenantId: string, req: BuildRequest, body: Readable, secrets: ReadonlyMap<string, Buffer>): Promise<BuildView> {
+    const id = randomUUID();
+    const context = req.contextDigest ? await this.knownManifest(tenantId, req.contextDigest, body) : await this.storeManifest(tenantId, id, req, body);
+    const secretsSealed = secrets.size > 0 ? new Uint8Array(sealSecrets(this.config.secretsKey, id, secrets)) : null;
+    for (const v of secrets.values()) v.fill(0);
+    const registryAuthSealed =
+      req.registryAuth && Object.keys(req.registryAuth).length > 0
+        ? new Uint8Array(sealSecrets(this.config.secretsKey, id, registryAuthToEntries(req.registryAuth)))
+        : null;
+    const repository = await retryOnUniqueViolation(() =>
+      this.prisma.repository.upsert({
+        where: { tenantId_name: { tenantId, name: req.repository } },
+        update: {},
+        create: { tenantId, name: req.repository },
+      }),
+    );
+    const build = await this.quotas.withQueuedSlot(tenantId, (tx) =>
+      (tx ?? this.prisma).build.create({
+        data: {
+          id,
+          tenantId,
+          repositoryId: repository.id,
+          dockerfilePath: req.dockerfile,
+          target: req.target ?? null,
+          buildArgs: req.buildArgs,
+          noCache: req.noCache,
+          noCacheFilter: req.noCacheFilter,
+          tags: req.tags,
+          contextKey: context.contextKey,
+          contextSize: BigInt(context.size),
+          contextDigest: context.digest,
+          contextFormat: 'manifest',
+          secretsSealed,
+          registryAuthSealed,
+          queue: this.config.queuePrefix,
+        },
+        include: { repository: true, steps: true },
+      }),
+    );
+    await this.scheduler.enqueue({ buildId: id, tenantId });
+    logEvent('info', 'build queued', { buildId: id, tenantId, repository: req.repository, contextBytes: context.size, contextFormat: 'manifest' });
+    return toBuildView(build);
+  }
+
+  /**
+   * A manifest this tenant already built from, named by its digest (Strata-Context-Digest): the
+   * earlier build's stored manifest is used again, as a rebuild does, and nothing is sent. 409 with
+   * `unknownManifest: true` when the tenant has none with that digest: send the manifest itself.
+   */
+  private async knownManifest(tenantId: string, digest: string, body: Readable): Promise<StoredContext> {
+    body.resume();
+    if (!/^sha256:[0-9a-f]{64}$/.test(digest)) throw new BadRequestException(`Invalid Strata-Context-Digest "${digest.slice(0, 100)}": give "sha256:" and 64 lowercase hex digits.`);
+    const earlier = await this.prisma.build.findFirst({
+      where: { tenantId, contextFormat: 'manifest', contextDigest: digest, contextKey: { not: null } },
+      orderBy: { createdAt: 'desc' },
+      select: { contextKey: true, contextSize: true },
+    });
+    if (!earlier?.contextKey || !(await this.storage.objects.stat(earlier.contextKey))) {
+      throw new ConflictException({ statusCode: 409, error: 'Conflict', message: `No earlier build of yours has the context manifest ${digest}: send the manifest itself.`, unknownManifest: true });
+    }
+    return { contextKey: earlier.contextKey, size: Number(earlier.contextSize ?? 0), digest };
+  }
+
+  /**
+   * A context sent as a manifest (docs/adr/0025): checked, every content present in the tenant's
+   * store (400 naming those that are not), then kept in its canonical form for the worker.
+   */
+  private async storeManifest(tenantId: string, id: string, req: BuildRequest, body: Readable): Promise<StoredContext> {
+    const manifest = await this.contextStore.readManifest(body, req.contentEncoding);
+    await this.contextStore.assertComplete(tenantId, manifest);
+    const contextKey = `contexts/${id}`;
+    // Stored as sent (gzip or JSON); readers check it again, so the canonical form is not needed there.
+    await this.storage.objects.put(contextKey, manifest.wire);
+    return { contextKey, size: manifest.bytes, digest: manifest.digest };
+  }
+
+  /**
    * A queued build is cancelled here and its job removed (a worker that already took the job finds it
    * cancelled and skips it); a running one is cancelled by the worker holding it, told over Redis.
    */
@@ -230,6 +327,7 @@ export class BuildsService implements OnModuleDestroy {
         contextKey: first.contextKey,
         contextSize: first.contextSize,
         contextDigest: first.contextDigest,
+        contextFormat: first.contextFormat,
         // The reconciler of this queue re-enqueues it if its job is lost (docs/adr/0011).
         queue: this.config.queuePrefix,
         ...(fromGit ? { gitSource: first.gitSource as Prisma.InputJsonValue, commitSha: first.commitSha } : {}),
@@ -247,6 +345,7 @@ export class BuildsService implements OnModuleDestroy {
     const gone = () => new NotFoundException(`Build "${id}" has no stored build context, so its Dockerfile cannot be shown.`);
     if (!build.contextKey || !(await this.storage.objects.stat(build.contextKey))) throw gone();
     const wanted = build.dockerfilePath.replace(/^\.\//, '');
+    if (build.contextFormat === 'manifest') return this.dockerfileFromManifest(tenantId, id, build.contextKey, wanted);
     const context = await this.storage.objects.get(build.contextKey);
     try {
       for await (const entry of readTarEntries(context, { maxUncompressedBytes: this.config.maxContextBytes * 4 })) {
@@ -262,6 +361,21 @@ export class BuildsService implements OnModuleDestroy {
       throw new ConflictException(`The build context of build "${id}" could not be read: ${(e as Error).message}.`);
     }
     throw new NotFoundException(`The build context of build "${id}" has no regular file at "${wanted}".`);
+  }
+
+  private async dockerfileFromManifest(tenantId: string, id: string, key: string, wanted: string): Promise<{ path: string; text: string }> {
+    const chunks: Buffer[] = [];
+    for await (const c of await this.storage.objects.get(key)) chunks.push(c as Buffer);
+    const stored = Buffer.concat(chunks);
+    const { entries } = JSON.parse((isGzip(stored) ? gunzipSync(stored) : stored).toString('utf8')) as { entries: Array<{ path: string; type: string; size?: number; digest?: string }> };
+    const entry = entries.find((e) => e.path === wanted);
+    if (entry?.type !== 'file' || !entry.digest) throw new NotFoundException(`The build context of build "${id}" has no regular file at "${wanted}".`);
+    if ((entry.size ?? 0) > DOCKERFILE_MAX_BYTES) throw new ConflictException(`${wanted} is larger than ${DOCKERFILE_MAX_BYTES} bytes.`);
+    const content = await this.contextStore.read(tenantId, entry.digest);
+    if (!content) throw new ConflictException(`The content of ${wanted} in build "${id}" is no longer in the content store.`);
+    const out: Buffer[] = [];
+    for await (const c of content) out.push(c as Buffer);
+    return { path: wanted, text: Buffer.concat(out).toString('utf8') };
   }
 
   async get(tenantId: string, id: string, repositories: readonly string[] = []): Promise<BuildView> {

@@ -29,7 +29,7 @@ export class QuotasService {
 
   async usage(tenantId: string, now = new Date()): Promise<Usage> {
     const monthStart = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
-    const [running, queued, minutes, stored] = await Promise.all([
+    const [running, queued, minutes, stored, contexts] = await Promise.all([
       this.prisma.build.count({ where: { tenantId, status: 'running' } }),
       this.prisma.build.count({ where: { tenantId, status: 'queued' } }),
       // Time on a worker this month: builds still running count up to now; a build started last month counts from the 1st.
@@ -43,12 +43,14 @@ export class QuotasService {
           UNION SELECT m.digest FROM "Manifest" m WHERE m."tenantId" = ${tenantId}::uuid
           UNION SELECT mb.digest FROM "ManifestBlob" mb JOIN "Manifest" m ON m.id = mb."manifestId" WHERE m."tenantId" = ${tenantId}::uuid
           UNION SELECT c.result->'layer'->'descriptor'->>'digest' FROM "CacheEntry" c WHERE c."tenantId" = ${tenantId}::uuid)`,
+      // The tenant's own content store for incremental contexts (docs/adr/0025).
+      this.prisma.$queryRaw<{ bytes: number | null }[]>`SELECT SUM(size)::float8 AS bytes FROM "ContextBlob" WHERE "tenantId" = ${tenantId}::uuid`,
     ]);
     return {
       concurrentBuilds: running,
       queuedBuilds: queued,
       buildMinutesThisMonth: Math.round(((minutes[0]?.ms ?? 0) / 60_000) * 100) / 100,
-      storedBytes: stored[0]?.bytes ?? 0,
+      storedBytes: (stored[0]?.bytes ?? 0) + (contexts[0]?.bytes ?? 0),
     };
   }
 
@@ -72,7 +74,7 @@ export class QuotasService {
     this.check(tenant, usage, 'maxStoredBytes', HttpStatus.FORBIDDEN);
   }
 
-  /** Refuses a push or an import once the tenant stores as many bytes as its quota allows. */
+  /** Refuses a push, an import or a context upload once the tenant stores as many bytes as its quota allows. */
   async assertCanStore(tenantId: string): Promise<void> {
     const tenant = await this.prisma.tenant.findUniqueOrThrow({ where: { id: tenantId } });
     if (limitOf(tenant, 'maxStoredBytes') === null) return;

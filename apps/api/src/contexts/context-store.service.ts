@@ -1,0 +1,189 @@
+import { BadRequestException, HttpException, HttpStatus, Inject, Injectable, UnsupportedMediaTypeException } from '@nestjs/common';
+import { createHash, randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { PassThrough, Readable } from 'node:stream';
+import { gunzipSync } from 'node:zlib';
+import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
+import { PrismaService } from '@strata/db';
+import { type ContextManifest, ContextManifestError, parseContextManifest, readTarEntries, TarExtractionError, TarFormatError } from '@strata/oci';
+import { readSmallBody } from '../common/body.js';
+import { STORAGE, type Storage } from '../storage/storage.provider.js';
+
+/** Most bytes a manifest may take on the wire (gzip) and once inflated: about 1,000,000 entries. */
+const MAX_MANIFEST_WIRE_BYTES = 128 * 1024 * 1024;
+const MAX_MANIFEST_JSON_BYTES = 512 * 1024 * 1024;
+/** Digests looked up per query. */
+const LOOKUP_BATCH = 10_000;
+const BLOB_NAME = /^(?:sha256:)?([0-9a-f]{64})$/;
+
+export const BLOB_BATCH_TYPES = new Set(['application/x-tar', 'application/tar', 'application/gzip', 'application/x-gzip', 'application/octet-stream']);
+
+export interface StoredBatch {
+  /** Contents newly stored for the tenant. */
+  stored: number;
+  /** Their bytes. */
+  bytes: number;
+  /** Contents in the batch the tenant already had (or that repeated in the batch). */
+  skipped: number;
+}
+
+/**
+ * The tenant's content store for incremental contexts (docs/adr/0025). Every lookup is by tenant:
+ * a tenant asking about a content only another tenant holds hears that it is missing.
+ */
+@Injectable()
+export class ContextStoreService {
+  constructor(
+    private readonly prisma: PrismaService,
+    @Inject(STRATA_CONFIG) private readonly config: StrataConfig,
+    @Inject(STORAGE) private readonly storage: Storage,
+  ) {}
+
+  /** Reads and checks a manifest body (JSON, or JSON with Content-Encoding: gzip); 400 saying what is wrong. */
+  async readManifest(body: Readable, contentEncoding: string | undefined): Promise<ContextManifest & { wire: Buffer }> {
+    const encoding = (contentEncoding ?? 'identity').trim().toLowerCase();
+    if (encoding !== 'identity' && encoding !== 'gzip') {
+      body.resume();
+      throw new UnsupportedMediaTypeException(`Content-Encoding "${contentEncoding}" is not supported for a context manifest: send it as is or with gzip.`);
+    }
+    const wire = await readSmallBody(body, MAX_MANIFEST_WIRE_BYTES, 'context manifest');
+    let text: Buffer = wire;
+    if (encoding === 'gzip') {
+      try {
+        text = gunzipSync(wire, { maxOutputLength: MAX_MANIFEST_JSON_BYTES });
+      } catch (e) {
+        throw new BadRequestException(`The context manifest is not valid gzip data, or inflates past ${MAX_MANIFEST_JSON_BYTES} bytes: ${(e as Error).message}.`);
+      }
+    }
+    if (text.length === 0) throw new BadRequestException('The request body is empty: send the context manifest as JSON {"version": 1, "entries": [...]}.');
+    let json: unknown;
+    try {
+      json = JSON.parse(text.toString('utf8'));
+    } catch (e) {
+      throw new BadRequestException(`The context manifest is not valid JSON: ${(e as Error).message}.`);
+    }
+    try {
+      // `wire` is what was sent (gzip when it came gzipped): a quarter of the canonical JSON's bytes to store.
+      return { ...parseContextManifest(json, { maxEntries: this.config.maxContextEntries, maxBytes: this.config.maxContextBytes }), wire };
+    } catch (e) {
+      if (e instanceof ContextManifestError) throw new BadRequestException(`Invalid context manifest: ${e.message}.`);
+      throw e;
+    }
+  }
+
+  /** The contents (as "sha256:<hex>") of `digests` this tenant's store lacks, in the order given. */
+  async missing(tenantId: string, digests: Iterable<string>): Promise<string[]> {
+    const wanted = [...new Set(digests)];
+    const have = new Set<string>();
+    for (let i = 0; i < wanted.length; i += LOOKUP_BATCH) {
+      const hex = wanted.slice(i, i + LOOKUP_BATCH).map((d) => d.replace(/^sha256:/, ''));
+      // One array parameter, not one parameter per digest: the query stays small for 10,000 digests.
+      const rows = await this.prisma.$queryRaw<Array<{ digest: string }>>`SELECT digest FROM "ContextBlob" WHERE "tenantId" = ${tenantId}::uuid AND digest = ANY(${hex}::text[])`;
+      for (const r of rows) have.add(`sha256:${r.digest}`);
+    }
+    return wanted.filter((d) => !have.has(d));
+  }
+
+  /** Refuses (400) a manifest whose contents are not all in the tenant's store, naming a few. */
+  async assertComplete(tenantId: string, manifest: ContextManifest): Promise<void> {
+    const missing = await this.missing(tenantId, manifest.contents.keys());
+    if (missing.length === 0) return;
+    const named = missing.slice(0, 5).map((d) => `${d} (${JSON.stringify(manifest.contents.get(d)!.path)})`);
+    // `missing` lists them all (the caller's own manifest, looked up in its own store): a client may
+    // send the build first and upload only when told, so an unchanged rebuild is one request.
+    throw new BadRequestException({
+      statusCode: 400,
+      error: 'Bad Request',
+      message:
+        `The context manifest names ${missing.length} content${missing.length === 1 ? '' : 's'} not in your content store: ${named.join(', ')}${missing.length > 5 ? ', …' : ''}. ` +
+        'Upload them with POST /v1/contexts/blobs (POST /v1/contexts/manifest lists what is missing), then send the build again.',
+      missing,
+    });
+  }
+
+  /**
+   * Stores a batch of contents: a tar (or tar.gz) whose regular files are each named by the sha256
+   * of their content. Each is verified while it streams into one pack object (the contents back to
+   * back); nothing is recorded unless every one matched its name.
+   */
+  async storeBatch(tenantId: string, body: Readable, contentType: string | undefined): Promise<StoredBatch> {
+    const type = (contentType ?? '').split(';')[0].trim().toLowerCase();
+    if (!BLOB_BATCH_TYPES.has(type)) {
+      body.resume();
+      throw new UnsupportedMediaTypeException(`Send the contents as a tar (application/x-tar) or tar.gz (application/gzip) of files named by their sha256, not "${contentType ?? 'nothing'}".`);
+    }
+    const packKey = `context-store/${tenantId}/${randomUUID()}`;
+    const pack = new PassThrough({ highWaterMark: 1024 * 1024 });
+    const upload = this.storage.objects.put(packKey, pack);
+    upload.catch(() => undefined);
+    const rows: Array<{ digest: string; offset: number; size: number }> = [];
+    const inBatch = new Set<string>();
+    let offset = 0;
+    let skipped = 0;
+    const maxBytes = this.config.maxContextBytes;
+    try {
+      let entries = 0;
+      for await (const { header, body: content } of readTarEntries(body, { maxUncompressedBytes: maxBytes + 64 * 1024 * 1024 })) {
+        entries += 1;
+        if (header.type === 'directory' && /^\.?\/?$/.test(header.name)) continue;
+        const name = BLOB_NAME.exec(header.name.replace(/^\.\//, ''));
+        if (header.type !== 'file' || !name) {
+          throw new BadRequestException(`Entry ${JSON.stringify(header.name.slice(0, 200))} of the batch is not a regular file named by the sha256 of its content (64 lowercase hex digits).`);
+        }
+        const hex = name[1];
+        if (inBatch.has(hex)) {
+          skipped += 1;
+          continue;
+        }
+        inBatch.add(hex);
+        const hash = createHash('sha256');
+        const start = offset;
+        for await (const chunk of content) {
+          hash.update(chunk as Buffer);
+          offset += (chunk as Buffer).length;
+          if (offset > maxBytes) throw new HttpException({ statusCode: 413, error: 'Payload Too Large', message: `The batch holds more than the context limit of ${maxBytes} bytes.` }, HttpStatus.PAYLOAD_TOO_LARGE);
+          if (!pack.write(chunk)) await Promise.race([once(pack, 'drain'), upload]);
+        }
+        const actual = hash.digest('hex');
+        if (actual !== hex) throw new BadRequestException(`Entry ${JSON.stringify(header.name)} of the batch does not match its name: its content's sha256 is ${actual}.`);
+        rows.push({ digest: hex, offset: start, size: offset - start });
+      }
+      if (entries === 0) throw new BadRequestException('The batch holds no files: send a tar of the missing contents, each named by its sha256.');
+      pack.end();
+      await upload;
+    } catch (e) {
+      pack.destroy();
+      await upload.catch(() => undefined);
+      await this.storage.objects.delete(packKey).catch(() => undefined);
+      body.resume();
+      if (e instanceof TarFormatError || e instanceof TarExtractionError) throw new BadRequestException(`The batch is not a valid tar archive: ${e.message}.`);
+      throw e;
+    }
+    const created = { count: 0 };
+    // In slices: one statement holds at most 65,535 parameters.
+    for (let i = 0; i < rows.length; i += 5_000) {
+      const r = await this.prisma.contextBlob.createMany({
+        data: rows.slice(i, i + 5_000).map((x) => ({ tenantId, digest: x.digest, packKey, offset: BigInt(x.offset), size: BigInt(x.size) })),
+        skipDuplicates: true,
+      });
+      created.count += r.count;
+    }
+    // Every content was already there (a retry, or a race with another upload): the pack serves nothing.
+    if (created.count === 0) await this.storage.objects.delete(packKey).catch(() => undefined);
+    const storedBytes = created.count === rows.length ? offset : await this.bytesIn(tenantId, packKey);
+    return { stored: created.count, bytes: storedBytes, skipped: skipped + rows.length - created.count };
+  }
+
+  private async bytesIn(tenantId: string, packKey: string): Promise<number> {
+    const sum = await this.prisma.contextBlob.aggregate({ where: { tenantId, packKey }, _sum: { size: true } });
+    return Number(sum._sum.size ?? 0);
+  }
+
+  /** The bytes of one stored content (for reading a manifest build's Dockerfile), or null when the tenant has none. */
+  async read(tenantId: string, digest: string): Promise<Readable | null> {
+    const row = await this.prisma.contextBlob.findUnique({ where: { tenantId_digest: { tenantId, digest: digest.replace(/^sha256:/, '') } } });
+    if (!row) return null;
+    if (row.size === 0n) return Readable.from([]);
+    return this.storage.objects.get(row.packKey, { offset: Number(row.offset), length: Number(row.size) });
+  }
+}

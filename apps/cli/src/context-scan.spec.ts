@@ -1,0 +1,99 @@
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { scanContext } from './context-scan.js';
+import { StatCache } from './stat-cache.js';
+
+const sha = (s: string) => `sha256:${createHash('sha256').update(s).digest('hex')}`;
+const OLD = 1_700_000_000;
+
+function tree(files: Record<string, string>): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'strata-scan-'));
+  for (const [rel, content] of Object.entries(files)) {
+    mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
+    writeFileSync(path.join(dir, rel), content);
+    utimesSync(path.join(dir, rel), OLD, OLD);
+  }
+  return dir;
+}
+
+describe('scanContext and the stat cache', () => {
+  let cacheDir: string;
+  beforeEach(() => {
+    cacheDir = mkdtempSync(path.join(tmpdir(), 'strata-statcache-'));
+  });
+
+  it('lists every path with mode, mtime and digest, sorted, a content once among the sources', async () => {
+    const dir = tree({ Dockerfile: 'FROM scratch\n', 'a/b.txt': 'b', 'a/c.txt': 'b' });
+    symlinkSync('b.txt', path.join(dir, 'a/link'));
+    const scan = await scanContext(dir, await StatCache.open(null, dir), { dockerfile: 'Dockerfile' });
+    expect(scan.manifest.entries.map((e) => [e.path, e.type])).toEqual([
+      ['.', 'dir'],
+      ['Dockerfile', 'file'],
+      ['a', 'dir'],
+      ['a/b.txt', 'file'],
+      ['a/c.txt', 'file'],
+      ['a/link', 'symlink'],
+    ]);
+    const b = scan.manifest.entries.find((e) => e.path === 'a/b.txt');
+    expect(b).toEqual({ path: 'a/b.txt', type: 'file', mode: 0o644 & ~process.umask(), mtime: OLD, size: 1, digest: sha('b') });
+    expect(scan.manifest.entries.find((e) => e.path === 'a/link')).toMatchObject({ target: 'b.txt' });
+    expect(scan.sources.size).toBe(2);
+    expect(scan.files).toBe(3);
+    expect(scan.hashed).toBe(3);
+  });
+
+  it('hashes nothing on a second scan of an unchanged tree, and only the changed file after an edit', async () => {
+    const files: Record<string, string> = { Dockerfile: 'FROM scratch\n' };
+    for (let i = 0; i < 50; i++) files[`src/f${i}`] = `content ${i}`;
+    const dir = tree(files);
+    const first = await StatCache.open(cacheDir, dir);
+    const s1 = await scanContext(dir, first, { dockerfile: 'Dockerfile' });
+    await first.save(dir);
+    expect(s1.hashed).toBe(51);
+
+    const second = await StatCache.open(cacheDir, dir);
+    const s2 = await scanContext(dir, second, { dockerfile: 'Dockerfile' });
+    await second.save(dir);
+    expect(s2.hashed).toBe(0);
+    expect(s2.manifest).toEqual(s1.manifest);
+
+    writeFileSync(path.join(dir, 'src/f7'), 'changed, same mtime');
+    utimesSync(path.join(dir, 'src/f7'), OLD, OLD);
+    const third = await StatCache.open(cacheDir, dir);
+    const s3 = await scanContext(dir, third, { dockerfile: 'Dockerfile' });
+    expect(s3.hashed).toBe(1);
+    expect(s3.manifest.entries.find((e) => e.path === 'src/f7')).toMatchObject({ digest: sha('changed, same mtime') });
+  });
+
+  it('hashes again a file modified after the previous scan started (racily clean), even with the same stamp', async () => {
+    const dir = tree({ Dockerfile: 'x' });
+    const future = Date.now() / 1000 + 3600;
+    utimesSync(path.join(dir, 'Dockerfile'), future, future);
+    const first = await StatCache.open(cacheDir, dir);
+    await scanContext(dir, first, { dockerfile: 'Dockerfile' });
+    await first.save(dir);
+    const second = await StatCache.open(cacheDir, dir);
+    expect((await scanContext(dir, second, { dockerfile: 'Dockerfile' })).hashed).toBe(1);
+  });
+
+  it('leaves out what .dockerignore excludes, but always sends the Dockerfile and .dockerignore', async () => {
+    const dir = tree({
+      'docker/app.Dockerfile': 'FROM scratch\n',
+      '.dockerignore': 'docker\nnode_modules\n*.log\n.dockerignore\n',
+      'node_modules/x/index.js': 'x',
+      'keep.txt': 'k',
+      'debug.log': 'l',
+      'docker/other': 'o',
+    });
+    const scan = await scanContext(dir, await StatCache.open(null, dir), { dockerfile: 'docker/app.Dockerfile' });
+    expect(scan.manifest.entries.map((e) => e.path)).toEqual(['.', '.dockerignore', 'docker', 'docker/app.Dockerfile', 'keep.txt']);
+  });
+
+  it('walks an ignored directory when an exception may let a file back in', async () => {
+    const dir = tree({ Dockerfile: 'x', '.dockerignore': 'vendor\n!vendor/keep.go\n', 'vendor/keep.go': 'k', 'vendor/drop.go': 'd' });
+    const scan = await scanContext(dir, await StatCache.open(null, dir), { dockerfile: 'Dockerfile' });
+    expect(scan.manifest.entries.map((e) => e.path)).toEqual(['.', '.dockerignore', 'Dockerfile', 'vendor', 'vendor/keep.go']);
+  });
+});

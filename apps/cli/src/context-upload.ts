@@ -1,0 +1,111 @@
+import { open } from 'node:fs/promises';
+import { gzipSync } from 'node:zlib';
+import type { ContextScan } from './context-scan.js';
+
+export const MANIFEST_TYPE = 'application/vnd.strata.context-manifest+json';
+/** A batch of contents closes at this many bytes or files (each is one request). */
+const BATCH_BYTES = 64 * 1024 * 1024;
+const BATCH_FILES = 10_000;
+/** Batches sent at once. */
+const PARALLEL_BATCHES = 2;
+
+export interface UploadClient {
+  /** POST `body` to `path`; resolves with the parsed JSON answer, throws on a non-2xx one. */
+  post(path: string, body: RequestInit['body'], headers: Array<[string, string]>): Promise<Record<string, unknown>>;
+}
+
+/** The manifest as a request body: JSON, gzip-compressed (50,000 entries are a few MB of JSON). */
+export function manifestBody(scan: ContextScan): Buffer {
+  return gzipSync(Buffer.from(JSON.stringify(scan.manifest)), { level: 6 });
+}
+
+/**
+ * Uploads the contents the server said it lacks, in tar batches of files named by digest. A file
+ * that changed since it was hashed is refused by the api (its digest no longer matches) or here
+ * (its size), and the build is not started: run it again.
+ */
+export async function uploadContents(c: UploadClient, scan: ContextScan, missing: string[]): Promise<{ bytes: number; requests: number }> {
+  const batches: Array<Array<{ digest: string; file: string; size: number }>> = [];
+  let current: Array<{ digest: string; file: string; size: number }> = [];
+  let currentBytes = 0;
+  for (const digest of missing) {
+    const src = scan.sources.get(digest);
+    if (!src) throw new Error(`the server asked for ${digest}, which this context does not hold`);
+    if (current.length > 0 && (currentBytes + src.size > BATCH_BYTES || current.length >= BATCH_FILES)) {
+      batches.push(current);
+      current = [];
+      currentBytes = 0;
+    }
+    current.push({ digest, ...src });
+    currentBytes += src.size;
+  }
+  if (current.length > 0) batches.push(current);
+  let bytes = 0;
+  let next = 0;
+  const send = async () => {
+    while (next < batches.length) {
+      const batch = batches[next++];
+      await c.post('/v1/contexts/blobs', batchStream(batch) as unknown as RequestInit['body'], [['content-type', 'application/x-tar']]);
+      bytes += batch.reduce((n, b) => n + b.size, 0);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PARALLEL_BATCHES, batches.length) }, send));
+  return { bytes, requests: batches.length };
+}
+
+/** A ustar header for a regular file named `name` (ASCII, at most 100 bytes) of `size` bytes. */
+function tarHeader(name: string, size: number): Buffer {
+  const b = Buffer.alloc(512);
+  b.write(name, 0, 100, 'ascii');
+  b.write('0000644\0', 100, 8, 'ascii');
+  b.write('0000000\0', 108, 8, 'ascii');
+  b.write('0000000\0', 116, 8, 'ascii');
+  if (size > 0o77777777777) throw new Error(`a file of ${size} bytes is too large to upload`);
+  b.write(`${size.toString(8).padStart(11, '0')}\0`, 124, 12, 'ascii');
+  b.write('00000000000\0', 136, 12, 'ascii');
+  b.fill(0x20, 148, 156);
+  b.write('0', 156, 1, 'ascii');
+  b.write('ustar\u000000', 257, 8, 'ascii');
+  let sum = 0;
+  for (const byte of b) sum += byte;
+  b.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'ascii');
+  return b;
+}
+
+/** The batch as a tar stream, reading each file as it goes (never the batch whole in memory). */
+function batchStream(batch: Array<{ digest: string; file: string; size: number }>): ReadableStream<Uint8Array> {
+  const it = (async function* () {
+    for (const b of batch) {
+      yield tarHeader(b.digest.slice('sha256:'.length), b.size);
+      const h = await open(b.file, 'r');
+      try {
+        let done = 0;
+        while (done < b.size) {
+          const buf = Buffer.allocUnsafe(Math.min(1024 * 1024, b.size - done));
+          const { bytesRead } = await h.read(buf, 0, buf.length, done);
+          if (bytesRead === 0) throw new Error(`${b.file} changed while the context was being uploaded (it is shorter than when it was hashed): run the build again`);
+          done += bytesRead;
+          yield buf.subarray(0, bytesRead);
+        }
+      } finally {
+        await h.close();
+      }
+      if (b.size % 512 !== 0) yield Buffer.alloc(512 - (b.size % 512));
+    }
+    yield Buffer.alloc(1024);
+  })();
+  return new ReadableStream({
+    async pull(controller) {
+      try {
+        const { value, done } = await it.next();
+        if (done) controller.close();
+        else controller.enqueue(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
+      } catch (e) {
+        controller.error(e);
+      }
+    },
+    async cancel() {
+      await it.return(undefined);
+    },
+  });
+}

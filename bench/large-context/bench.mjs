@@ -1,0 +1,179 @@
+// Large-context benchmark (issue 17, docs/adr/0025): a context of BENCH_CTX_FILES files adding up to
+// BENCH_CTX_MIB MiB (default 50,000 files, 1 GiB), `FROM scratch` + `COPY . /app/`, built cold, rebuilt
+// unchanged and rebuilt with one file changed, timed from the client's start to the tag:
+//   Strata: `strata build` (apps/cli, the manifest upload with its stat cache) until it exits;
+//   BuildKit: `docker build` (dockerd 20.10, started as bench/build-cache starts it) + `docker push` to
+//   a local docker-registry (as bench/build-cache times it: the image is in a registry on both sides).
+// Cold: a fresh tenant and stat cache / `docker builder prune -af`, and a salt file new in every run,
+// so every layer is new everywhere. Side by side in one run, Strata then BuildKit in each iteration.
+// Started by infra/local/bench.mjs (--only large-context); writes its results as JSON to $BENCH_OUT.
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { installSignalHandlers, median, portOpen, reportAndExit, run, runAsync, runBench, startProcess, stopAll, waitFor } from '../support/procs.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const FILES = Number(process.env.BENCH_CTX_FILES ?? 50_000);
+const MIB = Number(process.env.BENCH_CTX_MIB ?? 1024);
+const API_PORT = Number(process.env.BENCH_API_PORT ?? 38231);
+const REGISTRY_PORT = Number(process.env.BENCH_REGISTRY_PORT ?? 5001);
+const DOCKER = '/usr/bin/docker';
+const KEEP = process.env.BENCH_KEEP === '1';
+
+const log = (m) => process.stderr.write(`[bench:large-context] ${m}\n`);
+const work = mkdtempSync(path.join(tmpdir(), 'sl-'));
+const resultsDir = path.join(root, 'bench/results');
+mkdirSync(resultsDir, { recursive: true });
+const regHost = `127.0.0.1:${REGISTRY_PORT}`;
+const dockerEnv = { PATH: process.env.PATH, HOME: work, DOCKER_HOST: `unix://${work}/d/docker.sock`, DOCKER_BUILDKIT: '1', DOCKER_CONFIG: path.join(work, 'docker-config'), DOCKER_CLI_HINTS: 'false' };
+const docker = (args) => runAsync(DOCKER, args, { env: dockerEnv });
+
+/** FILES files in 100 directories, MIB MiB in all (sizes spread around the mean), random bytes: incompressible, like most real contexts' bulk. */
+function makeContext() {
+  const dir = path.join(work, 'ctx');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'Dockerfile'), 'FROM scratch\nCOPY . /app/\n');
+  const mean = Math.floor((MIB * 1024 * 1024) / FILES);
+  const perDir = Math.ceil(FILES / 100);
+  const pool = randomBytes(4 * 1024 * 1024 + 2 * mean + 1);
+  for (let n = 0; n < FILES; n++) {
+    const d = path.join(dir, 'src', `d${Math.floor(n / perDir)}`);
+    if (n % perDir === 0) mkdirSync(d, { recursive: true });
+    const size = Math.floor(mean / 2) + ((n * 7919) % (mean + 1));
+    // A distinct slice of the pool per file, with the file's number in front: no two files share a content.
+    const start = (n * 104729) % (pool.length - size);
+    writeFileSync(path.join(d, `f${n}.bin`), Buffer.concat([Buffer.from(`${n}\n`), pool.subarray(start, start + size)]));
+  }
+  // Older than any scan, as a checked-out tree is (the stat cache trusts no file written during its last scan).
+  execFileSync('find', [dir, '-exec', 'touch', '-h', '-d', '@1700000000', '{}', '+']);
+  const bytes = Number(execFileSync('du', ['-sb', dir], { encoding: 'utf8' }).split('\t')[0]);
+  return { dir, bytes };
+}
+
+async function startPeers() {
+  if (await portOpen(REGISTRY_PORT)) throw new Error(`127.0.0.1:${REGISTRY_PORT} is taken; set BENCH_REGISTRY_PORT`);
+  const regDir = path.join(work, 'registry');
+  mkdirSync(regDir, { recursive: true });
+  writeFileSync(path.join(work, 'registry.yml'), ['version: 0.1', 'log: { level: error }', `storage: { filesystem: { rootdirectory: ${regDir} }, delete: { enabled: true } }`, `http: { addr: "${regHost}" }`, ''].join('\n'));
+  const reg = startProcess('docker-registry', '/usr/bin/docker-registry', ['serve', path.join(work, 'registry.yml')], { env: { PATH: process.env.PATH }, logFile: path.join(work, 'registry.log') });
+  const d = path.join(work, 'd');
+  mkdirSync(d, { recursive: true });
+  const dockerd = startProcess('dockerd', '/usr/sbin/dockerd', [
+    '--storage-driver', 'overlay2', '--data-root', path.join(d, 'data'), '--exec-root', path.join(d, 'exec'),
+    '--pidfile', path.join(d, 'docker.pid'), '-H', `unix://${d}/docker.sock`,
+    '--iptables=false', '--ip-forward=false', '--ip-masq=false', '--bridge=none',
+  ], { env: { PATH: process.env.PATH }, logFile: path.join(work, 'dockerd.log') });
+  await waitFor('docker-registry', () => portOpen(REGISTRY_PORT), 30000, reg);
+  await waitFor('dockerd', async () => {
+    try { await docker(['version', '--format', '{{.Server.Version}}']); return true; } catch { return false; }
+  }, 60000, dockerd);
+  return (await docker(['version', '--format', '{{.Server.Version}}'])).trim();
+}
+
+let apiUrl = '';
+async function startStrata() {
+  if (await portOpen(API_PORT)) throw new Error(`127.0.0.1:${API_PORT} is taken; set BENCH_API_PORT`);
+  const env = {
+    ...process.env, PORT: String(API_PORT), HOST: '127.0.0.1', STRATA_DATA_DIR: path.join(work, 'strata-worker'),
+    STRATA_QUEUE_PREFIX: `strata-bench-ctx-${process.pid}`, NODE_NO_WARNINGS: '1',
+    STRATA_MAX_CONTEXT_BYTES: String(Math.max(4 * 1024 ** 3, 2 * MIB * 1024 * 1024)),
+  };
+  const loader = ['--import', './bench/support/register-ts.mjs'];
+  const api = startProcess('strata-api', process.execPath, [...loader, 'apps/api/src/main.ts'], { env, cwd: root, logFile: path.join(work, 'api.log') });
+  startProcess('strata-worker', process.execPath, [...loader, 'apps/worker/src/bin.ts'], { env, cwd: root, logFile: path.join(work, 'worker.log') });
+  apiUrl = `http://127.0.0.1:${API_PORT}`;
+  await waitFor('strata api', async () => {
+    try { return (await fetch(`${apiUrl}/healthz`)).ok; } catch { return false; }
+  }, 60000, api);
+}
+
+function tenants(names) {
+  const out = run(process.execPath, ['--import', './bench/support/register-ts.mjs', 'bench/support/tenant.ts', ...names], { cwd: root, env: process.env });
+  return JSON.parse(out.trim().split('\n').pop());
+}
+
+/** `strata build DIR -t REF` from its start to its exit (the build succeeded and the tag moved); with the CLI's own account of what it sent. */
+function strataBuild(token, cacheDir, dir, ref) {
+  run('sync', []);
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(root, 'apps/cli/dist/bin.js'), 'build', dir, '-t', ref], {
+      env: { PATH: process.env.PATH, STRATA_URL: apiUrl, STRATA_TOKEN: token, STRATA_CACHE_DIR: cacheDir, STRATA_TRACE: '1' }, stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const ms = performance.now() - t0;
+      if (code !== 0) return reject(new Error(`strata build exited ${code}: ${stderr.slice(-2000)}`));
+      const m = /context: (\d+) files, (\d+) bytes, (\d+) hashed; uploaded (\d+) contents \((\d+) bytes\) and the manifest \((\d+) bytes\) in (\d+) requests/.exec(stderr);
+      const trace = /trace: (.*)/.exec(stderr)?.[1] ?? null;
+      resolve({ ms, trace, sent: m ? { files: +m[1], hashed: +m[3], contents: +m[4], contentBytes: +m[5], manifestBytes: +m[6], requests: +m[7] } : null });
+    });
+  });
+}
+
+async function buildkitBuild(image, dir) {
+  run('sync', []);
+  const t0 = performance.now();
+  await docker(['build', '-q', '--network', 'none', '-t', `${regHost}/${image}`, dir]);
+  await docker(['push', '-q', `${regHost}/${image}`]);
+  return { ms: performance.now() - t0 };
+}
+
+async function cleanup() {
+  await stopAll();
+  if (existsSync(path.join(work, 'd'))) run('sh', ['-c', `grep -o " ${work}/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null; true`]);
+  for (const f of ['dockerd.log', 'registry.log', 'api.log', 'worker.log']) {
+    if (existsSync(path.join(work, f))) cpSync(path.join(work, f), path.join(resultsDir, `large-context-${f}`));
+  }
+  if (!KEEP) rmSync(work, { recursive: true, force: true });
+}
+
+installSignalHandlers(cleanup);
+const result = { runs: RUNS, files: FILES, mib: MIB, rows: [], notes: [] };
+const status = await runBench(result, async () => {
+  execFileSync(path.join(root, 'node_modules/.bin/tsc'), ['-b', 'apps/cli/tsconfig.json'], { cwd: root, stdio: 'inherit' });
+  const t0 = performance.now();
+  const ctx = makeContext();
+  result.contextBytes = ctx.bytes;
+  log(`context: ${FILES} files, ${(ctx.bytes / 1024 ** 2).toFixed(0)} MiB made in ${((performance.now() - t0) / 1000).toFixed(1)} s (untimed)`);
+  const [dockerVersion] = await Promise.all([startPeers(), startStrata()]);
+  result.dockerVersion = dockerVersion;
+  const names = Array.from({ length: RUNS }, (_, i) => `bench-ctx-${process.pid}-${i}`);
+  const ts = tenants(names);
+  const salt = path.join(ctx.dir, 'salt.txt');
+  const cases = { cold: { s: [], b: [], sent: null }, noop: { s: [], b: [], sent: null }, one: { s: [], b: [], sent: null } };
+  const changed = path.join(ctx.dir, 'src/d50', `f${50 * Math.ceil(FILES / 100)}.bin`);
+  if (!existsSync(changed)) throw new Error(`${changed} was not made`);
+  for (let i = 0; i < RUNS; i++) {
+    const cacheDir = mkdtempSync(path.join(work, 'cli-cache-'));
+    writeFileSync(salt, `run ${process.pid} ${i}\n`);
+    execFileSync('touch', ['-d', '@1700000000', salt, ctx.dir]);
+    await docker(['builder', 'prune', '-af']);
+    const tag = (c) => `bench/large:${c}${i}`;
+    const record = (c, s, b) => {
+      cases[c].s.push(s.ms);
+      cases[c].b.push(b.ms);
+      cases[c].sent = s.sent;
+      cases[c].traces = [...(cases[c].traces ?? []), s.trace];
+      log(`${c} #${i + 1}: Strata ${s.ms.toFixed(0)} ms (${JSON.stringify(s.sent)}; ${s.trace}), BuildKit ${b.ms.toFixed(0)} ms`);
+    };
+    record('cold', await strataBuild(ts[i].token, cacheDir, ctx.dir, tag('cold')), await buildkitBuild(`large-cold-${i}:${i}`, ctx.dir));
+    record('noop', await strataBuild(ts[i].token, cacheDir, ctx.dir, tag('noop')), await buildkitBuild(`large-cold-${i}:noop`, ctx.dir));
+    writeFileSync(changed, `changed ${process.pid} ${i}\n`);
+    execFileSync('touch', ['-d', `@${1700000000 + i + 1}`, changed]);
+    record('one', await strataBuild(ts[i].token, cacheDir, ctx.dir, tag('one')), await buildkitBuild(`large-cold-${i}:one`, ctx.dir));
+  }
+  const label = { cold: '1 cold', noop: '2 no change', one: '3 one file changed' };
+  for (const [k, c] of Object.entries(cases)) {
+    result.rows.push({ case: `large context: ${label[k]}`, strataMs: median(c.s), buildkitMs: median(c.b), ratio: median(c.s) / median(c.b), strataRuns: c.s, buildkitRuns: c.b, strataSent: c.sent, strataTraces: c.traces });
+  }
+  if (FILES !== 50_000 || MIB !== 1024) result.notes.push(`Smaller than the issue's 50,000 files / 1 GiB: ${FILES} files, ${MIB} MiB (BENCH_CTX_FILES, BENCH_CTX_MIB), to fit the time of this run.`);
+  return 0;
+}, cleanup, log);
+reportAndExit(result, status);
