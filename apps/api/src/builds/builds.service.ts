@@ -133,45 +133,14 @@ export class BuildsService implements OnModuleDestroy {
     }
     const contextDigest = `sha256:${contextHash.digest('hex')}`;
 
-    // Secrets are sealed before they touch the database, and the plaintext buffers wiped.
-    const secretsSealed = secrets.size > 0 ? new Uint8Array(sealSecrets(this.config.secretsKey, id, secrets)) : null;
-    for (const v of secrets.values()) v.fill(0);
-    const registryAuthSealed =
-      req.registryAuth && Object.keys(req.registryAuth).length > 0
-        ? new Uint8Array(sealSecrets(this.config.secretsKey, id, registryAuthToEntries(req.registryAuth)))
-        : null;
-    // The repository upsert stays outside any transaction: parallel builds of one repository would
-    // queue on its row lock past the transaction timeout under load. It is idempotent.
-    const repository = await retryOnUniqueViolation(() =>
-      this.prisma.repository.upsert({
-        where: { tenantId_name: { tenantId, name: req.repository } },
-        update: {},
-        create: { tenantId, name: req.repository },
-      }),
-    );
+    const common = await this.buildRecord(id, tenantId, req, secrets);
     // The upload's row is deleted in the transaction that makes the Build: either the build exists
     // with its context, or the reconciler (which claims a stale row the same way) removes the context.
     const record = async (tx: Prisma.TransactionClient) => {
       const claimed = await tx.contextUpload.deleteMany({ where: { id } });
       if (claimed.count === 0) throw new ContextUploadSwept();
       return tx.build.create({
-        data: {
-          id,
-          tenantId,
-          repositoryId: repository.id,
-          dockerfilePath: req.dockerfile,
-          target: req.target ?? null,
-          buildArgs: req.buildArgs,
-          noCache: req.noCache,
-          noCacheFilter: req.noCacheFilter,
-          tags: req.tags,
-          contextKey,
-          contextSize: BigInt(size),
-          contextDigest,
-          secretsSealed,
-          registryAuthSealed,
-          queue: this.config.queuePrefix,
-        },
+        data: { ...common, contextKey, contextSize: BigInt(size), contextDigest },
         include: { repository: true, steps: true },
       });
     };
@@ -195,12 +164,12 @@ export class BuildsService implements OnModuleDestroy {
   }
 
   /**
-   * A build from a context manifest (docs/adr/0025): by digest (a manifest this tenant built from
-   * before), or the manifest itself, checked, with every content present in the tenant's store.
+   * What a new Build row holds whatever carried its context: the request's settings, its secrets
+   * and registry credentials sealed (the plaintext buffers wiped), and its repository. The repository
+   * upsert stays outside any transaction: parallel builds of one repository would queue on its row
+   * lock past the transaction timeout under load. It is idempotent.
    */
-  private async submitManifest(tenantId: string, req: BuildRequest, body: Readable, secrets: ReadonlyMap<string, Buffer>): Promise<BuildView> {
-    const id = randomUUID();
-    const context = req.contextDigest ? await this.knownManifest(tenantId, req.contextDigest, body) : await this.storeManifest(tenantId, id, req, body);
+  private async buildRecord(id: string, tenantId: string, req: BuildRequest, secrets: ReadonlyMap<string, Buffer>) {
     const secretsSealed = secrets.size > 0 ? new Uint8Array(sealSecrets(this.config.secretsKey, id, secrets)) : null;
     for (const v of secrets.values()) v.fill(0);
     const registryAuthSealed =
@@ -214,26 +183,33 @@ export class BuildsService implements OnModuleDestroy {
         create: { tenantId, name: req.repository },
       }),
     );
+    return {
+      id,
+      tenantId,
+      repositoryId: repository.id,
+      dockerfilePath: req.dockerfile,
+      target: req.target ?? null,
+      buildArgs: req.buildArgs,
+      noCache: req.noCache,
+      noCacheFilter: req.noCacheFilter,
+      tags: req.tags,
+      secretsSealed,
+      registryAuthSealed,
+      queue: this.config.queuePrefix,
+    };
+  }
+
+  /**
+   * A build from a context manifest (docs/adr/0025): by digest (a manifest this tenant built from
+   * before), or the manifest itself, checked, with every content present in the tenant's store.
+   */
+  private async submitManifest(tenantId: string, req: BuildRequest, body: Readable, secrets: ReadonlyMap<string, Buffer>): Promise<BuildView> {
+    const id = randomUUID();
+    const context = req.contextDigest ? await this.knownManifest(tenantId, req.contextDigest, body) : await this.storeManifest(tenantId, id, req, body);
+    const common = await this.buildRecord(id, tenantId, req, secrets);
     const build = await this.quotas.withQueuedSlot(tenantId, (tx) =>
       (tx ?? this.prisma).build.create({
-        data: {
-          id,
-          tenantId,
-          repositoryId: repository.id,
-          dockerfilePath: req.dockerfile,
-          target: req.target ?? null,
-          buildArgs: req.buildArgs,
-          noCache: req.noCache,
-          noCacheFilter: req.noCacheFilter,
-          tags: req.tags,
-          contextKey: context.contextKey,
-          contextSize: BigInt(context.size),
-          contextDigest: context.digest,
-          contextFormat: 'manifest',
-          secretsSealed,
-          registryAuthSealed,
-          queue: this.config.queuePrefix,
-        },
+        data: { ...common, contextKey: context.contextKey, contextSize: BigInt(context.size), contextDigest: context.digest, contextFormat: 'manifest' },
         include: { repository: true, steps: true },
       }),
     );
