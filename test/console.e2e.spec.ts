@@ -291,7 +291,9 @@ describe('web console in Chromium', () => {
     await page.getByLabel('Search the log').press('Enter');
     await burst7.waitFor();
     const target = await burst7.getAttribute('data-n');
-    await burst7.locator('.ln').click();
+    // Click that very line: the virtualized list may re-render between the two calls, and `.first()`
+    // would then resolve to another line holding "burst 7" (burst 17, burst 70…).
+    await page.locator(`.log-line[data-n="${target}"] .ln`).click();
     expect(new URL(page.url()).hash).toBe(`#L${target}`);
     await page.locator(`.log-line.is-target[data-n="${target}"]`).waitFor();
     const linked = await browser.newPage();

@@ -230,7 +230,7 @@ describe('OIDC from CI: trust policies and the token exchange', () => {
       };
       const gh = io({ ACTIONS_ID_TOKEN_REQUEST_URL: `http://127.0.0.1:${(actions.address() as { port: number }).port}/token?api-version=2.0`, ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'request-secret' });
       const code = await run(['build', dir, '-t', 'app/cli:v1', '--oidc', '--oidc-audience', 'strata-test', '--no-follow'], gh.io);
-      expect({ code, err: gh.err.join('') }).toEqual({ code: 0, err: expect.stringMatching(new RegExp(`^signed in to tenant ${owner.name} with the CI's OIDC token \\(builds:write, builds:read; until .+\\)\\nbuild [0-9a-f-]{36} queued\\n$`)) });
+      expect({ code, err: gh.err.join('') }).toEqual({ code: 0, err: expect.stringMatching(new RegExp(`^signed in to tenant ${owner.name} with the CI's OIDC token \\(builds:write, builds:read; until .+\\)\\n(context: .+\\n)?build [0-9a-f-]{36} queued\\n$`)) });
       expect(asked).toEqual([{ auth: 'bearer request-secret', audience: 'strata-test' }]);
       const buildId = gh.out.join('').trim();
       const b = await api(stack, owner.token, 'GET', `/v1/builds/${buildId}`);
