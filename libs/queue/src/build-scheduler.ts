@@ -1,5 +1,5 @@
 import type { Queue } from 'bullmq';
-import type { BuildJob } from './index.js';
+import type { BuildJob } from './queues.js';
 import { type Placement, RedisStartTags, type ScriptRunner, type StartTagStore } from './start-tags.js';
 
 /** `fair`: start-time fair queuing across tenants (docs/adr/0023); `fifo`: one line in arrival order, as before. */

@@ -1,12 +1,4 @@
-/** Queue names and job payloads shared by the api (producer) and the worker (consumer). */
-export const BUILDS_QUEUE = 'builds';
-/** Scheduled maintenance: garbage collection of blobs and cache entries. */
-export const GC_QUEUE = 'gc';
-
-export interface BuildJob {
-  buildId: string;
-  tenantId: string;
-}
+export * from './queues.js';
 
 /** Redis connection options for BullMQ from a redis:// URL (BullMQ needs maxRetriesPerRequest: null). */
 export function redisConnection(redisUrl: string): { host: string; port: number; db: number; password?: string; username?: string; maxRetriesPerRequest: null } {
