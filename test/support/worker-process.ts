@@ -1,13 +1,11 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 import { loadConfig, type StrataConfig } from '@strata/config';
+import { type NodeProcess, startNodeProcess } from './node-process.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 /** What apps/worker/src/bin.ts prints once it consumes the builds queue. */
 const READY_LINE = 'Strata worker consuming the builds queue';
 
@@ -78,23 +76,12 @@ export function envOf(config: StrataConfig): Record<string, string> {
 }
 
 /** A worker as an OS process of its own (apps/worker/src/bin.ts run from source), as a deployment runs one. */
-export interface WorkerProcess {
-  pid: number;
+export interface WorkerProcess extends Omit<NodeProcess, 'stop'> {
   /** What the worker records in Build.workerId for the builds it runs (apps/worker/src/main.ts). */
   workerId: string;
   dataDir: string;
-  /** Everything it wrote to stdout and stderr so far. */
-  output(): string;
-  /** Resolves once it consumes the builds queue; rejects, with its output, if it exits or takes longer than timeoutMs. */
-  ready(timeoutMs?: number): Promise<void>;
-  /** `work`, unless the process exits first: then rejects with its exit status and output instead of waiting out a timeout. */
-  whileRunning<T>(work: Promise<T>): Promise<T>;
-  /** SIGTERM (a graceful close), SIGKILL if it is still there after graceMs; then removes its data directory. Idempotent. */
+  /** SIGTERM (a graceful close), SIGKILL if it is still there after graceMs (default 20 s); then removes its data directory. Idempotent. */
   stop(graceMs?: number): Promise<void>;
-  /** SIGKILL, as a crash or the OOM killer would: nothing is cleaned up, the data directory stays. Resolves once it is gone. */
-  kill(): Promise<void>;
-  /** How it ended (`killed by SIGKILL`, `exited with code 0`), or null while it runs. */
-  exitStatus(): string | null;
 }
 
 /**
@@ -106,70 +93,14 @@ export function startWorkerProcess(config: StrataConfig, opts: { dataDir?: strin
   const dataRoot = process.env.STRATA_DATA_DIR ?? tmpdir();
   mkdirSync(dataRoot, { recursive: true });
   const dataDir = opts.dataDir ?? mkdtempSync(path.join(dataRoot, 'worker-process-'));
-  const env = { ...process.env, ...envOf({ ...config, dataDir }), NODE_NO_WARNINGS: '1' };
-  const child: ChildProcess = spawn(process.execPath, ['--import', './bench/support/register-ts.mjs', 'apps/worker/src/bin.ts'], {
-    cwd: root,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  const append = (chunk: Buffer) => {
-    out += chunk.toString('utf8');
-    // Enough to diagnose a failure; a runaway log must not eat the test's memory.
-    if (out.length > 1024 ** 2) out = `[...]${out.slice(-512 * 1024)}`;
-  };
-  child.stdout?.on('data', append);
-  child.stderr?.on('data', append);
-  const exited = new Promise<string>((resolve) => {
-    child.once('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exited with code ${code}`));
-    child.once('error', (err) => resolve(`could not be started: ${err.message}`));
-  });
-  let status: string | null = null;
-  void exited.then((s) => (status = s));
-  // If jest's process goes without afterAll (forceExit, a crash), the worker must not outlive it.
-  const killOnExit = () => child.kill('SIGKILL');
-  process.once('exit', killOnExit);
-  const describe = (what: string) => `worker process ${child.pid ?? '(no pid)'} ${what}; its output:\n${out || '(none)'}`;
+  const proc = startNodeProcess({ name: 'worker process', entry: 'apps/worker/src/bin.ts', env: { ...process.env, ...envOf({ ...config, dataDir }) }, readyText: READY_LINE });
   let stopping: Promise<void> | null = null;
-
   return {
-    pid: child.pid ?? -1,
-    workerId: `${hostname()}:${child.pid}`,
+    ...proc,
+    workerId: `${hostname()}:${proc.pid}`,
     dataDir,
-    output: () => out,
-    async ready(timeoutMs = 60_000) {
-      const until = Date.now() + timeoutMs;
-      while (!out.includes(READY_LINE)) {
-        if (status !== null) throw new Error(describe(`${status} before it was ready`));
-        if (Date.now() > until) throw new Error(describe(`was not ready after ${timeoutMs} ms`));
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    },
-    async whileRunning<T>(work: Promise<T>): Promise<T> {
-      const died = exited.then((s) => {
-        throw new Error(describe(s));
-      });
-      // Keeps a later exit (stop() after `work` won the race) from surfacing as an unhandled rejection.
-      died.catch(() => undefined);
-      return Promise.race([work, died]);
-    },
-    async kill() {
-      if (status === null) child.kill('SIGKILL');
-      await exited;
-      process.removeListener('exit', killOnExit);
-    },
-    exitStatus: () => status,
     stop(graceMs = 20_000) {
-      stopping ??= (async () => {
-        if (status === null) {
-          child.kill('SIGTERM');
-          const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-          await exited;
-          clearTimeout(timer);
-        }
-        process.removeListener('exit', killOnExit);
-        await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
-      })();
+      stopping ??= proc.stop(graceMs).then(() => rm(dataDir, { recursive: true, force: true }).catch(() => undefined));
       return stopping;
     },
   };
