@@ -2,4 +2,4 @@ export * from './generated/client.js';
 export { PrismaService, createPrismaClient } from './prisma.service.js';
 export { DbModule } from './db.module.js';
 export * from './tokens.js';
-export { retryOnUniqueViolation } from './retry.js';
+export { isUniqueViolation, retryOnUniqueViolation } from './retry.js';

@@ -1,3 +1,9 @@
+/** Whether `e` is a lost race on a unique constraint (Prisma P2002, or the driver's own message). */
+export function isUniqueViolation(e: unknown): boolean {
+  const code = (e as { code?: string }).code;
+  return code === 'P2002' || /Unique constraint|duplicate key value/i.test((e as Error).message ?? '');
+}
+
 /**
  * Runs `fn` again when it loses a race on a unique constraint (Prisma P2002): two builds creating
  * the same repository, two imports recording the same blob. The second attempt finds the row the
@@ -8,9 +14,7 @@ export async function retryOnUniqueViolation<T>(fn: () => Promise<T>, attempts =
     try {
       return await fn();
     } catch (e) {
-      const code = (e as { code?: string }).code;
-      const unique = code === 'P2002' || /Unique constraint|duplicate key value/i.test((e as Error).message ?? '');
-      if (!unique || i >= attempts) throw e;
+      if (!isUniqueViolation(e) || i >= attempts) throw e;
     }
   }
 }

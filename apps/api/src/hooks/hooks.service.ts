@@ -2,7 +2,7 @@ import { BadRequestException, Inject, Injectable, NotFoundException, Unauthorize
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { openSecrets, STRATA_CONFIG, type StrataConfig, triggerSealScope } from '@strata/config';
-import { type Prisma, PrismaService, retryOnUniqueViolation, type Trigger } from '@strata/db';
+import { isUniqueViolation, type Prisma, PrismaService, retryOnUniqueViolation, type Trigger } from '@strata/db';
 import type { BuildScheduler } from '@strata/queue';
 import { BUILD_SCHEDULER_TOKEN } from '../queue.provider.js';
 import { QuotasService } from '../tenancy/quotas.service.js';
@@ -39,11 +39,6 @@ export interface DeliveryOrigin {
   /** `trigger:<id>` for a forge's webhook; the caller's actor for a redelivery. */
   actor: string;
   sourceIp: string | null;
-}
-
-function isUniqueViolation(e: unknown): boolean {
-  const code = (e as { code?: string }).code;
-  return code === 'P2002' || /Unique constraint|duplicate key value/i.test((e as Error).message ?? '');
 }
 
 @Injectable()
