@@ -3,16 +3,11 @@ import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { type OidcTrustPolicy, PrismaService } from '@strata/db';
 import type { Caller } from '../auth/tenant.js';
 import { patternWithin } from '../tenancy/tenancy.service.js';
-import { parseTrustPolicy, PolicyInputError } from './trust-policy.js';
+import { parseTrustPolicy, PolicyInputError, type TrustPolicyInput } from './trust-policy.js';
 
-export interface TrustPolicyView {
+/** A stored policy as the API shows it: what was posted, checked, with its id and creation time. */
+export interface TrustPolicyView extends TrustPolicyInput {
   id: string;
-  issuer: string;
-  audience: string;
-  claims: Record<string, string>;
-  scopes: string[];
-  repositories: string[];
-  ttlSeconds: number;
   createdAt: string;
 }
 
