@@ -13,7 +13,8 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { installSignalHandlers, median, portOpen, reportAndExit, run, runAsync, runBench, startProcess, stopAll, waitFor } from '../support/procs.mjs';
+import { startDockerPeers, startStrataPair, tenants } from '../support/peers.mjs';
+import { installSignalHandlers, median, reportAndExit, run, runAsync, runBench, stopAll } from '../support/procs.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
@@ -54,46 +55,15 @@ function makeContext() {
   return { dir, bytes };
 }
 
-async function startPeers() {
-  if (await portOpen(REGISTRY_PORT)) throw new Error(`127.0.0.1:${REGISTRY_PORT} is taken; set BENCH_REGISTRY_PORT`);
-  const regDir = path.join(work, 'registry');
-  mkdirSync(regDir, { recursive: true });
-  writeFileSync(path.join(work, 'registry.yml'), ['version: 0.1', 'log: { level: error }', `storage: { filesystem: { rootdirectory: ${regDir} }, delete: { enabled: true } }`, `http: { addr: "${regHost}" }`, ''].join('\n'));
-  const reg = startProcess('docker-registry', '/usr/bin/docker-registry', ['serve', path.join(work, 'registry.yml')], { env: { PATH: process.env.PATH }, logFile: path.join(work, 'registry.log') });
-  const d = path.join(work, 'd');
-  mkdirSync(d, { recursive: true });
-  const dockerd = startProcess('dockerd', '/usr/sbin/dockerd', [
-    '--storage-driver', 'overlay2', '--data-root', path.join(d, 'data'), '--exec-root', path.join(d, 'exec'),
-    '--pidfile', path.join(d, 'docker.pid'), '-H', `unix://${d}/docker.sock`,
-    '--iptables=false', '--ip-forward=false', '--ip-masq=false', '--bridge=none',
-  ], { env: { PATH: process.env.PATH }, logFile: path.join(work, 'dockerd.log') });
-  await waitFor('docker-registry', () => portOpen(REGISTRY_PORT), 30000, reg);
-  await waitFor('dockerd', async () => {
-    try { await docker(['version', '--format', '{{.Server.Version}}']); return true; } catch { return false; }
-  }, 60000, dockerd);
-  return (await docker(['version', '--format', '{{.Server.Version}}'])).trim();
-}
+const startPeers = () => startDockerPeers({ work, registryPort: REGISTRY_PORT, regHost, docker });
 
 let apiUrl = '';
 async function startStrata() {
-  if (await portOpen(API_PORT)) throw new Error(`127.0.0.1:${API_PORT} is taken; set BENCH_API_PORT`);
-  const env = {
-    ...process.env, PORT: String(API_PORT), HOST: '127.0.0.1', STRATA_DATA_DIR: path.join(work, 'strata-worker'),
-    STRATA_QUEUE_PREFIX: `strata-bench-ctx-${process.pid}`, NODE_NO_WARNINGS: '1',
-    STRATA_MAX_CONTEXT_BYTES: String(Math.max(4 * 1024 ** 3, 2 * MIB * 1024 * 1024)),
-  };
-  const loader = ['--import', './bench/support/register-ts.mjs'];
-  const api = startProcess('strata-api', process.execPath, [...loader, 'apps/api/src/main.ts'], { env, cwd: root, logFile: path.join(work, 'api.log') });
-  startProcess('strata-worker', process.execPath, [...loader, 'apps/worker/src/bin.ts'], { env, cwd: root, logFile: path.join(work, 'worker.log') });
-  apiUrl = `http://127.0.0.1:${API_PORT}`;
-  await waitFor('strata api', async () => {
-    try { return (await fetch(`${apiUrl}/healthz`)).ok; } catch { return false; }
-  }, 60000, api);
-}
-
-function tenants(names) {
-  const out = run(process.execPath, ['--import', './bench/support/register-ts.mjs', 'bench/support/tenant.ts', ...names], { cwd: root, env: process.env });
-  return JSON.parse(out.trim().split('\n').pop());
+  apiUrl = await startStrataPair({
+    work,
+    port: API_PORT,
+    env: { STRATA_QUEUE_PREFIX: `strata-bench-ctx-${process.pid}`, STRATA_MAX_CONTEXT_BYTES: String(Math.max(4 * 1024 ** 3, 2 * MIB * 1024 * 1024)) },
+  });
 }
 
 /** `strata build DIR -t REF` from its start to its exit (the build succeeded and the tag moved); with the CLI's own account of what it sent. */
