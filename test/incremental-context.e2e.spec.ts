@@ -124,7 +124,7 @@ describe('incremental build contexts', () => {
     // The build names the manifest it built from before by digest: no request carries a body.
     expect(proxy.seen.filter((s) => s.bytes > 0)).toEqual([]);
     expect(proxy.seen.filter((s) => s.path === '/v1/builds')).toHaveLength(1);
-    expect(noop.stderr).toMatch(/in 1 requests/);
+    expect(noop.stderr).toMatch(/in 1 request \(the server had it/);
     expect(noop.stderr).toContain(coldDigest);
 
     proxy.seen.length = 0;
@@ -132,7 +132,7 @@ describe('incremental build contexts', () => {
     utimesSync(path.join(dir, 'src/d1/f1.txt'), 1700000100, 1700000100);
     const one = await strata(['build', dir, '-t', 'inc/app:one', ...EPOCH], env);
     expect(one.code).toBe(0);
-    expect(one.stderr).toMatch(/304 files, \d+ bytes, 1 hashed; uploaded 1 contents \(8 bytes\)/);
+    expect(one.stderr).toMatch(/304 files, \d+ bytes, 1 hashed; uploaded 1 content \(8 bytes\)/);
     expect(blobRequests(proxy.seen)).toHaveLength(1);
     expect(blobRequests(proxy.seen)[0].bytes).toBe(512 + 512 + 1024);
     const oneDigest = /built inc\/app:one (sha256:[0-9a-f]{64})/.exec(one.stderr)![1];

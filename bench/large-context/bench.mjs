@@ -80,7 +80,7 @@ function strataBuild(token, cacheDir, dir, ref) {
     child.on('close', (code) => {
       const ms = performance.now() - t0;
       if (code !== 0) return reject(new Error(`strata build exited ${code}: ${stderr.slice(-2000)}`));
-      const m = /context: (\d+) files, (\d+) bytes, (\d+) hashed; uploaded (\d+) contents \((\d+) bytes\) and the manifest \((\d+) bytes\) in (\d+) requests/.exec(stderr);
+      const m = /context: (\d+) files, (\d+) bytes, (\d+) hashed; uploaded (\d+) contents? \((\d+) bytes\) and the manifest \((\d+) bytes\) in (\d+) requests?/.exec(stderr);
       const trace = /trace: (.*)/.exec(stderr)?.[1] ?? null;
       resolve({ ms, trace, sent: m ? { files: +m[1], hashed: +m[3], contents: +m[4], contentBytes: +m[5], manifestBytes: +m[6], requests: +m[7] } : null });
     });

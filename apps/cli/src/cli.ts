@@ -416,7 +416,7 @@ async function buildFromManifest(io: CliIo, c: ReturnType<typeof client>, dir: s
   }
   if (created) {
     await cache.save(dir).catch((e: Error) => io.err(`strata: could not save the stat cache: ${e.message}\n`));
-    io.err(`context: ${scan.files} files, ${scan.bytes} bytes, ${scan.hashed} hashed; uploaded 0 contents (0 bytes) and the manifest (0 bytes) in 1 requests (the server had it: sent by its digest)\n`);
+    io.err(`context: ${scan.files} files, ${scan.bytes} bytes, ${scan.hashed} hashed; uploaded 0 contents (0 bytes) and the manifest (0 bytes) in 1 request (the server had it: sent by its digest)\n`);
     return created;
   }
   try {
@@ -435,7 +435,7 @@ async function buildFromManifest(io: CliIo, c: ReturnType<typeof client>, dir: s
   // Kept only once the server took the contents: a failed upload is hashed again next time (cheap), never trusted wrongly.
   await cache.save(dir).catch((e: Error) => io.err(`strata: could not save the stat cache: ${e.message}\n`));
   io.err(
-    `context: ${scan.files} files, ${scan.bytes} bytes, ${scan.hashed} hashed; uploaded ${uploaded.contents} contents (${uploaded.bytes} bytes) and the manifest (${body.length} bytes) in ${sends + uploaded.requests} requests\n`,
+    `context: ${scan.files} files, ${scan.bytes} bytes, ${scan.hashed} hashed; uploaded ${count(uploaded.contents, 'content', 'contents')} (${uploaded.bytes} bytes) and the manifest (${body.length} bytes) in ${count(sends + uploaded.requests, 'request', 'requests')}\n`,
   );
   return created;
 }
@@ -599,4 +599,9 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     io.err(`strata: ${(e as Error).message}${cause?.message ? `: ${cause.message}` : ''}\n`);
     return 1;
   }
+}
+
+/** `1 request`, `4 requests`. */
+function count(n: number, one: string, many: string): string {
+  return `${n} ${n === 1 ? one : many}`;
 }
