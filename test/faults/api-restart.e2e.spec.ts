@@ -5,13 +5,11 @@ import { loadConfig } from '@strata/config';
 import { type ApiProcess, freePort, startApiProcess } from '../support/api-process.js';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
 import { makeDir, type Stack, startStack, tarOf, waitForBuild } from '../support/stack.js';
+import { FAST_RECONCILE } from './reconcile-helpers.js';
 
 jest.setTimeout(240_000);
 
 const MiB = 1024 * 1024;
-/** Fast reconciliation: a pass every half second; an upload whose api has not refreshed it for 3 s is abandoned. */
-const FAST = { STRATA_RECONCILE_INTERVAL_MS: '500', STRATA_WORKER_STALE_MS: '3000' };
-
 async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await check())) {
@@ -34,7 +32,7 @@ describe('an api killed in the middle of a context upload', () => {
     const direct = loadConfig();
     proxy = await startFaultProxy(direct.s3.endpoint!);
     // The stack's api (in this process) is the survivor whose reconciler sweeps; its worker runs the retried builds.
-    stack = await startStack({ env: { ...FAST, S3_ENDPOINT: proxy.url } });
+    stack = await startStack({ env: { ...FAST_RECONCILE, S3_ENDPOINT: proxy.url } });
     storage = await storageFromConfig(direct.s3);
   });
   afterAll(async () => {

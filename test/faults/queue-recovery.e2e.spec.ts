@@ -8,19 +8,9 @@ import { importBusybox } from '../support/images.js';
 import { startPrivateRedis } from '../support/redis-server.js';
 import { api, makeDir, type Stack, startStack, tarOf, waitForBuild } from '../support/stack.js';
 import { startWorkerProcess, type WorkerProcess } from '../support/worker-process.js';
+import { FAST_RECONCILE, until } from './reconcile-helpers.js';
 
 jest.setTimeout(240_000);
-
-/** Fast reconciliation for tests: a pass every half second, a worker gone after 3 s without a heartbeat. */
-const FAST = { STRATA_RECONCILE_INTERVAL_MS: '500', STRATA_WORKER_STALE_MS: '3000' };
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 const logText = async (stack: Stack, token: string, id: string) => (await api(stack, token, 'GET', `/v1/builds/${id}/logs`)).text;
 
@@ -57,7 +47,7 @@ describe('the build table is the truth: no accepted build is lost when Redis los
 
   it('finishes every build that was queued when Redis restarted without its data', async () => {
     const redis = await startPrivateRedis({ appendonly: false });
-    const stack = await startStack({ worker: false, env: { ...FAST, REDIS_URL: redis.url } });
+    const stack = await startStack({ worker: false, env: { ...FAST_RECONCILE, REDIS_URL: redis.url } });
     try {
       const { token } = await stack.tenant('redis-loss');
       const ids: string[] = [];
@@ -87,7 +77,7 @@ describe('the build table is the truth: no accepted build is lost when Redis los
   });
 
   it('hands the build of a SIGKILLed worker to another worker, which finishes it; the log says so and ends once', async () => {
-    const stack = await startStack({ worker: false, env: FAST });
+    const stack = await startStack({ worker: false, env: FAST_RECONCILE });
     try {
       const { token } = await stack.tenant('crash');
       await importBusybox(stack, token);
@@ -122,7 +112,7 @@ describe('the build table is the truth: no accepted build is lost when Redis los
   });
 
   it('fails a build whose workers keep dying, with a message and an ended log, instead of retrying it forever', async () => {
-    const stack = await startStack({ worker: false, env: { ...FAST, STRATA_BUILD_MAX_ATTEMPTS: '1' } });
+    const stack = await startStack({ worker: false, env: { ...FAST_RECONCILE, STRATA_BUILD_MAX_ATTEMPTS: '1' } });
     try {
       const { token } = await stack.tenant('crashloop');
       await importBusybox(stack, token);
@@ -150,7 +140,7 @@ describe('the build table is the truth: no accepted build is lost when Redis los
   });
 
   it('a worker started on a killed worker’s data directory kills the RUN container it left and unmounts its snapshots', async () => {
-    const stack = await startStack({ worker: false, env: FAST });
+    const stack = await startStack({ worker: false, env: FAST_RECONCILE });
     try {
       const { token } = await stack.tenant('leftovers');
       await importBusybox(stack, token);
@@ -181,7 +171,7 @@ describe('the build table is the truth: no accepted build is lost when Redis los
   });
 
   it('SIGTERM hands a build still running after the grace period back to the queue, and another worker finishes it', async () => {
-    const stack = await startStack({ worker: false, env: { ...FAST, STRATA_WORKER_DRAIN_MS: '1000' } });
+    const stack = await startStack({ worker: false, env: { ...FAST_RECONCILE, STRATA_WORKER_DRAIN_MS: '1000' } });
     try {
       const { token } = await stack.tenant('drain');
       await importBusybox(stack, token);
@@ -209,7 +199,7 @@ describe('the build table is the truth: no accepted build is lost when Redis los
   });
 
   it('SIGTERM lets a build that ends within the grace period finish on the stopping worker', async () => {
-    const stack = await startStack({ worker: false, env: { ...FAST, STRATA_WORKER_DRAIN_MS: '30000' } });
+    const stack = await startStack({ worker: false, env: { ...FAST_RECONCILE, STRATA_WORKER_DRAIN_MS: '30000' } });
     try {
       const { token } = await stack.tenant('drain-ok');
       await importBusybox(stack, token);

@@ -8,23 +8,14 @@ import { startWorker } from '../../apps/worker/src/main.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { FAST_RECONCILE, until } from './reconcile-helpers.js';
 
 jest.setTimeout(180_000);
-
-const FAST = { STRATA_RECONCILE_INTERVAL_MS: '500', STRATA_WORKER_STALE_MS: '3000' };
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 describe('the reconciler runs in the api too, one pass at a time across processes', () => {
   it('gives a queued build its job back after Redis lost it with no worker running, but not while another process holds the reconcile lock', async () => {
     const redis = await startPrivateRedis({ appendonly: false });
-    const stack = await startStack({ worker: false, env: { ...FAST, REDIS_URL: redis.url } });
+    const stack = await startStack({ worker: false, env: { ...FAST_RECONCILE, REDIS_URL: redis.url } });
     const queue = new Queue(BUILDS_QUEUE, { connection: redisConnection(redis.url), prefix: stack.config.queuePrefix });
     // Another process's pass, as far as the api can tell: the same Postgres advisory lock, held.
     const other = new pg.Client({ connectionString: stack.config.databaseUrl });
