@@ -119,6 +119,15 @@ export interface RunSettings {
   runtime: 'runc' | 'runsc';
   /** runsc's platform (STRATA_RUN_RUNSC_PLATFORM): ptrace runs anywhere, kvm needs /dev/kvm. */
   runscPlatform: 'ptrace' | 'kvm' | 'systrap';
+  /**
+   * User namespaces for runc steps (STRATA_RUN_USERNS): unset is `auto` (on where this kernel does
+   * them, else logged and off), `1` is `on` (the worker refuses to start without them), `0` is `off`.
+   */
+  userns: 'auto' | 'on' | 'off';
+  /** First host uid/gid of the steps' ranges (STRATA_USERNS_BASE), a multiple of 65536; default 2^30. */
+  usernsBase: number;
+  /** Ranges of 65536 ids from the base (STRATA_USERNS_RANGES): steps that may run at once on the host; default 256. */
+  usernsRanges: number;
 }
 
 /**
@@ -259,6 +268,14 @@ function runSettings(env: Env): RunSettings {
   if (runscPlatform !== 'ptrace' && runscPlatform !== 'kvm' && runscPlatform !== 'systrap') {
     throw new ConfigError(`STRATA_RUN_RUNSC_PLATFORM must be ptrace, kvm or systrap, got "${runscPlatform}"`);
   }
+  const usernsRaw = env.STRATA_RUN_USERNS ?? '';
+  if (usernsRaw !== '' && usernsRaw !== '0' && usernsRaw !== '1') throw new ConfigError(`STRATA_RUN_USERNS must be 0 or 1, got "${usernsRaw}"`);
+  const usernsBase = int(env, 'STRATA_USERNS_BASE', 2 ** 30, 65536);
+  if (usernsBase % 65536 !== 0) throw new ConfigError(`STRATA_USERNS_BASE must be a multiple of 65536, got "${usernsBase}"`);
+  const usernsRanges = int(env, 'STRATA_USERNS_RANGES', 256, 1);
+  if (usernsBase + usernsRanges * 65536 > 2 ** 32 - 1) {
+    throw new ConfigError(`STRATA_USERNS_BASE + STRATA_USERNS_RANGES × 65536 must stay below 2^32 - 1, got ${usernsBase} + ${usernsRanges} × 65536`);
+  }
   const cpusRaw = env.STRATA_RUN_CPUS ?? '';
   if (cpusRaw !== '' && !/^\d+(\.\d+)?$/.test(cpusRaw)) throw new ConfigError(`STRATA_RUN_CPUS must be a number of cores such as 1.5, got "${cpusRaw}"`);
   return {
@@ -272,6 +289,9 @@ function runSettings(env: Env): RunSettings {
     allowInsecure: insecure === 'true',
     runtime,
     runscPlatform,
+    userns: usernsRaw === '1' ? 'on' : usernsRaw === '0' ? 'off' : 'auto',
+    usernsBase,
+    usernsRanges,
   };
 }
 

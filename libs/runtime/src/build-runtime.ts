@@ -14,6 +14,7 @@ import { SecretMounts } from './secret-mounts.js';
 import { sshAgentMount } from './ssh-agents.js';
 import type { NetworkMode, RunMount } from './types.js';
 import { UserResolutionError } from './user.js';
+import { shiftOwnersBack, UserNamespaces, type UsernsStep } from './userns.js';
 
 /** How RUN steps run on this worker (STRATA_RUN_* settings). */
 export interface StepSettings {
@@ -34,7 +35,21 @@ export interface StepSettings {
   subnet?: string;
   /** CIDRs bridge steps may reach although private (STRATA_ALLOW_PRIVATE_SOURCES). */
   allowPrivate?: readonly string[];
+  /**
+   * User namespaces for runc steps (STRATA_RUN_USERNS): `auto` (the default) uses them when this
+   * kernel and filesystem do (else logs why and runs without), `on` fails `init` when they cannot,
+   * `off` runs steps as host root. runsc steps and `--security=insecure` steps run without.
+   */
+  userns?: 'auto' | 'on' | 'off';
+  /** First host id of the ranges (STRATA_USERNS_BASE, a multiple of 65536) and how many (STRATA_USERNS_RANGES). */
+  usernsBase?: number;
+  usernsRanges?: number;
+  /** Where ranges are claimed host-wide (default /run/strata/userns). */
+  usernsStateDir?: string;
 }
+
+export const DEFAULT_USERNS_BASE = 2 ** 30;
+export const DEFAULT_USERNS_RANGES = 256;
 
 export interface BuildRuntimeOptions {
   /** Everything goes under `<dataDir>/runtime`. */
@@ -66,6 +81,10 @@ export class BuildRuntime implements RootfsProvider {
   private readonly secrets: SecretMounts;
   /** The worker's one bridge network (subnet allocator and firewall chains), when steps use it. */
   private readonly bridge: BridgeNetwork | undefined;
+  /** User namespaces for runc steps, once `init` found they work here. */
+  private userns: UserNamespaces | undefined;
+  /** Read-only views of stages (`open`) by root, with their layers top first: a bind from one is remade through a step's idmap. */
+  private readonly views = new Map<string, string[]>();
 
   constructor(private readonly options: BuildRuntimeOptions) {
     this.root = path.resolve(options.dataDir, 'runtime');
@@ -91,11 +110,39 @@ export class BuildRuntime implements RootfsProvider {
   async init(): Promise<void> {
     await this.layers.init();
     await this.secrets.init();
+    await this.initUserns();
     // Namespaces, veths and firewall rules of steps a killed worker left; this worker's chains.
     await this.bridge?.init();
     // Copies of read-write binds and agent sockets a crashed worker left behind.
     for (const name of await readdir(this.root)) {
       if (/^(throwaway|ssh)-/.test(name)) await rm(path.join(this.root, name), { recursive: true, force: true });
+    }
+  }
+
+  /** Whether runc steps run in user namespaces on this worker (known after `init`). */
+  get usesUserNamespaces(): boolean {
+    return this.userns !== undefined;
+  }
+
+  private async initUserns(): Promise<void> {
+    const step = this.options.step;
+    const mode = step.userns ?? 'auto';
+    if (mode === 'off' || (step.runtime ?? 'runc') !== 'runc' || this.userns) return;
+    const userns = new UserNamespaces({
+      base: step.usernsBase ?? DEFAULT_USERNS_BASE,
+      ranges: step.usernsRanges ?? DEFAULT_USERNS_RANGES,
+      root: this.root,
+      layersDir: this.layers.layersDir,
+      ...(step.usernsStateDir !== undefined ? { stateDir: step.usernsStateDir } : {}),
+    });
+    try {
+      await userns.init();
+      this.userns = userns;
+    } catch (e) {
+      await userns.close().catch(() => undefined);
+      const why = `user namespaces do not work on this worker (${(e as Error).message})`;
+      if (mode === 'on') throw new Error(`STRATA_RUN_USERNS=1: ${why}`);
+      process.stderr.write(`strata worker: ${why}; RUN steps run as host root (set STRATA_RUN_USERNS=0 to say so, or 1 to refuse to start)\n`);
     }
   }
 
@@ -112,6 +159,8 @@ export class BuildRuntime implements RootfsProvider {
   /** Removes the worker's firewall chains: call it once no step runs any more. */
   async close(): Promise<void> {
     await this.bridge?.close();
+    await this.userns?.close();
+    this.userns = undefined;
   }
 
   /** Waits for cache uploads in flight (a worker shutting down lets them finish). */
@@ -129,7 +178,14 @@ export class BuildRuntime implements RootfsProvider {
       layers.map((l) => l.diffId),
       this.layerSource(layers),
     );
-    return { root: snapshot.rootfs, release: () => snapshot.release() };
+    this.views.set(snapshot.rootfs, layers.map((l) => l.diffId.slice('sha256:'.length)).reverse());
+    return {
+      root: snapshot.rootfs,
+      release: () => {
+        this.views.delete(snapshot.rootfs);
+        return snapshot.release();
+      },
+    };
   }
 
   async adopt(tar: () => Readable): Promise<void> {
@@ -141,11 +197,21 @@ export class BuildRuntime implements RootfsProvider {
     if (req.security === 'insecure' && !this.options.step.allowInsecure) {
       throw new RunStepError('--security=insecure is not allowed on this deployment (STRATA_RUN_ALLOW_INSECURE is not true)');
     }
-    const snapshot = await this.layers.prepare(
-      req.layers.map((l) => l.diffId),
-      this.layerSource(req.layers),
-    );
+    // A privileged step keeps the worker's own capabilities, which a user namespace would take away.
+    const userns = this.userns && req.security !== 'insecure' ? await this.userns.step() : undefined;
     const cleanups: StepCleanups = [];
+    if (userns) cleanups.push(() => userns.release());
+    let snapshot;
+    try {
+      snapshot = await this.layers.prepare(
+        req.layers.map((l) => l.diffId),
+        this.layerSource(req.layers),
+        userns ? { layersView: userns.layersView, rootOwner: userns.hostId } : {},
+      );
+    } catch (e) {
+      await userns?.release();
+      throw e;
+    }
     let released = false;
     const release = async (): Promise<void> => {
       if (released) return;
@@ -153,18 +219,24 @@ export class BuildRuntime implements RootfsProvider {
       await snapshot.release();
     };
     try {
+      // In a user namespace every source is seen through the step's idmap, so the step sees the owners the worker keeps.
+      const seen = async (source: string): Promise<string> => (userns ? this.idmapped(userns, source) : source);
       const mounts: RunMount[] = [];
       for (const m of req.mounts ?? []) {
-        if (m.type === 'cache') mounts.push(await this.caches.mount(tenantId, m, cleanups));
-        else if (m.type === 'tmpfs') mounts.push({ type: 'tmpfs', destination: m.target, ...(m.sizeBytes !== undefined ? { sizeBytes: m.sizeBytes } : {}) });
-        else if (m.type === 'bind' && m.throwaway) mounts.push(await this.throwawayCopy(m.source, m.target, cleanups));
-        else if (m.type === 'bind') mounts.push({ type: 'bind', source: m.source, destination: m.target, readonly: m.readOnly });
-        else if (m.type === 'ssh') mounts.push(await sshAgentMount(this.root, m, cleanups));
+        if (m.type === 'cache') {
+          const cache = await this.caches.mount(tenantId, m, cleanups);
+          mounts.push(cache.type === 'bind' ? { ...cache, source: await seen(cache.source) } : cache);
+        } else if (m.type === 'tmpfs') mounts.push({ type: 'tmpfs', destination: m.target, ...(m.sizeBytes !== undefined ? { sizeBytes: m.sizeBytes } : {}) });
+        else if (m.type === 'bind' && m.throwaway) {
+          const copy = await this.throwawayCopy(m.source, m.target, cleanups);
+          mounts.push(copy.type === 'bind' ? { ...copy, source: await seen(copy.source) } : copy);
+        } else if (m.type === 'bind') mounts.push({ type: 'bind', source: await seen(m.source), destination: m.target, readonly: m.readOnly });
+        else if (m.type === 'ssh') mounts.push(await sshAgentMount(this.root, m, cleanups, userns?.hostId ?? 0));
       }
       const secretRequests = (req.mounts ?? []).filter((m) => m.type === 'secret');
       const fileRequests = (req.mounts ?? []).filter((m) => m.type === 'file');
       // runc's mount point stubs for secret files are removed before the diff, as for every mount.
-      const secret = await this.secrets.prepare(secretRequests, fileRequests, req.env, cleanups);
+      const secret = await this.secrets.prepare(secretRequests, fileRequests, req.env, cleanups, userns?.hostId ?? 0);
       mounts.push(...secret.mounts);
       const runc = secretRequests.length > 0 ? this.secretRunc : this.runc;
       const step = this.options.step;
@@ -179,6 +251,7 @@ export class BuildRuntime implements RootfsProvider {
             network,
             mounts,
             ...(req.security === 'insecure' ? { privileged: true } : {}),
+            ...(userns ? { userns: { hostId: userns.hostId, size: userns.size, dir: userns.dir } } : {}),
             limits: {
               memoryBytes: step.memoryBytes,
               pids: step.pids,
@@ -194,6 +267,8 @@ export class BuildRuntime implements RootfsProvider {
         throw e;
       }
       const failed = result.exitCode !== 0 || result.oomKilled || result.timedOut || result.cancelled;
+      // The step's writes are owned by its range on disk: back to the ids it wrote before the diff reads them and the upper dir is kept.
+      if (!failed && userns) await shiftOwnersBack(snapshot.upperDir, userns.hostId, userns.size);
       const entries = failed ? [] : await diffUpperDir(snapshot.upperDir, { lowerDirs: snapshot.lowerDirs });
       return {
         exitCode: result.exitCode,
@@ -215,6 +290,17 @@ export class BuildRuntime implements RootfsProvider {
     } finally {
       for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
     }
+  }
+
+  /** `source` as a step in `userns` sees it: a path in a stage's view is remade on the range's view of the layers; anything else is bind-mounted idmapped. */
+  private async idmapped(userns: UsernsStep, source: string): Promise<string> {
+    for (const [root, hexes] of this.views) {
+      if (source !== root && !source.startsWith(`${root}/`)) continue;
+      // overlayfs cannot be idmapped itself: the same layers, mounted again on the range's idmapped lower dirs.
+      const view = await userns.layersOverlay(hexes);
+      return path.join(view, path.relative(root, source));
+    }
+    return userns.idmapped(source);
   }
 
   /** A read-write context bind: the step writes into a copy of the source, deleted after it (the context stays as sent). */

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chown, lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { CommandError, runCommand } from './command.js';
@@ -34,6 +34,13 @@ export interface Snapshot {
    * again, as overlay2 stacks a container's upper directory. Then releases the rest.
    */
   keepAsLayer(diffId: string, sizeBytes: number): Promise<void>;
+}
+
+export interface PrepareOptions {
+  /** The layer store's directory as the step should see it (an idmapped view of it, for a step in a user namespace). */
+  layersView?: string;
+  /** Owner (uid and gid) of the upper dir, which is the root directory the step sees: its namespace's root. */
+  rootOwner?: number;
 }
 
 export interface LayerInfo {
@@ -152,7 +159,7 @@ export class LayerStore {
   }
 
   /** Mounts `diffIds` (base first) as overlay lower dirs with a fresh upper dir. */
-  async prepare(diffIds: readonly string[], ensureLayer: LayerSource): Promise<Snapshot> {
+  async prepare(diffIds: readonly string[], ensureLayer: LayerSource, options: PrepareOptions = {}): Promise<Snapshot> {
     await this.init();
     const hexes = diffIds.map(hexOf);
     // Pin before anything awaits so a concurrent gc cannot evict what this snapshot is about to use.
@@ -173,20 +180,22 @@ export class LayerStore {
 
       await mkdir(join(dir, 'l'), { recursive: true });
       await Promise.all(['upper', 'work', 'rootfs'].map((name) => mkdir(join(dir, name))));
+      if (options.rootOwner !== undefined) await chown(join(dir, 'upper'), options.rootOwner, options.rootOwner);
       const lower: string[] = [];
       if (hexes.length === 0) {
         // overlayfs needs at least one lower dir: FROM scratch stacks on an empty one.
         await mkdir(join(dir, 'empty'));
         lower.push('empty');
       }
-      await Promise.all(hexes.map((hex, i) => symlink(join(this.layersDir, hex, 'fs'), join(dir, 'l', String(i)))));
+      const lowerRoot = options.layersView ?? this.layersDir;
+      await Promise.all(hexes.map((hex, i) => symlink(join(lowerRoot, hex, 'fs'), join(dir, 'l', String(i)))));
       for (let i = hexes.length - 1; i >= 0; i--) lower.push(`l/${i}`);
       // redirect_dir and metacopy would put data an OCI layer cannot express into the upper dir.
-      const options = `index=off,redirect_dir=off,metacopy=off,lowerdir=${lower.join(':')},upperdir=upper,workdir=work`;
-      if (options.length >= MOUNT_OPTIONS_LIMIT) {
+      const mountOptions = `index=off,redirect_dir=off,metacopy=off,lowerdir=${lower.join(':')},upperdir=upper,workdir=work`;
+      if (mountOptions.length >= MOUNT_OPTIONS_LIMIT) {
         throw new Error(`cannot mount ${hexes.length} layers: the overlay mount options exceed ${MOUNT_OPTIONS_LIMIT} bytes`);
       }
-      await runCommand('mount', ['-t', 'overlay', 'overlay', '-o', options, 'rootfs'], { cwd: dir });
+      await runCommand('mount', ['-t', 'overlay', 'overlay', '-o', mountOptions, 'rootfs'], { cwd: dir });
     } catch (error) {
       await removeSnapshotDir(dir).catch(() => undefined);
       unpin();

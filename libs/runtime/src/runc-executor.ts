@@ -12,6 +12,9 @@ import { resolveInRoot } from '@strata/oci';
 import { ALL_CAPABILITIES, buildRuntimeSpec, capabilitiesIn, type NetnsChoice } from './runtime-spec.js';
 import type { NetworkMode, OutputStream, RunOptions, RunResult, RunSpec } from './types.js';
 import { resolveUser } from './user.js';
+import { mount, umount } from './native-shim.js';
+
+const MS_BIND = 4096;
 
 export interface RuncExecutorOptions {
   /** The worker's data directory: bundles under `<dataDir>/bundles`, runc state under `<dataDir>/runc`. */
@@ -58,7 +61,10 @@ export class RuncExecutor {
     const network = spec.network ?? 'none';
     const user = await resolveUser(rootfs, spec.user ?? '');
     const cwd = posix.resolve('/', spec.cwd ?? '/');
-    await createWorkdir(rootfs, cwd, user.uid, user.gid);
+    const userns = spec.privileged ? undefined : spec.userns;
+    // The worker writes through the overlay as host root: in a user namespace, as the step's ids would land.
+    const shift = userns?.hostId ?? 0;
+    await createWorkdir(rootfs, cwd, user.uid + shift, user.gid + shift);
 
     const mounts = spec.mounts ?? [];
     const stubs = await MountStubs.record(rootfs, [
@@ -73,6 +79,7 @@ export class RuncExecutor {
     const bundle = join(this.bundlesDir, id);
     let cgroup: ContainerCgroup | undefined;
     let attachment: NetworkAttachment | undefined;
+    const unmounts: string[] = [];
     try {
       await mkdir(bundle, { recursive: true });
       await mkdir(this.runcRoot, { recursive: true, mode: 0o700 });
@@ -81,6 +88,10 @@ export class RuncExecutor {
       const resolvConfFile = join(bundle, 'resolv.conf');
       await writeFile(hostsFile, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${hostname}\n`);
       await writeFile(resolvConfFile, this.options.resolvConf ?? (await this.defaultResolvConf(network)));
+      if (userns) {
+        await chown(hostsFile, userns.hostId, userns.hostId);
+        await chown(resolvConfFile, userns.hostId, userns.hostId);
+      }
 
       let netns: NetnsChoice;
       if (network === 'host') netns = { kind: 'host' };
@@ -90,13 +101,28 @@ export class RuncExecutor {
         attachment = await this.options.bridge.attach(id);
         netns = { kind: 'path', path: attachment.netnsPath };
       }
+      let runRoot = rootfs;
+      let sys: string | undefined;
+      if (userns) {
+        runRoot = join(userns.dir, 'rootfs');
+        await mkdir(runRoot);
+        await mount(rootfs, runRoot, null, MS_BIND);
+        unmounts.push(runRoot);
+        if (netns.kind === 'path') {
+          // A user namespace cannot mount sysfs for, nor set sysctls of, a network namespace it does not own: the worker does both.
+          sys = join(userns.dir, 'sys');
+          await mkdir(sys);
+          await runCommand('nsenter', [`--net=${netns.path}`, '--', 'sh', '-c', 'echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_range && mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$0"', sys]);
+          unmounts.push(sys);
+        }
+      }
 
       cgroup = await ContainerCgroup.create(id, {
         ...(limits.memoryBytes !== undefined ? { memoryBytes: limits.memoryBytes } : {}),
         ...(limits.pids !== undefined ? { pids: limits.pids } : {}),
       });
       const config = buildRuntimeSpec({
-        rootfs,
+        rootfs: runRoot,
         args: spec.args,
         env: spec.env,
         cwd,
@@ -110,6 +136,7 @@ export class RuncExecutor {
         noFile: await hostNoFileLimit(),
         ...(limits.cpus !== undefined ? { cpus: limits.cpus } : {}),
         ...(spec.privileged ? { privileged: { capabilities: await this.privilegedCapabilities() } } : {}),
+        ...(userns ? { userns: { hostId: userns.hostId, size: userns.size, ...(sys !== undefined ? { sys } : {}) } } : {}),
       });
       await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
       return await this.runContainer(id, bundle, cgroup, spec, options);
@@ -117,6 +144,8 @@ export class RuncExecutor {
       // `runc run` deletes its container when it exits; only one it left behind (a kill, a crash) needs deleting.
       if (await exists(join(this.runcRoot, id))) await runCommand(this.runc, [...this.globalArgs(), 'delete', '--force', id]).catch(() => undefined);
       await cgroup?.destroy();
+      // A plain unmount first: the rootfs's overlay must be gone before its upper dir can be kept as a layer.
+      for (const target of unmounts.reverse()) await umount(target).catch(() => umount(target, { detach: true })).catch(() => undefined);
       await attachment?.release();
       await stubs.clean();
       await rm(bundle, { recursive: true, force: true });

@@ -83,6 +83,13 @@ export interface RuntimeSpecInput {
    * masked or read-only paths, /sys writable (as Docker's --privileged).
    */
   privileged?: { capabilities: string[] };
+  /**
+   * Run in a user namespace whose ids 0..size-1 are host hostId.. (docs/adr/0022). `sys` is what /sys
+   * becomes when the step joins a network namespace its user namespace does not own (sysfs cannot be
+   * mounted then): a read-only bind of a sysfs the worker mounted in that network namespace, or of the
+   * host's for the host network.
+   */
+  userns?: { hostId: number; size: number; sys?: string };
 }
 
 /** Builds the OCI runtime config (config.json) for one RUN step, after Docker's defaults. */
@@ -96,6 +103,9 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
   const namespaces: { type: string; path?: string }[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
   if (input.netns.kind === 'new') namespaces.push({ type: 'network' });
   if (input.netns.kind === 'path') namespaces.push({ type: 'network', path: input.netns.path });
+  const userns = privileged ? undefined : input.userns;
+  if (userns) namespaces.push({ type: 'user' });
+  const sysBind = userns && input.netns.kind !== 'new' ? (userns.sys ?? '/sys') : undefined;
 
   const mounts: Record<string, unknown>[] = [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
@@ -106,7 +116,9 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
       source: 'devpts',
       options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'],
     },
-    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', privileged ? 'rw' : 'ro'] },
+    sysBind
+      ? { destination: '/sys', type: 'bind', source: sysBind, options: ['rbind', 'ro', 'nosuid', 'noexec', 'nodev'] }
+      : { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', privileged ? 'rw' : 'ro'] },
     { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: [privileged ? 'rw' : 'ro', 'nosuid', 'noexec', 'nodev'] },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=67108864'] },
@@ -167,8 +179,18 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
       readonlyPaths: privileged ? [] : READONLY_PATHS,
       // `RUN --security=insecure` runs unconfined, as BuildKit runs it.
       ...(privileged ? {} : { seccomp: seccompProfile({ capabilities: caps }) }),
-      // Any group may open ICMP datagram sockets (Docker sets the same), which need no raw socket.
-      ...(input.netns.kind === 'host' ? {} : { sysctl: { 'net.ipv4.ping_group_range': '0 2147483647' } }),
+      ...(userns
+        ? {
+            uidMappings: [{ containerID: 0, hostID: userns.hostId, size: userns.size }],
+            gidMappings: [{ containerID: 0, hostID: userns.hostId, size: userns.size }],
+          }
+        : {}),
+      // Any group may open ICMP datagram sockets (Docker sets the same), which need no raw socket. In a
+      // user namespace the range must lie in its gid map, and a network namespace it does not own
+      // takes no sysctl from it: the worker sets that one (RuncExecutor).
+      ...(input.netns.kind === 'host' || (userns && input.netns.kind === 'path')
+        ? {}
+        : { sysctl: { 'net.ipv4.ping_group_range': userns ? `0 ${userns.size - 1}` : '0 2147483647' } }),
     },
   };
 }

@@ -36,9 +36,10 @@ export class SecretMounts {
 
   /**
    * The mounts and environment of a step's secrets, and its files made for the step (a `#!` heredoc
-   * script, read-only, owned by root); the files go when the step's cleanups run.
+   * script, read-only, owned by root); the files go when the step's cleanups run. `idShift`: the
+   * host id of the step's root when it runs in a user namespace (owners are shifted by it).
    */
-  async prepare(secrets: SecretRequest[], files: FileRequest[], env: readonly string[], cleanups: StepCleanups): Promise<{ mounts: RunMount[]; env: string[] }> {
+  async prepare(secrets: SecretRequest[], files: FileRequest[], env: readonly string[], cleanups: StepCleanups, idShift = 0): Promise<{ mounts: RunMount[]; env: string[] }> {
     const mounts: RunMount[] = [];
     let stepEnv = [...env];
     if (secrets.length === 0 && files.length === 0) return { mounts, env: stepEnv };
@@ -47,6 +48,7 @@ export class SecretMounts {
     for (const [i, m] of files.entries()) {
       const file = path.join(dir, `file-${i}`);
       await writeFile(file, m.content, { mode: 0o600 });
+      if (idShift !== 0) await chown(file, idShift, idShift);
       await chmod(file, m.mode);
       mounts.push({ type: 'bind', source: file, destination: m.target, readonly: true });
     }
@@ -59,7 +61,7 @@ export class SecretMounts {
       if (m.target === null) continue;
       const file = path.join(dir, String(i));
       await writeFile(file, m.value, { mode: 0o600 });
-      await chown(file, m.uid, m.gid);
+      await chown(file, m.uid + idShift, m.gid + idShift);
       await chmod(file, m.mode);
       mounts.push({ type: 'bind', source: file, destination: m.target, readonly: true });
     }

@@ -61,20 +61,22 @@ export async function startSshAgent(root: string, keys: readonly Buffer[], owner
 
 /**
  * `RUN --mount=type=ssh`: an ssh-agent for one mount of one step holding the build's keys, run as
- * the mount's uid:gid, its socket bound at the target. The agent is killed and its directory
+ * the mount's uid:gid (shifted by `idShift` for a step in a user namespace), its socket bound at the target. The agent is killed and its directory
  * removed when the step's cleanups run.
  */
-export async function sshAgentMount(root: string, m: SshRequest, cleanups: StepCleanups): Promise<RunMount> {
+export async function sshAgentMount(root: string, m: SshRequest, cleanups: StepCleanups, idShift = 0): Promise<RunMount> {
   const what = `--mount=type=ssh,id=${m.id}`;
+  // In a user namespace the step's uid is host idShift+uid: the agent answers only its own user (and root).
+  const owner = { uid: m.uid + idShift, gid: m.gid + idShift };
   let agent: SshAgent;
   try {
-    agent = await startSshAgent(root, m.keys, { uid: m.uid, gid: m.gid });
+    agent = await startSshAgent(root, m.keys, owner);
   } catch (e) {
     if (e instanceof SshKeyError) throw new RunStepError(`${what}: ${e.message.replace('a key could', `a key sent for "${m.id}" could`)}`);
     throw new Error(`${what}: ${(e as Error).message}`);
   }
   cleanups.push(() => agent.stop());
-  await chown(agent.socket, m.uid, m.gid);
+  await chown(agent.socket, owner.uid, owner.gid);
   await chmod(agent.socket, m.mode);
   return { type: 'bind', source: agent.socket, destination: m.target, readonly: false };
 }

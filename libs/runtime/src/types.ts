@@ -30,6 +30,12 @@ export interface RunSpec {
   mounts?: RunMount[];
   /** `RUN --security=insecure`, which the worker allows only when the operator does: a privileged container. */
   privileged?: boolean;
+  /**
+   * Run in a user namespace: ids 0..size-1 of the step are host hostId..; `dir` is a directory only
+   * that range's root may enter, where the executor binds the rootfs (runc opens it from inside the
+   * namespace). The rootfs's lower dirs and the mounts' sources must already show the step's owners.
+   */
+  userns?: { hostId: number; size: number; dir: string };
 }
 
 export type OutputStream = 'stdout' | 'stderr';
