@@ -44,7 +44,7 @@ export interface StepSettings {
   /** First host id of the ranges (STRATA_USERNS_BASE, a multiple of 65536) and how many (STRATA_USERNS_RANGES). */
   usernsBase?: number;
   usernsRanges?: number;
-  /** Where ranges are claimed host-wide (default /run/strata/userns). */
+  /** Where ranges are claimed host-wide (default /run/strata-userns). */
   usernsStateDir?: string;
 }
 

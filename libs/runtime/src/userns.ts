@@ -19,7 +19,7 @@ export interface UserNamespacesOptions {
   root: string;
   /** The layer store's directory, seen through each range's idmap as the steps' lower dirs. */
   layersDir: string;
-  /** Range claims and steps' private directories, shared by every worker of the host. Default /run/strata/userns. */
+  /** Range claims and steps' private directories, shared by every worker of the host. Default /run/strata-userns (0711: runc enters it from inside the namespace). */
   stateDir?: string;
 }
 
@@ -70,7 +70,7 @@ export class UserNamespaces {
     if (!Number.isInteger(options.ranges) || options.ranges < 1 || options.base + options.ranges * USERNS_RANGE_SIZE > 2 ** 32 - 1) {
       throw new Error(`the user namespace pool of ${options.ranges} ranges from ${options.base} does not fit below 2^32`);
     }
-    this.stateDir = options.stateDir ?? '/run/strata/userns';
+    this.stateDir = options.stateDir ?? '/run/strata-userns';
   }
 
   private get claimsDir(): string {
