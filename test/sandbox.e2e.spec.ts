@@ -1,10 +1,10 @@
 import { jest } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { importBusybox } from './support/images.js';
-import { build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
+import { api, build, makeDir, type Stack, startStack, tarOf, waitForBuild } from './support/stack.js';
 
 jest.setTimeout(240_000);
 
@@ -64,8 +64,12 @@ function outcomes(text: string): Record<string, string> {
   );
 }
 
+/** In a user namespace the kernel itself refuses to make a device node (no CAP_MKNOD over the host), so there is none to open. */
+const REFUSED_IN_RUNC_USERNS: Record<string, string> = { ...REFUSED_IN_RUNC, 'mknod-host-disk': 'EPERM', 'open-host-disk': 'ENOENT' };
+
 describe.each<{ runtime: string; env: Record<string, string> }>([
-  { runtime: 'runc', env: {} },
+  { runtime: 'runc', env: { STRATA_RUN_USERNS: '0' } },
+  { runtime: 'runc-userns', env: { STRATA_RUN_USERNS: '1' } },
   { runtime: 'runsc', env: { STRATA_RUN_RUNTIME: 'runsc' } },
 ])('a hostile RUN step in $runtime', ({ runtime, env }) => {
   let stack: Stack;
@@ -116,8 +120,8 @@ describe.each<{ runtime: string; env: Record<string, string> }>([
     const root = await rootfsOf('hostile');
     const seen = outcomes(readFileSync(path.join(root, 'hostile-results'), 'utf8'));
     expect(Object.keys(seen).sort()).toEqual(Object.keys(REFUSED_IN_RUNC).sort());
-    if (runtime === 'runc') {
-      expect(seen).toEqual(REFUSED_IN_RUNC);
+    if (runtime === 'runc' || runtime === 'runc-userns') {
+      expect(seen).toEqual(runtime === 'runc' ? REFUSED_IN_RUNC : REFUSED_IN_RUNC_USERNS);
       expect(readFileSync(path.join(root, 'status-sandboxed'), 'utf8')).toBe('CapEff:\t00000000a80405fb\nNoNewPrivs:\t1\nSeccomp:\t2\n');
       // `RUN --security=insecure` runs unconfined, as BuildKit runs it.
       expect(readFileSync(path.join(root, 'status-insecure'), 'utf8')).toBe('NoNewPrivs:\t0\nSeccomp:\t0\n');
@@ -140,7 +144,7 @@ describe.each<{ runtime: string; env: Record<string, string> }>([
         'RUN echo "bob:x:2000:2000::/home/bob:/bin/sh" >> /etc/passwd && echo "bob:x:2000:" >> /etc/group && mkdir /data && echo x > /data/file && chown -R bob:bob /data && chmod 640 /data/file',
         // busybox picks its applet by name: this `id` is busybox, setuid root.
         'RUN mkdir -p /opt/suid && cp /bin/busybox /opt/suid/id && chmod 4755 /opt/suid/id',
-        // gVisor makes no device nodes (a runtime difference ADR 0022 records).
+        // gVisor makes no device nodes, nor does a user namespace (runtime differences ADR 0022 records).
         runtime === 'runc' ? 'RUN mknod /dev-null-copy c 1 3' : 'RUN ! mknod /dev-null-copy c 1 3',
         // root may become anyone; the setuid bit cannot raise bob back to root (no-new-privileges).
         'RUN su bob -c "id -u; /opt/suid/id -u" > /su-out',
@@ -155,5 +159,109 @@ describe.each<{ runtime: string; env: Record<string, string> }>([
     expect(statSync(path.join(root, 'opt', 'suid', 'id')).mode & 0o7777).toBe(0o4755);
     if (runtime === 'runc') expect(statSync(path.join(root, 'dev-null-copy')).isCharacterDevice()).toBe(true);
     expect(readFileSync(path.join(root, 'su-out'), 'utf8')).toBe('2000\n2000\n');
+  });
+});
+
+describe('a RUN step in a user namespace (runc, STRATA_RUN_USERNS=1)', () => {
+  let stack: Stack;
+  let tokens: string[];
+  const base = 2 ** 30;
+
+  beforeAll(async () => {
+    stack = await startStack({ env: { STRATA_RUN_USERNS: '1', STRATA_USERNS_BASE: String(base) } });
+    tokens = [];
+    for (const name of ['userns-a', 'userns-b']) {
+      const { token } = await stack.tenant(name);
+      await importBusybox(stack, token);
+      tokens.push(token);
+    }
+  });
+  afterAll(async () => {
+    await stack.close();
+  });
+
+  async function fileOf(token: string, repo: string, file: string): Promise<string> {
+    const res = await fetch(`${stack.url}/v1/repositories/${repo}/tags/1/oci-archive`, { headers: { authorization: `Bearer ${token}` } });
+    expect(res.status).toBe(200);
+    const dir = mkdtempSync(path.join(tmpdir(), 'strata-userns-'));
+    try {
+      writeFileSync(path.join(dir, 'image.tar'), Buffer.from(await res.arrayBuffer()));
+      mkdirSync(path.join(dir, 'layout'));
+      execFileSync('tar', ['-xf', path.join(dir, 'image.tar'), '-C', path.join(dir, 'layout')]);
+      execFileSync('umoci', ['unpack', '--image', `${path.join(dir, 'layout')}:1`, path.join(dir, 'bundle')], { stdio: 'pipe' });
+      const target = path.join(dir, 'bundle', 'rootfs', file);
+      const stats = statSync(target);
+      return `${stats.uid}:${stats.gid} ${(stats.mode & 0o7777).toString(8)} ${readFileSync(target, 'utf8')}`;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** The host's view of a process whose command line holds `tag`: its real, effective, saved and fs uids. */
+  function hostUidsOf(tag: string): string | undefined {
+    for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+      try {
+        if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(tag)) continue;
+        return /^Uid:\s*(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]?.split(/\s+/).join(' ');
+      } catch {
+        // gone meanwhile
+      }
+    }
+    return undefined;
+  }
+
+  it("is root inside and an unprivileged host range outside, while the layer keeps the owners the step wrote", async () => {
+    const tag = `7.${process.pid}`;
+    const context = makeDir({
+      Dockerfile: [
+        'FROM busybox:1',
+        'RUN cat /proc/self/uid_map /proc/self/gid_map > /maps && id -u > /id',
+        `RUN sleep ${tag}`,
+        'RUN echo mine > /mine && echo bob > /bob && chown 1000:1000 /bob && chmod 4750 /bob',
+        // The base image's files are root's in the step, and root may change them (copy-up through the idmapped layer).
+        'RUN echo "bob:x:1000:1000::/:/bin/sh" >> /etc/passwd',
+        '',
+      ].join('\n'),
+    });
+    const submitted = api(stack, tokens[0]!, 'POST', '/v1/builds?repository=userns&tag=1', tarOf(context), 'application/x-tar');
+    let seenFromHost: string | undefined;
+    for (const until = Date.now() + 60_000; seenFromHost === undefined && Date.now() < until; ) {
+      seenFromHost = hostUidsOf(tag);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const res = await submitted;
+    const result = await waitForBuild(stack, tokens[0]!, res.json.id);
+    expect(result.error).toBeNull();
+
+    const [uidMap, gidMap] = (await fileOf(tokens[0]!, 'userns', 'maps')).replace(/^\S+ \S+ /, '').trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number));
+    expect(uidMap![0]).toBe(0);
+    expect(uidMap![1]! >= base && (uidMap![1]! - base) % 65536 === 0).toBe(true);
+    expect(uidMap![2]).toBe(65536);
+    expect(gidMap).toEqual(uidMap);
+    expect(await fileOf(tokens[0]!, 'userns', 'id')).toBe('0:0 644 0\n');
+    // The step's root, seen from the host while it runs: uid hostId in every slot, not 0.
+    const host = uidMap![1]!;
+    expect(seenFromHost).toBe(`${host} ${host} ${host} ${host}`);
+    expect(await fileOf(tokens[0]!, 'userns', 'mine')).toBe('0:0 644 mine\n');
+    expect(await fileOf(tokens[0]!, 'userns', 'bob')).toBe('1000:1000 4750 bob\n');
+    expect(await fileOf(tokens[0]!, 'userns', 'etc/passwd')).toMatch(/^0:0 644 root:x:0:0:[\s\S]*bob:x:1000:1000::\/:\/bin\/sh\n$/);
+  });
+
+  it('gives two builds that run at once disjoint host ranges', async () => {
+    const context = makeDir({
+      Dockerfile: ['FROM busybox:1', 'RUN date +%s%N > /started && cat /proc/self/uid_map > /map && sleep 3 && date +%s%N > /ended', ''].join('\n'),
+    });
+    const ids = await Promise.all(
+      tokens.map(async (token, i) => (await api(stack, token, 'POST', `/v1/builds?repository=both-${i}&tag=1`, tarOf(context), 'application/x-tar')).json.id as string),
+    );
+    const results = await Promise.all(ids.map((id, i) => waitForBuild(stack, tokens[i]!, id)));
+    expect(results.map((r) => r.error)).toEqual([null, null]);
+    const read = async (i: number, file: string) => (await fileOf(tokens[i]!, `both-${i}`, file)).replace(/^\S+ \S+ /, '').trim();
+    const spans = await Promise.all([0, 1].map(async (i) => [Number(await read(i, 'started')), Number(await read(i, 'ended'))] as const));
+    // They did run at the same time (the worker takes two builds at once)...
+    expect(spans[0]![0] < spans[1]![1] && spans[1]![0] < spans[0]![1]).toBe(true);
+    const hosts = await Promise.all([0, 1].map(async (i) => Number((await read(i, 'map')).split(/\s+/)[1])));
+    // ...in ranges that share no id.
+    expect(Math.abs(hosts[0]! - hosts[1]!)).toBeGreaterThanOrEqual(65536);
   });
 });

@@ -231,7 +231,8 @@ export class BuildRuntime implements RootfsProvider {
           const copy = await this.throwawayCopy(m.source, m.target, cleanups);
           mounts.push(copy.type === 'bind' ? { ...copy, source: await seen(copy.source) } : copy);
         } else if (m.type === 'bind') mounts.push({ type: 'bind', source: await seen(m.source), destination: m.target, readonly: m.readOnly });
-        else if (m.type === 'ssh') mounts.push(await sshAgentMount(this.root, m, cleanups, userns?.hostId ?? 0));
+        // The agent runs as the step's (shifted) uid: its socket goes where that uid may enter.
+        else if (m.type === 'ssh') mounts.push(await sshAgentMount(userns ? userns.dir : this.root, m, cleanups, userns?.hostId ?? 0));
       }
       const secretRequests = (req.mounts ?? []).filter((m) => m.type === 'secret');
       const fileRequests = (req.mounts ?? []).filter((m) => m.type === 'file');
