@@ -36,6 +36,17 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...base, STRATA_RUN_RUNTIME: 'kata' })).toThrow('STRATA_RUN_RUNTIME must be runc or runsc, got "kata"');
   });
 
+  it('runs RUN steps without user namespaces unless STRATA_RUN_USERNS asks, from a pool of 65536-id ranges it checks', () => {
+    expect(loadConfig(base).run).toMatchObject({ userns: 'off', usernsBase: 2 ** 30, usernsRanges: 256 });
+    expect(loadConfig({ ...base, STRATA_RUN_USERNS: '1' }).run.userns).toBe('on');
+    expect(loadConfig({ ...base, STRATA_RUN_USERNS: 'auto' }).run.userns).toBe('auto');
+    expect(loadConfig({ ...base, STRATA_RUN_USERNS: '0' }).run.userns).toBe('off');
+    expect(() => loadConfig({ ...base, STRATA_RUN_USERNS: 'yes' })).toThrow('STRATA_RUN_USERNS must be 0, 1 or auto, got "yes"');
+    expect(loadConfig({ ...base, STRATA_USERNS_BASE: '131072', STRATA_USERNS_RANGES: '8' }).run).toMatchObject({ usernsBase: 131072, usernsRanges: 8 });
+    expect(() => loadConfig({ ...base, STRATA_USERNS_BASE: '100000' })).toThrow('STRATA_USERNS_BASE must be a multiple of 65536, got "100000"');
+    expect(() => loadConfig({ ...base, STRATA_USERNS_BASE: String(2 ** 31), STRATA_USERNS_RANGES: '40000' })).toThrow('must stay below 2^32 - 1');
+  });
+
   it('takes STRATA_ALLOW_PRIVATE_SOURCES as CIDRs and names a malformed one', () => {
     expect(loadConfig(base).allowPrivateSources).toEqual([]);
     expect(loadConfig({ ...base, STRATA_ALLOW_PRIVATE_SOURCES: '127.0.0.0/8, fd00::/8' }).allowPrivateSources).toEqual(['127.0.0.0/8', 'fd00::/8']);

@@ -120,8 +120,9 @@ export interface RunSettings {
   /** runsc's platform (STRATA_RUN_RUNSC_PLATFORM): ptrace runs anywhere, kvm needs /dev/kvm. */
   runscPlatform: 'ptrace' | 'kvm' | 'systrap';
   /**
-   * User namespaces for runc steps (STRATA_RUN_USERNS): unset is `auto` (on where this kernel does
-   * them, else logged and off), `1` is `on` (the worker refuses to start without them), `0` is `off`.
+   * User namespaces for runc steps (STRATA_RUN_USERNS): `1` is `on` (the worker refuses to start
+   * without them), `auto` uses them where this kernel does (else logs why), `0` or unset is `off`:
+   * a step in a user namespace cannot make device nodes (docs/adr/0022).
    */
   userns: 'auto' | 'on' | 'off';
   /** First host uid/gid of the steps' ranges (STRATA_USERNS_BASE), a multiple of 65536; default 2^30. */
@@ -269,7 +270,7 @@ function runSettings(env: Env): RunSettings {
     throw new ConfigError(`STRATA_RUN_RUNSC_PLATFORM must be ptrace, kvm or systrap, got "${runscPlatform}"`);
   }
   const usernsRaw = env.STRATA_RUN_USERNS ?? '';
-  if (usernsRaw !== '' && usernsRaw !== '0' && usernsRaw !== '1') throw new ConfigError(`STRATA_RUN_USERNS must be 0 or 1, got "${usernsRaw}"`);
+  if (!['', '0', '1', 'auto'].includes(usernsRaw)) throw new ConfigError(`STRATA_RUN_USERNS must be 0, 1 or auto, got "${usernsRaw}"`);
   const usernsBase = int(env, 'STRATA_USERNS_BASE', 2 ** 30, 65536);
   if (usernsBase % 65536 !== 0) throw new ConfigError(`STRATA_USERNS_BASE must be a multiple of 65536, got "${usernsBase}"`);
   const usernsRanges = int(env, 'STRATA_USERNS_RANGES', 256, 1);
@@ -289,7 +290,7 @@ function runSettings(env: Env): RunSettings {
     allowInsecure: insecure === 'true',
     runtime,
     runscPlatform,
-    userns: usernsRaw === '1' ? 'on' : usernsRaw === '0' ? 'off' : 'auto',
+    userns: usernsRaw === '1' ? 'on' : usernsRaw === 'auto' ? 'auto' : 'off',
     usernsBase,
     usernsRanges,
   };

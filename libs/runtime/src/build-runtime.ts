@@ -36,9 +36,10 @@ export interface StepSettings {
   /** CIDRs bridge steps may reach although private (STRATA_ALLOW_PRIVATE_SOURCES). */
   allowPrivate?: readonly string[];
   /**
-   * User namespaces for runc steps (STRATA_RUN_USERNS): `auto` (the default) uses them when this
-   * kernel and filesystem do (else logs why and runs without), `on` fails `init` when they cannot,
-   * `off` runs steps as host root. runsc steps and `--security=insecure` steps run without.
+   * User namespaces for runc steps (STRATA_RUN_USERNS): `on` fails `init` when this kernel and
+   * filesystem cannot do them, `auto` uses them when they can (else logs why and runs without),
+   * `off` (the default: no device nodes in a user namespace) runs steps as host root. runsc steps
+   * and `--security=insecure` steps run without.
    */
   userns?: 'auto' | 'on' | 'off';
   /** First host id of the ranges (STRATA_USERNS_BASE, a multiple of 65536) and how many (STRATA_USERNS_RANGES). */
@@ -126,7 +127,7 @@ export class BuildRuntime implements RootfsProvider {
 
   private async initUserns(): Promise<void> {
     const step = this.options.step;
-    const mode = step.userns ?? 'auto';
+    const mode = step.userns ?? 'off';
     if (mode === 'off' || (step.runtime ?? 'runc') !== 'runc' || this.userns) return;
     const userns = new UserNamespaces({
       base: step.usernsBase ?? DEFAULT_USERNS_BASE,
@@ -142,7 +143,7 @@ export class BuildRuntime implements RootfsProvider {
       await userns.close().catch(() => undefined);
       const why = `user namespaces do not work on this worker (${(e as Error).message})`;
       if (mode === 'on') throw new Error(`STRATA_RUN_USERNS=1: ${why}`);
-      process.stderr.write(`strata worker: ${why}; RUN steps run as host root (set STRATA_RUN_USERNS=0 to say so, or 1 to refuse to start)\n`);
+      process.stderr.write(`strata worker: ${why}; RUN steps run as host root (STRATA_RUN_USERNS=auto; set 1 to refuse to start instead)\n`);
     }
   }
 
