@@ -9,7 +9,7 @@
  * message `CODE: description, syscall 'path'`.
  *
  * Stable API (other branches build on it; extend, do not change):
- * - `mount(source, target, fstype, flags?, data?)`: Promise<void>
+ * - `mount(source, target, fstype, flags?, data?, { cwd? })`: Promise<void>
  * - `umount(target, { detach?, force? })`: Promise<void>
  * - `idmappedBindMount(source, target, userns, { recursive? })`: Promise<void>
  * - `llistxattr(path)`: string[]; `lgetxattr(path, name)`: Buffer; `lsetxattr(path, name, value, flags?)`;
@@ -25,7 +25,7 @@ export type PathArg = string | Buffer;
 export type UsernsRef = { pid: number } | { path: string } | { fd: number };
 
 interface Binding {
-  mount(source: PathArg | null, target: PathArg, fstype: string | null, flags: number, data: string | null): Promise<void>;
+  mount(source: PathArg | null, target: PathArg, fstype: string | null, flags: number, data: string | null, cwd: PathArg | null): Promise<void>;
   umount(target: PathArg, flags: number): Promise<void>;
   idmappedBindMount(source: PathArg, target: PathArg, usernsPath: string | null, usernsFd: number, recursive: boolean): Promise<void>;
   llistxattr(path: PathArg): string[];
@@ -77,9 +77,17 @@ function load(): Binding {
 
 export const constants: NativeConstants = binding.constants;
 
+export interface MountOptions {
+  /**
+   * Resolve relative paths (`target`, and paths inside `data` such as overlayfs's lowerdir) against
+   * this directory: the mount is made on a thread with its own cwd, the process's never moves.
+   */
+  cwd?: PathArg;
+}
+
 /** mount(2). `source` null for a remount or a propagation change; `data` the filesystem's options (one page at most). */
-export function mount(source: PathArg | null, target: PathArg, fstype: string | null, flags = 0, data: string | null = null): Promise<void> {
-  return binding.mount(source, target, fstype, flags, data);
+export function mount(source: PathArg | null, target: PathArg, fstype: string | null, flags = 0, data: string | null = null, options: MountOptions = {}): Promise<void> {
+  return binding.mount(source, target, fstype, flags, data, options.cwd ?? null);
 }
 
 export interface UmountOptions {

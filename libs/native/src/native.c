@@ -8,6 +8,8 @@
 #include <node_api.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -362,6 +364,7 @@ typedef struct {
   char *target;
   char *fstype;
   char *data;
+  char *cwd;
   char *userns_path;
   int userns_fd;
   int recursive;
@@ -378,6 +381,7 @@ static void free_job(MountJob *job) {
   free(job->target);
   free(job->fstype);
   free(job->data);
+  free(job->cwd);
   free(job->userns_path);
   free(job);
 }
@@ -411,12 +415,39 @@ static void idmapped_bind(MountJob *job) {
   if (job->userns_fd < 0) close(userns);
 }
 
+static void mount_here(MountJob *job) {
+  if (mount(job->source, job->target, job->fstype, job->flags, job->data) != 0) fail(job, "mount", job->source ? job->source : job->fstype, job->target);
+}
+
+// A mount whose relative paths (overlayfs's lowerdir=l/0:..., the target) resolve against `cwd`:
+// made on a thread of its own that unshares its filesystem context (CLONE_FS: cwd, root, umask)
+// from the process and changes into `cwd`, so no other thread's cwd ever moves. Mounts are still
+// the process's: the mount namespace is not part of CLONE_FS.
+static void *mount_in_cwd(void *data) {
+  MountJob *job = data;
+  if (unshare(CLONE_FS) != 0) fail(job, "unshare", job->cwd, NULL);
+  else if (chdir(job->cwd) != 0) fail(job, "chdir", job->cwd, NULL);
+  else mount_here(job);
+  return NULL;
+}
+
 static void execute(napi_env env, void *data) {
   (void)env;
   MountJob *job = data;
   switch (job->op) {
     case OP_MOUNT:
-      if (mount(job->source, job->target, job->fstype, job->flags, job->data) != 0) fail(job, "mount", job->source ? job->source : job->fstype, job->target);
+      if (job->cwd == NULL) {
+        mount_here(job);
+      } else {
+        pthread_t thread;
+        int rc = pthread_create(&thread, NULL, mount_in_cwd, job);
+        if (rc != 0) {
+          errno = rc;
+          fail(job, "pthread_create", job->cwd, NULL);
+        } else {
+          pthread_join(thread, NULL);
+        }
+      }
       break;
     case OP_UMOUNT:
       if (umount2(job->target, (int)job->flags) != 0) fail(job, "umount2", job->target, NULL);
@@ -469,17 +500,18 @@ static MountJob *new_job(napi_env env, enum operation op) {
   return job;
 }
 
-// mount(source | null, target, fstype | null, flags, data | null): Promise<void>.
+// mount(source | null, target, fstype | null, flags, data | null, cwd | null): Promise<void>.
 static napi_value Mount(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  if (!get_args(env, info, 5, argv)) return NULL;
+  napi_value argv[6];
+  if (!get_args(env, info, 6, argv)) return NULL;
   int64_t flags;
   if (!get_int64(env, argv[3], "flags", &flags)) return NULL;
   MountJob *job = new_job(env, OP_MOUNT);
   if (job == NULL) return NULL;
   job->flags = (unsigned long)flags;
   if (!get_bytes(env, argv[0], "source", 1, &job->source) || !get_bytes(env, argv[1], "target", 0, &job->target) ||
-      !get_bytes(env, argv[2], "fstype", 1, &job->fstype) || !get_bytes(env, argv[4], "data", 1, &job->data)) {
+      !get_bytes(env, argv[2], "fstype", 1, &job->fstype) || !get_bytes(env, argv[4], "data", 1, &job->data) ||
+      !get_bytes(env, argv[5], "cwd", 1, &job->cwd)) {
     free_job(job);
     return NULL;
   }

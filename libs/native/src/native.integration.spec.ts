@@ -65,6 +65,20 @@ describe('@strata/native', () => {
     await expect(umount(target)).rejects.toMatchObject({ code: 'EINVAL', syscall: 'umount2', path: target });
   });
 
+  it('resolves relative paths against cwd without moving the process cwd', async () => {
+    for (const name of ['lower', 'upper', 'work', 'merged']) mkdirSync(join(dir, name));
+    writeFileSync(join(dir, 'lower', 'from-lower'), 'l');
+    const before = process.cwd();
+    await mount('overlay', 'merged', 'overlay', 0, 'lowerdir=lower,upperdir=upper,workdir=work', { cwd: dir });
+    try {
+      expect(process.cwd()).toBe(before);
+      expect(readFileSync(join(dir, 'merged', 'from-lower'), 'utf8')).toBe('l');
+    } finally {
+      await umount(join(dir, 'merged'));
+    }
+    await expect(mount('overlay', 'merged', 'overlay', 0, null, { cwd: join(dir, 'absent') })).rejects.toMatchObject({ code: 'ENOENT', syscall: 'chdir' });
+  });
+
   it('detaches a busy mount lazily', async () => {
     const target = join(dir, 'm');
     mkdirSync(target);
