@@ -1,8 +1,7 @@
-import { execFile } from 'node:child_process';
 import { lstat, readdir, readlink, unlink } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
+import { lgetxattrs } from '@strata/native';
 import { compareLayerKeys, OPAQUE_WHITEOUT, WHITEOUT_PREFIX, type LayerEntry } from '@strata/oci';
-import { CommandError } from './command.js';
 
 export interface DiffOptions {
   /**
@@ -35,7 +34,6 @@ const OVERLAY_XATTR_PREFIX = 'trusted.overlay.';
  */
 export async function diffUpperDir(upperDir: string, options: DiffOptions = {}): Promise<LayerEntry[]> {
   const root = Buffer.from(upperDir);
-  const xattrs = await readAllXattrs(upperDir);
   const found: { rel: Buffer; stats: Stats }[] = [];
   const stack: Buffer[] = [Buffer.alloc(0)];
   while (stack.length > 0) {
@@ -55,7 +53,7 @@ export async function diffUpperDir(upperDir: string, options: DiffOptions = {}):
   const entries: { key: Buffer[]; entry: LayerEntry; inode?: string }[] = [];
   for (const { rel, stats } of found) {
     const path = under(root, rel);
-    const own = xattrs.get(rel.toString('latin1'));
+    const own = xattrsOf(path);
     const meta = {
       ...layerPath(rel),
       mode: stats.mode & 0o7777,
@@ -177,48 +175,19 @@ interface PathXattrs {
 }
 
 /**
- * Every xattr under the upper dir from one getfattr run per step (Node has no xattr API, and a
- * process per file would cost more than the step). `-h` reads a symlink's own xattrs: following
- * it would fail on a dangling link and read the host's file for an absolute one. Names come
- * back octal-escaped and values hex, so the output is line-safe for any name.
- * Returns a map keyed by the path's bytes as latin1.
+ * A name's own xattrs (a symlink's own: following it would fail on a dangling link and read the
+ * host's file for an absolute one), in-process: one llistxattr per name, which answers with nothing
+ * for almost all of them, and an lgetxattr only for those that have some. `trusted.overlay.*` is
+ * overlay's bookkeeping: opaque is read from it, none is kept.
  */
-async function readAllXattrs(upperDir: string): Promise<Map<string, PathXattrs>> {
-  const output = await getfattrDump(upperDir);
-  const result = new Map<string, PathXattrs>();
-  let current: PathXattrs | undefined;
-  for (const line of output.split('\n')) {
-    if (line.startsWith('# file: ')) {
-      const name = decodeGetfattrName(line.slice('# file: '.length));
-      const rel = name === '.' ? '' : name.replace(/^\.\//, '');
-      current = { opaque: false };
-      result.set(rel, current);
-      continue;
-    }
-    const eq = line.indexOf('=');
-    if (current === undefined || eq === -1) continue;
-    const key = line.slice(0, eq);
-    const raw = line.slice(eq + 1);
-    const value = raw.startsWith('0x') ? Buffer.from(raw.slice(2), 'hex') : Buffer.from(raw.replace(/^"|"$/g, ''));
-    if (key === 'trusted.overlay.opaque') current.opaque = value.toString() === 'y';
-    if (key.startsWith(OVERLAY_XATTR_PREFIX)) continue;
-    (current.kept ??= {})[key] = value;
+function xattrsOf(path: Buffer): PathXattrs | undefined {
+  const all = lgetxattrs(path);
+  if (all === null) return undefined;
+  const result: PathXattrs = { opaque: false };
+  for (const [name, value] of Object.entries(all)) {
+    if (name === 'trusted.overlay.opaque') result.opaque = value.toString() === 'y';
+    if (name.startsWith(OVERLAY_XATTR_PREFIX)) continue;
+    (result.kept ??= {})[name] = value;
   }
   return result;
-}
-
-function getfattrDump(dir: string): Promise<string> {
-  const args = ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '.'];
-  return new Promise((resolve, reject) => {
-    // latin1 keeps the (ASCII) output byte for byte; the escapes carry any other byte.
-    execFile('getfattr', args, { cwd: dir, env: { ...process.env, LC_ALL: 'C' }, maxBuffer: 1024 ** 3, encoding: 'latin1' }, (error, stdout, stderr) => {
-      if (error) reject(new CommandError(`getfattr ${args.join(' ')} in ${dir}`, typeof error.code === 'number' ? error.code : null, stderr || error.message));
-      else resolve(stdout);
-    });
-  });
-}
-
-/** getfattr writes bytes outside printable ASCII (and backslash) as `\ooo` octal escapes; returns the bytes as latin1. */
-function decodeGetfattrName(quoted: string): string {
-  return quoted.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
 }

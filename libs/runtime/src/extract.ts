@@ -8,8 +8,7 @@ import {
   open as openCb,
   write as writeCb,
 } from 'node:fs';
-import { randomBytes } from 'node:crypto';
-import { chmod, lchown, link, lstat, lutimes, mkdir, open, readlink, realpath, rename, rm, symlink, unlink, utimes } from 'node:fs/promises';
+import { chmod, lchown, link, lstat, lutimes, mkdir, open, readlink, realpath, rm, symlink, unlink, utimes } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
@@ -24,7 +23,7 @@ import {
   TarExtractionError,
   WHITEOUT_PREFIX,
 } from '@strata/oci';
-import { runCommand } from './command.js';
+import { lsetxattr, mknod } from '@strata/native';
 
 /**
  * What an archive becomes:
@@ -63,6 +62,7 @@ const BLOCK = 4096;
 /** Files up to this size are buffered and written in one call: far fewer round trips than a stream. */
 const SMALL_FILE = 256 * 1024;
 const OVERLAY_XATTR_PREFIX = 'trusted.overlay.';
+const OPAQUE_VALUE = Buffer.from('y');
 
 interface PendingDirectory {
   parts: string[];
@@ -170,7 +170,7 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
             for await (const chunk of body) chunks.push(chunk as Buffer);
             const content = Buffer.concat(chunks);
             const write = writeSmallFile(target, content, header, chown)
-              .then(() => (layer ? applyXattrs(header, target, root) : undefined))
+              .then(() => (layer ? applyXattrs(header, target) : undefined))
               .catch((err: unknown) => {
                 writeError ??= err;
               })
@@ -189,7 +189,7 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
           } finally {
             await handle.close();
           }
-          if (layer) await applyXattrs(header, target, root);
+          if (layer) applyXattrs(header, target);
           break;
         }
         case 'symlink': {
@@ -206,7 +206,7 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
           await symlink(linkTarget, fsPath(target));
           if (chown) await lchown(fsPath(target), header.uid, header.gid);
           await lutimes(fsPath(target), timeOf(header.mtime), timeOf(header.mtime));
-          if (layer) await applyXattrs(header, target, root);
+          if (layer) applyXattrs(header, target);
           sizeBytes += BLOCK;
           break;
         }
@@ -231,12 +231,11 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
         case 'fifo': {
           if (!layer) throw new TarExtractionError(name, `${header.type} entries are not allowed`);
           await clear();
-          const args = header.type === 'fifo' ? ['p'] : [header.type === 'char-device' ? 'c' : 'b', String(header.devmajor), String(header.devminor)];
-          await makeNode(root, target, args);
+          mknod(fsPath(target), header.type, 0o666, header.devmajor, header.devminor);
           if (chown) await lchown(fsPath(target), header.uid, header.gid);
           await chmod(fsPath(target), header.mode);
           await utimes(fsPath(target), timeOf(header.mtime), timeOf(header.mtime));
-          await applyXattrs(header, target, root);
+          applyXattrs(header, target);
           sizeBytes += BLOCK;
           break;
         }
@@ -260,14 +259,9 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
     const path = join(root, ...removed);
     // A whiteout only hides lower layers; a same-named entry of this layer wins.
     if ((await lstatOrNull(path)) !== null) continue;
-    await makeNode(root, path, ['c', '0', '0']);
+    mknod(fsPath(path), 'char-device', 0o666, 0, 0);
   }
-  const opaque = opaqueDirs.map((dir) => join(root, ...dir));
-  const plainOpaque = opaque.filter((dir) => asUtf8(dir) !== null);
-  if (plainOpaque.length > 0) await runCommand('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', ...plainOpaque.map((dir) => asUtf8(dir)!)]);
-  for (const dir of opaque.filter((d) => asUtf8(d) === null)) {
-    await underPlainName(root, dir, (plain) => runCommand('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', plain]).then(() => undefined));
-  }
+  for (const dir of opaqueDirs) lsetxattr(fsPath(join(root, ...dir)), 'trusted.overlay.opaque', OPAQUE_VALUE);
   // Deepest first, so restrictive modes and mtimes are not disturbed by writing children.
   directories.sort((a, b) => b.parts.length - a.parts.length);
   for (const dir of directories) {
@@ -319,13 +313,11 @@ async function writeSmallFile(target: string, content: Buffer, header: TarEntryH
   }
 }
 
-/** The xattrs of an entry, their values byte for byte (setfattr takes them in hex). */
-async function applyXattrs(header: TarEntryHeader, target: string, root: string): Promise<void> {
-  const set = Object.entries(header.xattrBytes).filter(([name]) => !name.startsWith(OVERLAY_XATTR_PREFIX));
-  if (set.length === 0) return;
-  await underPlainName(root, target, async (plain) => {
-    for (const [name, value] of set) await runCommand('setfattr', ['-h', '-n', name, '-v', `0x${value.toString('hex')}`, plain]);
-  });
+/** The xattrs of an entry, their values byte for byte, on the entry itself (a symlink is not followed). */
+function applyXattrs(header: TarEntryHeader, target: string): void {
+  for (const [name, value] of Object.entries(header.xattrBytes)) {
+    if (!name.startsWith(OVERLAY_XATTR_PREFIX)) lsetxattr(fsPath(target), name, value);
+  }
 }
 
 /** A path held as latin1 (one char per byte), as fs takes it: its bytes. */
@@ -338,13 +330,6 @@ function binary(text: string): string {
   return Buffer.from(text, 'utf8').toString('latin1');
 }
 
-/** A path held as latin1, as the UTF-8 text a command line can carry; null when its bytes are not UTF-8. */
-function asUtf8(path: string): string | null {
-  const bytes = fsPath(path);
-  const text = bytes.toString('utf8');
-  return Buffer.from(text, 'utf8').equals(bytes) ? text : null;
-}
-
 /** An archive name's bytes split into components (checked already on its text by safeArchivePath), as latin1. */
 function binaryParts(bytes: Buffer): string[] {
   const parts: string[] = [];
@@ -354,34 +339,6 @@ function binaryParts(bytes: Buffer): string[] {
     else parts.push(part);
   }
   return parts;
-}
-
-/**
- * Runs a host tool (setfattr, mknod) on a path: command lines carry UTF-8 text, so a path whose
- * bytes are not UTF-8 is renamed to a plain name in the destination root for the call, then back.
- */
-async function underPlainName(root: string, path: string, run: (plain: string) => Promise<void>): Promise<void> {
-  const text = asUtf8(path);
-  if (text !== null) return run(text);
-  const plain = `${asUtf8(root)!}/.strata-rename-${randomBytes(8).toString('hex')}`;
-  await rename(fsPath(path), plain);
-  try {
-    await run(plain);
-  } finally {
-    await rename(plain, fsPath(path));
-  }
-}
-
-/** mknod at a path (held as latin1): made under a plain name first when the path is not UTF-8. */
-async function makeNode(root: string, path: string, args: string[]): Promise<void> {
-  const text = asUtf8(path);
-  if (text !== null) {
-    await runCommand('mknod', [text, ...args]);
-    return;
-  }
-  const plain = `${asUtf8(root)!}/.strata-mknod-${randomBytes(8).toString('hex')}`;
-  await runCommand('mknod', [plain, ...args]);
-  await rename(plain, fsPath(path));
 }
 
 async function lstatOrNull(path: string) {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chown, lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { CommandError, runCommand } from './command.js';
+import { mount, umount } from '@strata/native';
 import { LayerUnpackError, unpackLayer } from './unpack.js';
 import { exists } from './fs-exists.js';
 
@@ -67,9 +67,11 @@ const DIFF_ID = /^sha256:([a-f0-9]{64})$/;
  * snapshots) and per-layer locks are held in memory.
  *
  * Mount option length: a snapshot directory holds short symlinks `l/0`, `l/1`, ... to its layers
- * and mount(8) runs with that directory as cwd, so the options read `lowerdir=l/2:l/1:l/0,
- * upperdir=upper,workdir=work`: about 5 bytes per layer instead of ~90 for absolute paths, which
- * keeps hundreds of layers under the kernel's one-page limit.
+ * and the options name them relative to it, `lowerdir=l/2:l/1:l/0,upperdir=upper,workdir=work`:
+ * about 5 bytes per layer instead of ~90 for absolute paths, which keeps hundreds of layers under
+ * the kernel's one-page limit. overlayfs resolves them against the cwd of the thread that mounts:
+ * @strata/native makes the mount(2) call in-process on a thread whose own cwd is the snapshot
+ * directory (no `mount` process, and the worker's cwd never moves).
  */
 export class LayerStore {
   readonly layersDir: string;
@@ -195,7 +197,7 @@ export class LayerStore {
       if (mountOptions.length >= MOUNT_OPTIONS_LIMIT) {
         throw new Error(`cannot mount ${hexes.length} layers: the overlay mount options exceed ${MOUNT_OPTIONS_LIMIT} bytes`);
       }
-      await runCommand('mount', ['-t', 'overlay', 'overlay', '-o', mountOptions, 'rootfs'], { cwd: dir });
+      await mount('overlay', 'rootfs', 'overlay', 0, mountOptions, { cwd: dir });
     } catch (error) {
       await removeSnapshotDir(dir).catch(() => undefined);
       unpin();
@@ -223,7 +225,7 @@ export class LayerStore {
             if (await exists(join(this.layersDir, hex, 'size'))) return;
             // A directory still serving as an overlay's upper cannot be another overlay's lower: a plain
             // unmount (the snapshot is mounted until released) or nothing, never a lazy detach.
-            await runCommand('umount', [join(dir, 'rootfs')]);
+            await umount(join(dir, 'rootfs'));
             await this.staged(async (fs, temp) => {
               await rename(join(dir, 'upper'), fs);
               await this.place(temp, hex, sizeBytes);
@@ -323,12 +325,13 @@ async function removeSnapshotDir(dir: string): Promise<void> {
 async function unmountRootfs(rootfs: string): Promise<void> {
   if (await isMountPoint(rootfs)) {
     try {
-      await runCommand('umount', [rootfs]);
+      await umount(rootfs);
     } catch (error) {
       // A straggling process keeps the mount busy: detach it so the directory can go.
-      if (!(error instanceof CommandError)) throw error;
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== 'EBUSY' && code !== 'EINVAL') throw error;
       // Unmounted meanwhile (the kernel can report EBUSY/EINVAL while a container's namespace lets go): nothing to detach.
-      if (await isMountPoint(rootfs)) await runCommand('umount', ['-l', rootfs]);
+      if (await isMountPoint(rootfs)) await umount(rootfs, { detach: true });
     }
   }
 }

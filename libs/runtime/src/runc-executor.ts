@@ -12,9 +12,7 @@ import { resolveInRoot } from '@strata/oci';
 import { ALL_CAPABILITIES, buildRuntimeSpec, capabilitiesIn, type NetnsChoice } from './runtime-spec.js';
 import type { NetworkMode, OutputStream, RunOptions, RunResult, RunSpec } from './types.js';
 import { resolveUser } from './user.js';
-import { mount, umount } from './native-shim.js';
-
-const MS_BIND = 4096;
+import { constants, mount, umount } from '@strata/native';
 
 export interface RuncExecutorOptions {
   /** The worker's data directory: bundles under `<dataDir>/bundles`, runc state under `<dataDir>/runc`. */
@@ -106,7 +104,7 @@ export class RuncExecutor {
       if (userns) {
         runRoot = join(userns.dir, 'rootfs');
         await mkdir(runRoot);
-        await mount(rootfs, runRoot, null, MS_BIND);
+        await mount(rootfs, runRoot, null, constants.MS_BIND);
         unmounts.push(runRoot);
         if (netns.kind === 'path') {
           // A user namespace cannot mount sysfs for, nor set sysctls of, a network namespace it does not own: the worker does both.

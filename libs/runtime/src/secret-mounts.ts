@@ -1,8 +1,7 @@
-import { execFile } from 'node:child_process';
 import { chmod, chown, mkdir, mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import type { RunMountRequest } from '@strata/build-engine';
+import { mount } from '@strata/native';
 import type { StepCleanups } from './cache-mounts.js';
 import type { RunMount } from './types.js';
 
@@ -28,7 +27,7 @@ export class SecretMounts {
   async init(): Promise<void> {
     await mkdir(this.root, { recursive: true, mode: 0o700 });
     if ((await statfs(this.root)).type !== TMPFS_MAGIC) {
-      await promisify(execFile)('mount', ['-t', 'tmpfs', '-o', 'mode=0700,size=256m', 'tmpfs', this.root]);
+      await mount('tmpfs', this.root, 'tmpfs', 0, 'mode=0700,size=256m');
     }
     await rm(path.join(this.root, 'files'), { recursive: true, force: true });
     await mkdir(path.join(this.root, 'files'), { mode: 0o700 });

@@ -2,10 +2,9 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { chmod, chown, lchown, lstat, mkdir, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
-import { runCommand } from './command.js';
 import path from 'node:path';
 import { isAlive, processStart } from './network-claims.js';
-import { idmappedBindMount, lgetxattr, llistxattr, lsetxattr, mount, umount } from './native-shim.js';
+import { constants, idmappedBindMount, lgetxattr, llistxattr, lsetxattr, mount, umount } from '@strata/native';
 
 /** Host ids per range: a step's uids and gids 0..65535 map onto one range. */
 export const USERNS_RANGE_SIZE = 65536;
@@ -167,7 +166,7 @@ export class UserNamespaces {
           await Promise.all(hexes.map((hex, i) => symlink(path.join(handle.view, hex, 'fs'), path.join(links, String(i)))));
           // Short relative names keep many layers under the one-page limit of mount options (as LayerStore does).
           const lower = [...hexes.map((_, i) => String(i)), 'empty'].join(':');
-          await runCommand('mount', ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${lower}`, target], { cwd: links });
+          await mount('overlay', target, 'overlay', constants.MS_RDONLY, `lowerdir=${lower}`, { cwd: links });
           mounts.push(target);
           return target;
         },
@@ -345,7 +344,7 @@ export async function shiftOwnersBack(upperDir: string, hostId: number, size: nu
       const xattrs = await keptXattrs(dir, hostId, size);
       await lchown(dir, stats.uid - hostId, stats.gid - hostId);
       if (!stats.isSymbolicLink() && (stats.mode & S_ISUID_GID) !== 0) await chmod(dir, stats.mode & 0o7777);
-      for (const [name, value] of xattrs) lsetxattr(dir.toString('latin1'), name, value);
+      for (const [name, value] of xattrs) lsetxattr(dir, name, value);
     }
     if (!stats.isDirectory()) return;
     for (const name of await readdir(dir, { encoding: 'buffer' })) await walk(Buffer.concat([dir, SLASH, name]));
@@ -357,7 +356,7 @@ const SLASH = Buffer.from('/');
 
 /** The capability and ACL xattrs of a path, rewritten for the un-shifted owners (chown drops the capability one). */
 async function keptXattrs(file: Buffer, hostId: number, size: number): Promise<Array<[string, Buffer]>> {
-  const name = file.toString('latin1');
+  const name = file;
   let names: string[];
   try {
     names = llistxattr(name);

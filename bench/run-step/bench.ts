@@ -1,0 +1,217 @@
+// Per-RUN step cost of the worker's own work around the container, and of the container runtime
+// (ADR 0026). Round robin over the variants, so a busy moment on a shared machine costs each alike;
+// run 0 of each warms caches and is not counted. Prints medians of wall time and CPU time (this
+// process and its reaped children; CPU is steadier than wall time on a busy machine).
+//   op:mount-process / op:mount-native         the snapshot's overlay mount: mount(8) against @strata/native
+//   op:umount-process / op:umount-native       its unmount: umount(8) against @strata/native
+//   op:umount-volatile                         the unmount of an overlay mounted `volatile` (no sync of the upper fs)
+//   op:xattrs-getfattr / op:xattrs-native      reading the xattrs of an upper dir of 200 names (5 with
+//                                              xattrs): one `getfattr -R -d` against llistxattr per name
+//   cycle:runc / cycle:crun                    a whole `RUN true`: LayerStore.prepare (mount), the
+//                                              executor's run, diffUpperDir, release (unmount, rm)
+//   cycle:runc-prepared                        the same with the snapshot mounted before the step's
+//                                              clock starts (what preparing the next snapshot during
+//                                              the previous step's diff and upload could save at most)
+//   cycle:runc-before                          with BENCH_BEFORE=<a checkout of an earlier commit>: cycle:runc
+//                                              with that checkout's libs/runtime (before ADR 0026: processes)
+// crun 1.8.1 refuses cgroup v1 "hybrid" hosts (a cgroup2 mount with a controller enabled); the crun
+// variant runs it through a wrapper that unmounts /sys/fs/cgroup/unified in a private mount
+// namespace first, and is left out (with the reason printed) when that does not work either.
+// Run as root: node --import ./bench/support/register-ts.mjs bench/run-step/bench.ts [runs]
+import { execFile, spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
+import { lgetxattrs, lsetxattr, mount, umount } from '../../libs/native/src/index.js';
+import { diffUpperDir } from '../../libs/runtime/src/diff.js';
+import { busyboxLayer } from '../../libs/runtime/src/fixtures.test.js';
+import { LayerStore } from '../../libs/runtime/src/layer-store.js';
+import { RuncExecutor } from '../../libs/runtime/src/runc-executor.js';
+
+const RUNS = Number(process.argv[2] ?? process.env.BENCH_RUNS ?? 15);
+const run = promisify(execFile);
+const work = mkdtempSync(path.join(tmpdir(), 'strata-bench-run-step-'));
+chmodSync(work, 0o711);
+
+/** CPU ms of this process plus its reaped children (cutime + cstime, 10 ms ticks). */
+function cpuMs(): number {
+  const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
+  const usage = process.cpuUsage();
+  return (Number(fields[13]) + Number(fields[14])) * 10 + (usage.user + usage.system) / 1000;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+interface Variant {
+  name: string;
+  /** Untimed set-up before each timed call (a fresh overlay to unmount, ...). */
+  before?: () => Promise<void>;
+  timed: () => Promise<void>;
+  after?: () => Promise<void>;
+}
+
+let overlayCount = 0;
+function overlayDirs(): { dir: string; options: string } {
+  const dir = path.join(work, `ov-${overlayCount++}`);
+  for (const sub of ['lower', 'upper', 'work', 'rootfs']) mkdirSync(path.join(dir, sub), { recursive: true });
+  writeFileSync(path.join(dir, 'lower', 'f'), 'x');
+  return { dir, options: 'index=off,redirect_dir=off,metacopy=off,lowerdir=lower,upperdir=upper,workdir=work' };
+}
+
+function opVariants(): Variant[] {
+  let current = overlayDirs();
+  const fresh = async () => {
+    current = overlayDirs();
+  };
+  const mountedWith = (extra: string) => async () => {
+    current = overlayDirs();
+    await mount('overlay', 'rootfs', 'overlay', 0, `${current.options}${extra}`, { cwd: current.dir });
+    writeFileSync(path.join(current.dir, 'rootfs', 'written'), 'y');
+  };
+  const mounted = mountedWith('');
+  const cleanup = async () => {
+    await umount(path.join(current.dir, 'rootfs')).catch(() => undefined);
+    rmSync(current.dir, { recursive: true, force: true });
+  };
+
+  // An upper dir as a step leaves it: 200 names, 5 of them with xattrs.
+  const upper = path.join(work, 'xattr-upper');
+  for (let d = 0; d < 10; d++) {
+    mkdirSync(path.join(upper, `d${d}`), { recursive: true });
+    for (let f = 0; f < 19; f++) writeFileSync(path.join(upper, `d${d}`, `f${f}`), 'x');
+  }
+  for (let i = 0; i < 5; i++) lsetxattr(path.join(upper, `d${i}`, 'f0'), 'user.note', Buffer.from([0, 255, i]));
+  lsetxattr(path.join(upper, 'd9'), 'trusted.overlay.opaque', 'y');
+  const names: string[] = [];
+  for (const d of readdirSync(upper)) {
+    names.push(path.join(upper, d));
+    for (const f of readdirSync(path.join(upper, d))) names.push(path.join(upper, d, f));
+  }
+
+  return [
+    { name: 'op:mount-process', before: fresh, timed: async () => void (await run('mount', ['-t', 'overlay', 'overlay', '-o', current.options, 'rootfs'], { cwd: current.dir })), after: cleanup },
+    { name: 'op:mount-native', before: fresh, timed: () => mount('overlay', 'rootfs', 'overlay', 0, current.options, { cwd: current.dir }), after: cleanup },
+    { name: 'op:umount-process', before: mounted, timed: async () => void (await run('umount', [path.join(current.dir, 'rootfs')])), after: cleanup },
+    { name: 'op:umount-native', before: mounted, timed: () => umount(path.join(current.dir, 'rootfs')), after: cleanup },
+    // overlayfs syncs its whole upper filesystem at unmount unless mounted `volatile`.
+    { name: 'op:umount-volatile', before: mountedWith(',volatile'), timed: () => umount(path.join(current.dir, 'rootfs')), after: cleanup },
+    {
+      name: 'op:xattrs-getfattr',
+      timed: async () => void (await run('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '.'], { cwd: upper, env: { ...process.env, LC_ALL: 'C' }, maxBuffer: 1 << 26 })),
+    },
+    {
+      name: 'op:xattrs-native',
+      timed: async () => {
+        for (const name of names) lgetxattrs(name);
+      },
+    },
+  ];
+}
+
+interface Runtime {
+  LayerStore: typeof LayerStore;
+  RuncExecutor: typeof RuncExecutor;
+  diffUpperDir: typeof diffUpperDir;
+}
+
+/** crun through a wrapper when it can run here at all; else why not. */
+function crunBinary(): { binary: string } | { reason: string } {
+  if (spawnSync('crun', ['--version']).status !== 0) return { reason: 'crun is not installed' };
+  const wrapper = path.join(work, 'crun-wrapper');
+  writeFileSync(wrapper, `#!/bin/sh\nexec unshare --mount --propagation private sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec crun "$@"' crun "$@"\n`, { mode: 0o755 });
+  return { binary: wrapper };
+}
+
+async function cycleVariants(): Promise<{ variants: Variant[]; notes: string[] }> {
+  const base = busyboxLayer();
+  const source = async () => Readable.from([base.tar]);
+  const notes: string[] = [];
+  const make = (name: string, runtimeBinary: string, prepared: boolean, runtime: Runtime = { LayerStore, RuncExecutor, diffUpperDir }): Variant => {
+    const { LayerStore, RuncExecutor, diffUpperDir } = runtime;
+    const dataDir = path.join(work, `data-${name.replace(/[^a-z-]/g, '-')}`);
+    const store = new LayerStore({ dataDir });
+    const executor = new RuncExecutor({ dataDir, runc: runtimeBinary, resolvConf: '' });
+    let next: Awaited<ReturnType<LayerStore['prepare']>> | undefined;
+    const step = async () => {
+      const snapshot = next ?? (await store.prepare([base.diffId], source));
+      next = undefined;
+      const result = await executor.run({ args: ['/bin/true'], env: [], network: 'none' }, { rootfs: snapshot.rootfs, onOutput: () => undefined });
+      if (result.exitCode !== 0) throw new Error(`${name}: RUN true exited ${result.exitCode}: ${result.outputTail?.join('\n') ?? ''}`);
+      await diffUpperDir(snapshot.upperDir, { lowerDirs: snapshot.lowerDirs });
+      await snapshot.release();
+    };
+    return {
+      name,
+      before: prepared
+        ? async () => {
+            next = await store.prepare([base.diffId], source);
+          }
+        : undefined,
+      timed: step,
+    };
+  };
+  const variants = [make('cycle:runc', 'runc', false), make('cycle:runc-prepared', 'runc', true)];
+  const before = process.env.BENCH_BEFORE;
+  if (before) {
+    const load = async (file: string) => import(pathToFileURL(path.resolve(before, 'libs/runtime/src', file)).href);
+    const runtime = { ...(await load('layer-store.ts')), ...(await load('runc-executor.ts')), ...(await load('diff.ts')) } as Runtime;
+    variants.push(make('cycle:runc-before', 'runc', false, runtime));
+  }
+  const crun = crunBinary();
+  if ('reason' in crun) notes.push(`crun left out: ${crun.reason}`);
+  else {
+    const candidate = make('cycle:crun', crun.binary, false);
+    try {
+      await candidate.timed();
+      variants.push(candidate);
+    } catch (error) {
+      notes.push(`crun left out: ${(error as Error).message.slice(0, 300)}`);
+    }
+  }
+  return { variants, notes };
+}
+
+try {
+  const ops = opVariants();
+  const { variants: cycles, notes } = await cycleVariants();
+  const variants = [...ops, ...cycles];
+  const times = new Map<string, { wallMs: number; cpuMs: number }[]>(variants.map((v) => [v.name, []]));
+  for (let i = 0; i <= RUNS; i++) {
+    for (const variant of variants) {
+      await variant.before?.();
+      const cpu = cpuMs();
+      const started = performance.now();
+      await variant.timed();
+      const wallMs = performance.now() - started;
+      const spent = cpuMs() - cpu;
+      await variant.after?.();
+      if (i > 0) times.get(variant.name)!.push({ wallMs, cpuMs: spent });
+    }
+  }
+  const round = (x: number): number => Math.round(x * 100) / 100;
+  const results: Record<string, { medianMs: number; minMs: number; cpuMsPerRun: number }> = {};
+  for (const [name, ts] of times) {
+    const wall = ts.map((t) => t.wallMs);
+    results[name] = { medianMs: round(median(wall)), minMs: round(Math.min(...wall)), cpuMsPerRun: round(ts.reduce((sum, t) => sum + t.cpuMs, 0) / ts.length) };
+    const r = results[name];
+    console.log(`${name.padEnd(22)} median ${String(r.medianMs).padStart(8)} ms  (min ${r.minMs}; CPU ${r.cpuMsPerRun} ms per run; ${RUNS} runs)`);
+  }
+  for (const note of notes) console.log(note);
+  const load = readFileSync('/proc/loadavg', 'utf8').trim();
+  console.log(`load: ${load}`);
+  const out = process.env.BENCH_OUT ?? path.join(import.meta.dirname, '..', 'results', `run-step-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  mkdirSync(path.dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify({ runs: RUNS, load, results, notes }, null, 2));
+} finally {
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const point = line.split(' ')[4];
+    if (point?.startsWith(work)) spawnSync('umount', ['-l', point]);
+  }
+  rmSync(work, { recursive: true, force: true });
+}

@@ -1,0 +1,165 @@
+/**
+ * The worker's Linux syscalls that Node has no API for, made in-process by a small N-API addon
+ * (src/native.c, built by node-gyp at `npm ci`): a RUN step used to start a `mount`, `umount`,
+ * `getfattr`, `setfattr` or `mknod` process for each of these (docs/adr/0026).
+ *
+ * Paths and xattr names are strings (UTF-8) or Buffers (their bytes as they are, for names that are
+ * not UTF-8). Failures are Node errors as `fs` throws them: `code` ('EPERM', 'ENOENT', 'EBUSY',
+ * 'ENODATA'...), `errno` (negative), `syscall`, `path` (and `dest` where there are two paths), and a
+ * message `CODE: description, syscall 'path'`.
+ *
+ * Stable API (other branches build on it; extend, do not change):
+ * - `mount(source, target, fstype, flags?, data?, { cwd? })`: Promise<void>
+ * - `umount(target, { detach?, force? })`: Promise<void>
+ * - `idmappedBindMount(source, target, userns, { recursive? })`: Promise<void>
+ * - `llistxattr(path)`: string[]; `lgetxattr(path, name)`: Buffer; `lsetxattr(path, name, value, flags?)`;
+ *   `lremovexattr(path, name)`
+ * - `mknod(path, type, mode, major?, minor?)`
+ * - `constants` (MS_*, MNT_*, XATTR_*)
+ */
+import { createRequire } from 'node:module';
+
+export type PathArg = string | Buffer;
+
+/** Which user namespace an idmapped mount maps through: a process's (`/proc/<pid>/ns/user`), a namespace file, or an open descriptor of one. */
+export type UsernsRef = { pid: number } | { path: string } | { fd: number };
+
+interface Binding {
+  mount(source: PathArg | null, target: PathArg, fstype: string | null, flags: number, data: string | null, cwd: PathArg | null): Promise<void>;
+  umount(target: PathArg, flags: number): Promise<void>;
+  idmappedBindMount(source: PathArg, target: PathArg, usernsPath: string | null, usernsFd: number, recursive: boolean): Promise<void>;
+  llistxattr(path: PathArg): string[];
+  lgetxattr(path: PathArg, name: PathArg): Buffer;
+  lsetxattr(path: PathArg, name: PathArg, value: Buffer, flags: number): void;
+  lremovexattr(path: PathArg, name: PathArg): void;
+  mknod(path: PathArg, mode: number, major: number, minor: number): void;
+  constants: NativeConstants;
+}
+
+export interface NativeConstants {
+  readonly MS_RDONLY: number;
+  readonly MS_NOSUID: number;
+  readonly MS_NODEV: number;
+  readonly MS_NOEXEC: number;
+  readonly MS_REMOUNT: number;
+  readonly MS_BIND: number;
+  readonly MS_MOVE: number;
+  readonly MS_REC: number;
+  readonly MS_PRIVATE: number;
+  readonly MS_SLAVE: number;
+  readonly MS_SHARED: number;
+  readonly MS_NOATIME: number;
+  readonly MS_RELATIME: number;
+  readonly MNT_FORCE: number;
+  readonly MNT_DETACH: number;
+  readonly XATTR_CREATE: number;
+  readonly XATTR_REPLACE: number;
+  readonly S_IFCHR: number;
+  readonly S_IFBLK: number;
+  readonly S_IFIFO: number;
+}
+
+const binding = load();
+
+function load(): Binding {
+  // The same relative path from src/ (jest, swc) and from dist/ (the built lib).
+  const file = new URL('../build/Release/strata_native.node', import.meta.url);
+  try {
+    return createRequire(import.meta.url)(file.pathname) as Binding;
+  } catch (error) {
+    throw new Error(
+      `@strata/native: cannot load ${file.pathname} (${(error as Error).message}); it is built by \`npm ci\` ` +
+        '(node-gyp, with gcc, make and python3); rebuild it with `npm rebuild @strata/native`',
+      { cause: error },
+    );
+  }
+}
+
+export const constants: NativeConstants = binding.constants;
+
+export interface MountOptions {
+  /**
+   * Resolve relative paths (`target`, and paths inside `data` such as overlayfs's lowerdir) against
+   * this directory: the mount is made on a thread with its own cwd, the process's never moves.
+   */
+  cwd?: PathArg;
+}
+
+/** mount(2). `source` null for a remount or a propagation change; `data` the filesystem's options (one page at most). */
+export function mount(source: PathArg | null, target: PathArg, fstype: string | null, flags = 0, data: string | null = null, options: MountOptions = {}): Promise<void> {
+  return binding.mount(source, target, fstype, flags, data, options.cwd ?? null);
+}
+
+export interface UmountOptions {
+  /** MNT_DETACH, what `umount -l` does: gone from the tree now, torn down once nothing uses it. */
+  detach?: boolean;
+  /** MNT_FORCE (network filesystems). */
+  force?: boolean;
+}
+
+/** umount2(2) of a mount point (never following a symlink at `target`). */
+export function umount(target: PathArg, options: UmountOptions = {}): Promise<void> {
+  const flags = (options.detach ? binding.constants.MNT_DETACH : 0) | (options.force ? binding.constants.MNT_FORCE : 0);
+  return binding.umount(target, flags);
+}
+
+export interface IdmappedBindMountOptions {
+  /** Clone and map the mounts under `source` too (OPEN_TREE_CLONE|AT_RECURSIVE). Default true. */
+  recursive?: boolean;
+}
+
+/**
+ * Bind-mounts `source` at `target` with its owners mapped through `userns`'s uid/gid maps: a file
+ * owned by host uid H is seen (and written) as the id that H maps from in that namespace, so a
+ * container in the namespace sees its own root own the files of a layer unpacked as host root.
+ * open_tree(OPEN_TREE_CLONE[|AT_RECURSIVE]) + mount_setattr(MOUNT_ATTR_IDMAP) + move_mount; needs
+ * CAP_SYS_ADMIN and a filesystem that supports idmapped mounts (ext4, xfs, btrfs, tmpfs from 6.3,
+ * overlayfs from 5.19 for its own mount). The namespace must have its maps written already.
+ */
+export function idmappedBindMount(source: PathArg, target: PathArg, userns: UsernsRef, options: IdmappedBindMountOptions = {}): Promise<void> {
+  const recursive = options.recursive ?? true;
+  if ('fd' in userns) return binding.idmappedBindMount(source, target, null, checkedInt(userns.fd, 'userns.fd'), recursive);
+  const path = 'pid' in userns ? `/proc/${checkedInt(userns.pid, 'userns.pid')}/ns/user` : userns.path;
+  return binding.idmappedBindMount(source, target, path, -1, recursive);
+}
+
+/** The names of a path's own xattrs (a symlink's own, never its target's), in the kernel's order. */
+export function llistxattr(path: PathArg): string[] {
+  return binding.llistxattr(path);
+}
+
+/** One xattr's value, byte for byte; throws ENODATA when the path has no such xattr. */
+export function lgetxattr(path: PathArg, name: PathArg): Buffer {
+  return binding.lgetxattr(path, name);
+}
+
+/** Every xattr of a path (its own: a symlink is not followed), or null when it has none. */
+export function lgetxattrs(path: PathArg): Record<string, Buffer> | null {
+  const names = binding.llistxattr(path);
+  if (names.length === 0) return null;
+  const values: Record<string, Buffer> = {};
+  for (const name of names) values[name] = binding.lgetxattr(path, name);
+  return values;
+}
+
+/** Sets an xattr on a path itself (a symlink is not followed). `flags`: constants.XATTR_CREATE or XATTR_REPLACE. */
+export function lsetxattr(path: PathArg, name: PathArg, value: Buffer | string, flags = 0): void {
+  binding.lsetxattr(path, name, typeof value === 'string' ? Buffer.from(value) : value, flags);
+}
+
+export function lremovexattr(path: PathArg, name: PathArg): void {
+  binding.lremovexattr(path, name);
+}
+
+export type NodeType = 'char-device' | 'block-device' | 'fifo';
+
+/** mknod(2): a device node or fifo with `mode`'s permission bits (less the umask, as mknod(2) applies it). */
+export function mknod(path: PathArg, type: NodeType, mode: number, major = 0, minor = 0): void {
+  const kind = type === 'char-device' ? binding.constants.S_IFCHR : type === 'block-device' ? binding.constants.S_IFBLK : binding.constants.S_IFIFO;
+  binding.mknod(path, kind | (mode & 0o7777), major, minor);
+}
+
+function checkedInt(value: number, what: string): number {
+  if (!Number.isInteger(value) || value < 0) throw new TypeError(`${what} must be a non-negative integer, not ${value}`);
+  return value;
+}

@@ -1,0 +1,610 @@
+// The worker's Linux syscalls that Node has no API for, so a RUN step costs no mount, umount,
+// getfattr, setfattr or mknod process: mount(2), umount2(2), the l*xattr(2) family, mknod(2), and
+// an idmapped bind mount (open_tree + mount_setattr(MOUNT_ATTR_IDMAP) + move_mount).
+// Plain N-API (node_api.h, version 8), no dependency. Errors are thrown as Node's fs errors are:
+// an Error with code ('ENOENT'), errno (negative, as libuv gives it), syscall, path and dest.
+// mount, umount and the idmapped mount run on libuv's thread pool (an unmount can wait on the
+// filesystem) and return promises; the xattr calls and mknod are quick and synchronous.
+#include <node_api.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+// The new mount API's numbers are the same on every architecture (since Linux 5.2/5.12); glibc
+// headers older than the kernel may not name them.
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+#ifndef MOUNT_ATTR_IDMAP
+#define MOUNT_ATTR_IDMAP 0x00100000
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#ifndef UMOUNT_NOFOLLOW
+#define UMOUNT_NOFOLLOW 0x00000008
+#endif
+
+// struct mount_attr (linux/mount.h), under our own name: glibc's sys/mount.h and linux/mount.h
+// disagree about which of them defines it.
+struct strata_mount_attr {
+  uint64_t attr_set;
+  uint64_t attr_clr;
+  uint64_t propagation;
+  uint64_t userns_fd;
+};
+
+#define CHECK(call)                                                                   \
+  do {                                                                                \
+    if ((call) != napi_ok) {                                                          \
+      napi_throw_error(env, "ERR_STRATA_NATIVE", "N-API call failed: " #call);        \
+      return NULL;                                                                    \
+    }                                                                                 \
+  } while (0)
+
+// ---- errors ---------------------------------------------------------------------------------
+
+static napi_value make_errno_error(napi_env env, int err, const char *syscall, const char *path, const char *dest) {
+  const char *code = strerrorname_np(err);
+  if (code == NULL) code = "UNKNOWN";
+  char description[128];
+  snprintf(description, sizeof description, "%s", strerror(err));
+  if (description[0] >= 'A' && description[0] <= 'Z' && !(description[1] >= 'A' && description[1] <= 'Z')) description[0] += 'a' - 'A';
+  size_t size = strlen(code) + strlen(description) + strlen(syscall) + (path ? strlen(path) : 0) + (dest ? strlen(dest) : 0) + 32;
+  char *message = malloc(size);
+  if (message == NULL) return NULL;
+  if (path && dest) snprintf(message, size, "%s: %s, %s '%s' -> '%s'", code, description, syscall, path, dest);
+  else if (path) snprintf(message, size, "%s: %s, %s '%s'", code, description, syscall, path);
+  else snprintf(message, size, "%s: %s, %s", code, description, syscall);
+
+  napi_value code_value, message_value, error, value;
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_value);
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &message_value);
+  free(message);
+  napi_create_error(env, code_value, message_value, &error);
+  napi_create_int32(env, -err, &value);
+  napi_set_named_property(env, error, "errno", value);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &value);
+  napi_set_named_property(env, error, "syscall", value);
+  if (path) {
+    napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &value);
+    napi_set_named_property(env, error, "path", value);
+  }
+  if (dest) {
+    napi_create_string_utf8(env, dest, NAPI_AUTO_LENGTH, &value);
+    napi_set_named_property(env, error, "dest", value);
+  }
+  return error;
+}
+
+static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
+  napi_value error = make_errno_error(env, err, syscall, path, NULL);
+  if (error) napi_throw(env, error);
+  else napi_throw_error(env, "ENOMEM", "out of memory");
+  return NULL;
+}
+
+// ---- arguments ------------------------------------------------------------------------------
+
+static napi_value get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_value undefined;
+  CHECK(napi_get_undefined(env, &undefined));
+  for (size_t i = argc; i < want; i++) argv[i] = undefined;
+  return undefined;
+}
+
+// A path or name from a string (UTF-8) or a Buffer (its bytes), as a malloc'd C string. NULL with
+// a TypeError pending when it is neither, or holds a NUL byte. `nullable`: null/undefined give
+// *out = NULL and succeed.
+static int get_bytes(napi_env env, napi_value value, const char *what, int nullable, char **out) {
+  *out = NULL;
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) != napi_ok) return 0;
+  if (nullable && (type == napi_null || type == napi_undefined)) return 1;
+  size_t length = 0;
+  if (type == napi_string) {
+    if (napi_get_value_string_utf8(env, value, NULL, 0, &length) != napi_ok) return 0;
+    *out = malloc(length + 1);
+    if (*out == NULL) return 0;
+    napi_get_value_string_utf8(env, value, *out, length + 1, &length);
+  } else {
+    bool is_buffer = false;
+    napi_is_buffer(env, value, &is_buffer);
+    if (!is_buffer) {
+      char message[160];
+      snprintf(message, sizeof message, "The \"%s\" argument must be a string or a Buffer", what);
+      napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
+      return 0;
+    }
+    void *data;
+    if (napi_get_buffer_info(env, value, &data, &length) != napi_ok) return 0;
+    *out = malloc(length + 1);
+    if (*out == NULL) return 0;
+    memcpy(*out, data, length);
+    (*out)[length] = '\0';
+  }
+  if (strlen(*out) != length) {
+    free(*out);
+    *out = NULL;
+    char message[160];
+    snprintf(message, sizeof message, "The \"%s\" argument must not contain a NUL byte", what);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", message);
+    return 0;
+  }
+  return 1;
+}
+
+static int get_int64(napi_env env, napi_value value, const char *what, int64_t *out) {
+  napi_valuetype type;
+  napi_typeof(env, value, &type);
+  if (type != napi_number) {
+    char message[160];
+    snprintf(message, sizeof message, "The \"%s\" argument must be a number", what);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
+    return 0;
+  }
+  return napi_get_value_int64(env, value, out) == napi_ok;
+}
+
+// ---- extended attributes (synchronous) --------------------------------------------------------
+
+// llistxattr(path): string[] (the names of the path's own xattrs; a symlink is not followed).
+static napi_value Llistxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  char *path;
+  if (!get_bytes(env, argv[0], "path", 0, &path)) return NULL;
+  char *list = NULL;
+  ssize_t size;
+  for (;;) {
+    size = llistxattr(path, NULL, 0);
+    if (size <= 0) break;
+    list = malloc((size_t)size);
+    if (list == NULL) {
+      size = -1;
+      errno = ENOMEM;
+      break;
+    }
+    ssize_t got = llistxattr(path, list, (size_t)size);
+    if (got >= 0) {
+      size = got;
+      break;
+    }
+    free(list);
+    list = NULL;
+    if (errno != ERANGE) {  // ERANGE: an xattr was added between the two calls
+      size = -1;
+      break;
+    }
+  }
+  if (size < 0) {
+    int err = errno;
+    free(list);
+    throw_errno(env, err, "llistxattr", path);
+    free(path);
+    return NULL;
+  }
+  free(path);
+  napi_value result;
+  napi_create_array(env, &result);
+  uint32_t index = 0;
+  for (ssize_t at = 0; at < size;) {
+    size_t length = strnlen(list + at, (size_t)(size - at));
+    napi_value name;
+    napi_create_string_utf8(env, list + at, length, &name);
+    napi_set_element(env, result, index++, name);
+    at += (ssize_t)length + 1;
+  }
+  free(list);
+  return result;
+}
+
+// lgetxattr(path, name): Buffer (the value's bytes; ENODATA when the path has no such xattr).
+static napi_value Lgetxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  char *path, *name;
+  if (!get_bytes(env, argv[0], "path", 0, &path)) return NULL;
+  if (!get_bytes(env, argv[1], "name", 0, &name)) {
+    free(path);
+    return NULL;
+  }
+  char *value = NULL;
+  ssize_t size;
+  for (;;) {
+    size = lgetxattr(path, name, NULL, 0);
+    if (size <= 0) break;
+    value = malloc((size_t)size);
+    if (value == NULL) {
+      size = -1;
+      errno = ENOMEM;
+      break;
+    }
+    ssize_t got = lgetxattr(path, name, value, (size_t)size);
+    if (got >= 0) {
+      size = got;
+      break;
+    }
+    free(value);
+    value = NULL;
+    if (errno != ERANGE) {
+      size = -1;
+      break;
+    }
+  }
+  free(name);
+  if (size < 0) {
+    int err = errno;
+    free(value);
+    throw_errno(env, err, "lgetxattr", path);
+    free(path);
+    return NULL;
+  }
+  free(path);
+  napi_value result;
+  void *copy;
+  napi_status status = napi_create_buffer_copy(env, (size_t)size, size > 0 ? value : "", &copy, &result);
+  free(value);
+  if (status != napi_ok) {
+    napi_throw_error(env, "ERR_STRATA_NATIVE", "could not allocate a Buffer for an xattr value");
+    return NULL;
+  }
+  return result;
+}
+
+// lsetxattr(path, name, value: Buffer, flags): undefined.
+static napi_value Lsetxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  char *path, *name;
+  bool is_buffer = false;
+  napi_is_buffer(env, argv[2], &is_buffer);
+  if (!is_buffer) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"value\" argument must be a Buffer");
+    return NULL;
+  }
+  void *value;
+  size_t size;
+  CHECK(napi_get_buffer_info(env, argv[2], &value, &size));
+  int64_t flags = 0;
+  napi_valuetype type;
+  napi_typeof(env, argv[3], &type);
+  if (type != napi_undefined && !get_int64(env, argv[3], "flags", &flags)) return NULL;
+  if (!get_bytes(env, argv[0], "path", 0, &path)) return NULL;
+  if (!get_bytes(env, argv[1], "name", 0, &name)) {
+    free(path);
+    return NULL;
+  }
+  int rc = lsetxattr(path, name, size > 0 ? value : "", size, (int)flags);
+  int err = errno;
+  free(name);
+  if (rc != 0) {
+    throw_errno(env, err, "lsetxattr", path);
+    free(path);
+    return NULL;
+  }
+  free(path);
+  return NULL;
+}
+
+// lremovexattr(path, name): undefined.
+static napi_value Lremovexattr(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  char *path, *name;
+  if (!get_bytes(env, argv[0], "path", 0, &path)) return NULL;
+  if (!get_bytes(env, argv[1], "name", 0, &name)) {
+    free(path);
+    return NULL;
+  }
+  int rc = lremovexattr(path, name);
+  int err = errno;
+  free(name);
+  if (rc != 0) throw_errno(env, err, "lremovexattr", path);
+  free(path);
+  return NULL;
+}
+
+// mknod(path, mode (file type bits included), major, minor): undefined.
+static napi_value Mknod(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  int64_t mode, major_number, minor_number;
+  if (!get_int64(env, argv[1], "mode", &mode) || !get_int64(env, argv[2], "major", &major_number) || !get_int64(env, argv[3], "minor", &minor_number)) return NULL;
+  if (major_number < 0 || major_number > 0xfff || minor_number < 0 || minor_number > 0xfffff) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "a device number is out of range (major 0-4095, minor 0-1048575)");
+    return NULL;
+  }
+  char *path;
+  if (!get_bytes(env, argv[0], "path", 0, &path)) return NULL;
+  int rc = mknod(path, (mode_t)mode, makedev((unsigned int)major_number, (unsigned int)minor_number));
+  if (rc != 0) throw_errno(env, errno, "mknod", path);
+  free(path);
+  return NULL;
+}
+
+// ---- mounts (thread pool, promises) ---------------------------------------------------------
+
+enum operation { OP_MOUNT, OP_UMOUNT, OP_IDMAPPED_BIND };
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  enum operation op;
+  char *source;
+  char *target;
+  char *fstype;
+  char *data;
+  char *cwd;
+  char *userns_path;
+  int userns_fd;
+  int recursive;
+  unsigned long flags;
+  // The failure, if any: errno, the syscall, and which of source/target it names.
+  int err;
+  const char *failed_syscall;
+  const char *failed_path;
+  const char *failed_dest;
+} MountJob;
+
+static void free_job(MountJob *job) {
+  free(job->source);
+  free(job->target);
+  free(job->fstype);
+  free(job->data);
+  free(job->cwd);
+  free(job->userns_path);
+  free(job);
+}
+
+static void fail(MountJob *job, const char *syscall, const char *path, const char *dest) {
+  job->err = errno;
+  job->failed_syscall = syscall;
+  job->failed_path = path;
+  job->failed_dest = dest;
+}
+
+static void idmapped_bind(MountJob *job) {
+  int userns = job->userns_fd;
+  if (userns < 0) {
+    userns = open(job->userns_path, O_RDONLY | O_CLOEXEC);
+    if (userns < 0) return fail(job, "open", job->userns_path, NULL);
+  }
+  unsigned int recursive = job->recursive ? AT_RECURSIVE : 0;
+  int tree = (int)syscall(SYS_open_tree, AT_FDCWD, job->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | recursive);
+  if (tree < 0) {
+    fail(job, "open_tree", job->source, NULL);
+  } else {
+    struct strata_mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)userns};
+    if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | recursive, &attr, sizeof attr) != 0) {
+      fail(job, "mount_setattr", job->source, NULL);
+    } else if (syscall(SYS_move_mount, tree, "", AT_FDCWD, job->target, MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+      fail(job, "move_mount", job->source, job->target);
+    }
+    close(tree);
+  }
+  if (job->userns_fd < 0) close(userns);
+}
+
+static void mount_here(MountJob *job) {
+  if (mount(job->source, job->target, job->fstype, job->flags, job->data) != 0) fail(job, "mount", job->source ? job->source : job->fstype, job->target);
+}
+
+// A mount whose relative paths (overlayfs's lowerdir=l/0:..., the target) resolve against `cwd`:
+// made on a thread of its own that unshares its filesystem context (CLONE_FS: cwd, root, umask)
+// from the process and changes into `cwd`, so no other thread's cwd ever moves. Mounts are still
+// the process's: the mount namespace is not part of CLONE_FS.
+static void *mount_in_cwd(void *data) {
+  MountJob *job = data;
+  if (unshare(CLONE_FS) != 0) fail(job, "unshare", job->cwd, NULL);
+  else if (chdir(job->cwd) != 0) fail(job, "chdir", job->cwd, NULL);
+  else mount_here(job);
+  return NULL;
+}
+
+static void execute(napi_env env, void *data) {
+  (void)env;
+  MountJob *job = data;
+  switch (job->op) {
+    case OP_MOUNT:
+      if (job->cwd == NULL) {
+        mount_here(job);
+      } else {
+        pthread_t thread;
+        int rc = pthread_create(&thread, NULL, mount_in_cwd, job);
+        if (rc != 0) {
+          errno = rc;
+          fail(job, "pthread_create", job->cwd, NULL);
+        } else {
+          pthread_join(thread, NULL);
+        }
+      }
+      break;
+    case OP_UMOUNT:
+      if (umount2(job->target, (int)job->flags) != 0) fail(job, "umount2", job->target, NULL);
+      break;
+    case OP_IDMAPPED_BIND:
+      idmapped_bind(job);
+      break;
+  }
+}
+
+static void complete(napi_env env, napi_status status, void *data) {
+  MountJob *job = data;
+  napi_value result;
+  if (status != napi_ok) {
+    napi_value message;
+    napi_create_string_utf8(env, "the mount job was cancelled", NAPI_AUTO_LENGTH, &message);
+    napi_create_error(env, NULL, message, &result);
+    napi_reject_deferred(env, job->deferred, result);
+  } else if (job->failed_syscall != NULL) {
+    result = make_errno_error(env, job->err, job->failed_syscall, job->failed_path, job->failed_dest);
+    napi_reject_deferred(env, job->deferred, result);
+  } else {
+    napi_get_undefined(env, &result);
+    napi_resolve_deferred(env, job->deferred, result);
+  }
+  napi_delete_async_work(env, job->work);
+  free_job(job);
+}
+
+static napi_value queue(napi_env env, MountJob *job, const char *name) {
+  napi_value promise, resource_name;
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource_name) != napi_ok ||
+      napi_create_async_work(env, NULL, resource_name, execute, complete, job, &job->work) != napi_ok ||
+      napi_queue_async_work(env, job->work) != napi_ok) {
+    free_job(job);
+    napi_throw_error(env, "ERR_STRATA_NATIVE", "could not queue a mount job");
+    return NULL;
+  }
+  return promise;
+}
+
+static MountJob *new_job(napi_env env, enum operation op) {
+  MountJob *job = calloc(1, sizeof *job);
+  if (job == NULL) napi_throw_error(env, "ENOMEM", "out of memory");
+  else {
+    job->op = op;
+    job->userns_fd = -1;
+  }
+  return job;
+}
+
+// mount(source | null, target, fstype | null, flags, data | null, cwd | null): Promise<void>.
+static napi_value Mount(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!get_args(env, info, 6, argv)) return NULL;
+  int64_t flags;
+  if (!get_int64(env, argv[3], "flags", &flags)) return NULL;
+  MountJob *job = new_job(env, OP_MOUNT);
+  if (job == NULL) return NULL;
+  job->flags = (unsigned long)flags;
+  if (!get_bytes(env, argv[0], "source", 1, &job->source) || !get_bytes(env, argv[1], "target", 0, &job->target) ||
+      !get_bytes(env, argv[2], "fstype", 1, &job->fstype) || !get_bytes(env, argv[4], "data", 1, &job->data) ||
+      !get_bytes(env, argv[5], "cwd", 1, &job->cwd)) {
+    free_job(job);
+    return NULL;
+  }
+  return queue(env, job, "strata.mount");
+}
+
+// umount(target, flags): Promise<void> (flags: MNT_DETACH, MNT_FORCE; UMOUNT_NOFOLLOW is always added).
+static napi_value Umount(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  int64_t flags;
+  if (!get_int64(env, argv[1], "flags", &flags)) return NULL;
+  MountJob *job = new_job(env, OP_UMOUNT);
+  if (job == NULL) return NULL;
+  job->flags = (unsigned long)flags | UMOUNT_NOFOLLOW;
+  if (!get_bytes(env, argv[0], "target", 0, &job->target)) {
+    free_job(job);
+    return NULL;
+  }
+  return queue(env, job, "strata.umount");
+}
+
+// idmappedBindMount(source, target, usernsPath | null, usernsFd (-1: open usernsPath), recursive): Promise<void>.
+static napi_value IdmappedBindMount(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!get_args(env, info, 5, argv)) return NULL;
+  int64_t fd;
+  if (!get_int64(env, argv[3], "usernsFd", &fd)) return NULL;
+  bool recursive = true;
+  napi_valuetype type;
+  napi_typeof(env, argv[4], &type);
+  if (type == napi_boolean) napi_get_value_bool(env, argv[4], &recursive);
+  MountJob *job = new_job(env, OP_IDMAPPED_BIND);
+  if (job == NULL) return NULL;
+  job->userns_fd = fd < 0 ? -1 : (int)fd;
+  job->recursive = recursive;
+  if (!get_bytes(env, argv[0], "source", 0, &job->source) || !get_bytes(env, argv[1], "target", 0, &job->target) ||
+      !get_bytes(env, argv[2], "usernsPath", 1, &job->userns_path)) {
+    free_job(job);
+    return NULL;
+  }
+  if (job->userns_fd < 0 && job->userns_path == NULL) {
+    free_job(job);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "idmappedBindMount needs a user namespace: a path or a file descriptor");
+    return NULL;
+  }
+  return queue(env, job, "strata.idmappedBindMount");
+}
+
+// ---- module ---------------------------------------------------------------------------------
+
+static void set_constant(napi_env env, napi_value object, const char *name, int64_t value) {
+  napi_value number;
+  napi_create_int64(env, value, &number);
+  napi_set_named_property(env, object, name, number);
+}
+
+static napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor functions[] = {
+      {"mount", NULL, Mount, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"umount", NULL, Umount, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"idmappedBindMount", NULL, IdmappedBindMount, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"llistxattr", NULL, Llistxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lgetxattr", NULL, Lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lsetxattr", NULL, Lsetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lremovexattr", NULL, Lremovexattr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mknod", NULL, Mknod, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  CHECK(napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions));
+  napi_value constants;
+  CHECK(napi_create_object(env, &constants));
+  set_constant(env, constants, "MS_RDONLY", MS_RDONLY);
+  set_constant(env, constants, "MS_NOSUID", MS_NOSUID);
+  set_constant(env, constants, "MS_NODEV", MS_NODEV);
+  set_constant(env, constants, "MS_NOEXEC", MS_NOEXEC);
+  set_constant(env, constants, "MS_REMOUNT", MS_REMOUNT);
+  set_constant(env, constants, "MS_BIND", MS_BIND);
+  set_constant(env, constants, "MS_MOVE", MS_MOVE);
+  set_constant(env, constants, "MS_REC", MS_REC);
+  set_constant(env, constants, "MS_PRIVATE", MS_PRIVATE);
+  set_constant(env, constants, "MS_SLAVE", MS_SLAVE);
+  set_constant(env, constants, "MS_SHARED", MS_SHARED);
+  set_constant(env, constants, "MS_NOATIME", MS_NOATIME);
+  set_constant(env, constants, "MS_RELATIME", MS_RELATIME);
+  set_constant(env, constants, "MNT_FORCE", MNT_FORCE);
+  set_constant(env, constants, "MNT_DETACH", MNT_DETACH);
+  set_constant(env, constants, "XATTR_CREATE", XATTR_CREATE);
+  set_constant(env, constants, "XATTR_REPLACE", XATTR_REPLACE);
+  set_constant(env, constants, "S_IFCHR", S_IFCHR);
+  set_constant(env, constants, "S_IFBLK", S_IFBLK);
+  set_constant(env, constants, "S_IFIFO", S_IFIFO);
+  CHECK(napi_set_named_property(env, exports, "constants", constants));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)
