@@ -65,8 +65,8 @@ describe('shiftOwnersBack', () => {
     expect(owner('link')).toMatch(/^7:8 /);
     expect(owner('whiteout')).toMatch(/^0:0 /);
     // v2: the same capabilities, no namespace root.
-    expect(xattrHex(join(dir, 'cap'), 'security.capability')).toBe('0x0100000200040000000000000000000000000000');
-    expect(xattrHex(join(dir, 'acl'), 'system.posix_acl_access')).toBe(`0x${acl(1234).toString('hex')}`);
+    expect(xattrHex(join(dir, 'cap'), 'security.capability')).toBe('0100000200040000000000000000000000000000');
+    expect(xattrHex(join(dir, 'acl'), 'system.posix_acl_access')).toBe(acl(1234).toString('hex'));
   });
 
   it('names a path owned outside the range rather than guessing', async () => {
@@ -97,24 +97,29 @@ describe('UserNamespaces', () => {
   };
 
   it('gives steps that run at once disjoint ranges across workers and bases, and shows the layer store through each range', async () => {
-    const a = await pool('a');
-    const b = await pool('b', 2 ** 30 + USERNS_RANGE_SIZE);
+    const base = 2 ** 30;
+    // Two workers whose pools overlap in one range: a holds base and base+1 blocks, b base+1 and base+2.
+    const a = await pool('a', base, 2);
+    const b = await pool('b', base + USERNS_RANGE_SIZE, 2);
     mkdirSync(join(root, 'layers', 'x', 'fs'), { recursive: true });
     writeFileSync(join(root, 'layers', 'x', 'fs', 'f'), '');
     chownSync(join(root, 'layers', 'x', 'fs', 'f'), 1000, 1000);
-    const steps = [await a.step(), await a.step(), await b.step(), await b.step()];
-    const hosts = steps.map((s) => s.hostId).sort((x, y) => x - y);
-    expect(new Set(hosts).size).toBe(4);
-    for (const [i, h] of hosts.entries()) if (i > 0) expect(h - hosts[i - 1]!).toBeGreaterThanOrEqual(USERNS_RANGE_SIZE);
+    const steps = [await a.step(), await a.step()];
+    expect(steps.map((s) => s.hostId).sort()).toEqual([base, base + USERNS_RANGE_SIZE]);
+    steps.push(await b.step());
+    expect(steps[2]!.hostId).toBe(base + 2 * USERNS_RANGE_SIZE);
+    await expect(a.step()).rejects.toThrow(`no free user namespace range: all 2 ranges of STRATA_USERNS_BASE=${base} are held by steps running on this host`);
+    await expect(b.step()).rejects.toThrow('no free user namespace range');
     for (const step of steps) {
       expect(lstatSync(join(step.layersView, 'x', 'fs', 'f')).uid).toBe(step.hostId + 1000);
       expect(lstatSync(step.dir).uid).toBe(step.hostId);
     }
-    // b's pool overlaps a's from its second range on: with both full, neither has a free range left.
-    await expect(a.step()).rejects.toThrow('no free user namespace range');
-    await steps[0]!.release();
-    expect((await a.step()).hostId).toBe(steps[0]!.hostId);
-    for (const step of steps) await step.release();
+    // The shared range, freed by a's step, is b's to take.
+    const shared = steps.find((s) => s.hostId === base + USERNS_RANGE_SIZE)!;
+    await shared.release();
+    const next = await b.step();
+    expect(next.hostId).toBe(base + USERNS_RANGE_SIZE);
+    for (const step of [...steps, next]) await step.release();
   });
 
   it('takes over a range whose claim a killed worker left', async () => {
