@@ -37,7 +37,7 @@ try {
   const make = async (userns: 'on' | 'off') => {
     const runtime = new BuildRuntime({
       dataDir: path.join(work, `data-${userns}`),
-      step: { network: 'none', memoryBytes: 512 * 1024 ** 2, pids: 512, cpus: 0, stepTimeoutMs: 60_000, allowInsecure: false, userns, usernsStateDir: path.join(work, `state-${userns}`) },
+      step: { network: 'none', memoryBytes: 512 * 1024 ** 2, pids: 512, cpus: 0, stepTimeoutMs: 60_000, allowInsecure: false, userns },
       layerBlob: async () => Readable.from(tar),
       cacheArchives: { get: async () => null, put: async (_k, body) => void body.resume() },
     });

@@ -93,6 +93,14 @@ export class UserNamespaces {
     await mkdir(this.stepsDir, { recursive: true, mode: 0o711 });
     await chmod(this.stateDir, 0o711);
     await chmod(this.stepsDir, 0o711);
+    // runc opens a step's root from inside its namespace, as a user that owns none of the parents.
+    for (let dir = path.dirname(this.stateDir); ; dir = path.dirname(dir)) {
+      const stats = await lstat(dir);
+      if ((stats.mode & 0o001) === 0) {
+        throw new Error(`${dir} (mode ${(stats.mode & 0o777).toString(8)}) cannot be entered by other users, and runc enters ${this.stepsDir} as the step's unprivileged root`);
+      }
+      if (dir === path.dirname(dir)) break;
+    }
     await mkdir(this.viewsDir, { recursive: true, mode: 0o700 });
     for (const mountPoint of await mountsUnder(this.viewsDir)) await umount(mountPoint, { detach: true }).catch(() => undefined);
     await rm(this.viewsDir, { recursive: true, force: true });
