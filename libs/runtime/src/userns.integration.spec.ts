@@ -81,6 +81,8 @@ describe('UserNamespaces', () => {
   const pools: UserNamespaces[] = [];
   beforeEach(() => {
     root = tempDir('userns');
+    // runc enters the steps' directories under the state directory as an unprivileged uid.
+    chmodSync(root, 0o711);
     mkdirSync(join(root, 'layers'));
   });
   afterEach(async () => {
@@ -120,6 +122,11 @@ describe('UserNamespaces', () => {
     const next = await b.step();
     expect(next.hostId).toBe(base + USERNS_RANGE_SIZE);
     for (const step of [...steps, next]) await step.release();
+  });
+
+  it('refuses to start where runc could not enter a step directory, naming it', async () => {
+    chmodSync(root, 0o700);
+    await expect(pool('a')).rejects.toThrow(`${root} (mode 700) cannot be entered by other users`);
   });
 
   it('takes over a range whose claim a killed worker left', async () => {

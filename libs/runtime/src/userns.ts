@@ -42,18 +42,17 @@ export interface UsernsStep {
   release(): Promise<void>;
 }
 
-/** A user namespace kept open (by descriptor) per range, with the layer store's idmapped view. */
+/** A user namespace kept open (by descriptor) per range. */
 interface RangeHandle {
   fd: number;
-  view: string;
 }
 
 /**
  * User namespaces for RUN steps (docs/adr/0022): every step runs in a user namespace whose root is an
  * unprivileged host range of 65536 ids, claimed host-wide for the step's lifetime (two steps that run
  * at once, of any build or worker on the host, never share ids). The image's layers are unpacked
- * once, owned as the image says; each range sees them through an idmapped bind mount of the layer
- * store (made once per range), so the step sees root own what root owns. What the step writes lands
+ * once, owned as the image says; each step sees them through an idmapped bind mount of the layer
+ * store in its range's user namespace (kept open per range), so the step sees root own what root owns. What the step writes lands
  * in the overlay's upper dir shifted by the range's first id; `shiftOwnersBack` undoes that before
  * the upper dir is diffed and kept.
  */
@@ -143,17 +142,24 @@ export class UserNamespaces {
     let dir: string | undefined;
     try {
       const handle = await this.handle(index);
-      dir = path.join(this.stepsDir, `${hostId}-${randomBytes(6).toString('hex')}`);
+      const name = `${hostId}-${randomBytes(6).toString('hex')}`;
+      dir = path.join(this.stepsDir, name);
       await mkdir(dir, { mode: 0o700 });
       await chown(dir, hostId, hostId);
       const stepDir = dir;
+      // The layer store through the range's idmap, for this step only: an overlay keeps what it uses of
+      // it after the (lazy) unmount, and nothing stays mounted when a step's owner forgets to close.
+      const view = path.join(this.viewsDir, name);
+      await mkdir(view);
+      mounts.push(view);
+      await idmappedBindMount(this.options.layersDir, view, { fd: handle.fd }, { recursive: false });
       let count = 0;
       const released = { done: false };
       return {
         hostId,
         size: USERNS_RANGE_SIZE,
         dir: stepDir,
-        layersView: handle.view,
+        layersView: view,
         idmapped: async (source) => {
           const target = path.join(stepDir, `m${count++}`);
           if ((await lstat(source)).isDirectory()) await mkdir(target);
@@ -171,7 +177,7 @@ export class UserNamespaces {
           const empty = path.join(links, 'empty');
           await mkdir(empty);
           await chown(empty, hostId, hostId);
-          await Promise.all(hexes.map((hex, i) => symlink(path.join(handle.view, hex, 'fs'), path.join(links, String(i)))));
+          await Promise.all(hexes.map((hex, i) => symlink(path.join(view, hex, 'fs'), path.join(links, String(i)))));
           // Short relative names keep many layers under the one-page limit of mount options (as LayerStore does).
           const lower = [...hexes.map((_, i) => String(i)), 'empty'].join(':');
           await mount('overlay', target, 'overlay', constants.MS_RDONLY, `lowerdir=${lower}`, { cwd: links });
@@ -182,32 +188,31 @@ export class UserNamespaces {
           if (released.done) return;
           released.done = true;
           for (const target of mounts.reverse()) await umount(target, { detach: true }).catch(() => undefined);
-          await rm(stepDir, { recursive: true, force: true }).catch(() => undefined);
+          await removeUnmounted(stepDir);
+          await removeUnmounted(view);
           await this.release(index);
         },
       };
     } catch (error) {
-      for (const target of mounts) await umount(target, { detach: true }).catch(() => undefined);
-      if (dir) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      for (const target of mounts.reverse()) await umount(target, { detach: true }).catch(() => undefined);
+      if (dir) await removeUnmounted(dir);
+      for (const target of mounts) await removeUnmounted(target);
       await this.release(index);
       throw error;
     }
   }
 
-  /** Unmounts the layer store's views and lets go of the namespaces. Call it once no step runs. */
+  /** Lets go of the namespaces. Call it once no step runs. */
   async close(): Promise<void> {
     const handles = [...this.handles.values()];
     this.handles.clear();
     for (const pending of handles) {
       const handle = await pending.catch(() => undefined);
-      if (!handle) continue;
-      await umount(handle.view, { detach: true }).catch(() => undefined);
-      closeSync(handle.fd);
+      if (handle) closeSync(handle.fd);
     }
-    await rm(this.viewsDir, { recursive: true, force: true }).catch(() => undefined);
   }
 
-  /** Range `index`'s namespace and view, made on its first use by this worker. */
+  /** Range `index`'s namespace, made on its first use by this worker. */
   private handle(index: number): Promise<RangeHandle> {
     let pending = this.handles.get(index);
     if (!pending) {
@@ -219,17 +224,7 @@ export class UserNamespaces {
   }
 
   private async makeHandle(index: number): Promise<RangeHandle> {
-    const hostId = this.options.base + index * USERNS_RANGE_SIZE;
-    const fd = await userNamespace(hostId, USERNS_RANGE_SIZE);
-    try {
-      const view = path.join(this.viewsDir, String(index));
-      await mkdir(view, { recursive: true });
-      await idmappedBindMount(this.options.layersDir, view, { fd }, { recursive: false });
-      return { fd, view };
-    } catch (error) {
-      closeSync(fd);
-      throw error;
-    }
+    return { fd: await userNamespace(this.options.base + index * USERNS_RANGE_SIZE, USERNS_RANGE_SIZE) };
   }
 
   /** Claims a range host-wide: its file created with O_EXCL; a claim whose process is gone is taken over. */
@@ -305,6 +300,19 @@ async function userNamespace(hostId: number, size: number): Promise<number> {
 
 async function readlinkOf(file: string): Promise<string> {
   return readlink(file).catch(() => '');
+}
+
+/**
+ * Removes a step's directory once nothing is mounted under it: a recursive delete through a mount
+ * that failed to go would delete the layer store, a cache or the context through it.
+ */
+async function removeUnmounted(dir: string): Promise<void> {
+  const left = await mountsUnder(dir);
+  if (left.length > 0) {
+    process.stderr.write(`strata worker: left ${dir} in place: ${left.join(', ')} still mounted\n`);
+    return;
+  }
+  await rm(dir, { recursive: true, force: true }).catch(() => undefined);
 }
 
 /** Mount points at or under `dir` in this process's mount table, deepest first. */
