@@ -124,11 +124,11 @@ export interface RunSettings {
    * without them), `auto` uses them where this kernel does (else logs why), `0` or unset is `off`:
    * a step in a user namespace cannot make device nodes (docs/adr/0022).
    */
-  userns: 'auto' | 'on' | 'off';
+  userns?: 'auto' | 'on' | 'off';
   /** First host uid/gid of the steps' ranges (STRATA_USERNS_BASE), a multiple of 65536; default 2^30. */
-  usernsBase: number;
+  usernsBase?: number;
   /** Ranges of 65536 ids from the base (STRATA_USERNS_RANGES): steps that may run at once on the host; default 256. */
-  usernsRanges: number;
+  usernsRanges?: number;
 }
 
 /**
