@@ -133,6 +133,16 @@ describe('UserNamespaces', () => {
     const a = await pool('a', 2 ** 30, 1);
     mkdirSync(join(root, 'state', 'claims'), { recursive: true });
     writeFileSync(join(root, 'state', 'claims', String(2 ** 30 / USERNS_RANGE_SIZE)), JSON.stringify({ pid: 999_999_999, started: '1' }));
+    // ...with its step's directory and the rootfs bind mounted in it.
+    const left = join(root, 'state', 'steps', `${2 ** 30}-deadbeef0000`);
+    mkdirSync(join(left, 'rootfs'), { recursive: true });
+    mkdirSync(join(root, 'somewhere'));
+    writeFileSync(join(root, 'somewhere', 'kept'), 'x');
+    execFileSync('mount', ['--bind', join(root, 'somewhere'), join(left, 'rootfs')]);
+    await a.init();
+    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(left);
+    expect(() => lstatSync(left)).toThrow();
+    expect(readFileSync(join(root, 'somewhere', 'kept'), 'utf8')).toBe('x');
     const step = await a.step();
     expect(step.hostId).toBe(2 ** 30);
     expect(JSON.parse(readFileSync(join(root, 'state', 'claims', String(2 ** 30 / USERNS_RANGE_SIZE)), 'utf8')).pid).toBe(process.pid);

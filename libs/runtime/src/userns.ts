@@ -104,7 +104,22 @@ export class UserNamespaces {
     for (const mountPoint of await mountsUnder(this.viewsDir)) await umount(mountPoint, { detach: true }).catch(() => undefined);
     await rm(this.viewsDir, { recursive: true, force: true });
     await mkdir(this.viewsDir, { mode: 0o700 });
+    await this.clearDeadSteps();
     await this.probe();
+  }
+
+  /** Step directories (and what is mounted in them) of any worker on the host killed mid-step: their range's claim is gone or stale. */
+  private async clearDeadSteps(): Promise<void> {
+    for (const name of await readdir(this.stepsDir)) {
+      const hostId = Number(name.split('-')[0]);
+      if (!Number.isInteger(hostId) || hostId % USERNS_RANGE_SIZE !== 0) continue;
+      const claim = path.join(this.claimsDir, String(hostId / USERNS_RANGE_SIZE));
+      const held = await lstat(claim).then(() => true, () => false);
+      if (held && !(await staleClaim(claim))) continue;
+      const dir = path.join(this.stepsDir, name);
+      for (const mountPoint of await mountsUnder(dir)) await umount(mountPoint, { detach: true }).catch(() => undefined);
+      await removeUnmounted(dir);
+    }
   }
 
   /** An overlay on an idmapped lower dir, written through, as a step's root would be. */
