@@ -3,7 +3,7 @@
 // benchmarks under bench/ and prints a table of ratios (Strata / peer; below 1 means Strata is faster).
 //   npm run bench                       both benchmarks, 5 runs per case
 //   npm run bench -- --runs 9           more runs per case (medians are reported)
-//   npm run bench -- --only parse       or --only build-cache, --only registry, --only console, --only load, --only fairness, --only run-sandbox
+//   npm run bench -- --only parse       or --only build-cache, --only registry, --only console, --only load, --only fairness, --only run-sandbox, --only run-step
 //                                       or --only large-context (BENCH_CTX_FILES, BENCH_CTX_MIB: 50,000 files, 1 GiB by default)
 //   npm run bench -- --write-docs       also replace the results block in docs/benchmarks.md
 // The build-cache benchmark starts dockerd, a docker-registry and Strata's api and worker itself and
@@ -24,11 +24,11 @@ const runs = Number(opt('runs', process.env.BENCH_RUNS ?? 5));
 const only = opt('only', 'all');
 const writeDocs = args.includes('--write-docs');
 if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs takes a positive integer');
-if (!['all', 'parse', 'build-cache', 'registry', 'console', 'load', 'fairness', 'run-sandbox', 'large-context'].includes(only)) throw new Error('--only takes parse, build-cache, registry, console, load, fairness, run-sandbox or large-context');
+if (!['all', 'parse', 'build-cache', 'registry', 'console', 'load', 'fairness', 'run-sandbox', 'run-step', 'large-context'].includes(only)) throw new Error('--only takes parse, build-cache, registry, console, load, fairness, run-sandbox, run-step or large-context');
 
 const started = Date.now();
 ensureDependencies();
-// attr (getfattr), iproute2 and iptables are the worker's RUN tooling, bzip2/xz-utils its ADD unpackers; runsc the optional
+// attr (getfattr; bench/run-step times it against the worker's in-process xattr reads), iproute2 and iptables are the worker's RUN tooling, bzip2/xz-utils its ADD unpackers; runsc the optional
 // RUN runtime; buildah is the third peer.
 ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'debootstrap', 'docker.io', 'docker-registry', 'runc', 'runsc', 'attr', 'iproute2', 'iptables', 'bzip2', 'xz-utils', 'tar', 'skopeo', 'buildah', 'chromium']);
 const env = await ensureServices({ database: 'strata_bench', bucket: 'strata-bench', redisDb: 2 });
@@ -73,8 +73,9 @@ const consoleBench = only === 'all' || only === 'console' ? runBench('console', 
 const load = only === 'all' || only === 'load' ? runBench('load', 'bench/load/bench.mjs') : null;
 const fairness = only === 'all' || only === 'fairness' ? runBench('fairness', 'bench/fairness/bench.mjs') : null;
 const sandbox = only === 'all' || only === 'run-sandbox' ? runBench('run-sandbox', 'bench/run-sandbox/bench.ts', loader) : null;
+const runStep = only === 'all' || only === 'run-step' ? runBench('run-step', 'bench/run-step/bench.ts', loader) : null;
 const largeContext = only === 'all' || only === 'large-context' ? runBench('large-context', 'bench/large-context/bench.mjs') : null;
-for (const b of [parse, cache, registry, consoleBench, load, fairness, sandbox, largeContext]) if (b && (b.status !== 0 || b.result.error)) failed = true;
+for (const b of [parse, cache, registry, consoleBench, load, fairness, sandbox, runStep, largeContext]) if (b && (b.status !== 0 || b.result.error)) failed = true;
 
 const ms = (x) => (x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(0)} ms`);
 const opt2 = (x) => (x == null || Number.isNaN(x) ? '-' : ms(x));
@@ -165,6 +166,21 @@ if (sandbox) {
   }
   lines.push('');
 }
+if (runStep) {
+  const r = runStep.result;
+  if (r.error) lines.push(`RUN step benchmark failed: ${r.error.split('\n')[0]}`);
+  else {
+    lines.push(`RUN step: the work around the container as processes and in-process, and a whole \`RUN true\` per runtime (ADR 0026), ${r.runs} runs each, round robin, load ${r.load}:`);
+    lines.push('');
+    lines.push('| variant | median wall | min | CPU per run |');
+    lines.push('|---|---:|---:|---:|');
+    // Several of these take under a millisecond: one decimal.
+    const ms1 = (x) => `${x.toFixed(1)} ms`;
+    for (const [name, v] of Object.entries(r.results)) lines.push(`| ${name} | ${ms1(v.medianMs)} | ${ms1(v.minMs)} | ${ms1(v.cpuMsPerRun)} |`);
+    for (const n of r.notes ?? []) lines.push('', `Note: ${n}`);
+  }
+  lines.push('');
+}
 if (parse) {
   const p = parse.result;
   if (p.error) lines.push(`Dockerfile parse benchmark failed: ${p.error.split('\n')[0]}`);
@@ -197,7 +213,7 @@ if (consoleBench) {
 const table = lines.join('\n');
 process.stdout.write(`\n${table}\n`);
 writeFileSync(path.join(resultsDir, 'latest.md'), `${table}\n`);
-writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null, registry: registry?.result ?? null, console: consoleBench?.result ?? null, load: load?.result ?? null, fairness: fairness?.result ?? null, runSandbox: sandbox?.result ?? null, largeContext: largeContext?.result ?? null }, null, 2));
+writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null, registry: registry?.result ?? null, console: consoleBench?.result ?? null, load: load?.result ?? null, fairness: fairness?.result ?? null, runSandbox: sandbox?.result ?? null, runStep: runStep?.result ?? null, largeContext: largeContext?.result ?? null }, null, 2));
 
 if (writeDocs) {
   const doc = path.join(root, 'docs/benchmarks.md');

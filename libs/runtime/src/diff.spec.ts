@@ -3,6 +3,7 @@ import { chmodSync, existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, symlin
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { lsetxattr } from '@strata/native';
 import { LayerWriter, type LayerEntry } from '@strata/oci';
 import { readRawTar } from '../../../test/support/raw-tar.js';
 import { diffUpperDir } from './diff.js';
@@ -38,6 +39,11 @@ describe('diffUpperDir on what a step leaves', () => {
     writeFileSync(join(upper, longName), 'long');
     writeFileSync(join(upper, 'tagged'), 't');
     execFileSync('setfattr', ['-n', 'user.origin', '-v', '0x00ff10', join(upper, 'tagged')]);
+    // Names a tool's text output has to escape: not UTF-8, a newline, a backslash.
+    lsetxattr(Buffer.concat([Buffer.from(`${upper}/`), latin1Name]), 'user.bytes', Buffer.from([0xff, 0x00, 0x0a]));
+    lsetxattr(join(upper, 'new\nline'), 'user.nl', Buffer.from('a\nb'));
+    writeFileSync(join(upper, 'back\\slash'), 'b');
+    lsetxattr(join(upper, 'back\\slash'), 'user.empty', Buffer.alloc(0));
   });
   afterAll(() => {
     socketServer.close();
@@ -73,6 +79,10 @@ describe('diffUpperDir on what a step leaves', () => {
     const toLatin1 = byName.get('to-latin1') as LayerEntry & { type: 'symlink' };
     expect(toLatin1.targetBytes).toEqual(Buffer.concat([Buffer.from('./'), latin1Name]));
     expect(byName.get('tagged')!.xattrs).toEqual({ 'user.origin': Buffer.from([0x00, 0xff, 0x10]) });
+    expect(latin1?.xattrs).toEqual({ 'user.bytes': Buffer.from([0xff, 0x00, 0x0a]) });
+    expect(byName.get('new\nline')!.xattrs).toEqual({ 'user.nl': Buffer.from('a\nb') });
+    expect(byName.get('back\\slash')!.xattrs).toEqual({ 'user.empty': Buffer.alloc(0) });
+    expect(byName.get('data')!.xattrs).toBeUndefined();
   });
 
   it('packs them into a layer with each name, target, mode and xattr byte for byte', async () => {
