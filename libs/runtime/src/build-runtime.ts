@@ -34,6 +34,8 @@ export interface StepSettings {
   subnet?: string;
   /** CIDRs bridge steps may reach although private (STRATA_ALLOW_PRIVATE_SOURCES). */
   allowPrivate?: readonly string[];
+  /** The resolvers bridge steps' DNS forwarder asks (STRATA_RUN_DNS); empty or absent: the worker's resolv.conf. */
+  dns?: ReadonlyArray<{ address: string; port: number }>;
 }
 
 export interface BuildRuntimeOptions {
@@ -77,6 +79,7 @@ export class BuildRuntime implements RootfsProvider {
         allowCidrs: options.step.allowPrivate ?? [],
         // The same data directory is the same worker: a restarted one clears what the killed one left.
         owner: hash(this.root),
+        dns: options.step.dns && options.step.dns.length > 0 ? { upstreams: options.step.dns } : {},
       });
     }
     const bridge = this.bridge ? { bridge: this.bridge } : {};

@@ -1,6 +1,6 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { connect, createServer, type Server } from 'node:net';
-import { DnsForwarder, type DnsListener, MAX_UDP_ANSWER_BYTES, parseUpstreams, resolvConfUpstreams } from './dns-forwarder.js';
+import { DnsForwarder, type DnsListener, MAX_UDP_ANSWER_BYTES, resolvConfUpstreams } from './dns-forwarder.js';
 
 /** A DNS query for an A record of `name`. */
 function query(id: number, name: string, flags = 0x0100): Buffer {
@@ -221,15 +221,7 @@ describe('DnsForwarder', () => {
     expect(overTcp.length).toBeGreaterThan(MAX_UDP_ANSWER_BYTES);
   });
 
-  it('reads resolver lists and says which entry is wrong', () => {
-    expect(parseUpstreams('10.0.0.2, 10.0.0.3:5353,fd00::53,[fd00::54]:54', 'STRATA_RUN_DNS')).toEqual([
-      { address: '10.0.0.2', port: 53 },
-      { address: '10.0.0.3', port: 5353 },
-      { address: 'fd00::53', port: 53 },
-      { address: 'fd00::54', port: 54 },
-    ]);
-    expect(() => parseUpstreams('10.0.0.2,dns.example', 'STRATA_RUN_DNS')).toThrow('STRATA_RUN_DNS: "dns.example" is not a resolver address');
-    expect(() => parseUpstreams('10.0.0.2:70000', 'STRATA_RUN_DNS')).toThrow('"10.0.0.2:70000"');
+  it("reads the worker's resolvers from its resolv.conf", () => {
     expect(resolvConfUpstreams('search x\nnameserver 10.255.255.53\nnameserver fe80::1%eth0\n# nameserver 1.1.1.1\n')).toEqual([
       { address: '10.255.255.53', port: 53 },
       { address: 'fe80::1%eth0', port: 53 },

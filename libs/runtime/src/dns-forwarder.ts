@@ -311,24 +311,6 @@ function truncated(reply: Buffer, end: number): Buffer {
   return out;
 }
 
-/** Resolvers as STRATA_RUN_DNS lists them: `10.0.0.2`, `10.0.0.2:5353`, `fd00::53`, `[fd00::53]:53`, comma-separated. */
-export function parseUpstreams(list: string, where: string): DnsUpstream[] {
-  return list
-    .split(',')
-    .map((item) => item.trim())
-    .filter((item) => item !== '')
-    .map((item) => {
-      const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(item);
-      const v4 = /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d+))?$/.exec(item);
-      const m = bracketed ?? v4 ?? (isIP(item) === 6 ? [item, item, undefined] : null);
-      const port = m?.[2] === undefined ? 53 : Number(m[2]);
-      if (!m || isIP(m[1]!) === 0 || port < 1 || port > 65535) {
-        throw new Error(`${where}: "${item}" is not a resolver address (an IP, optionally with :port; IPv6 in brackets when a port is given)`);
-      }
-      return { address: m[1]!, port };
-    });
-}
-
 /** The nameservers of a resolv.conf, on port 53. */
 export function resolvConfUpstreams(text: string): DnsUpstream[] {
   return [...text.matchAll(/^\s*nameserver\s+(\S+)/gm)]
