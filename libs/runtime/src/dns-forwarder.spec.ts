@@ -221,6 +221,16 @@ describe('DnsForwarder', () => {
     expect(overTcp.length).toBeGreaterThan(MAX_UDP_ANSWER_BYTES);
   });
 
+  it('drops an answer that comes back after its step has ended', async () => {
+    const forwarder = new DnsForwarder({ upstreams: [{ address: '127.0.0.1', port: silentPort }], timeoutMs: 200, attemptMs: 200 });
+    const listener = await forwarder.listen('127.0.0.1', '127.0.0.1', 0);
+    const pending = askUdp(listener.port, query(13, 'public.example.test'), 600);
+    await new Promise((r) => setTimeout(r, 50));
+    await listener.close();
+    expect(await pending).toBeUndefined();
+    expect(forwarder.stats.servfail).toBe(1);
+  });
+
   it("reads the worker's resolvers from its resolv.conf", () => {
     expect(resolvConfUpstreams('search x\nnameserver 10.255.255.53\nnameserver fe80::1%eth0\n# nameserver 1.1.1.1\n')).toEqual([
       { address: '10.255.255.53', port: 53 },

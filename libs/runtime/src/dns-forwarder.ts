@@ -83,7 +83,11 @@ export class DnsForwarder {
         return;
       }
       void this.answer(msg, step, 'udp').then((reply) => {
-        if (reply) udp.send(reply, rinfo.port, rinfo.address, () => undefined);
+        try {
+          if (reply) udp.send(reply, rinfo.port, rinfo.address, () => undefined);
+        } catch {
+          // The step ended while its query was out: the listener is closed.
+        }
       });
     });
     udp.on('error', () => undefined);
@@ -145,7 +149,7 @@ export class DnsForwarder {
           const head = Buffer.alloc(2);
           head.writeUInt16BE(reply.length);
           socket.write(Buffer.concat([head, reply]));
-        });
+        }).catch(() => void socket.destroy());
       }
       // A partial frame never grows past one query.
       if (buffered.length > 2 + MAX_QUERY_BYTES) socket.destroy();
