@@ -112,6 +112,11 @@ export class BuildRuntime implements RootfsProvider {
     return this.bridge?.cleared.length ?? 0;
   }
 
+  /** The resolvers bridge steps' DNS forwarder asks (after `init`); undefined when steps have no bridge. */
+  get runDnsUpstreams(): readonly { address: string; port: number }[] | undefined {
+    return this.bridge?.dnsUpstreams;
+  }
+
   /** Removes the worker's firewall chains: call it once no step runs any more. */
   async close(): Promise<void> {
     await this.bridge?.close();

@@ -49,7 +49,7 @@ const RCODE_NOTIMP = 4;
  * SERVFAIL, queries in flight per step and per worker, message sizes, TCP connections. docs/adr/0024.
  */
 export class DnsForwarder {
-  private readonly upstreams: readonly DnsUpstream[];
+  readonly upstreams: readonly DnsUpstream[];
   private readonly timeoutMs: number;
   private readonly attemptMs: number;
   private readonly maxInFlightPerStep: number;

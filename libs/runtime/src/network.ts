@@ -118,6 +118,11 @@ export class BridgeNetwork {
     return this.dnsOptions !== undefined;
   }
 
+  /** The resolvers the forwarder asks (known once `init` has run), or undefined without a forwarder. */
+  get dnsUpstreams(): readonly { address: string; port: number }[] | undefined {
+    return this.dns?.upstreams;
+  }
+
   /** Queries the worker's forwarder relayed, answered SERVFAIL, or refused (for the worker's log and tests). */
   get dnsStats(): DnsForwarder['stats'] | undefined {
     return this.dns?.stats;
