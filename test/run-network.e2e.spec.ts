@@ -1,27 +1,27 @@
 import { jest } from '@jest/globals';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { startStandInDns } from './support/dns-server.js';
 import { importBusybox } from './support/images.js';
 import { api, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
 
 jest.setTimeout(180_000);
 
 const ip = (...args: string[]): string => execFileSync('ip', args).toString();
-const hostNameservers = (): string[] => [...readFileSync('/etc/resolv.conf', 'utf8').matchAll(/^\s*nameserver\s+(\S+)/gm)].map((m) => m[1]!);
-const isPublicV4 = (a: string): boolean =>
-  /^\d+\.\d+\.\d+\.\d+$/.test(a) && !/^(0|10|127)\.|^169\.254\.|^172\.(1[6-9]|2\d|3[01])\.|^192\.168\.|^100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.|^(22[4-9]|2[3-5]\d)\./.test(a);
 
 /**
  * The RUN network as a tenant meets it, through the api and a worker on this machine's own network
  * namespace. The test builds its own "internet": a namespace holding a public host (203.0.113.10),
  * a cloud metadata stand-in (169.254.169.254) and a private host (10.254.R.10), each serving HTTP,
- * linked to the worker by a veth pair. Only packets from this suite's containers' subnets are routed
- * there (a routing rule for those sources, with a blackhole default), so no packet from a step
- * leaves the machine and nothing else on the machine is rerouted.
+ * linked to the worker by a veth pair, and a resolver on a private address (10.253.R.53, as a cloud
+ * VPC's resolver is) that knows public.strata.test. Only packets from this suite's containers'
+ * subnets are routed there (a routing rule for those sources, with a blackhole default), and the
+ * worker reaches the resolver's /32 alone, so no packet leaves the machine and nothing else on the
+ * machine is rerouted. Every deployment's DNS forwarder asks that resolver (STRATA_RUN_DNS).
  */
 describe('RUN network: bridge with egress, never behind the worker', () => {
   const tag = randomBytes(3).toString('hex');
@@ -36,6 +36,8 @@ describe('RUN network: bridge with egress, never behind the worker', () => {
   const worker = `198.18.${r}.1`;
   const internet = `198.18.${r}.2`;
   const privateHost = `10.254.${r}.10`;
+  const resolver = `10.253.${r}.53`;
+  let dns: ReturnType<typeof startStandInDns>;
   const stands: Array<[string, string]> = [
     ['203.0.113.10', 'public'],
     ['169.254.169.254', 'metadata'],
@@ -66,8 +68,17 @@ describe('RUN network: bridge with egress, never behind the worker', () => {
       servers.push(spawn('ip', ['netns', 'exec', inetNs, 'busybox', 'httpd', '-f', '-p', `${address}:80`, '-h', www], { stdio: 'ignore' }));
       ip('route', 'add', `${address}/32`, 'via', internet, 'dev', link, 'table', table);
     }
+    ip('-n', inetNs, 'addr', 'add', `${resolver}/32`, 'dev', 'lo');
+    dns = startStandInDns(inetNs, resolver, { 'public.strata.test': '203.0.113.10', 'metadata.strata.test': '169.254.169.254' });
+    servers.push(dns.process);
+    await dns.ready;
+    // The worker's forwarder reaches the resolver; a step's packets to it are routed too, so what stops them is the policy.
+    ip('route', 'add', `${resolver}/32`, 'via', internet, 'dev', link);
+    ip('route', 'add', `${resolver}/32`, 'via', internet, 'dev', link, 'table', table);
     // Whatever else these containers send goes nowhere: not out of eth0, not anywhere off this machine.
     ip('route', 'add', 'blackhole', 'default', 'table', table);
+    // Except to the containers themselves: the worker's forwarder answers a step from the step's gateway, an address in this range.
+    ip('route', 'add', 'throw', containers, 'table', table);
     ip('rule', 'add', 'from', containers, 'lookup', table, 'priority', priority);
     // A service of the worker on an address of its own other than loopback (the api, S3 and the
     // databases bind 127.0.0.1; this one shows that binding elsewhere does not expose it either).
@@ -96,13 +107,14 @@ describe('RUN network: bridge with egress, never behind the worker', () => {
     await attempt(() => new Promise<void>((resolve) => (workerService ? workerService.close(() => resolve()) : resolve())));
     await attempt(() => execFileSync('ip', ['rule', 'del', 'from', containers, 'lookup', table, 'priority', priority], { stdio: 'ignore' }));
     await attempt(() => execFileSync('ip', ['route', 'flush', 'table', table], { stdio: 'ignore' }));
+    await attempt(() => execFileSync('ip', ['route', 'del', `${resolver}/32`, 'via', internet, 'dev', link], { stdio: 'ignore' }));
     await attempt(() => execFileSync('ip', ['link', 'del', link], { stdio: 'ignore' }));
     await attempt(() => execFileSync('ip', ['netns', 'del', inetNs], { stdio: 'ignore' }));
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   });
 
   async function deployment(env: Record<string, string>): Promise<{ stack: Stack; token: string }> {
-    const stack = await startStack({ env });
+    const stack = await startStack({ env: { STRATA_RUN_DNS: resolver, ...env } });
     stacks.push(stack);
     const { token } = await stack.tenant('runnet');
     await importBusybox(stack, token);
@@ -154,7 +166,8 @@ describe('RUN network: bridge with egress, never behind the worker', () => {
         `echo "address: $(ip -o -4 addr show eth0 | grep -o 'inet [0-9./]*')"; ` +
         `echo "redis via the gateway: $(printf 'PING\\r\\n' | nc -w 2 $gw ${redisPort} 2>/dev/null | grep . || echo 'no answer')"; ` +
         `echo "worker address: $(get ${worker} ${workerServicePort})"; ` +
-        `echo "nameservers: $(awk '/^nameserver/ {print $2}' /etc/resolv.conf | tr '\\n' ' ')"`,
+        `echo "nameservers: $(awk '/^nameserver/ {print $2}' /etc/resolv.conf | tr '\\n' ' ')"; ` +
+        `[ "$(awk '/^nameserver/ {print $2}' /etc/resolv.conf)" = "$gw" ] || echo "the nameserver is not the gateway"`,
       '',
     ].join('\n');
     const { status, lines } = await buildLines(d, dockerfile);
@@ -165,8 +178,8 @@ describe('RUN network: bridge with egress, never behind the worker', () => {
       expect.stringMatching(new RegExp(`^address: inet 10\\.${s}\\.\\d+\\.\\d+/30$`)),
       'redis via the gateway: no answer',
       'worker address: no answer',
-      // The host's resolvers a step may reach: public IPv4 ones (a private one not allowed is left out).
-      `nameservers: ${hostNameservers().filter(isPublicV4).map((a) => `${a} `).join('')}`,
+      // The worker's DNS forwarder on the step's gateway, and nothing else.
+      expect.stringMatching(new RegExp(`^nameservers: 10\\.${s}\\.\\d+\\.\\d+ $`)),
     ]);
     expect(status).toBe('succeeded');
     expect(workerServiceConnections).toBe(0);
@@ -206,6 +219,38 @@ describe('RUN network: bridge with egress, never behind the worker', () => {
     const { status, lines } = await buildLines(d, `FROM busybox:1\nRUN echo "routes: $(ip route | wc -l)"; ${probe}\n`);
     expect(lines).toEqual(['routes: 0', 'public: no answer', 'metadata: no answer', 'private: no answer']);
     expect(status).toBe('succeeded');
+  });
+
+  // Names through the step's resolv.conf (the forwarder), then the private resolver asked directly.
+  const dnsProbe = [
+    `resolve() { timeout 8 nslookup "$@" 2>&1 | awk '/^Name:/ {n=1} n && /^Address/ {print $NF; exit}'; }`,
+    `addr=$(resolve public.strata.test)`,
+    `echo "resolved: $addr"`,
+    `echo "by name: $(get "$addr" 80)"`,
+    `echo "unknown: $(timeout 8 nslookup nothing.strata.test 2>&1 | grep -o NXDOMAIN | head -n 1)"`,
+    `echo "resolver direct: $(resolve public.strata.test ${resolver} | grep . || echo 'no answer')"`,
+  ].join('; ');
+  const dnsLines = ['resolved: 203.0.113.10', 'by name: from public', 'unknown: NXDOMAIN', 'resolver direct: no answer'];
+
+  it("resolves names through the worker's DNS forwarder, though the resolver is private and out of the step's reach", async () => {
+    const d = await deployment({ STRATA_RUN_SUBNET: `10.${s}.0.0/16` });
+    dns.queries.length = 0;
+    const { status, lines } = await buildLines(d, `FROM busybox:1\nRUN ${probe}; ${dnsProbe}\n`);
+    expect(lines).toEqual(['public: from public', 'metadata: no answer', 'private: no answer', ...dnsLines]);
+    expect(status).toBe('succeeded');
+    // Every query the resolver saw came from the worker (its forwarder), none from a step's address.
+    expect(dns.queries).toContain(`query public.strata.test from ${worker}`);
+    expect(dns.queries).toContain(`query nothing.strata.test from ${worker}`);
+    expect(dns.queries.filter((q) => !q.endsWith(` from ${worker}`))).toEqual([]);
+  });
+
+  it('gives gVisor (runsc) steps the same bridge: the public host by name, never the metadata service, private hosts or the resolver', async () => {
+    const d = await deployment({ STRATA_RUN_RUNTIME: 'runsc', STRATA_RUN_SUBNET: `10.${s}.0.0/16` });
+    dns.queries.length = 0;
+    const { status, lines } = await buildLines(d, `FROM busybox:1\nRUN echo "address: $(ip -o -4 addr show eth0 | grep -o 'inet [0-9./]*')"; ${probe}; ${dnsProbe}\n`);
+    expect(lines).toEqual([expect.stringMatching(new RegExp(`^address: inet 10\\.${s}\\.\\d+\\.\\d+/30$`)), 'public: from public', 'metadata: no answer', 'private: no answer', ...dnsLines]);
+    expect(status).toBe('succeeded');
+    expect(dns.queries.filter((q) => !q.endsWith(` from ${worker}`))).toEqual([]);
   });
 
   it('leaves no namespace, veth or firewall rule behind once its workers stop', async () => {

@@ -272,7 +272,7 @@ describe('RUN steps in runc containers', () => {
       runtime = new WorkerRuntime({
         dataDir: path.join(stack.config.dataDir, 'adapter-test'),
         storage,
-        run: { network: 'none', subnet: '10.213.0.0/16', memoryBytes: 64 * 1024 ** 2, pids: 64, cpus: 0, stepTimeoutMs: 2000, buildTimeoutMs: 60_000, allowInsecure: false, runtime: 'runc', runscPlatform: 'ptrace' },
+        run: { network: 'none', subnet: '10.213.0.0/16', memoryBytes: 64 * 1024 ** 2, pids: 64, cpus: 0, stepTimeoutMs: 2000, buildTimeoutMs: 60_000, allowInsecure: false, runtime: 'runc', runscPlatform: 'ptrace', dns: [] },
       });
       await runtime.init();
     });

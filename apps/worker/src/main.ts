@@ -29,6 +29,9 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   if (runtime.clearedNetworkLeftovers > 0) {
     logEvent('warn', 'cleared the RUN networks a killed worker left', { dataDir: config.dataDir, steps: runtime.clearedNetworkLeftovers });
   }
+  if (runtime.runDnsUpstreams?.length === 0) {
+    logEvent('warn', 'RUN steps will not resolve names: the worker has no nameserver in /etc/resolv.conf and STRATA_RUN_DNS is not set', {});
+  }
   const workerId = `${hostname()}:${process.pid}`;
   const runner = new BuildRunner({ prisma, storage, config, logs, executor: runtime, rootfs: runtime, workerId });
   // Beating before taking jobs: a build this worker claims is never mistaken for an orphan.

@@ -62,10 +62,22 @@ describe('loadConfig', () => {
     expect(loadConfig(base).storageDir).toBeUndefined();
   });
 
-  it('runs gVisor steps without the bridge network, and says so when both are asked for', () => {
+  it('gives gVisor steps the bridge network too', () => {
     expect(loadConfig(base).run.network).toBe('bridge');
-    expect(loadConfig({ ...base, STRATA_RUN_RUNTIME: 'runsc' }).run.network).toBe('none');
-    expect(() => loadConfig({ ...base, STRATA_RUN_RUNTIME: 'runsc', STRATA_RUN_NETWORK: 'bridge' })).toThrow('STRATA_RUN_RUNTIME=runsc works with STRATA_RUN_NETWORK=none only for now');
+    expect(loadConfig({ ...base, STRATA_RUN_RUNTIME: 'runsc' }).run.network).toBe('bridge');
+    expect(loadConfig({ ...base, STRATA_RUN_RUNTIME: 'runsc', STRATA_RUN_NETWORK: 'none' }).run.network).toBe('none');
+  });
+
+  it("takes STRATA_RUN_DNS as the forwarder's resolvers and names a wrong entry", () => {
+    expect(loadConfig(base).run.dns).toEqual([]);
+    expect(loadConfig({ ...base, STRATA_RUN_DNS: '10.0.0.2, 10.0.0.3:5353,fd00::53,[fd00::54]:54' }).run.dns).toEqual([
+      { address: '10.0.0.2', port: 53 },
+      { address: '10.0.0.3', port: 5353 },
+      { address: 'fd00::53', port: 53 },
+      { address: 'fd00::54', port: 54 },
+    ]);
+    expect(() => loadConfig({ ...base, STRATA_RUN_DNS: '10.0.0.2,dns.example' })).toThrow('STRATA_RUN_DNS must be comma-separated resolver addresses such as 10.0.0.2 or 10.0.0.2:5353 ([v6]:port for IPv6); "dns.example" is not one');
+    expect(() => loadConfig({ ...base, STRATA_RUN_DNS: '10.0.0.2:70000' })).toThrow('"10.0.0.2:70000" is not one');
   });
 
   it('names the variable that is missing', () => {

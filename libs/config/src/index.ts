@@ -129,6 +129,10 @@ export interface RunSettings {
   usernsBase?: number;
   /** Ranges of 65536 ids from the base (STRATA_USERNS_RANGES): steps that may run at once on the host; default 256. */
   usernsRanges?: number;
+   * The resolvers the worker's DNS forwarder asks for bridge steps (STRATA_RUN_DNS, comma-separated
+   * `ip` or `ip:port`, IPv6 in brackets with a port); empty: the worker's /etc/resolv.conf.
+   */
+  dns: Array<{ address: string; port: number }>;
 }
 
 /**
@@ -260,11 +264,6 @@ function runSettings(env: Env): RunSettings {
   if (insecure !== 'true' && insecure !== 'false') throw new ConfigError(`STRATA_RUN_ALLOW_INSECURE must be true or false, got "${insecure}"`);
   const runtime = env.STRATA_RUN_RUNTIME || 'runc';
   if (runtime !== 'runc' && runtime !== 'runsc') throw new ConfigError(`STRATA_RUN_RUNTIME must be runc or runsc, got "${runtime}"`);
-  // runsc (Debian's 2022-12 build) refuses the bridge's per-step namespace ("cannot run with network
-  // enabled in root network namespace"); until that is wired, a gVisor deployment runs without egress.
-  if (runtime === 'runsc' && network === 'bridge' && env.STRATA_RUN_NETWORK) {
-    throw new ConfigError('STRATA_RUN_RUNTIME=runsc works with STRATA_RUN_NETWORK=none only for now: the bridge network is not yet wired into runsc');
-  }
   const runscPlatform = env.STRATA_RUN_RUNSC_PLATFORM || 'ptrace';
   if (runscPlatform !== 'ptrace' && runscPlatform !== 'kvm' && runscPlatform !== 'systrap') {
     throw new ConfigError(`STRATA_RUN_RUNSC_PLATFORM must be ptrace, kvm or systrap, got "${runscPlatform}"`);
@@ -280,7 +279,7 @@ function runSettings(env: Env): RunSettings {
   const cpusRaw = env.STRATA_RUN_CPUS ?? '';
   if (cpusRaw !== '' && !/^\d+(\.\d+)?$/.test(cpusRaw)) throw new ConfigError(`STRATA_RUN_CPUS must be a number of cores such as 1.5, got "${cpusRaw}"`);
   return {
-    network: runtime === 'runsc' && !env.STRATA_RUN_NETWORK ? 'none' : network,
+    network,
     subnet,
     memoryBytes: int(env, 'STRATA_RUN_MEMORY_BYTES', 2 * 1024 ** 3, 4 * 1024 ** 2),
     pids: int(env, 'STRATA_RUN_PIDS', 4096, 8),
@@ -293,7 +292,24 @@ function runSettings(env: Env): RunSettings {
     userns: usernsRaw === '1' ? 'on' : usernsRaw === 'auto' ? 'auto' : 'off',
     usernsBase,
     usernsRanges,
+    dns: resolverList(env, 'STRATA_RUN_DNS'),
   };
+}
+
+/** `10.0.0.2`, `10.0.0.2:5353`, `fd00::53` or `[fd00::53]:53`, comma-separated; port 53 unless given. */
+function resolverList(env: Env, name: string): Array<{ address: string; port: number }> {
+  return (env[name] ?? '')
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '')
+    .map((item) => {
+      const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(item) ?? /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d+))?$/.exec(item) ?? (isIP(item) === 6 ? [item, item] : null);
+      const port = m?.[2] === undefined ? 53 : Number(m[2]);
+      if (!m || isIP(m[1]!) === 0 || port < 1 || port > 65535) {
+        throw new ConfigError(`${name} must be comma-separated resolver addresses such as 10.0.0.2 or 10.0.0.2:5353 ([v6]:port for IPv6); "${item}" is not one`);
+      }
+      return { address: m[1]!, port };
+    });
 }
 
 function pullSettings(env: Env): PullSettings {

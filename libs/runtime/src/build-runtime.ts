@@ -47,6 +47,8 @@ export interface StepSettings {
   usernsRanges?: number;
   /** Where ranges are claimed host-wide (default /run/strata-userns). */
   usernsStateDir?: string;
+  /** The resolvers bridge steps' DNS forwarder asks (STRATA_RUN_DNS); empty or absent: the worker's resolv.conf. */
+  dns?: ReadonlyArray<{ address: string; port: number }>;
 }
 
 export const DEFAULT_USERNS_BASE = 2 ** 30;
@@ -97,6 +99,7 @@ export class BuildRuntime implements RootfsProvider {
         allowCidrs: options.step.allowPrivate ?? [],
         // The same data directory is the same worker: a restarted one clears what the killed one left.
         owner: hash(this.root),
+        dns: options.step.dns && options.step.dns.length > 0 ? { upstreams: options.step.dns } : {},
       });
     }
     const bridge = this.bridge ? { bridge: this.bridge } : {};
@@ -155,6 +158,11 @@ export class BuildRuntime implements RootfsProvider {
   /** Steps a killed worker left on the bridge network, cleared by `init`. */
   get clearedNetworkLeftovers(): number {
     return this.bridge?.cleared.length ?? 0;
+  }
+
+  /** The resolvers bridge steps' DNS forwarder asks (after `init`); undefined when steps have no bridge. */
+  get runDnsUpstreams(): readonly { address: string; port: number }[] | undefined {
+    return this.bridge?.dnsUpstreams;
   }
 
   /** Removes the worker's firewall chains: call it once no step runs any more. */

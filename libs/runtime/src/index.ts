@@ -5,6 +5,7 @@ export { diffUpperDir, type DiffOptions } from './diff.js';
 export { RuncExecutor, ContainerStartError, type RuncExecutorOptions } from './runc-executor.js';
 export { BridgeNetwork, VETH_PREFIX, type BridgeNetworkOptions, type NetworkAttachment } from './network.js';
 export { RunNetworkPolicy, RUN_BLOCKED_RANGES } from './network-policy.js';
+export { DnsForwarder, type DnsForwarderOptions, type DnsUpstream } from './dns-forwarder.js';
 export { resolveUser, UserResolutionError, type ResolvedUser } from './user.js';
 export { buildRuntimeSpec, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS, type RuntimeSpecInput } from './runtime-spec.js';
 export { LineSplitter, MAX_LINE_BYTES } from './line-splitter.js';

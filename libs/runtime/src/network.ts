@@ -2,12 +2,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { runCommand } from './command.js';
+import { DnsForwarder, type DnsForwarderOptions, type DnsListener, resolvConfUpstreams } from './dns-forwarder.js';
 import { isAlive, processStart, type StepClaim, SubnetClaims } from './network-claims.js';
 import { RunNetworkPolicy } from './network-policy.js';
 
 export interface NetworkAttachment {
   /** Network namespace for the container (a path under /run/netns). */
   netnsPath: string;
+  /** The step's /etc/resolv.conf, from the worker's (its search and options lines kept). */
+  resolvConf(hostResolvConf: string): string;
   release(): Promise<void>;
 }
 
@@ -27,6 +30,13 @@ export interface BridgeNetworkOptions {
   owner?: string;
   /** Where links are claimed, shared by every worker of the host. Default /run/strata/net. */
   stateDir?: string;
+  /**
+   * The DNS forwarder each step's resolv.conf names (on its gateway, port 53). Default: on, asking
+   * the nameservers of the worker's /etc/resolv.conf; `upstreams` replaces them (STRATA_RUN_DNS).
+   * `false`, or a `hostNetns` (the worker's process cannot listen there), gives the steps the
+   * worker's nameservers the policy lets them reach instead.
+   */
+  dns?: false | (Partial<DnsForwarderOptions> & { resolvConfPath?: string });
 }
 
 /** Host ends of the veth pairs: `stn` + the worker's 4 hex digits + the step's 6 (the firewall matches `stn+`). */
@@ -63,9 +73,14 @@ export class BridgeNetwork {
   /** 4 hex digits naming this worker's veths (`stn<key>…`) and rules; chosen at init, unique among live workers. */
   private key = '';
   private readonly teardowns = new Set<Promise<void>>();
+  private readonly dnsOptions: (Partial<DnsForwarderOptions> & { resolvConfPath?: string }) | undefined;
+  private dns: DnsForwarder | undefined;
+  private policy: RunNetworkPolicy | undefined;
 
   constructor(options: BridgeNetworkOptions = {}) {
     this.hostNetns = options.hostNetns;
+    if (options.dns && options.hostNetns !== undefined) throw new Error('the bridge DNS forwarder listens in the worker\'s own network namespace: no hostNetns with dns');
+    this.dnsOptions = options.dns === false || (options.dns === undefined && options.hostNetns !== undefined) ? undefined : (options.dns ?? {});
     this.prefix = options.subnetPrefix ?? '10.213';
     if (!/^10\.\d{1,3}$/.test(this.prefix) || Number(this.prefix.split('.')[1]) > 255) {
       throw new Error(`bridge subnet prefix ${this.prefix} must be of the form 10.N`);
@@ -98,9 +113,19 @@ export class BridgeNetwork {
     return this.ready;
   }
 
-  /** The container's /etc/resolv.conf: the host's nameservers the policy lets a step reach. */
-  async resolvConf(hostResolvConf: string): Promise<string> {
-    return (await this.init()).resolvConf(hostResolvConf);
+  /** Whether steps resolve names through the worker's DNS forwarder on their gateway. */
+  get forwardsDns(): boolean {
+    return this.dnsOptions !== undefined;
+  }
+
+  /** The resolvers the forwarder asks (known once `init` has run), or undefined without a forwarder. */
+  get dnsUpstreams(): readonly { address: string; port: number }[] | undefined {
+    return this.dns?.upstreams;
+  }
+
+  /** Queries the worker's forwarder relayed, answered SERVFAIL, or refused (for the worker's log and tests). */
+  get dnsStats(): DnsForwarder['stats'] | undefined {
+    return this.dns?.stats;
   }
 
   /** Leftovers this init cleared (for the worker's start-up log). */
@@ -143,6 +168,12 @@ export class BridgeNetwork {
       .map((line) => line.split(' ')[0] ?? '')
       .filter((dest) => dest.includes('/'));
     const policy = new RunNetworkPolicy({ containerSubnet: this.subnet, allowCidrs: this.allowCidrs, hostSubnets });
+    this.policy = policy;
+    if (this.dnsOptions) {
+      const { resolvConfPath, ...forwarder } = this.dnsOptions;
+      const upstreams = forwarder.upstreams ?? resolvConfUpstreams(await readFile(resolvConfPath ?? '/etc/resolv.conf', 'utf8').catch(() => ''));
+      this.dns = new DnsForwarder({ ...forwarder, upstreams });
+    }
     if (this.nat) await this.onHost(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
     // Recorded before the rules exist, so a worker killed in between still has them removed.
     const record: OwnerRecord = { pid: process.pid, started: await processStart(process.pid), key: this.key, chains: [this.outChain, this.inChain] };
@@ -157,8 +188,11 @@ export class BridgeNetwork {
       ...policy.forwardRules(VETH_PREFIX).map((rule) => `-A ${this.outChain} ${rule}`),
       `-A ${this.inChain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
       `-A ${this.inChain} ${REJECT}`,
-      // The worker's own services, on any of its addresses (the gateway included).
+      // The worker's own services, on any of its addresses (the gateway included)...
       `-I INPUT -i ${steps} ${mark} ${REJECT}`,
+      // ...but its DNS forwarder, on the gateways' port 53 (inserted above the rejection). Each
+      // gateway's forwarder answers its own step only: another step's query there gets nothing.
+      ...(this.dns ? ['udp', 'tcp'].map((proto) => `-I INPUT -i ${steps} -d ${this.subnet} -p ${proto} --dport 53 ${mark} -j ACCEPT`) : []),
       `-I FORWARD -i ${steps} ${mark} -j ${this.outChain}`,
       `-I FORWARD -o ${steps} ${mark} -j ${this.inChain}`,
       'COMMIT',
@@ -182,7 +216,9 @@ export class BridgeNetwork {
     });
     const hostAddress = this.address(claim.index, 1);
     const containerAddress = this.address(claim.index, 2);
+    let dns: DnsListener | undefined;
     const teardown = async (): Promise<void> => {
+      await dns?.close();
       // The pair first: deleting it is synchronous, a namespace's teardown is not.
       await this.onHost(['ip', 'link', 'del', hostIf]).catch(() => undefined);
       await runCommand('ip', ['netns', 'del', netns]).catch(() => undefined);
@@ -200,13 +236,16 @@ export class BridgeNetwork {
       if (this.hostNetns === undefined) await writeFile(`/proc/sys/net/ipv6/conf/${hostIf}/disable_ipv6`, '1');
       else await this.onHost(['sysctl', '-q', '-w', `net.ipv6.conf.${hostIf}.disable_ipv6=1`]);
       await this.ip(['link set lo up', `addr add ${containerAddress}/30 dev eth0`, 'link set eth0 up', `route add default via ${hostAddress}`], ['-n', netns]);
+      dns = await this.dns?.listen(hostAddress, containerAddress);
     } catch (error) {
       await teardown();
       throw new Error(`bridge network for ${containerId}: ${(error as Error).message}`);
     }
     let released: Promise<void> | undefined;
+    const policy = this.policy!;
     return {
       netnsPath: `/run/netns/${netns}`,
+      resolvConf: (host) => (dns ? forwarderResolvConf(host, hostAddress) : policy.resolvConf(host)),
       // Deleting a veth waits for the kernel's RCU grace period (tens of ms): the step does not wait
       // for it; the link stays claimed until it is gone, and close() waits for every teardown.
       release: async () => {
@@ -288,4 +327,13 @@ export class BridgeNetwork {
   private onHost(args: string[], hostNetns = this.hostNetns): Promise<string> {
     return hostNetns === undefined ? runCommand(args[0]!, args.slice(1)) : runCommand('ip', ['netns', 'exec', hostNetns, ...args]);
   }
+}
+
+/**
+ * A step's resolv.conf when the forwarder serves it: its gateway as the one nameserver, the worker's
+ * search and options lines kept (its nameservers are what the forwarder asks).
+ */
+function forwarderResolvConf(host: string, gateway: string): string {
+  const kept = host.split('\n').filter((line) => !/^\s*nameserver\s/.test(line) && line.trim() !== '' && !line.trimStart().startsWith('#'));
+  return ['# strata: names resolve through the worker\'s DNS forwarder on this step\'s gateway (docs/adr/0024)', `nameserver ${gateway}`, ...kept, ''].join('\n');
 }

@@ -85,11 +85,6 @@ export class RuncExecutor {
       const hostsFile = join(bundle, 'hosts');
       const resolvConfFile = join(bundle, 'resolv.conf');
       await writeFile(hostsFile, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${hostname}\n`);
-      await writeFile(resolvConfFile, this.options.resolvConf ?? (await this.defaultResolvConf(network)));
-      if (userns) {
-        await chown(hostsFile, userns.hostId, userns.hostId);
-        await chown(resolvConfFile, userns.hostId, userns.hostId);
-      }
 
       let netns: NetnsChoice;
       if (network === 'host') netns = { kind: 'host' };
@@ -98,6 +93,11 @@ export class RuncExecutor {
         if (!this.options.bridge) throw new Error('network "bridge" needs a BridgeNetwork in the executor options');
         attachment = await this.options.bridge.attach(id);
         netns = { kind: 'path', path: attachment.netnsPath };
+      }
+      await writeFile(resolvConfFile, this.options.resolvConf ?? (await this.defaultResolvConf(network, attachment)));
+      if (userns) {
+        await chown(hostsFile, userns.hostId, userns.hostId);
+        await chown(resolvConfFile, userns.hostId, userns.hostId);
       }
       let runRoot = rootfs;
       let sys: string | undefined;
@@ -166,13 +166,13 @@ export class RuncExecutor {
   }
 
   /**
-   * The host's resolv.conf for `host`; for `bridge` the nameservers the network policy lets a step
-   * reach; for `none` no nameservers at all (nothing is reachable).
+   * The host's resolv.conf for `host`; for `bridge` the attachment's (the worker's DNS forwarder on
+   * the step's gateway, or the nameservers the policy lets it reach); for `none` no nameservers.
    */
-  private async defaultResolvConf(network: 'none' | 'host' | 'bridge'): Promise<string> {
+  private async defaultResolvConf(network: NetworkMode, attachment: NetworkAttachment | undefined): Promise<string> {
     const host = await readFile('/etc/resolv.conf', 'utf8').catch(() => '');
     if (network === 'host') return host;
-    if (network === 'bridge' && this.options.bridge) return this.options.bridge.resolvConf(host);
+    if (attachment) return attachment.resolvConf(host);
     return host
       .split('\n')
       .filter((line) => !/^\s*nameserver\s/.test(line))
@@ -185,9 +185,9 @@ export class RuncExecutor {
     const outputTail: string[] = [];
     cgroup.watch();
     const started = performance.now();
-    const child = spawn(this.runc, [...this.globalArgs(spec.network), '--log', logFile, '--log-format', 'json', 'run', '--bundle', bundle, id], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const args = [...this.globalArgs(spec.network), '--log', logFile, '--log-format', 'json', 'run', '--bundle', bundle, id];
+    const [file, argv] = this.options.runtime === 'runsc' && spec.network === 'bridge' ? runscInStepNetns(this.runc, args) : [this.runc, args];
+    const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     const splitters = (['stdout', 'stderr'] as const).map((stream: OutputStream) => {
       const splitter = new LineSplitter((line) => {
         outputTail.push(line);
@@ -253,6 +253,21 @@ export class RuncExecutor {
       });
     });
   }
+}
+
+/**
+ * runsc for a bridge step, its netstack taking over the step's veth. Debian's runsc (2022-12) asks
+ * whether the namespace it was given is the host's by looking for /proc/sys/net/core/rmem_default,
+ * which only the initial namespace had before Linux 6.x; on newer kernels every namespace has it
+ * and runsc refuses the step's own ("cannot run with network enabled in root network namespace",
+ * gVisor issue 10704, fixed in later releases). So runsc runs in a mount namespace of its own where
+ * an empty, read-only tmpfs covers /proc/sys/net. What that check guards against cannot happen
+ * here: the spec always names the step's namespace, never the worker's. `exec` keeps the pid:
+ * `runsc kill` and the exit status are runsc's own. docs/adr/0024.
+ */
+function runscInStepNetns(runsc: string, args: string[]): [string, string[]] {
+  const script = 'mount -t tmpfs -o ro,size=4k,mode=555 strata-no-host-netns /proc/sys/net && exec "$0" "$@"';
+  return ['unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', script, runsc, ...args]];
 }
 
 /** Creates the working directory inside the rootfs (never through a symlink out of it), owned by the user. */
