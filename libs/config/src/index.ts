@@ -129,6 +129,7 @@ export interface RunSettings {
   usernsBase?: number;
   /** Ranges of 65536 ids from the base (STRATA_USERNS_RANGES): steps that may run at once on the host; default 256. */
   usernsRanges?: number;
+  /**
    * The resolvers the worker's DNS forwarder asks for bridge steps (STRATA_RUN_DNS, comma-separated
    * `ip` or `ip:port`, IPv6 in brackets with a port); empty: the worker's /etc/resolv.conf.
    */
