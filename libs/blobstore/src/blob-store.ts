@@ -106,6 +106,24 @@ export class BlobStore {
     }
   }
 
+  /**
+   * Moves an object already in storage to its blob key when the caller hashed its bytes as they
+   * were stored (a registry upload whose chunks went through one hash): no second read. The size
+   * is checked against storage; the digest check is the caller's (it compared its hash first).
+   * The object is consumed either way.
+   */
+  async commitHashed(key: string, digest: Digest, size: number): Promise<BlobInfo> {
+    try {
+      const stored = await this.driver.stat(key);
+      if (stored === null) throw new NotFoundError(key);
+      if (stored.size !== size) throw new BlobSizeMismatchError(digest, size, stored.size);
+      return await this.publish(key, { digest, size });
+    } catch (err) {
+      await this.driver.delete(key).catch(() => undefined);
+      throw err;
+    }
+  }
+
   async stat(digest: Digest): Promise<BlobInfo | null> {
     const stats = await this.driver.stat(blobKey(digest));
     return stats === null ? null : { digest, size: stats.size };
@@ -115,12 +133,15 @@ export class BlobStore {
     return (await this.stat(digest)) !== null;
   }
 
-  /** Streams a blob (or a range of it); the stream errors if storage returns a different length. */
-  async get(digest: Digest, range?: ByteRange): Promise<Readable> {
-    const info = await this.stat(digest);
-    if (info === null) throw new BlobNotFoundError(digest);
+  /**
+   * Streams a blob (or a range of it); the stream errors if storage returns a different length.
+   * `knownSize` (the size Postgres recorded) spares the stat request.
+   */
+  async get(digest: Digest, range?: ByteRange, knownSize?: number): Promise<Readable> {
+    const size = knownSize ?? (await this.stat(digest))?.size;
+    if (size === undefined) throw new BlobNotFoundError(digest);
     const key = blobKey(digest);
-    const { start, end } = checkRange(key, range, info.size);
+    const { start, end } = checkRange(key, range, size);
     let stream: Readable;
     try {
       stream = await this.driver.get(key, range);
@@ -129,7 +150,7 @@ export class BlobStore {
       throw err;
     }
     // A whole blob is also hashed as it streams: corrupt bytes in storage fail the read at its end.
-    const checked = new LengthCheck(digest, end - start, start === 0 && end === info.size);
+    const checked = new LengthCheck(digest, end - start, start === 0 && end === size);
     stream.once('error', (err) => checked.destroy(err));
     return stream.pipe(checked);
   }
