@@ -135,10 +135,12 @@ export class BlobStore {
 
   /**
    * Streams a blob (or a range of it); the stream errors if storage returns a different length.
-   * `knownSize` (the size Postgres recorded) spares the stat request.
+   * `size` (the size Postgres recorded) spares the stat request. A whole blob is also hashed as it
+   * streams unless `verify` is false: for a reader that checks the digest itself (a registry
+   * client must), that would be the same work done twice.
    */
-  async get(digest: Digest, range?: ByteRange, knownSize?: number): Promise<Readable> {
-    const size = knownSize ?? (await this.stat(digest))?.size;
+  async get(digest: Digest, range?: ByteRange, opts: { size?: number; verify?: boolean } = {}): Promise<Readable> {
+    const size = opts.size ?? (await this.stat(digest))?.size;
     if (size === undefined) throw new BlobNotFoundError(digest);
     const key = blobKey(digest);
     const { start, end } = checkRange(key, range, size);
@@ -150,7 +152,7 @@ export class BlobStore {
       throw err;
     }
     // A whole blob is also hashed as it streams: corrupt bytes in storage fail the read at its end.
-    const checked = new LengthCheck(digest, end - start, start === 0 && end === size);
+    const checked = new LengthCheck(digest, end - start, opts.verify !== false && start === 0 && end === size);
     stream.once('error', (err) => checked.destroy(err));
     return stream.pipe(checked);
   }
