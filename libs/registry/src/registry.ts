@@ -544,7 +544,8 @@ class HashingPassThrough extends Transform {
     private readonly hash: Hash,
     source: Readable,
   ) {
-    super();
+    // As much as the filesystem driver queues per write: a 64 KiB chunk does not pause the socket.
+    super({ highWaterMark: 1024 * 1024 });
     source.once('error', (err) => this.destroy(err));
   }
 
