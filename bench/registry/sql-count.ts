@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { BlobStore, FilesystemDriver } from '@strata/blobstore';
 import { PrismaClient, createTenantWithToken } from '@strata/db';
 import type { Digest } from '@strata/oci';
@@ -47,8 +48,8 @@ for (let i = 0; i < blobs; i++) {
   await step('put', () => registry.finishUpload(name, uuid, digest));
   await step('head', () => registry.statBlob(name, digest));
   await step('get', async () => {
-    const { stream } = await registry.readBlob(name, digest);
-    for await (const _ of stream) void _;
+    const blob = await registry.readBlob(name, digest);
+    await blob.sendTo(new Writable({ write: (_chunk, _encoding, callback) => callback() }));
   });
 }
 const per = (o: Record<string, number>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Math.round((v / blobs) * 100) / 100]));

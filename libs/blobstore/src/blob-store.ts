@@ -157,6 +157,41 @@ export class BlobStore {
     return stream.pipe(checked);
   }
 
+  /**
+   * A blob (or a range of it) ready to be written into a sink, for serving it: with a driver that
+   * can (the filesystem), the file is opened now and sent through reused buffers; otherwise the
+   * stream from `get` (unverified, see there) is piped. The stored size is checked against `size`
+   * (Postgres's) before anything is sent. Either way a missing blob throws here, before any byte.
+   */
+  async open(digest: Digest, opts: { size: number; range?: ByteRange }): Promise<{ sendTo(sink: Writable): Promise<void> }> {
+    const key = blobKey(digest);
+    const { start, end } = checkRange(key, opts.range, opts.size);
+    if (this.driver.open === undefined) {
+      const stream = await this.get(digest, opts.range, { size: opts.size, verify: false });
+      return {
+        sendTo: (sink) =>
+          new Promise<void>((resolve, reject) => {
+            stream.once('error', reject);
+            sink.once('close', () => reject(new Error('the receiver closed the connection')));
+            stream.once('end', resolve);
+            stream.pipe(sink, { end: false });
+          }),
+      };
+    }
+    let opened;
+    try {
+      opened = await this.driver.open(key);
+    } catch (err) {
+      if (err instanceof NotFoundError) throw new BlobNotFoundError(digest);
+      throw err;
+    }
+    if (opened.size !== opts.size) {
+      await opened.close();
+      throw new BlobSizeMismatchError(digest, opts.size, opened.size);
+    }
+    return { sendTo: (sink) => opened.sendTo(sink, start, end) };
+  }
+
   async delete(digest: Digest): Promise<void> {
     await this.driver.delete(blobKey(digest));
   }

@@ -3,8 +3,9 @@ import { createWriteStream } from 'node:fs';
 import { type FileHandle, mkdir, open, opendir, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
+import { sendFileRange } from './send-file.js';
 import { pipeline } from 'node:stream/promises';
-import { checkRange, NotFoundError, validateKey, type ByteRange, type ObjectStat, type StorageDriver } from './storage-driver.js';
+import { checkRange, NotFoundError, validateKey, type ByteRange, type ObjectStat, type OpenedObject, type StorageDriver } from './storage-driver.js';
 
 const TEMP_DIR = '.strata-tmp';
 /** Read in 1 MiB chunks: a 100 MiB layer is 100 reads and writes to the socket, not 1,600. */
@@ -77,6 +78,35 @@ export class FilesystemDriver implements StorageDriver {
         return Readable.from([]);
       }
       return handle.createReadStream({ start, end: end - 1, highWaterMark: READ_CHUNK });
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async open(key: string): Promise<OpenedObject> {
+    let handle: FileHandle;
+    try {
+      handle = await open(this.path(key), 'r');
+    } catch (err) {
+      if (isMissing(err)) throw new NotFoundError(key);
+      throw err;
+    }
+    try {
+      const stats = await handle.stat();
+      if (!stats.isFile()) throw new NotFoundError(key);
+      return {
+        size: stats.size,
+        sendTo: async (sink, start, end) => {
+          try {
+            checkRange(key, { offset: start, length: end - start }, stats.size);
+            await sendFileRange(handle, sink, start, end, key);
+          } finally {
+            await handle.close().catch(() => undefined);
+          }
+        },
+        close: () => handle.close().catch(() => undefined),
+      };
     } catch (err) {
       await handle.close().catch(() => undefined);
       throw err;

@@ -1,5 +1,5 @@
 import { createHash, type Hash, randomUUID } from 'node:crypto';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
 import { BlobNotFoundError, type BlobStore, type ByteRange, DigestMismatchError, StorageUnavailableError } from '@strata/blobstore';
 import type { PrismaClient } from '@strata/db';
 import { type Descriptor, type Digest, digestFromHex, type ImageIndex, isDigest, isImageIndexMediaType, MediaType } from '@strata/oci';
@@ -155,23 +155,30 @@ export class Registry {
   }
 
   /**
-   * A blob or a byte range of it (`end` exclusive). Not hashed on the way out: it was verified when
-   * it was stored, and a registry client checks the digest of what it pulls (the stream still
-   * fails if storage returns a different length).
+   * A blob or a byte range of it (`end` exclusive), opened (a missing blob is BLOB_UNKNOWN here)
+   * and written by `sendTo`. Not hashed on the way out: it was verified when it was stored, and a
+   * registry client checks the digest of what it pulls; its length is checked.
    */
-  async readBlob(name: string, digest: Digest, range?: { start: number; end?: number }): Promise<{ stream: Readable; size: number; start: number; end: number }> {
+  async readBlob(name: string, digest: Digest, range?: { start: number; end?: number }): Promise<{ sendTo(sink: Writable): Promise<void>; size: number; start: number; end: number }> {
     const { size } = await this.statBlob(name, digest);
-    const gone = (err: unknown): never => {
+    let byteRange: ByteRange | undefined;
+    let start = 0;
+    let end = size;
+    if (range !== undefined) {
+      end = Math.min(range.end ?? size, size);
+      start = range.start;
+      if (start >= size || end <= start) {
+        throw new RegistryError('RANGE_INVALID', `range ${range.start}-${(range.end ?? size) - 1} is outside the blob's ${size} bytes`, { size });
+      }
+      byteRange = { offset: start, length: end - start };
+    }
+    try {
+      const opened = await this.blobs.open(digest, { size, ...(byteRange ? { range: byteRange } : {}) });
+      return { sendTo: opened.sendTo, size, start, end };
+    } catch (err) {
       if (err instanceof BlobNotFoundError) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not in ${name}`, { digest });
       throw err;
-    };
-    if (range === undefined) return { stream: await this.blobs.get(digest, undefined, { size, verify: false }).catch(gone), size, start: 0, end: size };
-    const end = Math.min(range.end ?? size, size);
-    if (range.start >= size || end <= range.start) {
-      throw new RegistryError('RANGE_INVALID', `range ${range.start}-${(range.end ?? size) - 1} is outside the blob's ${size} bytes`, { size });
     }
-    const byteRange: ByteRange = { offset: range.start, length: end - range.start };
-    return { stream: await this.blobs.get(digest, byteRange, { size }).catch(gone), size, start: range.start, end };
   }
 
   /** Unlinks a blob from the repository; the bytes go when garbage collection finds nothing else uses them. */

@@ -169,8 +169,11 @@ export class RegistryController {
       res.setHeader('Content-Length', blob.end - blob.start);
       if (range) res.status(206).setHeader('Content-Range', `bytes ${blob.start}-${blob.end - 1}/${blob.size}`);
       else res.status(200);
-      blob.stream.once('error', () => res.destroy());
-      blob.stream.pipe(res);
+      // A failure once bytes went out can only cut the response short: the client sees a short body.
+      await blob.sendTo(res).then(
+        () => res.end(),
+        () => res.destroy(),
+      );
       return;
     }
     if (req.method === 'DELETE') {
