@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { freePort, startApiProcess } from './support/api-process.js';
 import { api, build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
 
 const run = promisify(execFile);
@@ -220,6 +221,36 @@ describe.each(storages)('OCI Distribution registry at /v2, blobs in %s', (_stora
     const cancelled = (await reg('POST', `/v2/${acme.name}/chunked/blobs/uploads/`)).headers.get('location')!;
     expect((await reg('DELETE', cancelled)).status).toBe(204);
     expect((await reg('GET', cancelled)).json.errors[0].code).toBe('BLOB_UPLOAD_UNKNOWN');
+  });
+
+  it('finishes on another api replica an upload whose chunks it never saw, reading the bytes back to check the digest', async () => {
+    // The replica that received the chunks kept their hash and finishes without a second read; one
+    // that did not must read the joined chunks and refuse a digest they do not have.
+    const replica = startApiProcess(stack.config, await freePort());
+    try {
+      await replica.ready();
+      const data = Buffer.from(`two replicas ${Date.now()} `.repeat(1000));
+      const at = async (base: string, method: string, p: string, body?: Buffer, headers: Record<string, string> = {}) =>
+        fetch(`${base}${p}`, { method, body, headers: { authorization: basic(acme.token), 'content-type': 'application/octet-stream', ...headers } });
+      const open = async () => {
+        const location = (await at(stack.url, 'POST', `/v2/${acme.name}/replicas/blobs/uploads/`)).headers.get('location')!;
+        expect((await at(stack.url, 'PATCH', location, data.subarray(0, 5000), { 'content-range': `0-4999` })).status).toBe(202);
+        expect((await at(stack.url, 'PATCH', location, data.subarray(5000), { 'content-range': `5000-${data.length - 1}` })).status).toBe(202);
+        return location;
+      };
+      const wrong = await at(replica.url, 'PUT', `${await open()}?digest=${sha256('something else')}`);
+      expect(wrong.status).toBe(400);
+      expect(((await wrong.json()) as { errors: { code: string }[] }).errors[0]!.code).toBe('DIGEST_INVALID');
+      expect((await reg('HEAD', `/v2/${acme.name}/replicas/blobs/${sha256('something else')}`)).status).toBe(404);
+      const done = await at(replica.url, 'PUT', `${await open()}?digest=${sha256(data)}`);
+      expect(done.status).toBe(201);
+      const head = await reg('HEAD', `/v2/${acme.name}/replicas/blobs/${sha256(data)}`);
+      expect(head.status).toBe(200);
+      expect(head.headers.get('content-length')).toBe(String(data.length));
+      expect((await reg('GET', `/v2/${acme.name}/replicas/blobs/${sha256(data)}`)).body.equals(data)).toBe(true);
+    } finally {
+      await replica.stop();
+    }
   });
 
   it('pages tag lists with n and last and a Link header; deletes tags and manifests', async () => {

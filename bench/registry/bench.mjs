@@ -11,7 +11,7 @@
 // Started by infra/local/bench.mjs, which provides the service environment (DATABASE_URL, S3_*, ...).
 // Writes its results as JSON to $BENCH_OUT. Nothing listens or connects beyond 127.0.0.1.
 import { createHash, randomBytes } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,6 +41,15 @@ const strataHost = `127.0.0.1:${API_PORT}`;
 const strataFsHost = `127.0.0.1:${API_FS_PORT}`;
 const peerHost = `127.0.0.1:${REGISTRY_PORT}`;
 const sha = (buf) => createHash('sha256').update(buf).digest('hex');
+/** Each registry's server process, for the CPU time it spends per case (wall time is at the mercy of the machine's load). */
+const serverPids = {};
+/** User + system CPU time of a process so far, in ms (Linux /proc; clock ticks of 10 ms). */
+function cpuMs(pid) {
+  if (pid === undefined) return NaN;
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
 
 // ---------------------------------------------------------------- fixtures
 /** ~BIG_MB of files, half random bytes and half repetitive text (random-ish), made once. */
@@ -126,6 +135,7 @@ async function startPeer() {
   const reg = startProcess('docker-registry', '/usr/bin/docker-registry', ['serve', cfg], {
     env: { PATH: process.env.PATH }, logFile: path.join(work, 'registry.log'),
   });
+  serverPids.peer = reg.child.pid;
   await waitFor('docker-registry', () => portOpen(REGISTRY_PORT), 30000, reg);
   await waitFor('docker-registry /v2/', async () => {
     try { return (await fetch(`http://${peerHost}/v2/`)).ok; } catch { return false; }
@@ -163,7 +173,7 @@ async function writeS3Config(cfg) {
   ].join('\n'));
 }
 
-async function startStrata({ port, storageDir, logName }) {
+async function startStrata({ who, port, storageDir, logName }) {
   if (await portOpen(port)) throw new Error(`127.0.0.1:${port} is taken; set BENCH_REGISTRY_API_PORT / BENCH_REGISTRY_API_FS_PORT`);
   const host = `127.0.0.1:${port}`;
   const env = {
@@ -180,6 +190,7 @@ async function startStrata({ port, storageDir, logName }) {
   const api = startProcess(logName, process.execPath, ['--import', './bench/support/register-ts.mjs', 'apps/api/src/main.ts'], {
     env, cwd: root, logFile: path.join(work, `${logName}.log`),
   });
+  serverPids[who] = api.child.pid;
   await waitFor(logName, async () => {
     try { return (await fetch(`http://${host}/healthz`)).ok; } catch { return false; }
   }, 60000, api);
@@ -197,14 +208,21 @@ async function timed(fn) {
   await fn();
   return performance.now() - t0;
 }
+/** Runs fn, adding to `cpu` the CPU time the server process `who` spent meanwhile. */
+async function serverCpu(who, cpu, fn) {
+  const before = cpuMs(serverPids[who]);
+  const result = await fn();
+  cpu.push(cpuMs(serverPids[who]) - before);
+  return result;
+}
 
 const WHO = { strata: 'Strata (S3)', strataFs: 'Strata (filesystem)', peer: 'docker-registry (filesystem)' };
 
 async function measure(label, make, t) {
   const targets = {
-    strata: { push: [], pull: [], ref: (repo) => `docker://${strataHost}/${t.name}/${repo}`, dest: ['--dest-creds', `x:${t.token}`], src: ['--src-creds', `x:${t.token}`] },
-    strataFs: { push: [], pull: [], ref: (repo) => `docker://${strataFsHost}/${t.name}/fs-${repo}`, dest: ['--dest-creds', `x:${t.token}`], src: ['--src-creds', `x:${t.token}`] },
-    peer: { push: [], pull: [], ref: (repo) => `docker://${peerHost}/bench/${repo}`, dest: [], src: [] },
+    strata: { push: [], pull: [], pushCpu: [], pullCpu: [], ref: (repo) => `docker://${strataHost}/${t.name}/${repo}`, dest: ['--dest-creds', `x:${t.token}`], src: ['--src-creds', `x:${t.token}`] },
+    strataFs: { push: [], pull: [], pushCpu: [], pullCpu: [], ref: (repo) => `docker://${strataFsHost}/${t.name}/fs-${repo}`, dest: ['--dest-creds', `x:${t.token}`], src: ['--src-creds', `x:${t.token}`] },
+    peer: { push: [], pull: [], pushCpu: [], pullCpu: [], ref: (repo) => `docker://${peerHost}/bench/${repo}`, dest: [], src: [] },
   };
   const names = Object.keys(targets);
   let info = null;
@@ -219,12 +237,12 @@ async function measure(label, make, t) {
     for (const who of order) {
       const tg = targets[who];
       const ref = tg.ref(`${label}-${i}:1`);
-      tg.push.push(await timed(() => skopeo(['copy', '-q', '--dest-tls-verify=false', ...tg.dest, `oci:${imgs[who].layout}:t`, ref])));
+      tg.push.push(await serverCpu(who, tg.pushCpu, () => timed(() => skopeo(['copy', '-q', '--dest-tls-verify=false', ...tg.dest, `oci:${imgs[who].layout}:t`, ref]))));
     }
     for (const who of order) {
       const tg = targets[who];
       const dest = path.join(work, `pull-${who}-${label}-${i}`);
-      tg.pull.push(await timed(() => skopeo(['copy', '-q', '--src-tls-verify=false', ...tg.src, tg.ref(`${label}-${i}:1`), `dir:${dest}`])));
+      tg.pull.push(await serverCpu(who, tg.pullCpu, () => timed(() => skopeo(['copy', '-q', '--src-tls-verify=false', ...tg.src, tg.ref(`${label}-${i}:1`), `dir:${dest}`]))));
       rmSync(dest, { recursive: true, force: true });
     }
     for (const img of Object.values(imgs)) rmSync(img.layout, { recursive: true, force: true });
@@ -238,6 +256,8 @@ async function measure(label, make, t) {
       case: `${label} ${op}`, bytes: info.bytes, layers: info.layers,
       strataMs: s, strataFsMs: f, peerMs: p, ratio: s / p, ratioFs: f / p,
       strataRuns: targets.strata[op], strataFsRuns: targets.strataFs[op], peerRuns: targets.peer[op],
+      // CPU time of the server process during the case (medians, ms): robust to the machine's load where wall time is not.
+      strataCpuMs: median(targets.strata[`${op}Cpu`]), strataFsCpuMs: median(targets.strataFs[`${op}Cpu`]), peerCpuMs: median(targets.peer[`${op}Cpu`]),
     };
   };
   return [row('push'), row('pull')];
@@ -261,8 +281,8 @@ const status = await runBench(result, async () => {
   log(`work dir ${work}; starting docker-registry (${PEER_STORAGE === 's3' ? `S3 ${S3_ENDPOINT}, bucket ${PEER_BUCKET}` : 'filesystem'}) and Strata's api`);
   await Promise.all([
     startPeer(),
-    startStrata({ port: API_PORT, logName: 'strata-api' }),
-    startStrata({ port: API_FS_PORT, storageDir: path.join(work, 'strata-store'), logName: 'strata-api-fs' }),
+    startStrata({ who: 'strata', port: API_PORT, logName: 'strata-api' }),
+    startStrata({ who: 'strataFs', port: API_FS_PORT, storageDir: path.join(work, 'strata-store'), logName: 'strata-api-fs' }),
   ]);
   result.peerVersion = run('/usr/bin/docker-registry', ['--version']).trim();
   result.skopeoVersion = run('skopeo', ['--version']).trim();

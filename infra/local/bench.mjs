@@ -122,6 +122,12 @@ if (registry) {
   for (const r of g.rows ?? []) {
     lines.push(`| ${r.case} | ${(r.bytes / 1024 ** 2).toFixed(1)} MiB in ${r.layers} layer${r.layers === 1 ? '' : 's'} | ${ms(r.strataFsMs)} | ${ms(r.strataMs)} | ${ms(r.peerMs)} | **${r.ratioFs.toFixed(2)}** | **${r.ratio.toFixed(2)}** |`);
   }
+  if ((g.rows ?? []).some((r) => Number.isFinite(r.peerCpuMs))) {
+    lines.push('', 'CPU time of each server process during the case (median; less sensitive to the machine\'s load than the wall time above):', '');
+    lines.push('| case | Strata (filesystem) | Strata (S3) | docker-registry | CPU ratio Strata filesystem / docker-registry |');
+    lines.push('|---|---:|---:|---:|---:|');
+    for (const r of g.rows) lines.push(`| ${r.case} | ${ms(r.strataFsCpuMs)} | ${ms(r.strataCpuMs)} | ${ms(r.peerCpuMs)} | ${(r.strataFsCpuMs / r.peerCpuMs).toFixed(2)} |`);
+  }
   for (const n of g.notes ?? []) lines.push('', `Note: ${n}`);
   if (g.error) lines.push('', `Registry benchmark failed: ${g.error.split('\n')[0]}`);
   lines.push('');

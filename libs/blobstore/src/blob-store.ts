@@ -106,6 +106,24 @@ export class BlobStore {
     }
   }
 
+  /**
+   * Moves an object already in storage to its blob key when the caller hashed its bytes as they
+   * were stored (a registry upload whose chunks went through one hash): no second read. The size
+   * is checked against storage; the digest check is the caller's (it compared its hash first).
+   * The object is consumed either way.
+   */
+  async commitHashed(key: string, digest: Digest, size: number): Promise<BlobInfo> {
+    try {
+      const stored = await this.driver.stat(key);
+      if (stored === null) throw new NotFoundError(key);
+      if (stored.size !== size) throw new BlobSizeMismatchError(digest, size, stored.size);
+      return await this.publish(key, { digest, size });
+    } catch (err) {
+      await this.driver.delete(key).catch(() => undefined);
+      throw err;
+    }
+  }
+
   async stat(digest: Digest): Promise<BlobInfo | null> {
     const stats = await this.driver.stat(blobKey(digest));
     return stats === null ? null : { digest, size: stats.size };
@@ -115,12 +133,17 @@ export class BlobStore {
     return (await this.stat(digest)) !== null;
   }
 
-  /** Streams a blob (or a range of it); the stream errors if storage returns a different length. */
-  async get(digest: Digest, range?: ByteRange): Promise<Readable> {
-    const info = await this.stat(digest);
-    if (info === null) throw new BlobNotFoundError(digest);
+  /**
+   * Streams a blob (or a range of it); the stream errors if storage returns a different length.
+   * `size` (the size Postgres recorded) spares the stat request. A whole blob is also hashed as it
+   * streams unless `verify` is false: for a reader that checks the digest itself (a registry
+   * client must), that would be the same work done twice.
+   */
+  async get(digest: Digest, range?: ByteRange, opts: { size?: number; verify?: boolean } = {}): Promise<Readable> {
+    const size = opts.size ?? (await this.stat(digest))?.size;
+    if (size === undefined) throw new BlobNotFoundError(digest);
     const key = blobKey(digest);
-    const { start, end } = checkRange(key, range, info.size);
+    const { start, end } = checkRange(key, range, size);
     let stream: Readable;
     try {
       stream = await this.driver.get(key, range);
@@ -129,9 +152,44 @@ export class BlobStore {
       throw err;
     }
     // A whole blob is also hashed as it streams: corrupt bytes in storage fail the read at its end.
-    const checked = new LengthCheck(digest, end - start, start === 0 && end === info.size);
+    const checked = new LengthCheck(digest, end - start, opts.verify !== false && start === 0 && end === size);
     stream.once('error', (err) => checked.destroy(err));
     return stream.pipe(checked);
+  }
+
+  /**
+   * A blob (or a range of it) ready to be written into a sink, for serving it: with a driver that
+   * can (the filesystem), the file is opened now and sent through reused buffers; otherwise the
+   * stream from `get` (unverified, see there) is piped. The stored size is checked against `size`
+   * (Postgres's) before anything is sent. Either way a missing blob throws here, before any byte.
+   */
+  async open(digest: Digest, opts: { size: number; range?: ByteRange }): Promise<{ sendTo(sink: Writable): Promise<void> }> {
+    const key = blobKey(digest);
+    const { start, end } = checkRange(key, opts.range, opts.size);
+    if (this.driver.open === undefined) {
+      const stream = await this.get(digest, opts.range, { size: opts.size, verify: false });
+      return {
+        sendTo: (sink) =>
+          new Promise<void>((resolve, reject) => {
+            stream.once('error', reject);
+            sink.once('close', () => reject(new Error('the receiver closed the connection')));
+            stream.once('end', resolve);
+            stream.pipe(sink, { end: false });
+          }),
+      };
+    }
+    let opened;
+    try {
+      opened = await this.driver.open(key);
+    } catch (err) {
+      if (err instanceof NotFoundError) throw new BlobNotFoundError(digest);
+      throw err;
+    }
+    if (opened.size !== opts.size) {
+      await opened.close();
+      throw new BlobSizeMismatchError(digest, opts.size, opened.size);
+    }
+    return { sendTo: (sink) => opened.sendTo(sink, start, end) };
   }
 
   async delete(digest: Digest): Promise<void> {

@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 
 /** A byte range: `length` bytes starting at `offset` (to the end when length is omitted). */
 export interface ByteRange {
@@ -50,6 +50,18 @@ export class InvalidRangeError extends Error {
   }
 }
 
+/** An object opened for sending: its size is known, none of its bytes read yet. */
+export interface OpenedObject {
+  size: number;
+  /**
+   * Writes bytes [start, end) into `sink` (not ending it), reading into a few buffers that are
+   * reused once the sink has taken each: no allocation per chunk, so no garbage to collect. Closes
+   * the object, whether it succeeds or not. Rejects if the sink closes first or the object is short.
+   */
+  sendTo(sink: Writable, start: number, end: number): Promise<void>;
+  close(): Promise<void>;
+}
+
 /**
  * The narrow key/value contract every backend implements (after distribution's storagedriver).
  * Keys are '/'-separated relative paths; objects are immutable once `put` resolves, and an
@@ -74,6 +86,8 @@ export interface StorageDriver {
    * (registry chunked uploads commit this way without re-sending bytes). Parts are left in place.
    */
   concat(parts: readonly string[], dst: string): Promise<{ size: number }>;
+  /** Optional (the filesystem driver): opens `key` to send it (NotFoundError if absent). */
+  open?(key: string): Promise<OpenedObject>;
 }
 
 /** Refuses keys that could escape a filesystem root or be ambiguous on S3. */

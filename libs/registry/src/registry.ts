@@ -1,8 +1,8 @@
-import { randomUUID } from 'node:crypto';
-import type { Readable } from 'node:stream';
-import { type BlobStore, type ByteRange, DigestMismatchError, StorageUnavailableError } from '@strata/blobstore';
+import { createHash, type Hash, randomUUID } from 'node:crypto';
+import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
+import { BlobNotFoundError, type BlobStore, type ByteRange, DigestMismatchError, StorageUnavailableError } from '@strata/blobstore';
 import type { PrismaClient } from '@strata/db';
-import { type Descriptor, type Digest, type ImageIndex, isDigest, isImageIndexMediaType, MediaType } from '@strata/oci';
+import { type Descriptor, type Digest, digestFromHex, type ImageIndex, isDigest, isImageIndexMediaType, MediaType } from '@strata/oci';
 import { RegistryError } from './errors.js';
 import type { ImageStore } from './image-store.js';
 import { parseManifest } from './manifest-document.js';
@@ -23,6 +23,29 @@ export interface StoredManifest {
 
 const DEFAULT_PAGE = 1000;
 
+/** An upload session's row, as the registry reads it. */
+interface UploadRow {
+  id: string;
+  tenantId: string;
+  repositoryId: string;
+  size: bigint;
+  parts: string[];
+  createdAt: Date;
+}
+
+/**
+ * The sha256 state of an upload's bytes so far, kept by the replica that received its chunks, so
+ * that finishing it needs no second read of the blob. `size` says how many bytes it has hashed:
+ * it is used only when that is exactly the size Postgres has for the upload.
+ */
+interface UploadHash {
+  hash: Hash;
+  size: number;
+}
+
+/** Upload hash states kept at most (the oldest go first; an upload without one is re-read to finish). */
+const MAX_UPLOAD_HASHES = 1024;
+
 /**
  * The OCI Distribution logic behind /v2, free of HTTP: repositories are looked up by the
  * `<tenant>/<repository>` name (authorisation is the caller's job, see RegistryAccess), blobs
@@ -30,11 +53,19 @@ const DEFAULT_PAGE = 1000;
  * listed in Postgres so that any replica can continue them.
  */
 export class Registry {
+  private readonly uploadHashes = new Map<string, UploadHash>();
+
   constructor(
     private readonly prisma: PrismaClient,
     private readonly blobs: BlobStore,
     private readonly images: ImageStore,
   ) {}
+
+  private rememberHash(uuid: string, state: UploadHash): void {
+    this.uploadHashes.delete(uuid);
+    this.uploadHashes.set(uuid, state);
+    if (this.uploadHashes.size > MAX_UPLOAD_HASHES) this.uploadHashes.delete(this.uploadHashes.keys().next().value as string);
+  }
 
   /**
    * The repository a name addresses, created on first push when `create` is set. One statement
@@ -79,23 +110,75 @@ export class Registry {
     return rows[0]?.reaches === true;
   }
 
-  async statBlob(name: string, digest: Digest): Promise<{ size: number }> {
-    const repo = await this.repository(name);
-    const info = (await this.reaches(repo, digest)) ? await this.blobs.stat(digest) : null;
-    if (info === null) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not in ${name}`, { digest });
-    return { size: info.size };
+  /**
+   * A blob's size as `name` sees it, in one statement and without asking storage: the repository,
+   * whether it reaches the blob, and the size its Blob row recorded (a Blob row is written only
+   * once the bytes are stored and verified, and garbage collection removes the row before the
+   * bytes). Storage is asked only for a reached blob that has no row.
+   */
+  /**
+   * The sizes of those of `digests` the repository reaches, in one statement (a manifest naming
+   * fifty layers is checked in one round trip): the Blob row's size, or storage's for a reached
+   * blob without a row. Digests it does not reach are absent from the answer.
+   */
+  private async reachedSizes(repo: RepositoryRef, digests: Digest[]): Promise<Map<Digest, number>> {
+    const sizes = new Map<Digest, number>();
+    if (digests.length === 0) return sizes;
+    const rows = await this.prisma.$queryRaw<{ digest: Digest; size: bigint | null }[]>`
+      SELECT d."digest", (SELECT b."size" FROM "Blob" b WHERE b."digest" = d."digest") AS "size"
+      FROM unnest(${[...new Set(digests)]}::text[]) AS d("digest")
+      WHERE EXISTS (SELECT 1 FROM "RepositoryBlob" WHERE "repositoryId" = ${repo.id}::uuid AND "digest" = d."digest")
+         OR EXISTS (SELECT 1 FROM "ManifestBlob" mb JOIN "Manifest" m ON m."id" = mb."manifestId" WHERE m."repositoryId" = ${repo.id}::uuid AND mb."digest" = d."digest")
+         OR EXISTS (SELECT 1 FROM "Manifest" WHERE "repositoryId" = ${repo.id}::uuid AND "digest" = d."digest")`;
+    for (const row of rows) {
+      const size = row.size !== null ? Number(row.size) : ((await this.blobs.stat(row.digest))?.size ?? null);
+      if (size !== null) sizes.set(row.digest, size);
+    }
+    return sizes;
   }
 
-  /** A blob or a byte range of it (`end` exclusive). */
-  async readBlob(name: string, digest: Digest, range?: { start: number; end?: number }): Promise<{ stream: Readable; size: number; start: number; end: number }> {
+  async statBlob(name: string, digest: Digest): Promise<{ size: number }> {
+    const parts = splitName(name);
+    if (parts === null) throw new RegistryError('NAME_INVALID', `"${name}" must be <tenant>/<repository>`, { name });
+    const rows = await this.prisma.$queryRaw<{ reaches: boolean; size: bigint | null }[]>`
+      SELECT (EXISTS (SELECT 1 FROM "RepositoryBlob" WHERE "repositoryId" = r."id" AND "digest" = ${digest})
+           OR EXISTS (SELECT 1 FROM "ManifestBlob" mb JOIN "Manifest" m ON m."id" = mb."manifestId" WHERE m."repositoryId" = r."id" AND mb."digest" = ${digest})
+           OR EXISTS (SELECT 1 FROM "Manifest" WHERE "repositoryId" = r."id" AND "digest" = ${digest})) AS "reaches",
+             (SELECT b."size" FROM "Blob" b WHERE b."digest" = ${digest}) AS "size"
+      FROM "Repository" r JOIN "Tenant" t ON t."id" = r."tenantId"
+      WHERE t."name" = ${parts.tenantName} AND r."name" = ${parts.repository}`;
+    const row = rows[0];
+    if (row === undefined) throw new RegistryError('NAME_UNKNOWN', `repository ${name} is not known`, { name });
+    const size = !row.reaches ? null : row.size !== null ? Number(row.size) : ((await this.blobs.stat(digest))?.size ?? null);
+    if (size === null) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not in ${name}`, { digest });
+    return { size };
+  }
+
+  /**
+   * A blob or a byte range of it (`end` exclusive), opened (a missing blob is BLOB_UNKNOWN here)
+   * and written by `sendTo`. Not hashed on the way out: it was verified when it was stored, and a
+   * registry client checks the digest of what it pulls; its length is checked.
+   */
+  async readBlob(name: string, digest: Digest, range?: { start: number; end?: number }): Promise<{ sendTo(sink: Writable): Promise<void>; size: number; start: number; end: number }> {
     const { size } = await this.statBlob(name, digest);
-    if (range === undefined) return { stream: await this.blobs.get(digest), size, start: 0, end: size };
-    const end = Math.min(range.end ?? size, size);
-    if (range.start >= size || end <= range.start) {
-      throw new RegistryError('RANGE_INVALID', `range ${range.start}-${(range.end ?? size) - 1} is outside the blob's ${size} bytes`, { size });
+    let byteRange: ByteRange | undefined;
+    let start = 0;
+    let end = size;
+    if (range !== undefined) {
+      end = Math.min(range.end ?? size, size);
+      start = range.start;
+      if (start >= size || end <= start) {
+        throw new RegistryError('RANGE_INVALID', `range ${range.start}-${(range.end ?? size) - 1} is outside the blob's ${size} bytes`, { size });
+      }
+      byteRange = { offset: start, length: end - start };
     }
-    const byteRange: ByteRange = { offset: range.start, length: end - range.start };
-    return { stream: await this.blobs.get(digest, byteRange), size, start: range.start, end };
+    try {
+      const opened = await this.blobs.open(digest, { size, ...(byteRange ? { range: byteRange } : {}) });
+      return { sendTo: opened.sendTo, size, start, end };
+    } catch (err) {
+      if (err instanceof BlobNotFoundError) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not in ${name}`, { digest });
+      throw err;
+    }
   }
 
   /** Unlinks a blob from the repository; the bytes go when garbage collection finds nothing else uses them. */
@@ -139,38 +222,84 @@ export class Registry {
     return { size: info.size };
   }
 
-  async startUpload(name: string): Promise<{ uuid: string }> {
-    const repo = await this.repository(name, { create: true });
-    const row = await this.prisma.blobUpload.create({ data: { tenantId: repo.tenantId, repositoryId: repo.id } });
-    return { uuid: row.id };
+  /**
+   * Opens an upload session, creating the repository on first push, in one statement.
+   * `storeLimited` says whether the tenant has a stored-bytes quota (the caller checks it then).
+   */
+  async startUpload(name: string): Promise<{ uuid: string; storeLimited: boolean }> {
+    const parts = splitName(name);
+    if (parts === null) throw new RegistryError('NAME_INVALID', `"${name}" must be <tenant>/<repository>`, { name });
+    const rows = await this.prisma.$queryRaw<{ id: string; storeLimited: boolean }[]>`
+      WITH t AS (SELECT "id", "maxStoredBytes" FROM "Tenant" WHERE "name" = ${parts.tenantName}),
+      created AS (
+        INSERT INTO "Repository" ("id", "tenantId", "name")
+        SELECT gen_random_uuid(), t."id", ${parts.repository} FROM t
+        ON CONFLICT ("tenantId", "name") DO NOTHING
+        RETURNING "id", "tenantId"
+      ),
+      repo AS (
+        SELECT "id", "tenantId" FROM created
+        UNION ALL
+        SELECT r."id", r."tenantId" FROM "Repository" r JOIN t ON r."tenantId" = t."id" WHERE r."name" = ${parts.repository}
+      ),
+      upload AS (
+        INSERT INTO "BlobUpload" ("id", "tenantId", "repositoryId", "parts")
+        SELECT gen_random_uuid(), repo."tenantId", repo."id", ARRAY[]::text[] FROM repo LIMIT 1
+        RETURNING "id"
+      )
+      SELECT upload."id"::text AS "id", (SELECT t."maxStoredBytes" IS NOT NULL FROM t) AS "storeLimited" FROM upload`;
+    let row = rows[0];
+    if (row === undefined) {
+      // The tenant is unknown (repository() says so), or a concurrent first push created the
+      // repository after this statement's snapshot: it is there now.
+      const repo = await this.repository(name, { create: true });
+      const created = await this.prisma.blobUpload.create({ data: { tenantId: repo.tenantId, repositoryId: repo.id }, select: { id: true } });
+      const tenant = await this.prisma.tenant.findUniqueOrThrow({ where: { id: repo.tenantId }, select: { maxStoredBytes: true } });
+      row = { id: created.id, storeLimited: tenant.maxStoredBytes !== null };
+    }
+    this.rememberHash(row.id, { hash: createHash('sha256'), size: 0 });
+    return { uuid: row.id, storeLimited: row.storeLimited };
   }
 
-  private async upload(name: string, uuid: string) {
-    const repo = await this.repository(name);
-    const row = await this.prisma.blobUpload.findFirst({ where: { id: uuid, repositoryId: repo.id } });
-    if (row === null) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${uuid} is not in progress in ${name}`, { uuid });
-    return { repo, row };
+  /** The upload session `uuid` of repository `name`, in one statement. */
+  private async upload(name: string, uuid: string): Promise<UploadRow> {
+    const parts = splitName(name);
+    if (parts === null) throw new RegistryError('NAME_INVALID', `"${name}" must be <tenant>/<repository>`, { name });
+    const rows = await this.prisma.$queryRaw<UploadRow[]>`
+      SELECT u."id"::text AS "id", u."tenantId"::text AS "tenantId", u."repositoryId"::text AS "repositoryId", u."size", u."parts", u."createdAt"
+      FROM "BlobUpload" u JOIN "Repository" r ON r."id" = u."repositoryId" JOIN "Tenant" t ON t."id" = r."tenantId"
+      WHERE u."id" = ${uuid}::uuid AND r."name" = ${parts.repository} AND t."name" = ${parts.tenantName}`;
+    const row = rows[0];
+    if (row === undefined) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${uuid} is not in progress in ${name}`, { uuid });
+    return { ...row, parts: row.parts ?? [] };
   }
 
   async uploadStatus(name: string, uuid: string): Promise<{ size: number }> {
-    const { row } = await this.upload(name, uuid);
+    const row = await this.upload(name, uuid);
     return { size: Number(row.size) };
   }
 
   /**
    * Stores one chunk as its own object and appends it, but only if it starts where the upload
-   * ends: concurrent or out-of-order chunks are refused (416) and their object removed.
+   * ends: concurrent or out-of-order chunks are refused (416) and their object removed. The chunk
+   * is hashed as it streams, continuing the upload's hash when this replica holds it.
    */
   async appendChunk(name: string, uuid: string, body: Readable | Buffer, range?: { start: number; end: number }): Promise<{ size: number }> {
-    const { row } = await this.upload(name, uuid);
+    const row = await this.upload(name, uuid);
     const start = Number(row.size);
     if (range !== undefined && range.start !== start) {
       throw new RegistryError('RANGE_INVALID', `the chunk starts at ${range.start} but the upload has ${start} bytes`, { size: start });
     }
+    const held = this.uploadHashes.get(uuid);
+    // A copy: should this chunk not count, the state held stays that of the bytes that do.
+    const hash = held !== undefined && held.size === start ? held.hash.copy() : start === 0 ? createHash('sha256') : null;
+    if (hash === null) this.uploadHashes.delete(uuid);
     const key = `uploads/${uuid}/${randomUUID()}`;
     let size: number;
     try {
-      ({ size } = await this.blobs.driver.put(key, body));
+      const source = hash === null ? body : Buffer.isBuffer(body) ? (hash.update(body), body) : body.pipe(new HashingPassThrough(hash, body));
+      ({ size } = await this.blobs.driver.put(key, source));
+      if (!Buffer.isBuffer(body) && body.errored) throw body.errored;
     } catch (err) {
       // The chunk is not counted (the upload's size and Range stay where they were); S3 may still
       // have stored it before the answer was lost, so it goes, best effort.
@@ -185,39 +314,51 @@ export class Registry {
       await this.blobs.driver.delete(key);
       return { size: start };
     }
-    const { count } = await this.prisma.blobUpload.updateMany({
-      where: { id: uuid, size: BigInt(start) },
-      data: { size: { increment: BigInt(size) }, parts: { push: key } },
-    });
+    // One statement (Prisma's updateMany with `push` takes two): only if no other chunk came first.
+    const count = await this.prisma.$executeRaw`
+      UPDATE "BlobUpload" SET "size" = "size" + ${BigInt(size)}, "parts" = array_append("parts", ${key}), "updatedAt" = now()
+      WHERE "id" = ${uuid}::uuid AND "size" = ${BigInt(start)}`;
     if (count === 0) {
       await this.blobs.driver.delete(key);
       throw new RegistryError('RANGE_INVALID', `another chunk of upload ${uuid} arrived first; ask for its status and resume`);
     }
+    // Only the request that moved the upload from `start` to `start + size` records that state.
+    if (hash !== null) this.rememberHash(uuid, { hash, size: start + size });
     return { size: start + size };
   }
 
   /**
-   * Ends an upload (`PUT ?digest=`, with an optional last chunk): the parts are joined
-   * server-side, hashed, and moved under the digest only if it matches. The session is claimed
-   * first, so two finishing requests cannot both commit it; on any failure its parts are removed.
+   * Ends an upload (`PUT ?digest=`, with an optional last chunk): the session is claimed (deleted
+   * and read in one statement, so two finishing requests cannot both commit it), its parts joined
+   * server-side and moved under the digest only if it matches: checked against the hash kept
+   * while the chunks streamed when this replica holds it for exactly these bytes, else by reading
+   * the joined object once. On any failure its parts are removed.
    */
   async finishUpload(name: string, uuid: string, digest: Digest, lastChunk?: Readable | Buffer): Promise<{ size: number }> {
     if (lastChunk !== undefined) await this.appendChunk(name, uuid, lastChunk);
-    const { repo, row } = await this.upload(name, uuid);
-    const claimed = await this.prisma.blobUpload.deleteMany({ where: { id: uuid, size: row.size } });
-    if (claimed.count === 0) throw new RegistryError('BLOB_UPLOAD_INVALID', `upload ${uuid} changed while it was being finished`);
+    const row = await this.claimUpload(name, uuid);
     const parts = row.parts;
+    const held = this.uploadHashes.get(uuid);
+    const hashed = held !== undefined && held.size === Number(row.size) ? held : null;
     let resumable = false;
     try {
       let info: { size: number };
-      if (parts.length === 0) info = await this.verified(() => this.blobs.put(Buffer.alloc(0), digest));
-      else if (parts.length === 1) info = await this.verified(() => this.blobs.commitStaged(parts[0]!, digest));
-      else {
-        const joined = `uploads/${uuid}/joined`;
-        await this.blobs.driver.concat(parts, joined);
-        info = await this.verified(() => this.blobs.commitStaged(joined, digest));
+      if (hashed !== null) {
+        const actual = digestFromHex(hashed.hash.copy().digest('hex'));
+        await this.verified(async () => {
+          if (actual !== digest) throw new DigestMismatchError(digest, actual, hashed.size);
+        });
       }
-      await this.link(repo, digest, info.size);
+      if (parts.length === 0) info = await this.verified(() => this.blobs.put(Buffer.alloc(0), digest));
+      else {
+        let staged = parts[0]!;
+        if (parts.length > 1) {
+          staged = `uploads/${uuid}/joined`;
+          await this.blobs.driver.concat(parts, staged);
+        }
+        info = await this.verified(() => (hashed !== null ? this.blobs.commitHashed(staged, digest, hashed.size) : this.blobs.commitStaged(staged, digest)));
+      }
+      await this.link({ id: row.repositoryId, tenantId: row.tenantId, name }, digest, info.size);
       return info;
     } catch (err) {
       // Storage failed (not the content): if every chunk is still stored, the upload is put back as it
@@ -225,20 +366,36 @@ export class Registry {
       if (err instanceof StorageUnavailableError) resumable = await this.restoreUpload(row).catch(() => false);
       throw err;
     } finally {
-      if (!resumable) await Promise.all(parts.map((p) => this.blobs.driver.delete(p).catch(() => undefined)));
+      if (!resumable) {
+        this.uploadHashes.delete(uuid);
+        await Promise.all(parts.map((p) => this.blobs.driver.delete(p).catch(() => undefined)));
+      }
     }
   }
 
+  /** Deletes the upload session and answers its row (one statement); unknown in `name`, it is an error. */
+  private async claimUpload(name: string, uuid: string): Promise<UploadRow> {
+    const parts = splitName(name);
+    if (parts === null) throw new RegistryError('NAME_INVALID', `"${name}" must be <tenant>/<repository>`, { name });
+    const rows = await this.prisma.$queryRaw<UploadRow[]>`
+      DELETE FROM "BlobUpload" u USING "Repository" r, "Tenant" t
+      WHERE u."id" = ${uuid}::uuid AND r."id" = u."repositoryId" AND t."id" = r."tenantId" AND r."name" = ${parts.repository} AND t."name" = ${parts.tenantName}
+      RETURNING u."id"::text AS "id", u."tenantId"::text AS "tenantId", u."repositoryId"::text AS "repositoryId", u."size", u."parts", u."createdAt"`;
+    const row = rows[0];
+    if (row === undefined) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${uuid} is not in progress in ${name}`, { uuid });
+    return { ...row, parts: row.parts ?? [] };
+  }
+
   /** Recreates a claimed upload session with its chunks, when all of them are still stored. */
-  private async restoreUpload(row: { id: string; tenantId: string; repositoryId: string; size: bigint; parts: string[]; createdAt: Date }): Promise<boolean> {
+  private async restoreUpload(row: UploadRow): Promise<boolean> {
     for (const part of row.parts) if ((await this.blobs.driver.stat(part)) === null) return false;
     await this.prisma.blobUpload.create({ data: { id: row.id, tenantId: row.tenantId, repositoryId: row.repositoryId, size: row.size, parts: row.parts, createdAt: row.createdAt } });
     return true;
   }
 
   async cancelUpload(name: string, uuid: string): Promise<void> {
-    const { row } = await this.upload(name, uuid);
-    await this.prisma.blobUpload.deleteMany({ where: { id: uuid } });
+    const row = await this.claimUpload(name, uuid);
+    this.uploadHashes.delete(uuid);
     await Promise.all(row.parts.map((p) => this.blobs.driver.delete(p).catch(() => undefined)));
   }
 
@@ -297,14 +454,17 @@ export class Registry {
   async putManifest(name: string, reference: string, bytes: Buffer, contentType: string | undefined): Promise<{ digest: Digest; subject: Digest | null }> {
     const parsed = parseManifest(bytes, contentType, reference);
     const repo = await this.repository(name, { create: true });
+    const sizes = await this.reachedSizes(repo, parsed.blobs.map((b) => b.digest));
     for (const blob of parsed.blobs) {
-      const info = (await this.reaches(repo, blob.digest)) ? await this.blobs.stat(blob.digest) : null;
-      if (info === null) throw new RegistryError('MANIFEST_BLOB_UNKNOWN', `the manifest names blob ${blob.digest}, which is not in ${name}`, { digest: blob.digest });
-      if (info.size !== blob.size) throw new RegistryError('MANIFEST_INVALID', `blob ${blob.digest} is ${info.size} bytes, the manifest says ${blob.size}`, { digest: blob.digest });
+      const size = sizes.get(blob.digest) ?? null;
+      if (size === null) throw new RegistryError('MANIFEST_BLOB_UNKNOWN', `the manifest names blob ${blob.digest}, which is not in ${name}`, { digest: blob.digest });
+      if (size !== blob.size) throw new RegistryError('MANIFEST_INVALID', `blob ${blob.digest} is ${size} bytes, the manifest says ${blob.size}`, { digest: blob.digest });
     }
-    for (const child of parsed.manifests) {
-      const row = await this.prisma.manifest.findUnique({ where: { repositoryId_digest: { repositoryId: repo.id, digest: child.digest } } });
-      if (row === null) throw new RegistryError('MANIFEST_BLOB_UNKNOWN', `the index names manifest ${child.digest}, which is not in ${name}`, { digest: child.digest });
+    if (parsed.manifests.length > 0) {
+      const known = await this.prisma.manifest.findMany({ where: { repositoryId: repo.id, digest: { in: parsed.manifests.map((m) => m.digest) } }, select: { digest: true } });
+      const have = new Set(known.map((m) => m.digest));
+      const missing = parsed.manifests.find((child) => !have.has(child.digest));
+      if (missing) throw new RegistryError('MANIFEST_BLOB_UNKNOWN', `the index names manifest ${missing.digest}, which is not in ${name}`, { digest: missing.digest });
     }
     await this.blobs.put(parsed.bytes, parsed.digest);
     const manifest: Descriptor = { mediaType: parsed.mediaType, digest: parsed.digest, size: parsed.bytes.length };
@@ -382,5 +542,22 @@ export class Registry {
       });
     }
     return { schemaVersion: 2 as const, mediaType: MediaType.ociIndex, manifests };
+  }
+}
+
+/** Passes bytes through unchanged, adding them to `hash`; errors of `source` end it too. */
+class HashingPassThrough extends Transform {
+  constructor(
+    private readonly hash: Hash,
+    source: Readable,
+  ) {
+    // As much as the filesystem driver queues per write: a 64 KiB chunk does not pause the socket.
+    super({ highWaterMark: 1024 * 1024 });
+    source.once('error', (err) => this.destroy(err));
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.hash.update(chunk);
+    callback(null, chunk);
   }
 }

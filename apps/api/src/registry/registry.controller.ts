@@ -169,8 +169,11 @@ export class RegistryController {
       res.setHeader('Content-Length', blob.end - blob.start);
       if (range) res.status(206).setHeader('Content-Range', `bytes ${blob.start}-${blob.end - 1}/${blob.size}`);
       else res.status(200);
-      blob.stream.once('error', () => res.destroy());
-      blob.stream.pipe(res);
+      // A failure once bytes went out can only cut the response short: the client sees a short body.
+      await blob.sendTo(res).then(
+        () => res.end(),
+        () => res.destroy(),
+      );
       return;
     }
     if (req.method === 'DELETE') {
@@ -199,13 +202,33 @@ export class RegistryController {
     if (req.method !== 'POST') this.unsupported(req);
     const { name } = route;
     await this.need(caller, name, 'push');
-    if (caller.kind !== 'anonymous' && caller.tenantId !== null) {
-      await this.quotas.assertCanStore(caller.tenantId).catch((e: Error) => {
+    const tenantId = caller.kind !== 'anonymous' ? caller.tenantId : null;
+    const assertCanStore = async (): Promise<void> => {
+      if (tenantId === null) return;
+      await this.quotas.assertCanStore(tenantId).catch((e: Error) => {
         throw new RegistryError('DENIED', e.message, { name }, 403);
       });
-    }
+    };
     const mount = query.get('mount');
     const from = query.get('from');
+    const digest = query.get('digest');
+    if (mount === null && digest === null) {
+      // The common case, a session for chunks, is one statement; the quota is checked (and the session
+      // dropped if refused) only when the tenant has a stored-bytes quota.
+      req.resume();
+      const { uuid, storeLimited } = await this.registry.startUpload(name);
+      if (storeLimited) {
+        try {
+          await assertCanStore();
+        } catch (err) {
+          await this.registry.cancelUpload(name, uuid).catch(() => undefined);
+          throw err;
+        }
+      }
+      this.uploadAccepted(res, name, uuid, 0);
+      return;
+    }
+    await assertCanStore();
     if (mount !== null && from !== null && isDigest(mount)) {
       const mayPull = (await this.access.grant(caller, from, ['pull'])).length > 0;
       if (mayPull && (await this.registry.mount(name, from, mount))) {
@@ -213,7 +236,6 @@ export class RegistryController {
         return this.blobCreated(res, name, mount);
       }
     }
-    const digest = query.get('digest');
     if (digest !== null) {
       const checked = checkDigest(digest);
       await this.registry.pushBlob(name, checked, req);
