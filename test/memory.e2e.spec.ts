@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { encodeTarHeader, tarEndOfArchive, tarPadding } from '@strata/oci';
 import { freePort, startApiProcess, type ApiProcess } from './support/api-process.js';
 import { importBusybox } from './support/images.js';
-import { watchPeakGrowth } from './support/peak-memory.js';
+import { residentMemory, watchPeakGrowth } from './support/peak-memory.js';
 import { makeDir, type Stack, startStack, tarOf, waitForBuild } from './support/stack.js';
 import { startWorkerProcess, type WorkerProcess } from './support/worker-process.js';
 
@@ -59,6 +59,8 @@ describe('api and worker memory stays bounded while large contexts and layers st
   let apiProc: ApiProcess;
   let worker: WorkerProcess;
   let tenant: { name: string; token: string };
+  /** Each process's resident size once warmed up: every case's growth is counted from it. */
+  const idle = { api: 0, worker: 0 };
 
   const post = async (query: string, body: ReadableStream<Uint8Array> | Buffer) => {
     const res = await fetch(`${apiProc.url}/v1/builds?${query}`, {
@@ -95,6 +97,8 @@ describe('api and worker memory stays bounded while large contexts and layers st
     await importBusybox(stack, tenant.token);
     // One small build first: what loads once (modules, clients, pools) is not what a large build costs.
     await post('repository=warmup', tarOf(makeDir({ Dockerfile: 'FROM busybox:1\nRUN echo warm > /w\nCOPY . /app/\n' })));
+    idle.api = residentMemory(apiProc.pid).rss;
+    idle.worker = residentMemory(worker.pid).rss;
   });
   afterAll(async () => {
     await Promise.all([apiProc?.stop(), worker?.stop()]);
@@ -102,14 +106,14 @@ describe('api and worker memory stays bounded while large contexts and layers st
   });
 
   it(`takes a ${DATA_MIB} MiB tar context in, builds it into a layer and serves that layer from /v2, each process staying within ${BOUND_MIB} MiB of its idle size`, async () => {
-    const apiPeak = watchPeakGrowth(apiProc.pid);
-    const workerPeak = watchPeakGrowth(worker.pid);
+    const apiPeak = watchPeakGrowth(apiProc.pid, idle.api);
+    const workerPeak = watchPeakGrowth(worker.pid, idle.worker);
     const built = await post('repository=big-context&tag=1', bigContextTar(4));
     const inBuild = { api: apiPeak(), worker: workerPeak() };
 
     const layer = built.steps.find((s) => s.instruction.startsWith('COPY'))?.layerDigest;
     expect(layer).toMatch(/^sha256:/);
-    const apiPullPeak = watchPeakGrowth(apiProc.pid);
+    const apiPullPeak = watchPeakGrowth(apiProc.pid, idle.api);
     expect(await pull('big-context', layer!)).toBeGreaterThan(DATA_MIB * MiB);
     const inPull = apiPullPeak();
 
@@ -119,8 +123,8 @@ describe('api and worker memory stays bounded while large contexts and layers st
   });
 
   it(`turns a RUN step that writes ${DATA_MIB} MiB of random bytes into a layer, the worker staying within ${BOUND_MIB} MiB of its idle size`, async () => {
-    const workerPeak = watchPeakGrowth(worker.pid);
-    const apiPeak = watchPeakGrowth(apiProc.pid);
+    const workerPeak = watchPeakGrowth(worker.pid, idle.worker);
+    const apiPeak = watchPeakGrowth(apiProc.pid, idle.api);
     const built = await post(
       'repository=big-run&tag=1',
       tarOf(makeDir({ Dockerfile: `FROM busybox:1\nRUN --network=none dd if=/dev/urandom of=/big bs=1048576 count=${DATA_MIB} 2>/dev/null\n` })),

@@ -15,11 +15,13 @@ export function residentMemory(pid: number): { rss: number; hwm: number } {
 
 /**
  * Resets a process's peak resident memory (VmHWM) to what it holds now (`5` to clear_refs, Linux
- * 4.0+); answers a function that tells, in MiB, how far above that it went since.
+ * 4.0+); answers a function that tells, in MiB, how far above `baselineBytes` (by default what it
+ * holds now) it went since. Give the idle size taken earlier when an earlier case may have left the
+ * process larger than it should be: its growth then still counts.
  */
-export function watchPeakGrowth(pid: number): () => { baselineMiB: number; peakMiB: number; growthMiB: number } {
+export function watchPeakGrowth(pid: number, baselineBytes?: number): () => { baselineMiB: number; peakMiB: number; growthMiB: number } {
   writeFileSync(`/proc/${pid}/clear_refs`, '5');
-  const baseline = residentMemory(pid).rss;
+  const baseline = baselineBytes ?? residentMemory(pid).rss;
   return () => {
     const { hwm } = residentMemory(pid);
     return { baselineMiB: baseline / MiB, peakMiB: hwm / MiB, growthMiB: (hwm - baseline) / MiB };
