@@ -43,15 +43,20 @@ export async function startDockerPeers({ work, registryPort, regHost, docker }) 
 
 /** Starts Strata's api and one worker from source on `port` with the service env and `env` on top; answers the api's URL once it is healthy. */
 export async function startStrataPair({ work, port, env }) {
+  return (await startStrataProcesses({ work, port, env })).url;
+}
+
+/** startStrataPair, answering the two processes' pids too (bench/memory reads their /proc status). */
+export async function startStrataProcesses({ work, port, env }) {
   if (await portOpen(port)) throw new Error(`127.0.0.1:${port} is taken; set BENCH_API_PORT`);
   const all = { ...process.env, PORT: String(port), HOST: '127.0.0.1', STRATA_DATA_DIR: path.join(work, 'strata-worker'), NODE_NO_WARNINGS: '1', ...env };
   const api = startProcess('strata-api', process.execPath, [...loader, 'apps/api/src/main.ts'], { env: all, cwd: root, logFile: path.join(work, 'api.log') });
-  startProcess('strata-worker', process.execPath, [...loader, 'apps/worker/src/bin.ts'], { env: all, cwd: root, logFile: path.join(work, 'worker.log') });
+  const worker = startProcess('strata-worker', process.execPath, [...loader, 'apps/worker/src/bin.ts'], { env: all, cwd: root, logFile: path.join(work, 'worker.log') });
   const url = `http://127.0.0.1:${port}`;
   await waitFor('strata api', async () => {
     try { return (await fetch(`${url}/healthz`)).ok; } catch { return false; }
   }, 60000, api);
-  return url;
+  return { url, apiPid: api.child.pid, workerPid: worker.child.pid };
 }
 
 /** Tenants with an admin token each, made as an operator would: [{ name, token }]. */

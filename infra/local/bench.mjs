@@ -5,6 +5,7 @@
 //   npm run bench -- --runs 9           more runs per case (medians are reported)
 //   npm run bench -- --only parse       or --only build-cache, --only registry, --only console, --only load, --only fairness, --only run-sandbox, --only run-step
 //                                       or --only large-context (BENCH_CTX_FILES, BENCH_CTX_MIB: 50,000 files, 1 GiB by default)
+//                                       or --only memory (peak resident memory of api, worker and CLI; BENCH_MEMORY_MIB: 1 GiB by default)
 //   npm run bench -- --write-docs       also replace the results block in docs/benchmarks.md
 // The build-cache benchmark starts dockerd, a docker-registry and Strata's api and worker itself and
 // stops them when it ends (also on failure or Ctrl-C). PostgreSQL, Redis and S3 are left running, as
@@ -24,7 +25,7 @@ const runs = Number(opt('runs', process.env.BENCH_RUNS ?? 5));
 const only = opt('only', 'all');
 const writeDocs = args.includes('--write-docs');
 if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs takes a positive integer');
-if (!['all', 'parse', 'build-cache', 'registry', 'console', 'load', 'fairness', 'run-sandbox', 'run-step', 'large-context'].includes(only)) throw new Error('--only takes parse, build-cache, registry, console, load, fairness, run-sandbox, run-step or large-context');
+if (!['all', 'parse', 'build-cache', 'registry', 'console', 'load', 'fairness', 'run-sandbox', 'run-step', 'large-context', 'memory'].includes(only)) throw new Error('--only takes parse, build-cache, registry, console, load, fairness, run-sandbox, run-step, large-context or memory');
 
 const started = Date.now();
 ensureDependencies();
@@ -75,7 +76,8 @@ const fairness = only === 'all' || only === 'fairness' ? runBench('fairness', 'b
 const sandbox = only === 'all' || only === 'run-sandbox' ? runBench('run-sandbox', 'bench/run-sandbox/bench.ts', loader) : null;
 const runStep = only === 'all' || only === 'run-step' ? runBench('run-step', 'bench/run-step/bench.ts', loader) : null;
 const largeContext = only === 'all' || only === 'large-context' ? runBench('large-context', 'bench/large-context/bench.mjs') : null;
-for (const b of [parse, cache, registry, consoleBench, load, fairness, sandbox, runStep, largeContext]) if (b && (b.status !== 0 || b.result.error)) failed = true;
+const memory = only === 'all' || only === 'memory' ? runBench('memory', 'bench/memory/bench.mjs') : null;
+for (const b of [parse, cache, registry, consoleBench, load, fairness, sandbox, runStep, largeContext, memory]) if (b && (b.status !== 0 || b.result.error)) failed = true;
 
 const ms = (x) => (x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(0)} ms`);
 const opt2 = (x) => (x == null || Number.isNaN(x) ? '-' : ms(x));
@@ -111,6 +113,19 @@ if (largeContext) {
   }
   for (const n of g.notes ?? []) lines.push('', `Note: ${n}`);
   if (g.error) lines.push('', `Large-context benchmark failed: ${g.error.split('\n')[0]}`);
+  lines.push('');
+}
+if (memory) {
+  const g = memory.result;
+  const mib = (x) => (x == null || Number.isNaN(x) ? '-' : `${x.toFixed(0)} MiB`);
+  lines.push(`Memory: peak resident memory (VmHWM after a reset, and VmRSS every ${g.sampleMs ?? 50} ms) while ${g.mib ?? '?'} MiB of random bytes go through a build; api and worker are separate node processes, their idle baseline in brackets${g.load ? `; load at the end ${g.load}` : ''}:`);
+  lines.push('');
+  lines.push('| case | time | api peak | worker peak | CLI peak | dockerd peak | containerd peak |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|');
+  const cell = (m) => (m ? `${mib(m.peakMiB)} (${mib(m.baselineMiB)})` : '-');
+  for (const r of g.rows ?? []) lines.push(`| ${r.case} | ${ms(r.ms)} | ${cell(r.memory.api)} | ${cell(r.memory.worker)} | ${r.memory.cli ? mib(r.memory.cli.peakMiB) : '-'} | ${cell(r.memory.dockerd)} | ${cell(r.memory.containerd)} |`);
+  for (const n of g.notes ?? []) lines.push('', `Note: ${n}`);
+  if (g.error) lines.push('', `Memory benchmark failed: ${g.error.split('\n')[0]}`);
   lines.push('');
 }
 if (registry) {
@@ -219,7 +234,7 @@ if (consoleBench) {
 const table = lines.join('\n');
 process.stdout.write(`\n${table}\n`);
 writeFileSync(path.join(resultsDir, 'latest.md'), `${table}\n`);
-writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null, registry: registry?.result ?? null, console: consoleBench?.result ?? null, load: load?.result ?? null, fairness: fairness?.result ?? null, runSandbox: sandbox?.result ?? null, runStep: runStep?.result ?? null, largeContext: largeContext?.result ?? null }, null, 2));
+writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ meta, parse: parse?.result ?? null, buildCache: cache?.result ?? null, registry: registry?.result ?? null, console: consoleBench?.result ?? null, load: load?.result ?? null, fairness: fairness?.result ?? null, runSandbox: sandbox?.result ?? null, runStep: runStep?.result ?? null, largeContext: largeContext?.result ?? null, memory: memory?.result ?? null }, null, 2));
 
 if (writeDocs) {
   const doc = path.join(root, 'docs/benchmarks.md');

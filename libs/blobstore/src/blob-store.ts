@@ -266,7 +266,8 @@ async function readUpTo(stream: Readable, limit: number): Promise<{ bytes: Buffe
     if (size > limit) break;
   }
   async function* replay(): AsyncGenerator<Buffer> {
-    yield* chunks;
+    // Shifted, not iterated: the head is let go as it is sent, not held for the whole upload.
+    for (let chunk = chunks.shift(); chunk !== undefined; chunk = chunks.shift()) yield chunk;
     for (;;) {
       const { value, done } = await iterator.next();
       if (done) return;

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { type Digest, type LayerEntry, LayerWriter } from '@strata/oci';
-import { RootfsIndexer } from './rootfs-index.js';
+import { MAX_ACCOUNT_FILE_BYTES, resolveOwner, RootfsIndexer } from './rootfs-index.js';
 
 async function layer(entries: LayerEntry[]): Promise<{ bytes: Buffer; digest: Digest; diffId: Digest; written: Awaited<ReturnType<LayerWriter['pack']>['result']>['entries'] }> {
   const packed = new LayerWriter().pack(entries);
@@ -54,6 +54,17 @@ describe('RootfsIndexer', () => {
     // Each layer is read once, however many images stack it.
     await indexer.index([a, b]);
     expect(reads).toBe(2);
+  });
+
+  it('does not hold an /etc/passwd larger than it reads: ids still resolve, a name fails saying why', async () => {
+    const a = await layer(base);
+    const huge = await layer([{ type: 'directory', path: 'etc', mode: 0o755 }, { type: 'file', path: 'etc/passwd', content: Buffer.alloc(MAX_ACCOUNT_FILE_BYTES + 1, 0x0a) }]);
+    const blobs = new Map([[a.digest, a.bytes], [huge.digest, huge.bytes]]);
+    const index = await new RootfsIndexer(async (d) => Readable.from([blobs.get(d)!])).index([a, huge]);
+    expect(index.paths.get('etc/passwd')).toMatchObject({ type: 'file', size: MAX_ACCOUNT_FILE_BYTES + 1 });
+    expect(resolveOwner('1000:1000', index)).toEqual({ uid: 1000, gid: 1000 });
+    expect(resolveOwner('1000:app', index)).toEqual({ uid: 1000, gid: 1000 });
+    expect(() => resolveOwner('app', index)).toThrow(`the image's /etc/passwd is ${MAX_ACCOUNT_FILE_BYTES + 1} bytes, more than the ${MAX_ACCOUNT_FILE_BYTES} bytes Strata reads to look up a name: use numeric ids`);
   });
 
   it('indexes a layer it was told about from the written headers, exactly as reading it back would', async () => {

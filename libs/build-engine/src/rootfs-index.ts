@@ -61,14 +61,22 @@ interface LayerIndex {
   removed: Set<string>;
   /** Directories whose lower-layer children this layer hides (`.wh..wh..opq`). */
   opaque: Set<string>;
-  /** Content of etc/passwd and etc/group when this layer writes them; undefined when it does not. */
-  passwd?: string;
-  group?: string;
+  /**
+   * Content of etc/passwd and etc/group when this layer writes them; undefined when it does not;
+   * their size when larger than MAX_ACCOUNT_FILE_BYTES (not held in memory).
+   */
+  passwd?: string | { tooLarge: number };
+  group?: string | { tooLarge: number };
   /** Entries counted toward the memo's budget. */
   weight: number;
 }
 
 const KEEP_CONTENT = new Set(['etc/passwd', 'etc/group']);
+/**
+ * The most of /etc/passwd or /etc/group kept in a layer's index (some 100,000 accounts): a step may
+ * write a file of any size there, and the worker must not hold it whole.
+ */
+export const MAX_ACCOUNT_FILE_BYTES = 8 * 1024 * 1024;
 
 function cleanName(name: string): string {
   return name.replace(/^(\.\/)+/, '').replace(/^\/+/, '').replace(/\/+$/, '');
@@ -80,14 +88,19 @@ function* ancestors(p: string): Generator<string> {
 
 /** An image's filesystem seen through its layer indexes, top layer first. */
 class StackedIndex implements RootfsIndex {
-  readonly passwd: string | null;
-  readonly group: string | null;
   readonly paths: { get(path: string): IndexedPath | undefined };
 
   constructor(private readonly top: LayerIndex[]) {
     this.paths = { get: (p) => this.lookup(cleanName(p)) };
-    this.passwd = this.content('etc/passwd', 'passwd');
-    this.group = this.content('etc/group', 'group');
+  }
+
+  /** Read when a name is looked up (COPY --chown=name), so an oversized file fails only the builds that need it. */
+  get passwd(): string | null {
+    return this.content('etc/passwd', 'passwd');
+  }
+
+  get group(): string | null {
+    return this.content('etc/group', 'group');
   }
 
   lookup(p: string): ProvidedPath | undefined {
@@ -146,7 +159,11 @@ class StackedIndex implements RootfsIndex {
 
   private content(p: string, field: 'passwd' | 'group'): string | null {
     for (const layer of this.top) {
-      if (layer.entries.has(p)) return layer[field] ?? null;
+      if (layer.entries.has(p)) {
+        const kept = layer[field];
+        if (typeof kept === 'object') throw new Error(`the image's /${p} is ${kept.tooLarge} bytes, more than the ${MAX_ACCOUNT_FILE_BYTES} bytes Strata reads to look up a name: use numeric ids`);
+        return kept ?? null;
+      }
       if (layer.removed.has(p) || layer.opaque.has('etc') || layer.removed.has('etc')) return null;
     }
     return null;
@@ -267,16 +284,16 @@ export class RootfsIndexer {
       if (header.type === 'file') {
         // Hashed while read, so COPY --from can checksum this layer's files without unpacking it.
         const hash = createHash('sha256');
-        const keep = KEEP_CONTENT.has(name) ? ([] as Buffer[]) : null;
+        const keep = KEEP_CONTENT.has(name) && header.size <= MAX_ACCOUNT_FILE_BYTES ? ([] as Buffer[]) : null;
         for await (const chunk of body) {
           hash.update(chunk as Buffer);
           keep?.push(chunk as Buffer);
         }
         meta.sha256 = hash.digest('hex');
-        if (keep) {
-          const text = Buffer.concat(keep).toString('utf8');
-          if (name === 'etc/passwd') index.passwd = text;
-          else index.group = text;
+        if (KEEP_CONTENT.has(name)) {
+          const kept = keep ? Buffer.concat(keep).toString('utf8') : { tooLarge: header.size };
+          if (name === 'etc/passwd') index.passwd = kept;
+          else index.group = kept;
         }
       } else body.resume();
       add(index, name, meta);
@@ -316,16 +333,17 @@ function add(index: LayerIndex, name: string, e: LayerIndexEntry): void {
 /** Resolves `user[:group]` (names or ids) to numeric ids through the image's passwd and group files. */
 export function resolveOwner(spec: string, index: RootfsIndex): { uid: number; gid: number } {
   const [userPart, groupPart] = spec.split(':', 2);
-  const lookup = (file: string | null, name: string, what: string): { id: number; gid?: number } => {
+  // The file is read only for a name: numeric ids need none (and pass an oversized file by).
+  const lookup = (file: () => string | null, name: string, what: string): { id: number; gid?: number } => {
     if (/^\d+$/.test(name)) return { id: Number(name) };
-    for (const line of (file ?? '').split('\n')) {
+    for (const line of (file() ?? '').split('\n')) {
       const f = line.split(':');
       if (f[0] === name && f.length >= 3) return { id: Number(f[2]), gid: what === 'user' && f[3] ? Number(f[3]) : undefined };
     }
     throw new Error(`${what} "${name}" is not in the image's /etc/${what === 'user' ? 'passwd' : 'group'}`);
   };
-  const u = lookup(index.passwd, userPart, 'user');
-  if (groupPart !== undefined && groupPart !== '') return { uid: u.id, gid: lookup(index.group, groupPart, 'group').id };
+  const u = lookup(() => index.passwd, userPart, 'user');
+  if (groupPart !== undefined && groupPart !== '') return { uid: u.id, gid: lookup(() => index.group, groupPart, 'group').id };
   // A user without a group gets the user's primary group when named, else the same number.
   return { uid: u.id, gid: u.gid ?? u.id };
 }

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { resolveInRoot } from '@strata/oci';
 
 export interface ResolvedUser {
@@ -42,64 +42,94 @@ export async function resolveUser(rootfs: string, spec: string): Promise<Resolve
   const groupPart = colon === -1 ? undefined : trimmed.slice(colon + 1);
   if (userPart === '' || groupPart === '') throw new UserResolutionError(`user ${JSON.stringify(spec)} is not of the form user[:group]`);
 
-  const passwd = parsePasswd(await readImageFile(rootfs, '/etc/passwd'));
-  const groups = parseGroup(await readImageFile(rootfs, '/etc/group'));
-
+  // Both files are read line by line, keeping only the entries that match: a step may have written
+  // either at any size, and the worker must not hold it whole.
+  const numericUser = NUMERIC.test(userPart);
   let entry: PasswdEntry | undefined;
+  await eachLine(rootfs, '/etc/passwd', (line) => {
+    const candidate = parsePasswdLine(line);
+    if (candidate === null || (numericUser ? candidate.uid !== Number(userPart) : candidate.name !== userPart)) return true;
+    entry = candidate;
+    return false;
+  });
   let uid: number;
-  if (NUMERIC.test(userPart)) {
-    uid = Number(userPart);
-    entry = passwd.find((candidate) => candidate.uid === uid);
-  } else {
-    entry = passwd.find((candidate) => candidate.name === userPart);
-    if (entry === undefined) {
-      throw new UserResolutionError(`unable to find user ${userPart}: no matching entries in the image's /etc/passwd`);
-    }
+  if (numericUser) uid = Number(userPart);
+  else {
+    if (entry === undefined) throw new UserResolutionError(`unable to find user ${userPart}: no matching entries in the image's /etc/passwd`);
     uid = entry.uid;
   }
   if (uid > 0xffffffff - 1) throw new UserResolutionError(`uid ${uid} is out of range`);
 
   let gid = entry?.gid ?? 0;
-  if (groupPart !== undefined) {
-    if (NUMERIC.test(groupPart)) gid = Number(groupPart);
-    else {
-      const group = groups.find((candidate) => candidate.name === groupPart);
+  const additional = new Set<number>();
+  const member = groupPart === undefined ? entry?.name : undefined;
+  if (groupPart !== undefined && NUMERIC.test(groupPart)) gid = Number(groupPart);
+  else if (groupPart !== undefined || member !== undefined) {
+    let group: GroupEntry | undefined;
+    await eachLine(rootfs, '/etc/group', (line) => {
+      const candidate = parseGroupLine(line);
+      if (candidate === null) return true;
+      if (member !== undefined) {
+        if (candidate.gid !== gid && candidate.members.includes(member)) additional.add(candidate.gid);
+        return true;
+      }
+      if (candidate.name !== groupPart) return true;
+      group = candidate;
+      return false;
+    });
+    if (groupPart !== undefined) {
       if (group === undefined) throw new UserResolutionError(`unable to find group ${groupPart}: no matching entries in the image's /etc/group`);
       gid = group.gid;
     }
   }
-  const additionalGids =
-    groupPart === undefined && entry !== undefined
-      ? [...new Set(groups.filter((group) => group.members.includes(entry!.name) && group.gid !== gid).map((group) => group.gid))]
-      : [];
-  return { uid, gid, additionalGids, home: entry?.home || '/' };
+  return { uid, gid, additionalGids: [...additional], home: entry?.home || '/' };
 }
 
-async function readImageFile(rootfs: string, path: string): Promise<string> {
+/** Longest line kept whole (a group of thousands of members); a longer one is skipped, never held. */
+const MAX_LINE_CHARS = 1024 * 1024;
+
+/** Calls `each` with every line of a file of the image until it answers false; nothing when the file does not exist. */
+async function eachLine(rootfs: string, path: string, each: (line: string) => boolean): Promise<void> {
+  let handle: FileHandle;
   try {
-    return await readFile(await resolveInRoot(rootfs, path), 'utf8');
+    handle = await open(await resolveInRoot(rootfs, path), 'r');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return '';
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw error;
   }
+  const input = handle.createReadStream({ encoding: 'utf8', highWaterMark: 64 * 1024 });
+  try {
+    let rest = '';
+    let skipping = false;
+    for await (const chunk of input) {
+      const text = rest + (chunk as string);
+      let at = 0;
+      for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', at)) {
+        if (!skipping && !each(text.slice(at, nl))) return;
+        skipping = false;
+        at = nl + 1;
+      }
+      rest = text.slice(at);
+      if (rest.length > MAX_LINE_CHARS) {
+        rest = '';
+        skipping = true;
+      }
+    }
+    if (!skipping && rest !== '') each(rest);
+  } finally {
+    input.destroy();
+    await handle.close().catch(() => undefined);
+  }
 }
 
-function parsePasswd(text: string): PasswdEntry[] {
-  const entries: PasswdEntry[] = [];
-  for (const line of text.split('\n')) {
-    const fields = line.split(':');
-    if (fields.length < 7 || line.startsWith('#') || !NUMERIC.test(fields[2]!) || !NUMERIC.test(fields[3]!)) continue;
-    entries.push({ name: fields[0]!, uid: Number(fields[2]), gid: Number(fields[3]), home: fields[5]! });
-  }
-  return entries;
+function parsePasswdLine(line: string): PasswdEntry | null {
+  const fields = line.split(':');
+  if (fields.length < 7 || line.startsWith('#') || !NUMERIC.test(fields[2]!) || !NUMERIC.test(fields[3]!)) return null;
+  return { name: fields[0]!, uid: Number(fields[2]), gid: Number(fields[3]), home: fields[5]! };
 }
 
-function parseGroup(text: string): GroupEntry[] {
-  const entries: GroupEntry[] = [];
-  for (const line of text.split('\n')) {
-    const fields = line.split(':');
-    if (fields.length < 4 || line.startsWith('#') || !NUMERIC.test(fields[2]!)) continue;
-    entries.push({ name: fields[0]!, gid: Number(fields[2]), members: fields[3]!.split(',').filter(Boolean) });
-  }
-  return entries;
+function parseGroupLine(line: string): GroupEntry | null {
+  const fields = line.split(':');
+  if (fields.length < 4 || line.startsWith('#') || !NUMERIC.test(fields[2]!)) return null;
+  return { name: fields[0]!, gid: Number(fields[2]), members: fields[3]!.split(',').filter(Boolean) };
 }
