@@ -3,7 +3,8 @@ import { createReadStream } from 'node:fs';
 import { lstat, readFile } from 'node:fs/promises';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { constants as zlibConstants, createGzip } from 'node:zlib';
+import { constants as zlibConstants } from 'node:zlib';
+import { AdaptiveGzip } from './adaptive-gzip.js';
 import { DigestingStream, type Digest } from './digest.js';
 import { MediaType } from './media-types.js';
 import { encodeTarHeader, tarEndOfArchive, tarPadding, type TarEntryType } from './tar-format.js';
@@ -147,7 +148,7 @@ export class LayerWriter {
     const written: WrittenEntry[] = [];
     const source = Readable.from(coalesce(this.tarChunks(entries, written)), { objectMode: false });
     const compression = this.options.compression;
-    const stages = compression === 'gzip' ? [tarHash, createGzip({ level: this.options.gzipLevel }), blobHash] : [tarHash, blobHash];
+    const stages = compression === 'gzip' ? [tarHash, new AdaptiveGzip(this.options.gzipLevel), blobHash] : [tarHash, blobHash];
     const mediaType = compression === 'gzip' ? MediaType.ociLayerGzip : MediaType.ociLayer;
 
     const result = new Promise<LayerResult>((resolve, reject) => {
