@@ -2,16 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { type FileHandle, mkdir, open, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { gunzipSync } from 'node:zlib';
 import type { Storage } from '@strata/blobstore';
+import type { ExtractedContext } from './context-cache.js';
 import { BuildFailure } from '@strata/build-engine';
 import type { PrismaClient } from '@strata/db';
-import { type ContextManifest, ContextManifestError, type ManifestLimits, manifestTar, parseContextManifest } from '@strata/oci';
+import { type ContextManifest, ContextManifestError, indexManifest, type ManifestLimits, materializeIndex, PackReader, parseContextManifest, type TarIndex } from '@strata/oci';
 
-/** Contents read whole into memory below this size; larger ones are streamed from the pack. */
-const READ_WHOLE_BYTES = 1024 * 1024;
 const LOOKUP_BATCH = 10_000;
 /** Packs fetched at once. */
 const FETCH_CONCURRENCY = 4;
@@ -23,8 +21,8 @@ interface Location {
 }
 
 /**
- * Turns a manifest build's context (docs/adr/0025) back into the tar an upload would have sent, with
- * the contents from the tenant's store. Packs (the S3 objects contents were uploaded in) are kept on
+ * Turns a manifest build's context (docs/adr/0025, 0028) into a context index whose files point
+ * into the tenant's content packs. Packs (the S3 objects contents were uploaded in) are kept on
  * this worker's disk, so a rebuild that needs the same contents downloads nothing; the least
  * recently used go once they hold more than `maxBytes`.
  */
@@ -51,40 +49,43 @@ export class ContextPackCache {
     }
   }
 
-  /** The context as a tar stream; every pack it needs is on local disk before the stream starts. */
-  async tar(tenantId: string, manifest: ContextManifest): Promise<Readable> {
+  /**
+   * The context as an index over the tenant's packs as they lie on this worker's disk (indexManifest):
+   * no byte is copied or hashed again, so a rebuild with one file changed costs what that file and
+   * the manifest cost. Every pack it needs is downloaded (when absent) and opened before this
+   * returns; the reader holds them open, so evicting one meanwhile (an unlink) does not disturb the
+   * build. Close the reader when done.
+   */
+  async open(tenantId: string, manifest: ContextManifest): Promise<{ index: TarIndex; pack: PackReader }> {
     const where = await this.locate(tenantId, manifest);
     const packs = [...new Set([...where.values()].map((l) => l.packKey))];
-    const handles = new Map<string, FileHandle>();
+    const number = new Map(packs.map((k, i) => [k, i]));
+    const handles: FileHandle[] = new Array<FileHandle>(packs.length);
     try {
       for (let i = 0; i < packs.length; i += FETCH_CONCURRENCY) {
-        await Promise.all(packs.slice(i, i + FETCH_CONCURRENCY).map(async (k) => handles.set(k, await this.openPack(k))));
+        await Promise.all(
+          packs.slice(i, i + FETCH_CONCURRENCY).map(async (k, j) => {
+            handles[i + j] = await this.openPack(k);
+          }),
+        );
       }
     } catch (e) {
-      await Promise.all([...handles.values()].map((h) => h.close().catch(() => undefined)));
+      await Promise.all(handles.filter(Boolean).map((h) => h.close().catch(() => undefined)));
       throw e;
     }
-    const stream = manifestTar(manifest, async (digest, size) => {
-      const at = where.get(digest)!;
-      const h = handles.get(at.packKey)!;
-      if (size <= READ_WHOLE_BYTES) {
-        const buf = Buffer.allocUnsafe(size);
-        let done = 0;
-        while (done < size) {
-          const { bytesRead } = await h.read(buf, done, size - done, at.offset + done);
-          if (bytesRead === 0) break;
-          done += bytesRead;
-        }
-        return buf.subarray(0, done);
-      }
-      return h.createReadStream({ start: at.offset, end: at.offset + size - 1, autoClose: false, highWaterMark: 256 * 1024 });
-    });
-    const closeAll = () => {
-      for (const h of handles.values()) void h.close().catch(() => undefined);
-      void this.trim(new Set(packs));
-    };
-    stream.once('close', closeAll);
-    return stream;
+    void this.trim(new Set(packs));
+    const pack = PackReader.of(handles);
+    try {
+      const index = await indexManifest(manifest, (digest) => {
+        const at = where.get(digest)!;
+        return { pack: number.get(at.packKey)!, offset: at.offset };
+      });
+      return { index, pack };
+    } catch (e) {
+      // A refused symlink chain is a TarExtractionError, reported by contextFailure as the tar path's is.
+      await pack.close().catch(() => undefined);
+      throw e;
+    }
   }
 
   /** Where each content is; a content the tenant's store lacks fails the build, naming a path that uses it. */
@@ -155,4 +156,28 @@ export class ContextPackCache {
       total -= f.size;
     }
   }
+}
+
+/**
+ * A manifest build's context for the engine: the index and packs ContextPackCache.open gave, and a
+ * directory (for bind mounts) written into `dir` from them only if a step asks for one.
+ */
+export function manifestContext(index: TarIndex, pack: PackReader, dir: string): ExtractedContext {
+  let tree: Promise<string> | null = null;
+  let closed = false;
+  return {
+    index,
+    pack,
+    directory: () =>
+      (tree ??= (async () => {
+        await rm(dir, { recursive: true, force: true });
+        await materializeIndex(index, pack, dir);
+        return dir;
+      })()),
+    release: async () => {
+      if (closed) return;
+      closed = true;
+      await pack.close().catch(() => undefined);
+    },
+  };
 }

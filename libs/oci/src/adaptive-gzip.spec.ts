@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { ADAPTIVE_GZIP_BLOCK, AdaptiveGzip, sampledEntropy } from './adaptive-gzip';
+import { ADAPTIVE_GZIP_BLOCK, AdaptiveGzip, sampledEntropy } from './adaptive-gzip.js';
 
 function gzipIn(chunks: Buffer[], level = -1): Promise<Buffer> {
   return buffer(Readable.from(chunks).pipe(new AdaptiveGzip(level)));

@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { Transform, type TransformCallback } from 'node:stream';
-import { constants as zlibConstants, createGzip, type Gzip } from 'node:zlib';
+import { constants as zlibConstants, createGzip, type Gzip, type ZlibParams } from 'node:zlib';
 
 /** Input is judged in blocks of this many bytes, at fixed offsets: the output depends on the bytes only, never on how they were chunked. */
 export const ADAPTIVE_GZIP_BLOCK = 1024 * 1024;
@@ -111,7 +111,7 @@ export class AdaptiveGzip extends Transform {
   private async block(block: Buffer): Promise<void> {
     const want = sampledEntropy(block) > STORE_ABOVE_BITS ? zlibConstants.Z_NO_COMPRESSION : this.level;
     if (want !== this.current) {
-      await new Promise<void>((resolve) => this.gzip.params(want, zlibConstants.Z_DEFAULT_STRATEGY, () => resolve()));
+      await new Promise<void>((resolve) => (this.gzip as unknown as ZlibParams).params(want, zlibConstants.Z_DEFAULT_STRATEGY, () => resolve()));
       this.current = want;
     }
     if (this.failed) throw this.failed;
