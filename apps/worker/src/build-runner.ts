@@ -134,8 +134,8 @@ export class BuildRunner {
           extracted = await this.contexts.open(build.tenantId, gitContextDigest(req), () => this.git.contextTar(req, path.join(workDir, 'git'), stop), limits);
         } else if (build.contextFormat === 'manifest') {
           // Sent as a manifest (docs/adr/0025, 0028): indexed straight from the manifest, over the tenant's packs.
-          const { index, pack } = await this.packs.open(build.tenantId, await this.packs.manifest(build.contextKey!, limits));
-          extracted = manifestContext(index, pack, path.join(workDir, 'context'));
+          const { tree, pack } = await this.packs.open(build.tenantId, build.contextDigest, () => this.packs.manifest(build.contextKey!, limits));
+          extracted = manifestContext(tree, pack, path.join(workDir, 'context'));
         } else {
           const download = () => this.deps.storage.objects.get(build.contextKey!);
           // Contexts are kept by content digest; a build recorded without one is indexed under its own id.
@@ -145,7 +145,7 @@ export class BuildRunner {
         if (e instanceof GitFetchError) throw new BuildFailure(`fetching the commit failed: ${e.message}`, null);
         throw contextFailure(e) ?? e;
       }
-      const context = await IndexedContext.open(extracted.index, extracted.pack, extracted.directory);
+      const context = await IndexedContext.open(extracted.tree ?? extracted.index, extracted.pack, extracted.directory);
       const dockerfile = await this.readDockerfile(context, build.dockerfilePath);
       lint = await this.lintBeforeBuild(build, dockerfile, context);
       await this.recordWarnings(buildId, lint.warnings, log);

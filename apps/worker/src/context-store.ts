@@ -6,9 +6,9 @@ import { pipeline } from 'node:stream/promises';
 import { gunzipSync } from 'node:zlib';
 import type { Storage } from '@strata/blobstore';
 import type { ExtractedContext } from './context-cache.js';
-import { BuildFailure } from '@strata/build-engine';
+import { BuildFailure, IndexedTree } from '@strata/build-engine';
 import type { PrismaClient } from '@strata/db';
-import { type ContextManifest, ContextManifestError, indexManifest, type ManifestLimits, materializeIndex, PackReader, parseContextManifest, type TarIndex } from '@strata/oci';
+import { type ContextManifest, ContextManifestError, indexManifest, type ManifestLimits, materializeIndex, PackReader, parseContextManifest } from '@strata/oci';
 
 const LOOKUP_BATCH = 10_000;
 /** Packs fetched at once. */
@@ -32,7 +32,11 @@ export class ContextPackCache {
     private readonly storage: Storage,
     private readonly root: string,
     private readonly maxBytes = 8 * 1024 ** 3,
+    private readonly maxTreeEntries = 100_000,
   ) {}
+
+  /** Indexed trees by tenant and manifest digest, least recently used first. */
+  private readonly trees = new Map<string, { tree: IndexedTree; packs: string[] }>();
 
   /** The manifest stored at `key`, checked again (it was checked by the api, but is read from S3). */
   async manifest(key: string, limits: ManifestLimits): Promise<ContextManifest> {
@@ -55,11 +59,32 @@ export class ContextPackCache {
    * the manifest cost. Every pack it needs is downloaded (when absent) and opened before this
    * returns; the reader holds them open, so evicting one meanwhile (an unlink) does not disturb the
    * build. Close the reader when done.
+   *
+   * The indexed trees of the last contexts built here are kept in memory by tenant and manifest
+   * digest (at most `maxTreeEntries` entries in all, with their COPY checksums): an unchanged
+   * rebuild reads no manifest, asks the database nothing and walks nothing; it only opens the packs.
    */
-  async open(tenantId: string, manifest: ContextManifest): Promise<{ index: TarIndex; pack: PackReader }> {
-    const where = await this.locate(tenantId, manifest);
-    const packs = [...new Set([...where.values()].map((l) => l.packKey))];
-    const number = new Map(packs.map((k, i) => [k, i]));
+  async open(tenantId: string, digest: string | null, manifest: () => Promise<ContextManifest>): Promise<{ tree: IndexedTree; pack: PackReader }> {
+    const key = digest === null ? null : `${tenantId}\0${digest}`;
+    let known = key === null ? undefined : this.trees.get(key);
+    if (known && key !== null) {
+      // Most recently used last.
+      this.trees.delete(key);
+      this.trees.set(key, known);
+    }
+    if (!known) {
+      const m = await manifest();
+      const where = await this.locate(tenantId, m);
+      const packs = [...new Set([...where.values()].map((l) => l.packKey))];
+      const number = new Map(packs.map((k, i) => [k, i]));
+      const index = await indexManifest(m, (d) => {
+        const at = where.get(d)!;
+        return { pack: number.get(at.packKey)!, offset: at.offset };
+      });
+      known = { tree: new IndexedTree(index), packs };
+      if (key !== null) this.remember(key, known);
+    }
+    const { tree, packs } = known;
     const handles: FileHandle[] = new Array<FileHandle>(packs.length);
     try {
       for (let i = 0; i < packs.length; i += FETCH_CONCURRENCY) {
@@ -74,17 +99,17 @@ export class ContextPackCache {
       throw e;
     }
     void this.trim(new Set(packs));
-    const pack = PackReader.of(handles);
-    try {
-      const index = await indexManifest(manifest, (digest) => {
-        const at = where.get(digest)!;
-        return { pack: number.get(at.packKey)!, offset: at.offset };
-      });
-      return { index, pack };
-    } catch (e) {
-      // A refused symlink chain is a TarExtractionError, reported by contextFailure as the tar path's is.
-      await pack.close().catch(() => undefined);
-      throw e;
+    return { tree, pack: PackReader.of(handles) };
+  }
+
+  private remember(key: string, value: { tree: IndexedTree; packs: string[] }): void {
+    this.trees.set(key, value);
+    let total = 0;
+    for (const v of this.trees.values()) total += v.tree.index.size;
+    for (const [k, v] of this.trees) {
+      if (total <= this.maxTreeEntries || this.trees.size === 1) break;
+      this.trees.delete(k);
+      total -= v.tree.index.size;
     }
   }
 
@@ -162,16 +187,17 @@ export class ContextPackCache {
  * A manifest build's context for the engine: the index and packs ContextPackCache.open gave, and a
  * directory (for bind mounts) written into `dir` from them only if a step asks for one.
  */
-export function manifestContext(index: TarIndex, pack: PackReader, dir: string): ExtractedContext {
-  let tree: Promise<string> | null = null;
+export function manifestContext(tree: IndexedTree, pack: PackReader, dir: string): ExtractedContext {
+  let made: Promise<string> | null = null;
   let closed = false;
   return {
-    index,
+    index: tree.index,
+    tree,
     pack,
     directory: () =>
-      (tree ??= (async () => {
+      (made ??= (async () => {
         await rm(dir, { recursive: true, force: true });
-        await materializeIndex(index, pack, dir);
+        await materializeIndex(tree.index, pack, dir);
         return dir;
       })()),
     release: async () => {
