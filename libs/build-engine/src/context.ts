@@ -300,8 +300,9 @@ export class IndexedContext extends BuildContext {
 
   content(e: ContextEntry): FileContent {
     const f = this.fileAt(e);
-    if (f.size <= 256 * 1024) return { size: f.size, read: () => this.pack.read(f) };
-    return { size: f.size, stream: () => this.pack.stream(f) };
+    // The hash is the index's: taken while the context was indexed, or the stored content's (indexManifest).
+    if (f.size <= 256 * 1024) return { size: f.size, read: () => this.pack.read(f), sha256: f.sha256 };
+    return { size: f.size, stream: () => this.pack.stream(f), sha256: f.sha256 };
   }
 
   private fileAt(e: ContextEntry): Extract<TarIndexEntry, { type: 'file' }> {
