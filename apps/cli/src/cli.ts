@@ -400,14 +400,16 @@ function tarStream(dir: string): ReadableStream<Uint8Array> {
 async function buildFromManifest(io: CliIo, c: ReturnType<typeof client>, dir: string, dockerfile: string, buildPath: string, extra: Array<[string, string]>, mark: (what: string) => void): Promise<Record<string, unknown> | null> {
   const cache = await StatCache.open(cacheDirOf(io.env), dir);
   const scan = await scanContext(dir, cache, { dockerfile });
-  const body = manifestBody(scan);
   mark('scanned');
-  const send = () => c.json('POST', buildPath, body, [['content-type', MANIFEST_TYPE], ['content-encoding', 'gzip'], ...extra]);
+  // One JSON text for the digest and, only when the server lacks the manifest, the gzip body.
+  const json = JSON.stringify(scan.manifest);
+  let body = null as Buffer | null;
+  const send = () => c.json('POST', buildPath, (body ??= manifestBody(scan, json)), [['content-type', MANIFEST_TYPE], ['content-encoding', 'gzip'], ...extra]);
   let created: Record<string, unknown> | null = null;
   let uploaded = { bytes: 0, requests: 0, contents: 0 };
   let sends = 1;
   // First by digest alone: a manifest this tenant built from before is not sent again.
-  const digest = `sha256:${createHash('sha256').update(JSON.stringify(scan.manifest)).digest('hex')}`;
+  const digest = `sha256:${createHash('sha256').update(json).digest('hex')}`;
   try {
     created = await c.json('POST', buildPath, '', [['content-type', MANIFEST_TYPE], ['strata-context-digest', digest], ...extra]);
   } catch (e) {
@@ -435,7 +437,7 @@ async function buildFromManifest(io: CliIo, c: ReturnType<typeof client>, dir: s
   // Kept only once the server took the contents: a failed upload is hashed again next time (cheap), never trusted wrongly.
   await cache.save(dir).catch((e: Error) => io.err(`strata: could not save the stat cache: ${e.message}\n`));
   io.err(
-    `context: ${scan.files} files, ${scan.bytes} bytes, ${scan.hashed} hashed; uploaded ${count(uploaded.contents, 'content', 'contents')} (${uploaded.bytes} bytes) and the manifest (${body.length} bytes) in ${count(sends + uploaded.requests, 'request', 'requests')}\n`,
+    `context: ${scan.files} files, ${scan.bytes} bytes, ${scan.hashed} hashed; uploaded ${count(uploaded.contents, 'content', 'contents')} (${uploaded.bytes} bytes) and the manifest (${body?.length ?? 0} bytes) in ${count(sends + uploaded.requests, 'request', 'requests')}\n`,
   );
   return created;
 }

@@ -14,9 +14,12 @@ export interface UploadClient {
   post(path: string, body: RequestInit['body'], headers: Array<[string, string]>): Promise<Record<string, unknown>>;
 }
 
-/** The manifest as a request body: JSON, gzip-compressed (50,000 entries are a few MB of JSON). */
-export function manifestBody(scan: ContextScan): Buffer {
-  return gzipSync(Buffer.from(JSON.stringify(scan.manifest)), { level: 6 });
+/**
+ * The manifest as a request body: JSON, gzip-compressed (50,000 entries are a few MB of JSON).
+ * `json` is JSON.stringify(scan.manifest) when the caller has it already (it hashed it for the digest).
+ */
+export function manifestBody(scan: ContextScan, json: string = JSON.stringify(scan.manifest)): Buffer {
+  return gzipSync(Buffer.from(json), { level: 6 });
 }
 
 /**

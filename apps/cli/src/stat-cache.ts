@@ -70,9 +70,14 @@ export class StatCache {
     this.next.set(rel, [stamp.size, String(stamp.mtimeNs), String(stamp.ino), String(stamp.ctimeNs), sha256]);
   }
 
-  /** Writes what this scan saw (files no longer there are forgotten). */
+  /**
+   * Writes what this scan saw (files no longer there are forgotten). When every file hit and none
+   * went away, the file on disk already says all of it (its older start time only makes it trust
+   * no more than it did): an unchanged rebuild writes nothing.
+   */
   async save(contextDir: string): Promise<void> {
     if (this.file === null) return;
+    if (this.misses === 0 && this.hits === this.previous.size && this.next.size === this.previous.size) return;
     await mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
     const tmp = `${this.file}.${process.pid}.tmp`;
     await writeFile(tmp, JSON.stringify({ version: 1, dir: path.resolve(contextDir), startNs: String(this.startNs), files: Object.fromEntries(this.next) }), { mode: 0o600 });

@@ -14,7 +14,7 @@ import {
 import type { ImageConfig } from '@strata/oci';
 import { ImageStore, type RegistryAuth, registryAuthFromEntries, RegistryClient, TenantImageResolver } from '@strata/registry';
 import { ContextCache, type ExtractedContext } from './context-cache.js';
-import { ContextPackCache } from './context-store.js';
+import { ContextPackCache, manifestContext } from './context-store.js';
 import { CommitStatusReporter } from './commit-status.js';
 import { type CommitRequest, GitCommitSource, gitContextDigest, GitFetchError } from './git-source.js';
 import { contextFailure } from './context-errors.js';
@@ -133,9 +133,9 @@ export class BuildRunner {
           log?.line(null, 'system', `fetching commit ${req.sha} from ${req.cloneUrl}${req.context !== '.' ? ` (context ${req.context})` : ''}`);
           extracted = await this.contexts.open(build.tenantId, gitContextDigest(req), () => this.git.contextTar(req, path.join(workDir, 'git'), stop), limits);
         } else if (build.contextFormat === 'manifest') {
-          // Sent as a manifest (docs/adr/0025): assembled from the tenant's content store, then indexed like an upload.
-          const assemble = async () => this.packs.tar(build.tenantId, await this.packs.manifest(build.contextKey!, limits));
-          extracted = await this.contexts.open(build.tenantId, build.contextDigest ?? `build-${build.id}`, assemble, limits);
+          // Sent as a manifest (docs/adr/0025, 0028): indexed straight from the manifest, over the tenant's packs.
+          const { tree, pack } = await this.packs.open(build.tenantId, build.contextDigest, () => this.packs.manifest(build.contextKey!, limits));
+          extracted = manifestContext(tree, pack, path.join(workDir, 'context'));
         } else {
           const download = () => this.deps.storage.objects.get(build.contextKey!);
           // Contexts are kept by content digest; a build recorded without one is indexed under its own id.
@@ -145,7 +145,7 @@ export class BuildRunner {
         if (e instanceof GitFetchError) throw new BuildFailure(`fetching the commit failed: ${e.message}`, null);
         throw contextFailure(e) ?? e;
       }
-      const context = await IndexedContext.open(extracted.index, extracted.pack, extracted.directory);
+      const context = await IndexedContext.open(extracted.tree ?? extracted.index, extracted.pack, extracted.directory);
       const dockerfile = await this.readDockerfile(context, build.dockerfilePath);
       lint = await this.lintBeforeBuild(build, dockerfile, context);
       await this.recordWarnings(buildId, lint.warnings, log);

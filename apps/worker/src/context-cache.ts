@@ -2,11 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
+import type { IndexedTree } from '@strata/build-engine';
 import { type ExtractLimits, indexTar, materializeIndex, PackReader, type TarIndex, type TarIndexEntry } from '@strata/oci';
 
 export interface ExtractedContext {
   /** Every path of the context with its metadata and, for files, content hash and place in the pack. */
   index: TarIndex;
+  /** The index with what is derived from it, when kept across builds (a manifest build's). */
+  tree?: IndexedTree;
   /** The file contents, read through the index. Closed on release. */
   pack: PackReader;
   /** The context as a directory (made on first call, then kept with the entry): for bind mounts. Read it, never write it. */

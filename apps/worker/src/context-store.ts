@@ -2,16 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { type FileHandle, mkdir, open, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { gunzipSync } from 'node:zlib';
 import type { Storage } from '@strata/blobstore';
-import { BuildFailure } from '@strata/build-engine';
+import type { ExtractedContext } from './context-cache.js';
+import { BuildFailure, IndexedTree } from '@strata/build-engine';
 import type { PrismaClient } from '@strata/db';
-import { type ContextManifest, ContextManifestError, type ManifestLimits, manifestTar, parseContextManifest } from '@strata/oci';
+import { type ContextManifest, ContextManifestError, indexManifest, type ManifestLimits, materializeIndex, PackReader, parseContextManifest } from '@strata/oci';
 
-/** Contents read whole into memory below this size; larger ones are streamed from the pack. */
-const READ_WHOLE_BYTES = 1024 * 1024;
 const LOOKUP_BATCH = 10_000;
 /** Packs fetched at once. */
 const FETCH_CONCURRENCY = 4;
@@ -23,8 +21,8 @@ interface Location {
 }
 
 /**
- * Turns a manifest build's context (docs/adr/0025) back into the tar an upload would have sent, with
- * the contents from the tenant's store. Packs (the S3 objects contents were uploaded in) are kept on
+ * Turns a manifest build's context (docs/adr/0025, 0028) into a context index whose files point
+ * into the tenant's content packs. Packs (the S3 objects contents were uploaded in) are kept on
  * this worker's disk, so a rebuild that needs the same contents downloads nothing; the least
  * recently used go once they hold more than `maxBytes`.
  */
@@ -34,7 +32,11 @@ export class ContextPackCache {
     private readonly storage: Storage,
     private readonly root: string,
     private readonly maxBytes = 8 * 1024 ** 3,
+    private readonly maxTreeEntries = 100_000,
   ) {}
+
+  /** Indexed trees by tenant and manifest digest, least recently used first. */
+  private readonly trees = new Map<string, { tree: IndexedTree; packs: string[] }>();
 
   /** The manifest stored at `key`, checked again (it was checked by the api, but is read from S3). */
   async manifest(key: string, limits: ManifestLimits): Promise<ContextManifest> {
@@ -51,40 +53,64 @@ export class ContextPackCache {
     }
   }
 
-  /** The context as a tar stream; every pack it needs is on local disk before the stream starts. */
-  async tar(tenantId: string, manifest: ContextManifest): Promise<Readable> {
-    const where = await this.locate(tenantId, manifest);
-    const packs = [...new Set([...where.values()].map((l) => l.packKey))];
-    const handles = new Map<string, FileHandle>();
+  /**
+   * The context as an index over the tenant's packs as they lie on this worker's disk (indexManifest):
+   * no byte is copied or hashed again, so a rebuild with one file changed costs what that file and
+   * the manifest cost. Every pack it needs is downloaded (when absent) and opened before this
+   * returns; the reader holds them open, so evicting one meanwhile (an unlink) does not disturb the
+   * build. Close the reader when done.
+   *
+   * The indexed trees of the last contexts built here are kept in memory by tenant and manifest
+   * digest (at most `maxTreeEntries` entries in all, with their COPY checksums): an unchanged
+   * rebuild reads no manifest, asks the database nothing and walks nothing; it only opens the packs.
+   */
+  async open(tenantId: string, digest: string | null, manifest: () => Promise<ContextManifest>): Promise<{ tree: IndexedTree; pack: PackReader }> {
+    const key = digest === null ? null : `${tenantId}\0${digest}`;
+    let known = key === null ? undefined : this.trees.get(key);
+    if (known && key !== null) {
+      // Most recently used last.
+      this.trees.delete(key);
+      this.trees.set(key, known);
+    }
+    if (!known) {
+      const m = await manifest();
+      const where = await this.locate(tenantId, m);
+      const packs = [...new Set([...where.values()].map((l) => l.packKey))];
+      const number = new Map(packs.map((k, i) => [k, i]));
+      const index = await indexManifest(m, (d) => {
+        const at = where.get(d)!;
+        return { pack: number.get(at.packKey)!, offset: at.offset };
+      });
+      known = { tree: new IndexedTree(index), packs };
+      if (key !== null) this.remember(key, known);
+    }
+    const { tree, packs } = known;
+    const handles: FileHandle[] = new Array<FileHandle>(packs.length);
     try {
       for (let i = 0; i < packs.length; i += FETCH_CONCURRENCY) {
-        await Promise.all(packs.slice(i, i + FETCH_CONCURRENCY).map(async (k) => handles.set(k, await this.openPack(k))));
+        await Promise.all(
+          packs.slice(i, i + FETCH_CONCURRENCY).map(async (k, j) => {
+            handles[i + j] = await this.openPack(k);
+          }),
+        );
       }
     } catch (e) {
-      await Promise.all([...handles.values()].map((h) => h.close().catch(() => undefined)));
+      await Promise.all(handles.filter(Boolean).map((h) => h.close().catch(() => undefined)));
       throw e;
     }
-    const stream = manifestTar(manifest, async (digest, size) => {
-      const at = where.get(digest)!;
-      const h = handles.get(at.packKey)!;
-      if (size <= READ_WHOLE_BYTES) {
-        const buf = Buffer.allocUnsafe(size);
-        let done = 0;
-        while (done < size) {
-          const { bytesRead } = await h.read(buf, done, size - done, at.offset + done);
-          if (bytesRead === 0) break;
-          done += bytesRead;
-        }
-        return buf.subarray(0, done);
-      }
-      return h.createReadStream({ start: at.offset, end: at.offset + size - 1, autoClose: false, highWaterMark: 256 * 1024 });
-    });
-    const closeAll = () => {
-      for (const h of handles.values()) void h.close().catch(() => undefined);
-      void this.trim(new Set(packs));
-    };
-    stream.once('close', closeAll);
-    return stream;
+    void this.trim(new Set(packs));
+    return { tree, pack: PackReader.of(handles) };
+  }
+
+  private remember(key: string, value: { tree: IndexedTree; packs: string[] }): void {
+    this.trees.set(key, value);
+    let total = 0;
+    for (const v of this.trees.values()) total += v.tree.index.size;
+    for (const [k, v] of this.trees) {
+      if (total <= this.maxTreeEntries || this.trees.size === 1) break;
+      this.trees.delete(k);
+      total -= v.tree.index.size;
+    }
   }
 
   /** Where each content is; a content the tenant's store lacks fails the build, naming a path that uses it. */
@@ -155,4 +181,29 @@ export class ContextPackCache {
       total -= f.size;
     }
   }
+}
+
+/**
+ * A manifest build's context for the engine: the index and packs ContextPackCache.open gave, and a
+ * directory (for bind mounts) written into `dir` from them only if a step asks for one.
+ */
+export function manifestContext(tree: IndexedTree, pack: PackReader, dir: string): ExtractedContext {
+  let made: Promise<string> | null = null;
+  let closed = false;
+  return {
+    index: tree.index,
+    tree,
+    pack,
+    directory: () =>
+      (made ??= (async () => {
+        await rm(dir, { recursive: true, force: true });
+        await materializeIndex(tree.index, pack, dir);
+        return dir;
+      })()),
+    release: async () => {
+      if (closed) return;
+      closed = true;
+      await pack.close().catch(() => undefined);
+    },
+  };
 }

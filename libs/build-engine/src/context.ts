@@ -179,20 +179,16 @@ export class HardLinks {
 }
 
 /**
- * A build context as indexTar left it: an index in memory and the file contents in one pack file.
- * Nothing is read from disk to list, match or hash; contents are read from the pack when a layer
- * is written, and a directory is made only if a bind mount needs one.
+ * What an IndexedContext derives from its index alone: each directory's sorted names, and the COPY
+ * checksums computed so far. An index never changes, so a worker that keeps the tree of a context
+ * (a manifest build's, by its digest) answers a rebuild's checksums without walking 50,000 entries again.
  */
-export class IndexedContext extends BuildContext {
-  private readonly children = new Map<string, string[]>();
+export class IndexedTree {
+  readonly children = new Map<string, string[]>();
+  /** COPY checksums by sources and --exclude patterns; at most MAX_MEMO_CHECKSUMS kept. */
+  readonly checksums = new Map<string, Promise<{ digest: string; files: Map<string, string> }>>();
 
-  private constructor(
-    private readonly index: TarIndex,
-    private readonly pack: PackReader,
-    private readonly materialize: () => Promise<string>,
-    ignore: IgnoreMatcher,
-  ) {
-    super(ignore);
+  constructor(readonly index: TarIndex) {
     for (const rel of index.keys()) {
       if (rel === '') continue;
       const slash = rel.lastIndexOf('/');
@@ -203,14 +199,60 @@ export class IndexedContext extends BuildContext {
     }
     for (const names of this.children.values()) names.sort();
   }
+}
+
+const MAX_MEMO_CHECKSUMS = 4;
+
+/**
+ * A build context as indexTar (or indexManifest) left it: an index in memory and the file contents in pack files.
+ * Nothing is read from disk to list, match or hash; contents are read from the pack when a layer
+ * is written, and a directory is made only if a bind mount needs one.
+ */
+export class IndexedContext extends BuildContext {
+  private readonly index: TarIndex;
+  private readonly children: Map<string, string[]>;
+
+  private constructor(
+    private readonly tree: IndexedTree,
+    private readonly pack: PackReader,
+    private readonly materialize: () => Promise<string>,
+    ignore: IgnoreMatcher,
+  ) {
+    super(ignore);
+    this.index = tree.index;
+    this.children = tree.children;
+  }
 
   /**
    * @param materialize makes the tree a directory on disk, for bind mounts; called at most once.
    */
-  static async open(index: TarIndex, pack: PackReader, materialize: () => Promise<string>): Promise<IndexedContext> {
+  static async open(index: TarIndex | IndexedTree, pack: PackReader, materialize: () => Promise<string>): Promise<IndexedContext> {
     let made: Promise<string> | null = null;
-    const ignoreFile = await readIndexedFile(index, pack, '.dockerignore', 4 * 1024 * 1024).catch(() => null);
-    return new IndexedContext(index, pack, () => (made ??= materialize()), IgnoreMatcher.fromText(ignoreFile?.toString('utf8') ?? null));
+    const tree = index instanceof IndexedTree ? index : new IndexedTree(index);
+    const ignoreFile = await readIndexedFile(tree.index, pack, '.dockerignore', 4 * 1024 * 1024).catch(() => null);
+    return new IndexedContext(tree, pack, () => (made ??= materialize()), IgnoreMatcher.fromText(ignoreFile?.toString('utf8') ?? null));
+  }
+
+  /**
+   * As BuildContext's, remembered in the tree: the same sources and --exclude patterns over the same
+   * index (whose .dockerignore is part of it) give the same checksum. A copy of `files` is returned,
+   * since callers add to it.
+   */
+  override async checksum(sources: Array<ContextEntry | { entry: ContextEntry; excludeFrom: string }>, exclude?: IgnoreMatcher): Promise<{ digest: string; files: Map<string, string> }> {
+    const key = JSON.stringify([
+      sources.map((s) => ('entry' in s ? [s.entry.rel, s.entry.at, s.excludeFrom] : [s.rel, s.at, s.rel])),
+      exclude?.text ?? '',
+    ]);
+    const memo = this.tree.checksums;
+    let p = memo.get(key);
+    if (!p) {
+      p = super.checksum(sources, exclude);
+      p.catch(() => memo.delete(key));
+      if (memo.size >= MAX_MEMO_CHECKSUMS) memo.delete(memo.keys().next().value!);
+      memo.set(key, p);
+    }
+    const { digest, files } = await p;
+    return { digest, files: new Map(files) };
   }
 
   /** A regular file's content by path (symlinks followed inside the tree); null when there is none. */
@@ -258,8 +300,9 @@ export class IndexedContext extends BuildContext {
 
   content(e: ContextEntry): FileContent {
     const f = this.fileAt(e);
-    if (f.size <= 256 * 1024) return { size: f.size, read: () => this.pack.read(f) };
-    return { size: f.size, stream: () => this.pack.stream(f) };
+    // The hash is the index's: taken while the context was indexed, or the stored content's (indexManifest).
+    if (f.size <= 256 * 1024) return { size: f.size, read: () => this.pack.read(f), sha256: f.sha256 };
+    return { size: f.size, stream: () => this.pack.stream(f), sha256: f.sha256 };
   }
 
   private fileAt(e: ContextEntry): Extract<TarIndexEntry, { type: 'file' }> {

@@ -113,6 +113,11 @@ export class IgnoreMatcher {
     return this.patterns.length === 0;
   }
 
+  /** The patterns as written, in order: equal texts match alike (a memo key). */
+  get text(): string {
+    return this.patterns.map((p) => `${p.exclusion ? '!' : ''}${p.source}`).join('\n');
+  }
+
   ignores(relPath: string): boolean {
     if (this.patterns.length === 0) return false;
     const parts = relPath.split('/');

@@ -1,6 +1,11 @@
 import { createHash } from 'node:crypto';
 import { ContextManifestError, manifestTar, parseContextManifest } from './context-manifest.js';
 import { readTarEntries } from './tar-reader.js';
+import { indexManifest, indexTar, PackReader, type TarIndex, type TarIndexEntry } from './tar-index.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const limits = { maxEntries: 100, maxBytes: 1000 };
 const sha = (s: string) => `sha256:${createHash('sha256').update(s).digest('hex')}`;
@@ -83,5 +88,77 @@ describe('manifestTar', () => {
     await expect(async () => {
       for await (const _ of tar) void _;
     }).rejects.toThrow(/is 4 bytes, not 5/);
+  });
+});
+
+describe('indexManifest', () => {
+  const body = (s: string) => ({ s, digest: `sha256:${createHash('sha256').update(s).digest('hex')}` });
+  const a = body('alpha\n');
+  const b = body('beta beta\n');
+  const limits = { maxEntries: 100, maxBytes: 1 << 20 };
+  const manifest = parseContextManifest(
+    {
+      version: 1,
+      entries: [
+        { path: '.', type: 'dir', mode: 0o750, mtime: 1_700_000_001 },
+        { path: 'Dockerfile', type: 'file', mode: 0o644, mtime: 1_700_000_002, size: a.s.length, digest: a.digest },
+        { path: 'src/deep/x.sh', type: 'file', mode: 0o755, mtime: 1_700_000_003, size: b.s.length, digest: b.digest },
+        { path: 'src/copy', type: 'file', mode: 0o600, mtime: 1_700_000_004, size: a.s.length, digest: a.digest },
+        { path: 'src/empty', type: 'file', mode: 0o644, mtime: 5, size: 0, digest: body('').digest },
+        { path: 'src/link', type: 'symlink', mtime: 6, target: 'deep/x.sh' },
+        { path: 'src/deep', type: 'dir', mode: 0o700, mtime: 7 },
+      ],
+    },
+    limits,
+  );
+
+  it('gives the index indexTar gives of the same manifest as a tar, pointing into the packs instead of a copy', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'im-'));
+    try {
+      const contents = new Map([a, b].map((x) => [x.digest, Buffer.from(x.s)]));
+      const { index: fromTar } = await indexTar(manifestTar(manifest, async (d) => contents.get(d)!), join(dir, 'pack'), limits);
+      // Two packs: a in pack 0 at 3, b in pack 1 at 10.
+      const fromManifest = await indexManifest(manifest, (d) => (d === a.digest ? { pack: 0, offset: 3 } : { pack: 1, offset: 10 }));
+      const strip = (ix: TarIndex) => new Map([...ix].map(([k, e]) => [k, e.type === 'file' ? { ...e, offset: 0, pack: 0 } : e]));
+      expect(strip(fromManifest)).toEqual(strip(fromTar));
+      expect(fromManifest.get('')).toEqual({ type: 'directory', mode: 0o750, mtime: 1_700_000_001 });
+      expect(fromManifest.get('src/deep/x.sh')).toMatchObject({ pack: 1, offset: 10, sha256: b.digest.slice(7) });
+      expect(fromManifest.get('Dockerfile')).toMatchObject({ offset: 3 });
+      expect(fromManifest.get('Dockerfile')).not.toHaveProperty('pack');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a symlink chain that escapes through another link, as the tar indexer does', async () => {
+    const m = parseContextManifest(
+      {
+        version: 1,
+        entries: [
+          // Lexically "d/up/.." is d; through the link d/up (the root) it is above the root.
+          { path: 'a', type: 'symlink', target: 'd/up/..' },
+          { path: 'd/up', type: 'symlink', target: '..' },
+        ],
+      },
+      limits,
+    );
+    await expect(indexManifest(m, () => ({ pack: 0, offset: 0 }))).rejects.toThrow(/"a".*resolves outside/);
+  });
+
+  it('reads contents through a PackReader over several packs', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'im-'));
+    try {
+      writeFileSync(join(dir, 'p0'), `xxx${a.s}`);
+      writeFileSync(join(dir, 'p1'), `0123456789${b.s}`);
+      const index = await indexManifest(manifest, (d) => (d === a.digest ? { pack: 0, offset: 3 } : { pack: 1, offset: 10 }));
+      const reader = PackReader.of([await open(join(dir, 'p0'), 'r'), await open(join(dir, 'p1'), 'r')]);
+      const file = (p: string) => index.get(p) as Extract<TarIndexEntry, { type: 'file' }>;
+      expect((await reader.read(file('src/copy'))).toString()).toBe(a.s);
+      expect((await reader.read(file('src/deep/x.sh'))).toString()).toBe(b.s);
+      expect((await reader.read(file('src/empty'))).length).toBe(0);
+      await reader.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -4,6 +4,7 @@ export * from './types.js';
 export * from './canonical-json.js';
 export * from './whiteout.js';
 export * from './tar-format.js';
+export * from './adaptive-gzip.js';
 export * from './layer-writer.js';
 export * from './reference.js';
 export * from './tar-reader.js';

@@ -211,3 +211,18 @@ describe('encodeTarHeader', () => {
     expect(header.subarray(512, 1024).toString('utf8')).toContain(`size=${9 * 1024 ** 3}\n`);
   });
 });
+
+describe('LayerWriter with known content hashes', () => {
+  it('takes a content source\'s sha256 instead of hashing its bytes, and hashes those that give none', async () => {
+    const given = 'ab'.repeat(32);
+    const { result } = await packToBuffer(new LayerWriter({ compression: 'none' }), [
+      { type: 'file', path: 'known', content: { size: 5, read: async () => Buffer.from('hello'), sha256: given } },
+      { type: 'file', path: 'streamed', content: { size: 5, stream: () => Readable.from([Buffer.from('world')]), sha256: given } },
+      { type: 'file', path: 'plain', content: { size: 5, read: async () => Buffer.from('hello') } },
+    ]);
+    const byName = new Map(result.entries.map((e) => [e.name, e.sha256]));
+    expect(byName.get('known')).toBe(given);
+    expect(byName.get('streamed')).toBe(given);
+    expect(byName.get('plain')).toBe(createHash('sha256').update('hello').digest('hex'));
+  });
+});

@@ -3,7 +3,8 @@ import { createReadStream } from 'node:fs';
 import { lstat, readFile } from 'node:fs/promises';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { constants as zlibConstants, createGzip } from 'node:zlib';
+import { constants as zlibConstants } from 'node:zlib';
+import { AdaptiveGzip } from './adaptive-gzip.js';
 import { DigestingStream, type Digest } from './digest.js';
 import { MediaType } from './media-types.js';
 import { encodeTarHeader, tarEndOfArchive, tarPadding, type TarEntryType } from './tar-format.js';
@@ -16,9 +17,13 @@ export type FileContent =
   | Uint8Array
   /** A file on disk; a Buffer path holds a name that is not valid UTF-8. */
   | { readonly path: string | Buffer }
-  /** Read whole when the writer reaches the entry (small contents kept elsewhere, a pack file say). */
-  | { readonly size: number; readonly read: () => Promise<Buffer> }
-  | { readonly size: number; readonly stream: Readable | (() => Readable | Promise<Readable>) };
+  /**
+   * Read whole when the writer reaches the entry (small contents kept elsewhere, a pack file say).
+   * `sha256` (hex), when the content's hash is already known and trusted (a context pack's, hashed
+   * when it was stored): the writer takes it instead of hashing the bytes again.
+   */
+  | { readonly size: number; readonly read: () => Promise<Buffer>; readonly sha256?: string }
+  | { readonly size: number; readonly stream: Readable | (() => Readable | Promise<Readable>); readonly sha256?: string };
 
 export interface LayerEntryMetadata {
   /** Path inside the layer, relative ("usr/bin/x"; a leading "/" or "./" is dropped). */
@@ -147,7 +152,7 @@ export class LayerWriter {
     const written: WrittenEntry[] = [];
     const source = Readable.from(coalesce(this.tarChunks(entries, written)), { objectMode: false });
     const compression = this.options.compression;
-    const stages = compression === 'gzip' ? [tarHash, createGzip({ level: this.options.gzipLevel }), blobHash] : [tarHash, blobHash];
+    const stages = compression === 'gzip' ? [tarHash, new AdaptiveGzip(this.options.gzipLevel), blobHash] : [tarHash, blobHash];
     const mediaType = compression === 'gzip' ? MediaType.ociLayerGzip : MediaType.ociLayer;
 
     const result = new Promise<LayerResult>((resolve, reject) => {
@@ -217,11 +222,12 @@ export class LayerWriter {
       ahead.delete(i);
       const { size, open } = opened;
       yield encodeTarHeader({ ...entry, name: entry.tarName, size });
-      const hash = createHash('sha256');
+      const known = opened.sha256;
+      const hash = known === undefined ? createHash('sha256') : null;
       let written = 0;
       if (opened.bytes !== undefined) {
         written = opened.bytes.length;
-        hash.update(opened.bytes);
+        hash?.update(opened.bytes);
         if (written > 0) yield opened.bytes;
       } else if (size > 0 || open !== null) {
         const stream = open === null ? null : await open();
@@ -233,13 +239,13 @@ export class LayerWriter {
               stream.destroy();
               throw new LayerEntryError(entry.source, `content is longer than the declared ${size} bytes (file changed while being added?)`);
             }
-            hash.update(buffer);
+            hash?.update(buffer);
             yield buffer;
           }
         } else {
           const bytes = entry.content as Uint8Array;
           written = bytes.length;
-          hash.update(bytes);
+          hash?.update(bytes);
           if (bytes.length > 0) yield Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
         }
       }
@@ -248,7 +254,7 @@ export class LayerWriter {
       }
       const w = writtenOf.get(entry)!;
       w.size = size;
-      w.sha256 = hash.digest('hex');
+      w.sha256 = hash === null ? known : hash.digest('hex');
       yield tarPadding(size);
     }
     yield tarEndOfArchive();
@@ -449,6 +455,8 @@ interface OpenedContent {
   open: (() => Promise<Readable>) | null;
   /** A small file's whole content, already read. */
   bytes?: Buffer;
+  /** The content's hash as the source gave it. */
+  sha256?: string;
 }
 
 const READ_AHEAD = 16;
@@ -471,8 +479,8 @@ async function openContent(entry: PreparedEntry): Promise<OpenedContent> {
   if ('read' in content) {
     const bytes = await content.read();
     if (bytes.length !== content.size) throw new LayerEntryError(entry.source, `content is ${bytes.length} bytes, declared ${content.size}`);
-    return { size: content.size, open: null, bytes };
+    return { size: content.size, open: null, bytes, ...(content.sha256 === undefined ? {} : { sha256: content.sha256 }) };
   }
   const stream = content.stream;
-  return { size: content.size, open: async () => (typeof stream === 'function' ? await stream() : stream) };
+  return { size: content.size, open: async () => (typeof stream === 'function' ? await stream() : stream), ...(content.sha256 === undefined ? {} : { sha256: content.sha256 }) };
 }

@@ -4,6 +4,7 @@ import { chmod, type FileHandle, lutimes, mkdir, open, symlink, utimes } from 'n
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { once } from 'node:events';
+import type { ContextManifest } from './context-manifest.js';
 import { DEFAULT_EXTRACT_LIMITS, type ExtractLimits, lexicallyEscapes, linkResolvesInside, readLimitedTarEntries, safeArchivePath, TarExtractionError } from './tar-reader.js';
 
 /** One path of an indexed archive, as the tree it describes would hold it. */
@@ -13,9 +14,11 @@ export type TarIndexEntry =
   /**
    * `offset` is where the content starts in the pack file; `sha256` is its hash in hex. `inode`
    * numbers the file: hard-linked names share it (and the entry object), so COPY keeps them linked.
-   * Absent in indexes written before hard links were kept.
+   * Absent in indexes written before hard links were kept. `pack` is which of the PackReader's
+   * files holds the content (0 when absent): an index made from a manifest points into the
+   * tenant's content packs as they are, instead of a copy.
    */
-  | { type: 'file'; mode: number; mtime: number; size: number; offset: number; sha256: string; inode?: number };
+  | { type: 'file'; mode: number; mtime: number; size: number; offset: number; sha256: string; inode?: number; pack?: number };
 
 /** Slash path ("" is the root) → entry; every parent directory of an entry is present. */
 export type TarIndex = Map<string, TarIndexEntry>;
@@ -134,23 +137,7 @@ export async function indexTar(input: Readable, packPath: string, limits: Extrac
           throw new TarExtractionError(name, 'unsupported entry type');
       }
     }
-    // A later entry can turn an earlier, harmless-looking target into an escape (a/.. once a is a link).
-    for (const link of symlinks) {
-      if (index.get(link.parts.join('/'))?.type !== 'symlink') continue;
-      if (link.target.startsWith('/')) continue;
-      const inside = await linkResolvesInside(
-        link.parts,
-        link.target,
-        (parts) => {
-          const e = index.get(parts.join('/'));
-          return e?.type === 'symlink' ? e.target : null;
-        },
-        { absoluteFromRoot: true },
-      );
-      if (!inside) {
-        throw new TarExtractionError(link.name, `symlink target ${JSON.stringify(link.target)} resolves outside the destination`);
-      }
-    }
+    await checkSymlinkChains(index, symlinks);
     pack.end();
     await Promise.race([once(pack, 'finish'), once(pack, 'error')]);
     if (packError) throw packError;
@@ -159,6 +146,65 @@ export async function indexTar(input: Readable, packPath: string, limits: Extrac
     throw e;
   }
   return { index, entries, bytes };
+}
+
+/** A later entry can turn an earlier, harmless-looking target into an escape (a/.. once a is a link): every relative link is resolved once the tree is whole. */
+async function checkSymlinkChains(index: TarIndex, symlinks: Array<{ name: string; parts: string[]; target: string }>): Promise<void> {
+  for (const link of symlinks) {
+    if (index.get(link.parts.join('/'))?.type !== 'symlink') continue;
+    if (link.target.startsWith('/')) continue;
+    const inside = await linkResolvesInside(
+      link.parts,
+      link.target,
+      (parts) => {
+        const e = index.get(parts.join('/'));
+        return e?.type === 'symlink' ? e.target : null;
+      },
+      { absoluteFromRoot: true },
+    );
+    if (!inside) {
+      throw new TarExtractionError(link.name, `symlink target ${JSON.stringify(link.target)} resolves outside the destination`);
+    }
+  }
+}
+
+/** Where a content of a manifest is: which pack (a PackReader file number) and at what offset. */
+export type ContentLocation = (digest: string) => { pack: number; offset: number };
+
+/**
+ * The index indexTar would make of manifestTar(manifest), without writing or reading a byte of
+ * content: file entries point at `locate(digest)` in the tenant's packs, with the manifest's hash.
+ * The manifest must have been through parseContextManifest (clean, non-escaping paths, parents that
+ * are directories, relative symlinks that do not climb out lexically, the limits); what that check
+ * leaves to the indexer, a symlink chain that escapes through other links, is refused here with the
+ * same message. Same tree, same modes, mtimes and file numbers as the tar path: the same cache keys
+ * and layers. Contents are trusted as the api checked them (each hashed while uploaded).
+ */
+export async function indexManifest(manifest: Pick<ContextManifest, 'entries'>, locate: ContentLocation): Promise<TarIndex> {
+  const index: TarIndex = new Map([['', { type: 'directory', mode: 0o755, mtime: 0 }]]);
+  const symlinks: Array<{ name: string; parts: string[]; target: string }> = [];
+  let inodes = 0;
+  for (const e of manifest.entries) {
+    if (e.path === '.') {
+      if (e.type === 'dir') index.set('', { type: 'directory', mode: e.mode, mtime: e.mtime });
+      continue;
+    }
+    const parts = e.path.split('/');
+    ensureParents(index, parts, e.path);
+    if (e.type === 'dir') {
+      index.set(e.path, { type: 'directory', mode: e.mode, mtime: e.mtime });
+    } else if (e.type === 'symlink') {
+      index.set(e.path, { type: 'symlink', mode: 0o777, mtime: e.mtime, target: e.target });
+      symlinks.push({ name: e.path, parts, target: e.target });
+    } else {
+      const at = e.size === 0 ? { pack: 0, offset: 0 } : locate(e.digest);
+      const entry: TarIndexEntry = { type: 'file', mode: e.mode, mtime: e.mtime, size: e.size, offset: at.offset, sha256: e.digest.slice('sha256:'.length), inode: ++inodes };
+      if (at.pack !== 0) entry.pack = at.pack;
+      index.set(e.path, entry);
+    }
+  }
+  await checkSymlinkChains(index, symlinks);
+  return index;
 }
 
 function ensureParents(index: TarIndex, parts: string[], name: string): void {
@@ -207,31 +253,48 @@ export function resolveInIndex(index: TarIndex, rel: string, followLast: boolean
   });
 }
 
-/** Reads file contents out of a pack file made by indexTar; one open handle serves every read. */
+/**
+ * Reads file contents out of pack files: the one indexTar made, or the content packs an index made
+ * by indexManifest points into (an entry's `pack` picks the file). One open handle per file serves
+ * every read; the handles are the reader's to close.
+ */
 export class PackReader {
-  private constructor(private readonly handle: FileHandle) {}
+  private constructor(private readonly handles: FileHandle[]) {}
 
   static async open(packPath: string): Promise<PackReader> {
-    return new PackReader(await open(packPath, 'r'));
+    return new PackReader([await open(packPath, 'r')]);
   }
 
-  async read(entry: { offset: number; size: number }): Promise<Buffer> {
+  /** A reader over handles already open, in pack-number order; close() closes them. */
+  static of(handles: FileHandle[]): PackReader {
+    return new PackReader(handles);
+  }
+
+  private handle(entry: { pack?: number }): FileHandle {
+    const h = this.handles[entry.pack ?? 0];
+    if (!h) throw new Error(`the context index names pack ${entry.pack}, which the reader does not hold`);
+    return h;
+  }
+
+  async read(entry: { offset: number; size: number; pack?: number }): Promise<Buffer> {
+    if (entry.size === 0) return Buffer.alloc(0);
+    const handle = this.handle(entry);
     const buf = Buffer.allocUnsafe(entry.size);
     let done = 0;
     while (done < entry.size) {
-      const { bytesRead } = await this.handle.read(buf, done, entry.size - done, entry.offset + done);
+      const { bytesRead } = await handle.read(buf, done, entry.size - done, entry.offset + done);
       if (bytesRead === 0) throw new Error(`the context pack ends before byte ${entry.offset + entry.size}`);
       done += bytesRead;
     }
     return buf;
   }
 
-  stream(entry: { offset: number; size: number }): Readable {
-    return this.handle.createReadStream({ start: entry.offset, end: entry.offset + entry.size - 1, autoClose: false, highWaterMark: 256 * 1024 });
+  stream(entry: { offset: number; size: number; pack?: number }): Readable {
+    return this.handle(entry).createReadStream({ start: entry.offset, end: entry.offset + entry.size - 1, autoClose: false, highWaterMark: 256 * 1024 });
   }
 
-  close(): Promise<void> {
-    return this.handle.close();
+  async close(): Promise<void> {
+    await Promise.all(this.handles.map((h) => h.close()));
   }
 }
 
@@ -239,8 +302,8 @@ export class PackReader {
  * Writes the tree an index describes into `dir` (which must not exist): for what needs real files,
  * such as a bind mount of the build context. Hard-linked names become separate files.
  */
-export async function materializeIndex(index: TarIndex, packPath: string, dir: string): Promise<void> {
-  const reader = await PackReader.open(packPath);
+export async function materializeIndex(index: TarIndex, pack: string | PackReader, dir: string): Promise<void> {
+  const reader = typeof pack === 'string' ? await PackReader.open(pack) : pack;
   try {
     await mkdir(dir, { mode: 0o700 });
     const paths = [...index.keys()].filter((p) => p !== '').sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
@@ -280,6 +343,6 @@ export async function materializeIndex(index: TarIndex, packPath: string, dir: s
       await utimes(abs, e.mtime, e.mtime);
     }
   } finally {
-    await reader.close();
+    if (typeof pack === 'string') await reader.close();
   }
 }
