@@ -4,11 +4,10 @@ import { type FileHandle, mkdir, open, readdir, rename, rm, stat, utimes } from 
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { gunzipSync } from 'node:zlib';
 import type { Storage } from '@strata/blobstore';
 import { BuildFailure } from '@strata/build-engine';
 import type { PrismaClient } from '@strata/db';
-import { type ContextManifest, ContextManifestError, type ManifestLimits, manifestTar, parseContextManifest } from '@strata/oci';
+import { type ContextManifest, ContextManifestError, decodeStoredManifest, type ManifestLimits, manifestTar } from '@strata/oci';
 
 /** Contents read whole into memory below this size; larger ones are streamed from the pack. */
 const READ_WHOLE_BYTES = 1024 * 1024;
@@ -41,10 +40,7 @@ export class ContextPackCache {
     const chunks: Buffer[] = [];
     for await (const c of await this.storage.objects.get(key)) chunks.push(c as Buffer);
     try {
-      const stored = Buffer.concat(chunks);
-      // The api keeps the manifest as it was sent: gzip when it came gzipped.
-      const json = stored.length >= 2 && stored[0] === 0x1f && stored[1] === 0x8b ? gunzipSync(stored, { maxOutputLength: 512 * 1024 * 1024 }) : stored;
-      return parseContextManifest(JSON.parse(json.toString('utf8')), limits);
+      return decodeStoredManifest(Buffer.concat(chunks), limits);
     } catch (e) {
       if (e instanceof ContextManifestError || e instanceof SyntaxError) throw new BuildFailure(`the build context manifest was refused: ${e.message}`, null);
       throw e;
