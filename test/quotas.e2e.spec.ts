@@ -39,7 +39,9 @@ describe('quotas: over one, a 429 (rate-like) or 403 (hard) naming the quota and
     const first = await api(stack, t.token, 'POST', '/v1/builds?repository=app&tag=1', ctx(), 'application/x-tar');
     await waitForBuild(stack, t.token, first.json.id);
     // Three minutes on a worker this month: the row says so, as a long build would have left it.
-    const finishedAt = new Date();
+    // Within this month even in its first minutes (the quota counts from the 1st, 00:00 UTC).
+    const now = new Date();
+    const finishedAt = new Date(Math.max(now.getTime(), Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1, 0, 4)));
     await stack.prisma.build.update({ where: { id: first.json.id }, data: { startedAt: new Date(finishedAt.getTime() - 3 * 60_000), finishedAt } });
     const over = await api(stack, t.token, 'POST', '/v1/builds?repository=app&tag=2', ctx(), 'application/x-tar');
     expect(over.status).toBe(403);

@@ -3,12 +3,11 @@ import { createWriteStream } from 'node:fs';
 import { type FileHandle, mkdir, open, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { gunzipSync } from 'node:zlib';
 import type { Storage } from '@strata/blobstore';
 import type { ExtractedContext } from './context-cache.js';
 import { BuildFailure, IndexedTree } from '@strata/build-engine';
 import type { PrismaClient } from '@strata/db';
-import { type ContextManifest, ContextManifestError, indexManifest, type ManifestLimits, materializeIndex, PackReader, parseContextManifest } from '@strata/oci';
+import { type ContextManifest, ContextManifestError, decodeStoredManifest, indexManifest, type ManifestLimits, materializeIndex, PackReader } from '@strata/oci';
 
 const LOOKUP_BATCH = 10_000;
 /** Packs fetched at once. */
@@ -43,10 +42,7 @@ export class ContextPackCache {
     const chunks: Buffer[] = [];
     for await (const c of await this.storage.objects.get(key)) chunks.push(c as Buffer);
     try {
-      const stored = Buffer.concat(chunks);
-      // The api keeps the manifest as it was sent: gzip when it came gzipped.
-      const json = stored.length >= 2 && stored[0] === 0x1f && stored[1] === 0x8b ? gunzipSync(stored, { maxOutputLength: 512 * 1024 * 1024 }) : stored;
-      return parseContextManifest(JSON.parse(json.toString('utf8')), limits);
+      return decodeStoredManifest(Buffer.concat(chunks), limits);
     } catch (e) {
       if (e instanceof ContextManifestError || e instanceof SyntaxError) throw new BuildFailure(`the build context manifest was refused: ${e.message}`, null);
       throw e;

@@ -8,6 +8,7 @@ import { addToFleetCounter, BUILDS_QUEUE, type BuildJob, BuildLogs, BuildSchedul
 import { GarbageCollector } from '@strata/registry';
 import { BuildRunner } from './build-runner.js';
 import { claimConcurrencySlot } from './concurrency-slot.js';
+import { ContextStoreCollector } from './context-store-collector.js';
 import { clearLeftovers } from './leftovers.js';
 import { WorkerRuntime } from './runtime-adapter.js';
 
@@ -113,18 +114,28 @@ async function startGarbageCollection(
   const queue = new Queue(GC_QUEUE, { connection, prefix: config.queuePrefix });
   await queue.upsertJobScheduler('gc', { every: config.gc.intervalMs }, { name: 'gc', opts: { removeOnComplete: 20, removeOnFail: 20 } });
   const collector = new GarbageCollector(prisma, storage.blobs);
+  const contexts = new ContextStoreCollector(prisma, storage);
   const worker = new Worker(
     GC_QUEUE,
     async () => {
       const report = await collector.run({ graceMs: config.gc.graceMs, cacheBudgetBytes: config.gc.cacheBudgetBytes, cacheMaxIdleMs: config.gc.cacheMaxIdleMs });
+      const contextStore = await contexts.run({
+        retentionMs: config.gc.contextRetentionMs,
+        graceMs: config.gc.graceMs,
+        limits: { maxEntries: config.maxContextEntries, maxBytes: config.maxContextBytes },
+      });
       const local = await runtime.trimLayers(config.gc.workerLayersMaxBytes);
       logEvent('info', 'garbage collected', {
         evictedCacheEntries: report.evictedCacheEntries,
         deletedBlobs: report.deletedBlobs.length,
         keptBlobs: report.keptBlobs,
         freedLocalLayerBytes: local.freedBytes,
+        deletedContextContents: contextStore.deletedContents,
+        deletedContextBytes: contextStore.deletedBytes,
+        compactedContextPacks: contextStore.compactedPacks,
+        deletedContextPacks: contextStore.deletedPacks,
       });
-      return { ...report, local };
+      return { ...report, contextStore, local };
     },
     { connection, prefix: config.queuePrefix, concurrency: 1 },
   );

@@ -24,6 +24,13 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...base, STRATA_LOG_LINE_MAX_BYTES: '10' })).toThrow('STRATA_LOG_LINE_MAX_BYTES must be an integer of at least 256, got "10"');
   });
 
+  it('keeps context-store contents 14 days by default and refuses a retention shorter than 16 gc intervals', () => {
+    expect(loadConfig(base).gc.contextRetentionMs).toBe(14 * 24 * 3600 * 1000);
+    expect(loadConfig({ ...base, STRATA_CONTEXT_RETENTION_MS: String(16 * 3600 * 1000) }).gc.contextRetentionMs).toBe(16 * 3600 * 1000);
+    expect(() => loadConfig({ ...base, STRATA_CONTEXT_RETENTION_MS: String(15 * 3600 * 1000) })).toThrow(/STRATA_CONTEXT_RETENTION_MS \(54000000\) must be at least 16 times STRATA_GC_INTERVAL_MS \(3600000\)/);
+    expect(loadConfig({ ...base, STRATA_CONTEXT_RETENTION_MS: '60000', STRATA_GC_INTERVAL_MS: '0' }).gc.contextRetentionMs).toBe(60_000);
+  });
+
   it('schedules fairly across tenants unless STRATA_SCHEDULING says fifo, and names a wrong value', () => {
     expect(loadConfig(base).scheduling).toBe('fair');
     expect(loadConfig({ ...base, STRATA_SCHEDULING: 'fifo' }).scheduling).toBe('fifo');

@@ -78,6 +78,11 @@ export interface StrataConfig {
     cacheMaxIdleMs: number;
     /** Disk budget for the layers a worker keeps unpacked; least recently used unused ones go first. */
     workerLayersMaxBytes: number;
+    /**
+     * A tenant's context-store content no build has named for this long is collected (docs/adr/0032);
+     * from three quarters of it on, the api already reports it missing, so a client uploads it again.
+     */
+    contextRetentionMs: number;
   };
   /** Keeping the queue true to the build table (docs/adr/0011): one reconciler at a time per queue. */
   reconcile: {
@@ -162,6 +167,25 @@ function required(env: Env, name: string): string {
   const v = env[name];
   if (!v) throw new ConfigError(`${name} is not set`);
   return v;
+}
+
+/**
+ * STRATA_CONTEXT_RETENTION_MS (default 14 days). The collector moves a content's last use forward at
+ * most one gc interval after a build named it, and the api stops vouching for a content at three
+ * quarters of the retention: the remaining quarter must hold several gc intervals.
+ */
+function contextRetention(env: Env): number {
+  const retention = int(env, 'STRATA_CONTEXT_RETENTION_MS', 14 * 24 * 60 * 60 * 1000, 60_000);
+  const interval = int(env, 'STRATA_GC_INTERVAL_MS', 60 * 60 * 1000);
+  if (interval > 0 && interval * 4 > retention / 4) {
+    throw new ConfigError(`STRATA_CONTEXT_RETENTION_MS (${retention}) must be at least 16 times STRATA_GC_INTERVAL_MS (${interval}), so a content a build named is marked used long before it could be collected`);
+  }
+  return retention;
+}
+
+/** From when (before `now`) the api treats a stored context content as missing: three quarters of the retention. */
+export function contextStaleBefore(config: Pick<StrataConfig, 'gc'>, now = Date.now()): Date {
+  return new Date(now - Math.floor((config.gc.contextRetentionMs * 3) / 4));
 }
 
 function int(env: Env, name: string, fallback: number, min = 0): number {
@@ -405,6 +429,7 @@ export function loadConfig(env: Env = process.env): StrataConfig {
       cacheBudgetBytes: int(env, 'STRATA_CACHE_BUDGET_BYTES', 50 * 1024 ** 3),
       cacheMaxIdleMs: int(env, 'STRATA_CACHE_MAX_IDLE_MS', 14 * 24 * 60 * 60 * 1000),
       workerLayersMaxBytes: int(env, 'STRATA_WORKER_LAYERS_MAX_BYTES', 20 * 1024 ** 3),
+      contextRetentionMs: contextRetention(env),
     },
     reconcile: {
       intervalMs: int(env, 'STRATA_RECONCILE_INTERVAL_MS', 10_000),

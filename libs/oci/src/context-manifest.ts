@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { gunzipSync } from 'node:zlib';
 import { encodeTarHeader, tarEndOfArchive, tarPadding } from './tar-format.js';
 import { lexicallyEscapes } from './tar-reader.js';
 
@@ -63,6 +64,15 @@ function cleanPath(p: unknown, where: () => string): string {
 function integer(v: unknown, field: string, where: () => string, max: number): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > max) throw new ContextManifestError(`${where()}: "${field}" must be an integer from 0 to ${max}`);
   return v;
+}
+
+/**
+ * A manifest as the api stores it (as it was sent: JSON, or gzip of it), read back and checked
+ * again. Throws ContextManifestError or SyntaxError when it is not a valid manifest.
+ */
+export function decodeStoredManifest(stored: Buffer, limits: ManifestLimits): ContextManifest {
+  const json = stored.length >= 2 && stored[0] === 0x1f && stored[1] === 0x8b ? gunzipSync(stored, { maxOutputLength: 512 * 1024 * 1024 }) : stored;
+  return parseContextManifest(JSON.parse(json.toString('utf8')), limits);
 }
 
 /**

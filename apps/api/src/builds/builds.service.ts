@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { createHash, randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
-import { buildCancelChannel, sealSecrets, STRATA_CONFIG, type StrataConfig } from '@strata/config';
+import { buildCancelChannel, contextStaleBefore, sealSecrets, STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService, type Prisma, retryOnUniqueViolation } from '@strata/db';
 import { type RegistryAuth, registryAuthToEntries } from '@strata/registry';
 import { type BuildScheduler, logEvent, redisConnection } from '@strata/queue';
@@ -226,8 +226,9 @@ export class BuildsService implements OnModuleDestroy {
   private async knownManifest(tenantId: string, digest: string, body: Readable): Promise<StoredContext> {
     body.resume();
     if (!/^sha256:[0-9a-f]{64}$/.test(digest)) throw new BadRequestException(`Invalid Strata-Context-Digest "${digest.slice(0, 100)}": give "sha256:" and 64 lowercase hex digits.`);
+    // Only a build recent enough that the collector cannot have taken its contents (docs/adr/0032).
     const earlier = await this.prisma.build.findFirst({
-      where: { tenantId, contextFormat: 'manifest', contextDigest: digest, contextKey: { not: null } },
+      where: { tenantId, contextFormat: 'manifest', contextDigest: digest, contextKey: { not: null }, createdAt: { gte: contextStaleBefore(this.config) } },
       orderBy: { createdAt: 'desc' },
       select: { contextKey: true, contextSize: true },
     });

@@ -3,7 +3,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { PassThrough, Readable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
-import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
+import { contextStaleBefore, STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService } from '@strata/db';
 import { type ContextManifest, ContextManifestError, parseContextManifest, readTarEntries, TarExtractionError, TarFormatError } from '@strata/oci';
 import { readSmallBody } from '../common/body.js';
@@ -71,14 +71,20 @@ export class ContextStoreService {
     }
   }
 
-  /** The contents (as "sha256:<hex>") of `digests` this tenant's store lacks, in the order given. */
+  /**
+   * The contents (as "sha256:<hex>") of `digests` this tenant's store lacks, in the order given. A
+   * content no build has named for three quarters of the retention counts as missing: the collector
+   * may take it (docs/adr/0032), so the client uploads it again, which marks it used.
+   */
   async missing(tenantId: string, digests: Iterable<string>): Promise<string[]> {
     const wanted = [...new Set(digests)];
     const have = new Set<string>();
+    const fresh = contextStaleBefore(this.config);
     for (let i = 0; i < wanted.length; i += LOOKUP_BATCH) {
       const hex = wanted.slice(i, i + LOOKUP_BATCH).map((d) => d.replace(/^sha256:/, ''));
       // One array parameter, not one parameter per digest: the query stays small for 10,000 digests.
-      const rows = await this.prisma.$queryRaw<Array<{ digest: string }>>`SELECT digest FROM "ContextBlob" WHERE "tenantId" = ${tenantId}::uuid AND digest = ANY(${hex}::text[])`;
+      const rows = await this.prisma.$queryRaw<Array<{ digest: string }>>`
+        SELECT digest FROM "ContextBlob" WHERE "tenantId" = ${tenantId}::uuid AND digest = ANY(${hex}::text[]) AND "lastUsedAt" >= ${fresh}`;
       for (const r of rows) have.add(`sha256:${r.digest}`);
     }
     return wanted.filter((d) => !have.has(d));
@@ -160,13 +166,18 @@ export class ContextStoreService {
       throw e;
     }
     const created = { count: 0 };
-    // In slices: one statement holds at most 65,535 parameters.
+    // A content the store already holds stays where it is, unless it is stale (the api no longer
+    // vouches for it, the collector may take it): then it moves to this pack and is marked used now.
+    const stale = contextStaleBefore(this.config);
     for (let i = 0; i < rows.length; i += 5_000) {
-      const r = await this.prisma.contextBlob.createMany({
-        data: rows.slice(i, i + 5_000).map((x) => ({ tenantId, digest: x.digest, packKey, offset: BigInt(x.offset), size: BigInt(x.size) })),
-        skipDuplicates: true,
-      });
-      created.count += r.count;
+      const slice = rows.slice(i, i + 5_000);
+      created.count += await this.prisma.$executeRaw`
+        INSERT INTO "ContextBlob" ("tenantId", digest, "packKey", "offset", size)
+        SELECT ${tenantId}::uuid, x.digest, ${packKey}, x.at, x.size
+        FROM unnest(${slice.map((x) => x.digest)}::text[], ${slice.map((x) => x.offset)}::bigint[], ${slice.map((x) => x.size)}::bigint[]) AS x(digest, at, size)
+        ON CONFLICT ("tenantId", digest) DO UPDATE
+          SET "packKey" = EXCLUDED."packKey", "offset" = EXCLUDED."offset", size = EXCLUDED.size, "lastUsedAt" = CURRENT_TIMESTAMP
+          WHERE "ContextBlob"."lastUsedAt" < ${stale}`;
     }
     // Every content was already there (a retry, or a race with another upload): the pack serves nothing.
     if (created.count === 0) await this.storage.objects.delete(packKey).catch(() => undefined);
