@@ -11,6 +11,11 @@ import type { Descriptor, Digest, PackedLayer } from '@strata/oci';
 
 /** The cache index in Postgres, scoped to one tenant: another tenant's keys are never read. */
 export class PrismaCacheIndex implements CacheIndex {
+  /** Entries read ahead in one query (prefetch), by key: null where the key had no usable entry then. */
+  private ahead: Promise<Map<string, CachedStep | null>> | null = null;
+  /** Keys answered from `ahead`, marked used together by touchPrefetched(). */
+  private readonly hits = new Set<string>();
+
   constructor(
     private readonly prisma: PrismaClient,
     private readonly tenantId: string,
@@ -19,7 +24,35 @@ export class PrismaCacheIndex implements CacheIndex {
   /** A hit whose layer has no Blob row is a miss: garbage collection removes the row before the blob. */
   readonly checksLayers = true;
 
+  /**
+   * Reads the entries of `keys` (the previous build's steps: what an unchanged rebuild asks for) in
+   * one round trip, so each step's lookup of one of them costs none (docs/adr/0033). Read only: the
+   * hits are marked used by touchPrefetched(). A failed read leaves every lookup to get().
+   */
+  prefetch(keys: readonly string[]): void {
+    const unique = [...new Set(keys)];
+    if (unique.length === 0) return;
+    this.ahead = this.prisma.$queryRaw<Array<{ cacheKey: string; result: CachedStep; stored: boolean }>>`
+      SELECT c."cacheKey", c."result",
+        (c."result"->'layer' IS NULL OR EXISTS (SELECT 1 FROM "Blob" b WHERE b."digest" = c."result"->'layer'->'descriptor'->>'digest')) AS "stored"
+      FROM "CacheEntry" c WHERE c."tenantId" = ${this.tenantId}::uuid AND c."cacheKey" = ANY(${unique}::text[])`.then(
+      (rows) => {
+        const found = new Map<string, CachedStep | null>(unique.map((k) => [k, null]));
+        for (const r of rows) found.set(r.cacheKey, r.stored ? r.result : null);
+        return found;
+      },
+      () => new Map(),
+    );
+  }
+
   async get(key: string): Promise<CachedStep | null> {
+    const ahead = await this.ahead;
+    if (ahead?.has(key)) {
+      const hit = ahead.get(key) ?? null;
+      // A key read ahead without an entry is a miss as it would have been a moment later; no second query.
+      if (hit) this.hits.add(key);
+      return hit;
+    }
     // One round trip: a hit is read, checked against the blob table and marked used together
     // (every step of every build asks; an S3 HEAD per step would cost more than the query).
     const rows = await this.prisma.$queryRaw<Array<{ result: CachedStep; stored: boolean }>>`
@@ -30,7 +63,17 @@ export class PrismaCacheIndex implements CacheIndex {
     return rows.length > 0 && rows[0].stored ? rows[0].result : null;
   }
 
+  /** Marks the entries served from the read-ahead as used, in one statement (the build is over by then; GC's idle clock moves as get() moves it). */
+  async touchPrefetched(): Promise<void> {
+    const keys = [...this.hits];
+    this.hits.clear();
+    if (keys.length === 0) return;
+    await this.prisma.$executeRaw`UPDATE "CacheEntry" SET "lastUsedAt" = now() WHERE "tenantId" = ${this.tenantId}::uuid AND "cacheKey" = ANY(${keys}::text[])`;
+  }
+
   async put(key: string, value: CachedStep): Promise<void> {
+    // Asked again later in this build (another stage): read it then, not from the read-ahead.
+    void this.ahead?.then((m) => m.delete(key));
     const result = value as unknown as Prisma.InputJsonValue;
     await this.prisma.cacheEntry.upsert({
       where: { tenantId_cacheKey: { tenantId: this.tenantId, cacheKey: key } },

@@ -88,7 +88,9 @@ export class BuildRunner {
     });
     if (claimed.count === 0) return; // cancelled, or already finished by another worker
     const build = await prisma.build.findUniqueOrThrow({ where: { id: buildId }, include: { repository: true } });
-    await prisma.buildStep.deleteMany({ where: { buildId } });
+    // Rows an earlier attempt left go before this attempt writes its own; nothing else waits for that.
+    const cleared = prisma.buildStep.deleteMany({ where: { buildId } });
+    cleared.catch(() => undefined);
     // The build's secrets, decrypted only in this worker's memory; every value is redacted from the log.
     let secrets = new Map<string, Buffer>();
     let secretsError: string | null = null;
@@ -121,6 +123,14 @@ export class BuildRunner {
     let lint: { warnings: Diagnostic[]; plan: BuildPlan | null } = { warnings: [], plan: null };
     const resolvedImages = new Map<string, ImageConfig>();
     let handedBack = false;
+    // The previous build's steps, read while the context is made ready: their fingerprints explain
+    // misses, and their cache keys are read ahead in one query (an unchanged rebuild asks for exactly those).
+    const cache = new PrismaCacheIndex(prisma, build.tenantId);
+    const previousSteps = this.previousSteps(build).then((p) => {
+      if (!build.noCache) cache.prefetch(p.cacheKeys);
+      return p;
+    });
+    previousSteps.catch(() => undefined);
     try {
       if (secretsError) throw new BuildFailure(secretsError, null);
       await rm(workDir, { recursive: true, force: true });
@@ -151,8 +161,8 @@ export class BuildRunner {
       await this.recordWarnings(buildId, lint.warnings, log);
       const lintError = lint.warnings.find((w) => w.severity === 'error');
       if (lintError) throw new BuildFailure(`${build.dockerfilePath}:${lintError.line}: ${lintError.message}`, lintError.line);
-      const previous = await this.previousFingerprints(build);
-      const stepWrites: Array<Promise<unknown>> = [];
+      const { fingerprints: previous } = await previousSteps;
+      const stepRows = new StepRows(prisma, cleared);
       const engine = new BuildEngine({
         previousStep: (stage, index) => previous.get(`${stage}:${index}`) ?? null,
         images: recordingResolver(
@@ -168,7 +178,7 @@ export class BuildRunner {
         ),
         layers: this.layers,
         indexer: this.indexer,
-        cache: new PrismaCacheIndex(prisma, build.tenantId),
+        cache,
         executor: this.deps.executor && 'forTenant' in this.deps.executor ? this.deps.executor.forTenant(build.tenantId) : this.deps.executor,
         allowHostNetwork: config.run.network === 'host',
         allowInsecure: config.run.allowInsecure,
@@ -179,27 +189,22 @@ export class BuildRunner {
           this.deps.onEvent?.(buildId, e);
           log?.event(e);
           if (e.type === 'step-done') {
-            const write = prisma.buildStep
-              .create({
-                data: {
-                  buildId,
-                  tenantId: build.tenantId,
-                  stage: e.stage,
-                  stageName: e.stageName,
-                  index: e.index,
-                  line: e.line,
-                  instruction: e.instruction,
-                  cacheKey: e.cacheKey,
-                  cached: e.cached,
-                  missReason: e.missReason,
-                  fingerprint: e.fingerprint as unknown as Prisma.InputJsonValue,
-                  startedAt: e.startedAt,
-                  durationMs: e.durationMs,
-                  layerDigest: e.layerDigest,
-                },
-              })
-              .catch(() => undefined);
-            stepWrites.push(write);
+            stepRows.add({
+              buildId,
+              tenantId: build.tenantId,
+              stage: e.stage,
+              stageName: e.stageName,
+              index: e.index,
+              line: e.line,
+              instruction: e.instruction,
+              cacheKey: e.cacheKey,
+              cached: e.cached,
+              missReason: e.missReason,
+              fingerprint: e.fingerprint as unknown as Prisma.InputJsonValue,
+              startedAt: e.startedAt,
+              durationMs: e.durationMs,
+              layerDigest: e.layerDigest,
+            });
           }
         },
       });
@@ -220,8 +225,9 @@ export class BuildRunner {
       const imageFindings = await this.lintResolvedImages(buildId, lint, resolvedImages, log);
       const imageError = imageFindings.find((w) => w.severity === 'error');
       if (imageError) throw new BuildFailure(`${build.dockerfilePath}:${imageError.line}: ${imageError.message}`, imageError.line);
-      // Every step row is in before the build reads as finished.
-      await Promise.all(stepWrites);
+      // Every step row is in before the build reads as finished; they are written while the image is published.
+      const rowsWritten = stepRows.settled();
+      const touched = cache.touchPrefetched().catch(() => undefined);
       const published = await this.images.publish({
         tenantId: build.tenantId,
         repositoryId: build.repositoryId,
@@ -230,6 +236,7 @@ export class BuildRunner {
         tags: build.tags,
         buildId,
       });
+      await rowsWritten;
       await prisma.build.update({
         where: { id: buildId },
         data: {
@@ -244,6 +251,7 @@ export class BuildRunner {
         },
       });
       statuses?.report('success');
+      await touched;
       await log?.finish('succeeded', `image ${published.manifestDigest}`);
     } catch (e) {
       if (this.shutdown.signal.aborted && signal?.aborted !== true) {
@@ -414,8 +422,8 @@ export class BuildRunner {
     return true;
   }
 
-  /** Step fingerprints of the previous finished build of the same repository and target. */
-  private async previousFingerprints(build: Build): Promise<Map<string, StepFingerprint>> {
+  /** Step fingerprints and cache keys of the previous finished build of the same repository and target. */
+  private async previousSteps(build: Build): Promise<{ fingerprints: Map<string, StepFingerprint>; cacheKeys: string[] }> {
     const prev = await this.deps.prisma.build.findFirst({
       where: {
         tenantId: build.tenantId,
@@ -431,7 +439,7 @@ export class BuildRunner {
     });
     const map = new Map<string, StepFingerprint>();
     for (const s of prev?.steps ?? []) if (s.fingerprint) map.set(`${s.stage}:${s.index}`, s.fingerprint as unknown as StepFingerprint);
-    return map;
+    return { fingerprints: map, cacheKeys: (prev?.steps ?? []).flatMap((s) => (s.cacheKey ? [s.cacheKey] : [])) };
   }
 
   private async readDockerfile(context: IndexedContext, rel: string): Promise<string> {
@@ -444,6 +452,36 @@ export class BuildRunner {
     }
     if (bytes === null) throw new BuildFailure(`no Dockerfile at "${rel}" in the build context`, null);
     return bytes.toString('utf8');
+  }
+}
+
+/**
+ * A build's step rows, written as its steps end: the rows of steps that end together (cache hits
+ * come a few at a time) go in one INSERT, not one each. A failed write is dropped, as before.
+ */
+class StepRows {
+  private pending: Prisma.BuildStepCreateManyInput[] = [];
+  private writing: Promise<void>;
+
+  /** @param cleared the delete of an earlier attempt's rows: the first write waits for it. */
+  constructor(private readonly prisma: PrismaClient, cleared: Promise<unknown>) {
+    this.writing = cleared.then(() => undefined, () => undefined);
+  }
+
+  add(row: Prisma.BuildStepCreateManyInput): void {
+    this.pending.push(row);
+    // The first row of a batch schedules its write; the rows that follow within the same turn join it.
+    if (this.pending.length === 1) this.writing = this.writing.then(() => new Promise<void>((r) => setImmediate(r))).then(() => this.flush());
+  }
+
+  private async flush(): Promise<void> {
+    const rows = this.pending.splice(0);
+    if (rows.length > 0) await this.prisma.buildStep.createMany({ data: rows, skipDuplicates: true }).then(() => undefined, () => undefined);
+  }
+
+  /** Resolves once every row added so far is written (or its write failed). */
+  settled(): Promise<void> {
+    return this.writing;
   }
 }
 

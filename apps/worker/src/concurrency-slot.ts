@@ -8,6 +8,9 @@ import type { PrismaClient } from '@strata/db';
  * build no longer queued (a retry, a cancel), is left to the runner's own claim.
  */
 export async function claimConcurrencySlot(prisma: PrismaClient, buildId: string, workerId: string): Promise<boolean> {
+  // Most tenants have no such quota: one read says so, without a transaction's extra round trips.
+  const first = await prisma.build.findUnique({ where: { id: buildId }, select: { status: true, tenant: { select: { maxConcurrentBuilds: true } } } });
+  if (!first || first.status !== 'queued' || first.tenant.maxConcurrentBuilds === null) return true;
   return prisma.$transaction(async (tx) => {
     const build = await tx.build.findUnique({ where: { id: buildId }, select: { status: true, tenantId: true, tenant: { select: { maxConcurrentBuilds: true } } } });
     if (!build || build.status !== 'queued' || build.tenant.maxConcurrentBuilds === null) return true;

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import type { IndexedTree } from '@strata/build-engine';
+import { IndexedTree } from '@strata/build-engine';
 import { type ExtractLimits, indexTar, materializeIndex, PackReader, type TarIndex, type TarIndexEntry } from '@strata/oci';
 
 export interface ExtractedContext {
@@ -28,10 +28,17 @@ export class ContextCache {
   private readonly inUse = new Map<string, number>();
   private readonly pending = new Map<string, Promise<TarIndex>>();
   private readonly trees = new Map<string, Promise<string>>();
+  /**
+   * The indexed trees of the last contexts opened, by key, least recently used first (at most
+   * `maxTreeEntries` paths in all): a rebuild of the same bytes reads and parses no index and
+   * walks nothing for its COPY checksums, which the tree keeps (docs/adr/0033).
+   */
+  private readonly indexed = new Map<string, IndexedTree>();
 
   constructor(
     private readonly root: string,
     private readonly maxEntries = 16,
+    private readonly maxTreeEntries = 100_000,
   ) {}
 
   async open(tenantId: string, digest: string, download: () => Promise<Readable>, limits: ExtractLimits): Promise<ExtractedContext> {
@@ -48,7 +55,8 @@ export class ContextCache {
       return true;
     };
     try {
-      let index = await this.read(entry);
+      let tree = this.indexed.get(key);
+      let index = tree?.index ?? (await this.read(entry));
       if (!index) {
         // Two builds of the same new context index it once.
         let p = this.pending.get(key);
@@ -63,8 +71,11 @@ export class ContextCache {
       await utimes(entry, now, now).catch(() => undefined);
       const pack = await PackReader.open(path.join(entry, 'pack'));
       const ix = index;
+      tree ??= new IndexedTree(ix);
+      this.remember(key, tree);
       return {
         index: ix,
+        tree,
         pack,
         directory: () => this.tree(key, entry, ix),
         release: async () => {
@@ -74,6 +85,18 @@ export class ContextCache {
     } catch (e) {
       unuse();
       throw e;
+    }
+  }
+
+  private remember(key: string, tree: IndexedTree): void {
+    this.indexed.delete(key);
+    this.indexed.set(key, tree);
+    let total = 0;
+    for (const t of this.indexed.values()) total += t.index.size;
+    for (const [k, t] of this.indexed) {
+      if (total <= this.maxTreeEntries || this.indexed.size === 1) break;
+      this.indexed.delete(k);
+      total -= t.index.size;
     }
   }
 
@@ -152,6 +175,7 @@ export class ContextCache {
     for (const e of entries.slice(this.maxEntries)) {
       if (this.inUse.has(e.name) || this.pending.has(e.name)) continue;
       this.trees.delete(e.name);
+      this.indexed.delete(e.name);
       await rm(path.join(this.root, e.name), { recursive: true, force: true }).catch(() => undefined);
     }
   }

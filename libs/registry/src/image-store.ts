@@ -74,7 +74,10 @@ export class ImageStore {
       layers: args.layers,
     };
     const manifest = encodeJsonBlob(MediaType.ociManifest, manifestDoc);
-    await Promise.all([this.blobs.put(config.bytes, config.descriptor.digest), this.blobs.put(manifest.bytes, manifest.descriptor.digest)]);
+    // A manifest some repository records is stored with its config (garbage collection keeps what a
+    // manifest row names): an unchanged rebuild's image needs no S3 request at all (docs/adr/0033).
+    const known = (await this.prisma.manifest.count({ where: { digest: manifest.descriptor.digest, configDigest: config.descriptor.digest } })) > 0;
+    if (!known) await Promise.all([this.blobs.put(config.bytes, config.descriptor.digest), this.blobs.put(manifest.bytes, manifest.descriptor.digest)]);
 
     await this.recordManifest({
       tenantId: args.tenantId,

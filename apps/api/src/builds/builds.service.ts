@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { createHash, randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
+import { readUpTo } from '@strata/blobstore';
 import { buildCancelChannel, contextStaleBefore, sealSecrets, STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService, type Prisma, retryOnUniqueViolation } from '@strata/db';
 import { type RegistryAuth, registryAuthToEntries } from '@strata/registry';
@@ -40,6 +41,9 @@ const DOCKERFILE_MAX_BYTES = 4 * 1024 * 1024;
 /** The reconciler claimed this upload's row (it looked abandoned) before the Build could be made. */
 class ContextUploadSwept extends Error {}
 
+/** Tar contexts up to this size are read whole before they are stored, so an unchanged one is not stored again (docs/adr/0033). */
+const REUSE_MAX_BYTES = 4 * 1024 * 1024;
+
 const isGzip = (b: Buffer) => b.length >= 2 && b[0] === 0x1f && b[1] === 0x8b;
 
 /** A context sent as a manifest, where it is kept (docs/adr/0025). */
@@ -67,8 +71,10 @@ export class BuildsService implements OnModuleDestroy {
   ) {}
 
   /**
-   * Streams the context to S3 (never whole in memory), records the build and queues it.
-   * Nothing is recorded unless the whole context arrived within the size limit.
+   * Streams the context to S3 (never whole in memory above REUSE_MAX_BYTES), records the build and
+   * queues it. Nothing is recorded unless the whole context arrived within the size limit. A small
+   * context is read whole first: when an earlier build of the same tenant stored the same bytes, the
+   * build uses that object and nothing is stored (docs/adr/0033).
    */
   async submit(tenantId: string, req: BuildRequest, body: Readable, secrets: ReadonlyMap<string, Buffer> = new Map()): Promise<BuildView> {
     const type = (req.contentType ?? '').split(';')[0].trim().toLowerCase();
@@ -80,7 +86,7 @@ export class BuildsService implements OnModuleDestroy {
       );
     }
     const id = randomUUID();
-    const contextKey = `contexts/${id}`;
+    let contextKey = `contexts/${id}`;
     const limit = this.config.maxContextBytes;
     let size = 0;
     let tooLarge = false;
@@ -100,54 +106,67 @@ export class BuildsService implements OnModuleDestroy {
     const archive = new ContextArchiveCheck();
     body.on('error', (e) => counter.destroy(e));
     counter.on('error', (e) => archive.destroy(e));
-    // Recorded before the first byte goes to S3 and refreshed while the request is open: if this
-    // process dies mid-upload, the reconciler finds the row gone stale and deletes what reached S3.
-    await this.prisma.contextUpload.create({ data: { id, tenantId, queue: this.config.queuePrefix, key: contextKey } });
-    const beat = setInterval(() => {
-      this.prisma.contextUpload.updateMany({ where: { id }, data: { updatedAt: new Date() } }).catch(() => undefined);
-    }, Math.max(100, Math.floor(this.config.reconcile.workerStaleMs / 3)));
-    const abandon = async () => {
-      await this.storage.objects.delete(contextKey).catch(() => undefined);
-      await this.prisma.contextUpload.deleteMany({ where: { id } }).catch(() => undefined);
-    };
     body.pipe(counter).pipe(archive);
-    try {
-      await this.storage.objects.put(contextKey, archive);
-    } catch (e) {
-      clearInterval(beat);
-      await abandon();
+    const refused = (e: unknown): unknown => {
       body.resume();
-      if (archive.refusal) throw archive.refusal;
+      if (archive.refusal) return archive.refusal;
       if (tooLarge) {
-        throw new HttpException(
+        return new HttpException(
           { statusCode: 413, error: 'Payload Too Large', message: `The build context is larger than the limit of ${limit} bytes.` },
           HttpStatus.PAYLOAD_TOO_LARGE,
         );
       }
-      throw e;
+      return e;
+    };
+    // A context that fits in REUSE_MAX_BYTES is read whole before anything goes to S3, so its digest
+    // is known first; a larger one streams on as it arrives.
+    let head: { bytes: Buffer; rest: Readable | null };
+    try {
+      head = await readUpTo(archive, REUSE_MAX_BYTES);
+    } catch (e) {
+      throw refused(e);
     }
-    clearInterval(beat);
-    if (size === 0) {
-      await abandon();
-      throw new BadRequestException('The request body is empty: send the build context as a tar or tar.gz archive.');
+    if (size === 0) throw new BadRequestException('The request body is empty: send the build context as a tar or tar.gz archive.');
+    const reused = head.rest === null ? await this.storedTarContext(tenantId, `sha256:${contextHash.copy().digest('hex')}`, size) : null;
+    if (reused) contextKey = reused;
+    // Recorded before the first byte goes to S3 and refreshed while the request is open: if this
+    // process dies mid-upload, the reconciler finds the row gone stale and deletes what reached S3.
+    const abandon = async () => {
+      if (reused) return; // another build's context: never ours to delete
+      await this.storage.objects.delete(contextKey).catch(() => undefined);
+      await this.prisma.contextUpload.deleteMany({ where: { id } }).catch(() => undefined);
+    };
+    if (!reused) {
+      await this.prisma.contextUpload.create({ data: { id, tenantId, queue: this.config.queuePrefix, key: contextKey } });
+      const beat = setInterval(() => {
+        this.prisma.contextUpload.updateMany({ where: { id }, data: { updatedAt: new Date() } }).catch(() => undefined);
+      }, Math.max(100, Math.floor(this.config.reconcile.workerStaleMs / 3)));
+      try {
+        await this.storage.objects.put(contextKey, head.rest ?? head.bytes);
+      } catch (e) {
+        await abandon();
+        throw refused(e);
+      } finally {
+        clearInterval(beat);
+      }
     }
     const contextDigest = `sha256:${contextHash.digest('hex')}`;
 
-    const common = await this.buildRecord(id, tenantId, req, secrets);
+    const { common, repository } = await this.buildRecord(id, tenantId, req, secrets);
     // The upload's row is deleted in the transaction that makes the Build: either the build exists
     // with its context, or the reconciler (which claims a stale row the same way) removes the context.
     const record = async (tx: Prisma.TransactionClient) => {
-      const claimed = await tx.contextUpload.deleteMany({ where: { id } });
-      if (claimed.count === 0) throw new ContextUploadSwept();
-      return tx.build.create({
-        data: { ...common, contextKey, contextSize: BigInt(size), contextDigest },
-        include: { repository: true, steps: true },
-      });
+      if (!reused) {
+        const claimed = await tx.contextUpload.deleteMany({ where: { id } });
+        if (claimed.count === 0) throw new ContextUploadSwept();
+      }
+      // A new build has no steps, and its repository is known: the insert alone.
+      return tx.build.create({ data: { ...common, contextKey, contextSize: BigInt(size), contextDigest } });
     };
     let build;
     try {
       // The queued-builds quota is checked again here, atomically with the insert (QuotasService.withQueuedSlot).
-      build = await this.quotas.withQueuedSlot(tenantId, (tx) => (tx ? record(tx) : this.prisma.$transaction((t) => record(t))));
+      build = await this.quotas.withQueuedSlot(tenantId, (tx) => (tx ? record(tx) : reused ? record(this.prisma) : this.prisma.$transaction((t) => record(t))));
     } catch (e) {
       await abandon();
       if (e instanceof ContextUploadSwept) {
@@ -160,7 +179,23 @@ export class BuildsService implements OnModuleDestroy {
     }
     await this.scheduler.enqueue({ buildId: id, tenantId });
     logEvent('info', 'build queued', { buildId: id, tenantId, repository: req.repository, contextBytes: size });
-    return toBuildView(build);
+    return toBuildView({ ...build, repository, steps: [] });
+  }
+
+  /**
+   * The key of a tar context with these bytes that an earlier build of this tenant stored, recently
+   * enough to be kept (as a build by manifest digest reuses one), or null. Only this tenant's builds
+   * are looked at: another tenant's identical context is never used, nor is its existence revealed.
+   */
+  private async storedTarContext(tenantId: string, digest: string, size: number): Promise<string | null> {
+    const earlier = await this.prisma.build.findFirst({
+      where: { tenantId, source: 'upload', contextFormat: 'tar', contextDigest: digest, contextSize: BigInt(size), contextKey: { not: null }, createdAt: { gte: contextStaleBefore(this.config) } },
+      orderBy: { createdAt: 'desc' },
+      select: { contextKey: true },
+    });
+    if (!earlier?.contextKey) return null;
+    const stored = await this.storage.objects.stat(earlier.contextKey);
+    return stored?.size === size ? earlier.contextKey : null;
   }
 
   /**
@@ -183,7 +218,7 @@ export class BuildsService implements OnModuleDestroy {
         create: { tenantId, name: req.repository },
       }),
     );
-    return {
+    const common = {
       id,
       tenantId,
       repositoryId: repository.id,
@@ -197,6 +232,7 @@ export class BuildsService implements OnModuleDestroy {
       registryAuthSealed,
       queue: this.config.queuePrefix,
     };
+    return { common, repository };
   }
 
   /**
@@ -206,16 +242,15 @@ export class BuildsService implements OnModuleDestroy {
   private async submitManifest(tenantId: string, req: BuildRequest, body: Readable, secrets: ReadonlyMap<string, Buffer>): Promise<BuildView> {
     const id = randomUUID();
     const context = req.contextDigest ? await this.knownManifest(tenantId, req.contextDigest, body) : await this.storeManifest(tenantId, id, req, body);
-    const common = await this.buildRecord(id, tenantId, req, secrets);
+    const { common, repository } = await this.buildRecord(id, tenantId, req, secrets);
     const build = await this.quotas.withQueuedSlot(tenantId, (tx) =>
       (tx ?? this.prisma).build.create({
         data: { ...common, contextKey: context.contextKey, contextSize: BigInt(context.size), contextDigest: context.digest, contextFormat: 'manifest' },
-        include: { repository: true, steps: true },
       }),
     );
     await this.scheduler.enqueue({ buildId: id, tenantId });
     logEvent('info', 'build queued', { buildId: id, tenantId, repository: req.repository, contextBytes: context.size, contextFormat: 'manifest' });
-    return toBuildView(build);
+    return toBuildView({ ...build, repository, steps: [] });
   }
 
   /**
