@@ -74,9 +74,13 @@ export class ImageStore {
       layers: args.layers,
     };
     const manifest = encodeJsonBlob(MediaType.ociManifest, manifestDoc);
-    // A manifest some repository records is stored with its config (garbage collection keeps what a
+    // A manifest the repository records is stored with its config (garbage collection keeps what a
     // manifest row names): an unchanged rebuild's image needs no S3 request at all (docs/adr/0033).
-    const known = (await this.prisma.manifest.count({ where: { digest: manifest.descriptor.digest, configDigest: config.descriptor.digest } })) > 0;
+    const recorded = await this.prisma.manifest.findUnique({
+      where: { repositoryId_digest: { repositoryId: args.repositoryId, digest: manifest.descriptor.digest } },
+      select: { configDigest: true },
+    });
+    const known = recorded?.configDigest === config.descriptor.digest;
     if (!known) await Promise.all([this.blobs.put(config.bytes, config.descriptor.digest), this.blobs.put(manifest.bytes, manifest.descriptor.digest)]);
 
     await this.recordManifest({
