@@ -87,7 +87,8 @@ export class BuildRunner {
       data: { status: 'running', startedAt: new Date(), workerId: this.deps.workerId ?? hostname(), queue: config.queuePrefix, attempts: { increment: 1 } },
     });
     if (claimed.count === 0) return; // cancelled, or already finished by another worker
-    const build = await prisma.build.findUniqueOrThrow({ where: { id: buildId }, include: { repository: true } });
+    // The row alone (one query); a build from a push reads its repository's name in gitRequest.
+    const build = await prisma.build.findUniqueOrThrow({ where: { id: buildId } });
     // Rows an earlier attempt left go before this attempt writes its own; nothing else waits for that.
     const cleared = prisma.buildStep.deleteMany({ where: { buildId } });
     cleared.catch(() => undefined);
@@ -362,7 +363,7 @@ export class BuildRunner {
    * What a build from a push fetches, with the trigger's credentials opened in this worker's memory
    * only, and where its commit statuses go. A problem (the trigger was deleted) fails the build.
    */
-  private async gitRequest(build: Build & { repository: { name: string } }): Promise<{ request: CommitRequest; statuses: CommitStatusReporter } | { problem: string; statuses: null }> {
+  private async gitRequest(build: Build): Promise<{ request: CommitRequest; statuses: CommitStatusReporter } | { problem: string; statuses: null }> {
     const g = build.gitSource as Record<string, string | boolean>;
     const triggerId = String(g.triggerId);
     const trigger = await this.deps.prisma.trigger.findFirst({ where: { id: triggerId, tenantId: build.tenantId } });
@@ -394,7 +395,7 @@ export class BuildRunner {
         sha: request.sha,
         token: text('token') ?? null,
         username: text('username') ?? null,
-        context: `strata/${build.repository.name}`,
+        context: `strata/${(await this.deps.prisma.repository.findUniqueOrThrow({ where: { id: build.repositoryId }, select: { name: true } })).name}`,
         targetUrl: `${this.deps.config.publicUrl}/builds/${build.id}`,
         triggerId,
         deliveryId: String(g.deliveryId),

@@ -9,8 +9,9 @@ import type { PrismaClient } from '@strata/db';
  */
 export async function claimConcurrencySlot(prisma: PrismaClient, buildId: string, workerId: string): Promise<boolean> {
   // Most tenants have no such quota: one read says so, without a transaction's extra round trips.
-  const first = await prisma.build.findUnique({ where: { id: buildId }, select: { status: true, tenant: { select: { maxConcurrentBuilds: true } } } });
-  if (!first || first.status !== 'queued' || first.tenant.maxConcurrentBuilds === null) return true;
+  const [first] = await prisma.$queryRaw<Array<{ status: string; maxConcurrentBuilds: number | null }>>`
+    SELECT b."status"::text AS "status", t."maxConcurrentBuilds" FROM "Build" b JOIN "Tenant" t ON t."id" = b."tenantId" WHERE b."id" = ${buildId}::uuid`;
+  if (!first || first.status !== 'queued' || first.maxConcurrentBuilds === null) return true;
   return prisma.$transaction(async (tx) => {
     const build = await tx.build.findUnique({ where: { id: buildId }, select: { status: true, tenantId: true, tenant: { select: { maxConcurrentBuilds: true } } } });
     if (!build || build.status !== 'queued' || build.tenant.maxConcurrentBuilds === null) return true;
