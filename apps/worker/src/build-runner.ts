@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
@@ -477,7 +478,17 @@ class StepRows {
 
   private async flush(): Promise<void> {
     const rows = this.pending.splice(0);
-    if (rows.length > 0) await this.prisma.buildStep.createMany({ data: rows, skipDuplicates: true }).then(() => undefined, () => undefined);
+    if (rows.length === 0) return;
+    // One JSON parameter that Postgres unpacks: a COPY step's fingerprint holds up to 5,000 file hashes,
+    // which the client's own row mapping (createMany) spent tens of milliseconds of CPU on.
+    const json = JSON.stringify(rows.map((r) => ({ ...r, id: randomUUID() })));
+    await this.prisma.$executeRaw`
+      INSERT INTO "BuildStep" ("id", "buildId", "tenantId", "stage", "stageName", "index", "line", "instruction", "cacheKey", "cached", "missReason", "fingerprint", "startedAt", "durationMs", "layerDigest")
+      SELECT (r->>'id')::uuid, (r->>'buildId')::uuid, (r->>'tenantId')::uuid, (r->>'stage')::int, r->>'stageName', (r->>'index')::int, (r->>'line')::int,
+        r->>'instruction', r->>'cacheKey', (r->>'cached')::boolean, r->>'missReason', NULLIF(r->'fingerprint', 'null'::jsonb),
+        ((r->>'startedAt')::timestamptz AT TIME ZONE 'UTC'), (r->>'durationMs')::int, r->>'layerDigest'
+      FROM jsonb_array_elements(${json}::jsonb) AS r
+      ON CONFLICT DO NOTHING`.then(() => undefined, () => undefined);
   }
 
   /** Resolves once every row added so far is written (or its write failed). */
