@@ -188,13 +188,35 @@ export class RuncExecutor {
     const args = [...this.globalArgs(spec.network), '--log', logFile, '--log-format', 'json', 'run', '--bundle', bundle, id];
     const [file, argv] = this.options.runtime === 'runsc' && spec.network === 'bridge' ? runscInStepNetns(this.runc, args) : [this.runc, args];
     const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Backpressure: when the consumer answers a promise (the log writer is behind), both pipes stay
+    // unread until it settles; the step blocks writing to a full pipe, as on a slow terminal.
+    let behind: Promise<void> | undefined;
+    let paused = false;
+    const waitForConsumer = (): void => {
+      const wait = behind;
+      behind = undefined;
+      if (!wait || paused) return;
+      paused = true;
+      child.stdout.pause();
+      child.stderr.pause();
+      const resume = (): void => {
+        paused = false;
+        child.stdout.resume();
+        child.stderr.resume();
+      };
+      wait.then(resume, resume);
+    };
     const splitters = (['stdout', 'stderr'] as const).map((stream: OutputStream) => {
       const splitter = new LineSplitter((line) => {
         outputTail.push(line);
         if (outputTail.length > tailSize) outputTail.shift();
-        options.onOutput?.(stream, line);
+        const answer = options.onOutput?.(stream, line);
+        if (answer instanceof Promise) behind = answer as Promise<void>;
       });
-      child[stream].on('data', (chunk: Buffer) => splitter.write(chunk));
+      child[stream].on('data', (chunk: Buffer) => {
+        splitter.write(chunk);
+        waitForConsumer();
+      });
       return { stream, splitter };
     });
 

@@ -43,8 +43,12 @@ export type OutputStream = 'stdout' | 'stderr';
 export interface RunOptions {
   /** Root filesystem to run in (a Snapshot's rootfs). */
   rootfs: string;
-  /** Called once per line (without the newline) as soon as it is complete; lines over 64 KiB are split. */
-  onOutput?: (stream: OutputStream, line: string) => void;
+  /**
+   * Called once per line (without the newline) as soon as it is complete; lines over 64 KiB are
+   * split. A Promise answered means the consumer is behind: no more output is read (the step blocks
+   * on its full pipe, as on a slow terminal) until it settles. Anything else answered is ignored.
+   */
+  onOutput?: (stream: OutputStream, line: string) => unknown;
   /** Aborting kills the container. */
   signal?: AbortSignal;
 }
