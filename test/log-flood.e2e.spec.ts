@@ -1,4 +1,5 @@
 import { jest } from '@jest/globals';
+import { readFileSync } from 'node:fs';
 import { freePort, startApiProcess, type ApiProcess } from './support/api-process.js';
 import { importBusybox } from './support/images.js';
 import { residentMemory, watchPeakGrowth } from './support/peak-memory.js';
@@ -8,7 +9,7 @@ import { startWorkerProcess, type WorkerProcess } from './support/worker-process
 jest.setTimeout(900_000);
 
 const MiB = 1024 * 1024;
-/** Lines the flood step prints: `seq 1 N`, about 21 MB at 3 million, five times the step's log limit. */
+/** Lines the flood step prints: `seq 1 N`, 22.9 MB at 3 million, five times the step's log limit. */
 const LINES = Number(process.env.STRATA_TEST_FLOOD_LINES ?? 3_000_000);
 /**
  * How far above its idle resident memory the worker may go while the step floods its log. Without
@@ -16,6 +17,12 @@ const LINES = Number(process.env.STRATA_TEST_FLOOD_LINES ?? 3_000_000);
  * bounded by its high-water mark (1 MiB) and one pipe read, and the rest is collector slack.
  */
 const BOUND_MIB = 128;
+
+/** CPU seconds (user + system) a live process has used, from /proc/<pid>/stat. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
 
 interface SseLog {
   id: string;
@@ -86,12 +93,18 @@ describe('a RUN step that floods its log', () => {
 
   it(`keeps the worker within ${BOUND_MIB} MiB of its idle size; live and stored logs show the first 4 MiB in order, where it was clipped, and the build going on`, async () => {
     const workerPeak = watchPeakGrowth(worker.pid, idleWorker);
+    const cpuBefore = cpuSeconds(worker.pid);
+    const started = performance.now();
     const id = await submit(`FROM busybox:1\nRUN seq 1 ${LINES}\nRUN echo after the flood\n`, 'flood');
     const logsUrl = `${apiProc.url}/v1/builds/${id}/logs`;
     const live = followLog(logsUrl, tenant.token);
     const built = await apiProc.whileRunning(worker.whileRunning(waitForBuild(stack, tenant.token, id, 800_000)));
     const peak = workerPeak();
-    process.stdout.write(`memory (MiB, peak / idle): flood of ${LINES} lines, worker ${peak.peakMiB.toFixed(0)} / ${peak.baselineMiB.toFixed(0)}\n`);
+    const cpu = cpuSeconds(worker.pid) - cpuBefore;
+    const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+    process.stdout.write(
+      `memory (MiB, peak / idle): flood of ${LINES} lines, worker ${peak.peakMiB.toFixed(0)} / ${peak.baselineMiB.toFixed(0)}; worker CPU ${cpu.toFixed(1)} s in ${((performance.now() - started) / 1000).toFixed(1)} s; load ${load}\n`,
+    );
     expect(built.status).toBe('succeeded');
     expect(peak.growthMiB).toBeLessThan(BOUND_MIB);
 
