@@ -161,4 +161,17 @@ describe('BuildLog', () => {
     const text = lines(await entries(log));
     expect(text).toEqual([...Array.from({ length: n }, (_, i) => `line ${i}`), ...Array.from({ length: 10 }, (_, i) => `after ${i}`), 'build succeeded']);
   });
+  it('carries on after entries another writer added to the stream (a build taken over), losing nothing', async () => {
+    const log = open();
+    log.line({ stage: 0, index: 0 }, 'stdout', 'before');
+    await log.flush();
+    // Another writer's entry, with an id ahead of anything this writer would pick.
+    await redis.xadd(log.key, `${Date.now() + 60_000}-0`, 'e', JSON.stringify({ type: 'log', stage: null, step: null, stream: 'system', line: 'from elsewhere', time: new Date().toISOString() }));
+    for (let i = 0; i < 3; i++) log.line({ stage: 0, index: 0 }, 'stdout', `after ${i}`);
+    await log.finish('succeeded');
+    const es = await entries(log);
+    expect(lines(es)).toEqual(['before', 'from elsewhere', 'after 0', 'after 1', 'after 2', 'build succeeded']);
+    const ids = es.map((e) => e.id);
+    expect([...ids].sort(compareStreamIds)).toEqual(ids);
+  });
 });
