@@ -30,7 +30,7 @@ export interface BuildLogOptions {
 export interface BuildLogBatching {
   /** Most bytes of event JSON in one stream entry (one XADD). */
   entryMaxBytes: number;
-  /** How long an event may wait for others to share its entry while no XADD is in flight. */
+  /** How long an event may wait for others to share its entry while no XADD is in flight; 0: it goes at once. */
   lingerMs: number;
   /** Bytes held (waiting, batched and in flight) above which line() and event() answer a promise: stop producing until it settles. */
   highWaterBytes: number;
@@ -39,11 +39,13 @@ export interface BuildLogBatching {
 }
 
 /**
- * 32 KiB entries keep a follower's read (32 entries, logs.service) and a reader's page near 1 MiB;
- * 20 ms keeps a line's way to a follower well under 100 ms; 1 MiB held is what a flooding step can
- * cost the worker beyond one pipe read (64 KiB of output, some 800 KiB as events).
+ * 32 KiB entries keep a follower's read (32 entries, logs.service) and a reader's page near 1 MiB.
+ * No linger: an event written to an idle writer goes at once, and what arrives during that XADD's
+ * round trip shares the next entry, so a line waits at most one round trip (as Nagle's algorithm
+ * batches a TCP stream) and a flood still packs its entries full. 1 MiB held is what a flooding
+ * step can cost the worker beyond one pipe read (64 KiB of output, some 800 KiB as events).
  */
-export const DEFAULT_BATCHING: BuildLogBatching = { entryMaxBytes: 32 * 1024, lingerMs: 20, highWaterBytes: 1024 * 1024, lowWaterBytes: 256 * 1024 };
+export const DEFAULT_BATCHING: BuildLogBatching = { entryMaxBytes: 32 * 1024, lingerMs: 0, highWaterBytes: 1024 * 1024, lowWaterBytes: 256 * 1024 };
 
 /** A running build's stream lives this long if the worker dies before archiving it. */
 const ABANDONED_STREAM_TTL_SECONDS = 7 * 24 * 3600;
@@ -61,7 +63,7 @@ type Where = { stage: number; index: number } | null;
 /**
  * The writer of one build's log: each line and step event, redacted and with the size caps applied,
  * goes into the build's Redis stream as soon as it can: one XADD at a time, and the events that
- * arrive while one is in flight (or within `lingerMs` of an idle writer) share the next entry, up to
+ * arrive while one is in flight (and within `lingerMs` of an idle writer, if set) share the next entry, up to
  * `entryMaxBytes`. The writer picks each entry's id so that every event in it has a stream id of its
  * own (BUILD_LOG_BATCH_FIELD). While it holds more than `highWaterBytes`, `line` and `event` answer
  * a promise, and a producer that waits for it (a RUN step's output pipe) cannot outrun Redis.
@@ -295,7 +297,7 @@ export class BuildLog {
     this.batch.push(json);
     this.batchBytes += json.length + 1;
     if (this.sending) return; // taken when the XADD in flight is answered
-    if (this.batchBytes >= this.batching.entryMaxBytes) this.send();
+    if (this.batchBytes >= this.batching.entryMaxBytes || this.batching.lingerMs <= 0) this.send();
     else this.linger ??= setTimeout(() => this.send(), this.batching.lingerMs);
   }
 
