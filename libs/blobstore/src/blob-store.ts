@@ -254,7 +254,7 @@ const SMALL_BLOB_BYTES = 8 * 1024 * 1024;
  * Reads a stream until it ends or passes `limit` bytes. Returns the whole content when it ended
  * (`rest` null), else a stream that replays what was read followed by the remainder.
  */
-async function readUpTo(stream: Readable, limit: number): Promise<{ bytes: Buffer; rest: Readable | null }> {
+export async function readUpTo(stream: Readable, limit: number): Promise<{ bytes: Buffer; rest: Readable | null }> {
   const chunks: Buffer[] = [];
   let size = 0;
   const iterator = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;

@@ -15,7 +15,7 @@ import { RegistryController } from './registry.controller.js';
     {
       provide: Registry,
       inject: [PrismaService, STORAGE],
-      useFactory: (prisma: PrismaService, storage: Storage) => new Registry(prisma, storage.blobs, new ImageStore(prisma, storage.blobs)),
+      useFactory: (prisma: PrismaService, storage: Storage) => new Registry(prisma, storage.blobs, new ImageStore(prisma, storage.blobs), prisma.sql),
     },
     {
       provide: RegistryAccess,
