@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Pool } from 'pg';
 
 /**
@@ -12,11 +13,23 @@ export interface Sql {
   query<T>(text: string, values: readonly unknown[]): Promise<T[]>;
 }
 
-/** Statements straight on a pg pool (the api's, shared with Prisma: see PrismaService). */
+/**
+ * Statements straight on a pg pool (the api's, shared with Prisma: see PrismaService), as named
+ * prepared statements: each connection parses and plans a statement once, not on every request.
+ */
 export function poolSql(pool: Pool): Sql {
+  const names = new Map<string, string>();
+  const nameOf = (text: string): string => {
+    let name = names.get(text);
+    if (name === undefined) {
+      name = `strata_${createHash('sha256').update(text).digest('hex').slice(0, 24)}`;
+      names.set(text, name);
+    }
+    return name;
+  };
   return {
     async query<T>(text: string, values: readonly unknown[]): Promise<T[]> {
-      return (await pool.query({ text, values: values as unknown[] })).rows as T[];
+      return (await pool.query({ name: nameOf(text), text, values: values as unknown[] })).rows as T[];
     },
   };
 }

@@ -413,6 +413,8 @@ export class Registry {
     const held = this.uploadHashes.get(uuid);
     const hashed = held !== undefined && held.size === row.size ? held : null;
     let resumable = false;
+    /** A part the commit moved or removed itself (no second DELETE for it). */
+    let consumed: string | null = null;
     try {
       let info: { size: number };
       if (hashed !== null) {
@@ -433,6 +435,7 @@ export class Registry {
           staged = `uploads/${uuid}/joined`;
           await this.blobs.driver.concat(parts, staged);
         }
+        if (staged === parts[0]) consumed = staged;
         info = await this.verified(() => (hashed !== null ? this.blobs.commitHashed(staged, digest, hashed.size) : this.blobs.commitStaged(staged, digest)));
       }
       await this.link({ id: row.repositoryId, tenantId: row.tenantId, name }, digest, info.size);
@@ -445,7 +448,7 @@ export class Registry {
     } finally {
       if (!resumable) {
         this.uploadHashes.delete(uuid);
-        await Promise.all(parts.map((p) => this.dropPart(p).catch(() => undefined)));
+        await Promise.all(parts.filter((p) => p !== consumed).map((p) => this.dropPart(p).catch(() => undefined)));
       }
     }
   }

@@ -20,7 +20,7 @@ import { RegistryController } from './registry.controller.js';
     {
       provide: RegistryAccess,
       inject: [PrismaService, STRATA_CONFIG],
-      useFactory: (prisma: PrismaService, config: StrataConfig) => new RegistryAccess(prisma, config.registrySecret, () => config.publicUrl),
+      useFactory: (prisma: PrismaService, config: StrataConfig) => new RegistryAccess(prisma, config.registrySecret, () => config.publicUrl, { sql: prisma.sql }),
     },
   ],
 })
