@@ -255,6 +255,24 @@ describe.each(storages)('OCI Distribution registry at /v2, blobs in %s', (_stora
     expect((await reg('GET', cancelled)).json.errors[0].code).toBe('BLOB_UPLOAD_UNKNOWN');
   });
 
+  it('leaves a stored blob alone when another upload of the same bytes is cancelled or given the wrong digest', async () => {
+    // A small first chunk is stored under the blob key of its bytes: the key of a blob already pushed.
+    const data = Buffer.from(`shared bytes ${Date.now()} `.repeat(200));
+    const start = async () => (await reg('POST', `/v2/${acme.name}/shared/blobs/uploads/`)).headers.get('location')!;
+    const first = await start();
+    expect((await reg('PATCH', first, { body: data })).status).toBe(202);
+    expect((await reg('PUT', `${first}?digest=${sha256(data)}`)).status).toBe(201);
+    const cancelled = await start();
+    expect((await reg('PATCH', cancelled, { body: data })).status).toBe(202);
+    expect((await reg('DELETE', cancelled)).status).toBe(204);
+    const mismatched = await start();
+    expect((await reg('PATCH', mismatched, { body: data })).status).toBe(202);
+    expect((await reg('PUT', `${mismatched}?digest=${sha256('other bytes')}`)).json.errors[0].code).toBe('DIGEST_INVALID');
+    const pulled = await reg('GET', `/v2/${acme.name}/shared/blobs/${sha256(data)}`);
+    expect(pulled.status).toBe(200);
+    expect(pulled.body.equals(data)).toBe(true);
+  });
+
   it('finishes on another api replica an upload whose chunks it never saw, reading the bytes back to check the digest', async () => {
     // The replica that received the chunks kept their hash and finishes without a second read; one
     // that did not must read the joined chunks and refuse a digest they do not have.
