@@ -8,6 +8,7 @@ import type { Descriptor, Digest } from '@strata/oci';
 import { CacheMounts, type CacheArchiveStore, hash, type StepCleanups } from './cache-mounts.js';
 import { diffUpperDir } from './diff.js';
 import { LayerStore } from './layer-store.js';
+import { MknodAgent } from './mknod-agent.js';
 import { BridgeNetwork } from './network.js';
 import { ContainerStartError, RuncExecutor } from './runc-executor.js';
 import { SecretMounts } from './secret-mounts.js';
@@ -86,6 +87,8 @@ export class BuildRuntime implements RootfsProvider {
   private readonly bridge: BridgeNetwork | undefined;
   /** User namespaces for runc steps, once `init` found they work here. */
   private userns: UserNamespaces | undefined;
+  /** Makes device nodes for user-namespaced steps (seccomp user notification), with `userns`. */
+  private mknodAgent: MknodAgent | undefined;
   /** Read-only views of stages (`open`) by root, with their layers top first: a bind from one is remade through a step's idmap. */
   private readonly views = new Map<string, string[]>();
 
@@ -128,6 +131,11 @@ export class BuildRuntime implements RootfsProvider {
     return this.userns !== undefined;
   }
 
+  /** The mknod supervisor of user-namespaced steps, when they run in user namespaces (after `init`). */
+  get mknodSupervisor(): MknodAgent | undefined {
+    return this.mknodAgent;
+  }
+
   private async initUserns(): Promise<void> {
     const step = this.options.step;
     const mode = step.userns ?? 'off';
@@ -139,10 +147,14 @@ export class BuildRuntime implements RootfsProvider {
       layersDir: this.layers.layersDir,
       ...(step.usernsStateDir !== undefined ? { stateDir: step.usernsStateDir } : {}),
     });
+    const agent = new MknodAgent({ dir: path.join(this.root, 'mknod-agent') });
     try {
       await userns.init();
+      await agent.start();
       this.userns = userns;
+      this.mknodAgent = agent;
     } catch (e) {
+      await agent.close().catch(() => undefined);
       await userns.close().catch(() => undefined);
       const why = `user namespaces do not work on this worker (${(e as Error).message})`;
       if (mode === 'on') throw new Error(`STRATA_RUN_USERNS=1: ${why}`);
@@ -170,6 +182,8 @@ export class BuildRuntime implements RootfsProvider {
     await this.bridge?.close();
     await this.userns?.close();
     this.userns = undefined;
+    await this.mknodAgent?.close();
+    this.mknodAgent = undefined;
   }
 
   /** Waits for cache uploads in flight (a worker shutting down lets them finish). */
@@ -261,7 +275,9 @@ export class BuildRuntime implements RootfsProvider {
             network,
             mounts,
             ...(req.security === 'insecure' ? { privileged: true } : {}),
-            ...(userns ? { userns: { hostId: userns.hostId, size: userns.size, dir: userns.dir } } : {}),
+            ...(userns
+              ? { userns: { hostId: userns.hostId, size: userns.size, dir: userns.dir, ...(this.mknodAgent ? { mknodListener: this.mknodAgent.socketPath } : {}) } }
+              : {}),
             limits: {
               memoryBytes: step.memoryBytes,
               pids: step.pids,
