@@ -38,9 +38,9 @@ export interface StepSettings {
   allowPrivate?: readonly string[];
   /**
    * User namespaces for runc steps (STRATA_RUN_USERNS): `on` fails `init` when this kernel and
-   * filesystem cannot do them, `auto` uses them when they can (else logs why and runs without),
-   * `off` (the default: no device nodes in a user namespace) runs steps as host root. runsc steps
-   * and `--security=insecure` steps run without.
+   * filesystem cannot do them (or the mknod agent cannot start), `auto` (the default) uses them when
+   * they can (else warns and runs without), `off` runs steps as host root. runsc steps and
+   * `--security=insecure` steps run without.
    */
   userns?: 'auto' | 'on' | 'off';
   /** First host id of the ranges (STRATA_USERNS_BASE, a multiple of 65536) and how many (STRATA_USERNS_RANGES). */
@@ -138,7 +138,7 @@ export class BuildRuntime implements RootfsProvider {
 
   private async initUserns(): Promise<void> {
     const step = this.options.step;
-    const mode = step.userns ?? 'off';
+    const mode = step.userns ?? 'auto';
     if (mode === 'off' || (step.runtime ?? 'runc') !== 'runc' || this.userns) return;
     const userns = new UserNamespaces({
       base: step.usernsBase ?? DEFAULT_USERNS_BASE,
@@ -158,7 +158,9 @@ export class BuildRuntime implements RootfsProvider {
       await userns.close().catch(() => undefined);
       const why = `user namespaces do not work on this worker (${(e as Error).message})`;
       if (mode === 'on') throw new Error(`STRATA_RUN_USERNS=1: ${why}`);
-      process.stderr.write(`strata worker: ${why}; RUN steps run as host root (STRATA_RUN_USERNS=auto; set 1 to refuse to start instead)\n`);
+      process.stderr.write(
+        `strata worker: WARNING: ${why}; RUN steps run as HOST ROOT, without the user namespace boundary (STRATA_RUN_USERNS=auto; set 1 to refuse to start instead, 0 to silence this)\n`,
+      );
     }
   }
 

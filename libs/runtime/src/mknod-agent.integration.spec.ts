@@ -1,26 +1,73 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { LayerEntry } from '@strata/oci';
 import type { Digest } from '@strata/oci';
 import { RunStepError, type RunOutcome } from '@strata/build-engine';
 import { BuildRuntime } from './build-runtime.js';
-import { busyboxLayer, tempDir, type TestLayer } from './fixtures.test.js';
+import { busyboxLayer, tarDirectory, tempDir, type TestLayer } from './fixtures.test.js';
 import { USERNS_RANGE_SIZE } from './userns.js';
 
 import { jest } from '@jest/globals';
 
 jest.setTimeout(120_000);
 
+/**
+ * A static x86-64 program that makes nodes through the other ABIs a step may use: mknodat with a
+ * directory descriptor, i386's mknod and mknodat (int 0x80) and x32's mknod. Built with the gcc that
+ * builds @strata/native.
+ */
+const ABI_PROGRAM = `#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+static long i386_call(long nr, long a, long b, long c, long d) {
+  long ret;
+  __asm__ volatile("int $0x80" : "=a"(ret) : "a"(nr), "b"(a), "c"(b), "d"(c), "S"(d) : "memory");
+  return ret;
+}
+static void report(const char *what, long ret) { printf("%s=%s\\n", what, ret == 0 ? "ok" : strerror(-ret)); }
+static char p1[] = "i386-mknod", p2[] = "i386-mknodat", p3[] = "x32-mknod", p4[] = "dirfd-mknodat";
+int main(int argc, char **argv) {
+  (void)argc;
+  if (chdir(argv[1]) != 0) return 2;
+  int dir = open(argv[2], O_DIRECTORY | O_RDONLY);
+  report("dirfd", mknodat(dir, p4, S_IFCHR | 0600, makedev(1, 8)) == 0 ? 0 : -errno);
+  report("i386-mknod", i386_call(14, (long)p1, S_IFCHR | 0600, (1 << 8) | 9, 0));
+  report("i386-mknodat", i386_call(297, AT_FDCWD, (long)p2, S_IFBLK | 0600, (7 << 8) | 1));
+  report("x32-mknod", syscall(133 | 0x40000000, p3, S_IFCHR | 0600, (1 << 8) | 3) == 0 ? 0 : -errno);
+  return 0;
+}
+`;
+
+function abiLayer(): TestLayer {
+  const dir = tempDir('mknod-abi');
+  mkdirSync(join(dir, 'usr', 'local', 'bin'), { recursive: true });
+  writeFileSync(join(dir, 'abi.c'), ABI_PROGRAM);
+  execFileSync('gcc', ['-static', '-O1', '-o', join(dir, 'usr', 'local', 'bin', 'abi'), join(dir, 'abi.c')]);
+  rmSync(join(dir, 'abi.c'));
+  const layer = tarDirectory(dir);
+  rmSync(dir, { recursive: true, force: true });
+  return layer;
+}
+
 /** Device nodes made in user-namespaced runc steps by the mknod supervisor (real runc, real kernel). */
 describe('the mknod agent (user-namespaced RUN steps)', () => {
   let dir: string;
   let runtime: BuildRuntime;
   let base: TestLayer;
+  let abi: TestLayer;
   const outcomes: RunOutcome[] = [];
 
   beforeAll(async () => {
     base = busyboxLayer();
+    abi = abiLayer();
     dir = tempDir('mknod');
     // runc enters the step's directory under the state directory as the range's unprivileged root.
     chmodSync(dir, 0o711);
@@ -53,10 +100,16 @@ describe('the mknod agent (user-namespaced RUN steps)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  const layerRef = (layer: TestLayer) => ({
+    descriptor: { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: layer.diffId as Digest, size: layer.tar.length },
+    diffId: layer.diffId as Digest,
+    open: () => Readable.from([layer.tar]),
+  });
+
   async function sh(script: string, user = ''): Promise<{ exitCode: number; output: string[]; entries: Record<string, LayerEntry> }> {
     const output: string[] = [];
     const outcome = await runtime.run('tenant', {
-      layers: [{ descriptor: { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: base.diffId as Digest, size: base.tar.length }, diffId: base.diffId as Digest, open: () => Readable.from([base.tar]) }],
+      layers: [layerRef(base), layerRef(abi)],
       args: ['/bin/sh', '-c', script],
       env: [],
       user,
@@ -82,7 +135,9 @@ describe('the mknod agent (user-namespaced RUN steps)', () => {
     );
     expect(step.exitCode).toBe(0);
     // The namespace's root is a range of the pool, not host root.
-    expect(step.output[0]).toMatch(new RegExp(`^\\s*0\\s+${2 ** 30 + 200 * USERNS_RANGE_SIZE + 0}|^\\s*0\\s+1\\d{9}`));
+    const [inside, host, size] = step.output[0]!.trim().split(/\s+/).map(Number);
+    expect([inside, size]).toEqual([0, USERNS_RANGE_SIZE]);
+    expect(host! >= 2 ** 30 + 200 * USERNS_RANGE_SIZE && host! < 2 ** 30 + 208 * USERNS_RANGE_SIZE).toBe(true);
     const nul = step.entries['d/null']!;
     expect(nul).toMatchObject({ type: 'char-device', mode: 0o640, uid: 0, gid: 0, devmajor: 1, devminor: 3 });
     expect(step.entries['d/loop9']).toMatchObject({ type: 'block-device', mode: 0o640, uid: 1000, gid: 50, devmajor: 7, devminor: 9 });
@@ -102,6 +157,16 @@ describe('the mknod agent (user-namespaced RUN steps)', () => {
     expect(step.output.join('\n')).toMatch(/No such file or directory/);
     expect(step.entries['tmp/rel']).toMatchObject({ type: 'char-device', devmajor: 1, devminor: 5 });
     expect(step.entries['tmp/rel2']).toMatchObject({ type: 'char-device', devmajor: 1, devminor: 7 });
+  });
+
+  it('serves mknodat with a directory descriptor and the i386 and x32 syscalls a 64-bit step can make', async () => {
+    const step = await sh('mkdir /a /b && abi /a /b');
+    expect(step.output).toEqual(['dirfd=ok', 'i386-mknod=ok', 'i386-mknodat=ok', 'x32-mknod=ok']);
+    expect(step.entries['b/dirfd-mknodat']).toMatchObject({ type: 'char-device', mode: 0o600, devmajor: 1, devminor: 8 });
+    expect(step.entries['a/i386-mknod']).toMatchObject({ type: 'char-device', devmajor: 1, devminor: 9 });
+    expect(step.entries['a/i386-mknodat']).toMatchObject({ type: 'block-device', devmajor: 7, devminor: 1 });
+    // x32 goes to the agent whether or not this kernel serves x32 (seccomp sees the call first).
+    expect(step.entries['a/x32-mknod']).toMatchObject({ type: 'char-device', devmajor: 1, devminor: 3 });
   });
 
   it('lets FIFOs, regular files and sockets through to the kernel, and gives a setgid directory its group', async () => {
