@@ -39,6 +39,7 @@
 #include <string.h>
 #include <sys/fsuid.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -332,6 +333,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
+  /* Dies with the worker that started it: a restarted worker starts its own on the same socket. */
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return 1;
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   if (strlen(argv[1]) >= sizeof addr.sun_path) {
     logf_("socket path too long: %s", argv[1]);

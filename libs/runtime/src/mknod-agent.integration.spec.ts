@@ -42,6 +42,11 @@ int main(int argc, char **argv) {
   report("i386-mknod", i386_call(14, (long)p1, S_IFCHR | 0600, (1 << 8) | 9, 0));
   report("i386-mknodat", i386_call(297, AT_FDCWD, (long)p2, S_IFBLK | 0600, (7 << 8) | 1));
   report("x32-mknod", syscall(133 | 0x40000000, p3, S_IFCHR | 0600, (1 << 8) | 3) == 0 ? 0 : -errno);
+  if (argc > 3) {
+    /* Not devices: the agent lets the kernel make them. */
+    report("regular", mknod("regular", S_IFREG | 0640, 0) == 0 ? 0 : -errno);
+    report("socket", mknod("socket", S_IFSOCK | 0600, 0) == 0 ? 0 : -errno);
+  }
   return 0;
 }
 `;
@@ -170,8 +175,10 @@ describe('the mknod agent (user-namespaced RUN steps)', () => {
   });
 
   it('lets FIFOs, regular files and sockets through to the kernel, and gives a setgid directory its group', async () => {
-    const step = await sh('set -e; mkfifo /fifo; mknod /fifo2 p; mkdir -m 2775 /g; chown 0:50 /g; mknod /g/dev c 1 3; ls -ln /g');
+    const step = await sh('set -e; mkfifo /fifo; mknod /fifo2 p; mkdir -m 2775 /g; chown 0:50 /g; mknod /g/dev c 1 3; mkdir /a /b; abi /a /b other');
     expect(step.exitCode).toBe(0);
+    expect(step.output.slice(-2)).toEqual(['regular=ok', 'socket=ok']);
+    expect(step.entries['a/regular']).toMatchObject({ type: 'file', mode: 0o640, uid: 0 });
     expect(step.entries['fifo']).toMatchObject({ type: 'fifo', uid: 0, gid: 0 });
     expect(step.entries['fifo2']).toMatchObject({ type: 'fifo' });
     expect(step.entries['g/dev']).toMatchObject({ type: 'char-device', uid: 0, gid: 50 });
