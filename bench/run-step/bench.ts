@@ -43,11 +43,20 @@ const run = promisify(execFile);
 const work = mkdtempSync(path.join(tmpdir(), 'strata-bench-run-step-'));
 chmodSync(work, 0o711);
 
-/** CPU ms of this process plus its reaped children (cutime + cstime, 10 ms ticks). */
+/** Processes that live across runs whose CPU counts too: the worker runtimes' mknod agents (and the children they reap). */
+const agentPids = new Set<number>();
+
+/** CPU ms of this process plus its reaped children (cutime + cstime, 10 ms ticks), plus the mknod agents'. */
 function cpuMs(): number {
   const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
   const usage = process.cpuUsage();
-  return (Number(fields[13]) + Number(fields[14])) * 10 + (usage.user + usage.system) / 1000;
+  let agents = 0;
+  for (const pid of agentPids) {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    // utime, stime, cutime, cstime (fields 14-17 of stat)
+    agents += (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 10;
+  }
+  return (Number(fields[13]) + Number(fields[14])) * 10 + (usage.user + usage.system) / 1000 + agents;
 }
 
 const median = (xs: number[]): number => {
@@ -202,6 +211,7 @@ async function workerVariants(runtimes: BuildRuntime[]): Promise<Variant[]> {
     await runtime.init();
     runtimes.push(runtime);
     if (userns === 'on' && !runtime.usesUserNamespaces) throw new Error('user namespaces did not start on this worker');
+    if (runtime.mknodSupervisor?.pid !== undefined) agentPids.add(runtime.mknodSupervisor.pid);
     return runtime;
   };
   const runtimes_ = { off: await make('off'), on: await make('on') };
