@@ -333,6 +333,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
+  /* Descriptors the worker leaked to us (no CLOEXEC) stay the worker's: the agent holds only its own. */
+  syscall(SYS_close_range, 3U, ~0U, 0U);
   /* Dies with the worker that started it: a restarted worker starts its own on the same socket. */
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return 1;
   struct sockaddr_un addr = {.sun_family = AF_UNIX};

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { LayerEntry } from '@strata/oci';
@@ -215,6 +215,14 @@ describe('the mknod agent (user-namespaced RUN steps)', () => {
     expect(step.output).toContain('open=1');
     expect(step.output.join('\n')).toMatch(/Operation not permitted/);
     expect(step.entries['disk']).toMatchObject({ type: 'block-device', devmajor: 8, devminor: 0 });
+  });
+
+  it("lets go of each step's listener once the step is gone (the agent holds only its socket)", async () => {
+    expect((await sh('mknod /n c 1 3 && echo ok')).output).toContain('ok');
+    const fds = () => readdirSync(`/proc/${runtime.mknodSupervisor!.pid}/fd`).map(Number).sort((a, b) => a - b);
+    // The hang-up wakes the agent's poll as the step's last process exits: give it the moment it takes.
+    for (let i = 0; i < 100 && fds().length > 4; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(fds()).toEqual([0, 1, 2, 3]);
   });
 
   it('restarts an agent that died, and fails a step clearly when no agent listens', async () => {
