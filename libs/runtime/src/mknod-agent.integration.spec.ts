@@ -1,11 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { LayerEntry } from '@strata/oci';
 import type { Digest } from '@strata/oci';
 import { RunStepError, type RunOutcome } from '@strata/build-engine';
 import { BuildRuntime } from './build-runtime.js';
+import { MknodAgent } from './mknod-agent.js';
 import { busyboxLayer, tarDirectory, tempDir, type TestLayer } from './fixtures.test.js';
 import { USERNS_RANGE_SIZE } from './userns.js';
 
@@ -239,5 +240,18 @@ describe('the mknod agent (user-namespaced RUN steps)', () => {
     await expect(failed).rejects.toThrow(/seccomp agent.*mknod agent, which serves user-namespaced steps, is not running/);
     await agent.start();
     expect((await sh('mknod /again c 1 3 && echo ok')).output).toContain('ok');
+  });
+
+  it('listens on a short path when the data directory is too deep for a unix socket', async () => {
+    const deep = join(dir, 'd'.repeat(120));
+    const agent = new MknodAgent({ dir: deep });
+    expect(agent.socketPath).toMatch(/^\/run\/strata-mknod-agent\/[0-9a-f]{16}\/agent\.sock$/);
+    await agent.start();
+    try {
+      expect(lstatSync(agent.socketPath).isSocket()).toBe(true);
+      expect(lstatSync(join(agent.socketPath, '..')).mode & 0o777).toBe(0o700);
+    } finally {
+      await agent.close();
+    }
   });
 });

@@ -1,16 +1,24 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { access, chmod, constants as fsConstants, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { mknodAgentPath } from '@strata/native';
 
 export interface MknodAgentOptions {
-  /** A directory of the worker's (made 0700): the agent's socket is `<dir>/agent.sock`. */
+  /**
+   * A directory of the worker's (made 0700): the agent's socket is `<dir>/agent.sock`, or, when that
+   * path is longer than a unix socket's 107 bytes, `/run/strata-mknod-agent/<hash of dir>/agent.sock`.
+   */
   dir: string;
   /** The executable (default @strata/native's strata-mknod-agent). */
   executable?: string;
 }
 
 const START_TIMEOUT_MS = 10_000;
+/** sun_path holds 108 bytes with the NUL. */
+const MAX_SOCKET_PATH = 107;
+/** Where sockets of workers whose data directory is too deep go (one 0700 directory per worker). */
+const SHORT_SOCKET_ROOT = '/run/strata-mknod-agent';
 /** Restarts closer together than this are delayed, so a binary that dies at once does not spin. */
 const RESTART_BACKOFF_MS = 500;
 
@@ -24,13 +32,15 @@ const RESTART_BACKOFF_MS = 500;
  */
 export class MknodAgent {
   readonly socketPath: string;
+  private readonly socketDir: string;
   private child: ChildProcess | undefined;
   private closed = false;
   private lastStart = 0;
   private restarts = 0;
 
   constructor(private readonly options: MknodAgentOptions) {
-    this.socketPath = path.join(options.dir, 'agent.sock');
+    this.socketDir = Buffer.byteLength(path.join(options.dir, 'agent.sock')) <= MAX_SOCKET_PATH ? options.dir : path.join(SHORT_SOCKET_ROOT, createHash('sha256').update(options.dir).digest('hex').slice(0, 16));
+    this.socketPath = path.join(this.socketDir, 'agent.sock');
   }
 
   /** Times the agent was restarted after it died. */
@@ -48,8 +58,12 @@ export class MknodAgent {
     await access(executable, fsConstants.X_OK).catch((e: Error) => {
       throw new Error(`the mknod agent ${executable} is missing (${e.message}); it is built with @strata/native (npm rebuild @strata/native)`);
     });
-    await mkdir(this.options.dir, { recursive: true, mode: 0o700 });
-    await chmod(this.options.dir, 0o700);
+    if (this.socketDir !== this.options.dir) {
+      await mkdir(SHORT_SOCKET_ROOT, { recursive: true, mode: 0o700 });
+      await chmod(SHORT_SOCKET_ROOT, 0o700);
+    }
+    await mkdir(this.socketDir, { recursive: true, mode: 0o700 });
+    await chmod(this.socketDir, 0o700);
     this.closed = false;
     await this.spawn(executable);
   }
