@@ -134,7 +134,16 @@ export class RuncExecutor {
         noFile: await hostNoFileLimit(),
         ...(limits.cpus !== undefined ? { cpus: limits.cpus } : {}),
         ...(spec.privileged ? { privileged: { capabilities: await this.privilegedCapabilities() } } : {}),
-        ...(userns ? { userns: { hostId: userns.hostId, size: userns.size, ...(sys !== undefined ? { sys } : {}) } } : {}),
+        ...(userns
+          ? {
+              userns: {
+                hostId: userns.hostId,
+                size: userns.size,
+                ...(sys !== undefined ? { sys } : {}),
+                ...(userns.mknodListener !== undefined ? { mknodListener: userns.mknodListener } : {}),
+              },
+            }
+          : {}),
       });
       await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
       return await this.runContainer(id, bundle, cgroup, spec, options);
@@ -260,7 +269,9 @@ export class RuncExecutor {
           // SIGKILL that we did not send, with memory use at the limit: the OOM killer (its counter may be gone with runc's cgroup).
           const oomKilled = counters.oomKills > 0 || (exitCode === 137 && !timedOut && !cancelled && counters.memoryLimitReached);
           if (runcError !== undefined && !timedOut && !cancelled && exitCode !== 0 && exitCode < 128 && !oomKilled) {
-            throw new ContainerStartError(`the container for ${JSON.stringify(spec.args.join(' '))} could not start: ${runcError}`);
+            // runc dials the mknod supervisor (listenerPath) before the step runs: name what is missing.
+            const hint = /seccomp agent/.test(runcError) ? " (the worker's mknod agent, which serves user-namespaced steps, is not running)" : '';
+            throw new ContainerStartError(`the container for ${JSON.stringify(spec.args.join(' '))} could not start: ${runcError}${hint}`);
           }
           return {
             exitCode,

@@ -34,8 +34,9 @@ export interface RunSpec {
    * Run in a user namespace: ids 0..size-1 of the step are host hostId..; `dir` is a directory only
    * that range's root may enter, where the executor binds the rootfs (runc opens it from inside the
    * namespace). The rootfs's lower dirs and the mounts' sources must already show the step's owners.
+   * `mknodListener`: the mknod supervisor's socket (MknodAgent), which makes the step's device nodes.
    */
-  userns?: { hostId: number; size: number; dir: string };
+  userns?: { hostId: number; size: number; dir: string; mknodListener?: string };
 }
 
 export type OutputStream = 'stdout' | 'stderr';
