@@ -189,7 +189,8 @@ export class BuildRunner {
         git: this.gitSources,
         onEvent: (e) => {
           this.deps.onEvent?.(buildId, e);
-          log?.event(e);
+          // The log's answer goes back to the RUN step: while the log is behind, its output is not read.
+          const behind = log?.event(e);
           if (e.type === 'step-done') {
             stepRows.add({
               buildId,
@@ -208,6 +209,7 @@ export class BuildRunner {
               layerDigest: e.layerDigest,
             });
           }
+          return behind;
         },
       });
       const out = await engine.build({
