@@ -31,7 +31,7 @@ export async function uploadContents(c: UploadClient, scan: ContextScan, missing
   const batches: Array<Array<{ digest: string; file: string; size: number }>> = [];
   let current: Array<{ digest: string; file: string; size: number }> = [];
   let currentBytes = 0;
-  for (const digest of missing) {
+  for (const digest of new Set(missing)) {
     const src = scan.sources.get(digest);
     if (!src) throw new Error(`the server asked for ${digest}, which this context does not hold`);
     if (current.length > 0 && (currentBytes + src.size > BATCH_BYTES || current.length >= BATCH_FILES)) {
@@ -48,8 +48,10 @@ export async function uploadContents(c: UploadClient, scan: ContextScan, missing
   const send = async () => {
     while (next < batches.length) {
       const batch = batches[next++];
-      await c.post('/v1/contexts/blobs', batchStream(batch) as unknown as RequestInit['body'], [['content-type', 'application/x-tar']]);
-      bytes += batch.reduce((n, b) => n + b.size, 0);
+      const size = batch.reduce((n, b) => n + b.size, 0);
+      // The contents' total lets the api store the batch in one S3 PutObject (no multipart upload).
+      await c.post('/v1/contexts/blobs', batchStream(batch) as unknown as RequestInit['body'], [['content-type', 'application/x-tar'], ['strata-pack-bytes', String(size)]]);
+      bytes += size;
     }
   };
   await Promise.all(Array.from({ length: Math.min(PARALLEL_BATCHES, batches.length) }, send));

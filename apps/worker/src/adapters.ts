@@ -75,7 +75,7 @@ export class BlobLayerSink implements LayerSink {
       try {
         const body = result.size <= 4 * 1024 * 1024 ? await readFile(file) : createReadStream(file);
         // Verified against the digest the layer was written with (a mismatch throws).
-        await this.storage.blobs.put(body, digest);
+        await this.storage.blobs.put(body, digest, { size: result.size });
         await this.prisma.blob.createMany({ data: [{ digest, size: BigInt(result.size), mediaType: result.mediaType }], skipDuplicates: true });
       } finally {
         if (this.spooled.get(digest) === file) this.spooled.delete(digest);

@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { sendFileRange } from './send-file.js';
 import { pipeline } from 'node:stream/promises';
-import { checkRange, NotFoundError, validateKey, type ByteRange, type ObjectStat, type OpenedObject, type StorageDriver } from './storage-driver.js';
+import { checkRange, exactLength, NotFoundError, validateKey, type ByteRange, type ObjectStat, type OpenedObject, type PutOptions, type StorageDriver } from './storage-driver.js';
 
 const TEMP_DIR = '.strata-tmp';
 /** Read in 1 MiB chunks: a 100 MiB layer is 100 reads and writes to the socket, not 1,600. */
@@ -55,8 +55,12 @@ export class FilesystemDriver implements StorageDriver {
     }
   }
 
-  async put(key: string, body: Buffer | Readable): Promise<{ size: number }> {
-    return this.writeAtomically(key, (temp) => pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, createWriteStream(temp, { flags: 'wx', highWaterMark: WRITE_BUFFER })));
+  async put(key: string, body: Buffer | Readable, options: PutOptions = {}): Promise<{ size: number }> {
+    const source = Buffer.isBuffer(body) ? Readable.from([body]) : body;
+    return this.writeAtomically(key, (temp) => {
+      const sink = createWriteStream(temp, { flags: 'wx', highWaterMark: WRITE_BUFFER });
+      return options.size === undefined ? pipeline(source, sink) : pipeline(source, exactLength(key, options.size), sink);
+    });
   }
 
   async get(key: string, range?: ByteRange): Promise<Readable> {
