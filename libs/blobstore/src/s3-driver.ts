@@ -73,6 +73,10 @@ export class S3Driver implements StorageDriver {
         // 5xx, throttling, resets and timeouts are retried with backoff; a hung S3 costs a timeout, not the build.
         maxAttempts: options.maxAttempts ?? MAX_ATTEMPTS,
         retryMode: 'standard',
+        // Checksums only where S3 requires them (DeleteObjects): with the SDK's default, a streamed
+        // PutObject goes out aws-chunked with a CRC32 trailer, which s3rver stores verbatim, framing
+        // and all. Bodies are verified end to end by their sha256 here (BlobStore, the context store).
+        requestChecksumCalculation: 'WHEN_REQUIRED',
         requestHandler: { connectionTimeout: 5_000, requestTimeout: 60_000 },
         ...(options.accessKeyId !== undefined && options.secretAccessKey !== undefined
           ? { credentials: { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey } }
@@ -123,7 +127,7 @@ export class S3Driver implements StorageDriver {
       await this.call('PUT', key, () => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length })));
       return { size: body.length };
     }
-    if (options.size !== undefined && options.size <= MAX_PUT_SIZE) return this.putStream(key, body, options.size);
+    if (options.size !== undefined && options.size <= MAX_PUT_SIZE && (await this.plainStreams())) return this.putStream(key, body, options.size);
     // Upload splits an unknown-length stream into parts, holding at most queueSize parts in memory.
     let size = 0;
     const counted = new Transform({
@@ -145,6 +149,14 @@ export class S3Driver implements StorageDriver {
     return { size };
   }
 
+  /** Whether a streamed PutObject goes out as is (the driver's own client; a given one may add aws-chunked checksums). */
+  private async plainStreams(): Promise<boolean> {
+    this.plain ??= Promise.resolve(this.client.config.requestChecksumCalculation()).then((m) => m === 'WHEN_REQUIRED', () => false);
+    return this.plain;
+  }
+
+  private plain: Promise<boolean> | undefined;
+
   /**
    * A stream of known length in one PutObject: S3 (and s3rver) write it once, where a multipart
    * upload holds parts in memory and has the server assemble them afterwards (on s3rver a second
@@ -154,20 +166,22 @@ export class S3Driver implements StorageDriver {
    */
   private async putStream(key: string, body: Readable, size: number): Promise<{ size: number }> {
     const checked = exactLength(key, size);
-    const feeding = pipeline(body, checked);
+    const abort = new AbortController();
+    // A source that fails or ends short fails the request at once (the server would wait for the missing bytes).
+    const feeding = pipeline(body, checked).catch((e: unknown) => {
+      abort.abort(e);
+      throw e;
+    });
     feeding.catch(() => undefined);
     try {
-      await this.call('PUT', key, () => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: checked, ContentLength: size })));
+      await this.call('PUT', key, () => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: checked, ContentLength: size }), { abortSignal: abort.signal }));
       await feeding;
     } catch (err) {
-      // The length check (or the source) failed first: that is the error to report, not S3's reset.
-      const cause = await feeding.then(() => null, (e: unknown) => e);
       checked.destroy();
-      if (cause) {
-        await this.delete(key).catch(() => undefined);
-        throw cause;
-      }
-      throw err;
+      // The length check or the source failed first: that is the error to report, not the aborted request.
+      const cause = await feeding.then(() => null, (e: unknown) => e);
+      await this.delete(key).catch(() => undefined);
+      throw cause ?? err;
     }
     return { size };
   }
