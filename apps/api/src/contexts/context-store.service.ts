@@ -3,7 +3,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { PassThrough, Readable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
-import { contextStaleBefore, STRATA_CONFIG, type StrataConfig } from '@strata/config';
+import { CONTEXT_PENDING_MANIFEST_MS, contextStaleBefore, STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService } from '@strata/db';
 import { type ContextManifest, ContextManifestError, parseContextManifest, readTarEntries, TarExtractionError, TarFormatError } from '@strata/oci';
 import { readSmallBody } from '../common/body.js';
@@ -13,7 +13,7 @@ import { STORAGE, type Storage } from '../storage/storage.provider.js';
 const MAX_MANIFEST_WIRE_BYTES = 128 * 1024 * 1024;
 const MAX_MANIFEST_JSON_BYTES = 512 * 1024 * 1024;
 /** How long a manifest refused for missing contents is kept for the build by digest that follows the upload. */
-export const PENDING_MANIFEST_MS = 60 * 60 * 1000;
+const PENDING_MANIFEST_MS = CONTEXT_PENDING_MANIFEST_MS;
 /** Digests looked up per query. */
 const LOOKUP_BATCH = 10_000;
 const BLOB_NAME = /^(?:sha256:)?([0-9a-f]{64})$/;
