@@ -195,9 +195,11 @@ describe('incremental build contexts', () => {
       const res = await fetch(`${stack.url}/v1/builds?repository=bydigest`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': MANIFEST, 'strata-context-digest': manifestDigest }, body: '' });
       return { status: res.status, json: (await res.json()) as { unknownManifest?: boolean; id?: string } };
     };
-    const fromB = await byDigest(b.token);
-    expect(fromB.status).toBe(409);
-    expect(fromB.json.unknownManifest).toBe(true);
+    // B sent this manifest itself and was refused: the api kept B's copy, and naming it hears, from B's
+    // own store, that A's content is still missing there; never a build.
+    const fromB = (await byDigest(b.token)) as { status: number; json: { missing?: string[] } };
+    expect(fromB.status).toBe(400);
+    expect(fromB.json.missing).toEqual(expect.arrayContaining([digest]));
     const fromA = await byDigest(a.token);
     expect(fromA.status).toBe(202);
     expect((await waitForBuild(stack, a.token, fromA.json.id!)).imageDigest).toBe(builtA.imageDigest);
