@@ -61,18 +61,20 @@ export class ContextStoreCollector {
     await this.markUsed(opts, now, report);
     await this.deleteUnused(opts, now, report);
     await this.sweepPacks(opts, now, report);
-    await this.sweepPending(now, report);
+    await this.sweepPending(opts, now, report);
     return report;
   }
 
   /** Deletes the manifests the api kept for a build by digest (ADR 0025) left twice as long as the api would use them. */
-  private async sweepPending(now: Date, report: ContextGcReport): Promise<void> {
+  private async sweepPending(opts: ContextGcOptions, now: Date, report: ContextGcReport): Promise<void> {
     const cutoff = now.getTime() - 2 * CONTEXT_PENDING_MANIFEST_MS;
-    for await (const key of this.storage.objects.list('context-pending/')) {
-      const stat = await this.storage.objects.stat(key);
-      if (!stat || stat.modified.getTime() > cutoff) continue;
-      if (!report.dryRun) await this.storage.objects.delete(key);
-      if (key.endsWith('.json')) report.deletedPendingManifests += 1;
+    for (const prefix of opts.tenantIds ? opts.tenantIds.map((t) => `context-pending/${t}/`) : ['context-pending/']) {
+      for await (const key of this.storage.objects.list(prefix)) {
+        const stat = await this.storage.objects.stat(key);
+        if (!stat || stat.modified.getTime() > cutoff) continue;
+        if (!report.dryRun) await this.storage.objects.delete(key);
+        if (key.endsWith('.json')) report.deletedPendingManifests += 1;
+      }
     }
   }
 
