@@ -162,7 +162,8 @@ export class S3Driver implements StorageDriver {
    * upload holds parts in memory and has the server assemble them afterwards (on s3rver a second
    * copy of every byte; measured 0.8 s against 2.1 s for 64 MiB at load 20). The body cannot be
    * replayed, so a failed attempt is not retried: the caller's request fails. A body of another
-   * length than `size` is refused; S3 keeps no object from a PUT cut short.
+   * length than `size` is refused and the key deleted (s3rver keeps the part of an aborted PUT it
+   * received). Callers write fresh keys this way (a pack, a blob's staging key), never a shared one.
    */
   private async putStream(key: string, body: Readable, size: number): Promise<{ size: number }> {
     const checked = exactLength(key, size);
@@ -180,6 +181,7 @@ export class S3Driver implements StorageDriver {
       checked.destroy();
       // The length check or the source failed first: that is the error to report, not the aborted request.
       const cause = await feeding.then(() => null, (e: unknown) => e);
+      // S3 keeps nothing of a PUT cut short, but s3rver keeps what it received: delete it either way.
       await this.delete(key).catch(() => undefined);
       throw cause ?? err;
     }
