@@ -168,19 +168,22 @@ export class S3Driver implements StorageDriver {
   private async putStream(key: string, body: Readable, size: number): Promise<{ size: number }> {
     const checked = exactLength(key, size);
     const abort = new AbortController();
+    let sourceError: unknown = null;
     // A source that fails or ends short fails the request at once (the server would wait for the missing bytes).
     const feeding = pipeline(body, checked).catch((e: unknown) => {
+      sourceError ??= e;
       abort.abort(e);
-      throw e;
     });
-    feeding.catch(() => undefined);
     try {
       await this.call('PUT', key, () => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: checked, ContentLength: size }), { abortSignal: abort.signal }));
       await feeding;
+      if (sourceError) throw sourceError;
     } catch (err) {
+      // The source (or the length check) failed first: that is the error to report, not the aborted
+      // request. When S3 failed first, its error is the one (a caller may retry it).
+      const cause = sourceError;
       checked.destroy();
-      // The length check or the source failed first: that is the error to report, not the aborted request.
-      const cause = await feeding.then(() => null, (e: unknown) => e);
+      body.destroy();
       // S3 keeps nothing of a PUT cut short, but s3rver keeps what it received: delete it either way.
       await this.delete(key).catch(() => undefined);
       throw cause ?? err;
