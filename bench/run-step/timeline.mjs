@@ -29,6 +29,12 @@ function makeBaseTar() {
 }
 
 let url = '';
+let workerPid = 0;
+/** CPU ms of the worker and the children it reaped (runc), from /proc (10 ms ticks). */
+function workerCpuMs() {
+  const f = readFileSync(`/proc/${workerPid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 10;
+}
 async function api(token, method, p, body, type) {
   const headers = { authorization: `Bearer ${token}`, ...(type ? { 'content-type': type } : {}) };
   const res = await fetch(`${url}${p}`, { method, headers, body });
@@ -49,6 +55,7 @@ async function build(token, ctxDir, label) {
   const body = run('tar', ['-cf', '-', '-C', ctxDir, '.'], { encoding: 'buffer' });
   run('sync', []);
   newTrace();
+  const cpu0 = workerCpuMs();
   const t0 = performance.now();
   const res = await api(token, 'POST', '/v1/builds?repository=t/x&tag=1', body, 'application/x-tar');
   if (res.status !== 202) throw new Error(res.text);
@@ -60,9 +67,10 @@ async function build(token, ctxDir, label) {
     await new Promise((r) => setTimeout(r, 20));
   }
   const ms = performance.now() - t0;
+  await new Promise((r) => setTimeout(r, 300)); // background work of the build (keeps, trace lines)
+  const cpu = workerCpuMs() - cpu0;
   const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-  log(`\n=== ${label}: ${ms.toFixed(0)} ms (load ${load}); worker ${new Date(b.finishedAt) - new Date(b.startedAt)} ms; steps ${b.steps.map((s) => `${s.instruction.slice(0, 12)}=${s.durationMs}${s.cached ? 'c' : ''}`).join(' ')}`);
-  await new Promise((r) => setTimeout(r, 300)); // trace lines of background uploads
+  log(`\n=== ${label}: ${ms.toFixed(0)} ms, worker CPU ${cpu} ms (load ${load}); worker ${new Date(b.finishedAt) - new Date(b.startedAt)} ms; steps ${b.steps.map((s) => `${s.instruction.slice(0, 12)}=${s.durationMs}${s.cached ? 'c' : ''}`).join(' ')}`);
   for (const l of newTrace()) log(`  ${l}`);
   return ms;
 }
@@ -83,7 +91,7 @@ try {
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
   const root = path.resolve(import.meta.dirname, '../..');
   const apiProc = startProcess('strata-api', process.execPath, [...loader, 'apps/api/src/main.ts'], { env, cwd: root, logFile: path.join(work, 'api.log') });
-  startProcess('strata-worker', process.execPath, [...prof, ...loader, 'apps/worker/src/bin.ts'], { env, cwd: root, logFile: workerLog });
+  workerPid = startProcess('strata-worker', process.execPath, [...prof, ...loader, 'apps/worker/src/bin.ts'], { env, cwd: root, logFile: workerLog }).child.pid;
   url = `http://127.0.0.1:${PORT}`;
   await waitFor('strata api', async () => {
     try { return (await fetch(`${url}/healthz`)).ok; } catch { return false; }
@@ -108,7 +116,7 @@ try {
     const lines = ['FROM base:1', `RUN echo ${process.pid}-${i} > /salt`];
     for (let k = 1; k < 10; k++) lines.push(`RUN mkdir -p /work/s${k} && echo step ${k} > /work/s${k}/out && ls /work > /dev/null`);
     writeFileSync(path.join(dir, 'Dockerfile'), `${lines.join('\n')}\n`);
-    await build(ts[i + 1].token, dir, `run10 cold #${i + 1}`);
+    if (process.env.TIMELINE_RUN10 !== '0') await build(ts[i + 1].token, dir, `run10 cold #${i + 1}`);
   }
 } finally {
   await stopAll();
