@@ -185,8 +185,10 @@ export class HardLinks {
  */
 export class IndexedTree {
   readonly children = new Map<string, string[]>();
-  /** COPY checksums by sources and --exclude patterns; at most MAX_MEMO_CHECKSUMS kept. */
+  /** COPY checksums by sources and --exclude patterns, least recently used first (bounds: `remember`). */
   readonly checksums = new Map<string, Promise<{ digest: string; files: Map<string, string> }>>();
+  /** How many files each resolved checksum holds. */
+  private readonly memoFiles = new Map<string, number>();
 
   constructor(readonly index: TarIndex) {
     for (const rel of index.keys()) {
@@ -199,9 +201,54 @@ export class IndexedTree {
     }
     for (const names of this.children.values()) names.sort();
   }
+
+  /**
+   * The checksum remembered under `key`, or `compute`'s, remembered. Least recently used go first
+   * once more than MAX_MEMO_CHECKSUMS are kept or their file maps hold more than four times the
+   * index's entries: a Dockerfile's every COPY stays remembered across rebuilds (a fixed handful
+   * would lose all of them to a Dockerfile with one COPY more than it, asked in the same order each
+   * time), and the memory stays a small multiple of the index's.
+   */
+  remember(key: string, compute: () => Promise<{ digest: string; files: Map<string, string> }>): Promise<{ digest: string; files: Map<string, string> }> {
+    const memo = this.checksums;
+    const known = memo.get(key);
+    if (known) {
+      memo.delete(key);
+      memo.set(key, known);
+      return known;
+    }
+    const p = compute();
+    memo.set(key, p);
+    p.then(
+      ({ files }) => {
+        if (memo.get(key) !== p) return;
+        this.memoFiles.set(key, files.size);
+        this.trim();
+      },
+      () => {
+        if (memo.get(key) === p) memo.delete(key);
+      },
+    );
+    this.trim();
+    return p;
+  }
+
+  private trim(): void {
+    const budget = Math.max(4 * this.index.size, MIN_MEMO_FILES);
+    let files = 0;
+    for (const n of this.memoFiles.values()) files += n;
+    for (const key of this.checksums.keys()) {
+      if (this.checksums.size <= 1 || (this.checksums.size <= MAX_MEMO_CHECKSUMS && files <= budget)) break;
+      this.checksums.delete(key);
+      files -= this.memoFiles.get(key) ?? 0;
+      this.memoFiles.delete(key);
+    }
+    for (const key of this.memoFiles.keys()) if (!this.checksums.has(key)) this.memoFiles.delete(key);
+  }
 }
 
-const MAX_MEMO_CHECKSUMS = 4;
+const MAX_MEMO_CHECKSUMS = 64;
+const MIN_MEMO_FILES = 4096;
 
 /**
  * A build context as indexTar (or indexManifest) left it: an index in memory and the file contents in pack files.
@@ -243,15 +290,7 @@ export class IndexedContext extends BuildContext {
       sources.map((s) => ('entry' in s ? [s.entry.rel, s.entry.at, s.excludeFrom] : [s.rel, s.at, s.rel])),
       exclude?.text ?? '',
     ]);
-    const memo = this.tree.checksums;
-    let p = memo.get(key);
-    if (!p) {
-      p = super.checksum(sources, exclude);
-      p.catch(() => memo.delete(key));
-      if (memo.size >= MAX_MEMO_CHECKSUMS) memo.delete(memo.keys().next().value!);
-      memo.set(key, p);
-    }
-    const { digest, files } = await p;
+    const { digest, files } = await this.tree.remember(key, () => super.checksum(sources, exclude));
     return { digest, files: new Map(files) };
   }
 

@@ -57,4 +57,26 @@ describe('IndexedTree: a context kept across builds', () => {
     await kept.pack.close();
     await fresh.pack.close();
   });
+
+  it('keeps every COPY of a Dockerfile with many of them remembered across rebuilds asked in the same order', async () => {
+    const files: Record<string, string> = {};
+    for (let d = 0; d < 8; d++) files[`dir${d}/f.txt`] = `${d}\n`;
+    const { tree: t, pack } = await tree(files);
+    const pass = async (): Promise<string[]> => {
+      const ctx = await IndexedContext.open(t, pack, noDir);
+      const digests: string[] = [];
+      for (let d = 0; d < 8; d++) {
+        const [e] = await ctx.resolve(`dir${d}`);
+        digests.push((await ctx.checksum([e!])).digest);
+      }
+      return digests;
+    };
+    const first = await pass();
+    const kept = [...t.checksums.values()];
+    expect(kept).toHaveLength(8);
+    // The second build computes nothing: the remembered promises answer, and the same digests come back.
+    expect(await pass()).toEqual(first);
+    expect([...t.checksums.values()].every((p) => kept.includes(p))).toBe(true);
+    await pack.close();
+  });
 });
