@@ -77,6 +77,10 @@ describe('LayerWriter determinism', () => {
     packed.tar!.destroy();
     const blob = await read(packed.stream);
     expect(blob.equals(manyAlone.bytes)).toBe(true);
+    // A layer that cannot be written fails both readers; neither waits for an end that never comes.
+    const broken = new LayerWriter().pack([...many, { type: 'file', path: 'z', content: { size: 1, stream: () => Readable.from([Buffer.from('too long')]) } }], { tar: true });
+    await expect(Promise.all([read(broken.tar!), read(broken.stream)])).rejects.toThrow(/longer than the declared 1 bytes/);
+    await expect(read(broken.tar!)).rejects.toThrow();
   });
 
   it('ignores the order entries arrive in', async () => {

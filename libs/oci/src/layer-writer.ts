@@ -378,7 +378,8 @@ class TarTee extends Transform {
   }
 
   override _destroy(error: Error | null, done: (error?: Error | null) => void): void {
-    if (error && !this.copy.destroyed && !this.copy.writableFinished) this.copy.destroy(error);
+    // Cut short (not ended by _flush): the copy's reader must not wait for an end that never comes.
+    if (!this.copy.destroyed && !this.copy.writableEnded) this.copy.destroy(error ?? new Error('the layer tar was cut short'));
     done(error);
   }
 }
