@@ -1,8 +1,11 @@
-// Where the wall time of a RUN-heavy build goes, per phase: starts Strata's api and worker (as
-// bench/build-cache does, STRATA_RUN_NETWORK=none) with STRATA_STEP_TRACE=1, runs `app-run: one file
-// changed` and `run10: ten RUN steps, cold` builds, and prints the worker's trace lines of each build
-// with the step rows it recorded. Needs the services `npm run bench` starts (DATABASE_URL, REDIS_URL,
-// S3_* in the environment, as infra/local/bench.mjs passes them), run as root:
+// Where the time of a RUN-heavy build goes: starts Strata's api and worker (as bench/build-cache
+// does, STRATA_RUN_NETWORK=none), runs `app-run: one file changed` and `run10: ten RUN steps, cold`
+// builds, and prints per build the wall time, the worker's CPU time (its own and its reaped
+// children's: runc) and the step rows it recorded, plus any `[step-trace] <phase> <ms>` lines the
+// worker wrote (the per-phase figures in docs/benchmarks.md came from temporary trace points that
+// print those; none are committed). BENCH_CPU_PROF=<dir>: the worker's CPU profile. TIMELINE_RUN10=0:
+// app-run only. Needs the services `npm run bench` starts (DATABASE_URL, REDIS_URL, S3_* in the
+// environment, as infra/local/bench.mjs passes them), run as root:
 //   node bench/run-step/timeline.mjs [iterations]
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
