@@ -240,6 +240,8 @@ export class RuncExecutor {
       kill();
     };
     options.signal?.addEventListener('abort', onAbort, { once: true });
+    // Cancelled while the bundle and cgroups were being made: the listener above will not fire.
+    if (options.signal?.aborted) onAbort();
 
     return new Promise<RunResult>((resolve, reject) => {
       child.once('error', reject);
