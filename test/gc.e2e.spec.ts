@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { storageFromConfig, type Storage } from '@strata/blobstore';
+import type { Digest } from '@strata/oci';
 import { GarbageCollector } from '@strata/registry';
 import { build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
 
@@ -39,6 +41,25 @@ describe('garbage collection', () => {
     expect(await storage.blobs.exists(orphan.digest)).toBe(false);
     expect(await storage.blobs.exists(layer)).toBe(true);
     expect(await storage.blobs.exists(image.imageDigest)).toBe(true);
+  });
+
+  it("keeps the first chunk of an upload in progress, stored under its blob key, until the upload finishes with it", async () => {
+    const t = await stack.tenant('gc-upload');
+    const name = `${t.name}/inflight`;
+    const data = Buffer.from(`uploading ${Date.now()} ${Math.random()}\n`.repeat(100));
+    const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+    const auth = { authorization: `Basic ${Buffer.from(`x:${t.token}`).toString('base64')}` };
+    const location = (await fetch(`${stack.url}/v2/${name}/blobs/uploads/`, { method: 'POST', headers: auth })).headers.get('location')!;
+    expect((await fetch(`${stack.url}${location}`, { method: 'PATCH', headers: auth, body: data })).status).toBe(202);
+    // The chunk is already where the blob will be, and no manifest or link names it yet.
+    expect(await storage.blobs.exists(digest as Digest)).toBe(true);
+    const gc = new GarbageCollector(stack.prisma, storage.blobs);
+    const report = await gc.run({ graceMs: 0, cacheBudgetBytes: 1024 ** 3, cacheMaxIdleMs: 3600_000, now: later(), tenantIds: [t.tenantId] });
+    expect(report.deletedBlobs.map((b) => b.digest)).not.toContain(digest);
+    expect(await storage.blobs.exists(digest as Digest)).toBe(true);
+    expect((await fetch(`${stack.url}${location}?digest=${digest}`, { method: 'PUT', headers: auth })).status).toBe(201);
+    const pulled = await fetch(`${stack.url}/v2/${name}/blobs/${digest}`, { headers: auth });
+    expect(Buffer.from(await pulled.arrayBuffer()).equals(data)).toBe(true);
   });
 
   it('evicts cache entries past the budget but never a blob a manifest still references', async () => {

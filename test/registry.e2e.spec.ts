@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { REVOCATION_CHECK_MS, RegistryAccess } from '@strata/registry';
 import { freePort, startApiProcess } from './support/api-process.js';
 import { api, build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
 
@@ -86,6 +87,37 @@ describe.each(storages)('OCI Distribution registry at /v2, blobs in %s', (_stora
     expect(withToken.status).toBe(200);
     const wrongPassword = await reg('GET', '/v2/token', { token: 'strata_not-a-token' });
     expect(wrongPassword.status).toBe(401);
+  });
+
+  it("refuses the bearer tokens of a revoked API token at once on the replica that revoked it", async () => {
+    const minted = (await api(stack, acme.token, 'POST', '/v1/tokens', JSON.stringify({ name: 'revoked soon', scopes: ['registry:pull'] }), 'application/json')).json;
+    const issued = await reg('GET', `/v2/token?service=strata&scope=${encodeURIComponent(`repository:${acme.name}/web/app:pull`)}`, { token: minted.token });
+    const bearer = { authorization: `Bearer ${issued.json.token}` };
+    // Used once first, so its API token's state is cached as live.
+    expect((await fetch(`${stack.url}/v2/${acme.name}/web/app/manifests/v1`, { headers: bearer })).status).toBe(200);
+    expect((await api(stack, acme.token, 'DELETE', `/v1/tokens/${minted.id}`)).status).toBe(200);
+    const refused = await fetch(`${stack.url}/v2/${acme.name}/web/app/manifests/v1`, { headers: bearer });
+    expect(refused.status).toBe(401);
+    expect(refused.headers.get('www-authenticate')).toContain('error="invalid_token"');
+    expect(((await refused.json()) as { errors: { code: string }[] }).errors[0]!.code).toBe('UNAUTHORIZED');
+    expect((await reg('GET', `/v2/${acme.name}/web/app/manifests/v1`, { token: minted.token })).status).toBe(401);
+  });
+
+  it(`refuses them on other replicas once ${REVOCATION_CHECK_MS} ms passed since their API token was last checked`, async () => {
+    // Another replica: its own RegistryAccess, which hears of no revocation; its clock is set by hand.
+    const replica = new RegistryAccess(stack.prisma, stack.config.registrySecret, stack.url);
+    try {
+      const minted = (await api(stack, acme.token, 'POST', '/v1/tokens', JSON.stringify({ name: 'revoked elsewhere', scopes: ['registry:pull'] }), 'application/json')).json;
+      const bearer = `Bearer ${(await reg('GET', `/v2/token?service=strata&scope=${encodeURIComponent(`repository:${acme.name}/web/app:pull`)}`, { token: minted.token })).json.token}`;
+      const t0 = Date.now();
+      expect((await replica.identify(bearer, t0)).kind).toBe('bearer');
+      await stack.prisma.apiToken.update({ where: { id: minted.id }, data: { revokedAt: new Date() } });
+      // Within the bound the replica still takes it; at the bound it asks the database again and refuses it.
+      expect((await replica.identify(bearer, t0 + REVOCATION_CHECK_MS - 1)).kind).toBe('bearer');
+      await expect(replica.identify(bearer, t0 + REVOCATION_CHECK_MS)).rejects.toThrow(/revoked or expired/);
+    } finally {
+      replica.onModuleDestroy();
+    }
   });
 
   it('grants from /v2/token only what the API token may do: its scopes and its repository patterns', async () => {
@@ -221,6 +253,24 @@ describe.each(storages)('OCI Distribution registry at /v2, blobs in %s', (_stora
     const cancelled = (await reg('POST', `/v2/${acme.name}/chunked/blobs/uploads/`)).headers.get('location')!;
     expect((await reg('DELETE', cancelled)).status).toBe(204);
     expect((await reg('GET', cancelled)).json.errors[0].code).toBe('BLOB_UPLOAD_UNKNOWN');
+  });
+
+  it('leaves a stored blob alone when another upload of the same bytes is cancelled or given the wrong digest', async () => {
+    // A small first chunk is stored under the blob key of its bytes: the key of a blob already pushed.
+    const data = Buffer.from(`shared bytes ${Date.now()} `.repeat(200));
+    const start = async () => (await reg('POST', `/v2/${acme.name}/shared/blobs/uploads/`)).headers.get('location')!;
+    const first = await start();
+    expect((await reg('PATCH', first, { body: data })).status).toBe(202);
+    expect((await reg('PUT', `${first}?digest=${sha256(data)}`)).status).toBe(201);
+    const cancelled = await start();
+    expect((await reg('PATCH', cancelled, { body: data })).status).toBe(202);
+    expect((await reg('DELETE', cancelled)).status).toBe(204);
+    const mismatched = await start();
+    expect((await reg('PATCH', mismatched, { body: data })).status).toBe(202);
+    expect((await reg('PUT', `${mismatched}?digest=${sha256('other bytes')}`)).json.errors[0].code).toBe('DIGEST_INVALID');
+    const pulled = await reg('GET', `/v2/${acme.name}/shared/blobs/${sha256(data)}`);
+    expect(pulled.status).toBe(200);
+    expect(pulled.body.equals(data)).toBe(true);
   });
 
   it('finishes on another api replica an upload whose chunks it never saw, reading the bytes back to check the digest', async () => {

@@ -8,20 +8,19 @@
 // .strata/bench/debian-minbase-bookworm.tar and made again only when that file is missing.
 // Started by infra/local/bench.mjs, which provides the service environment (DATABASE_URL, ...).
 // Writes its results as JSON to $BENCH_OUT. Nothing listens or connects beyond 127.0.0.1.
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, cpSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { debianBaseTar } from '../support/debian-base.mjs';
-import { startDockerPeers, startStrataPair, tenants } from '../support/peers.mjs';
-import { installSignalHandlers, median, reportAndExit, run, runAsync, runBench, stopAll } from '../support/procs.mjs';
+import { buildkitBuild as buildkitBuildAt, busyboxBaseTar, dockerClient, startDockerPeers, startStrataPair, strataApi as strataApiAt, tenants, waitForStrataBuild } from '../support/peers.mjs';
+import { cleanUpWork, installSignalHandlers, median, reportAndExit, run, runAsync, runBench } from '../support/procs.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const API_PORT = Number(process.env.BENCH_API_PORT ?? 38230);
 const REGISTRY_PORT = Number(process.env.BENCH_REGISTRY_PORT ?? 5000);
 const SRC_FILES = Number(process.env.BENCH_SRC_FILES ?? 1000);
-const DOCKER = '/usr/bin/docker'; // 20.10 with BuildKit built in; the `docker` first on PATH lacks buildx.
 const KEEP = process.env.BENCH_KEEP === '1';
 const BUILDAH = '/usr/bin/buildah';
 const WITH_BUILDAH = process.env.BENCH_BUILDAH !== '0' && existsSync(BUILDAH);
@@ -34,34 +33,10 @@ const work = mkdtempSync(path.join(tmpdir(), 'sb-'));
 const resultsDir = path.join(root, 'bench/results');
 mkdirSync(resultsDir, { recursive: true });
 
-const dockerEnv = {
-  PATH: process.env.PATH,
-  HOME: work,
-  DOCKER_HOST: `unix://${work}/d/docker.sock`,
-  DOCKER_BUILDKIT: '1',
-  DOCKER_CONFIG: path.join(work, 'docker-config'),
-  DOCKER_CLI_HINTS: 'false',
-};
-const docker = (args) => runAsync(DOCKER, args, { env: dockerEnv });
+const docker = dockerClient(work);
 const regHost = `127.0.0.1:${REGISTRY_PORT}`;
 
 // ---------------------------------------------------------------- fixtures
-/** busybox-static rootfs (STACK-NOTES), tarred: the base image for both builders. */
-function makeBaseTar() {
-  const dir = path.join(work, 'rootfs');
-  mkdirSync(path.join(dir, 'bin'), { recursive: true });
-  mkdirSync(path.join(dir, 'etc'), { recursive: true });
-  for (const d of ['tmp', 'root', 'usr/bin', 'usr/sbin', 'sbin']) mkdirSync(path.join(dir, d), { recursive: true });
-  copyFileSync('/bin/busybox', path.join(dir, 'bin/busybox'));
-  run('chmod', ['755', path.join(dir, 'bin/busybox')]);
-  run('chroot', [dir, '/bin/busybox', '--install', '-s']);
-  writeFileSync(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n');
-  writeFileSync(path.join(dir, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');
-  const tar = path.join(work, 'base.tar');
-  run('tar', ['-cf', tar, '--numeric-owner', '-C', dir, '.']);
-  return tar;
-}
-
 /**
  * A base image as every side gets it, untimed: Strata `POST /v1/repositories/<repo>/import?tag=<tag>`,
  * `docker import <tar> <repo>:<tag>`, and in each buildah store `localhost/<repo>:<tag>`.
@@ -165,15 +140,7 @@ function settleDisk() {
 // ---------------------------------------------------------------- Strata
 let apiUrl = '';
 
-async function strataApi(token, method, pathAndQuery, body, contentType) {
-  const headers = { authorization: `Bearer ${token}` };
-  if (contentType) headers['content-type'] = contentType;
-  const res = await fetch(`${apiUrl}${pathAndQuery}`, { method, headers, body });
-  const text = await res.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: res.status, json, text };
-}
+const strataApi = (token, method, pathAndQuery, body, contentType) => strataApiAt(apiUrl, token, method, pathAndQuery, body, contentType);
 
 const tarBytes = new Map();
 async function importBase(token, base) {
@@ -191,30 +158,13 @@ async function strataBuild(token, repo, tag, ctxDir) {
   const t0 = performance.now();
   const res = await strataApi(token, 'POST', `/v1/builds?repository=${encodeURIComponent(repo)}&tag=${tag}`, body, 'application/x-tar');
   if (res.status !== 202) throw new Error(`build submission answered ${res.status}: ${res.text}`);
-  for (;;) {
-    const b = await strataApi(token, 'GET', `/v1/builds/${res.json.id}`);
-    if (b.json?.status === 'succeeded') return { ms: performance.now() - t0, build: b.json };
-    if (['failed', 'cancelled'].includes(b.json?.status)) {
-      const err = new Error(`Strata build ${res.json.id} ${b.json.status}: ${JSON.stringify(b.json.error)}`);
-      err.build = b.json;
-      throw err;
-    }
-    if (performance.now() - t0 > 300_000) throw new Error(`Strata build ${res.json.id} still ${b.json?.status} after 300 s`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  const build = await waitForStrataBuild(apiUrl, token, res.json.id, { pollMs: 20, timeoutMs: 300_000, since: t0 });
+  return { ms: performance.now() - t0, build };
 }
 
 // ---------------------------------------------------------------- BuildKit
-/** `docker build` + `docker push`, the whole of it timed. */
-async function buildkitBuild(image, ctxDir) {
-  const ref = `${regHost}/${image}`;
-  settleDisk();
-  const t0 = performance.now();
-  // --network none: what Strata's RUN gets here (the bench sets STRATA_RUN_NETWORK=none); dockerd runs with --bridge=none.
-  await docker(['build', '-q', '--network', 'none', '-t', ref, ctxDir]);
-  await docker(['push', '-q', ref]);
-  return { ms: performance.now() - t0 };
-}
+/** `docker build` + `docker push`, the whole of it timed (the bench sets STRATA_RUN_NETWORK=none, the peer builds with --network none). */
+const buildkitBuild = (image, ctxDir) => buildkitBuildAt(docker, regHost, image, ctxDir);
 
 async function buildkitCold() {
   await docker(['builder', 'prune', '-af']);
@@ -453,17 +403,7 @@ function threePeerTable(r) {
 }
 
 // ---------------------------------------------------------------- main
-async function cleanup() {
-  await stopAll();
-  if (existsSync(path.join(work, 'd'))) {
-    // dockerd unmounts its overlays on a clean stop; a leftover mount would make rm fail.
-    run('sh', ['-c', `grep -o " ${work}/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null; true`]);
-  }
-  for (const f of ['dockerd.log', 'registry.log', 'api.log', 'worker.log']) {
-    if (existsSync(path.join(work, f))) cpSync(path.join(work, f), path.join(resultsDir, `build-cache-${f}`));
-  }
-  if (!KEEP) rmSync(work, { recursive: true, force: true });
-}
+const cleanup = () => cleanUpWork({ work, resultsDir, prefix: 'build-cache', keep: KEEP });
 
 /** The Debian minbase cases: debian:minbase into dockerd (untimed), then the four cases through runCases. */
 async function runDebianCases(debian) {
@@ -488,7 +428,7 @@ const result = { runs: RUNS, srcFiles: SRC_FILES, rows: [], notes: [] };
 const benchStarted = performance.now();
 const status = await runBench(result, async () => {
   let status = 0;
-  const busybox = baseImage('base', '1', makeBaseTar(), '/bin/sh');
+  const busybox = baseImage('base', '1', busyboxBaseTar(work), '/bin/sh');
   let debian = null;
   if (WITH_DEBIAN) {
     try {

@@ -7,14 +7,14 @@
 // Cold: a fresh tenant and stat cache / `docker builder prune -af`, and a salt file new in every run,
 // so every layer is new everywhere. Side by side in one run, Strata then BuildKit in each iteration.
 // Started by infra/local/bench.mjs (--only large-context); writes its results as JSON to $BENCH_OUT.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startDockerPeers, startStrataPair, tenants } from '../support/peers.mjs';
-import { installSignalHandlers, median, reportAndExit, run, runAsync, runBench, stopAll } from '../support/procs.mjs';
+import { buildCli, buildkitBuild as buildkitBuildAt, dockerClient, startDockerPeers, startStrataPair, strataCliBuild, tenants } from '../support/peers.mjs';
+import { cleanUpWork, installSignalHandlers, median, reportAndExit, run, runBench } from '../support/procs.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
@@ -22,7 +22,6 @@ const FILES = Number(process.env.BENCH_CTX_FILES ?? 50_000);
 const MIB = Number(process.env.BENCH_CTX_MIB ?? 1024);
 const API_PORT = Number(process.env.BENCH_API_PORT ?? 38231);
 const REGISTRY_PORT = Number(process.env.BENCH_REGISTRY_PORT ?? 5001);
-const DOCKER = '/usr/bin/docker';
 const KEEP = process.env.BENCH_KEEP === '1';
 
 const log = (m) => process.stderr.write(`[bench:large-context] ${m}\n`);
@@ -30,8 +29,7 @@ const work = mkdtempSync(path.join(tmpdir(), 'sl-'));
 const resultsDir = path.join(root, 'bench/results');
 mkdirSync(resultsDir, { recursive: true });
 const regHost = `127.0.0.1:${REGISTRY_PORT}`;
-const dockerEnv = { PATH: process.env.PATH, HOME: work, DOCKER_HOST: `unix://${work}/d/docker.sock`, DOCKER_BUILDKIT: '1', DOCKER_CONFIG: path.join(work, 'docker-config'), DOCKER_CLI_HINTS: 'false' };
-const docker = (args) => runAsync(DOCKER, args, { env: dockerEnv });
+const docker = dockerClient(work);
 
 /** FILES files in 100 directories, MIB MiB in all (sizes spread around the mean), random bytes: incompressible, like most real contexts' bulk. */
 function makeContext() {
@@ -67,47 +65,22 @@ async function startStrata() {
 }
 
 /** `strata build DIR -t REF` from its start to its exit (the build succeeded and the tag moved); with the CLI's own account of what it sent. */
-function strataBuild(token, cacheDir, dir, ref) {
+async function strataBuild(token, cacheDir, dir, ref) {
   run('sync', []);
-  const t0 = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(root, 'apps/cli/dist/bin.js'), 'build', dir, '-t', ref], {
-      env: { PATH: process.env.PATH, STRATA_URL: apiUrl, STRATA_TOKEN: token, STRATA_CACHE_DIR: cacheDir, STRATA_TRACE: '1' }, stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const ms = performance.now() - t0;
-      if (code !== 0) return reject(new Error(`strata build exited ${code}: ${stderr.slice(-2000)}`));
-      const m = /context: (\d+) files, (\d+) bytes, (\d+) hashed; uploaded (\d+) contents? \((\d+) bytes\) and the manifest \((\d+) bytes\) in (\d+) requests?/.exec(stderr);
-      const trace = /trace: (.*)/.exec(stderr)?.[1] ?? null;
-      resolve({ ms, trace, sent: m ? { files: +m[1], hashed: +m[3], contents: +m[4], contentBytes: +m[5], manifestBytes: +m[6], requests: +m[7] } : null });
-    });
-  });
+  const { ms, stderr } = await strataCliBuild({ apiUrl, token, cacheDir, dir, ref, trace: true });
+  const m = /context: (\d+) files, (\d+) bytes, (\d+) hashed; uploaded (\d+) contents? \((\d+) bytes\) and the manifest \((\d+) bytes\) in (\d+) requests?/.exec(stderr);
+  const trace = /trace: (.*)/.exec(stderr)?.[1] ?? null;
+  return { ms, trace, sent: m ? { files: +m[1], hashed: +m[3], contents: +m[4], contentBytes: +m[5], manifestBytes: +m[6], requests: +m[7] } : null };
 }
 
-async function buildkitBuild(image, dir) {
-  run('sync', []);
-  const t0 = performance.now();
-  await docker(['build', '-q', '--network', 'none', '-t', `${regHost}/${image}`, dir]);
-  await docker(['push', '-q', `${regHost}/${image}`]);
-  return { ms: performance.now() - t0 };
-}
+const buildkitBuild = (image, dir) => buildkitBuildAt(docker, regHost, image, dir);
 
-async function cleanup() {
-  await stopAll();
-  if (existsSync(path.join(work, 'd'))) run('sh', ['-c', `grep -o " ${work}/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null; true`]);
-  for (const f of ['dockerd.log', 'registry.log', 'api.log', 'worker.log']) {
-    if (existsSync(path.join(work, f))) cpSync(path.join(work, f), path.join(resultsDir, `large-context-${f}`));
-  }
-  if (!KEEP) rmSync(work, { recursive: true, force: true });
-}
+const cleanup = () => cleanUpWork({ work, resultsDir, prefix: 'large-context', keep: KEEP });
 
 installSignalHandlers(cleanup);
 const result = { runs: RUNS, files: FILES, mib: MIB, rows: [], notes: [] };
 const status = await runBench(result, async () => {
-  execFileSync(path.join(root, 'node_modules/.bin/tsc'), ['-b', 'apps/cli/tsconfig.json'], { cwd: root, stdio: 'inherit' });
+  buildCli();
   const t0 = performance.now();
   const ctx = makeContext();
   result.contextBytes = ctx.bytes;

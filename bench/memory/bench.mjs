@@ -11,13 +11,13 @@
 // also built by dockerd 20.10 (BuildKit) and pushed to a docker-registry, and the peak of dockerd
 // and its containerd is taken the same way (BENCH_MEMORY_PEER=0 leaves the peer out).
 // Started by infra/local/bench.mjs (--only memory); writes its results as JSON to $BENCH_OUT.
-import { execFileSync, spawn } from 'node:child_process';
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, copyFileSync, cpSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startDockerPeers, startStrataProcesses, tenants } from '../support/peers.mjs';
-import { installSignalHandlers, reportAndExit, run, runAsync, runBench, stopAll } from '../support/procs.mjs';
+import { buildCli, buildkitBuild, busyboxBaseTar, dockerClient, startDockerPeers, startStrataProcesses, strataApi, strataCliBuild, tenants, waitForStrataBuild } from '../support/peers.mjs';
+import { cleanUpWork, installSignalHandlers, reportAndExit, run, runAsync, runBench } from '../support/procs.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const MIB = Number(process.env.BENCH_MEMORY_MIB ?? 1024);
@@ -26,7 +26,6 @@ const API_PORT = Number(process.env.BENCH_API_PORT ?? 38245);
 const REGISTRY_PORT = Number(process.env.BENCH_REGISTRY_PORT ?? 5045);
 const PEER = process.env.BENCH_MEMORY_PEER !== '0' && existsSync('/usr/sbin/dockerd');
 const SAMPLE_MS = 50;
-const DOCKER = '/usr/bin/docker';
 const KEEP = process.env.BENCH_KEEP === '1';
 if (!Number.isInteger(MIB) || MIB < 1 || !Number.isInteger(FILES) || FILES < 1) throw new Error('BENCH_MEMORY_MIB and BENCH_MEMORY_FILES take positive integers');
 
@@ -35,8 +34,7 @@ const work = mkdtempSync(path.join(tmpdir(), 'smem-'));
 const resultsDir = path.join(root, 'bench/results');
 mkdirSync(resultsDir, { recursive: true });
 const regHost = `127.0.0.1:${REGISTRY_PORT}`;
-const dockerEnv = { PATH: process.env.PATH, HOME: work, DOCKER_HOST: `unix://${work}/d/docker.sock`, DOCKER_BUILDKIT: '1', DOCKER_CONFIG: path.join(work, 'docker-config'), DOCKER_CLI_HINTS: 'false' };
-const docker = (args) => runAsync(DOCKER, args, { env: dockerEnv });
+const docker = dockerClient(work);
 const MiB = 1024 * 1024;
 
 // ---------------------------------------------------------------- watching memory
@@ -130,20 +128,6 @@ function makeContext() {
   return { dir, tar, bytes: statSync(tar).size };
 }
 
-/** busybox-static rootfs (STACK-NOTES), tarred: the base of the RUN case. */
-function makeBaseTar() {
-  const dir = path.join(work, 'rootfs');
-  for (const d of ['bin', 'etc', 'tmp', 'root']) mkdirSync(path.join(dir, d), { recursive: true });
-  copyFileSync('/bin/busybox', path.join(dir, 'bin/busybox'));
-  run('chmod', ['755', path.join(dir, 'bin/busybox')]);
-  run('chroot', [dir, '/bin/busybox', '--install', '-s']);
-  writeFileSync(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
-  writeFileSync(path.join(dir, 'etc/group'), 'root:x:0:\n');
-  const tar = path.join(work, 'base.tar');
-  run('tar', ['-cf', tar, '--numeric-owner', '-C', dir, '.']);
-  return tar;
-}
-
 /** A context whose RUN step writes MIB MiB of random bytes: a layer of that size. */
 function makeRunContext() {
   const dir = path.join(work, 'run-ctx');
@@ -161,24 +145,7 @@ function makeRunContext() {
 // ---------------------------------------------------------------- Strata
 let strata = null;
 
-async function api(token, method, pathAndQuery, body, contentType) {
-  const headers = { authorization: `Bearer ${token}` };
-  if (contentType) headers['content-type'] = contentType;
-  const res = await fetch(`${strata.url}${pathAndQuery}`, { method, headers, body, ...(body instanceof ReadableStream ? { duplex: 'half' } : {}) });
-  const text = await res.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: res.status, json, text };
-}
-
-async function waitBuild(token, id) {
-  for (;;) {
-    const b = await api(token, 'GET', `/v1/builds/${id}`);
-    if (b.json?.status === 'succeeded') return b.json;
-    if (['failed', 'cancelled'].includes(b.json?.status)) throw new Error(`Strata build ${id} ${b.json.status}: ${JSON.stringify(b.json.error)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const api = (token, method, pathAndQuery, body, contentType) => strataApi(strata.url, token, method, pathAndQuery, body, contentType);
 
 /**
  * A web stream that reads its source only when fetch asks for more (Node 20's Readable.toWeb reads
@@ -201,24 +168,13 @@ async function strataTarBuild(token, repo, tarFile) {
   const body = pulledStream(createReadStream(tarFile, { highWaterMark: MiB }));
   const res = await api(token, 'POST', `/v1/builds?repository=${repo}&tag=1`, body, 'application/x-tar');
   if (res.status !== 202) throw new Error(`build submission answered ${res.status}: ${res.text}`);
-  return waitBuild(token, res.json.id);
+  return waitForStrataBuild(strata.url, token, res.json.id);
 }
 
-/** `strata build DIR -t REF` (apps/cli/dist), its pid added to the watch as 'cli' once spawned. */
-function strataCliBuild(watch, token, cacheDir, dir, ref) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(root, 'apps/cli/dist/bin.js'), 'build', dir, '-t', ref], {
-      env: { PATH: process.env.PATH, STRATA_URL: strata.url, STRATA_TOKEN: token, STRATA_CACHE_DIR: cacheDir }, stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    watch.add('cli', child.pid);
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code !== 0) return reject(new Error(`strata build exited ${code}: ${stderr.slice(-2000)}`));
-      resolve(/context: .*/.exec(stderr)?.[0] ?? null);
-    });
-  });
+/** `strata build DIR -t REF`, its pid added to the watch as 'cli' once spawned; answers its account of the context. */
+async function cliBuild(watch, token, cacheDir, dir, ref) {
+  const { stderr } = await strataCliBuild({ apiUrl: strata.url, token, cacheDir, dir, ref, onStart: (pid) => watch.add('cli', pid) });
+  return /context: .*/.exec(stderr)?.[0] ?? null;
 }
 
 // ---------------------------------------------------------------- the peer
@@ -231,29 +187,17 @@ const peerPids = () => {
   return { dockerd: pid, containerd };
 };
 
-async function buildkitBuild(image, dir) {
-  await docker(['build', '-q', '--network', 'none', '-t', `${regHost}/${image}`, dir]);
-  await docker(['push', '-q', `${regHost}/${image}`]);
-}
-
 // ---------------------------------------------------------------- run
-async function cleanup() {
-  await stopAll();
-  if (existsSync(path.join(work, 'd'))) run('sh', ['-c', `grep -o " ${work}/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null; true`]);
-  for (const f of ['dockerd.log', 'registry.log', 'api.log', 'worker.log']) {
-    if (existsSync(path.join(work, f))) cpSync(path.join(work, f), path.join(resultsDir, `memory-${f}`));
-  }
-  if (!KEEP) rmSync(work, { recursive: true, force: true });
-}
+const cleanup = () => cleanUpWork({ work, resultsDir, prefix: 'memory', keep: KEEP });
 
 installSignalHandlers(cleanup);
 const result = { mib: MIB, files: FILES, sampleMs: SAMPLE_MS, rows: [], notes: [] };
 const status_ = await runBench(result, async () => {
-  execFileSync(path.join(root, 'node_modules/.bin/tsc'), ['-b', 'apps/cli/tsconfig.json'], { cwd: root, stdio: 'inherit' });
+  buildCli();
   const t0 = performance.now();
   const ctx = makeContext();
   const runCtx = makeRunContext();
-  const baseTar = makeBaseTar();
+  const baseTar = busyboxBaseTar(work);
   result.contextBytes = ctx.bytes;
   log(`fixtures: ${FILES} random files, ${(ctx.bytes / MiB).toFixed(0)} MiB of tar, made in ${((performance.now() - t0) / 1000).toFixed(1)} s (untimed)`);
   const [dockerVersion, started] = await Promise.all([
@@ -283,7 +227,7 @@ const status_ = await runBench(result, async () => {
   };
 
   row('a. tar context: POST /v1/builds, COPY . /app/', await watched(pids, () => strataTarBuild(ta.token, 'mem-tar', ctx.tar)));
-  row('b. strata build: manifest + contents, COPY . /app/', await watched(pids, (w) => strataCliBuild(w, tb.token, mkdtempSync(path.join(work, 'cli-cache-')), ctx.dir, 'mem-cli:1')));
+  row('b. strata build: manifest + contents, COPY . /app/', await watched(pids, (w) => cliBuild(w, tb.token, mkdtempSync(path.join(work, 'cli-cache-')), ctx.dir, 'mem-cli:1')));
   row(`c. RUN writes a ${MIB} MiB random file (one layer)`, await watched(pids, () => strataTarBuild(tc.token, 'mem-run', runCtx.tar)));
   const pullDir = path.join(work, 'pull');
   row('d. skopeo copy of (c) from /v2', await watched(pids, () => runAsync('skopeo', ['copy', '-q', '--src-tls-verify=false', '--src-creds', `x:${tc.token}`, `docker://127.0.0.1:${API_PORT}/${tc.name}/mem-run:1`, `dir:${pullDir}`], { env: { PATH: process.env.PATH, HOME: work } })));
@@ -291,8 +235,8 @@ const status_ = await runBench(result, async () => {
   result.pulledLargestBlobBytes = pulled;
   rmSync(pullDir, { recursive: true, force: true });
   if (PEER) {
-    row('a. tar context (peer: docker build + push)', await watched(peerPids(), () => buildkitBuild('mem-tar:1', ctx.dir)));
-    row(`c. RUN writes a ${MIB} MiB random file (peer: docker build + push)`, await watched(peerPids(), () => buildkitBuild('mem-run:1', runCtx.peerDir)));
+    row('a. tar context (peer: docker build + push)', await watched(peerPids(), () => buildkitBuild(docker, regHost, 'mem-tar:1', ctx.dir)));
+    row(`c. RUN writes a ${MIB} MiB random file (peer: docker build + push)`, await watched(peerPids(), () => buildkitBuild(docker, regHost, 'mem-run:1', runCtx.peerDir)));
   }
   result.load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
   if (MIB !== 1024) result.notes.push(`Smaller than the issue's 1 GiB: ${MIB} MiB (BENCH_MEMORY_MIB).`);

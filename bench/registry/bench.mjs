@@ -12,7 +12,7 @@
 // Writes its results as JSON to $BENCH_OUT. Nothing listens or connects beyond 127.0.0.1.
 import { createHash, randomBytes } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
@@ -226,6 +226,8 @@ async function measure(label, make, t) {
   };
   const names = Object.keys(targets);
   let info = null;
+  // The machine's load (1-minute average) as the case starts and ends: the wall times mean little without it.
+  const loadAtStart = loadavg()[0];
   for (let i = 0; i < RUNS; i++) {
     const salt = `${process.pid}-${label}-${i}-${randomBytes(4).toString('hex')}`;
     // Each registry gets an image of its own (salted apart): the two Strata apis share one database,
@@ -248,6 +250,7 @@ async function measure(label, make, t) {
     for (const img of Object.values(imgs)) rmSync(img.layout, { recursive: true, force: true });
     log(`${label} #${i + 1}: push ${names.map((w) => `${w} ${targets[w].push.at(-1).toFixed(0)}`).join(' / ')} ms; pull ${names.map((w) => `${w} ${targets[w].pull.at(-1).toFixed(0)}`).join(' / ')} ms`);
   }
+  const loadAtEnd = loadavg()[0];
   const row = (op) => {
     const s = median(targets.strata[op]);
     const f = median(targets.strataFs[op]);
@@ -258,6 +261,8 @@ async function measure(label, make, t) {
       strataRuns: targets.strata[op], strataFsRuns: targets.strataFs[op], peerRuns: targets.peer[op],
       // CPU time of the server process during the case (medians, ms): robust to the machine's load where wall time is not.
       strataCpuMs: median(targets.strata[`${op}Cpu`]), strataFsCpuMs: median(targets.strataFs[`${op}Cpu`]), peerCpuMs: median(targets.peer[`${op}Cpu`]),
+      strataCpuRuns: targets.strata[`${op}Cpu`], strataFsCpuRuns: targets.strataFs[`${op}Cpu`], peerCpuRuns: targets.peer[`${op}Cpu`],
+      load: [Math.round(loadAtStart * 10) / 10, Math.round(loadAtEnd * 10) / 10],
     };
   };
   return [row('push'), row('pull')];

@@ -1,7 +1,7 @@
 // Counts the SQL statements and times each step of one blob's push and pull through the registry
 // logic (libs/registry's Registry on the filesystem driver), as skopeo drives /v2: HEAD (absent),
 // POST, PATCH, PUT, HEAD, GET. Prints one JSON line. No HTTP, no auth: what is left is Postgres,
-// storage and hashing. Run with DATABASE_URL set:
+// storage and hashing. Statements count Prisma's and the registry's raw ones (Sql). Run with DATABASE_URL set:
 //   node --import ./bench/support/register-ts.mjs bench/registry/sql-count.ts [blobs] [bytes]
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -9,21 +9,26 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { BlobStore, FilesystemDriver } from '@strata/blobstore';
-import { PrismaClient, createTenantWithToken } from '@strata/db';
+import { PrismaClient, createTenantWithToken, poolSql, type Sql } from '@strata/db';
 import type { Digest } from '@strata/oci';
 import { ImageStore, Registry } from '@strata/registry';
 import { PrismaPg } from '@prisma/adapter-pg';
+import pg from 'pg';
 
 const url = process.env.DATABASE_URL;
 if (!url) throw new Error('DATABASE_URL is not set');
 const blobs = Number(process.argv[2] ?? 50);
 const bytes = Number(process.argv[3] ?? 4096);
-const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: url, max: 10 }), log: [{ emit: 'event', level: 'query' }] });
+// One pool for Prisma and the registry's raw statements, as the api's PrismaService has it.
+const pool = new pg.Pool({ connectionString: url, max: 10 });
+const prisma = new PrismaClient({ adapter: new PrismaPg(pool, { disposeExternalPool: true }), log: [{ emit: 'event', level: 'query' }] });
 let statements = 0;
 prisma.$on('query', () => statements++);
+const raw = poolSql(pool);
+const sql: Sql = { query: (text, values) => (statements++, raw.query(text, values)) };
 const dir = mkdtempSync(path.join(tmpdir(), 'sql-count-'));
 const store = new BlobStore(new FilesystemDriver(dir));
-const registry = new Registry(prisma, store, new ImageStore(prisma, store));
+const registry = new Registry(prisma, store, new ImageStore(prisma, store), sql);
 const tenant = `sqlcount-${process.pid}`;
 await createTenantWithToken(prisma, tenant);
 const name = `${tenant}/app`;

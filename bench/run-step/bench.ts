@@ -14,9 +14,14 @@
 //                                              the previous step's diff and upload could save at most)
 //   cycle:runc-before                          with BENCH_BEFORE=<a checkout of an earlier commit>: cycle:runc
 //                                              with that checkout's libs/runtime (before ADR 0026: processes)
+//   worker:true-userns-off / -on              `RUN true` through BuildRuntime.run (snapshot, runc, diff) without and
+//                                              with a user namespace (range claim, idmapped view, rootfs bind, owner shift)
+//   worker:mknod100-userns-off / -on           a step that makes 100 character devices: with the namespace each
+//                                              mknod is a round trip through the mknod agent (seccomp user notification)
 // crun 1.8.1 refuses cgroup v1 "hybrid" hosts (a cgroup2 mount with a controller enabled); the crun
 // variant runs it through a wrapper that unmounts /sys/fs/cgroup/unified in a private mount
 // namespace first, and is left out (with the reason printed) when that does not work either.
+// BENCH_RUN_STEP_ONLY=worker runs only the worker: variants.
 // Run as root: node --import ./bench/support/register-ts.mjs bench/run-step/bench.ts [runs]
 import { execFile, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -30,17 +35,28 @@ import { diffUpperDir } from '../../libs/runtime/src/diff.js';
 import { busyboxLayer } from '../../libs/runtime/src/fixtures.test.js';
 import { LayerStore } from '../../libs/runtime/src/layer-store.js';
 import { RuncExecutor } from '../../libs/runtime/src/runc-executor.js';
+import { BuildRuntime } from '../../libs/runtime/src/build-runtime.js';
+import type { Digest } from '../../libs/oci/src/index.js';
 
 const RUNS = Number(process.argv[2] ?? process.env.BENCH_RUNS ?? 15);
 const run = promisify(execFile);
 const work = mkdtempSync(path.join(tmpdir(), 'strata-bench-run-step-'));
 chmodSync(work, 0o711);
 
-/** CPU ms of this process plus its reaped children (cutime + cstime, 10 ms ticks). */
+/** Processes that live across runs whose CPU counts too: the worker runtimes' mknod agents (and the children they reap). */
+const agentPids = new Set<number>();
+
+/** CPU ms of this process plus its reaped children (cutime + cstime, 10 ms ticks), plus the mknod agents'. */
 function cpuMs(): number {
   const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
   const usage = process.cpuUsage();
-  return (Number(fields[13]) + Number(fields[14])) * 10 + (usage.user + usage.system) / 1000;
+  let agents = 0;
+  for (const pid of agentPids) {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    // utime, stime, cutime, cstime (fields 14-17 of stat)
+    agents += (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 10;
+  }
+  return (Number(fields[13]) + Number(fields[14])) * 10 + (usage.user + usage.system) / 1000 + agents;
 }
 
 const median = (xs: number[]): number => {
@@ -177,10 +193,65 @@ async function cycleVariants(): Promise<{ variants: Variant[]; notes: string[] }
   return { variants, notes };
 }
 
+/** Steps through the worker's own path, with and without a user namespace (ADR 0022). */
+async function workerVariants(runtimes: BuildRuntime[]): Promise<Variant[]> {
+  const base = busyboxLayer();
+  const layer = {
+    descriptor: { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: base.diffId as Digest, size: base.tar.length },
+    diffId: base.diffId as Digest,
+  };
+  const make = async (userns: 'on' | 'off') => {
+    const runtime = new BuildRuntime({
+      dataDir: path.join(work, `worker-${userns}`),
+      step: { network: 'none', memoryBytes: 512 * 1024 ** 2, pids: 512, cpus: 0, stepTimeoutMs: 60_000, allowInsecure: false, userns },
+      layerBlob: async () => Readable.from([base.tar]),
+      cacheArchives: { get: async () => null, put: async (_k, body) => void body.resume() },
+      secretsDir: path.join('/dev/shm', `strata-bench-run-step-${process.pid}-${userns}`),
+    });
+    await runtime.init();
+    runtimes.push(runtime);
+    if (userns === 'on' && !runtime.usesUserNamespaces) throw new Error('user namespaces did not start on this worker');
+    if (runtime.mknodSupervisor?.pid !== undefined) agentPids.add(runtime.mknodSupervisor.pid);
+    return runtime;
+  };
+  const runtimes_ = { off: await make('off'), on: await make('on') };
+  const steps: Record<string, string> = {
+    true: 'true',
+    mknod100: 'i=0; while [ $i -lt 100 ]; do mknod /n$i c 1 3 || exit 1; i=$((i+1)); done',
+  };
+  const variants: Variant[] = [];
+  for (const [step, script] of Object.entries(steps)) {
+    for (const [name, runtime] of Object.entries(runtimes_)) {
+      variants.push({
+        name: `worker:${step}-userns-${name}`,
+        timed: async () => {
+          const outcome = await runtime.run('bench', {
+            layers: [layer],
+            args: ['/bin/sh', '-c', script],
+            env: [],
+            user: '',
+            cwd: '/',
+            network: 'default',
+            line: 1,
+            onOutput: () => undefined,
+            signal: new AbortController().signal,
+          });
+          await outcome.release();
+          if (outcome.exitCode !== 0) throw new Error(`worker:${step} with userns ${name} exited ${outcome.exitCode}`);
+          if (step === 'mknod100' && outcome.entries.filter((e) => e.type === 'char-device').length !== 100) throw new Error(`worker:${step}: not 100 devices in the layer`);
+        },
+      });
+    }
+  }
+  return variants;
+}
+
+const runtimes: BuildRuntime[] = [];
 try {
-  const ops = opVariants();
-  const { variants: cycles, notes } = await cycleVariants();
-  const variants = [...ops, ...cycles];
+  const only = process.env.BENCH_RUN_STEP_ONLY;
+  const ops = only === 'worker' ? [] : opVariants();
+  const { variants: cycles, notes } = only === 'worker' ? { variants: [], notes: [] as string[] } : await cycleVariants();
+  const variants = [...ops, ...cycles, ...(await workerVariants(runtimes))];
   const times = new Map<string, { wallMs: number; cpuMs: number }[]>(variants.map((v) => [v.name, []]));
   for (let i = 0; i <= RUNS; i++) {
     for (const variant of variants) {
@@ -209,6 +280,7 @@ try {
   mkdirSync(path.dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify({ runs: RUNS, load, results, notes }, null, 2));
 } finally {
+  for (const runtime of runtimes) await runtime.close().catch(() => undefined);
   for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     const point = line.split(' ')[4];
     if (point?.startsWith(work)) spawnSync('umount', ['-l', point]);

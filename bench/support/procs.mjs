@@ -1,8 +1,9 @@
 // Child processes the benchmark starts, and their teardown: every one is stopped by its own pid
 // (SIGTERM, then SIGKILL after a grace period), on success, on failure and on Ctrl-C.
 import { spawn, spawnSync } from 'node:child_process';
-import { openSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 
 const started = [];
 
@@ -120,4 +121,18 @@ export function reportAndExit(result, status) {
   if (process.env.BENCH_OUT) writeFileSync(process.env.BENCH_OUT, JSON.stringify(result, null, 2));
   else process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   process.exit(status);
+}
+
+/**
+ * The end of a benchmark that worked in `work`: stops what it started, unmounts what dockerd left
+ * mounted under `work` (a leftover mount would make rm fail), copies the services' logs to
+ * `resultsDir` as `<prefix>-<log>` and removes `work` unless `keep`.
+ */
+export async function cleanUpWork({ work, resultsDir, prefix, keep }) {
+  await stopAll();
+  if (existsSync(path.join(work, 'd'))) run('sh', ['-c', `grep -o " ${work}/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null; true`]);
+  for (const f of ['dockerd.log', 'registry.log', 'api.log', 'worker.log']) {
+    if (existsSync(path.join(work, f))) cpSync(path.join(work, f), path.join(resultsDir, `${prefix}-${f}`));
+  }
+  if (!keep) rmSync(work, { recursive: true, force: true });
 }

@@ -139,9 +139,9 @@ if (registry) {
   }
   if ((g.rows ?? []).some((r) => Number.isFinite(r.peerCpuMs))) {
     lines.push('', 'CPU time of each server process during the case (median; less sensitive to the machine\'s load than the wall time above):', '');
-    lines.push('| case | Strata (filesystem) | Strata (S3) | docker-registry | CPU ratio Strata filesystem / docker-registry |');
-    lines.push('|---|---:|---:|---:|---:|');
-    for (const r of g.rows) lines.push(`| ${r.case} | ${ms(r.strataFsCpuMs)} | ${ms(r.strataCpuMs)} | ${ms(r.peerCpuMs)} | ${(r.strataFsCpuMs / r.peerCpuMs).toFixed(2)} |`);
+    lines.push('| case | Strata (filesystem) | Strata (S3, api only) | docker-registry | CPU ratio Strata filesystem / docker-registry | load average (1 min) at the case\'s start, end |');
+    lines.push('|---|---:|---:|---:|---:|---:|');
+    for (const r of g.rows) lines.push(`| ${r.case} | ${ms(r.strataFsCpuMs)} | ${ms(r.strataCpuMs)} | ${ms(r.peerCpuMs)} | ${(r.strataFsCpuMs / r.peerCpuMs).toFixed(2)} | ${r.load ? r.load.join(', ') : '-'} |`);
   }
   for (const n of g.notes ?? []) lines.push('', `Note: ${n}`);
   if (g.error) lines.push('', `Registry benchmark failed: ${g.error.split('\n')[0]}`);

@@ -177,7 +177,8 @@ export class BuildRunner {
         git: this.gitSources,
         onEvent: (e) => {
           this.deps.onEvent?.(buildId, e);
-          log?.event(e);
+          // The log's answer goes back to the RUN step: while the log is behind, its output is not read.
+          const behind = log?.event(e);
           if (e.type === 'step-done') {
             const write = prisma.buildStep
               .create({
@@ -201,6 +202,7 @@ export class BuildRunner {
               .catch(() => undefined);
             stepWrites.push(write);
           }
+          return behind;
         },
       });
       let documents: Promise<StoredDocuments> | undefined;

@@ -166,7 +166,7 @@ export class BlobStore {
   async open(digest: Digest, opts: { size: number; range?: ByteRange }): Promise<{ sendTo(sink: Writable): Promise<void> }> {
     const key = blobKey(digest);
     const { start, end } = checkRange(key, opts.range, opts.size);
-    if (this.driver.open === undefined) {
+    if (this.driver.open === undefined || end === start) {
       const stream = await this.get(digest, opts.range, { size: opts.size, verify: false });
       return {
         sendTo: (sink) =>
@@ -180,7 +180,7 @@ export class BlobStore {
     }
     let opened;
     try {
-      opened = await this.driver.open(key);
+      opened = await this.driver.open(key, { offset: start, length: end - start });
     } catch (err) {
       if (err instanceof NotFoundError) throw new BlobNotFoundError(digest);
       throw err;
@@ -254,7 +254,7 @@ const SMALL_BLOB_BYTES = 8 * 1024 * 1024;
  * Reads a stream until it ends or passes `limit` bytes. Returns the whole content when it ended
  * (`rest` null), else a stream that replays what was read followed by the remainder.
  */
-async function readUpTo(stream: Readable, limit: number): Promise<{ bytes: Buffer; rest: Readable | null }> {
+export async function readUpTo(stream: Readable, limit: number): Promise<{ bytes: Buffer; rest: Readable | null }> {
   const chunks: Buffer[] = [];
   let size = 0;
   const iterator = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;

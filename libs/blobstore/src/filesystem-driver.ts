@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { type FileHandle, mkdir, open, opendir, rename, rmdir, stat, unlink } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, opendir, rename, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { sendFileRange } from './send-file.js';
@@ -28,25 +28,39 @@ export class FilesystemDriver implements StorageDriver {
     return join(this.rootDir, key);
   }
 
+  /** Set once the temp folder was made by this driver (nothing here removes it). */
+  private tempReady = false;
+
   private async tempPath(): Promise<string> {
     const dir = join(this.rootDir, TEMP_DIR);
-    await mkdir(dir, { recursive: true });
+    if (!this.tempReady) {
+      await mkdir(dir, { recursive: true });
+      this.tempReady = true;
+    }
     return join(dir, randomUUID());
   }
 
-  /** Renames a finished temp file into place, so readers never see a partial object. */
+  /**
+   * Renames a finished temp file into place, so readers never see a partial object. The target's
+   * folder is made only when the rename says it is missing (most writes go to existing folders).
+   */
   private async publish(temp: string, target: string): Promise<void> {
-    await mkdir(dirname(target), { recursive: true });
-    await rename(temp, target);
+    try {
+      await rename(temp, target);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      await mkdir(dirname(target), { recursive: true });
+      await rename(temp, target);
+    }
   }
 
   /** Writes a temp file with `write`, then renames it to `key`: readers see all of it or nothing. */
-  private async writeAtomically(key: string, write: (temp: string) => Promise<void>): Promise<{ size: number }> {
+  private async writeAtomically(key: string, write: (temp: string) => Promise<void>, knownSize?: number): Promise<{ size: number }> {
     const target = this.path(key);
     const temp = await this.tempPath();
     try {
       await write(temp);
-      const { size } = await stat(temp);
+      const size = knownSize ?? (await stat(temp)).size;
       await this.publish(temp, target);
       return { size };
     } catch (err) {
@@ -56,15 +70,19 @@ export class FilesystemDriver implements StorageDriver {
   }
 
   async put(key: string, body: Buffer | Readable): Promise<{ size: number }> {
-    return this.writeAtomically(key, (temp) => pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, createWriteStream(temp, { flags: 'wx', highWaterMark: WRITE_BUFFER })));
+    // A buffer is one write call, not a stream of one chunk.
+    if (Buffer.isBuffer(body)) return this.writeAtomically(key, (temp) => writeFile(temp, body, { flag: 'wx' }), body.length);
+    return this.writeAtomically(key, (temp) => pipeline(body, createWriteStream(temp, { flags: 'wx', highWaterMark: WRITE_BUFFER })));
   }
 
-  async get(key: string, range?: ByteRange): Promise<Readable> {
-    const path = this.path(key);
-    // Opened once and measured through the descriptor: the size checked is the size of what is read.
+  /**
+   * Opens `key` for reading and measures it through the descriptor, so the size checked is the
+   * size of what is read. NotFoundError when it is absent or not a file (the handle is closed then).
+   */
+  private async openFile(key: string): Promise<{ handle: FileHandle; size: number }> {
     let handle: FileHandle;
     try {
-      handle = await open(path, 'r');
+      handle = await open(this.path(key), 'r');
     } catch (err) {
       if (isMissing(err)) throw new NotFoundError(key);
       throw err;
@@ -72,7 +90,17 @@ export class FilesystemDriver implements StorageDriver {
     try {
       const stats = await handle.stat();
       if (!stats.isFile()) throw new NotFoundError(key);
-      const { start, end } = checkRange(key, range, stats.size);
+      return { handle, size: stats.size };
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Readable> {
+    const { handle, size } = await this.openFile(key);
+    try {
+      const { start, end } = checkRange(key, range, size);
       if (end === start) {
         await handle.close();
         return Readable.from([]);
@@ -85,32 +113,19 @@ export class FilesystemDriver implements StorageDriver {
   }
 
   async open(key: string): Promise<OpenedObject> {
-    let handle: FileHandle;
-    try {
-      handle = await open(this.path(key), 'r');
-    } catch (err) {
-      if (isMissing(err)) throw new NotFoundError(key);
-      throw err;
-    }
-    try {
-      const stats = await handle.stat();
-      if (!stats.isFile()) throw new NotFoundError(key);
-      return {
-        size: stats.size,
-        sendTo: async (sink, start, end) => {
-          try {
-            checkRange(key, { offset: start, length: end - start }, stats.size);
-            await sendFileRange(handle, sink, start, end, key);
-          } finally {
-            await handle.close().catch(() => undefined);
-          }
-        },
-        close: () => handle.close().catch(() => undefined),
-      };
-    } catch (err) {
-      await handle.close().catch(() => undefined);
-      throw err;
-    }
+    const { handle, size } = await this.openFile(key);
+    return {
+      size,
+      sendTo: async (sink, start, end) => {
+        try {
+          checkRange(key, { offset: start, length: end - start }, size);
+          await sendFileRange(handle, sink, start, end, key);
+        } finally {
+          await handle.close().catch(() => undefined);
+        }
+      },
+      close: () => handle.close().catch(() => undefined),
+    };
   }
 
   async stat(key: string): Promise<ObjectStat | null> {

@@ -15,10 +15,10 @@ import {
   UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { Readable, Transform } from 'node:stream';
+import { Readable, Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { checkRange, NotFoundError, StorageUnavailableError, validateKey, type ByteRange, type ObjectStat, type StorageDriver } from './storage-driver.js';
+import { checkRange, NotFoundError, type OpenedObject, StorageUnavailableError, validateKey, type ByteRange, type ObjectStat, type StorageDriver } from './storage-driver.js';
 
 /** Attempts per request (the SDK's standard mode: exponential backoff with jitter between them). */
 const MAX_ATTEMPTS = 5;
@@ -156,6 +156,41 @@ export class S3Driver implements StorageDriver {
     }
     const response = await this.call('GET', key, () => this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(header ? { Range: header } : {}) })));
     return Readable.from(this.resumed(key, response.Body as Readable, start, start + (response.ContentLength ?? 0)), { objectMode: false });
+  }
+
+  /**
+   * Opens `key` for sending bytes [range.offset, range.offset + range.length): one GET for just that
+   * range, whose body `sendTo` writes into the sink chunk by chunk as the sink takes them (resumed
+   * like `get`'s), with no stream in between: for a 100 MiB blob the pipes of `get` cost more CPU
+   * than the transfer. `size` is the whole object's, from the answer.
+   */
+  async open(key: string, range?: ByteRange): Promise<OpenedObject> {
+    validateKey(key);
+    const offset = range?.offset ?? 0;
+    // S3 cannot express an empty range; the caller sends nothing for one anyway.
+    const header = range?.length !== undefined && range.length > 0 ? `bytes=${offset}-${offset + range.length - 1}` : offset > 0 ? `bytes=${offset}-` : undefined;
+    const response = await this.call('GET', key, () => this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(header ? { Range: header } : {}) })));
+    const body = response.Body as Readable;
+    const length = response.ContentLength ?? 0;
+    const total = /\/(\d+)$/.exec(response.ContentRange ?? '')?.[1];
+    const size = total !== undefined ? Number(total) : length;
+    return {
+      size,
+      sendTo: async (sink, start, end) => {
+        try {
+          if (start !== offset || end !== offset + length) throw new Error(`S3Driver.open: ${key} was opened for bytes ${offset}-${offset + length}, not ${start}-${end}`);
+          for await (const chunk of this.resumed(key, body, start, end)) {
+            if (sink.destroyed) throw new Error('the receiver closed the connection');
+            if (!sink.write(chunk)) await drained(sink);
+          }
+        } finally {
+          body.destroy();
+        }
+      },
+      close: async () => {
+        body.destroy();
+      },
+    };
   }
 
   /**
@@ -320,6 +355,24 @@ export class S3Driver implements StorageDriver {
   private copySource(key: string): string {
     return `${this.bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
   }
+}
+
+/** Resolves when `sink` wants more, rejects if it closes or fails first. */
+function drained(sink: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      sink.off('drain', onDrain);
+      sink.off('close', onClose);
+      sink.off('error', done);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = () => done();
+    const onClose = () => done(new Error('the receiver closed the connection'));
+    sink.once('drain', onDrain);
+    sink.once('close', onClose);
+    sink.once('error', done);
+  });
 }
 
 /** A low-cardinality label: the HTTP status, else the error's code or name. */

@@ -86,8 +86,11 @@ export interface StorageDriver {
    * (registry chunked uploads commit this way without re-sending bytes). Parts are left in place.
    */
   concat(parts: readonly string[], dst: string): Promise<{ size: number }>;
-  /** Optional (the filesystem driver): opens `key` to send it (NotFoundError if absent). */
-  open?(key: string): Promise<OpenedObject>;
+  /**
+   * Optional: opens `key` to send it (NotFoundError if absent). `range`, when given, is the only
+   * range `sendTo` will be asked for (S3 requests just it); the filesystem driver may send any.
+   */
+  open?(key: string, range?: ByteRange): Promise<OpenedObject>;
 }
 
 /** Refuses keys that could escape a filesystem root or be ambiguous on S3. */

@@ -47,7 +47,8 @@ export interface EngineDeps {
   sources?: SourceFetcher;
   /** ADD <git repository>: resolves refs and checks commits out; without it such a step fails saying so. */
   git?: GitSourceFetcher;
-  onEvent?: (e: BuildEvent) => void;
+  /** Every event as it happens; a Promise answered for a `log` event slows the RUN step that printed it until it settles. */
+  onEvent?: (e: BuildEvent) => unknown;
   /** The same step in the previous build of this repository and target, to explain misses. */
   previousStep?: (stage: number, index: number) => StepFingerprint | null;
   /** Wall clock, replaceable for tests. */

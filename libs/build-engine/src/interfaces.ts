@@ -176,7 +176,8 @@ export interface RunRequest {
   /** `RUN --security=insecure`: a privileged container (the worker checks that its operator allows it). */
   security?: 'insecure';
   line: number;
-  onOutput(stream: 'stdout' | 'stderr', line: string): void;
+  /** Each line of output; a Promise answered asks the executor to read no more until it settles (the log is behind); anything else is ignored. */
+  onOutput(stream: 'stdout' | 'stderr', line: string): unknown;
   signal: AbortSignal;
 }
 

@@ -205,7 +205,7 @@ export async function executeRun(
         onOutput: (stream, text) => {
           tail.push(text);
           if (tail.length > 10) tail.shift();
-          build.emit({ type: 'log', stage: where.stage, index: where.index, stream, line: text });
+          return build.emit({ type: 'log', stage: where.stage, index: where.index, stream, line: text });
         },
       });
     } catch (e) {

@@ -20,7 +20,8 @@ export interface BuildScope {
   sourceDateEpoch: number | undefined;
   /** RFC 3339 time, seconds precision: the epoch when given, now otherwise. */
   timestamp(epoch?: number): string;
-  emit(e: BuildEvent): void;
+  /** Hands an event to EngineDeps.onEvent, answering what it answers. */
+  emit(e: BuildEvent): unknown;
 }
 
 /** Per-stage state while walking its instructions. */

@@ -43,8 +43,9 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...base, STRATA_RUN_RUNTIME: 'kata' })).toThrow('STRATA_RUN_RUNTIME must be runc or runsc, got "kata"');
   });
 
-  it('runs RUN steps without user namespaces unless STRATA_RUN_USERNS asks, from a pool of 65536-id ranges it checks', () => {
-    expect(loadConfig(base).run).toMatchObject({ userns: 'off', usernsBase: 2 ** 30, usernsRanges: 256 });
+  it('runs RUN steps in user namespaces where the worker can (auto) unless STRATA_RUN_USERNS says otherwise, from a pool of 65536-id ranges it checks', () => {
+    expect(loadConfig(base).run).toMatchObject({ userns: 'auto', usernsBase: 2 ** 30, usernsRanges: 256 });
+    expect(loadConfig({ ...base, STRATA_RUN_USERNS: '' }).run.userns).toBe('auto');
     expect(loadConfig({ ...base, STRATA_RUN_USERNS: '1' }).run.userns).toBe('on');
     expect(loadConfig({ ...base, STRATA_RUN_USERNS: 'auto' }).run.userns).toBe('auto');
     expect(loadConfig({ ...base, STRATA_RUN_USERNS: '0' }).run.userns).toBe('off');

@@ -125,9 +125,10 @@ export interface RunSettings {
   /** runsc's platform (STRATA_RUN_RUNSC_PLATFORM): ptrace runs anywhere, kvm needs /dev/kvm. */
   runscPlatform: 'ptrace' | 'kvm' | 'systrap';
   /**
-   * User namespaces for runc steps (STRATA_RUN_USERNS): `1` is `on` (the worker refuses to start
-   * without them), `auto` uses them where this kernel does (else logs why), `0` or unset is `off`:
-   * a step in a user namespace cannot make device nodes (docs/adr/0022).
+   * User namespaces for runc steps (STRATA_RUN_USERNS): `auto` (the default) uses them where this
+   * kernel and filesystem allow (else logs a warning at start and runs steps as host root), `1` is
+   * `on` (the worker refuses to start without them), `0` is `off` (docs/adr/0022). Device nodes are
+   * made for user-namespaced steps by the mknod agent.
    */
   userns?: 'auto' | 'on' | 'off';
   /** First host uid/gid of the steps' ranges (STRATA_USERNS_BASE), a multiple of 65536; default 2^30. */
@@ -314,7 +315,7 @@ function runSettings(env: Env): RunSettings {
     allowInsecure: insecure === 'true',
     runtime,
     runscPlatform,
-    userns: usernsRaw === '1' ? 'on' : usernsRaw === 'auto' ? 'auto' : 'off',
+    userns: usernsRaw === '1' ? 'on' : usernsRaw === '0' ? 'off' : 'auto',
     usernsBase,
     usernsRanges,
     dns: resolverList(env, 'STRATA_RUN_DNS'),

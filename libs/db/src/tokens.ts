@@ -93,3 +93,22 @@ export async function createTenantWithToken(
   });
   return { tenantId: tenant.id, tokenId: row.id, token };
 }
+
+type RevocationListener = (tokenId: string) => void;
+const revocationListeners = new Set<RevocationListener>();
+
+/**
+ * In-process notice that an API token was revoked, for what caches a token's validity (the
+ * registry's bearer-token check, ADR 0034): this replica forgets it at once; other replicas
+ * within their cache's bound.
+ */
+export const tokenRevocations = {
+  notify(tokenId: string): void {
+    for (const listener of revocationListeners) listener(tokenId);
+  },
+  /** Returns the function that stops listening. */
+  listen(listener: RevocationListener): () => void {
+    revocationListeners.add(listener);
+    return () => revocationListeners.delete(listener);
+  },
+};

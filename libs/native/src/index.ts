@@ -16,6 +16,7 @@
  *   `lremovexattr(path, name)`
  * - `mknod(path, type, mode, major?, minor?)`
  * - `constants` (MS_*, MNT_*, XATTR_*)
+ * - `mknodAgentPath`: the seccomp user-notification supervisor's executable (src/mknod-agent.c)
  */
 import { createRequire } from 'node:module';
 
@@ -76,6 +77,13 @@ function load(): Binding {
 }
 
 export const constants: NativeConstants = binding.constants;
+
+/**
+ * The `strata-mknod-agent` executable node-gyp builds next to the addon (src/mknod-agent.c): the
+ * seccomp user-notification supervisor that makes device nodes for user-namespaced RUN steps
+ * (`strata-mknod-agent <socket>`, prints "ready" once it listens; docs/adr/0022).
+ */
+export const mknodAgentPath: string = new URL('../build/Release/strata-mknod-agent', import.meta.url).pathname;
 
 export interface MountOptions {
   /**

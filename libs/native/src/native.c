@@ -177,42 +177,61 @@ static int get_int64(napi_env env, napi_value value, const char *what, int64_t *
 
 // ---- extended attributes (synchronous) --------------------------------------------------------
 
+// The "path" and "name" arguments as C strings (both malloc'd); 0 with an error pending, and
+// nothing left to free, when either is not a string or Buffer.
+static int get_path_and_name(napi_env env, napi_value *argv, char **path, char **name) {
+  if (!get_bytes(env, argv[0], "path", 0, path)) return 0;
+  if (!get_bytes(env, argv[1], "name", 0, name)) {
+    free(*path);
+    *path = NULL;
+    return 0;
+  }
+  return 1;
+}
+
+// Throws the errno error of `syscall` on `path` when `err` is not 0; frees `path` either way. For
+// the end of a call that answers undefined.
+static napi_value end_path_call(napi_env env, int err, const char *syscall, char *path) {
+  if (err != 0) throw_errno(env, err, syscall, path);
+  free(path);
+  return NULL;
+}
+
+// llistxattr(path) when `name` is NULL, else lgetxattr(path, name), into a buffer of the size the
+// call asks for, asked again while that size changes between the two calls (ERANGE: an xattr was
+// added or grew). The bytes in *out (malloc'd; NULL when there are none) and their count, or -1
+// with errno set.
+static ssize_t read_xattr(const char *path, const char *name, char **out) {
+  *out = NULL;
+  for (;;) {
+    ssize_t size = name ? lgetxattr(path, name, NULL, 0) : llistxattr(path, NULL, 0);
+    if (size <= 0) return size;
+    char *buffer = malloc((size_t)size);
+    if (buffer == NULL) {
+      errno = ENOMEM;
+      return -1;
+    }
+    ssize_t got = name ? lgetxattr(path, name, buffer, (size_t)size) : llistxattr(path, buffer, (size_t)size);
+    if (got >= 0) {
+      *out = buffer;
+      return got;
+    }
+    int err = errno;
+    free(buffer);
+    errno = err;
+    if (err != ERANGE) return -1;
+  }
+}
+
 // llistxattr(path): string[] (the names of the path's own xattrs; a symlink is not followed).
 static napi_value Llistxattr(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
   char *path;
   if (!get_bytes(env, argv[0], "path", 0, &path)) return NULL;
-  char *list = NULL;
-  ssize_t size;
-  for (;;) {
-    size = llistxattr(path, NULL, 0);
-    if (size <= 0) break;
-    list = malloc((size_t)size);
-    if (list == NULL) {
-      size = -1;
-      errno = ENOMEM;
-      break;
-    }
-    ssize_t got = llistxattr(path, list, (size_t)size);
-    if (got >= 0) {
-      size = got;
-      break;
-    }
-    free(list);
-    list = NULL;
-    if (errno != ERANGE) {  // ERANGE: an xattr was added between the two calls
-      size = -1;
-      break;
-    }
-  }
-  if (size < 0) {
-    int err = errno;
-    free(list);
-    throw_errno(env, err, "llistxattr", path);
-    free(path);
-    return NULL;
-  }
+  char *list;
+  ssize_t size = read_xattr(path, NULL, &list);
+  if (size < 0) return end_path_call(env, errno, "llistxattr", path);
   free(path);
   napi_value result;
   napi_create_array(env, &result);
@@ -233,42 +252,12 @@ static napi_value Lgetxattr(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (!get_args(env, info, 2, argv)) return NULL;
   char *path, *name;
-  if (!get_bytes(env, argv[0], "path", 0, &path)) return NULL;
-  if (!get_bytes(env, argv[1], "name", 0, &name)) {
-    free(path);
-    return NULL;
-  }
-  char *value = NULL;
-  ssize_t size;
-  for (;;) {
-    size = lgetxattr(path, name, NULL, 0);
-    if (size <= 0) break;
-    value = malloc((size_t)size);
-    if (value == NULL) {
-      size = -1;
-      errno = ENOMEM;
-      break;
-    }
-    ssize_t got = lgetxattr(path, name, value, (size_t)size);
-    if (got >= 0) {
-      size = got;
-      break;
-    }
-    free(value);
-    value = NULL;
-    if (errno != ERANGE) {
-      size = -1;
-      break;
-    }
-  }
+  if (!get_path_and_name(env, argv, &path, &name)) return NULL;
+  char *value;
+  ssize_t size = read_xattr(path, name, &value);
+  int err = errno;
   free(name);
-  if (size < 0) {
-    int err = errno;
-    free(value);
-    throw_errno(env, err, "lgetxattr", path);
-    free(path);
-    return NULL;
-  }
+  if (size < 0) return end_path_call(env, err, "lgetxattr", path);
   free(path);
   napi_value result;
   void *copy;
@@ -299,21 +288,11 @@ static napi_value Lsetxattr(napi_env env, napi_callback_info info) {
   napi_valuetype type;
   napi_typeof(env, argv[3], &type);
   if (type != napi_undefined && !get_int64(env, argv[3], "flags", &flags)) return NULL;
-  if (!get_bytes(env, argv[0], "path", 0, &path)) return NULL;
-  if (!get_bytes(env, argv[1], "name", 0, &name)) {
-    free(path);
-    return NULL;
-  }
+  if (!get_path_and_name(env, argv, &path, &name)) return NULL;
   int rc = lsetxattr(path, name, size > 0 ? value : "", size, (int)flags);
-  int err = errno;
+  int err = rc != 0 ? errno : 0;
   free(name);
-  if (rc != 0) {
-    throw_errno(env, err, "lsetxattr", path);
-    free(path);
-    return NULL;
-  }
-  free(path);
-  return NULL;
+  return end_path_call(env, err, "lsetxattr", path);
 }
 
 // lremovexattr(path, name): undefined.
@@ -321,17 +300,11 @@ static napi_value Lremovexattr(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (!get_args(env, info, 2, argv)) return NULL;
   char *path, *name;
-  if (!get_bytes(env, argv[0], "path", 0, &path)) return NULL;
-  if (!get_bytes(env, argv[1], "name", 0, &name)) {
-    free(path);
-    return NULL;
-  }
+  if (!get_path_and_name(env, argv, &path, &name)) return NULL;
   int rc = lremovexattr(path, name);
-  int err = errno;
+  int err = rc != 0 ? errno : 0;
   free(name);
-  if (rc != 0) throw_errno(env, err, "lremovexattr", path);
-  free(path);
-  return NULL;
+  return end_path_call(env, err, "lremovexattr", path);
 }
 
 // mknod(path, mode (file type bits included), major, minor): undefined.
@@ -347,9 +320,7 @@ static napi_value Mknod(napi_env env, napi_callback_info info) {
   char *path;
   if (!get_bytes(env, argv[0], "path", 0, &path)) return NULL;
   int rc = mknod(path, (mode_t)mode, makedev((unsigned int)major_number, (unsigned int)minor_number));
-  if (rc != 0) throw_errno(env, errno, "mknod", path);
-  free(path);
-  return NULL;
+  return end_path_call(env, rc != 0 ? errno : 0, "mknod", path);
 }
 
 // ---- mounts (thread pool, promises) ---------------------------------------------------------

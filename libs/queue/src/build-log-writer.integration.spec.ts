@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { FilesystemDriver } from '@strata/blobstore';
-import { type BuildLogEntry, decodeStreamEntry } from './build-log.js';
+import { BUILD_LOG_BATCH_FIELD, type BuildLogEntry, compareStreamIds, decodeStreamEntries } from './build-log.js';
 import { BuildLog, type BuildLogLimits } from './build-log-writer.js';
 import { redisConnection } from './index.js';
 
@@ -34,7 +34,7 @@ describe('BuildLog', () => {
 
   async function entries(log: BuildLog): Promise<BuildLogEntry[]> {
     const raw = (await redis.xrange(log.key, '-', '+')) as Array<[string, string[]]>;
-    return raw.map(([id, f]) => decodeStreamEntry(id, f)!);
+    return raw.flatMap(([id, f]) => decodeStreamEntries(id, f));
   }
   const lines = (es: BuildLogEntry[]) => es.flatMap((e) => (e.type === 'log' ? [e.line] : []));
 
@@ -124,5 +124,54 @@ describe('BuildLog', () => {
     const ttl = await redis.ttl(log.key);
     expect(ttl).toBeGreaterThan(0);
     expect(ttl).toBeLessThanOrEqual(60);
+  });
+  it('puts the lines that arrive together into one entry, each with a stream id of its own, consecutive and in order', async () => {
+    const log = open();
+    log.started('w1');
+    await log.flush();
+    for (let i = 0; i < 1000; i++) log.line({ stage: 0, index: 0 }, 'stdout', `n${i}`);
+    await log.finish('succeeded');
+    const raw = (await redis.xrange(log.key, '-', '+')) as Array<[string, string[]]>;
+    // 1000 lines of about 100 bytes as events: a few entries of up to 32 KiB, not 1000.
+    expect(raw.length).toBeLessThan(10);
+    expect(raw.some(([, f]) => f[0] === BUILD_LOG_BATCH_FIELD)).toBe(true);
+    const es = await entries(log);
+    expect(lines(es)).toEqual(['build ' + log.key.split(':log:')[1] + ' started on worker w1', ...Array.from({ length: 1000 }, (_, i) => `n${i}`), 'build succeeded']);
+    const ids = es.map((e) => e.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect([...ids].sort(compareStreamIds)).toEqual(ids);
+    // Resuming after an id inside an entry gives exactly the events after it.
+    const [entryId, fields] = raw.find(([, f]) => f[0] === BUILD_LOG_BATCH_FIELD)!;
+    const inside = decodeStreamEntries(entryId, fields);
+    expect(decodeStreamEntries(entryId, fields, inside[4].id)).toEqual(inside.slice(5));
+    expect(decodeStreamEntries(entryId, fields, entryId)).toEqual([]);
+  });
+
+  it('asks its producer to wait while it holds more than the high-water mark, and lets it go once caught up', async () => {
+    const log = open(generous, { batching: { highWaterBytes: 64 * 1024, lowWaterBytes: 16 * 1024 } });
+    let waits: Promise<void> | undefined;
+    let n = 0;
+    while (waits === undefined) waits = log.line({ stage: 0, index: 0 }, 'stdout', `line ${n++}`);
+    // Some 600 lines of about 100 bytes as events before the writer is behind, none of them lost.
+    expect(n).toBeGreaterThan(500);
+    expect(n).toBeLessThan(1000);
+    await waits;
+    for (let i = 0; i < 10; i++) log.line({ stage: 0, index: 0 }, 'stdout', `after ${i}`);
+    await log.finish('succeeded');
+    const text = lines(await entries(log));
+    expect(text).toEqual([...Array.from({ length: n }, (_, i) => `line ${i}`), ...Array.from({ length: 10 }, (_, i) => `after ${i}`), 'build succeeded']);
+  });
+  it('carries on after entries another writer added to the stream (a build taken over), losing nothing', async () => {
+    const log = open();
+    log.line({ stage: 0, index: 0 }, 'stdout', 'before');
+    await log.flush();
+    // Another writer's entry, with an id ahead of anything this writer would pick.
+    await redis.xadd(log.key, `${Date.now() + 60_000}-0`, 'e', JSON.stringify({ type: 'log', stage: null, step: null, stream: 'system', line: 'from elsewhere', time: new Date().toISOString() }));
+    for (let i = 0; i < 3; i++) log.line({ stage: 0, index: 0 }, 'stdout', `after ${i}`);
+    await log.finish('succeeded');
+    const es = await entries(log);
+    expect(lines(es)).toEqual(['before', 'from elsewhere', 'after 0', 'after 1', 'after 2', 'build succeeded']);
+    const ids = es.map((e) => e.id);
+    expect([...ids].sort(compareStreamIds)).toEqual(ids);
   });
 });

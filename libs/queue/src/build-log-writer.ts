@@ -5,7 +5,7 @@ import type { Storage, StorageDriver } from '@strata/blobstore';
 import type { BuildEvent } from '@strata/build-engine';
 import type { StrataConfig } from '@strata/config';
 import type { Digest } from '@strata/oci';
-import { BUILD_LOG_FIELD, buildLogArchiveKey, type BuildLogEvent, buildLogStreamKey, decodeStreamEntry, type EndEvent } from './build-log.js';
+import { BUILD_LOG_BATCH_FIELD, BUILD_LOG_FIELD, buildLogArchiveKey, type BuildLogEvent, buildLogStreamKey, decodeStreamEntries, type EndEvent } from './build-log.js';
 
 export type BuildLogLimits = Pick<StrataConfig['log'], 'stepMaxBytes' | 'buildMaxBytes' | 'lineMaxBytes'>;
 
@@ -23,11 +23,34 @@ export interface BuildLogOptions {
   /** The stored size of a layer, for the "layer pushed" line. */
   layerSize?: (digest: string) => Promise<number | null>;
   now?: () => Date;
+  /** How events are grouped into stream entries and how much the writer holds before it asks its producer to wait. */
+  batching?: Partial<BuildLogBatching>;
 }
+
+export interface BuildLogBatching {
+  /** Most bytes of event JSON in one stream entry (one XADD). */
+  entryMaxBytes: number;
+  /** How long an event may wait for others to share its entry while no XADD is in flight; 0: it goes at once. */
+  lingerMs: number;
+  /** Bytes held (waiting, batched and in flight) above which line() and event() answer a promise: stop producing until it settles. */
+  highWaterBytes: number;
+  /** That promise settles once the bytes held fall to this. */
+  lowWaterBytes: number;
+}
+
+/**
+ * 32 KiB entries keep a follower's read (32 entries, logs.service) and a reader's page near 1 MiB.
+ * No linger: an event written to an idle writer goes at once, and what arrives during that XADD's
+ * round trip shares the next entry, so a line waits at most one round trip (as Nagle's algorithm
+ * batches a TCP stream) and a flood still packs its entries full. 1 MiB held is what a flooding
+ * step can cost the worker beyond one pipe read (64 KiB of output, some 800 KiB as events).
+ */
+export const DEFAULT_BATCHING: BuildLogBatching = { entryMaxBytes: 32 * 1024, lingerMs: 0, highWaterBytes: 1024 * 1024, lowWaterBytes: 256 * 1024 };
 
 /** A running build's stream lives this long if the worker dies before archiving it. */
 const ABANDONED_STREAM_TTL_SECONDS = 7 * 24 * 3600;
-const ARCHIVE_BATCH = 1000;
+/** Stream entries per XRANGE while archiving: each holds up to entryMaxBytes of events. */
+const ARCHIVE_BATCH = 32;
 
 interface StepUsage {
   bytes: number;
@@ -38,8 +61,12 @@ interface StepUsage {
 type Where = { stage: number; index: number } | null;
 
 /**
- * The writer of one build's log: each line and step event is appended to the build's Redis stream
- * the moment it is handed over (no per-step buffering), with redaction and size caps applied first.
+ * The writer of one build's log: each line and step event, redacted and with the size caps applied,
+ * goes into the build's Redis stream as soon as it can: one XADD at a time, and the events that
+ * arrive while one is in flight (and within `lingerMs` of an idle writer, if set) share the next entry, up to
+ * `entryMaxBytes`. The writer picks each entry's id so that every event in it has a stream id of its
+ * own (BUILD_LOG_BATCH_FIELD). While it holds more than `highWaterBytes`, `line` and `event` answer
+ * a promise, and a producer that waits for it (a RUN step's output pipe) cannot outrun Redis.
  * `finish` writes the result and `end`, archives the stream to S3 as gzip JSON lines, and only
  * then lets the stream expire. Writing never throws into the build; failures surface in `finish`.
  */
@@ -54,31 +81,48 @@ export class BuildLog {
   private lastWrite: Promise<unknown> = Promise.resolve();
   private writeError: Error | null = null;
   private finished = false;
+  private readonly batching: BuildLogBatching;
+  /** Event JSON not yet sent, oldest first, and its bytes (each with the newline that joins it). */
+  private batch: string[] = [];
+  private batchBytes = 0;
+  /** Bytes of lines handed over while the chain waits: not yet events. */
+  private queuedBytes = 0;
+  private inFlightBytes = 0;
+  /** The loop sending the batch, one XADD at a time; null while idle. */
+  private sending: Promise<void> | null = null;
+  private linger: NodeJS.Timeout | null = null;
+  /** The id of the last entry written; null until the first (whose id Redis picks). */
+  private lastId: { ms: number; seq: number } | null = null;
+  private drain: { promise: Promise<void>; resolve: () => void } | null = null;
 
   constructor(private readonly opts: BuildLogOptions) {
     this.key = buildLogStreamKey(opts.queuePrefix, opts.buildId);
     this.secrets = secretPatterns(opts.secrets ?? []);
+    this.batching = { ...DEFAULT_BATCHING, ...opts.batching };
   }
 
-  /** The first line; also bounds the stream's life in case this worker dies mid-build. */
+  /** The first line. The first write also bounds the stream's life in case this worker dies mid-build. */
   started(workerId: string): void {
-    this.enqueue(() => {
-      this.system(null, `build ${this.opts.buildId} started on worker ${workerId}`);
-      this.track(this.opts.redis.expire(this.key, ABANDONED_STREAM_TTL_SECONDS));
-    });
+    this.enqueue(() => this.system(null, `build ${this.opts.buildId} started on worker ${workerId}`));
   }
 
-  /** One line of output (RUN stdout/stderr) or one of Strata's own lines. */
-  line(where: Where, stream: 'stdout' | 'stderr' | 'system', text: string): void {
-    this.enqueue(() => this.appendLine(where, stream, text));
+  /**
+   * One line of output (RUN stdout/stderr) or one of Strata's own lines. Answers a promise while the
+   * writer is behind: a producer that can wait (a pipe) should read no more until it settles.
+   */
+  line(where: Where, stream: 'stdout' | 'stderr' | 'system', text: string): Promise<void> | undefined {
+    this.enqueue(() => this.appendLine(where, stream, text), text.length);
+    return this.pressure();
   }
 
-  /** Translates the engine's events into step events and Strata's own lines. */
-  event(e: BuildEvent): void {
-    if (e.type === 'log') {
-      this.line(e, e.stream, e.line);
-      return;
-    }
+  /** Translates the engine's events into step events and Strata's own lines; answers as `line` does. */
+  event(e: BuildEvent): Promise<void> | undefined {
+    if (e.type === 'log') return this.line(e, e.stream, e.line);
+    this.eventOther(e);
+    return this.pressure();
+  }
+
+  private eventOther(e: Exclude<BuildEvent, { type: 'log' }>): void {
     if (e.type === 'step-start') {
       this.enqueue(() => {
         this.append({ type: 'step', stage: e.stage, index: e.index, instruction: this.redact(e.instruction), status: 'running', cached: false, durationMs: null });
@@ -131,18 +175,56 @@ export class BuildLog {
 
   /** Resolves once every event handed over so far is in Redis. */
   async flush(): Promise<void> {
-    while (this.chain) await this.chain;
+    for (;;) {
+      if (this.chain) await this.chain;
+      else if (this.sending) await this.sending;
+      else if (this.batch.length > 0) this.send();
+      else break;
+    }
     await this.lastWrite;
   }
 
-  private enqueue(task: () => void | Promise<void>): void {
+  /** Runs `task` now, or after the tasks waiting before it; `bytes` counts as held while it waits. */
+  private enqueue(task: () => void | Promise<void>, bytes = 0): void {
     if (this.finished) return;
     if (this.chain === null) {
       const r = task();
       if (r instanceof Promise) this.setChain(r);
       return;
     }
-    this.setChain(this.chain.then(task));
+    this.queuedBytes += bytes;
+    this.setChain(
+      this.chain.then(() => {
+        this.queuedBytes -= bytes;
+        this.release();
+        return task();
+      }),
+    );
+  }
+
+  /** A promise to wait for while more than the high-water mark is held. */
+  private pressure(): Promise<void> | undefined {
+    if (this.held() <= this.batching.highWaterBytes) return undefined;
+    if (this.drain === null) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.drain = { promise, resolve };
+    }
+    // Behind: no lingering, what is batched goes now.
+    if (this.batch.length > 0) this.send();
+    return this.drain.promise;
+  }
+
+  private held(): number {
+    return this.queuedBytes + this.batchBytes + this.inFlightBytes;
+  }
+
+  /** Lets a waiting producer go on once the writer has caught up to the low-water mark. */
+  private release(): void {
+    if (this.drain !== null && this.held() <= this.batching.lowWaterBytes) {
+      this.drain.resolve();
+      this.drain = null;
+    }
   }
 
   private setChain(p: Promise<void>): void {
@@ -211,7 +293,71 @@ export class BuildLog {
   }
 
   private append(e: BuildLogEvent): void {
-    this.track(this.opts.redis.xadd(this.key, '*', BUILD_LOG_FIELD, JSON.stringify(e)));
+    const json = JSON.stringify(e);
+    this.batch.push(json);
+    this.batchBytes += json.length + 1;
+    if (this.sending) return; // taken when the XADD in flight is answered
+    if (this.batchBytes >= this.batching.entryMaxBytes || this.batching.lingerMs <= 0) this.send();
+    else this.linger ??= setTimeout(() => this.send(), this.batching.lingerMs);
+  }
+
+  /** Starts the sending loop unless it runs or there is nothing to send. */
+  private send(): void {
+    if (this.linger) clearTimeout(this.linger);
+    this.linger = null;
+    if (this.sending || this.batch.length === 0) return;
+    this.sending = this.sendAll();
+  }
+
+  /** Writes the batch as entries of up to entryMaxBytes, one XADD at a time, until it is empty. */
+  private async sendAll(): Promise<void> {
+    do {
+      let n = 0;
+      let bytes = 0;
+      while (n < this.batch.length && (n === 0 || bytes + this.batch[n].length + 1 <= this.batching.entryMaxBytes)) bytes += this.batch[n++].length + 1;
+      const events = this.batch.splice(0, n);
+      this.batchBytes -= bytes;
+      this.inFlightBytes += bytes;
+      try {
+        await this.xadd(events);
+      } catch (e) {
+        this.writeError ??= e as Error;
+      } finally {
+        this.inFlightBytes -= bytes;
+        this.release();
+      }
+    } while (this.batch.length > 0);
+    // Cleared in the same turn as the last check: an event appended after it starts a new loop.
+    this.sending = null;
+  }
+
+  /**
+   * One entry. The writer's first is a single event with the id Redis picks; after it the writer
+   * picks the ids (it is the stream's only writer): the entry's id is its last event's, its events
+   * taking the sequence numbers before it, each entry after the last one written.
+   */
+  private async xadd(events: string[], retried = false): Promise<void> {
+    const { redis } = this.opts;
+    if (this.lastId === null) {
+      const id = (await redis.xadd(this.key, '*', BUILD_LOG_FIELD, events[0]))!;
+      this.lastId = parseId(id);
+      // Bounds the stream's life in case this worker dies mid-build; finish sets the short expiry.
+      this.track(redis.expire(this.key, ABANDONED_STREAM_TTL_SECONDS));
+      if (events.length > 1) await this.xadd(events.slice(1));
+      return;
+    }
+    const ms = Math.max(Date.now(), this.lastId.ms);
+    const seq = (ms === this.lastId.ms ? this.lastId.seq + 1 : 0) + events.length - 1;
+    try {
+      if (events.length === 1) await redis.xadd(this.key, `${ms}-${seq}`, BUILD_LOG_FIELD, events[0]);
+      else await redis.xadd(this.key, `${ms}-${seq}`, BUILD_LOG_BATCH_FIELD, events.join('\n'));
+    } catch (e) {
+      // Another writer got ahead (a build taken over by a second worker): carry on after its entries.
+      if (retried || !/equal or smaller/.test((e as Error).message)) throw e;
+      this.lastId = null;
+      return this.xadd(events, true);
+    }
+    this.lastId = { ms, seq };
   }
 
   /** Replies come back in command order, so waiting for the last one waits for them all. */
@@ -245,8 +391,7 @@ export class BuildLog {
       for (;;) {
         const batch = (await redis.xrange(key, start, '+', 'COUNT', ARCHIVE_BATCH)) as Array<[string, string[]]>;
         for (const [id, fields] of batch) {
-          const entry = decodeStreamEntry(id, fields);
-          if (entry) yield `${JSON.stringify(entry)}\n`;
+          for (const entry of decodeStreamEntries(id, fields)) yield `${JSON.stringify(entry)}\n`;
         }
         if (batch.length < ARCHIVE_BATCH) return;
         start = `(${batch[batch.length - 1][0]}`;
@@ -258,6 +403,11 @@ export class BuildLog {
     source.pipe(gzip);
     await objects.put(buildLogArchiveKey(this.opts.buildId), gzip);
   }
+}
+
+function parseId(id: string): { ms: number; seq: number } {
+  const dash = id.indexOf('-');
+  return { ms: Number(id.slice(0, dash)), seq: Number(id.slice(dash + 1)) };
 }
 
 /** Secrets as matched: longest first (so a secret containing another is hidden whole), and each line of a multi-line secret. */

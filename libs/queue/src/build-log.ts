@@ -14,8 +14,17 @@ export function buildLogArchiveKey(buildId: string): string {
   return `logs/${buildId}`;
 }
 
-/** The one field of each stream entry. */
+/** The field of a stream entry that holds one event (its JSON). */
 export const BUILD_LOG_FIELD = 'e';
+
+/**
+ * The field of a stream entry that holds several events: their JSON, one a line (JSON has no raw
+ * newline). The events' ids are consecutive: the last one is the entry's id, and each before it is
+ * one less in the sequence part (`1700000000000-7` holding three events: `-5`, `-6`, `-7`). The
+ * worker picks ids so (docs/architecture.md, "Build logs"), which keeps every event's id a stream id
+ * that `Last-Event-ID` and the archive carry as before.
+ */
+export const BUILD_LOG_BATCH_FIELD = 'b';
 
 /** `step` and `stage` are null for lines about the whole build. */
 export interface LogLineEvent {
@@ -61,10 +70,33 @@ export function compareStreamIds(a: string, b: string): number {
   return as === bs ? 0 : as < bs ? -1 : 1;
 }
 
-/** Decodes one stream entry's field list; unknown fields are ignored. */
-export function decodeStreamEntry(id: string, fields: string[]): BuildLogEntry | null {
+/**
+ * The events a stream entry holds, each as its id and its stored JSON (not parsed), oldest first;
+ * those at or before `after` are left out (a Last-Event-ID may fall inside an entry). Unknown fields
+ * are ignored.
+ */
+export function storedEvents(id: string, fields: string[], after: string | null = null): Array<[id: string, json: string]> {
   for (let i = 0; i + 1 < fields.length; i += 2) {
-    if (fields[i] === BUILD_LOG_FIELD) return { ...(JSON.parse(fields[i + 1]) as BuildLogEvent), id };
+    if (fields[i] === BUILD_LOG_FIELD) return after !== null && compareStreamIds(id, after) <= 0 ? [] : [[id, fields[i + 1]]];
+    if (fields[i] !== BUILD_LOG_BATCH_FIELD) continue;
+    const events = fields[i + 1].split('\n');
+    const dash = id.indexOf('-');
+    const ms = id.slice(0, dash);
+    // The worker numbers a batch's events from 0 within a millisecond: far below 2^53.
+    const first = Number(id.slice(dash + 1)) - (events.length - 1);
+    let skip = 0;
+    if (after !== null && compareStreamIds(`${ms}-${first}`, after) <= 0) {
+      const [afterMs, afterSeq] = after.split('-');
+      skip = afterMs === ms ? Math.min(events.length, Number(afterSeq) - first + 1) : events.length;
+    }
+    const out: Array<[string, string]> = [];
+    for (let k = skip; k < events.length; k++) out.push([`${ms}-${first + k}`, events[k]]);
+    return out;
   }
-  return null;
+  return [];
+}
+
+/** Decodes the events of one stream entry (see storedEvents). */
+export function decodeStreamEntries(id: string, fields: string[], after: string | null = null): BuildLogEntry[] {
+  return storedEvents(id, fields, after).map(([eventId, json]) => ({ ...(JSON.parse(json) as BuildLogEvent), id: eventId }));
 }

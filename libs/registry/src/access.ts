@@ -1,4 +1,4 @@
-import { hashToken, hasScope, type PrismaClient, repositoryAllowed } from '@strata/db';
+import { hashToken, hasScope, type PrismaClient, prismaSql, repositoryAllowed, type Sql, tokenRevocations } from '@strata/db';
 import { RegistryError } from './errors.js';
 import { splitName } from './path.js';
 import {
@@ -6,6 +6,7 @@ import {
   bearerChallenge,
   parseScopes,
   type RegistryAction,
+  type RegistryClaims,
   signRegistryToken,
   TOKEN_TTL_SECONDS,
   tokenAllows,
@@ -17,6 +18,15 @@ export type RegistryCaller =
   | { kind: 'tenant'; tenantId: string; tenantName: string; tokenId: string; scopes: string[]; repositories: string[] }
   | { kind: 'bearer'; tenantId: string | null; tenantName: string | null; tokenId: string; access: AccessEntry[] }
   | { kind: 'anonymous' };
+
+/**
+ * How long a bearer token's API token is taken to be still valid after the database said so: its
+ * revocation (or expiry) is honoured within this bound on every replica, at once on the replica
+ * that revoked it (ADR 0034). Before, a bearer token lived its whole TTL (300 s) whatever happened.
+ */
+export const REVOCATION_CHECK_MS = 5_000;
+/** Entries kept by each of the two caches below (cleared whole when full: they refill in one request each). */
+const MAX_CACHED = 4096;
 
 /** The API token scope each registry action needs (`admin` grants both). */
 const SCOPE_FOR: Record<RegistryAction, string> = { pull: 'registry:pull', push: 'registry:push' };
@@ -37,24 +47,85 @@ export class RegistryAuthError extends RegistryError {
  * actions on names under its own tenant name.
  */
 export class RegistryAccess {
+  /** Bearer tokens whose signature was checked, with their claims (time is checked on every use). */
+  private readonly verified = new Map<string, RegistryClaims>();
+  /** API token id → whether it was live when last asked, and when that was. */
+  private readonly apiTokenState = new Map<string, { live: boolean; checkedAt: number }>();
+  private readonly sql: Sql;
+  private readonly stopListening: () => void;
+
   constructor(
     private readonly prisma: PrismaClient,
     private readonly secret: string,
     /** Read per request: the URL can be known only once the server listens (tests on port 0). */
     private readonly publicUrlOf: string | (() => string),
-  ) {}
+    opts: { sql?: Sql; revocationCheckMs?: number } = {},
+  ) {
+    this.sql = opts.sql ?? prismaSql(prisma);
+    this.revocationCheckMs = opts.revocationCheckMs ?? REVOCATION_CHECK_MS;
+    this.stopListening = tokenRevocations.listen((id) => this.apiTokenState.delete(id));
+  }
+
+  private readonly revocationCheckMs: number;
+
+  /** Stops listening for revocations (Nest calls it at the api's shutdown). */
+  onModuleDestroy(): void {
+    this.stopListening();
+  }
+
+  /**
+   * The claims of a bearer token: its HMAC is checked once per token, its times on every use
+   * (verifyRegistryToken is a pure function of the token, the secret and the clock).
+   */
+  private bearerClaims(token: string, now: number): RegistryClaims | null {
+    let claims = this.verified.get(token);
+    if (claims === undefined) {
+      claims = verifyRegistryToken(this.secret, token, now) ?? undefined;
+      if (claims === undefined) return null;
+      if (this.verified.size >= MAX_CACHED) this.verified.clear();
+      this.verified.set(token, claims);
+    }
+    const seconds = Math.floor(now / 1000);
+    if (claims.exp <= seconds || claims.nbf > seconds) {
+      this.verified.delete(token);
+      return null;
+    }
+    return claims;
+  }
+
+  /** Whether the API token `id` is neither revoked nor expired, asking the database at most every revocationCheckMs. */
+  private async apiTokenLive(id: string, now: number): Promise<boolean> {
+    const known = this.apiTokenState.get(id);
+    if (known !== undefined && now - known.checkedAt < this.revocationCheckMs) return known.live;
+    const rows = /^[0-9a-f-]{36}$/i.test(id)
+      ? await this.sql.query<{ live: boolean }>(
+          `SELECT ("revokedAt" IS NULL AND ("expiresAt" IS NULL OR "expiresAt" > now())) AS "live" FROM "ApiToken" WHERE "id" = $1::uuid`,
+          [id],
+        )
+      : [];
+    const live = rows[0]?.live === true;
+    if (this.apiTokenState.size >= MAX_CACHED) this.apiTokenState.clear();
+    this.apiTokenState.set(id, { live, checkedAt: now });
+    return live;
+  }
 
   private get publicUrl(): string {
     return typeof this.publicUrlOf === 'string' ? this.publicUrlOf : this.publicUrlOf();
   }
 
   /** Reads the Authorization header; a wrong credential is refused here, a missing one is anonymous. */
-  async identify(authorization: string | undefined): Promise<RegistryCaller> {
+  async identify(authorization: string | undefined, now = Date.now()): Promise<RegistryCaller> {
     if (!authorization) return { kind: 'anonymous' };
     const bearer = /^Bearer\s+(\S+)$/i.exec(authorization);
     if (bearer) {
-      const claims = verifyRegistryToken(this.secret, bearer[1]!);
-      if (claims) return { kind: 'bearer', tenantId: claims.tenantId, tenantName: claims.tenantName, tokenId: claims.sub, access: claims.access };
+      const claims = this.bearerClaims(bearer[1]!, now);
+      if (claims) {
+        // A tenant's bearer token stands for an API token: revoked or expired, it is refused too.
+        if (claims.tenantId !== null && !(await this.apiTokenLive(claims.sub, now))) {
+          throw new RegistryAuthError('the API token this bearer token was issued for is revoked or expired', bearerChallenge(this.publicUrl, undefined, 'invalid_token'));
+        }
+        return { kind: 'bearer', tenantId: claims.tenantId, tenantName: claims.tenantName, tokenId: claims.sub, access: claims.access };
+      }
       // A Strata API token sent as a bearer token works like basic auth.
       const caller = await this.apiToken(bearer[1]!);
       if (caller) return caller;

@@ -113,6 +113,11 @@ export class GarbageCollector {
       const d = (c.result as CachedLayer).layer?.descriptor?.digest;
       if (d) set.add(d);
     }
+    // An upload in progress whose first chunk was stored under the blob key its bytes hash to
+    // (Registry.appendChunk): its PUT links that blob without writing it again.
+    for (const u of await this.prisma.$queryRaw<Array<{ part: string }>>`SELECT DISTINCT p AS part FROM "BlobUpload", unnest("parts") AS p WHERE p LIKE 'blobs/sha256/%'`) {
+      set.add(`sha256:${u.part.slice('blobs/sha256/'.length)}`);
+    }
     return set;
   }
 
@@ -122,6 +127,8 @@ export class GarbageCollector {
       this.prisma.manifestBlob.count({ where: { digest } }),
     ]);
     if (m + mb > 0) return true;
+    const uploads = await this.prisma.$queryRaw<Array<{ n: bigint }>>`SELECT count(*) AS n FROM "BlobUpload" WHERE ${`blobs/sha256/${digest.slice('sha256:'.length)}`} = ANY("parts")`;
+    if (Number(uploads[0]?.n ?? 0) > 0) return true;
     const cache = await this.prisma.$queryRaw<Array<{ n: bigint }>>`SELECT count(*) AS n FROM "CacheEntry" WHERE result->'layer'->'descriptor'->>'digest' = ${digest}`;
     return Number(cache[0]?.n ?? 0) > 0;
   }

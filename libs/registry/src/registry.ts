@@ -1,7 +1,8 @@
 import { createHash, type Hash, randomUUID } from 'node:crypto';
-import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
-import { BlobNotFoundError, type BlobStore, type ByteRange, DigestMismatchError, StorageUnavailableError } from '@strata/blobstore';
-import type { PrismaClient } from '@strata/db';
+import { Readable, Transform, type TransformCallback, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { BlobNotFoundError, type BlobStore, blobKey, type ByteRange, DigestMismatchError, readUpTo, StorageUnavailableError } from '@strata/blobstore';
+import { type PrismaClient, prismaSql, type Sql } from '@strata/db';
 import { type Descriptor, type Digest, digestFromHex, type ImageIndex, isDigest, isImageIndexMediaType, MediaType } from '@strata/oci';
 import { RegistryError } from './errors.js';
 import type { ImageStore } from './image-store.js';
@@ -28,7 +29,7 @@ interface UploadRow {
   id: string;
   tenantId: string;
   repositoryId: string;
-  size: bigint;
+  size: number;
   parts: string[];
   createdAt: Date;
 }
@@ -41,10 +42,26 @@ interface UploadRow {
 interface UploadHash {
   hash: Hash;
   size: number;
+  /** The repository the upload was opened in (a chunk for it under another name is looked up, not trusted). */
+  name: string;
 }
 
 /** Upload hash states kept at most (the oldest go first; an upload without one is re-read to finish). */
 const MAX_UPLOAD_HASHES = 1024;
+
+/**
+ * A first chunk up to this size is read into memory, hashed, and stored straight under the blob key
+ * its bytes hash to (one write; no staging object to copy and delete when the upload finishes with
+ * that digest, which is how skopeo and docker send a layer: one PATCH, then PUT).
+ */
+const ADDRESSED_FIRST_CHUNK_BYTES = 4 * 1024 * 1024;
+
+const BLOB_KEY_PREFIX = 'blobs/sha256/';
+/** A part stored under a blob key is a blob in its own right (maybe another upload's too): never deleted with the upload. */
+const isBlobKey = (key: string): boolean => key.startsWith(BLOB_KEY_PREFIX);
+
+/** The columns of an upload row, portable between pg and Prisma (int8 as float8, uuid as text). */
+const UPLOAD_COLUMNS = `u."id"::text AS "id", u."tenantId"::text AS "tenantId", u."repositoryId"::text AS "repositoryId", u."size"::float8 AS "size", u."parts", u."createdAt"`;
 
 /**
  * The OCI Distribution logic behind /v2, free of HTTP: repositories are looked up by the
@@ -54,12 +71,22 @@ const MAX_UPLOAD_HASHES = 1024;
  */
 export class Registry {
   private readonly uploadHashes = new Map<string, UploadHash>();
+  private readonly sql: Sql;
 
   constructor(
     private readonly prisma: PrismaClient,
     private readonly blobs: BlobStore,
     private readonly images: ImageStore,
-  ) {}
+    /** The per-request statements (pg straight, see Sql); through Prisma when not given. */
+    sql?: Sql,
+  ) {
+    this.sql = sql ?? prismaSql(prisma);
+  }
+
+  /** Removes an upload's part, unless it is stored under a blob key (garbage collection's to judge). */
+  private async dropPart(key: string): Promise<void> {
+    if (!isBlobKey(key)) await this.blobs.driver.delete(key);
+  }
 
   private rememberHash(uuid: string, state: UploadHash): void {
     this.uploadHashes.delete(uuid);
@@ -140,16 +167,18 @@ export class Registry {
   async statBlob(name: string, digest: Digest): Promise<{ size: number }> {
     const parts = splitName(name);
     if (parts === null) throw new RegistryError('NAME_INVALID', `"${name}" must be <tenant>/<repository>`, { name });
-    const rows = await this.prisma.$queryRaw<{ reaches: boolean; size: bigint | null }[]>`
-      SELECT (EXISTS (SELECT 1 FROM "RepositoryBlob" WHERE "repositoryId" = r."id" AND "digest" = ${digest})
-           OR EXISTS (SELECT 1 FROM "ManifestBlob" mb JOIN "Manifest" m ON m."id" = mb."manifestId" WHERE m."repositoryId" = r."id" AND mb."digest" = ${digest})
-           OR EXISTS (SELECT 1 FROM "Manifest" WHERE "repositoryId" = r."id" AND "digest" = ${digest})) AS "reaches",
-             (SELECT b."size" FROM "Blob" b WHERE b."digest" = ${digest}) AS "size"
+    const rows = await this.sql.query<{ reaches: boolean; size: number | null }>(
+      `SELECT (EXISTS (SELECT 1 FROM "RepositoryBlob" WHERE "repositoryId" = r."id" AND "digest" = $3::text)
+           OR EXISTS (SELECT 1 FROM "ManifestBlob" mb JOIN "Manifest" m ON m."id" = mb."manifestId" WHERE m."repositoryId" = r."id" AND mb."digest" = $3::text)
+           OR EXISTS (SELECT 1 FROM "Manifest" WHERE "repositoryId" = r."id" AND "digest" = $3::text)) AS "reaches",
+             (SELECT b."size"::float8 FROM "Blob" b WHERE b."digest" = $3::text) AS "size"
       FROM "Repository" r JOIN "Tenant" t ON t."id" = r."tenantId"
-      WHERE t."name" = ${parts.tenantName} AND r."name" = ${parts.repository}`;
+      WHERE t."name" = $1::text AND r."name" = $2::text`,
+      [parts.tenantName, parts.repository, digest],
+    );
     const row = rows[0];
     if (row === undefined) throw new RegistryError('NAME_UNKNOWN', `repository ${name} is not known`, { name });
-    const size = !row.reaches ? null : row.size !== null ? Number(row.size) : ((await this.blobs.stat(digest))?.size ?? null);
+    const size = !row.reaches ? null : row.size !== null ? row.size : ((await this.blobs.stat(digest))?.size ?? null);
     if (size === null) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} is not in ${name}`, { digest });
     return { size };
   }
@@ -190,10 +219,15 @@ export class Registry {
 
   /** Records the blob and links it to the repository, in one statement (both idempotent). */
   private async link(repo: RepositoryRef, digest: Digest, size: number): Promise<void> {
-    await this.prisma.$executeRaw`
-      WITH blob AS (INSERT INTO "Blob" ("digest", "size") VALUES (${digest}, ${BigInt(size)}) ON CONFLICT DO NOTHING)
-      INSERT INTO "RepositoryBlob" ("repositoryId", "tenantId", "digest") VALUES (${repo.id}::uuid, ${repo.tenantId}::uuid, ${digest})
-      ON CONFLICT ("repositoryId", "digest") DO NOTHING`;
+    await this.sql.query(
+      `WITH blob AS (INSERT INTO "Blob" ("digest", "size") VALUES ($1::text, $2::bigint) ON CONFLICT DO NOTHING),
+      linked AS (
+        INSERT INTO "RepositoryBlob" ("repositoryId", "tenantId", "digest") VALUES ($3::uuid, $4::uuid, $1::text)
+        ON CONFLICT ("repositoryId", "digest") DO NOTHING RETURNING 1
+      )
+      SELECT count(*)::int AS "n" FROM linked`,
+      [digest, size, repo.id, repo.tenantId],
+    );
   }
 
   /** Links a blob of `from` into `name` (same tenant: the caller checked pull on `from`). False when `from` does not have it. */
@@ -229,25 +263,27 @@ export class Registry {
   async startUpload(name: string): Promise<{ uuid: string; storeLimited: boolean }> {
     const parts = splitName(name);
     if (parts === null) throw new RegistryError('NAME_INVALID', `"${name}" must be <tenant>/<repository>`, { name });
-    const rows = await this.prisma.$queryRaw<{ id: string; storeLimited: boolean }[]>`
-      WITH t AS (SELECT "id", "maxStoredBytes" FROM "Tenant" WHERE "name" = ${parts.tenantName}),
+    const rows = await this.sql.query<{ id: string; storeLimited: boolean }>(
+      `WITH t AS (SELECT "id", "maxStoredBytes" FROM "Tenant" WHERE "name" = $1::text),
       created AS (
         INSERT INTO "Repository" ("id", "tenantId", "name")
-        SELECT gen_random_uuid(), t."id", ${parts.repository} FROM t
+        SELECT gen_random_uuid(), t."id", $2::text FROM t
         ON CONFLICT ("tenantId", "name") DO NOTHING
         RETURNING "id", "tenantId"
       ),
       repo AS (
         SELECT "id", "tenantId" FROM created
         UNION ALL
-        SELECT r."id", r."tenantId" FROM "Repository" r JOIN t ON r."tenantId" = t."id" WHERE r."name" = ${parts.repository}
+        SELECT r."id", r."tenantId" FROM "Repository" r JOIN t ON r."tenantId" = t."id" WHERE r."name" = $2::text
       ),
       upload AS (
         INSERT INTO "BlobUpload" ("id", "tenantId", "repositoryId", "parts")
         SELECT gen_random_uuid(), repo."tenantId", repo."id", ARRAY[]::text[] FROM repo LIMIT 1
         RETURNING "id"
       )
-      SELECT upload."id"::text AS "id", (SELECT t."maxStoredBytes" IS NOT NULL FROM t) AS "storeLimited" FROM upload`;
+      SELECT upload."id"::text AS "id", (SELECT t."maxStoredBytes" IS NOT NULL FROM t) AS "storeLimited" FROM upload`,
+      [parts.tenantName, parts.repository],
+    );
     let row = rows[0];
     if (row === undefined) {
       // The tenant is unknown (repository() says so), or a concurrent first push created the
@@ -257,7 +293,7 @@ export class Registry {
       const tenant = await this.prisma.tenant.findUniqueOrThrow({ where: { id: repo.tenantId }, select: { maxStoredBytes: true } });
       row = { id: created.id, storeLimited: tenant.maxStoredBytes !== null };
     }
-    this.rememberHash(row.id, { hash: createHash('sha256'), size: 0 });
+    this.rememberHash(row.id, { hash: createHash('sha256'), size: 0, name });
     return { uuid: row.id, storeLimited: row.storeLimited };
   }
 
@@ -265,10 +301,12 @@ export class Registry {
   private async upload(name: string, uuid: string): Promise<UploadRow> {
     const parts = splitName(name);
     if (parts === null) throw new RegistryError('NAME_INVALID', `"${name}" must be <tenant>/<repository>`, { name });
-    const rows = await this.prisma.$queryRaw<UploadRow[]>`
-      SELECT u."id"::text AS "id", u."tenantId"::text AS "tenantId", u."repositoryId"::text AS "repositoryId", u."size", u."parts", u."createdAt"
+    const rows = await this.sql.query<UploadRow>(
+      `SELECT ${UPLOAD_COLUMNS}
       FROM "BlobUpload" u JOIN "Repository" r ON r."id" = u."repositoryId" JOIN "Tenant" t ON t."id" = r."tenantId"
-      WHERE u."id" = ${uuid}::uuid AND r."name" = ${parts.repository} AND t."name" = ${parts.tenantName}`;
+      WHERE u."id" = $1::uuid AND r."name" = $2::text AND t."name" = $3::text`,
+      [uuid, parts.repository, parts.tenantName],
+    );
     const row = rows[0];
     if (row === undefined) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${uuid} is not in progress in ${name}`, { uuid });
     return { ...row, parts: row.parts ?? [] };
@@ -276,71 +314,107 @@ export class Registry {
 
   async uploadStatus(name: string, uuid: string): Promise<{ size: number }> {
     const row = await this.upload(name, uuid);
-    return { size: Number(row.size) };
+    return { size: row.size };
   }
 
   /**
    * Stores one chunk as its own object and appends it, but only if it starts where the upload
    * ends: concurrent or out-of-order chunks are refused (416) and their object removed. The chunk
-   * is hashed as it streams, continuing the upload's hash when this replica holds it.
+   * is hashed as it streams, continuing the upload's hash when this replica holds it. When it does
+   * (it opened the upload or took its last chunk), the chunk is appended in one statement that
+   * checks the upload's size, without reading the row first. A small first chunk is stored under
+   * the blob key its bytes hash to (see ADDRESSED_FIRST_CHUNK_BYTES).
    */
   async appendChunk(name: string, uuid: string, body: Readable | Buffer, range?: { start: number; end: number }): Promise<{ size: number }> {
-    const row = await this.upload(name, uuid);
-    const start = Number(row.size);
-    if (range !== undefined && range.start !== start) {
-      throw new RegistryError('RANGE_INVALID', `the chunk starts at ${range.start} but the upload has ${start} bytes`, { size: start });
-    }
     const held = this.uploadHashes.get(uuid);
+    let start: number;
+    if (held !== undefined && held.name === name && (range === undefined || range.start === held.size)) {
+      // The UPDATE below checks that the upload (in `name`) still has exactly these bytes.
+      start = held.size;
+    } else {
+      start = (await this.upload(name, uuid)).size;
+      if (range !== undefined && range.start !== start) {
+        throw new RegistryError('RANGE_INVALID', `the chunk starts at ${range.start} but the upload has ${start} bytes`, { size: start });
+      }
+    }
     // A copy: should this chunk not count, the state held stays that of the bytes that do.
-    const hash = held !== undefined && held.size === start ? held.hash.copy() : start === 0 ? createHash('sha256') : null;
+    const hash = held !== undefined && held.name === name && held.size === start ? held.hash.copy() : start === 0 ? createHash('sha256') : null;
     if (hash === null) this.uploadHashes.delete(uuid);
-    const key = `uploads/${uuid}/${randomUUID()}`;
+    let key = `uploads/${uuid}/${randomUUID()}`;
     let size: number;
     try {
-      const source = hash === null ? body : Buffer.isBuffer(body) ? (hash.update(body), body) : body.pipe(new HashingPassThrough(hash, body));
-      ({ size } = await this.blobs.driver.put(key, source));
+      let source: Readable | Buffer = body;
+      if (hash !== null && start === 0) {
+        const head = Buffer.isBuffer(body) ? { bytes: body, rest: null } : await readUpTo(body, ADDRESSED_FIRST_CHUNK_BYTES);
+        if (head.rest === null) {
+          hash.update(head.bytes);
+          if (head.bytes.length > 0) key = blobKey(digestFromHex(hash.copy().digest('hex')));
+          source = head.bytes;
+        } else {
+          source = head.rest.pipe(new HashingPassThrough(hash, head.rest));
+        }
+      } else if (hash !== null) {
+        source = Buffer.isBuffer(body) ? (hash.update(body), body) : body.pipe(new HashingPassThrough(hash, body));
+      }
+      if (Buffer.isBuffer(source) && source.length === 0) size = 0;
+      else ({ size } = await this.blobs.driver.put(key, source));
       if (!Buffer.isBuffer(body) && body.errored) throw body.errored;
     } catch (err) {
       // The chunk is not counted (the upload's size and Range stay where they were); S3 may still
       // have stored it before the answer was lost, so it goes, best effort.
-      await this.blobs.driver.delete(key).catch(() => undefined);
+      await this.dropPart(key).catch(() => undefined);
       throw err;
     }
     if (range !== undefined && range.end - range.start + 1 !== size) {
-      await this.blobs.driver.delete(key);
+      await this.dropPart(key);
       throw new RegistryError('BLOB_UPLOAD_INVALID', `Content-Range names ${range.end - range.start + 1} bytes but the chunk has ${size}`);
     }
     if (size === 0) {
-      await this.blobs.driver.delete(key);
+      await this.dropPart(key).catch(() => undefined);
       return { size: start };
     }
-    // One statement (Prisma's updateMany with `push` takes two): only if no other chunk came first.
-    const count = await this.prisma.$executeRaw`
-      UPDATE "BlobUpload" SET "size" = "size" + ${BigInt(size)}, "parts" = array_append("parts", ${key}), "updatedAt" = now()
-      WHERE "id" = ${uuid}::uuid AND "size" = ${BigInt(start)}`;
-    if (count === 0) {
-      await this.blobs.driver.delete(key);
+    // One statement: only if no other chunk came first, and only for an upload of `name`.
+    const parts = splitName(name);
+    if (parts === null) throw new RegistryError('NAME_INVALID', `"${name}" must be <tenant>/<repository>`, { name });
+    const updated = await this.sql.query<{ id: string }>(
+      `UPDATE "BlobUpload" u SET "size" = u."size" + $1::bigint, "parts" = array_append(u."parts", $2::text), "updatedAt" = now()
+      FROM "Repository" r, "Tenant" t
+      WHERE u."id" = $3::uuid AND u."size" = $4::bigint AND r."id" = u."repositoryId" AND t."id" = r."tenantId" AND r."name" = $5::text AND t."name" = $6::text
+      RETURNING u."id"::text AS "id"`,
+      [size, key, uuid, start, parts.repository, parts.tenantName],
+    );
+    if (updated.length === 0) {
+      await this.dropPart(key);
+      this.uploadHashes.delete(uuid);
+      // Gone (BLOB_UPLOAD_UNKNOWN from the lookup), or another chunk came first.
+      await this.upload(name, uuid);
       throw new RegistryError('RANGE_INVALID', `another chunk of upload ${uuid} arrived first; ask for its status and resume`);
     }
     // Only the request that moved the upload from `start` to `start + size` records that state.
-    if (hash !== null) this.rememberHash(uuid, { hash, size: start + size });
+    if (hash !== null) this.rememberHash(uuid, { hash, size: start + size, name });
     return { size: start + size };
   }
 
   /**
-   * Ends an upload (`PUT ?digest=`, with an optional last chunk): the session is claimed (deleted
-   * and read in one statement, so two finishing requests cannot both commit it), its parts joined
-   * server-side and moved under the digest only if it matches: checked against the hash kept
-   * while the chunks streamed when this replica holds it for exactly these bytes, else by reading
-   * the joined object once. On any failure its parts are removed.
+   * Ends an upload (`PUT ?digest=`, with an optional last chunk). When this replica hashed every
+   * chunk, the hash matches and the upload is one chunk stored under that blob key (a layer sent in
+   * one PATCH), it is claimed and the blob linked in one statement, with nothing to do in storage.
+   * Otherwise the session is claimed (deleted and read in one statement, so two finishing requests
+   * cannot both commit it), its parts joined server-side and moved under the digest only if it
+   * matches: checked against the hash kept while the chunks streamed when this replica holds it for
+   * exactly these bytes, else by reading the joined object once. On any failure its parts are removed.
    */
   async finishUpload(name: string, uuid: string, digest: Digest, lastChunk?: Readable | Buffer): Promise<{ size: number }> {
     if (lastChunk !== undefined) await this.appendChunk(name, uuid, lastChunk);
+    const quick = await this.finishAddressed(name, uuid, digest);
+    if (quick !== null) return quick;
     const row = await this.claimUpload(name, uuid);
     const parts = row.parts;
     const held = this.uploadHashes.get(uuid);
-    const hashed = held !== undefined && held.size === Number(row.size) ? held : null;
+    const hashed = held !== undefined && held.size === row.size ? held : null;
     let resumable = false;
+    /** A part the commit moved or removed itself (no second DELETE for it). */
+    let consumed: string | null = null;
     try {
       let info: { size: number };
       if (hashed !== null) {
@@ -350,12 +424,18 @@ export class Registry {
         });
       }
       if (parts.length === 0) info = await this.verified(() => this.blobs.put(Buffer.alloc(0), digest));
-      else {
+      else if (parts.length === 1 && parts[0] === blobKey(digest)) {
+        // Stored under this digest by its only chunk; read back to check when this replica did not hash it.
+        if (hashed === null) await this.verified(async () => pipeline(await this.blobs.get(digest, undefined, { size: row.size }), new Writable({ write: (_c, _e, cb) => cb() })));
+        info = { size: row.size };
+      } else {
         let staged = parts[0]!;
-        if (parts.length > 1) {
+        // A part under a blob key is not the upload's to move or consume: it is copied.
+        if (parts.length > 1 || isBlobKey(staged)) {
           staged = `uploads/${uuid}/joined`;
           await this.blobs.driver.concat(parts, staged);
         }
+        if (staged === parts[0]) consumed = staged;
         info = await this.verified(() => (hashed !== null ? this.blobs.commitHashed(staged, digest, hashed.size) : this.blobs.commitStaged(staged, digest)));
       }
       await this.link({ id: row.repositoryId, tenantId: row.tenantId, name }, digest, info.size);
@@ -368,19 +448,52 @@ export class Registry {
     } finally {
       if (!resumable) {
         this.uploadHashes.delete(uuid);
-        await Promise.all(parts.map((p) => this.blobs.driver.delete(p).catch(() => undefined)));
+        await Promise.all(parts.filter((p) => p !== consumed).map((p) => this.dropPart(p).catch(() => undefined)));
       }
     }
+  }
+
+  /**
+   * The common finish in one statement: the upload (of `name`, with exactly the bytes this replica
+   * hashed, stored as the one object under `digest`'s key) is deleted, and the blob recorded and
+   * linked, together. Null when that does not hold; the general path then runs.
+   */
+  private async finishAddressed(name: string, uuid: string, digest: Digest): Promise<{ size: number } | null> {
+    const held = this.uploadHashes.get(uuid);
+    if (held === undefined || held.name !== name || held.size === 0) return null;
+    if (digestFromHex(held.hash.copy().digest('hex')) !== digest) return null;
+    const parts = splitName(name);
+    if (parts === null) return null;
+    const rows = await this.sql.query<{ n: number }>(
+      `WITH claimed AS (
+        DELETE FROM "BlobUpload" u USING "Repository" r, "Tenant" t
+        WHERE u."id" = $1::uuid AND r."id" = u."repositoryId" AND t."id" = r."tenantId" AND r."name" = $2::text AND t."name" = $3::text
+          AND u."size" = $4::bigint AND u."parts" = ARRAY[$5::text]
+        RETURNING u."repositoryId", u."tenantId"
+      ),
+      blob AS (INSERT INTO "Blob" ("digest", "size") SELECT $6::text, $4::bigint FROM claimed ON CONFLICT DO NOTHING),
+      linked AS (
+        INSERT INTO "RepositoryBlob" ("repositoryId", "tenantId", "digest") SELECT claimed."repositoryId", claimed."tenantId", $6::text FROM claimed
+        ON CONFLICT ("repositoryId", "digest") DO NOTHING
+      )
+      SELECT count(*)::int AS "n" FROM claimed`,
+      [uuid, parts.repository, parts.tenantName, held.size, blobKey(digest), digest],
+    );
+    if (rows[0]?.n !== 1) return null;
+    this.uploadHashes.delete(uuid);
+    return { size: held.size };
   }
 
   /** Deletes the upload session and answers its row (one statement); unknown in `name`, it is an error. */
   private async claimUpload(name: string, uuid: string): Promise<UploadRow> {
     const parts = splitName(name);
     if (parts === null) throw new RegistryError('NAME_INVALID', `"${name}" must be <tenant>/<repository>`, { name });
-    const rows = await this.prisma.$queryRaw<UploadRow[]>`
-      DELETE FROM "BlobUpload" u USING "Repository" r, "Tenant" t
-      WHERE u."id" = ${uuid}::uuid AND r."id" = u."repositoryId" AND t."id" = r."tenantId" AND r."name" = ${parts.repository} AND t."name" = ${parts.tenantName}
-      RETURNING u."id"::text AS "id", u."tenantId"::text AS "tenantId", u."repositoryId"::text AS "repositoryId", u."size", u."parts", u."createdAt"`;
+    const rows = await this.sql.query<UploadRow>(
+      `DELETE FROM "BlobUpload" u USING "Repository" r, "Tenant" t
+      WHERE u."id" = $1::uuid AND r."id" = u."repositoryId" AND t."id" = r."tenantId" AND r."name" = $2::text AND t."name" = $3::text
+      RETURNING ${UPLOAD_COLUMNS}`,
+      [uuid, parts.repository, parts.tenantName],
+    );
     const row = rows[0];
     if (row === undefined) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${uuid} is not in progress in ${name}`, { uuid });
     return { ...row, parts: row.parts ?? [] };
@@ -389,14 +502,14 @@ export class Registry {
   /** Recreates a claimed upload session with its chunks, when all of them are still stored. */
   private async restoreUpload(row: UploadRow): Promise<boolean> {
     for (const part of row.parts) if ((await this.blobs.driver.stat(part)) === null) return false;
-    await this.prisma.blobUpload.create({ data: { id: row.id, tenantId: row.tenantId, repositoryId: row.repositoryId, size: row.size, parts: row.parts, createdAt: row.createdAt } });
+    await this.prisma.blobUpload.create({ data: { id: row.id, tenantId: row.tenantId, repositoryId: row.repositoryId, size: BigInt(row.size), parts: row.parts, createdAt: row.createdAt } });
     return true;
   }
 
   async cancelUpload(name: string, uuid: string): Promise<void> {
     const row = await this.claimUpload(name, uuid);
     this.uploadHashes.delete(uuid);
-    await Promise.all(row.parts.map((p) => this.blobs.driver.delete(p).catch(() => undefined)));
+    await Promise.all(row.parts.map((p) => this.dropPart(p).catch(() => undefined)));
   }
 
   private async verified<T>(fn: () => Promise<T>): Promise<T> {

@@ -8,6 +8,7 @@ import type { Descriptor, Digest } from '@strata/oci';
 import { CacheMounts, type CacheArchiveStore, hash, type StepCleanups } from './cache-mounts.js';
 import { diffUpperDir } from './diff.js';
 import { LayerStore } from './layer-store.js';
+import { MknodAgent } from './mknod-agent.js';
 import { BridgeNetwork } from './network.js';
 import { ContainerStartError, RuncExecutor } from './runc-executor.js';
 import { SecretMounts } from './secret-mounts.js';
@@ -37,9 +38,9 @@ export interface StepSettings {
   allowPrivate?: readonly string[];
   /**
    * User namespaces for runc steps (STRATA_RUN_USERNS): `on` fails `init` when this kernel and
-   * filesystem cannot do them, `auto` uses them when they can (else logs why and runs without),
-   * `off` (the default: no device nodes in a user namespace) runs steps as host root. runsc steps
-   * and `--security=insecure` steps run without.
+   * filesystem cannot do them (or the mknod agent cannot start), `auto` (the default) uses them when
+   * they can (else warns and runs without), `off` runs steps as host root. runsc steps and
+   * `--security=insecure` steps run without.
    */
   userns?: 'auto' | 'on' | 'off';
   /** First host id of the ranges (STRATA_USERNS_BASE, a multiple of 65536) and how many (STRATA_USERNS_RANGES). */
@@ -86,6 +87,8 @@ export class BuildRuntime implements RootfsProvider {
   private readonly bridge: BridgeNetwork | undefined;
   /** User namespaces for runc steps, once `init` found they work here. */
   private userns: UserNamespaces | undefined;
+  /** Makes device nodes for user-namespaced steps (seccomp user notification), with `userns`. */
+  private mknodAgent: MknodAgent | undefined;
   /** Read-only views of stages (`open`) by root, with their layers top first: a bind from one is remade through a step's idmap. */
   private readonly views = new Map<string, string[]>();
 
@@ -128,9 +131,14 @@ export class BuildRuntime implements RootfsProvider {
     return this.userns !== undefined;
   }
 
+  /** The mknod supervisor of user-namespaced steps, when they run in user namespaces (after `init`). */
+  get mknodSupervisor(): MknodAgent | undefined {
+    return this.mknodAgent;
+  }
+
   private async initUserns(): Promise<void> {
     const step = this.options.step;
-    const mode = step.userns ?? 'off';
+    const mode = step.userns ?? 'auto';
     if (mode === 'off' || (step.runtime ?? 'runc') !== 'runc' || this.userns) return;
     const userns = new UserNamespaces({
       base: step.usernsBase ?? DEFAULT_USERNS_BASE,
@@ -139,14 +147,20 @@ export class BuildRuntime implements RootfsProvider {
       layersDir: this.layers.layersDir,
       ...(step.usernsStateDir !== undefined ? { stateDir: step.usernsStateDir } : {}),
     });
+    const agent = new MknodAgent({ dir: path.join(this.root, 'mknod-agent') });
     try {
       await userns.init();
+      await agent.start();
       this.userns = userns;
+      this.mknodAgent = agent;
     } catch (e) {
+      await agent.close().catch(() => undefined);
       await userns.close().catch(() => undefined);
       const why = `user namespaces do not work on this worker (${(e as Error).message})`;
       if (mode === 'on') throw new Error(`STRATA_RUN_USERNS=1: ${why}`);
-      process.stderr.write(`strata worker: ${why}; RUN steps run as host root (STRATA_RUN_USERNS=auto; set 1 to refuse to start instead)\n`);
+      process.stderr.write(
+        `strata worker: WARNING: ${why}; RUN steps run as HOST ROOT, without the user namespace boundary (STRATA_RUN_USERNS=auto; set 1 to refuse to start instead, 0 to silence this)\n`,
+      );
     }
   }
 
@@ -170,6 +184,8 @@ export class BuildRuntime implements RootfsProvider {
     await this.bridge?.close();
     await this.userns?.close();
     this.userns = undefined;
+    await this.mknodAgent?.close();
+    this.mknodAgent = undefined;
   }
 
   /** Waits for cache uploads in flight (a worker shutting down lets them finish). */
@@ -261,7 +277,9 @@ export class BuildRuntime implements RootfsProvider {
             network,
             mounts,
             ...(req.security === 'insecure' ? { privileged: true } : {}),
-            ...(userns ? { userns: { hostId: userns.hostId, size: userns.size, dir: userns.dir } } : {}),
+            ...(userns
+              ? { userns: { hostId: userns.hostId, size: userns.size, dir: userns.dir, ...(this.mknodAgent ? { mknodListener: this.mknodAgent.socketPath } : {}) } }
+              : {}),
             limits: {
               memoryBytes: step.memoryBytes,
               pids: step.pids,

@@ -11,6 +11,7 @@ export { buildRuntimeSpec, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS, t
 export { LineSplitter, MAX_LINE_BYTES } from './line-splitter.js';
 export type { NetworkMode, ResourceLimits, RunMount, RunSpec, RunOptions, RunResult, OutputStream } from './types.js';
 export { BuildRuntime, type BuildRuntimeOptions, type StepSettings } from './build-runtime.js';
+export { MknodAgent, type MknodAgentOptions } from './mknod-agent.js';
 export { CacheMounts, cacheArchiveKey, type CacheArchiveStore } from './cache-mounts.js';
 export { SecretMounts } from './secret-mounts.js';
 export { startSshAgent, SshKeyError, type SshAgent } from './ssh-agents.js';

@@ -140,6 +140,38 @@ describe('RuncExecutor on overlay snapshots', () => {
     expect(result.durationMs).toBeGreaterThanOrEqual(1000);
   });
 
+  it('reads no more output while the consumer is behind: the step waits on its pipe, then goes on with nothing lost', async () => {
+    const snapshot = await snapshotOf();
+    const lines: string[] = [];
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let firstSeen!: () => void;
+    const first = new Promise<void>((resolve) => (firstSeen = resolve));
+    const running = executor.run(
+      { args: ['/bin/sh', '-c', 'seq 1 200000; touch /finished'], env: [], network: 'none' },
+      {
+        rootfs: snapshot.rootfs,
+        onOutput: (_stream, line) => {
+          lines.push(line);
+          if (lines.length > 1) return undefined;
+          firstSeen();
+          return gate;
+        },
+      },
+    );
+    await first;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    // 1.3 MB of output: held back, the step cannot have finished; one read of the pipe (64 KiB, some 10,000 lines) came in.
+    expect(lines.length).toBeLessThan(20_000);
+    expect(existsSync(join(snapshot.upperDir, 'finished'))).toBe(false);
+    open();
+    const result = await running;
+    expect(result.exitCode).toBe(0);
+    expect(lines).toHaveLength(200_000);
+    expect(lines.every((line, i) => line === String(i + 1))).toBe(true);
+    expect(existsSync(join(snapshot.upperDir, 'finished'))).toBe(true);
+  });
+
   it('kills a step that passes its memory limit and reports it out of memory', async () => {
     const run = await sh('x=$(head -c 200000000 /dev/zero | tr "\\000" a); echo survived ${#x}', { limits: { memoryBytes: 32 * 1024 * 1024 } });
     expect(run.oomKilled).toBe(true);

@@ -136,7 +136,16 @@ export class RuncExecutor {
         noFile: await hostNoFileLimit(),
         ...(limits.cpus !== undefined ? { cpus: limits.cpus } : {}),
         ...(spec.privileged ? { privileged: { capabilities: await this.privilegedCapabilities() } } : {}),
-        ...(userns ? { userns: { hostId: userns.hostId, size: userns.size, ...(sys !== undefined ? { sys } : {}) } } : {}),
+        ...(userns
+          ? {
+              userns: {
+                hostId: userns.hostId,
+                size: userns.size,
+                ...(sys !== undefined ? { sys } : {}),
+                ...(userns.mknodListener !== undefined ? { mknodListener: userns.mknodListener } : {}),
+              },
+            }
+          : {}),
       });
       await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
       return await this.runContainer(id, bundle, cgroup, spec, options);
@@ -206,13 +215,35 @@ export class RuncExecutor {
     const args = [...this.globalArgs(spec.network), '--log', logFile, '--log-format', 'json', 'run', '--bundle', bundle, id];
     const [file, argv] = this.options.runtime === 'runsc' && spec.network === 'bridge' ? runscInStepNetns(this.runc, args) : [this.runc, args];
     const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Backpressure: when the consumer answers a promise (the log writer is behind), both pipes stay
+    // unread until it settles; the step blocks writing to a full pipe, as on a slow terminal.
+    let behind: Promise<void> | undefined;
+    let paused = false;
+    const waitForConsumer = (): void => {
+      const wait = behind;
+      behind = undefined;
+      if (!wait || paused) return;
+      paused = true;
+      child.stdout.pause();
+      child.stderr.pause();
+      const resume = (): void => {
+        paused = false;
+        child.stdout.resume();
+        child.stderr.resume();
+      };
+      wait.then(resume, resume);
+    };
     const splitters = (['stdout', 'stderr'] as const).map((stream: OutputStream) => {
       const splitter = new LineSplitter((line) => {
         outputTail.push(line);
         if (outputTail.length > tailSize) outputTail.shift();
-        options.onOutput?.(stream, line);
+        const answer = options.onOutput?.(stream, line);
+        if (answer instanceof Promise) behind = answer as Promise<void>;
       });
-      child[stream].on('data', (chunk: Buffer) => splitter.write(chunk));
+      child[stream].on('data', (chunk: Buffer) => {
+        splitter.write(chunk);
+        waitForConsumer();
+      });
       return { stream, splitter };
     });
 
@@ -258,7 +289,9 @@ export class RuncExecutor {
           // SIGKILL that we did not send, with memory use at the limit: the OOM killer (its counter may be gone with runc's cgroup).
           const oomKilled = counters.oomKills > 0 || (exitCode === 137 && !timedOut && !cancelled && counters.memoryLimitReached);
           if (runcError !== undefined && !timedOut && !cancelled && exitCode !== 0 && exitCode < 128 && !oomKilled) {
-            throw new ContainerStartError(`the container for ${JSON.stringify(spec.args.join(' '))} could not start: ${runcError}`);
+            // runc dials the mknod supervisor (listenerPath) before the step runs: name what is missing.
+            const hint = /seccomp agent/.test(runcError) ? " (the worker's mknod agent, which serves user-namespaced steps, is not running)" : '';
+            throw new ContainerStartError(`the container for ${JSON.stringify(spec.args.join(' '))} could not start: ${runcError}${hint}`);
           }
           return {
             exitCode,

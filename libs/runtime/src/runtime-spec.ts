@@ -89,7 +89,7 @@ export interface RuntimeSpecInput {
    * mounted then): a read-only bind of a sysfs the worker mounted in that network namespace, or of the
    * host's for the host network.
    */
-  userns?: { hostId: number; size: number; sys?: string };
+  userns?: { hostId: number; size: number; sys?: string; mknodListener?: string };
 }
 
 /** Builds the OCI runtime config (config.json) for one RUN step, after Docker's defaults. */
@@ -178,7 +178,7 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
       maskedPaths: privileged ? [] : MASKED_PATHS,
       readonlyPaths: privileged ? [] : READONLY_PATHS,
       // `RUN --security=insecure` runs unconfined, as BuildKit runs it.
-      ...(privileged ? {} : { seccomp: seccompProfile({ capabilities: caps }) }),
+      ...(privileged ? {} : { seccomp: seccompProfile({ capabilities: caps, ...(userns?.mknodListener !== undefined ? { mknodListener: userns.mknodListener } : {}) }) }),
       ...(userns
         ? {
             uidMappings: [{ containerID: 0, hostID: userns.hostId, size: userns.size }],

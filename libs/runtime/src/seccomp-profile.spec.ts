@@ -27,6 +27,17 @@ describe('the seccomp profile of a sandboxed step', () => {
     expect(sandboxed.syscalls).toContainEqual({ names: ['clone3'], action: 'SCMP_ACT_ERRNO', errnoRet: 38 });
   });
 
+  it('sends mknod and mknodat to the mknod agent in a user namespace, and nothing else', () => {
+    expect(sandboxed.listenerPath).toBeUndefined();
+    expect(sandboxed.syscalls.some((rule) => rule.action === 'SCMP_ACT_NOTIFY')).toBe(false);
+    const userns = seccompProfile({ capabilities: DEFAULT_CAPABILITIES, arch: 'x64', kernelRelease: '6.18.44', mknodListener: '/run/agent.sock' });
+    expect(userns.listenerPath).toBe('/run/agent.sock');
+    expect(userns.syscalls.filter((rule) => rule.action === 'SCMP_ACT_NOTIFY')).toEqual([{ names: ['mknod', 'mknodat'], action: 'SCMP_ACT_NOTIFY' }]);
+    expect(allowedBy(userns)).not.toContain('mknod');
+    expect(allowedBy(userns)).not.toContain('mknodat');
+    expect(allowedBy(userns).length).toBe(allowedBy(sandboxed).length - 2);
+  });
+
   it('allows personality only for the Linux personalities', () => {
     const values = sandboxed.syscalls.filter((rule) => rule.names[0] === 'personality').map((rule) => rule.args?.[0]?.value);
     expect(values).toEqual([0, 8, 0x20000, 0x20008, 0xffffffff]);

@@ -95,12 +95,15 @@ export const CLONE_NAMESPACE_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08
 /** personality(2) values allowed: PER_LINUX, PER_LINUX32, UNAME26, UNAME26|PER_LINUX32, and the query 0xffffffff. */
 const PERSONALITIES = [0x0, 0x8, 0x20000, 0x20008, 0xffffffff];
 
+/** Sent to the mknod supervisor in a user namespace (the kernel's own check wants CAP_MKNOD over the host). */
+const MKNOD_SYSCALLS = ['mknod', 'mknodat'];
+
 const EPERM = 1;
 const ENOSYS = 38;
 
 export interface SeccompRule {
   names: string[];
-  action: 'SCMP_ACT_ALLOW' | 'SCMP_ACT_ERRNO';
+  action: 'SCMP_ACT_ALLOW' | 'SCMP_ACT_ERRNO' | 'SCMP_ACT_NOTIFY';
   errnoRet?: number;
   args?: { index: number; value: number; valueTwo?: number; op: 'SCMP_CMP_EQ' | 'SCMP_CMP_MASKED_EQ' }[];
 }
@@ -110,6 +113,8 @@ export interface SeccompProfile {
   defaultErrnoRet: number;
   architectures: string[];
   syscalls: SeccompRule[];
+  /** The supervisor's unix socket that runc hands the filter's notify descriptor to (SCMP_ACT_NOTIFY rules). */
+  listenerPath?: string;
 }
 
 export interface SeccompOptions {
@@ -119,6 +124,12 @@ export interface SeccompOptions {
   arch?: string;
   /** The kernel release, as `uname -r` (default this machine's). */
   kernelRelease?: string;
+  /**
+   * A user-namespaced step: `mknod` and `mknodat` go to the supervisor listening here
+   * (SCMP_ACT_NOTIFY, libs/runtime/src/mknod-agent.ts), which makes device nodes the namespace
+   * cannot and lets everything else through to the kernel.
+   */
+  mknodListener?: string;
 }
 
 /** The OCI `linux.seccomp` object for a sandboxed step. */
@@ -130,8 +141,10 @@ export function seccompProfile(options: SeccompOptions): SeccompProfile {
   if (kernelAtLeast(options.kernelRelease ?? release(), PTRACE_SYSCALLS.minKernel)) for (const name of PTRACE_SYSCALLS.names) allowed.add(name);
   for (const [cap, names] of Object.entries(BY_CAPABILITY)) if (caps.has(cap)) for (const name of names) allowed.add(name);
 
+  if (options.mknodListener !== undefined) for (const name of MKNOD_SYSCALLS) allowed.delete(name);
   const syscalls: SeccompRule[] = [
     { names: [...allowed].sort(), action: 'SCMP_ACT_ALLOW' },
+    ...(options.mknodListener !== undefined ? [{ names: [...MKNOD_SYSCALLS], action: 'SCMP_ACT_NOTIFY' as const }] : []),
     ...PERSONALITIES.map((value): SeccompRule => ({ names: ['personality'], action: 'SCMP_ACT_ALLOW', args: [{ index: 0, value, op: 'SCMP_CMP_EQ' }] })),
   ];
   if (!caps.has('CAP_SYS_ADMIN')) {
@@ -144,7 +157,13 @@ export function seccompProfile(options: SeccompOptions): SeccompProfile {
     // clone3 passes its flags in memory, which seccomp cannot read: ENOSYS makes libc fall back to clone.
     syscalls.push({ names: ['clone3'], action: 'SCMP_ACT_ERRNO', errnoRet: ENOSYS });
   }
-  return { defaultAction: 'SCMP_ACT_ERRNO', defaultErrnoRet: EPERM, architectures: architecture.seccomp, syscalls };
+  return {
+    defaultAction: 'SCMP_ACT_ERRNO',
+    defaultErrnoRet: EPERM,
+    architectures: architecture.seccomp,
+    syscalls,
+    ...(options.mknodListener !== undefined ? { listenerPath: options.mknodListener } : {}),
+  };
 }
 
 function kernelAtLeast(kernelRelease: string, [major, minor]: readonly [number, number]): boolean {

@@ -34,8 +34,9 @@ export interface RunSpec {
    * Run in a user namespace: ids 0..size-1 of the step are host hostId..; `dir` is a directory only
    * that range's root may enter, where the executor binds the rootfs (runc opens it from inside the
    * namespace). The rootfs's lower dirs and the mounts' sources must already show the step's owners.
+   * `mknodListener`: the mknod supervisor's socket (MknodAgent), which makes the step's device nodes.
    */
-  userns?: { hostId: number; size: number; dir: string };
+  userns?: { hostId: number; size: number; dir: string; mknodListener?: string };
 }
 
 export type OutputStream = 'stdout' | 'stderr';
@@ -43,8 +44,12 @@ export type OutputStream = 'stdout' | 'stderr';
 export interface RunOptions {
   /** Root filesystem to run in (a Snapshot's rootfs). */
   rootfs: string;
-  /** Called once per line (without the newline) as soon as it is complete; lines over 64 KiB are split. */
-  onOutput?: (stream: OutputStream, line: string) => void;
+  /**
+   * Called once per line (without the newline) as soon as it is complete; lines over 64 KiB are
+   * split. A Promise answered means the consumer is behind: no more output is read (the step blocks
+   * on its full pipe, as on a slow terminal) until it settles. Anything else answered is ignored.
+   */
+  onOutput?: (stream: OutputStream, line: string) => unknown;
   /** Aborting kills the container. */
   signal?: AbortSignal;
 }

@@ -2,9 +2,10 @@ import { StringDecoder } from 'node:string_decoder';
 import { createGunzip } from 'node:zlib';
 import type { Redis } from 'ioredis';
 import { NotFoundError, type StorageDriver } from '@strata/blobstore';
-import { buildLogArchiveKey, type BuildLogEntry, buildLogStreamKey, compareStreamIds, decodeStreamEntry } from '@strata/queue';
+import { buildLogArchiveKey, type BuildLogEntry, buildLogStreamKey, compareStreamIds, decodeStreamEntries } from '@strata/queue';
 
-const PAGE = 500;
+/** Stream entries per XRANGE: an entry holds up to 32 KiB of events (BuildLog's batching), so a page about 1 MiB. */
+const PAGE = 32;
 
 /**
  * Reads a build's log from wherever it is now: the Redis stream while it exists, else the S3
@@ -34,11 +35,13 @@ export class BuildLogReader {
       for (;;) {
         const page = (await this.redis.xrange(this.streamKey(buildId), last ? `(${last}` : '-', '+', 'COUNT', PAGE)) as Array<[string, string[]]>;
         for (const [id, fields] of page) {
-          const entry = decodeStreamEntry(id, fields);
+          // `after` may fall inside the first entry; an entry's id is its last event's.
+          const entries = decodeStreamEntries(id, fields, last);
           last = id;
-          if (!entry) continue;
-          ended ||= entry.type === 'end';
-          yield entry;
+          for (const entry of entries) {
+            ended ||= entry.type === 'end';
+            yield entry;
+          }
         }
         if (page.length < PAGE) break;
       }

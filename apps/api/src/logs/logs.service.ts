@@ -5,13 +5,16 @@ import type { Response } from 'express';
 import { Redis } from 'ioredis';
 import { STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService } from '@strata/db';
-import { BUILD_LOG_FIELD, decodeStreamEntry, redisConnection } from '@strata/queue';
+import { type BuildLogEntry, redisConnection, storedEvents } from '@strata/queue';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
 import { BuildLogReader, sseFromStored, sseMessage, textLine } from './build-log-reader.js';
 
 const HEARTBEAT_MS = 15_000;
-/** Entries per XREAD: bounds what one follower holds in memory between writes (about 400 KB), while a reader catching up on a long log needs few round trips. */
-const FOLLOW_BATCH = 2000;
+/**
+ * Entries per XREAD: bounds what one follower holds in memory between writes (an entry holds up to
+ * 32 KiB of events, so about 1 MiB), while a reader catching up on a long log needs few round trips.
+ */
+const FOLLOW_BATCH = 32;
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
 /**
@@ -96,17 +99,14 @@ export class LogsService implements OnModuleDestroy {
         let out = '';
         let ended = false;
         for (const [id, fields] of reply[0][1]) {
-          last = id;
-          const stored = fields[0] === BUILD_LOG_FIELD ? sseFromStored(id, fields[1]) : null;
-          if (stored) {
-            out += stored.message;
-            ended ||= stored.type === 'end';
-            continue;
+          // A Last-Event-ID may fall inside the first entry; an entry's id is its last event's.
+          for (const [eventId, json] of storedEvents(id, fields, last)) {
+            const stored = sseFromStored(eventId, json);
+            const type = stored ? stored.type : (JSON.parse(json) as BuildLogEntry).type;
+            out += stored ? stored.message : sseMessage({ ...(JSON.parse(json) as BuildLogEntry), id: eventId });
+            ended ||= type === 'end';
           }
-          const entry = decodeStreamEntry(id, fields);
-          if (!entry) continue;
-          out += sseMessage(entry);
-          ended ||= entry.type === 'end';
+          last = id;
         }
         res.write(out);
         if (ended) break;

@@ -15,12 +15,12 @@ import { RegistryController } from './registry.controller.js';
     {
       provide: Registry,
       inject: [PrismaService, STORAGE],
-      useFactory: (prisma: PrismaService, storage: Storage) => new Registry(prisma, storage.blobs, new ImageStore(prisma, storage.blobs)),
+      useFactory: (prisma: PrismaService, storage: Storage) => new Registry(prisma, storage.blobs, new ImageStore(prisma, storage.blobs), prisma.sql),
     },
     {
       provide: RegistryAccess,
       inject: [PrismaService, STRATA_CONFIG],
-      useFactory: (prisma: PrismaService, config: StrataConfig) => new RegistryAccess(prisma, config.registrySecret, () => config.publicUrl),
+      useFactory: (prisma: PrismaService, config: StrataConfig) => new RegistryAccess(prisma, config.registrySecret, () => config.publicUrl, { sql: prisma.sql }),
     },
   ],
 })

@@ -1,5 +1,5 @@
 import { BadRequestException, ConflictException, Injectable, NotFoundException } from '@nestjs/common';
-import { ALL_SCOPES, createTenantWithToken, hashToken, isScope, newTokenSecret, type Prisma, PrismaService, REPOSITORY_PATTERN, type Tenant } from '@strata/db';
+import { ALL_SCOPES, createTenantWithToken, hashToken, isScope, newTokenSecret, type Prisma, PrismaService, REPOSITORY_PATTERN, type Tenant, tokenRevocations } from '@strata/db';
 import type { Caller } from '../auth/tenant.js';
 
 /** Tenant names are the first component of registry names (`<tenant>/<repository>`). */
@@ -117,11 +117,16 @@ export class TenancyService {
     return { tokens: rows.map(toTokenView) };
   }
 
-  /** Revokes at once: the guard reads the token row on every request, so the next request is refused. */
+  /**
+   * Revokes at once: the guard reads the token row on every request, so the next request is refused;
+   * /v2 bearer tokens issued for it are refused at once on this replica, within 5 s on others (ADR 0034).
+   */
   async revokeToken(tenantId: string, id: string): Promise<TokenView> {
     const row = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.apiToken.findFirst({ where: { id, tenantId } }) : null;
     if (!row) throw new NotFoundException(`There is no token "${id}".`);
     const revoked = row.revokedAt ? row : await this.prisma.apiToken.update({ where: { id }, data: { revokedAt: new Date() } });
+    // The registry's cached check of bearer tokens issued for it forgets it now (ADR 0034).
+    tokenRevocations.notify(id);
     return toTokenView(revoked);
   }
 }
