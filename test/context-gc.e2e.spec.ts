@@ -48,6 +48,26 @@ describe('context store collection', () => {
     stack.prisma.$executeRaw`UPDATE "ContextBlob" SET "lastUsedAt" = now() - ${ms / 1000} * interval '1 second', "createdAt" = now() - ${ms / 1000} * interval '1 second' WHERE "tenantId" = ${tenantId}::uuid AND digest = ${sha256(content)}`;
   const stored = async (token: string) => (await api(stack, token, 'GET', '/v1/usage')).json.quotas.maxStoredBytes.used as number;
 
+  it('deletes a refused manifest kept for a build by digest that never came, after twice its hour', async () => {
+    const t = await stack.tenant('ctxgc-pending');
+    const manifest = manifestOf({ Dockerfile: `FROM scratch\nCOPY x /x\n# ${Date.now()}\n`, x: `pending ${Math.random()}` });
+    const refused = await api(stack, t.token, 'POST', '/v1/builds?repository=pending', manifest, MANIFEST);
+    expect(refused.status).toBe(400);
+    expect(refused.json.pending).toBe(true);
+    const keys = async () => {
+      const out: string[] = [];
+      for await (const k of storage.objects.list(`context-pending/${t.tenantId}/`)) out.push(k);
+      return out;
+    };
+    expect(await keys()).toHaveLength(2);
+    const soon = await collector.run({ retentionMs: RETENTION, graceMs: GRACE, limits, tenantIds: [t.tenantId], now: new Date(Date.now() + 3600 * 1000) });
+    expect(soon.deletedPendingManifests).toBe(0);
+    expect(await keys()).toHaveLength(2);
+    const later = await collector.run({ retentionMs: RETENTION, graceMs: GRACE, limits, tenantIds: [t.tenantId], now: new Date(Date.now() + 3 * 3600 * 1000) });
+    expect(later.deletedPendingManifests).toBe(1);
+    expect(await keys()).toEqual([]);
+  });
+
   it('deletes what no build named for the retention, compacts its pack, frees the bytes, and rebuilds from the rewritten pack', async () => {
     const t = await stack.tenant('ctxgc-a');
     const salt = `${Date.now()} ${Math.random()}`;

@@ -114,6 +114,10 @@ describe('incremental build contexts', () => {
     expect(blobRequests(proxy.seen)).toHaveLength(1);
     // Each content fits one tar block after its header, then the end of the archive: the ignored 100 kB never travel.
     expect(bytesOf(blobRequests(proxy.seen))).toBe(303 * 1024 + 1024);
+    // The manifest crosses the wire once: after the upload the build names it by its digest.
+    const manifestSends = () => proxy.seen.filter((s) => s.path === '/v1/builds' && s.bytes > 0);
+    expect(manifestSends()).toHaveLength(1);
+    expect(proxy.seen.filter((s) => s.path === '/v1/builds')).toHaveLength(3);
     const coldDigest = /sha256:[0-9a-f]{64}/.exec(cold.stderr)![0];
 
     proxy.seen.length = 0;
@@ -135,6 +139,10 @@ describe('incremental build contexts', () => {
     expect(one.stderr).toMatch(/304 files, \d+ bytes, 1 hashed; uploaded 1 content \(8 bytes\)/);
     expect(blobRequests(proxy.seen)).toHaveLength(1);
     expect(blobRequests(proxy.seen)[0].bytes).toBe(512 + 512 + 1024);
+    // Digest (unknown), manifest (one content missing), digest again: the manifest sent once.
+    expect(manifestSends()).toHaveLength(1);
+    expect(proxy.seen.filter((s) => s.path === '/v1/builds')).toHaveLength(3);
+    expect(one.stderr).toMatch(/in 4 requests/);
     const oneDigest = /built inc\/app:one (sha256:[0-9a-f]{64})/.exec(one.stderr)![1];
     expect(oneDigest).not.toBe(coldDigest);
 
@@ -187,12 +195,86 @@ describe('incremental build contexts', () => {
       const res = await fetch(`${stack.url}/v1/builds?repository=bydigest`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': MANIFEST, 'strata-context-digest': manifestDigest }, body: '' });
       return { status: res.status, json: (await res.json()) as { unknownManifest?: boolean; id?: string } };
     };
-    const fromB = await byDigest(b.token);
-    expect(fromB.status).toBe(409);
-    expect(fromB.json.unknownManifest).toBe(true);
+    // B sent this manifest itself and was refused: the api kept B's copy, and naming it hears, from B's
+    // own store, that A's content is still missing there; never a build.
+    const fromB = (await byDigest(b.token)) as { status: number; json: { missing?: string[] } };
+    expect(fromB.status).toBe(400);
+    expect(fromB.json.missing).toEqual(expect.arrayContaining([digest]));
     const fromA = await byDigest(a.token);
     expect(fromA.status).toBe(202);
     expect((await waitForBuild(stack, a.token, fromA.json.id!)).imageDigest).toBe(builtA.imageDigest);
+  });
+
+  it('keeps a refused manifest for its own tenant only, until the contents it lacked arrive', async () => {
+    const content = `pending ${Date.now()}`;
+    const dockerfile = `FROM scratch\nCOPY p /p\n# ${Date.now()}\n`;
+    const manifest = JSON.stringify({
+      version: 1,
+      entries: [
+        { path: 'Dockerfile', type: 'file', mode: 0o644, mtime: 0, size: dockerfile.length, digest: `sha256:${sha256(dockerfile)}` },
+        { path: 'p', type: 'file', mode: 0o644, mtime: 0, size: content.length, digest: `sha256:${sha256(content)}` },
+      ],
+    });
+    const byDigest = async (token: string, digest: string) => {
+      const res = await fetch(`${stack.url}/v1/builds?repository=pending`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': MANIFEST, 'strata-context-digest': digest }, body: '' });
+      return { status: res.status, json: (await res.json()) as { unknownManifest?: boolean; id?: string; missing?: string[]; message?: string } };
+    };
+    const refused = await api(stack, a.token, 'POST', '/v1/builds?repository=pending', manifest, MANIFEST);
+    expect(refused.status).toBe(400);
+    expect(refused.json.pending).toBe(true);
+    expect(refused.json.missing).toHaveLength(2);
+    expect(refused.json.message).toMatch(/by its Strata-Context-Digest alone/);
+    const digest = (await api(stack, a.token, 'POST', '/v1/contexts/manifest', manifest, 'application/json')).json.digest as string;
+    // Another tenant naming it hears only that it has no such manifest.
+    const fromB = await byDigest(b.token, digest);
+    expect(fromB.status).toBe(409);
+    expect(fromB.json.unknownManifest).toBe(true);
+    // Before its contents arrive, the owner is told which are still missing, and the manifest stays kept.
+    const dfTar = execFileSync('tar', ['-cf', '-', '-C', makeDir({ [sha256(dockerfile)]: dockerfile }), '.']);
+    expect((await api(stack, a.token, 'POST', '/v1/contexts/blobs', dfTar, 'application/x-tar')).status).toBe(201);
+    const early = await byDigest(a.token, digest);
+    expect(early.status).toBe(400);
+    expect(early.json.missing).toEqual([`sha256:${sha256(content)}`]);
+    expect(early.json.message).toContain('("p")');
+    // B uploading the same bytes into its own store does not complete A's manifest.
+    const pTar = execFileSync('tar', ['-cf', '-', '-C', makeDir({ [sha256(content)]: content }), '.']);
+    expect((await api(stack, b.token, 'POST', '/v1/contexts/blobs', pTar, 'application/x-tar')).status).toBe(201);
+    expect((await byDigest(a.token, digest)).status).toBe(400);
+    expect((await byDigest(b.token, digest)).status).toBe(409);
+    // Once A uploaded it, the digest alone starts the build, from the manifest as sent.
+    expect((await api(stack, a.token, 'POST', '/v1/contexts/blobs', pTar, 'application/x-tar')).status).toBe(201);
+    const started = await byDigest(a.token, digest);
+    expect(started.status).toBe(202);
+    const built = await waitForBuild(stack, a.token, started.json.id!);
+    expect(built.status).toBe('succeeded');
+    const df = await api(stack, a.token, 'GET', `/v1/builds/${started.json.id}/dockerfile`);
+    expect(df.json.text).toBe(dockerfile);
+  });
+
+  it('stores a batch of announced size in one write, and refuses one whose contents add up to another', async () => {
+    const content = `sized ${Date.now()}`;
+    const hex = sha256(content);
+    const tar = execFileSync('tar', ['-cf', '-', '-C', makeDir({ [hex]: content }), '.']);
+    const post = async (packBytes: string) => {
+      const res = await fetch(`${stack.url}/v1/contexts/blobs`, { method: 'POST', headers: { authorization: `Bearer ${a.token}`, 'content-type': 'application/x-tar', 'strata-pack-bytes': packBytes }, body: tar });
+      return { status: res.status, json: (await res.json()) as { message?: string; stored?: number } };
+    };
+    const ask = async () => (await api(stack, a.token, 'POST', '/v1/contexts/manifest', JSON.stringify({ version: 1, entries: [{ path: 'x', type: 'file', size: content.length, digest: `sha256:${hex}` }] }), 'application/json')).json.missing;
+    for (const [header, message] of [
+      [String(content.length + 1), /add up to \d+ bytes, not the \d+ its Strata-Pack-Bytes header announced/],
+      [String(content.length - 1), /add up to more than \d+ bytes/],
+      ['-1', /Strata-Pack-Bytes "-1" is not a byte count/],
+      ['1e3', /is not a byte count/],
+    ] as const) {
+      const res = await post(header);
+      expect({ header, status: res.status }).toEqual({ header, status: 400 });
+      expect(res.json.message).toMatch(message);
+      expect(await ask()).toEqual([`sha256:${hex}`]);
+    }
+    const ok = await post(String(content.length));
+    expect(ok.status).toBe(201);
+    expect(ok.json.stored).toBe(1);
+    expect(await ask()).toEqual([]);
   });
 
   it('refuses bad manifests and bad batches with 400 saying what is wrong', async () => {

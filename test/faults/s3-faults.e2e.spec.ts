@@ -73,6 +73,29 @@ describe('S3 faults: a build succeeds with a correct image or fails saying why; 
     expect(proxy.injected.truncate).toBeGreaterThan(0);
   });
 
+  it('stores a large layer again when its single PutObject is reset (the SDK cannot replay a stream)', async () => {
+    const { token } = await stack.tenant('flaky-big-layer');
+    // Every second PUT of a staged blob is reset: the layer (16 MiB of base64, about 12 MiB gzipped) goes
+    // in one streamed PutObject, above the 8 MiB a blob is buffered to.
+    proxy.setRules([{ kind: 'reset', method: 'PUT', path: /staging\/blobs\//, every: 2 }]);
+    try {
+      for (const n of [1, 2]) {
+        const ctx = tarOf(makeDir({ Dockerfile: 'FROM scratch\nCOPY big.bin /big.bin\n', 'big.bin': randomBytes(12 * 1024 * 1024).toString('base64') }));
+        const res = await api(stack, token, 'POST', `/v1/builds?repository=biglayer&tag=${n}`, ctx, 'application/x-tar');
+        expect(res.status).toBe(202);
+        const done = await waitForBuild(stack, token, res.json.id, 120_000);
+        expect(done.error).toBeNull();
+        expect(done.status).toBe('succeeded');
+        const archive = await fetch(`${stack.url}/v1/repositories/biglayer/tags/${n}/oci-archive`, { headers: { authorization: `Bearer ${token}` } });
+        expect(archive.status).toBe(200);
+        expect(checkOciArchive(Buffer.from(await archive.arrayBuffer())).blobs).toBeGreaterThanOrEqual(3);
+      }
+    } finally {
+      proxy.setRules([]);
+    }
+    expect(proxy.injected.reset).toBeGreaterThan(0);
+  });
+
   it('fails a build whose layers S3 keeps refusing, saying so; no tag moves and no cache entry names a blob that is not stored', async () => {
     const { token, tenantId } = await stack.tenant('down-s3');
     await importBusybox(stack, token);

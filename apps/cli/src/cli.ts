@@ -394,7 +394,8 @@ function tarStream(dir: string): ReadableStream<Uint8Array> {
 /**
  * Starts the build from the context's manifest (docs/adr/0025). The build is sent first: when the
  * tenant's store holds every content (an unchanged rebuild) that one request is all; otherwise the
- * api answers which contents it lacks, only those are uploaded, and the build is sent again.
+ * api answers which contents it lacks (keeping the manifest), only those are uploaded, and the build
+ * is sent again by the manifest's digest: the manifest crosses the wire once.
  * Resolves with the created build, or null when the server predates manifests (the caller sends a tar).
  */
 async function buildFromManifest(io: CliIo, c: ReturnType<typeof client>, dir: string, dockerfile: string, buildPath: string, extra: Array<[string, string]>, mark: (what: string) => void): Promise<Record<string, unknown> | null> {
@@ -410,8 +411,9 @@ async function buildFromManifest(io: CliIo, c: ReturnType<typeof client>, dir: s
   let sends = 1;
   // First by digest alone: a manifest this tenant built from before is not sent again.
   const digest = `sha256:${createHash('sha256').update(json).digest('hex')}`;
+  const byDigest = () => c.json('POST', buildPath, '', [['content-type', MANIFEST_TYPE], ['strata-context-digest', digest], ...extra]);
   try {
-    created = await c.json('POST', buildPath, '', [['content-type', MANIFEST_TYPE], ['strata-context-digest', digest], ...extra]);
+    created = await byDigest();
   } catch (e) {
     if (!(e instanceof RequestError) || e.status >= 500) throw e;
     sends += 1;
@@ -432,7 +434,17 @@ async function buildFromManifest(io: CliIo, c: ReturnType<typeof client>, dir: s
     uploaded = { ...up, contents: missing.length };
     mark('contents uploaded');
     sends += 1;
-    created = await send();
+    // The api kept the refused manifest (`pending`): name it by its digest rather than send it again.
+    // It answers 409 when it no longer has it (an hour passed, another build took it): then send it.
+    if ((e.data as { pending?: unknown } | null)?.pending === true) {
+      try {
+        created = await byDigest();
+      } catch (again) {
+        if (!(again instanceof RequestError) || again.status !== 409) throw again;
+        sends += 1;
+      }
+    }
+    created ??= await send();
   }
   // Kept only once the server took the contents: a failed upload is hashed again next time (cheap), never trusted wrongly.
   await cache.save(dir).catch((e: Error) => io.err(`strata: could not save the stat cache: ${e.message}\n`));

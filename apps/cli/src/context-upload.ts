@@ -8,6 +8,8 @@ const BATCH_BYTES = 64 * 1024 * 1024;
 const BATCH_FILES = 10_000;
 /** Batches sent at once. */
 const PARALLEL_BATCHES = 2;
+/** Times a batch is sent when the server fails it (5xx) or the connection drops. */
+const BATCH_ATTEMPTS = 3;
 
 export interface UploadClient {
   /** POST `body` to `path`; resolves with the parsed JSON answer, throws on a non-2xx one. */
@@ -31,7 +33,7 @@ export async function uploadContents(c: UploadClient, scan: ContextScan, missing
   const batches: Array<Array<{ digest: string; file: string; size: number }>> = [];
   let current: Array<{ digest: string; file: string; size: number }> = [];
   let currentBytes = 0;
-  for (const digest of missing) {
+  for (const digest of new Set(missing)) {
     const src = scan.sources.get(digest);
     if (!src) throw new Error(`the server asked for ${digest}, which this context does not hold`);
     if (current.length > 0 && (currentBytes + src.size > BATCH_BYTES || current.length >= BATCH_FILES)) {
@@ -48,8 +50,23 @@ export async function uploadContents(c: UploadClient, scan: ContextScan, missing
   const send = async () => {
     while (next < batches.length) {
       const batch = batches[next++];
-      await c.post('/v1/contexts/blobs', batchStream(batch) as unknown as RequestInit['body'], [['content-type', 'application/x-tar']]);
-      bytes += batch.reduce((n, b) => n + b.size, 0);
+      const size = batch.reduce((n, b) => n + b.size, 0);
+      // The contents' total lets the api store the batch in one S3 PutObject (no multipart upload),
+      // which S3 cannot retry part by part: a batch the server failed (5xx) or a dropped connection is sent again.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await c.post('/v1/contexts/blobs', batchStream(batch) as unknown as RequestInit['body'], [['content-type', 'application/x-tar'], ['strata-pack-bytes', String(size)]]);
+          break;
+        } catch (e) {
+          const status = (e as { status?: unknown }).status;
+          // A file that changed while it was read fails the same way again: not retried.
+          const changed = /changed while the context was being uploaded/.test(String((e as { cause?: unknown }).cause ?? ''));
+          const retryable = typeof status === 'number' ? status >= 500 : e instanceof TypeError && !changed;
+          if (!retryable || attempt >= BATCH_ATTEMPTS) throw e;
+          await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
+        }
+      }
+      bytes += size;
     }
   };
   await Promise.all(Array.from({ length: Math.min(PARALLEL_BATCHES, batches.length) }, send));

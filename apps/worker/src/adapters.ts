@@ -4,10 +4,14 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Storage } from '@strata/blobstore';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type Storage, StorageUnavailableError } from '@strata/blobstore';
 import type { CachedStep, CacheIndex, LayerSink } from '@strata/build-engine';
 import type { PrismaClient, Prisma } from '@strata/db';
 import type { Descriptor, Digest, PackedLayer } from '@strata/oci';
+
+/** Attempts to store a large layer (one streamed PutObject each). */
+const LAYER_PUT_ATTEMPTS = 3;
 
 /** The cache index in Postgres, scoped to one tenant: another tenant's keys are never read. */
 export class PrismaCacheIndex implements CacheIndex {
@@ -116,9 +120,22 @@ export class BlobLayerSink implements LayerSink {
     if (!this.spooled.has(digest)) this.spooled.set(digest, file);
     const stored = (async () => {
       try {
-        const body = result.size <= 4 * 1024 * 1024 ? await readFile(file) : createReadStream(file);
-        // Verified against the digest the layer was written with (a mismatch throws).
-        await this.storage.blobs.put(body, digest);
+        if (result.size <= 4 * 1024 * 1024) {
+          // Verified against the digest the layer was written with (a mismatch throws).
+          await this.storage.blobs.put(await readFile(file), digest);
+        } else {
+          // One streamed PutObject of the known size; the SDK cannot replay a stream, so a failed
+          // attempt is retried here from the spool file (a multipart upload retried its parts).
+          for (let attempt = 1; ; attempt++) {
+            try {
+              await this.storage.blobs.put(createReadStream(file), digest, { size: result.size });
+              break;
+            } catch (e) {
+              if (!(e instanceof StorageUnavailableError) || attempt >= LAYER_PUT_ATTEMPTS) throw e;
+              await sleep(200 * 2 ** attempt);
+            }
+          }
+        }
         await this.prisma.blob.createMany({ data: [{ digest, size: BigInt(result.size), mediaType: result.mediaType }], skipDuplicates: true });
       } finally {
         if (this.spooled.get(digest) === file) this.spooled.delete(digest);

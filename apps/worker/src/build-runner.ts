@@ -13,7 +13,7 @@ import {
   type BuildPlan, type Diagnostic, DockerfileError, lintCopyIgnoredFile, lintWithResolvedImages, parseDockerfile, resolveBuild, type ResolvedBaseImage,
 } from '@strata/dockerfile';
 import type { ImageConfig } from '@strata/oci';
-import { ImageStore, type RegistryAuth, registryAuthFromEntries, RegistryClient, TenantImageResolver } from '@strata/registry';
+import { ImageStore, type RegistryAuth, registryAuthFromEntries, RegistryClient, type StoredDocuments, TenantImageResolver } from '@strata/registry';
 import { ContextCache, type ExtractedContext } from './context-cache.js';
 import { ContextPackCache, manifestContext } from './context-store.js';
 import { CommitStatusReporter } from './commit-status.js';
@@ -212,6 +212,7 @@ export class BuildRunner {
           return behind;
         },
       });
+      let documents: Promise<StoredDocuments> | undefined;
       const out = await engine.build({
         dockerfile,
         dockerfilePath: build.dockerfilePath,
@@ -223,6 +224,9 @@ export class BuildRunner {
         secrets: new Map([...secrets].filter(([id]) => !id.startsWith(SSH_KEY_PREFIX))),
         sshKeys: sshKeysOf(secrets),
         signal: stop,
+        // The config and manifest blobs go to the store while the last layer uploads finish; the
+        // Manifest row and the tags are written only once every layer is stored (publish, below).
+        whileSettling: (image) => (documents = this.images.storeDocuments(image.config, image.layers.map((l) => l.descriptor), build.repositoryId)),
       });
       // Cancelled after the last step: nothing is published and no tag moves.
       if (stop.aborted) throw new BuildFailure('the build was cancelled', null);
@@ -239,6 +243,7 @@ export class BuildRunner {
         layers: out.image.layers.map((l) => l.descriptor),
         tags: build.tags,
         buildId,
+        ...(documents ? { stored: await documents } : {}),
       });
       await rowsWritten;
       await prisma.build.update({

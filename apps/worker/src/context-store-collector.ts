@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { PassThrough } from 'node:stream';
 import type { Storage } from '@strata/blobstore';
 import type { PrismaClient } from '@strata/db';
+import { CONTEXT_PENDING_MANIFEST_MS } from '@strata/config';
 import { ContextManifestError, type ContextManifest, decodeStoredManifest, type ManifestLimits } from '@strata/oci';
 
 export interface ContextGcOptions {
@@ -28,6 +29,8 @@ export interface ContextGcReport {
   /** Packs found with no content pointing at them (deleted after the grace period). */
   retiredPacks: number;
   deletedPacks: number;
+  /** Refused manifests (context-pending/) whose build by digest never came. */
+  deletedPendingManifests: number;
 }
 
 const WATERMARK = 'context-store';
@@ -54,11 +57,25 @@ export class ContextStoreCollector {
 
   async run(opts: ContextGcOptions): Promise<ContextGcReport> {
     const now = opts.now ?? new Date();
-    const report: ContextGcReport = { dryRun: opts.dryRun === true, manifestsRead: 0, deletedContents: 0, deletedBytes: 0, compactedPacks: 0, retiredPacks: 0, deletedPacks: 0 };
+    const report: ContextGcReport = { dryRun: opts.dryRun === true, manifestsRead: 0, deletedContents: 0, deletedBytes: 0, compactedPacks: 0, retiredPacks: 0, deletedPacks: 0, deletedPendingManifests: 0 };
     await this.markUsed(opts, now, report);
     await this.deleteUnused(opts, now, report);
     await this.sweepPacks(opts, now, report);
+    await this.sweepPending(opts, now, report);
     return report;
+  }
+
+  /** Deletes the manifests the api kept for a build by digest (ADR 0025) left twice as long as the api would use them. */
+  private async sweepPending(opts: ContextGcOptions, now: Date, report: ContextGcReport): Promise<void> {
+    const cutoff = now.getTime() - 2 * CONTEXT_PENDING_MANIFEST_MS;
+    for (const prefix of opts.tenantIds ? opts.tenantIds.map((t) => `context-pending/${t}/`) : ['context-pending/']) {
+      for await (const key of this.storage.objects.list(prefix)) {
+        const stat = await this.storage.objects.stat(key);
+        if (!stat || stat.modified.getTime() > cutoff) continue;
+        if (!report.dryRun) await this.storage.objects.delete(key);
+        if (key.endsWith('.json')) report.deletedPendingManifests += 1;
+      }
+    }
   }
 
   /** Moves `lastUsedAt` forward for every content a build created since the last run named. */

@@ -134,6 +134,7 @@ async function startGarbageCollection(
         deletedContextBytes: contextStore.deletedBytes,
         compactedContextPacks: contextStore.compactedPacks,
         deletedContextPacks: contextStore.deletedPacks,
+        deletedPendingContextManifests: contextStore.deletedPendingManifests,
       });
       return { ...report, contextStore, local };
     },

@@ -56,8 +56,10 @@ export class BlobStore {
   /**
    * Stores a blob, hashing it while it streams to a staging key. If `expectedDigest` is given and
    * the blob already exists, the bytes are only hashed (not stored again) to verify the claim.
+   * `size`, the body's exact length when the caller knows it, lets the driver write it in one
+   * request (S3: a PutObject, not a multipart upload).
    */
-  async put(body: Buffer | Readable, expectedDigest?: Digest): Promise<BlobInfo> {
+  async put(body: Buffer | Readable, expectedDigest?: Digest, options: { size?: number } = {}): Promise<BlobInfo> {
     // Small blobs (configs, manifests, most layers) are hashed in memory and written straight to
     // their final key: verified before anyone can see them, in two requests instead of five.
     const small = Buffer.isBuffer(body) ? { bytes: body, rest: null } : await readUpTo(body, SMALL_BLOB_BYTES);
@@ -72,7 +74,7 @@ export class BlobStore {
     const staging = `${this.stagingPrefix}/${randomUUID()}`;
     source.once('error', (err) => hasher.destroy(err));
     try {
-      await this.driver.put(staging, source.pipe(hasher));
+      await this.driver.put(staging, source.pipe(hasher), options.size === undefined ? {} : { size: options.size });
       if (source.errored) throw source.errored;
       if (expectedDigest !== undefined) this.check(hasher, expectedDigest);
       return await this.publish(staging, { digest: hasher.digest, size: hasher.size });

@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { sha256Digest, type Digest } from '@strata/oci';
 import { BlobNotFoundError, BlobStore, blobKey, DigestMismatchError } from './blob-store.js';
-import { InvalidKeyError, InvalidRangeError, NotFoundError, type StorageDriver } from './storage-driver.js';
+import { InvalidKeyError, InvalidRangeError, NotFoundError, SizeMismatchError, type StorageDriver } from './storage-driver.js';
 
 /** A fresh, empty driver for one test, and how to dispose of it. */
 export interface DriverUnderTest {
@@ -88,6 +88,16 @@ export function runStorageDriverConformance(name: string, makeDriver: DriverFact
       const back = await readAll(await driver.get('large/12m'));
       expect(back.length).toBe(size);
       expect(sha256Digest(back)).toBe(sha256Digest(patternBuffer(size, 'large')));
+    });
+
+    it('takes a stream of announced size in one write, and refuses a longer or shorter one leaving nothing', async () => {
+      const size = 12 * MiB + 5;
+      expect(await driver.put('sized/ok', Readable.from(patternChunks(size, 'sized')), { size })).toEqual({ size });
+      expect(sha256Digest(await readAll(await driver.get('sized/ok')))).toBe(sha256Digest(patternBuffer(size, 'sized')));
+      await expect(driver.put('sized/short', Readable.from(patternChunks(size - 1, 'sized')), { size })).rejects.toThrow(SizeMismatchError);
+      await expect(driver.put('sized/long', Readable.from(patternChunks(size + 1, 'sized')), { size })).rejects.toThrow(SizeMismatchError);
+      await expect(driver.put('sized/buffer', Buffer.from('four'), { size: 5 })).rejects.toThrow(SizeMismatchError);
+      for (const key of ['sized/short', 'sized/long', 'sized/buffer']) expect(await driver.stat(key)).toBeNull();
     });
 
     it('replaces an existing object with the new content', async () => {

@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { sendFileRange } from './send-file.js';
 import { pipeline } from 'node:stream/promises';
-import { checkRange, NotFoundError, validateKey, type ByteRange, type ObjectStat, type OpenedObject, type StorageDriver } from './storage-driver.js';
+import { checkRange, exactLength, NotFoundError, SizeMismatchError, validateKey, type ByteRange, type ObjectStat, type OpenedObject, type PutOptions, type StorageDriver } from './storage-driver.js';
 
 const TEMP_DIR = '.strata-tmp';
 /** Read in 1 MiB chunks: a 100 MiB layer is 100 reads and writes to the socket, not 1,600. */
@@ -69,10 +69,16 @@ export class FilesystemDriver implements StorageDriver {
     }
   }
 
-  async put(key: string, body: Buffer | Readable): Promise<{ size: number }> {
-    // A buffer is one write call, not a stream of one chunk.
-    if (Buffer.isBuffer(body)) return this.writeAtomically(key, (temp) => writeFile(temp, body, { flag: 'wx' }), body.length);
-    return this.writeAtomically(key, (temp) => pipeline(body, createWriteStream(temp, { flags: 'wx', highWaterMark: WRITE_BUFFER })));
+  async put(key: string, body: Buffer | Readable, options: PutOptions = {}): Promise<{ size: number }> {
+    if (Buffer.isBuffer(body)) {
+      if (options.size !== undefined && options.size !== body.length) throw new SizeMismatchError(key, options.size, body.length);
+      // A buffer is one write call, not a stream of one chunk.
+      return this.writeAtomically(key, (temp) => writeFile(temp, body, { flag: 'wx' }), body.length);
+    }
+    return this.writeAtomically(key, (temp) => {
+      const sink = createWriteStream(temp, { flags: 'wx', highWaterMark: WRITE_BUFFER });
+      return options.size === undefined ? pipeline(body, sink) : pipeline(body, exactLength(key, options.size), sink);
+    });
   }
 
   /**

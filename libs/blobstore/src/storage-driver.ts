@@ -1,4 +1,4 @@
-import type { Readable, Writable } from 'node:stream';
+import { type Readable, Transform, type Writable } from 'node:stream';
 
 /** A byte range: `length` bytes starting at `offset` (to the end when length is omitted). */
 export interface ByteRange {
@@ -50,6 +50,34 @@ export class InvalidRangeError extends Error {
   }
 }
 
+export interface PutOptions {
+  /** The body's exact length in bytes. */
+  size?: number;
+}
+
+/** A body given with `size` was longer or shorter than that. */
+export class SizeMismatchError extends Error {
+  override readonly name = 'SizeMismatchError';
+  constructor(readonly key: string, readonly expected: number, readonly actual: number) {
+    super(`${JSON.stringify(key)}: the body has ${actual > expected ? `more than ${expected}` : `${actual} of the ${expected}`} bytes announced`);
+  }
+}
+
+/** Passes a stream through, failing it when it is longer or shorter than `expected` bytes. */
+export function exactLength(key: string, expected: number): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      seen += chunk.length;
+      if (seen > expected) callback(new SizeMismatchError(key, expected, seen));
+      else callback(null, chunk);
+    },
+    flush(callback) {
+      callback(seen === expected ? null : new SizeMismatchError(key, expected, seen));
+    },
+  });
+}
+
 /** An object opened for sending: its size is known, none of its bytes read yet. */
 export interface OpenedObject {
   size: number;
@@ -70,8 +98,13 @@ export interface OpenedObject {
 export interface StorageDriver {
   /** For logs and test names. */
   readonly name: string;
-  /** Writes or replaces `key`; a Readable is streamed, never buffered whole. Resolves with bytes written. */
-  put(key: string, body: Buffer | Readable): Promise<{ size: number }>;
+  /**
+   * Writes or replaces `key`; a Readable is streamed, never buffered whole. Resolves with bytes written.
+   * `size`, when the caller knows it, lets S3 take the stream in one PutObject instead of a multipart
+   * upload (no parts held in memory, no server-side assembly); a stream of another length is refused
+   * (SizeMismatchError) and nothing is left at `key`.
+   */
+  put(key: string, body: Buffer | Readable, options?: PutOptions): Promise<{ size: number }>;
   /** Throws NotFoundError if absent, InvalidRangeError if the range starts past the end. */
   get(key: string, range?: ByteRange): Promise<Readable>;
   stat(key: string): Promise<ObjectStat | null>;

@@ -26,6 +26,13 @@ export interface BuildInput {
   secrets?: ReadonlyMap<string, Buffer>;
   /** Private keys sent with the build, by id, for `RUN --mount=type=ssh`: never in a cache key. */
   sshKeys?: ReadonlyMap<string, readonly Buffer[]>;
+  /**
+   * Called once the target stage's steps are done, while the build still waits for its layer
+   * uploads and cache entries (storing the image's config and manifest blobs, say); the build
+   * returns when both are done and fails when either fails. Nothing may name the image before
+   * the build returns: its layers may not all be stored yet.
+   */
+  whileSettling?: (image: StageResult) => Promise<unknown>;
 }
 
 export interface EngineDeps {

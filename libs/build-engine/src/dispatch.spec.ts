@@ -101,4 +101,24 @@ describe('dispatch with layers still uploading', () => {
     await expect(engine.build({ dockerfile, dockerfilePath: 'Dockerfile', context: await memoryContext(), buildArgs: {} })).rejects.toThrow('S3 is down');
     expect([...cache.entries.values()].some((v) => v.layer)).toBe(false);
   });
+
+  it('gives the finished image to whileSettling while its upload is still going, and fails the build when either fails', async () => {
+    let finish!: () => void;
+    const layers = memorySink(() => new Promise<void>((r) => (finish = r)));
+    const seen: Array<{ layers: number; stored: number }> = [];
+    const whileSettling = async (image: { layers: unknown[] }) => {
+      seen.push({ layers: image.layers.length, stored: layers.stored });
+      finish();
+    };
+    const out = await new BuildEngine(fakeDeps({ layers })).build({ dockerfile, dockerfilePath: 'Dockerfile', context: await memoryContext(), buildArgs: {}, whileSettling });
+    // Called once, with the image's one layer not stored yet; the build returned after the upload.
+    expect(seen).toEqual([{ layers: 1, stored: 0 }]);
+    expect(out.image.layers).toHaveLength(1);
+    expect(layers.stored).toBe(1);
+
+    const uploadFails = new BuildEngine(fakeDeps({ layers: memorySink(() => Promise.reject(new Error('S3 is down'))) }));
+    await expect(uploadFails.build({ dockerfile, dockerfilePath: 'Dockerfile', context: await memoryContext(), buildArgs: {}, whileSettling: async () => undefined })).rejects.toThrow('S3 is down');
+    const storingFails = new BuildEngine(fakeDeps());
+    await expect(storingFails.build({ dockerfile, dockerfilePath: 'Dockerfile', context: await memoryContext(), buildArgs: {}, whileSettling: () => Promise.reject(new Error('the manifest could not be stored')) })).rejects.toThrow('the manifest could not be stored');
+  });
 });

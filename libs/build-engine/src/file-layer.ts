@@ -119,12 +119,23 @@ export function createdDirTime(build: BuildScope): number {
 export async function storeFileLayer(build: BuildScope, stage: StageState, entries: LayerEntry[]): Promise<CachedStep> {
   const sourceDateEpoch = build.sourceDateEpoch;
   const rootfs = build.deps.rootfs;
-  const adopt = stage.runFollows && rootfs?.adopt ? rootfs.adopt(() => new LayerWriter({ clampMtime: sourceDateEpoch, compression: 'none' }).pack(entries).stream) : null;
-  adopt?.catch(() => undefined);
-  const layer = await build.live.store(new LayerWriter({ clampMtime: sourceDateEpoch }).pack(entries), entries, sourceDateEpoch);
-  // Failing to unpack it here only means the RUN unpacks it itself.
-  await adopt?.catch(() => undefined);
-  return { layer };
+  const unpack = stage.runFollows && rootfs?.adopt !== undefined;
+  // The layer's tar is written once: gzip and the unpack read the same chunks.
+  const packed = new LayerWriter({ clampMtime: sourceDateEpoch }).pack(entries, { tar: unpack });
+  const tar = packed.tar;
+  const adopt = unpack && tar ? rootfs!.adopt!(() => tar) : null;
+  // Failing to unpack it here only means the RUN unpacks it itself; the blob then goes on alone.
+  const adopted = adopt?.catch(() => undefined).finally(() => tar?.destroy());
+  try {
+    const layer = await build.live.store(packed, entries, sourceDateEpoch);
+    return { layer };
+  } catch (e) {
+    // A blob nobody reads any more would hold the unpack back: end both.
+    packed.stream.destroy();
+    throw e;
+  } finally {
+    await adopted;
+  }
 }
 
 /**

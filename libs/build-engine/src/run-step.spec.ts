@@ -121,4 +121,53 @@ describe('run step', () => {
     expect(ran(3)?.security).toBeUndefined();
     expect((await buildFailure('FROM scratch\nRUN --security=insecure true\n')).message).toMatch(/^Dockerfile:2: RUN --security=insecure is not allowed on this deployment/);
   });
+
+  it('keeps a step\'s upper dir as its layer while the next step runs, and returns the image only once every keep is done', async () => {
+    let finish!: () => void;
+    const slow = new Promise<void>((resolve) => (finish = resolve));
+    const order: string[] = [];
+    const executor = recordingExecutor((req) => ({
+      entries: [{ type: 'file', path: `out-${req.line}`, content: Buffer.from(`${req.line}`) }],
+      keep: async () => {
+        order.push(`keep ${req.line}`);
+        if (req.line === 2) await slow;
+        order.push(`kept ${req.line}`);
+      },
+    }));
+    let returned = false;
+    const building = buildWith('FROM scratch\nRUN first\nRUN second\n', { executor }).then((r) => {
+      returned = true;
+      return r;
+    });
+    for (let i = 0; i < 1000 && executor.runs.length < 2; i++) await new Promise((resolve) => setImmediate(resolve));
+    // The second RUN ran while the first one's layer was still being kept; the build has not returned.
+    expect(executor.runs.map((r) => r.line)).toEqual([2, 3]);
+    expect(order).toEqual(['keep 2']);
+    expect(returned).toBe(false);
+    finish();
+    const { out } = await building;
+    expect([...order].sort()).toEqual(['keep 2', 'keep 3', 'kept 2', 'kept 3']);
+    expect(out.image.layers).toHaveLength(2);
+  });
+
+  it('releases the snapshot when keeping it fails (the layer is stored all the same), and fails the build when releasing fails too', async () => {
+    const released: number[] = [];
+    const keepFails = recordingExecutor((req) => ({
+      entries: [{ type: 'file', path: 'out', content: Buffer.from('x') }],
+      keep: async () => {
+        throw new Error('EBUSY: the overlay is busy');
+      },
+      release: async () => void released.push(req.line),
+    }));
+    const { out } = await buildWith('FROM scratch\nRUN make\n', { executor: keepFails });
+    expect(out.image.layers).toHaveLength(1);
+    expect(released).toEqual([2]);
+    const releaseFails = recordingExecutor(() => ({
+      entries: [],
+      release: async () => {
+        throw new Error('cannot unmount the snapshot');
+      },
+    }));
+    await expect(buildWith('FROM scratch\nRUN true\n', { executor: releaseFails })).rejects.toThrow('cannot unmount the snapshot');
+  });
 });

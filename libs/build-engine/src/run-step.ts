@@ -225,13 +225,22 @@ export async function executeRun(
       const pids = outcome.pidsLimitHit ? ' (it hit the process limit: a fork failed)' : '';
       fail(`"${spec.args.join(' ')}" exited with code ${outcome.exitCode}${pids}${lastOutput}`);
     }
-    if (outcome.entries.length === 0) return { emptyLayer: true };
+    if (outcome.entries.length === 0) {
+      // Nothing to keep: the snapshot is unmounted and removed while the build goes on (a failure still fails the build).
+      kept = true;
+      build.live.wait(outcome.release());
+      return { emptyLayer: true };
+    }
     const packed = new LayerWriter({ clampMtime: build.sourceDateEpoch }).pack(outcome.entries);
     const layer = await build.live.store(packed, []);
     if (outcome.keep) {
       // What the step wrote becomes the worker's copy of the layer (a failure only costs a fetch later).
+      // The unmount (overlayfs syncs the upper filesystem) and the rename into the layer store go on
+      // while the next step is planned and looked up; its snapshot waits for them on the layer's lock.
       kept = true;
-      await outcome.keep(layer.diffId, (await packed.result).uncompressedSize).catch(() => outcome.release());
+      const { uncompressedSize } = await packed.result;
+      const keep = outcome.keep(layer.diffId, uncompressedSize).catch(() => outcome.release());
+      build.live.wait(keep);
     }
     return { layer };
   } finally {

@@ -181,8 +181,11 @@ export class BuildEngine {
     let image: StageResult;
     try {
       image = await runStage(targetIndex);
-      // Every layer durable and every cache entry written before the image is handed over.
-      await live.settle();
+      // Every layer durable and every cache entry written before the image is handed over; what the
+      // caller does with the finished image meanwhile (storing its config and manifest) overlaps the wait.
+      const meanwhile = input.whileSettling?.(image);
+      meanwhile?.catch(() => undefined);
+      await Promise.all([live.settle(), meanwhile]);
     } catch (e) {
       // Nothing of this build keeps running once it has failed: wait for the stopped stages to end.
       stop.abort();

@@ -184,6 +184,13 @@ function contextRetention(env: Env): number {
   return retention;
 }
 
+/**
+ * How long the api keeps a context manifest it refused for missing contents
+ * (`context-pending/<tenant>/<digest>`), for the build by digest that follows their upload; the
+ * collector deletes those left twice as long (docs/adr/0025).
+ */
+export const CONTEXT_PENDING_MANIFEST_MS = 60 * 60 * 1000;
+
 /** From when (before `now`) the api treats a stored context content as missing: three quarters of the retention. */
 export function contextStaleBefore(config: Pick<StrataConfig, 'gc'>, now = Date.now()): Date {
   return new Date(now - Math.floor((config.gc.contextRetentionMs * 3) / 4));

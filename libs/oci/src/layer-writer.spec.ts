@@ -51,6 +51,38 @@ describe('LayerWriter determinism', () => {
     expect(a.result.diffId).toBe(b.result.diffId);
   });
 
+  it('gives the same layer\'s uncompressed tar alongside the blob, the blob unchanged, and goes on alone once that tar is destroyed', async () => {
+    const alone = await packToBuffer(new LayerWriter(), sampleEntries());
+    const many: LayerEntry[] = Array.from({ length: 600 }, (_, i) => ({ type: 'file', path: `f/${i}`, content: Buffer.alloc(700, i) }));
+    const manyAlone = await packToBuffer(new LayerWriter(), many);
+    const read = async (stream: Readable) => {
+      const chunks: Buffer[] = [];
+      for await (const c of stream) chunks.push(c as Buffer);
+      return Buffer.concat(chunks);
+    };
+    for (const [entries, expected] of [[sampleEntries(), alone], [many, manyAlone]] as const) {
+      const packed = new LayerWriter().pack(entries, { tar: true });
+      // Read the tar first and the blob after: neither reader may be held back by the other for good.
+      const tar = read(packed.tar!);
+      const blob = await read(packed.stream);
+      const result = await packed.result;
+      expect(blob.equals(expected.bytes)).toBe(true);
+      expect(result.digest).toBe(expected.result.digest);
+      const tarBytes = await tar;
+      expect(tarBytes.equals(gunzipSync(blob))).toBe(true);
+      expect(`sha256:${createHash('sha256').update(tarBytes).digest('hex')}`).toBe(result.diffId);
+    }
+    // A tar reader that gives up (an unpack that failed) does not stop the blob.
+    const packed = new LayerWriter().pack(many, { tar: true });
+    packed.tar!.destroy();
+    const blob = await read(packed.stream);
+    expect(blob.equals(manyAlone.bytes)).toBe(true);
+    // A layer that cannot be written fails both readers; neither waits for an end that never comes.
+    const broken = new LayerWriter().pack([...many, { type: 'file', path: 'z', content: { size: 1, stream: () => Readable.from([Buffer.from('too long')]) } }], { tar: true });
+    await expect(Promise.all([read(broken.tar!), read(broken.stream)])).rejects.toThrow(/longer than the declared 1 bytes/);
+    await expect(read(broken.tar!)).rejects.toThrow();
+  });
+
   it('ignores the order entries arrive in', async () => {
     const forward = await packToBuffer(new LayerWriter(), sampleEntries());
     const reversed = await packToBuffer(new LayerWriter(), sampleEntries().reverse());

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, readFile } from 'node:fs/promises';
-import { Readable, type Writable } from 'node:stream';
+import { PassThrough, Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { constants as zlibConstants } from 'node:zlib';
 import { AdaptiveGzip } from './adaptive-gzip.js';
@@ -101,6 +101,11 @@ export interface PackedLayer {
   /** The layer blob; read it to the end, then `result` resolves. */
   stream: Readable;
   result: Promise<LayerResult>;
+  /**
+   * With `pack(entries, { tar: true })` and gzip: the same layer's uncompressed tar, written once
+   * and read by both (the blob waits for a slow reader of this one; destroying it lets the blob go on alone).
+   */
+  tar?: Readable;
 }
 
 export class LayerEntryError extends Error {
@@ -146,13 +151,14 @@ export class LayerWriter {
     };
   }
 
-  pack(entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>): PackedLayer {
+  pack(entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>, options: { tar?: boolean } = {}): PackedLayer {
     const tarHash = new DigestingStream();
     const blobHash = new DigestingStream();
     const written: WrittenEntry[] = [];
     const source = Readable.from(coalesce(this.tarChunks(entries, written)), { objectMode: false });
     const compression = this.options.compression;
-    const stages = compression === 'gzip' ? [tarHash, new AdaptiveGzip(this.options.gzipLevel), blobHash] : [tarHash, blobHash];
+    const tee = options.tar === true && compression === 'gzip' ? new TarTee() : null;
+    const stages = compression === 'gzip' ? [tarHash, ...(tee ? [tee] : []), new AdaptiveGzip(this.options.gzipLevel), blobHash] : [tarHash, blobHash];
     const mediaType = compression === 'gzip' ? MediaType.ociLayerGzip : MediaType.ociLayer;
 
     const result = new Promise<LayerResult>((resolve, reject) => {
@@ -174,7 +180,7 @@ export class LayerWriter {
     result.catch(() => undefined);
     // stream.pipeline forwards an error from any stage to the last one, which the caller reads.
     void pipelineQuiet(source, stages);
-    return { stream: blobHash, result };
+    return { stream: blobHash, result, ...(tee ? { tar: tee.copy } : {}) };
   }
 
   async writeTo(entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>, out: Writable): Promise<LayerResult> {
@@ -341,6 +347,41 @@ async function* coalesce(chunks: AsyncIterable<Buffer>): AsyncGenerator<Buffer> 
     }
   }
   if (size > 0) yield pending.length === 1 ? pending[0]! : Buffer.concat(pending, size);
+}
+
+/**
+ * Passes the uncompressed tar on to gzip and writes the same chunks to `copy`, at the pace of the
+ * slower reader. Once `copy` is destroyed or closed (its reader failed or gave up), the tar only
+ * goes on to gzip; an error of the tar itself destroys `copy` with it.
+ */
+class TarTee extends Transform {
+  readonly copy = new PassThrough({ highWaterMark: 256 * 1024 });
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    const copy = this.copy;
+    if (copy.destroyed || copy.writableEnded || copy.write(chunk)) {
+      done(null, chunk);
+      return;
+    }
+    const go = (): void => {
+      copy.off('drain', go);
+      copy.off('close', go);
+      done(null, chunk);
+    };
+    copy.on('drain', go);
+    copy.on('close', go);
+  }
+
+  override _flush(done: TransformCallback): void {
+    if (!this.copy.destroyed) this.copy.end();
+    done();
+  }
+
+  override _destroy(error: Error | null, done: (error?: Error | null) => void): void {
+    // Cut short (not ended by _flush): the copy's reader must not wait for an end that never comes.
+    if (!this.copy.destroyed && !this.copy.writableEnded) this.copy.destroy(error ?? new Error('the layer tar was cut short'));
+    done(error);
+  }
 }
 
 async function pipelineQuiet(source: Readable, stages: (NodeJS.ReadWriteStream & Writable)[]): Promise<void> {

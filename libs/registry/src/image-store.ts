@@ -23,6 +23,12 @@ export interface StoredImage {
   configDigest: Digest;
 }
 
+/** An image's config and manifest as stored by `ImageStore.storeDocuments`. */
+export interface StoredDocuments {
+  config: { descriptor: Descriptor };
+  manifest: { descriptor: Descriptor };
+}
+
 export class ImageNotFoundError extends Error {
   override readonly name = 'ImageNotFoundError';
 }
@@ -65,24 +71,10 @@ export class ImageStore {
     layers: Descriptor[];
     tags: string[];
     buildId?: string;
+    /** What {@link storeDocuments} answered for this config and these layers, when the caller stored them ahead. */
+    stored?: StoredDocuments;
   }): Promise<{ manifestDigest: Digest; configDigest: Digest; manifestSize: number }> {
-    const config = encodeJsonBlob(MediaType.ociConfig, args.config);
-    const manifestDoc: ImageManifest = {
-      schemaVersion: 2,
-      mediaType: MediaType.ociManifest,
-      config: config.descriptor,
-      layers: args.layers,
-    };
-    const manifest = encodeJsonBlob(MediaType.ociManifest, manifestDoc);
-    // A manifest the repository records is stored with its config (garbage collection keeps what a
-    // manifest row names): an unchanged rebuild's image needs no S3 request at all (docs/adr/0033).
-    const recorded = await this.prisma.manifest.findUnique({
-      where: { repositoryId_digest: { repositoryId: args.repositoryId, digest: manifest.descriptor.digest } },
-      select: { configDigest: true },
-    });
-    const known = recorded?.configDigest === config.descriptor.digest;
-    if (!known) await Promise.all([this.blobs.put(config.bytes, config.descriptor.digest), this.blobs.put(manifest.bytes, manifest.descriptor.digest)]);
-
+    const { config, manifest } = args.stored ?? (await this.storeDocuments(args.config, args.layers, args.repositoryId));
     await this.recordManifest({
       tenantId: args.tenantId,
       repositoryId: args.repositoryId,
@@ -93,6 +85,31 @@ export class ImageStore {
       ...(args.buildId === undefined ? {} : { buildId: args.buildId }),
     });
     return { manifestDigest: manifest.descriptor.digest, configDigest: config.descriptor.digest, manifestSize: manifest.descriptor.size };
+  }
+
+  /**
+   * Stores an image's config and manifest blobs, nothing more: no row or tag names them until
+   * `publish({ stored })`. A build stores them while its last layer uploads finish.
+   */
+  async storeDocuments(imageConfig: ImageConfig, layers: Descriptor[], repositoryId?: string): Promise<StoredDocuments> {
+    const config = encodeJsonBlob(MediaType.ociConfig, imageConfig);
+    const manifestDoc: ImageManifest = {
+      schemaVersion: 2,
+      mediaType: MediaType.ociManifest,
+      config: config.descriptor,
+      layers,
+    };
+    const manifest = encodeJsonBlob(MediaType.ociManifest, manifestDoc);
+    // A manifest the repository records is stored with its config (garbage collection keeps what a
+    // manifest row names): an unchanged rebuild's image needs no S3 request at all (docs/adr/0033).
+    const recorded =
+      repositoryId === undefined
+        ? null
+        : await this.prisma.manifest.findUnique({ where: { repositoryId_digest: { repositoryId, digest: manifest.descriptor.digest } }, select: { configDigest: true } });
+    if (recorded?.configDigest !== config.descriptor.digest) {
+      await Promise.all([this.blobs.put(config.bytes, config.descriptor.digest), this.blobs.put(manifest.bytes, manifest.descriptor.digest)]);
+    }
+    return { config: { descriptor: config.descriptor }, manifest: { descriptor: manifest.descriptor } };
   }
 
   /**

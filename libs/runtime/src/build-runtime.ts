@@ -189,8 +189,8 @@ export class BuildRuntime implements RootfsProvider {
   }
 
   /** Waits for cache uploads in flight (a worker shutting down lets them finish). */
-  flush(): Promise<void> {
-    return this.caches.flush();
+  async flush(): Promise<void> {
+    await Promise.all([this.caches.flush(), this.runc.settled(), this.secretRunc.settled()]);
   }
 
   forTenant(tenantId: string): RunExecutor {
@@ -293,6 +293,9 @@ export class BuildRuntime implements RootfsProvider {
         if (e instanceof UserResolutionError || e instanceof ContainerStartError) throw new RunStepError(e.message);
         if (req.signal.aborted) return { exitCode: 137, cancelled: true, entries: [], release };
         throw e;
+      } finally {
+        // A bundle on the secrets tmpfs holds the step's environment: gone before the step ends.
+        if (runc === this.secretRunc) await runc.settled();
       }
       const failed = result.exitCode !== 0 || result.oomKilled || result.timedOut || result.cancelled;
       // The step's writes are owned by its range on disk: back to the ids it wrote before the diff reads them and the upper dir is kept.

@@ -201,6 +201,17 @@ describe('RuncExecutor on overlay snapshots', () => {
     expect(result.durationMs).toBeLessThan(10_000);
   });
 
+  it('kills a step whose build is cancelled while its container is still being set up', async () => {
+    const snapshot = await snapshotOf();
+    const controller = new AbortController();
+    const running = executor.run({ args: ['/bin/sleep', '30'], env: [], limits: { timeoutMs: 8000 } }, { rootfs: snapshot.rootfs, signal: controller.signal });
+    // run() has started (user, bundle, cgroups) and not yet spawned runc.
+    controller.abort();
+    const result = await running;
+    expect(result.cancelled).toBe(true);
+    expect(result.timedOut).toBe(false);
+  });
+
   it('resolves USER by name, uid and uid:gid through the image files, and refuses unknown names', async () => {
     expect((await sh('id', { user: 'app' })).lines).toEqual(['uid=1000(app) gid=1000(app) groups=50(staff)']);
     expect((await sh('id -u; id -g', { user: '1000' })).lines).toEqual(['1000', '1000']);

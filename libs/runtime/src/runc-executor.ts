@@ -42,6 +42,8 @@ export class RuncExecutor {
   private readonly runc: string;
   private readonly runcRoot: string;
   private readonly bundlesDir: string;
+  /** Cgroups and bundles of finished containers being removed. */
+  private readonly tidying = new Set<Promise<void>>();
 
   constructor(private readonly options: RuncExecutorOptions) {
     const runtime = options.runtime ?? 'runc';
@@ -149,14 +151,30 @@ export class RuncExecutor {
       return await this.runContainer(id, bundle, cgroup, spec, options);
     } finally {
       // `runc run` deletes its container when it exits; only one it left behind (a kill, a crash) needs deleting.
-      if (await exists(join(this.runcRoot, id))) await runCommand(this.runc, [...this.globalArgs(), 'delete', '--force', id]).catch(() => undefined);
-      await cgroup?.destroy();
+      const left = await exists(join(this.runcRoot, id));
+      if (left) await runCommand(this.runc, [...this.globalArgs(), 'delete', '--force', id]).catch(() => undefined);
+      // The step's result does not wait for its cgroups and bundle to go (a dozen rmdirs on cgroup v1).
+      this.tidy(cgroup, bundle);
       // A plain unmount first: the rootfs's overlay must be gone before its upper dir can be kept as a layer.
       for (const target of unmounts.reverse()) await umount(target).catch(() => umount(target, { detach: true })).catch(() => undefined);
       await attachment?.release();
       await stubs.clean();
-      await rm(bundle, { recursive: true, force: true });
     }
+  }
+
+  /** Removes a finished container's cgroups and bundle in the background; {@link settled} waits for all of them. */
+  private tidy(cgroup: ContainerCgroup | undefined, bundle: string): void {
+    const done = (async () => {
+      await cgroup?.destroy();
+      await rm(bundle, { recursive: true, force: true });
+    })().catch(() => undefined);
+    this.tidying.add(done);
+    void done.finally(() => this.tidying.delete(done));
+  }
+
+  /** Waits until the cgroups and bundles of finished containers are gone. */
+  async settled(): Promise<void> {
+    await Promise.all([...this.tidying]);
   }
 
   /** What a privileged step gets: the worker's capabilities, those runsc knows when it is the runtime. */
@@ -253,6 +271,8 @@ export class RuncExecutor {
       kill();
     };
     options.signal?.addEventListener('abort', onAbort, { once: true });
+    // Cancelled while the bundle and cgroups were being made: the listener above will not fire.
+    if (options.signal?.aborted) onAbort();
 
     return new Promise<RunResult>((resolve, reject) => {
       child.once('error', reject);

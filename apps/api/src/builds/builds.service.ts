@@ -241,7 +241,7 @@ export class BuildsService implements OnModuleDestroy {
    */
   private async submitManifest(tenantId: string, req: BuildRequest, body: Readable, secrets: ReadonlyMap<string, Buffer>): Promise<BuildView> {
     const id = randomUUID();
-    const context = req.contextDigest ? await this.knownManifest(tenantId, req.contextDigest, body) : await this.storeManifest(tenantId, id, req, body);
+    const context = req.contextDigest ? await this.knownManifest(tenantId, req.contextDigest, body, `contexts/${id}`) : await this.storeManifest(tenantId, id, req, body);
     const { common, repository } = await this.buildRecord(id, tenantId, req, secrets);
     const build = await this.quotas.withQueuedSlot(tenantId, (tx) =>
       (tx ?? this.prisma).build.create({
@@ -257,8 +257,10 @@ export class BuildsService implements OnModuleDestroy {
    * A manifest this tenant already built from, named by its digest (Strata-Context-Digest): the
    * earlier build's stored manifest is used again, as a rebuild does, and nothing is sent. 409 with
    * `unknownManifest: true` when the tenant has none with that digest: send the manifest itself.
+   * A manifest refused within the hour for missing contents counts too, once they have arrived
+   * (moved to `contextKey`): after the upload the client names it instead of sending it again.
    */
-  private async knownManifest(tenantId: string, digest: string, body: Readable): Promise<StoredContext> {
+  private async knownManifest(tenantId: string, digest: string, body: Readable, contextKey: string): Promise<StoredContext> {
     body.resume();
     if (!/^sha256:[0-9a-f]{64}$/.test(digest)) throw new BadRequestException(`Invalid Strata-Context-Digest "${digest.slice(0, 100)}": give "sha256:" and 64 lowercase hex digits.`);
     // Only a build recent enough that the collector cannot have taken its contents (docs/adr/0032).
@@ -268,6 +270,8 @@ export class BuildsService implements OnModuleDestroy {
       select: { contextKey: true, contextSize: true },
     });
     if (!earlier?.contextKey || !(await this.storage.objects.stat(earlier.contextKey))) {
+      const pending = await this.contextStore.takePending(tenantId, digest, contextKey);
+      if (pending) return pending;
       throw new ConflictException({ statusCode: 409, error: 'Conflict', message: `No earlier build of yours has the context manifest ${digest}: send the manifest itself.`, unknownManifest: true });
     }
     return { contextKey: earlier.contextKey, size: Number(earlier.contextSize ?? 0), digest };
@@ -279,7 +283,7 @@ export class BuildsService implements OnModuleDestroy {
    */
   private async storeManifest(tenantId: string, id: string, req: BuildRequest, body: Readable): Promise<StoredContext> {
     const manifest = await this.contextStore.readManifest(body, req.contentEncoding);
-    await this.contextStore.assertComplete(tenantId, manifest);
+    await this.contextStore.assertComplete(tenantId, manifest, { keepPending: true });
     const contextKey = `contexts/${id}`;
     // Stored as sent (gzip or JSON); readers check it again, so the canonical form is not needed there.
     await this.storage.objects.put(contextKey, manifest.wire);

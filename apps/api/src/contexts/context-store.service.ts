@@ -3,7 +3,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { PassThrough, Readable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
-import { contextStaleBefore, STRATA_CONFIG, type StrataConfig } from '@strata/config';
+import { CONTEXT_PENDING_MANIFEST_MS, contextStaleBefore, STRATA_CONFIG, type StrataConfig } from '@strata/config';
 import { PrismaService } from '@strata/db';
 import { type ContextManifest, ContextManifestError, parseContextManifest, readTarEntries, TarExtractionError, TarFormatError } from '@strata/oci';
 import { readSmallBody } from '../common/body.js';
@@ -12,6 +12,8 @@ import { STORAGE, type Storage } from '../storage/storage.provider.js';
 /** Most bytes a manifest may take on the wire (gzip) and once inflated: about 1,000,000 entries. */
 const MAX_MANIFEST_WIRE_BYTES = 128 * 1024 * 1024;
 const MAX_MANIFEST_JSON_BYTES = 512 * 1024 * 1024;
+/** How long a manifest refused for missing contents is kept for the build by digest that follows the upload. */
+const PENDING_MANIFEST_MS = CONTEXT_PENDING_MANIFEST_MS;
 /** Digests looked up per query. */
 const LOOKUP_BATCH = 10_000;
 const BLOB_NAME = /^(?:sha256:)?([0-9a-f]{64})$/;
@@ -90,43 +92,100 @@ export class ContextStoreService {
     return wanted.filter((d) => !have.has(d));
   }
 
-  /** Refuses (400) a manifest whose contents are not all in the tenant's store, naming a few. */
-  async assertComplete(tenantId: string, manifest: ContextManifest): Promise<void> {
+  /**
+   * Refuses (400) a manifest whose contents are not all in the tenant's store, naming a few and
+   * listing them all in `missing`. With `keepPending`, the refused manifest is kept for
+   * PENDING_MANIFEST_MS (`context-pending/<tenant>/<hex>`), so once the client has uploaded the
+   * missing contents it sends the build by the manifest's digest alone instead of the manifest again.
+   */
+  async assertComplete(tenantId: string, manifest: ContextManifest & { wire?: Buffer }, options: { keepPending?: boolean } = {}): Promise<void> {
     const missing = await this.missing(tenantId, manifest.contents.keys());
     if (missing.length === 0) return;
     const named = missing.slice(0, 5).map((d) => `${d} (${JSON.stringify(manifest.contents.get(d)!.path)})`);
-    // `missing` lists them all (the caller's own manifest, looked up in its own store): a client may
-    // send the build first and upload only when told, so an unchanged rebuild is one request.
-    throw new BadRequestException({
-      statusCode: 400,
-      error: 'Bad Request',
-      message:
-        `The context manifest names ${missing.length} content${missing.length === 1 ? '' : 's'} not in your content store: ${named.join(', ')}${missing.length > 5 ? ', …' : ''}. ` +
-        'Upload them with POST /v1/contexts/blobs (POST /v1/contexts/manifest lists what is missing), then send the build again.',
-      missing,
-    });
+    const kept = options.keepPending && manifest.wire !== undefined ? await this.keepPending(tenantId, { digest: manifest.digest, bytes: manifest.bytes, wire: manifest.wire }, missing, named) : false;
+    throw missingContents(missing, named, kept);
+  }
+
+  /** Keeps a refused manifest and what it lacked under the tenant's own prefix (the api writes both; no client can). */
+  private async keepPending(tenantId: string, manifest: { digest: string; bytes: number; wire: Buffer }, missing: string[], named: string[]): Promise<boolean> {
+    const key = pendingKey(tenantId, manifest.digest);
+    try {
+      await this.storage.objects.put(key, manifest.wire);
+      // Written last: a record is there only when its manifest is.
+      await this.storage.objects.put(`${key}.json`, Buffer.from(JSON.stringify({ bytes: manifest.bytes, missing, named })));
+      return true;
+    } catch {
+      // Not kept: the client sends the manifest again, as it did before.
+      return false;
+    }
+  }
+
+  /**
+   * The manifest this tenant was refused within PENDING_MANIFEST_MS under `digest`, moved to
+   * `contextKey`, when every content it lacked has arrived since (400 naming those still missing,
+   * the manifest kept); null when there is none (then the client sends the manifest). The other
+   * contents were present when it was refused, which the collector's vouching window (docs/adr/0032:
+   * days) keeps true for far longer than PENDING_MANIFEST_MS.
+   */
+  async takePending(tenantId: string, digest: string, contextKey: string): Promise<{ contextKey: string; size: number; digest: string } | null> {
+    const key = pendingKey(tenantId, digest);
+    const stat = await this.storage.objects.stat(`${key}.json`);
+    if (!stat || Date.now() - stat.modified.getTime() > PENDING_MANIFEST_MS) return null;
+    let record: { bytes: number; missing: string[]; named: string[] };
+    try {
+      const chunks: Buffer[] = [];
+      for await (const c of await this.storage.objects.get(`${key}.json`)) chunks.push(c as Buffer);
+      record = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof record;
+    } catch {
+      return null;
+    }
+    const still = await this.missing(tenantId, record.missing);
+    if (still.length > 0) {
+      const named = record.named.filter((n) => still.includes(n.split(' ')[0]));
+      throw missingContents(still, named.length > 0 ? named : still.slice(0, 5), true);
+    }
+    try {
+      // A concurrent build of the same digest may have taken it: then this one hears 409 and sends the manifest.
+      await this.storage.objects.move(key, contextKey);
+    } catch {
+      return null;
+    }
+    await this.storage.objects.delete(`${key}.json`).catch(() => undefined);
+    return { contextKey, size: record.bytes, digest };
   }
 
   /**
    * Stores a batch of contents: a tar (or tar.gz) whose regular files are each named by the sha256
    * of their content. Each is verified while it streams into one pack object (the contents back to
-   * back); nothing is recorded unless every one matched its name.
+   * back); nothing is recorded unless every one matched its name. `packBytes` (the header
+   * Strata-Pack-Bytes), the sum of the sizes of the batch's distinct contents when the client gives
+   * it, lets the pack go to S3 in one PutObject instead of a multipart upload; a batch whose
+   * contents add up to another size is refused (400) and nothing is kept.
    */
-  async storeBatch(tenantId: string, body: Readable, contentType: string | undefined): Promise<StoredBatch> {
+  async storeBatch(tenantId: string, body: Readable, contentType: string | undefined, packBytesHeader?: string): Promise<StoredBatch> {
     const type = (contentType ?? '').split(';')[0].trim().toLowerCase();
     if (!BLOB_BATCH_TYPES.has(type)) {
       body.resume();
       throw new UnsupportedMediaTypeException(`Send the contents as a tar (application/x-tar) or tar.gz (application/gzip) of files named by their sha256, not "${contentType ?? 'nothing'}".`);
     }
+    const maxBytes = this.config.maxContextBytes;
+    let packBytes: number | undefined;
+    if (packBytesHeader !== undefined) {
+      packBytes = /^\d{1,16}$/.test(packBytesHeader.trim()) ? Number(packBytesHeader.trim()) : NaN;
+      if (!Number.isSafeInteger(packBytes) || packBytes > maxBytes) {
+        body.resume();
+        throw new BadRequestException(`Strata-Pack-Bytes "${packBytesHeader.slice(0, 40)}" is not a byte count up to the context limit of ${maxBytes}: give the sum of the sizes of the batch's distinct contents, or leave the header out.`);
+      }
+    }
     const packKey = `context-store/${tenantId}/${randomUUID()}`;
     const pack = new PassThrough({ highWaterMark: 1024 * 1024 });
-    const upload = this.storage.objects.put(packKey, pack);
+    const upload = this.storage.objects.put(packKey, pack, packBytes === undefined ? {} : { size: packBytes });
     upload.catch(() => undefined);
     const rows: Array<{ digest: string; offset: number; size: number }> = [];
     const inBatch = new Set<string>();
     let offset = 0;
     let skipped = 0;
-    const maxBytes = this.config.maxContextBytes;
+    const announced = (what: string) => new BadRequestException(`The batch's distinct contents add up to ${what} bytes, not the ${packBytes} its Strata-Pack-Bytes header announced.`);
     try {
       let entries = 0;
       for await (const { header, body: content } of readTarEntries(body, { maxUncompressedBytes: maxBytes + 64 * 1024 * 1024 })) {
@@ -148,6 +207,7 @@ export class ContextStoreService {
           hash.update(chunk as Buffer);
           offset += (chunk as Buffer).length;
           if (offset > maxBytes) throw new HttpException({ statusCode: 413, error: 'Payload Too Large', message: `The batch holds more than the context limit of ${maxBytes} bytes.` }, HttpStatus.PAYLOAD_TOO_LARGE);
+          if (packBytes !== undefined && offset > packBytes) throw announced(`more than ${packBytes}`);
           if (!pack.write(chunk)) await Promise.race([once(pack, 'drain'), upload]);
         }
         const actual = hash.digest('hex');
@@ -155,6 +215,7 @@ export class ContextStoreService {
         rows.push({ digest: hex, offset: start, size: offset - start });
       }
       if (entries === 0) throw new BadRequestException('The batch holds no files: send a tar of the missing contents, each named by its sha256.');
+      if (packBytes !== undefined && offset !== packBytes) throw announced(String(offset));
       pack.end();
       await upload;
     } catch (e) {
@@ -197,4 +258,23 @@ export class ContextStoreService {
     if (row.size === 0n) return Readable.from([]);
     return this.storage.objects.get(row.packKey, { offset: Number(row.offset), length: Number(row.size) });
   }
+}
+
+/** Where a refused manifest waits for its contents: under the tenant's own prefix, named by its digest. */
+function pendingKey(tenantId: string, digest: string): string {
+  return `context-pending/${tenantId}/${digest.replace(/^sha256:/, '')}`;
+}
+
+/** 400: the manifest names contents not in the store; `missing` lists them all (the caller's own manifest, looked up in its own store). */
+function missingContents(missing: string[], named: string[], kept: boolean): BadRequestException {
+  return new BadRequestException({
+    statusCode: 400,
+    error: 'Bad Request',
+    message:
+      `The context manifest names ${missing.length} content${missing.length === 1 ? '' : 's'} not in your content store: ${named.join(', ')}${missing.length > named.length ? ', …' : ''}. ` +
+      'Upload them with POST /v1/contexts/blobs (POST /v1/contexts/manifest lists what is missing), then send the build again' +
+      (kept ? ` (by its Strata-Context-Digest alone: this manifest is kept for ${PENDING_MANIFEST_MS / 60_000} minutes).` : '.'),
+    missing,
+    pending: kept,
+  });
 }

@@ -69,6 +69,7 @@ export class ContextsController {
       'Each is verified as it streams; a mismatch refuses the whole batch. Counted against the stored-bytes quota.',
   })
   @ApiConsumes('application/x-tar', 'application/gzip')
+  @ApiHeader({ name: 'Strata-Pack-Bytes', required: false, description: "the sum of the sizes of the batch's distinct contents: the api stores the batch in one S3 PutObject (refused with 400 when the contents add up to another size)" })
   @ApiBody({ schema: { type: 'string', format: 'binary' } })
   @ApiResponse({ status: 201, description: '{ stored, bytes, skipped }: contents newly stored, their bytes, and those already there' })
   @ApiResponse({ status: 400, description: 'An entry is not named by the sha256 of its content, or the body is not a tar' })
@@ -80,6 +81,7 @@ export class ContextsController {
       req.resume();
       throw e;
     }
-    return this.store.storeBatch(caller.tenantId, req, req.headers['content-type']);
+    const packBytes = req.headers['strata-pack-bytes'];
+    return this.store.storeBatch(caller.tenantId, req, req.headers['content-type'], typeof packBytes === 'string' ? packBytes : undefined);
   }
 }
