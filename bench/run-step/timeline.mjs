@@ -7,29 +7,16 @@
 // app-run only. Needs the services `npm run bench` starts (DATABASE_URL, REDIS_URL, S3_* in the
 // environment, as infra/local/bench.mjs passes them), run as root:
 //   node bench/run-step/timeline.mjs [iterations]
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { tenants } from '../support/peers.mjs';
+import { busyboxBaseTar, tenants } from '../support/peers.mjs';
 import { run, startProcess, stopAll, waitFor } from '../support/procs.mjs';
 
 const N = Number(process.argv[2] ?? 3);
 const PORT = Number(process.env.BENCH_API_PORT ?? 38330);
 const work = mkdtempSync(path.join(tmpdir(), 'sbt-'));
 const log = (m) => process.stdout.write(`${m}\n`);
-
-function makeBaseTar() {
-  const dir = path.join(work, 'rootfs');
-  for (const d of ['bin', 'etc', 'tmp', 'root', 'usr/bin', 'usr/sbin', 'sbin']) mkdirSync(path.join(dir, d), { recursive: true });
-  copyFileSync('/bin/busybox', path.join(dir, 'bin/busybox'));
-  run('chmod', ['755', path.join(dir, 'bin/busybox')]);
-  run('chroot', [dir, '/bin/busybox', '--install', '-s']);
-  writeFileSync(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
-  writeFileSync(path.join(dir, 'etc/group'), 'root:x:0:\n');
-  const tar = path.join(work, 'base.tar');
-  run('tar', ['-cf', tar, '--numeric-owner', '-C', dir, '.']);
-  return readFileSync(tar);
-}
 
 let url = '';
 let workerPid = 0;
@@ -87,7 +74,7 @@ function writeFiles(dir, n, salt) {
 }
 
 try {
-  const base = makeBaseTar();
+  const base = readFileSync(busyboxBaseTar(work));
   // As bench/support/peers.mjs starts them; BENCH_CPU_PROF=<dir> writes the worker's CPU profile there.
   const env = { ...process.env, PORT: String(PORT), HOST: '127.0.0.1', STRATA_DATA_DIR: path.join(work, 'strata-worker'), NODE_NO_WARNINGS: '1', STRATA_QUEUE_PREFIX: `strata-timeline-${process.pid}`, STRATA_RUN_NETWORK: 'none', STRATA_STEP_TRACE: '1' };
   const loader = ['--import', './bench/support/register-ts.mjs'];
