@@ -9,6 +9,10 @@ import {
   MediaType,
 } from '@strata/oci';
 
+/** How long a publish may wait for a connection, and how long its transaction may take (row-lock waits included). */
+const PUBLISH_MAX_WAIT_MS = 10_000;
+const PUBLISH_TIMEOUT_MS = 60_000;
+
 /** What the image store needs of the content-addressed blob store. */
 export interface ImageBlobs {
   put(body: Buffer | Readable, expectedDigest?: Digest): Promise<{ digest: Digest; size: number }>;
@@ -130,10 +134,13 @@ export class ImageStore {
     buildId?: string;
   }): Promise<void> {
     const { manifest } = args;
+    // Blob rows in digest order: concurrent publishes that share blobs (a base image's layers) then
+    // take their row locks in the same order and wait for each other instead of deadlocking.
+    const blobs = [...new Map([...args.references, manifest].map((d) => [d.digest, d])).values()].sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0));
     // Concurrent publishes of the same content race on unique rows; the loser runs again and finds them.
     await retryOnUniqueViolation(() => this.prisma.$transaction(async (tx) => {
       await tx.blob.createMany({
-        data: [...args.references, manifest].map((d) => ({ digest: d.digest, size: BigInt(d.size), mediaType: d.mediaType })),
+        data: blobs.map((d) => ({ digest: d.digest, size: BigInt(d.size), mediaType: d.mediaType })),
         skipDuplicates: true,
       });
       const row = await tx.manifest.upsert({
@@ -162,7 +169,9 @@ export class ImageStore {
         });
         await tx.tagHistory.create({ data: { tagId: tag.id, manifestDigest: manifest.digest, buildId: args.buildId ?? null } });
       }
-    }));
+      // A Blob row another publish inserted and has not committed yet makes this one wait for it: on a
+      // loaded machine that can pass Prisma's 5 s default, and a wait is not a failure. A stuck lock still ends it.
+    }, { maxWait: PUBLISH_MAX_WAIT_MS, timeout: PUBLISH_TIMEOUT_MS }));
   }
 
   /** Resolves `repository:tag` (or a digest) within one tenant; other tenants' repositories do not exist here. */
