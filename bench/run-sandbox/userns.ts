@@ -11,6 +11,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { Descriptor, Digest } from '../../libs/oci/src/index.js';
 import { BuildRuntime } from '../../libs/runtime/src/build-runtime.js';
+import { shellStep } from '../support/shell-step.js';
 
 const RUNS = Number(process.argv[2] ?? process.env.BENCH_RUNS ?? 15);
 const work = mkdtempSync(path.join(tmpdir(), 'strata-bench-userns-'));
@@ -59,17 +60,7 @@ try {
     for (const [step, script] of Object.entries(steps)) {
       for (const [name, runtime] of Object.entries(variants)) {
         const started = performance.now();
-        const outcome = await runtime.run('bench', {
-          layers: [layer],
-          args: ['/bin/sh', '-c', script],
-          env: [],
-          user: '',
-          cwd: '/',
-          network: 'default',
-          line: 1,
-          onOutput: () => undefined,
-          signal: new AbortController().signal,
-        });
+        const outcome = await runtime.run('bench', shellStep([layer], script));
         const ms = performance.now() - started;
         await outcome.release();
         if (outcome.exitCode !== 0) throw new Error(`${step} with userns ${name} exited ${outcome.exitCode}`);

@@ -36,6 +36,7 @@ import { busyboxLayer } from '../../libs/runtime/src/fixtures.test.js';
 import { LayerStore } from '../../libs/runtime/src/layer-store.js';
 import { RuncExecutor } from '../../libs/runtime/src/runc-executor.js';
 import { BuildRuntime } from '../../libs/runtime/src/build-runtime.js';
+import { shellStep } from '../support/shell-step.js';
 import type { Digest } from '../../libs/oci/src/index.js';
 
 const RUNS = Number(process.argv[2] ?? process.env.BENCH_RUNS ?? 15);
@@ -225,17 +226,7 @@ async function workerVariants(runtimes: BuildRuntime[]): Promise<Variant[]> {
       variants.push({
         name: `worker:${step}-userns-${name}`,
         timed: async () => {
-          const outcome = await runtime.run('bench', {
-            layers: [layer],
-            args: ['/bin/sh', '-c', script],
-            env: [],
-            user: '',
-            cwd: '/',
-            network: 'default',
-            line: 1,
-            onOutput: () => undefined,
-            signal: new AbortController().signal,
-          });
+          const outcome = await runtime.run('bench', shellStep([layer], script));
           await outcome.release();
           if (outcome.exitCode !== 0) throw new Error(`worker:${step} with userns ${name} exited ${outcome.exitCode}`);
           if (step === 'mknod100' && outcome.entries.filter((e) => e.type === 'char-device').length !== 100) throw new Error(`worker:${step}: not 100 devices in the layer`);
