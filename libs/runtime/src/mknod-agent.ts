@@ -99,14 +99,21 @@ export class MknodAgent {
         }
         if (this.closed) return;
         process.stderr.write(`strata worker: the mknod agent died (${signal ?? `exit code ${code}`}); restarting it (running steps' mknod of devices now fails with ENOSYS)\n`);
-        const wait = Math.max(0, RESTART_BACKOFF_MS - (Date.now() - this.lastStart));
-        setTimeout(() => {
-          if (this.closed) return;
-          this.restarts++;
-          this.spawn(executable).catch((e: Error) => process.stderr.write(`strata worker: the mknod agent did not restart: ${e.message}\n`));
-        }, wait).unref();
+        this.restart(executable, Math.max(0, RESTART_BACKOFF_MS - (Date.now() - this.lastStart)));
       });
     });
+  }
+
+  /** Starts the agent again after `wait` ms; a start that fails is tried again, so one bad moment does not leave the worker without it. */
+  private restart(executable: string, wait: number): void {
+    setTimeout(() => {
+      if (this.closed) return;
+      this.restarts++;
+      this.spawn(executable).catch((e: Error) => {
+        process.stderr.write(`strata worker: the mknod agent did not restart (${e.message}); trying again\n`);
+        this.restart(executable, RESTART_BACKOFF_MS);
+      });
+    }, wait).unref();
   }
 
   /** Stops the agent (steps still running lose their mknod supervisor) and removes its socket. */
