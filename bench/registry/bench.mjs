@@ -187,7 +187,10 @@ async function startStrata({ who, port, storageDir, logName }) {
     NODE_NO_WARNINGS: '1',
     ...(storageDir ? { STRATA_STORAGE_DIR: storageDir } : {}),
   };
-  const api = startProcess(logName, process.execPath, ['--import', './bench/support/register-ts.mjs', 'apps/api/src/main.ts'], {
+  // BENCH_API_CPU_PROF=<dir>: each api writes V8 CPU profiles there when the bench stops it (one per
+  // thread: the main thread's is the largest; the loader's hooks thread writes one too).
+  const prof = process.env.BENCH_API_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_API_CPU_PROF}`, '--import', './bench/support/exit-on-sigterm.mjs'] : [];
+  const api = startProcess(logName, process.execPath, [...prof, '--import', './bench/support/register-ts.mjs', 'apps/api/src/main.ts'], {
     env, cwd: root, logFile: path.join(work, `${logName}.log`),
   });
   serverPids[who] = api.child.pid;
@@ -302,7 +305,9 @@ const status = await runBench(result, async () => {
     await skopeo(['copy', '-q', '--dest-tls-verify=false', '--dest-creds', `x:${t.token}`, `oci:${wf.layout}:t`, `docker://${strataFsHost}/${t.name}/warmup-fs:1`]);
     await skopeo(['copy', '-q', '--dest-tls-verify=false', `oci:${w.layout}:t`, `docker://${peerHost}/bench/warmup:1`]);
   }
-  result.rows.push(...(await measure('big', (salt) => bigImage(bigTree, salt), t)));
-  result.rows.push(...(await measure('small50', (salt) => smallImage(salt), t)));
+  // BENCH_REGISTRY_CASES=big (or small50) runs only that case (profiling one case).
+  const cases = (process.env.BENCH_REGISTRY_CASES ?? 'big,small50').split(',');
+  if (cases.includes('big')) result.rows.push(...(await measure('big', (salt) => bigImage(bigTree, salt), t)));
+  if (cases.includes('small50')) result.rows.push(...(await measure('small50', (salt) => smallImage(salt), t)));
 }, cleanup, log);
 reportAndExit(result, status);

@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { sendFileRange } from './send-file.js';
 import { pipeline } from 'node:stream/promises';
-import { checkRange, exactLength, NotFoundError, SizeMismatchError, validateKey, type ByteRange, type ObjectStat, type OpenedObject, type PutOptions, type StorageDriver } from './storage-driver.js';
+import { checkRange, NotFoundError, SizeMismatchError, validateKey, type ByteRange, type ObjectStat, type OpenedObject, type PutOptions, type StorageDriver } from './storage-driver.js';
 
 const TEMP_DIR = '.strata-tmp';
 /** Read in 1 MiB chunks: a 100 MiB layer is 100 reads and writes to the socket, not 1,600. */
@@ -75,9 +75,11 @@ export class FilesystemDriver implements StorageDriver {
       // A buffer is one write call, not a stream of one chunk.
       return this.writeAtomically(key, (temp) => writeFile(temp, body, { flag: 'wx' }), body.length);
     }
-    return this.writeAtomically(key, (temp) => {
+    return this.writeAtomically(key, async (temp) => {
       const sink = createWriteStream(temp, { flags: 'wx', highWaterMark: WRITE_BUFFER });
-      return options.size === undefined ? pipeline(body, sink) : pipeline(body, exactLength(key, options.size), sink);
+      await pipeline(body, sink);
+      // Checked once the temp file is written (it is removed on mismatch), not per chunk in a Transform.
+      if (options.size !== undefined && sink.bytesWritten !== options.size) throw new SizeMismatchError(key, options.size, sink.bytesWritten);
     });
   }
 

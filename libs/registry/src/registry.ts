@@ -1,9 +1,10 @@
 import { createHash, type Hash, randomUUID } from 'node:crypto';
-import { Readable, Transform, type TransformCallback, Writable } from 'node:stream';
+import { type Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { BlobNotFoundError, type BlobStore, blobKey, type ByteRange, DigestMismatchError, readUpTo, StorageUnavailableError } from '@strata/blobstore';
+import { BlobNotFoundError, type BlobStore, blobKey, type ByteRange, DigestMismatchError, StorageUnavailableError } from '@strata/blobstore';
 import { type PrismaClient, prismaSql, type Sql } from '@strata/db';
 import { type Descriptor, type Digest, digestFromHex, type ImageIndex, isDigest, isImageIndexMediaType, MediaType } from '@strata/oci';
+import { readChunkBody } from './chunk-body.js';
 import { RegistryError } from './errors.js';
 import type { ImageStore } from './image-store.js';
 import { parseManifest } from './manifest-document.js';
@@ -325,7 +326,7 @@ export class Registry {
    * checks the upload's size, without reading the row first. A small first chunk is stored under
    * the blob key its bytes hash to (see ADDRESSED_FIRST_CHUNK_BYTES).
    */
-  async appendChunk(name: string, uuid: string, body: Readable | Buffer, range?: { start: number; end: number }): Promise<{ size: number }> {
+  async appendChunk(name: string, uuid: string, body: Readable | Buffer, range?: { start: number; end: number }, length?: number): Promise<{ size: number }> {
     const held = this.uploadHashes.get(uuid);
     let start: number;
     if (held !== undefined && held.name === name && (range === undefined || range.start === held.size)) {
@@ -343,21 +344,21 @@ export class Registry {
     let key = `uploads/${uuid}/${randomUUID()}`;
     let size: number;
     try {
-      let source: Readable | Buffer = body;
-      if (hash !== null && start === 0) {
-        const head = Buffer.isBuffer(body) ? { bytes: body, rest: null } : await readUpTo(body, ADDRESSED_FIRST_CHUNK_BYTES);
-        if (head.rest === null) {
-          hash.update(head.bytes);
-          if (head.bytes.length > 0) key = blobKey(digestFromHex(hash.copy().digest('hex')));
-          source = head.bytes;
-        } else {
-          source = head.rest.pipe(new HashingPassThrough(hash, head.rest));
-        }
-      } else if (hash !== null) {
-        source = Buffer.isBuffer(body) ? (hash.update(body), body) : body.pipe(new HashingPassThrough(hash, body));
+      let source: Readable | Buffer;
+      if (Buffer.isBuffer(body)) {
+        hash?.update(body);
+        source = body;
+      } else {
+        // A first chunk is collected up to ADDRESSED_FIRST_CHUNK_BYTES (unless its length says it is
+        // longer); any other chunk streams at once. Hashed as it arrives, either way.
+        const addressed = hash !== null && start === 0 && (length === undefined || length <= ADDRESSED_FIRST_CHUNK_BYTES);
+        const read = await readChunkBody(body, hash, addressed ? ADDRESSED_FIRST_CHUNK_BYTES : -1);
+        source = read.stream ?? read.head;
       }
+      if (Buffer.isBuffer(source) && hash !== null && start === 0 && source.length > 0) key = blobKey(digestFromHex(hash.copy().digest('hex')));
       if (Buffer.isBuffer(source) && source.length === 0) size = 0;
-      else ({ size } = await this.blobs.driver.put(key, source));
+      // A known length lets the S3 driver send one streamed PutObject instead of a multipart upload.
+      else ({ size } = await this.blobs.driver.put(key, source, !Buffer.isBuffer(source) && length !== undefined ? { size: length } : {}));
       if (!Buffer.isBuffer(body) && body.errored) throw body.errored;
     } catch (err) {
       // The chunk is not counted (the upload's size and Range stay where they were); S3 may still
@@ -404,8 +405,8 @@ export class Registry {
    * matches: checked against the hash kept while the chunks streamed when this replica holds it for
    * exactly these bytes, else by reading the joined object once. On any failure its parts are removed.
    */
-  async finishUpload(name: string, uuid: string, digest: Digest, lastChunk?: Readable | Buffer): Promise<{ size: number }> {
-    if (lastChunk !== undefined) await this.appendChunk(name, uuid, lastChunk);
+  async finishUpload(name: string, uuid: string, digest: Digest, lastChunk?: Readable | Buffer, lastChunkLength?: number): Promise<{ size: number }> {
+    if (lastChunk !== undefined) await this.appendChunk(name, uuid, lastChunk, undefined, lastChunkLength);
     const quick = await this.finishAddressed(name, uuid, digest);
     if (quick !== null) return quick;
     const row = await this.claimUpload(name, uuid);
@@ -655,22 +656,5 @@ export class Registry {
       });
     }
     return { schemaVersion: 2 as const, mediaType: MediaType.ociIndex, manifests };
-  }
-}
-
-/** Passes bytes through unchanged, adding them to `hash`; errors of `source` end it too. */
-class HashingPassThrough extends Transform {
-  constructor(
-    private readonly hash: Hash,
-    source: Readable,
-  ) {
-    // As much as the filesystem driver queues per write: a 64 KiB chunk does not pause the socket.
-    super({ highWaterMark: 1024 * 1024 });
-    source.once('error', (err) => this.destroy(err));
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.hash.update(chunk);
-    callback(null, chunk);
   }
 }

@@ -257,7 +257,7 @@ export class RegistryController {
       }
       case 'PATCH': {
         const range = parseContentRange(req.headers['content-range']);
-        const { size } = await this.registry.appendChunk(name, uuid, req, range ?? undefined);
+        const { size } = await this.registry.appendChunk(name, uuid, req, range ?? undefined, bodyLength(req));
         this.uploadAccepted(res, name, uuid, size);
         return;
       }
@@ -267,7 +267,7 @@ export class RegistryController {
         const checked = checkDigest(digest);
         const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
         if (!hasBody) req.resume();
-        await this.registry.finishUpload(name, uuid, checked, hasBody ? req : undefined);
+        await this.registry.finishUpload(name, uuid, checked, hasBody ? req : undefined, hasBody ? bodyLength(req) : undefined);
         return this.blobCreated(res, name, checked);
       }
       case 'DELETE': {
@@ -315,3 +315,9 @@ function parseContentRange(header: string | undefined): { start: number; end: nu
   return { start: Number(m[1]), end: Number(m[2]) };
 }
 
+/** The body's length when Content-Length gives it (Node's parser then delivers exactly that many bytes, or fails the request). */
+function bodyLength(req: Request): number | undefined {
+  if (req.headers['transfer-encoding'] !== undefined) return undefined;
+  const raw = req.headers['content-length'];
+  return raw !== undefined && /^\d+$/.test(raw) ? Number(raw) : undefined;
+}
