@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -271,6 +272,37 @@ describe.each(storages)('OCI Distribution registry at /v2, blobs in %s', (_stora
     const pulled = await reg('GET', `/v2/${acme.name}/shared/blobs/${sha256(data)}`);
     expect(pulled.status).toBe(200);
     expect(pulled.body.equals(data)).toBe(true);
+  });
+
+  it('counts nothing of a chunk whose client went away mid-body, and never stores what it sent under a digest', async () => {
+    // A PATCH that announces `total` bytes and sends only `sent` of them, then closes its socket.
+    const cutShort = (location: string, total: number, body: Buffer) =>
+      new Promise<void>((resolve) => {
+        const url = new URL(location, stack.url);
+        const req = httpRequest(url, { method: 'PATCH', headers: { authorization: basic(acme.token), 'content-type': 'application/octet-stream', 'content-length': String(total) } });
+        req.on('error', () => resolve());
+        req.on('close', () => resolve());
+        req.write(body, () => setImmediate(() => req.destroy()));
+      });
+    // Below the first-chunk size kept in memory, and above it (streamed to storage as it arrives).
+    for (const size of [1000, 6 * 1024 * 1024]) {
+      const data = Buffer.alloc(size, `cut ${size} ${Date.now()} `);
+      const sent = data.subarray(0, Math.floor(size / 2));
+      const location = (await reg('POST', `/v2/${acme.name}/cut/blobs/uploads/`)).headers.get('location')!;
+      await cutShort(location, size, sent);
+      // What arrived is no blob: neither under its own digest nor under the announced one.
+      const early = await reg('PUT', `${location}?digest=${sha256(sent)}`);
+      expect(early.status).toBe(400);
+      expect(early.json.errors[0].code).toBe('DIGEST_INVALID');
+      expect((await reg('HEAD', `/v2/${acme.name}/cut/blobs/${sha256(sent)}`)).status).toBe(404);
+      // A new upload of the whole blob goes through.
+      const again = (await reg('POST', `/v2/${acme.name}/cut/blobs/uploads/`)).headers.get('location')!;
+      const patched = await reg('PATCH', again, { body: data, headers: { 'content-type': 'application/octet-stream' } });
+      expect(patched.headers.get('range')).toBe(`0-${size - 1}`);
+      expect((await reg('PUT', `${again}?digest=${sha256(data)}`)).status).toBe(201);
+      const pulled = await reg('GET', `/v2/${acme.name}/cut/blobs/${sha256(data)}`);
+      expect(pulled.body.equals(data)).toBe(true);
+    }
   });
 
   it('finishes on another api replica an upload whose chunks it never saw, reading the bytes back to check the digest', async () => {

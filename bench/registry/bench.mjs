@@ -173,7 +173,7 @@ async function writeS3Config(cfg) {
   ].join('\n'));
 }
 
-async function startStrata({ who, port, storageDir, logName }) {
+async function startStrata({ who, port, storageDir, logName, cwd = root }) {
   if (await portOpen(port)) throw new Error(`127.0.0.1:${port} is taken; set BENCH_REGISTRY_API_PORT / BENCH_REGISTRY_API_FS_PORT`);
   const host = `127.0.0.1:${port}`;
   const env = {
@@ -190,8 +190,10 @@ async function startStrata({ who, port, storageDir, logName }) {
   // BENCH_API_CPU_PROF=<dir>: each api writes V8 CPU profiles there when the bench stops it (one per
   // thread: the main thread's is the largest; the loader's hooks thread writes one too).
   const prof = process.env.BENCH_API_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_API_CPU_PROF}`, '--import', './bench/support/exit-on-sigterm.mjs'] : [];
+  // BENCH_API_NODE_ARGS: more node flags for the apis (e.g. --trace-gc; NODE_OPTIONS refuses some).
+  prof.push(...(process.env.BENCH_API_NODE_ARGS ?? '').split(' ').filter(Boolean));
   const api = startProcess(logName, process.execPath, [...prof, '--import', './bench/support/register-ts.mjs', 'apps/api/src/main.ts'], {
-    env, cwd: root, logFile: path.join(work, `${logName}.log`),
+    env, cwd, logFile: path.join(work, `${logName}.log`),
   });
   serverPids[who] = api.child.pid;
   await waitFor(logName, async () => {
@@ -219,7 +221,11 @@ async function serverCpu(who, cpu, fn) {
   return result;
 }
 
-const WHO = { strata: 'Strata (S3)', strataFs: 'Strata (filesystem)', peer: 'docker-registry (filesystem)' };
+const WHO = { strata: 'Strata (S3)', strataFs: 'Strata (filesystem)', peer: 'docker-registry (filesystem)', baseFs: 'Strata baseline (filesystem)' };
+// BENCH_REGISTRY_BASELINE=<checkout of another commit>: a third Strata api on the filesystem driver
+// runs from there, in the same rotation, so a change is compared with its baseline interleaved.
+const BASELINE = process.env.BENCH_REGISTRY_BASELINE ?? null;
+const API_BASE_PORT = Number(process.env.BENCH_REGISTRY_API_BASE_PORT ?? API_FS_PORT + 1);
 
 async function measure(label, make, t) {
   const targets = {
@@ -227,6 +233,7 @@ async function measure(label, make, t) {
     strataFs: { push: [], pull: [], pushCpu: [], pullCpu: [], ref: (repo) => `docker://${strataFsHost}/${t.name}/fs-${repo}`, dest: ['--dest-creds', `x:${t.token}`], src: ['--src-creds', `x:${t.token}`] },
     peer: { push: [], pull: [], pushCpu: [], pullCpu: [], ref: (repo) => `docker://${peerHost}/bench/${repo}`, dest: [], src: [] },
   };
+  if (BASELINE) targets.baseFs = { push: [], pull: [], pushCpu: [], pullCpu: [], ref: (repo) => `docker://127.0.0.1:${API_BASE_PORT}/${t.name}/base-${repo}`, dest: ['--dest-creds', `x:${t.token}`], src: ['--src-creds', `x:${t.token}`] };
   const names = Object.keys(targets);
   let info = null;
   // The machine's load (1-minute average) as the case starts and ends: the wall times mean little without it.
@@ -266,6 +273,7 @@ async function measure(label, make, t) {
       strataCpuMs: median(targets.strata[`${op}Cpu`]), strataFsCpuMs: median(targets.strataFs[`${op}Cpu`]), peerCpuMs: median(targets.peer[`${op}Cpu`]),
       strataCpuRuns: targets.strata[`${op}Cpu`], strataFsCpuRuns: targets.strataFs[`${op}Cpu`], peerCpuRuns: targets.peer[`${op}Cpu`],
       load: [Math.round(loadAtStart * 10) / 10, Math.round(loadAtEnd * 10) / 10],
+      ...(BASELINE ? { baseFsMs: median(targets.baseFs[op]), baseFsRuns: targets.baseFs[op], baseFsCpuMs: median(targets.baseFs[`${op}Cpu`]), baseFsCpuRuns: targets.baseFs[`${op}Cpu`], ratioBaseFs: median(targets.baseFs[op]) / p } : {}),
     };
   };
   return [row('push'), row('pull')];
@@ -291,6 +299,7 @@ const status = await runBench(result, async () => {
     startPeer(),
     startStrata({ who: 'strata', port: API_PORT, logName: 'strata-api' }),
     startStrata({ who: 'strataFs', port: API_FS_PORT, storageDir: path.join(work, 'strata-store'), logName: 'strata-api-fs' }),
+    ...(BASELINE ? [startStrata({ who: 'baseFs', port: API_BASE_PORT, storageDir: path.join(work, 'strata-store-base'), logName: 'strata-api-base-fs', cwd: BASELINE })] : []),
   ]);
   result.peerVersion = run('/usr/bin/docker-registry', ['--version']).trim();
   result.skopeoVersion = run('skopeo', ['--version']).trim();
@@ -304,6 +313,10 @@ const status = await runBench(result, async () => {
     const wf = smallImage(`warmup-fs-${process.pid}`);
     await skopeo(['copy', '-q', '--dest-tls-verify=false', '--dest-creds', `x:${t.token}`, `oci:${wf.layout}:t`, `docker://${strataFsHost}/${t.name}/warmup-fs:1`]);
     await skopeo(['copy', '-q', '--dest-tls-verify=false', `oci:${w.layout}:t`, `docker://${peerHost}/bench/warmup:1`]);
+    if (BASELINE) {
+      const wb = smallImage(`warmup-base-${process.pid}`);
+      await skopeo(['copy', '-q', '--dest-tls-verify=false', '--dest-creds', `x:${t.token}`, `oci:${wb.layout}:t`, `docker://127.0.0.1:${API_BASE_PORT}/${t.name}/warmup-base:1`]);
+    }
   }
   // BENCH_REGISTRY_CASES=big (or small50) runs only that case (profiling one case).
   const cases = (process.env.BENCH_REGISTRY_CASES ?? 'big,small50').split(',');

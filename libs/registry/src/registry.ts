@@ -102,8 +102,13 @@ export class Registry {
   async repository(name: string, opts: { create?: boolean } = {}): Promise<RepositoryRef> {
     const parts = splitName(name);
     if (parts === null) throw new RegistryError('NAME_INVALID', `"${name}" must be <tenant>/<repository>`, { name });
-    const find = () =>
-      this.prisma.repository.findFirst({ where: { name: parts.repository, tenant: { name: parts.tenantName } }, select: { id: true, tenantId: true } });
+    const find = async () =>
+      (
+        await this.sql.query<{ id: string; tenantId: string }>(
+          `SELECT r."id"::text AS "id", r."tenantId"::text AS "tenantId" FROM "Repository" r JOIN "Tenant" t ON t."id" = r."tenantId" WHERE t."name" = $1::text AND r."name" = $2::text`,
+          [parts.tenantName, parts.repository],
+        )
+      )[0] ?? null;
     let repo = opts.create ? await this.createRepository(parts.tenantName, parts.repository) : await find();
     // A concurrent first push created it after this statement's snapshot: it is there now.
     if (repo === null && opts.create) repo = await find();
@@ -113,17 +118,19 @@ export class Registry {
 
   /** Inserts the repository unless it exists and answers its row; null when the tenant does not exist. */
   private async createRepository(tenantName: string, repository: string): Promise<{ id: string; tenantId: string } | null> {
-    const rows = await this.prisma.$queryRaw<{ id: string; tenantId: string }[]>`
-      WITH t AS (SELECT "id" FROM "Tenant" WHERE "name" = ${tenantName}),
+    const rows = await this.sql.query<{ id: string; tenantId: string }>(
+      `WITH t AS (SELECT "id" FROM "Tenant" WHERE "name" = $1::text),
       created AS (
         INSERT INTO "Repository" ("id", "tenantId", "name")
-        SELECT gen_random_uuid(), t."id", ${repository} FROM t
+        SELECT gen_random_uuid(), t."id", $2::text FROM t
         ON CONFLICT ("tenantId", "name") DO NOTHING
         RETURNING "id", "tenantId"
       )
-      SELECT "id"::text, "tenantId"::text FROM created
+      SELECT "id"::text AS "id", "tenantId"::text AS "tenantId" FROM created
       UNION ALL
-      SELECT r."id"::text, r."tenantId"::text FROM "Repository" r JOIN t ON r."tenantId" = t."id" WHERE r."name" = ${repository}`;
+      SELECT r."id"::text, r."tenantId"::text FROM "Repository" r JOIN t ON r."tenantId" = t."id" WHERE r."name" = $2::text`,
+      [tenantName, repository],
+    );
     return rows[0] ?? null;
   }
 
@@ -529,15 +536,18 @@ export class Registry {
 
   // ── manifests and tags ─────────────────────────────────────────────────
 
-  private async manifestRow(repo: RepositoryRef, reference: string) {
-    let digest = reference;
-    if (!isDigest(reference)) {
-      const tag = await this.prisma.tag.findUnique({ where: { repositoryId_name: { repositoryId: repo.id, name: reference } } });
-      if (tag === null) throw new RegistryError('MANIFEST_UNKNOWN', `${repo.name}:${reference} is not known`, { tag: reference });
-      digest = tag.manifestDigest;
-    }
-    const row = await this.prisma.manifest.findUnique({ where: { repositoryId_digest: { repositoryId: repo.id, digest } } });
-    if (row === null) throw new RegistryError('MANIFEST_UNKNOWN', `${repo.name}@${digest} is not known`, { digest });
+  /** A manifest's row by tag or digest, in one statement (a pull asks for it once or twice). */
+  private async manifestRow(repo: RepositoryRef, reference: string): Promise<{ id: string; digest: string; mediaType: string; size: number }> {
+    const byDigest = isDigest(reference);
+    const rows = await this.sql.query<{ id: string; digest: string; mediaType: string; size: number }>(
+      `SELECT m."id"::text AS "id", m."digest", m."mediaType", m."size" FROM "Manifest" m
+      WHERE m."repositoryId" = $1::uuid
+        AND m."digest" = (CASE WHEN $3::boolean THEN $2::text ELSE (SELECT g."manifestDigest" FROM "Tag" g WHERE g."repositoryId" = $1::uuid AND g."name" = $2::text) END)`,
+      [repo.id, reference, byDigest],
+    );
+    const row = rows[0];
+    if (row === undefined && !byDigest) throw new RegistryError('MANIFEST_UNKNOWN', `${repo.name}:${reference} is not known`, { tag: reference });
+    if (row === undefined) throw new RegistryError('MANIFEST_UNKNOWN', `${repo.name}@${reference} is not known`, { digest: reference });
     return row;
   }
 
