@@ -35,6 +35,13 @@ export function readChunkBody(body: Readable, hash: Hash | null, headLimit: numb
         read: () => {
           if (!ended && !failed) body.resume();
         },
+        // Storage gave up on the chunk (or the caller did): the rest of the body is read and dropped,
+        // so that the client, still sending, gets the error answer instead of a reset connection.
+        destroy: (err, callback) => {
+          body.off('data', onData);
+          if (!ended) body.resume();
+          callback(err);
+        },
       });
       out = stream;
       for (const chunk of head) stream.push(chunk);
