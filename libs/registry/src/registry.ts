@@ -1,4 +1,8 @@
 import { createHash, type Hash, randomUUID } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { type Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BlobNotFoundError, type BlobStore, blobKey, type ByteRange, DigestMismatchError, StorageUnavailableError } from '@strata/blobstore';
@@ -56,6 +60,9 @@ const MAX_UPLOAD_HASHES = 1024;
  * that digest, which is how skopeo and docker send a layer: one PATCH, then PUT).
  */
 const ADDRESSED_FIRST_CHUNK_BYTES = 4 * 1024 * 1024;
+
+/** Writes and reads of a spooled chunk go 1 MiB at a time. */
+const SPOOL_BUFFER = 1024 * 1024;
 
 const BLOB_KEY_PREFIX = 'blobs/sha256/';
 /** A part stored under a blob key is a blob in its own right (maybe another upload's too): never deleted with the upload. */
@@ -364,6 +371,11 @@ export class Registry {
       }
       if (Buffer.isBuffer(source) && hash !== null && start === 0 && source.length > 0) key = blobKey(digestFromHex(hash.copy().digest('hex')));
       if (Buffer.isBuffer(source) && source.length === 0) size = 0;
+      else if (!Buffer.isBuffer(source) && length === undefined && this.blobs.driver.name !== 'filesystem') {
+        // A long chunk of unknown length (skopeo and docker send layers chunked) on object storage:
+        // spooled to a local file first, so that it goes out as one sized PutObject (see spoolAndPut).
+        ({ size } = await this.spoolAndPut(key, source));
+      }
       // A known length lets the S3 driver send one streamed PutObject instead of a multipart upload.
       else ({ size } = await this.blobs.driver.put(key, source, !Buffer.isBuffer(source) && length !== undefined ? { size: length } : {}));
       if (!Buffer.isBuffer(body) && body.errored) throw body.errored;
@@ -401,6 +413,23 @@ export class Registry {
     // Only the request that moved the upload from `start` to `start + size` records that state.
     if (hash !== null) this.rememberHash(uuid, { hash, size: start + size, name });
     return { size: start + size };
+  }
+
+  /**
+   * Writes a chunk of unknown length to a local temp file, then stores it at `key` (a fresh
+   * `uploads/` key) in one PutObject of that size. Without a length the S3 driver would have to
+   * use a multipart upload of 5 MiB parts, which s3rver writes twice (each part, then the joined
+   * object): measured 6.3 s against 2.6 s for 100 MiB (ADR 0034 amendment). The file goes either way.
+   */
+  private async spoolAndPut(key: string, source: Readable): Promise<{ size: number }> {
+    const file = join(tmpdir(), `strata-upload-${randomUUID()}`);
+    try {
+      const sink = createWriteStream(file, { flags: 'wx', highWaterMark: SPOOL_BUFFER });
+      await pipeline(source, sink);
+      return await this.blobs.driver.put(key, createReadStream(file, { highWaterMark: SPOOL_BUFFER }), { size: sink.bytesWritten });
+    } finally {
+      await unlink(file).catch(() => undefined);
+    }
   }
 
   /**
