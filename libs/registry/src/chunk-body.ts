@@ -3,10 +3,12 @@ import { Readable } from 'node:stream';
 
 /** As much as the storage drivers queue per write: a 64 KiB socket read does not pause the upload. */
 const OUT_BUFFER = 1024 * 1024;
+/** The body is paused when this much waits for storage (resumed below OUT_BUFFER). */
+const PAUSE_AT = 4 * OUT_BUFFER;
 
 /**
- * Reads an upload chunk's request body, adding every byte to `hash` (when given) as it arrives, in
- * the body's own `data` events: no Transform, async iterator or generator per 64 KiB socket read
+ * Reads an upload chunk's request body, adding every byte to `hash` (when given) as it is read,
+ * with `read()` on the body itself: no Transform, async iterator or generator per socket read
  * (with `--cpu-prof` those layers and their garbage cost a 100 MiB push more CPU than its sha256).
  *
  * Up to `headLimit` bytes are collected first: a body that ends within them is answered whole
@@ -25,21 +27,19 @@ export function readChunkBody(body: Readable, hash: Hash | null, headLimit: numb
     const fail = (err: Error): void => {
       if (failed) return;
       failed = true;
-      body.off('data', onData);
+      body.off('readable', pump);
       if (out !== null) out.destroy(err);
       else reject(err);
     };
     const toStream = (): void => {
       const stream = new Readable({
         highWaterMark: OUT_BUFFER,
-        read: () => {
-          if (!ended && !failed) body.resume();
-        },
+        read: () => pump(),
         // Storage gave up on the chunk (or the caller did): the rest of the body is read and dropped,
         // so that the client, still sending, gets the error answer instead of a reset connection.
         destroy: (err, callback) => {
-          body.off('data', onData);
-          if (!ended) body.resume();
+          body.off('readable', pump);
+          if (!ended) setImmediate(() => body.resume());
           callback(err);
         },
       });
@@ -49,15 +49,28 @@ export function readChunkBody(body: Readable, hash: Hash | null, headLimit: numb
       if (ended) stream.push(null);
       resolve({ head: null, stream });
     };
-    function onData(chunk: Buffer): void {
+    const take = (chunk: Buffer): void => {
       hash?.update(chunk);
       if (out !== null) {
-        if (!out.push(chunk)) body.pause();
+        out.push(chunk);
         return;
       }
       head.push(chunk);
       headBytes += chunk.length;
       if (headBytes > headLimit) toStream();
+    };
+    // read() hands over everything buffered as one Buffer: a chunked body (skopeo's) arrives in
+    // many small pieces, and each piece costs a hash update and a push; read() joins them first.
+    // Not read while more than PAUSE_AT waits for storage (the socket is then paused by the
+    // body's own buffer); out's read() asks again once it is below OUT_BUFFER.
+    function pump(): void {
+      if (failed) return;
+      for (;;) {
+        if (out !== null && (out.destroyed || out.readableLength >= PAUSE_AT)) return;
+        const chunk = body.read() as Buffer | null;
+        if (chunk === null) return;
+        take(chunk);
+      }
     }
     body.once('end', () => {
       ended = true;
@@ -76,6 +89,6 @@ export function readChunkBody(body: Readable, hash: Hash | null, headLimit: numb
       return resolve({ head: Buffer.alloc(0), stream: null });
     }
     if (headLimit < 0) toStream();
-    body.on('data', onData);
+    body.on('readable', pump);
   });
 }
