@@ -13,6 +13,14 @@ const SAMPLE_RUN = 4096;
  * are a tenth of it, about 7.65; source text, 4.5 to 5.5; executables, 5 to 6.5.
  */
 const STORE_ABOVE_BITS = 7.5;
+/**
+ * Bits per byte above which a block is deflated with the run-length strategy (Z_RLE: matches at
+ * distance 1 only, then Huffman codes): incompressible files a little too small to be stored, with
+ * the zeros of their tar headers and padding between them. On such blocks (many files of a few KiB
+ * of random bytes, 7.2 to 7.5 bits) it saves what the default strategy saves (12% here) in a third of
+ * the time; the default strategy searches every byte for matches it never finds.
+ */
+const RLE_ABOVE_BITS = 6.5;
 
 /** Order-0 entropy (bits per byte) of a sample of `block`. */
 export function sampledEntropy(block: Buffer): number {
@@ -65,6 +73,8 @@ export class AdaptiveGzip extends Transform {
   private pendingBytes = 0;
   /** Whether the last block went to deflate (true before any block: an empty input is deflate's). */
   private deflating = true;
+  /** The strategy deflate is set to. */
+  private strategy: number = zlibConstants.Z_DEFAULT_STRATEGY;
   private crc = 0;
   private total = 0;
   private started = false;
@@ -142,7 +152,8 @@ export class AdaptiveGzip extends Transform {
     this.header();
     this.crc = crc32(block, this.crc);
     this.total = (this.total + block.length) % 0x1_0000_0000;
-    if (sampledEntropy(block) > STORE_ABOVE_BITS) {
+    const bits = sampledEntropy(block);
+    if (bits > STORE_ABOVE_BITS) {
       if (this.deflating) {
         // Byte aligned and without history: the stored bytes follow, and later deflate output starts afresh.
         await new Promise<void>((resolve) => this.deflate.flush(zlibConstants.Z_FULL_FLUSH, () => resolve()));
@@ -155,6 +166,13 @@ export class AdaptiveGzip extends Transform {
       return;
     }
     this.deflating = true;
+    const strategy = bits > RLE_ABOVE_BITS ? zlibConstants.Z_RLE : zlibConstants.Z_DEFAULT_STRATEGY;
+    if (strategy !== this.strategy) {
+      // zlib ends the current deflate block first (a sync flush), so the switch is at this offset.
+      await new Promise<void>((resolve) => this.deflate.params(this.level, strategy, () => resolve()));
+      if (this.failed) throw this.failed;
+      this.strategy = strategy;
+    }
     // once() rejects on 'error' too.
     if (!this.deflate.write(block)) await once(this.deflate, 'drain');
     if (this.failed) throw this.failed;

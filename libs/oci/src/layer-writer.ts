@@ -22,8 +22,23 @@ export type FileContent =
    * `sha256` (hex), when the content's hash is already known and trusted (a context pack's, hashed
    * when it was stored): the writer takes it instead of hashing the bytes again.
    */
-  | { readonly size: number; readonly read: () => Promise<Buffer>; readonly sha256?: string }
+  | { readonly size: number; readonly read: () => Promise<Buffer>; readonly sha256?: string; readonly span?: ContentSpan }
   | { readonly size: number; readonly stream: Readable | (() => Readable | Promise<Readable>); readonly sha256?: string };
+
+/**
+ * Where a content lies in a larger file that holds many (a context pack): the writer reads the
+ * contents of consecutive entries that lie back to back in one source with one request, instead of
+ * one request (a thread-pool round trip and a buffer) per file.
+ */
+export interface ContentSpan {
+  readonly source: SpanSource;
+  readonly offset: number;
+}
+
+export interface SpanSource {
+  /** Exactly `length` bytes from `offset` (throws when the source is shorter). */
+  readSpan(offset: number, length: number): Promise<Buffer>;
+}
 
 export interface LayerEntryMetadata {
   /** Path inside the layer, relative ("usr/bin/x"; a leading "/" or "./" is dropped). */
@@ -209,14 +224,25 @@ export class LayerWriter {
 
     // Small files on disk are read a window ahead, concurrently: one at a time costs a thread-pool
     // round trip per call, which dominates layers of many small files.
+    // Contents that lie back to back in one source (a context pack) are read together, up to SPAN_BYTES.
     const ahead = new Map<number, Promise<OpenedContent>>();
     const startRead = (i: number) => {
       const e = prepared[i];
-      if (e && e.type === 'file' && !ahead.has(i)) {
-        const p = openContent(e);
-        p.catch(() => undefined);
-        ahead.set(i, p);
+      if (!e || e.type !== 'file' || ahead.has(i)) return;
+      const run = spanRun(prepared, i);
+      if (run !== null) {
+        const read = run.source.readSpan(run.offset, run.length);
+        read.catch(() => undefined);
+        for (const m of run.members) {
+          const p = read.then((bytes) => ({ size: m.size, open: null, bytes: bytes.subarray(m.offset - run.offset, m.offset - run.offset + m.size), ...(m.sha256 === undefined ? {} : { sha256: m.sha256 }) }));
+          p.catch(() => undefined);
+          ahead.set(m.index, p);
+        }
+        return;
       }
+      const p = openContent(e);
+      p.catch(() => undefined);
+      ahead.set(i, p);
     };
     for (const [i, entry] of prepared.entries()) {
       if (entry.type !== 'file') {
@@ -501,6 +527,42 @@ interface OpenedContent {
 }
 
 const READ_AHEAD = 16;
+/** The most a span read takes at once (two may be in memory: the one being written, the next). */
+const SPAN_BYTES = 4 * 1024 * 1024;
+
+interface SpanRun {
+  source: SpanSource;
+  offset: number;
+  length: number;
+  members: Array<{ index: number; offset: number; size: number; sha256?: string }>;
+}
+
+/**
+ * The entry at `start` and the file entries after it whose contents follow it without a gap in the
+ * same source (entries without content, directories say, in between), up to SPAN_BYTES; null when
+ * the entry has no span or the run would be just itself.
+ */
+function spanRun(prepared: PreparedEntry[], start: number): SpanRun | null {
+  const first = spanOf(prepared[start]!);
+  if (first === null || first.size > SPAN_BYTES) return null;
+  const run: SpanRun = { source: first.span.source, offset: first.span.offset, length: first.size, members: [{ index: start, offset: first.span.offset, size: first.size, ...(first.sha256 === undefined ? {} : { sha256: first.sha256 }) }] };
+  for (let j = start + 1; j < prepared.length; j++) {
+    const e = prepared[j]!;
+    if (e.type !== 'file') continue;
+    const next = spanOf(e);
+    if (next === null || next.span.source !== run.source || next.span.offset !== run.offset + run.length || run.length + next.size > SPAN_BYTES) break;
+    run.members.push({ index: j, offset: next.span.offset, size: next.size, ...(next.sha256 === undefined ? {} : { sha256: next.sha256 }) });
+    run.length += next.size;
+  }
+  return run.members.length > 1 ? run : null;
+}
+
+function spanOf(entry: PreparedEntry): { span: ContentSpan; size: number; sha256?: string } | null {
+  const c = entry.content;
+  if (c === undefined || c instanceof Uint8Array || !('read' in c) || c.span === undefined) return null;
+  if (!Number.isInteger(c.size) || c.size < 0) return null;
+  return { span: c.span, size: c.size, ...(c.sha256 === undefined ? {} : { sha256: c.sha256 }) };
+}
 const SMALL_FILE = 256 * 1024;
 
 async function openContent(entry: PreparedEntry): Promise<OpenedContent> {
