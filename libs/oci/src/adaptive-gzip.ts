@@ -82,7 +82,8 @@ export class AdaptiveGzip extends Transform {
 
   constructor(private readonly level: number) {
     super();
-    this.deflate = createDeflateRaw({ level });
+    // Output in 128 KiB chunks (zlib's default is 16 KiB): every chunk costs a trip through the hash and a write of the spool.
+    this.deflate = createDeflateRaw({ level, chunkSize: 128 * 1024 });
     // Never paused, so its output is pushed here as it is made, in order with the stored blocks;
     // the writes wait for the reader instead (the Transform holds `done` while its buffer is full).
     this.deflate.on('data', (chunk: Buffer) => this.push(chunk));

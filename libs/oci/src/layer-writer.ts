@@ -4,7 +4,7 @@ import { lstat, readFile } from 'node:fs/promises';
 import { PassThrough, Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { constants as zlibConstants } from 'node:zlib';
-import { AdaptiveGzip } from './adaptive-gzip.js';
+import { ADAPTIVE_GZIP_BLOCK, AdaptiveGzip } from './adaptive-gzip.js';
 import { DigestingStream, type Digest } from './digest.js';
 import { MediaType } from './media-types.js';
 import { encodeTarHeader, tarEndOfArchive, tarPadding, type TarEntryType } from './tar-format.js';
@@ -170,7 +170,7 @@ export class LayerWriter {
     const tarHash = new DigestingStream();
     const blobHash = new DigestingStream();
     const written: WrittenEntry[] = [];
-    const source = Readable.from(coalesce(this.tarChunks(entries, written)), { objectMode: false });
+    const source = Readable.from(this.tarChunks(entries, written), { objectMode: false });
     const compression = this.options.compression;
     const tee = options.tar === true && compression === 'gzip' ? new TarTee() : null;
     const stages = compression === 'gzip' ? [tarHash, ...(tee ? [tee] : []), new AdaptiveGzip(this.options.gzipLevel), blobHash] : [tarHash, blobHash];
@@ -244,23 +244,25 @@ export class LayerWriter {
       p.catch(() => undefined);
       ahead.set(i, p);
     };
+    // The tar goes out in blocks of ADAPTIVE_GZIP_BLOCK bytes: what gzip judges, with no concatenation there.
+    const out = new Blocks();
     for (const [i, entry] of prepared.entries()) {
       if (entry.type !== 'file') {
-        yield encodeTarHeader({ ...entry, name: entry.tarName, size: 0 });
+        yield* out.put(encodeTarHeader({ ...entry, name: entry.tarName, size: 0 }));
         continue;
       }
       for (let j = i; j < i + READ_AHEAD; j++) startRead(j);
       const opened = await ahead.get(i)!;
       ahead.delete(i);
       const { size, open } = opened;
-      yield encodeTarHeader({ ...entry, name: entry.tarName, size });
+      yield* out.put(encodeTarHeader({ ...entry, name: entry.tarName, size }));
       const known = opened.sha256;
       const hash = known === undefined ? createHash('sha256') : null;
       let written = 0;
       if (opened.bytes !== undefined) {
         written = opened.bytes.length;
         hash?.update(opened.bytes);
-        if (written > 0) yield opened.bytes;
+        if (written > 0) yield* out.put(opened.bytes);
       } else if (size > 0 || open !== null) {
         const stream = open === null ? null : await open();
         if (stream !== null) {
@@ -272,13 +274,13 @@ export class LayerWriter {
               throw new LayerEntryError(entry.source, `content is longer than the declared ${size} bytes (file changed while being added?)`);
             }
             hash?.update(buffer);
-            yield buffer;
+            yield* out.put(buffer);
           }
         } else {
           const bytes = entry.content as Uint8Array;
           written = bytes.length;
           hash?.update(bytes);
-          if (bytes.length > 0) yield Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+          if (bytes.length > 0) yield* out.put(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
         }
       }
       if (written !== size) {
@@ -287,9 +289,10 @@ export class LayerWriter {
       const w = writtenOf.get(entry)!;
       w.size = size;
       w.sha256 = hash === null ? known : hash.digest('hex');
-      yield tarPadding(size);
+      yield* out.put(tarPadding(size));
     }
-    yield tarEndOfArchive();
+    yield* out.put(tarEndOfArchive());
+    yield* out.end();
   }
 
   private prepare(entry: LayerEntry): PreparedEntry {
@@ -351,28 +354,41 @@ export class LayerWriter {
 }
 
 /**
- * Joins the many small pieces of a layer (a 512-byte header, a few hundred bytes of content, the
- * padding) into buffers of at least 64 KiB: every chunk costs a trip through the hash, gzip and
- * upload streams, which dominates layers of many small files.
+ * Joins the many small pieces of a layer (a 512-byte header, a few KiB of content, the padding)
+ * into buffers of exactly ADAPTIVE_GZIP_BLOCK bytes (the last one shorter), copied once: every
+ * chunk costs a trip through the hash, gzip and spool streams, and gzip judges exactly such
+ * blocks, so it need not join them again. A piece of a whole block, at a block's start, is passed
+ * on as it is.
  */
-async function* coalesce(chunks: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  const MIN = 64 * 1024;
-  let pending: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of chunks) {
-    if (chunk.length >= MIN && size === 0) {
-      yield chunk;
-      continue;
-    }
-    pending.push(chunk);
-    size += chunk.length;
-    if (size >= MIN) {
-      yield pending.length === 1 ? pending[0]! : Buffer.concat(pending, size);
-      pending = [];
-      size = 0;
+class Blocks {
+  private block: Buffer | null = null;
+  private filled = 0;
+
+  *put(piece: Buffer): Generator<Buffer> {
+    let at = 0;
+    while (at < piece.length) {
+      if (this.filled === 0 && piece.length - at >= ADAPTIVE_GZIP_BLOCK) {
+        yield piece.subarray(at, at + ADAPTIVE_GZIP_BLOCK);
+        at += ADAPTIVE_GZIP_BLOCK;
+        continue;
+      }
+      this.block ??= Buffer.allocUnsafeSlow(ADAPTIVE_GZIP_BLOCK);
+      const n = piece.copy(this.block, this.filled, at, Math.min(piece.length, at + ADAPTIVE_GZIP_BLOCK - this.filled));
+      this.filled += n;
+      at += n;
+      if (this.filled === ADAPTIVE_GZIP_BLOCK) {
+        yield this.block;
+        this.block = null;
+        this.filled = 0;
+      }
     }
   }
-  if (size > 0) yield pending.length === 1 ? pending[0]! : Buffer.concat(pending, size);
+
+  *end(): Generator<Buffer> {
+    if (this.filled > 0) yield this.block!.subarray(0, this.filled);
+    this.block = null;
+    this.filled = 0;
+  }
 }
 
 /**
