@@ -122,7 +122,6 @@ export class BlobLayerSink implements LayerSink {
     // Another build of this worker may be spooling the same layer: the first file serves reads for both.
     if (!this.spooled.has(digest)) this.spooled.set(digest, file);
     const stored = (async () => {
-     
       try {
         if (result.size <= 4 * 1024 * 1024) {
           // Verified against the digest the layer was written with (a mismatch throws).
