@@ -9,11 +9,11 @@
 // Started by infra/local/bench.mjs (--only large-context); writes its results as JSON to $BENCH_OUT.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildCli, buildkitBuild as buildkitBuildAt, dockerClient, startDockerPeers, startStrataPair, strataCliBuild, tenants } from '../support/peers.mjs';
+import { buildCli, buildkitBuild as buildkitBuildAt, dockerClient, startDockerPeers, startStrataProcesses, strataCliBuild, tenants } from '../support/peers.mjs';
 import { cleanUpWork, installSignalHandlers, median, reportAndExit, run, runBench } from '../support/procs.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -56,20 +56,35 @@ function makeContext() {
 const startPeers = () => startDockerPeers({ work, registryPort: REGISTRY_PORT, regHost, docker });
 
 let apiUrl = '';
+let pids = { api: 0, worker: 0 };
 async function startStrata() {
-  apiUrl = await startStrataPair({
+  const started = await startStrataProcesses({
     work,
     port: API_PORT,
     env: { STRATA_QUEUE_PREFIX: `strata-bench-ctx-${process.pid}`, STRATA_MAX_CONTEXT_BYTES: String(Math.max(4 * 1024 ** 3, 2 * MIB * 1024 * 1024)) },
   });
+  apiUrl = started.url;
+  pids = { api: started.apiPid, worker: started.workerPid };
+}
+
+/** CPU time (user + system, ms) a process has used so far: less at the mercy of the other sessions' load than wall time. */
+function cpuMs(pid) {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10; // utime, stime in clock ticks of 10 ms
+  } catch {
+    return NaN;
+  }
 }
 
 /** `strata build DIR -t REF` from its start to its exit (the build succeeded and the tag moved); with the CLI's own account of what it sent. */
 async function strataBuild(token, cacheDir, dir, ref) {
   run('sync', []);
+  const cpu0 = { api: cpuMs(pids.api), worker: cpuMs(pids.worker) };
   const { ms, stderr } = await strataCliBuild({ apiUrl, token, cacheDir, dir, ref, trace: true });
+  const cpu = { api: cpuMs(pids.api) - cpu0.api, worker: cpuMs(pids.worker) - cpu0.worker };
   const m = /context: (\d+) files, (\d+) bytes, (\d+) hashed; uploaded (\d+) contents? \((\d+) bytes\) and the manifest \((\d+) bytes\) in (\d+) requests?/.exec(stderr);
-  const trace = /trace: (.*)/.exec(stderr)?.[1] ?? null;
+  const trace = `${/trace: (.*)/.exec(stderr)?.[1] ?? ''}; cpu: api ${cpu.api} ms, worker ${cpu.worker} ms; load ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]}`;
   return { ms, trace, sent: m ? { files: +m[1], hashed: +m[3], contents: +m[4], contentBytes: +m[5], manifestBytes: +m[6], requests: +m[7] } : null };
 }
 

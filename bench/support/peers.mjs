@@ -53,7 +53,9 @@ export async function startStrataProcesses({ work, port, env }) {
   if (await portOpen(port)) throw new Error(`127.0.0.1:${port} is taken; set BENCH_API_PORT`);
   const all = { ...process.env, PORT: String(port), HOST: '127.0.0.1', STRATA_DATA_DIR: path.join(work, 'strata-worker'), NODE_NO_WARNINGS: '1', ...env };
   const api = startProcess('strata-api', process.execPath, [...loader, 'apps/api/src/main.ts'], { env: all, cwd: root, logFile: path.join(work, 'api.log') });
-  const worker = startProcess('strata-worker', process.execPath, [...loader, 'apps/worker/src/bin.ts'], { env: all, cwd: root, logFile: path.join(work, 'worker.log') });
+  // BENCH_WORKER_NODE_ARGS (say `--cpu-prof --cpu-prof-dir=/tmp/prof`, which NODE_OPTIONS refuses): node flags for the worker alone, to profile it.
+  const workerArgs = (process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+  const worker = startProcess('strata-worker', process.execPath, [...workerArgs, ...loader, 'apps/worker/src/bin.ts'], { env: all, cwd: root, logFile: path.join(work, 'worker.log') });
   const url = `http://127.0.0.1:${port}`;
   await waitFor('strata api', async () => {
     try { return (await fetch(`${url}/healthz`)).ok; } catch { return false; }

@@ -10,6 +10,9 @@ import type { CachedStep, CacheIndex, LayerSink } from '@strata/build-engine';
 import type { PrismaClient, Prisma } from '@strata/db';
 import type { Descriptor, Digest, PackedLayer } from '@strata/oci';
 
+/** The spool is read for the upload in chunks this large (the default 64 KiB costs a thread-pool round trip per 64 KiB). */
+const SPOOL_READ_BYTES = 1024 * 1024;
+
 /** Attempts to store a large layer (one streamed PutObject each). */
 const LAYER_PUT_ATTEMPTS = 3;
 
@@ -109,7 +112,7 @@ export class BlobLayerSink implements LayerSink {
     await this.ready;
     const file = path.join(this.spoolDir, randomUUID());
     try {
-      await pipeline(layer.stream, createWriteStream(file, { mode: 0o600 }));
+      await pipeline(layer.stream, createWriteStream(file, { mode: 0o600, highWaterMark: SPOOL_READ_BYTES }));
     } catch (e) {
       await rm(file, { force: true });
       throw e;
@@ -126,9 +129,10 @@ export class BlobLayerSink implements LayerSink {
         } else {
           // One streamed PutObject of the known size; the SDK cannot replay a stream, so a failed
           // attempt is retried here from the spool file (a multipart upload retried its parts).
+          // The layer writer hashed these bytes on their way into the spool: not hashed again.
           for (let attempt = 1; ; attempt++) {
             try {
-              await this.storage.blobs.put(createReadStream(file), digest, { size: result.size });
+              await this.storage.blobs.putHashed(createReadStream(file, { highWaterMark: SPOOL_READ_BYTES }), digest, result.size);
               break;
             } catch (e) {
               if (!(e instanceof StorageUnavailableError) || attempt >= LAYER_PUT_ATTEMPTS) throw e;

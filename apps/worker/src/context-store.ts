@@ -148,7 +148,8 @@ export class ContextPackCache {
       await mkdir(path.dirname(file), { recursive: true });
       const tmp = path.join(this.root, `tmp-${randomUUID()}`);
       try {
-        await pipeline(await this.storage.objects.get(packKey), createWriteStream(tmp, { mode: 0o600 }));
+        // Up to 1 MiB buffered: the response's small chunks go out in few writes (writev), not one each.
+        await pipeline(await this.storage.objects.get(packKey), createWriteStream(tmp, { mode: 0o600, highWaterMark: 1024 * 1024 }));
         await rename(tmp, file);
       } finally {
         await rm(tmp, { force: true }).catch(() => undefined);

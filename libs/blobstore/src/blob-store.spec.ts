@@ -52,3 +52,52 @@ describe('BlobStore reads', () => {
     await expect(drain()).rejects.toThrow(DigestMismatchError);
   });
 });
+
+describe('BlobStore.putHashed (bytes the caller hashed as it wrote them)', () => {
+  let root: string;
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'strata-blobstore-'));
+  });
+  afterEach(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  const keys = async (driver: FilesystemDriver) => {
+    const out: string[] = [];
+    for await (const k of driver.list('')) out.push(k);
+    return out.sort();
+  };
+
+  it('stores the body at its blob key, leaving no staging object', async () => {
+    const driver = new FilesystemDriver(root);
+    const store = new BlobStore(driver);
+    const bytes = Buffer.alloc(3 * 1024 * 1024, 7);
+    const digest = sha256Digest(bytes);
+    expect(await store.putHashed(Readable.from([bytes]), digest, bytes.length)).toEqual({ digest, size: bytes.length });
+    expect(await keys(driver)).toEqual([blobKey(digest)]);
+    const read: Buffer[] = [];
+    for await (const c of await store.get(digest)) read.push(c as Buffer);
+    expect(Buffer.concat(read).equals(bytes)).toBe(true);
+  });
+
+  it('refuses a body of another size and leaves nothing, at the blob key or staged', async () => {
+    const driver = new FilesystemDriver(root);
+    const store = new BlobStore(driver);
+    const bytes = Buffer.alloc(1000, 1);
+    const digest = sha256Digest(bytes);
+    await expect(store.putHashed(Readable.from([bytes.subarray(0, 999)]), digest, 1000)).rejects.toThrow(/bytes announced/);
+    expect(await keys(driver)).toEqual([]);
+  });
+
+  it('does not write a blob already stored with that size again (nor read the body)', async () => {
+    const driver = new FilesystemDriver(root);
+    const store = new BlobStore(driver);
+    const bytes = Buffer.from('stored once');
+    const { digest } = await store.put(bytes);
+    let read = false;
+    const body = new Readable({ read() { read = true; this.push(null); } });
+    expect(await store.putHashed(body, digest, bytes.length)).toEqual({ digest, size: bytes.length });
+    expect(read).toBe(false);
+    expect(await keys(driver)).toEqual([blobKey(digest)]);
+  });
+});

@@ -84,6 +84,30 @@ export class BlobStore {
     }
   }
 
+  /**
+   * Stores a blob whose bytes the caller hashed itself as it wrote them (a worker's layer spool,
+   * hashed by the layer writer on its way to the file, which only that process writes): not hashed
+   * again here, only counted (the driver refuses a body of another `size`). Staged and moved as
+   * put() does, so an aborted PUT is never visible at the blob key. A blob already stored with this
+   * size is not written again (the body is then not read).
+   */
+  async putHashed(body: Readable, digest: Digest, size: number): Promise<BlobInfo> {
+    const existing = await this.stat(digest);
+    if (existing !== null && existing.size === size) {
+      body.destroy();
+      return existing;
+    }
+    const staging = `${this.stagingPrefix}/${randomUUID()}`;
+    try {
+      await this.driver.put(staging, body, { size });
+      return await this.publish(staging, { digest, size });
+    } catch (err) {
+      body.destroy();
+      await this.driver.delete(staging).catch(() => undefined);
+      throw err;
+    }
+  }
+
   private async putSmall(bytes: Buffer, expectedDigest?: Digest): Promise<BlobInfo> {
     const digest = sha256Digest(bytes);
     if (expectedDigest !== undefined && digest !== expectedDigest) throw new DigestMismatchError(expectedDigest, digest, bytes.length);

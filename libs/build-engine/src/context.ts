@@ -340,7 +340,7 @@ export class IndexedContext extends BuildContext {
   content(e: ContextEntry): FileContent {
     const f = this.fileAt(e);
     // The hash is the index's: taken while the context was indexed, or the stored content's (indexManifest).
-    if (f.size <= 256 * 1024) return { size: f.size, read: () => this.pack.read(f), sha256: f.sha256 };
+    if (f.size <= 256 * 1024) return { size: f.size, read: () => this.pack.read(f), sha256: f.sha256, span: this.pack.span(f) };
     return { size: f.size, stream: () => this.pack.stream(f), sha256: f.sha256 };
   }
 

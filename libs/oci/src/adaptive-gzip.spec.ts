@@ -23,6 +23,34 @@ describe('AdaptiveGzip', () => {
     expect(out.equals(gzipSync(text))).toBe(true);
   });
 
+  it('gives what gzip gives for an empty input and at other levels', async () => {
+    expect((await gzipIn([])).equals(gzipSync(Buffer.alloc(0)))).toBe(true);
+    for (const level of [1, 9]) expect((await gzipIn(split(text, 100_000), level)).equals(gzipSync(text, { level }))).toBe(true);
+  });
+
+  it('frames stored blocks itself: a valid gzip whose CRC and size gunzip checks, random first, last or alone', async () => {
+    for (const data of [random, Buffer.concat([random, text]), Buffer.concat([text, random]), Buffer.concat([random.subarray(0, ADAPTIVE_GZIP_BLOCK), text.subarray(0, 5), random])]) {
+      const out = await gzipIn(split(data, 65_536));
+      expect(gunzipSync(out).equals(data)).toBe(true);
+      // gzip(1) agrees too (it checks the trailer as zlib does).
+      expect(out.readUInt32LE(out.length - 4)).toBe(data.length);
+    }
+  });
+
+  it('deflates blocks of small random files with their tar zeros (7.2 to 7.5 bits) by runs: valid, and smaller than stored', async () => {
+    const parts: Buffer[] = [];
+    for (let n = 0; n < 400; n++) parts.push(Buffer.alloc(512), randomBytes(3000 + ((n * 7919) % 4000)), Buffer.alloc(300));
+    const files = Buffer.concat(parts);
+    const bits = sampledEntropy(files.subarray(0, ADAPTIVE_GZIP_BLOCK));
+    expect(bits).toBeGreaterThan(6.5);
+    expect(bits).toBeLessThan(7.5);
+    const mixed = Buffer.concat([text.subarray(0, ADAPTIVE_GZIP_BLOCK), files, random, files]);
+    const out = await gzipIn(split(mixed, 65_536));
+    expect(gunzipSync(out).equals(mixed)).toBe(true);
+    expect(out.equals(await gzipIn([mixed]))).toBe(true);
+    expect(out.length).toBeLessThan(mixed.length - Math.floor(files.length / 10));
+  });
+
   it('stores random blocks: about the input size, and far faster than deflate', async () => {
     const out = await gzipIn([random]);
     expect(gunzipSync(out).equals(random)).toBe(true);

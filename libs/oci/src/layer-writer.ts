@@ -4,7 +4,7 @@ import { lstat, readFile } from 'node:fs/promises';
 import { PassThrough, Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { constants as zlibConstants } from 'node:zlib';
-import { AdaptiveGzip } from './adaptive-gzip.js';
+import { ADAPTIVE_GZIP_BLOCK, AdaptiveGzip } from './adaptive-gzip.js';
 import { DigestingStream, type Digest } from './digest.js';
 import { MediaType } from './media-types.js';
 import { encodeTarHeader, tarEndOfArchive, tarPadding, type TarEntryType } from './tar-format.js';
@@ -22,8 +22,23 @@ export type FileContent =
    * `sha256` (hex), when the content's hash is already known and trusted (a context pack's, hashed
    * when it was stored): the writer takes it instead of hashing the bytes again.
    */
-  | { readonly size: number; readonly read: () => Promise<Buffer>; readonly sha256?: string }
+  | { readonly size: number; readonly read: () => Promise<Buffer>; readonly sha256?: string; readonly span?: ContentSpan }
   | { readonly size: number; readonly stream: Readable | (() => Readable | Promise<Readable>); readonly sha256?: string };
+
+/**
+ * Where a content lies in a larger file that holds many (a context pack): the writer reads the
+ * contents of consecutive entries that lie back to back in one source with one request, instead of
+ * one request (a thread-pool round trip and a buffer) per file.
+ */
+export interface ContentSpan {
+  readonly source: SpanSource;
+  readonly offset: number;
+}
+
+export interface SpanSource {
+  /** Exactly `length` bytes from `offset` (throws when the source is shorter). */
+  readSpan(offset: number, length: number): Promise<Buffer>;
+}
 
 export interface LayerEntryMetadata {
   /** Path inside the layer, relative ("usr/bin/x"; a leading "/" or "./" is dropped). */
@@ -155,7 +170,7 @@ export class LayerWriter {
     const tarHash = new DigestingStream();
     const blobHash = new DigestingStream();
     const written: WrittenEntry[] = [];
-    const source = Readable.from(coalesce(this.tarChunks(entries, written)), { objectMode: false });
+    const source = Readable.from(this.tarChunks(entries, written), { objectMode: false });
     const compression = this.options.compression;
     const tee = options.tar === true && compression === 'gzip' ? new TarTee() : null;
     const stages = compression === 'gzip' ? [tarHash, ...(tee ? [tee] : []), new AdaptiveGzip(this.options.gzipLevel), blobHash] : [tarHash, blobHash];
@@ -209,32 +224,45 @@ export class LayerWriter {
 
     // Small files on disk are read a window ahead, concurrently: one at a time costs a thread-pool
     // round trip per call, which dominates layers of many small files.
+    // Contents that lie back to back in one source (a context pack) are read together, up to SPAN_BYTES.
     const ahead = new Map<number, Promise<OpenedContent>>();
     const startRead = (i: number) => {
       const e = prepared[i];
-      if (e && e.type === 'file' && !ahead.has(i)) {
-        const p = openContent(e);
-        p.catch(() => undefined);
-        ahead.set(i, p);
+      if (!e || e.type !== 'file' || ahead.has(i)) return;
+      const run = spanRun(prepared, i);
+      if (run !== null) {
+        const read = run.source.readSpan(run.offset, run.length);
+        read.catch(() => undefined);
+        for (const m of run.members) {
+          const p = read.then((bytes) => ({ size: m.size, open: null, bytes: bytes.subarray(m.offset - run.offset, m.offset - run.offset + m.size), ...(m.sha256 === undefined ? {} : { sha256: m.sha256 }) }));
+          p.catch(() => undefined);
+          ahead.set(m.index, p);
+        }
+        return;
       }
+      const p = openContent(e);
+      p.catch(() => undefined);
+      ahead.set(i, p);
     };
+    // The tar goes out in blocks of ADAPTIVE_GZIP_BLOCK bytes: what gzip judges, with no concatenation there.
+    const out = new Blocks();
     for (const [i, entry] of prepared.entries()) {
       if (entry.type !== 'file') {
-        yield encodeTarHeader({ ...entry, name: entry.tarName, size: 0 });
+        yield* out.put(encodeTarHeader({ ...entry, name: entry.tarName, size: 0 }));
         continue;
       }
       for (let j = i; j < i + READ_AHEAD; j++) startRead(j);
       const opened = await ahead.get(i)!;
       ahead.delete(i);
       const { size, open } = opened;
-      yield encodeTarHeader({ ...entry, name: entry.tarName, size });
+      yield* out.put(encodeTarHeader({ ...entry, name: entry.tarName, size }));
       const known = opened.sha256;
       const hash = known === undefined ? createHash('sha256') : null;
       let written = 0;
       if (opened.bytes !== undefined) {
         written = opened.bytes.length;
         hash?.update(opened.bytes);
-        if (written > 0) yield opened.bytes;
+        if (written > 0) yield* out.put(opened.bytes);
       } else if (size > 0 || open !== null) {
         const stream = open === null ? null : await open();
         if (stream !== null) {
@@ -246,13 +274,13 @@ export class LayerWriter {
               throw new LayerEntryError(entry.source, `content is longer than the declared ${size} bytes (file changed while being added?)`);
             }
             hash?.update(buffer);
-            yield buffer;
+            yield* out.put(buffer);
           }
         } else {
           const bytes = entry.content as Uint8Array;
           written = bytes.length;
           hash?.update(bytes);
-          if (bytes.length > 0) yield Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+          if (bytes.length > 0) yield* out.put(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
         }
       }
       if (written !== size) {
@@ -261,9 +289,10 @@ export class LayerWriter {
       const w = writtenOf.get(entry)!;
       w.size = size;
       w.sha256 = hash === null ? known : hash.digest('hex');
-      yield tarPadding(size);
+      yield* out.put(tarPadding(size));
     }
-    yield tarEndOfArchive();
+    yield* out.put(tarEndOfArchive());
+    yield* out.end();
   }
 
   private prepare(entry: LayerEntry): PreparedEntry {
@@ -325,28 +354,41 @@ export class LayerWriter {
 }
 
 /**
- * Joins the many small pieces of a layer (a 512-byte header, a few hundred bytes of content, the
- * padding) into buffers of at least 64 KiB: every chunk costs a trip through the hash, gzip and
- * upload streams, which dominates layers of many small files.
+ * Joins the many small pieces of a layer (a 512-byte header, a few KiB of content, the padding)
+ * into buffers of exactly ADAPTIVE_GZIP_BLOCK bytes (the last one shorter), copied once: every
+ * chunk costs a trip through the hash, gzip and spool streams, and gzip judges exactly such
+ * blocks, so it need not join them again. A piece of a whole block, at a block's start, is passed
+ * on as it is.
  */
-async function* coalesce(chunks: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  const MIN = 64 * 1024;
-  let pending: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of chunks) {
-    if (chunk.length >= MIN && size === 0) {
-      yield chunk;
-      continue;
-    }
-    pending.push(chunk);
-    size += chunk.length;
-    if (size >= MIN) {
-      yield pending.length === 1 ? pending[0]! : Buffer.concat(pending, size);
-      pending = [];
-      size = 0;
+class Blocks {
+  private block: Buffer | null = null;
+  private filled = 0;
+
+  *put(piece: Buffer): Generator<Buffer> {
+    let at = 0;
+    while (at < piece.length) {
+      if (this.filled === 0 && piece.length - at >= ADAPTIVE_GZIP_BLOCK) {
+        yield piece.subarray(at, at + ADAPTIVE_GZIP_BLOCK);
+        at += ADAPTIVE_GZIP_BLOCK;
+        continue;
+      }
+      this.block ??= Buffer.allocUnsafeSlow(ADAPTIVE_GZIP_BLOCK);
+      const n = piece.copy(this.block, this.filled, at, Math.min(piece.length, at + ADAPTIVE_GZIP_BLOCK - this.filled));
+      this.filled += n;
+      at += n;
+      if (this.filled === ADAPTIVE_GZIP_BLOCK) {
+        yield this.block;
+        this.block = null;
+        this.filled = 0;
+      }
     }
   }
-  if (size > 0) yield pending.length === 1 ? pending[0]! : Buffer.concat(pending, size);
+
+  *end(): Generator<Buffer> {
+    if (this.filled > 0) yield this.block!.subarray(0, this.filled);
+    this.block = null;
+    this.filled = 0;
+  }
 }
 
 /**
@@ -501,6 +543,42 @@ interface OpenedContent {
 }
 
 const READ_AHEAD = 16;
+/** The most a span read takes at once (two may be in memory: the one being written, the next). */
+const SPAN_BYTES = 4 * 1024 * 1024;
+
+interface SpanRun {
+  source: SpanSource;
+  offset: number;
+  length: number;
+  members: Array<{ index: number; offset: number; size: number; sha256?: string }>;
+}
+
+/**
+ * The entry at `start` and the file entries after it whose contents follow it without a gap in the
+ * same source (entries without content, directories say, in between), up to SPAN_BYTES; null when
+ * the entry has no span or the run would be just itself.
+ */
+function spanRun(prepared: PreparedEntry[], start: number): SpanRun | null {
+  const first = spanOf(prepared[start]!);
+  if (first === null || first.size > SPAN_BYTES) return null;
+  const run: SpanRun = { source: first.span.source, offset: first.span.offset, length: first.size, members: [{ index: start, offset: first.span.offset, size: first.size, ...(first.sha256 === undefined ? {} : { sha256: first.sha256 }) }] };
+  for (let j = start + 1; j < prepared.length; j++) {
+    const e = prepared[j]!;
+    if (e.type !== 'file') continue;
+    const next = spanOf(e);
+    if (next === null || next.span.source !== run.source || next.span.offset !== run.offset + run.length || run.length + next.size > SPAN_BYTES) break;
+    run.members.push({ index: j, offset: next.span.offset, size: next.size, ...(next.sha256 === undefined ? {} : { sha256: next.sha256 }) });
+    run.length += next.size;
+  }
+  return run.members.length > 1 ? run : null;
+}
+
+function spanOf(entry: PreparedEntry): { span: ContentSpan; size: number; sha256?: string } | null {
+  const c = entry.content;
+  if (c === undefined || c instanceof Uint8Array || !('read' in c) || c.span === undefined) return null;
+  if (!Number.isInteger(c.size) || c.size < 0) return null;
+  return { span: c.span, size: c.size, ...(c.sha256 === undefined ? {} : { sha256: c.sha256 }) };
+}
 const SMALL_FILE = 256 * 1024;
 
 async function openContent(entry: PreparedEntry): Promise<OpenedContent> {

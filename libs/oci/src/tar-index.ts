@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { once } from 'node:events';
 import type { ContextManifest } from './context-manifest.js';
+import type { ContentSpan, SpanSource } from './layer-writer.js';
 import { DEFAULT_EXTRACT_LIMITS, type ExtractLimits, lexicallyEscapes, linkResolvesInside, readLimitedTarEntries, safeArchivePath, TarExtractionError } from './tar-reader.js';
 
 /** One path of an indexed archive, as the tree it describes would hold it. */
@@ -259,7 +260,12 @@ export function resolveInIndex(index: TarIndex, rel: string, followLast: boolean
  * every read; the handles are the reader's to close.
  */
 export class PackReader {
-  private constructor(private readonly handles: FileHandle[]) {}
+  /** One span source per pack, so the layer writer reads neighbouring contents of a pack together. */
+  private readonly sources: SpanSource[];
+
+  private constructor(private readonly handles: FileHandle[]) {
+    this.sources = handles.map((h) => ({ readSpan: (offset: number, length: number) => readAt(h, offset, length) }));
+  }
 
   static async open(packPath: string): Promise<PackReader> {
     return new PackReader([await open(packPath, 'r')]);
@@ -278,15 +284,13 @@ export class PackReader {
 
   async read(entry: { offset: number; size: number; pack?: number }): Promise<Buffer> {
     if (entry.size === 0) return Buffer.alloc(0);
-    const handle = this.handle(entry);
-    const buf = Buffer.allocUnsafe(entry.size);
-    let done = 0;
-    while (done < entry.size) {
-      const { bytesRead } = await handle.read(buf, done, entry.size - done, entry.offset + done);
-      if (bytesRead === 0) throw new Error(`the context pack ends before byte ${entry.offset + entry.size}`);
-      done += bytesRead;
-    }
-    return buf;
+    return readAt(this.handle(entry), entry.offset, entry.size);
+  }
+
+  /** Where an entry's content lies, for a reader of many (LayerWriter reads neighbours together). */
+  span(entry: { offset: number; pack?: number }): ContentSpan {
+    this.handle(entry);
+    return { source: this.sources[entry.pack ?? 0]!, offset: entry.offset };
   }
 
   stream(entry: { offset: number; size: number; pack?: number }): Readable {
@@ -345,4 +349,16 @@ export async function materializeIndex(index: TarIndex, pack: string | PackReade
   } finally {
     if (typeof pack === 'string') await reader.close();
   }
+}
+
+/** Exactly `length` bytes of `handle` from `offset`. */
+async function readAt(handle: FileHandle, offset: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await handle.read(buf, done, length - done, offset + done);
+    if (bytesRead === 0) throw new Error(`the context pack ends before byte ${offset + length}`);
+    done += bytesRead;
+  }
+  return buf;
 }
