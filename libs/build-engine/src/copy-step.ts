@@ -150,7 +150,9 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
     const [uid, gid] = chown.split(':').map(Number);
     owner = { uid, gid: gid ?? uid };
   }
-  const checksum = await context.checksum(sources.map((s) => ({ entry: s.entry, excludeFrom: s.parents ? s.parents.pivot : s.entry.rel })), exclude);
+  const summed = await context.checksum(sources.map((s) => ({ entry: s.entry, excludeFrom: s.parents ? s.parents.pivot : s.entry.rel })), exclude);
+  // The context may hand out a map it keeps (IndexedContext): copied before anything is added to it.
+  const checksum = git.length > 0 ? { digest: summed.digest, files: new Map(summed.files) } : summed;
   const inlineHashes = inline.map((f) => `${f.name}:${createHash('sha256').update(f.content).digest('hex')}`);
   // A moved branch is named when the step misses.
   for (const g of git) checksum.files.set(g.url, `commit ${g.commit}`);

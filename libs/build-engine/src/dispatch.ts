@@ -105,7 +105,7 @@ export async function runStep(ctx: StepContext): Promise<void> {
   const cached = result !== null;
   let reason: string | null = null;
   if (!result) {
-    reason = missReason(build, stage, where, fingerprint, planned.label);
+    reason = await missReason(build, stage, where, fingerprint, planned.label);
     stage.lastMiss = { line: ins.line, instruction };
     const done: CachedStep = { ...(planned.execute ? await planned.execute() : {}), created: build.timestamp() };
     result = done;
