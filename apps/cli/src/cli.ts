@@ -409,7 +409,7 @@ async function buildFromManifest(io: CliIo, c: ReturnType<typeof client>, dir: s
     mark('scanned');
     try {
       const created = await byDigest(known.digest);
-      io.err(`context: ${known.files} files, ${known.bytes} bytes, 0 hashed; uploaded 0 contents (0 bytes) and the manifest (0 bytes) in 1 request (the server had it: sent by its digest)\n`);
+      io.err(`context: ${known.files} files, ${known.bytes} bytes, 0 hashed; uploaded 0 contents (0 bytes) and the manifest (0 bytes) in 1 request (the server had it: sent by its digest; the walk was unchanged, no manifest made)\n`);
       return created;
     } catch (e) {
       // The server does not have it (another server, a token of another tenant): make the manifest.

@@ -18,6 +18,12 @@ import { ContextArchiveCheck } from './context-archive-check.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { buildsVisibleTo } from './visible-builds.js';
 
+/**
+ * A build's steps as its view shows them: without the fingerprint (a COPY's holds up to 5,000 file
+ * hashes, read only by the worker to explain misses), which every GET of a large build parsed and dropped.
+ */
+const STEPS_FOR_VIEW = { omit: { fingerprint: true } } as const;
+
 export interface BuildRequest {
   repository: string;
   tags: string[];
@@ -353,7 +359,7 @@ export class BuildsService implements OnModuleDestroy {
         queue: this.config.queuePrefix,
         ...(fromGit ? { gitSource: first.gitSource as Prisma.InputJsonValue, commitSha: first.commitSha } : {}),
       },
-      include: { repository: true, steps: true },
+      include: { repository: true, steps: STEPS_FOR_VIEW },
     }));
     await this.scheduler.enqueue({ buildId: build.id, tenantId });
     return toBuildView(build);
@@ -401,7 +407,7 @@ export class BuildsService implements OnModuleDestroy {
 
   async get(tenantId: string, id: string, repositories: readonly string[] = []): Promise<BuildView> {
     const build = /^[0-9a-f-]{36}$/i.test(id)
-      ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) }, include: { repository: true, steps: true } })
+      ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) }, include: { repository: true, steps: STEPS_FOR_VIEW } })
       : null;
     if (!build) throw new NotFoundException(`Build "${id}" does not exist.`);
     return toBuildView(build);
@@ -424,7 +430,7 @@ export class BuildsService implements OnModuleDestroy {
       where,
       orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
       take: q.limit + 1,
-      include: { repository: true, steps: true },
+      include: { repository: true, steps: STEPS_FOR_VIEW },
     });
     const page = rows.slice(0, q.limit);
     const last = page[page.length - 1];
