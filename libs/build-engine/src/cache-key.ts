@@ -22,7 +22,7 @@ export interface StepIdentity {
   /** Build args (stage ARGs) the step saw, with their values, sorted by name. */
   args: Array<[string, string | null]>;
   /** For COPY/ADD: each source entry's hash. */
-  files?: Map<string, string>;
+  files?: ReadonlyMap<string, string>;
 }
 
 /** The cache key: a hash of the step's kind, parent, definition and the ARGs it saw. */

@@ -67,7 +67,7 @@ export interface PreparedCopy {
   context: BuildContext;
   definition: unknown;
   /** Each source entry's hash, for miss explanations. */
-  files: Map<string, string>;
+  files: ReadonlyMap<string, string>;
 }
 
 /** Resolves a COPY or ADD without writing anything: what its cache key and its execution need. */
@@ -151,11 +151,15 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
     owner = { uid, gid: gid ?? uid };
   }
   const summed = await context.checksum(sources.map((s) => ({ entry: s.entry, excludeFrom: s.parents ? s.parents.pivot : s.entry.rel })), exclude);
-  // The context may hand out a map it keeps (IndexedContext): copied before anything is added to it.
-  const checksum = git.length > 0 ? { digest: summed.digest, files: new Map(summed.files) } : summed;
+  // The context may hand out a map it keeps (IndexedContext, read-only): copied before anything is added to it.
+  let checksum = summed;
+  if (git.length > 0) {
+    // A moved branch is named when the step misses.
+    const files = new Map(summed.files);
+    for (const g of git) files.set(g.url, `commit ${g.commit}`);
+    checksum = { digest: summed.digest, files };
+  }
   const inlineHashes = inline.map((f) => `${f.name}:${createHash('sha256').update(f.content).digest('hex')}`);
-  // A moved branch is named when the step misses.
-  for (const g of git) checksum.files.set(g.url, `commit ${g.commit}`);
   return {
     sources,
     inline,

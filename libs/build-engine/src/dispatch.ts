@@ -26,7 +26,7 @@ interface PlannedStep {
   independent?: boolean;
   /** Runs the step on a cache miss; metadata steps have nothing to run. */
   execute: (() => Promise<CachedStep>) | null;
-  files?: Map<string, string>;
+  files?: ReadonlyMap<string, string>;
   /** How a miss names the step. */
   label: string;
 }
