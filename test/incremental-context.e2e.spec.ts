@@ -129,6 +129,8 @@ describe('incremental build contexts', () => {
     expect(proxy.seen.filter((s) => s.bytes > 0)).toEqual([]);
     expect(proxy.seen.filter((s) => s.path === '/v1/builds')).toHaveLength(1);
     expect(noop.stderr).toMatch(/in 1 request \(the server had it/);
+    // The walk saw what the cold build's did: its manifest digest was remembered, no manifest was made (docs/adr/0037).
+    expect(noop.stderr).toContain('the walk was unchanged, no manifest made');
     expect(noop.stderr).toContain(coldDigest);
 
     proxy.seen.length = 0;
@@ -156,6 +158,15 @@ describe('incremental build contexts', () => {
     expect(viaCliTar.code).toBe(0);
     expect(viaCliTar.stderr).toContain(oneDigest);
     expect(proxy.seen.map((s) => s.path)).not.toContain('/v1/contexts/manifest');
+
+    // Tenant B with the same stat cache: the remembered walk names a manifest B never built, so B hears
+    // 409 (as for any unknown digest), sends the manifest and uploads every content itself (docs/adr/0037).
+    proxy.seen.length = 0;
+    const other = await strata(['build', dir, '-t', 'inc/other:v1', ...EPOCH], { ...env, STRATA_TOKEN: b.token });
+    expect(other.code).toBe(0);
+    expect(other.stderr).toMatch(/304 files, \d+ bytes, 0 hashed; uploaded 303 contents/);
+    expect(other.stderr).toContain(oneDigest);
+    expect(manifestSends()).toHaveLength(1);
   });
 
   it("never tells one tenant whether another holds a content, and never builds from another's store", async () => {

@@ -3,7 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { scanContext } from './context-scan.js';
+import { scanContext, walkContext } from './context-scan.js';
 import { MANIFEST_TYPE, manifestBody, uploadContents } from './context-upload.js';
 import { cacheDirOf, StatCache } from './stat-cache.js';
 import { ciIdToken, exchangeIdToken, type OidcSettings, OidcSetupError } from './oidc.js';
@@ -400,29 +400,49 @@ function tarStream(dir: string): ReadableStream<Uint8Array> {
  */
 async function buildFromManifest(io: CliIo, c: ReturnType<typeof client>, dir: string, dockerfile: string, buildPath: string, extra: Array<[string, string]>, mark: (what: string) => void): Promise<Record<string, unknown> | null> {
   const cache = await StatCache.open(cacheDirOf(io.env), dir);
-  const scan = await scanContext(dir, cache, { dockerfile });
-  mark('scanned');
+  const walked = walkContext(dir, { dockerfile });
+  const byDigest = (digest: string) => c.json('POST', buildPath, '', [['content-type', MANIFEST_TYPE], ['strata-context-digest', digest], ...extra]);
+  // A walk that saw the same stamps as the last one the server took makes the same manifest (docs/adr/0037):
+  // its digest is sent without making the manifest, reading the per-file cache or hashing anything.
+  const known = cache.knownWalk(walked.key);
+  if (known) {
+    mark('scanned');
+    try {
+      const created = await byDigest(known.digest);
+      io.err(`context: ${known.files} files, ${known.bytes} bytes, 0 hashed; uploaded 0 contents (0 bytes) and the manifest (0 bytes) in 1 request (the server had it: sent by its digest; the walk was unchanged, no manifest made)\n`);
+      return created;
+    } catch (e) {
+      // The server does not have it (another server, a token of another tenant): make the manifest.
+      if (!(e instanceof RequestError) || e.status >= 500) throw e;
+    }
+  }
+  const scan = await scanContext(dir, cache, { dockerfile }, walked);
+  mark(known ? 'manifest made' : 'scanned');
   // One JSON text for the digest and, only when the server lacks the manifest, the gzip body.
   const json = JSON.stringify(scan.manifest);
   let body = null as Buffer | null;
   const send = () => c.json('POST', buildPath, (body ??= manifestBody(scan, json)), [['content-type', MANIFEST_TYPE], ['content-encoding', 'gzip'], ...extra]);
   let created: Record<string, unknown> | null = null;
   let uploaded = { bytes: 0, requests: 0, contents: 0 };
-  let sends = 1;
+  // Requests made to start the build (the contents' batches are counted apart).
+  let sends = known ? 1 : 0;
   // First by digest alone: a manifest this tenant built from before is not sent again.
   const digest = `sha256:${createHash('sha256').update(json).digest('hex')}`;
-  const byDigest = () => c.json('POST', buildPath, '', [['content-type', MANIFEST_TYPE], ['strata-context-digest', digest], ...extra]);
-  try {
-    created = await byDigest();
-  } catch (e) {
-    if (!(e instanceof RequestError) || e.status >= 500) throw e;
+  cache.rememberWalk({ key: walked.key, digest, files: scan.files, bytes: scan.bytes }, walked.newestFileMtimeNs);
+  if (known?.digest !== digest) {
     sends += 1;
+    try {
+      created = await byDigest(digest);
+    } catch (e) {
+      if (!(e instanceof RequestError) || e.status >= 500) throw e;
+    }
   }
   if (created) {
     await cache.save(dir).catch((e: Error) => io.err(`strata: could not save the stat cache: ${e.message}\n`));
-    io.err(`context: ${scan.files} files, ${scan.bytes} bytes, ${scan.hashed} hashed; uploaded 0 contents (0 bytes) and the manifest (0 bytes) in 1 request (the server had it: sent by its digest)\n`);
+    io.err(`context: ${scan.files} files, ${scan.bytes} bytes, ${scan.hashed} hashed; uploaded 0 contents (0 bytes) and the manifest (0 bytes) in ${count(sends, 'request', 'requests')} (the server had it: sent by its digest)\n`);
     return created;
   }
+  sends += 1;
   try {
     created = await send();
   } catch (e) {
@@ -433,18 +453,20 @@ async function buildFromManifest(io: CliIo, c: ReturnType<typeof client>, dir: s
     const up = await uploadContents({ post: (p, b, h) => c.json('POST', p, b, h) }, scan, missing as string[]);
     uploaded = { ...up, contents: missing.length };
     mark('contents uploaded');
-    sends += 1;
     // The api kept the refused manifest (`pending`): name it by its digest rather than send it again.
     // It answers 409 when it no longer has it (an hour passed, another build took it): then send it.
     if ((e.data as { pending?: unknown } | null)?.pending === true) {
+      sends += 1;
       try {
-        created = await byDigest();
+        created = await byDigest(digest);
       } catch (again) {
         if (!(again instanceof RequestError) || again.status !== 409) throw again;
-        sends += 1;
       }
     }
-    created ??= await send();
+    if (!created) {
+      sends += 1;
+      created = await send();
+    }
   }
   // Kept only once the server took the contents: a failed upload is hashed again next time (cheap), never trusted wrongly.
   await cache.save(dir).catch((e: Error) => io.err(`strata: could not save the stat cache: ${e.message}\n`));

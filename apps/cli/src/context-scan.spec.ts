@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { scanContext } from './context-scan.js';
+import { scanContext, walkContext } from './context-scan.js';
 import { StatCache } from './stat-cache.js';
 
 const sha = (s: string) => `sha256:${createHash('sha256').update(s).digest('hex')}`;
@@ -95,5 +95,67 @@ describe('scanContext and the stat cache', () => {
     const dir = tree({ Dockerfile: 'x', '.dockerignore': 'vendor\n!vendor/keep.go\n', 'vendor/keep.go': 'k', 'vendor/drop.go': 'd' });
     const scan = await scanContext(dir, await StatCache.open(null, dir), { dockerfile: 'Dockerfile' });
     expect(scan.manifest.entries.map((e) => e.path)).toEqual(['.', '.dockerignore', 'Dockerfile', 'vendor', 'vendor/keep.go']);
+  });
+});
+
+describe('the walk record (docs/adr/0037)', () => {
+  let cacheDir: string;
+  beforeEach(() => {
+    cacheDir = mkdtempSync(path.join(tmpdir(), 'strata-statcache-'));
+  });
+
+  /** One build's scan as the CLI does it: the walk, then (when the walk is not known) the manifest, remembered and saved. */
+  async function scanOnce(dir: string): Promise<{ known: string | null; digest: string }> {
+    const cache = await StatCache.open(cacheDir, dir);
+    const walked = walkContext(dir, { dockerfile: 'Dockerfile' });
+    const known = cache.knownWalk(walked.key);
+    const scan = await scanContext(dir, cache, { dockerfile: 'Dockerfile' }, walked);
+    const digest = sha(JSON.stringify(scan.manifest));
+    cache.rememberWalk({ key: walked.key, digest, files: scan.files, bytes: scan.bytes }, walked.newestFileMtimeNs);
+    await cache.save(dir);
+    return { known: known?.digest ?? null, digest };
+  }
+
+  it('knows the manifest digest of an unchanged tree, and not after a file, a mode, a symlink or the .dockerignore changed', async () => {
+    const dir = tree({ Dockerfile: 'FROM scratch\n', 'a/b.txt': 'b', 'a/c.txt': 'c' });
+    symlinkSync('b.txt', path.join(dir, 'a/link'));
+    const first = await scanOnce(dir);
+    expect(first.known).toBeNull();
+    const second = await scanOnce(dir);
+    expect(second.known).toBe(first.digest);
+    expect(second.digest).toBe(first.digest);
+
+    // Same size and mtime, other bytes: the ctime moved, so the walk is not known, and the manifest says the new content.
+    writeFileSync(path.join(dir, 'a/b.txt'), 'B');
+    utimesSync(path.join(dir, 'a/b.txt'), OLD, OLD);
+    const third = await scanOnce(dir);
+    expect(third.known).toBeNull();
+    expect(third.digest).not.toBe(first.digest);
+    expect((await scanOnce(dir)).known).toBe(third.digest);
+
+    chmodSync(path.join(dir, 'a/c.txt'), 0o600);
+    expect((await scanOnce(dir)).known).toBeNull();
+
+    unlinkSync(path.join(dir, 'a/link'));
+    symlinkSync('c.txt', path.join(dir, 'a/link'));
+    expect((await scanOnce(dir)).known).toBeNull();
+
+    writeFileSync(path.join(dir, '.dockerignore'), 'a/c.txt\n');
+    utimesSync(path.join(dir, '.dockerignore'), OLD, OLD);
+    const ignored = await scanOnce(dir);
+    expect(ignored.known).toBeNull();
+    expect((await scanOnce(dir)).known).toBe(ignored.digest);
+  });
+
+  it('remembers no walk while a file is racily clean (modified after the scan started)', async () => {
+    const dir = tree({ Dockerfile: 'x', 'f.txt': 'one' });
+    const future = Date.now() / 1000 + 3600;
+    utimesSync(path.join(dir, 'f.txt'), future, future);
+    await scanOnce(dir);
+    expect((await scanOnce(dir)).known).toBeNull();
+    utimesSync(path.join(dir, 'f.txt'), OLD, OLD);
+    const settled = await scanOnce(dir);
+    expect(settled.known).toBeNull();
+    expect((await scanOnce(dir)).known).toBe(settled.digest);
   });
 });

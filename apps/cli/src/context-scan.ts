@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { type BigIntStats, createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { DockerIgnore } from './dockerignore.js';
 import type { FileStamp, StatCache } from './stat-cache.js';
@@ -32,46 +31,100 @@ async function sha256Of(file: string): Promise<string> {
   return h.digest('hex');
 }
 
+/** What one walk of a context directory saw: its directories and symlinks as manifest entries, its files with their lstat. */
+export interface ContextWalk {
+  root: string;
+  /** The directories (`.` first) and symlinks, as the manifest lists them. */
+  entries: ManifestEntry[];
+  files: Array<{ rel: string; abs: string; st: BigIntStats }>;
+  /**
+   * sha256 of everything the walk saw that the manifest is made of: the .dockerignore's text, the
+   * Dockerfile's path, and every entry's path, type, mode, size, mtime, device, inode, ctime and
+   * symlink target, in walk order. Equal keys mean an equal manifest, except for contents changed
+   * without a change of stamp, which `newestFileMtimeNs` guards against (docs/adr/0037).
+   */
+  key: string;
+  /** The latest mtime of any file (0 when none): a key is remembered only when this is before the scan's start. */
+  newestFileMtimeNs: bigint;
+}
+
+/** Bumped when what a walk's key covers changes: an old key then matches nothing. */
+const WALK_KEY_VERSION = 'strata-context-walk-1';
+
 /**
- * The manifest of a context directory: every path .dockerignore lets through (the Dockerfile and
- * .dockerignore always, as BuildKit sends them), with modes, mtimes (whole seconds, as a tar holds
- * them), symlink targets and file digests; digests of unchanged files come from the stat cache.
- * Sockets, fifos and devices are left out (GNU tar skips sockets; a build refuses the others).
+ * Walks a context directory: every path .dockerignore lets through (the Dockerfile and .dockerignore
+ * always, as BuildKit sends them), with one lstat per path and no file read. Sockets, fifos and
+ * devices are left out (GNU tar skips sockets; a build refuses the others).
+ * Metadata is read synchronously: 50,000 lstat calls cost milliseconds in a loop, seconds as promises.
  */
-export async function scanContext(dir: string, cache: StatCache, opts: { dockerfile: string }): Promise<ContextScan> {
-  // Metadata is read synchronously: 50,000 lstat calls cost milliseconds in a loop, seconds as promises.
+export function walkContext(dir: string, opts: { dockerfile: string }): ContextWalk {
   const root = path.resolve(dir);
-  const ignore = DockerIgnore.parse(await readFile(path.join(root, '.dockerignore'), 'utf8').catch(() => null));
+  let ignoreText: string | null = null;
+  try {
+    ignoreText = readFileSync(path.join(root, '.dockerignore'), 'utf8');
+  } catch {
+    // No .dockerignore: nothing is ignored.
+  }
+  const ignore = DockerIgnore.parse(ignoreText);
   const always = new Set([opts.dockerfile, '.dockerignore']);
   // Directories on the way to those are walked even when ignored.
   const onTheWay = new Set([...always].flatMap((p) => p.split('/').slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join('/'))));
   const entries: ManifestEntry[] = [];
+  const files: ContextWalk['files'] = [];
+  const key = createHash('sha256');
+  key.update(`${WALK_KEY_VERSION}\0${opts.dockerfile}\0${ignoreText === null ? '-' : `+${ignoreText}`}\0`);
+  let newestFileMtimeNs = 0n;
+  const stamp = (rel: string, type: string, st: BigIntStats, target = '') =>
+    `${rel}\0${type}\0${st.mode}\0${st.size}\0${st.mtimeNs}\0${st.dev}\0${st.ino}\0${st.ctimeNs}\0${target}\n`;
   const rootStat = lstatSync(root, { bigint: true });
   entries.push({ path: '.', type: 'dir', mode: Number(rootStat.mode) & 0o7777, mtime: seconds(rootStat.mtimeNs) });
-  const files: Array<{ rel: string; abs: string }> = [];
+  key.update(stamp('.', 'd', rootStat));
   const walk = (relDir: string): void => {
-    // The directory entry's type saves an lstat per file here; files are stat'ed once, below.
+    // One key update per directory: a string per entry, joined.
+    const stamps: string[] = [];
+    const below: string[] = [];
+    // The directory entry's type says which paths are plain files; every path is lstat'ed once.
     for (const dirent of readdirSync(relDir === '' ? root : path.join(root, relDir), { withFileTypes: true })) {
       const rel = relDir === '' ? dirent.name : `${relDir}/${dirent.name}`;
-      const abs = path.join(root, rel);
       const ignored = !always.has(rel) && ignore.ignores(rel);
+      // An ignored directory is walked only when an exception could let something below it back in;
+      // an ignored file is not even lstat'ed (a type the directory entry does not give is lstat'ed).
       const known = dirent.isDirectory() || dirent.isFile() || dirent.isSymbolicLink();
-      const st = known && dirent.isFile() ? null : lstatSync(abs, { bigint: true });
-      if (st?.isDirectory()) {
-        // An ignored directory is walked only when an exception could let something below it back in.
+      if (ignored && known && (!dirent.isDirectory() || (!ignore.hasExceptions && !onTheWay.has(rel)))) continue;
+      const abs = `${root}/${rel}`;
+      const st = lstatSync(abs, { bigint: true });
+      if (st.isDirectory()) {
         if (ignored && !ignore.hasExceptions && !onTheWay.has(rel)) continue;
         entries.push({ path: rel, type: 'dir', mode: Number(st.mode) & 0o7777, mtime: seconds(st.mtimeNs) });
-        walk(rel);
+        stamps.push(stamp(rel, 'd', st));
+        below.push(rel);
       } else if (ignored) {
         continue;
-      } else if (st?.isSymbolicLink()) {
-        entries.push({ path: rel, type: 'symlink', mtime: seconds(st.mtimeNs), target: readlinkSync(abs) });
-      } else if (st === null || st.isFile()) {
-        files.push({ rel, abs });
+      } else if (st.isSymbolicLink()) {
+        const target = readlinkSync(abs);
+        entries.push({ path: rel, type: 'symlink', mtime: seconds(st.mtimeNs), target });
+        stamps.push(stamp(rel, 'l', st, target));
+      } else if (st.isFile()) {
+        files.push({ rel, abs, st });
+        stamps.push(stamp(rel, 'f', st));
+        if (st.mtimeNs > newestFileMtimeNs) newestFileMtimeNs = st.mtimeNs;
       }
     }
+    key.update(stamps.join(''));
+    for (const rel of below) walk(rel);
   };
   walk('');
+  return { root, entries, files, key: key.digest('hex'), newestFileMtimeNs };
+}
+
+/**
+ * The manifest of a context directory (from `walked`, else a new walk): the walk's paths with modes,
+ * mtimes (whole seconds, as a tar holds them), symlink targets and file digests; digests of unchanged
+ * files come from the stat cache.
+ */
+export async function scanContext(dir: string, cache: StatCache, opts: { dockerfile: string }, walked: ContextWalk = walkContext(dir, opts)): Promise<ContextScan> {
+  await cache.loadFiles();
+  const entries: ManifestEntry[] = [...walked.entries];
   const sources = new Map<string, { file: string; size: number }>();
   let bytes = 0;
   const add = (f: { rel: string; abs: string }, mode: number, mtime: number, size: number, hex: string) => {
@@ -81,8 +134,8 @@ export async function scanContext(dir: string, cache: StatCache, opts: { dockerf
     entries.push({ path: f.rel, type: 'file', mode, mtime, size, digest });
   };
   const toHash: Array<{ f: { rel: string; abs: string }; mode: number; mtime: number; stamp: FileStamp }> = [];
-  for (const f of files) {
-    const st = lstatSync(f.abs, { bigint: true });
+  for (const f of walked.files) {
+    const st = f.st;
     const stamp = { size: Number(st.size), mtimeNs: st.mtimeNs, ino: st.ino, ctimeNs: st.ctimeNs };
     const hex = cache.lookup(f.rel, stamp);
     if (hex !== null) add(f, Number(st.mode) & 0o7777, seconds(st.mtimeNs), stamp.size, hex);
@@ -101,7 +154,7 @@ export async function scanContext(dir: string, cache: StatCache, opts: { dockerf
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
   // The api sorts too; sorted here, equal contexts give equal request bodies.
   entries.sort((a, b) => (a.path === '.' ? -1 : b.path === '.' ? 1 : a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  return { manifest: { version: 1, entries }, sources, files: files.length, bytes, hashed: toHash.length };
+  return { manifest: { version: 1, entries }, sources, files: walked.files.length, bytes, hashed: toHash.length };
 }
 
 /** Whole seconds, as GNU tar stores an mtime (never negative). */

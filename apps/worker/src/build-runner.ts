@@ -19,6 +19,7 @@ import { ContextPackCache, manifestContext } from './context-store.js';
 import { CommitStatusReporter } from './commit-status.js';
 import { type CommitRequest, GitCommitSource, gitContextDigest, GitFetchError } from './git-source.js';
 import { contextFailure } from './context-errors.js';
+import { profiled } from './cpu-profile.js';
 import { diskFailure } from './disk-errors.js';
 import { storageFailure } from './storage-errors.js';
 import { BlobLayerSink, PrismaCacheIndex } from './adapters.js';
@@ -79,6 +80,10 @@ export class BuildRunner {
   }
 
   async run(buildId: string, signal?: AbortSignal): Promise<void> {
+    return profiled(process.env.STRATA_WORKER_CPU_PROFILE_DIR, `build-${buildId}`, () => this.runBuild(buildId, signal));
+  }
+
+  private async runBuild(buildId: string, signal?: AbortSignal): Promise<void> {
     // The build's time limit stops it like a cancel, but it ends failed, saying why.
     const deadline = AbortSignal.timeout(this.deps.config.run.buildTimeoutMs);
     const stop = AbortSignal.any([...(signal ? [signal] : []), deadline, this.shutdown.signal]);
@@ -163,10 +168,12 @@ export class BuildRunner {
       await this.recordWarnings(buildId, lint.warnings, log);
       const lintError = lint.warnings.find((w) => w.severity === 'error');
       if (lintError) throw new BuildFailure(`${build.dockerfilePath}:${lintError.line}: ${lintError.message}`, lintError.line);
-      const { fingerprints: previous } = await previousSteps;
+      const { fingerprints: previousFingerprints } = await previousSteps;
+      let previousRead: Promise<Map<string, StepFingerprint>> | null = null;
       const stepRows = new StepRows(prisma, cleared);
       const engine = new BuildEngine({
-        previousStep: (stage, index) => previous.get(`${stage}:${index}`) ?? null,
+        // Fingerprints (a COPY's holds up to 5,000 file hashes) are read at the first miss only.
+        previousStep: async (stage, index) => (await (previousRead ??= previousFingerprints().catch(() => new Map<string, StepFingerprint>()))).get(`${stage}:${index}`) ?? null,
         images: recordingResolver(
           new TenantImageResolver(this.images, build.tenantId, {
             prisma,
@@ -432,7 +439,7 @@ export class BuildRunner {
   }
 
   /** Step fingerprints and cache keys of the previous finished build of the same repository and target. */
-  private async previousSteps(build: Build): Promise<{ fingerprints: Map<string, StepFingerprint>; cacheKeys: string[] }> {
+  private async previousSteps(build: Build): Promise<{ fingerprints: () => Promise<Map<string, StepFingerprint>>; cacheKeys: string[] }> {
     const prev = await this.deps.prisma.build.findFirst({
       where: {
         tenantId: build.tenantId,
@@ -444,11 +451,17 @@ export class BuildRunner {
         id: { not: build.id },
       },
       orderBy: { createdAt: 'desc' },
-      include: { steps: true },
+      select: { id: true, steps: { select: { cacheKey: true } } },
     });
-    const map = new Map<string, StepFingerprint>();
-    for (const s of prev?.steps ?? []) if (s.fingerprint) map.set(`${s.stage}:${s.index}`, s.fingerprint as unknown as StepFingerprint);
-    return { fingerprints: map, cacheKeys: (prev?.steps ?? []).flatMap((s) => (s.cacheKey ? [s.cacheKey] : [])) };
+    // The fingerprints only when a step misses: an unchanged rebuild never reads them (docs/adr/0037).
+    const fingerprints = async () => {
+      const map = new Map<string, StepFingerprint>();
+      if (!prev) return map;
+      const steps = await this.deps.prisma.buildStep.findMany({ where: { buildId: prev.id }, select: { stage: true, index: true, fingerprint: true } });
+      for (const s of steps) if (s.fingerprint) map.set(`${s.stage}:${s.index}`, s.fingerprint as unknown as StepFingerprint);
+      return map;
+    };
+    return { fingerprints, cacheKeys: (prev?.steps ?? []).flatMap((s) => (s.cacheKey ? [s.cacheKey] : [])) };
   }
 
   private async readDockerfile(context: IndexedContext, rel: string): Promise<string> {

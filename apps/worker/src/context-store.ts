@@ -82,11 +82,14 @@ export class ContextPackCache {
     }
     const { tree, packs } = known;
     const handles: FileHandle[] = new Array<FileHandle>(packs.length);
+    let downloaded = false;
     try {
       for (let i = 0; i < packs.length; i += FETCH_CONCURRENCY) {
         await Promise.all(
           packs.slice(i, i + FETCH_CONCURRENCY).map(async (k, j) => {
-            handles[i + j] = await this.openPack(k);
+            const opened = await this.openPack(k);
+            handles[i + j] = opened.handle;
+            downloaded ||= opened.downloaded;
           }),
         );
       }
@@ -94,7 +97,8 @@ export class ContextPackCache {
       await Promise.all(handles.filter(Boolean).map((h) => h.close().catch(() => undefined)));
       throw e;
     }
-    void this.trim(new Set(packs));
+    // Only a download adds bytes: an unchanged rebuild does not list and stat every pack on the disk.
+    if (downloaded) void this.trim(new Set(packs));
     return { tree, pack: PackReader.of(handles) };
   }
 
@@ -134,14 +138,14 @@ export class ContextPackCache {
   }
 
   /** Opens the pack from local disk, downloading it first when absent (or evicted meanwhile). */
-  private async openPack(packKey: string): Promise<FileHandle> {
+  private async openPack(packKey: string): Promise<{ handle: FileHandle; downloaded: boolean }> {
     const file = this.localPath(packKey);
     for (let attempt = 0; ; attempt++) {
       try {
         const h = await open(file, 'r');
         const now = new Date();
         await utimes(file, now, now).catch(() => undefined);
-        return h;
+        return { handle: h, downloaded: attempt > 0 };
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || attempt > 1) throw e;
       }

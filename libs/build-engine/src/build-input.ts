@@ -49,8 +49,8 @@ export interface EngineDeps {
   git?: GitSourceFetcher;
   /** Every event as it happens; a Promise answered for a `log` event slows the RUN step that printed it until it settles. */
   onEvent?: (e: BuildEvent) => unknown;
-  /** The same step in the previous build of this repository and target, to explain misses. */
-  previousStep?: (stage: number, index: number) => StepFingerprint | null;
+  /** The same step in the previous build of this repository and target, to explain misses (asked only when a step misses). */
+  previousStep?: (stage: number, index: number) => StepFingerprint | null | Promise<StepFingerprint | null>;
   /** Wall clock, replaceable for tests. */
   now?: () => Date;
   /** Layer indexes shared by every build of a worker; by default one per engine. */

@@ -22,7 +22,7 @@ export interface StepIdentity {
   /** Build args (stage ARGs) the step saw, with their values, sorted by name. */
   args: Array<[string, string | null]>;
   /** For COPY/ADD: each source entry's hash. */
-  files?: Map<string, string>;
+  files?: ReadonlyMap<string, string>;
 }
 
 /** The cache key: a hash of the step's kind, parent, definition and the ARGs it saw. */
@@ -33,7 +33,15 @@ export function stepCacheKey(step: StepIdentity): string {
 
 /** What a later build compares with to explain why this step missed. */
 export function stepFingerprint(step: StepIdentity, base?: { ref: string; digest: string }): StepFingerprint {
-  const fileList = step.files ? [...step.files].slice(0, MAX_FINGERPRINT_FILES) : undefined;
+  // The first MAX_FINGERPRINT_FILES entries, without spreading the whole map (a COPY of 50,000 files).
+  let fileList: Array<[string, string]> | undefined;
+  if (step.files) {
+    fileList = [];
+    for (const pair of step.files) {
+      if (fileList.length === MAX_FINGERPRINT_FILES) break;
+      fileList.push(pair);
+    }
+  }
   return {
     kind: step.kind,
     line: step.line,
@@ -59,7 +67,8 @@ export async function lookupStep(build: BuildScope, key: string): Promise<Cached
 }
 
 /** Why a step missed the cache, in a sentence. */
-export function missReason(build: BuildScope, stage: StageState, where: StepPosition, fingerprint: StepFingerprint, label: string): string {
+export async function missReason(build: BuildScope, stage: StageState, where: StepPosition, fingerprint: StepFingerprint, label: string): Promise<string> {
   if (skipsCache(build, where.stageName)) return build.input.noCache ? 'noCache was set for this build' : `noCache was set for stage "${where.stageName}"`;
-  return explainMiss(fingerprint, build.deps.previousStep?.(where.stage, where.index) ?? null, stage.lastMiss, label);
+  const lastMiss = stage.lastMiss;
+  return explainMiss(fingerprint, (await build.deps.previousStep?.(where.stage, where.index)) ?? null, lastMiss, label);
 }

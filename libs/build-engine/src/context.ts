@@ -141,7 +141,7 @@ export abstract class BuildContext {
    * size, link target, content hash, (a stage's files) owner and, for the second and later names
    * of a hard-linked file, the first one; never mtime, so a fresh checkout of the same files hits.
    */
-  async checksum(sources: Array<ContextEntry | { entry: ContextEntry; excludeFrom: string }>, exclude?: IgnoreMatcher): Promise<{ digest: string; files: Map<string, string> }> {
+  async checksum(sources: Array<ContextEntry | { entry: ContextEntry; excludeFrom: string }>, exclude?: IgnoreMatcher): Promise<{ digest: string; files: ReadonlyMap<string, string> }> {
     const h = createHash('sha256');
     const files = new Map<string, string>();
     for (const source of sources) {
@@ -186,7 +186,7 @@ export class HardLinks {
 export class IndexedTree {
   readonly children = new Map<string, string[]>();
   /** COPY checksums by sources and --exclude patterns, least recently used first (bounds: `remember`). */
-  readonly checksums = new Map<string, Promise<{ digest: string; files: Map<string, string> }>>();
+  readonly checksums = new Map<string, Promise<{ digest: string; files: ReadonlyMap<string, string> }>>();
   /** How many files each resolved checksum holds. */
   private readonly memoFiles = new Map<string, number>();
 
@@ -209,7 +209,7 @@ export class IndexedTree {
    * would lose all of them to a Dockerfile with one COPY more than it, asked in the same order each
    * time), and the memory stays a small multiple of the index's.
    */
-  remember(key: string, compute: () => Promise<{ digest: string; files: Map<string, string> }>): Promise<{ digest: string; files: Map<string, string> }> {
+  remember(key: string, compute: () => Promise<{ digest: string; files: ReadonlyMap<string, string> }>): Promise<{ digest: string; files: ReadonlyMap<string, string> }> {
     const memo = this.checksums;
     const known = memo.get(key);
     if (known) {
@@ -282,16 +282,17 @@ export class IndexedContext extends BuildContext {
 
   /**
    * As BuildContext's, remembered in the tree: the same sources and --exclude patterns over the same
-   * index (whose .dockerignore is part of it) give the same checksum. A copy of `files` is returned,
-   * since callers add to it.
+   * index (whose .dockerignore is part of it) give the same checksum. `files` is the remembered map:
+   * read it, do not change it.
    */
-  override async checksum(sources: Array<ContextEntry | { entry: ContextEntry; excludeFrom: string }>, exclude?: IgnoreMatcher): Promise<{ digest: string; files: Map<string, string> }> {
+  override async checksum(sources: Array<ContextEntry | { entry: ContextEntry; excludeFrom: string }>, exclude?: IgnoreMatcher): Promise<{ digest: string; files: ReadonlyMap<string, string> }> {
     const key = JSON.stringify([
       sources.map((s) => ('entry' in s ? [s.entry.rel, s.entry.at, s.excludeFrom] : [s.rel, s.at, s.rel])),
       exclude?.text ?? '',
     ]);
-    const { digest, files } = await this.tree.remember(key, () => super.checksum(sources, exclude));
-    return { digest, files: new Map(files) };
+    // The remembered map itself, not a copy (50,000 entries copied on every unchanged rebuild was
+    // measurable, docs/adr/0037): callers must not change it; a caller that adds entries copies it first.
+    return this.tree.remember(key, () => super.checksum(sources, exclude));
   }
 
   /** A regular file's content by path (symlinks followed inside the tree); null when there is none. */

@@ -67,7 +67,7 @@ export interface PreparedCopy {
   context: BuildContext;
   definition: unknown;
   /** Each source entry's hash, for miss explanations. */
-  files: Map<string, string>;
+  files: ReadonlyMap<string, string>;
 }
 
 /** Resolves a COPY or ADD without writing anything: what its cache key and its execution need. */
@@ -150,10 +150,16 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
     const [uid, gid] = chown.split(':').map(Number);
     owner = { uid, gid: gid ?? uid };
   }
-  const checksum = await context.checksum(sources.map((s) => ({ entry: s.entry, excludeFrom: s.parents ? s.parents.pivot : s.entry.rel })), exclude);
+  const summed = await context.checksum(sources.map((s) => ({ entry: s.entry, excludeFrom: s.parents ? s.parents.pivot : s.entry.rel })), exclude);
+  // The context may hand out a map it keeps (IndexedContext, read-only): copied before anything is added to it.
+  let checksum = summed;
+  if (git.length > 0) {
+    // A moved branch is named when the step misses.
+    const files = new Map(summed.files);
+    for (const g of git) files.set(g.url, `commit ${g.commit}`);
+    checksum = { digest: summed.digest, files };
+  }
   const inlineHashes = inline.map((f) => `${f.name}:${createHash('sha256').update(f.content).digest('hex')}`);
-  // A moved branch is named when the step misses.
-  for (const g of git) checksum.files.set(g.url, `commit ${g.commit}`);
   return {
     sources,
     inline,

@@ -26,7 +26,7 @@ interface PlannedStep {
   independent?: boolean;
   /** Runs the step on a cache miss; metadata steps have nothing to run. */
   execute: (() => Promise<CachedStep>) | null;
-  files?: Map<string, string>;
+  files?: ReadonlyMap<string, string>;
   /** How a miss names the step. */
   label: string;
 }
@@ -105,7 +105,7 @@ export async function runStep(ctx: StepContext): Promise<void> {
   const cached = result !== null;
   let reason: string | null = null;
   if (!result) {
-    reason = missReason(build, stage, where, fingerprint, planned.label);
+    reason = await missReason(build, stage, where, fingerprint, planned.label);
     stage.lastMiss = { line: ins.line, instruction };
     const done: CachedStep = { ...(planned.execute ? await planned.execute() : {}), created: build.timestamp() };
     result = done;

@@ -48,7 +48,7 @@ function sourceView(build: Build): BuildSourceView {
   return { type: 'git', provider: g.provider, cloneUrl: g.cloneUrl, ref: g.ref, sha: g.sha, message: g.message, author: g.author, deliveryId: g.deliveryId, triggerId: g.triggerId };
 }
 
-export function toBuildView(build: Build & { repository: Repository; steps?: BuildStep[] }): BuildView {
+export function toBuildView(build: Build & { repository: Repository; steps?: Array<Omit<BuildStep, 'fingerprint'>> }): BuildView {
   const steps = [...(build.steps ?? [])].sort((a, b) => a.stage - b.stage || a.index - b.index);
   return {
     id: build.id,

@@ -18,6 +18,12 @@ import { ContextArchiveCheck } from './context-archive-check.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { buildsVisibleTo } from './visible-builds.js';
 
+/**
+ * A build's steps as its view shows them: without the fingerprint (a COPY's holds up to 5,000 file
+ * hashes, read only by the worker to explain misses), which every GET of a large build parsed and dropped.
+ */
+const STEPS_FOR_VIEW = { omit: { fingerprint: true } } as const;
+
 export interface BuildRequest {
   repository: string;
   tags: string[];
@@ -204,14 +210,15 @@ export class BuildsService implements OnModuleDestroy {
    * upsert stays outside any transaction: parallel builds of one repository would queue on its row
    * lock past the transaction timeout under load. It is idempotent.
    */
-  private async buildRecord(id: string, tenantId: string, req: BuildRequest, secrets: ReadonlyMap<string, Buffer>) {
+  private async buildRecord(id: string, tenantId: string, req: BuildRequest, secrets: ReadonlyMap<string, Buffer>, known?: ReturnType<PrismaService["repository"]["findUnique"]>) {
     const secretsSealed = secrets.size > 0 ? new Uint8Array(sealSecrets(this.config.secretsKey, id, secrets)) : null;
     for (const v of secrets.values()) v.fill(0);
     const registryAuthSealed =
       req.registryAuth && Object.keys(req.registryAuth).length > 0
         ? new Uint8Array(sealSecrets(this.config.secretsKey, id, registryAuthToEntries(req.registryAuth)))
         : null;
-    const repository = await retryOnUniqueViolation(() =>
+    // A repository read ahead (the build by digest reads it while it looks for the manifest) is not written again.
+    const repository = (await known) ?? await retryOnUniqueViolation(() =>
       this.prisma.repository.upsert({
         where: { tenantId_name: { tenantId, name: req.repository } },
         update: {},
@@ -241,8 +248,12 @@ export class BuildsService implements OnModuleDestroy {
    */
   private async submitManifest(tenantId: string, req: BuildRequest, body: Readable, secrets: ReadonlyMap<string, Buffer>): Promise<BuildView> {
     const id = randomUUID();
+    // By digest, the repository is read meanwhile (one round trip fewer on a no-op rebuild); it is
+    // created, when new, only once the manifest was found.
+    const known = req.contextDigest ? this.prisma.repository.findUnique({ where: { tenantId_name: { tenantId, name: req.repository } } }) : undefined;
+    known?.catch(() => undefined);
     const context = req.contextDigest ? await this.knownManifest(tenantId, req.contextDigest, body, `contexts/${id}`) : await this.storeManifest(tenantId, id, req, body);
-    const { common, repository } = await this.buildRecord(id, tenantId, req, secrets);
+    const { common, repository } = await this.buildRecord(id, tenantId, req, secrets, known);
     const build = await this.quotas.withQueuedSlot(tenantId, (tx) =>
       (tx ?? this.prisma).build.create({
         data: { ...common, contextKey: context.contextKey, contextSize: BigInt(context.size), contextDigest: context.digest, contextFormat: 'manifest' },
@@ -348,7 +359,7 @@ export class BuildsService implements OnModuleDestroy {
         queue: this.config.queuePrefix,
         ...(fromGit ? { gitSource: first.gitSource as Prisma.InputJsonValue, commitSha: first.commitSha } : {}),
       },
-      include: { repository: true, steps: true },
+      include: { repository: true, steps: STEPS_FOR_VIEW },
     }));
     await this.scheduler.enqueue({ buildId: build.id, tenantId });
     return toBuildView(build);
@@ -396,7 +407,7 @@ export class BuildsService implements OnModuleDestroy {
 
   async get(tenantId: string, id: string, repositories: readonly string[] = []): Promise<BuildView> {
     const build = /^[0-9a-f-]{36}$/i.test(id)
-      ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) }, include: { repository: true, steps: true } })
+      ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) }, include: { repository: true, steps: STEPS_FOR_VIEW } })
       : null;
     if (!build) throw new NotFoundException(`Build "${id}" does not exist.`);
     return toBuildView(build);
@@ -419,7 +430,7 @@ export class BuildsService implements OnModuleDestroy {
       where,
       orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
       take: q.limit + 1,
-      include: { repository: true, steps: true },
+      include: { repository: true, steps: STEPS_FOR_VIEW },
     });
     const page = rows.slice(0, q.limit);
     const last = page[page.length - 1];
