@@ -5,21 +5,12 @@ const allowedBy = (profile: ReturnType<typeof seccompProfile>): string[] =>
   profile.syscalls.filter((rule) => rule.action === 'SCMP_ACT_ALLOW' && !rule.args).flatMap((rule) => rule.names);
 
 describe('the seccomp profile of a sandboxed step', () => {
-  const sandboxed = seccompProfile({ capabilities: DEFAULT_CAPABILITIES, arch: 'x64', kernelRelease: '6.18.44', kernelConfig: () => undefined });
+  const sandboxed = seccompProfile({ capabilities: DEFAULT_CAPABILITIES, arch: 'x64', kernelRelease: '6.18.44' });
 
   it('fails every syscall it does not list with EPERM, for the x86 ABIs a process may use', () => {
     expect(sandboxed.defaultAction).toBe('SCMP_ACT_ERRNO');
     expect(sandboxed.defaultErrnoRet).toBe(1);
     expect(sandboxed.architectures).toEqual(['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32']);
-  });
-
-  it('leaves out the x32 ABI only on a kernel built without it (the kernel refuses its syscalls then; the filter does too)', () => {
-    const profile = (x32: boolean | undefined) =>
-      seccompProfile({ capabilities: DEFAULT_CAPABILITIES, arch: 'x64', kernelRelease: '6.18.44', kernelConfig: (option) => (option === 'CONFIG_X86_X32_ABI' ? x32 : undefined) });
-    expect(profile(false).architectures).toEqual(['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86']);
-    expect(profile(true).architectures).toEqual(['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32']);
-    expect(profile(undefined).architectures).toEqual(['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32']);
-    expect(profile(false).syscalls).toEqual(profile(true).syscalls);
   });
 
   it('lists what ordinary programs call and none of the shared-kernel syscalls Docker keeps out', () => {

@@ -1,6 +1,4 @@
-import { readFileSync } from 'node:fs';
 import { arch, release } from 'node:os';
-import { gunzipSync } from 'node:zlib';
 
 /**
  * The seccomp filter of a sandboxed RUN step, with the semantics of Docker's default profile: every
@@ -60,18 +58,9 @@ const BASE_SYSCALLS = [
 /** Allowed on kernels from 4.8, where seccomp checks again after a tracer changed a syscall (Docker does the same). */
 const PTRACE_SYSCALLS = { minKernel: [4, 8] as const, names: ['ptrace'] };
 
-/**
- * Per architecture of the worker: the seccomp architectures a process may use and their own syscalls.
- * `abiConfig`: an ABI listed only when the kernel was built with it (runc compiles the whole rule set
- * once per listed ABI at every container start, docs/adr/0035); a syscall of an ABI the filter does
- * not list is refused by the filter, as the kernel without that ABI refuses it.
- */
-const ARCHITECTURES: Record<string, { seccomp: string[]; syscalls: string[]; abiConfig?: Record<string, string> }> = {
-  x64: {
-    seccomp: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32'],
-    syscalls: ['arch_prctl', 'modify_ldt'],
-    abiConfig: { SCMP_ARCH_X32: 'CONFIG_X86_X32_ABI' },
-  },
+/** Per architecture of the worker: the seccomp architectures a process may use and their own syscalls. */
+const ARCHITECTURES: Record<string, { seccomp: string[]; syscalls: string[] }> = {
+  x64: { seccomp: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32'], syscalls: ['arch_prctl', 'modify_ldt'] },
   arm64: {
     seccomp: ['SCMP_ARCH_AARCH64', 'SCMP_ARCH_ARM'],
     syscalls: ['arm_fadvise64_64', 'arm_sync_file_range', 'sync_file_range2', 'breakpoint', 'cacheflush', 'set_tls'],
@@ -141,12 +130,6 @@ export interface SeccompOptions {
    * cannot and lets everything else through to the kernel.
    */
   mknodListener?: string;
-  /**
-   * The kernel build options that decide which optional ABIs (`abiConfig`) are listed: true, false
-   * or undefined (not known: the ABI is listed). Default: this kernel's (/proc/config.gz or
-   * /boot/config-<release>).
-   */
-  kernelConfig?: (option: string) => boolean | undefined;
 }
 
 /** The OCI `linux.seccomp` object for a sandboxed step. */
@@ -177,10 +160,7 @@ export function seccompProfile(options: SeccompOptions): SeccompProfile {
   return {
     defaultAction: 'SCMP_ACT_ERRNO',
     defaultErrnoRet: EPERM,
-    architectures: architecture.seccomp.filter((abi) => {
-      const option = architecture.abiConfig?.[abi];
-      return option === undefined || (options.kernelConfig ?? hostKernelConfig)(option) !== false;
-    }),
+    architectures: architecture.seccomp,
     syscalls,
     ...(options.mknodListener !== undefined ? { listenerPath: options.mknodListener } : {}),
   };
@@ -191,26 +171,4 @@ function kernelAtLeast(kernelRelease: string, [major, minor]: readonly [number, 
   if (!match) return false;
   const [have, haveMinor] = [Number(match[1]), Number(match[2])];
   return have > major || (have === major && haveMinor >= minor);
-}
-
-let kernelConfigText: string | null | undefined;
-
-/** This kernel's build option `option` (`CONFIG_...`): from /proc/config.gz or /boot/config-<release>; undefined when neither is readable. */
-export function hostKernelConfig(option: string): boolean | undefined {
-  if (kernelConfigText === undefined) {
-    kernelConfigText = null;
-    try {
-      kernelConfigText = gunzipSync(readFileSync('/proc/config.gz')).toString('utf8');
-    } catch {
-      try {
-        kernelConfigText = readFileSync(`/boot/config-${release()}`, 'utf8');
-      } catch {
-        // Not known: every ABI is listed.
-      }
-    }
-  }
-  if (kernelConfigText === null) return undefined;
-  if (new RegExp(`^${option}=[ym]$`, 'm').test(kernelConfigText)) return true;
-  if (new RegExp(`^# ${option} is not set$`, 'm').test(kernelConfigText)) return false;
-  return undefined;
 }
