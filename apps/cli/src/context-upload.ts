@@ -11,6 +11,9 @@ const PARALLEL_BATCHES = 2;
 /** Times a batch is sent when the server fails it (5xx) or the connection drops. */
 const BATCH_ATTEMPTS = 3;
 
+/** A file of the context changed between its hashing and its upload: sending the batch again cannot help. */
+export class ContextChangedError extends Error {}
+
 export interface UploadClient {
   /** POST `body` to `path`; resolves with the parsed JSON answer, throws on a non-2xx one. */
   post(path: string, body: RequestInit['body'], headers: Array<[string, string]>): Promise<Record<string, unknown>>;
@@ -54,14 +57,18 @@ export async function uploadContents(c: UploadClient, scan: ContextScan, missing
       // The contents' total lets the api store the batch in one S3 PutObject (no multipart upload),
       // which S3 cannot retry part by part: a batch the server failed (5xx) or a dropped connection is sent again.
       for (let attempt = 1; ; attempt++) {
+        // fetch reports a failed request body as "fetch failed" with the body's error re-wrapped as text:
+        // the body itself records why it failed.
+        const body = batchStream(batch);
         try {
-          await c.post('/v1/contexts/blobs', batchStream(batch) as unknown as RequestInit['body'], [['content-type', 'application/x-tar'], ['strata-pack-bytes', String(size)]]);
+          await c.post('/v1/contexts/blobs', body.stream as unknown as RequestInit['body'], [['content-type', 'application/x-tar'], ['strata-pack-bytes', String(size)]]);
           break;
         } catch (e) {
+          // A file that changed while it was read fails the same way again: not retried, and named.
+          if (body.failure instanceof ContextChangedError) throw body.failure;
           const status = (e as { status?: unknown }).status;
-          // A file that changed while it was read fails the same way again: not retried.
-          const changed = /changed while the context was being uploaded/.test(String((e as { cause?: unknown }).cause ?? ''));
-          const retryable = typeof status === 'number' ? status >= 500 : e instanceof TypeError && !changed;
+          // fetch's network failures are TypeErrors (by name: they may come from another realm).
+          const retryable = typeof status === 'number' ? status >= 500 : (e as { name?: unknown }).name === 'TypeError';
           if (!retryable || attempt >= BATCH_ATTEMPTS) throw e;
           await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
         }
@@ -92,8 +99,11 @@ function tarHeader(name: string, size: number): Buffer {
   return b;
 }
 
-/** The batch as a tar stream, reading each file as it goes (never the batch whole in memory). */
-function batchStream(batch: Array<{ digest: string; file: string; size: number }>): ReadableStream<Uint8Array> {
+/**
+ * The batch as a tar stream, reading each file as it goes (never the batch whole in memory), and
+ * the error that ended the stream, if one did.
+ */
+function batchStream(batch: Array<{ digest: string; file: string; size: number }>): { stream: ReadableStream<Uint8Array>; failure?: unknown } {
   const it = (async function* () {
     for (const b of batch) {
       yield tarHeader(b.digest.slice('sha256:'.length), b.size);
@@ -103,7 +113,7 @@ function batchStream(batch: Array<{ digest: string; file: string; size: number }
         while (done < b.size) {
           const buf = Buffer.allocUnsafe(Math.min(1024 * 1024, b.size - done));
           const { bytesRead } = await h.read(buf, 0, buf.length, done);
-          if (bytesRead === 0) throw new Error(`${b.file} changed while the context was being uploaded (it is shorter than when it was hashed): run the build again`);
+          if (bytesRead === 0) throw new ContextChangedError(`${b.file} changed while the context was being uploaded (it is shorter than when it was hashed): run the build again`);
           done += bytesRead;
           yield buf.subarray(0, bytesRead);
         }
@@ -114,18 +124,22 @@ function batchStream(batch: Array<{ digest: string; file: string; size: number }
     }
     yield Buffer.alloc(1024);
   })();
-  return new ReadableStream({
-    async pull(controller) {
-      try {
-        const { value, done } = await it.next();
-        if (done) controller.close();
-        else controller.enqueue(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
-      } catch (e) {
-        controller.error(e);
-      }
-    },
-    async cancel() {
-      await it.return(undefined);
-    },
-  });
+  const out: { stream: ReadableStream<Uint8Array>; failure?: unknown } = {
+    stream: new ReadableStream({
+      async pull(controller) {
+        try {
+          const { value, done } = await it.next();
+          if (done) controller.close();
+          else controller.enqueue(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
+        } catch (e) {
+          out.failure = e;
+          controller.error(e);
+        }
+      },
+      async cancel() {
+        await it.return(undefined);
+      },
+    }),
+  };
+  return out;
 }
