@@ -110,10 +110,12 @@ export class LayerStore {
       this.bootId = (await readFile(BOOT_ID_FILE, 'utf8')).trim();
       await mkdir(this.layersDir, { recursive: true });
       await mkdir(this.snapshotsDir, { recursive: true });
-      for (const name of await readdir(this.layersDir)) {
-        if (name.startsWith('.')) await rm(join(this.layersDir, name), { recursive: true, force: true });
-        else if (await this.fromAnotherBoot(name)) await this.trash(name);
-      }
+      await Promise.all(
+        (await readdir(this.layersDir)).map(async (name) => {
+          if (name.startsWith('.')) await rm(join(this.layersDir, name), { recursive: true, force: true });
+          else if (/^[a-f0-9]{64}$/.test(name) && (await this.fromAnotherBoot(name))) await this.trash(name);
+        }),
+      );
       for (const name of await readdir(this.snapshotsDir)) await removeSnapshotDir(join(this.snapshotsDir, name));
     })();
     return this.initialised;
@@ -124,7 +126,8 @@ export class LayerStore {
     try {
       return (await readFile(join(this.layersDir, hex, 'boot'), 'utf8')).trim() !== this.bootId;
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return false;
       throw error;
     }
   }
