@@ -12,6 +12,7 @@
 //   cycle:runc-prepared                        the same with the snapshot mounted before the step's
 //                                              clock starts (what preparing the next snapshot during
 //                                              the previous step's diff and upload could save at most)
+//                                              (BENCH_CYCLE_KEEP=1: the upper dir kept as a layer instead of released)
 //   cycle:runc-before                          with BENCH_BEFORE=<a checkout of an earlier commit>: cycle:runc
 //                                              with that checkout's libs/runtime (before ADR 0026: processes)
 //   worker:true-userns-off / -on              `RUN true` through BuildRuntime.run (snapshot, runc, diff) without and
@@ -24,6 +25,7 @@
 // BENCH_RUN_STEP_ONLY=worker runs only the worker: variants.
 // Run as root: node --import ./bench/support/register-ts.mjs bench/run-step/bench.ts [runs]
 import { execFile, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -161,7 +163,9 @@ async function cycleVariants(): Promise<{ variants: Variant[]; notes: string[] }
       const result = await executor.run({ args: ['/bin/true'], env: [], network: 'none' }, { rootfs: snapshot.rootfs, onOutput: () => undefined });
       if (result.exitCode !== 0) throw new Error(`${name}: RUN true exited ${result.exitCode}: ${result.outputTail?.join('\n') ?? ''}`);
       await diffUpperDir(snapshot.upperDir, { lowerDirs: snapshot.lowerDirs });
-      await snapshot.release();
+      // BENCH_CYCLE_KEEP=1: the upper dir is kept as a layer (unmount, rename) as every RUN that changes files is, run10's shape.
+      if (process.env.BENCH_CYCLE_KEEP === '1') await snapshot.keepAsLayer(`sha256:${randomBytes(32).toString('hex')}`, 0);
+      else await snapshot.release();
     };
     return {
       name,

@@ -188,9 +188,10 @@ export class BuildRuntime implements RootfsProvider {
     this.mknodAgent = undefined;
   }
 
-  /** Waits for cache uploads in flight (a worker shutting down lets them finish). */
+  /** Waits for cache uploads in flight (a worker shutting down lets them finish) and syncs the layers placed since the last sync (ADR 0035). */
   async flush(): Promise<void> {
     await Promise.all([this.caches.flush(), this.runc.settled(), this.secretRunc.settled()]);
+    await this.layers.persisted();
   }
 
   forTenant(tenantId: string): RunExecutor {

@@ -97,6 +97,40 @@ describe('LayerStore', () => {
     expect((await store.list()).find((l) => l.diffId === kept)?.sizeBytes).toBe(123);
   });
 
+  it('mounts snapshots volatile and drops, at start-up, layers placed without a sync during another boot', async () => {
+    const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const base = await ociLayer([file('a', 'a')]);
+    const { source, calls } = layerSource([base]);
+    const step = await store.prepare([base.diffId], source);
+    snapshots.push(step);
+    const mountLine = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((line) => line.split(' ')[4] === step.rootfs);
+    // Linux 6.12+ shows it as fsync=volatile.
+    expect(mountLine).toMatch(/[ ,](fsync=)?volatile(,|$)/);
+    writeFileSync(join(step.rootfs, 'b'), 'b');
+    const kept = 'sha256:' + 'cd'.repeat(32);
+    await step.keepAsLayer(kept, 1);
+    await step.release();
+    const marker = (diffId: string) => join(dataDir, 'layers', diffId.slice(7), 'boot');
+    expect(readFileSync(marker(base.diffId), 'utf8')).toBe(bootId);
+    expect(readFileSync(marker(kept), 'utf8')).toBe(bootId);
+
+    // The kept layer was placed during a boot that ended (a power loss could have emptied its files); the base during this one.
+    writeFileSync(marker(kept), 'another-boot');
+    const restarted = new LayerStore({ dataDir });
+    await restarted.init();
+    expect(await restarted.has(kept)).toBe(false);
+    expect(await restarted.has(base.diffId)).toBe(true);
+
+    // Once synced, a layer has no marker and outlives any boot.
+    await restarted.persist();
+    expect(existsSync(marker(base.diffId))).toBe(false);
+    const later = new LayerStore({ dataDir });
+    const next = await later.prepare([base.diffId], source);
+    snapshots.push(next);
+    expect(readFileSync(join(next.rootfs, 'a'), 'utf8')).toBe('a');
+    expect(calls.get(base.diffId)).toBe(1);
+  });
+
   it('refuses a layer whose bytes do not hash to its diff ID', async () => {
     const real = await ociLayer([file('a', 'a')]);
     const forged = { diffId: `sha256:${'0'.repeat(64)}`, tar: real.tar };

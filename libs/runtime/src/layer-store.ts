@@ -3,6 +3,7 @@ import { chown, lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, symlink, u
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { mount, umount } from '@strata/native';
+import { runCommand } from './command.js';
 import { LayerUnpackError, unpackLayer } from './unpack.js';
 import { exists } from './fs-exists.js';
 
@@ -60,6 +61,10 @@ export interface GcResult {
 /** The kernel copies mount options into one page. */
 const MOUNT_OPTIONS_LIMIT = 4096;
 const DIFF_ID = /^sha256:([a-f0-9]{64})$/;
+/** The kernel's id of this boot: a layer placed without a sync carries it until a sync made it durable. */
+const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
+/** How long after the last layer placed the store syncs its filesystem (off every step's path). */
+const PERSIST_DELAY_MS = 2000;
 
 /**
  * Keeps each unpacked layer once under `<dataDir>/layers/<hex>/fs`, keyed by diff ID, and mounts
@@ -72,6 +77,13 @@ const DIFF_ID = /^sha256:([a-f0-9]{64})$/;
  * the kernel's one-page limit. overlayfs resolves them against the cwd of the thread that mounts:
  * @strata/native makes the mount(2) call in-process on a thread whose own cwd is the snapshot
  * directory (no `mount` process, and the worker's cwd never moves).
+ *
+ * Durability (docs/adr/0035): snapshots are mounted `volatile`, so unmounting one does not sync the
+ * whole upper filesystem, and layers are placed without a sync (unpacked ones never had one). Each
+ * layer is placed with a `boot` marker holding the boot id; `persist()` (run by itself a moment after
+ * the last placement, off the steps' path) syncs the filesystem and then removes the markers of the
+ * layers placed before it began. `init()` drops every layer whose marker names another boot: after a
+ * power loss such a layer may hold empty or missing files, and later builds must not use it.
  */
 export class LayerStore {
   readonly layersDir: string;
@@ -80,6 +92,11 @@ export class LayerStore {
   private readonly pins = new Map<string, number>();
   private readonly locks = new Map<string, Promise<void>>();
   private initialised: Promise<void> | undefined;
+  private bootId = '';
+  /** Whether overlay mounts take `volatile` (Linux 5.10+); cleared by the first mount that refuses it. */
+  private volatileMounts = true;
+  private persistTimer: NodeJS.Timeout | undefined;
+  private persisting: Promise<void> | undefined;
 
   constructor(options: LayerStoreOptions) {
     this.layersDir = join(options.dataDir, 'layers');
@@ -90,14 +107,75 @@ export class LayerStore {
   /** Creates the directories and clears what a crashed process left: temp unpacks, trash, stale snapshots. */
   init(): Promise<void> {
     this.initialised ??= (async () => {
+      this.bootId = (await readFile(BOOT_ID_FILE, 'utf8')).trim();
       await mkdir(this.layersDir, { recursive: true });
       await mkdir(this.snapshotsDir, { recursive: true });
-      for (const name of await readdir(this.layersDir)) {
-        if (name.startsWith('.')) await rm(join(this.layersDir, name), { recursive: true, force: true });
-      }
+      await Promise.all(
+        (await readdir(this.layersDir)).map(async (name) => {
+          if (name.startsWith('.')) await rm(join(this.layersDir, name), { recursive: true, force: true });
+          else if (/^[a-f0-9]{64}$/.test(name) && (await this.fromAnotherBoot(name))) await this.trash(name);
+        }),
+      );
       for (const name of await readdir(this.snapshotsDir)) await removeSnapshotDir(join(this.snapshotsDir, name));
     })();
     return this.initialised;
+  }
+
+  /** Whether layer `hex` was placed without a sync during another boot (its contents may not have reached the disk). */
+  private async fromAnotherBoot(hex: string): Promise<boolean> {
+    try {
+      return (await readFile(join(this.layersDir, hex, 'boot'), 'utf8')).trim() !== this.bootId;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+      throw error;
+    }
+  }
+
+  /** Moves a layer directory out of the way and deletes it. */
+  private async trash(hex: string): Promise<boolean> {
+    const trash = join(this.layersDir, `.trash-${randomBytes(6).toString('hex')}`);
+    try {
+      await rename(join(this.layersDir, hex), trash);
+    } catch {
+      return false;
+    }
+    await rm(trash, { recursive: true, force: true });
+    return true;
+  }
+
+  /**
+   * Makes the layers placed so far durable: syncs the layer store's filesystem (`sync -f`, syncfs(2)),
+   * then removes the `boot` markers of the layers that were placed before the sync began.
+   */
+  persist(): Promise<void> {
+    if (this.persistTimer) clearTimeout(this.persistTimer);
+    this.persistTimer = undefined;
+    const previous = this.persisting ?? Promise.resolve();
+    const run = previous.then(async () => {
+      await this.init();
+      const marked: string[] = [];
+      for (const hex of await readdir(this.layersDir)) {
+        if (/^[a-f0-9]{64}$/.test(hex) && (await exists(join(this.layersDir, hex, 'boot')))) marked.push(hex);
+      }
+      if (marked.length === 0) return;
+      await runCommand('sync', ['-f', this.layersDir]);
+      await Promise.all(marked.map((hex) => rm(join(this.layersDir, hex, 'boot'), { force: true })));
+    });
+    this.persisting = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Waits for a scheduled or running {@link persist}; runs it now when one is scheduled. */
+  async persisted(): Promise<void> {
+    if (this.persistTimer) await this.persist();
+    else await this.persisting;
+  }
+
+  private schedulePersist(): void {
+    if (this.persistTimer) clearTimeout(this.persistTimer);
+    this.persistTimer = setTimeout(() => void this.persist().catch(() => undefined), PERSIST_DELAY_MS);
+    this.persistTimer.unref();
   }
 
   /** Directory holding the unpacked contents of a layer (exists only once `ensure` returned). */
@@ -156,8 +234,11 @@ export class LayerStore {
   private async place(temp: string, hex: string, sizeBytes: number): Promise<void> {
     const dir = join(this.layersDir, hex);
     if (await exists(join(dir, 'size'))) return;
+    // Not synced: the boot marker goes first, so a layer whose `size` survives a power loss names the boot it was placed in.
+    await writeFile(join(temp, 'boot'), this.bootId);
     await writeFile(join(temp, 'size'), String(sizeBytes));
     await renameIntoPlace(temp, dir);
+    this.schedulePersist();
   }
 
   /** Mounts `diffIds` (base first) as overlay lower dirs with a fresh upper dir. */
@@ -193,11 +274,20 @@ export class LayerStore {
       await Promise.all(hexes.map((hex, i) => symlink(join(lowerRoot, hex, 'fs'), join(dir, 'l', String(i)))));
       for (let i = hexes.length - 1; i >= 0; i--) lower.push(`l/${i}`);
       // redirect_dir and metacopy would put data an OCI layer cannot express into the upper dir.
-      const mountOptions = `index=off,redirect_dir=off,metacopy=off,lowerdir=${lower.join(':')},upperdir=upper,workdir=work`;
-      if (mountOptions.length >= MOUNT_OPTIONS_LIMIT) {
+      // volatile: the unmount does not sync the upper filesystem; the layer it becomes carries a boot marker instead.
+      const mountOptions = (volatile: boolean) =>
+        `index=off,redirect_dir=off,metacopy=off,${volatile ? 'volatile,' : ''}lowerdir=${lower.join(':')},upperdir=upper,workdir=work`;
+      if (mountOptions(true).length >= MOUNT_OPTIONS_LIMIT) {
         throw new Error(`cannot mount ${hexes.length} layers: the overlay mount options exceed ${MOUNT_OPTIONS_LIMIT} bytes`);
       }
-      await mount('overlay', 'rootfs', 'overlay', 0, mountOptions, { cwd: dir });
+      try {
+        await mount('overlay', 'rootfs', 'overlay', 0, mountOptions(this.volatileMounts), { cwd: dir });
+      } catch (error) {
+        // A kernel before 5.10 refuses the option: mount without it from now on (each unmount syncs then).
+        if (!this.volatileMounts || (error as NodeJS.ErrnoException).code !== 'EINVAL') throw error;
+        await mount('overlay', 'rootfs', 'overlay', 0, mountOptions(false), { cwd: dir });
+        this.volatileMounts = false;
+      }
     } catch (error) {
       await removeSnapshotDir(dir).catch(() => undefined);
       unpin();
@@ -268,14 +358,7 @@ export class LayerStore {
       const hex = hexOf(layer.diffId);
       const removed = await this.withLock(hex, async () => {
         if (this.pins.has(hex)) return false;
-        const trash = join(this.layersDir, `.trash-${randomBytes(6).toString('hex')}`);
-        try {
-          await rename(join(this.layersDir, hex), trash);
-        } catch {
-          return false;
-        }
-        await rm(trash, { recursive: true, force: true });
-        return true;
+        return this.trash(hex);
       });
       if (!removed) continue;
       usedBytes -= layer.sizeBytes;
