@@ -132,6 +132,8 @@ describe('incremental build contexts', () => {
     // The walk saw what the cold build's did: its manifest digest was remembered, no manifest was made (docs/adr/0037).
     expect(noop.stderr).toContain('the walk was unchanged, no manifest made');
     expect(noop.stderr).toContain(coldDigest);
+    // The build, its log followed to the end, and nothing after it: the end event named the image.
+    expect(proxy.seen.map((s) => s.path.replace(/^\/v1\/builds\/[^/]+/, '/v1/builds/ID'))).toEqual(['/v1/builds', '/v1/builds/ID/logs']);
 
     proxy.seen.length = 0;
     writeFileSync(path.join(dir, 'src/d1/f1.txt'), 'changed\n');

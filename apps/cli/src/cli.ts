@@ -476,8 +476,8 @@ async function buildFromManifest(io: CliIo, c: ReturnType<typeof client>, dir: s
   return created;
 }
 
-/** Prints a build's events as they come; resolves with the final status. */
-async function follow(io: CliIo, c: ReturnType<typeof client>, id: string): Promise<string> {
+/** Prints a build's events as they come; resolves with the `end` event's status and image digest. */
+async function follow(io: CliIo, c: ReturnType<typeof client>, id: string): Promise<{ status: string; imageDigest?: string }> {
   let last: string | null = null;
   for (let attempt = 0; attempt < 5; attempt++) {
     const res = await fetch(`${c.base}/v1/builds/${id}/logs`, {
@@ -502,13 +502,13 @@ async function follow(io: CliIo, c: ReturnType<typeof client>, id: string): Prom
         if (!data) continue;
         const d = JSON.parse(data) as Record<string, unknown>;
         if (event === 'log') io.out(`#${d.step ?? '-'} ${String(d.line)}\n`);
-        else if (event === 'end') return String(d.status);
+        else if (event === 'end') return { status: String(d.status), ...(typeof d.imageDigest === 'string' ? { imageDigest: d.imageDigest } : {}) };
       }
     }
     // The connection dropped before the end: resume where it stopped.
   }
   const b = await c.json('GET', `/v1/builds/${id}`);
-  return String(b.status);
+  return { status: String(b.status) };
 }
 
 async function build(o: BuildOptions, io: CliIo): Promise<number> {
@@ -554,8 +554,14 @@ async function build(o: BuildOptions, io: CliIo): Promise<number> {
     return 0;
   }
   mark('build queued');
-  const status = await follow(io, c, id);
+  const end = await follow(io, c, id);
   mark('log ended');
+  // A succeeded build's end event names its image: no request after it (older servers: one GET).
+  if (end.status === 'succeeded' && end.imageDigest && marks.length === 0) {
+    io.err(`built ${o.repository}:${o.tags.join(',')} ${end.imageDigest}\n`);
+    return 0;
+  }
+  const status = end.status;
   const b = await c.json('GET', `/v1/builds/${id}`);
   if (marks.length > 0) io.err(`trace: ${marks.join(', ')}; the build's own times: queued ${String(b.createdAt)}, started ${String(b.startedAt)}, finished ${String(b.finishedAt)}\n`);
   if (status === 'succeeded') {

@@ -268,7 +268,7 @@ export class BuildRunner {
       });
       statuses?.report('success');
       await touched;
-      await log?.finish('succeeded', `image ${published.manifestDigest}`);
+      await log?.finish('succeeded', `image ${published.manifestDigest}`, { imageDigest: published.manifestDigest });
     } catch (e) {
       if (this.shutdown.signal.aborted && signal?.aborted !== true) {
         handedBack = await this.handBack(buildId, build.tenantId, log);

@@ -59,11 +59,12 @@ describe('BuildLog', () => {
     log.event({ type: 'step-start', stage: 0, index: 1, instruction: 'ENV A=1', line: 3 });
     await new Promise((r) => setTimeout(r, 20));
     release(2048);
-    await log.finish('succeeded');
+    await log.finish('succeeded', undefined, { imageDigest: 'sha256:feed' });
     const es = await entries(log);
     expect(lines(es)).toEqual(['COPY a /a', 'layer pushed sha256:abc (2.0 KiB)', 'done in 12 ms', 'ENV A=1', 'build succeeded']);
     expect(es.filter((e) => e.type === 'step').map((e) => e.type === 'step' && `${e.index}:${e.status}`)).toEqual(['0:running', '0:done', '1:running']);
-    expect(es[es.length - 1]).toMatchObject({ type: 'end', status: 'succeeded' });
+    // The end event names the image, so a client following the log needs no request after it.
+    expect(es[es.length - 1]).toMatchObject({ type: 'end', status: 'succeeded', imageDigest: 'sha256:feed' });
   });
 
   it('says how much of a flooding step was dropped past the per-step cap, and keeps the rest of the build', async () => {

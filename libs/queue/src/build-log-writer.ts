@@ -144,7 +144,7 @@ export class BuildLog {
    * Writes the result line and `end`, waits for every write, archives the log to S3 and sets the
    * stream's expiry. Never throws: a log that cannot be archived stays in Redis (with its long TTL).
    */
-  async finish(status: EndEvent['status'], detail?: string): Promise<void> {
+  async finish(status: EndEvent['status'], detail?: string, result?: { imageDigest?: string }): Promise<void> {
     if (this.finished) return;
     this.enqueue(() => {
       for (const [k, usage] of this.steps) {
@@ -160,7 +160,7 @@ export class BuildLog {
         );
       }
       this.system(null, `build ${status}${detail ? `: ${this.redact(detail)}` : ''}`);
-      this.append({ type: 'end', status });
+      this.append({ type: 'end', status, ...(status === 'succeeded' && result?.imageDigest ? { imageDigest: result.imageDigest } : {}) });
       this.finished = true;
     });
     try {

@@ -49,6 +49,12 @@ export interface StepEvent {
 export interface EndEvent {
   type: 'end';
   status: 'succeeded' | 'failed' | 'cancelled';
+  /**
+   * The image's manifest digest when the build succeeded: a client that follows the log (strata
+   * build) has its answer here and needs no GET of the build after it. Written after the build's
+   * row says succeeded; absent from logs of older workers and of builds that ended without a log.
+   */
+  imageDigest?: string;
 }
 
 export type BuildLogEvent = LogLineEvent | StepEvent | EndEvent;
