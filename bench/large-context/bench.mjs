@@ -84,7 +84,10 @@ async function strataBuild(token, cacheDir, dir, ref) {
   const { ms, stderr } = await strataCliBuild({ apiUrl, token, cacheDir, dir, ref, trace: true });
   const cpu = { api: cpuMs(pids.api) - cpu0.api, worker: cpuMs(pids.worker) - cpu0.worker };
   const m = /context: (\d+) files, (\d+) bytes, (\d+) hashed; uploaded (\d+) contents? \((\d+) bytes\) and the manifest \((\d+) bytes\) in (\d+) requests?/.exec(stderr);
-  const trace = `${/trace: (.*)/.exec(stderr)?.[1] ?? ''}; cpu: api ${cpu.api} ms, worker ${cpu.worker} ms; load ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]}`;
+  // The build's own times, asked after the clock stopped (the CLI no longer asks for the build after its log).
+  const id = /build (\S+) queued/.exec(stderr)?.[1];
+  const b = id ? await fetch(`${apiUrl}/v1/builds/${id}`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.json()) : {};
+  const trace = `${/trace: (.*)/.exec(stderr)?.[1] ?? ''}; the build's own times: queued ${b.createdAt}, started ${b.startedAt}, finished ${b.finishedAt}; cpu: api ${cpu.api} ms, worker ${cpu.worker} ms; load ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]}`;
   return { ms, trace, sent: m ? { files: +m[1], hashed: +m[3], contents: +m[4], contentBytes: +m[5], manifestBytes: +m[6], requests: +m[7] } : null };
 }
 

@@ -557,7 +557,8 @@ async function build(o: BuildOptions, io: CliIo): Promise<number> {
   const end = await follow(io, c, id);
   mark('log ended');
   // A succeeded build's end event names its image: no request after it (older servers: one GET).
-  if (end.status === 'succeeded' && end.imageDigest && marks.length === 0) {
+  if (end.status === 'succeeded' && end.imageDigest) {
+    if (marks.length > 0) io.err(`trace: ${marks.join(', ')}\n`);
     io.err(`built ${o.repository}:${o.tags.join(',')} ${end.imageDigest}\n`);
     return 0;
   }
