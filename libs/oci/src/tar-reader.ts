@@ -39,6 +39,11 @@ export interface TarEntry {
   header: TarEntryHeader;
   /** The entry's content. Read it or leave it: it is drained before the next entry. */
   body: Readable;
+  /**
+   * The same content as a plain iterable of chunks, without a Readable around each entry (a batch
+   * of 50,000 small files spends about 25 us of CPU per Readable). Use one of `body` or `chunks`.
+   */
+  chunks: AsyncIterable<Buffer>;
 }
 
 export interface TarReadOptions {
@@ -257,20 +262,42 @@ export async function* readTarEntries(input: Readable, options: TarReadOptions =
   try {
     for await (const raw of extractor) {
       // An entry cut short fails its body, not the loop: that error is the archive's fault too.
-      const body = Readable.from(
-        (async function* () {
+      let body: Readable | undefined;
+      let iterated = false;
+      let ended = false;
+      const chunks: AsyncIterable<Buffer> = {
+        async *[Symbol.asyncIterator]() {
+          iterated = true;
           try {
-            yield* raw;
+            for await (const chunk of raw as AsyncIterable<Buffer>) yield chunk;
+            ended = true;
           } catch (err) {
             throw asFormatError(err, inputError);
           }
-        })(),
-        { objectMode: false },
-      );
-      yield { header: normalizeHeader(raw.header), body };
-      if (!body.readableEnded && !body.destroyed) {
-        body.resume();
-        await finished(body);
+        },
+      };
+      const entry: TarEntry = {
+        header: normalizeHeader(raw.header),
+        get body(): Readable {
+          // Built on first use only: most readers of contents want `chunks`.
+          body ??= Readable.from(chunks, { objectMode: false });
+          return body;
+        },
+        chunks,
+      };
+      yield entry;
+      if (body !== undefined) {
+        if (!body.readableEnded && !body.destroyed) {
+          body.resume();
+          await finished(body);
+        }
+      } else if (!ended) {
+        if (iterated) {
+          // Left part-way: drain what is left of the entry the way the wrapper would have.
+          for await (const _ of raw as AsyncIterable<Buffer>) void _;
+        } else {
+          for await (const _ of chunks) void _;
+        }
       }
     }
     await flowing;

@@ -188,7 +188,7 @@ export class ContextStoreService {
     const announced = (what: string) => new BadRequestException(`The batch's distinct contents add up to ${what} bytes, not the ${packBytes} its Strata-Pack-Bytes header announced.`);
     try {
       let entries = 0;
-      for await (const { header, body: content } of readTarEntries(body, { maxUncompressedBytes: maxBytes + 64 * 1024 * 1024 })) {
+      for await (const { header, chunks: content } of readTarEntries(body, { maxUncompressedBytes: maxBytes + 64 * 1024 * 1024 })) {
         entries += 1;
         if (header.type === 'directory' && /^\.?\/?$/.test(header.name)) continue;
         const name = BLOB_NAME.exec(header.name.replace(/^\.\//, ''));
@@ -204,8 +204,8 @@ export class ContextStoreService {
         const hash = createHash('sha256');
         const start = offset;
         for await (const chunk of content) {
-          hash.update(chunk as Buffer);
-          offset += (chunk as Buffer).length;
+          hash.update(chunk);
+          offset += chunk.length;
           if (offset > maxBytes) throw new HttpException({ statusCode: 413, error: 'Payload Too Large', message: `The batch holds more than the context limit of ${maxBytes} bytes.` }, HttpStatus.PAYLOAD_TOO_LARGE);
           if (packBytes !== undefined && offset > packBytes) throw announced(`more than ${packBytes}`);
           if (!pack.write(chunk)) await Promise.race([once(pack, 'drain'), upload]);
