@@ -516,7 +516,11 @@ async function build(o: BuildOptions, io: CliIo): Promise<number> {
   const t0 = performance.now();
   const marks: string[] = [];
   const mark = (what: string) => {
-    if (io.env.STRATA_TRACE) marks.push(`${what} ${Math.round(performance.now() - t0)} ms`);
+    // With the CLI's own CPU time so far (user + system, all its threads): whether the CLI or the server is the bottleneck.
+    if (io.env.STRATA_TRACE) {
+      const ru = process.resourceUsage();
+      marks.push(`${what} ${Math.round(performance.now() - t0)} ms (cpu ${Math.round((ru.userCPUTime + ru.systemCPUTime) / 1000)} ms)`);
+    }
   };
   const cwd = io.cwd ?? process.cwd();
   const dir = path.resolve(cwd, o.dir);

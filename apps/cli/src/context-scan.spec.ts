@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { scanContext, walkContext } from './context-scan.js';
+import { hashFiles, scanContext, walkContext } from './context-scan.js';
 import { StatCache } from './stat-cache.js';
 
 const sha = (s: string) => `sha256:${createHash('sha256').update(s).digest('hex')}`;
@@ -157,5 +157,66 @@ describe('the walk record (docs/adr/0037)', () => {
     const settled = await scanOnce(dir);
     expect(settled.known).toBeNull();
     expect((await scanOnce(dir)).known).toBe(settled.digest);
+  });
+});
+
+describe('hashing a cold context in hash threads', () => {
+  const shaOf = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+  it('gives the sha256 of every file, in threads as in the main thread, for empty, small and multi-buffer files', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'strata-hash-'));
+    const contents: Buffer[] = [];
+    // 300 files (more than the main thread takes) of sizes around the read buffer, a big one among them.
+    for (let i = 0; i < 300; i++) {
+      const size = i === 0 ? 0 : i === 1 ? 3 * 1024 * 1024 + 17 : i === 2 ? 1024 * 1024 : (i * 7919) % 40_000;
+      contents.push(Buffer.from(Array.from({ length: size }, (_, k) => (k * 31 + i) & 0xff)));
+    }
+    const jobs = contents.map((c, i) => {
+      const abs = path.join(dir, `f${i}`);
+      writeFileSync(abs, c);
+      const st = lstatSync(abs, { bigint: true });
+      return { abs, size: c.length, mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs) };
+    });
+    const expected = contents.map((c) => [shaOf(c), true]);
+    expect(await hashFiles(jobs, 4)).toEqual(expected);
+    expect(await hashFiles(jobs, 0)).toEqual(expected);
+    // A scan of that tree in threads makes the same manifest as one in the main thread.
+    writeFileSync(path.join(dir, 'Dockerfile'), 'FROM scratch\n');
+    const threaded = await scanContext(dir, await StatCache.open(null, dir), { dockerfile: 'Dockerfile', threads: 4 });
+    const inline = await scanContext(dir, await StatCache.open(null, dir), { dockerfile: 'Dockerfile', threads: 0 });
+    expect(threaded.manifest).toEqual(inline.manifest);
+    expect(threaded.manifest.entries.find((e) => e.path === 'f1')).toMatchObject({ digest: `sha256:${shaOf(contents[1])}` });
+  });
+
+  it('fails the scan naming a file that went away between the walk and its hashing', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'strata-hash-'));
+    const jobs = Array.from({ length: 300 }, (_, i) => {
+      const abs = path.join(dir, `f${i}`);
+      writeFileSync(abs, `c${i}`);
+      return { abs, size: String(`c${i}`).length, mtimeNs: '0', ctimeNs: '0' };
+    });
+    unlinkSync(jobs[250].abs);
+    await expect(hashFiles(jobs, 2)).rejects.toMatchObject({ code: 'ENOENT', message: expect.stringContaining('f250') });
+  });
+
+  it('hashes a file changed after its walk as it reads it, and does not remember it in the stat cache', async () => {
+    for (const threads of [0, 4]) {
+      const cacheDir = mkdtempSync(path.join(tmpdir(), 'strata-statcache-'));
+      const files: Record<string, string> = { Dockerfile: 'FROM scratch\n' };
+      for (let i = 0; i < 300; i++) files[`src/f${i}`] = `content ${i}`;
+      const dir = tree(files);
+      const walked = walkContext(dir, { dockerfile: 'Dockerfile' });
+      // Changed after the walk, before its contents are read (as during a long cold scan).
+      writeFileSync(path.join(dir, 'src/f7'), 'changed meanwhile');
+      utimesSync(path.join(dir, 'src/f7'), OLD, OLD);
+      const cache = await StatCache.open(cacheDir, dir);
+      const scan = await scanContext(dir, cache, { dockerfile: 'Dockerfile', threads }, walked);
+      await cache.save(dir);
+      expect(scan.manifest.entries.find((e) => e.path === 'src/f7')).toMatchObject({ digest: sha('changed meanwhile') });
+      // The next scan hashes that file again (and only that one): its row was not kept.
+      const next = await scanContext(dir, await StatCache.open(cacheDir, dir), { dockerfile: 'Dockerfile', threads });
+      expect(next.hashed).toBe(1);
+      expect(next.manifest.entries.find((e) => e.path === 'src/f7')).toMatchObject({ digest: sha('changed meanwhile'), size: 17 });
+    }
   });
 });

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { type BigIntStats, createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { type BigIntStats, closeSync, fstatSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync } from 'node:fs';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { DockerIgnore } from './dockerignore.js';
 import type { FileStamp, StatCache } from './stat-cache.js';
 
@@ -20,15 +21,131 @@ export interface ContextScan {
   hashed: number;
 }
 
-/** Large files hashed at once (small ones are read whole, synchronously). */
-const CONCURRENCY = 4;
-const READ_WHOLE = 1024 * 1024;
+/**
+ * How a cold scan reads and hashes (docs/adr/0037, amendment "the cold scan"): files go in batches to
+ * HASH_THREADS worker threads, each reading with a buffer of its own (READ_BUFFER; a big file is
+ * never whole in memory) and hashing off the main thread. Several threads keep several reads in
+ * flight when the contents are not in the page cache (one synchronous read at a time waits on every
+ * file's latency), and spread the reading and hashing over the cores. A few files are hashed in the
+ * main thread: starting threads costs more than they save.
+ */
+const HASH_THREADS = 4;
+const READ_BUFFER = 1024 * 1024;
+const BATCH_FILES = 128;
+const BATCH_BYTES = 8 * 1024 * 1024;
+/** Below both, the files are hashed in the main thread. */
+const INLINE_FILES = 256;
+const INLINE_BYTES = 32 * 1024 * 1024;
 
-/** A large file's sha256, streamed. */
-async function sha256Of(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) h.update(chunk as Buffer);
-  return h.digest('hex');
+/** A file to hash, with the stamp its walk saw. */
+interface HashJob {
+  abs: string;
+  size: number;
+  mtimeNs: string;
+  ctimeNs: string;
+}
+
+/**
+ * The same function runs in the main thread and (as its source) in the hash threads: sha256 of a
+ * file read through `buf`, and whether the file is still what the walk saw once read (same size,
+ * mtime and ctime, as many bytes read as its size). A file that changed is hashed as it was read
+ * but not remembered in the stat cache.
+ */
+function hashFileSync(job: HashJob, buf: Buffer, fs: { openSync: typeof openSync; readSync: typeof readSync; fstatSync: typeof fstatSync; closeSync: typeof closeSync }, hash: typeof createHash): [string, boolean] {
+  const fd = fs.openSync(job.abs, 'r');
+  try {
+    const h = hash('sha256');
+    let total = 0;
+    for (;;) {
+      const n = fs.readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      h.update(buf.subarray(0, n));
+      total += n;
+    }
+    const st = fs.fstatSync(fd, { bigint: true });
+    const same = total === job.size && st.size === BigInt(job.size) && String(st.mtimeNs) === job.mtimeNs && String(st.ctimeNs) === job.ctimeNs;
+    return [h.digest('hex'), same];
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** A hash thread's program: batches of jobs in, [hex, same] per job (or the first error) out. */
+const HASH_THREAD_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const fs = require('node:fs');
+const { createHash } = require('node:crypto');
+const hashFileSync = ${hashFileSync.toString()};
+const buf = Buffer.allocUnsafe(${READ_BUFFER});
+parentPort.on('message', ({ id, jobs }) => {
+  const out = [];
+  try {
+    for (const job of jobs) out.push(hashFileSync(job, buf, fs, createHash));
+    parentPort.postMessage({ id, out });
+  } catch (e) {
+    parentPort.postMessage({ id, error: { message: String(e && e.message), code: e && e.code } });
+  }
+});
+`;
+
+/**
+ * Hashes `jobs` (results in the same order): in the main thread when they are few, else in hash
+ * threads. `threads` 0 forces the main thread (tests).
+ */
+export async function hashFiles(jobs: HashJob[], threads: number = HASH_THREADS): Promise<Array<[string, boolean]>> {
+  const total = jobs.reduce((n, j) => n + j.size, 0);
+  if (threads <= 0 || (jobs.length < INLINE_FILES && total < INLINE_BYTES)) {
+    const buf = Buffer.allocUnsafe(READ_BUFFER);
+    return jobs.map((j) => hashFileSync(j, buf, { openSync, readSync, fstatSync, closeSync }, createHash));
+  }
+  const batches: Array<{ start: number; jobs: HashJob[] }> = [];
+  for (let i = 0; i < jobs.length; ) {
+    const start = i;
+    let bytes = 0;
+    while (i < jobs.length && i - start < BATCH_FILES && (i === start || bytes + jobs[i].size <= BATCH_BYTES)) bytes += jobs[i++].size;
+    batches.push({ start, jobs: jobs.slice(start, i) });
+  }
+  const results: Array<[string, boolean]> = new Array(jobs.length);
+  const workers = Array.from({ length: Math.min(threads, batches.length) }, () => new Worker(HASH_THREAD_SOURCE, { eval: true }));
+  let next = 0;
+  try {
+    await Promise.all(
+      workers.map(
+        (w) =>
+          new Promise<void>((resolve, reject) => {
+            // Two batches in flight per thread: a thread never waits for the main thread between batches.
+            const inFlight = new Map<number, number>();
+            const give = () => {
+              if (next >= batches.length) {
+                if (inFlight.size === 0) resolve();
+                return;
+              }
+              const id = next++;
+              inFlight.set(id, batches[id].start);
+              w.postMessage({ id, jobs: batches[id].jobs });
+            };
+            w.on('message', (m: { id: number; out?: Array<[string, boolean]>; error?: { message: string; code?: string } }) => {
+              if (m.error) {
+                next = batches.length;
+                reject(Object.assign(new Error(m.error.message), { code: m.error.code }));
+                return;
+              }
+              const start = inFlight.get(m.id) as number;
+              inFlight.delete(m.id);
+              (m.out as Array<[string, boolean]>).forEach((r, k) => (results[start + k] = r));
+              give();
+            });
+            w.on('error', reject);
+            w.on('exit', (code) => code !== 0 && reject(new Error(`a hash thread exited with code ${code}`)));
+            give();
+            give();
+          }),
+      ),
+    );
+  } finally {
+    await Promise.all(workers.map((w) => w.terminate()));
+  }
+  return results;
 }
 
 /** What one walk of a context directory saw: its directories and symlinks as manifest entries, its files with their lstat. */
@@ -122,7 +239,7 @@ export function walkContext(dir: string, opts: { dockerfile: string }): ContextW
  * mtimes (whole seconds, as a tar holds them), symlink targets and file digests; digests of unchanged
  * files come from the stat cache.
  */
-export async function scanContext(dir: string, cache: StatCache, opts: { dockerfile: string }, walked: ContextWalk = walkContext(dir, opts)): Promise<ContextScan> {
+export async function scanContext(dir: string, cache: StatCache, opts: { dockerfile: string; threads?: number }, walked: ContextWalk = walkContext(dir, opts)): Promise<ContextScan> {
   await cache.loadFiles();
   const entries: ManifestEntry[] = [...walked.entries];
   const sources = new Map<string, { file: string; size: number }>();
@@ -141,17 +258,17 @@ export async function scanContext(dir: string, cache: StatCache, opts: { dockerf
     if (hex !== null) add(f, Number(st.mode) & 0o7777, seconds(st.mtimeNs), stamp.size, hex);
     else toHash.push({ f, mode: Number(st.mode) & 0o7777, mtime: seconds(st.mtimeNs), stamp });
   }
-  // Contents are read in parallel: a cold scan is bound by reading and hashing.
-  let next = 0;
-  const worker = async () => {
-    while (next < toHash.length) {
-      const h = toHash[next++];
-      const hex = h.stamp.size <= READ_WHOLE ? createHash('sha256').update(readFileSync(h.f.abs)).digest('hex') : await sha256Of(h.f.abs);
-      cache.remember(h.f.rel, h.stamp, hex);
-      add(h.f, h.mode, h.mtime, h.stamp.size, hex);
-    }
-  };
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+  // Contents are read and hashed in hash threads (a cold scan is bound by reading and hashing).
+  const hashed = await hashFiles(
+    toHash.map((h) => ({ abs: h.f.abs, size: h.stamp.size, mtimeNs: String(h.stamp.mtimeNs), ctimeNs: String(h.stamp.ctimeNs) })),
+    opts.threads,
+  );
+  toHash.forEach((h, i) => {
+    const [hex, same] = hashed[i];
+    // A file that changed since its walk is not remembered: the next scan hashes it again.
+    if (same) cache.remember(h.f.rel, h.stamp, hex);
+    add(h.f, h.mode, h.mtime, h.stamp.size, hex);
+  });
   // The api sorts too; sorted here, equal contexts give equal request bodies.
   entries.sort((a, b) => (a.path === '.' ? -1 : b.path === '.' ? 1 : a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   return { manifest: { version: 1, entries }, sources, files: walked.files.length, bytes, hashed: toHash.length };

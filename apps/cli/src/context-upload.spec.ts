@@ -105,4 +105,27 @@ describe('uploadContents', () => {
     await expect(uploadContents(client, scan, ['sha256:feed'])).rejects.toThrow('the server asked for sha256:feed, which this context does not hold');
     expect(received).toHaveLength(0);
   });
+
+  it('sends small files joined into chunks and a big one read in parts as one tar of every content, named by digest', async () => {
+    const files: Record<string, string> = {};
+    for (let i = 0; i < 700; i++) files[`s${i}`] = `small ${i} `.repeat(i % 97);
+    files.big = 'B'.repeat(3 * 1024 * 1024 + 5);
+    files.mid = 'M'.repeat(256 * 1024 + 1);
+    const scan = scanOf(files);
+    const up = await uploadContents(client, scan, [...scan.sources.keys()]);
+    expect(up.requests).toBe(1);
+    // The tar, entry by entry: a header naming the digest (without its prefix), the content, its padding.
+    const tar = received[0];
+    const got = new Map<string, string>();
+    let at = 0;
+    while (tar[at] !== 0) {
+      const name = tar.subarray(at, at + 100).toString('ascii').replace(/\0.*$/s, '');
+      const size = parseInt(tar.subarray(at + 124, at + 136).toString('ascii'), 8);
+      got.set(`sha256:${name}`, tar.subarray(at + 512, at + 512 + size).toString());
+      at += 512 + Math.ceil(size / 512) * 512;
+    }
+    expect(tar.length).toBe(at + 1024);
+    expect(got.size).toBe(scan.sources.size);
+    for (const [digest, src] of scan.sources) expect(got.get(digest)).toBe(files[path.basename(src.file)]);
+  }, 20_000);
 });
