@@ -109,6 +109,10 @@ describe('build logs: GET /v1/builds/{id}/logs', () => {
     const { events } = await follow(logsUrl(submitted.json.id), token);
     const end = events[events.length - 1];
     expect(end).toMatchObject({ event: 'end', data: { status: 'succeeded' } });
+    // The end event names the image the build's view names: a follower needs nothing else.
+    const view = await api(stack, token, 'GET', `/v1/builds/${submitted.json.id}`);
+    expect(end.data.imageDigest).toBe(view.json.imageDigest);
+    expect(end.data.imageDigest).toMatch(/^sha256:[0-9a-f]{64}$/);
     const ids = events.map((e) => e.id!);
     expect([...ids].sort(compareStreamIds)).toEqual(ids);
     expect(new Set(ids).size).toBe(ids.length);

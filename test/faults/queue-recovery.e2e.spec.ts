@@ -102,7 +102,7 @@ describe('the build table is the truth: no accepted build is lost when Redis los
         expect(text.match(/build succeeded/g)).toHaveLength(1);
         const events = await followLog(stack, token, id);
         expect(events.match(/^event: end$/gm)).toHaveLength(1);
-        expect(events).toMatch(/event: end\ndata: \{"status":"succeeded"[,}]/);
+        expect(events).toMatch(/event: end\ndata: \{"status":"succeeded","imageDigest":"sha256:[0-9a-f]{64}"\}/);
       } finally {
         await second.close();
       }
