@@ -1,4 +1,5 @@
-import { mkdirSync, mkdtempSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -100,8 +101,31 @@ export function startWorkerProcess(config: StrataConfig, opts: { dataDir?: strin
     workerId: `${hostname()}:${proc.pid}`,
     dataDir,
     stop(graceMs = 20_000) {
-      stopping ??= proc.stop(graceMs).then(() => rm(dataDir, { recursive: true, force: true }).catch(() => undefined));
+      stopping ??= proc.stop(graceMs).then(async () => {
+        clearLeftovers(dataDir);
+        await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
+      });
       return stopping;
     },
   };
+}
+
+/**
+ * What a worker killed mid-step leaves in its data directory and no worker will clear (nothing
+ * starts on that directory again): its `runc run` outlives it, with the step's overlay and
+ * idmapped mounts. The RUN containers are deleted and the mounts detached (deepest first), so the
+ * directory can be removed and no test run leaves mounts behind.
+ */
+function clearLeftovers(dataDir: string): void {
+  const runcRoot = path.join(dataDir, 'runtime/runc');
+  const listed = spawnSync('runc', ['--root', runcRoot, 'list', '-q'], { encoding: 'utf8' });
+  for (const id of listed.status === 0 ? listed.stdout.split('\n').filter(Boolean) : []) {
+    spawnSync('runc', ['--root', runcRoot, 'delete', '--force', id], { stdio: 'ignore' });
+  }
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((line) => line.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8))))
+    .filter((p): p is string => p !== undefined && p.startsWith(`${dataDir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const p of mounts) spawnSync('umount', ['-l', p], { stdio: 'ignore' });
 }
