@@ -27,7 +27,8 @@ export async function crunUnusableReason(binary = 'crun'): Promise<string | unde
   try {
     await runCommand(binary, ['--version']);
   } catch (error) {
-    return `${binary} is not installed or does not run (${(error as Error).message.split('\n')[0]})`;
+    const message = (error as Error).message;
+    return /ENOENT/.test(message) ? `${binary} is not installed (apt-get install crun)` : `${binary} does not run (${message.split('\n')[0]})`;
   }
   const mounts = await cgroupMounts();
   const v2 = mounts.find((mount) => mount.fstype === 'cgroup2');
