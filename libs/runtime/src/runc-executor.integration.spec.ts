@@ -7,6 +7,9 @@ import { busyboxLayer, layerSource, tempDir, TEST_RUNTIMES, type TestLayer } fro
 import { LayerStore, type Snapshot } from './layer-store.js';
 import { ContainerStartError, RuncExecutor } from './runc-executor.js';
 import { crunUnusableReason } from './runtime-choice.js';
+import { CrunSeccompCache } from './crun-seccomp.js';
+import { DEFAULT_CAPABILITIES } from './runtime-spec.js';
+import { seccompProfile } from './seccomp-profile.js';
 import type { RunResult, RunSpec } from './types.js';
 import { UserResolutionError } from './user.js';
 
@@ -215,6 +218,23 @@ describe.each(TEST_RUNTIMES)('RuncExecutor on overlay snapshots, with %s', (runt
     const sandboxed = await sh('grep CapEff /proc/self/status; mount -o remount,rw /sys && echo sys-rw');
     expect(sandboxed.lines[0]).not.toBe(`CapEff:\t${own}`);
     expect(sandboxed.lines).not.toContain('sys-rw');
+  });
+
+  it('runs every step under the seccomp profile, also those given a filter compiled before (crun)', async () => {
+    for (let i = 0; i < 3; i++) {
+      const run = await sh('grep -E "^(Seccomp|Seccomp_filters|NoNewPrivs):" /proc/self/status');
+      expect(run.lines).toEqual(['NoNewPrivs:\t1', 'Seccomp:\t2', 'Seccomp_filters:\t1']);
+    }
+    if (runtime !== 'crun') return;
+    // The filter crun compiles, once per profile: whole BPF instructions (8 bytes each), the same bytes again.
+    const cache = new CrunSeccompCache('crun', join(dataDir, 'seccomp-test'));
+    const profile = seccompProfile({ capabilities: DEFAULT_CAPABILITIES }) as unknown as Record<string, unknown>;
+    const filter = await cache.filterFor(profile);
+    expect(filter).toBeDefined();
+    expect(Buffer.from(filter!, 'base64').length % 8).toBe(0);
+    expect(Buffer.from(filter!, 'base64').length).toBeGreaterThan(800);
+    expect(await cache.filterFor({ ...profile, listenerPath: '/elsewhere.sock' })).toBe(filter);
+    expect(await cache.filterFor({ ...profile, defaultErrnoRet: 38 })).not.toBe(filter);
   });
 
   it('stops a fork bomb at the pids limit', async () => {

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { chown, lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { ContainerCgroup, type CgroupCounters } from './cgroup.js';
+import { CrunSeccompCache } from './crun-seccomp.js';
 import { runCommand } from './command.js';
 import { exists } from './fs-exists.js';
 import { LineSplitter } from './line-splitter.js';
@@ -33,6 +34,8 @@ export interface RuncExecutorOptions {
   resolvConf?: string;
   /** Lines kept in `RunResult.outputTail`. */
   outputTailLines?: number;
+  /** crun: compile each seccomp profile once and pass the filter to later steps (default true; docs/adr/0038). */
+  crunSeccompCache?: boolean;
 }
 
 export class ContainerStartError extends Error {
@@ -46,6 +49,8 @@ export class RuncExecutor {
   private readonly runc: string;
   private readonly runcRoot: string;
   private readonly bundlesDir: string;
+  /** crun's compiled seccomp filters (crun only). */
+  private readonly crunSeccomp: CrunSeccompCache | undefined;
   /** Cgroups and bundles of finished containers being removed. */
   private readonly tidying = new Set<Promise<void>>();
 
@@ -54,6 +59,7 @@ export class RuncExecutor {
     this.runc = options.runc ?? runtime;
     this.runcRoot = join(options.dataDir, runtime);
     this.bundlesDir = join(options.dataDir, 'bundles');
+    this.crunSeccomp = runtime === 'crun' && options.crunSeccompCache !== false ? new CrunSeccompCache(this.runc, join(options.dataDir, 'crun-seccomp')) : undefined;
   }
 
   /** The OCI runtime this executor runs steps with. */
@@ -156,6 +162,7 @@ export class RuncExecutor {
             }
           : {}),
       });
+      await this.crunSeccomp?.annotate(config);
       await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
       return await this.runContainer(id, bundle, cgroup, spec, options);
     } finally {
