@@ -38,6 +38,8 @@ export function envOf(config: StrataConfig): Record<string, string> {
     STRATA_RUN_STEP_TIMEOUT_MS: String(config.run.stepTimeoutMs),
     STRATA_BUILD_TIMEOUT_MS: String(config.run.buildTimeoutMs),
     STRATA_RUN_ALLOW_INSECURE: String(config.run.allowInsecure),
+    STRATA_RUN_RUNTIME: config.run.runtime,
+    STRATA_RUN_RUNSC_PLATFORM: config.run.runscPlatform,
     STRATA_QUEUE_PREFIX: config.queuePrefix,
     STRATA_REGISTRY_SECRET: config.registrySecret,
     STRATA_SECRETS_KEY: config.secretsKey.toString('base64'),
