@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
@@ -19,6 +19,8 @@ import { join } from 'node:path';
  */
 export class CrunSeccompCache {
   private readonly compiled = new Map<string, Promise<string | undefined>>();
+  /** Probes a killed worker left (their init waits on crun's exec FIFO for good), deleted before the first probe. */
+  private cleared: Promise<void> | undefined;
 
   constructor(
     private readonly crun: string,
@@ -51,6 +53,7 @@ export class CrunSeccompCache {
     const id = `strata-seccomp-${randomBytes(6).toString('hex')}`;
     const bundle = join(this.dir, 'bundles', id);
     const root = join(this.dir, 'state');
+    await (this.cleared ??= this.clearLeftovers(root));
     await mkdir(join(bundle, 'rootfs', 'dev'), { recursive: true });
     await mkdir(root, { recursive: true, mode: 0o700 });
     // crun checks the program exists at create time; it is never started.
@@ -75,12 +78,22 @@ export class CrunSeccompCache {
       const filter = await readFile(join(root, id, 'seccomp.bpf'));
       return filter.length > 0 ? filter.toString('base64') : undefined;
     } finally {
-      await new Promise<void>((resolve) => {
-        const child = spawn(this.crun, ['--root', root, 'delete', '--force', id], { stdio: 'ignore' });
-        child.once('error', () => resolve());
-        child.once('exit', () => resolve());
-      });
+      await this.crunQuiet(['--root', root, 'delete', '--force', id]);
       await rm(bundle, { recursive: true, force: true });
     }
+  }
+
+  private async clearLeftovers(root: string): Promise<void> {
+    const ids = await readdir(root).catch(() => [] as string[]);
+    for (const id of ids.filter((name) => name.startsWith('strata-seccomp-'))) await this.crunQuiet(['--root', root, 'delete', '--force', id]);
+    await rm(join(this.dir, 'bundles'), { recursive: true, force: true });
+  }
+
+  private crunQuiet(args: string[]): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const child = spawn(this.crun, args, { stdio: 'ignore' });
+      child.once('error', () => resolve());
+      child.once('exit', () => resolve());
+    });
   }
 }

@@ -1,4 +1,5 @@
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { LayerWriter, type LayerEntry } from '@strata/oci';
@@ -226,8 +227,16 @@ describe.each(TEST_RUNTIMES)('RuncExecutor on overlay snapshots, with %s', (runt
       expect(run.lines).toEqual(['NoNewPrivs:\t1', 'Seccomp:\t2', 'Seccomp_filters:\t1']);
     }
     if (runtime !== 'crun') return;
+    // A probe a killed worker left (created, never started) is deleted before the first probe.
+    const probes = join(dataDir, 'seccomp-test');
+    const left = join(probes, 'bundles', 'left');
+    mkdirSync(join(left, 'rootfs', 'dev'), { recursive: true });
+    writeFileSync(join(left, 'rootfs', 'never-runs'), '', { mode: 0o755 });
+    writeFileSync(join(left, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', process: { args: ['/never-runs'], cwd: '/', user: { uid: 0, gid: 0 } }, root: { path: 'rootfs' }, mounts: [], linux: { namespaces: [{ type: 'mount' }] } }));
+    execFileSync('crun', ['--root', join(probes, 'state'), '--cgroup-manager=disabled', 'create', '--bundle', left, 'strata-seccomp-left'], { stdio: 'ignore' });
+    expect(existsSync(join(probes, 'state', 'strata-seccomp-left'))).toBe(true);
     // The filter crun compiles, once per profile: whole BPF instructions (8 bytes each), the same bytes again.
-    const cache = new CrunSeccompCache('crun', join(dataDir, 'seccomp-test'));
+    const cache = new CrunSeccompCache('crun', probes);
     const profile = seccompProfile({ capabilities: DEFAULT_CAPABILITIES }) as unknown as Record<string, unknown>;
     const filter = await cache.filterFor(profile);
     expect(filter).toBeDefined();
@@ -235,6 +244,8 @@ describe.each(TEST_RUNTIMES)('RuncExecutor on overlay snapshots, with %s', (runt
     expect(Buffer.from(filter!, 'base64').length).toBeGreaterThan(800);
     expect(await cache.filterFor({ ...profile, listenerPath: '/elsewhere.sock' })).toBe(filter);
     expect(await cache.filterFor({ ...profile, defaultErrnoRet: 38 })).not.toBe(filter);
+    expect(existsSync(join(probes, 'state', 'strata-seccomp-left'))).toBe(false);
+    expect(readdirSync(join(probes, 'state'))).toEqual([]);
   });
 
   it('stops a fork bomb at the pids limit', async () => {
