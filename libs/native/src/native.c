@@ -769,9 +769,21 @@ static napi_value Spawn(napi_env env, napi_callback_info info) {
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, out[1], 1);
   posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 29)
   if (cwd) posix_spawn_file_actions_addchdir_np(&actions, cwd);
+#else
+  if (cwd) {
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    failure = ENOSYS;
+    failed_call = "posix_spawn_file_actions_addchdir_np";
+    goto done;
+  }
+#endif
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 34)
   // Every descriptor above stderr closed, whether or not its owner set O_CLOEXEC.
   posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+#endif
   sigset_t none, all;
   sigemptyset(&none);
   sigfillset(&all);
@@ -779,10 +791,12 @@ static napi_value Spawn(napi_env env, napi_callback_info info) {
   // posix_spawn then sets those to SIG_IGN in the child, which exec keeps. Node's children have
   // them at SIG_DFL, so ours too: the bits are set by hand (sigaddset refuses them). The child runs
   // with every signal blocked until exec, so no handler can run in between.
+#ifdef __GLIBC__
   for (int sig = 32; sig < SIGRTMIN; sig++) {
     const size_t bits = 8 * sizeof all.__val[0];
     all.__val[(sig - 1) / bits] |= 1UL << ((sig - 1) % bits);
   }
+#endif
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
