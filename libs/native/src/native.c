@@ -589,21 +589,18 @@ static void child_closed(uv_handle_t *handle) {
   child_maybe_free(child);
 }
 
-static void child_release_js(strata_child *child);
+static void child_release_js(strata_child *child) {
+  if (child->on_exit) napi_delete_reference(child->env, child->on_exit);
+  child->on_exit = NULL;
+  if (child->context) napi_async_destroy(child->env, child->context);
+  child->context = NULL;
+}
 
 static void child_env_cleanup(void *arg) {
   // The env is going (a worker thread ends) with the child still running: stop watching it.
   strata_child *child = arg;
   child_release_js(child);
   if (!uv_is_closing((uv_handle_t *)&child->poll)) uv_close((uv_handle_t *)&child->poll, child_closed);
-}
-
-static void child_release_js(strata_child *child) {
-  if (child->on_exit) napi_delete_reference(child->env, child->on_exit);
-  child->on_exit = NULL;
-  if (child->context) napi_async_destroy(child->env, child->context);
-  child->context = NULL;
-  napi_remove_env_cleanup_hook(child->env, child_env_cleanup, child);
 }
 
 static void child_finalize(napi_env env, void *data, void *hint) {
@@ -643,9 +640,16 @@ static void child_readable(uv_poll_t *poll, int status, int events) {
     napi_create_object(env, &resource);
     napi_value result;
     // napi_make_callback: an uncaught exception goes to process 'uncaughtException', microtasks run after.
-    napi_make_callback(env, child->context, resource, callback, 2, argv, &result);
+    if (napi_make_callback(env, child->context, resource, callback, 2, argv, &result) != napi_ok) {
+      // A listener threw: node's 'uncaughtException', as for any callback from the loop.
+      bool pending = false;
+      napi_value exception;
+      if (napi_is_exception_pending(env, &pending) == napi_ok && pending && napi_get_and_clear_last_exception(env, &exception) == napi_ok)
+        napi_fatal_exception(env, exception);
+    }
   }
   child_release_js(child);
+  napi_remove_env_cleanup_hook(env, child_env_cleanup, child);
   napi_close_handle_scope(env, scope);
 }
 

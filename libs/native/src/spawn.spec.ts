@@ -167,6 +167,20 @@ describe('@strata/native spawn', () => {
     expect(mask.stdout).toBe('SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n');
   });
 
+  it("hands an exception thrown by an 'exit' listener to process 'uncaughtException', as node does for its own callbacks", async () => {
+    const addon = new URL('../build/Release/strata_native.node', import.meta.url).pathname;
+    const script = `
+      process.on('uncaughtException', (error) => { console.log('caught: ' + error.message); });
+      require(${JSON.stringify(addon)}).spawn('true', ['true'], ['PATH=/usr/bin:/bin'], null, () => { throw new Error('from exit'); });
+      setTimeout(() => console.log('still running'), 200);`;
+    const parent = nodeSpawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const chunks: Buffer[] = [];
+    parent.stdout!.on('data', (chunk: Buffer) => chunks.push(chunk));
+    parent.stderr!.resume();
+    const code = await new Promise((resolve) => parent.once('close', resolve));
+    expect({ code, output: Buffer.concat(chunks).toString() }).toEqual({ code: 0, output: 'caught: from exit\nstill running\n' });
+  });
+
   it('leaves the exits of child_process children to node, and node leaves its own to it', async () => {
     // Both mechanisms reap only their own pids: interleaved children all report their own codes.
     const nodeChild = (code: number) =>
