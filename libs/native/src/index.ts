@@ -15,6 +15,7 @@
  * - `llistxattr(path)`: string[]; `lgetxattr(path, name)`: Buffer; `lsetxattr(path, name, value, flags?)`;
  *   `lremovexattr(path, name)`
  * - `mknod(path, type, mode, major?, minor?)`
+ * - `writeFiles(files, { chown })`: Promise<void>
  * - `constants` (MS_*, MNT_*, XATTR_*)
  * - `mknodAgentPath`: the seccomp user-notification supervisor's executable (src/mknod-agent.c)
  * - `spawn(file, args, { cwd?, env? })`: a child started without fork (posix_spawn), stdout and
@@ -51,6 +52,7 @@ interface Binding {
   /** Absent from an addon built before ADR 0039. */
   spawn?(file: string, argv: string[], env: string[], cwd: string | null, onExit: (code: number | null, signal: number | null) => void): SpawnHandle;
   kill?(handle: object, signal: number): number;
+  writeFiles(paths: PathArg[], contents: Buffer[], meta: Float64Array, chown: boolean): Promise<void>;
   constants: NativeConstants;
 }
 
@@ -182,6 +184,34 @@ export type NodeType = 'char-device' | 'block-device' | 'fifo';
 export function mknod(path: PathArg, type: NodeType, mode: number, major = 0, minor = 0): void {
   const kind = type === 'char-device' ? binding.constants.S_IFCHR : type === 'block-device' ? binding.constants.S_IFBLK : binding.constants.S_IFIFO;
   binding.mknod(path, kind | (mode & 0o7777), major, minor);
+}
+
+/** A new file for {@link writeFiles}: its content, permission bits (with set-id and sticky bits), owner and mtime. */
+export interface NewFile {
+  path: PathArg;
+  content: Buffer;
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Milliseconds since the epoch; atime gets the same. */
+  mtimeMs: number;
+}
+
+/**
+ * Creates each file (O_EXCL|O_NOFOLLOW: it must not exist, and a link at its path is never
+ * followed), writes its content, then sets its owner (with `chown`, when it is not the process's
+ * own), mode and mtime: all of it in one thread-pool job, a few syscalls per file. The first
+ * failure stops the batch (files before it stay written) and rejects with its errno error.
+ */
+export function writeFiles(files: readonly NewFile[], options: { chown: boolean }): Promise<void> {
+  const meta = new Float64Array(files.length * 4);
+  files.forEach((f, i) => meta.set([f.mode, f.uid, f.gid, Math.trunc(f.mtimeMs)], i * 4));
+  return binding.writeFiles(
+    files.map((f) => f.path),
+    files.map((f) => f.content),
+    meta,
+    options.chown,
+  );
 }
 
 function checkedInt(value: number, what: string): number {

@@ -1,6 +1,7 @@
 // The worker's Linux syscalls that Node has no API for, so a RUN step costs no mount, umount,
 // getfattr, setfattr or mknod process: mount(2), umount2(2), the l*xattr(2) family, mknod(2), and
-// an idmapped bind mount (open_tree + mount_setattr(MOUNT_ATTR_IDMAP) + move_mount).
+// an idmapped bind mount (open_tree + mount_setattr(MOUNT_ATTR_IDMAP) + move_mount), and a batch
+// of small files written in one thread-pool job (a layer's unpack).
 // Plain N-API (node_api.h, version 8), no dependency. Errors are thrown as Node's fs errors are:
 // an Error with code ('ENOENT'), errno (negative, as libuv gives it), syscall, path and dest.
 // mount, umount and the idmapped mount run on libuv's thread pool (an unmount can wait on the
@@ -885,6 +886,201 @@ static napi_value Kill(napi_env env, napi_callback_info info) {
   return value;
 }
 
+// ---- small files, written in one thread-pool job --------------------------------------------
+
+// writeFiles(paths, contents, meta, chown): Promise<void>. Creates each path (O_EXCL|O_NOFOLLOW:
+// never through a link planted there) with its content, then its owner (when `chown` and it is not
+// the process's own), mode and mtime; meta holds [mode, uid, gid, mtime in ms] per file. One job
+// for the whole batch: a layer's small files cost a few syscalls each instead of a thread-pool
+// round trip per call. The first failure stops the batch and rejects with its errno error.
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref contents_ref;
+  size_t count;
+  char **paths;
+  const char **data;
+  size_t *lengths;
+  double *meta;
+  bool chown;
+  int err;
+  const char *failed_syscall;
+  size_t failed_index;
+} FilesJob;
+
+static void free_files_job(napi_env env, FilesJob *job) {
+  if (job->contents_ref) napi_delete_reference(env, job->contents_ref);
+  if (job->paths) {
+    for (size_t i = 0; i < job->count; i++) free(job->paths[i]);
+    free(job->paths);
+  }
+  free(job->data);
+  free(job->lengths);
+  free(job->meta);
+  free(job);
+}
+
+// The process's umask, read once when the addon loads (reading it means setting it).
+static mode_t process_umask;
+
+static int write_one(FilesJob *job, size_t i, uid_t own_uid, gid_t own_gid) {
+  const double *m = job->meta + i * 4;
+  mode_t mode = (mode_t)m[0] & 07777;
+  // Created with its mode when the umask leaves it whole (no set-id or sticky bits): no fchmod.
+  bool exact = (mode & 0777 & ~process_umask) == mode;
+  int fd = open(job->paths[i], O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, exact ? mode : 0600);
+  if (fd < 0) {
+    job->failed_syscall = "open";
+    return errno;
+  }
+  const char *syscall_name = NULL;
+  size_t done = 0;
+  while (done < job->lengths[i]) {
+    ssize_t n = write(fd, job->data[i] + done, job->lengths[i] - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      syscall_name = "write";
+      break;
+    }
+    done += (size_t)n;
+  }
+  uid_t uid = (uid_t)m[1];
+  gid_t gid = (gid_t)m[2];
+  // The owner before the mode: chown clears set-id bits.
+  if (syscall_name == NULL && job->chown && (uid != own_uid || gid != own_gid) && fchown(fd, uid, gid) != 0) syscall_name = "fchown";
+  if (syscall_name == NULL && !exact && fchmod(fd, mode) != 0) syscall_name = "fchmod";
+  if (syscall_name == NULL) {
+    int64_t ms = (int64_t)m[3];
+    int64_t sec = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
+    struct timespec times[2];
+    times[0].tv_sec = (time_t)sec;
+    times[0].tv_nsec = (long)((ms - sec * 1000) * 1000000);
+    times[1] = times[0];
+    if (futimens(fd, times) != 0) syscall_name = "futimens";
+  }
+  int err = syscall_name ? errno : 0;
+  if (close(fd) != 0 && syscall_name == NULL && errno != EINTR) {
+    syscall_name = "close";
+    err = errno;
+  }
+  job->failed_syscall = syscall_name;
+  return err;
+}
+
+static void files_execute(napi_env env, void *data) {
+  (void)env;
+  FilesJob *job = data;
+  uid_t own_uid = geteuid();
+  gid_t own_gid = getegid();
+  for (size_t i = 0; i < job->count; i++) {
+    int err = write_one(job, i, own_uid, own_gid);
+    if (err != 0) {
+      job->err = err;
+      job->failed_index = i;
+      return;
+    }
+  }
+}
+
+static void files_complete(napi_env env, napi_status status, void *data) {
+  FilesJob *job = data;
+  napi_value result;
+  if (status != napi_ok) {
+    napi_value message;
+    napi_create_string_utf8(env, "the file job was cancelled", NAPI_AUTO_LENGTH, &message);
+    napi_create_error(env, NULL, message, &result);
+    napi_reject_deferred(env, job->deferred, result);
+  } else if (job->err != 0) {
+    result = make_errno_error(env, job->err, job->failed_syscall, job->paths[job->failed_index], NULL);
+    napi_reject_deferred(env, job->deferred, result);
+  } else {
+    napi_get_undefined(env, &result);
+    napi_resolve_deferred(env, job->deferred, result);
+  }
+  napi_delete_async_work(env, job->work);
+  free_files_job(env, job);
+}
+
+static napi_value WriteFiles(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  uint32_t count = 0, contents_count = 0;
+  bool is_array = false;
+  napi_is_array(env, argv[0], &is_array);
+  if (is_array) napi_is_array(env, argv[1], &is_array);
+  if (!is_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "writeFiles takes an array of paths and an array of contents");
+    return NULL;
+  }
+  CHECK(napi_get_array_length(env, argv[0], &count));
+  CHECK(napi_get_array_length(env, argv[1], &contents_count));
+  bool is_typed = false;
+  napi_is_typedarray(env, argv[2], &is_typed);
+  double *meta_in = NULL;
+  size_t meta_length = 0;
+  if (is_typed) {
+    napi_typedarray_type type;
+    void *raw;
+    napi_value buffer;
+    size_t offset;
+    CHECK(napi_get_typedarray_info(env, argv[2], &type, &meta_length, &raw, &buffer, &offset));
+    if (type != napi_float64_array) is_typed = false;
+    meta_in = raw;
+  }
+  if (!is_typed || contents_count != count || meta_length != (size_t)count * 4) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "writeFiles: one content and four Float64Array numbers (mode, uid, gid, mtime ms) per path");
+    return NULL;
+  }
+  bool chown = false;
+  napi_valuetype type;
+  napi_typeof(env, argv[3], &type);
+  if (type == napi_boolean) napi_get_value_bool(env, argv[3], &chown);
+
+  FilesJob *job = calloc(1, sizeof *job);
+  if (job == NULL) {
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  job->count = count;
+  job->chown = chown;
+  job->paths = calloc(count ? count : 1, sizeof *job->paths);
+  job->data = calloc(count ? count : 1, sizeof *job->data);
+  job->lengths = calloc(count ? count : 1, sizeof *job->lengths);
+  job->meta = malloc((count ? count : 1) * 4 * sizeof *job->meta);
+  if (!job->paths || !job->data || !job->lengths || !job->meta) {
+    free_files_job(env, job);
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  memcpy(job->meta, meta_in, (size_t)count * 4 * sizeof *job->meta);
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value path, content;
+    bool is_buffer = false;
+    void *bytes;
+    if (napi_get_element(env, argv[0], i, &path) != napi_ok || !get_bytes(env, path, "path", 0, &job->paths[i]) ||
+        napi_get_element(env, argv[1], i, &content) != napi_ok || napi_is_buffer(env, content, &is_buffer) != napi_ok || !is_buffer ||
+        napi_get_buffer_info(env, content, &bytes, &job->lengths[i]) != napi_ok) {
+      bool pending = false;
+      napi_is_exception_pending(env, &pending);
+      if (!pending) napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "writeFiles: every content must be a Buffer");
+      free_files_job(env, job);
+      return NULL;
+    }
+    job->data[i] = bytes;
+  }
+  // The contents stay where they are until the job ends: the array holding them is referenced.
+  napi_value promise, resource_name;
+  if (napi_create_reference(env, argv[1], 1, &job->contents_ref) != napi_ok || napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "strata.writeFiles", NAPI_AUTO_LENGTH, &resource_name) != napi_ok ||
+      napi_create_async_work(env, NULL, resource_name, files_execute, files_complete, job, &job->work) != napi_ok ||
+      napi_queue_async_work(env, job->work) != napi_ok) {
+    free_files_job(env, job);
+    napi_throw_error(env, "ERR_STRATA_NATIVE", "could not queue a file job");
+    return NULL;
+  }
+  return promise;
+}
+
 // ---- module ---------------------------------------------------------------------------------
 
 static void set_constant(napi_env env, napi_value object, const char *name, int64_t value) {
@@ -894,6 +1090,8 @@ static void set_constant(napi_env env, napi_value object, const char *name, int6
 }
 
 static napi_value Init(napi_env env, napi_value exports) {
+  process_umask = umask(0);
+  umask(process_umask);
   napi_property_descriptor functions[] = {
       {"mount", NULL, Mount, NULL, NULL, NULL, napi_enumerable, NULL},
       {"umount", NULL, Umount, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -905,6 +1103,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"mknod", NULL, Mknod, NULL, NULL, NULL, napi_enumerable, NULL},
       {"spawn", NULL, Spawn, NULL, NULL, NULL, napi_enumerable, NULL},
       {"kill", NULL, Kill, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"writeFiles", NULL, WriteFiles, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions));
   napi_value constants;

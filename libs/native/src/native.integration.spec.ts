@@ -1,9 +1,9 @@
 // The addon's syscalls against the real kernel (root: mounts, trusted.* xattrs, device nodes).
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { constants, idmappedBindMount, lgetxattr, lgetxattrs, llistxattr, lremovexattr, lsetxattr, mknod, mount, umount } from '@strata/native';
+import { constants, idmappedBindMount, lgetxattr, lgetxattrs, llistxattr, lremovexattr, lsetxattr, mknod, mount, umount, writeFiles } from '@strata/native';
 
 const mounted = (path: string) => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((line) => line.split(' ')[4] === path);
 
@@ -133,5 +133,45 @@ describe('@strata/native', () => {
     } finally {
       holder.kill();
     }
+  });
+  it('writes a batch of new files with their contents, modes, owners and mtimes, and stops at the first it must not write', async () => {
+    const odd = Buffer.concat([Buffer.from(`${dir}/f-`), Buffer.from([0xe9, 0xff])]);
+    const big = Buffer.alloc(3 * 1024 * 1024 + 7, 0x5a);
+    await writeFiles(
+      [
+        { path: join(dir, 'plain'), content: Buffer.from('hello'), mode: 0o644, uid: 0, gid: 0, mtimeMs: 1_600_000_000_123 },
+        { path: join(dir, 'setuid'), content: Buffer.alloc(0), mode: 0o4755, uid: 1000, gid: 2000, mtimeMs: 1_500_000_000_000 },
+        { path: odd, content: big, mode: 0o600, uid: 65534, gid: 65534, mtimeMs: 0 },
+      ],
+      { chown: true },
+    );
+    expect(readFileSync(join(dir, 'plain'), 'utf8')).toBe('hello');
+    const plain = lstatSync(join(dir, 'plain'));
+    expect([plain.mode & 0o7777, plain.uid, plain.gid, plain.mtimeMs]).toEqual([0o644, 0, 0, 1_600_000_000_123]);
+    // The owner went on before the mode, which kept its set-uid bit.
+    const setuid = lstatSync(join(dir, 'setuid'));
+    expect([setuid.mode & 0o7777, setuid.uid, setuid.gid, setuid.size, setuid.atimeMs]).toEqual([0o4755, 1000, 2000, 0, 1_500_000_000_000]);
+    expect(readFileSync(odd).equals(big)).toBe(true);
+    expect(lstatSync(odd).uid).toBe(65534);
+
+    // Without chown the files are the process's own.
+    await writeFiles([{ path: join(dir, 'mine'), content: Buffer.from('x'), mode: 0o640, uid: 1000, gid: 1000, mtimeMs: 1000 }], { chown: false });
+    expect(lstatSync(join(dir, 'mine')).uid).toBe(process.getuid!());
+
+    // A link planted at a path is never followed, an existing file never overwritten: the batch stops there.
+    symlinkSync(join(dir, 'plain'), join(dir, 'planted'));
+    const failed = writeFiles(
+      [
+        { path: join(dir, 'before'), content: Buffer.from('1'), mode: 0o644, uid: 0, gid: 0, mtimeMs: 0 },
+        { path: join(dir, 'planted'), content: Buffer.from('through the link'), mode: 0o644, uid: 0, gid: 0, mtimeMs: 0 },
+        { path: join(dir, 'after'), content: Buffer.from('3'), mode: 0o644, uid: 0, gid: 0, mtimeMs: 0 },
+      ],
+      { chown: true },
+    );
+    await expect(failed).rejects.toMatchObject({ code: 'EEXIST', syscall: 'open', path: join(dir, 'planted') });
+    expect(readFileSync(join(dir, 'plain'), 'utf8')).toBe('hello');
+    expect(existsSync(join(dir, 'before'))).toBe(true);
+    expect(existsSync(join(dir, 'after'))).toBe(false);
+    await expect(writeFiles([{ path: join(dir, 'no', 'such', 'dir'), content: Buffer.alloc(1), mode: 0o644, uid: 0, gid: 0, mtimeMs: 0 }], { chown: false })).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });

@@ -1,13 +1,5 @@
 import { createHash } from 'node:crypto';
-import {
-  close as closeCb,
-  constants as fsConstants,
-  fchmod as fchmodCb,
-  fchown as fchownCb,
-  futimes as futimesCb,
-  open as openCb,
-  write as writeCb,
-} from 'node:fs';
+import { constants as fsConstants } from 'node:fs';
 import { chmod, lchown, link, lstat, lutimes, mkdir, open, readlink, realpath, rm, symlink, unlink, utimes } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -23,7 +15,7 @@ import {
   TarExtractionError,
   WHITEOUT_PREFIX,
 } from '@strata/oci';
-import { lsetxattr, mknod } from '@strata/native';
+import { lsetxattr, mknod, type NewFile, writeFiles } from '@strata/native';
 
 /**
  * What an archive becomes:
@@ -59,6 +51,17 @@ export interface ExtractSummary {
 }
 
 const BLOCK = 4096;
+/** A batch of small files is written once it holds this many files or bytes; at most this many batches are written at once. */
+const BATCH_FILES = 64;
+const BATCH_BYTES = 1024 * 1024;
+const BATCHES_IN_FLIGHT = 4;
+
+interface SmallFileBatch {
+  files: NewFile[];
+  targets: Set<string>;
+  xattrs: Array<{ header: TarEntryHeader; target: string }>;
+  bytes: number;
+}
 /** Files up to this size are buffered and written in one call: far fewer round trips than a stream. */
 const SMALL_FILE = 256 * 1024;
 const OVERLAY_XATTR_PREFIX = 'trusted.overlay.';
@@ -93,16 +96,39 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
   // directory that was never written cannot exist, so it needs no lstat.
   const freshDirs = new Set<string>();
   const written = new Set<string>();
-  // Small files are written concurrently (one at a time costs a thread-pool round trip per call);
-  // an entry that touches a path still being written waits for it first.
+  // Small files are written in batches, each one thread-pool job of the native addon (a few
+  // syscalls per file, where fs costs a thread-pool round trip per call); batches run
+  // concurrently. An entry that touches a path still pending waits for its batch first.
   const inFlight = new Map<string, Promise<void>>();
+  const batches = new Set<Promise<void>>();
+  let batch: SmallFileBatch | null = null;
   let writeError: unknown;
+  const flush = () => {
+    const b = batch;
+    batch = null;
+    if (b === null) return;
+    const write: Promise<void> = writeFiles(b.files, { chown })
+      .then(() => {
+        if (layer) for (const { header, target } of b.xattrs) applyXattrs(header, target);
+      })
+      .catch((err: unknown) => {
+        writeError ??= err;
+      })
+      .finally(() => {
+        batches.delete(write);
+        for (const target of b.targets) if (inFlight.get(target) === write) inFlight.delete(target);
+      });
+    batches.add(write);
+    for (const target of b.targets) inFlight.set(target, write);
+  };
   const settle = async (path: string) => {
+    if (batch?.targets.has(path)) flush();
     const p = inFlight.get(path);
     if (p) await p;
   };
   const settleAll = async () => {
-    await Promise.all(inFlight.values());
+    flush();
+    await Promise.all(batches);
     if (writeError !== undefined) throw writeError;
   };
   let entries = 0;
@@ -145,6 +171,8 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
         if (existing === null) return;
         if (!existing.isDirectory()) await unlink(fsPath(target));
         else if (layer) {
+          // Files pending under the directory are written before it goes, never after.
+          await settleAll();
           await rm(fsPath(target), { recursive: true, force: true });
           for (const dir of knownDirs) if (dir === target || dir.startsWith(`${target}/`)) knownDirs.delete(dir);
         } else throw new TarExtractionError(name, 'would replace a directory extracted earlier');
@@ -168,15 +196,16 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
           if (header.size <= SMALL_FILE) {
             const chunks: Buffer[] = [];
             for await (const chunk of body) chunks.push(chunk as Buffer);
-            const content = Buffer.concat(chunks);
-            const write = writeSmallFile(target, content, header, chown)
-              .then(() => (layer ? applyXattrs(header, target) : undefined))
-              .catch((err: unknown) => {
-                writeError ??= err;
-              })
-              .finally(() => inFlight.delete(target));
-            inFlight.set(target, write);
-            if (inFlight.size >= 32) await Promise.race(inFlight.values());
+            const content = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+            batch ??= { files: [], targets: new Set(), xattrs: [], bytes: 0 };
+            batch.files.push({ path: fsPath(target), content, mode: header.mode, uid: header.uid, gid: header.gid, mtimeMs: header.mtime * 1000 });
+            batch.targets.add(target);
+            if (Object.keys(header.xattrBytes).length > 0) batch.xattrs.push({ header, target });
+            batch.bytes += content.length;
+            if (batch.files.length >= BATCH_FILES || batch.bytes >= BATCH_BYTES) {
+              flush();
+              if (batches.size >= BATCHES_IN_FLIGHT) await Promise.race(batches);
+            }
             break;
           }
           // O_EXCL|O_NOFOLLOW: creating the file can never follow a link planted at this path.
@@ -245,7 +274,8 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
     }
     await settleAll();
   } catch (error) {
-    await Promise.all(inFlight.values());
+    batch = null;
+    await Promise.all(batches);
     throw error;
   }
 
@@ -279,38 +309,6 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
  */
 function timeOf(seconds: number): Date {
   return new Date(Math.trunc(seconds * 1000));
-}
-
-const UMASK = process.umask();
-const OWN_UID = process.getuid?.() ?? -1;
-const OWN_GID = process.getgid?.() ?? -1;
-const CREATE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
-
-const fdOpen = (path: Buffer, flags: number, mode: number) => new Promise<number>((resolve, reject) => openCb(path, flags, mode, (e, fd) => (e ? reject(e) : resolve(fd))));
-const fdCall = (fn: (cb: (e: NodeJS.ErrnoException | null) => void) => void) => new Promise<void>((resolve, reject) => fn((e) => (e ? reject(e) : resolve())));
-
-/**
- * One small file in as few calls as the result allows, on plain descriptors: a layer can hold
- * thousands of files, and a FileHandle per file costs more than the file. Created with its mode
- * when the umask leaves it intact; not chowned when it already belongs to its owner.
- * O_EXCL|O_NOFOLLOW: creating the file can never follow a link planted at this path.
- */
-async function writeSmallFile(target: string, content: Buffer, header: TarEntryHeader, chown: boolean): Promise<void> {
-  const { mode, uid, gid, mtime } = header;
-  const exact = (mode & 0o777 & ~UMASK) === mode;
-  const fd = await fdOpen(fsPath(target), CREATE_FLAGS, exact ? mode : 0o600);
-  try {
-    let done = 0;
-    while (done < content.length) {
-      const n = await new Promise<number>((resolve, reject) => writeCb(fd, content, done, content.length - done, null, (e, w) => (e ? reject(e) : resolve(w))));
-      done += n;
-    }
-    if (chown && (uid !== OWN_UID || gid !== OWN_GID)) await fdCall((cb) => fchownCb(fd, uid, gid, cb));
-    if (!exact) await fdCall((cb) => fchmodCb(fd, mode, cb));
-    await fdCall((cb) => futimesCb(fd, timeOf(mtime), timeOf(mtime), cb));
-  } finally {
-    await fdCall((cb) => closeCb(fd, cb));
-  }
 }
 
 /** The xattrs of an entry, their values byte for byte, on the entry itself (a symlink is not followed). */

@@ -124,6 +124,25 @@ describe('UserNamespaces', () => {
     for (const step of [...steps, next]) await step.release();
   });
 
+  it('gives a step a range whose namespace the worker already made, when one is free', async () => {
+    const base = 2 ** 30;
+    const a = await pool('a', base, 4);
+    // init() made range 0's namespace (its probe ran a step there): steps one after another stay on it.
+    for (let i = 0; i < 3; i++) {
+      const step = await a.step();
+      expect(step.hostId).toBe(base);
+      await step.release();
+    }
+    // Two at once: the second gets a new range; both are then reused, and a third at once is new again.
+    const [s1, s2] = [await a.step(), await a.step()];
+    expect([s1!.hostId, s2!.hostId]).toEqual([base, base + USERNS_RANGE_SIZE]);
+    await s1!.release();
+    await s2!.release();
+    const again = [await a.step(), await a.step(), await a.step()];
+    expect(again.map((s) => s.hostId)).toEqual([base, base + USERNS_RANGE_SIZE, base + 2 * USERNS_RANGE_SIZE]);
+    for (const step of again) await step.release();
+  });
+
   it('refuses to start where runc could not enter a step directory, naming it', async () => {
     chmodSync(root, 0o700);
     await expect(pool('a')).rejects.toThrow(`${root} (mode 700) cannot be entered by other users`);
