@@ -26,6 +26,11 @@
 // to v1 first, as npm run bench does); its variants are left out, with the reason printed, where
 // it cannot run (crunUnusableReason).
 // BENCH_RUN_STEP_ONLY=worker runs only the worker: variants.
+// BENCH_RUN_STEP_ONLY=spawn (ADR 0039) runs cycle:runc and worker:true-userns-off/-on each twice:
+// as they are (runc and the runtime's other tools started by the addon's posix_spawn) and as
+// `...-fork` (STRATA_NATIVE_SPAWN=0: node's child_process, which forks the worker), alternating.
+// BENCH_BALLAST_MB=N first grows this process's RSS to N MB (a worker mid-build sits at a few
+// hundred MB; fork's cost grows with it).
 // Run as root: node --import ./bench/support/register-ts.mjs bench/run-step/bench.ts [runs]
 import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -239,12 +244,41 @@ async function workerVariants(runtimes: BuildRuntime[]): Promise<Variant[]> {
   return variants;
 }
 
+/** The variant with children started by node's child_process (fork) instead of the addon (ADR 0039). */
+function forked(variant: Variant): Variant {
+  return {
+    ...variant,
+    name: `${variant.name}-fork`,
+    timed: async () => {
+      process.env.STRATA_NATIVE_SPAWN = '0';
+      try {
+        await variant.timed();
+      } finally {
+        delete process.env.STRATA_NATIVE_SPAWN;
+      }
+    },
+  };
+}
+
+const ballast: Buffer[] = [];
+const ballastMb = Number(process.env.BENCH_BALLAST_MB ?? 0);
+while (process.memoryUsage().rss < ballastMb * 1024 ** 2) ballast.push(Buffer.alloc(8 * 1024 ** 2, 1));
+
 const runtimes: BuildRuntime[] = [];
 try {
   const only = process.env.BENCH_RUN_STEP_ONLY;
-  const ops = only === 'worker' ? [] : opVariants();
-  const { variants: cycles, notes } = only === 'worker' ? { variants: [], notes: [] as string[] } : await cycleVariants();
-  const variants = [...ops, ...cycles, ...(await workerVariants(runtimes))];
+  let variants: Variant[];
+  let notes: string[] = [];
+  if (only === 'spawn') {
+    const cycle = (await cycleVariants()).variants.find((v) => v.name === 'cycle:runc')!;
+    const workers = (await workerVariants(runtimes)).filter((v) => v.name.startsWith('worker:true-'));
+    variants = [cycle, forked(cycle), ...workers.flatMap((v) => [v, forked(v)])];
+  } else {
+    const ops = only === 'worker' ? [] : opVariants();
+    const cycles = only === 'worker' ? { variants: [], notes: [] as string[] } : await cycleVariants();
+    notes = cycles.notes;
+    variants = [...ops, ...cycles.variants, ...(await workerVariants(runtimes))];
+  }
   const times = new Map<string, { wallMs: number; cpuMs: number }[]>(variants.map((v) => [v.name, []]));
   for (let i = 0; i <= RUNS; i++) {
     for (const variant of variants) {
@@ -264,14 +298,14 @@ try {
     const wall = ts.map((t) => t.wallMs);
     results[name] = { medianMs: round(median(wall)), minMs: round(Math.min(...wall)), cpuMsPerRun: round(ts.reduce((sum, t) => sum + t.cpuMs, 0) / ts.length) };
     const r = results[name];
-    console.log(`${name.padEnd(22)} median ${String(r.medianMs).padStart(8)} ms  (min ${r.minMs}; CPU ${r.cpuMsPerRun} ms per run; ${RUNS} runs)`);
+    console.log(`${name.padEnd(28)} median ${String(r.medianMs).padStart(8)} ms  (min ${r.minMs}; CPU ${r.cpuMsPerRun} ms per run; ${RUNS} runs)`);
   }
   for (const note of notes) console.log(note);
   const load = readFileSync('/proc/loadavg', 'utf8').trim();
-  console.log(`load: ${load}`);
+  console.log(`load: ${load}; rss ${Math.round(process.memoryUsage().rss / 1024 ** 2)} MB (ballast ${ballast.length * 8} MB)`);
   const out = process.env.BENCH_OUT ?? path.join(import.meta.dirname, '..', 'results', `run-step-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
   mkdirSync(path.dirname(out), { recursive: true });
-  writeFileSync(out, JSON.stringify({ runs: RUNS, load, results, notes }, null, 2));
+  writeFileSync(out, JSON.stringify({ runs: RUNS, load, rssMb: Math.round(process.memoryUsage().rss / 1024 ** 2), results, notes }, null, 2));
 } finally {
   for (const runtime of runtimes) await runtime.close().catch(() => undefined);
   for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {

@@ -18,13 +18,27 @@
  * - `writeFiles(files, { chown })`: Promise<void>
  * - `constants` (MS_*, MNT_*, XATTR_*)
  * - `mknodAgentPath`: the seccomp user-notification supervisor's executable (src/mknod-agent.c)
+ * - `spawn(file, args, { cwd?, env? })`: a child started without fork (posix_spawn), stdout and
+ *   stderr piped, as a `SpawnedProcess`; `nativeSpawnAvailable` says whether this build has it
  */
+import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
+import { Socket } from 'node:net';
+import { constants as osConstants } from 'node:os';
+import { Readable } from 'node:stream';
 
 export type PathArg = string | Buffer;
 
 /** Which user namespace an idmapped mount maps through: a process's (`/proc/<pid>/ns/user`), a namespace file, or an open descriptor of one. */
 export type UsernsRef = { pid: number } | { path: string } | { fd: number };
+
+interface SpawnHandle {
+  pid: number;
+  /** The read ends of the child's stdout and stderr pipes. */
+  stdout: number;
+  stderr: number;
+  handle: object;
+}
 
 interface Binding {
   mount(source: PathArg | null, target: PathArg, fstype: string | null, flags: number, data: string | null, cwd: PathArg | null): Promise<void>;
@@ -35,6 +49,9 @@ interface Binding {
   lsetxattr(path: PathArg, name: PathArg, value: Buffer, flags: number): void;
   lremovexattr(path: PathArg, name: PathArg): void;
   mknod(path: PathArg, mode: number, major: number, minor: number): void;
+  /** Absent from an addon built before ADR 0039. */
+  spawn?(file: string, argv: string[], env: string[], cwd: string | null, onExit: (code: number | null, signal: number | null) => void): SpawnHandle;
+  kill?(handle: object, signal: number): number;
   writeFiles(paths: PathArg[], contents: Buffer[], meta: Float64Array, chown: boolean): Promise<void>;
   constants: NativeConstants;
 }
@@ -200,4 +217,121 @@ export function writeFiles(files: readonly NewFile[], options: { chown: boolean 
 function checkedInt(value: number, what: string): number {
   if (!Number.isInteger(value) || value < 0) throw new TypeError(`${what} must be a non-negative integer, not ${value}`);
   return value;
+}
+
+/** Whether this build of the addon starts processes itself (docs/adr/0039); else use node:child_process. */
+export const nativeSpawnAvailable: boolean = typeof binding.spawn === 'function' && typeof binding.kill === 'function';
+
+export interface SpawnOptions {
+  /** The child's working directory (default: the worker's). */
+  cwd?: string;
+  /** The child's whole environment (default: process.env); PATH in it is where `file` is looked for. */
+  env?: NodeJS.ProcessEnv;
+}
+
+const signalNames = new Map<number, NodeJS.Signals>(Object.entries(osConstants.signals).map(([name, number]) => [number, name as NodeJS.Signals]));
+
+/**
+ * A child started by {@link spawn}: the part of node's ChildProcess the worker uses. Events:
+ * 'spawn'; 'error' (it could not start: ENOENT, EACCES..., as child_process reports them; no
+ * 'exit' or 'close' follow); 'exit' (code, signal); 'close' (code, signal) once it has exited and
+ * both pipes have ended.
+ */
+export class SpawnedProcess extends EventEmitter {
+  readonly pid: number | undefined;
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  exitCode: number | null = null;
+  signalCode: NodeJS.Signals | null = null;
+  /** Whether a kill() delivered its signal. */
+  killed = false;
+  readonly spawnfile: string;
+  readonly spawnargs: string[];
+  private readonly handle: object | undefined;
+
+  constructor(file: string, args: readonly string[], options: SpawnOptions = {}) {
+    super();
+    this.spawnfile = file;
+    this.spawnargs = [file, ...args];
+    const env = Object.entries(options.env ?? process.env)
+      .filter((entry): entry is [string, string] => entry[1] !== undefined)
+      .map(([name, value]) => `${name}=${value}`);
+    let started: SpawnHandle;
+    try {
+      started = binding.spawn!(file, this.spawnargs, env, options.cwd ?? null, (code, signal) => this.onExit(code, signal));
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (typeof code !== 'string' || !/^E[A-Z0-9]+$/.test(code)) throw error;
+      // As node reports it: 'spawn runc ENOENT', asynchronously.
+      const failure = Object.assign(new Error(`spawn ${file} ${code}`), {
+        errno: (error as NodeJS.ErrnoException).errno,
+        code,
+        syscall: `spawn ${file}`,
+        path: file,
+        spawnargs: [...args],
+      });
+      this.stdout = Readable.from([]);
+      this.stderr = Readable.from([]);
+      process.nextTick(() => this.emit('error', failure));
+      return;
+    }
+    this.pid = started.pid;
+    this.handle = started.handle;
+    const stdout = new Socket({ fd: started.stdout, readable: true, writable: false });
+    const stderr = new Socket({ fd: started.stderr, readable: true, writable: false });
+    this.stdout = stdout;
+    this.stderr = stderr;
+    let open = 2;
+    const streamClosed = (): void => {
+      open -= 1;
+      this.maybeClose(open);
+    };
+    stdout.once('close', streamClosed);
+    stderr.once('close', streamClosed);
+    this.pending = () => this.maybeClose(open);
+    process.nextTick(() => this.emit('spawn'));
+  }
+
+  private pending: (() => void) | undefined;
+
+  private onExit(code: number | null, signal: number | null): void {
+    this.exitCode = code;
+    this.signalCode = signal === null ? null : (signalNames.get(signal) ?? null);
+    this.emit('exit', this.exitCode, this.signalCode);
+    this.pending?.();
+  }
+
+  private closed = false;
+
+  private maybeClose(open: number): void {
+    if (this.closed || open > 0 || (this.exitCode === null && this.signalCode === null)) return;
+    this.closed = true;
+    this.emit('close', this.exitCode, this.signalCode);
+  }
+
+  /** Sends `signal` (default SIGTERM) through the child's pidfd; false once it has exited or never started. */
+  kill(signal: NodeJS.Signals | number = 'SIGTERM'): boolean {
+    if (this.handle === undefined) return false;
+    const number = typeof signal === 'number' ? signal : osConstants.signals[signal];
+    if (number === undefined) throw new TypeError(`unknown signal: ${String(signal)}`);
+    const err = binding.kill!(this.handle, number);
+    if (err === 0) {
+      this.killed = true;
+      return true;
+    }
+    if (err === osConstants.errno.ESRCH) return false;
+    throw Object.assign(new Error(`kill ${this.pid ?? ''}: errno ${err}`), { errno: -err, syscall: 'kill' });
+  }
+}
+
+/**
+ * Starts `file` (looked up on the PATH of `options.env`, as execvp does) with `args`, without
+ * forking the worker: posix_spawn (clone(CLONE_VM|CLONE_VFORK)), whose cost does not grow with the
+ * worker's memory as fork's does. stdin is /dev/null, stdout and stderr are pipes, no other
+ * descriptor is inherited, the signal mask and dispositions are the defaults (node's ignored
+ * SIGPIPE is not). docs/adr/0039.
+ */
+export function spawn(file: string, args: readonly string[], options: SpawnOptions = {}): SpawnedProcess {
+  if (!nativeSpawnAvailable) throw new Error('@strata/native: this build of the addon has no spawn (rebuild it)');
+  return new SpawnedProcess(file, args, options);
 }

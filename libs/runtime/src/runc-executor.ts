@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chown, lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
@@ -8,6 +7,7 @@ import { runCommand } from './command.js';
 import { exists } from './fs-exists.js';
 import { LineSplitter } from './line-splitter.js';
 import { MountStubs } from './mount-stubs.js';
+import { spawnPiped } from './spawn.js';
 import type { BridgeNetwork, NetworkAttachment } from './network.js';
 import { resolveInRoot } from '@strata/oci';
 import { ALL_CAPABILITIES, buildRuntimeSpec, capabilitiesIn, type NetnsChoice } from './runtime-spec.js';
@@ -230,7 +230,8 @@ export class RuncExecutor {
     const started = performance.now();
     const args = [...this.globalArgs(spec.network), '--log', logFile, '--log-format', 'json', 'run', '--bundle', bundle, id];
     const [file, argv] = this.options.runtime === 'runsc' && spec.network === 'bridge' ? runscInStepNetns(this.runc, args) : [this.runc, args];
-    const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // posix_spawn through the addon: forking the worker would stop its main thread ~10 ms per step (docs/adr/0039).
+    const child = spawnPiped(file, argv);
     // Backpressure: when the consumer answers a promise (the log writer is behind), both pipes stay
     // unread until it settles; the step blocks writing to a full pipe, as on a slow terminal.
     let behind: Promise<void> | undefined;
@@ -292,7 +293,7 @@ export class RuncExecutor {
 
     return new Promise<RunResult>((resolve, reject) => {
       child.once('error', reject);
-      child.once('close', (code, signal) => {
+      child.once('close', (code: number | null, signal: NodeJS.Signals | null) => {
         exited = true;
         if (timer) clearTimeout(timer);
         options.signal?.removeEventListener('abort', onAbort);
