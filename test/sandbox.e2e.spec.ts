@@ -1,5 +1,5 @@
 import { jest } from '@jest/globals';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -76,9 +76,18 @@ const REFUSED_IN_RUNC_USERNS: Record<string, string> = {
   'proc-sys-write': 'EACCES',
 };
 
+/** crun runs the same sandbox as runc (the same spec, seccomp profile and capabilities): the same answers (docs/adr/0038). */
+const CRUN = spawnSync('crun', ['--version'], { stdio: 'ignore' }).status === 0;
+
 describe.each<{ runtime: string; env: Record<string, string> }>([
-  { runtime: 'runc', env: { STRATA_RUN_USERNS: '0' } },
-  { runtime: 'runc-userns', env: { STRATA_RUN_USERNS: '1' } },
+  { runtime: 'runc', env: { STRATA_RUN_RUNTIME: 'runc', STRATA_RUN_USERNS: '0' } },
+  { runtime: 'runc-userns', env: { STRATA_RUN_RUNTIME: 'runc', STRATA_RUN_USERNS: '1' } },
+  ...(CRUN
+    ? [
+        { runtime: 'crun', env: { STRATA_RUN_RUNTIME: 'crun', STRATA_RUN_USERNS: '0' } },
+        { runtime: 'crun-userns', env: { STRATA_RUN_RUNTIME: 'crun', STRATA_RUN_USERNS: '1' } },
+      ]
+    : []),
   { runtime: 'runsc', env: { STRATA_RUN_RUNTIME: 'runsc' } },
 ])('a hostile RUN step in $runtime', ({ runtime, env }) => {
   let stack: Stack;
@@ -129,8 +138,8 @@ describe.each<{ runtime: string; env: Record<string, string> }>([
     const root = await rootfsOf('hostile');
     const seen = outcomes(readFileSync(path.join(root, 'hostile-results'), 'utf8'));
     expect(Object.keys(seen).sort()).toEqual(Object.keys(REFUSED_IN_RUNC).sort());
-    if (runtime === 'runc' || runtime === 'runc-userns') {
-      expect(seen).toEqual(runtime === 'runc' ? REFUSED_IN_RUNC : REFUSED_IN_RUNC_USERNS);
+    if (runtime !== 'runsc') {
+      expect(seen).toEqual(runtime.endsWith('-userns') ? REFUSED_IN_RUNC_USERNS : REFUSED_IN_RUNC);
       expect(readFileSync(path.join(root, 'status-sandboxed'), 'utf8')).toBe('CapEff:\t00000000a80405fb\nNoNewPrivs:\t1\nSeccomp:\t2\n');
       // `RUN --security=insecure` runs unconfined, as BuildKit runs it.
       expect(readFileSync(path.join(root, 'status-insecure'), 'utf8')).toBe('NoNewPrivs:\t0\nSeccomp:\t0\n');

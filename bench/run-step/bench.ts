@@ -9,6 +9,8 @@
 //                                              xattrs): one `getfattr -R -d` against llistxattr per name
 //   cycle:runc / cycle:crun                    a whole `RUN true`: LayerStore.prepare (mount), the
 //                                              executor's run, diffUpperDir, release (unmount, rm)
+//   cycle:crun-compiling                       cycle:crun without the executor's seccomp filter cache:
+//                                              crun compiles the profile at every start (ADR 0038)
 //   cycle:runc-prepared                        the same with the snapshot mounted before the step's
 //                                              clock starts (what preparing the next snapshot during
 //                                              the previous step's diff and upload could save at most)
@@ -19,9 +21,10 @@
 //                                              with a user namespace (range claim, idmapped view, rootfs bind, owner shift)
 //   worker:mknod100-userns-off / -on           a step that makes 100 character devices: with the namespace each
 //                                              mknod is a round trip through the mknod agent (seccomp user notification)
-// crun 1.8.1 refuses cgroup v1 "hybrid" hosts (a cgroup2 mount with a controller enabled); the crun
-// variant runs it through a wrapper that unmounts /sys/fs/cgroup/unified in a private mount
-// namespace first, and is left out (with the reason printed) when that does not work either.
+//   worker:*-crun                              the same steps with crun as the runtime
+// crun runs as the worker runs it (ADR 0038: no wrapper; a hybrid host's cgroup2 controllers bound
+// to v1 first, as npm run bench does); its variants are left out, with the reason printed, where
+// it cannot run (crunUnusableReason).
 // BENCH_RUN_STEP_ONLY=worker runs only the worker: variants.
 // BENCH_RUN_STEP_ONLY=spawn (ADR 0039) runs cycle:runc and worker:true-userns-off/-on each twice:
 // as they are (runc and the runtime's other tools started by the addon's posix_spawn) and as
@@ -42,6 +45,7 @@ import { diffUpperDir } from '../../libs/runtime/src/diff.js';
 import { busyboxLayer } from '../../libs/runtime/src/fixtures.test.js';
 import { LayerStore } from '../../libs/runtime/src/layer-store.js';
 import { RuncExecutor } from '../../libs/runtime/src/runc-executor.js';
+import { crunUnusableReason, type OciRuntime } from '../../libs/runtime/src/runtime-choice.js';
 import { BuildRuntime } from '../../libs/runtime/src/build-runtime.js';
 import { shellStep } from '../support/shell-step.js';
 import type { Digest } from '../../libs/oci/src/index.js';
@@ -144,23 +148,15 @@ interface Runtime {
   diffUpperDir: typeof diffUpperDir;
 }
 
-/** crun through a wrapper when it can run here at all; else why not. */
-function crunBinary(): { binary: string } | { reason: string } {
-  if (spawnSync('crun', ['--version']).status !== 0) return { reason: 'crun is not installed' };
-  const wrapper = path.join(work, 'crun-wrapper');
-  writeFileSync(wrapper, `#!/bin/sh\nexec unshare --mount --propagation private sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec crun "$@"' crun "$@"\n`, { mode: 0o755 });
-  return { binary: wrapper };
-}
-
 async function cycleVariants(): Promise<{ variants: Variant[]; notes: string[] }> {
   const base = busyboxLayer();
   const source = async () => Readable.from([base.tar]);
   const notes: string[] = [];
-  const make = (name: string, runtimeBinary: string, prepared: boolean, runtime: Runtime = { LayerStore, RuncExecutor, diffUpperDir }): Variant => {
+  const make = (name: string, oci: OciRuntime, prepared: boolean, runtime: Runtime = { LayerStore, RuncExecutor, diffUpperDir }, crunSeccompCache = true): Variant => {
     const { LayerStore, RuncExecutor, diffUpperDir } = runtime;
     const dataDir = path.join(work, `data-${name.replace(/[^a-z-]/g, '-')}`);
     const store = new LayerStore({ dataDir });
-    const executor = new RuncExecutor({ dataDir, runc: runtimeBinary, resolvConf: '' });
+    const executor = new RuncExecutor({ dataDir, resolvConf: '', ...(oci === 'runc' ? {} : { runtime: oci, crunSeccompCache }) });
     let next: Awaited<ReturnType<LayerStore['prepare']>> | undefined;
     const step = async () => {
       const snapshot = next ?? (await store.prepare([base.diffId], source));
@@ -189,15 +185,16 @@ async function cycleVariants(): Promise<{ variants: Variant[]; notes: string[] }
     const runtime = { ...(await load('layer-store.ts')), ...(await load('runc-executor.ts')), ...(await load('diff.ts')) } as Runtime;
     variants.push(make('cycle:runc-before', 'runc', false, runtime));
   }
-  const crun = crunBinary();
-  if ('reason' in crun) notes.push(`crun left out: ${crun.reason}`);
+  const crun = await crunUnusableReason();
+  if (crun !== undefined) notes.push(`crun left out: ${crun}`);
   else {
-    const candidate = make('cycle:crun', crun.binary, false);
-    try {
-      await candidate.timed();
-      variants.push(candidate);
-    } catch (error) {
-      notes.push(`crun left out: ${(error as Error).message.slice(0, 300)}`);
+    for (const candidate of [make('cycle:crun', 'crun', false), make('cycle:crun-compiling', 'crun', false, undefined, false)]) {
+      try {
+        await candidate.timed();
+        variants.push(candidate);
+      } catch (error) {
+        notes.push(`${candidate.name} left out: ${(error as Error).message.slice(0, 300)}`);
+      }
     }
   }
   return { variants, notes };
@@ -210,13 +207,13 @@ async function workerVariants(runtimes: BuildRuntime[]): Promise<Variant[]> {
     descriptor: { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: base.diffId as Digest, size: base.tar.length },
     diffId: base.diffId as Digest,
   };
-  const make = async (userns: 'on' | 'off') => {
+  const make = async (userns: 'on' | 'off', oci: OciRuntime) => {
     const runtime = new BuildRuntime({
-      dataDir: path.join(work, `worker-${userns}`),
-      step: { network: 'none', memoryBytes: 512 * 1024 ** 2, pids: 512, cpus: 0, stepTimeoutMs: 60_000, allowInsecure: false, userns },
+      dataDir: path.join(work, `worker-${userns}-${oci}`),
+      step: { network: 'none', memoryBytes: 512 * 1024 ** 2, pids: 512, cpus: 0, stepTimeoutMs: 60_000, allowInsecure: false, userns, runtime: oci },
       layerBlob: async () => Readable.from([base.tar]),
       cacheArchives: { get: async () => null, put: async (_k, body) => void body.resume() },
-      secretsDir: path.join('/dev/shm', `strata-bench-run-step-${process.pid}-${userns}`),
+      secretsDir: path.join('/dev/shm', `strata-bench-run-step-${process.pid}-${userns}-${oci}`),
     });
     await runtime.init();
     runtimes.push(runtime);
@@ -224,7 +221,8 @@ async function workerVariants(runtimes: BuildRuntime[]): Promise<Variant[]> {
     if (runtime.mknodSupervisor?.pid !== undefined) agentPids.add(runtime.mknodSupervisor.pid);
     return runtime;
   };
-  const runtimes_ = { off: await make('off'), on: await make('on') };
+  const runtimes_: Record<string, BuildRuntime> = { off: await make('off', 'runc'), on: await make('on', 'runc') };
+  if ((await crunUnusableReason()) === undefined) Object.assign(runtimes_, { 'off-crun': await make('off', 'crun'), 'on-crun': await make('on', 'crun') });
   const steps: Record<string, string> = {
     true: 'true',
     mknod100: 'i=0; while [ $i -lt 100 ]; do mknod /n$i c 1 3 || exit 1; i=$((i+1)); done',

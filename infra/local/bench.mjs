@@ -14,7 +14,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildConsole, ensureDependencies, ensurePackages, ensureServices, generatePrismaClient, log, migrate, root } from './services.mjs';
+import { buildConsole, ensureDependencies, ensurePackages, ensureServices, generatePrismaClient, log, migrate, prepareCgroups, root } from './services.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, fallback) => {
@@ -31,7 +31,9 @@ const started = Date.now();
 ensureDependencies();
 // attr (getfattr; bench/run-step times it against the worker's in-process xattr reads), iproute2 and iptables are the worker's RUN tooling, bzip2/xz-utils its ADD unpackers; runsc the optional
 // RUN runtime; buildah is the third peer.
-ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'debootstrap', 'docker.io', 'docker-registry', 'runc', 'runsc', 'attr', 'iproute2', 'iptables', 'bzip2', 'xz-utils', 'tar', 'skopeo', 'buildah', 'chromium']);
+ensurePackages(['postgresql', 'redis-server', 'busybox-static', 'debootstrap', 'docker.io', 'docker-registry', 'runc', 'crun', 'runsc', 'attr', 'iproute2', 'iptables', 'bzip2', 'xz-utils', 'tar', 'skopeo', 'buildah', 'chromium']);
+// crun (STRATA_RUN_RUNTIME=auto's pick) needs a hybrid host's cgroup2 controllers on v1 (docs/adr/0038).
+prepareCgroups();
 const env = await ensureServices({ database: 'strata_bench', bucket: 'strata-bench', redisDb: 2 });
 generatePrismaClient();
 migrate(env);

@@ -40,6 +40,46 @@ export function ensurePackages(pkgs) {
   execFileSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], { stdio: ['ignore', 'ignore', 'inherit'], env });
 }
 
+/**
+ * crun (the default RUN runtime where it can run, docs/adr/0038) refuses a cgroup "hybrid" host
+ * whose cgroup2 mount holds controllers ("cgroups in hybrid mode not supported, drop all
+ * controllers from cgroupv2"). A controller that no v1 hierarchy has is bound to a v1 hierarchy of
+ * its own at /sys/fs/cgroup/<controller> (what Debian's cgroupfs-mount does for every controller,
+ * and the layout crun expects), which takes it off the cgroup2 mount. Kernel-global, idempotent,
+ * harmless to runc (it uses any v1 hierarchy it finds). A pure v1 or pure v2 host is left as is.
+ * Returns what it did, for the log; never throws (runc still works without it).
+ */
+export function prepareCgroups() {
+  try {
+    const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(Boolean).map((line) => {
+      const [before, after] = line.split(' - ');
+      const [fstype] = after.split(' ');
+      return { mountPoint: before.split(' ')[4], fstype };
+    });
+    const v2 = mounts.find((m) => m.fstype === 'cgroup2');
+    if (!v2 || !mounts.some((m) => m.fstype === 'cgroup')) return [];
+    const controllers = readFileSync(path.join(v2.mountPoint, 'cgroup.controllers'), 'utf8').trim().split(/\s+/).filter(Boolean);
+    const bound = [];
+    for (const controller of controllers) {
+      const dir = `/sys/fs/cgroup/${controller}`;
+      try {
+        mkdirSync(dir, { recursive: true });
+        execFileSync('mount', ['-t', 'cgroup', '-o', controller, 'cgroup', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+        bound.push(controller);
+      } catch (error) {
+        log(`cgroups: could not bind ${controller} to a v1 hierarchy at ${dir} (${String(error.stderr ?? error.message).trim()}); crun cannot run here, RUN steps use runc`);
+      }
+    }
+    if (bound.length > 0) {
+      log(`cgroups: hybrid host, bound ${bound.join(', ')} from the cgroup2 mount to v1 hierarchies under /sys/fs/cgroup so crun can run (docs/adr/0038)`);
+    }
+    return bound;
+  } catch (error) {
+    log(`cgroups: not prepared for crun (${error.message}); RUN steps use runc`);
+    return [];
+  }
+}
+
 export function portOpen(port, host = '127.0.0.1') {
   return new Promise((resolve) => {
     const s = net.connect({ port, host });

@@ -5,10 +5,12 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { buildConsole, ensureDependencies, ensurePackages, ensureServices, generatePrismaClient, log, migrate, root, stateDir } from './services.mjs';
+import { buildConsole, ensureDependencies, ensurePackages, ensureServices, generatePrismaClient, log, migrate, prepareCgroups, root, stateDir } from './services.mjs';
 
 ensureDependencies();
-ensurePackages(['postgresql', 'redis-server', 'runc', 'attr', 'iproute2', 'iptables', 'bzip2', 'xz-utils', 'openssh-client']);
+ensurePackages(['postgresql', 'redis-server', 'runc', 'crun', 'attr', 'iproute2', 'iptables', 'bzip2', 'xz-utils', 'openssh-client']);
+// crun (STRATA_RUN_RUNTIME=auto's pick) needs a hybrid host's cgroup2 controllers on v1 (docs/adr/0038).
+prepareCgroups();
 const env = await ensureServices({ database: 'strata', bucket: 'strata', redisDb: 0 });
 const started = env.started;
 generatePrismaClient();

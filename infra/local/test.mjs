@@ -3,18 +3,20 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { buildConsole, ensureDependencies, ensurePackages, ensureServices, generatePrismaClient, log, migrate, root } from './services.mjs';
+import { buildConsole, ensureDependencies, ensurePackages, ensureServices, generatePrismaClient, log, migrate, prepareCgroups, root } from './services.mjs';
 
 const started = Date.now();
 ensureDependencies();
-// Real clients and runtimes the end-to-end tests drive: skopeo and umoci read our images, runc runs RUN steps;
+// Real clients and runtimes the end-to-end tests drive: skopeo and umoci read our images, runc and crun run RUN steps;
 // gcc and libc6-dev build the static helper test/run-diff.e2e.spec.ts puts in a RUN step;
 // bzip2 and xz-utils unpack ADD archives on the worker, as they do for Docker; debootstrap makes the
 // Debian base the differential suite and the benchmarks build on; chromium runs the console's tests
 // (through playwright-core); openssh-client is the worker's ssh-agent for RUN --mount=type=ssh and ADD git@…;
 // openssh-server is the git-over-ssh host test/add-git.e2e.spec.ts starts on 127.0.0.1; iptables is the RUN network's firewall;
 // runsc (gVisor) is the optional RUN runtime test/sandbox.e2e.spec.ts also runs its hostile steps in.
-ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'busybox-static', 'attr', 'gcc', 'libc6-dev', 'iproute2', 'iptables', 'tar', 'gzip', 'docker-registry', 'docker.io', 'buildah', 'bzip2', 'xz-utils', 'git', 'debootstrap', 'chromium', 'openssh-client', 'openssh-server', 'runsc']);
+ensurePackages(['postgresql', 'redis-server', 'skopeo', 'umoci', 'runc', 'crun', 'busybox-static', 'attr', 'gcc', 'libc6-dev', 'iproute2', 'iptables', 'tar', 'gzip', 'docker-registry', 'docker.io', 'buildah', 'bzip2', 'xz-utils', 'git', 'debootstrap', 'chromium', 'openssh-client', 'openssh-server', 'runsc']);
+// crun (STRATA_RUN_RUNTIME=auto's pick) needs a hybrid host's cgroup2 controllers on v1 (docs/adr/0038).
+prepareCgroups();
 const env = await ensureServices({ database: 'strata_test', bucket: 'strata-test', redisDb: 1 });
 generatePrismaClient();
 migrate(env);

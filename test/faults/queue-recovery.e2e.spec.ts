@@ -20,13 +20,15 @@ async function followLog(stack: Stack, token: string, id: string): Promise<strin
   return res.text();
 }
 
-const runcContainers = (dataDir: string): string[] => {
-  try {
-    return execFileSync('runc', ['--root', path.join(dataDir, 'runtime/runc'), 'list', '-q'], { encoding: 'utf8' }).split('\n').filter(Boolean);
-  } catch {
-    return [];
-  }
-};
+/** The RUN containers under a worker's data directory, whichever runtime it ran them with (runc or crun). */
+const runcContainers = (dataDir: string): string[] =>
+  ['runc', 'crun'].flatMap((runtime) => {
+    try {
+      return execFileSync(runtime, ['--root', path.join(dataDir, 'runtime', runtime), 'list', '-q'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+    } catch {
+      return [];
+    }
+  });
 const mountsUnder = (dir: string): string[] =>
   readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')

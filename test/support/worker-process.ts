@@ -38,6 +38,8 @@ export function envOf(config: StrataConfig): Record<string, string> {
     STRATA_RUN_STEP_TIMEOUT_MS: String(config.run.stepTimeoutMs),
     STRATA_BUILD_TIMEOUT_MS: String(config.run.buildTimeoutMs),
     STRATA_RUN_ALLOW_INSECURE: String(config.run.allowInsecure),
+    STRATA_RUN_RUNTIME: config.run.runtime,
+    STRATA_RUN_RUNSC_PLATFORM: config.run.runscPlatform,
     STRATA_QUEUE_PREFIX: config.queuePrefix,
     STRATA_REGISTRY_SECRET: config.registrySecret,
     STRATA_SECRETS_KEY: config.secretsKey.toString('base64'),
@@ -117,10 +119,12 @@ export function startWorkerProcess(config: StrataConfig, opts: { dataDir?: strin
  * directory can be removed and no test run leaves mounts behind.
  */
 function clearLeftovers(dataDir: string): void {
-  const runcRoot = path.join(dataDir, 'runtime/runc');
-  const listed = spawnSync('runc', ['--root', runcRoot, 'list', '-q'], { encoding: 'utf8' });
-  for (const id of listed.status === 0 ? listed.stdout.split('\n').filter(Boolean) : []) {
-    spawnSync('runc', ['--root', runcRoot, 'delete', '--force', id], { stdio: 'ignore' });
+  for (const runtime of ['runc', 'crun']) {
+    const runtimeRoot = path.join(dataDir, 'runtime', runtime);
+    const listed = spawnSync(runtime, ['--root', runtimeRoot, 'list', '-q'], { encoding: 'utf8' });
+    for (const id of listed.status === 0 ? listed.stdout.split('\n').filter(Boolean) : []) {
+      spawnSync(runtime, ['--root', runtimeRoot, 'delete', '--force', id], { stdio: 'ignore' });
+    }
   }
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')

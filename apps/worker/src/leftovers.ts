@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 const run = promisify(execFile);
 
 export interface Leftovers {
-  /** runc containers a killed worker left running (their RUN steps go on without it). */
+  /** runc or crun containers a killed worker left running (their RUN steps go on without it). */
   containers: string[];
   /** Build work directories of builds it was running. */
   workDirs: number;
@@ -23,20 +23,23 @@ export interface Leftovers {
  */
 export async function clearLeftovers(dataDir: string): Promise<Leftovers> {
   const runtimeRoot = path.resolve(dataDir, 'runtime');
-  // The same places WorkerRuntime gives its two runc executors (the second for steps with secrets, on tmpfs).
-  const runcRoots = [path.join(runtimeRoot, 'runc'), path.join('/dev/shm', `strata-${createHash('sha256').update(runtimeRoot).digest('hex').slice(0, 12)}`, 'runc', 'runc')];
+  // The same places WorkerRuntime gives its two executors (the second for steps with secrets, on tmpfs), for
+  // each runtime a worker on this data directory may have used (STRATA_RUN_RUNTIME=auto picks crun or runc).
+  const secretsRoot = path.join('/dev/shm', `strata-${createHash('sha256').update(runtimeRoot).digest('hex').slice(0, 12)}`, 'runc');
   const containers: string[] = [];
-  for (const root of runcRoots) {
-    let ids: string[];
-    try {
-      ids = (await run('runc', ['--root', root, 'list', '-q'])).stdout.split('\n').filter((id) => id.trim() !== '');
-    } catch {
-      continue; // no such root: nothing ran there
-    }
-    for (const id of ids) {
-      await run('runc', ['--root', root, 'kill', id, 'KILL']).catch(() => undefined);
-      await run('runc', ['--root', root, 'delete', '--force', id]).catch(() => undefined);
-      containers.push(id);
+  for (const runtime of ['runc', 'crun']) {
+    for (const root of [path.join(runtimeRoot, runtime), path.join(secretsRoot, runtime)]) {
+      let ids: string[];
+      try {
+        ids = (await run(runtime, ['--root', root, 'list', '-q'])).stdout.split('\n').filter((id) => id.trim() !== '');
+      } catch {
+        continue; // no such root (or runtime): nothing ran there
+      }
+      for (const id of ids) {
+        await run(runtime, ['--root', root, 'kill', id, 'KILL']).catch(() => undefined);
+        await run(runtime, ['--root', root, 'delete', '--force', id]).catch(() => undefined);
+        containers.push(id);
+      }
     }
   }
   const buildsDir = path.resolve(dataDir, 'builds');

@@ -24,9 +24,14 @@ export async function startWorker(config = loadConfig()): Promise<{ close(): Pro
   if (leftovers.containers.length + leftovers.workDirs > 0) {
     logEvent('warn', 'cleared what a killed worker left', { dataDir: config.dataDir, ...leftovers });
   }
-  // RUN steps: runc on overlayfs snapshots under <dataDir>/runtime; the same store serves COPY --from.
+  // RUN steps: runc or crun on overlayfs snapshots under <dataDir>/runtime; the same store serves COPY --from.
   const runtime = new WorkerRuntime({ dataDir: config.dataDir, storage, run: config.run, allowPrivateSources: config.allowPrivateSources });
   await runtime.init();
+  // STRATA_RUN_RUNTIME=auto: crun where it can run here, else runc and why (docs/adr/0038).
+  logEvent(runtime.runtimeFallback === undefined ? 'info' : 'warn', `RUN steps run with ${runtime.runRuntime}`, {
+    setting: config.run.runtime,
+    ...(runtime.runtimeFallback !== undefined ? { crunUnusable: runtime.runtimeFallback } : {}),
+  });
   if (runtime.clearedNetworkLeftovers > 0) {
     logEvent('warn', 'cleared the RUN networks a killed worker left', { dataDir: config.dataDir, steps: runtime.clearedNetworkLeftovers });
   }

@@ -37,10 +37,12 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...base, STRATA_SCHEDULING: 'drr' })).toThrow('STRATA_SCHEDULING must be fair or fifo, got "drr"');
   });
 
-  it('runs RUN steps in runc unless STRATA_RUN_RUNTIME picks gVisor, and names a runtime it does not know', () => {
-    expect([loadConfig(base).run.runtime, loadConfig(base).run.runscPlatform]).toEqual(['runc', 'ptrace']);
+  it('picks the RUN runtime at start (auto) unless STRATA_RUN_RUNTIME names runc, crun or gVisor, and names a runtime it does not know', () => {
+    expect([loadConfig(base).run.runtime, loadConfig(base).run.runscPlatform]).toEqual(['auto', 'ptrace']);
+    expect(loadConfig({ ...base, STRATA_RUN_RUNTIME: 'crun' }).run.runtime).toBe('crun');
+    expect(loadConfig({ ...base, STRATA_RUN_RUNTIME: 'runc' }).run.runtime).toBe('runc');
     expect(loadConfig({ ...base, STRATA_RUN_RUNTIME: 'runsc', STRATA_RUN_RUNSC_PLATFORM: 'kvm' }).run).toMatchObject({ runtime: 'runsc', runscPlatform: 'kvm' });
-    expect(() => loadConfig({ ...base, STRATA_RUN_RUNTIME: 'kata' })).toThrow('STRATA_RUN_RUNTIME must be runc or runsc, got "kata"');
+    expect(() => loadConfig({ ...base, STRATA_RUN_RUNTIME: 'kata' })).toThrow('STRATA_RUN_RUNTIME must be auto, runc, crun or runsc, got "kata"');
   });
 
   it('runs RUN steps in user namespaces where the worker can (auto) unless STRATA_RUN_USERNS says otherwise, from a pool of 65536-id ranges it checks', () => {

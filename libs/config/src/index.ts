@@ -120,8 +120,13 @@ export interface RunSettings {
   buildTimeoutMs: number;
   /** `RUN --security=insecure` runs privileged (STRATA_RUN_ALLOW_INSECURE=true); refused otherwise. */
   allowInsecure: boolean;
-  /** The OCI runtime of RUN steps (STRATA_RUN_RUNTIME): runc, or gVisor's runsc for a kernel of its own per step. */
-  runtime: 'runc' | 'runsc';
+  /**
+   * The OCI runtime of RUN steps (STRATA_RUN_RUNTIME): `auto` (the default) is crun where it can run
+   * on this host and runc elsewhere (the worker logs why at start), `crun` (the worker refuses to
+   * start where it cannot run), `runc`, or gVisor's runsc for a kernel of its own per step
+   * (docs/adr/0038).
+   */
+  runtime: 'auto' | 'runc' | 'crun' | 'runsc';
   /** runsc's platform (STRATA_RUN_RUNSC_PLATFORM): ptrace runs anywhere, kvm needs /dev/kvm. */
   runscPlatform: 'ptrace' | 'kvm' | 'systrap';
   /**
@@ -295,8 +300,10 @@ function runSettings(env: Env): RunSettings {
   }
   const insecure = env.STRATA_RUN_ALLOW_INSECURE || 'false';
   if (insecure !== 'true' && insecure !== 'false') throw new ConfigError(`STRATA_RUN_ALLOW_INSECURE must be true or false, got "${insecure}"`);
-  const runtime = env.STRATA_RUN_RUNTIME || 'runc';
-  if (runtime !== 'runc' && runtime !== 'runsc') throw new ConfigError(`STRATA_RUN_RUNTIME must be runc or runsc, got "${runtime}"`);
+  const runtime = env.STRATA_RUN_RUNTIME || 'auto';
+  if (runtime !== 'auto' && runtime !== 'runc' && runtime !== 'crun' && runtime !== 'runsc') {
+    throw new ConfigError(`STRATA_RUN_RUNTIME must be auto, runc, crun or runsc, got "${runtime}"`);
+  }
   const runscPlatform = env.STRATA_RUN_RUNSC_PLATFORM || 'ptrace';
   if (runscPlatform !== 'ptrace' && runscPlatform !== 'kvm' && runscPlatform !== 'systrap') {
     throw new ConfigError(`STRATA_RUN_RUNSC_PLATFORM must be ptrace, kvm or systrap, got "${runscPlatform}"`);

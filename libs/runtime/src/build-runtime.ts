@@ -11,6 +11,7 @@ import { LayerStore } from './layer-store.js';
 import { MknodAgent } from './mknod-agent.js';
 import { BridgeNetwork } from './network.js';
 import { ContainerStartError, RuncExecutor } from './runc-executor.js';
+import { chooseRuntime, type OciRuntime, type RuntimeSetting } from './runtime-choice.js';
 import { SecretMounts } from './secret-mounts.js';
 import { sshAgentMount } from './ssh-agents.js';
 import type { NetworkMode, RunMount } from './types.js';
@@ -28,8 +29,12 @@ export interface StepSettings {
   stepTimeoutMs: number;
   /** `RUN --security=insecure` runs privileged (STRATA_RUN_ALLOW_INSECURE=true); refused otherwise. */
   allowInsecure: boolean;
-  /** The OCI runtime (STRATA_RUN_RUNTIME); default runc. */
-  runtime?: 'runc' | 'runsc';
+  /**
+   * The OCI runtime (STRATA_RUN_RUNTIME); default runc. `auto` takes crun when it can run on this
+   * host (else runc, with a log line saying why), resolved by `init` (docs/adr/0038); `crun` fails
+   * `init` when it cannot.
+   */
+  runtime?: RuntimeSetting;
   /** runsc's platform (STRATA_RUN_RUNSC_PLATFORM); default ptrace. */
   runscPlatform?: string;
   /** The bridge network's containers' subnet, a 10.N.0.0/16 (STRATA_RUN_SUBNET); default 10.213.0.0/16. */
@@ -78,9 +83,11 @@ type LayerRef = { descriptor: Descriptor; diffId: Digest; open?: () => Readable 
 export class BuildRuntime implements RootfsProvider {
   readonly root: string;
   private readonly layers: LayerStore;
-  private readonly runc: RuncExecutor;
+  private runc: RuncExecutor;
   /** Runs steps with secrets: its bundles live on the secrets tmpfs. */
-  private readonly secretRunc: RuncExecutor;
+  private secretRunc: RuncExecutor;
+  /** Why `auto` did not take crun (after `init`). */
+  private fallback: string | undefined;
   private readonly caches: CacheMounts;
   private readonly secrets: SecretMounts;
   /** The worker's one bridge network (subnet allocator and firewall chains), when steps use it. */
@@ -105,16 +112,41 @@ export class BuildRuntime implements RootfsProvider {
         dns: options.step.dns && options.step.dns.length > 0 ? { upstreams: options.step.dns } : {},
       });
     }
-    const bridge = this.bridge ? { bridge: this.bridge } : {};
-    const runtime = { runtime: options.step.runtime ?? 'runc', ...(options.step.runscPlatform !== undefined ? { runscPlatform: options.step.runscPlatform } : {}) };
-    this.runc = new RuncExecutor({ dataDir: this.root, ...bridge, ...runtime });
     this.caches = new CacheMounts(path.join(this.root, 'cache-mounts'), options.cacheArchives);
     this.secrets = new SecretMounts(options.secretsDir ?? path.join('/dev/shm', `strata-${hash(this.root).slice(0, 12)}`));
-    this.secretRunc = new RuncExecutor({ dataDir: this.secrets.bundleDir, ...bridge, ...runtime });
+    // `auto` and `crun` are settled by `init`; until then steps would run with runc.
+    const setting = options.step.runtime ?? 'runc';
+    [this.runc, this.secretRunc] = this.executors(setting === 'auto' || setting === 'crun' ? 'runc' : setting);
+  }
+
+  private executors(runtime: OciRuntime): [RuncExecutor, RuncExecutor] {
+    const bridge = this.bridge ? { bridge: this.bridge } : {};
+    const options = { runtime, ...(this.options.step.runscPlatform !== undefined ? { runscPlatform: this.options.step.runscPlatform } : {}) };
+    return [new RuncExecutor({ dataDir: this.root, ...bridge, ...options }), new RuncExecutor({ dataDir: this.secrets.bundleDir, ...bridge, ...options })];
+  }
+
+  /** The OCI runtime RUN steps run with (after `init`: `auto` resolved). */
+  get runRuntime(): OciRuntime {
+    return this.runc.runtime;
+  }
+
+  /** Why `auto` fell back to runc on this host (after `init`); undefined when it took crun or the runtime was named. */
+  get runtimeFallback(): string | undefined {
+    return this.fallback;
+  }
+
+  private async initRuntime(): Promise<void> {
+    const setting = this.options.step.runtime ?? 'runc';
+    if (setting !== 'auto' && setting !== 'crun') return;
+    const choice = await chooseRuntime(setting);
+    // The worker logs the fallback and its reason at start (apps/worker/src/main.ts).
+    this.fallback = choice.fallback;
+    if (choice.runtime !== this.runc.runtime) [this.runc, this.secretRunc] = this.executors(choice.runtime);
   }
 
   /** Creates the directories and clears snapshots (and secret files) a crashed worker left behind. Idempotent. */
   async init(): Promise<void> {
+    await this.initRuntime();
     await this.layers.init();
     await this.secrets.init();
     await this.initUserns();
@@ -139,7 +171,7 @@ export class BuildRuntime implements RootfsProvider {
   private async initUserns(): Promise<void> {
     const step = this.options.step;
     const mode = step.userns ?? 'auto';
-    if (mode === 'off' || (step.runtime ?? 'runc') !== 'runc' || this.userns) return;
+    if (mode === 'off' || this.runc.runtime === 'runsc' || this.userns) return;
     const userns = new UserNamespaces({
       base: step.usernsBase ?? DEFAULT_USERNS_BASE,
       ranges: step.usernsRanges ?? DEFAULT_USERNS_RANGES,

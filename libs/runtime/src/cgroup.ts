@@ -1,5 +1,5 @@
 import { access, mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 
 export interface CgroupCounters {
   /** Processes the kernel OOM-killed in the container's cgroups. */
@@ -12,15 +12,21 @@ export interface CgroupCounters {
 
 interface Hierarchy {
   controllers: string[];
-  /** The worker's own cgroup directory in this hierarchy. */
-  ownDir: string;
+  /** Where the hierarchy is mounted. */
+  mountPoint: string;
 }
 
 /**
  * A cgroup that Strata creates as the parent of one container's cgroup and that carries its memory
  * and pids limits. `runc run` removes the container's own cgroup when the process exits, taking
  * its OOM and pids counters with it; the parent outlives runc, so the counters can be read after.
- * runc is given `cgroupsPath` = `strata-runtime/<id>/ctr`, relative to its own (= our) cgroup.
+ *
+ * The runtime is given an absolute `cgroupsPath`, `<base>/strata-runtime/<id>/ctr`, which runc and
+ * crun both place at that path under every hierarchy's mount point (a relative one runc nests under
+ * its own cgroup in each v1 hierarchy, crun 1.8 under each hierarchy's root: docs/adr/0038). The
+ * base is the worker's own cgroup: on cgroup v1 the deepest of its per-hierarchy paths when the
+ * others are its ancestors (here `memory:/process_api/<id>`, every other hierarchy `/`), so the
+ * steps stay inside whatever limits the worker itself runs under.
  */
 export class ContainerCgroup {
   /** Highest counters seen in the container's own cgroup while it ran (runc deletes it on exit). */
@@ -30,20 +36,27 @@ export class ContainerCgroup {
   private constructor(
     readonly id: string,
     private readonly hierarchies: Hierarchy[],
+    private readonly base: string,
     private readonly unified: boolean,
     private readonly limits: { memoryBytes?: number; pids?: number },
   ) {}
 
-  get runcPath(): string {
-    return `strata-runtime/${this.id}/ctr`;
+  /** The container's own cgroup, absolute (the same path in every hierarchy), for the spec's `cgroupsPath`. */
+  get cgroupsPath(): string {
+    return posix.join(this.base, 'strata-runtime', this.id, 'ctr');
+  }
+
+  /** The parent carrying the limits in one hierarchy. */
+  private parentIn(hierarchy: Hierarchy): string {
+    return join(hierarchy.mountPoint, this.base, 'strata-runtime', this.id);
   }
 
   static async create(id: string, limits: { memoryBytes?: number; pids?: number }): Promise<ContainerCgroup> {
-    const { hierarchies, unified } = await ownHierarchies();
-    const cgroup = new ContainerCgroup(id, hierarchies, unified, limits);
+    const { hierarchies, base, unified } = await ownHierarchies();
+    const cgroup = new ContainerCgroup(id, hierarchies, base, unified, limits);
     try {
       if (unified) {
-        const root = hierarchies[0]!.ownDir;
+        const root = join(hierarchies[0]!.mountPoint, base);
         await mkdir(join(root, 'strata-runtime', id), { recursive: true });
         // Controllers must be enabled on every level down to the container's cgroup.
         await writeFile(join(root, 'strata-runtime', 'cgroup.subtree_control'), '+memory +pids +cpu').catch(() => undefined);
@@ -107,7 +120,7 @@ export class ContainerCgroup {
   private async read(container: boolean): Promise<{ oomKills: number; memoryPeak: number; pidsEvents: number; pidsPeak: number }> {
     const leaf = container ? 'ctr' : '';
     if (this.unified) {
-      const dir = join(this.hierarchies[0]!.ownDir, 'strata-runtime', this.id, leaf);
+      const dir = join(this.parentIn(this.hierarchies[0]!), leaf);
       const memoryEvents = await readKeyed(join(dir, 'memory.events'));
       const pidsEvents = await readKeyed(join(dir, 'pids.events'));
       return {
@@ -129,10 +142,10 @@ export class ContainerCgroup {
     };
   }
 
-  /** Removes the parent cgroups in every hierarchy (runc creates them in all of them). */
+  /** Removes the parent cgroups in every hierarchy (the runtime creates them in all of them). */
   async destroy(): Promise<void> {
     for (const hierarchy of this.hierarchies) {
-      const dir = join(hierarchy.ownDir, 'strata-runtime', this.id);
+      const dir = this.parentIn(hierarchy);
       await rmdir(join(dir, 'ctr')).catch(() => undefined);
       await rmdir(dir).catch(() => undefined);
     }
@@ -140,11 +153,11 @@ export class ContainerCgroup {
 
   private dirFor(controller: string): string | undefined {
     const hierarchy = this.hierarchies.find((candidate) => candidate.controllers.includes(controller));
-    return hierarchy ? join(hierarchy.ownDir, 'strata-runtime', this.id) : undefined;
+    return hierarchy ? this.parentIn(hierarchy) : undefined;
   }
 }
 
-async function ownHierarchies(): Promise<{ hierarchies: Hierarchy[]; unified: boolean }> {
+async function ownHierarchies(): Promise<{ hierarchies: Hierarchy[]; base: string; unified: boolean }> {
   const [selfCgroup, mountinfo] = await Promise.all([readFile('/proc/self/cgroup', 'utf8'), readFile('/proc/self/mountinfo', 'utf8')]);
   const mounts = mountinfo
     .split('\n')
@@ -163,21 +176,35 @@ async function ownHierarchies(): Promise<{ hierarchies: Hierarchy[]; unified: bo
     const path = selfCgroup.split('\n').find((line) => line.startsWith('0::'))?.slice(3) ?? '/';
     const mount = mounts.find((candidate) => candidate.fstype === 'cgroup2');
     if (!mount) throw new Error('no cgroup filesystem is mounted');
-    hierarchies.push({ controllers: ['memory', 'pids', 'cpu'], ownDir: join(mount.mountPoint, relativeTo(path, mount.root)) });
-    return { hierarchies, unified };
+    hierarchies.push({ controllers: ['memory', 'pids', 'cpu'], mountPoint: mount.mountPoint });
+    return { hierarchies, base: posix.resolve('/', relativeTo(path, mount.root)), unified };
   }
-  // Hybrid mode: runc also creates the container's cgroup in the v2 hierarchy; destroy() must find it.
-  const v2Line = selfCgroup.split('\n').find((line) => line.startsWith('0::'));
+  // Hybrid mode: runc and crun also create the container's cgroup in the v2 hierarchy; destroy() must find it.
   const v2Mount = mounts.find((candidate) => candidate.fstype === 'cgroup2');
-  if (v2Line && v2Mount) hierarchies.push({ controllers: [], ownDir: join(v2Mount.mountPoint, relativeTo(v2Line.slice(3), v2Mount.root)) });
+  if (v2Mount && selfCgroup.split('\n').some((line) => line.startsWith('0::'))) hierarchies.push({ controllers: [], mountPoint: v2Mount.mountPoint });
+  const own: { controllers: string[]; path: string }[] = [];
   for (const line of v1Lines) {
     const [, list, path] = line.split(':');
     const controllers = list!.split(',');
     const mount = mounts.find((candidate) => candidate.fstype === 'cgroup' && controllers.every((c) => candidate.options.includes(c)));
     if (!mount) continue;
-    hierarchies.push({ controllers, ownDir: join(mount.mountPoint, relativeTo(path!, mount.root)) });
+    hierarchies.push({ controllers, mountPoint: mount.mountPoint });
+    own.push({ controllers, path: relativeTo(path!, mount.root) });
   }
-  return { hierarchies, unified };
+  return { hierarchies, base: commonBase(own), unified };
+}
+
+/**
+ * One absolute base for every v1 hierarchy: the deepest of the worker's own paths when the others
+ * are its ancestors (`/` is everyone's), so the step is under the worker's cgroup in each of them;
+ * otherwise the memory hierarchy's (the one whose limit matters most), the others then not nested.
+ */
+export function commonBase(own: { controllers: string[]; path: string }[]): string {
+  const paths = own.map((entry) => posix.resolve('/', entry.path));
+  const deepest = paths.reduce((a, b) => (b.split('/').length > a.split('/').length ? b : a), '/');
+  const under = (path: string, ancestor: string): boolean => ancestor === '/' || path === ancestor || path.startsWith(`${ancestor}/`);
+  if (paths.every((path) => under(deepest, path))) return deepest;
+  return posix.resolve('/', own.find((entry) => entry.controllers.includes('memory'))?.path ?? '/');
 }
 
 function relativeTo(path: string, root: string): string {

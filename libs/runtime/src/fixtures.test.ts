@@ -1,5 +1,5 @@
 // Test fixtures shared by the runtime specs (not a spec itself: jest runs *.spec.ts only).
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, chownSync, copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -58,3 +58,14 @@ export function layerSource(layers: TestLayer[]): { source: (diffId: string) => 
     },
   };
 }
+
+/**
+ * The OCI runtimes the runtime's suites run under: runc, and crun where it is installed (CI
+ * installs both; `npm test` also prepares a hybrid host's cgroups for crun, docs/adr/0038).
+ * STRATA_TEST_RUNTIMES (comma-separated) narrows the list.
+ */
+export const TEST_RUNTIMES: ('runc' | 'crun')[] = (['runc', 'crun'] as const).filter(
+  (runtime) =>
+    (process.env.STRATA_TEST_RUNTIMES === undefined || process.env.STRATA_TEST_RUNTIMES.split(',').includes(runtime)) &&
+    spawnSync(runtime, ['--version'], { stdio: 'ignore' }).status === 0,
+);

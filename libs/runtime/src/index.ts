@@ -10,6 +10,7 @@ export { resolveUser, UserResolutionError, type ResolvedUser } from './user.js';
 export { buildRuntimeSpec, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS, type RuntimeSpecInput } from './runtime-spec.js';
 export { LineSplitter, MAX_LINE_BYTES } from './line-splitter.js';
 export type { NetworkMode, ResourceLimits, RunMount, RunSpec, RunOptions, RunResult, OutputStream } from './types.js';
+export { chooseRuntime, crunUnusableReason, type OciRuntime, type RuntimeChoice, type RuntimeSetting } from './runtime-choice.js';
 export { BuildRuntime, type BuildRuntimeOptions, type StepSettings } from './build-runtime.js';
 export { MknodAgent, type MknodAgentOptions } from './mknod-agent.js';
 export { CacheMounts, cacheArchiveKey, type CacheArchiveStore } from './cache-mounts.js';

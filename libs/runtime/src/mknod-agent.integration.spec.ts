@@ -7,7 +7,7 @@ import type { Digest } from '@strata/oci';
 import { RunStepError, type RunOutcome } from '@strata/build-engine';
 import { BuildRuntime } from './build-runtime.js';
 import { MknodAgent } from './mknod-agent.js';
-import { busyboxLayer, tarDirectory, tempDir, type TestLayer } from './fixtures.test.js';
+import { busyboxLayer, tarDirectory, tempDir, TEST_RUNTIMES, type TestLayer } from './fixtures.test.js';
 import { USERNS_RANGE_SIZE } from './userns.js';
 
 import { jest } from '@jest/globals';
@@ -64,7 +64,7 @@ function abiLayer(): TestLayer {
 }
 
 /** Device nodes made in user-namespaced runc steps by the mknod supervisor (real runc, real kernel). */
-describe('the mknod agent (user-namespaced RUN steps)', () => {
+describe.each(TEST_RUNTIMES)('the mknod agent (user-namespaced RUN steps), with %s', (ociRuntime) => {
   let dir: string;
   let runtime: BuildRuntime;
   let base: TestLayer;
@@ -86,6 +86,7 @@ describe('the mknod agent (user-namespaced RUN steps)', () => {
         cpus: 0,
         stepTimeoutMs: 60_000,
         allowInsecure: false,
+        runtime: ociRuntime,
         userns: 'on',
         // A pool of its own, so the ranges never meet another test's.
         usernsBase: 2 ** 30 + 200 * USERNS_RANGE_SIZE,
@@ -94,9 +95,10 @@ describe('the mknod agent (user-namespaced RUN steps)', () => {
       },
       layerBlob: () => Promise.reject(new Error('no registry in this test')),
       cacheArchives: { get: () => Promise.resolve(null), put: () => Promise.reject(new Error('no cache archives in this test')) },
-      secretsDir: `/dev/shm/strata-mknod-test-${process.pid}`,
+      secretsDir: `/dev/shm/strata-mknod-test-${process.pid}-${ociRuntime}`,
     });
     await runtime.init();
+    expect(runtime.runRuntime).toBe(ociRuntime);
   });
   afterEach(async () => {
     for (const outcome of outcomes.splice(0)) await outcome.release();
@@ -237,7 +239,7 @@ describe('the mknod agent (user-namespaced RUN steps)', () => {
     await agent.close();
     const failed = sh('mknod /n c 1 3');
     await expect(failed).rejects.toThrow(RunStepError);
-    await expect(failed).rejects.toThrow(/seccomp agent.*mknod agent, which serves user-namespaced steps, is not running/);
+    await expect(failed).rejects.toThrow(/seccomp (agent|receiver).*mknod agent, which serves user-namespaced steps, is not running/);
     await agent.start();
     expect((await sh('mknod /again c 1 3 && echo ok')).output).toContain('ok');
   });

@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import { busyboxLayer, layerSource, tempDir, type TestLayer } from './fixtures.test.js';
+import { busyboxLayer, layerSource, tempDir, TEST_RUNTIMES, type TestLayer } from './fixtures.test.js';
 import { LayerStore, type Snapshot } from './layer-store.js';
 import { BridgeNetwork } from './network.js';
 import { RuncExecutor } from './runc-executor.js';
@@ -20,7 +20,7 @@ const ip = (...args: string[]): string => execFileSync('ip', args).toString();
  * server, linked by a veth pair on 10.214.0.0/30; the worker's default route goes there. No packet
  * leaves this machine.
  */
-describe('bridge network', () => {
+describe.each(TEST_RUNTIMES)('bridge network, with %s', (runtime) => {
   const tag = randomBytes(3).toString('hex');
   const hostNs = `strata-th-${tag}`;
   const outsideNs = `strata-to-${tag}`;
@@ -77,7 +77,7 @@ describe('bridge network', () => {
     base = busyboxLayer();
     snapshot = await new LayerStore({ dataDir }).prepare([base.diffId], layerSource([base]).source);
     bridge = new BridgeNetwork({ hostNetns: hostNs, subnetPrefix: '10.213', stateDir, owner: 'worker-a' });
-    executor = new RuncExecutor({ dataDir, resolvConf: '', bridge });
+    executor = new RuncExecutor({ dataDir, resolvConf: '', bridge, runtime });
     await new Promise((resolve) => setTimeout(resolve, 300));
   });
 
@@ -127,7 +127,7 @@ describe('bridge network', () => {
   it('reaches an allowed private range, and still not the metadata address', async () => {
     const allowing = new BridgeNetwork({ hostNetns: hostNs, subnetPrefix: '10.213', stateDir, owner: 'worker-b', allowCidrs: ['10.99.0.0/24'] });
     extra.push(allowing);
-    const lines = await sh(`${get('10.99.0.10', 8080, 5)}; ${get('169.254.169.254', 8080, 2)} || echo "metadata refused"`, new RuncExecutor({ dataDir, resolvConf: '', bridge: allowing }));
+    const lines = await sh(`${get('10.99.0.10', 8080, 5)}; ${get('169.254.169.254', 8080, 2)} || echo "metadata refused"`, new RuncExecutor({ dataDir, resolvConf: '', bridge: allowing, runtime }));
     expect(lines).toEqual(['from private', 'metadata refused']);
   });
 
@@ -160,7 +160,10 @@ describe('bridge network', () => {
     const before = hostIptables().split('\n').filter((l) => l.startsWith('-A ')).length;
     await sh('true');
     await bridge.idle();
-    expect(ip('netns', 'list')).not.toMatch(/strata-[0-9a-f]{10}\b/);
+    // This bridge's namespaces only: other workers on the machine (other test runs) have their own.
+    const key = (bridge as unknown as { key: string }).key;
+    expect(key).toMatch(/^[0-9a-f]{4}$/);
+    expect(ip('netns', 'list')).not.toMatch(new RegExp(`strata-${key}[0-9a-f]{6}\\b`));
     expect(ip('-n', hostNs, '-o', 'link', 'show')).not.toMatch(/\bstn[0-9a-f]{10}/);
     expect(hostIptables().split('\n').filter((l) => l.startsWith('-A ')).length).toBe(before);
   });

@@ -1,11 +1,16 @@
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { LayerWriter, type LayerEntry } from '@strata/oci';
 import { diffUpperDir } from './diff.js';
-import { busyboxLayer, layerSource, tempDir, type TestLayer } from './fixtures.test.js';
+import { busyboxLayer, layerSource, tempDir, TEST_RUNTIMES, type TestLayer } from './fixtures.test.js';
 import { LayerStore, type Snapshot } from './layer-store.js';
-import { RuncExecutor } from './runc-executor.js';
+import { ContainerStartError, RuncExecutor } from './runc-executor.js';
+import { crunUnusableReason } from './runtime-choice.js';
+import { CrunSeccompCache } from './crun-seccomp.js';
+import { DEFAULT_CAPABILITIES } from './runtime-spec.js';
+import { seccompProfile } from './seccomp-profile.js';
 import type { RunResult, RunSpec } from './types.js';
 import { UserResolutionError } from './user.js';
 
@@ -13,20 +18,22 @@ import { jest } from '@jest/globals';
 
 jest.setTimeout(60_000);
 
-describe('RuncExecutor on overlay snapshots', () => {
+describe.each(TEST_RUNTIMES)('RuncExecutor on overlay snapshots, with %s', (runtime) => {
   let dataDir: string;
   let store: LayerStore;
   let executor: RuncExecutor;
   let base: TestLayer;
   const snapshots: Snapshot[] = [];
 
-  beforeAll(() => {
+  beforeAll(async () => {
+    // Installed but unable to run here (a hybrid host not prepared): say why rather than fail every test.
+    if (runtime === 'crun') expect(await crunUnusableReason()).toBeUndefined();
     base = busyboxLayer();
   });
   beforeEach(() => {
     dataDir = tempDir('runtime');
     store = new LayerStore({ dataDir });
-    executor = new RuncExecutor({ dataDir, resolvConf: '' });
+    executor = new RuncExecutor({ dataDir, resolvConf: '', runtime });
   });
   afterEach(async () => {
     for (const snapshot of snapshots.splice(0)) await snapshot.release();
@@ -177,6 +184,68 @@ describe('RuncExecutor on overlay snapshots', () => {
     expect(run.oomKilled).toBe(true);
     expect(run.exitCode).not.toBe(0);
     expect(run.lines).not.toContain(expect.stringContaining('survived'));
+  });
+
+  it("runs the step in the cgroup carrying its limits, under the worker's own cgroup in every hierarchy", async () => {
+    const own = new Map(
+      readFileSync('/proc/self/cgroup', 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => [line.split(':')[1]!, line.split(':')[2]!]),
+    );
+    const run = await sh('cat /proc/self/cgroup; cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || true', { limits: { memoryBytes: 64 * 1024 * 1024, pids: 64 } });
+    expect(run.exitCode).toBe(0);
+    const inside = new Map(run.lines.filter((line) => /^\d+:/.test(line)).map((line) => [line.split(':')[1]!, line.split(':')[2]!]));
+    for (const controller of ['memory', 'pids']) {
+      const path = inside.get(controller) ?? inside.get('');
+      expect(path).toMatch(/\/strata-runtime\/strata-[0-9a-f]{16}\/ctr$/);
+      const ownPath = own.get(controller) ?? own.get('') ?? '/';
+      expect(path!.startsWith(ownPath === '/' ? '/' : `${ownPath}/`)).toBe(true);
+    }
+  });
+
+  it('names why a container could not start (the runtime\'s own error, read from its JSON log)', async () => {
+    const snapshot = await snapshotOf();
+    const error = await executor.run({ args: ['/no/such/program'], env: [] }, { rootfs: snapshot.rootfs }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ContainerStartError);
+    expect((error as Error).message).toMatch(/^the container for "\/no\/such\/program" could not start: .*\/no\/such\/program/);
+  });
+
+  it('runs a privileged step with the worker\'s capabilities and a writable /sys, the next one sandboxed again', async () => {
+    const privileged = await sh('grep CapEff /proc/self/status; mount -o remount,rw /sys && echo sys-rw', { privileged: true });
+    const own = /^CapEff:\s*(\S+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))![1];
+    expect(privileged.lines[0]).toBe(`CapEff:\t${own}`);
+    expect(privileged.lines).toContain('sys-rw');
+    const sandboxed = await sh('grep CapEff /proc/self/status; mount -o remount,rw /sys && echo sys-rw');
+    expect(sandboxed.lines[0]).not.toBe(`CapEff:\t${own}`);
+    expect(sandboxed.lines).not.toContain('sys-rw');
+  });
+
+  it('runs every step under the seccomp profile, also those given a filter compiled before (crun)', async () => {
+    for (let i = 0; i < 3; i++) {
+      const run = await sh('grep -E "^(Seccomp|Seccomp_filters|NoNewPrivs):" /proc/self/status');
+      expect(run.lines).toEqual(['NoNewPrivs:\t1', 'Seccomp:\t2', 'Seccomp_filters:\t1']);
+    }
+    if (runtime !== 'crun') return;
+    // A probe a killed worker left (created, never started) is deleted before the first probe.
+    const probes = join(dataDir, 'seccomp-test');
+    const left = join(probes, 'bundles', 'left');
+    mkdirSync(join(left, 'rootfs', 'dev'), { recursive: true });
+    writeFileSync(join(left, 'rootfs', 'never-runs'), '', { mode: 0o755 });
+    writeFileSync(join(left, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', process: { args: ['/never-runs'], cwd: '/', user: { uid: 0, gid: 0 } }, root: { path: 'rootfs' }, mounts: [], linux: { namespaces: [{ type: 'mount' }] } }));
+    execFileSync('crun', ['--root', join(probes, 'state'), '--cgroup-manager=disabled', 'create', '--bundle', left, 'strata-seccomp-left'], { stdio: 'ignore' });
+    expect(existsSync(join(probes, 'state', 'strata-seccomp-left'))).toBe(true);
+    // The filter crun compiles, once per profile: whole BPF instructions (8 bytes each), the same bytes again.
+    const cache = new CrunSeccompCache('crun', probes);
+    const profile = seccompProfile({ capabilities: DEFAULT_CAPABILITIES }) as unknown as Record<string, unknown>;
+    const filter = await cache.filterFor(profile);
+    expect(filter).toBeDefined();
+    expect(Buffer.from(filter!, 'base64').length % 8).toBe(0);
+    expect(Buffer.from(filter!, 'base64').length).toBeGreaterThan(800);
+    expect(await cache.filterFor({ ...profile, listenerPath: '/elsewhere.sock' })).toBe(filter);
+    expect(await cache.filterFor({ ...profile, defaultErrnoRet: 38 })).not.toBe(filter);
+    expect(existsSync(join(probes, 'state', 'strata-seccomp-left'))).toBe(false);
+    expect(readdirSync(join(probes, 'state'))).toEqual([]);
   });
 
   it('stops a fork bomb at the pids limit', async () => {

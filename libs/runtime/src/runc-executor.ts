@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chown, lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { ContainerCgroup, type CgroupCounters } from './cgroup.js';
+import { CrunSeccompCache } from './crun-seccomp.js';
 import { runCommand } from './command.js';
 import { exists } from './fs-exists.js';
 import { LineSplitter } from './line-splitter.js';
@@ -11,17 +12,21 @@ import type { BridgeNetwork, NetworkAttachment } from './network.js';
 import { resolveInRoot } from '@strata/oci';
 import { ALL_CAPABILITIES, buildRuntimeSpec, capabilitiesIn, type NetnsChoice } from './runtime-spec.js';
 import type { NetworkMode, OutputStream, RunOptions, RunResult, RunSpec } from './types.js';
+import type { OciRuntime } from './runtime-choice.js';
 import { resolveUser } from './user.js';
 import { constants, mount, umount } from '@strata/native';
 
 export interface RuncExecutorOptions {
   /** The worker's data directory: bundles under `<dataDir>/bundles`, runc state under `<dataDir>/runc`. */
   dataDir: string;
-  /** The OCI runtime: runc (default), or gVisor's runsc, whose own kernel serves the step's syscalls. */
-  runtime?: 'runc' | 'runsc';
+  /**
+   * The OCI runtime: runc (default), crun (the same sandbox, a cheaper start: docs/adr/0038), or
+   * gVisor's runsc, whose own kernel serves the step's syscalls.
+   */
+  runtime?: OciRuntime;
   /** runsc's platform (default ptrace, which needs no virtualisation). */
   runscPlatform?: string;
-  /** The runtime's binary (default "runc" or "runsc" on PATH). */
+  /** The runtime's binary (default "runc", "crun" or "runsc" on PATH). */
   runc?: string;
   /** Needed for `network: 'bridge'`. */
   bridge?: BridgeNetwork;
@@ -29,6 +34,8 @@ export interface RuncExecutorOptions {
   resolvConf?: string;
   /** Lines kept in `RunResult.outputTail`. */
   outputTailLines?: number;
+  /** crun: compile each seccomp profile once and pass the filter to later steps (default true; docs/adr/0038). */
+  crunSeccompCache?: boolean;
 }
 
 export class ContainerStartError extends Error {
@@ -42,6 +49,8 @@ export class RuncExecutor {
   private readonly runc: string;
   private readonly runcRoot: string;
   private readonly bundlesDir: string;
+  /** crun's compiled seccomp filters (crun only). */
+  private readonly crunSeccomp: CrunSeccompCache | undefined;
   /** Cgroups and bundles of finished containers being removed. */
   private readonly tidying = new Set<Promise<void>>();
 
@@ -50,6 +59,12 @@ export class RuncExecutor {
     this.runc = options.runc ?? runtime;
     this.runcRoot = join(options.dataDir, runtime);
     this.bundlesDir = join(options.dataDir, 'bundles');
+    this.crunSeccomp = runtime === 'crun' && options.crunSeccompCache !== false ? new CrunSeccompCache(this.runc, join(options.dataDir, 'crun-seccomp')) : undefined;
+  }
+
+  /** The OCI runtime this executor runs steps with. */
+  get runtime(): OciRuntime {
+    return this.options.runtime ?? 'runc';
   }
 
   async run(spec: RunSpec, options: RunOptions): Promise<RunResult> {
@@ -132,7 +147,7 @@ export class RuncExecutor {
         hostsFile,
         resolvConfFile,
         mounts,
-        cgroupsPath: cgroup.runcPath,
+        cgroupsPath: cgroup.cgroupsPath,
         noFile: await hostNoFileLimit(),
         ...(limits.cpus !== undefined ? { cpus: limits.cpus } : {}),
         ...(spec.privileged ? { privileged: { capabilities: await this.privilegedCapabilities() } } : {}),
@@ -147,6 +162,7 @@ export class RuncExecutor {
             }
           : {}),
       });
+      await this.crunSeccomp?.annotate(config);
       await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
       return await this.runContainer(id, bundle, cgroup, spec, options);
     } finally {
@@ -290,8 +306,8 @@ export class RuncExecutor {
           // SIGKILL that we did not send, with memory use at the limit: the OOM killer (its counter may be gone with runc's cgroup).
           const oomKilled = counters.oomKills > 0 || (exitCode === 137 && !timedOut && !cancelled && counters.memoryLimitReached);
           if (runcError !== undefined && !timedOut && !cancelled && exitCode !== 0 && exitCode < 128 && !oomKilled) {
-            // runc dials the mknod supervisor (listenerPath) before the step runs: name what is missing.
-            const hint = /seccomp agent/.test(runcError) ? " (the worker's mknod agent, which serves user-namespaced steps, is not running)" : '';
+            // runc and crun dial the mknod supervisor (listenerPath) before the step runs: name what is missing.
+            const hint = /seccomp agent|seccomp receiver/.test(runcError) ? " (the worker's mknod agent, which serves user-namespaced steps, is not running)" : '';
             throw new ContainerStartError(`the container for ${JSON.stringify(spec.args.join(' '))} could not start: ${runcError}${hint}`);
           }
           return {
