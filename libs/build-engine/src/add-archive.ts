@@ -135,7 +135,8 @@ export async function* spoolArchive(tar: Readable, spoolPath: string): AsyncGene
       for await (const chunk of body) {
         if (failure) throw failure;
         offset += (chunk as Buffer).length;
-        if (!out.write(chunk)) await Promise.race([once(out, 'drain'), once(out, 'error')]);
+        // once() rejects if the spool errors while waiting, and leaves no listener behind either way.
+        if (!out.write(chunk)) await once(out, 'drain');
       }
       const size = offset - start;
       yield { header, content: size === 0 ? Buffer.alloc(0) : { size, stream: () => createReadStream(spoolPath, { start, end: start + size - 1 }) } };

@@ -58,7 +58,8 @@ export async function indexTar(input: Readable, packPath: string, limits: Extrac
   let bytes = 0;
   const write = async (chunk: Buffer) => {
     if (packError) throw packError;
-    if (!pack.write(chunk)) await Promise.race([once(pack, 'drain'), once(pack, 'error')]);
+    // once() rejects if the stream errors while waiting, and leaves no listener behind either way.
+    if (!pack.write(chunk)) await once(pack, 'drain');
     offset += chunk.length;
   };
   try {
@@ -139,9 +140,9 @@ export async function indexTar(input: Readable, packPath: string, limits: Extrac
       }
     }
     await checkSymlinkChains(index, symlinks);
-    pack.end();
-    await Promise.race([once(pack, 'finish'), once(pack, 'error')]);
     if (packError) throw packError;
+    pack.end();
+    await once(pack, 'finish');
   } catch (e) {
     pack.destroy();
     throw e;

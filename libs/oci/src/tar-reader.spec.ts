@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
+import { mkdtempSync, rmSync, WriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -165,6 +166,26 @@ describe('indexTar', () => {
     expect(inode('hard')).toBe(inode('src/a.txt'));
     expect(inode('src/big.bin')).not.toBe(inode('src/a.txt'));
     expect(inode('bin/run')).toEqual(expect.any(Number));
+  });
+
+  it('writes a pack of many files without piling error listeners on it (the worker warned MaxListenersExceededWarning)', async () => {
+    const files = Array.from({ length: 400 }, (_, i) => ({ name: `src/f${i}.txt`, body: Buffer.alloc(20 * 1024, i % 251) }));
+    // The most 'error' listeners the pack file's stream held at once while the context was indexed.
+    let most = 0;
+    const original = EventEmitter.prototype.once;
+    EventEmitter.prototype.once = function (this: EventEmitter, name: string | symbol, listener: (...args: unknown[]) => void) {
+      const result = original.call(this, name, listener);
+      if (name === 'error' && this instanceof WriteStream) most = Math.max(most, this.listenerCount('error'));
+      return result;
+    } as typeof original;
+    try {
+      const { index } = await indexTar(Readable.from([rawTar(files)]), join(sandbox, 'pack'));
+      expect(index.size).toBe(402);
+    } finally {
+      EventEmitter.prototype.once = original;
+    }
+    expect(most).toBeGreaterThan(0);
+    expect(most).toBeLessThanOrEqual(2);
   });
 });
 
