@@ -434,21 +434,30 @@ static void execute(napi_env env, void *data) {
   }
 }
 
-static void complete(napi_env env, napi_status status, void *data) {
-  MountJob *job = data;
+// Settles a thread-pool job's promise: rejected when the job was cancelled ("the <what> job was
+// cancelled") or a syscall failed (its errno error), resolved with undefined otherwise.
+static void settle_job(napi_env env, napi_deferred deferred, napi_status status, const char *what, const char *failed_syscall, int err,
+                       const char *path, const char *dest) {
   napi_value result;
   if (status != napi_ok) {
+    char text[64];
+    snprintf(text, sizeof text, "the %s job was cancelled", what);
     napi_value message;
-    napi_create_string_utf8(env, "the mount job was cancelled", NAPI_AUTO_LENGTH, &message);
+    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
     napi_create_error(env, NULL, message, &result);
-    napi_reject_deferred(env, job->deferred, result);
-  } else if (job->failed_syscall != NULL) {
-    result = make_errno_error(env, job->err, job->failed_syscall, job->failed_path, job->failed_dest);
-    napi_reject_deferred(env, job->deferred, result);
+    napi_reject_deferred(env, deferred, result);
+  } else if (failed_syscall != NULL) {
+    result = make_errno_error(env, err, failed_syscall, path, dest);
+    napi_reject_deferred(env, deferred, result);
   } else {
     napi_get_undefined(env, &result);
-    napi_resolve_deferred(env, job->deferred, result);
+    napi_resolve_deferred(env, deferred, result);
   }
+}
+
+static void complete(napi_env env, napi_status status, void *data) {
+  MountJob *job = data;
+  settle_job(env, job->deferred, status, "mount", job->failed_syscall, job->err, job->failed_path, job->failed_dest);
   napi_delete_async_work(env, job->work);
   free_job(job);
 }
@@ -984,19 +993,7 @@ static void files_execute(napi_env env, void *data) {
 
 static void files_complete(napi_env env, napi_status status, void *data) {
   FilesJob *job = data;
-  napi_value result;
-  if (status != napi_ok) {
-    napi_value message;
-    napi_create_string_utf8(env, "the file job was cancelled", NAPI_AUTO_LENGTH, &message);
-    napi_create_error(env, NULL, message, &result);
-    napi_reject_deferred(env, job->deferred, result);
-  } else if (job->err != 0) {
-    result = make_errno_error(env, job->err, job->failed_syscall, job->paths[job->failed_index], NULL);
-    napi_reject_deferred(env, job->deferred, result);
-  } else {
-    napi_get_undefined(env, &result);
-    napi_resolve_deferred(env, job->deferred, result);
-  }
+  settle_job(env, job->deferred, status, "file", job->err != 0 ? job->failed_syscall : NULL, job->err, job->err != 0 ? job->paths[job->failed_index] : NULL, NULL);
   napi_delete_async_work(env, job->work);
   free_files_job(env, job);
 }
