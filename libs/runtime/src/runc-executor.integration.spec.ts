@@ -246,6 +246,8 @@ describe.each(TEST_RUNTIMES)('RuncExecutor on overlay snapshots, with %s', (runt
     expect(await cache.filterFor({ ...profile, defaultErrnoRet: 38 })).not.toBe(filter);
     expect(existsSync(join(probes, 'state', 'strata-seccomp-left'))).toBe(false);
     expect(readdirSync(join(probes, 'state'))).toEqual([]);
+    // No probe's process is left behind, the killed worker's one included (each would wait on crun's exec FIFO for good).
+    expect(processesNaming(probes)).toEqual([]);
   });
 
   it('stops a fork bomb at the pids limit', async () => {
@@ -345,3 +347,26 @@ describe.each(TEST_RUNTIMES)('RuncExecutor on overlay snapshots, with %s', (runt
     });
   });
 });
+
+/** The processes whose command line names `path` (a probe's `crun create` init keeps crun's command line). */
+function processesNaming(path: string): string[] {
+  const found: string[] = [];
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    let cmdline = '';
+    try {
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+    } catch {
+      continue; // gone meanwhile
+    }
+    const state = (() => {
+      try {
+        return /^State:\s+(\S)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+      } catch {
+        return undefined;
+      }
+    })();
+    // A zombie is gone but for its parent's wait: killed, as it should be.
+    if (cmdline.includes(path) && state !== 'Z') found.push(`${pid} ${cmdline.trim()}`);
+  }
+  return found;
+}
