@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { runCommand } from './command.js';
 
 /**
  * crun's compiled seccomp filters, one per distinct `linux.seccomp` section, for the life of the
@@ -99,11 +100,8 @@ export class CrunSeccompCache {
     await rm(join(this.dir, 'bundles'), { recursive: true, force: true });
   }
 
-  private crunQuiet(args: string[]): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const child = spawn(this.crun, args, { stdio: 'ignore' });
-      child.once('error', () => resolve());
-      child.once('exit', () => resolve());
-    });
+  /** A crun command whose failure changes nothing (the probe may be gone already). */
+  private async crunQuiet(args: string[]): Promise<void> {
+    await runCommand(this.crun, args).catch(() => undefined);
   }
 }
