@@ -1,8 +1,9 @@
 import { jest } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { mountPointsUnder, readMountsSync } from '@strata/runtime';
 import { startWorker } from '../../apps/worker/src/main.js';
 import { importBusybox } from '../support/images.js';
 import { startPrivateRedis } from '../support/redis-server.js';
@@ -29,11 +30,7 @@ const runcContainers = (dataDir: string): string[] =>
       return [];
     }
   });
-const mountsUnder = (dir: string): string[] =>
-  readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((p) => p !== undefined && p.startsWith(`${dir}/`));
+const mountsUnder = (dir: string): string[] => mountPointsUnder(readMountsSync(), dir).filter((point) => point !== dir);
 
 describe('the build table is the truth: no accepted build is lost when Redis loses its data or a worker dies', () => {
   const processes: WorkerProcess[] = [];

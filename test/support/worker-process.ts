@@ -1,10 +1,11 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { loadConfig, type StrataConfig } from '@strata/config';
+import { mountPointsUnder, readMountsSync } from '@strata/runtime';
 import { type NodeProcess, startNodeProcess } from './node-process.js';
 
 /** What apps/worker/src/bin.ts prints once it consumes the builds queue. */
@@ -126,10 +127,6 @@ function clearLeftovers(dataDir: string): void {
       spawnSync(runtime, ['--root', runtimeRoot, 'delete', '--force', id], { stdio: 'ignore' });
     }
   }
-  const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((line) => line.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8))))
-    .filter((p): p is string => p !== undefined && p.startsWith(`${dataDir}/`))
-    .sort((a, b) => b.length - a.length);
+  const mounts = mountPointsUnder(readMountsSync(), dataDir).filter((point) => point !== dataDir);
   for (const p of mounts) spawnSync('umount', ['-l', p], { stdio: 'ignore' });
 }

@@ -1,5 +1,6 @@
 import { access, mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
+import { readMounts } from './mountinfo.js';
 
 export interface CgroupCounters {
   /** Processes the kernel OOM-killed in the container's cgroups. */
@@ -158,16 +159,7 @@ export class ContainerCgroup {
 }
 
 async function ownHierarchies(): Promise<{ hierarchies: Hierarchy[]; base: string; unified: boolean }> {
-  const [selfCgroup, mountinfo] = await Promise.all([readFile('/proc/self/cgroup', 'utf8'), readFile('/proc/self/mountinfo', 'utf8')]);
-  const mounts = mountinfo
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => {
-      const [before, after] = line.split(' - ');
-      const fields = before!.split(' ');
-      const [fstype, , superOptions] = after!.split(' ');
-      return { root: fields[3]!, mountPoint: unescapeMount(fields[4]!), fstype: fstype!, options: (superOptions ?? '').split(',') };
-    });
+  const [selfCgroup, mounts] = await Promise.all([readFile('/proc/self/cgroup', 'utf8'), readMounts()]);
   const hierarchies: Hierarchy[] = [];
   let unified = false;
   const v1Lines = selfCgroup.split('\n').filter((line) => line !== '' && !line.startsWith('0::'));
@@ -186,7 +178,7 @@ async function ownHierarchies(): Promise<{ hierarchies: Hierarchy[]; base: strin
   for (const line of v1Lines) {
     const [, list, path] = line.split(':');
     const controllers = list!.split(',');
-    const mount = mounts.find((candidate) => candidate.fstype === 'cgroup' && controllers.every((c) => candidate.options.includes(c)));
+    const mount = mounts.find((candidate) => candidate.fstype === 'cgroup' && controllers.every((c) => candidate.superOptions.includes(c)));
     if (!mount) continue;
     hierarchies.push({ controllers, mountPoint: mount.mountPoint });
     own.push({ controllers, path: relativeTo(path!, mount.root) });
@@ -209,10 +201,6 @@ export function commonBase(own: { controllers: string[]; path: string }[]): stri
 
 function relativeTo(path: string, root: string): string {
   return root !== '/' && path.startsWith(root) ? path.slice(root.length) : path;
-}
-
-function unescapeMount(value: string): string {
-  return value.replace(/\\([0-7]{3})/g, (_match, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
 }
 
 async function readKeyed(path: string): Promise<Record<string, number>> {

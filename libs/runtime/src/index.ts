@@ -16,3 +16,4 @@ export { MknodAgent, type MknodAgentOptions } from './mknod-agent.js';
 export { CacheMounts, cacheArchiveKey, type CacheArchiveStore } from './cache-mounts.js';
 export { SecretMounts } from './secret-mounts.js';
 export { startSshAgent, SshKeyError, type SshAgent } from './ssh-agents.js';
+export { parseMountinfo, readMounts, readMountsSync, mountPointsUnder, type MountEntry } from './mountinfo.js';

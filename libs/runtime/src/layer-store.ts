@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { mount, umount } from '@strata/native';
 import { runCommand } from './command.js';
+import { readMounts } from './mountinfo.js';
 import { LayerUnpackError, unpackLayer } from './unpack.js';
 import { exists } from './fs-exists.js';
 
@@ -420,7 +421,5 @@ async function unmountRootfs(rootfs: string): Promise<void> {
 }
 
 async function isMountPoint(path: string): Promise<boolean> {
-  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
-  const escaped = path.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
-  return mountinfo.split('\n').some((line) => line.split(' ')[4] === escaped);
+  return (await readMounts()).some((mount) => mount.mountPoint === path);
 }

@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { runCommand } from './command.js';
+import { readMounts } from './mountinfo.js';
 
 /** The OCI runtimes RUN steps can use. */
 export type OciRuntime = 'runc' | 'crun' | 'runsc';
@@ -30,7 +31,7 @@ export async function crunUnusableReason(binary = 'crun'): Promise<string | unde
     const message = (error as Error).message;
     return /ENOENT/.test(message) ? `${binary} is not installed (apt-get install crun)` : `${binary} does not run (${message.split('\n')[0]})`;
   }
-  const mounts = await cgroupMounts();
+  const mounts = (await readMounts()).filter((mount) => mount.fstype === 'cgroup' || mount.fstype === 'cgroup2');
   const v2 = mounts.find((mount) => mount.fstype === 'cgroup2');
   const v1 = mounts.filter((mount) => mount.fstype === 'cgroup');
   if (v1.length === 0) {
@@ -45,9 +46,9 @@ export async function crunUnusableReason(binary = 'crun'): Promise<string | unde
     }
   }
   for (const controller of ['memory', 'pids']) {
-    const mount = v1.find((candidate) => candidate.options.includes(controller));
+    const mount = v1.find((candidate) => candidate.superOptions.includes(controller));
     if (!mount) return `no cgroup v1 ${controller} hierarchy is mounted`;
-    const name = mount.options.filter((option) => CONTROLLERS.has(option)).join(',');
+    const name = mount.superOptions.filter((option) => CONTROLLERS.has(option)).join(',');
     if (mount.mountPoint !== `${CGROUP_ROOT}/${name}`) {
       return `the cgroup v1 ${controller} hierarchy is mounted at ${mount.mountPoint}; crun only joins ${CGROUP_ROOT}/${name} and would run steps without their ${controller} limit`;
     }
@@ -65,16 +66,3 @@ export async function chooseRuntime(setting: RuntimeSetting, crunBinary = 'crun'
 }
 
 const CONTROLLERS = new Set(['cpu', 'cpuacct', 'cpuset', 'memory', 'devices', 'freezer', 'net_cls', 'net_prio', 'blkio', 'perf_event', 'hugetlb', 'pids', 'rdma', 'misc']);
-
-async function cgroupMounts(): Promise<{ mountPoint: string; fstype: string; options: string[] }[]> {
-  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
-  return mountinfo
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => {
-      const [before, after] = line.split(' - ');
-      const [fstype, , superOptions] = (after ?? '').split(' ');
-      return { mountPoint: (before ?? '').split(' ')[4] ?? '', fstype: fstype ?? '', options: (superOptions ?? '').split(',') };
-    })
-    .filter((mount) => mount.fstype === 'cgroup' || mount.fstype === 'cgroup2');
-}

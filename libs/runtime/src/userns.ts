@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { chmod, chown, lchown, lstat, mkdir, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { mountPointsUnder, readMounts } from './mountinfo.js';
 import { isAlive, processStart } from './network-claims.js';
 import { constants, idmappedBindMount, lgetxattr, llistxattr, lsetxattr, mount, umount } from '@strata/native';
 
@@ -103,7 +104,7 @@ export class UserNamespaces {
       if (dir === path.dirname(dir)) break;
     }
     await mkdir(this.viewsDir, { recursive: true, mode: 0o700 });
-    for (const mountPoint of await mountsUnder(this.viewsDir)) await umount(mountPoint, { detach: true }).catch(() => undefined);
+    for (const mountPoint of mountPointsUnder(await readMounts(), this.viewsDir)) await umount(mountPoint, { detach: true }).catch(() => undefined);
     await rm(this.viewsDir, { recursive: true, force: true });
     await mkdir(this.viewsDir, { mode: 0o700 });
     await this.clearDeadSteps();
@@ -119,7 +120,7 @@ export class UserNamespaces {
       const held = await lstat(claim).then(() => true, () => false);
       if (held && !(await staleClaim(claim))) continue;
       const dir = path.join(this.stepsDir, name);
-      for (const mountPoint of await mountsUnder(dir)) await umount(mountPoint, { detach: true }).catch(() => undefined);
+      for (const mountPoint of mountPointsUnder(await readMounts(), dir)) await umount(mountPoint, { detach: true }).catch(() => undefined);
       await removeUnmounted(dir);
     }
   }
@@ -330,7 +331,7 @@ async function readlinkOf(file: string): Promise<string> {
  * that failed to go would delete the layer store, a cache or the context through it.
  */
 async function removeUnmounted(dir: string): Promise<void> {
-  const left = await mountsUnder(dir);
+  const left = mountPointsUnder(await readMounts(), dir);
   if (left.length > 0) {
     process.stderr.write(`strata worker: left ${dir} in place: ${left.join(', ')} still mounted\n`);
     return;
@@ -338,16 +339,6 @@ async function removeUnmounted(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true }).catch(() => undefined);
 }
 
-/** Mount points at or under `dir` in this process's mount table, deepest first. */
-async function mountsUnder(dir: string): Promise<string[]> {
-  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
-  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
-  return mountinfo
-    .split('\n')
-    .map((line) => unescape(line.split(' ')[4] ?? ''))
-    .filter((p) => p === dir || p.startsWith(`${dir}/`))
-    .sort((a, b) => b.length - a.length);
-}
 
 const S_ISUID_GID = 0o6000;
 const CAPABILITY_XATTR = 'security.capability';
