@@ -125,14 +125,13 @@ export async function* spoolArchive(tar: Readable, spoolPath: string): AsyncGene
   out.on('error', (e) => (failure = e));
   let offset = 0;
   try {
-    for await (const { header, body } of readTarEntries(tar)) {
+    for await (const { header, chunks: content } of readTarEntries(tar)) {
       if (header.type !== 'file') {
-        body.resume();
         yield { header };
         continue;
       }
       const start = offset;
-      for await (const chunk of body) {
+      for await (const chunk of content) {
         if (failure) throw failure;
         offset += (chunk as Buffer).length;
         // once() rejects if the spool errors while waiting, and leaves no listener behind either way.

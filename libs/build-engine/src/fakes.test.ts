@@ -98,9 +98,9 @@ export function fakeDeps(over: Partial<EngineDeps> = {}): EngineDeps & { layers:
 /** What a layer the sink stored holds: each entry's path, type, mode, owner and (for files) content. */
 export async function layerFiles(sink: ReturnType<typeof memorySink>, digest: string): Promise<Array<{ path: string; type: string; mode: number; uid: number; gid: number; content?: string }>> {
   const out: Array<{ path: string; type: string; mode: number; uid: number; gid: number; content?: string }> = [];
-  for await (const { header, body } of readTarEntries(Readable.from([sink.blobs.get(digest)!]))) {
+  for await (const { header, chunks: content } of readTarEntries(Readable.from([sink.blobs.get(digest)!]))) {
     const chunks: Buffer[] = [];
-    for await (const c of body) chunks.push(c as Buffer);
+    for await (const c of content) chunks.push(c as Buffer);
     out.push({ path: header.name, type: header.type, mode: header.mode, uid: header.uid, gid: header.gid, ...(header.type === 'file' ? { content: Buffer.concat(chunks).toString() } : {}) });
   }
   return out;

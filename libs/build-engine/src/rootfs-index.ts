@@ -274,18 +274,15 @@ export class RootfsIndexer {
 
   private async read(digest: Digest): Promise<LayerIndex> {
     const index = emptyIndex(digest);
-    for await (const { header, body } of readTarEntries(await this.open(digest))) {
+    for await (const { header, chunks: content } of readTarEntries(await this.open(digest))) {
       const name = cleanName(header.name);
-      if (name === '' || name === '.') {
-        body.resume();
-        continue;
-      }
+      if (name === '' || name === '.') continue;
       const meta: LayerIndexEntry = { name, type: header.type, mode: header.mode, uid: header.uid, gid: header.gid, mtime: Math.floor(header.mtime), size: header.size, linkname: header.linkname };
       if (header.type === 'file') {
         // Hashed while read, so COPY --from can checksum this layer's files without unpacking it.
         const hash = createHash('sha256');
         const keep = KEEP_CONTENT.has(name) && header.size <= MAX_ACCOUNT_FILE_BYTES ? ([] as Buffer[]) : null;
-        for await (const chunk of body) {
+        for await (const chunk of content) {
           hash.update(chunk as Buffer);
           keep?.push(chunk as Buffer);
         }
@@ -295,7 +292,7 @@ export class RootfsIndexer {
           if (name === 'etc/passwd') index.passwd = kept;
           else index.group = kept;
         }
-      } else body.resume();
+      }
       add(index, name, meta);
     }
     return index;

@@ -63,7 +63,7 @@ export async function indexTar(input: Readable, packPath: string, limits: Extrac
     offset += chunk.length;
   };
   try {
-    for await (const { header, body } of readLimitedTarEntries(input, maxEntries, maxBytes)) {
+    for await (const { header, chunks: content } of readLimitedTarEntries(input, maxEntries, maxBytes)) {
       const name = header.name;
       entries += 1;
       bytes += header.size;
@@ -71,7 +71,6 @@ export async function indexTar(input: Readable, packPath: string, limits: Extrac
       if (parts.length === 0) {
         // "./" itself: the root takes its mode and mtime.
         if (header.type === 'directory') index.set('', { type: 'directory', mode: header.mode, mtime: Math.floor(header.mtime) });
-        body.resume();
         continue;
       }
       const rel = parts.join('/');
@@ -81,14 +80,13 @@ export async function indexTar(input: Readable, packPath: string, limits: Extrac
       switch (header.type) {
         case 'directory':
           index.set(rel, { type: 'directory', mode: header.mode, mtime });
-          body.resume();
           break;
         case 'file': {
           if (existing?.type === 'directory') throw new TarExtractionError(name, 'would replace a directory extracted earlier');
           const start = offset;
           const hash = createHash('sha256');
           let size = 0;
-          for await (const chunk of body) {
+          for await (const chunk of content) {
             hash.update(chunk as Buffer);
             size += (chunk as Buffer).length;
             await write(chunk as Buffer);
@@ -97,7 +95,6 @@ export async function indexTar(input: Readable, packPath: string, limits: Extrac
           break;
         }
         case 'symlink': {
-          body.resume();
           const target = header.linkname;
           if (target === '') throw new TarExtractionError(name, 'symlink has an empty target');
           // An absolute target is kept as written (a checkout may hold one, and BuildKit takes it): every
@@ -112,7 +109,6 @@ export async function indexTar(input: Readable, packPath: string, limits: Extrac
           break;
         }
         case 'hardlink': {
-          body.resume();
           const linkParts = safeArchivePath(header.linkname, name);
           if (linkParts.length === 0) throw new TarExtractionError(name, 'hard link points at the archive root');
           for (let i = 1; i < linkParts.length; i++) {
@@ -132,10 +128,8 @@ export async function indexTar(input: Readable, packPath: string, limits: Extrac
         case 'char-device':
         case 'block-device':
         case 'fifo':
-          body.resume();
           throw new TarExtractionError(name, `${header.type} entries are not allowed`);
         default:
-          body.resume();
           throw new TarExtractionError(name, 'unsupported entry type');
       }
     }

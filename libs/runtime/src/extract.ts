@@ -136,7 +136,7 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
   let sizeBytes = 0;
 
   try {
-    for await (const { header, body } of readLimitedTarEntries(input, maxEntries, maxBytes, { onTarChunk: (chunk) => hash.update(chunk) })) {
+    for await (const { header, chunks: body } of readLimitedTarEntries(input, maxEntries, maxBytes, { onTarChunk: (chunk) => hash.update(chunk) })) {
       const name = header.name;
       entries += 1;
       bytes += header.size;

@@ -380,7 +380,7 @@ export class BuildsService implements OnModuleDestroy {
         if (entry.header.type !== 'file') break;
         if (entry.header.size > DOCKERFILE_MAX_BYTES) throw new ConflictException(`${wanted} is larger than ${DOCKERFILE_MAX_BYTES} bytes.`);
         const chunks: Buffer[] = [];
-        for await (const chunk of entry.body) chunks.push(chunk as Buffer);
+        for await (const chunk of entry.chunks) chunks.push(chunk);
         return { path: wanted, text: Buffer.concat(chunks).toString('utf8') };
       }
     } catch (e) {
