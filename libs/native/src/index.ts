@@ -52,6 +52,8 @@ interface Binding {
   /** Absent from an addon built before ADR 0039. */
   spawn?(file: string, argv: string[], env: string[], cwd: string | null, onExit: (code: number | null, signal: number | null) => void): SpawnHandle;
   kill?(handle: object, signal: number): number;
+  /** Whether the kernel has pidfd_open, which spawn needs (absent before it was added). */
+  spawnSupported?(): boolean;
   writeFiles(paths: PathArg[], contents: Buffer[], meta: Float64Array, chown: boolean): Promise<void>;
   constants: NativeConstants;
 }
@@ -219,8 +221,12 @@ function checkedInt(value: number, what: string): number {
   return value;
 }
 
-/** Whether this build of the addon starts processes itself (docs/adr/0039); else use node:child_process. */
-export const nativeSpawnAvailable: boolean = typeof binding.spawn === 'function' && typeof binding.kill === 'function';
+/**
+ * Whether this build of the addon starts processes itself on this kernel (docs/adr/0039): it has
+ * spawn, and the kernel has pidfd_open (Linux 5.3+), which spawn watches its children with.
+ * Otherwise callers use node:child_process.
+ */
+export const nativeSpawnAvailable: boolean = typeof binding.spawn === 'function' && typeof binding.kill === 'function' && binding.spawnSupported?.() !== false;
 
 export interface SpawnOptions {
   /** The child's working directory (default: the worker's). */

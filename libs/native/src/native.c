@@ -877,6 +877,14 @@ done:
 
 // kill(handle, signal): 0, or the errno (ESRCH once the child has been reaped: its pid may be
 // another process's by then, the pidfd never is).
+// spawnSupported(): whether this kernel has pidfd_open (Linux 5.3+), which spawn() watches its children with.
+static napi_value SpawnSupported(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result;
+  napi_get_boolean(env, probe_pidfd(), &result);
+  return result;
+}
+
 static napi_value Kill(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (get_args(env, info, 2, argv) == NULL) return NULL;
@@ -1100,6 +1108,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"mknod", NULL, Mknod, NULL, NULL, NULL, napi_enumerable, NULL},
       {"spawn", NULL, Spawn, NULL, NULL, NULL, napi_enumerable, NULL},
       {"kill", NULL, Kill, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"spawnSupported", NULL, SpawnSupported, NULL, NULL, NULL, napi_enumerable, NULL},
       {"writeFiles", NULL, WriteFiles, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions));

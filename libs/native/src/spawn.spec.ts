@@ -27,7 +27,7 @@ function collect(child: SpawnedProcess): Promise<Outcome> {
 }
 
 describe('@strata/native spawn', () => {
-  it('is built into the addon', () => {
+  it('is built into the addon and usable on this kernel (pidfd_open, Linux 5.3+)', () => {
     expect(nativeSpawnAvailable).toBe(true);
   });
 
