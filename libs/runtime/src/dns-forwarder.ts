@@ -70,8 +70,21 @@ export class DnsForwarder {
     this.tcpIdleMs = options.tcpIdleMs ?? 10_000;
   }
 
-  /** Listens on `address:port` (UDP and TCP) for queries from `client` only. */
+  /**
+   * Listens on `address:port` (UDP and TCP) for queries from `client` only. Port 0 takes a free UDP
+   * port and the same number for TCP, trying again with another when TCP finds that one taken.
+   */
   async listen(address: string, client: string, port = 53): Promise<DnsListener> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.listenOnce(address, client, port);
+      } catch (error) {
+        if (port !== 0 || attempt >= 5 || !/EADDRINUSE/.test((error as Error).message)) throw error;
+      }
+    }
+  }
+
+  private async listenOnce(address: string, client: string, port: number): Promise<DnsListener> {
     const family = isIP(address) === 6 ? 'udp6' : 'udp4';
     const udp = createSocket({ type: family });
     const tcp = createServer();
