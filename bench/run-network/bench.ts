@@ -1,4 +1,4 @@
-// Per-RUN cost of the bridge network (docs/adr/0024): RuncExecutor running /bin/true in a busybox
+// Per-RUN cost of the bridge network (docs/adr/0024): ContainerExecutor running /bin/true in a busybox
 // rootfs with network 'none' and 'bridge', alternated, plus BridgeNetwork.attach alone and the
 // teardown that runs after a step returns.
 // Medians after a warm-up. Run as root: `node --import ./bench/support/register-ts.mjs bench/run-network/bench.ts`.
@@ -11,7 +11,7 @@ import { performance } from 'node:perf_hooks';
 import { busyboxLayer, layerSource, tempDir } from '../../libs/runtime/src/fixtures.test.js';
 import { LayerStore } from '../../libs/runtime/src/layer-store.js';
 import { BridgeNetwork } from '../../libs/runtime/src/network.js';
-import { RuncExecutor } from '../../libs/runtime/src/runc-executor.js';
+import { ContainerExecutor } from '../../libs/runtime/src/container-executor.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 40);
 const median = (xs: number[]): number => {
@@ -23,7 +23,7 @@ const dataDir = tempDir('bench-net');
 const base = busyboxLayer();
 const snapshot = await new LayerStore({ dataDir }).prepare([base.diffId], layerSource([base]).source);
 const bridge = new BridgeNetwork({ subnetPrefix: '10.212', owner: `bench-${randomBytes(4).toString('hex')}` });
-const executor = new RuncExecutor({ dataDir, resolvConf: '', bridge });
+const executor = new ContainerExecutor({ dataDir, resolvConf: '', bridge });
 const times: Record<'none' | 'bridge' | 'attach' | 'teardown', number[]> = { none: [], bridge: [], attach: [], teardown: [] };
 try {
   await bridge.init();

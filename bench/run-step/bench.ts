@@ -44,7 +44,7 @@ import { lgetxattrs, lsetxattr, mount, umount } from '../../libs/native/src/inde
 import { diffUpperDir } from '../../libs/runtime/src/diff.js';
 import { busyboxLayer } from '../../libs/runtime/src/fixtures.test.js';
 import { LayerStore } from '../../libs/runtime/src/layer-store.js';
-import { RuncExecutor } from '../../libs/runtime/src/runc-executor.js';
+import { ContainerExecutor } from '../../libs/runtime/src/container-executor.js';
 import { crunUnusableReason, type OciRuntime } from '../../libs/runtime/src/runtime-choice.js';
 import { BuildRuntime } from '../../libs/runtime/src/build-runtime.js';
 import { shellStep } from '../support/shell-step.js';
@@ -144,7 +144,7 @@ function opVariants(): Variant[] {
 
 interface Runtime {
   LayerStore: typeof LayerStore;
-  RuncExecutor: typeof RuncExecutor;
+  ContainerExecutor: typeof ContainerExecutor;
   diffUpperDir: typeof diffUpperDir;
 }
 
@@ -152,11 +152,11 @@ async function cycleVariants(): Promise<{ variants: Variant[]; notes: string[] }
   const base = busyboxLayer();
   const source = async () => Readable.from([base.tar]);
   const notes: string[] = [];
-  const make = (name: string, oci: OciRuntime, prepared: boolean, runtime: Runtime = { LayerStore, RuncExecutor, diffUpperDir }, crunSeccompCache = true): Variant => {
-    const { LayerStore, RuncExecutor, diffUpperDir } = runtime;
+  const make = (name: string, oci: OciRuntime, prepared: boolean, runtime: Runtime = { LayerStore, ContainerExecutor, diffUpperDir }, crunSeccompCache = true): Variant => {
+    const { LayerStore, ContainerExecutor, diffUpperDir } = runtime;
     const dataDir = path.join(work, `data-${name.replace(/[^a-z-]/g, '-')}`);
     const store = new LayerStore({ dataDir });
-    const executor = new RuncExecutor({ dataDir, resolvConf: '', ...(oci === 'runc' ? {} : { runtime: oci, crunSeccompCache }) });
+    const executor = new ContainerExecutor({ dataDir, resolvConf: '', ...(oci === 'runc' ? {} : { runtime: oci, crunSeccompCache }) });
     let next: Awaited<ReturnType<LayerStore['prepare']>> | undefined;
     const step = async () => {
       const snapshot = next ?? (await store.prepare([base.diffId], source));
@@ -182,7 +182,12 @@ async function cycleVariants(): Promise<{ variants: Variant[]; notes: string[] }
   const before = process.env.BENCH_BEFORE;
   if (before) {
     const load = async (file: string) => import(pathToFileURL(path.resolve(before, 'libs/runtime/src', file)).href);
-    const runtime = { ...(await load('layer-store.ts')), ...(await load('runc-executor.ts')), ...(await load('diff.ts')) } as Runtime;
+    // A tree from before the executor's rename (it ran only runc then) has runc-executor.ts and RuncExecutor.
+    const executor = await load('container-executor.ts').catch(async () => {
+      const old = await load('runc-executor.ts');
+      return { ContainerExecutor: old.RuncExecutor };
+    });
+    const runtime = { ...(await load('layer-store.ts')), ...executor, ...(await load('diff.ts')) } as Runtime;
     variants.push(make('cycle:runc-before', 'runc', false, runtime));
   }
   const crun = await crunUnusableReason();

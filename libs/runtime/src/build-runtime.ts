@@ -10,7 +10,7 @@ import { diffUpperDir } from './diff.js';
 import { LayerStore } from './layer-store.js';
 import { MknodAgent } from './mknod-agent.js';
 import { BridgeNetwork } from './network.js';
-import { ContainerStartError, RuncExecutor } from './runc-executor.js';
+import { ContainerStartError, ContainerExecutor } from './container-executor.js';
 import { chooseRuntime, type OciRuntime, type RuntimeSetting } from './runtime-choice.js';
 import { SecretMounts } from './secret-mounts.js';
 import { sshAgentMount } from './ssh-agents.js';
@@ -68,7 +68,7 @@ export interface BuildRuntimeOptions {
   layerBlob(digest: Digest): Promise<Readable>;
   /** Where cache mounts are saved for every worker. */
   cacheArchives: CacheArchiveStore;
-  /** A tmpfs directory for secret files and the runc bundles of steps with secrets; default /dev/shm/strata-<hash of dataDir>. */
+  /** A tmpfs directory for secret files and the runtime bundles of steps with secrets; default /dev/shm/strata-<hash of dataDir>. */
   secretsDir?: string;
 }
 
@@ -76,16 +76,16 @@ type LayerRef = { descriptor: Descriptor; diffId: Digest; open?: () => Readable 
 
 /**
  * A worker's container runtime behind build-engine's interfaces: layers unpacked once per worker
- * (LayerStore, overlayfs), one runc container per RUN with its cache, tmpfs, bind and secret
+ * (LayerStore, overlayfs), one container per RUN with its cache, tmpfs, bind and secret
  * mounts, the upper dir diffed into the step's layer. One bridge network (one subnet allocator,
  * one pair of firewall chains) serves every container of the worker (docs/adr/0024). Use `forTenant` to get the RunExecutor of one build.
  */
 export class BuildRuntime implements RootfsProvider {
   readonly root: string;
   private readonly layers: LayerStore;
-  private runc: RuncExecutor;
+  private executor: ContainerExecutor;
   /** Runs steps with secrets: its bundles live on the secrets tmpfs. */
-  private secretRunc: RuncExecutor;
+  private secretExecutor: ContainerExecutor;
   /** Why `auto` did not take crun (after `init`). */
   private fallback: string | undefined;
   private readonly caches: CacheMounts;
@@ -116,18 +116,18 @@ export class BuildRuntime implements RootfsProvider {
     this.secrets = new SecretMounts(options.secretsDir ?? path.join('/dev/shm', `strata-${hash(this.root).slice(0, 12)}`));
     // `auto` and `crun` are settled by `init`; until then steps would run with runc.
     const setting = options.step.runtime ?? 'runc';
-    [this.runc, this.secretRunc] = this.executors(setting === 'auto' || setting === 'crun' ? 'runc' : setting);
+    [this.executor, this.secretExecutor] = this.executors(setting === 'auto' || setting === 'crun' ? 'runc' : setting);
   }
 
-  private executors(runtime: OciRuntime): [RuncExecutor, RuncExecutor] {
+  private executors(runtime: OciRuntime): [ContainerExecutor, ContainerExecutor] {
     const bridge = this.bridge ? { bridge: this.bridge } : {};
     const options = { runtime, ...(this.options.step.runscPlatform !== undefined ? { runscPlatform: this.options.step.runscPlatform } : {}) };
-    return [new RuncExecutor({ dataDir: this.root, ...bridge, ...options }), new RuncExecutor({ dataDir: this.secrets.bundleDir, ...bridge, ...options })];
+    return [new ContainerExecutor({ dataDir: this.root, ...bridge, ...options }), new ContainerExecutor({ dataDir: this.secrets.bundleDir, ...bridge, ...options })];
   }
 
   /** The OCI runtime RUN steps run with (after `init`: `auto` resolved). */
   get runRuntime(): OciRuntime {
-    return this.runc.runtime;
+    return this.executor.runtime;
   }
 
   /** Why `auto` fell back to runc on this host (after `init`); undefined when it took crun or the runtime was named. */
@@ -141,7 +141,7 @@ export class BuildRuntime implements RootfsProvider {
     const choice = await chooseRuntime(setting);
     // The worker logs the fallback and its reason at start (apps/worker/src/main.ts).
     this.fallback = choice.fallback;
-    if (choice.runtime !== this.runc.runtime) [this.runc, this.secretRunc] = this.executors(choice.runtime);
+    if (choice.runtime !== this.executor.runtime) [this.executor, this.secretExecutor] = this.executors(choice.runtime);
   }
 
   /** Creates the directories and clears snapshots (and secret files) a crashed worker left behind. Idempotent. */
@@ -171,7 +171,7 @@ export class BuildRuntime implements RootfsProvider {
   private async initUserns(): Promise<void> {
     const step = this.options.step;
     const mode = step.userns ?? 'auto';
-    if (mode === 'off' || this.runc.runtime === 'runsc' || this.userns) return;
+    if (mode === 'off' || this.executor.runtime === 'runsc' || this.userns) return;
     const userns = new UserNamespaces({
       base: step.usernsBase ?? DEFAULT_USERNS_BASE,
       ranges: step.usernsRanges ?? DEFAULT_USERNS_RANGES,
@@ -222,7 +222,7 @@ export class BuildRuntime implements RootfsProvider {
 
   /** Waits for cache uploads in flight (a worker shutting down lets them finish) and syncs the layers placed since the last sync (ADR 0035). */
   async flush(): Promise<void> {
-    await Promise.all([this.caches.flush(), this.runc.settled(), this.secretRunc.settled()]);
+    await Promise.all([this.caches.flush(), this.executor.settled(), this.secretExecutor.settled()]);
     await this.layers.persisted();
   }
 
@@ -297,11 +297,11 @@ export class BuildRuntime implements RootfsProvider {
       // runc's mount point stubs for secret files are removed before the diff, as for every mount.
       const secret = await this.secrets.prepare(secretRequests, fileRequests, req.env, cleanups, userns?.hostId ?? 0);
       mounts.push(...secret.mounts);
-      const runc = secretRequests.length > 0 ? this.secretRunc : this.runc;
+      const executor = secretRequests.length > 0 ? this.secretExecutor : this.executor;
       const step = this.options.step;
       let result;
       try {
-        result = await runc.run(
+        result = await executor.run(
           {
             args: req.args,
             env: secret.env,
@@ -328,7 +328,7 @@ export class BuildRuntime implements RootfsProvider {
         throw e;
       } finally {
         // A bundle on the secrets tmpfs holds the step's environment: gone before the step ends.
-        if (runc === this.secretRunc) await runc.settled();
+        if (executor === this.secretExecutor) await executor.settled();
       }
       const failed = result.exitCode !== 0 || result.oomKilled || result.timedOut || result.cancelled;
       // The step's writes are owned by its range on disk: back to the ids it wrote before the diff reads them and the upper dir is kept.

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { busyboxLayer, layerSource, tempDir, TEST_RUNTIMES, type TestLayer } from './fixtures.test.js';
 import { LayerStore, type Snapshot } from './layer-store.js';
 import { BridgeNetwork } from './network.js';
-import { RuncExecutor } from './runc-executor.js';
+import { ContainerExecutor } from './container-executor.js';
 
 jest.setTimeout(60_000);
 
@@ -33,7 +33,7 @@ describe.each(TEST_RUNTIMES)('bridge network, with %s', (runtime) => {
   let base: TestLayer;
   let snapshot: Snapshot;
   let bridge: BridgeNetwork;
-  let executor: RuncExecutor;
+  let executor: ContainerExecutor;
   const extra: BridgeNetwork[] = [];
 
   const hostIptables = (): string => execFileSync('ip', ['netns', 'exec', hostNs, 'iptables-save']).toString();
@@ -77,7 +77,7 @@ describe.each(TEST_RUNTIMES)('bridge network, with %s', (runtime) => {
     base = busyboxLayer();
     snapshot = await new LayerStore({ dataDir }).prepare([base.diffId], layerSource([base]).source);
     bridge = new BridgeNetwork({ hostNetns: hostNs, subnetPrefix: '10.213', stateDir, owner: 'worker-a' });
-    executor = new RuncExecutor({ dataDir, resolvConf: '', bridge, runtime });
+    executor = new ContainerExecutor({ dataDir, resolvConf: '', bridge, runtime });
     await new Promise((resolve) => setTimeout(resolve, 300));
   });
 
@@ -95,7 +95,7 @@ describe.each(TEST_RUNTIMES)('bridge network, with %s', (runtime) => {
   const get = (host: string, port: number, timeout: number): string =>
     `printf 'GET /hello HTTP/1.0\\r\\n\\r\\n' | nc -w ${timeout} ${host} ${port} 2>/dev/null | tail -n 1 | grep .`;
 
-  async function sh(script: string, on: RuncExecutor = executor): Promise<string[]> {
+  async function sh(script: string, on: ContainerExecutor = executor): Promise<string[]> {
     const lines: string[] = [];
     await on.run({ args: ['/bin/sh', '-c', script], env: [], network: 'bridge' }, { rootfs: snapshot.rootfs, onOutput: (_s, line) => lines.push(line) });
     return lines;
@@ -127,7 +127,7 @@ describe.each(TEST_RUNTIMES)('bridge network, with %s', (runtime) => {
   it('reaches an allowed private range, and still not the metadata address', async () => {
     const allowing = new BridgeNetwork({ hostNetns: hostNs, subnetPrefix: '10.213', stateDir, owner: 'worker-b', allowCidrs: ['10.99.0.0/24'] });
     extra.push(allowing);
-    const lines = await sh(`${get('10.99.0.10', 8080, 5)}; ${get('169.254.169.254', 8080, 2)} || echo "metadata refused"`, new RuncExecutor({ dataDir, resolvConf: '', bridge: allowing, runtime }));
+    const lines = await sh(`${get('10.99.0.10', 8080, 5)}; ${get('169.254.169.254', 8080, 2)} || echo "metadata refused"`, new ContainerExecutor({ dataDir, resolvConf: '', bridge: allowing, runtime }));
     expect(lines).toEqual(['from private', 'metadata refused']);
   });
 

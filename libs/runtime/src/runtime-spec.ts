@@ -187,7 +187,7 @@ export function buildRuntimeSpec(input: RuntimeSpecInput): Record<string, unknow
         : {}),
       // Any group may open ICMP datagram sockets (Docker sets the same), which need no raw socket. In a
       // user namespace the range must lie in its gid map, and a network namespace it does not own
-      // takes no sysctl from it: the worker sets that one (RuncExecutor).
+      // takes no sysctl from it: the worker sets that one (ContainerExecutor).
       ...(input.netns.kind === 'host' || (userns && input.netns.kind === 'path')
         ? {}
         : { sysctl: { 'net.ipv4.ping_group_range': userns ? `0 ${userns.size - 1}` : '0 2147483647' } }),

@@ -16,7 +16,7 @@ import type { OciRuntime } from './runtime-choice.js';
 import { resolveUser } from './user.js';
 import { constants, mount, umount } from '@strata/native';
 
-export interface RuncExecutorOptions {
+export interface ContainerExecutorOptions {
   /** The worker's data directory: bundles under `<dataDir>/bundles`, runc state under `<dataDir>/runc`. */
   dataDir: string;
   /**
@@ -44,8 +44,8 @@ export class ContainerStartError extends Error {
 
 const KILL_RETRY_MS = 100;
 
-/** Runs RUN steps as runc containers, one container per call. */
-export class RuncExecutor {
+/** Runs RUN steps as containers of the OCI runtime chosen (crun, runc or runsc: `runtime`), one container per call. */
+export class ContainerExecutor {
   private readonly runc: string;
   private readonly runcRoot: string;
   private readonly bundlesDir: string;
@@ -54,7 +54,7 @@ export class RuncExecutor {
   /** Cgroups and bundles of finished containers being removed. */
   private readonly tidying = new Set<Promise<void>>();
 
-  constructor(private readonly options: RuncExecutorOptions) {
+  constructor(private readonly options: ContainerExecutorOptions) {
     const runtime = options.runtime ?? 'runc';
     this.runc = options.runc ?? runtime;
     this.runcRoot = join(options.dataDir, runtime);

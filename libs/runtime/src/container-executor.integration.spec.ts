@@ -6,7 +6,7 @@ import { LayerWriter, type LayerEntry } from '@strata/oci';
 import { diffUpperDir } from './diff.js';
 import { busyboxLayer, layerSource, tempDir, TEST_RUNTIMES, type TestLayer } from './fixtures.test.js';
 import { LayerStore, type Snapshot } from './layer-store.js';
-import { ContainerStartError, RuncExecutor } from './runc-executor.js';
+import { ContainerStartError, ContainerExecutor } from './container-executor.js';
 import { crunUnusableReason } from './runtime-choice.js';
 import { CrunSeccompCache } from './crun-seccomp.js';
 import { DEFAULT_CAPABILITIES } from './runtime-spec.js';
@@ -18,10 +18,10 @@ import { jest } from '@jest/globals';
 
 jest.setTimeout(60_000);
 
-describe.each(TEST_RUNTIMES)('RuncExecutor on overlay snapshots, with %s', (runtime) => {
+describe.each(TEST_RUNTIMES)('ContainerExecutor on overlay snapshots, with %s', (runtime) => {
   let dataDir: string;
   let store: LayerStore;
-  let executor: RuncExecutor;
+  let executor: ContainerExecutor;
   let base: TestLayer;
   const snapshots: Snapshot[] = [];
 
@@ -33,7 +33,7 @@ describe.each(TEST_RUNTIMES)('RuncExecutor on overlay snapshots, with %s', (runt
   beforeEach(() => {
     dataDir = tempDir('runtime');
     store = new LayerStore({ dataDir });
-    executor = new RuncExecutor({ dataDir, resolvConf: '', runtime });
+    executor = new ContainerExecutor({ dataDir, resolvConf: '', runtime });
   });
   afterEach(async () => {
     for (const snapshot of snapshots.splice(0)) await snapshot.release();
