@@ -269,15 +269,24 @@ export async function* readTarEntries(input: Readable, options: TarReadOptions =
       let body: Readable | undefined;
       let iterated = false;
       let ended = false;
+      // The entry stream's own iterator, its errors mapped: no generator in between (a step per chunk less).
       const chunks: AsyncIterable<Buffer> = {
-        async *[Symbol.asyncIterator]() {
+        [Symbol.asyncIterator]() {
           iterated = true;
-          try {
-            for await (const chunk of raw as AsyncIterable<Buffer>) yield chunk;
-            ended = true;
-          } catch (err) {
-            throw asFormatError(err, inputError);
-          }
+          const inner = (raw as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+          return {
+            next: () =>
+              inner.next().then(
+                (result) => {
+                  if (result.done) ended = true;
+                  return result;
+                },
+                (err: unknown) => {
+                  throw asFormatError(err, inputError);
+                },
+              ),
+            return: async (value?: unknown) => (inner.return ? await inner.return(value) : { done: true as const, value: undefined }),
+          };
         },
       };
       const entry: TarEntry = {
