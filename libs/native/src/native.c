@@ -127,6 +127,13 @@ static napi_value get_args(napi_env env, napi_callback_info info, size_t want, n
   return undefined;
 }
 
+// Throws node's TypeError for a bad argument: `The "<what>" argument <must>`, with `code`.
+static void throw_argument_error(napi_env env, const char *code, const char *what, const char *must) {
+  char message[160];
+  snprintf(message, sizeof message, "The \"%s\" argument %s", what, must);
+  napi_throw_type_error(env, code, message);
+}
+
 // A path or name from a string (UTF-8) or a Buffer (its bytes), as a malloc'd C string. NULL with
 // a TypeError pending when it is neither, or holds a NUL byte. `nullable`: null/undefined give
 // *out = NULL and succeed.
@@ -145,9 +152,7 @@ static int get_bytes(napi_env env, napi_value value, const char *what, int nulla
     bool is_buffer = false;
     napi_is_buffer(env, value, &is_buffer);
     if (!is_buffer) {
-      char message[160];
-      snprintf(message, sizeof message, "The \"%s\" argument must be a string or a Buffer", what);
-      napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
+      throw_argument_error(env, "ERR_INVALID_ARG_TYPE", what, "must be a string or a Buffer");
       return 0;
     }
     void *data;
@@ -160,9 +165,7 @@ static int get_bytes(napi_env env, napi_value value, const char *what, int nulla
   if (strlen(*out) != length) {
     free(*out);
     *out = NULL;
-    char message[160];
-    snprintf(message, sizeof message, "The \"%s\" argument must not contain a NUL byte", what);
-    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", message);
+    throw_argument_error(env, "ERR_INVALID_ARG_VALUE", what, "must not contain a NUL byte");
     return 0;
   }
   return 1;
@@ -172,9 +175,7 @@ static int get_int64(napi_env env, napi_value value, const char *what, int64_t *
   napi_valuetype type;
   napi_typeof(env, value, &type);
   if (type != napi_number) {
-    char message[160];
-    snprintf(message, sizeof message, "The \"%s\" argument must be a number", what);
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
+    throw_argument_error(env, "ERR_INVALID_ARG_TYPE", what, "must be a number");
     return 0;
   }
   return napi_get_value_int64(env, value, out) == napi_ok;
@@ -719,9 +720,7 @@ static char **get_string_array(napi_env env, napi_value value, const char *what)
   bool is_array = false;
   napi_is_array(env, value, &is_array);
   if (!is_array) {
-    char message[160];
-    snprintf(message, sizeof message, "The \"%s\" argument must be an array", what);
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
+    throw_argument_error(env, "ERR_INVALID_ARG_TYPE", what, "must be an array");
     return NULL;
   }
   uint32_t length = 0;
@@ -875,8 +874,6 @@ done:
   return result;
 }
 
-// kill(handle, signal): 0, or the errno (ESRCH once the child has been reaped: its pid may be
-// another process's by then, the pidfd never is).
 // spawnSupported(): whether this kernel has pidfd_open (Linux 5.3+), which spawn() watches its children with.
 static napi_value SpawnSupported(napi_env env, napi_callback_info info) {
   (void)info;
@@ -885,6 +882,8 @@ static napi_value SpawnSupported(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// kill(handle, signal): 0, or the errno (ESRCH once the child has been reaped: its pid may be
+// another process's by then, the pidfd never is).
 static napi_value Kill(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (get_args(env, info, 2, argv) == NULL) return NULL;
