@@ -133,7 +133,7 @@ export async function* spoolArchive(tar: Readable, spoolPath: string): AsyncGene
       const start = offset;
       for await (const chunk of content) {
         if (failure) throw failure;
-        offset += (chunk as Buffer).length;
+        offset += chunk.length;
         // once() rejects if the spool errors while waiting, and leaves no listener behind either way.
         if (!out.write(chunk)) await once(out, 'drain');
       }

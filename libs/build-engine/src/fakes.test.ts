@@ -100,7 +100,7 @@ export async function layerFiles(sink: ReturnType<typeof memorySink>, digest: st
   const out: Array<{ path: string; type: string; mode: number; uid: number; gid: number; content?: string }> = [];
   for await (const { header, chunks: content } of readTarEntries(Readable.from([sink.blobs.get(digest)!]))) {
     const chunks: Buffer[] = [];
-    for await (const c of content) chunks.push(c as Buffer);
+    for await (const c of content) chunks.push(c);
     out.push({ path: header.name, type: header.type, mode: header.mode, uid: header.uid, gid: header.gid, ...(header.type === 'file' ? { content: Buffer.concat(chunks).toString() } : {}) });
   }
   return out;

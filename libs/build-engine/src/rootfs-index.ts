@@ -283,8 +283,8 @@ export class RootfsIndexer {
         const hash = createHash('sha256');
         const keep = KEEP_CONTENT.has(name) && header.size <= MAX_ACCOUNT_FILE_BYTES ? ([] as Buffer[]) : null;
         for await (const chunk of content) {
-          hash.update(chunk as Buffer);
-          keep?.push(chunk as Buffer);
+          hash.update(chunk);
+          keep?.push(chunk);
         }
         meta.sha256 = hash.digest('hex');
         if (KEEP_CONTENT.has(name)) {

@@ -87,9 +87,9 @@ export async function indexTar(input: Readable, packPath: string, limits: Extrac
           const hash = createHash('sha256');
           let size = 0;
           for await (const chunk of content) {
-            hash.update(chunk as Buffer);
-            size += (chunk as Buffer).length;
-            await write(chunk as Buffer);
+            hash.update(chunk);
+            size += chunk.length;
+            await write(chunk);
           }
           index.set(rel, { type: 'file', mode: header.mode, mtime, size, offset: start, sha256: hash.digest('hex'), inode: ++inodes });
           break;

@@ -195,7 +195,7 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
           sizeBytes += Math.ceil(header.size / BLOCK) * BLOCK || BLOCK;
           if (header.size <= SMALL_FILE) {
             const chunks: Buffer[] = [];
-            for await (const chunk of body) chunks.push(chunk as Buffer);
+            for await (const chunk of body) chunks.push(chunk);
             const content = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
             batch ??= { files: [], targets: new Set(), xattrs: [], bytes: 0 };
             batch.files.push({ path: fsPath(target), content, mode: header.mode, uid: header.uid, gid: header.gid, mtimeMs: header.mtime * 1000 });
@@ -211,7 +211,7 @@ export async function extractTar(input: Readable, destDir: string, options: Extr
           // O_EXCL|O_NOFOLLOW: creating the file can never follow a link planted at this path.
           const handle = await open(fsPath(target), fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
           try {
-            for await (const chunk of body) await handle.write(chunk as Buffer);
+            for await (const chunk of body) await handle.write(chunk);
             if (chown) await handle.chown(header.uid, header.gid);
             await handle.chmod(header.mode);
             await handle.utimes(timeOf(header.mtime), timeOf(header.mtime));

@@ -339,7 +339,6 @@ async function removeUnmounted(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true }).catch(() => undefined);
 }
 
-
 const S_ISUID_GID = 0o6000;
 const CAPABILITY_XATTR = 'security.capability';
 const ACL_XATTRS = ['system.posix_acl_access', 'system.posix_acl_default'];
