@@ -291,6 +291,44 @@ describe('LayerWriter span reads', () => {
     expect(reads.length).toBeLessThan(10);
   });
 
+  it('reads contents that lie together in the source but in another order with one request per piece, and never the bytes between pieces', async () => {
+    // A tar sent in directory order: the pack holds d/'s files shuffled, the layer writes them sorted.
+    const names = Array.from({ length: 400 }, (_, n) => `d/f${String(n).padStart(4, '0')}`);
+    const packOrder = [...names].sort((a, b) => (createHash('sha256').update(a).digest('hex') < createHash('sha256').update(b).digest('hex') ? -1 : 1));
+    const contentOf = (name: string) => Buffer.from(`${name} `.repeat(1 + (name.length % 5)));
+    const offsets = new Map<string, number>();
+    const parts: Buffer[] = [];
+    let at = 0;
+    for (const name of packOrder) {
+      offsets.set(name, at);
+      parts.push(contentOf(name));
+      at += contentOf(name).length;
+      // Far from the next file: a 1 MiB file no entry of the layer needs.
+      if (name === packOrder[199]) {
+        parts.push(Buffer.alloc(1024 * 1024));
+        at += 1024 * 1024;
+      }
+    }
+    const pack = Buffer.concat(parts);
+    const reads: Array<[number, number]> = [];
+    const source = {
+      readSpan: async (offset: number, length: number) => {
+        reads.push([offset, length]);
+        return Buffer.from(pack.subarray(offset, offset + length));
+      },
+    };
+    const spanned: LayerEntry[] = names.map((name) => ({ type: 'file', path: name, content: { size: contentOf(name).length, read: async () => contentOf(name), span: { source, offset: offsets.get(name)! } } }));
+    const plain: LayerEntry[] = names.map((name) => ({ type: 'file', path: name, content: contentOf(name) }));
+    const a = await packToBuffer(new LayerWriter(), spanned);
+    const b = await packToBuffer(new LayerWriter(), plain);
+    expect(a.bytes.equals(b.bytes)).toBe(true);
+    expect(a.result.entries.map((e) => e.sha256)).toEqual(b.result.entries.map((e) => e.sha256));
+    // Each half lies in one piece of the pack: one request each, not one per file, and the 1 MiB between them is never read.
+    expect(reads).toHaveLength(2);
+    const needed = names.reduce((t, n) => t + contentOf(n).length, 0);
+    expect(reads.reduce((t, [, length]) => t + length, 0)).toBe(needed);
+  });
+
   it('fails the layer when the source is shorter than a span', async () => {
     const source = { readSpan: async () => { throw new Error('the context pack ends before byte 20'); } };
     const entries: LayerEntry[] = [

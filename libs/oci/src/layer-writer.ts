@@ -27,8 +27,8 @@ export type FileContent =
 
 /**
  * Where a content lies in a larger file that holds many (a context pack): the writer reads the
- * contents of consecutive entries that lie back to back in one source with one request, instead of
- * one request (a thread-pool round trip and a buffer) per file.
+ * contents of consecutive entries that lie near each other in one source (in any order) with one
+ * request, instead of one request (a thread-pool round trip and a buffer) per file.
  */
 export interface ContentSpan {
   readonly source: SpanSource;
@@ -224,16 +224,23 @@ export class LayerWriter {
 
     // Small files on disk are read a window ahead, concurrently: one at a time costs a thread-pool
     // round trip per call, which dominates layers of many small files.
-    // Contents that lie back to back in one source (a context pack) are read together, up to SPAN_BYTES.
+    // Contents that lie together in one source (a context pack) are read together, up to SPAN_BYTES.
+    // Span reads held at once are bounded (runs passing over entries can overlap): past SPAN_BYTES
+    // held, files are read one by one until a run is written.
     const ahead = new Map<number, Promise<OpenedContent>>();
+    const runOf = new Map<number, { length: number; left: number }>();
+    let spanBytesHeld = 0;
     const startRead = (i: number) => {
       const e = prepared[i];
       if (!e || e.type !== 'file' || ahead.has(i)) return;
-      const run = spanRun(prepared, i);
+      const run = spanBytesHeld < SPAN_BYTES ? spanRun(prepared, i, (j) => ahead.has(j)) : null;
       if (run !== null) {
         const read = run.source.readSpan(run.offset, run.length);
         read.catch(() => undefined);
+        spanBytesHeld += run.length;
+        const held = { length: run.length, left: run.members.length };
         for (const m of run.members) {
+          runOf.set(m.index, held);
           const p = read.then((bytes) => ({ size: m.size, open: null, bytes: bytes.subarray(m.offset - run.offset, m.offset - run.offset + m.size), ...(m.sha256 === undefined ? {} : { sha256: m.sha256 }) }));
           p.catch(() => undefined);
           ahead.set(m.index, p);
@@ -254,6 +261,11 @@ export class LayerWriter {
       for (let j = i; j < i + READ_AHEAD; j++) startRead(j);
       const opened = await ahead.get(i)!;
       ahead.delete(i);
+      const held = runOf.get(i);
+      if (held !== undefined) {
+        runOf.delete(i);
+        if (--held.left === 0) spanBytesHeld -= held.length;
+      }
       const { size, open } = opened;
       yield* out.put(encodeTarHeader({ ...entry, name: entry.tarName, size }));
       const known = opened.sha256;
@@ -543,8 +555,14 @@ interface OpenedContent {
 }
 
 const READ_AHEAD = 16;
-/** The most a span read takes at once (two may be in memory: the one being written, the next). */
+/** The most a span read takes at once; past this many bytes held by span reads, no new one starts. */
 const SPAN_BYTES = 4 * 1024 * 1024;
+/**
+ * The most bytes a span read may take that none of its members needs: the gaps between contents
+ * that lie near each other in the source but not in layer order (a tar sent in directory order,
+ * which the layer's sorted order shuffles within each directory).
+ */
+const SPAN_GAP_BYTES = 256 * 1024;
 
 interface SpanRun {
   source: SpanSource;
@@ -553,24 +571,41 @@ interface SpanRun {
   members: Array<{ index: number; offset: number; size: number; sha256?: string }>;
 }
 
+/** How many entries in a row a run passes over (contents elsewhere in the source) before it ends. */
+const SPAN_MISSES = 32;
+
 /**
- * The entry at `start` and the file entries after it whose contents follow it without a gap in the
- * same source (entries without content, directories say, in between), up to SPAN_BYTES; null when
- * the entry has no span or the run would be just itself.
+ * The entry at `start` and file entries after it (not yet `taken` by another run) whose contents lie
+ * in the same source within one range of at most SPAN_BYTES, of which at most SPAN_GAP_BYTES no
+ * member needs. Entries whose contents lie elsewhere are passed over, up to SPAN_MISSES in a row, and
+ * start runs of their own. Null when the entry has no span or the run would be just itself.
  */
-function spanRun(prepared: PreparedEntry[], start: number): SpanRun | null {
+function spanRun(prepared: PreparedEntry[], start: number, taken: (index: number) => boolean): SpanRun | null {
   const first = spanOf(prepared[start]!);
   if (first === null || first.size > SPAN_BYTES) return null;
-  const run: SpanRun = { source: first.span.source, offset: first.span.offset, length: first.size, members: [{ index: start, offset: first.span.offset, size: first.size, ...(first.sha256 === undefined ? {} : { sha256: first.sha256 }) }] };
-  for (let j = start + 1; j < prepared.length; j++) {
+  const source = first.span.source;
+  const members: SpanRun['members'] = [{ index: start, offset: first.span.offset, size: first.size, ...(first.sha256 === undefined ? {} : { sha256: first.sha256 }) }];
+  let low = first.span.offset;
+  let high = low + first.size;
+  let needed = first.size;
+  let misses = 0;
+  for (let j = start + 1; j < prepared.length && misses < SPAN_MISSES; j++) {
     const e = prepared[j]!;
-    if (e.type !== 'file') continue;
+    if (e.type !== 'file' || taken(j)) continue;
     const next = spanOf(e);
-    if (next === null || next.span.source !== run.source || next.span.offset !== run.offset + run.length || run.length + next.size > SPAN_BYTES) break;
-    run.members.push({ index: j, offset: next.span.offset, size: next.size, ...(next.sha256 === undefined ? {} : { sha256: next.sha256 }) });
-    run.length += next.size;
+    const from = next === null ? 0 : Math.min(low, next.span.offset);
+    const to = next === null ? 0 : Math.max(high, next.span.offset + next.size);
+    if (next === null || next.span.source !== source || to - from > SPAN_BYTES || to - from - (needed + next.size) > SPAN_GAP_BYTES) {
+      misses += 1;
+      continue;
+    }
+    misses = 0;
+    members.push({ index: j, offset: next.span.offset, size: next.size, ...(next.sha256 === undefined ? {} : { sha256: next.sha256 }) });
+    low = from;
+    high = to;
+    needed += next.size;
   }
-  return run.members.length > 1 ? run : null;
+  return members.length > 1 ? { source, offset: low, length: high - low, members } : null;
 }
 
 function spanOf(entry: PreparedEntry): { span: ContentSpan; size: number; sha256?: string } | null {
