@@ -1,6 +1,6 @@
 // Where the time of a RUN-heavy build goes: starts Strata's api and worker (as bench/build-cache
 // does, STRATA_RUN_NETWORK=none), runs `app-run: one file changed` and `run10: ten RUN steps, cold`
-// builds, and prints per build the wall time, the worker's CPU time (its own and its reaped
+// builds and `app-run` cold ones (a fresh tenant each, TIMELINE_COLD=0 leaves them out), and prints per build the wall time, the worker's CPU time (its own and its reaped
 // children's: runc) and the step rows it recorded, plus any `[step-trace] <phase> <ms>` lines the
 // worker wrote (the per-phase figures in docs/benchmarks.md came from temporary trace points that
 // print those; none are committed). BENCH_CPU_PROF=<dir>: the worker's CPU profile. TIMELINE_RUN10=0:
@@ -86,7 +86,7 @@ try {
   await waitFor('strata api', async () => {
     try { return (await fetch(`${url}/healthz`)).ok; } catch { return false; }
   }, 60000, apiProc);
-  const names = Array.from({ length: N + 1 }, (_, i) => `timeline-${process.pid}-${i}`);
+  const names = Array.from({ length: 2 * N + 1 }, (_, i) => `timeline-${process.pid}-${i}`);
   const ts = tenants(names);
   for (const t of ts) {
     const r = await api(t.token, 'POST', '/v1/repositories/base/import?tag=1', base, 'application/x-tar');
@@ -100,6 +100,13 @@ try {
   for (let i = 0; i < N; i++) {
     writeFileSync(path.join(ctx, 'src', 'file-0007.txt'), `changed ${process.pid} ${i}\n`);
     await build(ts[0].token, ctx, `app-run one file changed #${i + 1}`);
+  }
+  // app-run cold: a fresh tenant and a context no build has seen (the base layer is on the worker from the priming build).
+  for (let i = 0; i < N && process.env.TIMELINE_COLD !== '0'; i++) {
+    const dir = mkdtempSync(path.join(work, 'ctx-app-run-cold-'));
+    writeFileSync(path.join(dir, 'Dockerfile'), readFileSync(path.join(ctx, 'Dockerfile')));
+    writeFiles(path.join(dir, 'src'), 1000, `${process.pid}-cold-${i}`);
+    await build(ts[N + 1 + i].token, dir, `app-run cold #${i + 1}`);
   }
   for (let i = 0; i < N; i++) {
     const dir = mkdtempSync(path.join(work, 'ctx-run10-'));
