@@ -6,6 +6,8 @@ import path from 'node:path';
 import { storageFromConfig } from '@strata/blobstore';
 import { ImageStore } from '@strata/registry';
 import { WorkerRuntime } from '../apps/worker/src/runtime-adapter.js';
+import { encodeTarHeader, tarEndOfArchive } from '@strata/oci';
+import { fileEntry } from './bad-input/corpus.js';
 import { importBusybox } from './support/images.js';
 import { build, makeDir, type Stack, startStack, tarOf } from './support/stack.js';
 
@@ -226,6 +228,36 @@ describe('RUN steps in runc containers', () => {
     // stdout and stderr are separate pipes: both lines are there, in either order.
     expect(result.error.message).toMatch(/last output:\n(about to fail\non stderr|on stderr\nabout to fail)$/);
     expect(result.error.message).toMatch(/^Dockerfile:3: RUN: /);
+  });
+
+  describe('a RUN before the first COPY, while the context is fetched (the Dockerfile read at upload)', () => {
+    const dockerfile = 'FROM busybox:1\nRUN echo one > /one\nCOPY src/ /src/\nRUN ls /src | wc -l > /count\n';
+    const files = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`src/f${i}.txt`, `file ${i}\n`]));
+
+    it('builds the image the Dockerfile read from the context builds: the api keeps a plain Dockerfile, the worker reads a linked one', async () => {
+      const early = await buildDir('run/early', { Dockerfile: dockerfile, ...files });
+      const late = await buildDir('run/late', { 'docker/Dockerfile': dockerfile, Dockerfile: { content: '', symlink: 'docker/Dockerfile' }, ...files });
+      for (const [result, repo] of [[early, 'run/early'], [late, 'run/late']] as const) {
+        expect(result.error).toBeNull();
+        const { rootfs } = unpack(await download(repo, '1'), '1');
+        expect(readFileSync(path.join(rootfs, 'one'), 'utf8')).toBe('one\n');
+        expect(readFileSync(path.join(rootfs, 'count'), 'utf8')).toBe('40\n');
+        expect(readFileSync(path.join(rootfs, 'src/f7.txt'), 'utf8')).toBe('file 7\n');
+      }
+      const row = (id: string) => stack.prisma.build.findUniqueOrThrow({ where: { id }, select: { dockerfileText: true } });
+      expect((await row(early.id)).dockerfileText).toBe(dockerfile);
+      expect((await row(late.id)).dockerfileText).toBeNull();
+    });
+
+    it('fails with the context\'s own error when the worker refuses the context, whatever ran meanwhile, and tags nothing', async () => {
+      const escaping = encodeTarHeader({ name: 'passwd', type: 'hardlink', linkname: '../../../etc/passwd', mode: 0o644, uid: 0, gid: 0, size: 0, mtime: 0 });
+      const body = Buffer.concat([fileEntry('Dockerfile', 'FROM busybox:1\nRUN echo ran > /ran\nCOPY . /ctx/\n'), escaping, tarEndOfArchive()]);
+      const result = await build(stack, token, 'repository=run/refused&tag=1', body);
+      expect(result.status).toBe('failed');
+      expect(result.error).toEqual({ line: null, message: expect.stringMatching(/^the build context was refused: refusing tar entry "passwd"/) });
+      expect((await stack.prisma.build.findUniqueOrThrow({ where: { id: result.id }, select: { dockerfileText: true } })).dockerfileText).not.toBeNull();
+      expect(await stack.prisma.tag.count({ where: { tenantId, repository: { name: 'run/refused' } } })).toBe(0);
+    });
   });
 
   it('keeps RUN away from the worker: its files, its data directory and its services on 127.0.0.1', async () => {

@@ -138,36 +138,47 @@ export class BuildRunner {
       return p;
     });
     previousSteps.catch(() => undefined);
+    // The context as it is fetched and indexed; with a Dockerfile read at upload, the steps start meanwhile.
+    let opening: Promise<IndexedContext> | undefined;
     try {
       if (secretsError) throw new BuildFailure(secretsError, null);
       await rm(workDir, { recursive: true, force: true });
       await mkdir(workDir, { recursive: true });
-      try {
-        const limits = { maxBytes: config.maxContextBytes, maxEntries: config.maxContextEntries };
-        if (fromGit) {
-          if ('problem' in fromGit) throw new BuildFailure(fromGit.problem, null);
-          const req = fromGit.request;
-          log?.line(null, 'system', `fetching commit ${req.sha} from ${req.cloneUrl}${req.context !== '.' ? ` (context ${req.context})` : ''}`);
-          extracted = await this.contexts.open(build.tenantId, gitContextDigest(req), () => this.git.contextTar(req, path.join(workDir, 'git'), stop), limits);
-        } else if (build.contextFormat === 'manifest') {
-          // Sent as a manifest (docs/adr/0025, 0028): indexed straight from the manifest, over the tenant's packs.
-          const { tree, pack } = await this.packs.open(build.tenantId, build.contextDigest, () => this.packs.manifest(build.contextKey!, limits));
-          extracted = manifestContext(tree, pack, path.join(workDir, 'context'));
-        } else {
-          const download = () => this.deps.storage.objects.get(build.contextKey!);
-          // Contexts are kept by content digest; a build recorded without one is indexed under its own id.
-          extracted = await this.contexts.open(build.tenantId, build.contextDigest ?? `build-${build.id}`, download, limits);
-        }
-      } catch (e) {
-        if (e instanceof GitFetchError) throw new BuildFailure(`fetching the commit failed: ${e.message}`, null);
-        throw contextFailure(e) ?? e;
-      }
-      const context = await IndexedContext.open(extracted.tree ?? extracted.index, extracted.pack, extracted.directory);
-      const dockerfile = await this.readDockerfile(context, build.dockerfilePath);
-      lint = await this.lintBeforeBuild(build, dockerfile, context);
+      opening = this.openContext(build, fromGit, workDir, stop, log).then((e) => {
+        extracted = e;
+        return IndexedContext.open(e.tree ?? e.index, e.pack, e.directory);
+      });
+      opening.catch(() => undefined);
+      // The api read the Dockerfile of a small tar context at upload (docs/adr/0041): the steps that
+      // do not read the context (FROM, a RUN before the first COPY) run while it is fetched and
+      // indexed, as BuildKit resolves its context only when a step reads it.
+      const early = build.dockerfileText;
+      const dockerfile = early ?? (await this.readDockerfile(await opening, build.dockerfilePath));
+      lint = lintDockerfile(build, dockerfile);
+      if (early === null) lint.warnings = [...lint.warnings, ...(await this.lintIgnoredCopies(build, lint.plan, await opening))].sort(byPosition);
       await this.recordWarnings(buildId, lint.warnings, log);
       const lintError = lint.warnings.find((w) => w.severity === 'error');
       if (lintError) throw new BuildFailure(`${build.dockerfilePath}:${lintError.line}: ${lintError.message}`, lintError.line);
+      // Checked once the context is in: the Dockerfile read at upload is the context's, and the
+      // findings that need the context. A context that fails stops the steps running meanwhile.
+      const contextFailed = new AbortController();
+      const contextChecked =
+        early === null
+          ? Promise.resolve()
+          : opening.then(async (context) => {
+              if ((await this.readDockerfile(context, build.dockerfilePath)) !== early) {
+                throw new BuildFailure(`${build.dockerfilePath} in the build context is not the Dockerfile read from it at upload`, null);
+              }
+              const found = await this.lintIgnoredCopies(build, lint.plan, context);
+              if (found.length === 0) return;
+              lint.warnings = [...lint.warnings, ...found].sort(byPosition);
+              await this.recordWarnings(buildId, lint.warnings, log, found);
+              const error = found.find((w) => w.severity === 'error');
+              if (error) throw new BuildFailure(`${build.dockerfilePath}:${error.line}: ${error.message}`, error.line);
+            });
+      contextChecked.catch(() => contextFailed.abort());
+      let contextIn = early === null;
+      opening.then(() => (contextIn = true), () => (contextIn = true));
       const { fingerprints: previousFingerprints } = await previousSteps;
       let previousRead: Promise<Map<string, StepFingerprint>> | null = null;
       const stepRows = new StepRows(prisma, cleared);
@@ -220,21 +231,29 @@ export class BuildRunner {
         },
       });
       let documents: Promise<StoredDocuments> | undefined;
-      const out = await engine.build({
+      const building = engine.build({
         dockerfile,
         dockerfilePath: build.dockerfilePath,
-        context,
+        context: early === null ? await opening : opening,
         buildArgs: build.buildArgs as Record<string, string>,
         target: build.target ?? undefined,
         noCache: build.noCache,
         noCacheStages: build.noCacheFilter,
         secrets: new Map([...secrets].filter(([id]) => !id.startsWith(SSH_KEY_PREFIX))),
         sshKeys: sshKeysOf(secrets),
-        signal: stop,
+        signal: AbortSignal.any([stop, contextFailed.signal]),
         // The config and manifest blobs go to the store while the last layer uploads finish; the
         // Manifest row and the tags are written only once every layer is stored (publish, below).
         whileSettling: (image) => (documents = this.images.storeDocuments(image.config, image.layers.map((l) => l.descriptor), build.repositoryId)),
       });
+      // A build whose context failed (or whose checks did) ends with that error, not with the step
+      // it stopped or the COPY that found no context; a step failing while the context is still
+      // arriving is the build's error.
+      const out = await building.catch(async (e: unknown) => {
+        if (contextIn || contextFailed.signal.aborted) await contextChecked;
+        throw e;
+      });
+      await contextChecked;
       // Cancelled after the last step: nothing is published and no tag moves.
       if (stop.aborted) throw new BuildFailure('the build was cancelled', null);
       const imageFindings = await this.lintResolvedImages(buildId, lint, resolvedImages, log);
@@ -302,6 +321,8 @@ export class BuildRunner {
         await prisma.build.updateMany({ where: { id: buildId }, data: { secretsSealed: null, registryAuthSealed: null } }).catch(() => undefined);
       }
       for (const v of secrets.values()) v.fill(0);
+      // A build that failed while its context was still arriving releases it once it is in.
+      await opening?.catch(() => undefined);
       await extracted?.release();
       await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
       await statuses?.settled();
@@ -309,36 +330,53 @@ export class BuildRunner {
   }
 
   /**
-   * The Dockerfile's lint findings plus those that need the context (CopyIgnoredFile), for the
-   * stages this build needs. A Dockerfile that does not parse has none: the engine reports its errors.
+   * Fetches and indexes the build's context: from git, from the tenant's content store (a context
+   * manifest), or the uploaded tar. A context that cannot be read fails the build saying why.
    */
-  private async lintBeforeBuild(build: Build, dockerfile: string, context: IndexedContext): Promise<{ warnings: Diagnostic[]; plan: BuildPlan | null }> {
-    const buildArgs = build.buildArgs as Record<string, string>;
-    let plan: BuildPlan;
+  private async openContext(
+    build: Build,
+    fromGit: { request: CommitRequest } | { problem: string } | null,
+    workDir: string,
+    stop: AbortSignal,
+    log: ReturnType<BuildLogs['open']> | undefined,
+  ): Promise<ExtractedContext> {
+    const limits = { maxBytes: this.deps.config.maxContextBytes, maxEntries: this.deps.config.maxContextEntries };
     try {
-      plan = resolveBuild(parseDockerfile(dockerfile), { buildArgs, target: build.target ?? undefined });
-    } catch (e) {
-      if (e instanceof DockerfileError) return { warnings: [], plan: null };
-      throw e;
-    }
-    const warnings = [...plan.dockerfile.warnings];
-    const ignoreText = (await context.readFile('.dockerignore', 4 * 1024 * 1024).catch(() => null))?.toString('utf8');
-    if (ignoreText) {
-      // A .dockerignore the context cannot use fails the build elsewhere; here it only means no finding.
-      const patterns = (() => {
-        try {
-          return parseDockerignore(ignoreText);
-        } catch {
-          return null;
-        }
-      })();
-      if (patterns) {
-        const matcher = new IgnoreMatcher(patterns);
-        const view = { hasExceptions: patterns.some((p) => p.exclusion), matches: (rel: string) => matcher.ignores(rel) };
-        warnings.push(...lintCopyIgnoredFile(plan.dockerfile, view, { buildArgs, stages: plan.neededStages }));
+      if (fromGit) {
+        if ('problem' in fromGit) throw new BuildFailure(fromGit.problem, null);
+        const req = fromGit.request;
+        log?.line(null, 'system', `fetching commit ${req.sha} from ${req.cloneUrl}${req.context !== '.' ? ` (context ${req.context})` : ''}`);
+        return await this.contexts.open(build.tenantId, gitContextDigest(req), () => this.git.contextTar(req, path.join(workDir, 'git'), stop), limits);
       }
+      if (build.contextFormat === 'manifest') {
+        // Sent as a manifest (docs/adr/0025, 0028): indexed straight from the manifest, over the tenant's packs.
+        const { tree, pack } = await this.packs.open(build.tenantId, build.contextDigest, () => this.packs.manifest(build.contextKey!, limits));
+        return manifestContext(tree, pack, path.join(workDir, 'context'));
+      }
+      const download = () => this.deps.storage.objects.get(build.contextKey!);
+      // Contexts are kept by content digest; a build recorded without one is indexed under its own id.
+      return await this.contexts.open(build.tenantId, build.contextDigest ?? `build-${build.id}`, download, limits);
+    } catch (e) {
+      if (e instanceof GitFetchError) throw new BuildFailure(`fetching the commit failed: ${e.message}`, null);
+      throw contextFailure(e) ?? e;
     }
-    return { warnings: warnings.sort(byPosition), plan };
+  }
+
+  /** The findings that need the context (CopyIgnoredFile: a COPY of what .dockerignore excludes), for the stages the build needs. */
+  private async lintIgnoredCopies(build: Build, plan: BuildPlan | null, context: IndexedContext): Promise<Diagnostic[]> {
+    if (!plan) return [];
+    const ignoreText = (await context.readFile('.dockerignore', 4 * 1024 * 1024).catch(() => null))?.toString('utf8');
+    if (!ignoreText) return [];
+    // A .dockerignore the context cannot use fails the build elsewhere; here it only means no finding.
+    let patterns: ReturnType<typeof parseDockerignore>;
+    try {
+      patterns = parseDockerignore(ignoreText);
+    } catch {
+      return [];
+    }
+    const matcher = new IgnoreMatcher(patterns);
+    const view = { hasExceptions: patterns.some((p) => p.exclusion), matches: (rel: string) => matcher.ignores(rel) };
+    return lintCopyIgnoredFile(plan.dockerfile, view, { buildArgs: build.buildArgs as Record<string, string>, stages: plan.neededStages });
   }
 
   /** Adds the findings the resolved FROM images reveal to the build's warnings; returns them. */
@@ -475,6 +513,21 @@ export class BuildRunner {
     if (bytes === null) throw new BuildFailure(`no Dockerfile at "${rel}" in the build context`, null);
     return bytes.toString('utf8');
   }
+}
+
+/**
+ * The Dockerfile's own lint findings and its plan, for the stages this build needs. A Dockerfile
+ * that does not parse has none: the engine reports its errors.
+ */
+function lintDockerfile(build: Build, dockerfile: string): { warnings: Diagnostic[]; plan: BuildPlan | null } {
+  let plan: BuildPlan;
+  try {
+    plan = resolveBuild(parseDockerfile(dockerfile), { buildArgs: build.buildArgs as Record<string, string>, target: build.target ?? undefined });
+  } catch (e) {
+    if (e instanceof DockerfileError) return { warnings: [], plan: null };
+    throw e;
+  }
+  return { warnings: [...plan.dockerfile.warnings].sort(byPosition), plan };
 }
 
 /**

@@ -14,7 +14,12 @@ export interface BuildInput {
   dockerfile: string;
   /** Name of the Dockerfile in the context, for messages. */
   dockerfilePath: string;
-  context: BuildContext;
+  /**
+   * The build context, or a promise of it while it is still being fetched: steps that do not read
+   * it (FROM, RUN without a context mount, ENV) run meanwhile, as BuildKit resolves its context
+   * source only when a step needs it. A context that fails to arrive fails the first step that reads it.
+   */
+  context: BuildContext | Promise<BuildContext>;
   buildArgs: Record<string, string>;
   target?: string;
   noCache?: boolean;

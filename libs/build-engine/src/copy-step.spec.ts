@@ -2,7 +2,8 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { type Digest, LayerWriter } from '@strata/oci';
-import { buildFailure, buildWith, layerFiles, memoryContext, memorySink } from './fakes.test.js';
+import type { BuildContext } from './context.js';
+import { buildFailure, buildWith, layerFiles, memoryContext, memorySink, recordingExecutor } from './fakes.test.js';
 import type { BaseImage, ImageResolver, RootfsProvider } from './interfaces.js';
 
 /** An image resolver knowing one image, `ref`, whose one layer (stored in `sink`) holds `files`; it records what it was asked. */
@@ -21,6 +22,38 @@ async function oneImage(sink: ReturnType<typeof memorySink>, ref: string, files:
 }
 
 describe('copy step', () => {
+  /** Lets the engine run until `done()` holds (or a thousand turns of the event loop pass). */
+  const settle = async (done: () => boolean) => {
+    for (let i = 0; i < 1000 && !done(); i++) await new Promise((resolve) => setImmediate(resolve));
+  };
+
+  it('waits for a context still arriving while the steps before it run, then copies from it', async () => {
+    let arrive!: (c: BuildContext) => void;
+    const context = new Promise<BuildContext>((resolve) => (arrive = resolve));
+    const executor = recordingExecutor();
+    const building = buildWith('FROM scratch\nRUN first\nCOPY a.txt /a.txt\nRUN second\n', { executor }, { context });
+    await settle(() => executor.runs.length > 1);
+    // The RUN before the COPY ran; the COPY (and so the RUN after it) waits for the context.
+    expect(executor.runs.map((r) => r.line)).toEqual([2]);
+    arrive(await memoryContext({ 'a.txt': 'from the context\n' }));
+    const { out, deps } = await building;
+    expect(executor.runs.map((r) => r.line)).toEqual([2, 4]);
+    const copied = await layerFiles(deps.layers, out.image.layers[0].descriptor.digest);
+    expect(copied).toEqual([expect.objectContaining({ path: 'a.txt', content: 'from the context\n' })]);
+  });
+
+  it('fails at the first COPY from a context that never arrives, with the context\'s error', async () => {
+    let fail!: (e: Error) => void;
+    const context = new Promise<BuildContext>((_resolve, reject) => (fail = reject));
+    const executor = recordingExecutor();
+    const building = buildWith('FROM scratch\nRUN first\nCOPY a.txt /a.txt\n', { executor }, { context });
+    building.catch(() => undefined);
+    await settle(() => executor.runs.length > 0);
+    fail(new Error('the build context was refused: too many entries'));
+    await expect(building).rejects.toThrow('the build context was refused: too many entries');
+    expect(executor.runs.map((r) => r.line)).toEqual([2]);
+  });
+
   it('writes the sources with their parents, owner and mode into a layer', async () => {
     const context = await memoryContext({ 'app/main.js': 'main\n', 'app/lib/x.js': 'x\n' });
     const { out, deps } = await buildWith('FROM scratch\nCOPY --chown=10:20 --chmod=640 app /srv/app/\n', {}, { context });

@@ -74,7 +74,7 @@ export interface PreparedCopy {
 export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruction>): Promise<PreparedCopy> {
   // Words arrive expanded; ADD URLs and flags Strata does not implement were refused by the frontend.
   const { ins, build, stage, fail } = ctx;
-  let context = build.input.context;
+  let context: BuildContext;
   if (ins.keyword === 'COPY' && ins.from) {
     const from = ins.from;
     if (!build.deps.rootfs) fail('COPY --from a stage is not supported by this worker yet');
@@ -84,6 +84,9 @@ export async function prepareCopy(ctx: StepContext<CopyInstruction | AddInstruct
       (layer, at) => build.live.content(layer, at),
       async () => (await build.live.stageView(source)).root,
     );
+  } else {
+    // The build context may still be arriving: this is where a step first waits for it.
+    context = await build.input.context;
   }
   const cfg = stage.config.config!;
   let dest = ins.dest;

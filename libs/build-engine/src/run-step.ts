@@ -150,15 +150,16 @@ export async function prepareRunMounts(ctx: StepContext<RunInstruction>, cwd: st
         const stage = await sourceOf(ctx, from, what);
         out.push({ key: { type: 'bind', target, from: stage.fsKey, source, readOnly: m.readOnly }, request: { type: 'bind', target, source: '', readOnly: m.readOnly }, stage, source });
       } else {
+        const context = await input.context;
         let entries: ContextEntry[];
         try {
-          entries = await input.context.resolve(source);
+          entries = await context.resolve(source);
         } catch (e) {
           if (e instanceof ContextSourceError) fail(`${what}: ${e.message}`);
           throw e;
         }
-        const checksum = await input.context.checksum(entries!);
-        const abs = await resolveInRoot(await input.context.directory(), source);
+        const checksum = await context.checksum(entries!);
+        const abs = await resolveInRoot(await context.directory(), source);
         // rw: the command may write, into a copy thrown away after the step (as BuildKit), never into the context.
         const request = m.readOnly ? { type: 'bind' as const, target, source: abs, readOnly: true } : { type: 'bind' as const, target, source: abs, readOnly: false, throwaway: true };
         out.push({ key: { type: 'bind', target, context: checksum.digest, source, readOnly: m.readOnly }, request });

@@ -15,6 +15,7 @@ import { QuotasService } from '../tenancy/quotas.service.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
 import { toBuildView, type BuildView } from './build-view.js';
 import { ContextArchiveCheck } from './context-archive-check.js';
+import { captureDockerfile } from './dockerfile-capture.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { buildsVisibleTo } from './visible-builds.js';
 
@@ -133,6 +134,9 @@ export class BuildsService implements OnModuleDestroy {
       throw refused(e);
     }
     if (size === 0) throw new BadRequestException('The request body is empty: send the build context as a tar or tar.gz archive.');
+    // A context read whole gives its Dockerfile now, read while the context is stored: the worker
+    // starts the steps that do not read the context while it fetches the context (docs/adr/0041).
+    const dockerfileText = head.rest === null ? captureDockerfile(head.bytes, req.dockerfile) : Promise.resolve(null);
     const reused = head.rest === null ? await this.storedTarContext(tenantId, `sha256:${contextHash.copy().digest('hex')}`, size) : null;
     if (reused) contextKey = reused;
     // Recorded before the first byte goes to S3 and refreshed while the request is open: if this
@@ -157,6 +161,7 @@ export class BuildsService implements OnModuleDestroy {
       }
     }
     const contextDigest = `sha256:${contextHash.digest('hex')}`;
+    const captured = await dockerfileText;
 
     const { common, repository } = await this.buildRecord(id, tenantId, req, secrets);
     // The upload's row is deleted in the transaction that makes the Build: either the build exists
@@ -167,7 +172,7 @@ export class BuildsService implements OnModuleDestroy {
         if (claimed.count === 0) throw new ContextUploadSwept();
       }
       // A new build has no steps, and its repository is known: the insert alone.
-      return tx.build.create({ data: { ...common, contextKey, contextSize: BigInt(size), contextDigest } });
+      return tx.build.create({ data: { ...common, contextKey, contextSize: BigInt(size), contextDigest, dockerfileText: captured } });
     };
     let build;
     try {

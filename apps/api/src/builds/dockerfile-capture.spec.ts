@@ -1,0 +1,36 @@
+import { gzipSync } from 'node:zlib';
+import { encodeTarHeader, tarEndOfArchive, tarPadding } from '@strata/oci';
+import { CAPTURED_DOCKERFILE_MAX_BYTES, captureDockerfile } from './dockerfile-capture.js';
+
+const file = (name: string, content: string | Buffer): Buffer => {
+  const body = Buffer.from(content);
+  return Buffer.concat([encodeTarHeader({ name, type: 'file', mode: 0o644, uid: 0, gid: 0, size: body.length, mtime: 0 }), body, tarPadding(body.length)]);
+};
+const dir = (name: string) => encodeTarHeader({ name: `${name}/`, type: 'directory', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0 });
+const symlink = (name: string, target: string) => encodeTarHeader({ name, type: 'symlink', linkname: target, mode: 0o777, uid: 0, gid: 0, size: 0, mtime: 0 });
+const tar = (...entries: Buffer[]) => Buffer.concat([...entries, tarEndOfArchive()]);
+
+describe('captureDockerfile: the Dockerfile of a small tar context, read at upload as the worker will read it', () => {
+  it('finds it wherever it lies in a tar or a tar.gz, under ./ names too', async () => {
+    const context = tar(dir('.'), file('./src/a.txt', 'a'), file('./Dockerfile', 'FROM scratch\nCOPY src /src\n'), dir('./docker'), file('./docker/app.Dockerfile', 'FROM busybox\n'));
+    expect(await captureDockerfile(context, 'Dockerfile')).toBe('FROM scratch\nCOPY src /src\n');
+    expect(await captureDockerfile(gzipSync(context), 'docker/app.Dockerfile')).toBe('FROM busybox\n');
+    expect(await captureDockerfile(context, './docker//app.Dockerfile')).toBe('FROM busybox\n');
+  });
+
+  it('takes the last entry of the name, as the context index does', async () => {
+    expect(await captureDockerfile(tar(file('Dockerfile', 'FROM one\n'), file('Dockerfile', 'FROM two\n')), 'Dockerfile')).toBe('FROM two\n');
+    expect(await captureDockerfile(tar(file('Dockerfile', 'FROM one\n'), symlink('Dockerfile', 'other')), 'Dockerfile')).toBeNull();
+  });
+
+  it('leaves to the worker what it must resolve or refuse: links, a linked parent, none there, too large, NUL bytes, a broken archive', async () => {
+    expect(await captureDockerfile(tar(file('real', 'FROM scratch\n'), symlink('Dockerfile', 'real')), 'Dockerfile')).toBeNull();
+    expect(await captureDockerfile(tar(symlink('docker', 'ci'), dir('ci'), file('ci/Dockerfile', 'FROM scratch\n'), file('docker/Dockerfile', 'FROM scratch\n')), 'docker/Dockerfile')).toBeNull();
+    expect(await captureDockerfile(tar(file('a', 'a')), 'Dockerfile')).toBeNull();
+    expect(await captureDockerfile(tar(file('Dockerfile', `FROM scratch\n${'#'.repeat(CAPTURED_DOCKERFILE_MAX_BYTES)}\n`)), 'Dockerfile')).toBeNull();
+    expect(await captureDockerfile(tar(file('Dockerfile', Buffer.from([0x46, 0x00, 0x52]))), 'Dockerfile')).toBeNull();
+    const cut = tar(file('Dockerfile', 'FROM scratch\n'), file('big', 'x'.repeat(4096)));
+    expect(await captureDockerfile(cut.subarray(0, 1024 + 100), 'Dockerfile')).toBeNull();
+    expect(await captureDockerfile(Buffer.from('not a tar at all'), 'Dockerfile')).toBeNull();
+  });
+});
