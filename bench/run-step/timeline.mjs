@@ -7,7 +7,7 @@
 // app-run only. Needs the services `npm run bench` starts (DATABASE_URL, REDIS_URL, S3_* in the
 // environment, as infra/local/bench.mjs passes them), run as root:
 //   node bench/run-step/timeline.mjs [iterations]
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { busyboxBaseTar, tenants } from '../support/peers.mjs';
@@ -117,4 +117,7 @@ try {
   }
 } finally {
   await stopAll();
+  // Its contexts and the worker's data: tens of thousands of files a run, which slow file creation
+  // under the temporary directory once enough runs have left them.
+  rmSync(work, { recursive: true, force: true });
 }
