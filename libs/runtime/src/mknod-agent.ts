@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { access, chmod, constants as fsConstants, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { mknodAgentPath } from '@strata/native';
+import { socketPathFits } from './unix-socket.js';
 
 export interface MknodAgentOptions {
   /**
@@ -15,8 +16,6 @@ export interface MknodAgentOptions {
 }
 
 const START_TIMEOUT_MS = 10_000;
-/** sun_path holds 108 bytes with the NUL. */
-const MAX_SOCKET_PATH = 107;
 /** Where sockets of workers whose data directory is too deep go (one 0700 directory per worker). */
 const SHORT_SOCKET_ROOT = '/run/strata-mknod-agent';
 /** Restarts closer together than this are delayed, so a binary that dies at once does not spin. */
@@ -39,7 +38,7 @@ export class MknodAgent {
   private restarts = 0;
 
   constructor(private readonly options: MknodAgentOptions) {
-    this.socketDir = Buffer.byteLength(path.join(options.dir, 'agent.sock')) <= MAX_SOCKET_PATH ? options.dir : path.join(SHORT_SOCKET_ROOT, createHash('sha256').update(options.dir).digest('hex').slice(0, 16));
+    this.socketDir = socketPathFits(path.join(options.dir, 'agent.sock')) ? options.dir : path.join(SHORT_SOCKET_ROOT, createHash('sha256').update(options.dir).digest('hex').slice(0, 16));
     this.socketPath = path.join(this.socketDir, 'agent.sock');
   }
 

@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
-import { chmod, chown, lstat, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { type RunMountRequest, RunStepError } from '@strata/build-engine';
 import type { StepCleanups } from './cache-mounts.js';
 import type { RunMount } from './types.js';
+import { socketPathFits } from './unix-socket.js';
 
 type SshRequest = Extract<RunMountRequest, { type: 'ssh' }>;
 
@@ -19,11 +20,24 @@ export class SshKeyError extends Error {
 }
 
 /**
+ * Where an agent's directory goes when `root` is too deep for a socket path (a worker's temporary
+ * directory under a long TMPDIR): 0711, so an agent's own user reaches its directory, and lists none.
+ */
+const SHORT_SOCKET_ROOT = '/run/strata-ssh-agents';
+
+/**
  * Starts `ssh-agent -D` as uid:gid (ssh-agent answers only its own user and root) with its socket
- * in a new directory under `root`, and loads `keys` with ssh-add from stdin: never written to disk.
+ * in a new directory under `root` (or SHORT_SOCKET_ROOT when that path would be too long for a
+ * socket), and loads `keys` with ssh-add from stdin: never written to disk.
  */
 export async function startSshAgent(root: string, keys: readonly Buffer[], owner: { uid: number; gid: number } = { uid: 0, gid: 0 }): Promise<SshAgent> {
-  const dir = await mkdtemp(path.join(root, 'ssh-'));
+  let base = root;
+  if (!socketPathFits(path.join(root, 'ssh-XXXXXX', 'agent.sock'))) {
+    await mkdir(SHORT_SOCKET_ROOT, { recursive: true, mode: 0o711 });
+    await chmod(SHORT_SOCKET_ROOT, 0o711);
+    base = SHORT_SOCKET_ROOT;
+  }
+  const dir = await mkdtemp(path.join(base, 'ssh-'));
   await chown(dir, owner.uid, owner.gid);
   const socket = path.join(dir, 'agent.sock');
   const agent = spawn('ssh-agent', ['-D', '-a', socket], { uid: owner.uid, gid: owner.gid, stdio: 'ignore' });
