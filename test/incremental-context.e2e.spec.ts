@@ -351,6 +351,9 @@ describe('incremental build contexts', () => {
     const rebuilt = await waitForBuild(stack, a.token, again.json.id);
     expect(rebuilt.status).toBe('succeeded');
     expect(rebuilt.imageDigest).toBe(first.json.imageDigest);
+    // Read from the tenant's store at submission, and carried by the rebuild: the worker starts the steps that need no context meanwhile (ADR 0041).
+    const rows = await stack.prisma.build.findMany({ where: { id: { in: [id, again.json.id] } }, select: { dockerfileText: true } });
+    expect(rows.map((b) => b.dockerfileText)).toEqual(['FROM scratch\nCOPY hi /hi\n', 'FROM scratch\nCOPY hi /hi\n']);
   });
 
   it('counts the content store against the stored-bytes quota', async () => {

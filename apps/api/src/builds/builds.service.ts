@@ -15,7 +15,7 @@ import { QuotasService } from '../tenancy/quotas.service.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
 import { toBuildView, type BuildView } from './build-view.js';
 import { ContextArchiveCheck } from './context-archive-check.js';
-import { captureDockerfile } from './dockerfile-capture.js';
+import { captureDockerfile, dockerfileText, manifestDockerfile } from './dockerfile-capture.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { buildsVisibleTo } from './visible-builds.js';
 
@@ -58,6 +58,8 @@ interface StoredContext {
   contextKey: string;
   size: number;
   digest: string;
+  /** The Dockerfile read from the context's contents (ADR 0041), when the manifest was sent. */
+  dockerfileText?: string | null;
 }
 
 const CONTEXT_TYPES = new Set(['application/x-tar', 'application/tar', 'application/gzip', 'application/x-gzip', 'application/octet-stream']);
@@ -257,11 +259,11 @@ export class BuildsService implements OnModuleDestroy {
     // created, when new, only once the manifest was found.
     const known = req.contextDigest ? this.prisma.repository.findUnique({ where: { tenantId_name: { tenantId, name: req.repository } } }) : undefined;
     known?.catch(() => undefined);
-    const context = req.contextDigest ? await this.knownManifest(tenantId, req.contextDigest, body, `contexts/${id}`) : await this.storeManifest(tenantId, id, req, body);
+    const context = req.contextDigest ? await this.knownManifest(tenantId, req, body, `contexts/${id}`) : await this.storeManifest(tenantId, id, req, body);
     const { common, repository } = await this.buildRecord(id, tenantId, req, secrets, known);
     const build = await this.quotas.withQueuedSlot(tenantId, (tx) =>
       (tx ?? this.prisma).build.create({
-        data: { ...common, contextKey: context.contextKey, contextSize: BigInt(context.size), contextDigest: context.digest, contextFormat: 'manifest' },
+        data: { ...common, contextKey: context.contextKey, contextSize: BigInt(context.size), contextDigest: context.digest, contextFormat: 'manifest', dockerfileText: context.dockerfileText ?? null },
       }),
     );
     await this.scheduler.enqueue({ buildId: id, tenantId });
@@ -276,21 +278,29 @@ export class BuildsService implements OnModuleDestroy {
    * A manifest refused within the hour for missing contents counts too, once they have arrived
    * (moved to `contextKey`): after the upload the client names it instead of sending it again.
    */
-  private async knownManifest(tenantId: string, digest: string, body: Readable, contextKey: string): Promise<StoredContext> {
+  private async knownManifest(tenantId: string, req: BuildRequest, body: Readable, contextKey: string): Promise<StoredContext> {
+    const digest = req.contextDigest!;
     body.resume();
     if (!/^sha256:[0-9a-f]{64}$/.test(digest)) throw new BadRequestException(`Invalid Strata-Context-Digest "${digest.slice(0, 100)}": give "sha256:" and 64 lowercase hex digits.`);
     // Only a build recent enough that the collector cannot have taken its contents (docs/adr/0032).
     const earlier = await this.prisma.build.findFirst({
       where: { tenantId, contextFormat: 'manifest', contextDigest: digest, contextKey: { not: null }, createdAt: { gte: contextStaleBefore(this.config) } },
       orderBy: { createdAt: 'desc' },
-      select: { contextKey: true, contextSize: true },
+      select: { contextKey: true, contextSize: true, dockerfilePath: true, dockerfileText: true },
     });
     if (!earlier?.contextKey || !(await this.storage.objects.stat(earlier.contextKey))) {
       const pending = await this.contextStore.takePending(tenantId, digest, contextKey);
-      if (pending) return pending;
+      if (pending) return { ...pending, dockerfileText: pending.dockerfile?.path === req.dockerfile ? await this.storedDockerfile(tenantId, pending.dockerfile) : null };
       throw new ConflictException({ statusCode: 409, error: 'Conflict', message: `No earlier build of yours has the context manifest ${digest}: send the manifest itself.`, unknownManifest: true });
     }
-    return { contextKey: earlier.contextKey, size: Number(earlier.contextSize ?? 0), digest };
+    // The same manifest holds the same Dockerfile at the same path.
+    return { contextKey: earlier.contextKey, size: Number(earlier.contextSize ?? 0), digest, dockerfileText: earlier.dockerfilePath === req.dockerfile ? earlier.dockerfileText : null };
+  }
+
+  /** A Dockerfile's text from the tenant's content store (ADR 0041); null when it is not there or holds a NUL. */
+  private async storedDockerfile(tenantId: string, content: { digest: string }): Promise<string | null> {
+    const bytes = await this.contextStore.readSmall(tenantId, content.digest).catch(() => null);
+    return bytes ? dockerfileText(bytes) : null;
   }
 
   /**
@@ -299,11 +309,15 @@ export class BuildsService implements OnModuleDestroy {
    */
   private async storeManifest(tenantId: string, id: string, req: BuildRequest, body: Readable): Promise<StoredContext> {
     const manifest = await this.contextStore.readManifest(body, req.contentEncoding);
-    await this.contextStore.assertComplete(tenantId, manifest, { keepPending: true });
+    const dockerfile = manifestDockerfile(manifest, req.dockerfile);
+    await this.contextStore.assertComplete(tenantId, manifest, { keepPending: true, dockerfile: dockerfile && { path: req.dockerfile, ...dockerfile } });
     const contextKey = `contexts/${id}`;
+    // Its Dockerfile read from the store while the manifest is stored: the worker starts the steps
+    // that do not read the context while it makes the context ready (ADR 0041).
+    const text = dockerfile ? this.storedDockerfile(tenantId, dockerfile) : Promise.resolve(null);
     // Stored as sent (gzip or JSON); readers check it again, so the canonical form is not needed there.
     await this.storage.objects.put(contextKey, manifest.wire);
-    return { contextKey, size: manifest.bytes, digest: manifest.digest };
+    return { contextKey, size: manifest.bytes, digest: manifest.digest, dockerfileText: await text };
   }
 
   /**
@@ -351,6 +365,7 @@ export class BuildsService implements OnModuleDestroy {
         repositoryId: first.repositoryId,
         source: first.source,
         dockerfilePath: first.dockerfilePath,
+        dockerfileText: first.dockerfileText,
         target: first.target,
         buildArgs: first.buildArgs as Prisma.InputJsonValue,
         noCache: false,
@@ -403,11 +418,9 @@ export class BuildsService implements OnModuleDestroy {
     const entry = entries.find((e) => e.path === wanted);
     if (entry?.type !== 'file' || !entry.digest) throw new NotFoundException(`The build context of build "${id}" has no regular file at "${wanted}".`);
     if ((entry.size ?? 0) > DOCKERFILE_MAX_BYTES) throw new ConflictException(`${wanted} is larger than ${DOCKERFILE_MAX_BYTES} bytes.`);
-    const content = await this.contextStore.read(tenantId, entry.digest);
+    const content = await this.contextStore.readSmall(tenantId, entry.digest);
     if (!content) throw new ConflictException(`The content of ${wanted} in build "${id}" is no longer in the content store.`);
-    const out: Buffer[] = [];
-    for await (const c of content) out.push(c as Buffer);
-    return { path: wanted, text: Buffer.concat(out).toString('utf8') };
+    return { path: wanted, text: content.toString('utf8') };
   }
 
   async get(tenantId: string, id: string, repositories: readonly string[] = []): Promise<BuildView> {

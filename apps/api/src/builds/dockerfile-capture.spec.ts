@@ -1,6 +1,6 @@
 import { gzipSync } from 'node:zlib';
-import { encodeTarHeader, tarEndOfArchive, tarPadding } from '@strata/oci';
-import { CAPTURED_DOCKERFILE_MAX_BYTES, captureDockerfile } from './dockerfile-capture.js';
+import { type ContextManifest, encodeTarHeader, tarEndOfArchive, tarPadding } from '@strata/oci';
+import { CAPTURED_DOCKERFILE_MAX_BYTES, captureDockerfile, dockerfileText, manifestDockerfile } from './dockerfile-capture.js';
 
 const file = (name: string, content: string | Buffer): Buffer => {
   const body = Buffer.from(content);
@@ -32,5 +32,32 @@ describe('captureDockerfile: the Dockerfile of a small tar context, read at uplo
     const cut = tar(file('Dockerfile', 'FROM scratch\n'), file('big', 'x'.repeat(4096)));
     expect(await captureDockerfile(cut.subarray(0, 1024 + 100), 'Dockerfile')).toBeNull();
     expect(await captureDockerfile(Buffer.from('not a tar at all'), 'Dockerfile')).toBeNull();
+  });
+});
+
+describe('manifestDockerfile: which content of a context manifest the worker will read as its Dockerfile', () => {
+  const d = (c: string) => `sha256:${c.repeat(64)}`;
+  const manifest = (entries: ContextManifest['entries']) => ({ entries }) as ContextManifest;
+
+  it('names a regular file at the path (./ and doubled slashes as the worker cleans them), and nothing else', () => {
+    const m = manifest([
+      { path: 'Dockerfile', type: 'file', mode: 0o644, mtime: 0, size: 20, digest: d('a') },
+      { path: 'ci', type: 'symlink', mtime: 0, target: 'docker' },
+      { path: 'docker', type: 'dir', mode: 0o755, mtime: 0 },
+      { path: 'docker/app.Dockerfile', type: 'file', mode: 0o644, mtime: 0, size: 30, digest: d('b') },
+      { path: 'docker/big.Dockerfile', type: 'file', mode: 0o644, mtime: 0, size: CAPTURED_DOCKERFILE_MAX_BYTES + 1, digest: d('c') },
+      { path: 'link.Dockerfile', type: 'symlink', mtime: 0, target: 'Dockerfile' },
+    ]);
+    expect(manifestDockerfile(m, 'Dockerfile')).toEqual({ digest: d('a'), size: 20 });
+    expect(manifestDockerfile(m, './docker//app.Dockerfile')).toEqual({ digest: d('b'), size: 30 });
+    expect(manifestDockerfile(m, 'docker/big.Dockerfile')).toBeNull();
+    expect(manifestDockerfile(m, 'link.Dockerfile')).toBeNull();
+    expect(manifestDockerfile(m, 'ci/app.Dockerfile')).toBeNull();
+    expect(manifestDockerfile(m, 'none')).toBeNull();
+  });
+
+  it('keeps a Dockerfile with a NUL byte out of the row (Postgres text holds none)', () => {
+    expect(dockerfileText(Buffer.from('FROM scratch\n'))).toBe('FROM scratch\n');
+    expect(dockerfileText(Buffer.from([0x46, 0x00]))).toBeNull();
   });
 });

@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { readTarEntries, safeArchivePath } from '@strata/oci';
+import { type ContextManifest, readTarEntries, safeArchivePath } from '@strata/oci';
 
 /** Dockerfiles up to this size are taken from the context at upload; a larger one is read by the worker. */
 export const CAPTURED_DOCKERFILE_MAX_BYTES = 256 * 1024;
@@ -30,8 +30,31 @@ export async function captureDockerfile(context: Buffer, wanted: string): Promis
   } catch {
     return null;
   }
-  // Postgres text holds no NUL: such a file is the worker's to read (and refuse).
-  return captured === null || captured.includes(0) ? null : captured.toString('utf8');
+  return captured === null ? null : dockerfileText(captured);
+}
+
+/**
+ * The content of the Dockerfile at `wanted` in a context manifest, as the worker will read it: a
+ * regular file of at most CAPTURED_DOCKERFILE_MAX_BYTES under no linked parent; null otherwise
+ * (the worker resolves links itself). The caller reads it from the tenant's content store.
+ */
+export function manifestDockerfile(manifest: ContextManifest, wanted: string): { digest: string; size: number } | null {
+  let target: string;
+  try {
+    target = safeArchivePath(wanted).join('/');
+  } catch {
+    return null;
+  }
+  for (const e of manifest.entries) {
+    if (e.path === target) return e.type === 'file' && e.size <= CAPTURED_DOCKERFILE_MAX_BYTES ? { digest: e.digest, size: e.size } : null;
+    if (e.type !== 'dir' && target.startsWith(`${e.path}/`)) return null;
+  }
+  return null;
+}
+
+/** The Dockerfile's bytes as Build.dockerfileText: null for one holding a NUL, which Postgres text cannot (the worker reads and refuses it). */
+export function dockerfileText(bytes: Buffer): string | null {
+  return bytes.includes(0) ? null : bytes.toString('utf8');
 }
 
 async function readAll(chunks: AsyncIterable<Buffer>): Promise<Buffer> {

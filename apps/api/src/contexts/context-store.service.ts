@@ -98,21 +98,21 @@ export class ContextStoreService {
    * PENDING_MANIFEST_MS (`context-pending/<tenant>/<hex>`), so once the client has uploaded the
    * missing contents it sends the build by the manifest's digest alone instead of the manifest again.
    */
-  async assertComplete(tenantId: string, manifest: ContextManifest & { wire?: Buffer }, options: { keepPending?: boolean } = {}): Promise<void> {
+  async assertComplete(tenantId: string, manifest: ContextManifest & { wire?: Buffer }, options: { keepPending?: boolean; dockerfile?: PendingDockerfile | null } = {}): Promise<void> {
     const missing = await this.missing(tenantId, manifest.contents.keys());
     if (missing.length === 0) return;
     const named = missing.slice(0, 5).map((d) => `${d} (${JSON.stringify(manifest.contents.get(d)!.path)})`);
-    const kept = options.keepPending && manifest.wire !== undefined ? await this.keepPending(tenantId, { digest: manifest.digest, bytes: manifest.bytes, wire: manifest.wire }, missing, named) : false;
+    const kept = options.keepPending && manifest.wire !== undefined ? await this.keepPending(tenantId, { digest: manifest.digest, bytes: manifest.bytes, wire: manifest.wire }, missing, named, options.dockerfile ?? null) : false;
     throw missingContents(missing, named, kept);
   }
 
   /** Keeps a refused manifest and what it lacked under the tenant's own prefix (the api writes both; no client can). */
-  private async keepPending(tenantId: string, manifest: { digest: string; bytes: number; wire: Buffer }, missing: string[], named: string[]): Promise<boolean> {
+  private async keepPending(tenantId: string, manifest: { digest: string; bytes: number; wire: Buffer }, missing: string[], named: string[], dockerfile: PendingDockerfile | null): Promise<boolean> {
     const key = pendingKey(tenantId, manifest.digest);
     try {
       await this.storage.objects.put(key, manifest.wire);
       // Written last: a record is there only when its manifest is.
-      await this.storage.objects.put(`${key}.json`, Buffer.from(JSON.stringify({ bytes: manifest.bytes, missing, named })));
+      await this.storage.objects.put(`${key}.json`, Buffer.from(JSON.stringify({ bytes: manifest.bytes, missing, named, dockerfile })));
       return true;
     } catch {
       // Not kept: the client sends the manifest again, as it did before.
@@ -127,11 +127,11 @@ export class ContextStoreService {
    * contents were present when it was refused, which the collector's vouching window (docs/adr/0032:
    * days) keeps true for far longer than PENDING_MANIFEST_MS.
    */
-  async takePending(tenantId: string, digest: string, contextKey: string): Promise<{ contextKey: string; size: number; digest: string } | null> {
+  async takePending(tenantId: string, digest: string, contextKey: string): Promise<{ contextKey: string; size: number; digest: string; dockerfile: PendingDockerfile | null } | null> {
     const key = pendingKey(tenantId, digest);
     const stat = await this.storage.objects.stat(`${key}.json`);
     if (!stat || Date.now() - stat.modified.getTime() > PENDING_MANIFEST_MS) return null;
-    let record: { bytes: number; missing: string[]; named: string[] };
+    let record: { bytes: number; missing: string[]; named: string[]; dockerfile?: PendingDockerfile | null };
     try {
       const chunks: Buffer[] = [];
       for await (const c of await this.storage.objects.get(`${key}.json`)) chunks.push(c as Buffer);
@@ -151,7 +151,7 @@ export class ContextStoreService {
       return null;
     }
     await this.storage.objects.delete(`${key}.json`).catch(() => undefined);
-    return { contextKey, size: record.bytes, digest };
+    return { contextKey, size: record.bytes, digest, dockerfile: record.dockerfile ?? null };
   }
 
   /**
@@ -252,12 +252,28 @@ export class ContextStoreService {
   }
 
   /** The bytes of one stored content (for reading a manifest build's Dockerfile), or null when the tenant has none. */
+  /** A small content of the tenant's store, whole; null when the store has none. */
+  async readSmall(tenantId: string, digest: string): Promise<Buffer | null> {
+    const content = await this.read(tenantId, digest);
+    if (!content) return null;
+    const chunks: Buffer[] = [];
+    for await (const chunk of content) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  }
+
   async read(tenantId: string, digest: string): Promise<Readable | null> {
     const row = await this.prisma.contextBlob.findUnique({ where: { tenantId_digest: { tenantId, digest: digest.replace(/^sha256:/, '') } } });
     if (!row) return null;
     if (row.size === 0n) return Readable.from([]);
     return this.storage.objects.get(row.packKey, { offset: Number(row.offset), length: Number(row.size) });
   }
+}
+
+/** The Dockerfile the refused request named, and its content in the manifest (docs/adr/0041). */
+export interface PendingDockerfile {
+  path: string;
+  digest: string;
+  size: number;
 }
 
 /** Where a refused manifest waits for its contents: under the tenant's own prefix, named by its digest. */
