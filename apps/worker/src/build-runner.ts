@@ -162,20 +162,7 @@ export class BuildRunner {
       // Checked once the context is in: the Dockerfile read at upload is the context's, and the
       // findings that need the context. A context that fails stops the steps running meanwhile.
       const contextFailed = new AbortController();
-      const contextChecked =
-        early === null
-          ? Promise.resolve()
-          : opening.then(async (context) => {
-              if ((await this.readDockerfile(context, build.dockerfilePath)) !== early) {
-                throw new BuildFailure(`${build.dockerfilePath} in the build context is not the Dockerfile read from it at upload`, null);
-              }
-              const found = await this.lintIgnoredCopies(build, lint.plan, context);
-              if (found.length === 0) return;
-              lint.warnings = [...lint.warnings, ...found].sort(byPosition);
-              await this.recordWarnings(buildId, lint.warnings, log, found);
-              const error = found.find((w) => w.severity === 'error');
-              if (error) throw new BuildFailure(`${build.dockerfilePath}:${error.line}: ${error.message}`, error.line);
-            });
+      const contextChecked = early === null ? Promise.resolve() : opening.then((context) => this.checkArrivedContext(build, early, context, lint, log));
       contextChecked.catch(() => contextFailed.abort());
       let contextIn = early === null;
       opening.then(() => (contextIn = true), () => (contextIn = true));
@@ -360,6 +347,29 @@ export class BuildRunner {
       if (e instanceof GitFetchError) throw new BuildFailure(`fetching the commit failed: ${e.message}`, null);
       throw contextFailure(e) ?? e;
     }
+  }
+
+  /**
+   * For a build that started on the Dockerfile read at upload, once its context is in: that
+   * Dockerfile is the context's, and the findings that need the context are recorded; an error
+   * among them fails the build, as it would have before the first step.
+   */
+  private async checkArrivedContext(
+    build: Build,
+    early: string,
+    context: IndexedContext,
+    lint: { warnings: Diagnostic[]; plan: BuildPlan | null },
+    log: ReturnType<BuildLogs['open']> | undefined,
+  ): Promise<void> {
+    if ((await this.readDockerfile(context, build.dockerfilePath)) !== early) {
+      throw new BuildFailure(`${build.dockerfilePath} in the build context is not the Dockerfile read from it at upload`, null);
+    }
+    const found = await this.lintIgnoredCopies(build, lint.plan, context);
+    if (found.length === 0) return;
+    lint.warnings = [...lint.warnings, ...found].sort(byPosition);
+    await this.recordWarnings(build.id, lint.warnings, log, found);
+    const error = found.find((w) => w.severity === 'error');
+    if (error) throw new BuildFailure(`${build.dockerfilePath}:${error.line}: ${error.message}`, error.line);
   }
 
   /** The findings that need the context (CopyIgnoredFile: a COPY of what .dockerignore excludes), for the stages the build needs. */
