@@ -251,8 +251,7 @@ export class ContextStoreService {
     return Number(sum._sum.size ?? 0);
   }
 
-  /** The bytes of one stored content (for reading a manifest build's Dockerfile), or null when the tenant has none. */
-  /** A small content of the tenant's store, whole; null when the store has none. */
+  /** A small content of the tenant's store, whole (a Dockerfile); null when the store has none. */
   async readSmall(tenantId: string, digest: string): Promise<Buffer | null> {
     const content = await this.read(tenantId, digest);
     if (!content) return null;
@@ -261,7 +260,8 @@ export class ContextStoreService {
     return Buffer.concat(chunks);
   }
 
-  async read(tenantId: string, digest: string): Promise<Readable | null> {
+  /** One stored content as a stream, or null when the tenant has none. */
+  private async read(tenantId: string, digest: string): Promise<Readable | null> {
     const row = await this.prisma.contextBlob.findUnique({ where: { tenantId_digest: { tenantId, digest: digest.replace(/^sha256:/, '') } } });
     if (!row) return null;
     if (row.size === 0n) return Readable.from([]);
