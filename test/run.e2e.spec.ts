@@ -235,7 +235,8 @@ describe('RUN steps in runc containers', () => {
     const files = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`src/f${i}.txt`, `file ${i}\n`]));
 
     it('builds the image the Dockerfile read from the context builds: the api keeps a plain Dockerfile, the worker reads a linked one', async () => {
-      const early = await buildDir('run/early', { Dockerfile: dockerfile, ...files });
+      const earlyTar = tarOf(makeDir({ Dockerfile: dockerfile, ...files }));
+      const early = await build(stack, token, 'repository=run/early&tag=1', earlyTar);
       const late = await buildDir('run/late', { 'docker/Dockerfile': dockerfile, Dockerfile: { content: '', symlink: 'docker/Dockerfile' }, ...files });
       for (const [result, repo] of [[early, 'run/early'], [late, 'run/late']] as const) {
         expect(result.error).toBeNull();
@@ -247,6 +248,11 @@ describe('RUN steps in runc containers', () => {
       const row = (id: string) => stack.prisma.build.findUniqueOrThrow({ where: { id }, select: { dockerfileText: true } });
       expect((await row(early.id)).dockerfileText).toBe(dockerfile);
       expect((await row(late.id)).dockerfileText).toBeNull();
+      // The same bytes again: the stored context and the Dockerfile its first build read are taken, and every step hits.
+      const again = await build(stack, token, 'repository=run/early&tag=2', earlyTar);
+      expect(again.status).toBe('succeeded');
+      expect(again.steps.every((s: { cached: boolean }) => s.cached)).toBe(true);
+      expect((await row(again.id)).dockerfileText).toBe(dockerfile);
     });
 
     it('fails with the context\'s own error when the worker refuses the context, whatever ran meanwhile, and tags nothing', async () => {

@@ -136,11 +136,13 @@ export class BuildsService implements OnModuleDestroy {
       throw refused(e);
     }
     if (size === 0) throw new BadRequestException('The request body is empty: send the build context as a tar or tar.gz archive.');
-    // A context read whole gives its Dockerfile now, read while the context is stored: the worker
-    // starts the steps that do not read the context while it fetches the context (docs/adr/0041).
-    const dockerfileText = head.rest === null ? captureDockerfile(head.bytes, req.dockerfile) : Promise.resolve(null);
     const reused = head.rest === null ? await this.storedTarContext(tenantId, `sha256:${contextHash.copy().digest('hex')}`, size) : null;
-    if (reused) contextKey = reused;
+    if (reused) contextKey = reused.contextKey;
+    // A context read whole gives its Dockerfile, read while the context is stored (the earlier
+    // build's, for the same bytes and path): the worker starts the steps that do not read the
+    // context while it fetches the context (docs/adr/0041).
+    const dockerfileText =
+      reused && reused.dockerfilePath === req.dockerfile ? Promise.resolve(reused.dockerfileText) : head.rest === null ? captureDockerfile(head.bytes, req.dockerfile) : Promise.resolve(null);
     // Recorded before the first byte goes to S3 and refreshed while the request is open: if this
     // process dies mid-upload, the reconciler finds the row gone stale and deletes what reached S3.
     const abandon = async () => {
@@ -197,19 +199,21 @@ export class BuildsService implements OnModuleDestroy {
 
   /**
    * The key of a tar context with these bytes that an earlier build of this tenant stored, recently
-   * enough to be kept (as a build by manifest digest reuses one), or null. Only this tenant's builds
+   * enough to be kept (as a build by manifest digest reuses one), with the Dockerfile that build read
+   * from it at its path (ADR 0041), or null. Only this tenant's builds
    * are looked at: another tenant's identical context is never used, nor is its existence revealed.
    */
-  private async storedTarContext(tenantId: string, digest: string, size: number): Promise<string | null> {
+  private async storedTarContext(tenantId: string, digest: string, size: number): Promise<{ contextKey: string; dockerfilePath: string; dockerfileText: string | null } | null> {
     const earlier = await this.prisma.build.findFirst({
       where: { tenantId, source: 'upload', contextFormat: 'tar', contextDigest: digest, contextSize: BigInt(size), contextKey: { not: null }, createdAt: { gte: contextStaleBefore(this.config) } },
       orderBy: { createdAt: 'desc' },
-      select: { contextKey: true },
+      select: { contextKey: true, dockerfilePath: true, dockerfileText: true },
     });
     if (!earlier?.contextKey) return null;
     const stored = await this.storage.objects.stat(earlier.contextKey);
-    return stored?.size === size ? earlier.contextKey : null;
+    return stored?.size === size ? { contextKey: earlier.contextKey, dockerfilePath: earlier.dockerfilePath, dockerfileText: earlier.dockerfileText } : null;
   }
+
 
   /**
    * What a new Build row holds whatever carried its context: the request's settings, its secrets
