@@ -196,6 +196,40 @@ describe.each(storages)('OCI Distribution registry at /v2, blobs in %s', (_stora
     expect(mount.status).toBe(202); // no mount across tenants: an ordinary upload starts instead
   });
 
+  it('answers a client that already holds a manifest or blob (If-None-Match on its digest) with 304 and no body', async () => {
+    const byTag = await reg('GET', `/v2/${acme.name}/web/app/manifests/v1`);
+    const digest = byTag.headers.get('docker-content-digest')!;
+    expect(byTag.headers.get('etag')).toBe(`"${digest}"`);
+    expect(byTag.headers.get('cache-control')).toBeNull(); // a tag can move
+    expect(byTag.headers.get('x-powered-by')).toBeNull();
+    const again = await reg('GET', `/v2/${acme.name}/web/app/manifests/v1`, { headers: { 'if-none-match': `"${digest}"` } });
+    expect(again.status).toBe(304);
+    expect(again.body.length).toBe(0);
+    expect(again.headers.get('docker-content-digest')).toBe(digest);
+    const byDigest = await reg('GET', `/v2/${acme.name}/web/app/manifests/${digest}`);
+    expect(byDigest.headers.get('cache-control')).toBe('max-age=31536000');
+    // An ETag that is not the current one gets the whole manifest.
+    const moved = await reg('GET', `/v2/${acme.name}/web/app/manifests/v1`, { headers: { 'if-none-match': `"${sha256('older')}"` } });
+    expect(moved.status).toBe(200);
+    expect(moved.body.equals(byTag.body)).toBe(true);
+
+    const layer = byTag.json.layers[0].digest;
+    const blob = await reg('GET', `/v2/${acme.name}/web/app/blobs/${layer}`);
+    expect(blob.status).toBe(200);
+    expect(blob.headers.get('etag')).toBe(`"${layer}"`);
+    expect(blob.headers.get('cache-control')).toBe('max-age=31536000');
+    for (const method of ['GET', 'HEAD']) {
+      const held = await reg(method, `/v2/${acme.name}/web/app/blobs/${layer}`, { headers: { 'if-none-match': `W/"${sha256('x')}", "${layer}"` } });
+      expect(held.status).toBe(304);
+      expect(held.body.length).toBe(0);
+    }
+    // Not a way to learn that a digest exists somewhere: another tenant asking gets no 304.
+    // (other/mine exists: the test above pushed a blob of its own there.)
+    const probe = await reg('GET', `/v2/${other.name}/mine/blobs/${layer}`, { token: other.token, headers: { 'if-none-match': `"${layer}"` } });
+    expect(probe.status).toBe(404);
+    expect(probe.json.errors[0].code).toBe('BLOB_UNKNOWN');
+  });
+
   it('refuses a blob whose content does not match its digest and stores nothing', async () => {
     const body = Buffer.from('these bytes are not what the digest says');
     const wrong = sha256('something else');

@@ -17,6 +17,8 @@ export async function createApiApp(config: StrataConfig, opts: { logger?: boolea
     bodyParser: false,
   });
   app.useGlobalFilters(new HttpErrorFilter());
+  // No `X-Powered-By: Express` on every answer: it tells a scanner what to try and a client nothing.
+  (app.getHttpAdapter().getInstance() as { disable(setting: string): void }).disable('x-powered-by');
   // Idle keep-alive connections outlive a load balancer's (60 s on most) and clients': the side that
   // closes an idle connection first must be the client, or a request sent as it closes is reset.
   const server = app.getHttpServer() as { keepAliveTimeout: number; headersTimeout: number };

@@ -120,8 +120,13 @@ export class RegistryController {
       await this.need(caller, name, 'pull');
       const accept = (req.headers.accept ?? '').split(',').map((a) => a.split(';')[0].trim()).filter(Boolean);
       const m = await this.registry.getManifest(name, reference, { withBody: req.method === 'GET', accept });
+      // By digest it never changes; a tag can be moved, so caches must ask again (and get a 304 if it was not).
+      describeContent(res, m.digest, isDigest(reference));
+      if (clientHolds(req, m.digest)) {
+        res.status(304).end();
+        return;
+      }
       res.status(200).setHeader('Content-Type', m.mediaType);
-      res.setHeader('Docker-Content-Digest', m.digest);
       res.setHeader('Content-Length', m.size);
       res.end(req.method === 'GET' ? m.bytes : undefined);
       return;
@@ -152,19 +157,30 @@ export class RegistryController {
     if (req.method === 'HEAD') {
       await this.need(caller, name, 'pull');
       const { size } = await this.registry.statBlob(name, digest);
+      describeContent(res, digest, true);
+      if (clientHolds(req, digest)) {
+        res.status(304).end();
+        return;
+      }
       res.status(200).setHeader('Content-Length', size);
       res.setHeader('Content-Type', 'application/octet-stream');
-      res.setHeader('Docker-Content-Digest', digest);
       res.setHeader('Accept-Ranges', 'bytes');
       res.end();
       return;
     }
     if (req.method === 'GET') {
       await this.need(caller, name, 'pull');
+      if (clientHolds(req, digest)) {
+        // Only for a blob this repository has: a 304 must not tell anyone a digest exists elsewhere.
+        await this.registry.statBlob(name, digest);
+        describeContent(res, digest, true);
+        res.status(304).end();
+        return;
+      }
       const range = await this.requestedRange(req, name, digest);
       const blob = await this.registry.readBlob(name, digest, range ?? undefined);
+      describeContent(res, digest, true);
       res.setHeader('Content-Type', 'application/octet-stream');
-      res.setHeader('Docker-Content-Digest', digest);
       res.setHeader('Accept-Ranges', 'bytes');
       res.setHeader('Content-Length', blob.end - blob.start);
       if (range) res.status(206).setHeader('Content-Range', `bytes ${blob.start}-${blob.end - 1}/${blob.size}`);
@@ -320,4 +336,25 @@ function bodyLength(req: Request): number | undefined {
   if (req.headers['transfer-encoding'] !== undefined) return undefined;
   const raw = req.headers['content-length'];
   return raw !== undefined && /^\d+$/.test(raw) ? Number(raw) : undefined;
+}
+
+/**
+ * The headers of an answer about content named by its digest: Docker-Content-Digest, and the digest as
+ * the ETag. `immutable` (a blob, or a manifest asked for by digest): the bytes behind the name never
+ * change, so any cache may keep them for a year, as docker-registry lets them.
+ */
+function describeContent(res: Response, digest: string, immutable: boolean): void {
+  res.setHeader('Docker-Content-Digest', digest);
+  res.setHeader('ETag', `"${digest}"`);
+  if (immutable) res.setHeader('Cache-Control', 'max-age=31536000');
+}
+
+/** The request's If-None-Match names this digest (quoted or not, weak or strong) or is `*`: the client holds these bytes. */
+function clientHolds(req: Request, digest: string): boolean {
+  const header = req.headers['if-none-match'];
+  if (!header) return false;
+  return header.split(',').some((tag) => {
+    const value = tag.trim().replace(/^W\//, '');
+    return value === '*' || value === `"${digest}"` || value === digest;
+  });
 }
