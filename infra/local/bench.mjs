@@ -134,10 +134,13 @@ if (registry) {
   const g = registry.result;
   lines.push(`Registry: skopeo copy push and pull, Strata /v2 (token auth) vs docker-registry (${g.peerVersion ?? '?'}, ${g.peerStorage === 's3' ? 'S3 storage on the same s3rver' : 'filesystem storage'}); cold pushes of images salted per run, pulls to a fresh dir:`);
   lines.push('');
-  lines.push('| case | size | Strata (filesystem) | Strata (S3) | docker-registry | ratio Strata filesystem / docker-registry | ratio Strata S3 / docker-registry |');
-  lines.push('|---|---:|---:|---:|---:|---:|---:|');
+  lines.push(`Medians of ${g.runs} runs; "per run" is the median of each run's own ratio (Strata filesystem and docker-registry ran back to back in it) with its quartiles.`);
+  lines.push('');
+  lines.push('| case | size | Strata (filesystem) | Strata (S3) | docker-registry | ratio Strata filesystem / docker-registry | per run (quartiles) | ratio Strata S3 / docker-registry |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of g.rows ?? []) {
-    lines.push(`| ${r.case} | ${(r.bytes / 1024 ** 2).toFixed(1)} MiB in ${r.layers} layer${r.layers === 1 ? '' : 's'} | ${ms(r.strataFsMs)} | ${ms(r.strataMs)} | ${ms(r.peerMs)} | **${r.ratioFs.toFixed(2)}** | **${r.ratio.toFixed(2)}** |`);
+    const paired = r.pairedRatioFs ? `${r.pairedRatioFs[1].toFixed(2)} (${r.pairedRatioFs[0].toFixed(2)}-${r.pairedRatioFs[2].toFixed(2)})` : '-';
+    lines.push(`| ${r.case} | ${(r.bytes / 1024 ** 2).toFixed(1)} MiB in ${r.layers} layer${r.layers === 1 ? '' : 's'} | ${ms(r.strataFsMs)} | ${ms(r.strataMs)} | ${ms(r.peerMs)} | **${r.ratioFs.toFixed(2)}** | ${paired} | **${r.ratio.toFixed(2)}** |`);
   }
   if ((g.rows ?? []).some((r) => Number.isFinite(r.peerCpuMs))) {
     lines.push('', 'CPU time of each server process during the case (median; less sensitive to the machine\'s load than the wall time above):', '');
