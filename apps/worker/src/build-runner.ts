@@ -24,6 +24,7 @@ import { diskFailure } from './disk-errors.js';
 import { storageFailure } from './storage-errors.js';
 import { BlobLayerSink, PrismaCacheIndex } from './adapters.js';
 import { EgressSourceFetcher } from './url-source.js';
+import { BuildWarnings, warningsColumn } from './build-warnings.js';
 import type { BuildLog, BuildLogs } from '@strata/queue';
 import { GitAddSourceFetcher } from './git-add-source.js';
 
@@ -126,8 +127,13 @@ export class BuildRunner {
     const statuses = fromGit?.statuses ?? null;
     statuses?.report('pending');
     let extracted: ExtractedContext | undefined;
-    // The lint findings so far, and the FROM images the engine resolved (InvalidBaseImagePlatform and UndefinedVar need them).
-    let lint: { warnings: Diagnostic[]; plan: BuildPlan | null } = { warnings: [], plan: null };
+    // The Dockerfile's plan (for the lints that need the context or the FROM images), the findings so
+    // far, and the FROM images the engine resolved (InvalidBaseImagePlatform and UndefinedVar need them).
+    let plan: BuildPlan | null = null;
+    const warnings = new BuildWarnings({
+      store: (all) => prisma.build.update({ where: { id: buildId }, data: { warnings: warningsColumn(all) } }),
+      line: (text) => log?.line(null, 'system', text),
+    });
     const resolvedImages = new Map<string, ImageConfig>();
     let handedBack = false;
     // The previous build's steps, read while the context is made ready: their fingerprints explain
@@ -140,6 +146,7 @@ export class BuildRunner {
     previousSteps.catch(() => undefined);
     // The context as it is fetched and indexed; with a Dockerfile read at upload, the steps start meanwhile.
     let opening: Promise<IndexedContext> | undefined;
+    let contextChecked: Promise<void> | undefined;
     try {
       if (secretsError) throw new BuildFailure(secretsError, null);
       await rm(workDir, { recursive: true, force: true });
@@ -154,15 +161,16 @@ export class BuildRunner {
       // indexed, as BuildKit resolves its context only when a step reads it.
       const early = build.dockerfileText;
       const dockerfile = early ?? (await this.readDockerfile(await opening, build.dockerfilePath));
-      lint = lintDockerfile(build, dockerfile);
-      if (early === null) lint.warnings = [...lint.warnings, ...(await this.lintIgnoredCopies(build, lint.plan, await opening))].sort(byPosition);
-      await this.recordWarnings(buildId, lint.warnings, log);
-      const lintError = lint.warnings.find((w) => w.severity === 'error');
+      const linted = lintDockerfile(build, dockerfile);
+      plan = linted.plan;
+      await warnings.add([...linted.warnings, ...(early === null ? await this.lintIgnoredCopies(build, plan, await opening) : [])]);
+      const lintError = warnings.all.find((w) => w.severity === 'error');
       if (lintError) throw new BuildFailure(`${build.dockerfilePath}:${lintError.line}: ${lintError.message}`, lintError.line);
       // Checked once the context is in: the Dockerfile read at upload is the context's, and the
       // findings that need the context. A context that fails stops the steps running meanwhile.
       const contextFailed = new AbortController();
-      const contextChecked = early === null ? Promise.resolve() : opening.then((context) => this.checkArrivedContext(build, early, context, lint, log));
+      const arrivedPlan = plan;
+      contextChecked = early === null ? Promise.resolve() : opening.then((context) => this.checkArrivedContext(build, early, context, arrivedPlan, warnings));
       contextChecked.catch(() => contextFailed.abort());
       let contextIn = early === null;
       opening.then(() => (contextIn = true), () => (contextIn = true));
@@ -243,7 +251,7 @@ export class BuildRunner {
       await contextChecked;
       // Cancelled after the last step: nothing is published and no tag moves.
       if (stop.aborted) throw new BuildFailure('the build was cancelled', null);
-      const imageFindings = await this.lintResolvedImages(buildId, lint, resolvedImages, log);
+      const imageFindings = await this.lintResolvedImages(plan, resolvedImages, warnings);
       const imageError = imageFindings.find((w) => w.severity === 'error');
       if (imageError) throw new BuildFailure(`${build.dockerfilePath}:${imageError.line}: ${imageError.message}`, imageError.line);
       // Every step row is in before the build reads as finished; they are written while the image is published.
@@ -288,7 +296,7 @@ export class BuildRunner {
       const cancelled = signal?.aborted === true;
       statuses?.report(failure && !cancelled ? 'failure' : 'error');
       // A failed build still says what its resolved FROM images revealed (a wrong platform often explains the failure).
-      await this.lintResolvedImages(buildId, lint, resolvedImages, log).catch(() => undefined);
+      await this.lintResolvedImages(plan, resolvedImages, warnings).catch(() => undefined);
       await prisma.build.update({
         where: { id: buildId },
         data: {
@@ -308,8 +316,11 @@ export class BuildRunner {
         await prisma.build.updateMany({ where: { id: buildId }, data: { secretsSealed: null, registryAuthSealed: null } }).catch(() => undefined);
       }
       for (const v of secrets.values()) v.fill(0);
-      // A build that failed while its context was still arriving releases it once it is in.
+      // A build that failed while its context was still arriving releases it once it is in (and once
+      // the findings that needed it are recorded: nothing of this build is written after it ends).
       await opening?.catch(() => undefined);
+      await contextChecked?.catch(() => undefined);
+      await warnings.settled();
       await extracted?.release();
       await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
       await statuses?.settled();
@@ -354,20 +365,11 @@ export class BuildRunner {
    * Dockerfile is the context's, and the findings that need the context are recorded; an error
    * among them fails the build, as it would have before the first step.
    */
-  private async checkArrivedContext(
-    build: Build,
-    early: string,
-    context: IndexedContext,
-    lint: { warnings: Diagnostic[]; plan: BuildPlan | null },
-    log: ReturnType<BuildLogs['open']> | undefined,
-  ): Promise<void> {
+  private async checkArrivedContext(build: Build, early: string, context: IndexedContext, plan: BuildPlan | null, warnings: BuildWarnings): Promise<void> {
     if ((await this.readDockerfile(context, build.dockerfilePath)) !== early) {
       throw new BuildFailure(`${build.dockerfilePath} in the build context is not the Dockerfile read from it at upload`, null);
     }
-    const found = await this.lintIgnoredCopies(build, lint.plan, context);
-    if (found.length === 0) return;
-    lint.warnings = [...lint.warnings, ...found].sort(byPosition);
-    await this.recordWarnings(build.id, lint.warnings, log, found);
+    const found = await warnings.add(await this.lintIgnoredCopies(build, plan, context));
     const error = found.find((w) => w.severity === 'error');
     if (error) throw new BuildFailure(`${build.dockerfilePath}:${error.line}: ${error.message}`, error.line);
   }
@@ -390,13 +392,7 @@ export class BuildRunner {
   }
 
   /** Adds the findings the resolved FROM images reveal to the build's warnings; returns them. */
-  private async lintResolvedImages(
-    buildId: string,
-    lint: { warnings: Diagnostic[]; plan: BuildPlan | null },
-    resolved: ReadonlyMap<string, ImageConfig>,
-    log: ReturnType<BuildLogs['open']> | undefined,
-  ): Promise<Diagnostic[]> {
-    const plan = lint.plan;
+  private async lintResolvedImages(plan: BuildPlan | null, resolved: ReadonlyMap<string, ImageConfig>, warnings: BuildWarnings): Promise<Diagnostic[]> {
     if (!plan || resolved.size === 0) return [];
     const found = lintWithResolvedImages(plan, (i): ResolvedBaseImage | null => {
       const base = plan.stages[i].base;
@@ -404,22 +400,9 @@ export class BuildRunner {
       if (!config) return null;
       return { platform: { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) }, env: config.config?.Env ?? [] };
     });
-    // Reported once, even when both the success and the failure path ask.
-    const fresh = found.filter((d) => !lint.warnings.some((w) => w.line === d.line && w.column === d.column && w.message === d.message));
-    if (fresh.length === 0) return found;
-    lint.warnings = [...lint.warnings, ...fresh].sort(byPosition);
-    await this.recordWarnings(buildId, lint.warnings, log, fresh);
+    // Recorded once, even when both the success and the failure path ask.
+    await warnings.add(found);
     return found;
-  }
-
-  /** Stores the build's warnings and writes the new ones to its log, as `docker build` prints them. */
-  private async recordWarnings(buildId: string, all: Diagnostic[], log: ReturnType<BuildLogs['open']> | undefined, fresh: Diagnostic[] = all): Promise<void> {
-    if (fresh.length === 0) return;
-    await this.deps.prisma.build.update({
-      where: { id: buildId },
-      data: { warnings: all.map((w) => ({ line: w.line, column: w.column, rule: w.rule ?? null, message: w.message, severity: w.severity })) },
-    });
-    for (const w of fresh) log?.line(null, 'system', `${w.severity === 'error' ? 'error' : 'warning'}: ${w.rule ? `${w.rule}: ` : ''}${w.message} (line ${w.line})`);
   }
 
   /**
@@ -537,7 +520,7 @@ function lintDockerfile(build: Build, dockerfile: string): { warnings: Diagnosti
     if (e instanceof DockerfileError) return { warnings: [], plan: null };
     throw e;
   }
-  return { warnings: [...plan.dockerfile.warnings].sort(byPosition), plan };
+  return { warnings: [...plan.dockerfile.warnings], plan };
 }
 
 /**
@@ -580,7 +563,6 @@ class StepRows {
   }
 }
 
-const byPosition = (a: Diagnostic, b: Diagnostic): number => a.line - b.line || a.column - b.column;
 
 /** The engine's image resolver, remembering each resolved FROM image's config by the reference asked for. */
 function recordingResolver(inner: ImageResolver, seen: Map<string, ImageConfig>): ImageResolver {
