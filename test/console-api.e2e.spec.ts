@@ -33,6 +33,9 @@ describe('console endpoints in /v1', () => {
     const res = await api(stack, token, 'GET', `/v1/builds/${done.id}/dockerfile`);
     expect(res.status).toBe(200);
     expect(res.json).toEqual({ path: 'docker/app.Dockerfile', text: 'FROM busybox:1\nRUN echo from-the-file\n' });
+    // Read at upload from a small context, it is still shown once the context itself is gone (garbage collected).
+    await stack.prisma.build.update({ where: { id: done.id }, data: { contextKey: `contexts/collected-${done.id}` } });
+    expect((await api(stack, token, 'GET', `/v1/builds/${done.id}/dockerfile`)).json).toEqual(res.json);
     const cross = await api(stack, other.token, 'GET', `/v1/builds/${done.id}/dockerfile`);
     expect(cross.status).toBe(404);
     expect(cross.json.message).toBe(`Build "${done.id}" does not exist.`);

@@ -42,13 +42,13 @@ export type BuildSourceView =
   | { type: 'upload' }
   | { type: 'git'; provider: string; cloneUrl: string; ref: string; sha: string; message: string; author: string; deliveryId: string; triggerId: string };
 
-function sourceView(build: Build): BuildSourceView {
+function sourceView(build: Pick<Build, 'source' | 'gitSource'>): BuildSourceView {
   if (build.source !== 'git' || !build.gitSource) return { type: 'upload' };
   const g = build.gitSource as Record<string, string>;
   return { type: 'git', provider: g.provider, cloneUrl: g.cloneUrl, ref: g.ref, sha: g.sha, message: g.message, author: g.author, deliveryId: g.deliveryId, triggerId: g.triggerId };
 }
 
-export function toBuildView(build: Build & { repository: Repository; steps?: Array<Omit<BuildStep, 'fingerprint'>> }): BuildView {
+export function toBuildView(build: Omit<Build, 'dockerfileText' | 'secretsSealed' | 'registryAuthSealed'> & { repository: Repository; steps?: Array<Omit<BuildStep, 'fingerprint'>> }): BuildView {
   const steps = [...(build.steps ?? [])].sort((a, b) => a.stage - b.stage || a.index - b.index);
   return {
     id: build.id,

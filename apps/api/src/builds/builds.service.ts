@@ -25,6 +25,13 @@ import { buildsVisibleTo } from './visible-builds.js';
  */
 const STEPS_FOR_VIEW = { omit: { fingerprint: true } } as const;
 
+/**
+ * The Build columns a view never shows, left in the database when builds are read for one: the
+ * Dockerfile read at upload (up to 256 KiB a row, which a list of 100 builds would carry) and the
+ * sealed secrets and registry credentials.
+ */
+const BUILD_COLUMNS_NOT_VIEWED = { dockerfileText: true, secretsSealed: true, registryAuthSealed: true } as const;
+
 export interface BuildRequest {
   repository: string;
   tags: string[];
@@ -384,6 +391,7 @@ export class BuildsService implements OnModuleDestroy {
         ...(fromGit ? { gitSource: first.gitSource as Prisma.InputJsonValue, commitSha: first.commitSha } : {}),
       },
       include: { repository: true, steps: STEPS_FOR_VIEW },
+      omit: BUILD_COLUMNS_NOT_VIEWED,
     }));
     await this.scheduler.enqueue({ buildId: build.id, tenantId });
     return toBuildView(build);
@@ -393,9 +401,11 @@ export class BuildsService implements OnModuleDestroy {
   async dockerfile(tenantId: string, id: string, repositories: readonly string[] = []): Promise<{ path: string; text: string }> {
     const build = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) } }) : null;
     if (!build) throw new NotFoundException(`Build "${id}" does not exist.`);
+    const wanted = build.dockerfilePath.replace(/^\.\//, '');
+    // Read at upload from this context (and checked against it by the worker): no need to open the context again.
+    if (build.dockerfileText !== null) return { path: wanted, text: build.dockerfileText };
     const gone = () => new NotFoundException(`Build "${id}" has no stored build context, so its Dockerfile cannot be shown.`);
     if (!build.contextKey || !(await this.storage.objects.stat(build.contextKey))) throw gone();
-    const wanted = build.dockerfilePath.replace(/^\.\//, '');
     if (build.contextFormat === 'manifest') return this.dockerfileFromManifest(tenantId, id, build.contextKey, wanted);
     const context = await this.storage.objects.get(build.contextKey);
     try {
@@ -429,7 +439,7 @@ export class BuildsService implements OnModuleDestroy {
 
   async get(tenantId: string, id: string, repositories: readonly string[] = []): Promise<BuildView> {
     const build = /^[0-9a-f-]{36}$/i.test(id)
-      ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) }, include: { repository: true, steps: STEPS_FOR_VIEW } })
+      ? await this.prisma.build.findFirst({ where: { id, tenantId, ...buildsVisibleTo(repositories) }, include: { repository: true, steps: STEPS_FOR_VIEW }, omit: BUILD_COLUMNS_NOT_VIEWED })
       : null;
     if (!build) throw new NotFoundException(`Build "${id}" does not exist.`);
     return toBuildView(build);
@@ -453,6 +463,7 @@ export class BuildsService implements OnModuleDestroy {
       orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
       take: q.limit + 1,
       include: { repository: true, steps: STEPS_FOR_VIEW },
+      omit: BUILD_COLUMNS_NOT_VIEWED,
     });
     const page = rows.slice(0, q.limit);
     const last = page[page.length - 1];
