@@ -104,6 +104,29 @@ describe.each(storages)('OCI Distribution registry at /v2, blobs in %s', (_stora
     expect((await reg('GET', `/v2/${acme.name}/web/app/manifests/v1`, { token: minted.token })).status).toBe(401);
   });
 
+  it('refuses them on another api replica as soon as the revocation reaches it, long before its check would ask again', async () => {
+    const replica = startApiProcess(stack.config, await freePort());
+    try {
+      await replica.ready();
+      const minted = (await api(stack, acme.token, 'POST', '/v1/tokens', JSON.stringify({ name: 'revoked on the other replica', scopes: ['registry:pull'] }), 'application/json')).json;
+      const issued = await reg('GET', `/v2/token?service=strata&scope=${encodeURIComponent(`repository:${acme.name}/web/app:pull`)}`, { token: minted.token });
+      const onReplica = () => fetch(`${replica.url}/v2/${acme.name}/web/app/manifests/v1`, { headers: { authorization: `Bearer ${issued.json.token}` } });
+      // Taken once there: the replica holds the API token as live for REVOCATION_CHECK_MS from now.
+      expect((await onReplica()).status).toBe(200);
+      const checked = Date.now();
+      expect((await api(stack, acme.token, 'DELETE', `/v1/tokens/${minted.id}`)).status).toBe(200);
+      let status = 200;
+      while (status === 200 && Date.now() - checked < REVOCATION_CHECK_MS - 1000) {
+        status = (await onReplica()).status;
+        if (status === 200) await new Promise((r) => setTimeout(r, 50));
+      }
+      // Refused before the replica's own check could have asked the database again: the revocation reached it.
+      expect(status).toBe(401);
+    } finally {
+      await replica.stop();
+    }
+  });
+
   it(`refuses them on other replicas once ${REVOCATION_CHECK_MS} ms passed since their API token was last checked`, async () => {
     // Another replica: its own RegistryAccess, which hears of no revocation; its clock is set by hand.
     const replica = new RegistryAccess(stack.prisma, stack.config.registrySecret, stack.url);

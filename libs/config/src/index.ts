@@ -459,6 +459,11 @@ export { openSecrets, sealSecrets, SealedSecretsError, SSH_KEY_PREFIX, triggerSe
 
 export const STRATA_CONFIG = Symbol('STRATA_CONFIG');
 
+/** The Redis channel on which an api replica tells the others an API token was revoked (message: the token id; ADR 0034). */
+export function tokenRevokedChannel(queuePrefix: string): string {
+  return `${queuePrefix}:token-revoked`;
+}
+
 /** The Redis channel on which the api asks every worker to cancel a running build (message: the build id). */
 export function buildCancelChannel(queuePrefix: string): string {
   return `${queuePrefix}:build-cancel`;

@@ -3,6 +3,7 @@ import { AuditModule } from '../audit/audit.module.js';
 import { AdminTenantsController } from './admin-tenants.controller.js';
 import { QuotasService } from './quotas.service.js';
 import { TenancyService } from './tenancy.service.js';
+import { TokenRevocationRelay } from './token-revocations.js';
 import { TokensController } from './tokens.controller.js';
 import { UsageController } from './usage.controller.js';
 
@@ -11,7 +12,7 @@ import { UsageController } from './usage.controller.js';
 @Module({
   imports: [AuditModule],
   controllers: [AdminTenantsController, TokensController, UsageController],
-  providers: [TenancyService, QuotasService],
+  providers: [TenancyService, QuotasService, TokenRevocationRelay],
   exports: [QuotasService],
 })
 export class TenancyModule {}

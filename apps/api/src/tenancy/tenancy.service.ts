@@ -1,6 +1,7 @@
 import { BadRequestException, ConflictException, Injectable, NotFoundException } from '@nestjs/common';
-import { ALL_SCOPES, createTenantWithToken, hashToken, isScope, newTokenSecret, type Prisma, PrismaService, REPOSITORY_PATTERN, type Tenant, tokenRevocations } from '@strata/db';
+import { ALL_SCOPES, createTenantWithToken, hashToken, isScope, newTokenSecret, type Prisma, PrismaService, REPOSITORY_PATTERN, type Tenant } from '@strata/db';
 import type { Caller } from '../auth/tenant.js';
+import { TokenRevocationRelay } from './token-revocations.js';
 
 /** Tenant names are the first component of registry names (`<tenant>/<repository>`). */
 const TENANT_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -39,7 +40,10 @@ export function patternWithin(p: string, limits: readonly string[]): boolean {
 /** Tenants (the operator's side) and their API tokens (the tenant's side). */
 @Injectable()
 export class TenancyService {
-  constructor(private readonly prisma: PrismaService) {}
+  constructor(
+    private readonly prisma: PrismaService,
+    private readonly revocations: TokenRevocationRelay,
+  ) {}
 
   async createTenant(body: Record<string, unknown>): Promise<{ id: string; name: string; token: string }> {
     const name = body.name;
@@ -119,14 +123,15 @@ export class TenancyService {
 
   /**
    * Revokes at once: the guard reads the token row on every request, so the next request is refused;
-   * /v2 bearer tokens issued for it are refused at once on this replica, within 5 s on others (ADR 0034).
+   * /v2 bearer tokens issued for it are refused at once on every replica that hears of it (ADR 0034),
+   * within 5 s on one that does not.
    */
   async revokeToken(tenantId: string, id: string): Promise<TokenView> {
     const row = /^[0-9a-f-]{36}$/i.test(id) ? await this.prisma.apiToken.findFirst({ where: { id, tenantId } }) : null;
     if (!row) throw new NotFoundException(`There is no token "${id}".`);
     const revoked = row.revokedAt ? row : await this.prisma.apiToken.update({ where: { id }, data: { revokedAt: new Date() } });
-    // The registry's cached check of bearer tokens issued for it forgets it now (ADR 0034).
-    tokenRevocations.notify(id);
+    // The registries' cached checks of bearer tokens issued for it forget it now, on every replica (ADR 0034).
+    await this.revocations.revoked(id);
     return toTokenView(revoked);
   }
 }
