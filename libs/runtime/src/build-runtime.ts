@@ -178,6 +178,7 @@ export class BuildRuntime implements RootfsProvider {
       root: this.root,
       layersDir: this.layers.layersDir,
       ...(step.usernsStateDir !== undefined ? { stateDir: step.usernsStateDir } : {}),
+      makeAhead: true,
     });
     const agent = new MknodAgent({ dir: path.join(this.root, 'mknod-agent') });
     try {

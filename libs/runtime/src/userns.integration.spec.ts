@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, linkSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from './fixtures.test.js';
 import { shiftOwnersBack, UserNamespaces, USERNS_RANGE_SIZE } from './userns.js';
@@ -90,8 +90,8 @@ describe('UserNamespaces', () => {
     rmSync(root, { recursive: true, force: true });
   });
 
-  const pool = async (name: string, base = 2 ** 30, ranges = 4) => {
-    const p = new UserNamespaces({ base, ranges, root: join(root, name), layersDir: join(root, 'layers'), stateDir: join(root, 'state') });
+  const pool = async (name: string, base = 2 ** 30, ranges = 4, makeAhead = false) => {
+    const p = new UserNamespaces({ base, ranges, root: join(root, name), layersDir: join(root, 'layers'), stateDir: join(root, 'state'), makeAhead });
     mkdirSync(join(root, name), { recursive: true });
     pools.push(p);
     await p.init();
@@ -141,6 +141,35 @@ describe('UserNamespaces', () => {
     const again = [await a.step(), await a.step(), await a.step()];
     expect(again.map((s) => s.hostId)).toEqual([base, base + USERNS_RANGE_SIZE, base + 2 * USERNS_RANGE_SIZE]);
     for (const step of again) await step.release();
+  });
+
+  it('makes the next step ahead while one runs, still refuses steps beyond the pool, and gives the one made ahead back on close', async () => {
+    const base = 2 ** 30;
+    const claims = () => readdirSync(join(root, 'state', 'claims')).sort();
+    const until = async (what: () => boolean) => {
+      for (let i = 0; i < 200 && !what(); i++) await new Promise((r) => setTimeout(r, 10));
+      return what();
+    };
+    const a = await pool('a', base, 2, true);
+    // Made ahead as init ends: one range claimed while no step runs.
+    expect(await until(() => claims().length === 1)).toBe(true);
+    const first = await a.step();
+    expect(lstatSync(first.dir).uid).toBe(first.hostId);
+    // The other range is claimed for the next step as this one runs.
+    expect(await until(() => claims().length === 2)).toBe(true);
+    const second = await a.step();
+    expect(second.hostId).not.toBe(first.hostId);
+    // The pool (2 ranges) is full: nothing made ahead, and a third step is refused as before.
+    await expect(a.step()).rejects.toThrow('no free user namespace range: all 2 ranges');
+    await first.release();
+    const third = await a.step();
+    expect(third.hostId).toBe(first.hostId);
+    await second.release();
+    await third.release();
+    expect(await until(() => claims().length === 1)).toBe(true);
+    await a.close();
+    expect(claims()).toEqual([]);
+    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(join(root, 'a', 'userns'));
   });
 
   it('refuses to start where runc could not enter a step directory, naming it', async () => {
