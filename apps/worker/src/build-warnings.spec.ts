@@ -45,7 +45,7 @@ describe('BuildWarnings', () => {
     const stored: string[][] = [];
     const lines: string[] = [];
     const warnings = new BuildWarnings({ store: async (all) => stored.push(all.map((d) => d.message)), line: (t) => lines.push(t) });
-    expect(await warnings.add([finding(3, 'b'), finding(2, 'a', 'error', '')])).toHaveLength(2);
+    expect(await warnings.add([finding(3, 'b'), finding(2, 'a', 'error', ''), finding(3, 'b')])).toHaveLength(2);
     expect(await warnings.add([finding(2, 'a', 'error', '')])).toEqual([]);
     expect(await warnings.add([])).toEqual([]);
     expect(stored).toEqual([['a', 'b']]);

@@ -27,7 +27,10 @@ export class BuildWarnings {
 
   /** Records the findings not recorded yet; resolves with them once the row holds them (a failed write rejects). */
   async add(found: readonly Diagnostic[]): Promise<Diagnostic[]> {
-    const fresh = found.filter((d) => !this.list.some((w) => w.line === d.line && w.column === d.column && w.message === d.message)).sort(byPosition);
+    const known = (d: Diagnostic, among: readonly Diagnostic[]) => among.some((w) => w.line === d.line && w.column === d.column && w.message === d.message);
+    const fresh: Diagnostic[] = [];
+    for (const d of found) if (!known(d, this.list) && !known(d, fresh)) fresh.push(d);
+    fresh.sort(byPosition);
     if (fresh.length === 0) return [];
     this.list = [...this.list, ...fresh].sort(byPosition);
     const all = this.list;
