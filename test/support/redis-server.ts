@@ -12,6 +12,10 @@ export interface PrivateRedis {
   port: number;
   /** Kills it (SIGKILL: nothing saved) and starts it again on the same port: with `appendonly`, the data comes back. */
   restart(): Promise<void>;
+  /** Kills it and leaves it down (an outage) until `up()`. */
+  down(): Promise<void>;
+  /** Starts it again on the same port after `down()`. */
+  up(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -57,6 +61,8 @@ export async function startPrivateRedis(opts: { appendonly: boolean }): Promise<
       await kill();
       await start();
     },
+    down: kill,
+    up: start,
     async stop() {
       await kill();
       process.removeListener('exit', killOnExit);

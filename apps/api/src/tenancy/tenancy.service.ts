@@ -131,7 +131,7 @@ export class TenancyService {
     if (!row) throw new NotFoundException(`There is no token "${id}".`);
     const revoked = row.revokedAt ? row : await this.prisma.apiToken.update({ where: { id }, data: { revokedAt: new Date() } });
     // The registries' cached checks of bearer tokens issued for it forget it now, on every replica (ADR 0034).
-    await this.revocations.revoked(id);
+    this.revocations.revoked(id);
     return toTokenView(revoked);
   }
 }

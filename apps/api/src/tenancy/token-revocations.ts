@@ -21,22 +21,29 @@ export class TokenRevocationRelay implements OnModuleInit, OnModuleDestroy {
     this.channel = tokenRevokedChannel(config.queuePrefix);
   }
 
-  async onModuleInit(): Promise<void> {
+  /** Subscribes without waiting: an api whose Redis is down starts and serves all the same (ioredis subscribes again on every reconnect). */
+  onModuleInit(): void {
     this.subscriber = new Redis({ ...redisConnection(this.config.redisUrl), protocol: 2 });
     this.subscriber.on('error', (e: Error) => logEvent('warn', 'the token revocation listener lost its Redis connection; reconnecting', { error: e.message }));
     this.subscriber.on('message', (_channel: string, tokenId: string) => tokenRevocations.notify(tokenId));
-    await this.subscriber.subscribe(this.channel);
+    this.subscriber.subscribe(this.channel).catch((e: Error) => logEvent('warn', 'could not listen for token revocations of other api replicas', { error: e.message }));
   }
 
-  /** Tells this replica's registry now and the other replicas as soon as Redis carries it; never throws. */
-  async revoked(tokenId: string): Promise<void> {
+  /**
+   * Tells this replica's registry now, and the other replicas as soon as Redis carries it. Does not
+   * wait for Redis (a revocation is answered while Redis is down; the others then refuse the token's
+   * bearer tokens within the revocation check) and never throws.
+   */
+  revoked(tokenId: string): void {
     tokenRevocations.notify(tokenId);
-    try {
-      this.publisher ??= new Redis({ ...redisConnection(this.config.redisUrl), protocol: 2 });
-      await this.publisher.publish(this.channel, tokenId);
-    } catch (e) {
-      logEvent('warn', 'could not tell the other api replicas of a token revocation; they refuse its bearer tokens within the revocation check', { tokenId, error: (e as Error).message });
+    if (this.publisher === null) {
+      this.publisher = new Redis({ ...redisConnection(this.config.redisUrl), protocol: 2 });
+      // Its failures are the publishes' own (logged below); ioredis reconnects by itself.
+      this.publisher.on('error', () => undefined);
     }
+    this.publisher.publish(this.channel, tokenId).catch((e: Error) =>
+      logEvent('warn', 'could not tell the other api replicas of a token revocation; they refuse its bearer tokens within the revocation check', { tokenId, error: e.message }),
+    );
   }
 
   async onModuleDestroy(): Promise<void> {
