@@ -1,4 +1,7 @@
 import { startWorker } from '../apps/worker/src/main.js';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { api, makeDir, type Stack, startStack, tarOf, waitForBuild } from './support/stack.js';
 
 // A small tar context's Dockerfile is read by the api at upload and the worker starts its steps on
@@ -33,5 +36,21 @@ describe('a build started on the Dockerfile read at upload', () => {
     expect(result.error).toEqual({ line: null, message: 'Dockerfile in the build context is not the Dockerfile read from it at upload' });
     expect(await stack.prisma.tag.count({ where: { tenantId, repository: { name: 'early/mismatch' } } })).toBe(0);
     expect((await stack.prisma.build.findUniqueOrThrow({ where: { id: submitted.json.id }, select: { imageDigest: true } })).imageDigest).toBeNull();
+  });
+
+  it('reads it from a plain tar too large to hold whole as the tar streams to storage; a tar.gz that large is left to the worker', async () => {
+    const dockerfile = 'FROM scratch\nCOPY big.bin /big.bin\nCOPY small.txt /small.txt\n';
+    const context = makeDir({ Dockerfile: dockerfile, 'small.txt': 'small\n' });
+    // Random bytes: the gzip of it stays above the 4 MiB the api holds whole, too.
+    writeFileSync(path.join(context, 'big.bin'), randomBytes(6 * 1024 * 1024));
+    worker ??= await startWorker(stack.config);
+    for (const [gzip, captured] of [[false, dockerfile], [true, null]] as const) {
+      const submitted = await api(stack, token, 'POST', `/v1/builds?repository=early/large&tag=${gzip ? 'gz' : 'tar'}`, tarOf(context, gzip), gzip ? 'application/gzip' : 'application/x-tar');
+      expect(submitted.status).toBe(202);
+      const result = await waitForBuild(stack, token, submitted.json.id);
+      expect([gzip, result.status]).toEqual([gzip, 'succeeded']);
+      const row = await stack.prisma.build.findUniqueOrThrow({ where: { id: submitted.json.id }, select: { dockerfileText: true } });
+      expect([gzip, row.dockerfileText]).toEqual([gzip, captured]);
+    }
   });
 });

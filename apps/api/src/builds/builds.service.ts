@@ -1,7 +1,7 @@
 import { BadRequestException, ConflictException, HttpException, HttpStatus, Inject, Injectable, NotFoundException, type OnModuleDestroy, UnsupportedMediaTypeException } from '@nestjs/common';
 import { Redis } from 'ioredis';
 import { createHash, randomUUID } from 'node:crypto';
-import { Transform, type Readable } from 'node:stream';
+import { pipeline, Transform, type Readable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
 import { readUpTo } from '@strata/blobstore';
 import { buildCancelChannel, contextStaleBefore, sealSecrets, STRATA_CONFIG, type StrataConfig } from '@strata/config';
@@ -15,7 +15,7 @@ import { QuotasService } from '../tenancy/quotas.service.js';
 import { STORAGE, type Storage } from '../storage/storage.provider.js';
 import { toBuildView, type BuildView } from './build-view.js';
 import { ContextArchiveCheck } from './context-archive-check.js';
-import { captureDockerfile, dockerfileText, manifestDockerfile } from './dockerfile-capture.js';
+import { captureDockerfile, dockerfileText, manifestDockerfile, streamingDockerfileCapture } from './dockerfile-capture.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { buildsVisibleTo } from './visible-builds.js';
 
@@ -148,8 +148,14 @@ export class BuildsService implements OnModuleDestroy {
     // A context read whole gives its Dockerfile, read while the context is stored (the earlier
     // build's, for the same bytes and path): the worker starts the steps that do not read the
     // context while it fetches the context (docs/adr/0041).
+    // A larger plain tar gives it too, read beside the upload as it streams.
+    const streamed = head.rest !== null && !isGzip(head.bytes) ? streamingDockerfileCapture(req.dockerfile, limit + 1024 * 1024) : null;
     const dockerfileText =
-      reused && reused.dockerfilePath === req.dockerfile ? Promise.resolve(reused.dockerfileText) : head.rest === null ? captureDockerfile(head.bytes, req.dockerfile) : Promise.resolve(null);
+      reused && reused.dockerfilePath === req.dockerfile
+        ? Promise.resolve(reused.dockerfileText)
+        : head.rest === null
+          ? captureDockerfile(head.bytes, req.dockerfile)
+          : (streamed?.dockerfile ?? Promise.resolve(null));
     // Recorded before the first byte goes to S3 and refreshed while the request is open: if this
     // process dies mid-upload, the reconciler finds the row gone stale and deletes what reached S3.
     const abandon = async () => {
@@ -163,7 +169,7 @@ export class BuildsService implements OnModuleDestroy {
         this.prisma.contextUpload.updateMany({ where: { id }, data: { updatedAt: new Date() } }).catch(() => undefined);
       }, Math.max(100, Math.floor(this.config.reconcile.workerStaleMs / 3)));
       try {
-        await this.storage.objects.put(contextKey, head.rest ?? head.bytes);
+        await this.storage.objects.put(contextKey, head.rest === null ? head.bytes : streamed ? pipeline(head.rest, streamed.tap, () => undefined) : head.rest);
       } catch (e) {
         await abandon();
         throw refused(e);

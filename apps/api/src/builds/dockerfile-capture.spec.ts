@@ -1,6 +1,8 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { gzipSync } from 'node:zlib';
 import { type ContextManifest, encodeTarHeader, tarEndOfArchive, tarPadding } from '@strata/oci';
-import { CAPTURED_DOCKERFILE_MAX_BYTES, captureDockerfile, dockerfileText, manifestDockerfile } from './dockerfile-capture.js';
+import { CAPTURED_DOCKERFILE_MAX_BYTES, captureDockerfile, dockerfileText, manifestDockerfile, streamingDockerfileCapture } from './dockerfile-capture.js';
 
 const file = (name: string, content: string | Buffer): Buffer => {
   const body = Buffer.from(content);
@@ -59,5 +61,38 @@ describe('manifestDockerfile: which content of a context manifest the worker wil
   it('keeps a Dockerfile with a NUL byte out of the row (Postgres text holds none)', () => {
     expect(dockerfileText(Buffer.from('FROM scratch\n'))).toBe('FROM scratch\n');
     expect(dockerfileText(Buffer.from([0x46, 0x00]))).toBeNull();
+  });
+});
+
+describe('streamingDockerfileCapture: the Dockerfile of a large plain tar, read beside its upload', () => {
+  /** Sends `context` through the tap in `size`-byte chunks, as a request would; answers what came out and the capture. */
+  async function stream(context: Buffer, wanted: string, size = 1000) {
+    const { tap, dockerfile } = streamingDockerfileCapture(wanted, 64 * 1024 * 1024);
+    const chunks = Array.from({ length: Math.ceil(context.length / size) }, (_, i) => context.subarray(i * size, (i + 1) * size));
+    const out: Buffer[] = [];
+    await pipeline(Readable.from(chunks), tap, async (source: AsyncIterable<Buffer>) => {
+      for await (const c of source) out.push(c);
+    });
+    return { passed: Buffer.concat(out), dockerfile: await dockerfile };
+  }
+
+  it('passes every byte on unchanged and finds the Dockerfile, the last entry of its name', async () => {
+    const big = Buffer.alloc(3 * 1024 * 1024, 7);
+    const context = tar(file('Dockerfile', 'FROM one\n'), file('data.bin', big), file('./Dockerfile', 'FROM scratch\nCOPY data.bin /\n'));
+    const { passed, dockerfile } = await stream(context, 'Dockerfile', 64 * 1024);
+    expect(passed.equals(context)).toBe(true);
+    expect(dockerfile).toBe('FROM scratch\nCOPY data.bin /\n');
+  });
+
+  it('never holds the upload back once it has its answer early: a linked parent, or a stream that is no tar', async () => {
+    const after = Buffer.alloc(8 * 1024 * 1024, 1);
+    const linked = tar(symlink('docker', 'ci'), file('docker/Dockerfile', 'FROM scratch\n'), file('after.bin', after));
+    const one = await stream(linked, 'docker/Dockerfile', 16 * 1024);
+    expect(one.passed.equals(linked)).toBe(true);
+    expect(one.dockerfile).toBeNull();
+    const junk = Buffer.concat([Buffer.from('not a tar at all'), after]);
+    const two = await stream(junk, 'Dockerfile', 16 * 1024);
+    expect(two.passed.equals(junk)).toBe(true);
+    expect(two.dockerfile).toBeNull();
   });
 });

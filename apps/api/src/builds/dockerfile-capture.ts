@@ -1,4 +1,4 @@
-import { Readable } from 'node:stream';
+import { PassThrough, Readable, Transform } from 'node:stream';
 import { type ContextManifest, readTarEntries, safeArchivePath } from '@strata/oci';
 
 /** Dockerfiles up to this size are taken from the context at upload; a larger one is read by the worker. */
@@ -14,11 +14,51 @@ const CAPTURE_MAX_TAR_BYTES = 64 * 1024 * 1024;
  * worker's full read says what is wrong). With it the worker starts the steps that do not read the
  * context while the context is still being fetched and indexed (docs/adr/0041).
  */
-export async function captureDockerfile(context: Buffer, wanted: string): Promise<string | null> {
+export function captureDockerfile(context: Buffer, wanted: string): Promise<string | null> {
+  return captureFrom(Readable.from([context]), wanted, CAPTURE_MAX_TAR_BYTES);
+}
+
+/**
+ * The same for a plain tar too large to hold whole, read as it streams to storage: `tap` passes
+ * every chunk on unchanged (put it between the request and the upload) while a tar reader looks at
+ * the entries' headers beside it; `dockerfile` settles once the stream ended. A tar.gz is not read
+ * here (inflating all of it would cost the api what the worker pays anyway): its Dockerfile is the
+ * worker's to read. The reader never holds the upload back for long: it skips contents, and once it
+ * has its answer (or fails) it stops taking chunks.
+ */
+export function streamingDockerfileCapture(wanted: string, maxBytes: number): { tap: Transform; dockerfile: Promise<string | null> } {
+  const parser = new PassThrough({ highWaterMark: 1024 * 1024 });
+  // The reader's failures are its answer (null), never the upload's.
+  parser.on('error', () => undefined);
+  let done = false;
+  const dockerfile = captureFrom(parser, wanted, maxBytes).finally(() => {
+    done = true;
+    // Whatever it buffered or is still given goes nowhere; a write waiting for room goes on.
+    parser.resume();
+    parser.emit('drain');
+  });
+  const tap = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      if (done || parser.destroyed || parser.write(chunk)) return callback(null, chunk);
+      parser.once('drain', () => callback(null, chunk));
+    },
+    flush(callback) {
+      if (!parser.destroyed) parser.end();
+      callback();
+    },
+    destroy(error, callback) {
+      parser.destroy();
+      callback(error);
+    },
+  });
+  return { tap, dockerfile };
+}
+
+async function captureFrom(input: Readable, wanted: string, maxBytes: number): Promise<string | null> {
   let captured: Buffer | null = null;
   try {
     const target = safeArchivePath(wanted).join('/');
-    for await (const entry of readTarEntries(Readable.from([context]), { maxUncompressedBytes: CAPTURE_MAX_TAR_BYTES })) {
+    for await (const entry of readTarEntries(input, { maxUncompressedBytes: maxBytes })) {
       const name = safeArchivePath(entry.header.name).join('/');
       if (name === target) {
         captured = entry.header.type === 'file' && entry.header.size <= CAPTURED_DOCKERFILE_MAX_BYTES ? await readAll(entry.chunks) : null;
