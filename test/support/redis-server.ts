@@ -62,7 +62,12 @@ export async function startPrivateRedis(opts: { appendonly: boolean }): Promise<
       await start();
     },
     down: kill,
-    up: start,
+    async up() {
+      // Already up: a second redis-server could not bind the port, and the running one would be lost track of.
+      const c = child as ChildProcess | null;
+      if (c && c.exitCode === null && c.signalCode === null) return;
+      await start();
+    },
     async stop() {
       await kill();
       process.removeListener('exit', killOnExit);
