@@ -154,27 +154,21 @@ export class RegistryController {
 
   private async blob(route: Extract<RegistryRoute, { kind: 'blob' }>, caller: RegistryCaller, req: Request, res: Response): Promise<void> {
     const { name, digest } = route;
-    if (req.method === 'HEAD') {
+    if (req.method === 'GET' || req.method === 'HEAD') {
       await this.need(caller, name, 'pull');
-      const { size } = await this.registry.statBlob(name, digest);
-      describeContent(res, digest, true);
-      if (clientHolds(req, digest)) {
-        res.status(304).end();
-        return;
-      }
-      res.status(200).setHeader('Content-Length', size);
-      res.setHeader('Content-Type', 'application/octet-stream');
-      res.setHeader('Accept-Ranges', 'bytes');
-      res.end();
-      return;
-    }
-    if (req.method === 'GET') {
-      await this.need(caller, name, 'pull');
-      if (clientHolds(req, digest)) {
-        // Only for a blob this repository has: a 304 must not tell anyone a digest exists elsewhere.
-        await this.registry.statBlob(name, digest);
+      const held = clientHolds(req, digest);
+      if (req.method === 'HEAD' || held) {
+        // Asked of this repository: a 304 must not tell anyone a digest exists elsewhere.
+        const { size } = await this.registry.statBlob(name, digest);
         describeContent(res, digest, true);
-        res.status(304).end();
+        if (held) {
+          res.status(304).end();
+          return;
+        }
+        res.status(200).setHeader('Content-Length', size);
+        res.setHeader('Content-Type', 'application/octet-stream');
+        res.setHeader('Accept-Ranges', 'bytes');
+        res.end();
         return;
       }
       const range = await this.requestedRange(req, name, digest);
