@@ -145,13 +145,14 @@ export class BuildsService implements OnModuleDestroy {
     if (size === 0) throw new BadRequestException('The request body is empty: send the build context as a tar or tar.gz archive.');
     const reused = head.rest === null ? await this.storedTarContext(tenantId, `sha256:${contextHash.copy().digest('hex')}`, size) : null;
     if (reused) contextKey = reused.contextKey;
-    // A context read whole gives its Dockerfile, read while the context is stored (the earlier
-    // build's, for the same bytes and path): the worker starts the steps that do not read the
-    // context while it fetches the context (docs/adr/0041).
-    // A larger plain tar gives it too, read beside the upload as it streams.
+    // The context's Dockerfile, read while the context is stored (docs/adr/0041): the earlier
+    // build's for the same bytes and path; from a context read whole; from a larger plain tar beside
+    // its upload as it streams (a large tar.gz is the worker's to read). The worker starts the steps
+    // that do not read the context while it fetches the context.
     const streamed = head.rest !== null && !isGzip(head.bytes) ? streamingDockerfileCapture(req.dockerfile, limit + 1024 * 1024) : null;
+    const upload = head.rest === null ? head.bytes : streamed ? pipeline(head.rest, streamed.tap, () => undefined) : head.rest;
     const dockerfileText =
-      reused && reused.dockerfilePath === req.dockerfile
+      reused?.dockerfilePath === req.dockerfile
         ? Promise.resolve(reused.dockerfileText)
         : head.rest === null
           ? captureDockerfile(head.bytes, req.dockerfile)
@@ -169,7 +170,7 @@ export class BuildsService implements OnModuleDestroy {
         this.prisma.contextUpload.updateMany({ where: { id }, data: { updatedAt: new Date() } }).catch(() => undefined);
       }, Math.max(100, Math.floor(this.config.reconcile.workerStaleMs / 3)));
       try {
-        await this.storage.objects.put(contextKey, head.rest === null ? head.bytes : streamed ? pipeline(head.rest, streamed.tap, () => undefined) : head.rest);
+        await this.storage.objects.put(contextKey, upload);
       } catch (e) {
         await abandon();
         throw refused(e);
@@ -226,7 +227,6 @@ export class BuildsService implements OnModuleDestroy {
     const stored = await this.storage.objects.stat(earlier.contextKey);
     return stored?.size === size ? { contextKey: earlier.contextKey, dockerfilePath: earlier.dockerfilePath, dockerfileText: earlier.dockerfileText } : null;
   }
-
 
   /**
    * What a new Build row holds whatever carried its context: the request's settings, its secrets
