@@ -122,7 +122,11 @@ export class BuildRuntime implements RootfsProvider {
   private executors(runtime: OciRuntime): [ContainerExecutor, ContainerExecutor] {
     const bridge = this.bridge ? { bridge: this.bridge } : {};
     const options = { runtime, ...(this.options.step.runscPlatform !== undefined ? { runscPlatform: this.options.step.runscPlatform } : {}) };
-    return [new ContainerExecutor({ dataDir: this.root, ...bridge, ...options }), new ContainerExecutor({ dataDir: this.secrets.bundleDir, ...bridge, ...options })];
+    // The next step's cgroups and runtime made while a step runs (crun on cgroup v1, docs/adr/0042); steps with secrets are few.
+    return [
+      new ContainerExecutor({ dataDir: this.root, ...bridge, ...options, parkAhead: true }),
+      new ContainerExecutor({ dataDir: this.secrets.bundleDir, ...bridge, ...options }),
+    ];
   }
 
   /** The OCI runtime RUN steps run with (after `init`: `auto` resolved). */
@@ -214,6 +218,7 @@ export class BuildRuntime implements RootfsProvider {
 
   /** Removes the worker's firewall chains: call it once no step runs any more. */
   async close(): Promise<void> {
+    await Promise.all([this.executor.close(), this.secretExecutor.close()]);
     await this.bridge?.close();
     await this.userns?.close();
     this.userns = undefined;

@@ -11,6 +11,22 @@ export interface CgroupCounters {
   pidsLimitReached: boolean;
 }
 
+/** What one step's cgroups enforce, set just before it runs (`limit`). */
+export interface StepCgroupLimits {
+  memoryBytes?: number;
+  pids?: number;
+  /** CPUs' worth of time per period (CFS quota). */
+  cpus?: number;
+  /** `sandboxed`: only the devices a container gets (as runc and crun allow them); `host`: the worker's own. */
+  devices: 'sandboxed' | 'host';
+}
+
+/**
+ * The device rules runc and crun give a container (v1 `devices.allow` syntax): any node may be made
+ * (as in Docker), and only these opened: null, random, full, tty, zero, urandom, console, ptys, ptmx.
+ */
+const SANDBOX_DEVICE_RULES = ['c *:* m', 'b *:* m', 'c 1:3 rwm', 'c 1:8 rwm', 'c 1:7 rwm', 'c 5:0 rwm', 'c 1:5 rwm', 'c 1:9 rwm', 'c 5:1 rwm', 'c 136:* rwm', 'c 5:2 rwm'];
+
 interface Hierarchy {
   controllers: string[];
   /** Where the hierarchy is mounted. */
@@ -39,8 +55,91 @@ export class ContainerCgroup {
     private readonly hierarchies: Hierarchy[],
     private readonly base: string,
     private readonly unified: boolean,
-    private readonly limits: { memoryBytes?: number; pids?: number },
+    private limits: { memoryBytes?: number; pids?: number },
   ) {}
+
+  /** Whether this host's cgroups are v1 (or hybrid): the only layout {@link createWhole} serves. */
+  static async isV1(): Promise<boolean> {
+    return !(await ownHierarchies()).unified;
+  }
+
+  /**
+   * Creates the container's own cgroup (`ctr`) and its parent in every v1 hierarchy (and the hybrid
+   * host's v2 one), as the runtime would, ready for a process to {@link join}: for a runtime told to
+   * leave cgroups alone (crun `--cgroup-manager=disabled`), whose container is then born in them
+   * (docs/adr/0042). No limits yet: {@link limit} sets them.
+   */
+  static async createWhole(id: string): Promise<ContainerCgroup> {
+    const { hierarchies, base, unified } = await ownHierarchies();
+    if (unified) throw new Error('a whole container cgroup is made on cgroup v1 only');
+    const cgroup = new ContainerCgroup(id, hierarchies, base, unified, {});
+    try {
+      const makeIn = async (hierarchy: Hierarchy): Promise<void> => {
+        const leaf = join(cgroup.parentIn(hierarchy), 'ctr');
+        if (!hierarchy.controllers.includes('cpuset')) {
+          await mkdir(leaf, { recursive: true });
+          return;
+        }
+        // A v1 cpuset takes no process until its cpus and mems are set: each new level copies its parent's.
+        let dir = hierarchy.mountPoint;
+        for (const level of [...base.split('/').filter(Boolean), 'strata-runtime', id, 'ctr']) {
+          const parent = dir;
+          dir = join(dir, level);
+          if (await exists(dir)) continue;
+          await mkdir(dir);
+          for (const file of ['cpuset.cpus', 'cpuset.mems']) await writeFile(join(dir, file), await readFile(join(parent, file), 'utf8'));
+        }
+      };
+      // One after the other: side by side they would take every thread of the pool the running step needs.
+      for (const hierarchy of hierarchies) await makeIn(hierarchy);
+      return cgroup;
+    } catch (error) {
+      await cgroup.destroy();
+      throw error;
+    }
+  }
+
+  /** Moves a process into the container's cgroup in every hierarchy (cgroups from {@link createWhole}). */
+  async join(pid: number): Promise<void> {
+    for (const hierarchy of this.hierarchies) await writeFile(join(this.parentIn(hierarchy), 'ctr', 'cgroup.procs'), String(pid));
+  }
+
+  /** Sets a step's limits on cgroups from {@link createWhole}, before its container starts. */
+  async limit(limits: StepCgroupLimits): Promise<void> {
+    this.limits = { ...(limits.memoryBytes !== undefined ? { memoryBytes: limits.memoryBytes } : {}), ...(limits.pids !== undefined ? { pids: limits.pids } : {}) };
+    await this.limitParent(this.limits);
+    const cpu = this.dirFor('cpu');
+    if (limits.cpus !== undefined && cpu) {
+      await writeFile(join(cpu, 'ctr', 'cpu.cfs_period_us'), '100000');
+      await writeFile(join(cpu, 'ctr', 'cpu.cfs_quota_us'), String(Math.max(1000, Math.round(limits.cpus * 100_000))));
+    }
+    const devices = this.dirFor('devices');
+    if (limits.devices === 'sandboxed') {
+      if (!devices) throw new Error('no cgroup v1 devices hierarchy is mounted');
+      await writeFile(join(devices, 'ctr', 'devices.deny'), 'a');
+      for (const rule of SANDBOX_DEVICE_RULES) await writeFile(join(devices, 'ctr', 'devices.allow'), rule);
+    }
+  }
+
+  /** The memory and pids limits on the v1 parents (which outlive the runtime's own cgroup). */
+  private async limitParent(limits: { memoryBytes?: number; pids?: number }): Promise<void> {
+    const memory = this.dirFor('memory');
+    if (limits.memoryBytes !== undefined) {
+      if (!memory) throw new Error('no cgroup v1 memory hierarchy is mounted');
+      await mkdir(memory, { recursive: true });
+      await writeFile(join(memory, 'memory.limit_in_bytes'), String(limits.memoryBytes));
+      // Without swap accounting this file is absent and there is no swap to limit.
+      if (await exists(join(memory, 'memory.memsw.limit_in_bytes'))) {
+        await writeFile(join(memory, 'memory.memsw.limit_in_bytes'), String(limits.memoryBytes));
+      }
+    } else if (memory) await mkdir(memory, { recursive: true });
+    const pids = this.dirFor('pids');
+    if (limits.pids !== undefined) {
+      if (!pids) throw new Error('no cgroup v1 pids hierarchy is mounted');
+      await mkdir(pids, { recursive: true });
+      await writeFile(join(pids, 'pids.max'), String(limits.pids));
+    } else if (pids) await mkdir(pids, { recursive: true });
+  }
 
   /** The container's own cgroup, absolute (the same path in every hierarchy), for the spec's `cgroupsPath`. */
   get cgroupsPath(): string {
@@ -69,22 +168,7 @@ export class ContainerCgroup {
         if (limits.pids !== undefined) await writeFile(join(root, 'strata-runtime', id, 'pids.max'), String(limits.pids));
         return cgroup;
       }
-      const memory = cgroup.dirFor('memory');
-      if (limits.memoryBytes !== undefined) {
-        if (!memory) throw new Error('no cgroup v1 memory hierarchy is mounted');
-        await mkdir(memory, { recursive: true });
-        await writeFile(join(memory, 'memory.limit_in_bytes'), String(limits.memoryBytes));
-        // Without swap accounting this file is absent and there is no swap to limit.
-        if (await exists(join(memory, 'memory.memsw.limit_in_bytes'))) {
-          await writeFile(join(memory, 'memory.memsw.limit_in_bytes'), String(limits.memoryBytes));
-        }
-      } else if (memory) await mkdir(memory, { recursive: true });
-      const pids = cgroup.dirFor('pids');
-      if (limits.pids !== undefined) {
-        if (!pids) throw new Error('no cgroup v1 pids hierarchy is mounted');
-        await mkdir(pids, { recursive: true });
-        await writeFile(join(pids, 'pids.max'), String(limits.pids));
-      } else if (pids) await mkdir(pids, { recursive: true });
+      await cgroup.limitParent(limits);
       return cgroup;
     } catch (error) {
       await cgroup.destroy();
@@ -109,6 +193,10 @@ export class ContainerCgroup {
 
   async counters(): Promise<CgroupCounters> {
     if (this.poller) clearInterval(this.poller);
+    // The container's own cgroup is still there when Strata made it (createWhole); runc and crun delete theirs.
+    const own = await this.read(true);
+    this.polled.oomKills = Math.max(this.polled.oomKills, own.oomKills);
+    this.polled.pidsEvents = Math.max(this.polled.pidsEvents, own.pidsEvents);
     const parent = await this.read(false);
     const oomKills = Math.max(parent.oomKills, this.polled.oomKills);
     // The parent's watermarks outlive the container: usage at the limit, processes at the limit.
@@ -143,13 +231,20 @@ export class ContainerCgroup {
     };
   }
 
-  /** Removes the parent cgroups in every hierarchy (the runtime creates them in all of them). */
-  async destroy(): Promise<void> {
+  /**
+   * Removes the parent cgroups in every hierarchy (the runtime creates them in all of them). False
+   * when one is left: a process still in it (one exiting as its pid namespace goes), or no rights.
+   */
+  async destroy(): Promise<boolean> {
+    let removed = true;
     for (const hierarchy of this.hierarchies) {
       const dir = this.parentIn(hierarchy);
       await rmdir(join(dir, 'ctr')).catch(() => undefined);
-      await rmdir(dir).catch(() => undefined);
+      await rmdir(dir).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOENT') removed = false;
+      });
     }
+    return removed;
   }
 
   private dirFor(controller: string): string | undefined {
@@ -158,7 +253,22 @@ export class ContainerCgroup {
   }
 }
 
-async function ownHierarchies(): Promise<{ hierarchies: Hierarchy[]; base: string; unified: boolean }> {
+type OwnHierarchies = { hierarchies: Hierarchy[]; base: string; unified: boolean };
+
+/** The worker's own cgroups: read once (they do not move while it runs), not on every step. */
+let own: Promise<OwnHierarchies> | undefined;
+function ownHierarchies(): Promise<OwnHierarchies> {
+  if (!own) {
+    const reading = readOwnHierarchies();
+    own = reading;
+    reading.catch(() => {
+      if (own === reading) own = undefined;
+    });
+  }
+  return own;
+}
+
+async function readOwnHierarchies(): Promise<OwnHierarchies> {
   const [selfCgroup, mounts] = await Promise.all([readFile('/proc/self/cgroup', 'utf8'), readMounts()]);
   const hierarchies: Hierarchy[] = [];
   let unified = false;

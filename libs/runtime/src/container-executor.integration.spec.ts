@@ -6,6 +6,7 @@ import { LayerWriter, type LayerEntry } from '@strata/oci';
 import { diffUpperDir } from './diff.js';
 import { busyboxLayer, layerSource, tempDir, TEST_RUNTIMES, type TestLayer } from './fixtures.test.js';
 import { LayerStore, type Snapshot } from './layer-store.js';
+import { ContainerCgroup } from './cgroup.js';
 import { ContainerStartError, ContainerExecutor } from './container-executor.js';
 import { crunUnusableReason } from './runtime-choice.js';
 import { CrunSeccompCache } from './crun-seccomp.js';
@@ -36,6 +37,7 @@ describe.each(TEST_RUNTIMES)('ContainerExecutor on overlay snapshots, with %s', 
     executor = new ContainerExecutor({ dataDir, resolvConf: '', runtime });
   });
   afterEach(async () => {
+    await executor.close();
     for (const snapshot of snapshots.splice(0)) await snapshot.release();
     rmSync(dataDir, { recursive: true, force: true });
   });
@@ -204,6 +206,56 @@ describe.each(TEST_RUNTIMES)('ContainerExecutor on overlay snapshots, with %s', 
     }
   });
 
+  it('gives the step its CPU quota and refuses it the host\'s devices (the device cgroup), whoever places the cgroups', async () => {
+    const run = await sh('cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us; mknod /tmp/disk b 8 0 && head -c 1 /tmp/disk; echo "open: $?"', { limits: { cpus: 0.5 } });
+    expect(run.lines[0]).toBe('50000');
+    expect(run.lines).toContainEqual(expect.stringMatching(/Operation not permitted/));
+    expect(run.lines.at(-1)).toBe('open: 1');
+  });
+
+  it('keeps the next step\'s cgroups and runtime parked while a step runs (crun on cgroup v1), and lets them go on close', async () => {
+    if (runtime !== 'crun' || !(await ContainerCgroup.isV1())) return;
+    const ahead = new ContainerExecutor({ dataDir, resolvConf: '', runtime, parkAhead: true });
+    const memoryPath = (lines: string[]): string => lines.find((line) => /^\d+:memory:/.test(line))!.split(':')[2]!;
+    const step = async (): Promise<string[]> => {
+      const lines: string[] = [];
+      const result = await ahead.run({ args: ['/bin/sh', '-c', 'cat /proc/self/cgroup'], env: [] }, { rootfs: (await snapshotOf()).rootfs, onOutput: (_s, line) => lines.push(line) });
+      expect(result.exitCode).toBe(0);
+      return lines;
+    };
+    let parkedId = '';
+    try {
+      const first = await step();
+      // A stopped shell waits in the next step's cgroups (joined once the first step's container exited),
+      // its runtime's arguments naming that step's container.
+      const parkedShells = (): string[] => processesNaming(join(dataDir, 'bundles')).filter((p) => p.includes('strata-parked-runtime'));
+      const cgroupOf = (line: string): string => memoryPath(readFileSync(`/proc/${line.split(' ')[0]}/cgroup`, 'utf8').split('\n'));
+      await waitUntil(() => parkedShells().some((line) => /\/strata-runtime\/strata-[0-9a-f]{16}\/ctr$/.test(cgroupOf(line))));
+      const parked = parkedShells();
+      expect(parked).toHaveLength(1);
+      const pid = parked[0]!.split(' ')[0]!;
+      expect(/^State:\s+(\S)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]).toBe('T');
+      parkedId = /strata-[0-9a-f]{16}$/.exec(parked[0]!.trim())![0];
+      expect(cgroupOf(parked[0]!)).toMatch(new RegExp(`/strata-runtime/${parkedId}/ctr$`));
+      expect(memoryPath(first)).not.toContain(parkedId);
+      // The next step runs in exactly those cgroups.
+      expect(memoryPath(await step())).toMatch(new RegExp(`/strata-runtime/${parkedId}/ctr$`));
+      // A step that fails before its container starts lets its parked runtime go; one is kept for the next.
+      await expect(ahead.run({ args: ['id'], env: [], user: 'nobody-here' }, { rootfs: (await snapshotOf()).rootfs })).rejects.toThrow(UserResolutionError);
+      await ahead.settled();
+      await waitUntil(() => parkedShells().length === 1);
+      // A parked runtime that died meanwhile is replaced, not started.
+      process.kill(Number(parkedShells()[0]!.split(' ')[0]), 'SIGKILL');
+      await waitUntil(() => parkedShells().length === 0);
+      expect((await step()).length).toBeGreaterThan(0);
+    } finally {
+      await ahead.close();
+    }
+    expect(processesNaming(join(dataDir, 'bundles')).filter((line) => line.includes('strata-parked-runtime'))).toEqual([]);
+    const own = /^\d+:memory:(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1] ?? '/';
+    expect(existsSync(join('/sys/fs/cgroup/memory', own, 'strata-runtime', parkedId))).toBe(false);
+  });
+
   it('names why a container could not start (the runtime\'s own error, read from its JSON log)', async () => {
     const snapshot = await snapshotOf();
     const error = await executor.run({ args: ['/no/such/program'], env: [] }, { rootfs: snapshot.rootfs }).catch((e: unknown) => e);
@@ -347,6 +399,14 @@ describe.each(TEST_RUNTIMES)('ContainerExecutor on overlay snapshots, with %s', 
     });
   });
 });
+
+async function waitUntil(check: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
 
 /** The processes whose command line names `path` (a probe's `crun create` init keeps crun's command line). */
 function processesNaming(path: string): string[] {

@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { chown, lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { ContainerCgroup, type CgroupCounters } from './cgroup.js';
+import { ContainerCgroup, type CgroupCounters, type StepCgroupLimits } from './cgroup.js';
 import { CrunSeccompCache } from './crun-seccomp.js';
 import { runCommand } from './command.js';
 import { exists } from './fs-exists.js';
 import { LineSplitter } from './line-splitter.js';
 import { MountStubs } from './mount-stubs.js';
+import { ParkedRuntime } from './parked-runtime.js';
 import { spawnPiped } from './spawn.js';
 import type { BridgeNetwork, NetworkAttachment } from './network.js';
 import { resolveInRoot } from '@strata/oci';
@@ -36,6 +37,11 @@ export interface ContainerExecutorOptions {
   outputTailLines?: number;
   /** crun: compile each seccomp profile once and pass the filter to later steps (default true; docs/adr/0038). */
   crunSeccompCache?: boolean;
+  /**
+   * crun on cgroup v1: keep the next step's cgroups made, with the process that becomes its runtime
+   * already in them (docs/adr/0042), while a step runs. `close()` lets it go.
+   */
+  parkAhead?: boolean;
 }
 
 export class ContainerStartError extends Error {
@@ -53,6 +59,11 @@ export class ContainerExecutor {
   private readonly crunSeccomp: CrunSeccompCache | undefined;
   /** Cgroups and bundles of finished containers being removed. */
   private readonly tidying = new Set<Promise<void>>();
+  /** Whether steps start from a parked runtime: crun on cgroup v1 (decided on the first step). */
+  private parking: Promise<boolean> | undefined;
+  /** The next step's parked runtime (`parkAhead`), and what lets it join its cgroups. */
+  private spare: { parked: Promise<ParkedRuntime>; join: () => void } | undefined;
+  private closing = false;
 
   constructor(private readonly options: ContainerExecutorOptions) {
     const runtime = options.runtime ?? 'runc';
@@ -70,32 +81,35 @@ export class ContainerExecutor {
   async run(spec: RunSpec, options: RunOptions): Promise<RunResult> {
     if (spec.args.length === 0) throw new Error('a RUN needs a command');
     if (options.signal?.aborted) throw options.signal.reason ?? new Error('aborted');
-    const id = `strata-${randomBytes(8).toString('hex')}`;
-    const rootfs = options.rootfs;
     const limits = spec.limits ?? {};
+    // What the step's cgroups carry (when Strata places them: a parked runtime, crun on cgroup v1).
+    const cgroupLimits: StepCgroupLimits = {
+      ...(limits.memoryBytes !== undefined ? { memoryBytes: limits.memoryBytes } : {}),
+      ...(limits.pids !== undefined ? { pids: limits.pids } : {}),
+      ...(limits.cpus !== undefined ? { cpus: limits.cpus } : {}),
+      devices: spec.privileged ? 'host' : 'sandboxed',
+    };
+    const parked = await this.takeParked(cgroupLimits);
+    // The next step's runtime is parked while this one runs; it joins its cgroups once this container has exited.
+    const joinSpare = parked ? this.parkSpare(cgroupLimits) : undefined;
+    const id = parked?.id ?? newContainerId();
+    const rootfs = options.rootfs;
     const network = spec.network ?? 'none';
-    const user = await resolveUser(rootfs, spec.user ?? '');
     const cwd = posix.resolve('/', spec.cwd ?? '/');
     const userns = spec.privileged ? undefined : spec.userns;
-    // The worker writes through the overlay as host root: in a user namespace, as the step's ids would land.
-    const shift = userns?.hostId ?? 0;
-    await createWorkdir(rootfs, cwd, user.uid + shift, user.gid + shift);
-
     const mounts = spec.mounts ?? [];
-    const stubs = await MountStubs.record(rootfs, [
-      '/proc',
-      '/dev',
-      '/sys',
-      '/etc/hosts',
-      '/etc/resolv.conf',
-      ...mounts.map((mount) => mount.destination),
-    ]);
-
     const bundle = join(this.bundlesDir, id);
+    let stubs: MountStubs | undefined;
     let cgroup: ContainerCgroup | undefined;
     let attachment: NetworkAttachment | undefined;
     const unmounts: string[] = [];
     try {
+      const user = await resolveUser(rootfs, spec.user ?? '');
+      // The worker writes through the overlay as host root: in a user namespace, as the step's ids would land.
+      const shift = userns?.hostId ?? 0;
+      await createWorkdir(rootfs, cwd, user.uid + shift, user.gid + shift);
+      stubs = await MountStubs.record(rootfs, ['/proc', '/dev', '/sys', '/etc/hosts', '/etc/resolv.conf', ...mounts.map((mount) => mount.destination)]);
+
       await mkdir(bundle, { recursive: true });
       await mkdir(this.runcRoot, { recursive: true, mode: 0o700 });
       const hostname = spec.hostname ?? id.slice(-12);
@@ -132,10 +146,12 @@ export class ContainerExecutor {
         }
       }
 
-      cgroup = await ContainerCgroup.create(id, {
-        ...(limits.memoryBytes !== undefined ? { memoryBytes: limits.memoryBytes } : {}),
-        ...(limits.pids !== undefined ? { pids: limits.pids } : {}),
-      });
+      cgroup =
+        parked?.cgroup ??
+        (await ContainerCgroup.create(id, {
+          ...(limits.memoryBytes !== undefined ? { memoryBytes: limits.memoryBytes } : {}),
+          ...(limits.pids !== undefined ? { pids: limits.pids } : {}),
+        }));
       const config = buildRuntimeSpec({
         rootfs: runRoot,
         args: spec.args,
@@ -164,25 +180,82 @@ export class ContainerExecutor {
       });
       await this.crunSeccomp?.annotate(config);
       await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
-      return await this.runContainer(id, bundle, cgroup, spec, options);
+      return await this.runContainer(id, bundle, cgroup, spec, options, parked);
     } finally {
       // `runc run` deletes its container when it exits; only one it left behind (a kill, a crash) needs deleting.
       const left = await exists(join(this.runcRoot, id));
       if (left) await runCommand(this.runc, [...this.globalArgs(), 'delete', '--force', id]).catch(() => undefined);
       // The step's result does not wait for its cgroups and bundle to go (a dozen rmdirs on cgroup v1).
-      this.tidy(cgroup, bundle);
+      this.tidy(async () => {
+        await (parked ? parked.discard() : cgroup?.destroy());
+        await rm(bundle, { recursive: true, force: true });
+      });
+      joinSpare?.();
       // A plain unmount first: the rootfs's overlay must be gone before its upper dir can be kept as a layer.
       for (const target of unmounts.reverse()) await umount(target).catch(() => umount(target, { detach: true })).catch(() => undefined);
       await attachment?.release();
-      await stubs.clean();
+      await stubs?.clean();
     }
   }
 
-  /** Removes a finished container's cgroups and bundle in the background; {@link settled} waits for all of them. */
-  private tidy(cgroup: ContainerCgroup | undefined, bundle: string): void {
+  /**
+   * The parked runtime a step starts from (crun on cgroup v1, docs/adr/0042): the one kept ahead when
+   * there is one and it carries the step's limits, else one parked now. Undefined: the runtime places
+   * the container in cgroups itself.
+   */
+  private async takeParked(limits: StepCgroupLimits): Promise<ParkedRuntime | undefined> {
+    this.parking ??= this.runtime === 'crun' ? ContainerCgroup.isV1().catch(() => false) : Promise.resolve(false);
+    if (!(await this.parking)) return undefined;
+    const spare = this.spare;
+    this.spare = undefined;
+    spare?.join();
+    let parked = spare ? await spare.parked.catch(() => undefined) : undefined;
+    // Parked with the last step's limits: another step's (a privileged one, other limits) gets its own.
+    if (parked && (!parked.alive || !sameLimits(parked.limits, limits))) {
+      const unfit = parked;
+      this.tidy(() => unfit.discard());
+      parked = undefined;
+    }
+    return parked ?? (await this.park(limits));
+  }
+
+  /**
+   * Parks the next step's runtime (`parkAhead`) with this step's limits. It joins its cgroups when
+   * the returned function is called (this step's container has exited) or a step takes it: while a
+   * process moves into a cgroup and waits out the grace period, every fork on the host waits too,
+   * this step's runtime's among them.
+   */
+  private parkSpare(limits: StepCgroupLimits): (() => void) | undefined {
+    if (!this.options.parkAhead || this.closing || this.spare !== undefined) return undefined;
+    let join!: () => void;
+    const joining = new Promise<void>((resolve) => (join = resolve));
+    const spare = { parked: this.park(limits, joining), join };
+    this.spare = spare;
+    spare.parked.catch(() => {
+      if (this.spare === spare) this.spare = undefined;
+    });
+    return join;
+  }
+
+  private park(limits: StepCgroupLimits, joinWhen: Promise<void> = Promise.resolve()): Promise<ParkedRuntime> {
+    const id = newContainerId();
+    return ParkedRuntime.park(id, this.runc, this.runArgs(id, join(this.bundlesDir, id), 'none', ['--cgroup-manager=disabled']), limits, joinWhen);
+  }
+
+  /** Lets go of the parked runtime kept ahead. Call it once no step runs. */
+  async close(): Promise<void> {
+    this.closing = true;
+    const spare = this.spare;
+    this.spare = undefined;
+    spare?.join();
+    await (await spare?.parked.catch(() => undefined))?.discard();
+    await this.settled();
+  }
+
+  /** Runs `work` (removing a finished container's cgroups and bundle) in the background; {@link settled} waits for all of it. */
+  private tidy(work: () => Promise<unknown>): void {
     const done = (async () => {
-      await cgroup?.destroy();
-      await rm(bundle, { recursive: true, force: true });
+      await work();
     })().catch(() => undefined);
     this.tidying.add(done);
     void done.finally(() => this.tidying.delete(done));
@@ -222,16 +295,21 @@ export class ContainerExecutor {
       .join('\n');
   }
 
-  private runContainer(id: string, bundle: string, cgroup: ContainerCgroup, spec: RunSpec, options: RunOptions): Promise<RunResult> {
+  /** The runtime's command line for one container: global flags (`extraGlobal` among them), its log, `run`. */
+  private runArgs(id: string, bundle: string, network: NetworkMode | undefined, extraGlobal: string[] = []): string[] {
+    return [...this.globalArgs(network), ...extraGlobal, '--log', join(bundle, 'runc.log'), '--log-format', 'json', 'run', '--bundle', bundle, id];
+  }
+
+  private runContainer(id: string, bundle: string, cgroup: ContainerCgroup, spec: RunSpec, options: RunOptions, parked: ParkedRuntime | undefined): Promise<RunResult> {
     const logFile = join(bundle, 'runc.log');
     const tailSize = this.options.outputTailLines ?? 20;
     const outputTail: string[] = [];
     cgroup.watch();
     const started = performance.now();
-    const args = [...this.globalArgs(spec.network), '--log', logFile, '--log-format', 'json', 'run', '--bundle', bundle, id];
+    const args = this.runArgs(id, bundle, spec.network);
     const [file, argv] = this.options.runtime === 'runsc' && spec.network === 'bridge' ? runscInStepNetns(this.runc, args) : [this.runc, args];
     // posix_spawn through the addon: forking the worker would stop its main thread ~10 ms per step (docs/adr/0039).
-    const child = spawnPiped(file, argv);
+    const child = parked ? parked.start() : spawnPiped(file, argv);
     // Backpressure: when the consumer answers a promise (the log writer is behind), both pipes stay
     // unread until it settles; the step blocks writing to a full pipe, as on a slow terminal.
     let behind: Promise<void> | undefined;
@@ -323,6 +401,14 @@ export class ContainerExecutor {
       });
     });
   }
+}
+
+function sameLimits(a: StepCgroupLimits, b: StepCgroupLimits): boolean {
+  return a.memoryBytes === b.memoryBytes && a.pids === b.pids && a.cpus === b.cpus && a.devices === b.devices;
+}
+
+function newContainerId(): string {
+  return `strata-${randomBytes(8).toString('hex')}`;
 }
 
 /**
