@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { chown, lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chown, lstat, mkdir, readFile, rm } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { ContainerCgroup, type CgroupCounters, type StepCgroupLimits } from './cgroup.js';
 import { CrunSeccompCache } from './crun-seccomp.js';
@@ -110,12 +111,14 @@ export class ContainerExecutor {
       await createWorkdir(rootfs, cwd, user.uid + shift, user.gid + shift);
       stubs = await MountStubs.record(rootfs, ['/proc', '/dev', '/sys', '/etc/hosts', '/etc/resolv.conf', ...mounts.map((mount) => mount.destination)]);
 
-      await mkdir(bundle, { recursive: true });
-      await mkdir(this.runcRoot, { recursive: true, mode: 0o700 });
+      // The bundle's directories and small files are written synchronously, as the layer store's
+      // metadata (microseconds each): through the thread pool each waited behind the build's other work.
+      mkdirSync(bundle, { recursive: true });
+      mkdirSync(this.runcRoot, { recursive: true, mode: 0o700 });
       const hostname = spec.hostname ?? id.slice(-12);
       const hostsFile = join(bundle, 'hosts');
       const resolvConfFile = join(bundle, 'resolv.conf');
-      await writeFile(hostsFile, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${hostname}\n`);
+      writeFileSync(hostsFile, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${hostname}\n`);
 
       let netns: NetnsChoice;
       if (network === 'host') netns = { kind: 'host' };
@@ -125,16 +128,16 @@ export class ContainerExecutor {
         attachment = await this.options.bridge.attach(id);
         netns = { kind: 'path', path: attachment.netnsPath };
       }
-      await writeFile(resolvConfFile, this.options.resolvConf ?? (await this.defaultResolvConf(network, attachment)));
+      writeFileSync(resolvConfFile, this.options.resolvConf ?? this.defaultResolvConf(network, attachment));
       if (userns) {
-        await chown(hostsFile, userns.hostId, userns.hostId);
-        await chown(resolvConfFile, userns.hostId, userns.hostId);
+        chownSync(hostsFile, userns.hostId, userns.hostId);
+        chownSync(resolvConfFile, userns.hostId, userns.hostId);
       }
       let runRoot = rootfs;
       let sys: string | undefined;
       if (userns) {
         runRoot = join(userns.dir, 'rootfs');
-        await mkdir(runRoot);
+        mkdirSync(runRoot);
         await mount(rootfs, runRoot, null, constants.MS_BIND);
         unmounts.push(runRoot);
         if (netns.kind === 'path') {
@@ -164,7 +167,7 @@ export class ContainerExecutor {
         resolvConfFile,
         mounts,
         cgroupsPath: cgroup.cgroupsPath,
-        noFile: await hostNoFileLimit(),
+        noFile: hostNoFileLimit(),
         ...(limits.cpus !== undefined ? { cpus: limits.cpus } : {}),
         ...(spec.privileged ? { privileged: { capabilities: await this.privilegedCapabilities() } } : {}),
         ...(userns
@@ -179,7 +182,7 @@ export class ContainerExecutor {
           : {}),
       });
       await this.crunSeccomp?.annotate(config);
-      await writeFile(join(bundle, 'config.json'), JSON.stringify(config));
+      writeFileSync(join(bundle, 'config.json'), JSON.stringify(config));
       return await this.runContainer(id, bundle, cgroup, spec, options, parked);
     } finally {
       // `runc run` deletes its container when it exits; only one it left behind (a kill, a crash) needs deleting.
@@ -285,8 +288,13 @@ export class ContainerExecutor {
    * The host's resolv.conf for `host`; for `bridge` the attachment's (the worker's DNS forwarder on
    * the step's gateway, or the nameservers the policy lets it reach); for `none` no nameservers.
    */
-  private async defaultResolvConf(network: NetworkMode, attachment: NetworkAttachment | undefined): Promise<string> {
-    const host = await readFile('/etc/resolv.conf', 'utf8').catch(() => '');
+  private defaultResolvConf(network: NetworkMode, attachment: NetworkAttachment | undefined): string {
+    let host = '';
+    try {
+      host = readFileSync('/etc/resolv.conf', 'utf8');
+    } catch {
+      // none: no nameservers
+    }
     if (network === 'host') return host;
     if (attachment) return attachment.resolvConf(host);
     return host
@@ -444,8 +452,8 @@ async function createWorkdir(rootfs: string, cwd: string, uid: number, gid: numb
 }
 
 /** The worker's RLIMIT_NOFILE: containers get the same hard limit (Docker passes its own on too). */
-async function hostNoFileLimit(): Promise<{ soft: number; hard: number }> {
-  const limits = await readFile('/proc/self/limits', 'utf8');
+function hostNoFileLimit(): { soft: number; hard: number } {
+  const limits = readFileSync('/proc/self/limits', 'utf8');
   const match = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(limits);
   const hard = match && match[2] !== 'unlimited' ? Number(match[2]) : 1048576;
   return { soft: Math.min(hard, 1048576), hard };
