@@ -151,6 +151,8 @@ export class BuildRuntime implements RootfsProvider {
   /** Creates the directories and clears snapshots (and secret files) a crashed worker left behind. Idempotent. */
   async init(): Promise<void> {
     await this.initRuntime();
+    // Parked runtimes a killed worker left stay stopped for good: gone, with their cgroups (ADR 0042).
+    await Promise.all([this.executor.clearLeftovers(), this.secretExecutor.clearLeftovers()]);
     await this.layers.init();
     await this.secrets.init();
     await this.initUserns();

@@ -99,6 +99,12 @@ export class ContainerCgroup {
     }
   }
 
+  /** The cgroups of container `id` as this worker places them (to remove what a killed worker left). */
+  static async forContainer(id: string): Promise<ContainerCgroup> {
+    const { hierarchies, base, unified } = await ownHierarchies();
+    return new ContainerCgroup(id, hierarchies, base, unified, {});
+  }
+
   /** Moves a process into the container's cgroup in every hierarchy (cgroups from {@link createWhole}). */
   async join(pid: number): Promise<void> {
     for (const hierarchy of this.hierarchies) await writeFile(join(this.parentIn(hierarchy), 'ctr', 'cgroup.procs'), String(pid));

@@ -256,6 +256,28 @@ describe.each(TEST_RUNTIMES)('ContainerExecutor on overlay snapshots, with %s', 
     expect(existsSync(join('/sys/fs/cgroup/memory', own, 'strata-runtime', parkedId))).toBe(false);
   });
 
+  it('clears the parked runtime a killed worker left, with its cgroups, when the next one starts', async () => {
+    if (runtime !== 'crun' || !(await ContainerCgroup.isV1())) return;
+    // The killed worker: a step ran, the next one's runtime is parked, and nobody closes it.
+    const killed = new ContainerExecutor({ dataDir, resolvConf: '', runtime, parkAhead: true });
+    const result = await killed.run({ args: ['/bin/true'], env: [] }, { rootfs: (await snapshotOf()).rootfs });
+    expect(result.exitCode).toBe(0);
+    const parkedShells = (): string[] => processesNaming(join(dataDir, 'bundles')).filter((line) => line.includes('strata-parked-runtime'));
+    await waitUntil(() => parkedShells().length === 1);
+    const parkedId = /strata-[0-9a-f]{16}$/.exec(parkedShells()[0]!.trim())![0];
+    const own = /^\d+:memory:(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1] ?? '/';
+    const parkedCgroup = join('/sys/fs/cgroup/memory', own, 'strata-runtime', parkedId);
+    expect(existsSync(parkedCgroup)).toBe(true);
+    // An executor on another data directory leaves this one's parked runtime alone.
+    const otherDir = tempDir('other');
+    expect(await new ContainerExecutor({ dataDir: otherDir, resolvConf: '', runtime }).clearLeftovers()).toEqual([]);
+    rmSync(otherDir, { recursive: true, force: true });
+    expect(await new ContainerExecutor({ dataDir, resolvConf: '', runtime }).clearLeftovers()).toEqual([parkedId]);
+    expect(parkedShells()).toEqual([]);
+    expect(existsSync(parkedCgroup)).toBe(false);
+    await killed.close();
+  });
+
   it('names why a container could not start (the runtime\'s own error, read from its JSON log)', async () => {
     const snapshot = await snapshotOf();
     const error = await executor.run({ args: ['/no/such/program'], env: [] }, { rootfs: snapshot.rootfs }).catch((e: unknown) => e);

@@ -8,7 +8,7 @@ import { runCommand } from './command.js';
 import { exists } from './fs-exists.js';
 import { LineSplitter } from './line-splitter.js';
 import { MountStubs } from './mount-stubs.js';
-import { ParkedRuntime } from './parked-runtime.js';
+import { clearParkedRuntimes, ParkedRuntime } from './parked-runtime.js';
 import { spawnPiped } from './spawn.js';
 import type { BridgeNetwork, NetworkAttachment } from './network.js';
 import { resolveInRoot } from '@strata/oci';
@@ -243,6 +243,11 @@ export class ContainerExecutor {
   private park(limits: StepCgroupLimits, joinWhen: Promise<void> = Promise.resolve()): Promise<ParkedRuntime> {
     const id = newContainerId();
     return ParkedRuntime.park(id, this.runc, this.runArgs(id, join(this.bundlesDir, id), 'none', ['--cgroup-manager=disabled']), limits, joinWhen);
+  }
+
+  /** Kills the parked runtimes (and removes their cgroups) that a killed worker with this data directory left. */
+  clearLeftovers(): Promise<string[]> {
+    return clearParkedRuntimes(this.bundlesDir);
   }
 
   /** Lets go of the parked runtime kept ahead. Call it once no step runs. */

@@ -1,8 +1,9 @@
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ContainerCgroup, type StepCgroupLimits } from './cgroup.js';
 import { spawnPiped, type PipedChild } from './spawn.js';
 
+const SHELL_NAME = 'strata-parked-runtime';
 const STOP_WAIT_MS = 5000;
 const DESTROY_ATTEMPTS = 50;
 const DESTROY_RETRY_MS = 20;
@@ -41,7 +42,7 @@ export class ParkedRuntime {
       await cgroup.destroy();
       throw error;
     }
-    const child = spawnPiped('/bin/sh', ['-c', 'kill -STOP $$ && exec "$@"', 'strata-parked-runtime', file, ...args]);
+    const child = spawnPiped('/bin/sh', ['-c', 'kill -STOP $$ && exec "$@"', SHELL_NAME, file, ...args]);
     const parked = new ParkedRuntime(id, cgroup, limits, child);
     try {
       await new Promise<void>((resolve, reject) => {
@@ -104,4 +105,30 @@ export class ParkedRuntime {
       await sleep(1);
     }
   }
+}
+
+/**
+ * Kills the parked shells a killed worker left (stopped for good once their worker is gone) and
+ * removes their cgroups: those whose runtime arguments name a bundle under `bundlesDir`. Returns the
+ * container ids cleared.
+ */
+export async function clearParkedRuntimes(bundlesDir: string): Promise<string[]> {
+  const cleared: string[] = [];
+  for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid)) continue;
+    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (argv[3] !== SHELL_NAME || !argv.some((arg) => arg.startsWith(`${bundlesDir}/`))) continue;
+    const id = argv.filter(Boolean).at(-1)!;
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      continue; // gone meanwhile
+    }
+    // Its cgroups can go once it has (its parent is init now, which reaps it).
+    for (let attempt = 0; attempt < DESTROY_ATTEMPTS && (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')) !== ''; attempt++) await sleep(DESTROY_RETRY_MS);
+    const cgroup = await ContainerCgroup.forContainer(id);
+    for (let attempt = 0; !(await cgroup.destroy()) && attempt < DESTROY_ATTEMPTS; attempt++) await sleep(DESTROY_RETRY_MS);
+    cleared.push(id);
+  }
+  return cleared;
 }
