@@ -109,7 +109,7 @@ export class ContainerExecutor {
       // The worker writes through the overlay as host root: in a user namespace, as the step's ids would land.
       const shift = userns?.hostId ?? 0;
       await createWorkdir(rootfs, cwd, user.uid + shift, user.gid + shift);
-      stubs = await MountStubs.record(rootfs, ['/proc', '/dev', '/sys', '/etc/hosts', '/etc/resolv.conf', ...mounts.map((mount) => mount.destination)]);
+      stubs = MountStubs.record(rootfs, ['/proc', '/dev', '/sys', '/etc/hosts', '/etc/resolv.conf', ...mounts.map((mount) => mount.destination)]);
 
       // The bundle's directories and small files are written synchronously, as the layer store's
       // metadata (microseconds each): through the thread pool each waited behind the build's other work.

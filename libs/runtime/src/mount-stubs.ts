@@ -1,6 +1,7 @@
-import { lstat, readdir, rmdir, stat, unlink, utimes } from 'node:fs/promises';
+import { lstatSync, statSync } from 'node:fs';
+import { lstat, readdir, rmdir, unlink, utimes } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { resolveInRoot } from '@strata/oci';
+import { resolveInRootSync } from '@strata/oci';
 
 /**
  * runc creates missing mount points (/proc, /etc/hosts, a bind mount's target...) in the rootfs,
@@ -13,20 +14,21 @@ export class MountStubs {
     private readonly parents: { path: string; atime: Date; mtime: Date }[],
   ) {}
 
-  static async record(rootfs: string, destinations: readonly string[]): Promise<MountStubs> {
+  /** Synchronous: a few lstats per destination of the step's own mount list (ADR 0042's rule for bounded metadata calls). */
+  static record(rootfs: string, destinations: readonly string[]): MountStubs {
     const missing = new Set<string>();
     const parents = new Map<string, { path: string; atime: Date; mtime: Date }>();
     for (const destination of destinations) {
       const parts = destination.split('/').filter(Boolean);
       for (let i = 1; i <= parts.length; i++) {
-        const path = await resolveInRoot(rootfs, `/${parts.slice(0, i).join('/')}`);
+        const path = resolveInRootSync(rootfs, `/${parts.slice(0, i).join('/')}`);
         try {
-          await lstat(path);
+          lstatSync(path);
         } catch {
           missing.add(path);
           const parent = posix.dirname(path);
           if (!missing.has(parent) && !parents.has(parent)) {
-            const stats = await stat(parent).catch(() => undefined);
+            const stats = statSync(parent, { throwIfNoEntry: false });
             if (stats) parents.set(parent, { path: parent, atime: stats.atime, mtime: stats.mtime });
           }
           break;

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -27,6 +28,16 @@ describe('resolveUser', () => {
   it('works without /etc/passwd and /etc/group (FROM scratch)', async () => {
     rmSync(path.join(rootfs, 'etc'), { recursive: true });
     expect(await resolveUser(rootfs, '')).toEqual({ uid: 0, gid: 0, additionalGids: [], home: '/' });
+    await expect(resolveUser(rootfs, 'app')).rejects.toThrow('unable to find user app');
+  });
+
+  it('takes a passwd that is not a regular file (a FIFO, a device node) as none, without waiting on it', async () => {
+    rmSync(path.join(rootfs, 'etc/passwd'));
+    execFileSync('mkfifo', [path.join(rootfs, 'etc/passwd')]);
+    expect(await resolveUser(rootfs, '')).toEqual({ uid: 0, gid: 0, additionalGids: [], home: '/' });
+    await expect(resolveUser(rootfs, 'app')).rejects.toThrow('unable to find user app');
+    rmSync(path.join(rootfs, 'etc/passwd'));
+    execFileSync('mknod', [path.join(rootfs, 'etc/passwd'), 'c', '1', '5']);
     await expect(resolveUser(rootfs, 'app')).rejects.toThrow('unable to find user app');
   });
 

@@ -1,5 +1,6 @@
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
-import { resolveInRoot } from '@strata/oci';
+import { resolveInRootSync } from '@strata/oci';
 
 export interface ResolvedUser {
   uid: number;
@@ -88,11 +89,24 @@ export async function resolveUser(rootfs: string, spec: string): Promise<Resolve
 /** Longest line kept whole (a group of thousands of members); a longer one is skipped, never held. */
 const MAX_LINE_CHARS = 1024 * 1024;
 
+/** A passwd or group file up to this size is read whole, synchronously (ADR 0042); a bigger one is streamed. */
+const READ_WHOLE_BYTES = 64 * 1024;
+
 /** Calls `each` with every line of a file of the image until it answers false; nothing when the file does not exist. */
 async function eachLine(rootfs: string, path: string, each: (line: string) => boolean): Promise<void> {
+  const resolved = resolveInRootSync(rootfs, path);
+  const small = readSmallFile(resolved);
+  if (small === null) return;
+  if (small !== undefined) {
+    const lines = small.split('\n');
+    const last = lines.pop()!;
+    for (const line of lines) if (!each(line)) return;
+    if (last !== '') each(last);
+    return;
+  }
   let handle: FileHandle;
   try {
-    handle = await open(await resolveInRoot(rootfs, path), 'r');
+    handle = await open(resolved, 'r');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw error;
@@ -119,6 +133,33 @@ async function eachLine(rootfs: string, path: string, each: (line: string) => bo
   } finally {
     input.destroy();
     await handle.close().catch(() => undefined);
+  }
+}
+
+/**
+ * The file's text when it is a regular file of at most READ_WHOLE_BYTES; undefined for a bigger
+ * one (stream it); null when there is none. Anything but a regular file counts as none: a FIFO
+ * would hang the reader, and a device node in a layer would be the worker's own device.
+ */
+function readSmallFile(path: string): string | null | undefined {
+  let fd: number;
+  try {
+    // Non-blocking: a FIFO at the path must not hold the worker's main thread (it is then streamed, as before).
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
+  }
+  try {
+    const stats = fstatSync(fd);
+    if (!stats.isFile()) return null;
+    if (stats.size > READ_WHOLE_BYTES) return undefined;
+    const buffer = Buffer.alloc(stats.size + 1);
+    const length = readSync(fd, buffer, 0, buffer.length, 0);
+    // Grown past the limit since the fstat: stream it instead.
+    return length > stats.size ? undefined : buffer.toString('utf8', 0, length);
+  } finally {
+    closeSync(fd);
   }
 }
 
