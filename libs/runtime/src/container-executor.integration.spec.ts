@@ -70,6 +70,8 @@ describe.each(TEST_RUNTIMES)('ContainerExecutor on overlay snapshots, with %s', 
   }
 
   const byPath = (entries: LayerEntry[]): Record<string, LayerEntry> => Object.fromEntries(entries.map((entry) => [entry.path, entry]));
+  /** The parked runtimes' shells of this test's executors (their runtime arguments name its bundles). */
+  const parkedShells = (): string[] => processesNaming(join(dataDir, 'bundles')).filter((line) => line.includes('strata-parked-runtime'));
 
   it('turns a written file into a layer entry with its owner, mode and mtime', async () => {
     const run = await sh('mkdir -p /opt/app && echo hello > /opt/app/greeting && chown 1000:50 /opt/app/greeting && chmod 640 /opt/app/greeting && touch -d "2021-01-02 03:04:05" /opt/app/greeting');
@@ -228,7 +230,6 @@ describe.each(TEST_RUNTIMES)('ContainerExecutor on overlay snapshots, with %s', 
       const first = await step();
       // A stopped shell waits in the next step's cgroups (joined once the first step's container exited),
       // its runtime's arguments naming that step's container.
-      const parkedShells = (): string[] => processesNaming(join(dataDir, 'bundles')).filter((p) => p.includes('strata-parked-runtime'));
       const cgroupOf = (line: string): string => memoryPath(readFileSync(`/proc/${line.split(' ')[0]}/cgroup`, 'utf8').split('\n'));
       await waitUntil(() => parkedShells().some((line) => /\/strata-runtime\/strata-[0-9a-f]{16}\/ctr$/.test(cgroupOf(line))));
       const parked = parkedShells();
@@ -251,9 +252,8 @@ describe.each(TEST_RUNTIMES)('ContainerExecutor on overlay snapshots, with %s', 
     } finally {
       await ahead.close();
     }
-    expect(processesNaming(join(dataDir, 'bundles')).filter((line) => line.includes('strata-parked-runtime'))).toEqual([]);
-    const own = /^\d+:memory:(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1] ?? '/';
-    expect(existsSync(join('/sys/fs/cgroup/memory', own, 'strata-runtime', parkedId))).toBe(false);
+    expect(parkedShells()).toEqual([]);
+    expect(existsSync(memoryCgroupOf(parkedId))).toBe(false);
   });
 
   it('clears the parked runtime a killed worker left, with its cgroups, when the next one starts', async () => {
@@ -262,11 +262,9 @@ describe.each(TEST_RUNTIMES)('ContainerExecutor on overlay snapshots, with %s', 
     const killed = new ContainerExecutor({ dataDir, resolvConf: '', runtime, parkAhead: true });
     const result = await killed.run({ args: ['/bin/true'], env: [] }, { rootfs: (await snapshotOf()).rootfs });
     expect(result.exitCode).toBe(0);
-    const parkedShells = (): string[] => processesNaming(join(dataDir, 'bundles')).filter((line) => line.includes('strata-parked-runtime'));
     await waitUntil(() => parkedShells().length === 1);
     const parkedId = /strata-[0-9a-f]{16}$/.exec(parkedShells()[0]!.trim())![0];
-    const own = /^\d+:memory:(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1] ?? '/';
-    const parkedCgroup = join('/sys/fs/cgroup/memory', own, 'strata-runtime', parkedId);
+    const parkedCgroup = memoryCgroupOf(parkedId);
     expect(existsSync(parkedCgroup)).toBe(true);
     // An executor on another data directory leaves this one's parked runtime alone.
     const otherDir = tempDir('other');
@@ -421,6 +419,12 @@ describe.each(TEST_RUNTIMES)('ContainerExecutor on overlay snapshots, with %s', 
     });
   });
 });
+
+/** Where this worker's executors put container `id`'s parent cgroup in the memory hierarchy. */
+function memoryCgroupOf(id: string): string {
+  const own = /^\d+:memory:(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1] ?? '/';
+  return join('/sys/fs/cgroup/memory', own, 'strata-runtime', id);
+}
 
 async function waitUntil(check: () => boolean, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -85,8 +85,7 @@ export class ParkedRuntime {
         if (!this.started) this.child.kill('SIGKILL');
         await closed;
       }
-      // The container's last processes may still be leaving its cgroups as its pid namespace goes.
-      for (let attempt = 0; !(await this.cgroup.destroy()) && attempt < DESTROY_ATTEMPTS; attempt++) await sleep(DESTROY_RETRY_MS);
+      await destroyOnceEmpty(this.cgroup);
     })();
     return this.discarded;
   }
@@ -126,9 +125,13 @@ export async function clearParkedRuntimes(bundlesDir: string): Promise<string[]>
     }
     // Its cgroups can go once it has (its parent is init now, which reaps it).
     for (let attempt = 0; attempt < DESTROY_ATTEMPTS && (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')) !== ''; attempt++) await sleep(DESTROY_RETRY_MS);
-    const cgroup = await ContainerCgroup.forContainer(id);
-    for (let attempt = 0; !(await cgroup.destroy()) && attempt < DESTROY_ATTEMPTS; attempt++) await sleep(DESTROY_RETRY_MS);
+    await destroyOnceEmpty(await ContainerCgroup.forContainer(id));
     cleared.push(id);
   }
   return cleared;
+}
+
+/** Removes the cgroups, retrying while the last processes leave them (as a pid namespace goes). */
+async function destroyOnceEmpty(cgroup: ContainerCgroup): Promise<void> {
+  for (let attempt = 0; !(await cgroup.destroy()) && attempt < DESTROY_ATTEMPTS; attempt++) await sleep(DESTROY_RETRY_MS);
 }
