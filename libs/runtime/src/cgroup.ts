@@ -56,6 +56,8 @@ export class ContainerCgroup {
     private readonly base: string,
     private readonly unified: boolean,
     private limits: { memoryBytes?: number; pids?: number },
+    /** Strata made the container's own cgroup (`createWhole`): it outlives the runtime, so its counters are read at the end. */
+    private readonly ownsLeaf = false,
   ) {}
 
   /** Whether this host's cgroups are v1 (or hybrid): the only layout {@link createWhole} serves. */
@@ -72,7 +74,7 @@ export class ContainerCgroup {
   static async createWhole(id: string): Promise<ContainerCgroup> {
     const { hierarchies, base, unified } = await ownHierarchies();
     if (unified) throw new Error('a whole container cgroup is made on cgroup v1 only');
-    const cgroup = new ContainerCgroup(id, hierarchies, base, unified, {});
+    const cgroup = new ContainerCgroup(id, hierarchies, base, unified, {}, true);
     try {
       const makeIn = async (hierarchy: Hierarchy): Promise<void> => {
         const leaf = join(cgroup.parentIn(hierarchy), 'ctr');
@@ -199,10 +201,12 @@ export class ContainerCgroup {
 
   async counters(): Promise<CgroupCounters> {
     if (this.poller) clearInterval(this.poller);
-    // The container's own cgroup is still there when Strata made it (createWhole); runc and crun delete theirs.
-    const own = await this.read(true);
-    this.polled.oomKills = Math.max(this.polled.oomKills, own.oomKills);
-    this.polled.pidsEvents = Math.max(this.polled.pidsEvents, own.pidsEvents);
+    // The container's own cgroup is still there when Strata made it; runc and crun delete theirs (the polls saw it).
+    if (this.ownsLeaf) {
+      const own = await this.read(true);
+      this.polled.oomKills = Math.max(this.polled.oomKills, own.oomKills);
+      this.polled.pidsEvents = Math.max(this.polled.pidsEvents, own.pidsEvents);
+    }
     const parent = await this.read(false);
     const oomKills = Math.max(parent.oomKills, this.polled.oomKills);
     // The parent's watermarks outlive the container: usage at the limit, processes at the limit.
