@@ -61,7 +61,9 @@ describe('an api killed in the middle of a context upload', () => {
     expect(rows).toHaveLength(1);
     const [{ id, key }] = rows;
     expect(await stack.prisma.build.count({ where: { tenantId } })).toBe(0);
-    await until('the reconciler removes the abandoned upload', async () => (await stack.prisma.contextUpload.count({ where: { id } })) === 0, 30_000);
+    // The reconciler claims the row (deletes it) first, then deletes the object: wait for both.
+    await until('the reconciler removes the abandoned upload and its object', async () => (await stack.prisma.contextUpload.count({ where: { id } })) === 0 && (await storage.objects.stat(key)) === null, 30_000);
+    expect(await stack.prisma.contextUpload.count({ where: { id } })).toBe(0);
     expect(await storage.objects.stat(key)).toBeNull();
     expect(await stack.prisma.build.count({ where: { tenantId } })).toBe(0);
 
