@@ -1,9 +1,9 @@
 import { jest } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { mountPointsUnder, readMountsSync } from '@strata/runtime';
+import { chooseRuntime, mountPointsUnder, parkedRuntimesUnder, readMountsSync } from '@strata/runtime';
 import { startWorker } from '../../apps/worker/src/main.js';
 import { importBusybox } from '../support/images.js';
 import { startPrivateRedis } from '../support/redis-server.js';
@@ -30,6 +30,26 @@ const runcContainers = (dataDir: string): string[] =>
       return [];
     }
   });
+/** The memory cgroup directory a worker's RUN container `id` runs in (read from its init process). */
+function memoryCgroupOfContainer(dataDir: string, id: string): string {
+  for (const runtime of ['runc', 'crun']) {
+    const state = (() => {
+      try {
+        return JSON.parse(execFileSync(runtime, ['--root', path.join(dataDir, 'runtime', runtime), 'state', id], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })) as { pid: number };
+      } catch {
+        return undefined;
+      }
+    })();
+    if (!state) continue;
+    const lines = readFileSync(`/proc/${state.pid}/cgroup`, 'utf8').split('\n');
+    const v1 = lines.find((line) => /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(line));
+    return v1 ? path.join('/sys/fs/cgroup/memory', v1.split(':')[2]!) : path.join('/sys/fs/cgroup', lines.find((line) => line.startsWith('0::'))!.slice(3));
+  }
+  throw new Error(`no RUN container ${id} under ${dataDir}`);
+}
+/** The next step's runtime a worker keeps parked (crun on a cgroup v1 host; docs/adr/0042). */
+const parkedUnder = (dataDir: string) => parkedRuntimesUnder(path.join(dataDir, 'runtime', 'bundles'));
+const parksRuntimes = async (stack: Stack): Promise<boolean> => (await chooseRuntime(stack.config.run.runtime)).runtime === 'crun' && !existsSync('/sys/fs/cgroup/cgroup.controllers');
 const mountsUnder = (dir: string): string[] => mountPointsUnder(readMountsSync(), dir).filter((point) => point !== dir);
 
 describe('the build table is the truth: no accepted build is lost when Redis loses its data or a worker dies', () => {
@@ -90,7 +110,10 @@ describe('the build table is the truth: no accepted build is lost when Redis los
         const b = await stack.prisma.build.findUniqueOrThrow({ where: { id } });
         return b.status === 'running' && b.workerId === first.workerId && (await logText(stack, token, id)).includes('RUN sleep 3');
       });
+      if (await parksRuntimes(stack)) await until('the next step\'s runtime is parked', async () => (await parkedUnder(first.dataDir)).length === 1);
       await first.kill();
+      // The parked shell (stopped until a step would start it) dies with its worker, not left stopped for good.
+      await until('the parked runtime is gone with its worker', async () => (await parkedUnder(first.dataDir)).length === 0, 10_000);
       const second = await inProcessWorker(stack);
       try {
         const done = await waitForBuild(stack, token, id, 90_000);
@@ -150,15 +173,18 @@ describe('the build table is the truth: no accepted build is lost when Redis los
       const id = res.json.id as string;
       await until('the RUN container runs', async () => runcContainers(first.dataDir).length === 1);
       await first.kill();
-      // `runc run` outlives its parent: the step goes on, and its overlay stays mounted.
+      // The container outlives its worker: the step goes on, and its overlay stays mounted.
       const left = runcContainers(first.dataDir);
       expect(left).toHaveLength(1);
+      const leftCgroup = memoryCgroupOfContainer(first.dataDir, left[0]!);
+      expect(existsSync(leftCgroup)).toBe(true);
       const leftMounts = mountsUnder(first.dataDir);
       expect(leftMounts.length).toBeGreaterThan(0);
 
       const restarted = workerProcess(stack, { dataDir: first.dataDir });
       await restarted.ready();
       expect(runcContainers(first.dataDir)).not.toContain(left[0]);
+      expect(existsSync(leftCgroup)).toBe(false);
       expect(mountsUnder(first.dataDir).filter((m) => leftMounts.includes(m))).toEqual([]);
       expect(restarted.output()).toContain('cleared what a killed worker left');
       // The build itself was handed back to the queue and runs again on the restarted worker.

@@ -5,7 +5,7 @@ import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { loadConfig, type StrataConfig } from '@strata/config';
-import { mountPointsUnder, readMountsSync } from '@strata/runtime';
+import { mountPointsUnder, readMountsSync, removeContainerCgroups } from '@strata/runtime';
 import { type NodeProcess, startNodeProcess } from './node-process.js';
 
 /** What apps/worker/src/bin.ts prints once it consumes the builds queue. */
@@ -105,7 +105,7 @@ export function startWorkerProcess(config: StrataConfig, opts: { dataDir?: strin
     dataDir,
     stop(graceMs = 20_000) {
       stopping ??= proc.stop(graceMs).then(async () => {
-        clearLeftovers(dataDir);
+        await clearLeftovers(dataDir);
         await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
       });
       return stopping;
@@ -116,15 +116,16 @@ export function startWorkerProcess(config: StrataConfig, opts: { dataDir?: strin
 /**
  * What a worker killed mid-step leaves in its data directory and no worker will clear (nothing
  * starts on that directory again): its `runc run` outlives it, with the step's overlay and
- * idmapped mounts. The RUN containers are deleted and the mounts detached (deepest first), so the
- * directory can be removed and no test run leaves mounts behind.
+ * idmapped mounts. The RUN containers are deleted with their cgroups and the mounts detached
+ * (deepest first), so the directory can be removed and no test run leaves mounts behind.
  */
-function clearLeftovers(dataDir: string): void {
+async function clearLeftovers(dataDir: string): Promise<void> {
   for (const runtime of ['runc', 'crun']) {
     const runtimeRoot = path.join(dataDir, 'runtime', runtime);
     const listed = spawnSync(runtime, ['--root', runtimeRoot, 'list', '-q'], { encoding: 'utf8' });
     for (const id of listed.status === 0 ? listed.stdout.split('\n').filter(Boolean) : []) {
       spawnSync(runtime, ['--root', runtimeRoot, 'delete', '--force', id], { stdio: 'ignore' });
+      await removeContainerCgroups(id);
     }
   }
   const mounts = mountPointsUnder(readMountsSync(), dataDir).filter((point) => point !== dataDir);

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { removeContainerCgroups } from '@strata/runtime';
 
 const run = promisify(execFile);
 
@@ -15,8 +16,9 @@ export interface Leftovers {
 
 /**
  * Clears what a worker killed on this data directory left behind, before this one takes builds:
- * its runc containers (still running: `runc run` outlives a SIGKILLed parent) are killed and
- * deleted, which also frees their cgroups, and its build directories removed. Snapshots (overlay
+ * its runc and crun containers (still running: the container outlives a SIGKILLed worker and its
+ * runtime process) are killed and deleted, with their cgroups (the runtime's own, and those Strata
+ * made for a parked crun, which the runtime leaves alone), and its build directories removed. Snapshots (overlay
  * mounts), spool files, secret files and RUN networks (namespaces, veths, firewall rules) are
  * cleared by their owners on start (LayerStore.init, BlobLayerSink, WorkerRuntime.init, which calls
  * BridgeNetwork.init). A data directory belongs to one worker at a time.
@@ -38,6 +40,7 @@ export async function clearLeftovers(dataDir: string): Promise<Leftovers> {
       for (const id of ids) {
         await run(runtime, ['--root', root, 'kill', id, 'KILL']).catch(() => undefined);
         await run(runtime, ['--root', root, 'delete', '--force', id]).catch(() => undefined);
+        await removeContainerCgroups(id).catch(() => undefined);
         containers.push(id);
       }
     }

@@ -3,6 +3,7 @@ export { unpackLayer, LayerUnpackError, type UnpackResult } from './unpack.js';
 export { extractTar, type ExtractForm, type ExtractOptions, type ExtractSummary } from './extract.js';
 export { diffUpperDir, type DiffOptions } from './diff.js';
 export { ContainerExecutor, ContainerStartError, type ContainerExecutorOptions } from './container-executor.js';
+export { parkedRuntimesUnder, removeContainerCgroups } from './parked-runtime.js';
 export { BridgeNetwork, VETH_PREFIX, type BridgeNetworkOptions, type NetworkAttachment } from './network.js';
 export { RunNetworkPolicy, RUN_BLOCKED_RANGES } from './network-policy.js';
 export { DnsForwarder, type DnsForwarderOptions, type DnsUpstream } from './dns-forwarder.js';

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ContainerCgroup, type StepCgroupLimits } from './cgroup.js';
@@ -7,6 +8,12 @@ const SHELL_NAME = 'strata-parked-runtime';
 const STOP_WAIT_MS = 5000;
 const DESTROY_ATTEMPTS = 50;
 const DESTROY_RETRY_MS = 20;
+/**
+ * util-linux's setpriv, which sets PR_SET_PDEATHSIG before it execs the shell: a parked shell (stopped
+ * until its step comes) then dies with the worker that spawned it, even SIGKILLed, instead of staying
+ * stopped for good. The signal is kept across the shell's exec of the runtime.
+ */
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((path) => existsSync(path));
 
 /**
  * A step's cgroups with the process that will become its OCI runtime already inside them
@@ -42,7 +49,8 @@ export class ParkedRuntime {
       await cgroup.destroy();
       throw error;
     }
-    const child = spawnPiped('/bin/sh', ['-c', 'kill -STOP $$ && exec "$@"', SHELL_NAME, file, ...args]);
+    const shell = ['-c', 'kill -STOP $$ && exec "$@"', SHELL_NAME, file, ...args];
+    const child = SETPRIV ? spawnPiped(SETPRIV, ['--pdeathsig', 'KILL', '/bin/sh', ...shell]) : spawnPiped('/bin/sh', shell);
     const parked = new ParkedRuntime(id, cgroup, limits, child);
     try {
       await new Promise<void>((resolve, reject) => {
@@ -106,29 +114,46 @@ export class ParkedRuntime {
   }
 }
 
-/**
- * Kills the parked shells a killed worker left (stopped for good once their worker is gone) and
- * removes their cgroups: those whose runtime arguments name a bundle under `bundlesDir`. Returns the
- * container ids cleared.
- */
-export async function clearParkedRuntimes(bundlesDir: string): Promise<string[]> {
-  const cleared: string[] = [];
+/** The parked shells whose runtime arguments name a bundle under `bundlesDir`: their pids and container ids. */
+export async function parkedRuntimesUnder(bundlesDir: string): Promise<{ pid: number; id: string }[]> {
+  const found: { pid: number; id: string }[] = [];
   for (const pid of await readdir('/proc').catch(() => [] as string[])) {
     if (!/^\d+$/.test(pid)) continue;
     const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
     if (argv[3] !== SHELL_NAME || !argv.some((arg) => arg.startsWith(`${bundlesDir}/`))) continue;
-    const id = argv.filter(Boolean).at(-1)!;
+    found.push({ pid: Number(pid), id: argv.filter(Boolean).at(-1)! });
+  }
+  return found;
+}
+
+/**
+ * Kills the parked shells a worker left without closing its executor (one killed before setpriv
+ * could end them, or on a host without it) and removes their cgroups: those under `bundlesDir`.
+ * Returns the container ids cleared.
+ */
+export async function clearParkedRuntimes(bundlesDir: string): Promise<string[]> {
+  const cleared: string[] = [];
+  for (const { pid, id } of await parkedRuntimesUnder(bundlesDir)) {
     try {
-      process.kill(Number(pid), 'SIGKILL');
+      process.kill(pid, 'SIGKILL');
     } catch {
       continue; // gone meanwhile
     }
     // Its cgroups can go once it has (its parent is init now, which reaps it).
     for (let attempt = 0; attempt < DESTROY_ATTEMPTS && (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')) !== ''; attempt++) await sleep(DESTROY_RETRY_MS);
-    await destroyOnceEmpty(await ContainerCgroup.forContainer(id));
+    await removeContainerCgroups(id);
     cleared.push(id);
   }
   return cleared;
+}
+
+/**
+ * Removes the cgroups Strata made for container `id` (a parked runtime's, which the runtime itself
+ * leaves alone), once its last processes have left them; nothing when there are none. For a
+ * container a killed worker left, after the runtime deleted it.
+ */
+export async function removeContainerCgroups(id: string): Promise<void> {
+  await destroyOnceEmpty(await ContainerCgroup.forContainer(id));
 }
 
 /** Removes the cgroups, retrying while the last processes leave them (as a pid namespace goes). */
