@@ -18,10 +18,11 @@ export interface Leftovers {
  * Clears what a worker killed on this data directory left behind, before this one takes builds:
  * its runc and crun containers (still running: the container outlives a SIGKILLed worker and its
  * runtime process) are killed and deleted, with their cgroups (the runtime's own, and those Strata
- * made for a parked crun, which the runtime leaves alone), and its build directories removed. Snapshots (overlay
- * mounts), spool files, secret files and RUN networks (namespaces, veths, firewall rules) are
- * cleared by their owners on start (LayerStore.init, BlobLayerSink, WorkerRuntime.init, which calls
- * BridgeNetwork.init). A data directory belongs to one worker at a time.
+ * made for a parked crun, which the runtime leaves alone), and its build directories removed.
+ * Snapshots (overlay mounts), spool files, secret files and RUN networks (namespaces, veths,
+ * firewall rules) are cleared by their owners on start (LayerStore.init, BlobLayerSink,
+ * WorkerRuntime.init, which calls BridgeNetwork.init). A data directory belongs to one worker at a
+ * time.
  */
 export async function clearLeftovers(dataDir: string): Promise<Leftovers> {
   const runtimeRoot = path.resolve(dataDir, 'runtime');

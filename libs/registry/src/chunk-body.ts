@@ -10,9 +10,9 @@ const PAUSE_AT = 4 * OUT_BUFFER;
  * Reads an upload chunk's request body, adding every byte to `hash` (when given) as it is read,
  * from the body's own `data` events: no Transform, async iterator or generator per socket read
  * (with `--cpu-prof` those layers and their garbage cost a 100 MiB push more CPU than its sha256),
- * and no copy. `read()` joined the pieces a chunked body (skopeo's, docker's) arrives in into a new
- * buffer: 100 MiB more of ArrayBuffers per 100 MiB pushed, and V8 answers every ~64 MiB of them
- * with a full mark-compact of the api's whole heap (`--trace-gc`: three per push, 40-50 ms each).
+ * and no copy: `read()` joined the pieces a chunked body (skopeo's, docker's) arrives in into a new
+ * buffer, a second 100 MiB of ArrayBuffers per 100 MiB pushed. (The full GCs a big push cost the
+ * api came from V8's heap growth factor, not from these copies: docs/adr/0043.)
  *
  * Up to `headLimit` bytes are collected first: a body that ends within them is answered whole
  * (`head`); a longer one as one Readable (`stream`) that replays the head, then passes the rest
