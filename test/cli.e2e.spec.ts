@@ -2,7 +2,7 @@ import { jest } from '@jest/globals';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -120,6 +120,20 @@ describe('the strata CLI, run as a built program', () => {
     const r = await strata(['status', '00000000-0000-0000-0000-000000000000'], { STRATA_URL: stack.url, STRATA_TOKEN: 'nope' });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/401 The API token is not valid/);
+  });
+
+  it('exits 1 naming the request and why when the server cannot be reached', async () => {
+    // A port nothing listens on: the connection is refused.
+    const closed = await new Promise<number>((resolve) => {
+      const server = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = server.address() as AddressInfo;
+        server.close(() => resolve(port));
+      });
+    });
+    const dir = makeDir({ Dockerfile: 'FROM scratch\nCOPY a /\n', a: 'a' });
+    const r = await strata(['build', dir, '-t', 'cli/unreachable'], { STRATA_URL: `http://127.0.0.1:${closed}`, STRATA_TOKEN: token });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`strata: POST http://127.0.0.1:${closed}/v1/builds failed: connect ECONNREFUSED 127.0.0.1:${closed}`);
   });
 
   it('passes --build-arg K=V, --build-arg=K=V and --build-arg K from the environment (skipped when unset)', async () => {

@@ -6,6 +6,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { scanContext, walkContext } from './context-scan.js';
 import { MANIFEST_TYPE, manifestBody, uploadContents } from './context-upload.js';
 import { cacheDirOf, StatCache } from './stat-cache.js';
+import { openRequest, readText } from './http.js';
 import { ciIdToken, exchangeIdToken, type OidcSettings, OidcSetupError } from './oidc.js';
 
 /**
@@ -349,15 +350,25 @@ function client(io: CliIo) {
   return {
     base,
     async json(method: string, p: string, body?: RequestInit['body'], extra: Array<[string, string]> = []) {
-      const res = await fetch(`${base}${p}`, { method, headers: [auth, ...extra], body, duplex: 'half' } as RequestInit);
-      const text = await res.text();
+      let status: number;
+      let text: string;
+      if (body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array) {
+        // A body in hand (or none): node:http, no undici to load (./http.ts).
+        const res = await openRequest(`${base}${p}`, { method, headers: [auth, ...extra], ...(body != null ? { body } : {}) });
+        status = res.statusCode ?? 0;
+        text = await readText(res);
+      } else {
+        const res = await fetch(`${base}${p}`, { method, headers: [auth, ...extra], body, duplex: 'half' } as RequestInit);
+        status = res.status;
+        text = await res.text();
+      }
       let data: unknown = null;
       try {
         data = JSON.parse(text);
       } catch {
         data = { message: text };
       }
-      if (!res.ok) throw new RequestError(method, p, res.status, (data as { message?: string }).message ?? text, data);
+      if (status < 200 || status > 299) throw new RequestError(method, p, status, (data as { message?: string }).message ?? text, data);
       return data as Record<string, unknown>;
     },
     stream(p: string, accept: string) {
@@ -480,30 +491,44 @@ async function buildFromManifest(io: CliIo, c: ReturnType<typeof client>, dir: s
 async function follow(io: CliIo, c: ReturnType<typeof client>, id: string): Promise<{ status: string; imageDigest?: string }> {
   let last: string | null = null;
   for (let attempt = 0; attempt < 5; attempt++) {
-    const res = await fetch(`${c.base}/v1/builds/${id}/logs`, {
-      headers: { authorization: `Bearer ${io.env.STRATA_TOKEN}`, accept: 'text/event-stream', ...(last ? { 'last-event-id': last } : {}) },
+    const res = await openRequest(`${c.base}/v1/builds/${id}/logs`, {
+      method: 'GET',
+      headers: [
+        ['authorization', `Bearer ${io.env.STRATA_TOKEN}`],
+        ['accept', 'text/event-stream'],
+        ...(last ? ([['last-event-id', last]] as Array<[string, string]>) : []),
+      ],
     });
-    if (!res.ok || !res.body) throw new Error(`following the log failed: ${res.status}`);
+    const status = res.statusCode ?? 0;
+    if (status < 200 || status > 299) {
+      res.resume();
+      throw new Error(`following the log failed: ${status}`);
+    }
     const decoder = new TextDecoder();
     let buf = '';
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buf += decoder.decode(chunk, { stream: true });
-      let sep: number;
-      while ((sep = buf.indexOf('\n\n')) >= 0) {
-        const block = buf.slice(0, sep);
-        buf = buf.slice(sep + 2);
-        let event = 'message';
-        let data = '';
-        for (const line of block.split('\n')) {
-          if (line.startsWith('event: ')) event = line.slice(7);
-          else if (line.startsWith('data: ')) data += line.slice(6);
-          else if (line.startsWith('id: ')) last = line.slice(4);
+    try {
+      for await (const chunk of res as AsyncIterable<Uint8Array>) {
+        buf += decoder.decode(chunk, { stream: true });
+        let sep: number;
+        while ((sep = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, sep);
+          buf = buf.slice(sep + 2);
+          let event = 'message';
+          let data = '';
+          for (const line of block.split('\n')) {
+            if (line.startsWith('event: ')) event = line.slice(7);
+            else if (line.startsWith('data: ')) data += line.slice(6);
+            else if (line.startsWith('id: ')) last = line.slice(4);
+          }
+          if (!data) continue;
+          const d = JSON.parse(data) as Record<string, unknown>;
+          if (event === 'log') io.out(`#${d.step ?? '-'} ${String(d.line)}\n`);
+          else if (event === 'end') return { status: String(d.status), ...(typeof d.imageDigest === 'string' ? { imageDigest: d.imageDigest } : {}) };
         }
-        if (!data) continue;
-        const d = JSON.parse(data) as Record<string, unknown>;
-        if (event === 'log') io.out(`#${d.step ?? '-'} ${String(d.line)}\n`);
-        else if (event === 'end') return { status: String(d.status), ...(typeof d.imageDigest === 'string' ? { imageDigest: d.imageDigest } : {}) };
       }
+    } catch (e) {
+      // A connection reset mid-stream (an api restarting) resumes below; anything else is ours.
+      if (!res.errored) throw e;
     }
     // The connection dropped before the end: resume where it stopped.
   }
