@@ -493,6 +493,8 @@ async function follow(io: CliIo, c: ReturnType<typeof client>, id: string): Prom
   for (let attempt = 0; attempt < 5; attempt++) {
     const res = await openRequest(`${c.base}/v1/builds/${id}/logs`, {
       method: 'GET',
+      // The api sends a heartbeat every 15 s: four missed, and the stream is opened again.
+      idleMs: 60_000,
       headers: [
         ['authorization', `Bearer ${io.env.STRATA_TOKEN}`],
         ['accept', 'text/event-stream'],
